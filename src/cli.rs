@@ -1,0 +1,301 @@
+//! The command-line interface, declared with clap's derive API.
+//!
+//! `completions/` and `man/` are generated from [`Cli::command`]; the test
+//! `tests/generated_docs.rs` fails when they are stale (`QFORGE_BLESS=1 cargo test
+//! --test generated_docs` rewrites them).
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// Quantization toolchain for model checkpoints.
+///
+/// Exit codes: 0 success, 1 runtime failure (I/O, disk full, internal error),
+/// 2 usage error or invalid input, 3 quality budget exceeded (kv-profile verify).
+#[derive(Debug, Parser)]
+#[command(name = "qforge", version, about, long_about, propagate_version = true)]
+pub struct Cli {
+    /// More log output on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    /// The subcommand to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// qforge's subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Quantize a safetensors or GGUF model to GGUF (llama.cpp types and mixes).
+    Quantize(QuantizeArgs),
+    /// Write the native QNAT format (NF4/FP4 with double quantization, k-quants, floats).
+    ExportNative(ExportNativeArgs),
+    /// Show format, metadata and tensors of a safetensors, GGUF or QNAT file.
+    Inspect(InspectArgs),
+    /// Build or verify KV-cache compression profiles.
+    #[command(subcommand)]
+    KvProfile(KvProfileCommand),
+    /// Benchmark dequant-GEMM/GEMV kernels against a roofline and candle.
+    BenchGemm(BenchGemmArgs),
+}
+
+/// Arguments of `qforge inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// A .gguf, .safetensors or .qnat file, a *.safetensors.index.json, or a model folder.
+    pub path: PathBuf,
+    /// Print one JSON document (schema qforge.inspect/1, see docs/inspect-json.md).
+    #[arg(long)]
+    pub json: bool,
+    /// List every tensor in the text output (JSON always lists them).
+    #[arg(long)]
+    pub tensors: bool,
+    /// Only tensors whose name matches this regular expression (totals follow the filter).
+    #[arg(long, value_name = "REGEX")]
+    pub filter: Option<String>,
+    /// Array values longer than this are cut (JSON: elements kept; text: elements shown).
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub max_array: usize,
+    /// Also read all tensor data and check stored checksums (QNAT).
+    #[arg(long)]
+    pub verify: bool,
+}
+
+/// Output container of `qforge quantize`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// GGUF v3 (llama.cpp).
+    Gguf,
+    /// qforge's native QNAT v2.
+    Qnat,
+    /// Hugging Face safetensors in the bitsandbytes 4-bit layout.
+    BnbSafetensors,
+}
+
+/// Arguments of `qforge quantize`.
+#[derive(Debug, Args)]
+pub struct QuantizeArgs {
+    /// Input model: .gguf, .safetensors, *.safetensors.index.json or a model folder.
+    pub input: PathBuf,
+    /// Output file.
+    #[arg(short, long, required_unless_present = "dry_run")]
+    pub output: Option<PathBuf>,
+    /// Target type or llama.cpp mix: Q4_K_M, Q4_K_S, Q5_K_M, Q5_K_S, Q3_K_M, Q3_K_S,
+    /// Q3_K_L, Q2_K, Q6_K, Q8_0, Q4_0, F16, BF16, ...
+    #[arg(
+        short = 't',
+        long = "type",
+        value_name = "TYPE",
+        default_value = "Q4_K_M"
+    )]
+    pub qtype: String,
+    /// Output container.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Gguf)]
+    pub format: OutputFormat,
+    /// Per-tensor type override, REGEX=TYPE; repeatable, the first match wins.
+    #[arg(long, value_name = "REGEX=TYPE")]
+    pub tensor_type: Vec<String>,
+    /// Type of output.weight.
+    #[arg(long, value_name = "TYPE")]
+    pub output_tensor_type: Option<String>,
+    /// Type of token_embd.weight.
+    #[arg(long, value_name = "TYPE")]
+    pub token_embedding_type: Option<String>,
+    /// Use the base type for every tensor: no mix rules.
+    #[arg(long)]
+    pub pure: bool,
+    /// Leave output.weight unquantized.
+    #[arg(long)]
+    pub leave_output_tensor: bool,
+    /// Allow re-quantizing tensors that are already quantized.
+    #[arg(long)]
+    pub allow_requantize: bool,
+    /// Importance matrix: GGUF imatrix or legacy llama.cpp .dat.
+    #[arg(long, value_name = "FILE")]
+    pub imatrix: Option<PathBuf>,
+    /// Use importance weights only for tensors matching this regex (repeatable).
+    #[arg(long, value_name = "REGEX", conflicts_with = "exclude_weights")]
+    pub include_weights: Vec<String>,
+    /// Do not use importance weights for tensors matching this regex (repeatable).
+    #[arg(long, value_name = "REGEX")]
+    pub exclude_weights: Vec<String>,
+    /// Quantize tensors with NaN or infinite values instead of refusing.
+    #[arg(long)]
+    pub allow_nonfinite: bool,
+    /// Worker threads (default: all cores). Output bytes do not depend on it.
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Print the plan and the output size; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print one JSON document on stdout (schema qforge.quantize/1).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Quantization scheme of `qforge export-native`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Scheme {
+    /// bitsandbytes NormalFloat4.
+    Nf4,
+    /// bitsandbytes FP4.
+    Fp4,
+    /// ggml Q4_K.
+    #[value(name = "q4_k")]
+    Q4K,
+    /// ggml Q5_K.
+    #[value(name = "q5_k")]
+    Q5K,
+    /// ggml Q6_K.
+    #[value(name = "q6_k")]
+    Q6K,
+    /// ggml Q8_0.
+    #[value(name = "q8_0")]
+    Q8_0,
+    /// IEEE half.
+    F16,
+    /// bfloat16.
+    Bf16,
+    /// IEEE single.
+    F32,
+}
+
+/// Compute dtype recorded in a QNAT file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ComputeDtype {
+    /// float32
+    F32,
+    /// float16
+    F16,
+    /// bfloat16
+    Bf16,
+}
+
+/// Arguments of `qforge export-native`.
+#[derive(Debug, Args)]
+pub struct ExportNativeArgs {
+    /// Input model (safetensors, sharded folder, GGUF, or QNAT with --dequantize).
+    pub input: PathBuf,
+    /// Output file (.qnat; with --dequantize, .safetensors).
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Scheme for float weight tensors.
+    #[arg(long, value_enum, default_value_t = Scheme::Nf4)]
+    pub scheme: Scheme,
+    /// Block size for NF4/FP4 (power of two, 32..4096).
+    #[arg(long, default_value_t = 64)]
+    pub block_size: usize,
+    /// Quantize the per-block absmax values again (8-bit, 256 per block).
+    #[arg(long)]
+    pub double_quant: bool,
+    /// Model name stored in the metadata (default: input file stem).
+    #[arg(long)]
+    pub model_name: Option<String>,
+    /// Compute dtype stored in the metadata.
+    #[arg(long, value_enum, default_value_t = ComputeDtype::Bf16)]
+    pub compute_dtype: ComputeDtype,
+    /// Dequantize a QNAT input back to f32 safetensors.
+    #[arg(long)]
+    pub dequantize: bool,
+    /// Worker threads (default: all cores).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Print one JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `qforge kv-profile` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum KvProfileCommand {
+    /// Build a KV-cache compression profile (JSON).
+    Build(KvBuildArgs),
+    /// Verify a profile on evaluation KV and write a receipt (exit 3 when over budget).
+    Verify(KvVerifyArgs),
+}
+
+/// Arguments of `qforge kv-profile build`.
+#[derive(Debug, Args)]
+pub struct KvBuildArgs {
+    /// KV shape as layers=L,kv_heads=H,query_heads=Q,head_dim=D,tokens=T.
+    #[arg(long, value_name = "SPEC", required_unless_present = "from_model")]
+    pub shape: Option<String>,
+    /// Take the shape from a GGUF file's metadata or a Hugging Face config.json.
+    #[arg(long, value_name = "FILE")]
+    pub from_model: Option<PathBuf>,
+    /// Calibration KV (safetensors, tensors layer.{i}.key / layer.{i}.value).
+    #[arg(long, value_name = "FILE")]
+    pub calibration: Option<PathBuf>,
+    /// Bits per codeword index (codebook size 2^bits) unless --codebook-size is given.
+    #[arg(long)]
+    pub bits: Option<u32>,
+    /// Coordinates per codeword (k).
+    #[arg(long, default_value_t = 4)]
+    pub block_dim: usize,
+    /// Codewords in the codebook (N, a power of two).
+    #[arg(long)]
+    pub codebook_size: Option<usize>,
+    /// Seed of the rotation and of the training samples.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output profile.
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Print a JSON summary on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `qforge kv-profile verify`.
+#[derive(Debug, Args)]
+pub struct KvVerifyArgs {
+    /// The profile to verify.
+    pub profile: PathBuf,
+    /// Evaluation KV (safetensors); synthetic KV when absent.
+    #[arg(long, value_name = "FILE")]
+    pub eval: Option<PathBuf>,
+    /// Queries (safetensors, tensors layer.{i}.query).
+    #[arg(long, value_name = "FILE")]
+    pub queries: Option<PathBuf>,
+    /// Also run the baselines (TurboQuant-style, KIVI-2, q8_0, q4_0) in the same run.
+    #[arg(long)]
+    pub compare: bool,
+    /// Receipt output.
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    /// Print the receipt JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `qforge bench-gemm`.
+#[derive(Debug, Args)]
+pub struct BenchGemmArgs {
+    /// Weight type: q4_k, q6_k, q8_0, q4_0, nf4.
+    #[arg(long = "type", value_name = "TYPE", default_value = "q4_k")]
+    pub wtype: String,
+    /// Token counts (m), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,512")]
+    pub m: Vec<usize>,
+    /// Inner dimension.
+    #[arg(long, default_value_t = 4096)]
+    pub k: usize,
+    /// Output rows.
+    #[arg(long, default_value_t = 14336)]
+    pub n: usize,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Take the weights from this model file instead of random ones.
+    #[arg(long, requires = "tensor")]
+    pub weights: Option<PathBuf>,
+    /// Tensor name within --weights.
+    #[arg(long)]
+    pub tensor: Option<String>,
+    /// Repetitions per measurement (the median is reported).
+    #[arg(long, default_value_t = 7)]
+    pub reps: usize,
+    /// Print one JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
+}

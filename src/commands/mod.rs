@@ -1,0 +1,23 @@
+//! Command fronts: each turns parsed arguments into library calls and prints results.
+
+pub mod inspect;
+
+use crate::bail_invalid;
+use crate::cli::{Cli, Command, KvProfileCommand};
+use anyhow::Result;
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Inspect(args) => inspect::run(&args),
+        Command::Quantize(_) => not_implemented("quantize", 3),
+        Command::ExportNative(_) => not_implemented("export-native", 4),
+        Command::KvProfile(KvProfileCommand::Build(_)) => not_implemented("kv-profile build", 5),
+        Command::KvProfile(KvProfileCommand::Verify(_)) => not_implemented("kv-profile verify", 5),
+        Command::BenchGemm(_) => not_implemented("bench-gemm", 6),
+    }
+}
+
+fn not_implemented(name: &str, issue: u32) -> Result<()> {
+    bail_invalid!("`qforge {name}` is not implemented yet (tracked in issue #{issue})")
+}

@@ -1,0 +1,238 @@
+//! Streaming GGUF v3 writer.
+//!
+//! The layout (header bytes, every tensor's offset, the total size) is computed from
+//! names, shapes and types alone ([`GgufLayout::new`]); tensor data is then streamed in
+//! order with [`GgufStream`], so no tensor has to be held in memory longer than it takes
+//! to write it. Padding follows llama.cpp: the data section starts at an aligned offset
+//! and every tensor is zero-padded to the alignment.
+
+use super::value::{write_string_bytes, Value};
+use super::{GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC};
+use crate::formats::ggml_type::GgmlType;
+use anyhow::{bail, ensure, Result};
+use std::io::Write;
+
+/// A tensor to be written: name, ggml dims (innermost first) and type.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorSpec {
+    /// Tensor name.
+    pub name: String,
+    /// ggml dimensions `ne`, innermost first.
+    pub ne: Vec<u64>,
+    /// Output type.
+    pub ty: GgmlType,
+}
+
+impl TensorSpec {
+    /// Bytes of tensor data, or an error when the row is not a whole number of blocks.
+    pub fn bytes(&self) -> Result<u64> {
+        let row = self.ty.row_bytes(self.ne[0]).ok_or_else(|| {
+            anyhow::anyhow!(
+                "tensor {:?}: row length {} is not a multiple of the {} block size {}",
+                self.name,
+                self.ne[0],
+                self.ty,
+                self.ty.block_size()
+            )
+        })?;
+        let rows: u64 = self.ne[1..].iter().product();
+        Ok(row * rows)
+    }
+}
+
+/// The full byte layout of a GGUF v3 file, known before any tensor data is produced.
+#[derive(Debug, Clone)]
+pub struct GgufLayout {
+    /// Serialized header (magic through tensor infos), without the padding after it.
+    pub header: Vec<u8>,
+    /// Absolute offset of the data section.
+    pub data_offset: u64,
+    /// Per tensor: offset relative to the data section and size in bytes.
+    pub tensors: Vec<(u64, u64)>,
+    /// Alignment in bytes.
+    pub alignment: u64,
+    /// Total file size.
+    pub file_size: u64,
+}
+
+fn align(n: u64, a: u64) -> u64 {
+    n.div_ceil(a) * a
+}
+
+impl GgufLayout {
+    /// Lays out a file with `metadata` (written in the given order) and `tensors`.
+    pub fn new(metadata: &[(String, Value)], tensors: &[TensorSpec]) -> Result<GgufLayout> {
+        let alignment = match metadata.iter().find(|(k, _)| k == "general.alignment") {
+            None => GGUF_DEFAULT_ALIGNMENT,
+            Some((_, Value::U32(a))) if a.is_power_of_two() => u64::from(*a),
+            Some(_) => bail!("general.alignment must be a u32 power of two"),
+        };
+        let mut header = Vec::new();
+        header.extend_from_slice(GGUF_MAGIC);
+        header.extend_from_slice(&3u32.to_le_bytes());
+        header.extend_from_slice(&(tensors.len() as u64).to_le_bytes());
+        header.extend_from_slice(&(metadata.len() as u64).to_le_bytes());
+        for (key, value) in metadata {
+            write_string_bytes(&mut header, key.as_bytes())?;
+            header.extend_from_slice(&(value.value_type() as u32).to_le_bytes());
+            value.write_payload(&mut header)?;
+        }
+        let mut placed = Vec::with_capacity(tensors.len());
+        let mut offset = 0u64;
+        for t in tensors {
+            ensure!(
+                !t.ne.is_empty() && t.ne.len() <= 4,
+                "tensor {:?}: {} dimensions",
+                t.name,
+                t.ne.len()
+            );
+            let bytes = t.bytes()?;
+            write_string_bytes(&mut header, t.name.as_bytes())?;
+            header.extend_from_slice(&(t.ne.len() as u32).to_le_bytes());
+            for d in &t.ne {
+                header.extend_from_slice(&d.to_le_bytes());
+            }
+            header.extend_from_slice(&t.ty.id().to_le_bytes());
+            header.extend_from_slice(&offset.to_le_bytes());
+            placed.push((offset, bytes));
+            offset = align(offset + bytes, alignment);
+        }
+        let data_offset = align(header.len() as u64, alignment);
+        Ok(GgufLayout {
+            header,
+            data_offset,
+            file_size: data_offset + offset,
+            tensors: placed,
+            alignment,
+        })
+    }
+}
+
+/// Writes a [`GgufLayout`] to a stream: the header, then each tensor's data in order.
+pub struct GgufStream<'a, W: Write> {
+    out: W,
+    layout: &'a GgufLayout,
+    next: usize,
+    written: u64,
+}
+
+impl<'a, W: Write> GgufStream<'a, W> {
+    /// Writes the header and its padding.
+    pub fn start(mut out: W, layout: &'a GgufLayout) -> Result<Self> {
+        out.write_all(&layout.header)?;
+        let pad = layout.data_offset - layout.header.len() as u64;
+        write_zeros(&mut out, pad)?;
+        Ok(GgufStream {
+            out,
+            layout,
+            next: 0,
+            written: 0,
+        })
+    }
+
+    /// Appends a chunk of the current tensor's data; a tensor may come in several chunks.
+    /// Padding is added when the tensor is complete.
+    pub fn write_data(&mut self, chunk: &[u8]) -> Result<()> {
+        let Some(&(_, bytes)) = self.layout.tensors.get(self.next) else {
+            bail!("more tensor data than the layout has tensors");
+        };
+        ensure!(
+            self.written + chunk.len() as u64 <= bytes,
+            "tensor #{} gets more than its {bytes} bytes",
+            self.next
+        );
+        self.out.write_all(chunk)?;
+        self.written += chunk.len() as u64;
+        if self.written == bytes {
+            write_zeros(&mut self.out, align(bytes, self.layout.alignment) - bytes)?;
+            self.next += 1;
+            self.written = 0;
+        }
+        Ok(())
+    }
+
+    /// Checks every tensor was written in full and returns the writer.
+    pub fn finish(self) -> Result<W> {
+        ensure!(
+            self.next == self.layout.tensors.len() && self.written == 0,
+            "GGUF stream ended after {} of {} tensors",
+            self.next,
+            self.layout.tensors.len()
+        );
+        Ok(self.out)
+    }
+}
+
+fn write_zeros(out: &mut impl Write, n: u64) -> std::io::Result<()> {
+    const ZEROS: [u8; 64] = [0; 64];
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(64) as usize;
+        out.write_all(&ZEROS[..k])?;
+        left -= k as u64;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::read_header;
+    use super::*;
+
+    #[test]
+    fn written_file_reads_back_identically() {
+        let metadata = vec![
+            ("general.architecture".to_string(), Value::string("llama")),
+            ("general.alignment".to_string(), Value::U32(64)),
+            ("x.count".to_string(), Value::U64(3)),
+        ];
+        let tensors = vec![
+            TensorSpec {
+                name: "a".into(),
+                ne: vec![3],
+                ty: GgmlType::F32,
+            },
+            TensorSpec {
+                name: "b".into(),
+                ne: vec![256, 2],
+                ty: GgmlType::Q4_K,
+            },
+        ];
+        let layout = GgufLayout::new(&metadata, &tensors).unwrap();
+        let mut s = GgufStream::start(Vec::new(), &layout).unwrap();
+        s.write_data(&[1u8; 12]).unwrap();
+        s.write_data(&[2u8; 144]).unwrap();
+        s.write_data(&[3u8; 144]).unwrap();
+        let file = s.finish().unwrap();
+        assert_eq!(file.len() as u64, layout.file_size);
+        let h = read_header(&file).unwrap();
+        assert_eq!(h.version, 3);
+        assert_eq!(h.alignment, 64);
+        assert_eq!(h.metadata, metadata);
+        assert_eq!(h.tensors[1].offset, 64);
+        assert_eq!(h.tensors[1].bytes, 288);
+        assert_eq!(h.data_offset % 64, 0);
+        let b = &file[(h.data_offset + 64) as usize..][..288];
+        assert!(b[..144].iter().all(|&x| x == 2) && b[144..].iter().all(|&x| x == 3));
+    }
+
+    #[test]
+    fn stream_rejects_excess_and_missing_data() {
+        let tensors = vec![TensorSpec {
+            name: "a".into(),
+            ne: vec![2],
+            ty: GgmlType::F32,
+        }];
+        let layout = GgufLayout::new(&[], &tensors).unwrap();
+        let mut s = GgufStream::start(Vec::new(), &layout).unwrap();
+        assert!(s.write_data(&[0; 9]).is_err());
+        s.write_data(&[0; 4]).unwrap();
+        assert!(s.finish().is_err());
+        let bad = TensorSpec {
+            name: "q".into(),
+            ne: vec![100],
+            ty: GgmlType::Q4_K,
+        };
+        assert!(GgufLayout::new(&[], &[bad]).is_err());
+    }
+}

@@ -1,0 +1,306 @@
+//! File formats: readers (and the GGUF writer) behind one [`TensorSource`] view.
+//!
+//! A [`TensorSource`] is an opened model — one GGUF file, one safetensors file, or a
+//! sharded safetensors folder — memory-mapped, with its header parsed and validated:
+//! metadata, and per tensor its name, type, shape and byte range. Opening reads only
+//! headers; tensor bytes are touched when [`TensorSource::data`] is called.
+
+pub mod cursor;
+pub mod ggml_type;
+pub mod gguf;
+pub mod safetensors;
+
+use crate::{bail_invalid, invalid};
+use anyhow::{Context, Result};
+use ggml_type::GgmlType;
+use gguf::Value;
+use memmap2::Mmap;
+use std::fmt;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+/// Container format of a [`TensorSource`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// llama.cpp GGUF.
+    Gguf,
+    /// Hugging Face safetensors (one file, or a sharded folder).
+    Safetensors,
+}
+
+impl Format {
+    /// Lower-case name used in JSON output.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Gguf => "gguf",
+            Format::Safetensors => "safetensors",
+        }
+    }
+}
+
+/// Element type of a tensor, in the vocabulary of the file it came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TensorType {
+    /// A ggml type (GGUF tensors).
+    Ggml(GgmlType),
+    /// A safetensors dtype.
+    Safetensors(::safetensors::Dtype),
+}
+
+impl TensorType {
+    /// The type as a ggml type where one exists (F32, F16, BF16, I8..I64, F64 and all
+    /// ggml block types).
+    pub fn as_ggml(self) -> Option<GgmlType> {
+        use ::safetensors::Dtype as D;
+        match self {
+            TensorType::Ggml(t) => Some(t),
+            TensorType::Safetensors(d) => Some(match d {
+                D::F32 => GgmlType::F32,
+                D::F16 => GgmlType::F16,
+                D::BF16 => GgmlType::BF16,
+                D::F64 => GgmlType::F64,
+                D::I8 => GgmlType::I8,
+                D::I16 => GgmlType::I16,
+                D::I32 => GgmlType::I32,
+                D::I64 => GgmlType::I64,
+                _ => return None,
+            }),
+        }
+    }
+}
+
+impl fmt::Display for TensorType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TensorType::Ggml(t) => f.write_str(t.name()),
+            TensorType::Safetensors(d) => write!(f, "{d:?}"),
+        }
+    }
+}
+
+/// One tensor of a [`TensorSource`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorInfo {
+    /// Name as stored in the file.
+    pub name: String,
+    /// Element type.
+    pub ty: TensorType,
+    /// Shape in row-major order, outermost first (PyTorch order; GGUF's `ne` reversed).
+    pub shape: Vec<u64>,
+    /// Index into [`TensorSource::files`].
+    pub file: usize,
+    /// Absolute byte offset of the data in that file.
+    pub offset: u64,
+    /// Size of the data in bytes.
+    pub bytes: u64,
+}
+
+impl TensorInfo {
+    /// Number of elements (product of the shape; 1 for a scalar).
+    pub fn elements(&self) -> u64 {
+        self.shape.iter().product()
+    }
+
+    /// Bits per weight actually stored (`bytes * 8 / elements`).
+    pub fn bits_per_weight(&self) -> f64 {
+        match self.elements() {
+            0 => 0.0,
+            n => self.bytes as f64 * 8.0 / n as f64,
+        }
+    }
+
+    /// ggml's `ne`: the shape innermost first.
+    pub fn ne(&self) -> Vec<u64> {
+        self.shape.iter().rev().copied().collect()
+    }
+}
+
+/// A memory-mapped input file.
+pub struct SourceFile {
+    /// Path as given (joined with the model folder for shards).
+    pub path: PathBuf,
+    map: Mmap,
+}
+
+impl SourceFile {
+    /// Opens and maps a file read-only; an empty file is invalid input.
+    pub fn open(path: &Path) -> Result<SourceFile> {
+        let file = File::open(path).map_err(|e| invalid!("cannot open {}: {e}", path.display()))?;
+        let meta = file.metadata()?;
+        if !meta.is_file() {
+            bail_invalid!("{} is not a regular file", path.display());
+        }
+        if meta.len() == 0 {
+            bail_invalid!("{} is empty", path.display());
+        }
+        // SAFETY: the map is read-only; a file changed underneath us by another process
+        // can give wrong bytes but every access is bounds-checked against the map length.
+        let map = unsafe { Mmap::map(&file) }
+            .with_context(|| format!("memory-mapping {}", path.display()))?;
+        Ok(SourceFile {
+            path: path.to_path_buf(),
+            map,
+        })
+    }
+
+    /// The whole file.
+    pub fn data(&self) -> &[u8] {
+        &self.map
+    }
+
+    /// File size in bytes.
+    pub fn len(&self) -> u64 {
+        self.map.len() as u64
+    }
+
+    /// Whether the file is empty (never true for an opened file).
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+/// An opened model: format, metadata and tensors over memory-mapped files.
+pub struct TensorSource {
+    /// The path the user gave.
+    pub path: PathBuf,
+    /// Container format.
+    pub format: Format,
+    /// Format version (GGUF 2 or 3); `None` for safetensors, which has none.
+    pub version: Option<u32>,
+    /// Data alignment (GGUF only).
+    pub alignment: Option<u64>,
+    /// Metadata in file order (safetensors: sorted by key).
+    pub metadata: Vec<(String, Value)>,
+    /// Tensors in file order (sharded: shard by shard).
+    pub tensors: Vec<TensorInfo>,
+    /// The mapped files tensors point into.
+    pub files: Vec<SourceFile>,
+}
+
+impl TensorSource {
+    /// Opens a GGUF file, a safetensors file, a `*.safetensors.index.json`, or a folder
+    /// holding one index or one safetensors file.
+    pub fn open(path: &Path) -> Result<TensorSource> {
+        let meta =
+            std::fs::metadata(path).map_err(|e| invalid!("cannot open {}: {e}", path.display()))?;
+        if meta.is_dir() {
+            return Self::open_dir(path);
+        }
+        if path.to_string_lossy().ends_with(".index.json") {
+            let dir = path.parent().unwrap_or(Path::new("."));
+            return Self::open_index(path, dir);
+        }
+        let file = SourceFile::open(path)?;
+        let data = file.data();
+        if data.starts_with(gguf::GGUF_MAGIC) {
+            let h = gguf::read_header(data)?;
+            let tensors = h
+                .tensors
+                .iter()
+                .map(|t| TensorInfo {
+                    name: t.name.clone(),
+                    ty: TensorType::Ggml(t.ty),
+                    shape: t.ne.iter().rev().copied().collect(),
+                    file: 0,
+                    offset: h.data_offset + t.offset,
+                    bytes: t.bytes,
+                })
+                .collect();
+            return Ok(TensorSource {
+                path: path.to_path_buf(),
+                format: Format::Gguf,
+                version: Some(h.version),
+                alignment: Some(h.alignment),
+                metadata: h.metadata,
+                tensors,
+                files: vec![file],
+            });
+        }
+        if data.starts_with(b"QNAT") {
+            bail_invalid!(
+                "{} is a QNAT file: QNAT reading is not implemented yet (issue #4)",
+                path.display()
+            );
+        }
+        if data.len() >= 9 && data[8] == b'{' {
+            let contents = safetensors::read_shard(data, 0)?;
+            return Ok(TensorSource {
+                path: path.to_path_buf(),
+                format: Format::Safetensors,
+                version: None,
+                alignment: None,
+                metadata: contents.metadata,
+                tensors: contents.tensors,
+                files: vec![file],
+            });
+        }
+        bail_invalid!(
+            "{}: unrecognized format (not GGUF, safetensors or QNAT; first bytes {:02x?})",
+            path.display(),
+            &data[..data.len().min(8)]
+        )
+    }
+
+    fn open_dir(dir: &Path) -> Result<TensorSource> {
+        let mut indexes = Vec::new();
+        let mut singles = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let path = entry?.path();
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            if name.ends_with(".safetensors.index.json") {
+                indexes.push(path);
+            } else if name.ends_with(".safetensors") {
+                singles.push(path);
+            }
+        }
+        indexes.sort();
+        singles.sort();
+        match (indexes.as_slice(), singles.as_slice()) {
+            ([index], _) => Self::open_index(index, dir),
+            ([], [single]) => Self::open(single),
+            ([], []) => bail_invalid!("{} holds no .safetensors file", dir.display()),
+            ([], _) => bail_invalid!(
+                "{} holds {} .safetensors files but no *.safetensors.index.json",
+                dir.display(),
+                singles.len()
+            ),
+            _ => bail_invalid!(
+                "{} holds several *.safetensors.index.json files; name one",
+                dir.display()
+            ),
+        }
+    }
+
+    fn open_index(index_path: &Path, dir: &Path) -> Result<TensorSource> {
+        let text = std::fs::read(index_path)
+            .map_err(|e| invalid!("cannot read {}: {e}", index_path.display()))?;
+        let index = safetensors::read_index(&text)
+            .with_context(|| format!("reading {}", index_path.display()))?;
+        let mut files = Vec::new();
+        let tensors = safetensors::open_sharded(dir, &index, &mut files)?;
+        Ok(TensorSource {
+            path: index_path.to_path_buf(),
+            format: Format::Safetensors,
+            version: None,
+            alignment: None,
+            metadata: index.metadata,
+            tensors,
+            files,
+        })
+    }
+
+    /// The bytes of a tensor (reading them pages the data in).
+    pub fn data(&self, t: &TensorInfo) -> &[u8] {
+        &self.files[t.file].data()[t.offset as usize..(t.offset + t.bytes) as usize]
+    }
+
+    /// A metadata value by key.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.metadata.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    /// Total size of the mapped files.
+    pub fn file_bytes(&self) -> u64 {
+        self.files.iter().map(SourceFile::len).sum()
+    }
+}
