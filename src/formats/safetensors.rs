@@ -18,6 +18,7 @@ use std::path::{Component, Path};
 const LEN_PREFIX: u64 = 8;
 
 /// Tensors and metadata of one safetensors file, in data-offset order.
+#[derive(Debug)]
 pub struct ShardContents {
     /// Tensor infos with absolute offsets, `file` set to `file_index`.
     pub tensors: Vec<TensorInfo>,
@@ -83,6 +84,7 @@ fn describe(e: &safetensors::SafeTensorError, file_len: usize) -> String {
 }
 
 /// The parsed `model.safetensors.index.json` of a sharded checkpoint.
+#[derive(Debug)]
 pub struct ShardIndex {
     /// Shard file names in first-appearance order.
     pub shards: Vec<String>,

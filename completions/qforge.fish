@@ -1,0 +1,135 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_qforge_global_optspecs
+    string join \n v/verbose h/help V/version
+end
+
+function __fish_qforge_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_qforge_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_qforge_using_subcommand
+    set -l cmd (__fish_qforge_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c qforge -n "__fish_qforge_needs_command" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides'
+complete -c qforge -n "__fish_qforge_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c qforge -n "__fish_qforge_needs_command" -s V -l version -d 'Print version'
+complete -c qforge -n "__fish_qforge_needs_command" -f -a "quantize" -d 'Quantize a safetensors or GGUF model to GGUF (llama.cpp types and mixes)'
+complete -c qforge -n "__fish_qforge_needs_command" -f -a "export-native" -d 'Write the native QNAT format (NF4/FP4 with double quantization, k-quants, floats)'
+complete -c qforge -n "__fish_qforge_needs_command" -f -a "inspect" -d 'Show format, metadata and tensors of a safetensors, GGUF or QNAT file'
+complete -c qforge -n "__fish_qforge_needs_command" -f -a "kv-profile" -d 'Build or verify KV-cache compression profiles'
+complete -c qforge -n "__fish_qforge_needs_command" -f -a "bench-gemm" -d 'Benchmark dequant-GEMM/GEMV kernels against a roofline and candle'
+complete -c qforge -n "__fish_qforge_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c qforge -n "__fish_qforge_using_subcommand quantize" -s o -l output -d 'Output file' -r -F
+complete -c qforge -n "__fish_qforge_using_subcommand quantize" -s t -l type -d 'Target type or llama.cpp mix: Q4_K_M, Q4_K_S, Q5_K_M, Q5_K_S, Q3_K_M, Q3_K_S, Q3_K_L, Q2_K, Q6_K, Q8_0, Q4_0, F16, BF16, ...' -r
+complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l format -d 'Output container' -r -f -a "gguf\t'GGUF v3 (llama.cpp)'
+qnat\t'qforge\'s native QNAT v2'
+bnb-safetensors\t'Hugging Face safetensors in the bitsandbytes 4-bit layout'"
+complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l tensor-type -d 'Per-tensor type override, REGEX=TYPE; repeatable, the first match wins' -r
+complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l output-tensor-type -d 'Type of output.weight' -r
+complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l token-embedding-type -d 'Type of token_embd.weight' -r
+complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l imatrix -d 'Importance matrix: GGUF imatrix or legacy llama.cpp .dat' -r -F
+complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l include-weights -d 'Use importance weights only for tensors matching this regex (repeatable)' -r
+complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l exclude-weights -d 'Do not use importance weights for tensors matching this regex (repeatable)' -r
+complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l threads -d 'Worker threads (default: all cores). Output bytes do not depend on it' -r
+complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l pure -d 'Use the base type for every tensor: no mix rules'
+complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l leave-output-tensor -d 'Leave output.weight unquantized'
+complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l allow-requantize -d 'Allow re-quantizing tensors that are already quantized'
+complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l allow-nonfinite -d 'Quantize tensors with NaN or infinite values instead of refusing'
+complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l dry-run -d 'Print the plan and the output size; write nothing'
+complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l json -d 'Print one JSON document on stdout (schema qforge.quantize/1)'
+complete -c qforge -n "__fish_qforge_using_subcommand quantize" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides'
+complete -c qforge -n "__fish_qforge_using_subcommand quantize" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c qforge -n "__fish_qforge_using_subcommand quantize" -s V -l version -d 'Print version'
+complete -c qforge -n "__fish_qforge_using_subcommand export-native" -s o -l output -d 'Output file (.qnat; with --dequantize, .safetensors)' -r -F
+complete -c qforge -n "__fish_qforge_using_subcommand export-native" -l scheme -d 'Scheme for float weight tensors' -r -f -a "nf4\t'bitsandbytes NormalFloat4'
+fp4\t'bitsandbytes FP4'
+q4_k\t'ggml Q4_K'
+q5_k\t'ggml Q5_K'
+q6_k\t'ggml Q6_K'
+q8_0\t'ggml Q8_0'
+f16\t'IEEE half'
+bf16\t'bfloat16'
+f32\t'IEEE single'"
+complete -c qforge -n "__fish_qforge_using_subcommand export-native" -l block-size -d 'Block size for NF4/FP4 (power of two, 32..4096)' -r
+complete -c qforge -n "__fish_qforge_using_subcommand export-native" -l model-name -d 'Model name stored in the metadata (default: input file stem)' -r
+complete -c qforge -n "__fish_qforge_using_subcommand export-native" -l compute-dtype -d 'Compute dtype stored in the metadata' -r -f -a "f32\t'float32'
+f16\t'float16'
+bf16\t'bfloat16'"
+complete -c qforge -n "__fish_qforge_using_subcommand export-native" -l threads -d 'Worker threads (default: all cores)' -r
+complete -c qforge -n "__fish_qforge_using_subcommand export-native" -l double-quant -d 'Quantize the per-block absmax values again (8-bit, 256 per block)'
+complete -c qforge -n "__fish_qforge_using_subcommand export-native" -l dequantize -d 'Dequantize a QNAT input back to f32 safetensors'
+complete -c qforge -n "__fish_qforge_using_subcommand export-native" -l json -d 'Print one JSON document on stdout'
+complete -c qforge -n "__fish_qforge_using_subcommand export-native" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides'
+complete -c qforge -n "__fish_qforge_using_subcommand export-native" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c qforge -n "__fish_qforge_using_subcommand export-native" -s V -l version -d 'Print version'
+complete -c qforge -n "__fish_qforge_using_subcommand inspect" -l filter -d 'Only tensors whose name matches this regular expression (totals follow the filter)' -r
+complete -c qforge -n "__fish_qforge_using_subcommand inspect" -l max-array -d 'Array values longer than this are cut (JSON: elements kept; text: elements shown)' -r
+complete -c qforge -n "__fish_qforge_using_subcommand inspect" -l json -d 'Print one JSON document (schema qforge.inspect/1, see docs/inspect-json.md)'
+complete -c qforge -n "__fish_qforge_using_subcommand inspect" -l tensors -d 'List every tensor in the text output (JSON always lists them)'
+complete -c qforge -n "__fish_qforge_using_subcommand inspect" -l verify -d 'Also read all tensor data and check stored checksums (QNAT)'
+complete -c qforge -n "__fish_qforge_using_subcommand inspect" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides'
+complete -c qforge -n "__fish_qforge_using_subcommand inspect" -s h -l help -d 'Print help'
+complete -c qforge -n "__fish_qforge_using_subcommand inspect" -s V -l version -d 'Print version'
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and not __fish_seen_subcommand_from build verify help" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides'
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and not __fish_seen_subcommand_from build verify help" -s h -l help -d 'Print help'
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and not __fish_seen_subcommand_from build verify help" -s V -l version -d 'Print version'
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and not __fish_seen_subcommand_from build verify help" -f -a "build" -d 'Build a KV-cache compression profile (JSON)'
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and not __fish_seen_subcommand_from build verify help" -f -a "verify" -d 'Verify a profile on evaluation KV and write a receipt (exit 3 when over budget)'
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and not __fish_seen_subcommand_from build verify help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l shape -d 'KV shape as layers=L,kv_heads=H,query_heads=Q,head_dim=D,tokens=T' -r
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l from-model -d 'Take the shape from a GGUF file\'s metadata or a Hugging Face config.json' -r -F
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l calibration -d 'Calibration KV (safetensors, tensors layer.{i}.key / layer.{i}.value)' -r -F
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l bits -d 'Bits per codeword index (codebook size 2^bits) unless --codebook-size is given' -r
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l block-dim -d 'Coordinates per codeword (k)' -r
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l codebook-size -d 'Codewords in the codebook (N, a power of two)' -r
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l seed -d 'Seed of the rotation and of the training samples' -r
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -s o -l output -d 'Output profile' -r -F
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l json -d 'Print a JSON summary on stdout'
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides'
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -s h -l help -d 'Print help'
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -s V -l version -d 'Print version'
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from verify" -l eval -d 'Evaluation KV (safetensors); synthetic KV when absent' -r -F
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from verify" -l queries -d 'Queries (safetensors, tensors layer.{i}.query)' -r -F
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from verify" -s o -l output -d 'Receipt output' -r -F
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from verify" -l compare -d 'Also run the baselines (TurboQuant-style, KIVI-2, q8_0, q4_0) in the same run'
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from verify" -l json -d 'Print the receipt JSON on stdout'
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from verify" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides'
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from verify" -s h -l help -d 'Print help'
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from verify" -s V -l version -d 'Print version'
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from help" -f -a "build" -d 'Build a KV-cache compression profile (JSON)'
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from help" -f -a "verify" -d 'Verify a profile on evaluation KV and write a receipt (exit 3 when over budget)'
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c qforge -n "__fish_qforge_using_subcommand bench-gemm" -l type -d 'Weight type: q4_k, q6_k, q8_0, q4_0, nf4' -r
+complete -c qforge -n "__fish_qforge_using_subcommand bench-gemm" -l m -d 'Token counts (m), comma-separated' -r
+complete -c qforge -n "__fish_qforge_using_subcommand bench-gemm" -l k -d 'Inner dimension' -r
+complete -c qforge -n "__fish_qforge_using_subcommand bench-gemm" -l n -d 'Output rows' -r
+complete -c qforge -n "__fish_qforge_using_subcommand bench-gemm" -l threads -d 'Worker threads (default: all cores)' -r
+complete -c qforge -n "__fish_qforge_using_subcommand bench-gemm" -l weights -d 'Take the weights from this model file instead of random ones' -r -F
+complete -c qforge -n "__fish_qforge_using_subcommand bench-gemm" -l tensor -d 'Tensor name within --weights' -r
+complete -c qforge -n "__fish_qforge_using_subcommand bench-gemm" -l reps -d 'Repetitions per measurement (the median is reported)' -r
+complete -c qforge -n "__fish_qforge_using_subcommand bench-gemm" -l json -d 'Print one JSON document on stdout'
+complete -c qforge -n "__fish_qforge_using_subcommand bench-gemm" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides'
+complete -c qforge -n "__fish_qforge_using_subcommand bench-gemm" -s h -l help -d 'Print help'
+complete -c qforge -n "__fish_qforge_using_subcommand bench-gemm" -s V -l version -d 'Print version'
+complete -c qforge -n "__fish_qforge_using_subcommand help; and not __fish_seen_subcommand_from quantize export-native inspect kv-profile bench-gemm help" -f -a "quantize" -d 'Quantize a safetensors or GGUF model to GGUF (llama.cpp types and mixes)'
+complete -c qforge -n "__fish_qforge_using_subcommand help; and not __fish_seen_subcommand_from quantize export-native inspect kv-profile bench-gemm help" -f -a "export-native" -d 'Write the native QNAT format (NF4/FP4 with double quantization, k-quants, floats)'
+complete -c qforge -n "__fish_qforge_using_subcommand help; and not __fish_seen_subcommand_from quantize export-native inspect kv-profile bench-gemm help" -f -a "inspect" -d 'Show format, metadata and tensors of a safetensors, GGUF or QNAT file'
+complete -c qforge -n "__fish_qforge_using_subcommand help; and not __fish_seen_subcommand_from quantize export-native inspect kv-profile bench-gemm help" -f -a "kv-profile" -d 'Build or verify KV-cache compression profiles'
+complete -c qforge -n "__fish_qforge_using_subcommand help; and not __fish_seen_subcommand_from quantize export-native inspect kv-profile bench-gemm help" -f -a "bench-gemm" -d 'Benchmark dequant-GEMM/GEMV kernels against a roofline and candle'
+complete -c qforge -n "__fish_qforge_using_subcommand help; and not __fish_seen_subcommand_from quantize export-native inspect kv-profile bench-gemm help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c qforge -n "__fish_qforge_using_subcommand help; and __fish_seen_subcommand_from kv-profile" -f -a "build" -d 'Build a KV-cache compression profile (JSON)'
+complete -c qforge -n "__fish_qforge_using_subcommand help; and __fish_seen_subcommand_from kv-profile" -f -a "verify" -d 'Verify a profile on evaluation KV and write a receipt (exit 3 when over budget)'
