@@ -10,3 +10,5 @@ pub mod error;
 pub mod formats;
 pub mod logging;
 pub mod output;
+pub mod pipeline;
+pub mod quant;

@@ -5,6 +5,7 @@
 //! metadata, and per tensor its name, type, shape and byte range. Opening reads only
 //! headers; tensor bytes are touched when [`TensorSource::data`] is called.
 
+pub mod atomic;
 pub mod cursor;
 pub mod ggml_type;
 pub mod gguf;

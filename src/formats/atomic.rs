@@ -1,0 +1,154 @@
+//! Atomic output files: write to a temporary file in the destination's folder, rename
+//! over the destination only when everything was written and synced.
+//!
+//! A run that fails (or is killed) never leaves a half-written destination: it is either
+//! absent or the previous complete file. On a clean error the temporary file is removed
+//! (on drop); only a SIGKILL can leave one behind, named `.NAME.qforge-tmp.PID`.
+
+use anyhow::{Context, Result};
+use sha2::{Digest, Sha256};
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+/// A file being written that becomes `dest` on [`AtomicFile::commit`].
+pub struct AtomicFile {
+    dest: PathBuf,
+    tmp: PathBuf,
+    out: Option<HashingWriter<BufWriter<File>>>,
+}
+
+impl AtomicFile {
+    /// Creates the temporary file next to `dest`.
+    pub fn create(dest: &Path) -> Result<AtomicFile> {
+        let name = dest
+            .file_name()
+            .with_context(|| format!("output path {} has no file name", dest.display()))?;
+        let dir = match dest.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let tmp = dir.join(format!(
+            ".{}.qforge-tmp.{}",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
+        let file = File::create(&tmp)
+            .with_context(|| format!("creating temporary output {}", tmp.display()))?;
+        Ok(AtomicFile {
+            dest: dest.to_path_buf(),
+            tmp,
+            out: Some(HashingWriter::new(BufWriter::with_capacity(1 << 20, file))),
+        })
+    }
+
+    /// Path of the temporary file.
+    pub fn temp_path(&self) -> &Path {
+        &self.tmp
+    }
+
+    /// Syncs, renames onto the destination, and returns the SHA-256 of the bytes written.
+    pub fn commit(mut self) -> Result<[u8; 32]> {
+        let out = self.out.take().expect("not yet committed");
+        let (buf, digest) = out.finish();
+        let file = buf
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .with_context(|| format!("writing {}", self.tmp.display()))?;
+        file.sync_all()
+            .with_context(|| format!("syncing {}", self.tmp.display()))?;
+        drop(file);
+        std::fs::rename(&self.tmp, &self.dest).with_context(|| {
+            format!("renaming {} to {}", self.tmp.display(), self.dest.display())
+        })?;
+        Ok(digest)
+    }
+}
+
+impl Write for AtomicFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.out.as_mut().expect("not yet committed").write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.as_mut().expect("not yet committed").flush()
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        if self.out.is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// A writer that hashes everything passing through it with SHA-256.
+pub struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+}
+
+impl<W: Write> HashingWriter<W> {
+    /// Wraps `inner`.
+    pub fn new(inner: W) -> Self {
+        HashingWriter {
+            inner,
+            hasher: Sha256::new(),
+        }
+    }
+
+    /// Returns the inner writer and the digest of all bytes written.
+    pub fn finish(self) -> (W, [u8; 32]) {
+        (self.inner, self.hasher.finalize().into())
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Lower-case hex of a digest.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commit_renames_and_hashes() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("out.bin");
+        let mut f = AtomicFile::create(&dest).unwrap();
+        f.write_all(b"abc").unwrap();
+        assert!(!dest.exists());
+        let digest = f.commit().unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), b"abc");
+        assert_eq!(
+            hex(&digest),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn dropping_without_commit_keeps_the_previous_file_and_removes_the_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("out.bin");
+        std::fs::write(&dest, b"old").unwrap();
+        let mut f = AtomicFile::create(&dest).unwrap();
+        f.write_all(b"partial").unwrap();
+        let tmp = f.temp_path().to_path_buf();
+        assert!(tmp.exists());
+        drop(f);
+        assert!(!tmp.exists());
+        assert_eq!(std::fs::read(&dest).unwrap(), b"old");
+    }
+}

@@ -1,0 +1,210 @@
+//! The streaming conversion pipeline shared by `quantize` and `export-native`.
+//!
+//! Tensors are processed one at a time, in output order. A tensor is cut into chunks of
+//! whole units (rows for ggml types, blocks for NF4; a few MB of output per chunk); the
+//! units of a chunk are decoded, encoded and measured in parallel with rayon, each into
+//! its own slice of the chunk buffer, then the chunk is written. Peak memory is a chunk plus per-thread row buffers,
+//! independent of model size, and the bytes do not depend on the thread count because
+//! every unit is encoded independently and error sums are reduced in unit order.
+
+pub mod encode;
+
+use crate::formats::{TensorInfo, TensorSource};
+use anyhow::{Context, Result};
+use encode::RowEncoder;
+use indicatif::{ProgressBar, ProgressStyle};
+use rayon::prelude::*;
+use std::io::Write;
+
+/// Target output bytes per chunk.
+const CHUNK_BYTES: usize = 8 << 20;
+
+/// Error statistics of one encoded tensor.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ErrorStats {
+    /// Sum over elements of (x - decode(encode(x)))^2.
+    pub sum_sq_err: f64,
+    /// Sum over elements of x^2.
+    pub sum_sq: f64,
+    /// Count of NaN or infinite input values.
+    pub non_finite: u64,
+}
+
+impl ErrorStats {
+    /// Relative RMSE `sqrt(sum_sq_err / sum_sq)` (0 for an all-zero tensor).
+    pub fn rel_rmse(&self) -> f64 {
+        if self.sum_sq > 0.0 {
+            (self.sum_sq_err / self.sum_sq).sqrt()
+        } else {
+            self.sum_sq_err.sqrt()
+        }
+    }
+
+    fn add(&mut self, o: &ErrorStats) {
+        self.sum_sq_err += o.sum_sq_err;
+        self.sum_sq += o.sum_sq;
+        self.non_finite += o.non_finite;
+    }
+}
+
+/// Streams a tensor's bytes unchanged to `out`.
+pub fn copy_tensor(src: &TensorSource, t: &TensorInfo, out: &mut impl Write) -> Result<()> {
+    for chunk in src.data(t).chunks(CHUNK_BYTES) {
+        out.write_all(chunk)?;
+    }
+    Ok(())
+}
+
+/// What [`encode_tensor`] produced besides the streamed bytes.
+#[derive(Debug, Clone, Default)]
+pub struct Encoded {
+    /// Error statistics.
+    pub stats: ErrorStats,
+    /// Side values of every unit in order (`enc.side_len()` per unit; e.g. NF4 absmax).
+    pub side: Vec<f32>,
+}
+
+/// Encodes tensor `t` unit by unit with `enc` and streams the bytes to `write`.
+///
+/// A unit is `enc.unit_len(row_len)` consecutive elements (a row for ggml types, a
+/// block for NF4); the last unit may be shorter when the encoder allows it. `imatrix`,
+/// when given, holds one weight per column for each matrix of a 3-D stack
+/// (`len = row_len * n_matrices`); units must then be whole rows.
+pub fn encode_tensor(
+    src: &TensorSource,
+    t: &TensorInfo,
+    enc: &dyn RowEncoder,
+    imatrix: Option<&[f32]>,
+    progress: &ProgressBar,
+    write: &mut dyn FnMut(&[u8]) -> Result<()>,
+) -> Result<Encoded> {
+    let elements = t.elements() as usize;
+    let row_len = *t.shape.last().unwrap_or(&1) as usize;
+    let unit = enc.unit_len(row_len).max(1);
+    let units = elements.div_ceil(unit);
+    let in_ty =
+        t.ty.as_ggml()
+            .context("tensor type has no ggml equivalent")?;
+    let in_block = in_ty.block_size() as usize;
+    if unit % in_block != 0 && units > 1 {
+        anyhow::bail!(
+            "tensor {}: units of {unit} elements do not hold whole {in_ty} blocks",
+            t.name
+        );
+    }
+    let in_bytes_of = |n: usize| n.div_ceil(in_block) * in_ty.type_size() as usize;
+    let out_unit_bytes = enc.unit_bytes(unit)?;
+    let side_len = enc.side_len();
+    // Every unit gets a side slot (a dummy one when the encoder has no side values) so
+    // the zip below pairs each output unit with its slot.
+    let side_stride = side_len.max(1);
+    let rows_per_matrix = t
+        .shape
+        .len()
+        .checked_sub(2)
+        .map_or(usize::MAX, |i| t.shape[i] as usize)
+        .max(1);
+    let data = src.data(t);
+    let chunk_units = (CHUNK_BYTES / out_unit_bytes.max(1)).clamp(1, units.max(1));
+    let mut out = vec![0u8; chunk_units * out_unit_bytes];
+    let mut side_buf = vec![0f32; chunk_units * side_stride];
+    let mut result = Encoded::default();
+    let mut u0 = 0;
+    while u0 < units {
+        let n = chunk_units.min(units - u0);
+        let last_len = (elements - (u0 + n - 1) * unit).min(unit);
+        let out_len = (n - 1) * out_unit_bytes + enc.unit_bytes(last_len)?;
+        let buf = &mut out[..out_len];
+        let sides = &mut side_buf[..n * side_stride];
+        let stats: Vec<ErrorStats> = buf
+            .par_chunks_mut(out_unit_bytes)
+            .zip(sides.par_chunks_mut(side_stride))
+            .enumerate()
+            .map_init(
+                || (vec![0f32; unit], vec![0f32; unit]),
+                |(x, y), (i, (dst, side))| -> Result<ErrorStats> {
+                    let first = (u0 + i) * unit;
+                    let len = unit.min(elements - first);
+                    let (x, y) = (&mut x[..len], &mut y[..len]);
+                    let start = in_bytes_of(first);
+                    crate::quant::decode(t.ty, &data[start..start + in_bytes_of(len)], x)?;
+                    let weights = imatrix.map(|w| {
+                        let m = (first / row_len / rows_per_matrix) * row_len;
+                        &w[m..m + row_len]
+                    });
+                    let side = &mut side[..side_len];
+                    enc.encode(x, dst, side, weights);
+                    enc.decode(dst, side, y);
+                    Ok(unit_stats(x, y))
+                },
+            )
+            .collect::<Result<_>>()
+            .with_context(|| format!("tensor {}", t.name))?;
+        for s in &stats {
+            result.stats.add(s);
+        }
+        if side_len > 0 {
+            result.side.extend_from_slice(sides);
+        }
+        write(buf)?;
+        progress.inc(((n - 1) * unit + last_len) as u64);
+        u0 += n;
+    }
+    Ok(result)
+}
+
+fn unit_stats(x: &[f32], y: &[f32]) -> ErrorStats {
+    let mut s = ErrorStats::default();
+    for (&a, &b) in x.iter().zip(y) {
+        if !a.is_finite() {
+            s.non_finite += 1;
+            continue;
+        }
+        let d = f64::from(a) - f64::from(b);
+        s.sum_sq_err += d * d;
+        s.sum_sq += f64::from(a) * f64::from(a);
+    }
+    s
+}
+
+/// A progress bar over `total` elements on stderr; invisible unless stderr is a
+/// terminal (indicatif hides itself), and always hidden when `hidden`.
+pub fn progress_bar(total: u64, hidden: bool) -> ProgressBar {
+    if hidden {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {percent:>3}% {msg} ({eta})",
+        )
+        .expect("valid template"),
+    );
+    bar
+}
+
+/// Runs `f` on a rayon pool of `threads` workers (all cores when `None`).
+pub fn with_threads<T: Send>(threads: Option<usize>, f: impl FnOnce() -> T + Send) -> Result<T> {
+    let mut b = rayon::ThreadPoolBuilder::new();
+    if let Some(n) = threads {
+        if n == 0 {
+            crate::bail_invalid!("--threads must be at least 1");
+        }
+        b = b.num_threads(n);
+    }
+    Ok(b.build()?.install(f))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rel_rmse_and_non_finite_counting() {
+        let s = unit_stats(&[3.0, 4.0, f32::NAN], &[3.0, 3.0, 0.0]);
+        assert_eq!(s.non_finite, 1);
+        assert_eq!(s.sum_sq, 25.0);
+        assert!((s.rel_rmse() - 0.2).abs() < 1e-12);
+        assert_eq!(ErrorStats::default().rel_rmse(), 0.0);
+    }
+}

@@ -1,0 +1,87 @@
+//! Unquantized storage types: F32, F16 and BF16 (block size 1).
+
+use super::common::{fp16_to_fp32, fp32_to_fp16};
+use super::Codec;
+
+/// F32 codec (ggml type 0): little-endian IEEE single.
+pub const F32: Codec = Codec {
+    type_id: 0,
+    name: "F32",
+    block_size: 1,
+    type_size: 4,
+    quantize_row: quantize_row_f32,
+    dequantize: dequantize_f32,
+};
+
+/// F16 codec (ggml type 1): IEEE half, round to nearest even (`GGML_FP32_TO_FP16`).
+pub const F16: Codec = Codec {
+    type_id: 1,
+    name: "F16",
+    block_size: 1,
+    type_size: 2,
+    quantize_row: quantize_row_f16,
+    dequantize: dequantize_f16,
+};
+
+/// BF16 codec (ggml type 30): round to nearest even, NaN kept and made quiet
+/// (`GGML_FP32_TO_BF16`).
+pub const BF16: Codec = Codec {
+    type_id: 30,
+    name: "BF16",
+    block_size: 1,
+    type_size: 2,
+    quantize_row: quantize_row_bf16,
+    dequantize: dequantize_bf16,
+};
+
+/// ggml's `GGML_FP32_TO_BF16` (`ggml_compute_fp32_to_bf16`).
+#[inline(always)]
+pub fn fp32_to_bf16(s: f32) -> u16 {
+    let u = s.to_bits();
+    if (u & 0x7fff_ffff) > 0x7f80_0000 {
+        return ((u >> 16) | 64) as u16;
+    }
+    (u.wrapping_add(0x7fff + ((u >> 16) & 1)) >> 16) as u16
+}
+
+/// ggml's `GGML_BF16_TO_FP32`.
+#[inline(always)]
+pub fn bf16_to_fp32(h: u16) -> f32 {
+    f32::from_bits((h as u32) << 16)
+}
+
+fn quantize_row_f32(src: &[f32], dst: &mut [u8], _imatrix: Option<&[f32]>) {
+    for (d, &v) in dst.chunks_exact_mut(4).zip(src) {
+        d.copy_from_slice(&v.to_le_bytes());
+    }
+}
+
+fn dequantize_f32(src: &[u8], dst: &mut [f32]) {
+    for (s, d) in src.chunks_exact(4).zip(dst.iter_mut()) {
+        *d = f32::from_le_bytes([s[0], s[1], s[2], s[3]]);
+    }
+}
+
+fn quantize_row_f16(src: &[f32], dst: &mut [u8], _imatrix: Option<&[f32]>) {
+    for (d, &v) in dst.chunks_exact_mut(2).zip(src) {
+        d.copy_from_slice(&fp32_to_fp16(v).to_le_bytes());
+    }
+}
+
+fn dequantize_f16(src: &[u8], dst: &mut [f32]) {
+    for (s, d) in src.chunks_exact(2).zip(dst.iter_mut()) {
+        *d = fp16_to_fp32(u16::from_le_bytes([s[0], s[1]]));
+    }
+}
+
+fn quantize_row_bf16(src: &[f32], dst: &mut [u8], _imatrix: Option<&[f32]>) {
+    for (d, &v) in dst.chunks_exact_mut(2).zip(src) {
+        d.copy_from_slice(&fp32_to_bf16(v).to_le_bytes());
+    }
+}
+
+fn dequantize_bf16(src: &[u8], dst: &mut [f32]) {
+    for (s, d) in src.chunks_exact(2).zip(dst.iter_mut()) {
+        *d = bf16_to_fp32(u16::from_le_bytes([s[0], s[1]]));
+    }
+}

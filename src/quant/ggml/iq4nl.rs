@@ -1,0 +1,137 @@
+//! IQ4_NL: `{ f16 d; u8 qs[16] }` per 32 values, levels from a fixed non-linear table.
+
+use super::common::{abs_max, imatrix_weights, read_fp16, sum_sq, write_fp16, GROUP_MAX_EPS};
+use super::simd;
+use super::Codec;
+
+const QK: usize = 32;
+
+/// ggml's `kvalues_iq4nl`.
+pub const KVALUES_IQ4NL: [i8; 16] = [
+    -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
+];
+
+/// IQ4_NL codec (ggml type 20). ggml always runs its imatrix-capable path.
+pub const IQ4_NL: Codec = Codec {
+    type_id: 20,
+    name: "IQ4_NL",
+    block_size: QK,
+    type_size: 18,
+    quantize_row: quantize_row_iq4_nl,
+    dequantize: dequantize_iq4_nl,
+};
+
+/// Doubled midpoints between consecutive table values: `val[j-1] + val[j]`, `j = 1..16`.
+pub const IQ4NL_MID2: [f32; 15] = {
+    let mut m = [0.0f32; 15];
+    let mut j = 1;
+    while j < 16 {
+        m[j - 1] = (KVALUES_IQ4NL[j - 1] as i32 + KVALUES_IQ4NL[j] as i32) as f32;
+        j += 1;
+    }
+    m
+};
+
+/// ggml's `best_index_int8` for the IQ4_NL table: the level `x` rounds to, where a
+/// value exactly on a midpoint takes the upper level.
+#[inline(always)]
+pub fn best_index(x: f32) -> usize {
+    let x2 = x + x;
+    let mut idx = 0usize;
+    let mut step = 8usize;
+    while step > 0 {
+        let j = idx + step;
+        if x2 >= IQ4NL_MID2[j - 1] {
+            idx = j;
+        }
+        step >>= 1;
+    }
+    idx
+}
+
+fn quantize_row_iq4_nl(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
+    let mut w = [0.0f32; QK];
+    for (ib, (x, y)) in src
+        .chunks_exact(QK)
+        .zip(dst.chunks_exact_mut(18))
+        .enumerate()
+    {
+        match imatrix {
+            Some(qw) => {
+                let sigma2 = sum_sq(x) * (2.0 / QK as f32);
+                imatrix_weights(&qw[ib * QK..(ib + 1) * QK], x, sigma2, &mut w);
+            }
+            None => {
+                for (wi, &v) in w.iter_mut().zip(x) {
+                    *wi = v * v;
+                }
+            }
+        }
+        let (amax, max) = abs_max(x);
+        let d = if amax < GROUP_MAX_EPS {
+            0.0
+        } else {
+            block_scale(x, &w, max)
+        };
+        write_fp16(y, 0, d);
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        for j in 0..16 {
+            let lo = best_index(id * x[j]) as u8;
+            let hi = best_index(id * x[j + 16]) as u8;
+            y[2 + j] = lo | (hi << 4);
+        }
+    }
+}
+
+/// The scale search of `quantize_row_iq4_nl_impl` (`ntry = 7`) for a non-zero block.
+fn block_scale(x: &[f32], w: &[f32], max: f32) -> f32 {
+    // Candidate 0: ggml's initial `id = 1/d` with `d = -max/values[0]`;
+    // candidates 1..=15: `id = (itry + values[0])/max` for `itry = -7..=7`.
+    let mut ids = [0.0f32; 16];
+    let d0 = -max / KVALUES_IQ4NL[0] as f32;
+    ids[0] = 1.0 / d0;
+    for (k, itry) in (-7i32..=7).enumerate() {
+        ids[k + 1] = (itry + KVALUES_IQ4NL[0] as i32) as f32 / max;
+    }
+    let mut sumqx = [0.0f32; 16];
+    let mut sumq2 = [0.0f32; 16];
+    simd::iq4nl_sums(x, w, &ids, &mut sumqx, &mut sumq2);
+    let mut d = if sumq2[0] > 0.0 {
+        sumqx[0] / sumq2[0]
+    } else {
+        0.0
+    };
+    let mut best = d * sumqx[0];
+    for c in 1..16 {
+        if sumq2[c] > 0.0 && sumqx[c] * sumqx[c] > best * sumq2[c] {
+            d = sumqx[c] / sumq2[c];
+            best = d * sumqx[c];
+        }
+    }
+    d
+}
+
+/// Scalar kernel of the IQ4_NL scale search: `sum w*q*x` and `sum w*q*q` per candidate.
+pub fn iq4nl_sums_scalar(x: &[f32], w: &[f32], ids: &[f32], sumqx: &mut [f32], sumq2: &mut [f32]) {
+    for (c, &id) in ids.iter().enumerate() {
+        let mut sqx = 0.0f32;
+        let mut sq2 = 0.0f32;
+        for (&v, &wi) in x.iter().zip(w) {
+            let q = KVALUES_IQ4NL[best_index(id * v)] as f32;
+            sqx += wi * q * v;
+            sq2 += wi * q * q;
+        }
+        sumqx[c] = sqx;
+        sumq2[c] = sq2;
+    }
+}
+
+fn dequantize_iq4_nl(src: &[u8], dst: &mut [f32]) {
+    for (b, y) in src.chunks_exact(18).zip(dst.chunks_exact_mut(QK)) {
+        let d = read_fp16(b, 0);
+        for j in 0..16 {
+            y[j] = d * KVALUES_IQ4NL[(b[2 + j] & 0x0f) as usize] as f32;
+            y[j + 16] = d * KVALUES_IQ4NL[(b[2 + j] >> 4) as usize] as f32;
+        }
+    }
+}

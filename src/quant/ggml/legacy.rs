@@ -1,0 +1,332 @@
+//! The 32-value "legacy" block formats: Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0.
+
+use super::common::{
+    abs_max, c_trunc_i32, imatrix_weights, make_qkx_quants, make_qx_quants, read_fp16, sum_sq,
+    write_fp16, Qkx, QkxParams,
+};
+use super::Codec;
+
+const QK: usize = 32;
+
+/// Q4_0: `{ f16 d; u8 qs[16] }`, value = `d * (q - 8)`.
+pub const Q4_0: Codec = Codec {
+    type_id: 2,
+    name: "Q4_0",
+    block_size: QK,
+    type_size: 18,
+    quantize_row: quantize_row_q4_0,
+    dequantize: dequantize_q4_0,
+};
+
+/// Q4_1: `{ f16 d; f16 m; u8 qs[16] }`, value = `d * q + m`.
+pub const Q4_1: Codec = Codec {
+    type_id: 3,
+    name: "Q4_1",
+    block_size: QK,
+    type_size: 20,
+    quantize_row: quantize_row_q4_1,
+    dequantize: dequantize_q4_1,
+};
+
+/// Q5_0: `{ f16 d; u8 qh[4]; u8 qs[16] }`, value = `d * (q - 16)`.
+pub const Q5_0: Codec = Codec {
+    type_id: 6,
+    name: "Q5_0",
+    block_size: QK,
+    type_size: 22,
+    quantize_row: quantize_row_q5_0,
+    dequantize: dequantize_q5_0,
+};
+
+/// Q5_1: `{ f16 d; f16 m; u8 qh[4]; u8 qs[16] }`, value = `d * q + m`.
+pub const Q5_1: Codec = Codec {
+    type_id: 7,
+    name: "Q5_1",
+    block_size: QK,
+    type_size: 24,
+    quantize_row: quantize_row_q5_1,
+    dequantize: dequantize_q5_1,
+};
+
+/// Q8_0: `{ f16 d; i8 qs[32] }`, value = `d * q`. ggml ignores the imatrix.
+pub const Q8_0: Codec = Codec {
+    type_id: 8,
+    name: "Q8_0",
+    block_size: QK,
+    type_size: 34,
+    quantize_row: quantize_row_q8_0,
+    dequantize: dequantize_q8_0,
+};
+
+/// Pack 32 levels into 16 nibble bytes: `qs[j] = L[j] | L[j + 16] << 4` (as ggml, unmasked).
+#[inline(always)]
+fn pack_nibbles(l: &[u8; QK], qs: &mut [u8]) {
+    for j in 0..16 {
+        qs[j] = l[j] | (l[j + 16] << 4);
+    }
+}
+
+/// Pack 32 five-bit levels: low nibbles as [`pack_nibbles`], bit 4 into `qh` (LE u32).
+#[inline(always)]
+fn pack_q5(l: &[u8; QK], qh: &mut [u8], qs: &mut [u8]) {
+    let mut h = 0u32;
+    for j in 0..16 {
+        let (a, b) = (l[j], l[j + 16]);
+        qs[j] = (a & 0x0f) | ((b & 0x0f) << 4);
+        h |= ((a as u32 & 0x10) >> 4) << j;
+        h |= ((b as u32 & 0x10) >> 4) << (j + 16);
+    }
+    qh.copy_from_slice(&h.to_le_bytes());
+}
+
+/// `sigma2` of the legacy imatrix paths: mean square over the whole row.
+#[inline(always)]
+fn row_sigma2(src: &[f32]) -> f32 {
+    sum_sq(src) / src.len() as f32
+}
+
+/// Symmetric reference quantization of one block (Q4_0 / Q5_0): `d = max / -half`.
+#[inline(always)]
+fn ref_symmetric(x: &[f32], half: i32, l: &mut [u8; QK]) -> f32 {
+    let (_, max) = abs_max(x);
+    let d = max / -(half as f32);
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    let bias = half as f32 + 0.5;
+    let top = 2 * half - 1;
+    for (lo, &v) in l.iter_mut().zip(x) {
+        *lo = (c_trunc_i32(v * id + bias) as i8 as i32).min(top) as u8;
+    }
+    d
+}
+
+/// Asymmetric reference quantization of one block (Q4_1 / Q5_1); returns `(d, min)`.
+#[inline(always)]
+fn ref_asymmetric(x: &[f32], nmax: i32, clamp: bool, l: &mut [u8; QK]) -> (f32, f32) {
+    let mut min = f32::MAX;
+    let mut max = -f32::MAX;
+    for &v in x {
+        if v < min {
+            min = v;
+        }
+        if v > max {
+            max = v;
+        }
+    }
+    let d = (max - min) / nmax as f32;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    for (lo, &v) in l.iter_mut().zip(x) {
+        let t = c_trunc_i32((v - min) * id + 0.5);
+        // Q4_1: MIN(15, (int8_t)t); Q5_1: (uint8_t)t.
+        *lo = if clamp {
+            (t as i8 as i32).min(nmax) as u8
+        } else {
+            t as u8
+        };
+    }
+    (d, min)
+}
+
+fn quantize_row_q4_0(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
+    let sigma2 = imatrix.map(|_| row_sigma2(src));
+    let mut l = [0u8; QK];
+    for (ib, (x, y)) in src
+        .chunks_exact(QK)
+        .zip(dst.chunks_exact_mut(18))
+        .enumerate()
+    {
+        let d = match imatrix {
+            None => ref_symmetric(x, 8, &mut l),
+            Some(qw) => qx_block(
+                x,
+                &qw[ib * QK..(ib + 1) * QK],
+                sigma2.unwrap_or(0.0),
+                8,
+                &mut l,
+            ),
+        };
+        write_fp16(y, 0, d);
+        pack_nibbles(&l, &mut y[2..18]);
+    }
+}
+
+fn quantize_row_q5_0(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
+    let sigma2 = imatrix.map(|_| row_sigma2(src));
+    let mut l = [0u8; QK];
+    for (ib, (x, y)) in src
+        .chunks_exact(QK)
+        .zip(dst.chunks_exact_mut(22))
+        .enumerate()
+    {
+        let d = match imatrix {
+            None => ref_symmetric(x, 16, &mut l),
+            Some(qw) => qx_block(
+                x,
+                &qw[ib * QK..(ib + 1) * QK],
+                sigma2.unwrap_or(0.0),
+                16,
+                &mut l,
+            ),
+        };
+        write_fp16(y, 0, d);
+        let (qh, qs) = y[2..22].split_at_mut(4);
+        pack_q5(&l, qh, qs);
+    }
+}
+
+/// imatrix path of Q4_0 / Q5_0: `make_qx_quants(32, nmax, x, L, 1, weights)`.
+#[inline(always)]
+fn qx_block(x: &[f32], qw: &[f32], sigma2: f32, nmax: i32, l: &mut [u8; QK]) -> f32 {
+    let mut w = [0.0f32; QK];
+    imatrix_weights(qw, x, sigma2, &mut w);
+    let mut li = [0i8; QK];
+    let d = make_qx_quants(nmax, x, &w, &mut li);
+    for (lo, &v) in l.iter_mut().zip(&li) {
+        *lo = v as u8;
+    }
+    d
+}
+
+/// imatrix path of Q4_1 / Q5_1: `make_qkx3_quants(32, nmax, ..., -0.9, 0.05, 36, false)`.
+#[inline(always)]
+fn qkx_block(x: &[f32], qw: &[f32], sigma2: f32, nmax: i32, l: &mut [u8; QK]) -> (f32, f32) {
+    let mut w = [0.0f32; QK];
+    imatrix_weights(qw, x, sigma2, &mut w);
+    let p = QkxParams {
+        nmax,
+        rmin: -0.9,
+        rdelta: 0.05,
+        nstep: 36,
+        use_mad: false,
+        variant: Qkx::V3,
+    };
+    let (d, the_min) = make_qkx_quants(&p, x, &w, l);
+    (d, -the_min)
+}
+
+fn quantize_row_q4_1(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
+    let sigma2 = imatrix.map(|_| row_sigma2(src));
+    let mut l = [0u8; QK];
+    for (ib, (x, y)) in src
+        .chunks_exact(QK)
+        .zip(dst.chunks_exact_mut(20))
+        .enumerate()
+    {
+        let (d, m) = match imatrix {
+            None => ref_asymmetric(x, 15, true, &mut l),
+            Some(qw) => qkx_block(
+                x,
+                &qw[ib * QK..(ib + 1) * QK],
+                sigma2.unwrap_or(0.0),
+                15,
+                &mut l,
+            ),
+        };
+        write_fp16(y, 0, d);
+        write_fp16(y, 2, m);
+        pack_nibbles(&l, &mut y[4..20]);
+    }
+}
+
+fn quantize_row_q5_1(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
+    let sigma2 = imatrix.map(|_| row_sigma2(src));
+    let mut l = [0u8; QK];
+    for (ib, (x, y)) in src
+        .chunks_exact(QK)
+        .zip(dst.chunks_exact_mut(24))
+        .enumerate()
+    {
+        let (d, m) = match imatrix {
+            None => ref_asymmetric(x, 31, false, &mut l),
+            Some(qw) => qkx_block(
+                x,
+                &qw[ib * QK..(ib + 1) * QK],
+                sigma2.unwrap_or(0.0),
+                31,
+                &mut l,
+            ),
+        };
+        write_fp16(y, 0, d);
+        write_fp16(y, 2, m);
+        let (qh, qs) = y[4..24].split_at_mut(4);
+        pack_q5(&l, qh, qs);
+    }
+}
+
+fn quantize_row_q8_0(src: &[f32], dst: &mut [u8], _imatrix: Option<&[f32]>) {
+    for (x, y) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(34)) {
+        let mut amax = 0.0f32;
+        for &v in x {
+            // MAX(amax, fabsf(v))
+            let a = v.abs();
+            amax = if amax > a { amax } else { a };
+        }
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        write_fp16(y, 0, d);
+        for (q, &v) in y[2..].iter_mut().zip(x) {
+            *q = c_trunc_i32((v * id).round()) as u8;
+        }
+    }
+}
+
+/// Unpack 5-bit levels of a Q5 block: `(low nibble | high bit << 4)` for `j` and `j + 16`.
+#[inline(always)]
+fn q5_levels(qh: &[u8], qs: &[u8], j: usize) -> (i32, i32) {
+    let h = u32::from_le_bytes([qh[0], qh[1], qh[2], qh[3]]);
+    let xh0 = (((h >> j) << 4) & 0x10) as i32;
+    let xh1 = ((h >> (j + 12)) & 0x10) as i32;
+    ((qs[j] & 0x0f) as i32 | xh0, (qs[j] >> 4) as i32 | xh1)
+}
+
+fn dequantize_q4_0(src: &[u8], dst: &mut [f32]) {
+    for (b, y) in src.chunks_exact(18).zip(dst.chunks_exact_mut(QK)) {
+        let d = read_fp16(b, 0);
+        for j in 0..16 {
+            y[j] = ((b[2 + j] & 0x0f) as i32 - 8) as f32 * d;
+            y[j + 16] = ((b[2 + j] >> 4) as i32 - 8) as f32 * d;
+        }
+    }
+}
+
+fn dequantize_q4_1(src: &[u8], dst: &mut [f32]) {
+    for (b, y) in src.chunks_exact(20).zip(dst.chunks_exact_mut(QK)) {
+        let d = read_fp16(b, 0);
+        let m = read_fp16(b, 2);
+        for j in 0..16 {
+            y[j] = (b[4 + j] & 0x0f) as f32 * d + m;
+            y[j + 16] = (b[4 + j] >> 4) as f32 * d + m;
+        }
+    }
+}
+
+fn dequantize_q5_0(src: &[u8], dst: &mut [f32]) {
+    for (b, y) in src.chunks_exact(22).zip(dst.chunks_exact_mut(QK)) {
+        let d = read_fp16(b, 0);
+        for j in 0..16 {
+            let (a, c) = q5_levels(&b[2..6], &b[6..22], j);
+            y[j] = (a - 16) as f32 * d;
+            y[j + 16] = (c - 16) as f32 * d;
+        }
+    }
+}
+
+fn dequantize_q5_1(src: &[u8], dst: &mut [f32]) {
+    for (b, y) in src.chunks_exact(24).zip(dst.chunks_exact_mut(QK)) {
+        let d = read_fp16(b, 0);
+        let m = read_fp16(b, 2);
+        for j in 0..16 {
+            let (a, c) = q5_levels(&b[4..8], &b[8..24], j);
+            y[j] = a as f32 * d + m;
+            y[j + 16] = c as f32 * d + m;
+        }
+    }
+}
+
+fn dequantize_q8_0(src: &[u8], dst: &mut [f32]) {
+    for (b, y) in src.chunks_exact(34).zip(dst.chunks_exact_mut(QK)) {
+        let d = read_fp16(b, 0);
+        for (o, &q) in y.iter_mut().zip(&b[2..]) {
+            *o = q as i8 as f32 * d;
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! Q3_K: `{ u8 hmask[32]; u8 qs[64]; u8 scales[12]; f16 d }` per 256 values.
+
+use super::common::{
+    imatrix_weights, make_q3_quants, make_qx_quants, nearest_int, read_fp16, sum_sq, write_fp16,
+    QK_K,
+};
+use super::q2_k::pack_2bit;
+use super::Codec;
+
+const BYTES: usize = 110;
+
+/// Q3_K codec (ggml type 11).
+pub const Q3_K: Codec = Codec {
+    type_id: 11,
+    name: "Q3_K",
+    block_size: QK_K,
+    type_size: BYTES,
+    quantize_row: quantize_row_q3_k,
+    dequantize: dequantize_q3_k,
+};
+
+fn quantize_row_q3_k(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
+    for (i, (x, y)) in src
+        .chunks_exact(QK_K)
+        .zip(dst.chunks_exact_mut(BYTES))
+        .enumerate()
+    {
+        let x: &[f32; QK_K] = x.try_into().unwrap();
+        match imatrix {
+            None => quantize_block_ref(x, y),
+            Some(qw) => quantize_block_impl(x, &qw[i * QK_K..(i + 1) * QK_K], y),
+        }
+    }
+}
+
+/// Pack sixteen 6-bit scales (`0..=63`, stored with +32 offset) into 12 bytes.
+fn pack_scales(ls: &[i32; 16]) -> [u8; 12] {
+    let mut s = [0u8; 12];
+    for (j, &l) in ls.iter().enumerate() {
+        if j < 8 {
+            s[j] = (l & 0x0f) as u8;
+        } else {
+            s[j - 8] |= ((l & 0x0f) << 4) as u8;
+        }
+        let h = l >> 4;
+        s[j % 4 + 8] |= (h << (2 * (j / 4))) as u8;
+    }
+    s
+}
+
+/// Signed 6-bit scale `j` (`-32..=31`) from the packed 12 bytes.
+#[inline(always)]
+fn unpack_scale(s: &[u8; 12], j: usize) -> i32 {
+    let lo = if j < 8 { s[j] & 0x0f } else { s[j - 8] >> 4 };
+    let sc = lo as i8 as i32 | ((((s[8 + j % 4] >> (2 * (j / 4))) & 3) as i32) << 4);
+    (sc as i8).wrapping_sub(32) as i32
+}
+
+/// `quantize_row_q3_K_ref` for one super-block.
+fn quantize_block_ref(x: &[f32; QK_K], y: &mut [u8]) {
+    let mut l = [0i8; QK_K];
+    let mut scales = [0.0f32; 16];
+    let mut max_scale = 0.0f32;
+    let mut amax = 0.0f32;
+    for j in 0..16 {
+        scales[j] = make_q3_quants(4, &x[16 * j..16 * j + 16], &mut l[16 * j..16 * j + 16]);
+        let scale = scales[j].abs();
+        if scale > amax {
+            amax = scale;
+            max_scale = scales[j];
+        }
+    }
+    let (sc, d) = if max_scale != 0.0 {
+        let iscale = -32.0 / max_scale;
+        let mut ls = [0i32; 16];
+        for (o, &s) in ls.iter_mut().zip(&scales) {
+            let l = nearest_int(iscale * s) as i8 as i32;
+            *o = l.clamp(-32, 31) + 32;
+        }
+        (pack_scales(&ls), 1.0 / iscale)
+    } else {
+        ([0u8; 12], 0.0)
+    };
+    finish_block(x, d, &sc, &mut l, y);
+}
+
+/// `quantize_row_q3_K_impl` for one super-block with importance weights `qw`.
+fn quantize_block_impl(x: &[f32; QK_K], qw: &[f32], y: &mut [u8]) {
+    let mut l = [0i8; QK_K];
+    let mut scales = [0.0f32; 16];
+    let mut sw = [0.0f32; 16];
+    let sigma2 = 2.0 * sum_sq(x) / QK_K as f32;
+    for j in 0..16 {
+        let xs = &x[16 * j..16 * j + 16];
+        let mut w = [0.0f32; 16];
+        imatrix_weights(&qw[16 * j..16 * j + 16], xs, sigma2, &mut w);
+        sw[j] = w.iter().fold(0.0f32, |a, &b| a + b);
+        scales[j] = make_qx_quants(4, xs, &w, &mut l[16 * j..16 * j + 16]);
+    }
+    let mut ls = [0i8; 16];
+    let d_block = make_qx_quants(32, &scales, &sw, &mut ls);
+    let mut lsi = [0i32; 16];
+    for (o, &v) in lsi.iter_mut().zip(&ls) {
+        *o = v as i32;
+    }
+    finish_block(x, d_block, &pack_scales(&lsi), &mut l, y);
+}
+
+/// Shared tail: store `d` and scales, re-quantize with them, split off the high bit.
+fn finish_block(x: &[f32; QK_K], d: f32, sc: &[u8; 12], l: &mut [i8; QK_K], y: &mut [u8]) {
+    let d_all = write_fp16(y, 108, d);
+    for j in 0..16 {
+        let d = d_all * unpack_scale(sc, j) as f32;
+        if d == 0.0 {
+            continue;
+        }
+        for ii in 0..16 {
+            let q = nearest_int(x[16 * j + ii] / d).clamp(-4, 3);
+            l[16 * j + ii] = (q + 4) as i8;
+        }
+    }
+    let mut hmask = [0u8; 32];
+    let mut lu = [0u8; QK_K];
+    for (j, (&v, o)) in l.iter().zip(lu.iter_mut()).enumerate() {
+        let mut v = v;
+        if v > 3 {
+            hmask[j % 32] |= 1 << (j / 32);
+            v -= 4;
+        }
+        *o = v as u8;
+    }
+    y[..32].copy_from_slice(&hmask);
+    pack_2bit(&lu, &mut y[32..96]);
+    y[96..108].copy_from_slice(sc);
+}
+
+fn dequantize_q3_k(src: &[u8], dst: &mut [f32]) {
+    for (b, y) in src.chunks_exact(BYTES).zip(dst.chunks_exact_mut(QK_K)) {
+        let d_all = read_fp16(b, 108);
+        let sc: &[u8; 12] = b[96..108].try_into().unwrap();
+        let hm = &b[..32];
+        let mut out = 0;
+        let mut is = 0;
+        let mut m = 1u8;
+        for n in 0..2 {
+            let q = &b[32 + 32 * n..64 + 32 * n];
+            for shift in [0u32, 2, 4, 6] {
+                for half in 0..2 {
+                    let dl = d_all * unpack_scale(sc, is) as f32;
+                    is += 1;
+                    for k in 0..16 {
+                        let i = 16 * half + k;
+                        let v = ((q[i] >> shift) & 3) as i32 - if hm[i] & m != 0 { 0 } else { 4 };
+                        y[out] = dl * v as f32;
+                        out += 1;
+                    }
+                }
+                m <<= 1;
+            }
+        }
+    }
+}

@@ -1,0 +1,302 @@
+//! Q4_K `{ f16 d; f16 dmin; u8 scales[12]; u8 qs[128] }` and
+//! Q5_K `{ f16 d; f16 dmin; u8 scales[12]; u8 qh[32]; u8 qs[128] }` per 256 values.
+//!
+//! Both use eight 32-value sub-blocks with 6-bit scales and mins and share all of
+//! their quantization logic except the number of levels and the bit packing.
+
+use super::common::{
+    imatrix_weights, make_qkx_quants, make_qp_quants, nearest_int, read_fp16, sum_sq, write_fp16,
+    Qkx, QkxParams, QK_K,
+};
+use super::Codec;
+
+/// Q4_K codec (ggml type 12).
+pub const Q4_K: Codec = Codec {
+    type_id: 12,
+    name: "Q4_K",
+    block_size: QK_K,
+    type_size: 144,
+    quantize_row: quantize_row_q4_k,
+    dequantize: dequantize_q4_k,
+};
+
+/// Q5_K codec (ggml type 13).
+pub const Q5_K: Codec = Codec {
+    type_id: 13,
+    name: "Q5_K",
+    block_size: QK_K,
+    type_size: 176,
+    quantize_row: quantize_row_q5_k,
+    dequantize: dequantize_q5_k,
+};
+
+/// The differences between Q4_K and Q5_K.
+struct Kind {
+    /// Largest level (15 or 31).
+    nmax: i32,
+    /// Block size in bytes.
+    bytes: usize,
+    /// `rmin` of the reference scale search.
+    ref_rmin: f32,
+    /// `nstep` of the reference scale search.
+    ref_nstep: i32,
+    /// The imatrix path clamps the sub-block scales to 63 (Q5_K does, Q4_K does not).
+    impl_clamp: bool,
+}
+
+const Q4: Kind = Kind {
+    nmax: 15,
+    bytes: 144,
+    ref_rmin: -1.0,
+    ref_nstep: 20,
+    impl_clamp: false,
+};
+
+const Q5: Kind = Kind {
+    nmax: 31,
+    bytes: 176,
+    ref_rmin: -0.5,
+    ref_nstep: 15,
+    impl_clamp: true,
+};
+
+/// ggml's `get_scale_min_k4`: 6-bit scale and min of sub-block `j`.
+#[inline(always)]
+pub(super) fn get_scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
+    if j < 4 {
+        (q[j] & 63, q[j + 4] & 63)
+    } else {
+        (
+            (q[j + 4] & 0x0f) | ((q[j - 4] >> 6) << 4),
+            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
+        )
+    }
+}
+
+/// Inverse of [`get_scale_min_k4`] for all eight sub-blocks (ggml's packing, bit for bit).
+fn pack_scale_min_k4(ls: &[u8; 8], lm: &[u8; 8]) -> [u8; 12] {
+    let mut s = [0u8; 12];
+    for j in 0..8 {
+        let (a, b) = (ls[j] as u32, lm[j] as u32);
+        if j < 4 {
+            s[j] = a as u8;
+            s[j + 4] = b as u8;
+        } else {
+            s[j + 4] = ((a & 0x0f) | ((b & 0x0f) << 4)) as u8;
+            s[j - 4] |= ((a >> 4) << 6) as u8;
+            s[j] |= ((b >> 4) << 6) as u8;
+        }
+    }
+    s
+}
+
+fn quantize_row(k: &Kind, src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
+    for (i, (x, y)) in src
+        .chunks_exact(QK_K)
+        .zip(dst.chunks_exact_mut(k.bytes))
+        .enumerate()
+    {
+        let x: &[f32; QK_K] = x.try_into().unwrap();
+        let mut l = [0u8; QK_K];
+        let (d, dmin, sc) = match imatrix {
+            None => scales_ref(k, x, &mut l),
+            Some(qw) => scales_impl(k, x, &qw[i * QK_K..(i + 1) * QK_K], &mut l),
+        };
+        let d = write_fp16(y, 0, d);
+        let dmin = write_fp16(y, 2, dmin);
+        y[4..16].copy_from_slice(&sc);
+        requantize(k.nmax, x, d, dmin, &sc, &mut l);
+        if k.nmax == 15 {
+            for (n, q) in y[16..144].chunks_exact_mut(32).enumerate() {
+                for j in 0..32 {
+                    q[j] = l[64 * n + j] | (l[64 * n + j + 32] << 4);
+                }
+            }
+        } else {
+            let (qh, ql) = y[16..176].split_at_mut(32);
+            qh.fill(0);
+            for (n, q) in ql.chunks_exact_mut(32).enumerate() {
+                let (m1, m2) = (1u8 << (2 * n), 2u8 << (2 * n));
+                for j in 0..32 {
+                    let mut l1 = l[64 * n + j];
+                    if l1 > 15 {
+                        l1 -= 16;
+                        qh[j] |= m1;
+                    }
+                    let mut l2 = l[64 * n + j + 32];
+                    if l2 > 15 {
+                        l2 -= 16;
+                        qh[j] |= m2;
+                    }
+                    q[j] = l1 | (l2 << 4);
+                }
+            }
+        }
+    }
+}
+
+/// Reference path (`quantize_row_qN_K_ref`): per-sub-block `make_qkx2_quants`, then
+/// scales and mins quantized against their maxima. Returns `(d, dmin, scales)`.
+fn scales_ref(k: &Kind, x: &[f32; QK_K], l: &mut [u8; QK_K]) -> (f32, f32, [u8; 12]) {
+    let p = QkxParams {
+        nmax: k.nmax,
+        rmin: k.ref_rmin,
+        rdelta: 0.1,
+        nstep: k.ref_nstep,
+        use_mad: false,
+        variant: Qkx::V2,
+    };
+    let mut scales = [0.0f32; 8];
+    let mut mins = [0.0f32; 8];
+    let mut max_scale = 0.0f32;
+    let mut max_min = 0.0f32;
+    for j in 0..8 {
+        let xs = &x[32 * j..32 * j + 32];
+        let av_x = (sum_sq(xs) / 32.0).sqrt();
+        let mut w = [0.0f32; 32];
+        for (wi, &v) in w.iter_mut().zip(xs) {
+            *wi = av_x + v.abs();
+        }
+        let (s, m) = make_qkx_quants(&p, xs, &w, &mut l[32 * j..32 * j + 32]);
+        scales[j] = s;
+        mins[j] = m;
+        if s > max_scale {
+            max_scale = s;
+        }
+        if m > max_min {
+            max_min = m;
+        }
+    }
+    let inv_scale = if max_scale > 0.0 {
+        63.0 / max_scale
+    } else {
+        0.0
+    };
+    let inv_min = if max_min > 0.0 { 63.0 / max_min } else { 0.0 };
+    let mut ls = [0u8; 8];
+    let mut lm = [0u8; 8];
+    for j in 0..8 {
+        ls[j] = (nearest_int(inv_scale * scales[j]) as u8).min(63);
+        lm[j] = (nearest_int(inv_min * mins[j]) as u8).min(63);
+    }
+    (
+        max_scale / 63.0,
+        max_min / 63.0,
+        pack_scale_min_k4(&ls, &lm),
+    )
+}
+
+/// imatrix path (`quantize_row_qN_K_impl`): `make_qkx3_quants` per sub-block, then
+/// `make_qp_quants` for the scales and mins. Returns `(d, dmin, scales)`.
+fn scales_impl(k: &Kind, x: &[f32; QK_K], qw: &[f32], l: &mut [u8; QK_K]) -> (f32, f32, [u8; 12]) {
+    let p = QkxParams {
+        nmax: k.nmax,
+        rmin: -0.9,
+        rdelta: 0.05,
+        nstep: 36,
+        use_mad: false,
+        variant: Qkx::V3,
+    };
+    let sigma2 = 2.0 * sum_sq(x) / QK_K as f32;
+    let mut scales = [0.0f32; 8];
+    let mut mins = [0.0f32; 8];
+    let mut sw = [0.0f32; 8];
+    for j in 0..8 {
+        let xs = &x[32 * j..32 * j + 32];
+        let mut w = [0.0f32; 32];
+        imatrix_weights(&qw[32 * j..32 * j + 32], xs, sigma2, &mut w);
+        sw[j] = w.iter().fold(0.0f32, |a, &b| a + b);
+        let (s, m) = make_qkx_quants(&p, xs, &w, &mut l[32 * j..32 * j + 32]);
+        scales[j] = s;
+        mins[j] = m;
+    }
+    let mut ls = [0u8; 8];
+    let mut lm = [0u8; 8];
+    let d_block = make_qp_quants(63, &scales, &mut ls, &sw);
+    let m_block = make_qp_quants(63, &mins, &mut lm, &sw);
+    if k.impl_clamp {
+        for v in ls.iter_mut().chain(lm.iter_mut()) {
+            *v = (*v).min(63);
+        }
+    }
+    (d_block, m_block, pack_scale_min_k4(&ls, &lm))
+}
+
+/// Re-quantize every sub-block with its stored (fp16-rounded) scale and min.
+fn requantize(
+    nmax: i32,
+    x: &[f32; QK_K],
+    d_all: f32,
+    dmin: f32,
+    sc: &[u8; 12],
+    l: &mut [u8; QK_K],
+) {
+    for j in 0..8 {
+        let (s, m) = get_scale_min_k4(j, sc);
+        let d = d_all * s as f32;
+        if d == 0.0 {
+            continue;
+        }
+        let dm = dmin * m as f32;
+        for ii in 0..32 {
+            l[32 * j + ii] = nearest_int((x[32 * j + ii] + dm) / d).clamp(0, nmax) as u8;
+        }
+    }
+}
+
+fn quantize_row_q4_k(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
+    quantize_row(&Q4, src, dst, imatrix)
+}
+
+fn quantize_row_q5_k(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
+    quantize_row(&Q5, src, dst, imatrix)
+}
+
+/// Dequantize with a level accessor `level(byte_block, pair, j, hi)`.
+fn dequantize(
+    bytes: usize,
+    src: &[u8],
+    dst: &mut [f32],
+    level: impl Fn(&[u8], usize, usize, bool) -> u8,
+) {
+    for (b, y) in src.chunks_exact(bytes).zip(dst.chunks_exact_mut(QK_K)) {
+        let d = read_fp16(b, 0);
+        let min = read_fp16(b, 2);
+        let sc = &b[4..16];
+        for n in 0..4 {
+            let (s1, m1) = get_scale_min_k4(2 * n, sc);
+            let (s2, m2) = get_scale_min_k4(2 * n + 1, sc);
+            let (d1, m1) = (d * s1 as f32, min * m1 as f32);
+            let (d2, m2) = (d * s2 as f32, min * m2 as f32);
+            for j in 0..32 {
+                y[64 * n + j] = d1 * level(b, n, j, false) as f32 - m1;
+            }
+            for j in 0..32 {
+                y[64 * n + 32 + j] = d2 * level(b, n, j, true) as f32 - m2;
+            }
+        }
+    }
+}
+
+fn dequantize_q4_k(src: &[u8], dst: &mut [f32]) {
+    dequantize(144, src, dst, |b, n, j, hi| {
+        let q = b[16 + 32 * n + j];
+        if hi {
+            q >> 4
+        } else {
+            q & 0x0f
+        }
+    })
+}
+
+fn dequantize_q5_k(src: &[u8], dst: &mut [f32]) {
+    dequantize(176, src, dst, |b, n, j, hi| {
+        let q = b[48 + 32 * n + j];
+        let h = b[16 + j];
+        if hi {
+            (q >> 4) + if h & (2 << (2 * n)) != 0 { 16 } else { 0 }
+        } else {
+            (q & 0x0f) + if h & (1 << (2 * n)) != 0 { 16 } else { 0 }
+        }
+    })
+}

@@ -1,0 +1,1 @@
+//! Temporary: replaced by the llama.cpp mix port.

@@ -1,0 +1,475 @@
+//! `qforge quantize` end to end: real binary, shipped fixtures, outputs read back by our
+//! reader, compared against direct codec calls, and (when available) by gguf-py.
+
+mod common;
+use common::*;
+use qforge::formats::ggml_type::GgmlType;
+use qforge::formats::gguf::writer::{GgufLayout, GgufStream, TensorSpec};
+use qforge::formats::gguf::Value;
+use qforge::formats::{TensorSource, TensorType};
+use serde_json::Value as Json;
+use std::path::{Path, PathBuf};
+
+fn quantize(args: &[&str], input: &Path, out: &Path) -> Json {
+    let mut all = vec![
+        "quantize",
+        "--json",
+        input.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ];
+    all.extend_from_slice(args);
+    json(&qforge(&all))
+}
+
+fn tensor<'a>(r: &'a Json, name: &str) -> &'a Json {
+    r["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == name)
+        .unwrap_or_else(|| panic!("{name}"))
+}
+
+/// Decodes a source tensor to f32 with the library (F16/F32 inputs).
+fn decoded(src: &TensorSource, name: &str) -> Vec<f32> {
+    let t = src.tensors.iter().find(|t| t.name == name).unwrap();
+    let mut out = vec![0f32; t.elements() as usize];
+    qforge::quant::decode(t.ty, src.data(t), &mut out).unwrap();
+    out
+}
+
+/// Quantizes rows directly with the codec, as ggml_quantize_chunk would.
+fn codec_bytes(ty: GgmlType, x: &[f32], row: usize, imatrix: Option<&[f32]>) -> Vec<u8> {
+    let c = qforge::quant::codec(ty).unwrap();
+    let rb = row / c.block_size * c.type_size;
+    let mut out = vec![0u8; x.len() / row * rb];
+    for (r, d) in x.chunks(row).zip(out.chunks_mut(rb)) {
+        (c.quantize_row)(r, d, imatrix);
+    }
+    out
+}
+
+#[test]
+fn safetensors_to_q4_k_m_follows_llama_cpp_rules_and_is_bit_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("tiny-Q4_K_M.gguf");
+    let r = quantize(&["-t", "q4_k_m"], &fixture("tiny-llama.safetensors"), &out);
+    assert_eq!(r["schema"], "qforge.quantize/1");
+    assert_eq!(r["type"], "Q4_K_M");
+    let ty = |n: &str| tensor(&r, n)["out_type"].as_str().unwrap().to_string();
+    // llama.cpp Q4_K_M: attn_v and ffn_down get Q6_K on use_more_bits layers (the only
+    // layer of a 1-layer model is one), output gets Q6_K, the rest Q4_K; 1-D stays.
+    assert_eq!(ty("model.layers.0.self_attn.v_proj.weight"), "Q6_K");
+    assert_eq!(ty("model.layers.0.mlp.down_proj.weight"), "Q6_K");
+    assert_eq!(ty("lm_head.weight"), "Q6_K");
+    assert_eq!(ty("model.layers.0.self_attn.q_proj.weight"), "Q4_K");
+    assert_eq!(ty("model.embed_tokens.weight"), "Q4_K");
+    assert_eq!(ty("model.norm.weight"), "F32");
+    assert!(tensor(&r, "model.norm.weight")["rel_rmse"].is_null());
+
+    // Our reader reads the output; every tensor kept its HF name and row-major shape.
+    let src = TensorSource::open(&fixture("tiny-llama.safetensors")).unwrap();
+    let q = TensorSource::open(&out).unwrap();
+    assert_eq!(q.version, Some(3));
+    assert_eq!(q.tensors.len(), src.tensors.len());
+    assert_eq!(
+        q.get("general.file_type"),
+        Some(&Value::U32(15)),
+        "LLAMA_FTYPE_MOSTLY_Q4_K_M"
+    );
+    assert_eq!(q.get("general.quantization_version"), Some(&Value::U32(2)));
+    assert_eq!(
+        q.get("general.architecture"),
+        Some(&Value::string("llama")),
+        "from config.json"
+    );
+    // Bytes equal direct codec output on the decoded input.
+    for (name, ggml_ty) in [
+        ("model.layers.0.self_attn.q_proj.weight", GgmlType::Q4_K),
+        ("model.layers.0.self_attn.v_proj.weight", GgmlType::Q6_K),
+    ] {
+        let t = q.tensors.iter().find(|t| t.name == name).unwrap();
+        assert_eq!(t.ty, TensorType::Ggml(ggml_ty));
+        assert_eq!(
+            t.shape,
+            src.tensors.iter().find(|s| s.name == name).unwrap().shape
+        );
+        assert_eq!(
+            q.data(t),
+            &codec_bytes(ggml_ty, &decoded(&src, name), 256, None)[..],
+            "{name}"
+        );
+    }
+    // Norms are copied byte for byte.
+    let n = q
+        .tensors
+        .iter()
+        .find(|t| t.name == "model.norm.weight")
+        .unwrap();
+    let s = src
+        .tensors
+        .iter()
+        .find(|t| t.name == "model.norm.weight")
+        .unwrap();
+    assert_eq!(q.data(n), src.data(s));
+    // The reported sha256 is the file's, and sizes add up.
+    let bytes = std::fs::read(&out).unwrap();
+    assert_eq!(r["totals"]["file_bytes"], bytes.len() as u64);
+    use sha2::Digest;
+    assert_eq!(
+        r["sha256"],
+        qforge::formats::atomic::hex(&sha2::Sha256::digest(&bytes))
+    );
+    let rmse = tensor(&r, "model.layers.0.self_attn.q_proj.weight")["rel_rmse"]
+        .as_f64()
+        .unwrap();
+    assert!(rmse > 0.01 && rmse < 0.2, "Q4_K rel rmse {rmse}");
+}
+
+#[test]
+fn same_bytes_for_any_thread_count_and_dry_run_predicts_the_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut digests = Vec::new();
+    for threads in ["1", "2", "3"] {
+        let out = dir.path().join(format!("t{threads}.gguf"));
+        let r = quantize(
+            &["-t", "Q3_K_M", "--threads", threads],
+            &fixture("tiny-llama.gguf"),
+            &out,
+        );
+        digests.push(r["sha256"].clone());
+    }
+    assert_eq!(digests[0], digests[1]);
+    assert_eq!(digests[0], digests[2]);
+    let out = dir.path().join("dry.gguf");
+    let dry = quantize(
+        &["-t", "Q3_K_M", "--dry-run"],
+        &fixture("tiny-llama.gguf"),
+        &out,
+    );
+    assert!(!out.exists(), "dry run writes nothing");
+    assert_eq!(dry["sha256"], Json::Null);
+    let real = std::fs::metadata(dir.path().join("t1.gguf")).unwrap().len();
+    assert_eq!(dry["totals"]["file_bytes"], real);
+}
+
+#[test]
+fn gguf_input_keeps_metadata_in_order_and_updates_file_type() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("q8.gguf");
+    quantize(&["-t", "Q8_0"], &fixture("tiny-llama.gguf"), &out);
+    let src = TensorSource::open(&fixture("tiny-llama.gguf")).unwrap();
+    let q = TensorSource::open(&out).unwrap();
+    let keys = |s: &TensorSource| {
+        s.metadata
+            .iter()
+            .map(|(k, _)| k.clone())
+            .collect::<Vec<_>>()
+    };
+    let mut expected = keys(&src);
+    expected.push("general.quantization_version".into());
+    assert_eq!(keys(&q), expected, "same keys, same order, one appended");
+    for (k, v) in &src.metadata {
+        if k != "general.file_type" {
+            assert_eq!(q.get(k), Some(v), "{k} unchanged");
+        }
+    }
+    assert_eq!(
+        q.get("general.file_type"),
+        Some(&Value::U32(7)),
+        "LLAMA_FTYPE_MOSTLY_Q8_0"
+    );
+    let t = q
+        .tensors
+        .iter()
+        .find(|t| t.name == "blk.0.attn_q.weight")
+        .unwrap();
+    assert_eq!(t.ty, TensorType::Ggml(GgmlType::Q8_0));
+    assert_eq!(
+        q.data(t),
+        &codec_bytes(
+            GgmlType::Q8_0,
+            &decoded(&src, "blk.0.attn_q.weight"),
+            256,
+            None
+        )[..]
+    );
+
+    // Re-quantizing the Q8_0 output needs --allow-requantize.
+    let out2 = dir.path().join("q4.gguf");
+    let o = qforge(&[
+        "quantize",
+        out.to_str().unwrap(),
+        "-o",
+        out2.to_str().unwrap(),
+        "-t",
+        "Q4_K_M",
+    ]);
+    assert_invalid(&o, "--allow-requantize");
+    assert!(!out2.exists());
+    let r = quantize(&["-t", "Q4_K_M", "--allow-requantize"], &out, &out2);
+    assert_eq!(tensor(&r, "blk.0.attn_q.weight")["in_type"], "Q8_0");
+    assert_eq!(tensor(&r, "blk.0.attn_q.weight")["out_type"], "Q4_K");
+}
+
+#[test]
+fn overrides_first_match_wins_and_pure() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("o.gguf");
+    let r = quantize(
+        &[
+            "-t",
+            "Q4_K_M",
+            "--tensor-type",
+            "attn_[qk]=Q8_0",
+            "--tensor-type",
+            "attn_q=Q5_0",
+            "--output-tensor-type",
+            "Q4_0",
+            "--token-embedding-type",
+            "F16",
+        ],
+        &fixture("tiny-llama.gguf"),
+        &out,
+    );
+    let ty = |n: &str| tensor(&r, n)["out_type"].as_str().unwrap().to_string();
+    assert_eq!(ty("blk.0.attn_q.weight"), "Q8_0");
+    assert_eq!(ty("blk.0.attn_k.weight"), "Q8_0");
+    assert_eq!(ty("output.weight"), "Q4_0");
+    assert_eq!(ty("token_embd.weight"), "F16");
+    let r = quantize(
+        &["-t", "Q4_K_M", "--pure"],
+        &fixture("tiny-llama.gguf"),
+        &out,
+    );
+    for t in r["tensors"].as_array().unwrap() {
+        let shape = t["shape"].as_array().unwrap();
+        let want = if shape.len() >= 2 { "Q4_K" } else { "F32" };
+        assert_eq!(t["out_type"], want, "{}", t["name"]);
+    }
+    let bad = qforge(&[
+        "quantize",
+        fixture("tiny-llama.gguf").to_str().unwrap(),
+        "--dry-run",
+        "-t",
+        "Q9_X",
+    ]);
+    assert_invalid(&bad, "unknown type");
+    let bad = qforge(&[
+        "quantize",
+        fixture("tiny-llama.gguf").to_str().unwrap(),
+        "--dry-run",
+        "--tensor-type",
+        "nope",
+    ]);
+    assert_invalid(&bad, "REGEX=TYPE");
+}
+
+/// Writes a GGUF imatrix (llama-imatrix's format) with importance values for `names`.
+fn write_gguf_imatrix(path: &Path, entries: &[(&str, Vec<f32>)]) {
+    let mut specs = Vec::new();
+    let mut data: Vec<Vec<u8>> = Vec::new();
+    for (name, v) in entries {
+        specs.push(TensorSpec {
+            name: format!("{name}.in_sum2"),
+            ne: vec![v.len() as u64, 1],
+            ty: GgmlType::F32,
+        });
+        data.push(
+            v.iter()
+                .map(|x| x * 4.0)
+                .flat_map(f32::to_le_bytes)
+                .collect(),
+        );
+        specs.push(TensorSpec {
+            name: format!("{name}.counts"),
+            ne: vec![1, 1],
+            ty: GgmlType::F32,
+        });
+        data.push(4.0f32.to_le_bytes().to_vec());
+    }
+    let meta = vec![
+        ("general.type".to_string(), Value::string("imatrix")),
+        (
+            "imatrix.datasets".to_string(),
+            Value::Array(
+                qforge::formats::gguf::ValueType::String,
+                vec![Value::string("test.txt")],
+            ),
+        ),
+        ("imatrix.chunk_count".to_string(), Value::U32(4)),
+        ("imatrix.chunk_size".to_string(), Value::U32(512)),
+    ];
+    let layout = GgufLayout::new(&meta, &specs).unwrap();
+    let mut s = GgufStream::start(Vec::new(), &layout).unwrap();
+    for d in &data {
+        s.write_data(d).unwrap();
+    }
+    std::fs::write(path, s.finish().unwrap()).unwrap();
+}
+
+#[test]
+fn imatrix_gguf_and_legacy_change_the_bytes_exactly_like_the_codec() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = "blk.0.attn_q.weight";
+    let w: Vec<f32> = (0..256).map(|i| 0.1 + (i % 7) as f32).collect();
+    let im = dir.path().join("imatrix.gguf");
+    write_gguf_imatrix(&im, &[(name, w.clone())]);
+    // Legacy .dat with the same values (stored as mean * ncall).
+    let legacy = dir.path().join("imatrix.dat");
+    let mut v = 1i32.to_le_bytes().to_vec();
+    v.extend_from_slice(&(name.len() as i32).to_le_bytes());
+    v.extend_from_slice(name.as_bytes());
+    v.extend_from_slice(&2i32.to_le_bytes());
+    v.extend_from_slice(&256i32.to_le_bytes());
+    for x in &w {
+        v.extend_from_slice(&(x * 2.0).to_le_bytes());
+    }
+    std::fs::write(&legacy, v).unwrap();
+
+    let src = TensorSource::open(&fixture("tiny-llama.gguf")).unwrap();
+    let x = decoded(&src, name);
+    let with = codec_bytes(GgmlType::Q4_K, &x, 256, Some(&w));
+    let without = codec_bytes(GgmlType::Q4_K, &x, 256, None);
+    assert_ne!(
+        with, without,
+        "the imatrix must matter for this test to mean anything"
+    );
+    for file in [&im, &legacy] {
+        let out = dir.path().join("im.gguf");
+        quantize(
+            &["-t", "Q4_K_S", "--imatrix", file.to_str().unwrap()],
+            &fixture("tiny-llama.gguf"),
+            &out,
+        );
+        let q = TensorSource::open(&out).unwrap();
+        let t = q.tensors.iter().find(|t| t.name == name).unwrap();
+        assert_eq!(q.data(t), &with[..], "{}", file.display());
+        // --exclude-weights drops the entry: back to the reference path.
+        quantize(
+            &[
+                "-t",
+                "Q4_K_S",
+                "--imatrix",
+                file.to_str().unwrap(),
+                "--exclude-weights",
+                "attn_q",
+            ],
+            &fixture("tiny-llama.gguf"),
+            &out,
+        );
+        let q = TensorSource::open(&out).unwrap();
+        let t = q.tensors.iter().find(|t| t.name == name).unwrap();
+        assert_eq!(q.data(t), &without[..]);
+    }
+}
+
+fn nan_model(dir: &Path) -> PathBuf {
+    let mut x: Vec<f32> = (0..512).map(|i| (i as f32 * 0.37).sin()).collect();
+    x[17] = f32::NAN;
+    x[300] = f32::INFINITY;
+    let specs = vec![TensorSpec {
+        name: "blk.0.attn_q.weight".into(),
+        ne: vec![256, 2],
+        ty: GgmlType::F32,
+    }];
+    let meta = vec![("general.architecture".to_string(), Value::string("llama"))];
+    let layout = GgufLayout::new(&meta, &specs).unwrap();
+    let mut s = GgufStream::start(Vec::new(), &layout).unwrap();
+    s.write_data(&x.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>())
+        .unwrap();
+    let p = dir.join("nan.gguf");
+    std::fs::write(&p, s.finish().unwrap()).unwrap();
+    p
+}
+
+#[test]
+fn non_finite_weights_are_refused_unless_allowed_and_leave_no_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = nan_model(dir.path());
+    let out = dir.path().join("out.gguf");
+    std::fs::write(&out, b"previous").unwrap();
+    let o = qforge(&[
+        "quantize",
+        input.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "-t",
+        "Q8_0",
+    ]);
+    assert_invalid(&o, "2 NaN or infinite values");
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        b"previous",
+        "previous file untouched"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains("qforge-tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temp file removed");
+    let r = quantize(&["-t", "Q8_0", "--allow-nonfinite"], &input, &out);
+    assert_eq!(r["tensors"][0]["non_finite"], 2);
+}
+
+/// gguf-py (llama.cpp's reference reader) reads our output. CI installs it
+/// (QFORGE_PYTHON points at a venv); elsewhere the test needs `python3 -c "import gguf"`.
+#[test]
+fn gguf_py_reads_our_output() {
+    let python = std::env::var("QFORGE_PYTHON").unwrap_or_else(|_| "python3".into());
+    let has_gguf = std::process::Command::new(&python)
+        .args(["-c", "import gguf, numpy"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_gguf {
+        assert!(
+            std::env::var_os("QFORGE_REQUIRE_PYTHON").is_none(),
+            "QFORGE_REQUIRE_PYTHON is set but {python} cannot import gguf"
+        );
+        eprintln!("skipping: {python} has no gguf module (pip install gguf numpy)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("q.gguf");
+    let r = quantize(&["-t", "Q4_K_M"], &fixture("tiny-llama.gguf"), &out);
+    let script = r#"
+import sys, json, gguf
+import numpy as np
+r = gguf.GGUFReader(sys.argv[1])
+out = {"tensors": [], "file_type": int(r.fields["general.file_type"].parts[-1][0])}
+for t in r.tensors:
+    d = gguf.quants.dequantize(t.data, t.tensor_type)
+    out["tensors"].append({"name": t.name, "type": t.tensor_type.name, "ne": [int(x) for x in t.shape],
+                           "n_bytes": int(t.n_bytes), "sum": float(np.asarray(d, dtype=np.float64).sum())})
+print(json.dumps(out))
+"#;
+    let o = std::process::Command::new(&python)
+        .args(["-c", script, out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let py: Json = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(py["file_type"], 15);
+    let q = TensorSource::open(&out).unwrap();
+    let py_t = py["tensors"].as_array().unwrap();
+    assert_eq!(py_t.len(), q.tensors.len());
+    for (p, t) in py_t.iter().zip(&q.tensors) {
+        assert_eq!(p["name"], t.name.as_str());
+        assert_eq!(p["type"], t.ty.to_string().as_str());
+        assert_eq!(p["ne"], serde_json::json!(t.ne()));
+        assert_eq!(p["n_bytes"], t.bytes);
+        // gguf-py's own dequantizer agrees with ours.
+        let mut y = vec![0f32; t.elements() as usize];
+        qforge::quant::decode(t.ty, q.data(t), &mut y).unwrap();
+        let ours: f64 = y.iter().map(|&v| v as f64).sum();
+        let theirs = p["sum"].as_f64().unwrap();
+        assert!(
+            (ours - theirs).abs() <= 1e-3 * (1.0 + theirs.abs()),
+            "{}: {ours} vs {theirs}",
+            t.name
+        );
+    }
+    assert_eq!(r["tensors"].as_array().unwrap().len(), py_t.len());
+}
