@@ -86,7 +86,7 @@ pub fn encode_tensor(
         t.ty.as_ggml()
             .context("tensor type has no ggml equivalent")?;
     let in_block = in_ty.block_size() as usize;
-    if unit % in_block != 0 && units > 1 {
+    if !unit.is_multiple_of(in_block) && units > 1 {
         anyhow::bail!(
             "tensor {}: units of {unit} elements do not hold whole {in_ty} blocks",
             t.name

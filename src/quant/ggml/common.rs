@@ -26,7 +26,7 @@ pub fn nearest_int(fval: f32) -> i32 {
 /// (`(int8_t)f`, `(uint8_t)f`) take the low bits of this value.
 #[inline(always)]
 pub fn c_trunc_i32(x: f32) -> i32 {
-    if x >= -2_147_483_648.0 && x < 2_147_483_648.0 {
+    if (-2_147_483_648.0..2_147_483_648.0).contains(&x) {
         x as i32
     } else {
         i32::MIN

@@ -517,7 +517,7 @@ mod x86 {
         base: QkxBase,
     ) -> Option<Option<(i32, QkxCand)>> {
         let n = b.x.len();
-        if n > 32 || n % S::N != 0 || start > p.nstep {
+        if n > 32 || !n.is_multiple_of(S::N) || start > p.nstep {
             return None;
         }
         let mut xm = [0.0f32; 32];
