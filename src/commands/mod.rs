@@ -1,6 +1,7 @@
 //! Command fronts: each turns parsed arguments into library calls and prints results.
 
 pub mod inspect;
+pub mod quantize;
 
 use crate::bail_invalid;
 use crate::cli::{Cli, Command, KvProfileCommand};
@@ -10,7 +11,7 @@ use anyhow::Result;
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Inspect(args) => inspect::run(&args),
-        Command::Quantize(_) => not_implemented("quantize", 3),
+        Command::Quantize(args) => quantize::run(&args),
         Command::ExportNative(_) => not_implemented("export-native", 4),
         Command::KvProfile(KvProfileCommand::Build(_)) => not_implemented("kv-profile build", 5),
         Command::KvProfile(KvProfileCommand::Verify(_)) => not_implemented("kv-profile verify", 5),

@@ -137,7 +137,7 @@ fn parse_overrides(specs: &[String]) -> Result<Vec<(Regex, GgmlType)>> {
         .iter()
         .map(|spec| {
             let (re, ty) = spec
-                .rsplit_once('=')
+                .split_once('=')
                 .ok_or_else(|| invalid!("--tensor-type {spec:?}: expected REGEX=TYPE"))?;
             let re = Regex::new(re).map_err(|e| invalid!("--tensor-type {spec:?}: {e}"))?;
             Ok((re, parse_ggml_type("--tensor-type", ty)?))
@@ -198,11 +198,17 @@ fn model_facts(src: &TensorSource) -> ModelFacts {
 /// `config.json` in the model folder, or `STEM.config.json` beside a single file.
 fn read_config(dir: &Path, input: &Path) -> Option<serde_json::Value> {
     let stem = input.file_name()?.to_string_lossy();
-    let stem = stem.strip_suffix(".safetensors").unwrap_or(&stem).to_string();
-    [dir.join("config.json"), dir.join(format!("{stem}.config.json"))]
-        .iter()
-        .find_map(|p| std::fs::read(p).ok())
-        .and_then(|b| serde_json::from_slice(&b).ok())
+    let stem = stem
+        .strip_suffix(".safetensors")
+        .unwrap_or(&stem)
+        .to_string();
+    [
+        dir.join("config.json"),
+        dir.join(format!("{stem}.config.json")),
+    ]
+    .iter()
+    .find_map(|p| std::fs::read(p).ok())
+    .and_then(|b| serde_json::from_slice(&b).ok())
 }
 
 /// Output metadata: the GGUF input's keys in order with `general.file_type` and
@@ -211,7 +217,11 @@ fn output_metadata(src: &TensorSource, facts: &ModelFacts, file_type: u32) -> Ve
     let mut meta = match src.format {
         Format::Gguf => src.metadata.clone(),
         Format::Safetensors => {
-            let arch = if facts.arch.is_empty() { "unknown" } else { &facts.arch };
+            let arch = if facts.arch.is_empty() {
+                "unknown"
+            } else {
+                &facts.arch
+            };
             let name = src
                 .path
                 .file_stem()
@@ -320,7 +330,10 @@ pub fn run(args: &QuantizeArgs) -> Result<()> {
         sha256: None,
     };
     if !args.dry_run {
-        let out = args.output.as_deref().expect("clap requires -o without --dry-run");
+        let out = args
+            .output
+            .as_deref()
+            .expect("clap requires -o without --dry-run");
         let started = Instant::now();
         let (stats, digest) = pipeline::with_threads(args.threads, || {
             write_gguf(&src, &planned, &layout, out, args)
@@ -389,7 +402,9 @@ fn plan<'a>(
                 info.ty
             )
         })?;
-        let choice = planner.choose(&info.name, &info.ne());
+        let choice = planner
+            .try_choose(&info.name, &info.ne())
+            .map_err(|e| invalid!("{e}"))?;
         let (out_ty, reason) = if choice.quantize {
             (choice.ty, choice.reason.to_string())
         } else {
@@ -411,6 +426,12 @@ fn plan<'a>(
             (true, Some(m)) => m.entries.get(&info.name).map(Vec::as_slice),
             _ => None,
         };
+        if encode && choice.requires_imatrix && weights.is_none() {
+            bail_invalid!(
+                "tensor {}: {out_ty} needs importance-matrix data (as in llama.cpp); pass --imatrix with an entry for it",
+                info.name
+            );
+        }
         if let Some(w) = weights {
             let row = info.ne()[0] as usize;
             let matrices = (info.ne().iter().skip(2).product::<u64>()) as usize;
@@ -473,7 +494,9 @@ fn write_gguf(
     }
     stream.finish()?;
     bar.finish_and_clear();
-    let digest = file.commit().with_context(|| format!("writing {}", out.display()))?;
+    let digest = file
+        .commit()
+        .with_context(|| format!("writing {}", out.display()))?;
     Ok((stats, digest))
 }
 
@@ -495,7 +518,10 @@ fn render_text(r: &Report) -> String {
     let mut s = String::new();
     let width = r.tensors.iter().map(|t| t.name.len()).max().unwrap_or(4);
     for t in &r.tensors {
-        let rmse = t.rel_rmse.map(|e| format!("rel-rmse {e:.5}")).unwrap_or_default();
+        let rmse = t
+            .rel_rmse
+            .map(|e| format!("rel-rmse {e:.5}"))
+            .unwrap_or_default();
         let _ = writeln!(
             s,
             "{:width$}  {:>6} -> {:<7} {:>12}  {:28} {rmse}",

@@ -4,11 +4,14 @@
 //! A run that fails (or is killed) never leaves a half-written destination: it is either
 //! absent or the previous complete file. On a clean error the temporary file is removed
 //! (on drop); only a SIGKILL can leave one behind, named `.NAME.qforge-tmp.PID`.
+//!
+//! The SHA-256 of the output is computed while writing; a writer that seeks back (QNAT,
+//! safetensors headers written last) makes [`AtomicFile::commit`] hash the file again.
 
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 /// A file being written that becomes `dest` on [`AtomicFile::commit`].
@@ -16,6 +19,7 @@ pub struct AtomicFile {
     dest: PathBuf,
     tmp: PathBuf,
     out: Option<HashingWriter<BufWriter<File>>>,
+    seeked: bool,
 }
 
 impl AtomicFile {
@@ -33,12 +37,18 @@ impl AtomicFile {
             name.to_string_lossy(),
             std::process::id()
         ));
-        let file = File::create(&tmp)
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
             .with_context(|| format!("creating temporary output {}", tmp.display()))?;
         Ok(AtomicFile {
             dest: dest.to_path_buf(),
             tmp,
             out: Some(HashingWriter::new(BufWriter::with_capacity(1 << 20, file))),
+            seeked: false,
         })
     }
 
@@ -50,13 +60,17 @@ impl AtomicFile {
     /// Syncs, renames onto the destination, and returns the SHA-256 of the bytes written.
     pub fn commit(mut self) -> Result<[u8; 32]> {
         let out = self.out.take().expect("not yet committed");
-        let (buf, digest) = out.finish();
-        let file = buf
+        let (buf, mut digest) = out.finish();
+        let mut file = buf
             .into_inner()
             .map_err(|e| e.into_error())
             .with_context(|| format!("writing {}", self.tmp.display()))?;
         file.sync_all()
             .with_context(|| format!("syncing {}", self.tmp.display()))?;
+        if self.seeked {
+            digest = hash_from_start(&mut file)
+                .with_context(|| format!("hashing {}", self.tmp.display()))?;
+        }
         drop(file);
         std::fs::rename(&self.tmp, &self.dest).with_context(|| {
             format!("renaming {} to {}", self.tmp.display(), self.dest.display())
@@ -71,6 +85,30 @@ impl Write for AtomicFile {
     }
     fn flush(&mut self) -> std::io::Result<()> {
         self.out.as_mut().expect("not yet committed").flush()
+    }
+}
+
+impl Seek for AtomicFile {
+    fn seek(&mut self, pos: SeekFrom) -> std::io::Result<u64> {
+        self.seeked = true;
+        self.out
+            .as_mut()
+            .expect("not yet committed")
+            .inner
+            .seek(pos)
+    }
+}
+
+fn hash_from_start(file: &mut File) -> std::io::Result<[u8; 32]> {
+    file.seek(SeekFrom::Start(0))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            return Ok(hasher.finalize().into());
+        }
+        hasher.update(&buf[..n]);
     }
 }
 
@@ -130,6 +168,22 @@ mod tests {
         let mut f = AtomicFile::create(&dest).unwrap();
         f.write_all(b"abc").unwrap();
         assert!(!dest.exists());
+        let digest = f.commit().unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), b"abc");
+        assert_eq!(
+            hex(&digest),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn seeking_writers_still_get_the_file_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("out.bin");
+        let mut f = AtomicFile::create(&dest).unwrap();
+        f.write_all(b"xbc").unwrap();
+        f.seek(SeekFrom::Start(0)).unwrap();
+        f.write_all(b"a").unwrap();
         let digest = f.commit().unwrap();
         assert_eq!(std::fs::read(&dest).unwrap(), b"abc");
         assert_eq!(

@@ -10,6 +10,7 @@ pub mod cursor;
 pub mod ggml_type;
 pub mod gguf;
 pub mod safetensors;
+pub mod safetensors_writer;
 
 use crate::{bail_invalid, invalid};
 use anyhow::{Context, Result};

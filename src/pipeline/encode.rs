@@ -59,3 +59,48 @@ impl RowEncoder for GgmlEncoder {
         (self.codec.dequantize)(src, out)
     }
 }
+
+/// bitsandbytes NF4/FP4 as a [`RowEncoder`]: one unit per block, packed codes streamed,
+/// the block's absmax kept as its side value (double quantization needs them all).
+pub struct FourBitEncoder {
+    /// NF4 or FP4.
+    pub kind: crate::quant::bnb::FourBit,
+    /// Elements per block.
+    pub block_size: usize,
+}
+
+impl FourBitEncoder {
+    /// Checks the block size (a power of two from 32 to 4096, as bitsandbytes allows).
+    pub fn new(kind: crate::quant::bnb::FourBit, block_size: usize) -> Result<FourBitEncoder> {
+        if !crate::quant::bnb::is_valid_block_size(block_size) {
+            crate::bail_invalid!(
+                "block size {block_size} is not one of {:?}",
+                crate::quant::bnb::BLOCK_SIZES
+            );
+        }
+        Ok(FourBitEncoder { kind, block_size })
+    }
+}
+
+impl RowEncoder for FourBitEncoder {
+    fn unit_len(&self, _row_len: usize) -> usize {
+        self.block_size
+    }
+
+    fn unit_bytes(&self, len: usize) -> Result<usize> {
+        Ok(len.div_ceil(2))
+    }
+
+    fn side_len(&self) -> usize {
+        1
+    }
+
+    fn encode(&self, x: &[f32], dst: &mut [u8], side: &mut [f32], _imatrix: Option<&[f32]>) {
+        crate::quant::bnb::quantize_4bit_into(self.kind, x, self.block_size, dst, side)
+    }
+
+    fn decode(&self, src: &[u8], side: &[f32], out: &mut [f32]) {
+        let n = out.len();
+        crate::quant::bnb::dequantize_4bit(self.kind, src, side, self.block_size, n, out)
+    }
+}

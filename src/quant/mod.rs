@@ -9,7 +9,7 @@
 pub mod bnb;
 pub mod ggml;
 pub mod imatrix;
-// pub mod mix;
+pub mod mix;
 
 use crate::formats::ggml_type::GgmlType;
 use crate::formats::TensorType;
