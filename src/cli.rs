@@ -81,14 +81,10 @@ pub struct QuantizeArgs {
     #[arg(short, long, required_unless_present = "dry_run")]
     pub output: Option<PathBuf>,
     /// Target type or llama.cpp mix: Q4_K_M, Q4_K_S, Q5_K_M, Q5_K_S, Q3_K_M, Q3_K_S,
-    /// Q3_K_L, Q2_K, Q6_K, Q8_0, Q4_0, F16, BF16, ...
-    #[arg(
-        short = 't',
-        long = "type",
-        value_name = "TYPE",
-        default_value = "Q4_K_M"
-    )]
-    pub qtype: String,
+    /// Q3_K_L, Q2_K, Q6_K, Q8_0, Q4_0, F16, BF16, ... (default Q4_K_M); with
+    /// --format bnb-safetensors NF4 or FP4 (default NF4).
+    #[arg(short = 't', long = "type", value_name = "TYPE")]
+    pub qtype: Option<String>,
     /// Output container.
     #[arg(long, value_enum, default_value_t = OutputFormat::Gguf)]
     pub format: OutputFormat,
@@ -122,6 +118,15 @@ pub struct QuantizeArgs {
     /// Quantize tensors with NaN or infinite values instead of refusing.
     #[arg(long)]
     pub allow_nonfinite: bool,
+    /// NF4/FP4 block size (bnb-safetensors, qnat).
+    #[arg(long, default_value_t = 64)]
+    pub block_size: usize,
+    /// Double-quantize the NF4/FP4 absmax values (bnb-safetensors, qnat).
+    #[arg(long)]
+    pub double_quant: bool,
+    /// Compute dtype recorded for NF4/FP4 outputs (bnb-safetensors, qnat).
+    #[arg(long, value_enum, default_value_t = ComputeDtype::Bf16)]
+    pub compute_dtype: ComputeDtype,
     /// Worker threads (default: all cores). Output bytes do not depend on it.
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
@@ -160,7 +165,7 @@ pub enum Scheme {
     F32,
 }
 
-/// Compute dtype recorded in a QNAT file.
+/// Compute dtype recorded in a QNAT file or a bitsandbytes config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ComputeDtype {
     /// float32
@@ -169,6 +174,17 @@ pub enum ComputeDtype {
     F16,
     /// bfloat16
     Bf16,
+}
+
+impl ComputeDtype {
+    /// torch's name (`float32`, `float16`, `bfloat16`).
+    pub fn torch_name(self) -> &'static str {
+        match self {
+            ComputeDtype::F32 => "float32",
+            ComputeDtype::F16 => "float16",
+            ComputeDtype::Bf16 => "bfloat16",
+        }
+    }
 }
 
 /// Arguments of `qforge export-native`.

@@ -179,7 +179,7 @@ fn model_facts(src: &TensorSource) -> ModelFacts {
                 };
                 facts.n_layer = num(&["num_hidden_layers", "n_layer"]);
                 facts.n_head = num(&["num_attention_heads", "n_head"]);
-                facts.n_head_kv = num(&["num_key_value_heads"]).max(0);
+                facts.n_head_kv = num(&["num_key_value_heads"]);
                 if facts.n_head_kv == 0 {
                     facts.n_head_kv = facts.n_head;
                 }
@@ -247,13 +247,14 @@ fn output_metadata(src: &TensorSource, facts: &ModelFacts, file_type: u32) -> Ve
 
 /// Runs `qforge quantize`.
 pub fn run(args: &QuantizeArgs) -> Result<()> {
-    if args.format != OutputFormat::Gguf {
-        bail_invalid!(
-            "--format {:?} is not implemented yet (issue #4); use --format gguf",
-            args.format
-        );
+    match args.format {
+        OutputFormat::Gguf => {}
+        OutputFormat::BnbSafetensors => return run_bnb(args),
+        OutputFormat::Qnat => bail_invalid!(
+            "--format qnat is not implemented yet (issue #4); use `qforge export-native`"
+        ),
     }
-    let mix = parse_type(&args.qtype)?;
+    let mix = parse_type(args.qtype.as_deref().unwrap_or("Q4_K_M"))?;
     let overrides = parse_overrides(&args.tensor_type)?;
     let output_tensor_type = args
         .output_tensor_type
@@ -365,6 +366,111 @@ pub fn run(args: &QuantizeArgs) -> Result<()> {
             .sum();
         t.elements_per_second = encoded as f64 / t.seconds;
     }
+    if args.json {
+        print_json(&report)
+    } else {
+        print_text(&render_text(&report))
+    }
+}
+
+/// `quantize --format bnb-safetensors`: a Hugging Face bitsandbytes 4-bit folder.
+fn run_bnb(args: &QuantizeArgs) -> Result<()> {
+    use crate::pipeline::bnb::{self, BnbOptions};
+    use crate::quant::bnb::FourBit;
+    let kind = match args
+        .qtype
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        None | Some("nf4") => FourBit::Nf4,
+        Some("fp4") => FourBit::Fp4,
+        Some(other) => bail_invalid!("--format bnb-safetensors takes -t NF4 or FP4, not {other:?}"),
+    };
+    let opts = BnbOptions {
+        kind,
+        block_size: args.block_size,
+        double_quant: args.double_quant,
+        compute_dtype: args.compute_dtype.torch_name(),
+    };
+    crate::pipeline::encode::FourBitEncoder::new(kind, args.block_size)?;
+    let src = TensorSource::open(&args.input)?;
+    let dir = src.path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let dir = if src.path.is_dir() {
+        src.path.clone()
+    } else {
+        dir
+    };
+    let config = read_config(&dir, &src.path);
+    let mut report = Report {
+        schema: SCHEMA,
+        input: args.input.display().to_string(),
+        output: args.output.as_ref().map(|p| p.display().to_string()),
+        qtype: format!("{kind:?}").to_ascii_uppercase(),
+        dry_run: args.dry_run,
+        threads: args.threads.unwrap_or_else(rayon::current_num_threads),
+        tensors: Vec::new(),
+        totals: Totals::default(),
+        sha256: None,
+    };
+    if args.dry_run {
+        bail_invalid!("--dry-run is only implemented for --format gguf");
+    }
+    let out = args
+        .output
+        .as_deref()
+        .expect("clap requires -o without --dry-run");
+    let started = Instant::now();
+    let total: u64 = src.tensors.iter().map(TensorInfo::elements).sum();
+    let bar = pipeline::progress_bar(total, args.json);
+    let outcomes =
+        pipeline::with_threads(args.threads, || bnb::write(&src, config, &opts, out, &bar))??;
+    bar.finish_and_clear();
+    report.totals.seconds = started.elapsed().as_secs_f64();
+    for (t, o) in src.tensors.iter().zip(&outcomes) {
+        if let Some(s) = o.stats {
+            if s.non_finite > 0 && !args.allow_nonfinite {
+                std::fs::remove_dir_all(out).ok();
+                bail_invalid!(
+                    "tensor {} has {} NaN or infinite values; pass --allow-nonfinite to quantize it anyway",
+                    t.name,
+                    s.non_finite
+                );
+            }
+        }
+        report.tensors.push(TensorReport {
+            name: t.name.clone(),
+            shape: t.shape.clone(),
+            in_type: t.ty.to_string(),
+            out_type: o.out_type.clone(),
+            in_bytes: t.bytes,
+            out_bytes: o.out_bytes,
+            reason: o.reason.to_string(),
+            rel_rmse: o.stats.map(|s| s.rel_rmse()),
+            non_finite: o.stats.map(|s| s.non_finite),
+        });
+    }
+    let model = out.join("model.safetensors");
+    let bytes =
+        std::fs::read(&model).with_context(|| format!("reading back {}", model.display()))?;
+    use sha2::Digest;
+    report.sha256 = Some(hex(&sha2::Sha256::digest(&bytes)));
+    let t = &mut report.totals;
+    t.tensors = outcomes.len();
+    t.quantized = outcomes.iter().filter(|o| o.stats.is_some()).count();
+    t.elements = total;
+    t.in_bytes = src.tensors.iter().map(|t| t.bytes).sum();
+    t.out_bytes = outcomes.iter().map(|o| o.out_bytes).sum();
+    t.file_bytes = bytes.len() as u64;
+    t.bits_per_weight = t.out_bytes as f64 * 8.0 / t.elements.max(1) as f64;
+    let encoded: u64 = src
+        .tensors
+        .iter()
+        .zip(&outcomes)
+        .filter(|(_, o)| o.stats.is_some())
+        .map(|(t, _)| t.elements())
+        .sum();
+    t.elements_per_second = encoded as f64 / t.seconds.max(1e-9);
     if args.json {
         print_json(&report)
     } else {

@@ -120,6 +120,67 @@ impl Drop for AtomicFile {
     }
 }
 
+/// A directory being filled that becomes `dest` on [`AtomicDir::commit`]; removed with
+/// its contents if dropped before. `dest` must not exist yet.
+pub struct AtomicDir {
+    dest: PathBuf,
+    tmp: PathBuf,
+    committed: bool,
+}
+
+impl AtomicDir {
+    /// Creates the temporary directory next to `dest`.
+    pub fn create(dest: &Path) -> Result<AtomicDir> {
+        if dest.exists() {
+            crate::bail_invalid!(
+                "output {} already exists; remove it or choose another path",
+                dest.display()
+            );
+        }
+        let name = dest
+            .file_name()
+            .with_context(|| format!("output path {} has no name", dest.display()))?;
+        let parent = match dest.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let tmp = parent.join(format!(
+            ".{}.qforge-tmp.{}",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
+        std::fs::create_dir(&tmp)
+            .with_context(|| format!("creating temporary folder {}", tmp.display()))?;
+        Ok(AtomicDir {
+            dest: dest.to_path_buf(),
+            tmp,
+            committed: false,
+        })
+    }
+
+    /// Path of a file inside the temporary directory.
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.tmp.join(name)
+    }
+
+    /// Renames the directory onto its destination.
+    pub fn commit(mut self) -> Result<()> {
+        std::fs::rename(&self.tmp, &self.dest).with_context(|| {
+            format!("renaming {} to {}", self.tmp.display(), self.dest.display())
+        })?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for AtomicDir {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_dir_all(&self.tmp);
+        }
+    }
+}
+
 /// A writer that hashes everything passing through it with SHA-256.
 pub struct HashingWriter<W> {
     inner: W,

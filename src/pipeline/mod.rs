@@ -7,6 +7,7 @@
 //! independent of model size, and the bytes do not depend on the thread count because
 //! every unit is encoded independently and error sums are reduced in unit order.
 
+pub mod bnb;
 pub mod encode;
 
 use crate::formats::{TensorInfo, TensorSource};

@@ -1,0 +1,458 @@
+//! Hugging Face bitsandbytes 4-bit checkpoints (`quantize --format bnb-safetensors`).
+//!
+//! Writes a folder with `model.safetensors` and `config.json` laid out as transformers
+//! saves a `load_in_4bit` model: for each quantized linear weight `W`, the tensors
+//! `W` (packed codes, U8 `[ceil(n/2), 1]`), `W.absmax`, `W.quant_map`, with double
+//! quantization also `W.nested_absmax` and `W.nested_quant_map`, and
+//! `W.quant_state.bitsandbytes__{nf4,fp4}` (the JSON of bitsandbytes'
+//! `QuantState.as_dict(packed=True)`, byte for byte as `json.dumps` writes it). Embeddings,
+//! `lm_head`, norms and every tensor that is not a 2-D `.weight` are kept as they are.
+
+use super::encode::FourBitEncoder;
+use super::{encode_tensor, ErrorStats};
+use crate::formats::atomic::AtomicDir;
+use crate::formats::ggml_type::GgmlType;
+use crate::formats::safetensors_writer::{header_estimate, SafetensorsWriter, StTensor};
+use crate::formats::{TensorInfo, TensorSource, TensorType};
+use crate::invalid;
+use crate::quant::bnb::{self, FourBit};
+use anyhow::{Context, Result};
+use indicatif::ProgressBar;
+use serde_json::{json, Map, Value as Json};
+use std::path::Path;
+
+/// What to write.
+#[derive(Debug, Clone, Copy)]
+pub struct BnbOptions {
+    /// NF4 or FP4.
+    pub kind: FourBit,
+    /// Elements per block (bitsandbytes default 64).
+    pub block_size: usize,
+    /// Quantize the absmax values again (`bnb_4bit_use_double_quant`).
+    pub double_quant: bool,
+    /// `bnb_4bit_compute_dtype`: `float32`, `float16` or `bfloat16`.
+    pub compute_dtype: &'static str,
+}
+
+/// One written tensor (quantized or kept).
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Source tensor name.
+    pub name: String,
+    /// `NF4`/`FP4`, or the kept dtype.
+    pub out_type: String,
+    /// Bytes written for it (all its entries).
+    pub out_bytes: u64,
+    /// Error statistics when quantized.
+    pub stats: Option<ErrorStats>,
+    /// Why it was quantized or kept.
+    pub reason: &'static str,
+}
+
+/// Whether transformers' bitsandbytes integration would quantize this tensor: the
+/// weight of a linear layer (2-D `.weight`), but not embeddings, `lm_head` or norms.
+pub fn is_linear_weight(name: &str, shape: &[u64]) -> Option<&'static str> {
+    if shape.len() != 2 || !name.ends_with(".weight") {
+        return None;
+    }
+    let lower = name.to_ascii_lowercase();
+    let skip = [
+        "lm_head",
+        "embed",
+        "wte",
+        "wpe",
+        "token_embd",
+        "norm",
+        "output.weight",
+    ];
+    if skip.iter().any(|s| lower.contains(s)) {
+        return None;
+    }
+    Some("linear weight")
+}
+
+fn st_dtype(ty: TensorType) -> Option<&'static str> {
+    use safetensors::Dtype as D;
+    Some(match ty {
+        TensorType::Safetensors(d) => match d {
+            D::BOOL => "BOOL",
+            D::U8 => "U8",
+            D::I8 => "I8",
+            D::I16 => "I16",
+            D::U16 => "U16",
+            D::F16 => "F16",
+            D::BF16 => "BF16",
+            D::I32 => "I32",
+            D::U32 => "U32",
+            D::F32 => "F32",
+            D::F64 => "F64",
+            D::I64 => "I64",
+            D::U64 => "U64",
+            D::F8_E4M3 => "F8_E4M3",
+            D::F8_E5M2 => "F8_E5M2",
+            _ => return None,
+        },
+        TensorType::Ggml(t) => match t {
+            GgmlType::F32 => "F32",
+            GgmlType::F16 => "F16",
+            GgmlType::BF16 => "BF16",
+            GgmlType::F64 => "F64",
+            GgmlType::I8 => "I8",
+            GgmlType::I16 => "I16",
+            GgmlType::I32 => "I32",
+            GgmlType::I64 => "I64",
+            _ => return None,
+        },
+    })
+}
+
+/// torch's name of the dtype bitsandbytes records for the weight (`str(dtype)` less `torch.`).
+fn torch_dtype(ty: TensorType) -> &'static str {
+    match ty.as_ggml() {
+        Some(GgmlType::F16) => "float16",
+        Some(GgmlType::BF16) => "bfloat16",
+        _ => "float32",
+    }
+}
+
+/// Python's `repr` of a float (what `json.dumps` writes): shortest round-trip digits,
+/// scientific notation below 1e-4 and from 1e16.
+pub fn py_float_repr(x: f64) -> String {
+    if x == 0.0 {
+        return if x.is_sign_negative() { "-0.0" } else { "0.0" }.into();
+    }
+    if !x.is_finite() {
+        return if x.is_nan() {
+            "NaN"
+        } else if x > 0.0 {
+            "Infinity"
+        } else {
+            "-Infinity"
+        }
+        .into();
+    }
+    let sci = format!("{x:e}");
+    let (mant, exp) = sci.split_once('e').expect("{:e} has an exponent");
+    let exp: i32 = exp.parse().expect("integer exponent");
+    let (sign, mant) = mant.strip_prefix('-').map_or(("", mant), |m| ("-", m));
+    let digits: String = mant.chars().filter(|c| *c != '.').collect();
+    if (-4..16).contains(&exp) {
+        let point = exp + 1;
+        let s = if point <= 0 {
+            format!("0.{}{digits}", "0".repeat((-point) as usize))
+        } else if point as usize >= digits.len() {
+            format!("{digits}{}.0", "0".repeat(point as usize - digits.len()))
+        } else {
+            format!(
+                "{}.{}",
+                &digits[..point as usize],
+                &digits[point as usize..]
+            )
+        };
+        format!("{sign}{s}")
+    } else {
+        let m = if digits.len() > 1 {
+            format!("{}.{}", &digits[..1], &digits[1..])
+        } else {
+            digits
+        };
+        let esign = if exp < 0 { '-' } else { '+' };
+        format!("{sign}{m}e{esign}{:02}", exp.abs())
+    }
+}
+
+/// The `quant_state.bitsandbytes__*` JSON, byte-identical to bitsandbytes' `json.dumps`.
+pub fn quant_state_json(
+    opts: &BnbOptions,
+    dtype: &str,
+    shape: &[u64],
+    offset: Option<f32>,
+) -> String {
+    let kind = match opts.kind {
+        FourBit::Nf4 => "nf4",
+        FourBit::Fp4 => "fp4",
+    };
+    let dims: Vec<String> = shape.iter().map(u64::to_string).collect();
+    let mut s = format!(
+        "{{\"quant_type\": \"{kind}\", \"blocksize\": {}, \"dtype\": \"{dtype}\", \"shape\": [{}]",
+        opts.block_size,
+        dims.join(", ")
+    );
+    if let Some(off) = offset {
+        s += &format!(
+            ", \"nested_blocksize\": {}, \"nested_dtype\": \"float32\", \"nested_offset\": {}",
+            bnb::NESTED_BLOCK,
+            py_float_repr(f64::from(off))
+        );
+    }
+    s.push('}');
+    s
+}
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// `quantization_config` as transformers writes it for a 4-bit bitsandbytes model.
+pub fn quantization_config(opts: &BnbOptions) -> Json {
+    json!({
+        "_load_in_4bit": true,
+        "_load_in_8bit": false,
+        "bnb_4bit_compute_dtype": opts.compute_dtype,
+        "bnb_4bit_quant_storage": "uint8",
+        "bnb_4bit_quant_type": match opts.kind { FourBit::Nf4 => "nf4", FourBit::Fp4 => "fp4" },
+        "bnb_4bit_use_double_quant": opts.double_quant,
+        "llm_int8_enable_fp32_cpu_offload": false,
+        "llm_int8_has_fp16_weight": false,
+        "llm_int8_skip_modules": null,
+        "llm_int8_threshold": 6.0,
+        "load_in_4bit": true,
+        "load_in_8bit": false,
+        "quant_method": "bitsandbytes"
+    })
+}
+
+/// Writes `src` as a bitsandbytes 4-bit folder at `out` (which must not exist).
+pub fn write(
+    src: &TensorSource,
+    config: Option<Json>,
+    opts: &BnbOptions,
+    out: &Path,
+    progress: &ProgressBar,
+) -> Result<Vec<Outcome>> {
+    let enc = FourBitEncoder::new(opts.kind, opts.block_size)?;
+    let suffix = match opts.kind {
+        FourBit::Nf4 => "nf4",
+        FourBit::Fp4 => "fp4",
+    };
+    // Plan: which tensors are quantized; every entry's name and rank for the header size.
+    let mut entries = Vec::new();
+    for t in &src.tensors {
+        let quantize =
+            is_linear_weight(&t.name, &t.shape).is_some() && crate::quant::can_decode(t.ty);
+        if quantize {
+            for (sfx, rank) in [
+                ("", 2),
+                (".absmax", 1),
+                (".quant_map", 1),
+                (".nested_absmax", 1),
+                (".nested_quant_map", 1),
+            ] {
+                entries.push((t.name.len() + sfx.len(), rank));
+            }
+            entries.push((t.name.len() + 40, 1));
+        } else {
+            st_dtype(t.ty).ok_or_else(|| {
+                invalid!(
+                    "tensor {}: {} cannot be stored in safetensors",
+                    t.name,
+                    t.ty
+                )
+            })?;
+            entries.push((t.name.len(), t.shape.len()));
+        }
+    }
+    let mut meta = Map::new();
+    meta.insert("format".into(), json!("pt"));
+    let dir = AtomicDir::create(out)?;
+    let file = std::fs::File::create(dir.join("model.safetensors"))?;
+    let mut w = SafetensorsWriter::new(
+        std::io::BufWriter::with_capacity(1 << 20, file),
+        header_estimate(&entries, &meta),
+        meta,
+    )?;
+    let mut outcomes = Vec::new();
+    for t in &src.tensors {
+        progress.set_message(t.name.clone());
+        if is_linear_weight(&t.name, &t.shape).is_some() && crate::quant::can_decode(t.ty) {
+            outcomes.push(write_quantized(
+                src, t, &enc, opts, suffix, &mut w, progress,
+            )?);
+        } else {
+            let dtype = st_dtype(t.ty).expect("checked above");
+            w.begin(
+                StTensor {
+                    name: t.name.clone(),
+                    dtype,
+                    shape: t.shape.clone(),
+                },
+                t.bytes,
+            )?;
+            for chunk in src.data(t).chunks(8 << 20) {
+                w.write(chunk)?;
+            }
+            progress.inc(t.elements());
+            outcomes.push(Outcome {
+                name: t.name.clone(),
+                out_type: dtype.to_string(),
+                out_bytes: t.bytes,
+                stats: None,
+                reason: "kept: not a linear weight",
+            });
+        }
+    }
+    let mut file = w.finish()?;
+    std::io::Write::flush(&mut file)?;
+    file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    let mut cfg = match config {
+        Some(Json::Object(m)) => m,
+        _ => Map::new(),
+    };
+    cfg.insert("quantization_config".into(), quantization_config(opts));
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::to_string_pretty(&Json::Object(cfg))? + "\n",
+    )?;
+    dir.commit()?;
+    Ok(outcomes)
+}
+
+fn write_quantized<W: std::io::Write + std::io::Seek>(
+    src: &TensorSource,
+    t: &TensorInfo,
+    enc: &FourBitEncoder,
+    opts: &BnbOptions,
+    suffix: &str,
+    w: &mut SafetensorsWriter<W>,
+    progress: &ProgressBar,
+) -> Result<Outcome> {
+    let n = t.elements();
+    let packed = n.div_ceil(2);
+    w.begin(
+        StTensor {
+            name: t.name.clone(),
+            dtype: "U8",
+            shape: vec![packed, 1],
+        },
+        packed,
+    )?;
+    let encoded = encode_tensor(src, t, enc, None, progress, &mut |chunk| w.write(chunk))
+        .with_context(|| format!("tensor {}", t.name))?;
+    let absmax = encoded.side;
+    let nb = absmax.len() as u64;
+    let mut bytes = packed;
+    let mut put = |w: &mut SafetensorsWriter<W>,
+                   sfx: &str,
+                   dtype: &'static str,
+                   shape: Vec<u64>,
+                   data: &[u8]| {
+        bytes += data.len() as u64;
+        w.tensor(
+            StTensor {
+                name: format!("{}{sfx}", t.name),
+                dtype,
+                shape,
+            },
+            data,
+        )
+    };
+    let offset = if opts.double_quant {
+        let dq = bnb::double_quantize(&absmax);
+        put(w, ".absmax", "U8", vec![nb], &dq.codes)?;
+        put(
+            w,
+            ".quant_map",
+            "F32",
+            vec![16],
+            &f32_bytes(&bnb::code_table(opts.kind)),
+        )?;
+        put(
+            w,
+            ".nested_absmax",
+            "F32",
+            vec![dq.nested_absmax.len() as u64],
+            &f32_bytes(&dq.nested_absmax),
+        )?;
+        put(
+            w,
+            ".nested_quant_map",
+            "F32",
+            vec![256],
+            &f32_bytes(&bnb::dynamic_map_signed()),
+        )?;
+        Some(dq.offset)
+    } else {
+        put(w, ".absmax", "F32", vec![nb], &f32_bytes(&absmax))?;
+        put(
+            w,
+            ".quant_map",
+            "F32",
+            vec![16],
+            &f32_bytes(&bnb::code_table(opts.kind)),
+        )?;
+        None
+    };
+    let state = quant_state_json(opts, torch_dtype(t.ty), &t.shape, offset);
+    put(
+        w,
+        &format!(".quant_state.bitsandbytes__{suffix}"),
+        "U8",
+        vec![state.len() as u64],
+        state.as_bytes(),
+    )?;
+    Ok(Outcome {
+        name: t.name.clone(),
+        out_type: suffix.to_ascii_uppercase(),
+        out_bytes: bytes,
+        stats: Some(encoded.stats),
+        reason: "linear weight",
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn python_float_repr() {
+        for (x, want) in [
+            (0.05677223205566406, "0.05677223205566406"),
+            (1e-5, "1e-05"),
+            (0.0001, "0.0001"),
+            (1.0, "1.0"),
+            (123.5, "123.5"),
+            (-2.5e-7, "-2.5e-07"),
+            (1e16, "1e+16"),
+            (1234567890123456.0, "1234567890123456.0"),
+        ] {
+            assert_eq!(py_float_repr(x), want, "{x}");
+        }
+    }
+
+    #[test]
+    fn quant_state_matches_bitsandbytes_json() {
+        // As printed by bitsandbytes 0.50.2 for an 8 x 128 f16 weight.
+        let o = BnbOptions {
+            kind: FourBit::Nf4,
+            block_size: 64,
+            double_quant: true,
+            compute_dtype: "bfloat16",
+        };
+        assert_eq!(
+            quant_state_json(&o, "float16", &[8, 128], Some(0.05677223205566406)),
+            r#"{"quant_type": "nf4", "blocksize": 64, "dtype": "float16", "shape": [8, 128], "nested_blocksize": 256, "nested_dtype": "float32", "nested_offset": 0.05677223205566406}"#
+        );
+        let o = BnbOptions {
+            double_quant: false,
+            ..o
+        };
+        assert_eq!(
+            quant_state_json(&o, "float16", &[8, 128], None),
+            r#"{"quant_type": "nf4", "blocksize": 64, "dtype": "float16", "shape": [8, 128]}"#
+        );
+    }
+
+    #[test]
+    fn linear_weight_selection() {
+        assert!(is_linear_weight("model.layers.0.self_attn.q_proj.weight", &[8, 8]).is_some());
+        for (n, s) in [
+            ("lm_head.weight", vec![8u64, 8]),
+            ("model.embed_tokens.weight", vec![8, 8]),
+            ("model.norm.weight", vec![8]),
+            ("model.layers.0.input_layernorm.weight", vec![8]),
+            ("model.layers.0.self_attn.q_proj.bias", vec![8]),
+        ] {
+            assert!(is_linear_weight(n, &s).is_none(), "{n}");
+        }
+    }
+}
