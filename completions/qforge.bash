@@ -347,7 +347,7 @@ _qforge() {
             return 0
             ;;
         qforge__subcmd__kv__subcmd__profile__subcmd__build)
-            opts="-o -v -h -V --shape --from-model --calibration --bits --block-dim --codebook-size --seed --output --json --verbose --help --version"
+            opts="-o -v -h -V --shape --from-model --calibration --codec --bits --block-dim --codebook-size --seed --role --pre-rope --tokens-per-page --protect-first --protect-last --protect-layers --protect-heads --fallback --top-k --max-key-logit-mse --max-attention-tv --max-topk-disagreement --max-value-agg-mse --output --json --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -365,6 +365,10 @@ _qforge() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --codec)
+                    COMPREPLY=($(compgen -W "fibquant turboquant" -- "${cur}"))
+                    return 0
+                    ;;
                 --bits)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -378,6 +382,54 @@ _qforge() {
                     return 0
                     ;;
                 --seed)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --role)
+                    COMPREPLY=($(compgen -W "key value both" -- "${cur}"))
+                    return 0
+                    ;;
+                --tokens-per-page)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --protect-first)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --protect-last)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --protect-layers)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --protect-heads)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --fallback)
+                    COMPREPLY=($(compgen -W "keep-raw fail" -- "${cur}"))
+                    return 0
+                    ;;
+                --top-k)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-key-logit-mse)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-attention-tv)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-topk-disagreement)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-value-agg-mse)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -483,7 +535,7 @@ _qforge() {
             return 0
             ;;
         qforge__subcmd__quantize)
-            opts="-o -t -v -h -V --output --type --format --tensor-type --output-tensor-type --token-embedding-type --pure --leave-output-tensor --allow-requantize --imatrix --include-weights --exclude-weights --allow-nonfinite --threads --dry-run --json --verbose --help --version"
+            opts="-o -t -v -h -V --output --type --format --tensor-type --output-tensor-type --token-embedding-type --pure --leave-output-tensor --allow-requantize --imatrix --include-weights --exclude-weights --allow-nonfinite --block-size --double-quant --compute-dtype --threads --dry-run --json --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -531,6 +583,14 @@ _qforge() {
                     ;;
                 --exclude-weights)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --block-size)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --compute-dtype)
+                    COMPREPLY=($(compgen -W "f32 f16 bf16" -- "${cur}"))
                     return 0
                     ;;
                 --threads)

@@ -34,7 +34,7 @@ complete -c qforge -n "__fish_qforge_needs_command" -f -a "kv-profile" -d 'Build
 complete -c qforge -n "__fish_qforge_needs_command" -f -a "bench-gemm" -d 'Benchmark dequant-GEMM/GEMV kernels against a roofline and candle'
 complete -c qforge -n "__fish_qforge_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c qforge -n "__fish_qforge_using_subcommand quantize" -s o -l output -d 'Output file' -r -F
-complete -c qforge -n "__fish_qforge_using_subcommand quantize" -s t -l type -d 'Target type or llama.cpp mix: Q4_K_M, Q4_K_S, Q5_K_M, Q5_K_S, Q3_K_M, Q3_K_S, Q3_K_L, Q2_K, Q6_K, Q8_0, Q4_0, F16, BF16, ...' -r
+complete -c qforge -n "__fish_qforge_using_subcommand quantize" -s t -l type -d 'Target type or llama.cpp mix: Q4_K_M, Q4_K_S, Q5_K_M, Q5_K_S, Q3_K_M, Q3_K_S, Q3_K_L, Q2_K, Q6_K, Q8_0, Q4_0, F16, BF16, ... (default Q4_K_M); with --format bnb-safetensors NF4 or FP4 (default NF4)' -r
 complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l format -d 'Output container' -r -f -a "gguf\t'GGUF v3 (llama.cpp)'
 qnat\t'qforge\'s native QNAT v2'
 bnb-safetensors\t'Hugging Face safetensors in the bitsandbytes 4-bit layout'"
@@ -44,11 +44,16 @@ complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l token-embeddi
 complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l imatrix -d 'Importance matrix: GGUF imatrix or legacy llama.cpp .dat' -r -F
 complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l include-weights -d 'Use importance weights only for tensors matching this regex (repeatable)' -r
 complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l exclude-weights -d 'Do not use importance weights for tensors matching this regex (repeatable)' -r
+complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l block-size -d 'NF4/FP4 block size (bnb-safetensors, qnat)' -r
+complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l compute-dtype -d 'Compute dtype recorded for NF4/FP4 outputs (bnb-safetensors, qnat)' -r -f -a "f32\t'float32'
+f16\t'float16'
+bf16\t'bfloat16'"
 complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l threads -d 'Worker threads (default: all cores). Output bytes do not depend on it' -r
 complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l pure -d 'Use the base type for every tensor: no mix rules'
 complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l leave-output-tensor -d 'Leave output.weight unquantized'
 complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l allow-requantize -d 'Allow re-quantizing tensors that are already quantized'
 complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l allow-nonfinite -d 'Quantize tensors with NaN or infinite values instead of refusing'
+complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l double-quant -d 'Double-quantize the NF4/FP4 absmax values (bnb-safetensors, qnat)'
 complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l dry-run -d 'Print the plan and the output size; write nothing'
 complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l json -d 'Print one JSON document on stdout (schema qforge.quantize/1)'
 complete -c qforge -n "__fish_qforge_using_subcommand quantize" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides'
@@ -92,18 +97,36 @@ complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and not __fish
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and not __fish_seen_subcommand_from build verify help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l shape -d 'KV shape as layers=L,kv_heads=H,query_heads=Q,head_dim=D,tokens=T' -r
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l from-model -d 'Take the shape from a GGUF file\'s metadata or a Hugging Face config.json' -r -F
-complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l calibration -d 'Calibration KV (safetensors, tensors layer.{i}.key / layer.{i}.value)' -r -F
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l calibration -d 'Calibration KV (safetensors with layer.{i}.key / layer.{i}.value, [kv_heads, tokens, head_dim])' -r -F
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l codec -d 'Codec family' -r -f -a "fibquant\t'Radial-angular vector codebook (FibQuant)'
+turboquant\t'Rotation + per-coordinate Lloyd-Max scalar codebook (TurboQuant-style)'"
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l bits -d 'Bits per codeword index (codebook size 2^bits) unless --codebook-size is given' -r
-complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l block-dim -d 'Coordinates per codeword (k)' -r
-complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l codebook-size -d 'Codewords in the codebook (N, a power of two)' -r
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l block-dim -d 'Coordinates per codeword (k: 2, 4 or 8 for fibquant; turboquant uses 1)' -r
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l codebook-size -d 'Codewords in the codebook (N, a power of two; default 256)' -r
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l seed -d 'Seed of the rotation and of the training samples' -r
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l role -d 'Which tensors are compressed' -r -f -a "key\t'Keys only'
+value\t'Values only'
+both\t'Keys and values'"
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l tokens-per-page -d 'Tokens per page' -r
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l protect-first -d 'Keep the first N tokens of every head raw (attention sinks)' -r
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l protect-last -d 'Keep the last N tokens of every head raw (recent window)' -r
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l protect-layers -d 'Keep these layers raw (comma-separated)' -r
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l protect-heads -d 'Keep these KV heads raw in every layer (comma-separated)' -r
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l fallback -d 'What to do with a page that cannot be encoded' -r -f -a "keep-raw\t'Store the page raw and record why'
+fail\t'Fail the run'"
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l top-k -d 'k of the top-k disagreement metric' -r
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l max-key-logit-mse -d 'Budget: maximum key-logit MSE' -r
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l max-attention-tv -d 'Budget: maximum mean attention total variation' -r
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l max-topk-disagreement -d 'Budget: maximum mean top-k disagreement' -r
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l max-value-agg-mse -d 'Budget: maximum value-aggregation MSE' -r
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -s o -l output -d 'Output profile' -r -F
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l pre-rope -d 'Keys were captured before RoPE (default: after, as a KV cache holds them)'
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l json -d 'Print a JSON summary on stdout'
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides'
-complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -s h -l help -d 'Print help'
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -s V -l version -d 'Print version'
-complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from verify" -l eval -d 'Evaluation KV (safetensors); synthetic KV when absent' -r -F
-complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from verify" -l queries -d 'Queries (safetensors, tensors layer.{i}.query)' -r -F
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from verify" -l eval -d 'Evaluation KV (safetensors); deterministic synthetic KV of the profile\'s shape when absent' -r -F
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from verify" -l queries -d 'Queries (safetensors, layer.{i}.query, [query_heads, n, head_dim]); required with --eval' -r -F
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from verify" -s o -l output -d 'Receipt output' -r -F
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from verify" -l compare -d 'Also run the baselines (TurboQuant-style, KIVI-2, q8_0, q4_0) in the same run'
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from verify" -l json -d 'Print the receipt JSON on stdout'

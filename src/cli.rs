@@ -237,23 +237,65 @@ pub struct KvBuildArgs {
     #[arg(long, value_name = "SPEC", required_unless_present = "from_model")]
     pub shape: Option<String>,
     /// Take the shape from a GGUF file's metadata or a Hugging Face config.json.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "shape")]
     pub from_model: Option<PathBuf>,
-    /// Calibration KV (safetensors, tensors layer.{i}.key / layer.{i}.value).
+    /// Calibration KV (safetensors with layer.{i}.key / layer.{i}.value, [kv_heads, tokens, head_dim]).
     #[arg(long, value_name = "FILE")]
     pub calibration: Option<PathBuf>,
+    /// Codec family.
+    #[arg(long, value_enum, default_value_t = KvCodecKind::Fibquant)]
+    pub codec: KvCodecKind,
     /// Bits per codeword index (codebook size 2^bits) unless --codebook-size is given.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "codebook_size")]
     pub bits: Option<u32>,
-    /// Coordinates per codeword (k).
+    /// Coordinates per codeword (k: 2, 4 or 8 for fibquant; turboquant uses 1).
     #[arg(long, default_value_t = 4)]
     pub block_dim: usize,
-    /// Codewords in the codebook (N, a power of two).
+    /// Codewords in the codebook (N, a power of two; default 256).
     #[arg(long)]
     pub codebook_size: Option<usize>,
     /// Seed of the rotation and of the training samples.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Which tensors are compressed.
+    #[arg(long, value_enum, default_value_t = KvRoleArg::Both)]
+    pub role: KvRoleArg,
+    /// Keys were captured before RoPE (default: after, as a KV cache holds them).
+    #[arg(long)]
+    pub pre_rope: bool,
+    /// Tokens per page.
+    #[arg(long, default_value_t = 256)]
+    pub tokens_per_page: usize,
+    /// Keep the first N tokens of every head raw (attention sinks).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub protect_first: usize,
+    /// Keep the last N tokens of every head raw (recent window).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub protect_last: usize,
+    /// Keep these layers raw (comma-separated).
+    #[arg(long, value_delimiter = ',', value_name = "L")]
+    pub protect_layers: Vec<usize>,
+    /// Keep these KV heads raw in every layer (comma-separated).
+    #[arg(long, value_delimiter = ',', value_name = "H")]
+    pub protect_heads: Vec<usize>,
+    /// What to do with a page that cannot be encoded.
+    #[arg(long, value_enum, default_value_t = KvFallback::KeepRaw)]
+    pub fallback: KvFallback,
+    /// k of the top-k disagreement metric.
+    #[arg(long, default_value_t = 8)]
+    pub top_k: usize,
+    /// Budget: maximum key-logit MSE.
+    #[arg(long, value_name = "X")]
+    pub max_key_logit_mse: Option<f64>,
+    /// Budget: maximum mean attention total variation.
+    #[arg(long, value_name = "X")]
+    pub max_attention_tv: Option<f64>,
+    /// Budget: maximum mean top-k disagreement.
+    #[arg(long, value_name = "X")]
+    pub max_topk_disagreement: Option<f64>,
+    /// Budget: maximum value-aggregation MSE.
+    #[arg(long, value_name = "X")]
+    pub max_value_agg_mse: Option<f64>,
     /// Output profile.
     #[arg(short, long)]
     pub output: PathBuf,
@@ -262,16 +304,45 @@ pub struct KvBuildArgs {
     pub json: bool,
 }
 
+/// KV codec family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KvCodecKind {
+    /// Radial-angular vector codebook (FibQuant).
+    Fibquant,
+    /// Rotation + per-coordinate Lloyd-Max scalar codebook (TurboQuant-style).
+    Turboquant,
+}
+
+/// Which KV tensors a profile compresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KvRoleArg {
+    /// Keys only.
+    Key,
+    /// Values only.
+    Value,
+    /// Keys and values.
+    Both,
+}
+
+/// Fallback policy for pages that cannot be encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KvFallback {
+    /// Store the page raw and record why.
+    KeepRaw,
+    /// Fail the run.
+    Fail,
+}
+
 /// Arguments of `qforge kv-profile verify`.
 #[derive(Debug, Args)]
 pub struct KvVerifyArgs {
     /// The profile to verify.
     pub profile: PathBuf,
-    /// Evaluation KV (safetensors); synthetic KV when absent.
+    /// Evaluation KV (safetensors); deterministic synthetic KV of the profile's shape when absent.
     #[arg(long, value_name = "FILE")]
     pub eval: Option<PathBuf>,
-    /// Queries (safetensors, tensors layer.{i}.query).
-    #[arg(long, value_name = "FILE")]
+    /// Queries (safetensors, layer.{i}.query, [query_heads, n, head_dim]); required with --eval.
+    #[arg(long, value_name = "FILE", requires = "eval")]
     pub queries: Option<PathBuf>,
     /// Also run the baselines (TurboQuant-style, KIVI-2, q8_0, q4_0) in the same run.
     #[arg(long)]

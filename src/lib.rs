@@ -8,6 +8,7 @@ pub mod cli;
 pub mod commands;
 pub mod error;
 pub mod formats;
+pub mod kv;
 pub mod logging;
 pub mod output;
 pub mod pipeline;

@@ -1,6 +1,7 @@
 //! Command fronts: each turns parsed arguments into library calls and prints results.
 
 pub mod inspect;
+pub mod kv_profile;
 pub mod quantize;
 
 use crate::bail_invalid;
@@ -13,8 +14,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Inspect(args) => inspect::run(&args),
         Command::Quantize(args) => quantize::run(&args),
         Command::ExportNative(_) => not_implemented("export-native", 4),
-        Command::KvProfile(KvProfileCommand::Build(_)) => not_implemented("kv-profile build", 5),
-        Command::KvProfile(KvProfileCommand::Verify(_)) => not_implemented("kv-profile verify", 5),
+        Command::KvProfile(KvProfileCommand::Build(args)) => kv_profile::build(&args),
+        Command::KvProfile(KvProfileCommand::Verify(args)) => kv_profile::verify(&args),
         Command::BenchGemm(_) => not_implemented("bench-gemm", 6),
     }
 }

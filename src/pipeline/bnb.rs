@@ -429,7 +429,7 @@ mod tests {
             compute_dtype: "bfloat16",
         };
         assert_eq!(
-            quant_state_json(&o, "float16", &[8, 128], Some(0.05677223205566406)),
+            quant_state_json(&o, "float16", &[8, 128], Some(0.056_772_232)),
             r#"{"quant_type": "nf4", "blocksize": 64, "dtype": "float16", "shape": [8, 128], "nested_blocksize": 256, "nested_dtype": "float32", "nested_offset": 0.05677223205566406}"#
         );
         let o = BnbOptions {

@@ -999,7 +999,7 @@ impl Planner {
                 "fallback: F16 (no fallback type exists; llama.cpp aborts here)",
             ));
         };
-        if ncols % to.block_size() != 0 {
+        if !ncols.is_multiple_of(to.block_size()) {
             return Ok((GgmlType::F16, "fallback: F16 (row not a multiple of 32)"));
         }
         use GgmlType as T;
@@ -1060,7 +1060,7 @@ impl Planner {
             if let Some(t) = self.opts.output_tensor_type {
                 // Reached only by tied token embeddings: output.weight returned earlier.
                 return Ok((t, "--output-tensor-type (tied token_embd)"));
-            } else if falcon || ncols % base.block_size() != 0 {
+            } else if falcon || !ncols.is_multiple_of(base.block_size()) {
                 ty = T::Q8_0;
             } else if ty != T::Q8_0 {
                 ty = T::Q6_K;

@@ -33,6 +33,23 @@ pub fn c_trunc_i32(x: f32) -> i32 {
     }
 }
 
+/// `(int)roundf(x)` as x86 C code computes it: round half away from zero, then
+/// [`c_trunc_i32`] (`i32::MIN` for NaN or out-of-range values). Branch-free.
+#[inline(always)]
+pub fn c_round_i32(x: f32) -> i32 {
+    let in_range = x.abs() < 2_147_483_648.0;
+    let t = x as i32; // trunc (saturating; replaced below when out of range)
+    let frac = x - t as f32; // exact
+    let r = t
+        .wrapping_add((frac >= 0.5) as i32)
+        .wrapping_sub((frac <= -0.5) as i32);
+    if in_range {
+        r
+    } else {
+        i32::MIN
+    }
+}
+
 /// `GGML_FP32_TO_FP16`: round to nearest even; NaN becomes a quiet `0x7e00` (sign kept).
 #[inline(always)]
 pub fn fp32_to_fp16(x: f32) -> u16 {
@@ -62,10 +79,16 @@ pub fn write_fp16(b: &mut [u8], off: usize, x: f32) -> f32 {
     fp16_to_fp32(h)
 }
 
-/// Index and value of the first element with the largest absolute value
-/// (`amax`/`max` loop used throughout ggml).
+/// The largest absolute value and the first element attaining it (the
+/// `amax`/`max` loop used throughout ggml); SIMD-dispatched.
 #[inline(always)]
 pub fn abs_max(x: &[f32]) -> (f32, f32) {
+    simd::abs_max(x)
+}
+
+/// Scalar [`abs_max`], literally ggml's loop.
+#[inline(always)]
+pub fn abs_max_scalar(x: &[f32]) -> (f32, f32) {
     let mut amax = 0.0f32;
     let mut max = 0.0f32;
     for &v in x {
@@ -88,6 +111,27 @@ pub fn sum_sq(x: &[f32]) -> f32 {
     s
 }
 
+/// [`sum_sq`] of each of `out.len()` consecutive groups of `n` values, every group
+/// summed in index order; SIMD-dispatched (one group per lane).
+#[inline]
+pub fn sum_sq_groups(x: &[f32], n: usize, out: &mut [f32]) {
+    debug_assert_eq!(x.len(), n * out.len());
+    simd::sum_sq_groups(x, n, out)
+}
+
+/// Scalar [`sum_sq_groups`]; the groups are interleaved so their chains overlap.
+#[inline]
+pub fn sum_sq_groups_scalar(x: &[f32], n: usize, out: &mut [f32]) {
+    debug_assert_eq!(x.len(), n * out.len());
+    out.fill(0.0);
+    for i in 0..n {
+        for (g, s) in out.iter_mut().enumerate() {
+            let v = x[g * n + i];
+            *s += v * v;
+        }
+    }
+}
+
 /// Importance weights used by the imatrix paths: `qw[i] * sqrt(sigma2 + x[i]^2)`.
 #[inline(always)]
 pub fn imatrix_weights(qw: &[f32], x: &[f32], sigma2: f32, out: &mut [f32]) {
@@ -101,71 +145,77 @@ pub fn imatrix_weights(qw: &[f32], x: &[f32], sigma2: f32, out: &mut [f32]) {
 ///
 /// Writes `L[i] = l + nmax` with `l` in `[-nmax, nmax - 1]` and returns the scale.
 pub fn make_qx_quants(nmax: i32, x: &[f32], w: &[f32], l_out: &mut [i8]) -> f32 {
-    let n = x.len();
-    debug_assert!(w.len() == n && l_out.len() == n);
+    debug_assert!(w.len() == x.len() && l_out.len() == x.len());
     let (amax, max) = abs_max(x);
     if amax < GROUP_MAX_EPS {
         l_out.fill(0);
         return 0.0;
     }
-    let nmaxf = nmax as f32;
-    // Candidate 0 is ggml's initial `iscale = -nmax/max`; candidates 1..=18 are
-    // `is = -9..=-1, 1..=9`. Each candidate's sums are independent of the others.
-    let mut iscales = [0.0f32; 19];
-    iscales[0] = -nmaxf / max;
-    let mut k = 1;
-    for is in -9i32..=9 {
-        if is != 0 {
-            iscales[k] = -(nmaxf + 0.1 * is as f32) / max;
-            k += 1;
+    let sums = |iscale: f32| {
+        let mut sumlx = 0.0f32;
+        let mut suml2 = 0.0f32;
+        for (&v, &wi) in x.iter().zip(w) {
+            let l = nearest_int(iscale * v).clamp(-nmax, nmax - 1) as f32;
+            sumlx += wi * v * l;
+            suml2 += wi * l * l;
         }
-    }
-    let mut sumlx = [0.0f32; 19];
-    let mut suml2 = [0.0f32; 19];
-    simd::qx_sums(nmax, x, w, &iscales, &mut sumlx, &mut suml2);
-
-    let mut best_c = 0;
-    let mut scale = if suml2[0] != 0.0 {
-        sumlx[0] / suml2[0]
-    } else {
-        0.0
+        (sumlx, suml2)
     };
-    let mut best = scale * sumlx[0];
-    for c in 1..19 {
-        if suml2[c] > 0.0 && sumlx[c] * sumlx[c] > best * suml2[c] {
-            scale = sumlx[c] / suml2[c];
-            best = scale * sumlx[c];
-            best_c = c;
+    let mut best_iscale = -(nmax as f32) / max;
+    let (sumlx, suml2) = sums(best_iscale);
+    let mut scale = if suml2 != 0.0 { sumlx / suml2 } else { 0.0 };
+    let mut best = scale * sumlx;
+    for is in -9i32..=9 {
+        if is == 0 {
+            continue;
+        }
+        let iscale = qx_iscale(nmax, is, max);
+        let (sumlx, suml2) = sums(iscale);
+        if suml2 > 0.0 && sumlx * sumlx > best * suml2 {
+            best_iscale = iscale;
+            scale = sumlx / suml2;
+            best = scale * sumlx;
         }
     }
-    let iscale = iscales[best_c];
-    for (lo, &v) in l_out.iter_mut().zip(x) {
-        let l = nearest_int(iscale * v).clamp(-nmax, nmax - 1);
-        *lo = (l + nmax) as i8;
-    }
+    qx_levels(nmax, x, best_iscale, l_out);
     scale
 }
 
-/// Scalar kernel of [`make_qx_quants`]: for every candidate inverse scale, the
-/// weighted sums `sum w*x*l` and `sum w*l*l` in index order.
-pub fn qx_sums_scalar(
+/// Inverse scale of candidate `is` of `make_qx_quants`: `-(nmax + 0.1*is)/max`.
+#[inline(always)]
+pub fn qx_iscale(nmax: i32, is: i32, max: f32) -> f32 {
+    -(nmax as f32 + 0.1 * is as f32) / max
+}
+
+/// Levels of `make_qx_quants` for one inverse scale: `clamp(nearest_int(iscale*x)) + nmax`.
+#[inline(always)]
+pub fn qx_levels(nmax: i32, x: &[f32], iscale: f32, l_out: &mut [i8]) {
+    for (lo, &v) in l_out.iter_mut().zip(x) {
+        *lo = (nearest_int(iscale * v).clamp(-nmax, nmax - 1) + nmax) as i8;
+    }
+}
+
+/// [`make_qx_quants`] on consecutive groups of `n` values (`x`, `w` and `l_out` hold
+/// `scales.len()` groups); the SIMD kernels run independent groups in parallel lanes.
+pub fn make_qx_quants_multi(
     nmax: i32,
+    n: usize,
     x: &[f32],
     w: &[f32],
-    iscales: &[f32],
-    sumlx: &mut [f32],
-    suml2: &mut [f32],
+    l_out: &mut [i8],
+    scales: &mut [f32],
 ) {
-    for (c, &iscale) in iscales.iter().enumerate() {
-        let mut slx = 0.0f32;
-        let mut sl2 = 0.0f32;
-        for (&v, &wi) in x.iter().zip(w) {
-            let l = nearest_int(iscale * v).clamp(-nmax, nmax - 1) as f32;
-            slx += wi * v * l;
-            sl2 += wi * l * l;
+    let groups = scales.len();
+    debug_assert!(x.len() == n * groups && w.len() == x.len() && l_out.len() == x.len());
+    let mut done = [false; 16];
+    if groups > 1 && groups <= 16 && n <= 32 {
+        simd::qx_multi(nmax, n, x, w, l_out, scales, &mut done[..groups]);
+    }
+    for (g, s) in scales.iter_mut().enumerate() {
+        if !done.get(g).copied().unwrap_or(false) {
+            let r = g * n..(g + 1) * n;
+            *s = make_qx_quants(nmax, &x[r.clone()], &w[r.clone()], &mut l_out[r]);
         }
-        sumlx[c] = slx;
-        suml2[c] = sl2;
     }
 }
 
@@ -227,6 +277,23 @@ pub fn make_q3_quants(nmax: i32, x: &[f32], l_out: &mut [i8]) -> f32 {
     }
 }
 
+/// [`make_q3_quants`] on consecutive groups of `n` values (`x` and `l_out` hold
+/// `scales.len()` groups); the SIMD kernels run independent groups in parallel lanes.
+pub fn make_q3_quants_multi(nmax: i32, n: usize, x: &[f32], l_out: &mut [i8], scales: &mut [f32]) {
+    let groups = scales.len();
+    debug_assert!(x.len() == n * groups && l_out.len() == x.len());
+    let mut done = [false; 16];
+    if groups > 1 && groups <= 16 && n <= 32 {
+        simd::q3_multi(nmax, n, x, l_out, scales, &mut done[..groups]);
+    }
+    for (g, s) in scales.iter_mut().enumerate() {
+        if !done.get(g).copied().unwrap_or(false) {
+            let r = g * n..(g + 1) * n;
+            *s = make_q3_quants(nmax, &x[r.clone()], &mut l_out[r]);
+        }
+    }
+}
+
 /// Which of ggml's two min+scale searches to mirror.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Qkx {
@@ -254,17 +321,6 @@ pub struct QkxParams {
     pub variant: Qkx,
 }
 
-/// A qkx candidate that won: its scale, min and error.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct QkxCand {
-    /// Candidate scale.
-    pub scale: f32,
-    /// Candidate min (non-positive).
-    pub min: f32,
-    /// Weighted error of the candidate.
-    pub error: f32,
-}
-
 /// Quantize one value for a candidate of the given variant.
 #[inline(always)]
 pub fn qkx_level(variant: Qkx, nmax: i32, iscale: f32, x: f32, min: f32) -> i32 {
@@ -288,129 +344,64 @@ pub fn qkx_iscale(p: &QkxParams, is: i32, max: f32, min: f32) -> f32 {
     (p.rmin + p.rdelta * is as f32 + p.nmax as f32) / (max - min)
 }
 
-/// Solve for a candidate's scale and min from its weighted sums (ggml's `D > 0` branch).
-/// Returns `None` when `D <= 0` (candidate skipped).
-#[inline(always)]
-pub fn qkx_solve(
-    sum_w: f32,
-    sum_x: f32,
-    sum_l: f32,
-    sum_l2: f32,
-    sum_xl: f32,
-) -> Option<(f32, f32)> {
-    let d = sum_w * sum_l2 - sum_l * sum_l;
-    if !(d > 0.0) {
-        return None;
-    }
-    let mut this_scale = (sum_w * sum_xl - sum_x * sum_l) / d;
-    let mut this_min = (sum_l2 * sum_x - sum_l * sum_xl) / d;
-    if this_min > 0.0 {
-        this_min = 0.0;
-        this_scale = sum_xl / sum_l2;
-    }
-    Some((this_scale, this_min))
-}
-
-/// Per-element error term of a qkx search: `w * |s*l + m - x|` or `w * (s*l + m - x)^2`.
-#[inline(always)]
-pub fn qkx_err_term(use_mad: bool, scale: f32, l: f32, min: f32, x: f32, w: f32) -> f32 {
-    let diff = scale * l + min - x;
-    let diff = if use_mad { diff.abs() } else { diff * diff };
-    w * diff
-}
-
-/// Inputs of a qkx candidate search that stay fixed while `min` moves.
+/// Where the levels of a finished qkx search come from.
 #[derive(Clone, Copy, Debug)]
-pub struct QkxBlock<'a> {
-    /// Values.
-    pub x: &'a [f32],
-    /// Weights.
-    pub w: &'a [f32],
-    /// `sum w`.
-    pub sum_w: f32,
-    /// `sum w*x`.
-    pub sum_x: f32,
-    /// `max(x)`.
-    pub max: f32,
-}
-
-/// Where a qkx search starts from: the initial guess (still to be evaluated) or the
-/// error of the best candidate so far.
-#[derive(Clone, Copy, Debug)]
-pub enum QkxBase {
-    /// ggml's initial `iscale = nmax/(max - min)`, `scale = 1/iscale` (its error is
-    /// evaluated as part of the search).
+pub enum QkxWinner {
+    /// ggml's initial guess `iscale = nmax/(max - min)` (rounded the qkx2 way).
     Init {
         /// Initial inverse scale.
         iscale: f32,
-        /// Initial scale.
-        scale: f32,
+        /// Initial min.
+        min: f32,
     },
-    /// Error of the best candidate so far.
-    Error(f32),
+    /// Candidate `is`, evaluated with `min`.
+    Cand {
+        /// Candidate index.
+        is: i32,
+        /// The min in effect when the candidate was evaluated.
+        min: f32,
+    },
 }
 
-/// Error of ggml's initial guess (levels `clamp(nearest_int(iscale*(x - min)), 0, nmax)`).
-pub fn qkx_init_error(p: &QkxParams, b: &QkxBlock<'_>, min: f32, iscale: f32, scale: f32) -> f32 {
-    let mut err = 0.0f32;
-    for (&v, &wi) in b.x.iter().zip(b.w) {
-        let l = nearest_int(iscale * (v - min)).clamp(0, p.nmax);
-        err += qkx_err_term(p.use_mad, scale, l as f32, min, v, wi);
-    }
-    err
-}
-
-/// Scalar kernel of the qkx search: evaluate candidates `start..=nstep` with a fixed
-/// `min`, in order, and return the first one that beats the baseline error.
-pub fn qkx_search_scalar(
-    p: &QkxParams,
-    b: &QkxBlock<'_>,
-    min: f32,
-    start: i32,
-    base: QkxBase,
-) -> Option<(i32, QkxCand)> {
-    let best_error = match base {
-        QkxBase::Init { iscale, scale } => qkx_init_error(p, b, min, iscale, scale),
-        QkxBase::Error(e) => e,
+/// Write the levels of a finished qkx search.
+pub fn qkx_levels(p: &QkxParams, x: &[f32], max: f32, win: QkxWinner, l_out: &mut [u8]) {
+    let (variant, iscale, min) = match win {
+        QkxWinner::Init { iscale, min } => (Qkx::V2, iscale, min),
+        QkxWinner::Cand { is, min } => (p.variant, qkx_iscale(p, is, max, min), min),
     };
-    for is in start..=p.nstep {
-        let iscale = qkx_iscale(p, is, b.max, min);
-        let mut sum_l = 0.0f32;
-        let mut sum_l2 = 0.0f32;
-        let mut sum_xl = 0.0f32;
-        for (&v, &wi) in b.x.iter().zip(b.w) {
-            let lf = qkx_level(p.variant, p.nmax, iscale, v, min) as f32;
-            sum_l += wi * lf;
-            sum_l2 += wi * lf * lf;
-            sum_xl += wi * lf * v;
-        }
-        let Some((scale, cmin)) = qkx_solve(b.sum_w, b.sum_x, sum_l, sum_l2, sum_xl) else {
-            continue;
-        };
-        let mut err = 0.0f32;
-        for (&v, &wi) in b.x.iter().zip(b.w) {
-            let lf = qkx_level(p.variant, p.nmax, iscale, v, min) as f32;
-            err += qkx_err_term(p.use_mad, scale, lf, cmin, v, wi);
-        }
-        if err < best_error {
-            let c = QkxCand {
-                scale,
-                min: cmin,
-                error: err,
-            };
-            return Some((is, c));
+    for (lo, &v) in l_out.iter_mut().zip(x) {
+        *lo = qkx_level(variant, p.nmax, iscale, v, min) as u8;
+    }
+}
+
+/// Outcome of a qkx search: the scale, ggml's `*the_min` (i.e. `-min`) and how to
+/// produce the levels (which callers that re-quantize anyway rarely need).
+#[derive(Clone, Copy, Debug)]
+pub struct QkxResult {
+    /// Returned scale.
+    pub scale: f32,
+    /// ggml's `*the_min`.
+    pub the_min: f32,
+    /// Source of the levels; `None` for a degenerate group (all levels 0).
+    pub levels: Option<(f32, QkxWinner)>,
+}
+
+impl QkxResult {
+    /// Write the group's levels (`0..=nmax`) for values `x`.
+    pub fn write_levels(&self, p: &QkxParams, x: &[f32], l_out: &mut [u8]) {
+        match self.levels {
+            None => l_out.fill(0),
+            Some((max, win)) => qkx_levels(p, x, max, win, l_out),
         }
     }
-    None
 }
 
 /// ggml's `make_qkx2_quants` / `make_qkx3_quants` (with weights): a scale and a
-/// (negated) min for `x` with levels `0..=nmax` written to `l_out`.
-///
-/// Returns `(scale, the_min)` where `the_min` is ggml's `*the_min` (i.e. `-min`).
-pub fn make_qkx_quants(p: &QkxParams, x: &[f32], w: &[f32], l_out: &mut [u8]) -> (f32, f32) {
+/// (negated) min for `x`, levels `0..=nmax` available through
+/// [`QkxResult::write_levels`].
+pub fn qkx_search(p: &QkxParams, x: &[f32], w: &[f32]) -> QkxResult {
     let n = x.len();
-    debug_assert!(w.len() == n && l_out.len() == n);
+    debug_assert_eq!(w.len(), n);
     let mut min = x[0];
     let mut max = x[0];
     let mut sum_w = w[0];
@@ -434,56 +425,86 @@ pub fn make_qkx_quants(p: &QkxParams, x: &[f32], w: &[f32], l_out: &mut [u8]) ->
         Qkx::V3 => max <= min,
     };
     if degenerate {
-        l_out.fill(0);
-        return (0.0, -min);
+        return QkxResult {
+            scale: 0.0,
+            the_min: -min,
+            levels: None,
+        };
     }
     let nmax = p.nmax;
-    let iscale0 = nmax as f32 / (max - min);
-    let scale0 = 1.0 / iscale0;
-    let min0 = min;
-    let mut scale = scale0;
-    // (is, min it was evaluated with) of the last winning candidate.
-    let mut winner: Option<(i32, f32)> = None;
-    if p.nstep >= 1 {
-        let b = QkxBlock {
-            x,
-            w,
-            sum_w,
-            sum_x,
-            max,
-        };
-        // Candidates are evaluated speculatively with the current `min`; the first one
-        // that improves the error changes `min`, and the search resumes after it. This
-        // is exactly ggml's sequential loop.
-        let mut base = QkxBase::Init {
-            iscale: iscale0,
-            scale: scale0,
-        };
-        let mut start = 0;
-        while start <= p.nstep {
-            let won = simd::qkx_search(p, &b, min, start, base);
-            let Some((is, c)) = won else { break };
-            winner = Some((is, min));
-            base = QkxBase::Error(c.error);
-            scale = c.scale;
-            min = c.min;
-            start = is + 1;
-        }
+    let iscale = nmax as f32 / (max - min);
+    let mut scale = 1.0 / iscale;
+    let mut win = QkxWinner::Init { iscale, min };
+    let mut best_error = 0.0f32;
+    for (&v, &wi) in x.iter().zip(w) {
+        let l = nearest_int(iscale * (v - min)).clamp(0, nmax) as f32;
+        best_error += qkx_err_term(p.use_mad, scale, l, min, v, wi);
     }
-    match winner {
-        Some((is, wmin)) => {
-            let iscale = qkx_iscale(p, is, max, wmin);
-            for (lo, &v) in l_out.iter_mut().zip(x) {
-                *lo = qkx_level(p.variant, nmax, iscale, v, wmin) as u8;
-            }
+    assert!(n <= 32, "qkx groups hold at most 32 values");
+    let mut laux = [0.0f32; 32];
+    let nstep = if p.nstep < 1 { -1 } else { p.nstep };
+    for is in 0..=nstep {
+        let iscale = qkx_iscale(p, is, max, min);
+        let mut sum_l = 0.0f32;
+        let mut sum_l2 = 0.0f32;
+        let mut sum_xl = 0.0f32;
+        for ((la, &v), &wi) in laux.iter_mut().zip(x).zip(w) {
+            let l = qkx_level(p.variant, nmax, iscale, v, min) as f32;
+            *la = l;
+            sum_l += wi * l;
+            sum_l2 += wi * l * l;
+            sum_xl += wi * l * v;
         }
-        None => {
-            for (lo, &v) in l_out.iter_mut().zip(x) {
-                *lo = nearest_int(iscale0 * (v - min0)).clamp(0, nmax) as u8;
+        let d = sum_w * sum_l2 - sum_l * sum_l;
+        if d > 0.0 {
+            let mut this_scale = (sum_w * sum_xl - sum_x * sum_l) / d;
+            let mut this_min = (sum_l2 * sum_x - sum_l * sum_xl) / d;
+            if this_min > 0.0 {
+                this_min = 0.0;
+                this_scale = sum_xl / sum_l2;
+            }
+            let mut cur_error = 0.0f32;
+            for ((&l, &v), &wi) in laux.iter().zip(x).zip(w) {
+                cur_error += qkx_err_term(p.use_mad, this_scale, l, this_min, v, wi);
+            }
+            if cur_error < best_error {
+                best_error = cur_error;
+                win = QkxWinner::Cand { is, min };
+                scale = this_scale;
+                min = this_min;
             }
         }
     }
-    (scale, -min)
+    QkxResult {
+        scale,
+        the_min: -min,
+        levels: Some((max, win)),
+    }
+}
+
+/// Per-element error term of a qkx search: `w * |s*l + m - x|` or `w * (s*l + m - x)^2`.
+#[inline(always)]
+pub fn qkx_err_term(use_mad: bool, scale: f32, l: f32, min: f32, x: f32, w: f32) -> f32 {
+    let diff = scale * l + min - x;
+    let diff = if use_mad { diff.abs() } else { diff * diff };
+    w * diff
+}
+
+/// [`qkx_search`] on consecutive groups of `n` values (`x` and `w` hold `out.len()`
+/// groups). The SIMD kernels run independent groups in parallel lanes.
+pub fn qkx_search_multi(p: &QkxParams, n: usize, x: &[f32], w: &[f32], out: &mut [QkxResult]) {
+    let groups = out.len();
+    debug_assert!(x.len() == n * groups && w.len() == x.len());
+    let mut done = [false; 16];
+    if groups > 1 && groups <= 16 && n <= 32 && p.nstep >= 1 {
+        simd::qkx_multi(p, n, x, w, out, &mut done[..groups]);
+    }
+    for (g, r) in out.iter_mut().enumerate() {
+        if !done.get(g).copied().unwrap_or(false) {
+            let range = g * n..(g + 1) * n;
+            *r = qkx_search(p, &x[range.clone()], &w[range]);
+        }
+    }
 }
 
 /// ggml's `make_qp_quants`: quantize non-negative `x` (sub-block scales or mins) to
@@ -564,5 +585,79 @@ pub fn make_qp_quants(nmax: i32, x: &[f32], l_out: &mut [u8], qw: &[f32]) -> f32
         sumlx / suml2
     } else {
         0.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_int_rounds_ties_to_even() {
+        for (v, want) in [
+            (0.5f32, 0),
+            (1.5, 2),
+            (2.5, 2),
+            (-0.5, 0),
+            (-1.5, -2),
+            (3.49, 3),
+        ] {
+            assert_eq!(nearest_int(v), want, "{v}");
+        }
+        for i in -100_000..100_000 {
+            let v = i as f32 * 0.37;
+            assert_eq!(nearest_int(v), v.round_ties_even() as i32);
+        }
+        assert_eq!(nearest_int(f32::NAN), 0);
+    }
+
+    #[test]
+    fn c_round_matches_roundf_then_cvttss2si() {
+        for v in [
+            0.49999997f32,
+            0.5,
+            -0.5,
+            1.5,
+            -2.5,
+            126.5,
+            -127.49,
+            3e9,
+            -3e9,
+            f32::NAN,
+            f32::INFINITY,
+        ] {
+            let r = v.round();
+            let want = if r.abs() < 2_147_483_648.0 {
+                r as i32
+            } else {
+                i32::MIN
+            };
+            assert_eq!(c_round_i32(v), want, "{v}");
+        }
+        assert_eq!(c_trunc_i32(-3.9), -3);
+        assert_eq!(c_trunc_i32(f32::NAN), i32::MIN);
+    }
+
+    #[test]
+    fn fp16_conversion() {
+        assert_eq!(fp32_to_fp16(1.0), 0x3c00);
+        assert_eq!(fp32_to_fp16(65520.0), 0x7c00);
+        assert_eq!(fp32_to_fp16(f32::NAN), 0x7e00);
+        assert_eq!(fp32_to_fp16(-f32::NAN), 0xfe00);
+        // Round to nearest even at the halfway point between two fp16 values.
+        assert_eq!(fp32_to_fp16(1.0 + 1.0 / 2048.0), 0x3c00);
+        assert_eq!(fp32_to_fp16(1.0 + 3.0 / 2048.0), 0x3c02);
+        assert_eq!(fp16_to_fp32(0x0001), 5.960_464_5e-8);
+    }
+
+    #[test]
+    fn abs_max_takes_first_of_ties_and_ignores_nan() {
+        let mut x = [0.0f32; 32];
+        x[3] = -2.0;
+        x[7] = 2.0;
+        x[9] = f32::NAN;
+        assert_eq!(abs_max(&x), (2.0, -2.0));
+        assert_eq!(abs_max_scalar(&x), (2.0, -2.0));
+        assert_eq!(abs_max(&[0.0f32; 16]), (0.0, 0.0));
     }
 }

@@ -75,10 +75,10 @@ fn quantize_row_iq4_nl(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
         };
         write_fp16(y, 0, d);
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let mut l = [0u8; QK];
+        simd::iq4nl_levels(x.try_into().unwrap(), id, &mut l);
         for j in 0..16 {
-            let lo = best_index(id * x[j]) as u8;
-            let hi = best_index(id * x[j + 16]) as u8;
-            y[2 + j] = lo | (hi << 4);
+            y[2 + j] = l[j] | (l[j + 16] << 4);
         }
     }
 }
@@ -133,5 +133,39 @@ fn dequantize_iq4_nl(src: &[u8], dst: &mut [f32]) {
             y[j] = d * KVALUES_IQ4NL[(b[2 + j] & 0x0f) as usize] as f32;
             y[j + 16] = d * KVALUES_IQ4NL[(b[2 + j] >> 4) as usize] as f32;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// ggml's older `best_index_int8` (nearest value, bisection with explicit ends).
+    fn best_index_linear(x: f32) -> usize {
+        let v = KVALUES_IQ4NL;
+        if x <= v[0] as f32 {
+            return 0;
+        }
+        if x >= v[15] as f32 {
+            return 15;
+        }
+        let mut best = 0;
+        for j in 1..16 {
+            if x + x >= (v[j - 1] as i32 + v[j] as i32) as f32 {
+                best = j;
+            }
+        }
+        best
+    }
+
+    #[test]
+    fn best_index_matches_linear_scan() {
+        for i in -3000..3000 {
+            let x = i as f32 * 0.05;
+            assert_eq!(best_index(x), best_index_linear(x), "{x}");
+        }
+        // Midpoints go up.
+        assert_eq!(best_index(-4.5), 8);
+        assert_eq!(best_index(-4.5001), 7);
     }
 }

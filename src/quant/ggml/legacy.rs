@@ -1,8 +1,8 @@
 //! The 32-value "legacy" block formats: Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0.
 
 use super::common::{
-    abs_max, c_trunc_i32, imatrix_weights, make_qkx_quants, make_qx_quants, read_fp16, sum_sq,
-    write_fp16, Qkx, QkxParams,
+    abs_max, c_round_i32, c_trunc_i32, imatrix_weights, make_qx_quants_multi, qkx_search_multi,
+    read_fp16, sum_sq, write_fp16, Qkx, QkxParams, QkxResult,
 };
 use super::Codec;
 
@@ -126,145 +126,153 @@ fn ref_asymmetric(x: &[f32], nmax: i32, clamp: bool, l: &mut [u8; QK]) -> (f32, 
     (d, min)
 }
 
+/// What distinguishes Q4_0, Q4_1, Q5_0 and Q5_1.
+struct Kind {
+    /// Bytes per block.
+    bytes: usize,
+    /// Five-bit levels (`qh` + `qs`) instead of nibbles.
+    five_bit: bool,
+    /// Has a min (`_1` types) instead of being symmetric (`_0` types).
+    with_min: bool,
+    /// Largest level (`15` or `31`).
+    nmax: i32,
+}
+
+/// Blocks handled together (the SIMD kernels run one block per lane).
+const BATCH: usize = 16;
+
+fn quantize_row(k: &Kind, src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
+    let sigma2 = imatrix.map(|_| row_sigma2(src));
+    let half = (k.nmax + 1) / 2;
+    let mut l = [0u8; QK * BATCH];
+    let mut li = [0i8; QK * BATCH];
+    let mut w = [0.0f32; QK * BATCH];
+    let mut d = [0.0f32; BATCH];
+    let mut m = [0.0f32; BATCH];
+    let blocks = src.chunks(QK * BATCH).zip(dst.chunks_mut(k.bytes * BATCH));
+    for (c, (x, y)) in blocks.enumerate() {
+        let nb = x.len() / QK;
+        let (l, d, m) = (&mut l[..x.len()], &mut d[..nb], &mut m[..nb]);
+        match imatrix {
+            None => {
+                for (b, xb) in x.chunks_exact(QK).enumerate() {
+                    let lb: &mut [u8; QK] = (&mut l[b * QK..(b + 1) * QK]).try_into().unwrap();
+                    if k.with_min {
+                        (d[b], m[b]) = ref_asymmetric(xb, k.nmax, k.nmax == 15, lb);
+                    } else {
+                        d[b] = ref_symmetric(xb, half, lb);
+                    }
+                }
+            }
+            Some(qw) => {
+                let w = &mut w[..x.len()];
+                let off = c * QK * BATCH;
+                imatrix_weights(&qw[off..off + x.len()], x, sigma2.unwrap_or(0.0), w);
+                if k.with_min {
+                    // make_qkx3_quants(32, nmax, ..., -0.9, 0.05, 36, false); m = -the_min.
+                    let p = QkxParams {
+                        nmax: k.nmax,
+                        rmin: -0.9,
+                        rdelta: 0.05,
+                        nstep: 36,
+                        use_mad: false,
+                        variant: Qkx::V3,
+                    };
+                    let mut res = [QkxResult {
+                        scale: 0.0,
+                        the_min: 0.0,
+                        levels: None,
+                    }; BATCH];
+                    let res = &mut res[..nb];
+                    qkx_search_multi(&p, QK, x, w, res);
+                    for (b, r) in res.iter().enumerate() {
+                        let rg = b * QK..(b + 1) * QK;
+                        r.write_levels(&p, &x[rg.clone()], &mut l[rg]);
+                        (d[b], m[b]) = (r.scale, -r.the_min);
+                    }
+                } else {
+                    // make_qx_quants(32, nmax, x, L, 1, weights).
+                    let li = &mut li[..x.len()];
+                    make_qx_quants_multi(half, QK, x, w, li, d);
+                    for (lo, &v) in l.iter_mut().zip(li.iter()) {
+                        *lo = v as u8;
+                    }
+                }
+            }
+        }
+        for (b, yb) in y.chunks_exact_mut(k.bytes).enumerate() {
+            let lb: &[u8; QK] = l[b * QK..(b + 1) * QK].try_into().unwrap();
+            write_fp16(yb, 0, d[b]);
+            let mut o = 2;
+            if k.with_min {
+                write_fp16(yb, 2, m[b]);
+                o = 4;
+            }
+            if k.five_bit {
+                let (qh, qs) = yb[o..].split_at_mut(4);
+                pack_q5(lb, qh, qs);
+            } else {
+                pack_nibbles(lb, &mut yb[o..]);
+            }
+        }
+    }
+}
+
 fn quantize_row_q4_0(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
-    let sigma2 = imatrix.map(|_| row_sigma2(src));
-    let mut l = [0u8; QK];
-    for (ib, (x, y)) in src
-        .chunks_exact(QK)
-        .zip(dst.chunks_exact_mut(18))
-        .enumerate()
-    {
-        let d = match imatrix {
-            None => ref_symmetric(x, 8, &mut l),
-            Some(qw) => qx_block(
-                x,
-                &qw[ib * QK..(ib + 1) * QK],
-                sigma2.unwrap_or(0.0),
-                8,
-                &mut l,
-            ),
-        };
-        write_fp16(y, 0, d);
-        pack_nibbles(&l, &mut y[2..18]);
-    }
-}
-
-fn quantize_row_q5_0(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
-    let sigma2 = imatrix.map(|_| row_sigma2(src));
-    let mut l = [0u8; QK];
-    for (ib, (x, y)) in src
-        .chunks_exact(QK)
-        .zip(dst.chunks_exact_mut(22))
-        .enumerate()
-    {
-        let d = match imatrix {
-            None => ref_symmetric(x, 16, &mut l),
-            Some(qw) => qx_block(
-                x,
-                &qw[ib * QK..(ib + 1) * QK],
-                sigma2.unwrap_or(0.0),
-                16,
-                &mut l,
-            ),
-        };
-        write_fp16(y, 0, d);
-        let (qh, qs) = y[2..22].split_at_mut(4);
-        pack_q5(&l, qh, qs);
-    }
-}
-
-/// imatrix path of Q4_0 / Q5_0: `make_qx_quants(32, nmax, x, L, 1, weights)`.
-#[inline(always)]
-fn qx_block(x: &[f32], qw: &[f32], sigma2: f32, nmax: i32, l: &mut [u8; QK]) -> f32 {
-    let mut w = [0.0f32; QK];
-    imatrix_weights(qw, x, sigma2, &mut w);
-    let mut li = [0i8; QK];
-    let d = make_qx_quants(nmax, x, &w, &mut li);
-    for (lo, &v) in l.iter_mut().zip(&li) {
-        *lo = v as u8;
-    }
-    d
-}
-
-/// imatrix path of Q4_1 / Q5_1: `make_qkx3_quants(32, nmax, ..., -0.9, 0.05, 36, false)`.
-#[inline(always)]
-fn qkx_block(x: &[f32], qw: &[f32], sigma2: f32, nmax: i32, l: &mut [u8; QK]) -> (f32, f32) {
-    let mut w = [0.0f32; QK];
-    imatrix_weights(qw, x, sigma2, &mut w);
-    let p = QkxParams {
-        nmax,
-        rmin: -0.9,
-        rdelta: 0.05,
-        nstep: 36,
-        use_mad: false,
-        variant: Qkx::V3,
+    let k = Kind {
+        bytes: 18,
+        five_bit: false,
+        with_min: false,
+        nmax: 15,
     };
-    let (d, the_min) = make_qkx_quants(&p, x, &w, l);
-    (d, -the_min)
+    quantize_row(&k, src, dst, imatrix)
 }
 
 fn quantize_row_q4_1(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
-    let sigma2 = imatrix.map(|_| row_sigma2(src));
-    let mut l = [0u8; QK];
-    for (ib, (x, y)) in src
-        .chunks_exact(QK)
-        .zip(dst.chunks_exact_mut(20))
-        .enumerate()
-    {
-        let (d, m) = match imatrix {
-            None => ref_asymmetric(x, 15, true, &mut l),
-            Some(qw) => qkx_block(
-                x,
-                &qw[ib * QK..(ib + 1) * QK],
-                sigma2.unwrap_or(0.0),
-                15,
-                &mut l,
-            ),
-        };
-        write_fp16(y, 0, d);
-        write_fp16(y, 2, m);
-        pack_nibbles(&l, &mut y[4..20]);
-    }
+    let k = Kind {
+        bytes: 20,
+        five_bit: false,
+        with_min: true,
+        nmax: 15,
+    };
+    quantize_row(&k, src, dst, imatrix)
+}
+
+fn quantize_row_q5_0(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
+    let k = Kind {
+        bytes: 22,
+        five_bit: true,
+        with_min: false,
+        nmax: 31,
+    };
+    quantize_row(&k, src, dst, imatrix)
 }
 
 fn quantize_row_q5_1(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
-    let sigma2 = imatrix.map(|_| row_sigma2(src));
-    let mut l = [0u8; QK];
-    for (ib, (x, y)) in src
-        .chunks_exact(QK)
-        .zip(dst.chunks_exact_mut(24))
-        .enumerate()
-    {
-        let (d, m) = match imatrix {
-            None => ref_asymmetric(x, 31, false, &mut l),
-            Some(qw) => qkx_block(
-                x,
-                &qw[ib * QK..(ib + 1) * QK],
-                sigma2.unwrap_or(0.0),
-                31,
-                &mut l,
-            ),
-        };
-        write_fp16(y, 0, d);
-        write_fp16(y, 2, m);
-        let (qh, qs) = y[4..24].split_at_mut(4);
-        pack_q5(&l, qh, qs);
-    }
+    let k = Kind {
+        bytes: 24,
+        five_bit: true,
+        with_min: true,
+        nmax: 31,
+    };
+    quantize_row(&k, src, dst, imatrix)
 }
 
 fn quantize_row_q8_0(src: &[f32], dst: &mut [u8], _imatrix: Option<&[f32]>) {
     for (x, y) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(34)) {
-        let mut amax = 0.0f32;
-        for &v in x {
-            // MAX(amax, fabsf(v))
-            let a = v.abs();
-            amax = if amax > a { amax } else { a };
-        }
+        // amax = MAX(amax, fabsf(v)) in order. A NaN resets that chain, so only
+        // NaN-free blocks may use the order-free maximum.
+        let amax = if x.iter().any(|v| v.is_nan()) {
+            x.iter()
+                .fold(0.0f32, |m, v| if m > v.abs() { m } else { v.abs() })
+        } else {
+            abs_max(x).0
+        };
         let d = amax / 127.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         write_fp16(y, 0, d);
         for (q, &v) in y[2..].iter_mut().zip(x) {
-            *q = c_trunc_i32((v * id).round()) as u8;
+            *q = c_round_i32(v * id) as u8;
         }
     }
 }

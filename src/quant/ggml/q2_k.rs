@@ -1,8 +1,8 @@
 //! Q2_K: `{ u8 scales[16]; u8 qs[64]; f16 d; f16 dmin }` per 256 values.
 
 use super::common::{
-    imatrix_weights, make_qkx_quants, make_qp_quants, nearest_int, read_fp16, sum_sq, write_fp16,
-    Qkx, QkxParams, QK_K,
+    imatrix_weights, make_qp_quants, nearest_int, qkx_search_multi, read_fp16, sum_sq, write_fp16,
+    Qkx, QkxParams, QkxResult, QK_K,
 };
 use super::Codec;
 
@@ -54,20 +54,14 @@ fn quantize_block_ref(x: &[f32; QK_K], y: &mut [u8]) {
         use_mad: true,
         variant: Qkx::V2,
     };
-    let mut l = [0u8; QK_K];
-    let mut scales = [0.0f32; 16];
-    let mut mins = [0.0f32; 16];
+    let mut w = [0.0f32; QK_K];
+    for (wi, &v) in w.iter_mut().zip(x) {
+        *wi = v.abs();
+    }
+    let (scales, mins, res) = search(&p, x, &w);
     let mut max_scale = 0.0f32;
     let mut max_min = 0.0f32;
-    for j in 0..16 {
-        let xs = &x[16 * j..16 * j + 16];
-        let mut w = [0.0f32; 16];
-        for (wi, &v) in w.iter_mut().zip(xs) {
-            *wi = v.abs();
-        }
-        let (s, m) = make_qkx_quants(&p, xs, &w, &mut l[16 * j..16 * j + 16]);
-        scales[j] = s;
-        mins[j] = m;
+    for (&s, &m) in scales.iter().zip(&mins) {
         if s > max_scale {
             max_scale = s;
         }
@@ -94,7 +88,22 @@ fn quantize_block_ref(x: &[f32; QK_K], y: &mut [u8]) {
     } else {
         write_fp16(y, 82, 0.0)
     };
-    finish_block(x, d, dmin, &sc, &mut l, y);
+    finish_block(&p, x, d, dmin, &sc, &res, y);
+}
+
+/// Sub-block searches of a super-block: `(scales, the_mins, results)`.
+fn search(
+    p: &QkxParams,
+    x: &[f32; QK_K],
+    w: &[f32; QK_K],
+) -> ([f32; 16], [f32; 16], [QkxResult; 16]) {
+    let mut res = [QkxResult {
+        scale: 0.0,
+        the_min: 0.0,
+        levels: None,
+    }; 16];
+    qkx_search_multi(p, 16, x, w, &mut res);
+    (res.map(|r| r.scale), res.map(|r| r.the_min), res)
 }
 
 /// `quantize_row_q2_K_impl` for one super-block with importance weights `qw`.
@@ -107,20 +116,14 @@ fn quantize_block_impl(x: &[f32; QK_K], qw: &[f32], y: &mut [u8]) {
         use_mad: false,
         variant: Qkx::V3,
     };
-    let mut l = [0u8; QK_K];
-    let mut scales = [0.0f32; 16];
-    let mut mins = [0.0f32; 16];
     let mut sw = [0.0f32; 16];
     let sigma2 = sum_sq(x) / QK_K as f32;
-    for j in 0..16 {
-        let xs = &x[16 * j..16 * j + 16];
-        let mut w = [0.0f32; 16];
-        imatrix_weights(&qw[16 * j..16 * j + 16], xs, sigma2, &mut w);
-        sw[j] = w.iter().fold(0.0f32, |a, &b| a + b);
-        let (s, m) = make_qkx_quants(&p, xs, &w, &mut l[16 * j..16 * j + 16]);
-        scales[j] = s;
-        mins[j] = m;
+    let mut w = [0.0f32; QK_K];
+    imatrix_weights(qw, x, sigma2, &mut w);
+    for (s, wj) in sw.iter_mut().zip(w.chunks_exact(16)) {
+        *s = wj.iter().fold(0.0f32, |a, &b| a + b);
     }
+    let (scales, mins, res) = search(&p, x, &w);
     let mut ls = [0u8; 16];
     let mut lm = [0u8; 16];
     let dm = make_qp_quants(15, &scales, &mut ls, &sw);
@@ -131,21 +134,25 @@ fn quantize_block_impl(x: &[f32; QK_K], qw: &[f32], y: &mut [u8]) {
     for j in 0..16 {
         sc[j] = ls[j] | (lm[j] << 4);
     }
-    finish_block(x, d, dmin, &sc, &mut l, y);
+    finish_block(&p, x, d, dmin, &sc, &res, y);
 }
 
-/// Shared tail of both paths: re-quantize with the stored scales, then pack.
+/// Shared tail of both paths: re-quantize with the stored scales (sub-blocks whose
+/// scale is 0 keep the levels of their search), then pack.
 fn finish_block(
+    p: &QkxParams,
     x: &[f32; QK_K],
     d_all: f32,
     dmin: f32,
     sc: &[u8; 16],
-    l: &mut [u8; QK_K],
+    res: &[QkxResult; 16],
     y: &mut [u8],
 ) {
+    let mut l = [0u8; QK_K];
     for j in 0..16 {
         let d = d_all * (sc[j] & 0x0f) as f32;
         if d == 0.0 {
+            res[j].write_levels(p, &x[16 * j..16 * j + 16], &mut l[16 * j..16 * j + 16]);
             continue;
         }
         let dm = dmin * (sc[j] >> 4) as f32;
@@ -154,7 +161,7 @@ fn finish_block(
         }
     }
     y[..16].copy_from_slice(sc);
-    pack_2bit(l, &mut y[16..80]);
+    pack_2bit(&l, &mut y[16..80]);
 }
 
 fn dequantize_q2_k(src: &[u8], dst: &mut [f32]) {

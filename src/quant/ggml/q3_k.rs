@@ -1,8 +1,8 @@
 //! Q3_K: `{ u8 hmask[32]; u8 qs[64]; u8 scales[12]; f16 d }` per 256 values.
 
 use super::common::{
-    imatrix_weights, make_q3_quants, make_qx_quants, nearest_int, read_fp16, sum_sq, write_fp16,
-    QK_K,
+    imatrix_weights, make_q3_quants_multi, make_qx_quants, make_qx_quants_multi, nearest_int,
+    read_fp16, sum_sq, write_fp16, QK_K,
 };
 use super::q2_k::pack_2bit;
 use super::Codec;
@@ -62,12 +62,12 @@ fn quantize_block_ref(x: &[f32; QK_K], y: &mut [u8]) {
     let mut scales = [0.0f32; 16];
     let mut max_scale = 0.0f32;
     let mut amax = 0.0f32;
-    for j in 0..16 {
-        scales[j] = make_q3_quants(4, &x[16 * j..16 * j + 16], &mut l[16 * j..16 * j + 16]);
-        let scale = scales[j].abs();
+    make_q3_quants_multi(4, 16, x, &mut l, &mut scales);
+    for &s in &scales {
+        let scale = s.abs();
         if scale > amax {
             amax = scale;
-            max_scale = scales[j];
+            max_scale = s;
         }
     }
     let (sc, d) = if max_scale != 0.0 {
@@ -90,13 +90,12 @@ fn quantize_block_impl(x: &[f32; QK_K], qw: &[f32], y: &mut [u8]) {
     let mut scales = [0.0f32; 16];
     let mut sw = [0.0f32; 16];
     let sigma2 = 2.0 * sum_sq(x) / QK_K as f32;
-    for j in 0..16 {
-        let xs = &x[16 * j..16 * j + 16];
-        let mut w = [0.0f32; 16];
-        imatrix_weights(&qw[16 * j..16 * j + 16], xs, sigma2, &mut w);
-        sw[j] = w.iter().fold(0.0f32, |a, &b| a + b);
-        scales[j] = make_qx_quants(4, xs, &w, &mut l[16 * j..16 * j + 16]);
+    let mut w = [0.0f32; QK_K];
+    imatrix_weights(qw, x, sigma2, &mut w);
+    for (s, wj) in sw.iter_mut().zip(w.chunks_exact(16)) {
+        *s = wj.iter().fold(0.0f32, |a, &b| a + b);
     }
+    make_qx_quants_multi(4, 16, x, &w, &mut l, &mut scales);
     let mut ls = [0i8; 16];
     let d_block = make_qx_quants(32, &scales, &sw, &mut ls);
     let mut lsi = [0i32; 16];
@@ -119,15 +118,15 @@ fn finish_block(x: &[f32; QK_K], d: f32, sc: &[u8; 12], l: &mut [i8; QK_K], y: &
             l[16 * j + ii] = (q + 4) as i8;
         }
     }
+    // High bit of value j goes to bit j/32 of hmask[j%32] (branch-free: it is random).
     let mut hmask = [0u8; 32];
     let mut lu = [0u8; QK_K];
-    for (j, (&v, o)) in l.iter().zip(lu.iter_mut()).enumerate() {
-        let mut v = v;
-        if v > 3 {
-            hmask[j % 32] |= 1 << (j / 32);
-            v -= 4;
+    for (b, (lb, ub)) in l.chunks_exact(32).zip(lu.chunks_exact_mut(32)).enumerate() {
+        for ((h, &v), u) in hmask.iter_mut().zip(lb).zip(ub.iter_mut()) {
+            let hi = (v > 3) as u8;
+            *h |= hi << b;
+            *u = (v as u8).wrapping_sub(4 * hi);
         }
-        *o = v as u8;
     }
     y[..32].copy_from_slice(&hmask);
     pack_2bit(&lu, &mut y[32..96]);

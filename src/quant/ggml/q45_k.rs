@@ -5,8 +5,8 @@
 //! their quantization logic except the number of levels and the bit packing.
 
 use super::common::{
-    imatrix_weights, make_qkx_quants, make_qp_quants, nearest_int, read_fp16, sum_sq, write_fp16,
-    Qkx, QkxParams, QK_K,
+    imatrix_weights, make_qp_quants, nearest_int, qkx_search_multi, read_fp16, sum_sq_groups,
+    write_fp16, Qkx, QkxParams, QkxResult, QK_K,
 };
 use super::Codec;
 
@@ -90,76 +90,119 @@ fn pack_scale_min_k4(ls: &[u8; 8], lm: &[u8; 8]) -> [u8; 12] {
     s
 }
 
+/// Super-blocks handled together (16 sub-blocks: one per SIMD lane).
+const PAIR: usize = 2;
+
 fn quantize_row(k: &Kind, src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
-    for (i, (x, y)) in src
-        .chunks_exact(QK_K)
-        .zip(dst.chunks_exact_mut(k.bytes))
-        .enumerate()
-    {
-        let x: &[f32; QK_K] = x.try_into().unwrap();
-        let mut l = [0u8; QK_K];
-        let (d, dmin, sc) = match imatrix {
-            None => scales_ref(k, x, &mut l),
-            Some(qw) => scales_impl(k, x, &qw[i * QK_K..(i + 1) * QK_K], &mut l),
-        };
-        let d = write_fp16(y, 0, d);
-        let dmin = write_fp16(y, 2, dmin);
-        y[4..16].copy_from_slice(&sc);
-        requantize(k.nmax, x, d, dmin, &sc, &mut l);
-        if k.nmax == 15 {
-            for (n, q) in y[16..144].chunks_exact_mut(32).enumerate() {
-                for j in 0..32 {
-                    q[j] = l[64 * n + j] | (l[64 * n + j + 32] << 4);
+    let mut w = [0.0f32; QK_K * PAIR];
+    let mut res = [QkxResult {
+        scale: 0.0,
+        the_min: 0.0,
+        levels: None,
+    }; 8 * PAIR];
+    let batches = src.chunks(QK_K * PAIR).zip(dst.chunks_mut(k.bytes * PAIR));
+    for (c, (x, y)) in batches.enumerate() {
+        let nsb = x.len() / QK_K;
+        let w = &mut w[..x.len()];
+        let res = &mut res[..8 * nsb];
+        let qw = imatrix.map(|q| &q[c * QK_K * PAIR..c * QK_K * PAIR + x.len()]);
+        let p = search_params(k, qw.is_some());
+        match qw {
+            // quantize_row_qN_K_ref: w = sqrt(mean(x^2)) + |x| per sub-block.
+            None => {
+                let mut ss = [0.0f32; 8 * PAIR];
+                sum_sq_groups(x, 32, &mut ss[..8 * nsb]);
+                for ((xs, ws), &s2) in x.chunks_exact(32).zip(w.chunks_exact_mut(32)).zip(&ss) {
+                    let av_x = (s2 / 32.0).sqrt();
+                    for (wi, &v) in ws.iter_mut().zip(xs) {
+                        *wi = av_x + v.abs();
+                    }
                 }
             }
-        } else {
-            let (qh, ql) = y[16..176].split_at_mut(32);
-            qh.fill(0);
-            for (n, q) in ql.chunks_exact_mut(32).enumerate() {
-                let (m1, m2) = (1u8 << (2 * n), 2u8 << (2 * n));
-                for j in 0..32 {
-                    let mut l1 = l[64 * n + j];
-                    if l1 > 15 {
-                        l1 -= 16;
-                        qh[j] |= m1;
-                    }
-                    let mut l2 = l[64 * n + j + 32];
-                    if l2 > 15 {
-                        l2 -= 16;
-                        qh[j] |= m2;
-                    }
-                    q[j] = l1 | (l2 << 4);
+            // quantize_row_qN_K_impl: w = qw * sqrt(sigma2 + x^2) per super-block.
+            Some(qw) => {
+                let mut ss = [0.0f32; PAIR];
+                sum_sq_groups(x, QK_K, &mut ss[..nsb]);
+                let blocks = x.chunks_exact(QK_K).zip(w.chunks_exact_mut(QK_K));
+                for (((xb, wb), qb), &s2) in blocks.zip(qw.chunks_exact(QK_K)).zip(&ss) {
+                    let sigma2 = 2.0 * s2 / QK_K as f32;
+                    imatrix_weights(qb, xb, sigma2, wb);
                 }
+            }
+        }
+        qkx_search_multi(&p, 32, x, w, res);
+        for s in 0..nsb {
+            let xb: &[f32; QK_K] = x[s * QK_K..(s + 1) * QK_K].try_into().unwrap();
+            let rs: &[QkxResult; 8] = res[8 * s..8 * s + 8].try_into().unwrap();
+            let (sc8, mn8) = (rs.map(|r| r.scale), rs.map(|r| r.the_min));
+            let (d, dmin, sc) = match qw {
+                None => scales_ref(&sc8, &mn8),
+                Some(_) => scales_impl(k, &w[s * QK_K..(s + 1) * QK_K], &sc8, &mn8),
+            };
+            let yb = &mut y[s * k.bytes..(s + 1) * k.bytes];
+            let d = write_fp16(yb, 0, d);
+            let dmin = write_fp16(yb, 2, dmin);
+            yb[4..16].copy_from_slice(&sc);
+            let mut l = [0u8; QK_K];
+            requantize(&p, xb, d, dmin, &sc, rs, &mut l);
+            pack(k, &l, yb);
+        }
+    }
+}
+
+/// Sub-block search parameters: `make_qkx2_quants` for the reference path,
+/// `make_qkx3_quants(..., -0.9, 0.05, 36, false)` for the imatrix path.
+fn search_params(k: &Kind, imatrix: bool) -> QkxParams {
+    if imatrix {
+        QkxParams {
+            nmax: k.nmax,
+            rmin: -0.9,
+            rdelta: 0.05,
+            nstep: 36,
+            use_mad: false,
+            variant: Qkx::V3,
+        }
+    } else {
+        QkxParams {
+            nmax: k.nmax,
+            rmin: k.ref_rmin,
+            rdelta: 0.1,
+            nstep: k.ref_nstep,
+            use_mad: false,
+            variant: Qkx::V2,
+        }
+    }
+}
+
+/// Pack the 256 levels of one super-block (after `d`, `dmin` and the scales).
+fn pack(k: &Kind, l: &[u8; QK_K], y: &mut [u8]) {
+    if k.nmax == 15 {
+        for (n, q) in y[16..144].chunks_exact_mut(32).enumerate() {
+            for j in 0..32 {
+                q[j] = l[64 * n + j] | (l[64 * n + j + 32] << 4);
+            }
+        }
+    } else {
+        // Bit 4 of value 64n + j goes to bit 2n of qh[j], of 64n + 32 + j to bit 2n + 1.
+        let (qh, ql) = y[16..176].split_at_mut(32);
+        qh.fill(0);
+        for (n, q) in ql.chunks_exact_mut(32).enumerate() {
+            for j in 0..32 {
+                let (l1, l2) = (l[64 * n + j], l[64 * n + j + 32]);
+                let (h1, h2) = ((l1 > 15) as u8, (l2 > 15) as u8);
+                qh[j] |= (h1 << (2 * n)) | (h2 << (2 * n + 1));
+                q[j] = l1.wrapping_sub(16 * h1) | (l2.wrapping_sub(16 * h2) << 4);
             }
         }
     }
 }
 
-/// Reference path (`quantize_row_qN_K_ref`): per-sub-block `make_qkx2_quants`, then
-/// scales and mins quantized against their maxima. Returns `(d, dmin, scales)`.
-fn scales_ref(k: &Kind, x: &[f32; QK_K], l: &mut [u8; QK_K]) -> (f32, f32, [u8; 12]) {
-    let p = QkxParams {
-        nmax: k.nmax,
-        rmin: k.ref_rmin,
-        rdelta: 0.1,
-        nstep: k.ref_nstep,
-        use_mad: false,
-        variant: Qkx::V2,
-    };
-    let mut scales = [0.0f32; 8];
-    let mut mins = [0.0f32; 8];
+/// Reference path: sub-block scales and mins quantized against their maxima.
+/// Returns `(d, dmin, packed scales)`.
+fn scales_ref(scales: &[f32], mins: &[f32]) -> (f32, f32, [u8; 12]) {
     let mut max_scale = 0.0f32;
     let mut max_min = 0.0f32;
-    for j in 0..8 {
-        let xs = &x[32 * j..32 * j + 32];
-        let av_x = (sum_sq(xs) / 32.0).sqrt();
-        let mut w = [0.0f32; 32];
-        for (wi, &v) in w.iter_mut().zip(xs) {
-            *wi = av_x + v.abs();
-        }
-        let (s, m) = make_qkx_quants(&p, xs, &w, &mut l[32 * j..32 * j + 32]);
-        scales[j] = s;
-        mins[j] = m;
+    for (&s, &m) in scales.iter().zip(mins) {
         if s > max_scale {
             max_scale = s;
         }
@@ -186,34 +229,17 @@ fn scales_ref(k: &Kind, x: &[f32; QK_K], l: &mut [u8; QK_K]) -> (f32, f32, [u8; 
     )
 }
 
-/// imatrix path (`quantize_row_qN_K_impl`): `make_qkx3_quants` per sub-block, then
-/// `make_qp_quants` for the scales and mins. Returns `(d, dmin, scales)`.
-fn scales_impl(k: &Kind, x: &[f32; QK_K], qw: &[f32], l: &mut [u8; QK_K]) -> (f32, f32, [u8; 12]) {
-    let p = QkxParams {
-        nmax: k.nmax,
-        rmin: -0.9,
-        rdelta: 0.05,
-        nstep: 36,
-        use_mad: false,
-        variant: Qkx::V3,
-    };
-    let sigma2 = 2.0 * sum_sq(x) / QK_K as f32;
-    let mut scales = [0.0f32; 8];
-    let mut mins = [0.0f32; 8];
+/// imatrix path: `make_qp_quants` for the scales and mins, weighted by the sum of
+/// each sub-block's weights `w`. Returns `(d, dmin, packed scales)`.
+fn scales_impl(k: &Kind, w: &[f32], scales: &[f32], mins: &[f32]) -> (f32, f32, [u8; 12]) {
     let mut sw = [0.0f32; 8];
-    for j in 0..8 {
-        let xs = &x[32 * j..32 * j + 32];
-        let mut w = [0.0f32; 32];
-        imatrix_weights(&qw[32 * j..32 * j + 32], xs, sigma2, &mut w);
-        sw[j] = w.iter().fold(0.0f32, |a, &b| a + b);
-        let (s, m) = make_qkx_quants(&p, xs, &w, &mut l[32 * j..32 * j + 32]);
-        scales[j] = s;
-        mins[j] = m;
+    for (s, wj) in sw.iter_mut().zip(w.chunks_exact(32)) {
+        *s = wj.iter().fold(0.0f32, |a, &b| a + b);
     }
     let mut ls = [0u8; 8];
     let mut lm = [0u8; 8];
-    let d_block = make_qp_quants(63, &scales, &mut ls, &sw);
-    let m_block = make_qp_quants(63, &mins, &mut lm, &sw);
+    let d_block = make_qp_quants(63, scales, &mut ls, &sw);
+    let m_block = make_qp_quants(63, mins, &mut lm, &sw);
     if k.impl_clamp {
         for v in ls.iter_mut().chain(lm.iter_mut()) {
             *v = (*v).min(63);
@@ -222,19 +248,23 @@ fn scales_impl(k: &Kind, x: &[f32; QK_K], qw: &[f32], l: &mut [u8; QK_K]) -> (f3
     (d_block, m_block, pack_scale_min_k4(&ls, &lm))
 }
 
-/// Re-quantize every sub-block with its stored (fp16-rounded) scale and min.
+/// Re-quantize every sub-block with its stored (fp16-rounded) scale and min; a
+/// sub-block whose scale is 0 keeps the levels of its search.
 fn requantize(
-    nmax: i32,
+    p: &QkxParams,
     x: &[f32; QK_K],
     d_all: f32,
     dmin: f32,
     sc: &[u8; 12],
+    res: &[QkxResult; 8],
     l: &mut [u8; QK_K],
 ) {
+    let nmax = p.nmax;
     for j in 0..8 {
         let (s, m) = get_scale_min_k4(j, sc);
         let d = d_all * s as f32;
         if d == 0.0 {
+            res[j].write_levels(p, &x[32 * j..32 * j + 32], &mut l[32 * j..32 * j + 32]);
             continue;
         }
         let dm = dmin * m as f32;

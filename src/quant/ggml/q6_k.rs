@@ -1,6 +1,8 @@
 //! Q6_K: `{ u8 ql[128]; u8 qh[64]; i8 scales[16]; f16 d }` per 256 values.
 
-use super::common::{make_qx_quants, nearest_int, read_fp16, write_fp16, GROUP_MAX_EPS, QK_K};
+use super::common::{
+    make_qx_quants_multi, nearest_int, read_fp16, write_fp16, GROUP_MAX_EPS, QK_K,
+};
 use super::Codec;
 
 const BYTES: usize = 210;
@@ -26,21 +28,19 @@ fn quantize_row_q6_k(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
     {
         let mut l = [0i8; QK_K];
         let mut scales = [0.0f32; 16];
-        let mut max_scale = 0.0f32;
-        let mut max_abs_scale = 0.0f32;
-        for ib in 0..16 {
-            let xs = &x[16 * ib..16 * ib + 16];
-            let mut w = [0.0f32; 16];
-            match imatrix {
-                Some(qw) => w.copy_from_slice(&qw[i * QK_K + 16 * ib..i * QK_K + 16 * ib + 16]),
-                None => {
-                    for (wi, &v) in w.iter_mut().zip(xs) {
-                        *wi = v * v;
-                    }
+        let mut w = [0.0f32; QK_K];
+        match imatrix {
+            Some(qw) => w.copy_from_slice(&qw[i * QK_K..(i + 1) * QK_K]),
+            None => {
+                for (wi, &v) in w.iter_mut().zip(x) {
+                    *wi = v * v;
                 }
             }
-            let scale = make_qx_quants(32, xs, &w, &mut l[16 * ib..16 * ib + 16]);
-            scales[ib] = scale;
+        }
+        make_qx_quants_multi(32, 16, x, &w, &mut l, &mut scales);
+        let mut max_scale = 0.0f32;
+        let mut max_abs_scale = 0.0f32;
+        for &scale in &scales {
             let abs_scale = scale.abs();
             if abs_scale > max_abs_scale {
                 max_abs_scale = abs_scale;

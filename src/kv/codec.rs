@@ -1,0 +1,581 @@
+//! The [`KvCodec`] interface and the rotated vector-quantization codec.
+//!
+//! [`VqCodec`] implements FibQuant (block_dim `k` in 2..=8) and, with `k = 1`,
+//! the TurboQuant-style scalar baseline: same code path, different codebook.
+//!
+//! Per row `x` (length `d`), the encoded record is `2 + ceil((D/k)·log2 N / 8)` bytes:
+//! the fp16 norm `||x||` (little-endian), then the `D/k` block indices packed
+//! LSB-first (`pack.rs`). Encoding: `u = x/||x||`, `y = R(u)` (`rotation.rs`),
+//! index of each k-block = nearest codeword (`search.rs`). A norm that rounds
+//! to fp16 zero is stored as 0 and decodes to the zero vector. Decoding:
+//! `x̂ = fp16(||x||) · R⁻¹(c_{i_0} ‖ c_{i_1} ‖ ...)`, padding dropped.
+//! Rows are independent, so any row can be decoded alone (random access).
+
+use anyhow::{bail, Context, Result};
+use half::f16;
+use rayon::prelude::*;
+
+use super::codebook::{check_dims, Codebook, MAX_BLOCK_DIM, MAX_CODEBOOK_SIZE};
+use super::lloyd::{calibration_blocks, refine, spherical_beta_blocks, LloydReport};
+use super::pack::{pack_unchecked, packed_len, unpack_unchecked};
+use super::rotation::{padded_dim, Rotation};
+use super::search::{Kernel, NearestSearch, LANE_MULTIPLE};
+use super::tensor::Matrix;
+
+/// A KV matrix codec: `[tokens x head_dim]` f32 <-> bytes.
+pub trait KvCodec: Send + Sync {
+    /// Short identifier, e.g. `fibquant-k4-n256`.
+    fn name(&self) -> String;
+    /// Head dimension the codec accepts.
+    fn head_dim(&self) -> usize;
+    /// Nominal storage cost in bits per value (metadata included).
+    fn bits_per_value(&self) -> f64;
+    /// Exact encoded size in bytes for `rows` rows.
+    fn encoded_len(&self, rows: usize) -> usize;
+    /// Encodes a `[rows x head_dim]` matrix.
+    fn encode(&self, m: &Matrix) -> Result<Vec<u8>>;
+    /// Decodes `rows` rows from `bytes` (exactly `encoded_len(rows)` bytes).
+    fn decode(&self, bytes: &[u8], rows: usize) -> Result<Matrix>;
+    /// `decode(encode(m))`.
+    fn round_trip(&self, m: &Matrix) -> Result<Matrix> {
+        let bytes = self.encode(m)?;
+        self.decode(&bytes, m.rows())
+    }
+}
+
+/// Checks a matrix against a codec's head_dim.
+pub fn check_matrix(codec: &dyn KvCodec, m: &Matrix) -> Result<()> {
+    if m.cols() != codec.head_dim() {
+        bail!(
+            "{}: matrix has {} columns, codec head_dim is {}",
+            codec.name(),
+            m.cols(),
+            codec.head_dim()
+        );
+    }
+    Ok(())
+}
+
+/// Checks an encoded buffer's length.
+pub fn check_encoded(codec: &dyn KvCodec, bytes: &[u8], rows: usize) -> Result<()> {
+    let want = codec.encoded_len(rows);
+    if bytes.len() != want {
+        bail!(
+            "{}: encoded data is {} bytes, {rows} rows need {want}",
+            codec.name(),
+            bytes.len()
+        );
+    }
+    Ok(())
+}
+
+/// Parameters of a rotated VQ codec and its codebook training.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VqParams {
+    /// Head dimension `d`.
+    pub head_dim: usize,
+    /// Block dimension `k` (1 = scalar TurboQuant-style, 2..=8 = FibQuant).
+    pub block_dim: usize,
+    /// Codebook size `N` (power of two, 2..=4096).
+    pub codebook_size: usize,
+    /// Seed for the rotation signs and the training samples.
+    pub seed: u64,
+    /// Lloyd iterations.
+    pub lloyd_iterations: u32,
+    /// Training blocks (spherical-Beta samples, or cap on calibration blocks).
+    pub training_blocks: usize,
+}
+
+impl VqParams {
+    /// Parameters with defaults: seed 0, 25 Lloyd iterations, `clamp(128·N, 16384, 262144)` blocks.
+    pub fn new(head_dim: usize, block_dim: usize, codebook_size: usize) -> Self {
+        Self {
+            head_dim,
+            block_dim,
+            codebook_size,
+            seed: 0,
+            lloyd_iterations: 25,
+            training_blocks: (128 * codebook_size).clamp(16_384, 262_144),
+        }
+    }
+
+    /// Padded dimension `D`.
+    pub fn padded_dim(&self) -> usize {
+        padded_dim(self.head_dim)
+    }
+
+    /// Index width `log2 N`.
+    pub fn index_bits(&self) -> u32 {
+        self.codebook_size.trailing_zeros()
+    }
+
+    /// `(16 + (D/k)·log2 N) / d`.
+    pub fn bits_per_value(&self) -> f64 {
+        let blocks = self.padded_dim() / self.block_dim.max(1);
+        (16.0 + (blocks as u64 * u64::from(self.index_bits())) as f64) / self.head_dim as f64
+    }
+
+    /// Rejects out-of-range values with a clear message.
+    pub fn validate(&self) -> Result<()> {
+        if self.head_dim == 0 || self.head_dim > super::rotation::MAX_DIM {
+            bail!(
+                "head_dim must be in 1..={}, got {}",
+                super::rotation::MAX_DIM,
+                self.head_dim
+            );
+        }
+        if self.block_dim == 0 || self.block_dim > MAX_BLOCK_DIM {
+            bail!(
+                "block_dim must be in 1..={MAX_BLOCK_DIM}, got {}",
+                self.block_dim
+            );
+        }
+        let d = self.padded_dim();
+        if !d.is_multiple_of(self.block_dim) || d <= self.block_dim {
+            bail!(
+                "padded dim {d} (head_dim {} rounded up to a power of two) must be a multiple of block_dim {} and larger than it",
+                self.head_dim,
+                self.block_dim
+            );
+        }
+        if !self.codebook_size.is_power_of_two()
+            || !(2..=MAX_CODEBOOK_SIZE).contains(&self.codebook_size)
+        {
+            bail!(
+                "codebook_size must be a power of two in 2..={MAX_CODEBOOK_SIZE}, got {}",
+                self.codebook_size
+            );
+        }
+        if self.training_blocks < self.codebook_size {
+            bail!(
+                "training_blocks ({}) must be at least codebook_size ({})",
+                self.training_blocks,
+                self.codebook_size
+            );
+        }
+        if self.training_blocks > 1 << 24 {
+            bail!(
+                "training_blocks must be at most 16777216, got {}",
+                self.training_blocks
+            );
+        }
+        if self.lloyd_iterations > 1000 {
+            bail!(
+                "lloyd_iterations must be at most 1000, got {}",
+                self.lloyd_iterations
+            );
+        }
+        check_dims(self.block_dim, self.codebook_size, d)
+    }
+
+    /// Trains the codebook: radial-angular init, then Lloyd on calibration rows
+    /// (rotated unit blocks, capped at `training_blocks`) or, without calibration,
+    /// on `training_blocks` spherical-Beta samples.
+    pub fn train_codebook(&self, calibration: Option<&[f32]>) -> Result<(Codebook, LloydReport)> {
+        self.validate()?;
+        let (k, n, d) = (self.block_dim, self.codebook_size, self.padded_dim());
+        let init = Codebook::initial(k, n, d)?;
+        let samples = match calibration {
+            Some(rows) => {
+                let rot = Rotation::new(self.head_dim, self.seed)?;
+                let s = calibration_blocks(&rot, k, rows, self.training_blocks)?;
+                if s.len() / k < n {
+                    bail!(
+                        "calibration gives {} non-zero blocks, need at least codebook_size {n}",
+                        s.len() / k
+                    );
+                }
+                s
+            }
+            None => spherical_beta_blocks(d, k, self.training_blocks, self.seed)?,
+        };
+        refine(&init, &samples, self.lloyd_iterations)
+    }
+
+    /// Trains a codebook and builds the codec.
+    pub fn build(&self, name: &str, calibration: Option<&[f32]>) -> Result<VqCodec> {
+        let (cb, _) = self.train_codebook(calibration)?;
+        VqCodec::new(name, self.head_dim, self.seed, cb)
+    }
+}
+
+/// Rows per rayon task in [`KvCodec::encode`] / [`KvCodec::decode`].
+const ROWS_PER_TASK: usize = 256;
+/// Rows per nearest-search pass inside one task.
+const ROWS_PER_PASS: usize = 16;
+
+/// Normalize-rotate-blockwise-VQ codec with an explicit codebook.
+#[derive(Debug, Clone)]
+pub struct VqCodec {
+    name: String,
+    rotation: Rotation,
+    codebook: Codebook,
+    search: NearestSearch,
+    blocks: usize,
+    bits: u32,
+    index_bytes: usize,
+}
+
+impl VqCodec {
+    /// Builds a codec from a codebook; the codebook's padded dim must be `next_pow2(head_dim)`
+    /// and divisible by its block dim.
+    pub fn new(name: &str, head_dim: usize, seed: u64, codebook: Codebook) -> Result<Self> {
+        let rotation = Rotation::new(head_dim, seed)?;
+        let d = rotation.padded_dim();
+        if codebook.padded_dim() != d {
+            bail!(
+                "codebook was built for padded dim {}, head_dim {head_dim} pads to {d}",
+                codebook.padded_dim()
+            );
+        }
+        let k = codebook.k();
+        if d % k != 0 {
+            bail!("padded dim {d} is not a multiple of block_dim {k}");
+        }
+        let blocks = d / k;
+        let bits = codebook.bits();
+        Ok(Self {
+            name: name.to_string(),
+            search: NearestSearch::new(&codebook),
+            rotation,
+            codebook,
+            blocks,
+            bits,
+            index_bytes: packed_len(blocks, bits),
+        })
+    }
+
+    /// Forces a search kernel (tests and benchmarks); errors if unsupported.
+    pub fn set_kernel(&mut self, kernel: Kernel) -> Result<()> {
+        self.search = NearestSearch::with_kernel(&self.codebook, kernel)?;
+        Ok(())
+    }
+
+    /// The codebook.
+    pub fn codebook(&self) -> &Codebook {
+        &self.codebook
+    }
+
+    /// The rotation.
+    pub fn rotation(&self) -> &Rotation {
+        &self.rotation
+    }
+
+    /// Bytes per encoded row.
+    pub fn row_bytes(&self) -> usize {
+        2 + self.index_bytes
+    }
+
+    /// Encodes whole rows sequentially (no rayon). `rows.len()` must be a multiple of
+    /// head_dim and `out.len()` exactly `rows * row_bytes()`.
+    pub fn encode_rows(&self, rows: &[f32], out: &mut [u8]) -> Result<()> {
+        self.encode_rows_at(rows, out, 0)
+    }
+
+    /// Encodes rows on the rayon pool into a caller-provided buffer (see [`VqCodec::encode_rows`]).
+    pub fn encode_into(&self, rows: &[f32], out: &mut [u8]) -> Result<()> {
+        let (d, rb) = (self.rotation.dim(), self.row_bytes());
+        self.check_lengths(rows.len(), out.len())?;
+        out.par_chunks_mut(ROWS_PER_TASK * rb)
+            .zip(rows.par_chunks(ROWS_PER_TASK * d))
+            .enumerate()
+            .try_for_each(|(t, (o, x))| self.encode_rows_at(x, o, t * ROWS_PER_TASK))
+    }
+
+    /// Decodes rows on the rayon pool into a caller-provided buffer (see [`VqCodec::decode_rows`]).
+    pub fn decode_into(&self, bytes: &[u8], out: &mut [f32]) -> Result<()> {
+        let (d, rb) = (self.rotation.dim(), self.row_bytes());
+        self.check_lengths(out.len(), bytes.len())?;
+        out.par_chunks_mut(ROWS_PER_TASK * d)
+            .zip(bytes.par_chunks(ROWS_PER_TASK * rb))
+            .try_for_each(|(o, b)| self.decode_rows(b, o))
+    }
+
+    fn check_lengths(&self, values: usize, bytes: usize) -> Result<()> {
+        let (d, rb) = (self.rotation.dim(), self.row_bytes());
+        if !values.is_multiple_of(d) || bytes != values / d * rb {
+            bail!(
+                "{}: {values} values and {bytes} encoded bytes do not match head_dim {d} / {rb} bytes per row",
+                self.name
+            );
+        }
+        Ok(())
+    }
+
+    fn encode_rows_at(&self, rows: &[f32], out: &mut [u8], first_row: usize) -> Result<()> {
+        self.check_lengths(rows.len(), out.len())?;
+        match self.codebook.k() {
+            1 => self.encode_k::<1>(rows, out, first_row),
+            2 => self.encode_k::<2>(rows, out, first_row),
+            3 => self.encode_k::<3>(rows, out, first_row),
+            4 => self.encode_k::<4>(rows, out, first_row),
+            5 => self.encode_k::<5>(rows, out, first_row),
+            6 => self.encode_k::<6>(rows, out, first_row),
+            7 => self.encode_k::<7>(rows, out, first_row),
+            _ => self.encode_k::<8>(rows, out, first_row),
+        }
+    }
+
+    fn encode_k<const K: usize>(
+        &self,
+        rows: &[f32],
+        out: &mut [u8],
+        first_row: usize,
+    ) -> Result<()> {
+        let d = self.rotation.dim();
+        let nb = self.blocks;
+        let rb = self.row_bytes();
+        let stride = (ROWS_PER_PASS * nb).div_ceil(LANE_MULTIPLE) * LANE_MULTIPLE;
+        let mut lanes = vec![0.0f32; K * stride];
+        let mut idx = vec![0u16; stride];
+        let mut y = vec![0.0f32; self.rotation.padded_dim()];
+        for (pass, (xs, os)) in rows
+            .chunks(ROWS_PER_PASS * d)
+            .zip(out.chunks_mut(ROWS_PER_PASS * rb))
+            .enumerate()
+        {
+            for (r, (x, o)) in xs.chunks_exact(d).zip(os.chunks_exact_mut(rb)).enumerate() {
+                let norm = l2_norm(x);
+                let row_no = first_row + pass * ROWS_PER_PASS + r;
+                if !norm.is_finite() {
+                    bail!(
+                        "{}: row {row_no} has non-finite values (or overflows f32)",
+                        self.name
+                    );
+                }
+                let nh = f16::from_f32(norm);
+                if nh.is_infinite() {
+                    bail!(
+                        "{}: row {row_no} has norm {norm}, above the fp16 maximum 65504",
+                        self.name
+                    );
+                }
+                o[..2].copy_from_slice(&nh.to_bits().to_le_bytes());
+                if nh.to_f32() == 0.0 {
+                    y.fill(0.0);
+                } else {
+                    self.rotation.forward_scaled(x, 1.0 / norm, &mut y);
+                }
+                let lane0 = r * nb;
+                for (b, blk) in y.chunks_exact(K).enumerate() {
+                    for j in 0..K {
+                        lanes[j * stride + lane0 + b] = blk[j];
+                    }
+                }
+            }
+            self.search
+                .nearest_lanes_unchecked(&lanes, stride, &mut idx);
+            for (r, o) in os.chunks_exact_mut(rb).enumerate() {
+                pack_unchecked(&idx[r * nb..(r + 1) * nb], self.bits, &mut o[2..]);
+            }
+        }
+        Ok(())
+    }
+
+    /// Decodes whole rows sequentially (no rayon); `out.len()` must be `rows * head_dim`.
+    pub fn decode_rows(&self, bytes: &[u8], out: &mut [f32]) -> Result<()> {
+        self.check_lengths(out.len(), bytes.len())?;
+        match self.codebook.k() {
+            1 => self.decode_k::<1>(bytes, out),
+            2 => self.decode_k::<2>(bytes, out),
+            3 => self.decode_k::<3>(bytes, out),
+            4 => self.decode_k::<4>(bytes, out),
+            5 => self.decode_k::<5>(bytes, out),
+            6 => self.decode_k::<6>(bytes, out),
+            7 => self.decode_k::<7>(bytes, out),
+            _ => self.decode_k::<8>(bytes, out),
+        }
+    }
+
+    fn decode_k<const K: usize>(&self, bytes: &[u8], out: &mut [f32]) -> Result<()> {
+        let d = self.rotation.dim();
+        let cw = self.codebook.codewords();
+        let mut idx = vec![0u16; self.blocks];
+        let mut y = vec![0.0f32; self.rotation.padded_dim()];
+        for (b, o) in bytes
+            .chunks_exact(self.row_bytes())
+            .zip(out.chunks_exact_mut(d))
+        {
+            let norm = f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32();
+            if !norm.is_finite() || norm < 0.0 {
+                bail!("{}: stored norm {norm} is invalid", self.name);
+            }
+            if norm == 0.0 {
+                o.fill(0.0);
+                continue;
+            }
+            unpack_unchecked(&b[2..], self.bits, &mut idx);
+            for (blk, &i) in y.chunks_exact_mut(K).zip(&idx) {
+                let c: &[f32; K] = cw[i as usize * K..][..K].try_into().unwrap_or(&[0.0; K]);
+                blk.copy_from_slice(c);
+            }
+            self.rotation.inverse_scaled(&mut y, norm, o);
+        }
+        Ok(())
+    }
+}
+
+/// Euclidean norm with 8 fixed accumulators (deterministic order, f32).
+fn l2_norm(x: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let mut chunks = x.chunks_exact(8);
+    for c in &mut chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += v * v;
+        }
+    }
+    for (a, &v) in acc.iter_mut().zip(chunks.remainder()) {
+        *a += v * v;
+    }
+    let s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    s.sqrt()
+}
+
+impl KvCodec for VqCodec {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn head_dim(&self) -> usize {
+        self.rotation.dim()
+    }
+
+    fn bits_per_value(&self) -> f64 {
+        (16.0 + (self.blocks as u64 * u64::from(self.bits)) as f64) / self.rotation.dim() as f64
+    }
+
+    fn encoded_len(&self, rows: usize) -> usize {
+        rows * self.row_bytes()
+    }
+
+    fn encode(&self, m: &Matrix) -> Result<Vec<u8>> {
+        check_matrix(self, m)?;
+        let mut out = vec![0u8; self.encoded_len(m.rows())];
+        self.encode_into(m.data(), &mut out)?;
+        Ok(out)
+    }
+
+    fn decode(&self, bytes: &[u8], rows: usize) -> Result<Matrix> {
+        check_encoded(self, bytes, rows)?;
+        let mut out = vec![0.0f32; rows * self.head_dim()];
+        self.decode_into(bytes, &mut out)
+            .with_context(|| format!("decoding {rows} rows"))?;
+        Matrix::new(rows, self.head_dim(), out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::prng::SplitMix64;
+    use super::*;
+
+    fn gaussian_matrix(rows: usize, d: usize, seed: u64) -> Matrix {
+        let mut r = SplitMix64::new(seed);
+        Matrix::new(
+            rows,
+            d,
+            (0..rows * d).map(|_| r.next_gaussian() as f32).collect(),
+        )
+        .unwrap()
+    }
+
+    fn rel_mse(a: &Matrix, b: &Matrix) -> f64 {
+        let num: f64 = a
+            .data()
+            .iter()
+            .zip(b.data())
+            .map(|(x, y)| f64::from(x - y).powi(2))
+            .sum();
+        let den: f64 = a.data().iter().map(|x| f64::from(*x).powi(2)).sum();
+        num / den
+    }
+
+    fn quick(d: usize, k: usize, n: usize) -> VqCodec {
+        let mut p = VqParams::new(d, k, n);
+        p.seed = 3;
+        p.lloyd_iterations = 6;
+        p.training_blocks = 8192.max(16 * n);
+        p.build("t", None).unwrap()
+    }
+
+    #[test]
+    fn round_trip_error_shrinks_with_codebook_size() {
+        let m = gaussian_matrix(300, 64, 1);
+        let e16 = rel_mse(&m, &quick(64, 4, 16).round_trip(&m).unwrap());
+        let e256 = rel_mse(&m, &quick(64, 4, 256).round_trip(&m).unwrap());
+        assert!(e16 < 0.45, "{e16}");
+        assert!(e256 < e16 * 0.75, "{e256} vs {e16}");
+    }
+
+    #[test]
+    fn padded_head_dim_round_trips() {
+        let m = gaussian_matrix(50, 96, 2);
+        let c = quick(96, 4, 64);
+        assert_eq!(c.rotation().padded_dim(), 128);
+        assert_eq!(c.row_bytes(), 2 + 32 * 6 / 8);
+        assert!((c.bits_per_value() - (16.0 + 32.0 * 6.0) / 96.0).abs() < 1e-12);
+        let r = c.round_trip(&m).unwrap();
+        assert!(rel_mse(&m, &r) < 0.3);
+    }
+
+    #[test]
+    fn zero_rows_and_scale() {
+        let c = quick(16, 2, 16);
+        let mut m = gaussian_matrix(3, 16, 4);
+        m.data_mut()[16..32].fill(0.0);
+        let enc = c.encode(&m).unwrap();
+        assert_eq!(&enc[c.row_bytes()..c.row_bytes() + 2], &[0, 0]);
+        let r = c.decode(&enc, 3).unwrap();
+        assert!(r.row(1).iter().all(|&v| v == 0.0));
+        // Norm stored as fp16.
+        let n0 = l2_norm(m.row(0));
+        let stored = f16::from_bits(u16::from_le_bytes([enc[0], enc[1]])).to_f32();
+        assert_eq!(stored, f16::from_f32(n0).to_f32());
+    }
+
+    #[test]
+    fn encoding_is_deterministic_and_thread_independent() {
+        let m = gaussian_matrix(1000, 128, 5);
+        let c = quick(128, 4, 32);
+        let a = c.encode(&m).unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        let b = pool.install(|| c.encode(&m)).unwrap();
+        assert_eq!(a, b);
+        let mut portable = c.clone();
+        portable.set_kernel(Kernel::Portable).unwrap();
+        assert_eq!(portable.encode(&m).unwrap(), a);
+        let mut seq = vec![0u8; a.len()];
+        c.encode_rows(m.data(), &mut seq).unwrap();
+        assert_eq!(seq, a);
+        // Same params -> same codebook bytes.
+        assert_eq!(
+            quick(128, 4, 32).codebook().to_bytes(),
+            c.codebook().to_bytes()
+        );
+    }
+
+    #[test]
+    fn bad_input_is_an_error() {
+        let c = quick(16, 2, 4);
+        let mut m = gaussian_matrix(2, 16, 6);
+        m.data_mut()[3] = f32::NAN;
+        assert!(c.encode(&m).unwrap_err().to_string().contains("row 0"));
+        let mut big = gaussian_matrix(2, 16, 6);
+        big.data_mut()[20] = 1e6;
+        assert!(c.encode(&big).unwrap_err().to_string().contains("fp16"));
+        assert!(c.encode(&gaussian_matrix(2, 8, 1)).is_err());
+        assert!(c.decode(&[0u8; 5], 2).is_err());
+        let mut p = VqParams::new(128, 3, 16);
+        assert!(p
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("multiple of block_dim"));
+        p.block_dim = 4;
+        p.codebook_size = 24;
+        assert!(p.validate().is_err());
+    }
+}

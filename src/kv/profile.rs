@@ -1,0 +1,769 @@
+//! The KV profile (`qforge.kv-profile/1`): shape, codec parameters, page
+//! geometry, protected regions, fallback policy, quality budget, calibration
+//! digest, the embedded codebook, and SHA-256 digests of every part.
+//!
+//! Digest recipe ([`PartDigests`]): each part's digest is the lowercase hex
+//! SHA-256 of its canonical JSON (see `digest.rs`: keys sorted by UTF-8 bytes,
+//! no whitespace, serde_json number formatting):
+//! `shape`, `codec`, `pages`, `protected`, `fallback`, `budget` are the JSON
+//! values of those fields; `calibration` is the JSON of `calibration_digest`
+//! (`null` or the hex string); `codebook` is the SHA-256 of the raw codebook
+//! bytes (equal to `codebook.sha256`); `profile` is the canonical JSON of the
+//! whole profile object with the `digests` key removed. Digests detect
+//! accidental or naive edits; they are not signatures.
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use super::codebook::Codebook;
+use super::codec::{VqCodec, VqParams};
+use super::digest::{
+    canonical_digest, canonical_json_value, f32_stream_digest, from_hex, sha256_hex, to_hex,
+};
+use super::rotation::{padded_dim, MAX_DIM};
+use super::tensor::{KvData, KvRole};
+
+/// Profile schema identifier.
+pub const PROFILE_SCHEMA: &str = "qforge.kv-profile/1";
+/// Codebook blob format identifier.
+pub const CODEBOOK_FORMAT: &str = "qforge.kv-codebook/1";
+/// Rotation identifier recorded in the codec parameters.
+pub const ROTATION_ID: &str = "rht-splitmix64";
+/// Tag of the calibration-data digest stream.
+pub const CALIBRATION_TAG: &str = "qforge.kv-calibration/1";
+
+/// Where RoPE was applied when the KV was captured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RopeState {
+    /// Keys captured before RoPE.
+    PreRope,
+    /// Keys captured after RoPE (what a KV cache usually holds).
+    PostRope,
+    /// The model has no rotary embedding.
+    None,
+}
+
+/// KV cache shape the profile is built for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KvShape {
+    /// Layers.
+    pub layers: usize,
+    /// KV heads per layer.
+    pub kv_heads: usize,
+    /// Query heads per layer (multiple of `kv_heads`).
+    pub query_heads: usize,
+    /// Head dimension.
+    pub head_dim: usize,
+    /// Nominal context length (evaluation data may differ).
+    pub tokens: usize,
+    /// Which tensors are compressed.
+    pub role: KvRole,
+    /// RoPE state of the keys.
+    pub rope: RopeState,
+    /// RoPE base, if known.
+    pub rope_theta: Option<f64>,
+}
+
+/// Codec family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CodecKind {
+    /// Vector codebook, block_dim 2..=8.
+    Fibquant,
+    /// Scalar codebook, block_dim 1.
+    Turboquant,
+}
+
+/// Codec parameters (all derived values are re-checked on validation).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CodecParams {
+    /// Codec family.
+    pub kind: CodecKind,
+    /// Rotation identifier, always [`ROTATION_ID`].
+    pub rotation: String,
+    /// Seed of rotation signs and training samples.
+    pub seed: u64,
+    /// Block dimension k.
+    pub block_dim: usize,
+    /// Codebook size N.
+    pub codebook_size: usize,
+    /// `log2 N`.
+    pub index_bits: u32,
+    /// Padded dimension D.
+    pub padded_dim: usize,
+    /// `(16 + (D/k)·log2 N) / head_dim`.
+    pub bits_per_value: f64,
+    /// Lloyd iterations used in training.
+    pub lloyd_iterations: u32,
+    /// Training blocks used in training.
+    pub training_blocks: usize,
+}
+
+/// Page geometry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageGeometry {
+    /// Tokens per page.
+    pub tokens_per_page: usize,
+}
+
+/// Regions stored raw (bit-exact).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProtectedRegions {
+    /// First tokens of every head (attention sinks).
+    pub first_tokens: usize,
+    /// Last tokens of every head (recent window).
+    pub last_tokens: usize,
+    /// Layers kept entirely raw.
+    pub layers: Vec<usize>,
+    /// KV heads kept entirely raw (in every layer).
+    pub heads: Vec<usize>,
+}
+
+impl ProtectedRegions {
+    /// Whether token `t` of `tokens` is in the first/last window.
+    pub fn token(&self, t: usize, tokens: usize) -> bool {
+        t < self.first_tokens || t + self.last_tokens >= tokens
+    }
+
+    /// Whether a whole (layer, head) stream is raw.
+    pub fn stream(&self, layer: usize, head: usize) -> bool {
+        self.layers.contains(&layer) || self.heads.contains(&head)
+    }
+}
+
+/// What to do when a page cannot be encoded (non-finite values, norm above fp16).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FallbackPolicy {
+    /// Store the page raw and record why.
+    KeepRaw,
+    /// Return an error.
+    Fail,
+}
+
+/// Quality budget; `None` items are not checked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QualityBudget {
+    /// `k` for top-k disagreement.
+    pub top_k: usize,
+    /// Maximum key-logit MSE.
+    pub max_key_logit_mse: Option<f64>,
+    /// Maximum mean attention total variation.
+    pub max_attention_tv: Option<f64>,
+    /// Maximum mean top-k disagreement.
+    pub max_topk_disagreement: Option<f64>,
+    /// Maximum value-aggregation MSE.
+    pub max_value_agg_mse: Option<f64>,
+}
+
+impl Default for QualityBudget {
+    fn default() -> Self {
+        Self {
+            top_k: 8,
+            max_key_logit_mse: None,
+            max_attention_tv: None,
+            max_topk_disagreement: None,
+            max_value_agg_mse: None,
+        }
+    }
+}
+
+/// The embedded codebook.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CodebookBlob {
+    /// Always [`CODEBOOK_FORMAT`].
+    pub format: String,
+    /// Always `"hex"` (lowercase).
+    pub encoding: String,
+    /// Byte length.
+    pub bytes: usize,
+    /// SHA-256 of the bytes.
+    pub sha256: String,
+    /// The bytes, hex-encoded.
+    pub data: String,
+}
+
+/// Digests of every part (see module docs for the recipe).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartDigests {
+    /// Digest of `shape`.
+    pub shape: String,
+    /// Digest of `codec`.
+    pub codec: String,
+    /// Digest of `pages`.
+    pub pages: String,
+    /// Digest of `protected`.
+    pub protected: String,
+    /// Digest of `fallback`.
+    pub fallback: String,
+    /// Digest of `budget`.
+    pub budget: String,
+    /// Digest of `calibration_digest`.
+    pub calibration: String,
+    /// SHA-256 of the codebook bytes.
+    pub codebook: String,
+    /// Digest of the whole profile without `digests`.
+    pub profile: String,
+}
+
+/// A complete, self-verifying KV profile.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KvProfile {
+    /// Always [`PROFILE_SCHEMA`].
+    pub schema: String,
+    /// KV shape.
+    pub shape: KvShape,
+    /// Codec parameters.
+    pub codec: CodecParams,
+    /// Page geometry.
+    pub pages: PageGeometry,
+    /// Protected regions.
+    pub protected: ProtectedRegions,
+    /// Fallback policy.
+    pub fallback: FallbackPolicy,
+    /// Quality budget.
+    pub budget: QualityBudget,
+    /// SHA-256 of the calibration data ([`calibration_digest`]) or `null`.
+    pub calibration_digest: Option<String>,
+    /// The codebook.
+    pub codebook: CodebookBlob,
+    /// Part digests.
+    pub digests: PartDigests,
+}
+
+/// Codec choice for [`build_profile`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct CodecSpec {
+    /// Family.
+    pub kind: CodecKind,
+    /// Seed.
+    pub seed: u64,
+    /// Block dimension (1 for turboquant).
+    pub block_dim: usize,
+    /// Codebook size (power of two).
+    pub codebook_size: usize,
+    /// Lloyd iterations (`None`: default 25).
+    pub lloyd_iterations: Option<u32>,
+    /// Training blocks (`None`: default from [`VqParams::new`]).
+    pub training_blocks: Option<usize>,
+}
+
+impl Default for CodecSpec {
+    /// FibQuant k = 4, N = 256 (2.125 bits/value at d = 128), seed 0.
+    fn default() -> Self {
+        Self {
+            kind: CodecKind::Fibquant,
+            seed: 0,
+            block_dim: 4,
+            codebook_size: 256,
+            lloyd_iterations: None,
+            training_blocks: None,
+        }
+    }
+}
+
+/// Everything needed to build a profile.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProfileSpec {
+    /// KV shape.
+    pub shape: KvShape,
+    /// Codec choice.
+    pub codec: CodecSpec,
+    /// Page geometry.
+    pub pages: PageGeometry,
+    /// Protected regions.
+    pub protected: ProtectedRegions,
+    /// Fallback policy.
+    pub fallback: FallbackPolicy,
+    /// Quality budget.
+    pub budget: QualityBudget,
+}
+
+impl ProfileSpec {
+    /// Defaults: [`CodecSpec::default`], 256 tokens per page, nothing protected,
+    /// keep-raw fallback, top-8 budget with no limits.
+    pub fn new(shape: KvShape) -> Self {
+        Self {
+            shape,
+            codec: CodecSpec::default(),
+            pages: PageGeometry {
+                tokens_per_page: 256,
+            },
+            protected: ProtectedRegions::default(),
+            fallback: FallbackPolicy::KeepRaw,
+            budget: QualityBudget::default(),
+        }
+    }
+}
+
+fn vq_params(kind: CodecKind, shape: &KvShape, c: &CodecSpec) -> Result<VqParams> {
+    match (kind, c.block_dim) {
+        (CodecKind::Fibquant, 2..=8) | (CodecKind::Turboquant, 1) => {}
+        (CodecKind::Fibquant, k) => bail!("fibquant block_dim must be in 2..=8, got {k}"),
+        (CodecKind::Turboquant, k) => bail!("turboquant block_dim must be 1, got {k}"),
+    }
+    let mut p = VqParams::new(shape.head_dim, c.block_dim, c.codebook_size);
+    p.seed = c.seed;
+    if let Some(i) = c.lloyd_iterations {
+        p.lloyd_iterations = i;
+    }
+    if let Some(t) = c.training_blocks {
+        p.training_blocks = t;
+    }
+    p.validate()?;
+    Ok(p)
+}
+
+/// Digest of calibration data: [`f32_stream_digest`] with tag
+/// `qforge.kv-calibration/1`, dims `[layers, kv_heads, tokens, head_dim, role]`
+/// (role 0 = key, 1 = value, 2 = both) and the rows of [`KvData::rows`]`(role)`.
+pub fn calibration_digest(kv: &KvData, role: KvRole) -> Result<String> {
+    let d = kv.dims()?;
+    let role_code = match role {
+        KvRole::Key => 0,
+        KvRole::Value => 1,
+        KvRole::Both => 2,
+    };
+    let dims = [d.layers, d.kv_heads, d.tokens, d.head_dim, role_code].map(|v| v as u64);
+    let rows = kv.rows(role);
+    Ok(f32_stream_digest(CALIBRATION_TAG, &dims, [rows.as_slice()]))
+}
+
+fn check_shape(s: &KvShape) -> Result<()> {
+    if s.layers == 0 || s.kv_heads == 0 || s.query_heads == 0 || s.tokens == 0 {
+        bail!("shape: layers, kv_heads, query_heads and tokens must be positive");
+    }
+    if !s.query_heads.is_multiple_of(s.kv_heads) {
+        bail!(
+            "shape: query_heads {} must be a multiple of kv_heads {}",
+            s.query_heads,
+            s.kv_heads
+        );
+    }
+    if s.head_dim == 0 || s.head_dim > MAX_DIM {
+        bail!(
+            "shape: head_dim must be in 1..={MAX_DIM}, got {}",
+            s.head_dim
+        );
+    }
+    if let Some(t) = s.rope_theta {
+        if !t.is_finite() || t <= 0.0 {
+            bail!("shape: rope_theta must be finite and positive, got {t}");
+        }
+    }
+    Ok(())
+}
+
+fn check_regions(spec_shape: &KvShape, p: &ProtectedRegions, pages: &PageGeometry) -> Result<()> {
+    if pages.tokens_per_page == 0 {
+        bail!("pages: tokens_per_page must be positive");
+    }
+    for (what, list, limit) in [
+        ("layers", &p.layers, spec_shape.layers),
+        ("heads", &p.heads, spec_shape.kv_heads),
+    ] {
+        if let Some(bad) = list.iter().find(|&&v| v >= limit) {
+            bail!("protected {what}: {bad} is out of range 0..{limit}");
+        }
+        let mut sorted = list.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        if sorted.len() != list.len() {
+            bail!("protected {what}: duplicate entries");
+        }
+    }
+    Ok(())
+}
+
+fn check_budget(b: &QualityBudget) -> Result<()> {
+    if b.top_k == 0 {
+        bail!("budget: top_k must be positive");
+    }
+    for (name, v) in [
+        ("max_key_logit_mse", b.max_key_logit_mse),
+        ("max_attention_tv", b.max_attention_tv),
+        ("max_topk_disagreement", b.max_topk_disagreement),
+        ("max_value_agg_mse", b.max_value_agg_mse),
+    ] {
+        if let Some(v) = v {
+            if !v.is_finite() || v < 0.0 {
+                bail!("budget: {name} must be finite and >= 0, got {v}");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn is_hex64(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+}
+
+/// Trains the codebook (on `calibration` rows of the profile's role when
+/// given) and assembles a digested profile.
+pub fn build_profile(spec: &ProfileSpec, calibration: Option<&KvData>) -> Result<KvProfile> {
+    check_shape(&spec.shape)?;
+    check_regions(&spec.shape, &spec.protected, &spec.pages)?;
+    check_budget(&spec.budget)?;
+    let params = vq_params(spec.codec.kind, &spec.shape, &spec.codec)?;
+    let (rows, cal_digest) = match calibration {
+        Some(kv) => {
+            let dims = kv.dims().context("calibration data")?;
+            if dims.head_dim != spec.shape.head_dim {
+                bail!(
+                    "calibration head_dim {} does not match shape head_dim {}",
+                    dims.head_dim,
+                    spec.shape.head_dim
+                );
+            }
+            (
+                Some(kv.rows(spec.shape.role)),
+                Some(calibration_digest(kv, spec.shape.role)?),
+            )
+        }
+        None => (None, None),
+    };
+    let (cb, _) = params.train_codebook(rows.as_deref())?;
+    let bytes = cb.to_bytes();
+    let codec = CodecParams {
+        kind: spec.codec.kind,
+        rotation: ROTATION_ID.to_string(),
+        seed: params.seed,
+        block_dim: params.block_dim,
+        codebook_size: params.codebook_size,
+        index_bits: params.index_bits(),
+        padded_dim: params.padded_dim(),
+        bits_per_value: params.bits_per_value(),
+        lloyd_iterations: params.lloyd_iterations,
+        training_blocks: params.training_blocks,
+    };
+    let mut profile = KvProfile {
+        schema: PROFILE_SCHEMA.to_string(),
+        shape: spec.shape.clone(),
+        codec,
+        pages: spec.pages.clone(),
+        protected: spec.protected.clone(),
+        fallback: spec.fallback,
+        budget: spec.budget.clone(),
+        calibration_digest: cal_digest,
+        codebook: CodebookBlob {
+            format: CODEBOOK_FORMAT.to_string(),
+            encoding: "hex".to_string(),
+            bytes: bytes.len(),
+            sha256: sha256_hex(&bytes),
+            data: to_hex(&bytes),
+        },
+        digests: PartDigests {
+            shape: String::new(),
+            codec: String::new(),
+            pages: String::new(),
+            protected: String::new(),
+            fallback: String::new(),
+            budget: String::new(),
+            calibration: String::new(),
+            codebook: String::new(),
+            profile: String::new(),
+        },
+    };
+    profile.digests = profile.compute_digests()?;
+    profile.validate()?;
+    Ok(profile)
+}
+
+impl KvProfile {
+    /// Computes every part digest from the current contents.
+    pub fn compute_digests(&self) -> Result<PartDigests> {
+        let bytes = from_hex(&self.codebook.data).context("codebook data")?;
+        let mut whole = serde_json::to_value(self).context("serializing profile")?;
+        if let Some(obj) = whole.as_object_mut() {
+            obj.remove("digests");
+        }
+        Ok(PartDigests {
+            shape: canonical_digest(&self.shape)?,
+            codec: canonical_digest(&self.codec)?,
+            pages: canonical_digest(&self.pages)?,
+            protected: canonical_digest(&self.protected)?,
+            fallback: canonical_digest(&self.fallback)?,
+            budget: canonical_digest(&self.budget)?,
+            calibration: canonical_digest(&self.calibration_digest)?,
+            codebook: sha256_hex(&bytes),
+            profile: sha256_hex(canonical_json_value(&whole).as_bytes()),
+        })
+    }
+
+    /// The decoded, checked codebook.
+    pub fn codebook(&self) -> Result<Codebook> {
+        let b = &self.codebook;
+        if b.format != CODEBOOK_FORMAT || b.encoding != "hex" {
+            bail!(
+                "codebook: unsupported format {:?} / encoding {:?}",
+                b.format,
+                b.encoding
+            );
+        }
+        let bytes = from_hex(&b.data).context("codebook data")?;
+        if bytes.len() != b.bytes {
+            bail!(
+                "codebook: {} bytes, header field says {}",
+                bytes.len(),
+                b.bytes
+            );
+        }
+        let got = sha256_hex(&bytes);
+        if got != b.sha256 {
+            bail!(
+                "codebook: sha256 mismatch (stored {}, computed {got}); the codebook bytes were modified",
+                b.sha256
+            );
+        }
+        let cb = Codebook::from_bytes(&bytes)?;
+        let c = &self.codec;
+        if (cb.k(), cb.n(), cb.padded_dim()) != (c.block_dim, c.codebook_size, c.padded_dim) {
+            bail!(
+                "codebook: dims (k={}, N={}, D={}) do not match codec (k={}, N={}, D={})",
+                cb.k(),
+                cb.n(),
+                cb.padded_dim(),
+                c.block_dim,
+                c.codebook_size,
+                c.padded_dim
+            );
+        }
+        Ok(cb)
+    }
+
+    /// Full validation: schema, every part digest, shape/codec consistency and
+    /// codebook bytes. Errors say which part failed.
+    pub fn validate(&self) -> Result<()> {
+        if self.schema != PROFILE_SCHEMA {
+            bail!(
+                "unsupported profile schema {:?} (expected {PROFILE_SCHEMA})",
+                self.schema
+            );
+        }
+        let want = self.compute_digests()?;
+        let pairs = [
+            ("shape", &self.digests.shape, &want.shape),
+            ("codec", &self.digests.codec, &want.codec),
+            ("pages", &self.digests.pages, &want.pages),
+            ("protected", &self.digests.protected, &want.protected),
+            ("fallback", &self.digests.fallback, &want.fallback),
+            ("budget", &self.digests.budget, &want.budget),
+            ("calibration", &self.digests.calibration, &want.calibration),
+            ("codebook", &self.digests.codebook, &want.codebook),
+            ("profile", &self.digests.profile, &want.profile),
+        ];
+        for (part, stored, computed) in pairs {
+            if stored != computed {
+                bail!(
+                    "profile digest mismatch for part `{part}`: stored {stored}, computed {computed}; the profile was modified after it was built"
+                );
+            }
+        }
+        check_shape(&self.shape)?;
+        check_regions(&self.shape, &self.protected, &self.pages)?;
+        check_budget(&self.budget)?;
+        if let Some(d) = &self.calibration_digest {
+            if !is_hex64(d) {
+                bail!("calibration_digest must be 64 lowercase hex characters");
+            }
+        }
+        let c = &self.codec;
+        if c.rotation != ROTATION_ID {
+            bail!(
+                "codec: unsupported rotation {:?} (expected {ROTATION_ID})",
+                c.rotation
+            );
+        }
+        let spec = CodecSpec {
+            kind: c.kind,
+            seed: c.seed,
+            block_dim: c.block_dim,
+            codebook_size: c.codebook_size,
+            lloyd_iterations: Some(c.lloyd_iterations),
+            training_blocks: Some(c.training_blocks),
+        };
+        let p = vq_params(c.kind, &self.shape, &spec).context("codec")?;
+        if c.padded_dim != padded_dim(self.shape.head_dim)
+            || c.index_bits != p.index_bits()
+            || c.bits_per_value != p.bits_per_value()
+        {
+            bail!(
+                "codec: derived fields disagree (padded_dim {}, index_bits {}, bits_per_value {}; expected {}, {}, {})",
+                c.padded_dim,
+                c.index_bits,
+                c.bits_per_value,
+                p.padded_dim(),
+                p.index_bits(),
+                p.bits_per_value()
+            );
+        }
+        self.codebook()?;
+        Ok(())
+    }
+
+    /// Pretty JSON (the on-disk form).
+    pub fn to_json(&self) -> Result<String> {
+        serde_json::to_string_pretty(self).context("serializing profile")
+    }
+
+    /// Parses and fully validates a profile.
+    pub fn from_json(text: &str) -> Result<Self> {
+        let p: KvProfile = serde_json::from_str(text).context("parsing KV profile JSON")?;
+        p.validate()?;
+        Ok(p)
+    }
+
+    /// Codec name, e.g. `fibquant-k4-n256` or `turboquant-b2`.
+    pub fn codec_name(&self) -> String {
+        match self.codec.kind {
+            CodecKind::Fibquant => format!(
+                "fibquant-k{}-n{}",
+                self.codec.block_dim, self.codec.codebook_size
+            ),
+            CodecKind::Turboquant => format!("turboquant-b{}", self.codec.index_bits),
+        }
+    }
+
+    /// Builds the codec from the embedded codebook (after full validation).
+    pub fn codec(&self) -> Result<VqCodec> {
+        self.validate()?;
+        VqCodec::new(
+            &self.codec_name(),
+            self.shape.head_dim,
+            self.codec.seed,
+            self.codebook()?,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn small_spec() -> ProfileSpec {
+        let mut s = ProfileSpec::new(KvShape {
+            layers: 2,
+            kv_heads: 2,
+            query_heads: 4,
+            head_dim: 32,
+            tokens: 64,
+            role: KvRole::Both,
+            rope: RopeState::PostRope,
+            rope_theta: Some(10_000.0),
+        });
+        s.codec.codebook_size = 16;
+        s.codec.lloyd_iterations = Some(4);
+        s.codec.training_blocks = Some(4096);
+        s.budget.max_attention_tv = Some(0.25);
+        s
+    }
+
+    #[test]
+    fn build_validate_round_trip() {
+        let p = build_profile(&small_spec(), None).unwrap();
+        assert_eq!(p.schema, PROFILE_SCHEMA);
+        assert_eq!(p.codec.padded_dim, 32);
+        assert_eq!(p.codec.bits_per_value, (16.0 + 8.0 * 4.0) / 32.0);
+        let json = p.to_json().unwrap();
+        let back = KvProfile::from_json(&json).unwrap();
+        assert_eq!(back, p);
+        assert_eq!(p.codec().unwrap().codebook().sha256(), p.codebook.sha256);
+        // Deterministic: same spec, same bytes.
+        assert_eq!(
+            build_profile(&small_spec(), None)
+                .unwrap()
+                .to_json()
+                .unwrap(),
+            json
+        );
+    }
+
+    #[test]
+    fn tampered_number_is_rejected() {
+        let json = build_profile(&small_spec(), None)
+            .unwrap()
+            .to_json()
+            .unwrap();
+        let bad = json.replacen("\"tokens_per_page\": 256", "\"tokens_per_page\": 255", 1);
+        assert_ne!(bad, json);
+        let err = KvProfile::from_json(&bad).unwrap_err().to_string();
+        assert!(err.contains("part `pages`"), "{err}");
+        let bad = json.replacen("\"max_attention_tv\": 0.25", "\"max_attention_tv\": 0.5", 1);
+        assert!(KvProfile::from_json(&bad)
+            .unwrap_err()
+            .to_string()
+            .contains("part `budget`"));
+    }
+
+    #[test]
+    fn tampered_codebook_byte_is_rejected() {
+        let p = build_profile(&small_spec(), None).unwrap();
+        let mut q = p.clone();
+        // Flip one bit of the last codebook byte.
+        let mut bytes = from_hex(&q.codebook.data).unwrap();
+        *bytes.last_mut().unwrap() ^= 1;
+        q.codebook.data = to_hex(&bytes);
+        let err = q.validate().unwrap_err().to_string();
+        assert!(err.contains("part `codebook`"), "{err}");
+        // Even with the digests recomputed, the blob's own sha256 catches it.
+        q.digests = q.compute_digests().unwrap();
+        let err = q.validate().unwrap_err().to_string();
+        assert!(err.contains("sha256 mismatch"), "{err}");
+    }
+
+    #[test]
+    fn consistency_checks() {
+        let p = build_profile(&small_spec(), None).unwrap();
+        let resealed = |f: &dyn Fn(&mut KvProfile)| {
+            let mut q = p.clone();
+            f(&mut q);
+            q.digests = q.compute_digests().unwrap();
+            q.validate().unwrap_err().to_string()
+        };
+        assert!(resealed(&|q| q.schema = "x".into()).contains("schema"));
+        assert!(resealed(&|q| q.codec.bits_per_value = 1.0).contains("derived"));
+        assert!(resealed(&|q| q.shape.query_heads = 3).contains("multiple"));
+        assert!(resealed(&|q| q.protected.layers = vec![5]).contains("out of range"));
+        assert!(resealed(&|q| q.codec.codebook_size = 32).contains("derived"));
+        let wrong_n = resealed(&|q| {
+            q.codec.codebook_size = 32;
+            q.codec.index_bits = 5;
+            q.codec.bits_per_value = (16.0 + 8.0 * 5.0) / 32.0;
+        });
+        assert!(wrong_n.contains("codebook: dims"), "{wrong_n}");
+        let mut unknown: serde_json::Value = serde_json::from_str(&p.to_json().unwrap()).unwrap();
+        unknown["extra"] = serde_json::json!(1);
+        assert!(KvProfile::from_json(&unknown.to_string()).is_err());
+    }
+
+    #[test]
+    fn spec_errors() {
+        let mut s = small_spec();
+        s.codec.block_dim = 3;
+        assert!(build_profile(&s, None).is_err());
+        let mut s = small_spec();
+        s.codec.kind = CodecKind::Turboquant;
+        assert!(build_profile(&s, None)
+            .unwrap_err()
+            .to_string()
+            .contains("block_dim must be 1"));
+        s.codec.block_dim = 1;
+        s.codec.codebook_size = 4;
+        let p = build_profile(&s, None).unwrap();
+        assert_eq!(p.codec_name(), "turboquant-b2");
+        let mut s = small_spec();
+        s.budget.max_attention_tv = Some(f64::NAN);
+        assert!(build_profile(&s, None).is_err());
+    }
+}

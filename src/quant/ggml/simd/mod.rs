@@ -1,0 +1,437 @@
+//! Run-time dispatch between the scalar code and its SIMD (AVX-512 / AVX2) versions.
+//!
+//! Most kernels put independent groups (sub-blocks) in separate vector lanes: each
+//! lane runs ggml's sequential algorithm for its own group, with data-dependent
+//! branches turned into per-lane selects. The IQ4_NL kernel puts its independent
+//! candidate scales in lanes instead. Either way a lane performs exactly the
+//! operations of the scalar code, in the same order (no FMA, no reassociation), so
+//! the results are bit-identical; inputs where a shortcut (float rounding instead
+//! of `nearest_int`) could differ are detected and left to the scalar code.
+
+// Without x86 kernels the group dispatchers reduce to the scalar fallback.
+#![cfg_attr(
+    not(target_arch = "x86_64"),
+    allow(unused_variables, unused_mut, unused_unsafe, dead_code)
+)]
+
+use std::cell::Cell;
+use std::cmp::Ordering;
+
+use super::common::{self, QkxParams, QkxResult, QkxWinner};
+
+/// Highest SIMD level the kernels may use (see [`set_simd_limit`]).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+pub enum SimdLevel {
+    /// Portable scalar code only.
+    Scalar,
+    /// AVX2 (8 lanes) when the CPU has it.
+    Avx2,
+    /// AVX-512F (16 lanes) when the CPU has it.
+    Avx512,
+}
+
+thread_local! {
+    static LIMIT: Cell<SimdLevel> = const { Cell::new(SimdLevel::Avx512) };
+}
+
+/// Cap the SIMD level used by the calling thread (default: the best the CPU has).
+/// Output bytes are identical at every level; this exists for testing and benchmarking.
+pub fn set_simd_limit(level: SimdLevel) {
+    LIMIT.with(|f| f.set(level));
+}
+
+/// Force (or stop forcing) the scalar kernels on the calling thread
+/// (shorthand for [`set_simd_limit`]).
+pub fn set_force_scalar(on: bool) {
+    set_simd_limit(if on {
+        SimdLevel::Scalar
+    } else {
+        SimdLevel::Avx512
+    });
+}
+
+/// Whether the scalar kernels are forced on the calling thread (see [`set_force_scalar`]).
+pub fn force_scalar() -> bool {
+    LIMIT.with(|f| f.get()) == SimdLevel::Scalar
+}
+
+/// Instruction set a kernel runs with.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Isa {
+    Scalar,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+}
+
+#[inline]
+fn isa() -> Isa {
+    let limit = LIMIT.with(|f| f.get());
+    #[cfg(target_arch = "x86_64")]
+    {
+        if limit >= SimdLevel::Avx512 && std::arch::is_x86_feature_detected!("avx512f") {
+            return Isa::Avx512;
+        }
+        if limit >= SimdLevel::Avx2 && std::arch::is_x86_feature_detected!("avx2") {
+            return Isa::Avx2;
+        }
+    }
+    let _ = limit;
+    Isa::Scalar
+}
+
+/// Name of the kernels the calling thread uses: `"avx512"`, `"avx2"` or `"scalar"`.
+pub fn active_isa() -> &'static str {
+    match isa() {
+        Isa::Scalar => "scalar",
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => "avx2",
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => "avx512",
+    }
+}
+
+/// Most lanes any kernel uses (AVX-512: 16 f32).
+const MAX_LANES: usize = 16;
+
+/// Values per group the group kernels accept.
+const MAX_N: usize = 32;
+
+/// Groups `g0..g0 + lanes` of `x` and `w` (groups of `n`) transposed to
+/// `[i][lane]`; lanes past the end, or whose values are not all finite, are
+/// zero-filled and reported as not usable. `lanes` must be a detected SIMD width.
+fn transpose(
+    n: usize,
+    lanes: usize,
+    g0: usize,
+    x: &[f32],
+    w: &[f32],
+    xt: &mut [f32; MAX_N * MAX_LANES],
+    wt: &mut [f32; MAX_N * MAX_LANES],
+) -> [bool; MAX_LANES] {
+    let groups = x.len() / n;
+    let mut usable = [false; MAX_LANES];
+    for (lane, u) in usable.iter_mut().enumerate().take(lanes) {
+        let g = g0 + lane;
+        *u = g < groups && all_finite(&x[g * n..(g + 1) * n]);
+    }
+    // SAFETY: callers only pass a `lanes` whose ISA was detected; the kernels only
+    // read groups marked usable, which lie inside `x` and `w`.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        if lanes == 16 {
+            x86::transpose_avx512(n, g0, x, w, &usable, xt, wt);
+        } else {
+            x86::transpose_avx2(n, g0, x, w, &usable, xt, wt);
+        }
+    }
+    usable
+}
+
+/// Whether every value is finite (branch-free, so it vectorizes).
+#[inline]
+fn all_finite(x: &[f32]) -> bool {
+    x.iter().fold(0u32, |a, v| {
+        a | ((v.to_bits() & 0x7f80_0000) == 0x7f80_0000) as u32
+    }) == 0
+}
+
+/// Lanes per vector of the best kernels for this thread (`None`: scalar only).
+#[inline]
+fn group_lanes(isa: Isa) -> Option<usize> {
+    match isa {
+        Isa::Scalar => None,
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => Some(8),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => Some(16),
+    }
+}
+
+/// Per-lane results of the `make_qx_quants` group kernel.
+#[derive(Default)]
+struct QxOut {
+    /// Returned scale.
+    scale: [f32; MAX_LANES],
+    /// Inverse scale of the winning candidate.
+    iscale: [f32; MAX_LANES],
+    /// 1.0 where the group is all (near) zero.
+    zero: [f32; MAX_LANES],
+}
+
+/// SIMD [`common::make_qx_quants_multi`]: one group per lane. Sets `done[g]` for
+/// every group it handled; the caller runs the scalar code for the others.
+pub fn qx_multi(
+    nmax: i32,
+    n: usize,
+    x: &[f32],
+    w: &[f32],
+    l_out: &mut [i8],
+    scales: &mut [f32],
+    done: &mut [bool],
+) {
+    let Some(lanes) = group_lanes(isa()) else {
+        return;
+    };
+    let mut xt = [0.0f32; MAX_N * MAX_LANES];
+    let mut wt = [0.0f32; MAX_N * MAX_LANES];
+    for g0 in (0..scales.len()).step_by(lanes) {
+        let usable = transpose(n, lanes, g0, x, w, &mut xt, &mut wt);
+        let mut o = QxOut::default();
+        // SAFETY: `group_lanes` only returns a width whose ISA was detected.
+        unsafe {
+            #[cfg(target_arch = "x86_64")]
+            if lanes == 16 {
+                x86::qx_group_avx512(nmax, n, &xt, &wt, &mut o);
+            } else {
+                x86::qx_group_avx2(nmax, n, &xt, &wt, &mut o);
+            }
+        }
+        for (lane, &ok) in usable.iter().enumerate().take(lanes) {
+            let g = g0 + lane;
+            if !ok {
+                continue;
+            }
+            let r = g * n..(g + 1) * n;
+            if o.zero[lane] != 0.0 {
+                l_out[r].fill(0);
+                scales[g] = 0.0;
+            } else {
+                common::qx_levels(nmax, &x[r.clone()], o.iscale[lane], &mut l_out[r]);
+                scales[g] = o.scale[lane];
+            }
+            done[g] = true;
+        }
+    }
+}
+
+/// Per-lane results of the `make_q3_quants` group kernel.
+struct Q3Out {
+    /// Returned scale.
+    scale: [f32; MAX_LANES],
+    /// 1.0 where the group is all (near) zero.
+    zero: [f32; MAX_LANES],
+    /// Signed levels (before the `+ nmax`), `[i][lane]`.
+    l: [f32; MAX_N * MAX_LANES],
+}
+
+/// SIMD [`common::make_q3_quants_multi`]: one group per lane. Sets `done[g]` for
+/// every group it handled; the caller runs the scalar code for the others.
+pub fn q3_multi(
+    nmax: i32,
+    n: usize,
+    x: &[f32],
+    l_out: &mut [i8],
+    scales: &mut [f32],
+    done: &mut [bool],
+) {
+    let Some(lanes) = group_lanes(isa()) else {
+        return;
+    };
+    let mut xt = [0.0f32; MAX_N * MAX_LANES];
+    let mut wt = [0.0f32; MAX_N * MAX_LANES];
+    for g0 in (0..scales.len()).step_by(lanes) {
+        let usable = transpose(n, lanes, g0, x, x, &mut xt, &mut wt);
+        let mut o = Q3Out {
+            scale: [0.0; MAX_LANES],
+            zero: [0.0; MAX_LANES],
+            l: [0.0; MAX_N * MAX_LANES],
+        };
+        // SAFETY: `group_lanes` only returns a width whose ISA was detected.
+        unsafe {
+            #[cfg(target_arch = "x86_64")]
+            if lanes == 16 {
+                x86::q3_group_avx512(nmax, n, &xt, &mut o);
+            } else {
+                x86::q3_group_avx2(nmax, n, &xt, &mut o);
+            }
+        }
+        for (lane, &ok) in usable.iter().enumerate().take(lanes) {
+            let g = g0 + lane;
+            if !ok {
+                continue;
+            }
+            let lg = &mut l_out[g * n..(g + 1) * n];
+            if o.zero[lane] != 0.0 {
+                lg.fill(0);
+                scales[g] = 0.0;
+            } else {
+                for (i, lo) in lg.iter_mut().enumerate() {
+                    *lo = (o.l[i * lanes + lane] as i32 + nmax) as i8;
+                }
+                scales[g] = o.scale[lane];
+            }
+            done[g] = true;
+        }
+    }
+}
+
+/// Per-lane results of the qkx group kernel.
+#[derive(Default)]
+struct QkxOut {
+    /// `max(x)`.
+    max: [f32; MAX_LANES],
+    /// Initial min (`min(min(x), 0)`).
+    min0: [f32; MAX_LANES],
+    /// Initial inverse scale.
+    iscale0: [f32; MAX_LANES],
+    /// Final scale.
+    scale: [f32; MAX_LANES],
+    /// Final min.
+    min: [f32; MAX_LANES],
+    /// Winning candidate (`-1`: initial guess).
+    win_is: [f32; MAX_LANES],
+    /// Min in effect when the winner was evaluated.
+    win_min: [f32; MAX_LANES],
+    /// 1.0 where the float rounding shortcut was not provably exact.
+    bad: [f32; MAX_LANES],
+}
+
+/// SIMD [`common::qkx_search_multi`]: one group per lane, each lane running
+/// ggml's sequential candidate loop with selects. Sets `done[g]` for every group it
+/// handled; the caller runs the scalar code for the others.
+pub fn qkx_multi(
+    p: &QkxParams,
+    n: usize,
+    x: &[f32],
+    w: &[f32],
+    out: &mut [QkxResult],
+    done: &mut [bool],
+) {
+    let Some(lanes) = group_lanes(isa()) else {
+        return;
+    };
+    let mut xt = [0.0f32; MAX_N * MAX_LANES];
+    let mut wt = [0.0f32; MAX_N * MAX_LANES];
+    for g0 in (0..out.len()).step_by(lanes) {
+        let usable = transpose(n, lanes, g0, x, w, &mut xt, &mut wt);
+        let mut o = QkxOut::default();
+        // SAFETY: `group_lanes` only returns a width whose ISA was detected.
+        unsafe {
+            #[cfg(target_arch = "x86_64")]
+            if lanes == 16 {
+                x86::qkx_group_avx512(p, n, &xt, &wt, &mut o);
+            } else {
+                x86::qkx_group_avx2(p, n, &xt, &wt, &mut o);
+            }
+        }
+        for (lane, &ok) in usable.iter().enumerate().take(lanes) {
+            let g = g0 + lane;
+            if !ok {
+                continue;
+            }
+            // With finite values max >= min0, so ggml's `max == min` (qkx2) and
+            // `max <= min` (qkx3) both mean "not greater".
+            if o.max[lane].partial_cmp(&o.min0[lane]) != Some(Ordering::Greater) {
+                out[g] = QkxResult {
+                    scale: 0.0,
+                    the_min: -o.min0[lane],
+                    levels: None,
+                };
+            } else if o.bad[lane] != 0.0 {
+                continue;
+            } else {
+                let win = if o.win_is[lane] < 0.0 {
+                    QkxWinner::Init {
+                        iscale: o.iscale0[lane],
+                        min: o.min0[lane],
+                    }
+                } else {
+                    QkxWinner::Cand {
+                        is: o.win_is[lane] as i32,
+                        min: o.win_min[lane],
+                    }
+                };
+                out[g] = QkxResult {
+                    scale: o.scale[lane],
+                    the_min: -o.min[lane],
+                    levels: Some((o.max[lane], win)),
+                };
+            }
+            done[g] = true;
+        }
+    }
+}
+
+/// Weighted sums of the IQ4_NL scale search for each of its 16 candidate inverse scales.
+#[inline]
+pub fn iq4nl_sums(
+    x: &[f32],
+    w: &[f32],
+    ids: &[f32; 16],
+    sumqx: &mut [f32; 16],
+    sumq2: &mut [f32; 16],
+) {
+    match isa() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the CPU supports AVX-512F (checked by `isa`).
+        Isa::Avx512 => unsafe { x86::iq4nl_sums_avx512(x, w, ids, sumqx, sumq2) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the CPU supports AVX2 (checked by `isa`).
+        Isa::Avx2 => unsafe { x86::iq4nl_sums_avx2(x, w, ids, sumqx, sumq2) },
+        _ => super::iq4nl::iq4nl_sums_scalar(x, w, ids, sumqx, sumq2),
+    }
+}
+
+/// [`common::abs_max`]: the largest `|x[i]|` and the first `x[i]` attaining it.
+#[inline]
+pub fn abs_max(x: &[f32]) -> (f32, f32) {
+    match isa() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the CPU supports AVX-512F (checked by `isa`).
+        Isa::Avx512 if x.len().is_multiple_of(16) => unsafe { x86::abs_max_avx512(x) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the CPU supports AVX2 (checked by `isa`).
+        Isa::Avx2 if x.len().is_multiple_of(8) => unsafe { x86::abs_max_avx2(x) },
+        _ => common::abs_max_scalar(x),
+    }
+}
+
+/// [`common::sum_sq_groups`]: per-group sums of squares, each in index order.
+#[inline]
+pub fn sum_sq_groups(x: &[f32], n: usize, out: &mut [f32]) {
+    match group_lanes(isa()) {
+        #[cfg(target_arch = "x86_64")]
+        Some(lanes) if n <= MAX_N => {
+            let mut s = [0.0f32; MAX_LANES];
+            for g0 in (0..out.len()).step_by(lanes) {
+                let k = (out.len() - g0).min(lanes);
+                let mut lane_on = [false; MAX_LANES];
+                lane_on[..k].fill(true);
+                // SAFETY: `group_lanes` only returns a width whose ISA was detected;
+                // only lanes of existing groups are read.
+                unsafe {
+                    if lanes == 16 {
+                        x86::sum_sq_groups_avx512(x, n, g0, &lane_on, &mut s);
+                    } else {
+                        x86::sum_sq_groups_avx2(x, n, g0, &lane_on, &mut s);
+                    }
+                }
+                out[g0..g0 + k].copy_from_slice(&s[..k]);
+            }
+        }
+        _ => common::sum_sq_groups_scalar(x, n, out),
+    }
+}
+
+/// IQ4_NL levels (`best_index_int8`) of `id * x[j]` for one block.
+#[inline]
+pub fn iq4nl_levels(x: &[f32; 32], id: f32, out: &mut [u8; 32]) {
+    match isa() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the CPU supports AVX-512F (checked by `isa`).
+        Isa::Avx512 => unsafe { x86::iq4nl_levels_avx512(x, id, out) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the CPU supports AVX2 (checked by `isa`).
+        Isa::Avx2 => unsafe { x86::iq4nl_levels_avx2(x, id, out) },
+        _ => {
+            for (o, &v) in out.iter_mut().zip(x) {
+                *o = super::iq4nl::best_index(id * v) as u8;
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86;

@@ -1,0 +1,954 @@
+//! AVX-512 and AVX2 kernels, written once against the small [`Lanes`] trait.
+
+use std::arch::x86_64::*;
+
+use super::super::common::{Qkx, QkxParams, GROUP_MAX_EPS};
+use super::super::iq4nl::{IQ4NL_MID2, KVALUES_IQ4NL};
+use super::{Q3Out, QkxOut, QxOut, MAX_LANES, MAX_N};
+
+/// `12582912.f`, ggml's rounding constant: `(v + M) - M` rounds `v` to the nearest
+/// integer (ties to even) for `|v| <= 2^22`, exactly like `nearest_int`.
+const MAGIC: f32 = 12_582_912.0;
+
+/// Largest `|v|` for which the `MAGIC` rounding equals `nearest_int`.
+const ROUND_LIMIT: f32 = 4_194_303.0;
+
+/// The vector operations the kernels need. All float ops are plain IEEE ops,
+/// lane by lane, so a lane computes exactly what the scalar code computes.
+pub(super) trait Lanes {
+    /// Lanes per vector.
+    const N: usize;
+    /// f32 vector.
+    type V: Copy;
+    /// i32 vector.
+    type I: Copy;
+    /// Comparison mask.
+    type M: Copy;
+    /// 16-entry f32 lookup table.
+    type T: Copy;
+    unsafe fn splat(x: f32) -> Self::V;
+    unsafe fn load(s: &[f32]) -> Self::V;
+    unsafe fn store(v: Self::V, s: &mut [f32]);
+    unsafe fn add(a: Self::V, b: Self::V) -> Self::V;
+    unsafe fn sub(a: Self::V, b: Self::V) -> Self::V;
+    unsafe fn mul(a: Self::V, b: Self::V) -> Self::V;
+    unsafe fn div(a: Self::V, b: Self::V) -> Self::V;
+    /// `a < b ? a : b` (x86 `minps`).
+    unsafe fn min(a: Self::V, b: Self::V) -> Self::V;
+    /// `a > b ? a : b` (x86 `maxps`).
+    unsafe fn max(a: Self::V, b: Self::V) -> Self::V;
+    unsafe fn abs(a: Self::V) -> Self::V;
+    /// `a > b` (false for NaN).
+    unsafe fn gt(a: Self::V, b: Self::V) -> Self::M;
+    /// `a >= b` (false for NaN).
+    unsafe fn ge(a: Self::V, b: Self::V) -> Self::M;
+    /// `a != b` (true for NaN).
+    unsafe fn ne(a: Self::V, b: Self::V) -> Self::M;
+    /// `m ? t : f`.
+    unsafe fn select(m: Self::M, t: Self::V, f: Self::V) -> Self::V;
+    unsafe fn splat_i(x: i32) -> Self::I;
+    unsafe fn add_i(a: Self::I, b: Self::I) -> Self::I;
+    unsafe fn store_i(v: Self::I, s: &mut [i32]);
+    unsafe fn load_i(s: &[i32]) -> Self::I;
+    /// Mask of the first `N` flags.
+    unsafe fn mask_from(on: &[bool]) -> Self::M;
+    /// `m ? base[idx] : 0.0` per lane (masked-off lanes read nothing).
+    unsafe fn gather(base: &[f32], idx: Self::I, m: Self::M) -> Self::V;
+    /// `m ? t : f` on integers.
+    unsafe fn select_i(m: Self::M, t: Self::I, f: Self::I) -> Self::I;
+    unsafe fn table(t: &[f32; 16]) -> Self::T;
+    /// `t[idx]` for `idx` in `0..16`.
+    unsafe fn lookup(t: Self::T, idx: Self::I) -> Self::V;
+    /// ggml's `nearest_int` (magic-number trick, same garbage outside its range).
+    unsafe fn nearest_int(v: Self::V) -> Self::I;
+    unsafe fn max_i(a: Self::I, b: Self::I) -> Self::I;
+    unsafe fn min_i(a: Self::I, b: Self::I) -> Self::I;
+    /// Integer to float conversion.
+    unsafe fn cvt_i(a: Self::I) -> Self::V;
+    unsafe fn and_m(a: Self::M, b: Self::M) -> Self::M;
+    unsafe fn or_m(a: Self::M, b: Self::M) -> Self::M;
+    /// Mask bits, lane 0 in bit 0.
+    unsafe fn bits(m: Self::M) -> u32;
+    /// Largest lane (NaN-free input).
+    unsafe fn reduce_max(v: Self::V) -> f32;
+}
+
+/// 16 lanes of AVX-512F.
+pub(super) struct Avx512;
+
+impl Lanes for Avx512 {
+    const N: usize = 16;
+    type V = __m512;
+    type I = __m512i;
+    type M = __mmask16;
+    type T = __m512;
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> __m512 {
+        _mm512_set1_ps(x)
+    }
+    #[inline(always)]
+    unsafe fn load(s: &[f32]) -> __m512 {
+        debug_assert!(s.len() >= 16);
+        _mm512_loadu_ps(s.as_ptr())
+    }
+    #[inline(always)]
+    unsafe fn store(v: __m512, s: &mut [f32]) {
+        debug_assert!(s.len() >= 16);
+        _mm512_storeu_ps(s.as_mut_ptr(), v)
+    }
+    #[inline(always)]
+    unsafe fn add(a: __m512, b: __m512) -> __m512 {
+        _mm512_add_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn sub(a: __m512, b: __m512) -> __m512 {
+        _mm512_sub_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn mul(a: __m512, b: __m512) -> __m512 {
+        _mm512_mul_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn div(a: __m512, b: __m512) -> __m512 {
+        _mm512_div_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn min(a: __m512, b: __m512) -> __m512 {
+        _mm512_min_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn max(a: __m512, b: __m512) -> __m512 {
+        _mm512_max_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn abs(a: __m512) -> __m512 {
+        _mm512_abs_ps(a)
+    }
+    #[inline(always)]
+    unsafe fn gt(a: __m512, b: __m512) -> __mmask16 {
+        _mm512_cmp_ps_mask::<_CMP_GT_OQ>(a, b)
+    }
+    #[inline(always)]
+    unsafe fn ge(a: __m512, b: __m512) -> __mmask16 {
+        _mm512_cmp_ps_mask::<_CMP_GE_OQ>(a, b)
+    }
+    #[inline(always)]
+    unsafe fn ne(a: __m512, b: __m512) -> __mmask16 {
+        _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(a, b)
+    }
+    #[inline(always)]
+    unsafe fn select(m: __mmask16, t: __m512, f: __m512) -> __m512 {
+        _mm512_mask_blend_ps(m, f, t)
+    }
+    #[inline(always)]
+    unsafe fn splat_i(x: i32) -> __m512i {
+        _mm512_set1_epi32(x)
+    }
+    #[inline(always)]
+    unsafe fn add_i(a: __m512i, b: __m512i) -> __m512i {
+        _mm512_add_epi32(a, b)
+    }
+    #[inline(always)]
+    unsafe fn store_i(v: __m512i, s: &mut [i32]) {
+        debug_assert!(s.len() >= 16);
+        _mm512_storeu_si512(s.as_mut_ptr().cast(), v)
+    }
+    #[inline(always)]
+    unsafe fn load_i(s: &[i32]) -> __m512i {
+        debug_assert!(s.len() >= 16);
+        _mm512_loadu_si512(s.as_ptr().cast())
+    }
+    #[inline(always)]
+    unsafe fn mask_from(on: &[bool]) -> __mmask16 {
+        on[..16]
+            .iter()
+            .enumerate()
+            .fold(0u16, |m, (i, &b)| m | ((b as u16) << i))
+    }
+    #[inline(always)]
+    unsafe fn gather(base: &[f32], idx: __m512i, m: __mmask16) -> __m512 {
+        _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), m, idx, base.as_ptr().cast())
+    }
+    #[inline(always)]
+    unsafe fn select_i(m: __mmask16, t: __m512i, f: __m512i) -> __m512i {
+        _mm512_mask_blend_epi32(m, f, t)
+    }
+    #[inline(always)]
+    unsafe fn table(t: &[f32; 16]) -> __m512 {
+        _mm512_loadu_ps(t.as_ptr())
+    }
+    #[inline(always)]
+    unsafe fn lookup(t: __m512, idx: __m512i) -> __m512 {
+        _mm512_permutexvar_ps(idx, t)
+    }
+    #[inline(always)]
+    unsafe fn nearest_int(v: __m512) -> __m512i {
+        let b = _mm512_castps_si512(_mm512_add_ps(v, _mm512_set1_ps(MAGIC)));
+        _mm512_sub_epi32(
+            _mm512_and_si512(b, _mm512_set1_epi32(0x007f_ffff)),
+            _mm512_set1_epi32(0x0040_0000),
+        )
+    }
+    #[inline(always)]
+    unsafe fn max_i(a: __m512i, b: __m512i) -> __m512i {
+        _mm512_max_epi32(a, b)
+    }
+    #[inline(always)]
+    unsafe fn min_i(a: __m512i, b: __m512i) -> __m512i {
+        _mm512_min_epi32(a, b)
+    }
+    #[inline(always)]
+    unsafe fn cvt_i(a: __m512i) -> __m512 {
+        _mm512_cvtepi32_ps(a)
+    }
+    #[inline(always)]
+    unsafe fn and_m(a: __mmask16, b: __mmask16) -> __mmask16 {
+        a & b
+    }
+    #[inline(always)]
+    unsafe fn or_m(a: __mmask16, b: __mmask16) -> __mmask16 {
+        a | b
+    }
+    #[inline(always)]
+    unsafe fn bits(m: __mmask16) -> u32 {
+        m as u32
+    }
+    #[inline(always)]
+    unsafe fn reduce_max(v: __m512) -> f32 {
+        _mm512_reduce_max_ps(v)
+    }
+}
+
+/// 8 lanes of AVX2.
+pub(super) struct Avx2;
+
+impl Lanes for Avx2 {
+    const N: usize = 8;
+    type V = __m256;
+    type I = __m256i;
+    type M = __m256;
+    type T = (__m256, __m256);
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> __m256 {
+        _mm256_set1_ps(x)
+    }
+    #[inline(always)]
+    unsafe fn load(s: &[f32]) -> __m256 {
+        debug_assert!(s.len() >= 8);
+        _mm256_loadu_ps(s.as_ptr())
+    }
+    #[inline(always)]
+    unsafe fn store(v: __m256, s: &mut [f32]) {
+        debug_assert!(s.len() >= 8);
+        _mm256_storeu_ps(s.as_mut_ptr(), v)
+    }
+    #[inline(always)]
+    unsafe fn add(a: __m256, b: __m256) -> __m256 {
+        _mm256_add_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn sub(a: __m256, b: __m256) -> __m256 {
+        _mm256_sub_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn mul(a: __m256, b: __m256) -> __m256 {
+        _mm256_mul_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn div(a: __m256, b: __m256) -> __m256 {
+        _mm256_div_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn min(a: __m256, b: __m256) -> __m256 {
+        _mm256_min_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn max(a: __m256, b: __m256) -> __m256 {
+        _mm256_max_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn abs(a: __m256) -> __m256 {
+        _mm256_andnot_ps(_mm256_set1_ps(-0.0), a)
+    }
+    #[inline(always)]
+    unsafe fn gt(a: __m256, b: __m256) -> __m256 {
+        _mm256_cmp_ps::<_CMP_GT_OQ>(a, b)
+    }
+    #[inline(always)]
+    unsafe fn ge(a: __m256, b: __m256) -> __m256 {
+        _mm256_cmp_ps::<_CMP_GE_OQ>(a, b)
+    }
+    #[inline(always)]
+    unsafe fn ne(a: __m256, b: __m256) -> __m256 {
+        _mm256_cmp_ps::<_CMP_NEQ_UQ>(a, b)
+    }
+    #[inline(always)]
+    unsafe fn select(m: __m256, t: __m256, f: __m256) -> __m256 {
+        _mm256_blendv_ps(f, t, m)
+    }
+    #[inline(always)]
+    unsafe fn splat_i(x: i32) -> __m256i {
+        _mm256_set1_epi32(x)
+    }
+    #[inline(always)]
+    unsafe fn add_i(a: __m256i, b: __m256i) -> __m256i {
+        _mm256_add_epi32(a, b)
+    }
+    #[inline(always)]
+    unsafe fn store_i(v: __m256i, s: &mut [i32]) {
+        debug_assert!(s.len() >= 8);
+        _mm256_storeu_si256(s.as_mut_ptr().cast(), v)
+    }
+    #[inline(always)]
+    unsafe fn load_i(s: &[i32]) -> __m256i {
+        debug_assert!(s.len() >= 8);
+        _mm256_loadu_si256(s.as_ptr().cast())
+    }
+    #[inline(always)]
+    unsafe fn mask_from(on: &[bool]) -> __m256 {
+        let mut m = [0i32; 8];
+        for (o, &b) in m.iter_mut().zip(&on[..8]) {
+            *o = -(b as i32);
+        }
+        _mm256_castsi256_ps(_mm256_loadu_si256(m.as_ptr().cast()))
+    }
+    #[inline(always)]
+    unsafe fn gather(base: &[f32], idx: __m256i, m: __m256) -> __m256 {
+        _mm256_mask_i32gather_ps::<4>(_mm256_setzero_ps(), base.as_ptr().cast(), idx, m)
+    }
+    #[inline(always)]
+    unsafe fn select_i(m: __m256, t: __m256i, f: __m256i) -> __m256i {
+        _mm256_castps_si256(_mm256_blendv_ps(
+            _mm256_castsi256_ps(f),
+            _mm256_castsi256_ps(t),
+            m,
+        ))
+    }
+    #[inline(always)]
+    unsafe fn table(t: &[f32; 16]) -> (__m256, __m256) {
+        (
+            _mm256_loadu_ps(t.as_ptr()),
+            _mm256_loadu_ps(t[8..].as_ptr()),
+        )
+    }
+    #[inline(always)]
+    unsafe fn lookup(t: (__m256, __m256), idx: __m256i) -> __m256 {
+        let lo = _mm256_permutevar8x32_ps(t.0, idx);
+        let hi = _mm256_permutevar8x32_ps(t.1, idx);
+        let upper = _mm256_cmpgt_epi32(idx, _mm256_set1_epi32(7));
+        _mm256_blendv_ps(lo, hi, _mm256_castsi256_ps(upper))
+    }
+    #[inline(always)]
+    unsafe fn nearest_int(v: __m256) -> __m256i {
+        let b = _mm256_castps_si256(_mm256_add_ps(v, _mm256_set1_ps(MAGIC)));
+        _mm256_sub_epi32(
+            _mm256_and_si256(b, _mm256_set1_epi32(0x007f_ffff)),
+            _mm256_set1_epi32(0x0040_0000),
+        )
+    }
+    #[inline(always)]
+    unsafe fn max_i(a: __m256i, b: __m256i) -> __m256i {
+        _mm256_max_epi32(a, b)
+    }
+    #[inline(always)]
+    unsafe fn min_i(a: __m256i, b: __m256i) -> __m256i {
+        _mm256_min_epi32(a, b)
+    }
+    #[inline(always)]
+    unsafe fn cvt_i(a: __m256i) -> __m256 {
+        _mm256_cvtepi32_ps(a)
+    }
+    #[inline(always)]
+    unsafe fn and_m(a: __m256, b: __m256) -> __m256 {
+        _mm256_and_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn or_m(a: __m256, b: __m256) -> __m256 {
+        _mm256_or_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn bits(m: __m256) -> u32 {
+        _mm256_movemask_ps(m) as u32
+    }
+    #[inline(always)]
+    unsafe fn reduce_max(v: __m256) -> f32 {
+        let m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+        let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+        let m = _mm_max_ps(m, _mm_shuffle_ps::<1>(m, m));
+        _mm_cvtss_f32(m)
+    }
+}
+
+/// Round to nearest, ties to even (valid for `|v| <= 2^22`).
+#[inline(always)]
+unsafe fn round<S: Lanes>(v: S::V) -> S::V {
+    let m = S::splat(MAGIC);
+    S::sub(S::add(v, m), m)
+}
+
+/// `sum w*x*l` and `sum w*l*l` of one `make_qx_quants` candidate per lane.
+#[inline(always)]
+unsafe fn qx_sums<S: Lanes>(
+    iscale: S::V,
+    xt: &[f32],
+    wt: &[f32],
+    wx: &[S::V],
+    lo: S::V,
+    hi: S::V,
+) -> (S::V, S::V) {
+    let mut slx = S::splat(0.0);
+    let mut sl2 = S::splat(0.0);
+    for (i, wxi) in wx.iter().enumerate() {
+        let x = S::load(&xt[i * S::N..]);
+        let w = S::load(&wt[i * S::N..]);
+        let l = S::min(S::max(round::<S>(S::mul(iscale, x)), lo), hi);
+        slx = S::add(slx, S::mul(*wxi, l));
+        sl2 = S::add(sl2, S::mul(S::mul(w, l), l));
+    }
+    (slx, sl2)
+}
+
+/// One qkx error term per lane: `w * |s*l + m - x|` or `w * (s*l + m - x)^2`.
+#[inline(always)]
+unsafe fn qkx_err<S: Lanes>(mad: bool, scale: S::V, l: S::V, min: S::V, x: S::V, w: S::V) -> S::V {
+    let diff = S::sub(S::add(S::mul(scale, l), min), x);
+    let diff = if mad {
+        S::abs(diff)
+    } else {
+        S::mul(diff, diff)
+    };
+    S::mul(w, diff)
+}
+
+/// `make_qx_quants` (rmse_type 1) for one group per lane; data is `[i][lane]`.
+#[inline(always)]
+unsafe fn qx_group<S: Lanes>(nmax: i32, n: usize, xt: &[f32], wt: &[f32], o: &mut QxOut) {
+    debug_assert!(n <= MAX_N && xt.len() >= n * S::N);
+    let zero = S::splat(0.0);
+    let lo = S::splat(-nmax as f32);
+    let hi = S::splat((nmax - 1) as f32);
+    let mut amax = zero;
+    let mut max = zero;
+    let mut wx = [S::splat(0.0); MAX_N];
+    for i in 0..n {
+        let x = S::load(&xt[i * S::N..]);
+        let ax = S::abs(x);
+        let bigger = S::gt(ax, amax);
+        amax = S::select(bigger, ax, amax);
+        max = S::select(bigger, x, max);
+        wx[i] = S::mul(S::load(&wt[i * S::N..]), x);
+    }
+    let wx = &wx[..n];
+    let mut best_iscale = S::div(S::splat(-nmax as f32), max);
+    let (slx, sl2) = qx_sums::<S>(best_iscale, xt, wt, wx, lo, hi);
+    let mut scale = S::select(S::ne(sl2, zero), S::div(slx, sl2), zero);
+    let mut best = S::mul(scale, slx);
+    for is in -9i32..=9 {
+        if is == 0 {
+            continue;
+        }
+        let iscale = S::div(S::splat(-(nmax as f32 + 0.1 * is as f32)), max);
+        let (slx, sl2) = qx_sums::<S>(iscale, xt, wt, wx, lo, hi);
+        // suml2 > 0 && sumlx*sumlx > best*suml2 (a NaN right side is never smaller).
+        let rhs = S::select(S::gt(sl2, zero), S::mul(best, sl2), S::splat(f32::NAN));
+        let win = S::gt(S::mul(slx, slx), rhs);
+        let new_scale = S::div(slx, sl2);
+        best = S::select(win, S::mul(new_scale, slx), best);
+        scale = S::select(win, new_scale, scale);
+        best_iscale = S::select(win, iscale, best_iscale);
+    }
+    let is_zero = S::gt(S::splat(GROUP_MAX_EPS), amax);
+    S::store(scale, &mut o.scale[..]);
+    S::store(best_iscale, &mut o.iscale[..]);
+    S::store(S::select(is_zero, S::splat(1.0), zero), &mut o.zero[..]);
+}
+
+/// Gather groups `g0 + lane` (of `n` values) of `x` and `w` into `[i][lane]`
+/// order; lanes not `usable` get zeros and are never read.
+#[inline(always)]
+unsafe fn transpose<S: Lanes>(
+    n: usize,
+    g0: usize,
+    x: &[f32],
+    w: &[f32],
+    usable: &[bool; MAX_LANES],
+    xt: &mut [f32],
+    wt: &mut [f32],
+) {
+    let mut offs = [0i32; MAX_LANES];
+    for (lane, o) in offs.iter_mut().enumerate() {
+        *o = if usable[lane] {
+            ((g0 + lane) * n) as i32
+        } else {
+            0
+        };
+    }
+    let m = S::mask_from(usable);
+    let mut idx = S::load_i(&offs);
+    let one = S::splat_i(1);
+    for i in 0..n {
+        S::store(S::gather(x, idx, m), &mut xt[i * S::N..]);
+        S::store(S::gather(w, idx, m), &mut wt[i * S::N..]);
+        idx = S::add_i(idx, one);
+    }
+}
+
+/// Sums of squares of groups `g0 + lane` (of `n` values), each in index order.
+#[inline(always)]
+unsafe fn sum_sq_groups<S: Lanes>(
+    x: &[f32],
+    n: usize,
+    g0: usize,
+    on: &[bool; MAX_LANES],
+    out: &mut [f32],
+) {
+    let mut offs = [0i32; MAX_LANES];
+    for (lane, o) in offs.iter_mut().enumerate() {
+        *o = if on[lane] {
+            ((g0 + lane) * n) as i32
+        } else {
+            0
+        };
+    }
+    let m = S::mask_from(on);
+    let mut idx = S::load_i(&offs);
+    let one = S::splat_i(1);
+    let mut acc = S::splat(0.0);
+    for _ in 0..n {
+        let v = S::gather(x, idx, m);
+        acc = S::add(acc, S::mul(v, v));
+        idx = S::add_i(idx, one);
+    }
+    S::store(acc, out);
+}
+
+/// `make_q3_quants` (do_rmse) for one group per lane; data is `[i][lane]`.
+#[inline(always)]
+unsafe fn q3_group<S: Lanes>(nmax: i32, n: usize, xt: &[f32], o: &mut Q3Out) {
+    debug_assert!(n <= MAX_N && xt.len() >= n * S::N);
+    let zero = S::splat(0.0);
+    let lo_i = S::splat_i(-nmax);
+    let hi_i = S::splat_i(nmax - 1);
+    let lo = S::splat(-nmax as f32);
+    let hi = S::splat((nmax - 1) as f32);
+    let mut amax = zero;
+    let mut max = zero;
+    for i in 0..n {
+        let x = S::load(&xt[i * S::N..]);
+        let ax = S::abs(x);
+        let bigger = S::gt(ax, amax);
+        amax = S::select(bigger, ax, amax);
+        max = S::select(bigger, x, max);
+    }
+    let iscale = S::div(S::splat(-nmax as f32), max);
+    let mut w = [S::splat(0.0); MAX_N];
+    let mut wx = [S::splat(0.0); MAX_N];
+    let mut l = [S::splat(0.0); MAX_N];
+    let mut sumlx = zero;
+    let mut suml2 = zero;
+    for i in 0..n {
+        let x = S::load(&xt[i * S::N..]);
+        // |iscale*x| <= nmax + 1: the float rounding is exact.
+        let li = S::min(S::max(round::<S>(S::mul(iscale, x)), lo), hi);
+        let wi = S::mul(x, x);
+        let wxi = S::mul(wi, x);
+        sumlx = S::add(sumlx, S::mul(wxi, li));
+        suml2 = S::add(suml2, S::mul(S::mul(wi, li), li));
+        w[i] = wi;
+        wx[i] = wxi;
+        l[i] = li;
+    }
+    let mut active = S::gt(S::splat(1.0), zero); // all lanes
+    for _itry in 0..5 {
+        let mut changed = S::gt(zero, zero); // no lanes
+        for i in 0..n {
+            let x = S::load(&xt[i * S::N..]);
+            let (wi, wxi, li) = (w[i], wx[i], l[i]);
+            let slx = S::sub(sumlx, S::mul(wxi, li));
+            let sl2 = S::sub(suml2, S::mul(S::mul(wi, li), li));
+            // x*sl2/slx can be huge: use the exact integer nearest_int.
+            let q = S::div(S::mul(x, sl2), slx);
+            let new_l = S::cvt_i(S::min_i(S::max_i(S::nearest_int(q), lo_i), hi_i));
+            let slx2 = S::add(slx, S::mul(wxi, new_l));
+            let sl22 = S::add(sl2, S::mul(S::mul(wi, new_l), new_l));
+            let better = S::gt(
+                S::mul(S::mul(slx2, slx2), suml2),
+                S::mul(S::mul(sumlx, sumlx), sl22),
+            );
+            let upd = S::and_m(
+                S::and_m(active, S::gt(slx, zero)),
+                S::and_m(S::ne(new_l, li), S::and_m(S::gt(sl22, zero), better)),
+            );
+            l[i] = S::select(upd, new_l, li);
+            sumlx = S::select(upd, slx2, sumlx);
+            suml2 = S::select(upd, sl22, suml2);
+            changed = S::or_m(changed, upd);
+        }
+        active = S::and_m(active, changed);
+        if S::bits(active) == 0 {
+            break;
+        }
+    }
+    let scale = S::select(S::gt(suml2, zero), S::div(sumlx, suml2), zero);
+    S::store(scale, &mut o.scale[..]);
+    let is_zero = S::gt(S::splat(GROUP_MAX_EPS), amax);
+    S::store(S::select(is_zero, S::splat(1.0), zero), &mut o.zero[..]);
+    for (i, li) in l.iter().enumerate().take(n) {
+        S::store(*li, &mut o.l[i * S::N..]);
+    }
+}
+
+/// `make_qkx2_quants` / `make_qkx3_quants` for one group per lane; data is `[i][lane]`.
+#[inline(always)]
+unsafe fn qkx_group<S: Lanes>(p: &QkxParams, n: usize, xt: &[f32], wt: &[f32], o: &mut QkxOut) {
+    debug_assert!((1..=MAX_N).contains(&n) && xt.len() >= n * S::N);
+    let zero = S::splat(0.0);
+    let one = S::splat(1.0);
+    let nmaxv = S::splat(p.nmax as f32);
+    let limit = S::splat(ROUND_LIMIT);
+    let x0 = S::load(xt);
+    let mut xmin = x0;
+    let mut max = x0;
+    let mut sum_w = S::load(wt);
+    let mut sum_x = S::mul(sum_w, x0);
+    for i in 1..n {
+        let x = S::load(&xt[i * S::N..]);
+        let w = S::load(&wt[i * S::N..]);
+        xmin = S::min(x, xmin);
+        max = S::max(x, max);
+        sum_w = S::add(sum_w, w);
+        sum_x = S::add(sum_x, S::mul(w, x));
+    }
+    let min0 = S::select(S::gt(xmin, zero), zero, xmin);
+    let range0 = S::sub(max, min0);
+    let iscale0 = S::div(nmaxv, range0);
+    let scale0 = S::div(one, iscale0);
+    // The initial guess rounds the qkx2 way: needs |iscale0*(x - min0)| small.
+    let mut bad = S::select(S::ge(limit, S::mul(S::abs(iscale0), range0)), zero, one);
+    let mut best = zero;
+    for i in 0..n {
+        let x = S::load(&xt[i * S::N..]);
+        let t = S::min(S::max(S::mul(iscale0, S::sub(x, min0)), zero), nmaxv);
+        best = S::add(
+            best,
+            qkx_err::<S>(
+                p.use_mad,
+                scale0,
+                round::<S>(t),
+                min0,
+                x,
+                S::load(&wt[i * S::N..]),
+            ),
+        );
+    }
+    let mut scale = scale0;
+    let mut min = min0;
+    let mut win_is = S::splat(-1.0);
+    let mut win_min = min0;
+    let mut levels = [S::splat(0.0); MAX_N];
+    for is in 0..=p.nstep {
+        let range = S::sub(max, min);
+        let num = p.rmin + p.rdelta * is as f32 + p.nmax as f32;
+        let iscale = S::div(S::splat(num), range);
+        if p.variant == Qkx::V2 {
+            // |x - min| <= max(max - min, min - min(x)), so |iscale*(x - min)| is
+            // bounded by |iscale| times that.
+            let bound = S::mul(S::abs(iscale), S::max(range, S::sub(min, xmin)));
+            bad = S::select(S::ge(limit, bound), bad, one);
+        }
+        let mut s_l = zero;
+        let mut s_l2 = zero;
+        let mut s_xl = zero;
+        for (i, lv) in levels.iter_mut().enumerate().take(n) {
+            let x = S::load(&xt[i * S::N..]);
+            let w = S::load(&wt[i * S::N..]);
+            let v = S::mul(iscale, S::sub(x, min));
+            // qkx3: v > 0 ? nearest_int(MIN(v, nmax)) : 0; qkx2 (v in range):
+            // clamp(nearest_int(v), 0, nmax). Both are this.
+            let l = round::<S>(S::min(S::max(v, zero), nmaxv));
+            *lv = l;
+            let wl = S::mul(w, l);
+            s_l = S::add(s_l, wl);
+            s_l2 = S::add(s_l2, S::mul(wl, l));
+            s_xl = S::add(s_xl, S::mul(wl, x));
+        }
+        let d = S::sub(S::mul(sum_w, s_l2), S::mul(s_l, s_l));
+        let this_scale = S::div(S::sub(S::mul(sum_w, s_xl), S::mul(sum_x, s_l)), d);
+        let this_min = S::div(S::sub(S::mul(s_l2, sum_x), S::mul(s_l, s_xl)), d);
+        let pos = S::gt(this_min, zero);
+        let this_min = S::select(pos, zero, this_min);
+        let this_scale = S::select(pos, S::div(s_xl, s_l2), this_scale);
+        let mut err = zero;
+        for (i, lv) in levels.iter().enumerate().take(n) {
+            let (x, w) = (S::load(&xt[i * S::N..]), S::load(&wt[i * S::N..]));
+            let t = qkx_err::<S>(p.use_mad, this_scale, *lv, this_min, x, w);
+            err = S::add(err, t);
+        }
+        // D > 0 && cur_error < best_error
+        let err_valid = S::select(S::gt(d, zero), err, S::splat(f32::NAN));
+        let win = S::gt(best, err_valid);
+        best = S::select(win, err, best);
+        scale = S::select(win, this_scale, scale);
+        win_min = S::select(win, min, win_min);
+        win_is = S::select(win, S::splat(is as f32), win_is);
+        min = S::select(win, this_min, min);
+    }
+    S::store(max, &mut o.max[..]);
+    S::store(min0, &mut o.min0[..]);
+    S::store(iscale0, &mut o.iscale0[..]);
+    S::store(scale, &mut o.scale[..]);
+    S::store(min, &mut o.min[..]);
+    S::store(win_is, &mut o.win_is[..]);
+    S::store(win_min, &mut o.win_min[..]);
+    S::store(bad, &mut o.bad[..]);
+}
+
+/// `t[j] = val[j-1] + val[j]` for `j = 1..16` (`t[0]` unused).
+#[inline(always)]
+fn iq4nl_mids() -> [f32; 16] {
+    let mut mids = [0.0f32; 16];
+    mids[1..].copy_from_slice(&IQ4NL_MID2);
+    mids
+}
+
+/// `best_index_int8` of the IQ4_NL table for `v` per lane (branch-free binary
+/// search on the doubled midpoints; steps are splats of 8, 4, 2, 1).
+#[inline(always)]
+unsafe fn iq4nl_index<S: Lanes>(v: S::V, tm: S::T, steps: &[S::I; 4]) -> S::I {
+    let x2 = S::add(v, v);
+    let mut idx = S::splat_i(0);
+    for &st in steps {
+        let j = S::add_i(idx, st);
+        idx = S::select_i(S::ge(x2, S::lookup(tm, j)), j, idx);
+    }
+    idx
+}
+
+/// IQ4_NL levels of `id * x[j]` for a whole block.
+#[inline(always)]
+unsafe fn iq4nl_levels<S: Lanes>(x: &[f32; 32], id: f32, out: &mut [u8; 32]) {
+    let tm = S::table(&iq4nl_mids());
+    let steps = [S::splat_i(8), S::splat_i(4), S::splat_i(2), S::splat_i(1)];
+    let idv = S::splat(id);
+    let mut idx = [0i32; 16];
+    for c in (0..32).step_by(S::N) {
+        S::store_i(
+            iq4nl_index::<S>(S::mul(idv, S::load(&x[c..])), tm, &steps),
+            &mut idx,
+        );
+        for (o, &v) in out[c..c + S::N].iter_mut().zip(&idx) {
+            *o = v as u8;
+        }
+    }
+}
+
+/// IQ4_NL candidate sums, `K` vectors of candidates (16 in total).
+#[inline(always)]
+unsafe fn iq4nl_kernel<S: Lanes, const K: usize>(
+    x: &[f32],
+    w: &[f32],
+    ids: &[f32; 16],
+    sumqx: &mut [f32; 16],
+    sumq2: &mut [f32; 16],
+) {
+    let vals = KVALUES_IQ4NL.map(|v| v as f32);
+    let tv = S::table(&vals);
+    let tm = S::table(&iq4nl_mids());
+    let zero = S::splat(0.0);
+    let mut idv = [zero; K];
+    for (k, v) in idv.iter_mut().enumerate() {
+        *v = S::load(&ids[k * S::N..]);
+    }
+    let mut sqx = [zero; K];
+    let mut sq2 = [zero; K];
+    let steps = [S::splat_i(8), S::splat_i(4), S::splat_i(2), S::splat_i(1)];
+    for (&xi, &wi) in x.iter().zip(w) {
+        let xv = S::splat(xi);
+        let wv = S::splat(wi);
+        for k in 0..K {
+            let v = S::mul(idv[k], xv);
+            let q = S::lookup(tv, iq4nl_index::<S>(v, tm, &steps));
+            let wq = S::mul(wv, q);
+            sqx[k] = S::add(sqx[k], S::mul(wq, xv));
+            sq2[k] = S::add(sq2[k], S::mul(wq, q));
+        }
+    }
+    for k in 0..K {
+        S::store(sqx[k], &mut sumqx[k * S::N..]);
+        S::store(sq2[k], &mut sumq2[k * S::N..]);
+    }
+}
+
+/// AVX-512 entry of the `make_qx_quants` group kernel.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn qx_group_avx512(nmax: i32, n: usize, xt: &[f32], wt: &[f32], o: &mut QxOut) {
+    qx_group::<Avx512>(nmax, n, xt, wt, o)
+}
+
+/// AVX2 entry of the `make_qx_quants` group kernel.
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn qx_group_avx2(nmax: i32, n: usize, xt: &[f32], wt: &[f32], o: &mut QxOut) {
+    qx_group::<Avx2>(nmax, n, xt, wt, o)
+}
+
+/// AVX-512 entry of the group transposition.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn transpose_avx512(
+    n: usize,
+    g0: usize,
+    x: &[f32],
+    w: &[f32],
+    usable: &[bool; MAX_LANES],
+    xt: &mut [f32],
+    wt: &mut [f32],
+) {
+    transpose::<Avx512>(n, g0, x, w, usable, xt, wt)
+}
+
+/// AVX2 entry of the group transposition.
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn transpose_avx2(
+    n: usize,
+    g0: usize,
+    x: &[f32],
+    w: &[f32],
+    usable: &[bool; MAX_LANES],
+    xt: &mut [f32],
+    wt: &mut [f32],
+) {
+    transpose::<Avx2>(n, g0, x, w, usable, xt, wt)
+}
+
+/// AVX-512 entry of the grouped sums of squares.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn sum_sq_groups_avx512(
+    x: &[f32],
+    n: usize,
+    g0: usize,
+    on: &[bool; MAX_LANES],
+    out: &mut [f32],
+) {
+    sum_sq_groups::<Avx512>(x, n, g0, on, out)
+}
+
+/// AVX2 entry of the grouped sums of squares.
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn sum_sq_groups_avx2(
+    x: &[f32],
+    n: usize,
+    g0: usize,
+    on: &[bool; MAX_LANES],
+    out: &mut [f32],
+) {
+    sum_sq_groups::<Avx2>(x, n, g0, on, out)
+}
+
+/// AVX-512 entry of the `make_q3_quants` group kernel.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn q3_group_avx512(nmax: i32, n: usize, xt: &[f32], o: &mut Q3Out) {
+    q3_group::<Avx512>(nmax, n, xt, o)
+}
+
+/// AVX2 entry of the `make_q3_quants` group kernel.
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn q3_group_avx2(nmax: i32, n: usize, xt: &[f32], o: &mut Q3Out) {
+    q3_group::<Avx2>(nmax, n, xt, o)
+}
+
+/// AVX-512 entry of the qkx group kernel.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn qkx_group_avx512(
+    p: &QkxParams,
+    n: usize,
+    xt: &[f32],
+    wt: &[f32],
+    o: &mut QkxOut,
+) {
+    qkx_group::<Avx512>(p, n, xt, wt, o)
+}
+
+/// AVX2 entry of the qkx group kernel.
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn qkx_group_avx2(
+    p: &QkxParams,
+    n: usize,
+    xt: &[f32],
+    wt: &[f32],
+    o: &mut QkxOut,
+) {
+    qkx_group::<Avx2>(p, n, xt, wt, o)
+}
+
+/// Largest `|x|` (NaN ignored, as the scalar `ax > amax` loop does) and the first
+/// value attaining it (`0.0` when the largest is `0.0`).
+#[inline(always)]
+unsafe fn abs_max<S: Lanes>(x: &[f32]) -> (f32, f32) {
+    let mut acc = S::splat(0.0);
+    for c in (0..x.len()).step_by(S::N) {
+        acc = S::max(S::abs(S::load(&x[c..])), acc);
+    }
+    let amax = S::reduce_max(acc);
+    if amax.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
+        return (amax, 0.0);
+    }
+    let target = S::splat(amax);
+    for c in (0..x.len()).step_by(S::N) {
+        let v = S::load(&x[c..]);
+        let hit = S::bits(S::ge(S::abs(v), target));
+        if hit != 0 {
+            return (amax, x[c + hit.trailing_zeros() as usize]);
+        }
+    }
+    (amax, 0.0)
+}
+
+/// AVX-512 entry of [`abs_max`].
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn abs_max_avx512(x: &[f32]) -> (f32, f32) {
+    abs_max::<Avx512>(x)
+}
+
+/// AVX2 entry of [`abs_max`].
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn abs_max_avx2(x: &[f32]) -> (f32, f32) {
+    abs_max::<Avx2>(x)
+}
+
+/// AVX-512 entry of the IQ4_NL levels.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn iq4nl_levels_avx512(x: &[f32; 32], id: f32, out: &mut [u8; 32]) {
+    iq4nl_levels::<Avx512>(x, id, out)
+}
+
+/// AVX2 entry of the IQ4_NL levels.
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn iq4nl_levels_avx2(x: &[f32; 32], id: f32, out: &mut [u8; 32]) {
+    iq4nl_levels::<Avx2>(x, id, out)
+}
+
+/// AVX-512 entry of the IQ4_NL sums.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn iq4nl_sums_avx512(
+    x: &[f32],
+    w: &[f32],
+    ids: &[f32; 16],
+    sumqx: &mut [f32; 16],
+    sumq2: &mut [f32; 16],
+) {
+    iq4nl_kernel::<Avx512, 1>(x, w, ids, sumqx, sumq2)
+}
+
+/// AVX2 entry of the IQ4_NL sums.
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn iq4nl_sums_avx2(
+    x: &[f32],
+    w: &[f32],
+    ids: &[f32; 16],
+    sumqx: &mut [f32; 16],
+    sumq2: &mut [f32; 16],
+) {
+    iq4nl_kernel::<Avx2, 2>(x, w, ids, sumqx, sumq2)
+}
+
+// Keep the lane-count constant tied to the trait.
+const _: () = assert!(MAX_LANES >= 16);

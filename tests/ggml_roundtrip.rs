@@ -1,0 +1,162 @@
+//! dequantize(quantize(x)) stays close to x, and odd inputs never panic.
+
+#[path = "ggml_common/mod.rs"]
+mod common;
+
+use common::{dequantize, quant_codecs, quantize, Rng};
+use qforge::quant::ggml::codec;
+
+fn rel_rmse(x: &[f32], y: &[f32]) -> f64 {
+    let num: f64 = x.iter().zip(y).map(|(a, b)| ((a - b) as f64).powi(2)).sum();
+    let den: f64 = x.iter().map(|a| (*a as f64).powi(2)).sum();
+    (num / den).sqrt()
+}
+
+/// Upper bound of the relative RMSE on Gaussian data, per type.
+fn max_rel_rmse(name: &str) -> f64 {
+    match name {
+        "Q8_0" => 0.01,
+        "Q6_K" => 0.02,
+        "Q5_0" | "Q5_1" | "Q5_K" => 0.05,
+        "Q4_0" | "Q4_1" | "Q4_K" | "IQ4_NL" => 0.11,
+        "Q3_K" => 0.22,
+        "Q2_K" => 0.40,
+        _ => unreachable!(),
+    }
+}
+
+#[test]
+fn roundtrip_error_is_sane() {
+    let mut r = Rng(7);
+    let x: Vec<f32> = (0..8192).map(|_| r.normal() * 0.02).collect();
+    let im: Vec<f32> = (0..8192).map(|_| r.uniform() + 0.1).collect();
+    for c in quant_codecs() {
+        for imatrix in [None, Some(&im[..])] {
+            let y = dequantize(c, &quantize(c, &x, imatrix));
+            let e = rel_rmse(&x, &y);
+            println!(
+                "{:<7} imatrix={:<5} rel rmse {e:.4}",
+                c.name,
+                imatrix.is_some()
+            );
+            assert!(e < max_rel_rmse(c.name), "{} rel rmse {e}", c.name);
+        }
+    }
+}
+
+#[test]
+fn zero_rows_dequantize_to_zero() {
+    let x = vec![0.0f32; 512];
+    for c in quant_codecs() {
+        let y = dequantize(c, &quantize(c, &x, None));
+        assert!(y.iter().all(|&v| v == 0.0), "{}", c.name);
+    }
+}
+
+#[test]
+fn constant_rows_roundtrip() {
+    for v in [1.0f32, -0.37, 1e-3] {
+        let x = vec![v; 512];
+        for c in quant_codecs() {
+            let y = dequantize(c, &quantize(c, &x, None));
+            let e = rel_rmse(&x, &y);
+            assert!(e < 0.15, "{} constant {v}: rel rmse {e}", c.name);
+        }
+    }
+}
+
+#[test]
+fn odd_inputs_do_not_panic() {
+    let mut r = Rng(9);
+    let cases: Vec<Vec<f32>> = vec![
+        (0..512).map(|_| r.normal() * 1e-30).collect(),
+        (0..512).map(|_| r.normal() * 1e35).collect(),
+        (0..512).map(|_| r.normal() * 1e-42).collect(),
+        (0..512)
+            .map(|i| if i % 3 == 0 { f32::NAN } else { 1.0 })
+            .collect(),
+        vec![f32::NAN; 512],
+        vec![f32::INFINITY; 512],
+        (0..512)
+            .map(|i| if i % 2 == 0 { f32::MAX } else { -f32::MAX })
+            .collect(),
+        (0..512).map(|i| 70000.0 * (i as f32 - 256.0)).collect(),
+    ];
+    let ims = [vec![0.0f32; 512], vec![f32::NAN; 512], vec![1e30f32; 512]];
+    for c in quant_codecs() {
+        for x in &cases {
+            let y = dequantize(c, &quantize(c, x, None));
+            assert_eq!(y.len(), x.len());
+            for im in &ims {
+                let _ = dequantize(c, &quantize(c, x, Some(im)));
+            }
+        }
+    }
+}
+
+#[test]
+fn float_codecs() {
+    let x = [
+        0.0f32,
+        -0.0,
+        1.0,
+        -2.5,
+        65504.0,
+        65520.0,
+        1e-8,
+        3.0e38,
+        f32::INFINITY,
+        f32::NAN,
+        1.0 + f32::EPSILON,
+    ];
+    let f32c = codec(0).unwrap();
+    assert_eq!(dequantize(f32c, &quantize(f32c, &x, None))[..8], x[..8]);
+    let f16c = codec(1).unwrap();
+    let h = quantize(f16c, &x, None);
+    let h: Vec<u16> = h
+        .chunks(2)
+        .map(|b| u16::from_le_bytes([b[0], b[1]]))
+        .collect();
+    assert_eq!(
+        &h[..10],
+        &[0x0000, 0x8000, 0x3c00, 0xc100, 0x7bff, 0x7c00, 0x0000, 0x7c00, 0x7c00, 0x7e00]
+    );
+    let bf = codec(30).unwrap();
+    let b = quantize(bf, &x, None);
+    let b: Vec<u16> = b
+        .chunks(2)
+        .map(|b| u16::from_le_bytes([b[0], b[1]]))
+        .collect();
+    // 1 + eps rounds to even (1.0); NaN stays a quiet NaN.
+    assert_eq!(b[2], 0x3f80);
+    assert_eq!(b[10], 0x3f80);
+    assert_eq!(b[9] & 0x7fc0, 0x7fc0);
+    assert_eq!(b[8], 0x7f80);
+    let back = dequantize(bf, &quantize(bf, &[1.5f32, -0.15625], None));
+    assert_eq!(back, vec![1.5, -0.15625]);
+}
+
+#[test]
+fn codec_table() {
+    let expect = [
+        (0, "F32", 1, 4),
+        (1, "F16", 1, 2),
+        (2, "Q4_0", 32, 18),
+        (3, "Q4_1", 32, 20),
+        (6, "Q5_0", 32, 22),
+        (7, "Q5_1", 32, 24),
+        (8, "Q8_0", 32, 34),
+        (10, "Q2_K", 256, 84),
+        (11, "Q3_K", 256, 110),
+        (12, "Q4_K", 256, 144),
+        (13, "Q5_K", 256, 176),
+        (14, "Q6_K", 256, 210),
+        (20, "IQ4_NL", 32, 18),
+        (30, "BF16", 1, 2),
+    ];
+    for (id, name, bs, ts) in expect {
+        let c = codec(id).unwrap();
+        assert_eq!((c.name, c.block_size, c.type_size), (name, bs, ts));
+    }
+    assert!(codec(4).is_none() && codec(99).is_none());
+}
