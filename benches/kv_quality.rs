@@ -1,5 +1,5 @@
 //! Quality table on synthetic KV: every codec on keys and values, scored with
-//! the attention metrics. `cargo run --release --example quality [-- TOKENS]`.
+//! the attention metrics. `cargo bench --bench kv_quality [-- TOKENS]`.
 
 use anyhow::Result;
 use qforge::kv::baselines::{turboquant, Kivi, q4_0, q8_0};
