@@ -2,7 +2,7 @@
 //! the attention metrics. `cargo bench --bench kv_quality [-- TOKENS]`.
 
 use anyhow::Result;
-use qforge::kv::baselines::{turboquant, Kivi, q4_0, q8_0};
+use qforge::kv::baselines::{q4_0, q8_0, turboquant, Kivi};
 use qforge::kv::codec::{KvCodec, VqParams};
 use qforge::kv::receipt::{compare_kv, round_trip_kv};
 use qforge::kv::synth::{synth_kv, SynthConfig};

@@ -143,7 +143,7 @@ _qforge() {
             return 0
             ;;
         qforge__subcmd__export__subcmd__native)
-            opts="-o -v -h -V --output --scheme --block-size --double-quant --model-name --compute-dtype --dequantize --threads --json --verbose --help --version"
+            opts="-o -v -h -V --output --scheme --block-size --double-quant --model-name --compute-dtype --dequantize --allow-nonfinite --threads --json --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

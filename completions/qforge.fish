@@ -77,6 +77,7 @@ bf16\t'bfloat16'"
 complete -c qforge -n "__fish_qforge_using_subcommand export-native" -l threads -d 'Worker threads (default: all cores)' -r
 complete -c qforge -n "__fish_qforge_using_subcommand export-native" -l double-quant -d 'Quantize the per-block absmax values again (8-bit, 256 per block)'
 complete -c qforge -n "__fish_qforge_using_subcommand export-native" -l dequantize -d 'Dequantize a QNAT input back to f32 safetensors'
+complete -c qforge -n "__fish_qforge_using_subcommand export-native" -l allow-nonfinite -d 'Quantize tensors with NaN or infinite values instead of refusing'
 complete -c qforge -n "__fish_qforge_using_subcommand export-native" -l json -d 'Print one JSON document on stdout'
 complete -c qforge -n "__fish_qforge_using_subcommand export-native" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides'
 complete -c qforge -n "__fish_qforge_using_subcommand export-native" -s h -l help -d 'Print help (see more with \'--help\')'

@@ -213,6 +213,9 @@ pub struct ExportNativeArgs {
     /// Dequantize a QNAT input back to f32 safetensors.
     #[arg(long)]
     pub dequantize: bool,
+    /// Quantize tensors with NaN or infinite values instead of refusing.
+    #[arg(long)]
+    pub allow_nonfinite: bool,
     /// Worker threads (default: all cores).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,

@@ -39,6 +39,20 @@ pub struct Report {
     pub tensors: Vec<TensorEntry>,
     /// Sums over `tensors`.
     pub totals: Totals,
+    /// Checksum verification (`--verify`, QNAT only); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verify: Option<Verification>,
+}
+
+/// Result of `--verify`.
+#[derive(Debug, Serialize)]
+pub struct Verification {
+    /// Tensors checked.
+    pub tensors: usize,
+    /// Whether every tensor's sha256 (and section padding) matched.
+    pub ok: bool,
+    /// One line per problem.
+    pub problems: Vec<String>,
 }
 
 /// One input file.
@@ -175,6 +189,7 @@ pub fn build_report(src: &TensorSource, filter: Option<&Regex>, max_array: usize
             })
             .collect(),
         totals,
+        verify: None,
     }
 }
 
@@ -200,17 +215,36 @@ pub fn run(args: &InspectArgs) -> Result<()> {
         .map(Regex::new)
         .transpose()
         .map_err(|e| invalid!("--filter: {e}"))?;
-    if args.verify {
-        crate::bail_invalid!(
-            "--verify is not implemented yet: it checks QNAT checksums (issue #4)"
-        );
-    }
     let src = TensorSource::open(&args.path)?;
-    let report = build_report(&src, filter.as_ref(), args.max_array);
-    if args.json {
-        return print_json(&report);
+    let mut report = build_report(&src, filter.as_ref(), args.max_array);
+    if args.verify {
+        let Some(index) = &src.qnat else {
+            crate::bail_invalid!(
+                "--verify checks QNAT checksums; {} files store none",
+                src.format.name()
+            );
+        };
+        let checks = index.verify(src.files[0].data())?;
+        let problems: Vec<String> = checks.iter().filter_map(|c| c.problem()).collect();
+        report.verify = Some(Verification {
+            tensors: checks.len(),
+            ok: problems.is_empty(),
+            problems,
+        });
     }
-    print_text(&render_text(&src, &report, args))
+    if args.json {
+        print_json(&report)?;
+    } else {
+        let mut text = render_text(&src, &report, args);
+        if let Some(v) = report.verify.as_ref().filter(|v| v.ok) {
+            text += &format!("verify: {} tensors, all checksums match\n", v.tensors);
+        }
+        print_text(&text)?;
+    }
+    match report.verify.filter(|v| !v.ok) {
+        Some(v) => crate::bail_invalid!("verification failed: {}", v.problems.join("; ")),
+        None => Ok(()),
+    }
 }
 
 fn render_text(src: &TensorSource, r: &Report, args: &InspectArgs) -> String {

@@ -1,5 +1,6 @@
 //! Command fronts: each turns parsed arguments into library calls and prints results.
 
+pub mod export_native;
 pub mod inspect;
 pub mod kv_profile;
 pub mod quantize;
@@ -13,7 +14,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Inspect(args) => inspect::run(&args),
         Command::Quantize(args) => quantize::run(&args),
-        Command::ExportNative(_) => not_implemented("export-native", 4),
+        Command::ExportNative(args) => export_native::run(&args),
         Command::KvProfile(KvProfileCommand::Build(args)) => kv_profile::build(&args),
         Command::KvProfile(KvProfileCommand::Verify(args)) => kv_profile::verify(&args),
         Command::BenchGemm(_) => not_implemented("bench-gemm", 6),

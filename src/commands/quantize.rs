@@ -165,6 +165,13 @@ fn model_facts(src: &TensorSource) -> ModelFacts {
             facts.n_expert = num("expert_count");
             facts.arch = arch;
         }
+        Format::Qnat => {
+            facts.arch = src
+                .qnat
+                .as_ref()
+                .map(|q| q.model.architecture.clone())
+                .unwrap_or_default();
+        }
         Format::Safetensors => {
             let dir = if src.path.is_dir() {
                 src.path.clone()
@@ -216,7 +223,7 @@ fn read_config(dir: &Path, input: &Path) -> Option<serde_json::Value> {
 fn output_metadata(src: &TensorSource, facts: &ModelFacts, file_type: u32) -> Vec<(String, Value)> {
     let mut meta = match src.format {
         Format::Gguf => src.metadata.clone(),
-        Format::Safetensors => {
+        Format::Safetensors | Format::Qnat => {
             let arch = if facts.arch.is_empty() {
                 "unknown"
             } else {
@@ -225,7 +232,11 @@ fn output_metadata(src: &TensorSource, facts: &ModelFacts, file_type: u32) -> Ve
             let name = src
                 .path
                 .file_stem()
-                .map(|s| s.to_string_lossy().replace(".safetensors", ""))
+                .map(|s| {
+                    s.to_string_lossy()
+                        .replace(".safetensors", "")
+                        .replace(".qnat", "")
+                })
                 .unwrap_or_default();
             vec![
                 ("general.architecture".into(), Value::string(arch)),
@@ -250,9 +261,7 @@ pub fn run(args: &QuantizeArgs) -> Result<()> {
     match args.format {
         OutputFormat::Gguf => {}
         OutputFormat::BnbSafetensors => return run_bnb(args),
-        OutputFormat::Qnat => bail_invalid!(
-            "--format qnat is not implemented yet (issue #4); use `qforge export-native`"
-        ),
+        OutputFormat::Qnat => return run_qnat(args),
     }
     let mix = parse_type(args.qtype.as_deref().unwrap_or("Q4_K_M"))?;
     let overrides = parse_overrides(&args.tensor_type)?;
@@ -427,10 +436,87 @@ fn run_bnb(args: &QuantizeArgs) -> Result<()> {
         pipeline::with_threads(args.threads, || bnb::write(&src, config, &opts, out, &bar))??;
     bar.finish_and_clear();
     report.totals.seconds = started.elapsed().as_secs_f64();
-    for (t, o) in src.tensors.iter().zip(&outcomes) {
+    if let Err(e) = fill_from_outcomes(&mut report, &src, &outcomes, args.allow_nonfinite) {
+        // The folder was renamed into place already: take it away again.
+        std::fs::remove_dir_all(out).ok();
+        return Err(e);
+    }
+    let model = out.join("model.safetensors");
+    report.sha256 = Some(file_sha256(&model)?);
+    report.totals.file_bytes = std::fs::metadata(&model)?.len();
+    print_report(&report, args.json)
+}
+
+/// `quantize --format qnat`: the export-native pipeline with `-t` as the weight scheme
+/// (NF4, FP4, or a ggml type QNAT stores).
+fn run_qnat(args: &QuantizeArgs) -> Result<()> {
+    use crate::pipeline::qnat::{scheme_of, Target};
+    use crate::quant::bnb::FourBit;
+    let name = args.qtype.as_deref().unwrap_or("nf4").to_ascii_lowercase();
+    let four = |kind| Target::FourBit {
+        kind,
+        block_size: args.block_size,
+        double_quant: args.double_quant,
+    };
+    let weights = match name.as_str() {
+        "nf4" => four(FourBit::Nf4),
+        "fp4" => four(FourBit::Fp4),
+        other => match GgmlType::from_name(other).and_then(scheme_of) {
+            Some(s)
+                if crate::quant::codec(GgmlType::from_name(other).expect("parsed")).is_some() =>
+            {
+                Target::Encode(s)
+            }
+            _ => bail_invalid!(
+                "--format qnat takes -t NF4, FP4 or a ggml type QNAT stores, not {other:?}"
+            ),
+        },
+    };
+    if args.dry_run {
+        bail_invalid!("--dry-run is only implemented for --format gguf");
+    }
+    let out = args
+        .output
+        .as_deref()
+        .expect("clap requires -o without --dry-run");
+    let src = TensorSource::open(&args.input)?;
+    let model = crate::commands::export_native::model_info(
+        &src,
+        None,
+        crate::commands::export_native::compute_dtype(args.compute_dtype),
+    )?;
+    let mut report = Report {
+        schema: SCHEMA,
+        input: args.input.display().to_string(),
+        output: Some(out.display().to_string()),
+        qtype: name.to_ascii_uppercase(),
+        dry_run: false,
+        threads: args.threads.unwrap_or_else(rayon::current_num_threads),
+        tensors: Vec::new(),
+        totals: Totals::default(),
+        sha256: None,
+    };
+    let job = crate::commands::export_native::ExportJob {
+        weights,
+        threads: args.threads,
+        quiet: args.json,
+        allow_nonfinite: args.allow_nonfinite,
+    };
+    crate::commands::export_native::export(&src, job, model, out, &mut report)?;
+    print_report(&report, args.json)
+}
+
+/// Fills a report's tensors and totals from per-tensor outcomes; fails (invalid input)
+/// on non-finite inputs unless allowed.
+pub fn fill_from_outcomes(
+    report: &mut Report,
+    src: &TensorSource,
+    outcomes: &[crate::pipeline::bnb::Outcome],
+    allow_nonfinite: bool,
+) -> Result<()> {
+    for (t, o) in src.tensors.iter().zip(outcomes) {
         if let Some(s) = o.stats {
-            if s.non_finite > 0 && !args.allow_nonfinite {
-                std::fs::remove_dir_all(out).ok();
+            if s.non_finite > 0 && !allow_nonfinite {
                 bail_invalid!(
                     "tensor {} has {} NaN or infinite values; pass --allow-nonfinite to quantize it anyway",
                     t.name,
@@ -450,31 +536,39 @@ fn run_bnb(args: &QuantizeArgs) -> Result<()> {
             non_finite: o.stats.map(|s| s.non_finite),
         });
     }
-    let model = out.join("model.safetensors");
-    let bytes =
-        std::fs::read(&model).with_context(|| format!("reading back {}", model.display()))?;
-    use sha2::Digest;
-    report.sha256 = Some(hex(&sha2::Sha256::digest(&bytes)));
     let t = &mut report.totals;
     t.tensors = outcomes.len();
     t.quantized = outcomes.iter().filter(|o| o.stats.is_some()).count();
-    t.elements = total;
+    t.elements = src.tensors.iter().map(TensorInfo::elements).sum();
     t.in_bytes = src.tensors.iter().map(|t| t.bytes).sum();
     t.out_bytes = outcomes.iter().map(|o| o.out_bytes).sum();
-    t.file_bytes = bytes.len() as u64;
     t.bits_per_weight = t.out_bytes as f64 * 8.0 / t.elements.max(1) as f64;
     let encoded: u64 = src
         .tensors
         .iter()
-        .zip(&outcomes)
+        .zip(outcomes)
         .filter(|(_, o)| o.stats.is_some())
         .map(|(t, _)| t.elements())
         .sum();
     t.elements_per_second = encoded as f64 / t.seconds.max(1e-9);
-    if args.json {
-        print_json(&report)
+    Ok(())
+}
+
+/// SHA-256 of a file, hex.
+pub fn file_sha256(path: &Path) -> Result<String> {
+    use sha2::Digest;
+    let mut f = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut h = sha2::Sha256::new();
+    std::io::copy(&mut f, &mut h)?;
+    Ok(hex(&h.finalize()))
+}
+
+/// Prints a report as JSON or text.
+pub fn print_report(report: &Report, json: bool) -> Result<()> {
+    if json {
+        print_json(report)
     } else {
-        print_text(&render_text(&report))
+        print_text(&render_text(report))
     }
 }
 

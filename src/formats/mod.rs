@@ -9,6 +9,7 @@ pub mod atomic;
 pub mod cursor;
 pub mod ggml_type;
 pub mod gguf;
+pub mod qnat;
 pub mod safetensors;
 pub mod safetensors_writer;
 
@@ -28,6 +29,8 @@ pub enum Format {
     Gguf,
     /// Hugging Face safetensors (one file, or a sharded folder).
     Safetensors,
+    /// qforge's native QNAT v2.
+    Qnat,
 }
 
 impl Format {
@@ -36,6 +39,7 @@ impl Format {
         match self {
             Format::Gguf => "gguf",
             Format::Safetensors => "safetensors",
+            Format::Qnat => "qnat",
         }
     }
 }
@@ -47,6 +51,8 @@ pub enum TensorType {
     Ggml(GgmlType),
     /// A safetensors dtype.
     Safetensors(::safetensors::Dtype),
+    /// A QNAT scheme (NF4, FP4, a ggml block type, or a float type).
+    Qnat(qnat::Scheme),
 }
 
 impl TensorType {
@@ -56,6 +62,7 @@ impl TensorType {
         use ::safetensors::Dtype as D;
         match self {
             TensorType::Ggml(t) => Some(t),
+            TensorType::Qnat(s) => GgmlType::from_name(s.name()),
             TensorType::Safetensors(d) => Some(match d {
                 D::F32 => GgmlType::F32,
                 D::F16 => GgmlType::F16,
@@ -76,6 +83,7 @@ impl fmt::Display for TensorType {
         match self {
             TensorType::Ggml(t) => f.write_str(t.name()),
             TensorType::Safetensors(d) => write!(f, "{d:?}"),
+            TensorType::Qnat(s) => f.write_str(&s.name().to_ascii_uppercase()),
         }
     }
 }
@@ -177,6 +185,8 @@ pub struct TensorSource {
     pub tensors: Vec<TensorInfo>,
     /// The mapped files tensors point into.
     pub files: Vec<SourceFile>,
+    /// The validated QNAT directory (QNAT only): sections, checksums, model info.
+    pub qnat: Option<qnat::QnatIndex>,
 }
 
 impl TensorSource {
@@ -216,13 +226,19 @@ impl TensorSource {
                 metadata: h.metadata,
                 tensors,
                 files: vec![file],
+                qnat: None,
             });
         }
-        if data.starts_with(b"QNAT") {
-            bail_invalid!(
-                "{} is a QNAT file: QNAT reading is not implemented yet (issue #4)",
-                path.display()
-            );
+        if data.starts_with(qnat::MAGIC) {
+            if data.get(4..8) == Some(&1u32.to_le_bytes()[..]) {
+                bail_invalid!(
+                    "{} is a QNAT v1 file (qlora-rs); migrate it with `qforge export-native {} -o NEW.qnat`",
+                    path.display(),
+                    path.display()
+                );
+            }
+            let index = qnat::parse_index(data)?;
+            return Ok(Self::from_qnat(path, file, index));
         }
         if data.len() >= 9 && data[8] == b'{' {
             let contents = safetensors::read_shard(data, 0)?;
@@ -234,6 +250,7 @@ impl TensorSource {
                 metadata: contents.metadata,
                 tensors: contents.tensors,
                 files: vec![file],
+                qnat: None,
             });
         }
         bail_invalid!(
@@ -288,10 +305,60 @@ impl TensorSource {
             metadata: index.metadata,
             tensors,
             files,
+            qnat: None,
         })
     }
 
-    /// The bytes of a tensor (reading them pages the data in).
+    fn from_qnat(path: &Path, file: SourceFile, index: qnat::QnatIndex) -> TensorSource {
+        let m = &index.model;
+        let mut metadata = vec![
+            ("qnat.model.name".to_string(), Value::string(&m.name)),
+            (
+                "qnat.model.architecture".to_string(),
+                Value::string(&m.architecture),
+            ),
+            (
+                "qnat.model.compute_dtype".to_string(),
+                Value::string(&format!("{:?}", m.compute_dtype).to_ascii_lowercase()),
+            ),
+            ("qnat.tool".to_string(), Value::string(&m.tool)),
+        ];
+        for s in &m.source {
+            metadata.push((
+                format!("qnat.source.{}.sha256", s.name),
+                Value::string(&s.sha256),
+            ));
+        }
+        for (k, v) in &m.kv {
+            metadata.push((k.clone(), Value::string(v)));
+        }
+        let base = index.header.data_offset;
+        let tensors = index
+            .tensors
+            .iter()
+            .map(|t| TensorInfo {
+                name: t.name.clone(),
+                ty: TensorType::Qnat(t.scheme),
+                shape: t.shape.clone(),
+                file: 0,
+                offset: base + t.sections.first().map_or(0, |s| s.offset),
+                bytes: t.bytes(),
+            })
+            .collect();
+        TensorSource {
+            path: path.to_path_buf(),
+            format: Format::Qnat,
+            version: Some(index.header.version),
+            alignment: Some(u64::from(index.header.alignment)),
+            metadata,
+            tensors,
+            files: vec![file],
+            qnat: Some(index),
+        }
+    }
+
+    /// The bytes of a tensor (reading them pages the data in). For QNAT, the tensor's
+    /// sections from the first to the last (see [`TensorSource::qnat`] for each section).
     pub fn data(&self, t: &TensorInfo) -> &[u8] {
         &self.files[t.file].data()[t.offset as usize..(t.offset + t.bytes) as usize]
     }

@@ -71,9 +71,11 @@ pub fn is_linear_weight(name: &str, shape: &[u64]) -> Option<&'static str> {
     Some("linear weight")
 }
 
-fn st_dtype(ty: TensorType) -> Option<&'static str> {
+/// The safetensors dtype name of a tensor type, if safetensors can store it.
+pub fn st_dtype(ty: TensorType) -> Option<&'static str> {
     use safetensors::Dtype as D;
     Some(match ty {
+        TensorType::Qnat(_) => return st_dtype(TensorType::Ggml(ty.as_ggml()?)),
         TensorType::Safetensors(d) => match d {
             D::BOOL => "BOOL",
             D::U8 => "U8",

@@ -9,6 +9,7 @@
 
 pub mod bnb;
 pub mod encode;
+pub mod qnat;
 
 use crate::formats::{TensorInfo, TensorSource};
 use anyhow::{Context, Result};
