@@ -37,9 +37,11 @@ pub fn read_shard(data: &[u8], file_index: usize) -> Result<ShardContents> {
             .info(&name)
             .expect("offset_keys come from the same metadata");
         let (start, end) = info.data_offsets;
+        let shape: Vec<u64> = info.shape.iter().map(|&d| d as u64).collect();
+        check_element_count(&name, &shape)?;
         tensors.push(TensorInfo {
             ty: TensorType::Safetensors(info.dtype),
-            shape: info.shape.iter().map(|&d| d as u64).collect(),
+            shape,
             file: file_index,
             offset: data_start + start as u64,
             bytes: (end - start) as u64,
@@ -59,6 +61,18 @@ pub fn read_shard(data: &[u8], file_index: usize) -> Result<ShardContents> {
             .map(|(k, v)| (k, Value::String(v.into_bytes())))
             .collect(),
     })
+}
+
+/// Rejects shapes whose non-zero dimensions multiply past `i64::MAX` (ggml's `ne` type):
+/// with a zero dimension first the crate's check passes, but other orders overflow.
+fn check_element_count(name: &str, shape: &[u64]) -> Result<()> {
+    let fits = shape.iter().try_fold(1u64, |acc, &d| {
+        acc.checked_mul(d.max(1)).filter(|&p| p <= i64::MAX as u64)
+    });
+    if fits.is_none() {
+        bail_invalid!("tensor {name:?}: element count overflows (shape {shape:?})");
+    }
+    Ok(())
 }
 
 fn describe(e: &safetensors::SafeTensorError, file_len: usize) -> String {
@@ -232,6 +246,23 @@ mod tests {
         assert!(err.contains("100 MB"), "{err}");
         let err = read_shard(&file("{nope", &[]), 0).unwrap_err().to_string();
         assert!(err.contains("JSON"), "{err}");
+    }
+
+    /// A zero dimension makes the crate's product 0; the other dimensions still must not
+    /// overflow (`quantize` aborted trying to allocate 2.6e18 bytes for this shape).
+    #[test]
+    fn zero_dimension_does_not_hide_an_overflowing_shape() {
+        for shape in [
+            "[0,4611686018427387904,4611686018427387904]",
+            "[9223372036854775808,0]",
+        ] {
+            let h = format!(r#"{{"a":{{"dtype":"F16","shape":{shape},"data_offsets":[0,0]}}}}"#);
+            let err = read_shard(&file(&h, &[]), 0).unwrap_err();
+            assert_eq!(crate::error::exit_code(&err), 2);
+            assert!(err.to_string().contains("element count overflows"), "{err}");
+        }
+        let h = r#"{"a":{"dtype":"F16","shape":[0,1099511627776],"data_offsets":[0,0]}}"#;
+        assert_eq!(read_shard(&file(h, &[]), 0).unwrap().tensors[0].bytes, 0);
     }
 
     #[test]

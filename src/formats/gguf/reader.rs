@@ -148,17 +148,21 @@ fn read_tensor_info(c: &mut Cursor<'_>, alignment: u64) -> Result<GgufTensorInfo
         );
     }
     let mut ne = Vec::with_capacity(n_dims as usize);
-    let mut elements: u64 = 1;
+    // The product of the non-zero dimensions bounds every partial product in any order,
+    // so a zero dimension cannot hide an overflow from code that multiplies the shape in
+    // another order (`TensorInfo::elements` goes outermost first).
+    let mut nonzero: u64 = 1;
     for _ in 0..n_dims {
         let d = c.u64("tensor dimension")?;
-        elements = elements
-            .checked_mul(d)
+        nonzero = nonzero
+            .checked_mul(d.max(1))
             .filter(|&e| e <= i64::MAX as u64)
             .ok_or_else(|| {
                 invalid!("tensor {name:?}: element count overflows (shape {ne:?} x {d})")
             })?;
         ne.push(d);
     }
+    let elements = if ne.contains(&0) { 0 } else { nonzero };
     let ty_id = c.u32("tensor type")?;
     let ty = GgmlType::from_id(ty_id)
         .ok_or_else(|| invalid!("tensor {name:?}: unknown or removed ggml type id {ty_id}"))?;
@@ -185,4 +189,42 @@ fn read_tensor_info(c: &mut Cursor<'_>, alignment: u64) -> Result<GgufTensorInfo
         offset,
         bytes,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A v3 header with one F32 tensor of dimensions `ne` and 64 bytes of data.
+    fn one_tensor(ne: &[u64]) -> Vec<u8> {
+        let mut v = b"GGUF".to_vec();
+        v.extend_from_slice(&3u32.to_le_bytes());
+        v.extend_from_slice(&1u64.to_le_bytes());
+        v.extend_from_slice(&0u64.to_le_bytes());
+        v.extend_from_slice(&1u64.to_le_bytes());
+        v.push(b'w');
+        v.extend_from_slice(&(ne.len() as u32).to_le_bytes());
+        ne.iter()
+            .for_each(|d| v.extend_from_slice(&d.to_le_bytes()));
+        v.extend_from_slice(&0u32.to_le_bytes());
+        v.extend_from_slice(&0u64.to_le_bytes());
+        v.resize(v.len().div_ceil(32) * 32 + 64, 0);
+        v
+    }
+
+    /// Found by the gguf_header fuzz target: a zero dimension made the shape valid (0
+    /// elements) while `TensorInfo::elements` overflowed multiplying the other ones.
+    #[test]
+    fn zero_dimension_does_not_hide_an_overflowing_shape() {
+        for ne in [&[0, 1 << 62, 1 << 62][..], &[1 << 40, 0, 1 << 40]] {
+            let err = read_header(&one_tensor(ne)).unwrap_err().to_string();
+            assert!(err.contains("element count overflows"), "{ne:?}: {err}");
+        }
+        let h = read_header(&one_tensor(&[0, 1 << 40])).unwrap();
+        assert_eq!(h.tensors[0].bytes, 0);
+        assert_eq!(
+            read_header(&one_tensor(&[4, 2])).unwrap().tensors[0].bytes,
+            32
+        );
+    }
 }
