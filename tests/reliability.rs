@@ -546,8 +546,6 @@ fn disk_full_keeps_the_previous_output() {
 
 /// A clean runtime error must remove its temporary file (a kill may leave one).
 #[test]
-#[ignore = "AtomicFile::commit leaves its temp file when the final flush fails (EFBIG); \
-            fix belongs in src/formats/atomic.rs, reported in issue #7"]
 fn disk_full_error_removes_the_temporary_file() {
     let dir = tempfile::tempdir().unwrap();
     let case = dir.path().join("case");

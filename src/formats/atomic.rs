@@ -2,8 +2,10 @@
 //! over the destination only when everything was written and synced.
 //!
 //! A run that fails (or is killed) never leaves a half-written destination: it is either
-//! absent or the previous complete file. On a clean error the temporary file is removed
-//! (on drop); only a SIGKILL can leave one behind, named `.NAME.qforge-tmp.PID`.
+//! absent or the previous complete file. On a clean error the temporary file is removed,
+//! whether the error came while writing (the file is dropped) or from
+//! [`AtomicFile::commit`] itself (a final flush hitting a full disk, a failed sync or
+//! rename); only a SIGKILL can leave one behind, named `.NAME.qforge-tmp.PID`.
 //!
 //! The SHA-256 of the output is computed while writing; a writer that seeks back (QNAT,
 //! safetensors headers written last) makes [`AtomicFile::commit`] hash the file again.
@@ -20,6 +22,8 @@ pub struct AtomicFile {
     tmp: PathBuf,
     out: Option<HashingWriter<BufWriter<File>>>,
     seeked: bool,
+    /// Set once the rename succeeded; until then dropping removes `tmp`.
+    committed: bool,
 }
 
 impl AtomicFile {
@@ -49,6 +53,7 @@ impl AtomicFile {
             tmp,
             out: Some(HashingWriter::new(BufWriter::with_capacity(1 << 20, file))),
             seeked: false,
+            committed: false,
         })
     }
 
@@ -58,12 +63,18 @@ impl AtomicFile {
     }
 
     /// Syncs, renames onto the destination, and returns the SHA-256 of the bytes written.
+    /// On any error the temporary file is removed (when `self` drops) and the
+    /// destination is left as it was.
     pub fn commit(mut self) -> Result<[u8; 32]> {
         let out = self.out.take().expect("not yet committed");
         let (buf, mut digest) = out.finish();
         let mut file = buf
             .into_inner()
-            .map_err(|e| e.into_error())
+            .map_err(|e| {
+                let (err, buf) = e.into_parts();
+                discard(buf);
+                err
+            })
             .with_context(|| format!("writing {}", self.tmp.display()))?;
         file.sync_all()
             .with_context(|| format!("syncing {}", self.tmp.display()))?;
@@ -75,8 +86,15 @@ impl AtomicFile {
         std::fs::rename(&self.tmp, &self.dest).with_context(|| {
             format!("renaming {} to {}", self.tmp.display(), self.dest.display())
         })?;
+        self.committed = true;
         Ok(digest)
     }
+}
+
+/// Drops a buffered writer without flushing it: its file is about to be removed, and
+/// after a write error (EFBIG) flushing would only fail again.
+fn discard(buf: BufWriter<File>) {
+    let _ = buf.into_parts();
 }
 
 impl Write for AtomicFile {
@@ -114,7 +132,10 @@ fn hash_from_start(file: &mut File) -> std::io::Result<[u8; 32]> {
 
 impl Drop for AtomicFile {
     fn drop(&mut self) {
-        if self.out.is_some() {
+        if let Some(out) = self.out.take() {
+            discard(out.finish().0);
+        }
+        if !self.committed {
             let _ = std::fs::remove_file(&self.tmp);
         }
     }
@@ -265,5 +286,23 @@ mod tests {
         drop(f);
         assert!(!tmp.exists());
         assert_eq!(std::fs::read(&dest).unwrap(), b"old");
+    }
+
+    #[test]
+    fn a_failing_commit_removes_the_temp_file() {
+        // A rename onto a non-empty folder fails after the flush and sync succeeded;
+        // a failing final flush (EFBIG) takes the same path, see
+        // tests/reliability.rs disk_full_error_removes_the_temporary_file.
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("out.bin");
+        std::fs::create_dir(&dest).unwrap();
+        std::fs::write(dest.join("keep"), b"x").unwrap();
+        let mut f = AtomicFile::create(&dest).unwrap();
+        f.write_all(b"abc").unwrap();
+        let tmp = f.temp_path().to_path_buf();
+        assert!(tmp.exists());
+        assert!(f.commit().is_err());
+        assert!(!tmp.exists(), "temp file left after a failed commit");
+        assert_eq!(std::fs::read(dest.join("keep")).unwrap(), b"x");
     }
 }
