@@ -1,7 +1,10 @@
-//! Helpers for what commands print: JSON documents and human-readable sizes.
+//! Helpers for what commands print: JSON documents, human-readable sizes, and
+//! [`escape_controls`] for text that came from an input file.
 
 use anyhow::Result;
 use serde::Serialize;
+use std::borrow::Cow;
+use std::fmt::Write as _;
 use std::io::Write;
 
 /// Writes `value` as pretty JSON plus a newline to stdout.
@@ -17,6 +20,43 @@ pub fn print_text(text: &str) -> Result<()> {
     out.write_all(text.as_bytes())?;
     out.flush()?;
     Ok(())
+}
+
+/// Makes text from an input file (a metadata key, a tensor name, a path, an error
+/// message quoting either) safe to print on a terminal: control characters (C0, DEL, C1)
+/// and the Unicode bidirectional controls are written as Rust's `escape_debug` writes
+/// them (`\t`, `\r`, `\u{1b}`, `\u{202e}`); everything else, backslashes and quotes
+/// included, is kept as is. Text with nothing to escape is borrowed.
+///
+/// Every human-readable output goes through this; JSON output escapes by itself.
+pub fn escape_controls(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(needs_escape) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            '\n' => out.push_str("\\n"),
+            '\0' => out.push_str("\\0"),
+            c if needs_escape(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Characters a terminal may act on instead of showing: controls, and the bidi
+/// embeddings, overrides, isolates and marks that reorder what is shown.
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+        )
 }
 
 /// `1536` -> `"1.50 KiB"`.
@@ -44,5 +84,24 @@ mod tests {
         assert_eq!(human_bytes(0), "0 B");
         assert_eq!(human_bytes(1536), "1.50 KiB");
         assert_eq!(human_bytes(3 << 30), "3.00 GiB");
+    }
+
+    #[test]
+    fn escape_controls_escapes_only_what_a_terminal_acts_on() {
+        assert!(matches!(
+            escape_controls("blk.0 \"x\" \\ é"),
+            Cow::Borrowed(_)
+        ));
+        assert_eq!(
+            escape_controls("w\x1b[2J\r\t\n\0\x7f\u{9b}\u{202e}x"),
+            "w\\u{1b}[2J\\r\\t\\n\\0\\u{7f}\\u{9b}\\u{202e}x"
+        );
+        for c in (0..0x20u32).chain(0x7f..0xa0).filter_map(char::from_u32) {
+            let e = escape_controls(&c.to_string()).into_owned();
+            assert!(
+                e.starts_with('\\') && !e.chars().any(char::is_control),
+                "{e:?}"
+            );
+        }
     }
 }

@@ -661,8 +661,6 @@ fn control_characters_in_names_are_kept_and_escaped_in_json() {
 }
 
 #[test]
-#[ignore = "inspect's text output prints metadata keys and tensor names raw; the escape \
-            belongs in src/commands/inspect.rs, reported in issue #7"]
 fn inspect_text_output_never_sends_raw_control_characters() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("ctl.gguf");

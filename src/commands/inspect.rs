@@ -8,7 +8,7 @@ use crate::cli::InspectArgs;
 use crate::formats::gguf::Value;
 use crate::formats::{TensorInfo, TensorSource};
 use crate::invalid;
-use crate::output::{human_bytes, print_json, print_text};
+use crate::output::{escape_controls, human_bytes, print_json, print_text};
 use anyhow::Result;
 use regex::Regex;
 use serde::Serialize;
@@ -254,7 +254,7 @@ fn render_text(src: &TensorSource, r: &Report, args: &InspectArgs) -> String {
     let _ = writeln!(
         out,
         "{}: {}{version}, {} file(s), {}, {} metadata keys, {} tensors",
-        r.path,
+        escape_controls(&r.path),
         r.format,
         r.files.len(),
         human_bytes(src.file_bytes()),
@@ -263,25 +263,30 @@ fn render_text(src: &TensorSource, r: &Report, args: &InspectArgs) -> String {
     );
     if !src.metadata.is_empty() {
         let _ = writeln!(out, "metadata:");
-        let width = src.metadata.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
-        for (k, v) in &src.metadata {
+        let keys: Vec<_> = src
+            .metadata
+            .iter()
+            .map(|(k, _)| escape_controls(k))
+            .collect();
+        let width = keys.iter().map(|k| k.len()).max().unwrap_or(0);
+        for (k, (_, v)) in keys.iter().zip(&src.metadata) {
             let _ = writeln!(
                 out,
                 "  {k:width$}  {:6}  {}",
                 v.value_type().name(),
-                v.to_display(args.max_array)
+                escape_controls(&v.to_display(args.max_array))
             );
         }
     }
     if args.tensors {
         let _ = writeln!(out, "tensors:");
-        let width = r.tensors.iter().map(|t| t.name.len()).max().unwrap_or(4);
-        for t in &r.tensors {
+        let names: Vec<_> = r.tensors.iter().map(|t| escape_controls(&t.name)).collect();
+        let width = names.iter().map(|n| n.len()).max().unwrap_or(4);
+        for (name, t) in names.iter().zip(&r.tensors) {
             let shape = format!("{:?}", t.shape);
             let _ = writeln!(
                 out,
-                "  {:width$}  {:8} {:>20}  {:>12}  {:6.3} bpw",
-                t.name,
+                "  {name:width$}  {:8} {:>20}  {:>12}  {:6.3} bpw",
                 t.ty,
                 shape,
                 human_bytes(t.bytes),

@@ -11,7 +11,7 @@ use crate::formats::ggml_type::GgmlType;
 use crate::formats::gguf::writer::{GgufLayout, GgufStream, TensorSpec};
 use crate::formats::gguf::Value;
 use crate::formats::{Format, TensorInfo, TensorSource};
-use crate::output::{human_bytes, print_json, print_text};
+use crate::output::{escape_controls, human_bytes, print_json, print_text};
 use crate::pipeline::encode::GgmlEncoder;
 use crate::pipeline::{self, ErrorStats};
 use crate::quant::imatrix::Imatrix;
@@ -716,16 +716,16 @@ impl<W: std::io::Write> std::io::Write for StreamSink<'_, '_, W> {
 fn render_text(r: &Report) -> String {
     use std::fmt::Write;
     let mut s = String::new();
-    let width = r.tensors.iter().map(|t| t.name.len()).max().unwrap_or(4);
-    for t in &r.tensors {
+    let names: Vec<_> = r.tensors.iter().map(|t| escape_controls(&t.name)).collect();
+    let width = names.iter().map(|n| n.len()).max().unwrap_or(4);
+    for (name, t) in names.iter().zip(&r.tensors) {
         let rmse = t
             .rel_rmse
             .map(|e| format!("rel-rmse {e:.5}"))
             .unwrap_or_default();
         let _ = writeln!(
             s,
-            "{:width$}  {:>6} -> {:<7} {:>12}  {:28} {rmse}",
-            t.name,
+            "{name:width$}  {:>6} -> {:<7} {:>12}  {:28} {rmse}",
             t.in_type,
             t.out_type,
             human_bytes(t.out_bytes),
@@ -746,7 +746,8 @@ fn render_text(r: &Report) -> String {
         (Some(out), Some(sha)) => {
             let _ = writeln!(
                 s,
-                "wrote {out} in {:.2} s ({:.1} M elements/s), sha256 {sha}",
+                "wrote {} in {:.2} s ({:.1} M elements/s), sha256 {sha}",
+                escape_controls(out),
                 t.seconds,
                 t.elements_per_second / 1e6
             );
