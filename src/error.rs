@@ -74,7 +74,9 @@ pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
     })
 }
 
-/// Renders an error chain on one line: `outer: inner: root`.
+/// Renders an error chain on one line: `outer: inner: root`. Newlines become spaces and
+/// other control characters (which messages quoting an input file may carry) are
+/// escaped by [`crate::output::escape_controls`], so the line is safe for a terminal.
 pub fn one_line(err: &anyhow::Error) -> String {
     let parts: Vec<String> = err.chain().map(|e| e.to_string()).collect();
     let mut line = String::new();
@@ -87,7 +89,7 @@ pub fn one_line(err: &anyhow::Error) -> String {
         }
         line.push_str(&part);
     }
-    line.replace('\n', " ")
+    crate::output::escape_controls(&line.replace('\n', " ")).into_owned()
 }
 
 #[cfg(test)]
@@ -110,5 +112,16 @@ mod tests {
         assert_eq!(exit_code(&err), EXIT_RUNTIME);
         let err = anyhow::Error::new(OverBudget("tv 0.2 > 0.1".into()));
         assert_eq!(exit_code(&err), EXIT_OVER_BUDGET);
+    }
+
+    #[test]
+    fn one_line_escapes_control_characters() {
+        let err: anyhow::Error = Err::<(), _>(invalid!("unknown dtype \"X\x1b[31m\"\r\nnext"))
+            .context("reading a\tb.safetensors")
+            .unwrap_err();
+        assert_eq!(
+            one_line(&err),
+            "reading a\\tb.safetensors: unknown dtype \"X\\u{1b}[31m\"\\r next"
+        );
     }
 }

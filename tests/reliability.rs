@@ -679,8 +679,6 @@ fn safetensors(header: &str, data: usize) -> Vec<u8> {
 }
 
 #[test]
-#[ignore = "error lines carry serde's unknown-variant text raw; escaping belongs in \
-            error::one_line (src/error.rs), reported in issue #7"]
 fn error_lines_never_send_raw_control_characters() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("ctl.safetensors");
