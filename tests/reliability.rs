@@ -6,7 +6,9 @@
 //! - atomic outputs: `quantize` killed with SIGKILL at any moment, or stopped by a full
 //!   disk (`ulimit -f`), leaves the destination absent or the previous complete file;
 //! - hostile input: shard paths and symlinks leaving the folder, control characters in
-//!   names, shapes whose element count overflows;
+//!   names (kept as data, escaped in every output), NaN/Inf weights (counted per tensor,
+//!   refused by `quantize` unless `--allow-nonfinite`), shapes whose element count
+//!   overflows;
 //! - determinism: quantized bytes do not depend on `--threads`.
 //!
 //! `docs/reliability.md` describes these tests and the fuzz targets in `fuzz/`.
@@ -688,6 +690,109 @@ fn error_lines_never_send_raw_control_characters() {
     let out = qforge_on(&["inspect"], &p);
     assert_clean_failure(&out, 2, "bad dtype");
     assert_eq!(raw_controls(&out.stderr), b"");
+}
+
+/// Three F32 tensors: a clean one, one with 3 NaN, one with +inf and -inf.
+fn nonfinite_gguf() -> Vec<u8> {
+    let mut g = GgufBytes::header(3, 3, 1);
+    g.str(b"general.architecture").u32(8).str(b"llama");
+    for (i, name) in NONFINITE_NAMES.iter().enumerate() {
+        g.tensor(name.as_bytes(), &[256, 2], 0, i as u64 * 2048);
+    }
+    g.data(0);
+    for i in 0..3 {
+        let mut x: Vec<f32> = (0..512)
+            .map(|j| ((i * 512 + j) as f32 * 0.37).sin())
+            .collect();
+        if i == 1 {
+            x[5] = f32::NAN;
+            x[6] = -f32::NAN;
+            x[400] = f32::NAN;
+        } else if i == 2 {
+            x[0] = f32::INFINITY;
+            x[511] = f32::NEG_INFINITY;
+        }
+        g.0.extend(x.iter().flat_map(|v| v.to_le_bytes()));
+    }
+    g.0
+}
+
+const NONFINITE_NAMES: [&str; 3] = [
+    "blk.0.attn_q.weight",
+    "blk.0.attn_k.weight",
+    "blk.0.attn_v.weight",
+];
+
+#[test]
+fn nonfinite_weights_are_refused_unless_allowed_and_reported_per_tensor() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("nonfinite.gguf");
+    std::fs::write(&input, nonfinite_gguf()).unwrap();
+    let input = input.to_str().unwrap();
+    for (format, ty, file_output) in [
+        ("gguf", "Q8_0", true),
+        ("qnat", "NF4", true),
+        ("bnb-safetensors", "NF4", false),
+    ] {
+        let case = dir.path().join(format);
+        std::fs::create_dir(&case).unwrap();
+        let dest = case.join("out");
+        let d = dest.to_str().unwrap();
+        let base = ["quantize", input, "-o", d, "-t", ty, "--format", format];
+        // Refused, naming the first bad tensor and its count; nothing is left behind and
+        // a previous output file is untouched.
+        if file_output {
+            std::fs::write(&dest, PREVIOUS).unwrap();
+        }
+        let out = qforge(&base);
+        assert_invalid(
+            &out,
+            "tensor blk.0.attn_k.weight has 3 NaN or infinite values; pass --allow-nonfinite",
+        );
+        if file_output {
+            assert_eq!(std::fs::read(&dest).unwrap(), PREVIOUS, "{format}");
+            std::fs::remove_file(&dest).unwrap();
+        } else {
+            assert!(!dest.exists(), "{format}: refused output left in place");
+        }
+        assert_eq!(temp_files(&case), Vec::<String>::new(), "{format}");
+
+        // Allowed: every tensor reports its own count, in JSON and in the text table.
+        let mut allowed = base.to_vec();
+        allowed.push("--allow-nonfinite");
+        let mut with_json = allowed.clone();
+        with_json.push("--json");
+        let r = json(&qforge(&with_json));
+        let counts: Vec<(String, u64)> = r["tensors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                let n = t["non_finite"].as_u64();
+                (t["name"].as_str().unwrap().to_string(), n.unwrap())
+            })
+            .collect();
+        let count = |name: &str| counts.iter().find(|(n, _)| n.contains(name)).map(|c| c.1);
+        assert_eq!(count("attn_q"), Some(0), "{format}: {counts:?}");
+        assert_eq!(count("attn_k"), Some(3), "{format}: {counts:?}");
+        assert_eq!(count("attn_v"), Some(2), "{format}: {counts:?}");
+        if file_output {
+            std::fs::remove_file(&dest).unwrap();
+        } else {
+            std::fs::remove_dir_all(&dest).unwrap();
+        }
+        let out = qforge(&allowed);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = |name: &str| text.lines().find(|l| l.contains(name)).unwrap_or("");
+        assert!(line("attn_k").contains("3 non-finite"), "{format}: {text}");
+        assert!(line("attn_v").contains("2 non-finite"), "{format}: {text}");
+        assert!(!line("attn_q").contains("non-finite"), "{format}: {text}");
+    }
 }
 
 #[test]

@@ -719,10 +719,13 @@ fn render_text(r: &Report) -> String {
     let names: Vec<_> = r.tensors.iter().map(|t| escape_controls(&t.name)).collect();
     let width = names.iter().map(|n| n.len()).max().unwrap_or(4);
     for (name, t) in names.iter().zip(&r.tensors) {
-        let rmse = t
+        let mut rmse = t
             .rel_rmse
             .map(|e| format!("rel-rmse {e:.5}"))
             .unwrap_or_default();
+        if let Some(n) = t.non_finite.filter(|&n| n > 0) {
+            rmse += &format!("  {n} non-finite");
+        }
         let _ = writeln!(
             s,
             "{name:width$}  {:>6} -> {:<7} {:>12}  {:28} {rmse}",
