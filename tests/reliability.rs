@@ -1,7 +1,7 @@
 //! Reliability (issue #7), through the real binary where that is fast enough and through
 //! the library parse functions everywhere:
 //! - corruption: every truncation, and a byte flip at every byte, of a small file of each
-//!   format (GGUF, safetensors, KV profile, legacy imatrix) gives a clean error or a
+//!   format (GGUF, safetensors, QNAT, KV profile, legacy imatrix) gives a clean error or a
 //!   consistent parse, never a panic; flips in tensor data change nothing else;
 //! - atomic outputs: `quantize` killed with SIGKILL at any moment, or stopped by a full
 //!   disk (`ulimit -f`), leaves the destination absent or the previous complete file;
@@ -290,6 +290,66 @@ fn corrupted_safetensors_fails_cleanly() {
         stdout_is_structure: true,
         masks: &[0xff],
         stride: 3,
+    });
+}
+
+fn parse_qnat(b: &[u8]) -> anyhow::Result<String> {
+    let index = qforge::formats::qnat::parse_index(b)?;
+    for t in &index.tensors {
+        for s in &t.sections {
+            let data = index
+                .section_data(b, s)
+                .expect("a parsed section lies inside");
+            assert_eq!(data.len() as u64, s.bytes, "{}: section length", t.name);
+        }
+    }
+    Ok(format!("{:?}", index))
+}
+
+/// A QNAT file as `quantize --format qnat` writes it, from a one-tensor GGUF.
+fn small_qnat() -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut g = GgufBytes::header(3, 1, 1);
+    g.str(b"general.architecture").u32(8).str(b"llama");
+    g.tensor(b"blk.0.attn_q.weight", &[64, 2], 0, 0).data(0);
+    let x: Vec<f32> = (0..128).map(|j| (j as f32 * 0.37).sin()).collect();
+    g.0.extend(x.iter().flat_map(|v| v.to_le_bytes()));
+    let (input, dest) = (dir.path().join("in.gguf"), dir.path().join("small.qnat"));
+    std::fs::write(&input, g.0).unwrap();
+    let (i, d) = (input.to_str().unwrap(), dest.to_str().unwrap());
+    let out = qforge(&["quantize", i, "-o", d, "--format", "qnat", "-t", "NF4"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read(&dest).unwrap()
+}
+
+#[test]
+fn corrupted_qnat_fails_cleanly() {
+    let bytes = small_qnat();
+    let index = qforge::formats::qnat::parse_index(&bytes).unwrap();
+    let base = index.header.data_offset;
+    let payload = index
+        .tensors
+        .iter()
+        .flat_map(|t| &t.sections)
+        .map(|s| (base + s.offset) as usize..(base + s.offset + s.bytes) as usize)
+        .collect();
+    check_corruptions(&Subject {
+        name: "small.qnat",
+        bytes,
+        payload,
+        valid_prefixes: vec![],
+        // Section padding is only checked by `inspect --verify`.
+        header_flips_fail: false,
+        lib_errors_are_invalid_input: true,
+        parse: parse_qnat,
+        cli: args(&["inspect", "--json", "--tensors", "FILE"]),
+        stdout_is_structure: true,
+        masks: &[0xff],
+        stride: 5,
     });
 }
 
