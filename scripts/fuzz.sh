@@ -73,7 +73,9 @@ for t in "${targets[@]}"; do
   fi
   summary+=("$(printf '| %-18s | %12s | %8s | %3s |' "$t" "$execs" "$rate" "$found")")
   echo "== $t: minimize corpus"
-  cargo fuzz cmin -s "$san" "$t" "fuzz/corpus/$t" -- "${limits[@]}" -max_len=4096 \
+  # -set_cover_merge keeps every feature with fewer, smaller files than the greedy
+  # -merge=1 that cmin uses by itself (about 20% fewer bytes here).
+  cargo fuzz cmin -s "$san" "$t" "fuzz/corpus/$t" -- "${limits[@]}" -max_len=4096 -set_cover_merge=1 \
     >"fuzz/logs/$t.cmin.log" 2>&1 || echo "   cmin failed: fuzz/logs/$t.cmin.log"
 done
 
