@@ -385,6 +385,16 @@ pub struct BenchGemmArgs {
     /// Repetitions per measurement (the median is reported).
     #[arg(long, default_value_t = 7)]
     pub reps: usize,
+    /// Strategies to run, comma-separated: fused, lazy-dequant, eager-dequant, candle.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "fused,lazy-dequant,eager-dequant,candle"
+    )]
+    pub backends: Vec<String>,
+    /// Instruction set of the fused kernels: auto, avx512, scalar.
+    #[arg(long, default_value = "auto")]
+    pub isa: String,
     /// Print one JSON document on stdout.
     #[arg(long)]
     pub json: bool,

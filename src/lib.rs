@@ -1,13 +1,14 @@
 //! qforge: a quantization toolchain for model checkpoints.
 //!
 //! Layout: [`formats`] reads and writes files, `quant` holds the block codecs,
-//! `kernels` the dequant-GEMM backends, `kv` the KV-cache codec, and [`commands`] the
+//! [`kernels`] the dequant-GEMM backends, `kv` the KV-cache codec, and [`commands`] the
 //! thin command-line fronts declared in [`cli`].
 
 pub mod cli;
 pub mod commands;
 pub mod error;
 pub mod formats;
+pub mod kernels;
 pub mod kv;
 pub mod logging;
 pub mod output;

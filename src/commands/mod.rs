@@ -1,11 +1,11 @@
 //! Command fronts: each turns parsed arguments into library calls and prints results.
 
+pub mod bench_gemm;
 pub mod export_native;
 pub mod inspect;
 pub mod kv_profile;
 pub mod quantize;
 
-use crate::bail_invalid;
 use crate::cli::{Cli, Command, KvProfileCommand};
 use anyhow::Result;
 
@@ -17,10 +17,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::ExportNative(args) => export_native::run(&args),
         Command::KvProfile(KvProfileCommand::Build(args)) => kv_profile::build(&args),
         Command::KvProfile(KvProfileCommand::Verify(args)) => kv_profile::verify(&args),
-        Command::BenchGemm(_) => not_implemented("bench-gemm", 6),
+        Command::BenchGemm(args) => bench_gemm::run(&args),
     }
-}
-
-fn not_implemented(name: &str, issue: u32) -> Result<()> {
-    bail_invalid!("`qforge {name}` is not implemented yet (tracked in issue #{issue})")
 }

@@ -21,6 +21,7 @@ mod q45_k;
 mod q6_k;
 mod simd;
 
+pub use self::q45_k::get_scale_min_k4;
 pub use self::simd::{active_isa, force_scalar, set_force_scalar, set_simd_limit, SimdLevel};
 
 /// One ggml block codec.

@@ -62,7 +62,7 @@ const Q5: Kind = Kind {
 
 /// ggml's `get_scale_min_k4`: 6-bit scale and min of sub-block `j`.
 #[inline(always)]
-pub(super) fn get_scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
+pub fn get_scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     if j < 4 {
         (q[j] & 63, q[j + 4] & 63)
     } else {

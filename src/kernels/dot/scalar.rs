@@ -1,0 +1,132 @@
+//! Portable dot products of one quantized weight row with one token's 8-bit activations.
+//! The integer sums are the same the SIMD kernels compute; only the order of the final
+//! f32 additions differs.
+
+use super::super::activation::ActRow;
+use super::super::weights::{WeightType, NF4_BLOCK};
+use super::NF4_I8;
+use crate::quant::ggml::get_scale_min_k4;
+
+/// `row . token` for a row of type `ty` (`absmax`: the row's NF4 block maxima).
+pub fn dot(ty: WeightType, row: &[u8], absmax: &[f32], a: &ActRow<'_>) -> f32 {
+    match ty {
+        WeightType::Q4K => q4_k(row, a),
+        WeightType::Q6K => q6_k(row, a),
+        WeightType::Q8_0 => q8_0(row, a),
+        WeightType::Q4_0 => q4_0(row, a),
+        WeightType::Nf4 => nf4(row, absmax, a),
+    }
+}
+
+/// An f16 stored little-endian at `b[0..2]`.
+pub(super) fn f16_at(b: &[u8]) -> f32 {
+    half::f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32()
+}
+
+fn q4_k(row: &[u8], a: &ActRow<'_>) -> f32 {
+    let mut acc = 0f32;
+    for (sb, blk) in row.chunks_exact(144).enumerate() {
+        let (d, dmin) = (f16_at(&blk[0..]), f16_at(&blk[2..]));
+        let (scales, qs) = (&blk[4..16], &blk[16..144]);
+        let x = &a.qs[sb * 256..(sb + 1) * 256];
+        let sums = &a.sums16[sb * 16..(sb + 1) * 16];
+        let (mut sumi, mut summ) = (0i32, 0i32);
+        for j in 0..8 {
+            let (sc, mn) = get_scale_min_k4(j, scales);
+            let q = &qs[(j / 2) * 32..(j / 2) * 32 + 32];
+            let shift = 4 * (j % 2);
+            let dot: i32 = q
+                .iter()
+                .zip(&x[j * 32..j * 32 + 32])
+                .map(|(&b, &v)| i32::from((b >> shift) & 0xF) * i32::from(v))
+                .sum();
+            sumi += i32::from(sc) * dot;
+            summ += i32::from(mn) * (i32::from(sums[2 * j]) + i32::from(sums[2 * j + 1]));
+        }
+        acc += a.d[sb] * (d * sumi as f32 - dmin * summ as f32);
+    }
+    acc
+}
+
+/// The 6-bit level (0..=63) of value `e` of a Q6_K block.
+fn q6_level(ql: &[u8], qh: &[u8], e: usize) -> i32 {
+    let (n, g, l) = (e / 128, (e % 128) / 32, e % 32);
+    let b = ql[n * 64 + (g % 2) * 32 + l];
+    let low = if g < 2 { b & 0xF } else { b >> 4 };
+    let high = (qh[n * 32 + l] >> (2 * g)) & 3;
+    i32::from(low | (high << 4))
+}
+
+fn q6_k(row: &[u8], a: &ActRow<'_>) -> f32 {
+    let mut acc = 0f32;
+    for (sb, blk) in row.chunks_exact(210).enumerate() {
+        let (ql, qh, scales, d) = (
+            &blk[..128],
+            &blk[128..192],
+            &blk[192..208],
+            f16_at(&blk[208..]),
+        );
+        let x = &a.qs[sb * 256..(sb + 1) * 256];
+        let mut sumi = 0i32;
+        for (g, &sc) in scales.iter().enumerate() {
+            let dot: i32 = (g * 16..g * 16 + 16)
+                .map(|e| q6_level(ql, qh, e) * i32::from(x[e]))
+                .sum();
+            let offset = 32 * i32::from(a.sums16[sb * 16 + g]);
+            sumi += i32::from(sc as i8) * (dot - offset);
+        }
+        acc += a.d[sb] * d * sumi as f32;
+    }
+    acc
+}
+
+/// Sum of two adjacent 16-value sums: the sum of 32-value block `b`.
+fn sum32(a: &ActRow<'_>, b: usize) -> i32 {
+    i32::from(a.sums16[2 * b]) + i32::from(a.sums16[2 * b + 1])
+}
+
+fn q4_0(row: &[u8], a: &ActRow<'_>) -> f32 {
+    let mut acc = 0f32;
+    for (b, blk) in row.chunks_exact(18).enumerate() {
+        let x = &a.qs[b * 32..(b + 1) * 32];
+        let dot: i32 = (0..16)
+            .map(|j| {
+                i32::from(blk[2 + j] & 0xF) * i32::from(x[j])
+                    + i32::from(blk[2 + j] >> 4) * i32::from(x[j + 16])
+            })
+            .sum();
+        acc += f16_at(blk) * a.d[b] * (dot - 8 * sum32(a, b)) as f32;
+    }
+    acc
+}
+
+fn q8_0(row: &[u8], a: &ActRow<'_>) -> f32 {
+    let mut acc = 0f32;
+    for (b, blk) in row.chunks_exact(34).enumerate() {
+        let x = &a.qs[b * 32..(b + 1) * 32];
+        let dot: i32 = blk[2..]
+            .iter()
+            .zip(x)
+            .map(|(&w, &v)| i32::from(w as i8) * i32::from(v))
+            .sum();
+        acc += f16_at(blk) * a.d[b] * dot as f32;
+    }
+    acc
+}
+
+fn nf4(row: &[u8], absmax: &[f32], a: &ActRow<'_>) -> f32 {
+    let mut acc = 0f32;
+    for (b, packed) in row.chunks_exact(16).enumerate() {
+        let x = &a.qs[b * 32..(b + 1) * 32];
+        let dot: i32 = packed
+            .iter()
+            .enumerate()
+            .map(|(i, &p)| {
+                i32::from(NF4_I8[usize::from(p >> 4)]) * i32::from(x[2 * i])
+                    + i32::from(NF4_I8[usize::from(p & 0xF)]) * i32::from(x[2 * i + 1])
+            })
+            .sum();
+        acc += absmax[b * 32 / NF4_BLOCK] / 127.0 * a.d[b] * dot as f32;
+    }
+    acc
+}

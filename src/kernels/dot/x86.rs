@@ -1,0 +1,330 @@
+//! AVX-512 VNNI dot kernels. Each call takes one weight row and up to [`TILE`] tokens:
+//! a row's blocks are unpacked into registers once and multiplied with every token.
+
+use super::super::activation::ActRow;
+use super::super::weights::{WeightType, NF4_BLOCK};
+use super::NF4_I8;
+use std::arch::x86_64::*;
+
+/// Whether this CPU has every feature the kernels use.
+pub fn supported() -> bool {
+    is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx512bw")
+        && is_x86_feature_detected!("avx512dq")
+        && is_x86_feature_detected!("avx512vnni")
+        && is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+        && is_x86_feature_detected!("f16c")
+}
+
+/// Tokens per kernel call.
+const TILE: usize = 4;
+
+/// `out[t] = row . acts[t]`, [`TILE`] tokens at a time.
+///
+/// # Safety
+/// The CPU must pass [`supported`]; `row`, `absmax` and every activation must have the
+/// lengths of one row of `ty` (checked by the caller).
+pub unsafe fn dot_rows(
+    ty: WeightType,
+    row: &[u8],
+    absmax: &[f32],
+    acts: &[ActRow<'_>],
+    out: &mut [f32],
+) {
+    let mut t = 0;
+    while t + TILE <= acts.len() {
+        tile::<TILE>(ty, row, absmax, &acts[t..t + TILE], &mut out[t..t + TILE]);
+        t += TILE;
+    }
+    for t in t..acts.len() {
+        tile::<1>(ty, row, absmax, &acts[t..t + 1], &mut out[t..t + 1]);
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vnni,avx2,fma,f16c")]
+unsafe fn tile<const T: usize>(
+    ty: WeightType,
+    row: &[u8],
+    absmax: &[f32],
+    acts: &[ActRow<'_>],
+    out: &mut [f32],
+) {
+    let k = acts[0].qs.len();
+    match ty {
+        WeightType::Q4K => q4_k::<T>(row, acts, out),
+        WeightType::Q6K => q6_k::<T>(row, acts, out),
+        WeightType::Q4_0 => blocks32::<T, Q4_0>(row, absmax, k, acts, out),
+        WeightType::Q8_0 => blocks32::<T, Q8_0>(row, absmax, k, acts, out),
+        WeightType::Nf4 => blocks32::<T, Nf4>(row, absmax, k, acts, out),
+    }
+}
+
+/// How far ahead of the block being read the weights are prefetched (bytes).
+const PREFETCH_DISTANCE: usize = 2048;
+
+/// Asks for the weight bytes [`PREFETCH_DISTANCE`] ahead of `p` (past the row's end they
+/// belong to the next row, which the task reads next); a hint, never a fault.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vnni,avx2,fma,f16c")]
+unsafe fn prefetch_ahead(p: *const u8) {
+    let ahead = p.wrapping_add(PREFETCH_DISTANCE);
+    _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
+    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64).cast());
+    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(128).cast());
+}
+
+/// The f16 at `p` (little-endian) as f32.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vnni,avx2,fma,f16c")]
+unsafe fn f16(p: *const u8) -> f32 {
+    let bits = u16::from_le_bytes([*p, *p.add(1)]);
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits))))
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vnni,avx2,fma,f16c")]
+unsafe fn hsum256(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
+}
+
+/// 32 16-bit lane indices: lanes `8 * g .. 8 * g + 8` pick element `first + g * 32 / per`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vnni,avx2,fma,f16c")]
+unsafe fn lane_index(first: i16, lanes_per_value: usize) -> __m512i {
+    let mut idx = [0i16; 32];
+    for (i, v) in idx.iter_mut().enumerate() {
+        *v = first + (i / lanes_per_value) as i16;
+    }
+    _mm512_loadu_si512(idx.as_ptr().cast())
+}
+
+/// The eight 6-bit scales and mins of a Q4_K block (ggml's `get_scale_min_k4` on all
+/// sub-blocks at once), each as eight bytes of a u64.
+#[inline]
+fn q4_k_scales(s: &[u8]) -> (u64, u64) {
+    const K1: u32 = 0x3f3f_3f3f;
+    const K2: u32 = 0x0f0f_0f0f;
+    const K3: u32 = 0x0303_0303;
+    let u = |i: usize| u32::from_le_bytes([s[4 * i], s[4 * i + 1], s[4 * i + 2], s[4 * i + 3]]);
+    let (u0, u1, u2) = (u(0), u(1), u(2));
+    let sc = (u0 & K1, (u2 & K2) | (((u0 >> 6) & K3) << 4));
+    let mn = (u1 & K1, ((u2 >> 4) & K2) | (((u1 >> 6) & K3) << 4));
+    (
+        u64::from(sc.0) | (u64::from(sc.1) << 32),
+        u64::from(mn.0) | (u64::from(mn.1) << 32),
+    )
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vnni,avx2,fma,f16c")]
+unsafe fn q4_k<const T: usize>(row: &[u8], acts: &[ActRow<'_>], out: &mut [f32]) {
+    let m4 = _mm512_set1_epi8(0x0F);
+    let idx = [0, 1, 2, 3].map(|p| lane_index(2 * p, 16));
+    let dup = _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+    let mut facc = [_mm512_setzero_ps(); T];
+    let mut macc = [_mm256_setzero_ps(); T];
+    for (sb, blk) in row.chunks_exact(144).enumerate() {
+        let p = blk.as_ptr();
+        prefetch_ahead(p);
+        let (d, dmin) = (f16(p), f16(p.add(2)));
+        let (sc, mn) = q4_k_scales(&blk[4..16]);
+        let sc16 = _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(sc as i64)));
+        let s = idx.map(|i| _mm512_permutexvar_epi16(i, sc16));
+        let mins = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(_mm_cvtsi64_si128(mn as i64), dup));
+        let a = _mm512_loadu_si512(p.add(16).cast());
+        let b = _mm512_loadu_si512(p.add(80).cast());
+        let (al, ah) = (
+            _mm512_and_si512(a, m4),
+            _mm512_and_si512(_mm512_srli_epi16::<4>(a), m4),
+        );
+        let (bl, bh) = (
+            _mm512_and_si512(b, m4),
+            _mm512_and_si512(_mm512_srli_epi16::<4>(b), m4),
+        );
+        // Sub-blocks 2p (low nibbles) and 2p+1 (high nibbles) side by side: values 64p..64p+64.
+        let w = [
+            _mm512_shuffle_i64x2::<0x44>(al, ah),
+            _mm512_shuffle_i64x2::<0xEE>(al, ah),
+            _mm512_shuffle_i64x2::<0x44>(bl, bh),
+            _mm512_shuffle_i64x2::<0xEE>(bl, bh),
+        ];
+        for t in 0..T {
+            let a = &acts[t];
+            let x = a.qs.as_ptr().add(sb * 256);
+            let mut acc = _mm512_setzero_si512();
+            for (j, (w, s)) in w.iter().zip(&s).enumerate() {
+                let xv = _mm512_loadu_si512(x.add(64 * j).cast());
+                acc = _mm512_dpwssd_epi32(acc, _mm512_maddubs_epi16(*w, xv), *s);
+            }
+            let dx = a.d[sb];
+            facc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), _mm512_set1_ps(d * dx), facc[t]);
+            let bs = _mm256_loadu_si256(a.sums16.as_ptr().add(sb * 16).cast());
+            let mm = _mm256_cvtepi32_ps(_mm256_madd_epi16(mins, bs));
+            macc[t] = _mm256_fmadd_ps(mm, _mm256_set1_ps(dmin * dx), macc[t]);
+        }
+    }
+    for t in 0..T {
+        out[t] = _mm512_reduce_add_ps(facc[t]) - hsum256(macc[t]);
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vnni,avx2,fma,f16c")]
+unsafe fn q6_k<const T: usize>(row: &[u8], acts: &[ActRow<'_>], out: &mut [f32]) {
+    let (m4, m2) = (_mm512_set1_epi8(0x0F), _mm512_set1_epi8(3));
+    let idx = [0, 1, 2, 3].map(|c| lane_index(4 * c, 8));
+    let mut facc = [_mm512_setzero_ps(); T];
+    for (sb, blk) in row.chunks_exact(210).enumerate() {
+        let p = blk.as_ptr();
+        prefetch_ahead(p);
+        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH_DISTANCE + 192).cast());
+        let d = f16(p.add(208));
+        let sc16y = _mm256_cvtepi8_epi16(_mm_loadu_si128(p.add(192).cast()));
+        let sc16 = _mm512_castsi256_si512(sc16y);
+        let s = idx.map(|i| _mm512_permutexvar_epi16(i, sc16));
+        let mut w = [_mm512_setzero_si512(); 4];
+        for n in 0..2 {
+            let l = _mm512_loadu_si512(p.add(64 * n).cast());
+            let h = _mm256_loadu_si256(p.add(128 + 32 * n).cast());
+            let hz = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(h), _mm256_srli_epi16::<2>(h));
+            let high = |v: __m512i| _mm512_slli_epi16::<4>(_mm512_and_si512(v, m2));
+            w[2 * n] = _mm512_or_si512(_mm512_and_si512(l, m4), high(hz));
+            w[2 * n + 1] = _mm512_or_si512(
+                _mm512_and_si512(_mm512_srli_epi16::<4>(l), m4),
+                high(_mm512_srli_epi16::<4>(hz)),
+            );
+        }
+        for t in 0..T {
+            let a = &acts[t];
+            let x = a.qs.as_ptr().add(sb * 256);
+            let mut acc = _mm512_setzero_si512();
+            for (c, (w, s)) in w.iter().zip(&s).enumerate() {
+                let xv = _mm512_loadu_si512(x.add(64 * c).cast());
+                acc = _mm512_dpwssd_epi32(acc, _mm512_maddubs_epi16(*w, xv), *s);
+            }
+            // The levels are stored +32: take 32 * scale * sum off each 16-value group.
+            let bs = _mm256_loadu_si256(a.sums16.as_ptr().add(sb * 16).cast());
+            let corr = _mm256_slli_epi32::<5>(_mm256_madd_epi16(sc16y, bs));
+            acc = _mm512_sub_epi32(acc, _mm512_inserti64x4::<0>(_mm512_setzero_si512(), corr));
+            let scale = _mm512_set1_ps(d * a.d[sb]);
+            facc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), scale, facc[t]);
+        }
+    }
+    for t in 0..T {
+        out[t] = _mm512_reduce_add_ps(facc[t]);
+    }
+}
+
+/// A 32-value-block weight type as 64 unsigned bytes at a time (levels plus the type's
+/// [`WeightType::lane_bias`], which the activations' lane offsets take off again).
+trait Unpack {
+    /// Bytes of weights per 64 values.
+    const STEP_BYTES: usize;
+    /// Values `64 * s .. 64 * s + 64` as unsigned levels, and the scales of their two
+    /// 32-value halves.
+    unsafe fn unpack(row: &[u8], absmax: &[f32], s: usize) -> (__m512i, f32, f32);
+}
+
+struct Q4_0;
+struct Q8_0;
+struct Nf4;
+
+impl Unpack for Q4_0 {
+    const STEP_BYTES: usize = 36;
+    #[inline(always)]
+    unsafe fn unpack(row: &[u8], _: &[f32], s: usize) -> (__m512i, f32, f32) {
+        let p = row.as_ptr().add(36 * s);
+        let v = _mm256_set_m128i(
+            _mm_loadu_si128(p.add(20).cast()),
+            _mm_loadu_si128(p.add(2).cast()),
+        );
+        let v = _mm512_castsi256_si512(v);
+        // [block 0, block 0, block 1, block 1], then low nibbles in lanes 0 and 2, high in 1 and 3.
+        let z = _mm512_shuffle_i64x2::<0x50>(v, v);
+        let four = 0x4_0004_0004_0004;
+        let shift = _mm512_set_epi64(four, four, 0, 0, four, four, 0, 0);
+        let w = _mm512_and_si512(_mm512_srlv_epi16(z, shift), _mm512_set1_epi8(0x0F));
+        (w, f16(p), f16(p.add(18)))
+    }
+}
+
+impl Unpack for Q8_0 {
+    const STEP_BYTES: usize = 68;
+    #[inline(always)]
+    unsafe fn unpack(row: &[u8], _: &[f32], s: usize) -> (__m512i, f32, f32) {
+        let p = row.as_ptr().add(68 * s);
+        let lo = _mm512_castsi256_si512(_mm256_loadu_si256(p.add(2).cast()));
+        let v = _mm512_inserti64x4::<1>(lo, _mm256_loadu_si256(p.add(36).cast()));
+        (
+            _mm512_xor_si512(v, _mm512_set1_epi8(-128)),
+            f16(p),
+            f16(p.add(34)),
+        )
+    }
+}
+
+impl Unpack for Nf4 {
+    const STEP_BYTES: usize = 32;
+    #[inline(always)]
+    unsafe fn unpack(row: &[u8], absmax: &[f32], s: usize) -> (__m512i, f32, f32) {
+        let table = NF4_I8.map(|v| (v as u8) ^ 0x80);
+        let table = _mm512_broadcast_i32x4(_mm_loadu_si128(table.as_ptr().cast()));
+        let u = _mm512_cvtepu8_epi16(_mm256_loadu_si256(row.as_ptr().add(32 * s).cast()));
+        // High nibble (the first value of a pair) to the low byte of each 16-bit lane.
+        let low = _mm512_slli_epi16::<8>(_mm512_and_si512(u, _mm512_set1_epi16(0x0F)));
+        let codes = _mm512_or_si512(_mm512_srli_epi16::<4>(u), low);
+        let w = _mm512_shuffle_epi8(table, codes);
+        let scale = |v: usize| absmax[v / NF4_BLOCK] * (1.0 / 127.0);
+        (w, scale(64 * s), scale(64 * s + 32))
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vnni,avx2,fma,f16c")]
+unsafe fn blocks32<const T: usize, U: Unpack>(
+    row: &[u8],
+    absmax: &[f32],
+    k: usize,
+    acts: &[ActRow<'_>],
+    out: &mut [f32],
+) {
+    let mut facc = [_mm512_setzero_ps(); T];
+    for s in 0..k / 64 {
+        prefetch_ahead(row.as_ptr().wrapping_add(U::STEP_BYTES * s));
+        let (w, w0, w1) = U::unpack(row, absmax, s);
+        let wscale = _mm512_insertf32x8::<1>(_mm512_set1_ps(w0), _mm256_set1_ps(w1));
+        for t in 0..T {
+            let a = &acts[t];
+            let x = _mm512_loadu_si512(a.qs.as_ptr().add(64 * s).cast());
+            // Starting from -bias * (lane sums) leaves the dot of the true levels.
+            let offset = _mm512_loadu_si512(a.lane_offset.as_ptr().add(16 * s).cast());
+            let dot = _mm512_dpbusd_epi32(offset, w, x);
+            let dx = _mm512_loadu_ps(a.lane_d.as_ptr().add(16 * s));
+            facc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(wscale, dx), facc[t]);
+        }
+    }
+    for t in 0..T {
+        out[t] = _mm512_reduce_add_ps(facc[t]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::ggml::get_scale_min_k4;
+
+    #[test]
+    fn q4_k_scales_match_get_scale_min_k4() {
+        let mut s = [0u8; 12];
+        for seed in 0..50u32 {
+            for (i, b) in s.iter_mut().enumerate() {
+                *b = (seed.wrapping_mul(2_654_435_761).rotate_left(i as u32 * 3) >> 5) as u8;
+            }
+            let (sc, mn) = q4_k_scales(&s);
+            for j in 0..8 {
+                let (a, b) = get_scale_min_k4(j, &s);
+                assert_eq!(((sc >> (8 * j)) as u8, (mn >> (8 * j)) as u8), (a, b));
+            }
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! The ceilings kernel figures are compared with, measured in the same run: read
+//! bandwidth from memory (a buffer larger than the last-level cache, all threads) and the
+//! int8 multiply-accumulate peak (`vpdpbusd` chains on all threads). Also the process's
+//! resident-memory counters, for the peak memory of each strategy.
+
+use super::Isa;
+use rayon::prelude::*;
+use std::time::Instant;
+
+/// Size of the last-level (L3) cache from sysfs; 32 MiB when unknown.
+pub fn l3_cache_bytes() -> u64 {
+    let base = std::path::Path::new("/sys/devices/system/cpu/cpu0/cache");
+    let read = |p: std::path::PathBuf| std::fs::read_to_string(p).ok();
+    (0..8)
+        .filter_map(|i| {
+            let dir = base.join(format!("index{i}"));
+            (read(dir.join("level"))?.trim() == "3").then(|| read(dir.join("size")))?
+        })
+        .filter_map(|s| parse_cache_size(s.trim()))
+        .max()
+        .unwrap_or(32 << 20)
+}
+
+/// `"260M"`, `"266240K"`, `"1024"` -> bytes.
+fn parse_cache_size(s: &str) -> Option<u64> {
+    let (num, mul) = match s.as_bytes().last()? {
+        b'K' => (&s[..s.len() - 1], 1 << 10),
+        b'M' => (&s[..s.len() - 1], 1 << 20),
+        b'G' => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    num.parse::<u64>().ok().map(|n| n * mul)
+}
+
+/// Median of `samples` (sorted in place).
+pub fn median(samples: &mut [f64]) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2]
+}
+
+/// Read bandwidth in GB/s over a `bytes` buffer, all threads of the current pool,
+/// median of `reps` passes.
+pub fn read_bandwidth_gbs(bytes: usize, reps: usize) -> f64 {
+    let buf = vec![1u64; bytes / 8];
+    let mut times: Vec<f64> = (0..reps.max(1))
+        .map(|_| {
+            let t0 = Instant::now();
+            let sum: u64 = buf
+                .par_chunks(1 << 16)
+                .map(|c| c.iter().fold(0u64, |a, &b| a.wrapping_add(b)))
+                .sum();
+            std::hint::black_box(sum);
+            t0.elapsed().as_secs_f64()
+        })
+        .collect();
+    (buf.len() * 8) as f64 / median(&mut times) / 1e9
+}
+
+/// int8 multiply-accumulate peak in GOP/s (2 ops per multiply-add) on all threads of the
+/// current pool; `None` where the ISA has no int8 dot instruction.
+pub fn int8_peak_gops(isa: Isa, reps: usize) -> Option<f64> {
+    match isa {
+        Isa::Scalar => None,
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni => {
+            const ITERS: usize = 2_000_000;
+            let mut times: Vec<f64> = (0..reps.max(1))
+                .map(|_| {
+                    let t0 = Instant::now();
+                    // SAFETY: `Avx512Vnni` is only available where the CPU supports it.
+                    let r: Vec<i32> = rayon::broadcast(|_| unsafe { vnni_chain(ITERS) });
+                    std::hint::black_box(r);
+                    t0.elapsed().as_secs_f64()
+                })
+                .collect();
+            let ops = (rayon::current_num_threads() * ITERS * VNNI_CHAINS * 64 * 2) as f64;
+            Some(ops / median(&mut times) / 1e9)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        Isa::Avx512Vnni => None,
+    }
+}
+
+/// Independent `vpdpbusd` chains: enough to cover the instruction's latency.
+const VNNI_CHAINS: usize = 12;
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn vnni_chain(iters: usize) -> i32 {
+    use std::arch::x86_64::*;
+    let a = _mm512_set1_epi8(3);
+    let b = _mm512_set1_epi8(-2);
+    let mut acc = [_mm512_setzero_si512(); VNNI_CHAINS];
+    for _ in 0..iters {
+        for v in acc.iter_mut() {
+            *v = _mm512_dpbusd_epi32(*v, a, b);
+        }
+    }
+    acc.iter()
+        .fold(0, |s, v| s.wrapping_add(_mm512_reduce_add_epi32(*v)))
+}
+
+/// A field of `/proc/self/status` in bytes (`VmRSS`, `VmHWM`); `None` off Linux.
+fn status_bytes(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    let kb: u64 = line[field.len() + 1..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
+
+/// Resident set size now.
+pub fn rss_bytes() -> Option<u64> {
+    status_bytes("VmRSS")
+}
+
+/// Peak resident set size since start or the last [`reset_peak_rss`].
+pub fn peak_rss_bytes() -> Option<u64> {
+    status_bytes("VmHWM")
+}
+
+/// Resets the peak resident set size to the current one (Linux `clear_refs` 5).
+pub fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_sizes_parse() {
+        assert_eq!(parse_cache_size("260M"), Some(260 << 20));
+        assert_eq!(parse_cache_size("48K"), Some(48 << 10));
+        assert_eq!(parse_cache_size("1024"), Some(1024));
+        assert_eq!(parse_cache_size("x"), None);
+        assert!(l3_cache_bytes() >= 1 << 20);
+    }
+
+    #[test]
+    fn ceilings_are_positive_and_median_is_the_middle() {
+        assert!(read_bandwidth_gbs(8 << 20, 2) > 0.1);
+        assert_eq!(int8_peak_gops(Isa::Scalar, 1), None);
+        if Isa::available().contains(&Isa::Avx512Vnni) {
+            assert!(int8_peak_gops(Isa::Avx512Vnni, 1).unwrap() > 1.0);
+        }
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
+    }
+
+    #[test]
+    fn resident_memory_counters_see_a_large_allocation() {
+        let (Some(before), true) = (rss_bytes(), reset_peak_rss()) else {
+            return; // not Linux, or clear_refs is not writable here
+        };
+        let v = vec![1u8; 64 << 20];
+        std::hint::black_box(&v);
+        assert!(peak_rss_bytes().unwrap() >= before + (60 << 20));
+    }
+}

@@ -1,0 +1,298 @@
+//! Quantized weight matrices as the kernels read them: `n` rows of `k` values in ggml's
+//! block layout (Q4_K, Q6_K, Q8_0, Q4_0) or bitsandbytes' NF4 layout (packed codes,
+//! first value of a pair in the high nibble, one f32 absmax per block).
+
+use crate::formats::ggml_type::GgmlType;
+use crate::formats::{TensorSource, TensorType};
+use crate::quant::bnb::{self, FourBit};
+use crate::quant::ggml::{codec, Codec};
+use crate::{bail_invalid, invalid};
+use anyhow::Result;
+use rayon::prelude::*;
+
+/// A weight type the GEMM kernels take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WeightType {
+    /// ggml Q4_K: 256-value super-blocks, 6-bit scales and mins, 4.5 bits per weight.
+    Q4K,
+    /// ggml Q6_K: 256-value super-blocks, 8-bit scales per 16 values, 6.5625 bits.
+    Q6K,
+    /// ggml Q8_0: 32-value blocks, f16 scale, 8.5 bits.
+    Q8_0,
+    /// ggml Q4_0: 32-value blocks, f16 scale, 4.5 bits.
+    Q4_0,
+    /// bitsandbytes NF4 with an f32 absmax per block (64 by default), 4.5 bits at 64.
+    Nf4,
+}
+
+impl WeightType {
+    /// Every type, in the order the CLI lists them.
+    pub const ALL: [WeightType; 5] = [Self::Q4K, Self::Q6K, Self::Q8_0, Self::Q4_0, Self::Nf4];
+
+    /// Parses a CLI name (`q4_k`, `Q6_K`, `nf4`, ...).
+    pub fn parse(name: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|t| t.name().eq_ignore_ascii_case(name))
+            .ok_or_else(|| {
+                invalid!("unknown --type {name:?}: bench-gemm takes q4_k, q6_k, q8_0, q4_0, nf4")
+            })
+    }
+
+    /// Lower-case name, as the CLI and the JSON report spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Q4K => "q4_k",
+            Self::Q6K => "q6_k",
+            Self::Q8_0 => "q8_0",
+            Self::Q4_0 => "q4_0",
+            Self::Nf4 => "nf4",
+        }
+    }
+
+    /// The ggml codec of a ggml type; `None` for NF4.
+    pub fn ggml_codec(self) -> Option<&'static Codec> {
+        let id = match self {
+            Self::Q4K => 12,
+            Self::Q6K => 14,
+            Self::Q8_0 => 8,
+            Self::Q4_0 => 2,
+            Self::Nf4 => return None,
+        };
+        codec(id)
+    }
+
+    /// The ggml type, if it is one.
+    pub fn ggml_type(self) -> Option<GgmlType> {
+        self.ggml_codec().and_then(|c| GgmlType::from_id(c.type_id))
+    }
+
+    /// Values per block of the weight format (NF4: the default 64).
+    pub fn block_size(self) -> usize {
+        self.ggml_codec().map_or(NF4_BLOCK, |c| c.block_size)
+    }
+
+    /// The offset the 32-value-block SIMD kernels add to make this type's levels unsigned
+    /// (Q4_0 levels are stored +8; Q8_0 values and NF4 table entries are shifted by 128);
+    /// `None` for the k-quants, which correct with the activation sums instead.
+    pub fn lane_bias(self) -> Option<i32> {
+        match self {
+            Self::Q4_0 => Some(8),
+            Self::Q8_0 | Self::Nf4 => Some(128),
+            Self::Q4K | Self::Q6K => None,
+        }
+    }
+
+    /// Values per block of the 8-bit activations the fused kernels pair with this type.
+    pub fn activation_block(self) -> usize {
+        match self {
+            Self::Q4K | Self::Q6K => 256,
+            _ => 32,
+        }
+    }
+}
+
+/// The NF4 block size the kernels and random weights use.
+pub const NF4_BLOCK: usize = 64;
+
+/// A quantized `n x k` weight matrix, row-major (row `r` holds output `r`'s weights).
+#[derive(Clone)]
+pub struct QuantMatrix {
+    /// Weight type.
+    pub ty: WeightType,
+    /// Output rows.
+    pub n: usize,
+    /// Values per row (inner dimension).
+    pub k: usize,
+    /// Block bytes (ggml) or packed NF4 codes, rows one after another.
+    pub data: Vec<u8>,
+    /// NF4 only: one absmax per block, rows one after another.
+    pub absmax: Vec<f32>,
+}
+
+impl QuantMatrix {
+    /// Checks that `k` is a whole number of blocks, of activation blocks and of the 64
+    /// values the SIMD kernels take at a time.
+    pub fn check_shape(ty: WeightType, n: usize, k: usize) -> Result<()> {
+        let b = ty.block_size().max(ty.activation_block()).max(64);
+        if n == 0 || k == 0 || !k.is_multiple_of(b) {
+            bail_invalid!(
+                "{}: --k must be a positive multiple of {b} and --n positive (got k={k}, n={n})",
+                ty.name()
+            );
+        }
+        Ok(())
+    }
+
+    /// Quantizes `w` (`n * k` values, row-major) with our bit-exact codecs, rows in parallel.
+    pub fn quantize(ty: WeightType, w: &[f32], n: usize, k: usize) -> Result<Self> {
+        Self::check_shape(ty, n, k)?;
+        assert_eq!(w.len(), n * k, "weights must hold n * k values");
+        let row_bytes = Self::row_bytes_of(ty, k);
+        let mut data = vec![0u8; n * row_bytes];
+        let mut absmax = Vec::new();
+        match ty.ggml_codec() {
+            Some(c) => data
+                .par_chunks_mut(row_bytes)
+                .zip(w.par_chunks(k))
+                .for_each(|(dst, src)| (c.quantize_row)(src, dst, None)),
+            None => {
+                absmax = vec![0f32; n * k / NF4_BLOCK];
+                data.par_chunks_mut(row_bytes)
+                    .zip(absmax.par_chunks_mut(k / NF4_BLOCK))
+                    .zip(w.par_chunks(k))
+                    .for_each(|((dst, am), src)| {
+                        bnb::quantize_4bit_into(FourBit::Nf4, src, NF4_BLOCK, dst, am)
+                    });
+            }
+        }
+        Ok(QuantMatrix {
+            ty,
+            n,
+            k,
+            data,
+            absmax,
+        })
+    }
+
+    /// Seeded random weights, roughly N(0, 0.02) with a few larger values per row, quantized.
+    pub fn random(ty: WeightType, n: usize, k: usize, seed: u64) -> Result<Self> {
+        Self::check_shape(ty, n, k)?;
+        let mut w = vec![0f32; n * k];
+        w.par_chunks_mut(k).enumerate().for_each(|(r, row)| {
+            let mut rng = crate::kv::prng::SplitMix64::new(seed ^ (r as u64).wrapping_mul(0x9e37));
+            for v in row.iter_mut() {
+                *v = (rng.next_gaussian() * 0.02) as f32;
+            }
+            let outlier = rng.next_below(k as u64) as usize;
+            row[outlier] *= 8.0;
+        });
+        Self::quantize(ty, &w, n, k)
+    }
+
+    /// Takes a 2-D tensor from a GGUF, safetensors or QNAT file: kept byte for byte when it
+    /// already has type `ty` (ggml types), otherwise decoded to f32 and quantized.
+    pub fn from_tensor(src: &TensorSource, name: &str, ty: WeightType) -> Result<Self> {
+        let t = src
+            .tensors
+            .iter()
+            .find(|t| t.name == name)
+            .ok_or_else(|| invalid!("no tensor named {name:?} in {}", src.path.display()))?;
+        let [n, k] = t.shape[..] else {
+            bail_invalid!(
+                "tensor {name:?} has shape {:?}; bench-gemm needs 2-D",
+                t.shape
+            );
+        };
+        let (n, k) = (n as usize, k as usize);
+        Self::check_shape(ty, n, k)?;
+        let bytes = src.data(t);
+        if ty.ggml_type().is_some_and(|g| t.ty == TensorType::Ggml(g)) {
+            return Ok(QuantMatrix {
+                ty,
+                n,
+                k,
+                data: bytes.to_vec(),
+                absmax: Vec::new(),
+            });
+        }
+        if !crate::quant::can_decode(t.ty) {
+            bail_invalid!("tensor {name:?} has type {}, which cannot be decoded", t.ty);
+        }
+        let mut w = vec![0f32; n * k];
+        crate::quant::decode(t.ty, bytes, &mut w)?;
+        Self::quantize(ty, &w, n, k)
+    }
+
+    /// Bytes of one row of type `ty` with `k` values.
+    pub fn row_bytes_of(ty: WeightType, k: usize) -> usize {
+        match ty.ggml_codec() {
+            Some(c) => k / c.block_size * c.type_size,
+            None => k / 2,
+        }
+    }
+
+    /// Bytes of one row.
+    pub fn row_bytes(&self) -> usize {
+        Self::row_bytes_of(self.ty, self.k)
+    }
+
+    /// Row `r`'s block bytes (or packed codes).
+    pub fn row(&self, r: usize) -> &[u8] {
+        let rb = self.row_bytes();
+        &self.data[r * rb..(r + 1) * rb]
+    }
+
+    /// Row `r`'s NF4 absmax values (empty for ggml types).
+    pub fn row_absmax(&self, r: usize) -> &[f32] {
+        match self.ty {
+            WeightType::Nf4 => {
+                let per_row = self.k / NF4_BLOCK;
+                &self.absmax[r * per_row..(r + 1) * per_row]
+            }
+            _ => &[],
+        }
+    }
+
+    /// Bytes the quantized matrix occupies (codes plus absmax).
+    pub fn bytes(&self) -> u64 {
+        (self.data.len() + self.absmax.len() * 4) as u64
+    }
+
+    /// Dequantizes rows `rows` into `out` (`rows.len() * k` values), exactly as the codecs do.
+    pub fn dequantize_rows(&self, rows: std::ops::Range<usize>, out: &mut [f32]) {
+        assert_eq!(out.len(), rows.len() * self.k);
+        for (r, dst) in rows.zip(out.chunks_mut(self.k)) {
+            match self.ty.ggml_codec() {
+                Some(c) => (c.dequantize)(self.row(r), dst),
+                None => bnb::dequantize_4bit(
+                    FourBit::Nf4,
+                    self.row(r),
+                    self.row_absmax(r),
+                    NF4_BLOCK,
+                    self.k,
+                    dst,
+                ),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_names_and_shapes() {
+        for t in WeightType::ALL {
+            assert_eq!(WeightType::parse(&t.name().to_uppercase()).unwrap(), t);
+        }
+        let err = WeightType::parse("q5_k").unwrap_err();
+        assert_eq!(crate::error::exit_code(&err), 2);
+        assert!(QuantMatrix::check_shape(WeightType::Q4K, 4, 128).is_err());
+        assert!(QuantMatrix::check_shape(WeightType::Q4_0, 4, 64).is_ok());
+        assert!(QuantMatrix::check_shape(WeightType::Q4_0, 4, 96).is_err());
+        assert!(QuantMatrix::check_shape(WeightType::Nf4, 4, 32).is_err());
+        assert!(QuantMatrix::check_shape(WeightType::Q8_0, 0, 32).is_err());
+    }
+
+    #[test]
+    fn random_weights_have_the_codec_sizes_and_decode_close() {
+        for ty in WeightType::ALL {
+            let (n, k) = (3, 512);
+            let m = QuantMatrix::random(ty, n, k, 7).unwrap();
+            assert_eq!(m.row_bytes() * n, m.data.len());
+            let bpw = m.bytes() as f64 * 8.0 / (n * k) as f64;
+            let expect = match ty {
+                WeightType::Q4K | WeightType::Q4_0 | WeightType::Nf4 => 4.5,
+                WeightType::Q6K => 6.5625,
+                WeightType::Q8_0 => 8.5,
+            };
+            assert!((bpw - expect).abs() < 1e-9, "{ty:?} {bpw}");
+            let mut out = vec![0f32; n * k];
+            m.dequantize_rows(0..n, &mut out);
+            let rms = (out.iter().map(|v| v * v).sum::<f32>() / out.len() as f32).sqrt();
+            assert!(rms > 0.015 && rms < 0.04, "{ty:?} rms {rms}");
+        }
+    }
+}
