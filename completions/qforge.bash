@@ -97,7 +97,7 @@ _qforge() {
             return 0
             ;;
         qforge__subcmd__bench__subcmd__gemm)
-            opts="-v -h -V --type --m --k --n --threads --weights --tensor --reps --json --verbose --help --version"
+            opts="-v -h -V --type --m --k --n --threads --weights --tensor --reps --backends --isa --json --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -132,6 +132,14 @@ _qforge() {
                     return 0
                     ;;
                 --reps)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --backends)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --isa)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

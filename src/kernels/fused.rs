@@ -98,6 +98,37 @@ mod tests {
         }
     }
 
+    /// The ggml reference bytes of `fixtures/golden/ggml` (64 rows of 512, outlier, zero
+    /// and constant rows among them) as weights: every ISA against the f64 reference.
+    #[test]
+    fn fused_on_ggml_golden_blocks() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/golden/ggml");
+        for (ty, file) in [
+            (WeightType::Q4K, "Q4_K"),
+            (WeightType::Q6K, "Q6_K"),
+            (WeightType::Q8_0, "Q8_0"),
+            (WeightType::Q4_0, "Q4_0"),
+            (WeightType::Q4K, "Q4_K.imatrix"),
+        ] {
+            let data = std::fs::read(dir.join(format!("{file}.bin"))).unwrap();
+            let w = Arc::new(QuantMatrix {
+                ty,
+                n: 64,
+                k: 512,
+                data,
+                absmax: Vec::new(),
+            });
+            assert_eq!(w.data.len(), 64 * w.row_bytes(), "{file}");
+            let x = activations(9, 512);
+            let want = reference_matmul(&w, &x);
+            for isa in Isa::available() {
+                let mut y = vec![f32::NAN; 9 * 64];
+                Fused::new(w.clone(), isa).matmul(&x, &mut y).unwrap();
+                assert_close(&w, &x, &y, &want, &format!("golden {file} {isa:?}"));
+            }
+        }
+    }
+
     #[test]
     fn simd_and_scalar_agree_to_rounding() {
         let isas = Isa::available();

@@ -1,0 +1,172 @@
+//! `qforge bench-gemm` end to end: the JSON report on a small random matrix and on a
+//! tensor of a fixture, the human table, and bad arguments (exit 2, one line).
+
+mod common;
+use common::*;
+
+/// Small shapes, one repetition: a correctness run of every strategy, not a benchmark.
+fn small(extra: &[&str]) -> serde_json::Value {
+    let mut args = vec![
+        "bench-gemm",
+        "--m",
+        "1,5",
+        "--reps",
+        "1",
+        "--threads",
+        "2",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    json(&qforge(&args))
+}
+
+#[test]
+fn json_report_for_every_type_and_strategy() {
+    for ty in ["q4_k", "q6_k", "q8_0", "q4_0", "nf4"] {
+        let r = small(&["--type", ty, "--k", "512", "--n", "96"]);
+        assert_eq!(r["schema"], 1);
+        assert_eq!(r["weight_type"], ty);
+        assert_eq!((r["n"].as_u64(), r["k"].as_u64()), (Some(96), Some(512)));
+        assert_eq!(r["weights"], "random");
+        assert_eq!(r["threads"], 2);
+        let bpw = r["bits_per_weight"].as_f64().unwrap();
+        let want = match ty {
+            "q6_k" => 6.5625,
+            "q8_0" => 8.5,
+            _ => 4.5,
+        };
+        assert!((bpw - want).abs() < 1e-9, "{ty}: {bpw}");
+        assert!(r["roofline"]["bandwidth_gbs"].as_f64().unwrap() > 0.0);
+        assert!(r["roofline"]["l3_cache_bytes"].as_u64().unwrap() > 0);
+        let backends: Vec<&str> = r["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["backend"].as_str().unwrap())
+            .collect();
+        let results = r["results"].as_array().unwrap();
+        if ty == "nf4" {
+            assert_eq!(backends, ["fused", "lazy-dequant", "eager-dequant"]);
+            assert_eq!(r["skipped"][0]["backend"], "candle");
+            assert!(r["skipped"][0]["reason"].as_str().unwrap().contains("NF4"));
+        } else {
+            assert_eq!(
+                backends,
+                ["candle", "fused", "lazy-dequant", "eager-dequant"]
+            );
+        }
+        assert_eq!(results.len(), backends.len() * 2);
+        for m in results {
+            let name = m["backend"].as_str().unwrap();
+            let ms = m["median_ms"].as_f64().unwrap();
+            assert!(
+                ms > 0.0 && m["min_ms"].as_f64().unwrap() <= ms,
+                "{ty} {name}"
+            );
+            let tokens = m["m"].as_u64().unwrap() as f64;
+            let gflops = 2.0 * tokens * 96.0 * 512.0 / (ms * 1e-3) / 1e9;
+            assert!((m["gflops"].as_f64().unwrap() / gflops - 1.0).abs() < 1e-9);
+            // 8-bit activations cost about 1% (more with the outliers); f32 GEMM is exact
+            // to rounding.
+            let err = m["rel_err"].as_f64().unwrap();
+            let limit = if name.ends_with("dequant") {
+                1e-5
+            } else {
+                0.05
+            };
+            assert!(err < limit, "{ty} {name}: rel_err {err}");
+            assert_eq!(m["speedup_vs_candle"].is_null(), ty == "nf4", "{ty} {name}");
+        }
+        for b in r["backends"].as_array().unwrap() {
+            let copies = b["copies"].as_u64().unwrap();
+            let bytes = b["weight_bytes"].as_u64().unwrap();
+            // Enough copies to exceed the cache, at least 128 MiB (capped at 64 copies).
+            assert!(copies == 64 || copies * bytes >= 128 << 20, "{b}");
+        }
+    }
+}
+
+#[test]
+fn weights_from_a_fixture_tensor_and_the_text_table() {
+    let path = fixture("tiny-llama.safetensors");
+    let r = json(&qforge(&[
+        "bench-gemm",
+        "--type",
+        "q4_0",
+        "--weights",
+        path.to_str().unwrap(),
+        "--tensor",
+        "model.layers.0.mlp.up_proj.weight",
+        "--m",
+        "1",
+        "--reps",
+        "1",
+        "--backends",
+        "fused,eager-dequant",
+        "--isa",
+        "scalar",
+        "--json",
+    ]));
+    assert!(r["weights"]
+        .as_str()
+        .unwrap()
+        .ends_with(":model.layers.0.mlp.up_proj.weight"));
+    assert_eq!(r["isa"], "scalar");
+    assert_eq!(r["roofline"]["int8_peak_gops"], serde_json::Value::Null);
+    assert_eq!(r["results"].as_array().unwrap().len(), 2);
+    assert!(r["results"][0]["rel_err"].as_f64().unwrap() < 0.05);
+
+    let out = qforge(&[
+        "bench-gemm",
+        "--type",
+        "q8_0",
+        "--k",
+        "256",
+        "--n",
+        "64",
+        "--m",
+        "2",
+        "--reps",
+        "1",
+        "--backends",
+        "fused",
+    ]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with("bench-gemm q8_0 n=64 k=256"), "{text}");
+    assert!(text.contains("roofline: read bandwidth"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("fused") && l.split_whitespace().nth(1) == Some("2")),
+        "{text}"
+    );
+}
+
+#[test]
+fn bad_arguments_exit_2_with_one_line() {
+    let cases: [&[&str]; 8] = [
+        &["--type", "q5_k"],
+        &["--type", "q4_k", "--k", "100", "--n", "8"],
+        &["--type", "q4_0", "--k", "96", "--n", "8"],
+        &["--m", "0"],
+        &["--reps", "0"],
+        &["--backends", "fused,mkl"],
+        &["--isa", "neon"],
+        &[
+            "--weights",
+            "fixtures/tiny-llama.safetensors",
+            "--tensor",
+            "no.such.tensor",
+        ],
+    ];
+    for extra in cases {
+        // Every case fails before any weights are built (the default shape is large).
+        let mut args = vec!["bench-gemm"];
+        args.extend_from_slice(extra);
+        let out = qforge(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{extra:?}: {stderr}");
+        assert!(stderr.starts_with("error: "), "{extra:?}: {stderr}");
+    }
+}
