@@ -145,6 +145,11 @@ pub fn run(args: &BenchGemmArgs) -> Result<()> {
             );
         }
     }
+    // candle runs its own thread pool, sized by CANDLE_NUM_THREADS: give it ours.
+    if let (Some(t), None) = (args.threads, std::env::var_os("CANDLE_NUM_THREADS")) {
+        // SAFETY: set before any other thread of this process reads the environment.
+        unsafe { std::env::set_var("CANDLE_NUM_THREADS", t.to_string()) };
+    }
     let report = pipeline::with_threads(args.threads, || bench(args, ty, isa))??;
     if args.json {
         print_json(&report)

@@ -6,7 +6,7 @@
 
 use super::activation::{ActRow, Activations};
 use super::dot::{dot_rows, Isa};
-use super::{GemmBackend, QuantMatrix, SharedOut};
+use super::{GemmBackend, QuantMatrix, SharedOut, WeightType};
 use anyhow::Result;
 use rayon::prelude::*;
 use std::sync::Arc;
@@ -14,16 +14,49 @@ use std::sync::Arc;
 /// Tokens whose activations a task keeps hot while it walks its rows.
 const TOKEN_GROUP: usize = 16;
 
+/// How the fused backend holds its weights.
+enum Layout {
+    /// ggml / bitsandbytes rows, as read from the file.
+    Rows(Arc<QuantMatrix>),
+    /// Q4_K in 16-row tiles (AVX-512 VNNI only).
+    #[cfg(target_arch = "x86_64")]
+    Tiled(super::tiled::TiledQ4K),
+}
+
 /// Fused quantized GEMM/GEMV over one weight matrix.
 pub struct Fused {
-    w: Arc<QuantMatrix>,
+    ty: WeightType,
+    n: usize,
+    k: usize,
+    layout: Layout,
     isa: Isa,
 }
 
 impl Fused {
-    /// A fused backend over `w` running on `isa`.
+    /// A fused backend over `w` running on `isa`; Q4_K with a multiple of 16 rows is
+    /// repacked into tiles on AVX-512 VNNI (and the rows are then dropped).
     pub fn new(w: Arc<QuantMatrix>, isa: Isa) -> Self {
-        Fused { w, isa }
+        let (ty, n, k) = (w.ty, w.n, w.k);
+        #[cfg(target_arch = "x86_64")]
+        let layout = if isa == Isa::Avx512Vnni && super::tiled::TiledQ4K::fits(&w) {
+            Layout::Tiled(super::tiled::TiledQ4K::new(&w))
+        } else {
+            Layout::Rows(w)
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let layout = Layout::Rows(w);
+        Fused {
+            ty,
+            n,
+            k,
+            layout,
+            isa,
+        }
+    }
+
+    /// Whether the weights are held as 16-row tiles.
+    pub fn is_tiled(&self) -> bool {
+        !matches!(self.layout, Layout::Rows(_))
     }
 }
 
@@ -33,22 +66,40 @@ impl GemmBackend for Fused {
     }
 
     fn weight_bytes(&self) -> u64 {
-        self.w.bytes()
+        match &self.layout {
+            Layout::Rows(w) => w.bytes(),
+            #[cfg(target_arch = "x86_64")]
+            Layout::Tiled(t) => t.bytes(),
+        }
     }
 
     fn scratch_bytes(&self, m: usize) -> u64 {
-        let k = self.w.k as u64;
-        let block = self.w.ty.activation_block() as u64;
-        m as u64 * (k + k / block * 4 + k / 16 * 2)
+        let k = self.k as u64;
+        let block = self.ty.activation_block() as u64;
+        let lanes = if self.ty.lane_bias().is_some() {
+            k / 4 * 8
+        } else {
+            0
+        };
+        m as u64 * (k + k / block * 4 + k / 16 * 2 + lanes)
     }
 
     fn matmul(&self, x: &[f32], y: &mut [f32]) -> Result<()> {
-        let (n, k) = (self.w.n, self.w.k);
+        let (n, k) = (self.n, self.k);
         assert!(
             x.len().is_multiple_of(k) && y.len() == x.len() / k * n,
             "x is m x k, y is m x n"
         );
-        let acts = Activations::for_weights(x, k, self.w.ty);
+        let acts = Activations::for_weights(x, k, self.ty);
+        let w = match &self.layout {
+            Layout::Rows(w) => w,
+            #[cfg(target_arch = "x86_64")]
+            Layout::Tiled(t) => {
+                // SAFETY: tiles are only built for `Isa::Avx512Vnni`, which is detected.
+                unsafe { super::tiled::matmul(t, &acts, y) };
+                return Ok(());
+            }
+        };
         let tokens: Vec<ActRow<'_>> = (0..acts.tokens()).map(|t| acts.token(t)).collect();
         let m = tokens.len();
         // Enough tasks to balance the threads, few enough to keep per-task overhead small.
@@ -62,7 +113,7 @@ impl GemmBackend for Fused {
                 for (g, group) in tokens.chunks(TOKEN_GROUP).enumerate() {
                     for r in rows.clone() {
                         let dots = &mut dots[..group.len()];
-                        dot_rows(self.isa, &self.w, r, group, dots);
+                        dot_rows(self.isa, w, r, group, dots);
                         for (i, &v) in dots.iter().enumerate() {
                             let t = g * TOKEN_GROUP + i;
                             // SAFETY: `t < m`, `r < n`, and each (t, r) is written by the one
@@ -78,21 +129,24 @@ impl GemmBackend for Fused {
 
 #[cfg(test)]
 mod tests {
+    use super::super::reference_matmul;
     use super::super::test_support::{activations, assert_close};
-    use super::super::{reference_matmul, WeightType};
     use super::*;
 
     #[test]
     fn fused_matches_the_f64_reference_on_every_isa_and_token_count() {
         for ty in WeightType::ALL {
-            let w = Arc::new(QuantMatrix::random(ty, 70, 512, 5).unwrap());
-            for m in [1, 5, 21] {
-                let x = activations(m, 512);
-                let want = reference_matmul(&w, &x);
-                for isa in Isa::available() {
-                    let mut y = vec![f32::NAN; m * 70];
-                    Fused::new(w.clone(), isa).matmul(&x, &mut y).unwrap();
-                    assert_close(&w, &x, &y, &want, &format!("{ty:?} {isa:?} m={m}"));
+            // 70 rows: the row kernels; 48: Q4_K in tiles on AVX-512.
+            for n in [70, 48] {
+                let w = Arc::new(QuantMatrix::random(ty, n, 512, 5).unwrap());
+                for m in [1, 5, 21] {
+                    let x = activations(m, 512);
+                    let want = reference_matmul(&w, &x);
+                    for isa in Isa::available() {
+                        let mut y = vec![f32::NAN; m * n];
+                        Fused::new(w.clone(), isa).matmul(&x, &mut y).unwrap();
+                        assert_close(&w, &x, &y, &want, &format!("{ty:?} {isa:?} n={n} m={m}"));
+                    }
                 }
             }
         }
@@ -132,20 +186,30 @@ mod tests {
     #[test]
     fn simd_and_scalar_agree_to_rounding() {
         let isas = Isa::available();
-        for ty in WeightType::ALL {
-            let w = Arc::new(QuantMatrix::random(ty, 33, 1024, 9).unwrap());
+        // 33 rows: the row kernels; 32: Q4_K tiles on AVX-512.
+        for (ty, n) in WeightType::ALL
+            .map(|t| (t, 33))
+            .into_iter()
+            .chain([(WeightType::Q4K, 32)])
+        {
+            let w = Arc::new(QuantMatrix::random(ty, n, 1024, 9).unwrap());
             let x = activations(6, 1024);
             let mut ys = Vec::new();
             for &isa in &isas {
-                let mut y = vec![0f32; 6 * 33];
-                Fused::new(w.clone(), isa).matmul(&x, &mut y).unwrap();
+                let mut y = vec![0f32; 6 * n];
+                let b = Fused::new(w.clone(), isa);
+                assert_eq!(
+                    b.is_tiled(),
+                    isa != Isa::Scalar && ty == WeightType::Q4K && n == 32
+                );
+                b.matmul(&x, &mut y).unwrap();
                 ys.push(y);
             }
             for y in &ys[1..] {
                 for (a, b) in y.iter().zip(&ys[0]) {
                     assert!(
                         (a - b).abs() <= 1e-4 * b.abs().max(1e-2),
-                        "{ty:?}: {a} vs {b}"
+                        "{ty:?} n={n}: {a} vs {b}"
                     );
                 }
             }
