@@ -18,9 +18,9 @@ const TOKEN_GROUP: usize = 16;
 enum Layout {
     /// ggml / bitsandbytes rows, as read from the file.
     Rows(Arc<QuantMatrix>),
-    /// Q4_K in 16-row tiles (AVX-512 VNNI only).
+    /// Q4_K or NF4 in 16-row tiles (AVX-512 VNNI only).
     #[cfg(target_arch = "x86_64")]
-    Tiled(super::tiled::TiledQ4K),
+    Tiled(super::tiled::Tiled),
 }
 
 /// Fused quantized GEMM/GEMV over one weight matrix.
@@ -33,13 +33,13 @@ pub struct Fused {
 }
 
 impl Fused {
-    /// A fused backend over `w` running on `isa`; Q4_K with a multiple of 16 rows is
-    /// repacked into tiles on AVX-512 VNNI (and the rows are then dropped).
+    /// A fused backend over `w` running on `isa`; Q4_K and NF4 with a multiple of 16 rows
+    /// are repacked into tiles on AVX-512 VNNI (and the rows are then dropped).
     pub fn new(w: Arc<QuantMatrix>, isa: Isa) -> Self {
         let (ty, n, k) = (w.ty, w.n, w.k);
         #[cfg(target_arch = "x86_64")]
-        let layout = if isa == Isa::Avx512Vnni && super::tiled::TiledQ4K::fits(&w) {
-            Layout::Tiled(super::tiled::TiledQ4K::new(&w))
+        let layout = if isa == Isa::Avx512Vnni && super::tiled::Tiled::fits(&w) {
+            Layout::Tiled(super::tiled::Tiled::new(&w))
         } else {
             Layout::Rows(w)
         };
@@ -136,7 +136,7 @@ mod tests {
     #[test]
     fn fused_matches_the_f64_reference_on_every_isa_and_token_count() {
         for ty in WeightType::ALL {
-            // 70 rows: the row kernels; 48: Q4_K in tiles on AVX-512.
+            // 70 rows: the row kernels; 48: Q4_K and NF4 in tiles on AVX-512.
             for n in [70, 48] {
                 let w = Arc::new(QuantMatrix::random(ty, n, 512, 5).unwrap());
                 for m in [1, 5, 21] {
