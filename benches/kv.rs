@@ -41,7 +41,9 @@ fn bench(codec: &VqCodec, m: &Matrix, threads: usize) -> Result<(f64, f64)> {
 
 fn main() -> Result<()> {
     let rows: usize = std::env::args()
-        .nth(1)
+        .skip(1)
+        // `cargo bench` passes `--bench`: only a plain number is ours.
+        .find(|a| !a.starts_with("--"))
         .map(|s| s.parse())
         .transpose()?
         .unwrap_or(262_144);

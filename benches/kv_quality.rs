@@ -10,7 +10,9 @@ use qforge::kv::tensor::KvRole;
 
 fn main() -> Result<()> {
     let tokens: usize = std::env::args()
-        .nth(1)
+        .skip(1)
+        // `cargo bench` passes `--bench`: only a plain number is ours.
+        .find(|a| !a.starts_with("--"))
         .map(|s| s.parse())
         .transpose()?
         .unwrap_or(1024);

@@ -41,7 +41,9 @@ fn measure(n: usize, reps: usize, mut f: impl FnMut()) -> f64 {
 
 fn main() {
     let n: usize = std::env::args()
-        .nth(1)
+        .skip(1)
+        // `cargo bench` passes `--bench`: only a plain number is ours.
+        .find(|a| !a.starts_with("--"))
         .map_or(64 << 20, |a| a.parse().expect("element count"));
     let x = random_normalish(n);
     let mut packed = vec![0u8; packed_len(n)];

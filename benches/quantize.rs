@@ -5,7 +5,8 @@
 //! code, the baseline measured in the same run), plus all threads.
 //! Part 2: end to end, `qforge quantize` of a generated 1 GB F16 safetensors model
 //! (32 tensors of 4096 x 4096) to Q4_K_M and Q8_0, with wall time and peak RSS taken by
-//! `/usr/bin/time`. Set `QFORGE_BENCH_SKIP_E2E=1` to skip part 2.
+//! `/usr/bin/time`. Set `QFORGE_BENCH_SKIP_E2E=1` to skip part 2, `QFORGE_BENCH_SKIP_CODECS=1`
+//! to skip part 1.
 
 use qforge::formats::ggml_type::GgmlType;
 use qforge::quant::ggml;
@@ -154,7 +155,9 @@ fn end_to_end() -> std::io::Result<()> {
 }
 
 fn main() {
-    codec_table();
+    if std::env::var_os("QFORGE_BENCH_SKIP_CODECS").is_none() {
+        codec_table();
+    }
     if std::env::var_os("QFORGE_BENCH_SKIP_E2E").is_none() {
         end_to_end().expect("end-to-end benchmark");
     }

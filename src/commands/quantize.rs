@@ -686,8 +686,7 @@ fn write_gguf(
             }
             stats.push(Some(s));
         } else {
-            let mut sink = StreamSink(&mut stream);
-            pipeline::copy_tensor(src, p.info, &mut sink)?;
+            pipeline::copy_tensor(src, p.info, &mut |chunk| stream.write_data(chunk))?;
             bar.inc(p.info.elements());
             stats.push(None);
         }
@@ -701,18 +700,6 @@ fn write_gguf(
 }
 
 /// Adapts a [`GgufStream`] to `io::Write` for copied tensors.
-struct StreamSink<'s, 'l, W: std::io::Write>(&'s mut GgufStream<'l, W>);
-
-impl<W: std::io::Write> std::io::Write for StreamSink<'_, '_, W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.write_data(buf).map_err(std::io::Error::other)?;
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 fn render_text(r: &Report) -> String {
     use std::fmt::Write;
     let mut s = String::new();

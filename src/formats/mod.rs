@@ -163,6 +163,31 @@ impl SourceFile {
         self.map.len() as u64
     }
 
+    /// Tells the kernel that `range` (bytes of the file) will not be read again, so its
+    /// pages leave this process's resident set (`MADV_DONTNEED` on the read-only map:
+    /// the data stays in the page cache and a later read faults it back in). Only whole
+    /// 64 KiB-aligned pieces inside the range are dropped, so neighbouring bytes still to
+    /// be read keep their pages whatever the page size. A hint: errors are ignored.
+    pub fn release(&self, range: std::ops::Range<u64>) {
+        const ALIGN: u64 = 64 << 10;
+        let start = range.start.div_ceil(ALIGN) * ALIGN;
+        let end = (range.end.min(self.len()) / ALIGN) * ALIGN;
+        #[cfg(unix)]
+        if start < end {
+            // SAFETY: the map is read-only and file-backed, so dropping its pages loses no
+            // data; `start..end` lies inside the map (checked above).
+            let _ = unsafe {
+                self.map.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    start as usize,
+                    (end - start) as usize,
+                )
+            };
+        }
+        #[cfg(not(unix))]
+        let _ = (start, end);
+    }
+
     /// Whether the file is empty (never true for an opened file).
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
@@ -363,6 +388,14 @@ impl TensorSource {
         &self.files[t.file].data()[t.offset as usize..(t.offset + t.bytes) as usize]
     }
 
+    /// Hints that bytes `range` of tensor `t` (relative to its data) will not be read
+    /// again: see [`SourceFile::release`]. Streaming writers call it as they go, so
+    /// resident memory stays near a chunk, not the model.
+    pub fn release(&self, t: &TensorInfo, range: std::ops::Range<u64>) {
+        let end = range.end.min(t.bytes);
+        self.files[t.file].release(t.offset + range.start..t.offset + end);
+    }
+
     /// A metadata value by key.
     pub fn get(&self, key: &str) -> Option<&Value> {
         self.metadata.iter().find(|(k, _)| k == key).map(|(_, v)| v)
@@ -371,5 +404,32 @@ impl TensorSource {
     /// Total size of the mapped files.
     pub fn file_bytes(&self) -> u64 {
         self.files.iter().map(SourceFile::len).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reading a mapped file makes it resident; releasing a range gives the pages back.
+    #[test]
+    fn release_drops_read_pages_from_the_resident_set() {
+        let Some(_) = crate::kernels::roofline::rss_bytes() else {
+            return; // not Linux
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("blob");
+        std::fs::write(&path, vec![7u8; 64 << 20]).unwrap();
+        let f = SourceFile::open(&path).unwrap();
+        let sum: u64 = f.data().iter().step_by(4096).map(|&b| u64::from(b)).sum();
+        assert_eq!(sum, 7 * (64 << 20) / 4096);
+        let before = crate::kernels::roofline::rss_bytes().unwrap();
+        // An unaligned range: only the whole 64 KiB pieces inside it go.
+        f.release(1000..(64 << 20) - 1000);
+        let after = crate::kernels::roofline::rss_bytes().unwrap();
+        assert!(before >= after + (60 << 20), "RSS {before} -> {after}");
+        // The data is still there.
+        assert_eq!(f.data()[(32 << 20) + 5], 7);
+        f.release(0..u64::MAX); // past the end: clamped, no error
     }
 }

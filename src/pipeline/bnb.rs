@@ -280,9 +280,7 @@ pub fn write(
                 },
                 t.bytes,
             )?;
-            for chunk in src.data(t).chunks(8 << 20) {
-                w.write(chunk)?;
-            }
+            super::copy_tensor(src, t, &mut |chunk| w.write(chunk))?;
             progress.inc(t.elements());
             outcomes.push(Outcome {
                 name: t.name.clone(),

@@ -16,7 +16,6 @@ use anyhow::{Context, Result};
 use encode::RowEncoder;
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
-use std::io::Write;
 
 /// Target output bytes per chunk.
 const CHUNK_BYTES: usize = 8 << 20;
@@ -49,10 +48,18 @@ impl ErrorStats {
     }
 }
 
-/// Streams a tensor's bytes unchanged to `out`.
-pub fn copy_tensor(src: &TensorSource, t: &TensorInfo, out: &mut impl Write) -> Result<()> {
+/// Streams a tensor's bytes unchanged to `write`, chunk by chunk, releasing each chunk
+/// of the input map once written.
+pub fn copy_tensor(
+    src: &TensorSource,
+    t: &TensorInfo,
+    write: &mut dyn FnMut(&[u8]) -> Result<()>,
+) -> Result<()> {
+    let mut done = 0u64;
     for chunk in src.data(t).chunks(CHUNK_BYTES) {
-        out.write_all(chunk)?;
+        write(chunk)?;
+        src.release(t, done..done + chunk.len() as u64);
+        done += chunk.len() as u64;
     }
     Ok(())
 }
@@ -111,7 +118,7 @@ pub fn encode_tensor(
     let mut out = vec![0u8; chunk_units * out_unit_bytes];
     let mut side_buf = vec![0f32; chunk_units * side_stride];
     let mut result = Encoded::default();
-    let mut u0 = 0;
+    let (mut u0, mut released) = (0, 0u64);
     while u0 < units {
         let n = chunk_units.min(units - u0);
         let last_len = (elements - (u0 + n - 1) * unit).min(unit);
@@ -150,6 +157,10 @@ pub fn encode_tensor(
         }
         write(buf)?;
         progress.inc(((n - 1) * unit + last_len) as u64);
+        // The input of these units is done with: let its pages go.
+        let consumed = in_bytes_of((u0 + n) * unit).min(data.len()) as u64;
+        src.release(t, released..consumed);
+        released = consumed;
         u0 += n;
     }
     Ok(result)

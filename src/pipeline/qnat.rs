@@ -91,9 +91,7 @@ fn write_tensor<W: Write + Seek>(
         Target::Repack(scheme) => {
             w.begin_tensor(TensorHeader::new(&t.name, t.shape.clone(), scheme))?;
             w.begin_section(SectionRole::Data, data_dtype(scheme), n, t.bytes)?;
-            for chunk in src.data(t).chunks(8 << 20) {
-                w.write(chunk)?;
-            }
+            super::copy_tensor(src, t, &mut |chunk| w.write(chunk))?;
             w.end_tensor()?;
             progress.inc(n);
             Ok(None)
