@@ -228,6 +228,27 @@ mod x86 {
     use super::*;
     use std::arch::x86_64::*;
 
+    /// Adds the unsigned codes `lo` (values `at .. at + 4` of 16 rows) and `hi` (values
+    /// `at + 4 .. at + 8`) times each token's activations into the accumulators.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+    unsafe fn dot_group<const T: usize>(
+        lo: __m512i,
+        hi: __m512i,
+        acts: &[ActRow<'_>],
+        at: usize,
+        lo_acc: &mut [__m512i; T],
+        hi_acc: &mut [__m512i; T],
+    ) {
+        for t in 0..T {
+            let x = acts[t].qs.as_ptr().add(at);
+            let xlo = _mm512_set1_epi32(x.cast::<i32>().read_unaligned());
+            let xhi = _mm512_set1_epi32(x.add(4).cast::<i32>().read_unaligned());
+            lo_acc[t] = _mm512_dpbusd_epi32(lo_acc[t], lo, xlo);
+            hi_acc[t] = _mm512_dpbusd_epi32(hi_acc[t], hi, xhi);
+        }
+    }
+
     /// One Q4_K tile row (16 outputs) for `T` tokens: `res[t][r]`.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
     pub unsafe fn q4_k<const T: usize>(
@@ -253,13 +274,7 @@ mod x86 {
                     let q = _mm512_loadu_si512(p.add(QS_AT + 64 * g).cast());
                     let lo = _mm512_and_si512(q, m4);
                     let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(q), m4);
-                    for t in 0..T {
-                        let x = acts[t].qs.as_ptr().add(sb * 256 + 8 * g);
-                        let xlo = _mm512_set1_epi32(x.cast::<i32>().read_unaligned());
-                        let xhi = _mm512_set1_epi32(x.add(4).cast::<i32>().read_unaligned());
-                        lo_acc[t] = _mm512_dpbusd_epi32(lo_acc[t], lo, xlo);
-                        hi_acc[t] = _mm512_dpbusd_epi32(hi_acc[t], hi, xhi);
-                    }
+                    dot_group(lo, hi, acts, sb * 256 + 8 * g, &mut lo_acc, &mut hi_acc);
                 }
                 let acc: [__m512i; T] =
                     std::array::from_fn(|t| _mm512_add_epi32(lo_acc[t], hi_acc[t]));
@@ -311,13 +326,7 @@ mod x86 {
                     let lo = _mm512_shuffle_epi8(table, _mm512_and_si512(q, m4));
                     let hi =
                         _mm512_shuffle_epi8(table, _mm512_and_si512(_mm512_srli_epi16::<4>(q), m4));
-                    for t in 0..T {
-                        let x = acts[t].qs.as_ptr().add(64 * b + 8 * g);
-                        let xlo = _mm512_set1_epi32(x.cast::<i32>().read_unaligned());
-                        let xhi = _mm512_set1_epi32(x.add(4).cast::<i32>().read_unaligned());
-                        lo_acc[t] = _mm512_dpbusd_epi32(lo_acc[t], lo, xlo);
-                        hi_acc[t] = _mm512_dpbusd_epi32(hi_acc[t], hi, xhi);
-                    }
+                    dot_group(lo, hi, acts, 64 * b + 8 * g, &mut lo_acc, &mut hi_acc);
                 }
                 let blk = 2 * b + h;
                 for t in 0..T {

@@ -118,6 +118,19 @@ fn q4_k_scales(s: &[u8]) -> (u64, u64) {
     )
 }
 
+/// A super-block's dot product in i32 lanes: the 256 unsigned levels `w` (64 per vector)
+/// times the activations at `x`, each pair of products weighted by the 16-bit scales `s`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vnni,avx2,fma,f16c")]
+unsafe fn scaled_dot(w: &[__m512i; 4], s: &[__m512i; 4], x: *const i8) -> __m512i {
+    let mut acc = _mm512_setzero_si512();
+    for (j, (w, s)) in w.iter().zip(s).enumerate() {
+        let xv = _mm512_loadu_si512(x.add(64 * j).cast());
+        acc = _mm512_dpwssd_epi32(acc, _mm512_maddubs_epi16(*w, xv), *s);
+    }
+    acc
+}
+
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vnni,avx2,fma,f16c")]
 unsafe fn q4_k<const T: usize>(row: &[u8], acts: &[ActRow<'_>], out: &mut [f32]) {
     let m4 = _mm512_set1_epi8(0x0F);
@@ -152,12 +165,7 @@ unsafe fn q4_k<const T: usize>(row: &[u8], acts: &[ActRow<'_>], out: &mut [f32])
         ];
         for t in 0..T {
             let a = &acts[t];
-            let x = a.qs.as_ptr().add(sb * 256);
-            let mut acc = _mm512_setzero_si512();
-            for (j, (w, s)) in w.iter().zip(&s).enumerate() {
-                let xv = _mm512_loadu_si512(x.add(64 * j).cast());
-                acc = _mm512_dpwssd_epi32(acc, _mm512_maddubs_epi16(*w, xv), *s);
-            }
+            let acc = scaled_dot(&w, &s, a.qs.as_ptr().add(sb * 256));
             let dx = a.d[sb];
             facc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), _mm512_set1_ps(d * dx), facc[t]);
             let bs = _mm256_loadu_si256(a.sums16.as_ptr().add(sb * 16).cast());
@@ -197,12 +205,7 @@ unsafe fn q6_k<const T: usize>(row: &[u8], acts: &[ActRow<'_>], out: &mut [f32])
         }
         for t in 0..T {
             let a = &acts[t];
-            let x = a.qs.as_ptr().add(sb * 256);
-            let mut acc = _mm512_setzero_si512();
-            for (c, (w, s)) in w.iter().zip(&s).enumerate() {
-                let xv = _mm512_loadu_si512(x.add(64 * c).cast());
-                acc = _mm512_dpwssd_epi32(acc, _mm512_maddubs_epi16(*w, xv), *s);
-            }
+            let mut acc = scaled_dot(&w, &s, a.qs.as_ptr().add(sb * 256));
             // The levels are stored +32: take 32 * scale * sum off each 16-value group.
             let bs = _mm256_loadu_si256(a.sums16.as_ptr().add(sb * 16).cast());
             let corr = _mm256_slli_epi32::<5>(_mm256_madd_epi16(sc16y, bs));
