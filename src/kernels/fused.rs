@@ -18,7 +18,7 @@ const TOKEN_GROUP: usize = 16;
 enum Layout {
     /// ggml / bitsandbytes rows, as read from the file.
     Rows(Arc<QuantMatrix>),
-    /// Q4_K or NF4 in 16-row tiles (AVX-512 VNNI only).
+    /// Q4_K, NF4, Q4_0 or Q8_0 in 16-row tiles (AVX-512 VNNI only).
     #[cfg(target_arch = "x86_64")]
     Tiled(super::tiled::Tiled),
 }
@@ -33,8 +33,8 @@ pub struct Fused {
 }
 
 impl Fused {
-    /// A fused backend over `w` running on `isa`; Q4_K and NF4 with a multiple of 16 rows
-    /// are repacked into tiles on AVX-512 VNNI (and the rows are then dropped).
+    /// A fused backend over `w` running on `isa`; on AVX-512 VNNI every type but Q6_K
+    /// with a multiple of 16 rows is repacked into tiles (and the rows are then dropped).
     pub fn new(w: Arc<QuantMatrix>, isa: Isa) -> Self {
         let (ty, n, k) = (w.ty, w.n, w.k);
         #[cfg(target_arch = "x86_64")]
@@ -90,16 +90,18 @@ impl GemmBackend for Fused {
             x.len().is_multiple_of(k) && y.len() == x.len() / k * n,
             "x is m x k, y is m x n"
         );
-        let acts = Activations::for_weights(x, k, self.ty);
         let w = match &self.layout {
             Layout::Rows(w) => w,
             #[cfg(target_arch = "x86_64")]
             Layout::Tiled(t) => {
+                // The tile kernels correct offsets per block: no lane arrays needed.
+                let acts = Activations::quantize(x, k, self.ty.activation_block(), None);
                 // SAFETY: tiles are only built for `Isa::Avx512Vnni`, which is detected.
                 unsafe { super::tiled::matmul(t, &acts, y) };
                 return Ok(());
             }
         };
+        let acts = Activations::for_weights(x, k, self.ty);
         let tokens: Vec<ActRow<'_>> = (0..acts.tokens()).map(|t| acts.token(t)).collect();
         let m = tokens.len();
         // Enough tasks to balance the threads, few enough to keep per-task overhead small.
@@ -136,7 +138,7 @@ mod tests {
     #[test]
     fn fused_matches_the_f64_reference_on_every_isa_and_token_count() {
         for ty in WeightType::ALL {
-            // 70 rows: the row kernels; 48: Q4_K and NF4 in tiles on AVX-512.
+            // 70 rows: the row kernels; 48: tiles on AVX-512 (all but Q6_K).
             for n in [70, 48] {
                 let w = Arc::new(QuantMatrix::random(ty, n, 512, 5).unwrap());
                 for m in [1, 5, 21] {
@@ -186,22 +188,17 @@ mod tests {
     #[test]
     fn simd_and_scalar_agree_to_rounding() {
         let isas = Isa::available();
-        // 33 rows: the row kernels; 32: Q4_K tiles on AVX-512.
-        for (ty, n) in WeightType::ALL
-            .map(|t| (t, 33))
-            .into_iter()
-            .chain([(WeightType::Q4K, 32)])
-        {
+        // 33 rows: the row kernels; 32: tiles on AVX-512 (all types but Q6_K).
+        let all = |n: usize| WeightType::ALL.map(|t| (t, n));
+        for (ty, n) in all(33).into_iter().chain(all(32)) {
             let w = Arc::new(QuantMatrix::random(ty, n, 1024, 9).unwrap());
             let x = activations(6, 1024);
             let mut ys = Vec::new();
             for &isa in &isas {
                 let mut y = vec![0f32; 6 * n];
                 let b = Fused::new(w.clone(), isa);
-                assert_eq!(
-                    b.is_tiled(),
-                    isa != Isa::Scalar && ty == WeightType::Q4K && n == 32
-                );
+                let tiles = isa != Isa::Scalar && n == 32 && ty != WeightType::Q6K;
+                assert_eq!(b.is_tiled(), tiles, "{ty:?} {isa:?} n={n}");
                 b.matmul(&x, &mut y).unwrap();
                 ys.push(y);
             }

@@ -4,7 +4,8 @@
 //! Strategies behind one trait, [`GemmBackend`]:
 //! - [`fused::Fused`] (ours): activations quantized to 8-bit blocks, integer dot products
 //!   straight from the quantized blocks (AVX-512 VNNI or scalar, picked at run time);
-//!   Q4_K and NF4 are repacked at load into 16-row tiles (`tiled`) for a register-blocked GEMM;
+//!   Q4_K, NF4, Q4_0 and Q8_0 are repacked at load into 16-row tiles (`tiled`) for a
+//!   register-blocked GEMM;
 //! - [`dequant::LazyDequant`]: each task dequantizes a tile of rows into a transient f32
 //!   buffer and runs an f32 GEMM on it;
 //! - [`dequant::EagerDequant`]: the whole matrix dequantized to f32 at load;

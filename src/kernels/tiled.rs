@@ -11,6 +11,13 @@
 //! - NF4: a tile is one 64-value block of 16 rows: `absmax / 127` of each row (f32), then
 //!   the codes, which become int8 through [`NF4_I8`] in registers. 576 bytes per 16 x 64
 //!   values: 4.5 bits per weight, as bitsandbytes stores it.
+//! - Q4_0: a tile is two 32-value blocks of 16 rows: the f16 `d` of each row and block, then
+//!   the levels (0..=15, the value is `d * (level - 8)`). 4.5 bits per weight, as ggml.
+//! - Q8_0: a tile is one 32-value block of 16 rows: the f16 `d` of each row, then the
+//!   values + 128 as bytes in lines of 4 values of the 16 rows. 8.5 bits per weight, as ggml.
+//!
+//! Codes stored with an offset (NF4 and Q8_0 +128, Q4_0 +8) are corrected once per
+//! 32 values with `-offset *` the sum of the token's 32 activations.
 
 use super::activation::{ActRow, Activations};
 use super::dot::NF4_I8;
@@ -24,14 +31,19 @@ pub const TILE_ROWS: usize = 16;
 /// Bytes of one Q4_K tile.
 pub const TILE_BYTES: usize = 2368;
 
-/// Bytes of one NF4 tile.
-pub const NF4_TILE_BYTES: usize = 64 + 8 * 64;
+/// Bytes of one NF4 or Q4_0 tile (64 bytes of scales, 8 lines of codes).
+pub const NIBBLE_TILE_BYTES: usize = 64 + 8 * 64;
+
+/// Bytes of one Q8_0 tile (16 f16 scales, 8 lines of 4 values).
+pub const Q8_0_TILE_BYTES: usize = 32 + 8 * 64;
 
 /// The weight types that have tiles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Q4K,
     Nf4,
+    Q4_0,
+    Q8_0,
 }
 
 impl Kind {
@@ -39,7 +51,9 @@ impl Kind {
         match ty {
             WeightType::Q4K => Some(Kind::Q4K),
             WeightType::Nf4 => Some(Kind::Nf4),
-            _ => None,
+            WeightType::Q4_0 => Some(Kind::Q4_0),
+            WeightType::Q8_0 => Some(Kind::Q8_0),
+            WeightType::Q6K => None,
         }
     }
 
@@ -47,7 +61,8 @@ impl Kind {
     fn values(self) -> usize {
         match self {
             Kind::Q4K => 256,
-            Kind::Nf4 => NF4_BLOCK,
+            Kind::Nf4 | Kind::Q4_0 => 64,
+            Kind::Q8_0 => 32,
         }
     }
 
@@ -55,13 +70,26 @@ impl Kind {
     fn bytes(self) -> usize {
         match self {
             Kind::Q4K => TILE_BYTES,
-            Kind::Nf4 => NF4_TILE_BYTES,
+            Kind::Nf4 | Kind::Q4_0 => NIBBLE_TILE_BYTES,
+            Kind::Q8_0 => Q8_0_TILE_BYTES,
+        }
+    }
+
+    /// The offset the stored codes carry (none for Q4_K, which corrects with its mins).
+    fn bias(self) -> i32 {
+        match self {
+            Kind::Q4K => 0,
+            Kind::Q4_0 => 8,
+            Kind::Nf4 | Kind::Q8_0 => 128,
         }
     }
 }
 
-/// Offset of the codes in an NF4 tile (after 16 f32 scales).
-const NF4_CODES_AT: usize = 64;
+/// Offset of the codes in an NF4 or Q4_0 tile (after 64 bytes of scales).
+const NIBBLES_AT: usize = 64;
+
+/// Offset of the values in a Q8_0 tile (after 16 f16 scales).
+const Q8_0_AT: usize = 32;
 
 const D_AT: usize = 0;
 const DMIN_AT: usize = 32;
@@ -104,6 +132,8 @@ impl Tiled {
                                 let codes = &w.row(row)[i * 32..(i + 1) * 32];
                                 pack_nf4(tile, r, codes, w.row_absmax(row)[i]);
                             }
+                            Kind::Q4_0 => pack_q4_0(tile, r, &w.row(row)[i * 36..(i + 1) * 36]),
+                            Kind::Q8_0 => pack_q8_0(tile, r, &w.row(row)[i * 34..(i + 1) * 34]),
                         }
                     }
                 }
@@ -150,7 +180,33 @@ fn pack_nf4(tile: &mut [u8], r: usize, packed: &[u8], absmax: f32) {
             packed[e / 2] & 0xF
         }
     };
-    regroup(&mut tile[NF4_CODES_AT..], r, NF4_BLOCK, code);
+    regroup(&mut tile[NIBBLES_AT..], r, NF4_BLOCK, code);
+}
+
+/// Row `r` of a Q4_0 tile from the row's two ggml blocks `blks` (2 x 18 bytes).
+fn pack_q4_0(tile: &mut [u8], r: usize, blks: &[u8]) {
+    tile[2 * r..2 * r + 2].copy_from_slice(&blks[0..2]);
+    tile[32 + 2 * r..32 + 2 * r + 2].copy_from_slice(&blks[18..20]);
+    let level = |e: usize| {
+        let qs = &blks[18 * (e / 32) + 2..18 * (e / 32) + 18];
+        let j = e % 32;
+        if j < 16 {
+            qs[j] & 0xF
+        } else {
+            qs[j - 16] >> 4
+        }
+    };
+    regroup(&mut tile[NIBBLES_AT..], r, 64, level);
+}
+
+/// Row `r` of a Q8_0 tile from the row's ggml block `blk` (34 bytes).
+fn pack_q8_0(tile: &mut [u8], r: usize, blk: &[u8]) {
+    tile[2 * r..2 * r + 2].copy_from_slice(&blk[0..2]);
+    for g in 0..8 {
+        for b in 0..4 {
+            tile[Q8_0_AT + g * 64 + r * 4 + b] = blk[2 + 4 * g + b] ^ 0x80;
+        }
+    }
 }
 
 /// Writes row `r`'s `values` 4-bit codes (`code(e)`) into the 64-byte lines of 8 values.
@@ -183,15 +239,15 @@ pub unsafe fn matmul(w: &Tiled, acts: &Activations, y: &mut [f32]) {
     assert_eq!(acts.k, w.k);
     assert_eq!(y.len(), m * w.n);
     let tokens: Vec<ActRow<'_>> = (0..m).map(|t| acts.token(t)).collect();
-    // The sum of each 32 activations, per token: Q4_K's mins take it as f32, NF4 takes
-    // -128 times it off the codes stored +128.
+    // The sum of each 32 activations, per token: Q4_K's mins take it as f32; the other
+    // kinds take `-bias` times it off their codes.
     let sums32 = acts
         .sums16
         .chunks_exact(2)
         .map(|p| i32::from(p[0]) + i32::from(p[1]));
     let (sums_f32, offsets): (Vec<f32>, Vec<i32>) = match w.kind {
         Kind::Q4K => (sums32.map(|s| s as f32).collect(), Vec::new()),
-        Kind::Nf4 => (Vec::new(), sums32.map(|s| -128 * s).collect()),
+        kind => (Vec::new(), sums32.map(|s| -kind.bias() * s).collect()),
     };
     let out = super::SharedOut(y.as_mut_ptr());
     let (n, k32) = (w.n, w.k / 32);
@@ -208,8 +264,20 @@ pub unsafe fn matmul(w: &Tiled, acts: &Activations, y: &mut [f32]) {
                 match (w.kind, count) {
                     (Kind::Q4K, 4) => x86::q4_k::<4>(tiles, group, &sums_f32[span], &mut res),
                     (Kind::Q4K, _) => x86::q4_k::<1>(tiles, group, &sums_f32[span], &mut res),
-                    (Kind::Nf4, 4) => x86::nf4::<4>(tiles, group, &offsets[span], &mut res),
-                    (Kind::Nf4, _) => x86::nf4::<1>(tiles, group, &offsets[span], &mut res),
+                    (Kind::Nf4, 4) => {
+                        x86::nibbles::<4, x86::Nf4>(tiles, group, &offsets[span], &mut res)
+                    }
+                    (Kind::Nf4, _) => {
+                        x86::nibbles::<1, x86::Nf4>(tiles, group, &offsets[span], &mut res)
+                    }
+                    (Kind::Q4_0, 4) => {
+                        x86::nibbles::<4, x86::Q4_0>(tiles, group, &offsets[span], &mut res)
+                    }
+                    (Kind::Q4_0, _) => {
+                        x86::nibbles::<1, x86::Q4_0>(tiles, group, &offsets[span], &mut res)
+                    }
+                    (Kind::Q8_0, 4) => x86::q8_0::<4>(tiles, group, &offsets[span], &mut res),
+                    (Kind::Q8_0, _) => x86::q8_0::<1>(tiles, group, &offsets[span], &mut res),
                 }
             }
             for (i, r) in res[..count].iter().enumerate() {
@@ -300,46 +368,126 @@ mod x86 {
         }
     }
 
-    /// One NF4 tile row (16 outputs) for `T` tokens: `res[t][r]`; `offsets` holds
-    /// `-128 *` the sum of each 32 activations of the tokens.
+    /// A 4-bit tile kind: how its codes become unsigned bytes and where its scales are.
+    pub trait Nibbles {
+        /// Code -> unsigned byte (the value plus the kind's offset).
+        const TABLE: [u8; 16];
+        /// The 16 rows' scales of 32-value half `h` of tile `p`.
+        unsafe fn scales(p: *const u8, h: usize) -> __m512;
+    }
+
+    /// NF4: the int8 table + 128; one f32 scale (absmax / 127) per row for both halves.
+    pub struct Nf4;
+    /// Q4_0: the levels themselves (+8 built in); an f16 `d` per row and half.
+    pub struct Q4_0;
+
+    impl Nibbles for Nf4 {
+        const TABLE: [u8; 16] = {
+            let mut t = [0u8; 16];
+            let mut i = 0;
+            while i < 16 {
+                t[i] = (NF4_I8[i] as u8) ^ 0x80;
+                i += 1;
+            }
+            t
+        };
+        #[inline(always)]
+        unsafe fn scales(p: *const u8, _h: usize) -> __m512 {
+            _mm512_loadu_ps(p.cast())
+        }
+    }
+
+    impl Nibbles for Q4_0 {
+        const TABLE: [u8; 16] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
+        #[inline(always)]
+        unsafe fn scales(p: *const u8, h: usize) -> __m512 {
+            _mm512_cvtph_ps(_mm256_loadu_si256(p.add(32 * h).cast()))
+        }
+    }
+
+    /// One NF4 or Q4_0 tile row (16 outputs) for `T` tokens: `res[t][r]`; `offsets`
+    /// holds `-bias *` the sum of each 32 activations of the tokens.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
-    pub unsafe fn nf4<const T: usize>(
+    pub unsafe fn nibbles<const T: usize, K: Nibbles>(
         tiles: &[u8],
         acts: &[ActRow<'_>],
         offsets: &[i32],
         res: &mut [[f32; TILE_ROWS]; 4],
     ) {
         let m4 = _mm512_set1_epi8(0x0F);
-        let table = NF4_I8.map(|v| (v as u8) ^ 0x80);
-        let table = _mm512_broadcast_i32x4(_mm_loadu_si128(table.as_ptr().cast()));
+        let table = _mm512_broadcast_i32x4(_mm_loadu_si128(K::TABLE.as_ptr().cast()));
         let k32 = offsets.len() / T;
         let mut facc = [_mm512_setzero_ps(); T];
-        for (b, tile) in tiles.chunks_exact(NF4_TILE_BYTES).enumerate() {
+        for (b, tile) in tiles.chunks_exact(NIBBLE_TILE_BYTES).enumerate() {
             let p = tile.as_ptr();
-            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(NF4_TILE_BYTES * 4).cast());
-            let scale = _mm512_loadu_ps(p.cast());
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(NIBBLE_TILE_BYTES * 4).cast());
             for h in 0..2 {
                 let mut lo_acc = [_mm512_setzero_si512(); T];
                 let mut hi_acc = [_mm512_setzero_si512(); T];
                 for g in 4 * h..4 * h + 4 {
-                    let q = _mm512_loadu_si512(p.add(NF4_CODES_AT + 64 * g).cast());
+                    let q = _mm512_loadu_si512(p.add(NIBBLES_AT + 64 * g).cast());
                     let lo = _mm512_shuffle_epi8(table, _mm512_and_si512(q, m4));
                     let hi =
                         _mm512_shuffle_epi8(table, _mm512_and_si512(_mm512_srli_epi16::<4>(q), m4));
                     dot_group(lo, hi, acts, 64 * b + 8 * g, &mut lo_acc, &mut hi_acc);
                 }
+                let scale = K::scales(p, h);
                 let blk = 2 * b + h;
                 for t in 0..T {
-                    let off = _mm512_set1_epi32(offsets[t * k32 + blk]);
-                    let dot = _mm512_add_epi32(_mm512_add_epi32(lo_acc[t], hi_acc[t]), off);
-                    let s = _mm512_mul_ps(scale, _mm512_set1_ps(acts[t].d[blk]));
-                    facc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), s, facc[t]);
+                    let dot = _mm512_add_epi32(lo_acc[t], hi_acc[t]);
+                    accumulate(
+                        &mut facc[t],
+                        dot,
+                        offsets[t * k32 + blk],
+                        scale,
+                        acts[t].d[blk],
+                    );
                 }
             }
         }
         for t in 0..T {
             _mm512_storeu_ps(res[t].as_mut_ptr(), facc[t]);
         }
+    }
+
+    /// One Q8_0 tile row (16 outputs) for `T` tokens; `offsets` as for [`nibbles`].
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+    pub unsafe fn q8_0<const T: usize>(
+        tiles: &[u8],
+        acts: &[ActRow<'_>],
+        offsets: &[i32],
+        res: &mut [[f32; TILE_ROWS]; 4],
+    ) {
+        let k32 = offsets.len() / T;
+        let mut facc = [_mm512_setzero_ps(); T];
+        for (b, tile) in tiles.chunks_exact(Q8_0_TILE_BYTES).enumerate() {
+            let p = tile.as_ptr();
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(Q8_0_TILE_BYTES * 4).cast());
+            let mut lo_acc = [_mm512_setzero_si512(); T];
+            let mut hi_acc = [_mm512_setzero_si512(); T];
+            for g in 0..4 {
+                let lo = _mm512_loadu_si512(p.add(Q8_0_AT + 128 * g).cast());
+                let hi = _mm512_loadu_si512(p.add(Q8_0_AT + 128 * g + 64).cast());
+                dot_group(lo, hi, acts, 32 * b + 8 * g, &mut lo_acc, &mut hi_acc);
+            }
+            let scale = _mm512_cvtph_ps(_mm256_loadu_si256(p.cast()));
+            for t in 0..T {
+                let dot = _mm512_add_epi32(lo_acc[t], hi_acc[t]);
+                accumulate(&mut facc[t], dot, offsets[t * k32 + b], scale, acts[t].d[b]);
+            }
+        }
+        for t in 0..T {
+            _mm512_storeu_ps(res[t].as_mut_ptr(), facc[t]);
+        }
+    }
+
+    /// `facc += (dot + offset) * scale * dx`: one 32-value block of 16 rows for a token.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+    unsafe fn accumulate(facc: &mut __m512, dot: __m512i, offset: i32, scale: __m512, dx: f32) {
+        let dot = _mm512_add_epi32(dot, _mm512_set1_epi32(offset));
+        let s = _mm512_mul_ps(scale, _mm512_set1_ps(dx));
+        *facc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), s, *facc);
     }
 }
 
@@ -383,16 +531,16 @@ mod tests {
     fn nf4_tiles_hold_every_code_and_scale() {
         let w = QuantMatrix::random(WeightType::Nf4, 32, 128, 4).unwrap();
         let t = Tiled::new(&w);
-        assert_eq!(t.bytes() as usize, 2 * 2 * NF4_TILE_BYTES);
+        assert_eq!(t.bytes() as usize, 2 * 2 * NIBBLE_TILE_BYTES);
         assert_eq!(t.bytes(), w.bytes());
         for r in [0, 9, 16, 31] {
             let (tr, lane) = (r / TILE_ROWS, r % TILE_ROWS);
-            for (b, tile) in t.tile_row(tr).chunks_exact(NF4_TILE_BYTES).enumerate() {
+            for (b, tile) in t.tile_row(tr).chunks_exact(NIBBLE_TILE_BYTES).enumerate() {
                 let scale = f32::from_le_bytes(tile[4 * lane..4 * lane + 4].try_into().unwrap());
                 assert_eq!(scale, w.row_absmax(r)[b] * (1.0 / 127.0));
                 for e in 0..64 {
                     let (g, i) = (e / 8, e % 8);
-                    let byte = tile[NF4_CODES_AT + g * 64 + lane * 4 + i % 4];
+                    let byte = tile[NIBBLES_AT + g * 64 + lane * 4 + i % 4];
                     let code = if i < 4 { byte & 0xF } else { byte >> 4 };
                     let p = w.row(r)[b * 32 + e / 2];
                     let want = if e % 2 == 0 { p >> 4 } else { p & 0xF };
