@@ -88,6 +88,12 @@ impl Kind {
 /// Offset of the codes in an NF4 or Q4_0 tile (after 64 bytes of scales).
 const NIBBLES_AT: usize = 64;
 
+/// How far ahead of the line being read the tile kernels prefetch.
+const PREFETCH_AHEAD: usize = 4096;
+
+/// Tile rows per task when there are few tokens (fewer, larger tasks for a GEMV).
+const GEMV_TILE_ROWS_PER_TASK: usize = 4;
+
 /// Offset of the values in a Q8_0 tile (after 16 f16 scales).
 const Q8_0_AT: usize = 32;
 
@@ -251,50 +257,62 @@ pub unsafe fn matmul(w: &Tiled, acts: &Activations, y: &mut [f32]) {
     };
     let out = super::SharedOut(y.as_mut_ptr());
     let (n, k32) = (w.n, w.k / 32);
-    (0..n / TILE_ROWS).into_par_iter().for_each(|tr| {
-        let tiles = w.tile_row(tr);
-        let mut t = 0;
-        while t < m {
-            let count = if m - t >= 4 { 4 } else { 1 };
-            let mut res = [[0f32; TILE_ROWS]; 4];
-            let group = &tokens[t..t + count];
-            let span = t * k32..(t + count) * k32;
-            // SAFETY: the caller guarantees the CPU features; lengths are checked above.
-            unsafe {
-                match (w.kind, count) {
-                    (Kind::Q4K, 4) => x86::q4_k::<4>(tiles, group, &sums_f32[span], &mut res),
-                    (Kind::Q4K, _) => x86::q4_k::<1>(tiles, group, &sums_f32[span], &mut res),
-                    (Kind::Nf4, 4) => {
-                        x86::nibbles::<4, x86::Nf4>(tiles, group, &offsets[span], &mut res)
-                    }
-                    (Kind::Nf4, _) => {
-                        x86::nibbles::<1, x86::Nf4>(tiles, group, &offsets[span], &mut res)
-                    }
-                    (Kind::Q4_0, 4) => {
-                        x86::nibbles::<4, x86::Q4_0>(tiles, group, &offsets[span], &mut res)
-                    }
-                    (Kind::Q4_0, _) => {
-                        x86::nibbles::<1, x86::Q4_0>(tiles, group, &offsets[span], &mut res)
-                    }
-                    (Kind::Q8_0, 4) => x86::q8_0::<4>(tiles, group, &offsets[span], &mut res),
-                    (Kind::Q8_0, _) => x86::q8_0::<1>(tiles, group, &offsets[span], &mut res),
-                }
-            }
-            for (i, r) in res[..count].iter().enumerate() {
-                // SAFETY: token t + i < m, rows tr*16 .. tr*16+16 < n belong to this task.
+    let min_len = if m < 4 { GEMV_TILE_ROWS_PER_TASK } else { 1 };
+    (0..n / TILE_ROWS)
+        .into_par_iter()
+        .with_min_len(min_len)
+        .for_each(|tr| {
+            let tiles = w.tile_row(tr);
+            let mut t = 0;
+            while t < m {
+                let count = if m - t >= 4 { 4 } else { 1 };
+                let mut res = [[0f32; TILE_ROWS]; 4];
+                let group = &tokens[t..t + count];
+                let span = t * k32..(t + count) * k32;
+                // SAFETY: the caller guarantees the CPU features; lengths are checked above.
                 unsafe {
-                    let dst = out.at((t + i) * n + tr * TILE_ROWS);
-                    std::ptr::copy_nonoverlapping(r.as_ptr(), dst, TILE_ROWS);
+                    match (w.kind, count) {
+                        (Kind::Q4K, 4) => x86::q4_k::<4>(tiles, group, &sums_f32[span], &mut res),
+                        (Kind::Q4K, _) => x86::q4_k::<1>(tiles, group, &sums_f32[span], &mut res),
+                        (Kind::Nf4, 4) => {
+                            x86::nibbles::<4, x86::Nf4>(tiles, group, &offsets[span], &mut res)
+                        }
+                        (Kind::Nf4, _) => {
+                            x86::nibbles::<1, x86::Nf4>(tiles, group, &offsets[span], &mut res)
+                        }
+                        (Kind::Q4_0, 4) => {
+                            x86::nibbles::<4, x86::Q4_0>(tiles, group, &offsets[span], &mut res)
+                        }
+                        (Kind::Q4_0, _) => {
+                            x86::nibbles::<1, x86::Q4_0>(tiles, group, &offsets[span], &mut res)
+                        }
+                        (Kind::Q8_0, 4) => x86::q8_0::<4>(tiles, group, &offsets[span], &mut res),
+                        (Kind::Q8_0, _) => x86::q8_0::<1>(tiles, group, &offsets[span], &mut res),
+                    }
                 }
+                for (i, r) in res[..count].iter().enumerate() {
+                    // SAFETY: token t + i < m, rows tr*16 .. tr*16+16 < n belong to this task.
+                    unsafe {
+                        let dst = out.at((t + i) * n + tr * TILE_ROWS);
+                        std::ptr::copy_nonoverlapping(r.as_ptr(), dst, TILE_ROWS);
+                    }
+                }
+                t += count;
             }
-            t += count;
-        }
-    });
+        });
 }
 
 mod x86 {
     use super::*;
     use std::arch::x86_64::*;
+
+    /// Asks for the line [`PREFETCH_AHEAD`] bytes after `p` (tiles are read in order, so
+    /// it is a line this task reads soon; past the end it is only a hint, never a fault).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+    unsafe fn prefetch(p: *const u8) {
+        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH_AHEAD).cast());
+    }
 
     /// Adds the unsigned codes `lo` (values `at .. at + 4` of 16 rows) and `hi` (values
     /// `at + 4 .. at + 8`) times each token's activations into the accumulators.
@@ -330,7 +348,6 @@ mod x86 {
         let mut facc = [_mm512_setzero_ps(); T];
         for (sb, tile) in tiles.chunks_exact(TILE_BYTES).enumerate() {
             let p = tile.as_ptr();
-            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(TILE_BYTES * 2).cast());
             let d = _mm512_cvtph_ps(_mm256_loadu_si256(p.add(D_AT).cast()));
             let dmin = _mm512_cvtph_ps(_mm256_loadu_si256(p.add(DMIN_AT).cast()));
             let mut sbacc = [_mm512_setzero_ps(); T];
@@ -339,6 +356,7 @@ mod x86 {
                 let mut lo_acc = [_mm512_setzero_si512(); T];
                 let mut hi_acc = [_mm512_setzero_si512(); T];
                 for g in 4 * j..4 * j + 4 {
+                    prefetch(p.add(QS_AT + 64 * g));
                     let q = _mm512_loadu_si512(p.add(QS_AT + 64 * g).cast());
                     let lo = _mm512_and_si512(q, m4);
                     let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(q), m4);
@@ -420,11 +438,11 @@ mod x86 {
         let mut facc = [_mm512_setzero_ps(); T];
         for (b, tile) in tiles.chunks_exact(NIBBLE_TILE_BYTES).enumerate() {
             let p = tile.as_ptr();
-            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(NIBBLE_TILE_BYTES * 4).cast());
             for h in 0..2 {
                 let mut lo_acc = [_mm512_setzero_si512(); T];
                 let mut hi_acc = [_mm512_setzero_si512(); T];
                 for g in 4 * h..4 * h + 4 {
+                    prefetch(p.add(NIBBLES_AT + 64 * g));
                     let q = _mm512_loadu_si512(p.add(NIBBLES_AT + 64 * g).cast());
                     let lo = _mm512_shuffle_epi8(table, _mm512_and_si512(q, m4));
                     let hi =
@@ -462,10 +480,11 @@ mod x86 {
         let mut facc = [_mm512_setzero_ps(); T];
         for (b, tile) in tiles.chunks_exact(Q8_0_TILE_BYTES).enumerate() {
             let p = tile.as_ptr();
-            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(Q8_0_TILE_BYTES * 4).cast());
             let mut lo_acc = [_mm512_setzero_si512(); T];
             let mut hi_acc = [_mm512_setzero_si512(); T];
             for g in 0..4 {
+                prefetch(p.add(Q8_0_AT + 128 * g));
+                prefetch(p.add(Q8_0_AT + 128 * g + 64));
                 let lo = _mm512_loadu_si512(p.add(Q8_0_AT + 128 * g).cast());
                 let hi = _mm512_loadu_si512(p.add(Q8_0_AT + 128 * g + 64).cast());
                 dot_group(lo, hi, acts, 32 * b + 8 * g, &mut lo_acc, &mut hi_acc);
