@@ -193,13 +193,17 @@ fn bench(args: &BenchGemmArgs, ty: WeightType, isa: Isa) -> Result<Report> {
         int8_peak_gops: roofline::int8_peak_gops(isa, args.reps.min(5)),
         l3_cache_bytes: l3,
     };
-    let inputs: Vec<Vec<f32>> = args.m.iter().map(|&m| activations(m, k)).collect();
+    let inputs: Vec<Vec<f32>> = args
+        .m
+        .iter()
+        .map(|&m| kernels::synthetic_activations(m, k, 0x5eed ^ m as u64))
+        .collect();
     let checked: Vec<usize> = (0..CHECKED_ROWS.min(n))
         .map(|i| i * n / CHECKED_ROWS.min(n))
         .collect();
     let references: Vec<Vec<f64>> = inputs
         .iter()
-        .map(|x| sampled_reference(&w, x, &checked))
+        .map(|x| kernels::reference_rows(&w, x, &checked))
         .collect();
 
     let (mut backends, mut skipped, mut results) = (Vec::new(), Vec::new(), Vec::new());
@@ -297,39 +301,6 @@ fn bench(args: &BenchGemmArgs, ty: WeightType, isa: Isa) -> Result<Report> {
         skipped,
         results,
     })
-}
-
-/// Seeded activations, `m x k`, unit scale with a few outliers.
-fn activations(m: usize, k: usize) -> Vec<f32> {
-    let mut rng = crate::kv::prng::SplitMix64::new(0x5eed ^ m as u64);
-    (0..m * k)
-        .map(|i| {
-            let v = rng.next_gaussian() as f32;
-            if i % 211 == 3 {
-                8.0 * v
-            } else {
-                v
-            }
-        })
-        .collect()
-}
-
-/// The f64 product on rows `rows` only: `out[t * rows.len() + j]` is row `rows[j]`, token `t`.
-fn sampled_reference(w: &QuantMatrix, x: &[f32], rows: &[usize]) -> Vec<f64> {
-    let k = w.k;
-    let mut row = vec![0f32; k];
-    let mut out = vec![0f64; x.len() / k * rows.len()];
-    for (j, &r) in rows.iter().enumerate() {
-        w.dequantize_rows(r..r + 1, &mut row);
-        for (t, xt) in x.chunks_exact(k).enumerate() {
-            out[t * rows.len() + j] = row
-                .iter()
-                .zip(xt)
-                .map(|(&a, &b)| f64::from(a) * f64::from(b))
-                .sum();
-        }
-    }
-    out
 }
 
 /// `|y - ref| / |ref|` (L2) over the sampled rows.

@@ -73,42 +73,52 @@ impl SharedOut {
     }
 }
 
+/// Seeded activations, `m x k`: N(0, 1) with every 211th value 8x larger (outlier
+/// channels, as real activations have).
+pub fn synthetic_activations(m: usize, k: usize, seed: u64) -> Vec<f32> {
+    let mut rng = crate::kv::prng::SplitMix64::new(seed);
+    (0..m * k)
+        .map(|i| {
+            let v = rng.next_gaussian() as f32;
+            if i % 211 == 3 {
+                8.0 * v
+            } else {
+                v
+            }
+        })
+        .collect()
+}
+
 /// Reference `y = x W^T` in f64 from the exactly dequantized weights (tests and checks).
 pub fn reference_matmul(w: &QuantMatrix, x: &[f32]) -> Vec<f64> {
-    let m = x.len() / w.k;
+    reference_rows(w, x, &(0..w.n).collect::<Vec<_>>())
+}
+
+/// [`reference_matmul`] on output rows `rows` only: `out[t * rows.len() + j]` is row
+/// `rows[j]` for token `t`.
+pub fn reference_rows(w: &QuantMatrix, x: &[f32], rows: &[usize]) -> Vec<f64> {
     let mut row = vec![0f32; w.k];
-    let mut y = vec![0f64; m * w.n];
-    for r in 0..w.n {
+    let mut out = vec![0f64; x.len() / w.k * rows.len()];
+    for (j, &r) in rows.iter().enumerate() {
         w.dequantize_rows(r..r + 1, &mut row);
-        for t in 0..m {
-            let xt = &x[t * w.k..(t + 1) * w.k];
-            y[t * w.n + r] = row
+        for (t, xt) in x.chunks_exact(w.k).enumerate() {
+            let dot = row
                 .iter()
                 .zip(xt)
-                .map(|(&a, &b)| f64::from(a) * f64::from(b))
-                .sum();
+                .map(|(&a, &b)| f64::from(a) * f64::from(b));
+            out[t * rows.len() + j] = dot.sum();
         }
     }
-    y
+    out
 }
 
 #[cfg(test)]
 pub(crate) mod test_support {
     use super::*;
 
-    /// Deterministic activations with a few outliers, `m x k`.
+    /// Deterministic test activations, `m x k`.
     pub fn activations(m: usize, k: usize) -> Vec<f32> {
-        let mut rng = crate::kv::prng::SplitMix64::new(11);
-        (0..m * k)
-            .map(|i| {
-                let v = rng.next_gaussian() as f32;
-                if i % 97 == 5 {
-                    v * 6.0
-                } else {
-                    v
-                }
-            })
-            .collect()
+        synthetic_activations(m, k, 11)
     }
 
     /// Asserts that `y` is `want` within the error 8-bit activations can make (a few
