@@ -146,7 +146,7 @@ complete -c qforge -n "__fish_qforge_using_subcommand bench-gemm" -l weights -d 
 complete -c qforge -n "__fish_qforge_using_subcommand bench-gemm" -l tensor -d 'Tensor name within --weights' -r
 complete -c qforge -n "__fish_qforge_using_subcommand bench-gemm" -l reps -d 'Repetitions per measurement (the median is reported)' -r
 complete -c qforge -n "__fish_qforge_using_subcommand bench-gemm" -l backends -d 'Strategies to run, comma-separated: fused, lazy-dequant, eager-dequant, candle' -r
-complete -c qforge -n "__fish_qforge_using_subcommand bench-gemm" -l isa -d 'Instruction set of the fused kernels: auto, avx512, scalar' -r
+complete -c qforge -n "__fish_qforge_using_subcommand bench-gemm" -l isa -d 'Instruction set of the fused kernels: auto, avx512, avx2, scalar' -r
 complete -c qforge -n "__fish_qforge_using_subcommand bench-gemm" -l json -d 'Print one JSON document on stdout'
 complete -c qforge -n "__fish_qforge_using_subcommand bench-gemm" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides'
 complete -c qforge -n "__fish_qforge_using_subcommand bench-gemm" -s h -l help -d 'Print help'

@@ -392,7 +392,7 @@ pub struct BenchGemmArgs {
         default_value = "fused,lazy-dequant,eager-dequant,candle"
     )]
     pub backends: Vec<String>,
-    /// Instruction set of the fused kernels: auto, avx512, scalar.
+    /// Instruction set of the fused kernels: auto, avx512, avx2, scalar.
     #[arg(long, default_value = "auto")]
     pub isa: String,
     /// Print one JSON document on stdout.

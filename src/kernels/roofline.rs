@@ -97,7 +97,7 @@ unsafe fn sum_avx512(c: &[u64]) -> u64 {
 /// current pool, fastest of `reps` passes; `None` where the ISA has no int8 dot instruction.
 pub fn int8_peak_gops(isa: Isa, reps: usize) -> Option<f64> {
     match isa {
-        Isa::Scalar => None,
+        Isa::Scalar | Isa::Avx2 => None,
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512Vnni => {
             const ITERS: usize = 2_000_000;

@@ -1,5 +1,5 @@
 //! Fused dot products of quantized weight rows with 8-bit activations, with run-time
-//! dispatch between an AVX-512 VNNI path and a portable scalar path.
+//! dispatch between an AVX-512 VNNI path, an AVX2 path and a portable scalar path.
 //!
 //! - Q4_K and Q6_K pair with 256-value activation blocks: `vpmaddubsw` of the unsigned
 //!   4/6-bit levels with the i8 activations, then `vpdpwssd` with the 16-bit sub-block
@@ -14,6 +14,8 @@
 //! integer arithmetic on the stored levels, so the only approximation of the ggml types
 //! is the 8-bit activation quantization.
 
+#[cfg(target_arch = "x86_64")]
+mod avx2;
 mod scalar;
 #[cfg(target_arch = "x86_64")]
 mod x86;
@@ -33,6 +35,8 @@ pub const NF4_I8: [i8; 16] = [
 pub enum Isa {
     /// Portable Rust, no SIMD intrinsics.
     Scalar,
+    /// AVX2 and FMA (`vpmaddubsw` with the sign trick), one token at a time.
+    Avx2,
     /// AVX-512 F/BW with VNNI (`vpdpbusd`, `vpdpwssd`), FMA and F16C.
     Avx512Vnni,
 }
@@ -49,19 +53,25 @@ impl Isa {
     pub fn available() -> Vec<Isa> {
         let mut v = vec![Isa::Scalar];
         #[cfg(target_arch = "x86_64")]
-        if x86::supported() {
-            v.push(Isa::Avx512Vnni);
+        {
+            if avx2::supported() {
+                v.push(Isa::Avx2);
+            }
+            if x86::supported() {
+                v.push(Isa::Avx512Vnni);
+            }
         }
         v
     }
 
-    /// Parses `auto`, `scalar` or `avx512`; refuses one this CPU lacks.
+    /// Parses `auto`, `scalar`, `avx2` or `avx512`; refuses one this CPU lacks.
     pub fn parse(name: &str) -> anyhow::Result<Isa> {
         let isa = match name.to_ascii_lowercase().as_str() {
             "auto" => return Ok(Self::detect()),
             "scalar" => Isa::Scalar,
+            "avx2" => Isa::Avx2,
             "avx512" | "avx512vnni" | "avx512_vnni" => Isa::Avx512Vnni,
-            _ => crate::bail_invalid!("unknown --isa {name:?}: auto, scalar or avx512"),
+            _ => crate::bail_invalid!("unknown --isa {name:?}: auto, avx512, avx2 or scalar"),
         };
         if !Self::available().contains(&isa) {
             crate::bail_invalid!("--isa {name}: this CPU does not support it");
@@ -73,6 +83,7 @@ impl Isa {
     pub fn name(self) -> &'static str {
         match self {
             Isa::Scalar => "scalar",
+            Isa::Avx2 => "avx2",
             Isa::Avx512Vnni => "avx512vnni",
         }
     }
@@ -99,11 +110,19 @@ pub fn dot_rows(isa: Isa, w: &QuantMatrix, r: usize, acts: &[ActRow<'_>], out: &
             }
         }
         #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => {
+            for (o, a) in out.iter_mut().zip(acts) {
+                // SAFETY: `Avx2` is only available where the CPU supports it; the lengths of
+                // the row and of every activation were checked above.
+                *o = unsafe { avx2::dot(w.ty, row, absmax, a) };
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
         // SAFETY: `Avx512Vnni` is only constructed when the CPU supports it (`available`),
         // and the lengths of the row and of every activation were checked above.
         Isa::Avx512Vnni => unsafe { x86::dot_rows(w.ty, row, absmax, acts, out) },
         #[cfg(not(target_arch = "x86_64"))]
-        Isa::Avx512Vnni => unreachable!("AVX-512 is never detected off x86_64"),
+        Isa::Avx2 | Isa::Avx512Vnni => unreachable!("x86 ISAs are never detected off x86_64"),
     }
 }
 

@@ -1,0 +1,172 @@
+//! AVX2 dot kernels, for CPUs without AVX-512: one token at a time, 32 values a step.
+//!
+//! Every type is unpacked to 32 signed bytes (its level minus its offset; NF4 through
+//! the int8 table with `vpshufb`), multiplied with the activations by `vpmaddubsw` on
+//! `|w|` and `sign(x, w)` (the sign trick, since `vpmaddubsw` wants one unsigned operand),
+//! summed to i32 with `vpmaddwd`, and scaled per 16 values. Q4_K's mins are taken off with
+//! the activation sums.
+
+use super::super::activation::ActRow;
+use super::super::weights::{WeightType, NF4_BLOCK};
+use super::NF4_I8;
+use crate::quant::ggml::get_scale_min_k4;
+use std::arch::x86_64::*;
+
+/// Whether this CPU has what the kernels use.
+pub fn supported() -> bool {
+    is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+        && is_x86_feature_detected!("f16c")
+}
+
+/// One 32-value step of a row: signed values, the weight scales of its two halves, and
+/// the coefficient of the activation sum to take off (Q4_K's `dmin * min`).
+struct Step {
+    values: __m256i,
+    scale_lo: f32,
+    scale_hi: f32,
+    min: f32,
+}
+
+/// `row . a` for a row of type `ty`.
+///
+/// # Safety
+/// The CPU must pass [`supported`]; the row and activations must have the lengths of
+/// one row of `ty` (checked by the caller).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot(ty: WeightType, row: &[u8], absmax: &[f32], a: &ActRow<'_>) -> f32 {
+    let ones = _mm256_set1_epi16(1);
+    // Blocks are 32 or 256 values: a shift, not a division, per step.
+    let block_shift = (a.qs.len() / a.d.len()).trailing_zeros();
+    let mut acc = _mm256_setzero_ps();
+    let mut mins = 0f32;
+    for c in 0..a.qs.len() / 32 {
+        // Weights stream from memory in a GEMV: ask for them 2 KiB ahead (a hint).
+        let ahead = row.as_ptr().wrapping_add(bytes_before(ty, c) + 2048);
+        _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
+        let s = unpack(ty, row, absmax, c);
+        let x = _mm256_loadu_si256(a.qs.as_ptr().add(32 * c).cast());
+        let prod = _mm256_maddubs_epi16(
+            _mm256_sign_epi8(s.values, s.values),
+            _mm256_sign_epi8(x, s.values),
+        );
+        let dot = _mm256_madd_epi16(prod, ones);
+        let dx = a.d[(32 * c) >> block_shift];
+        let scale = _mm256_set_m128(_mm_set1_ps(s.scale_hi * dx), _mm_set1_ps(s.scale_lo * dx));
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), scale, acc);
+        if s.min != 0.0 {
+            let sum = i32::from(a.sums16[2 * c]) + i32::from(a.sums16[2 * c + 1]);
+            mins += s.min * dx * sum as f32;
+        }
+    }
+    let s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps::<1>(acc));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s))) - mins
+}
+
+/// Bytes of a row of type `ty` before 32-value step `c`.
+fn bytes_before(ty: WeightType, c: usize) -> usize {
+    match ty {
+        WeightType::Q4K | WeightType::Q4_0 => 18 * c,
+        WeightType::Q6K => 105 * c / 4,
+        WeightType::Q8_0 => 34 * c,
+        WeightType::Nf4 => 16 * c,
+    }
+}
+
+/// The f16 at `b[0..2]` (F16C).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn f16_at(b: &[u8]) -> f32 {
+    let bits = i32::from(u16::from_le_bytes([b[0], b[1]]));
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits)))
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn unpack(ty: WeightType, row: &[u8], absmax: &[f32], c: usize) -> Step {
+    let m4 = _mm256_set1_epi8(0x0F);
+    let load = |at: usize| _mm256_loadu_si256(row.as_ptr().add(at).cast());
+    match ty {
+        WeightType::Q4K => {
+            let (sb, j) = (c / 8, c % 8);
+            let blk = &row[sb * 144..(sb + 1) * 144];
+            let q = load(sb * 144 + 16 + 32 * (j / 2));
+            let q = if j % 2 == 0 {
+                q
+            } else {
+                _mm256_srli_epi16::<4>(q)
+            };
+            let (sc, mn) = get_scale_min_k4(j, &blk[4..16]);
+            let d = f16_at(blk) * f32::from(sc);
+            Step {
+                values: _mm256_and_si256(q, m4),
+                scale_lo: d,
+                scale_hi: d,
+                min: f16_at(&blk[2..]) * f32::from(mn),
+            }
+        }
+        WeightType::Q6K => {
+            let (sb, e) = (c / 8, 32 * (c % 8));
+            let base = sb * 210;
+            let (n, g) = (e / 128, (e % 128) / 32);
+            let ql = load(base + 64 * n + 32 * (g % 2));
+            let ql = if g < 2 {
+                ql
+            } else {
+                _mm256_srli_epi16::<4>(ql)
+            };
+            let qh = load(base + 128 + 32 * n);
+            let qh = _mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * g as i32));
+            let qh = _mm256_slli_epi16::<4>(_mm256_and_si256(qh, _mm256_set1_epi8(3)));
+            let level = _mm256_or_si256(_mm256_and_si256(ql, m4), qh);
+            let d = f16_at(&row[base + 208..]);
+            let sc = |i: usize| f32::from(row[base + 192 + i] as i8) * d;
+            Step {
+                values: _mm256_sub_epi8(level, _mm256_set1_epi8(32)),
+                scale_lo: sc(e / 16),
+                scale_hi: sc(e / 16 + 1),
+                min: 0.0,
+            }
+        }
+        WeightType::Q4_0 => {
+            let p = row.as_ptr().add(18 * c + 2);
+            let q = _mm_loadu_si128(p.cast());
+            let v = _mm256_set_m128i(_mm_srli_epi16::<4>(q), q);
+            let d = f16_at(&row[18 * c..]);
+            Step {
+                values: _mm256_sub_epi8(_mm256_and_si256(v, m4), _mm256_set1_epi8(8)),
+                scale_lo: d,
+                scale_hi: d,
+                min: 0.0,
+            }
+        }
+        WeightType::Q8_0 => {
+            let d = f16_at(&row[34 * c..]);
+            Step {
+                values: load(34 * c + 2),
+                scale_lo: d,
+                scale_hi: d,
+                min: 0.0,
+            }
+        }
+        WeightType::Nf4 => {
+            let b = _mm_loadu_si128(row.as_ptr().add(16 * c).cast());
+            let m4x = _mm_set1_epi8(0x0F);
+            let (hi, lo) = (
+                _mm_and_si128(_mm_srli_epi16::<4>(b), m4x),
+                _mm_and_si128(b, m4x),
+            );
+            // The first value of a pair is the high nibble: interleave high, low.
+            let codes = _mm256_set_m128i(_mm_unpackhi_epi8(hi, lo), _mm_unpacklo_epi8(hi, lo));
+            let table = _mm256_broadcastsi128_si256(_mm_loadu_si128(NF4_I8.as_ptr().cast()));
+            let s = absmax[32 * c / NF4_BLOCK] * (1.0 / 127.0);
+            Step {
+                values: _mm256_shuffle_epi8(table, codes),
+                scale_lo: s,
+                scale_hi: s,
+                min: 0.0,
+            }
+        }
+    }
+}
