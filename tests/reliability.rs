@@ -490,6 +490,23 @@ fn quantize_cmd(input: &Path, dest: &Path, ty: &str) -> Command {
 
 const PREVIOUS: &[u8] = b"a previous, complete output file";
 
+/// A fresh folder `name` under `dir` and the output path in it, holding [`PREVIOUS`]
+/// when `with_previous`; returns the path and what it holds.
+fn output_case(
+    dir: &Path,
+    name: &str,
+    with_previous: bool,
+) -> (std::path::PathBuf, Option<&'static [u8]>) {
+    let case = dir.join(name);
+    std::fs::create_dir(&case).unwrap();
+    let dest = case.join("out.gguf");
+    let previous = with_previous.then_some(PREVIOUS);
+    if let Some(p) = previous {
+        std::fs::write(&dest, p).unwrap();
+    }
+    (dest, previous)
+}
+
 #[test]
 fn sigkill_at_any_moment_leaves_no_partial_output() {
     let input = fixture("tiny-llama.gguf");
@@ -502,13 +519,11 @@ fn sigkill_at_any_moment_leaves_no_partial_output() {
     let mut killed = 0;
     for (i, ms) in [0u64, 5, 20, 50, 100, 200].into_iter().enumerate() {
         for with_previous in [false, true] {
-            let case = dir.path().join(format!("case{i}-{with_previous}"));
-            std::fs::create_dir(&case).unwrap();
-            let dest = case.join("out.gguf");
-            let previous = with_previous.then_some(PREVIOUS);
-            if let Some(p) = previous {
-                std::fs::write(&dest, p).unwrap();
-            }
+            let (dest, previous) = output_case(
+                dir.path(),
+                &format!("case{i}-{with_previous}"),
+                with_previous,
+            );
             let mut child = quantize_cmd(&input, &dest, "Q8_0").spawn().unwrap();
             std::thread::sleep(Duration::from_millis(ms));
             let _ = child.kill(); // SIGKILL; fails only if it already exited
@@ -584,13 +599,11 @@ fn disk_full_keeps_the_previous_output() {
     let dir = tempfile::tempdir().unwrap();
     for ignore_xfsz in [false, true] {
         for with_previous in [false, true] {
-            let case = dir.path().join(format!("{ignore_xfsz}-{with_previous}"));
-            std::fs::create_dir(&case).unwrap();
-            let dest = case.join("out.gguf");
-            let previous = with_previous.then_some(PREVIOUS);
-            if let Some(p) = previous {
-                std::fs::write(&dest, p).unwrap();
-            }
+            let (dest, previous) = output_case(
+                dir.path(),
+                &format!("{ignore_xfsz}-{with_previous}"),
+                with_previous,
+            );
             let out = quantize_with_file_limit(&dest, ignore_xfsz, dir.path());
             let what = format!("ulimit -f, SIGXFSZ ignored: {ignore_xfsz}");
             if ignore_xfsz {
