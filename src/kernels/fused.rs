@@ -76,10 +76,10 @@ impl GemmBackend for Fused {
     fn scratch_bytes(&self, m: usize) -> u64 {
         let k = self.k as u64;
         let block = self.ty.activation_block() as u64;
-        let lanes = if self.ty.lane_bias().is_some() {
-            k / 4 * 8
-        } else {
-            0
+        // Only the row kernels read the per-lane arrays; tiles correct per block.
+        let lanes = match (&self.layout, self.ty.lane_bias()) {
+            (Layout::Rows(_), Some(_)) => k / 4 * 8,
+            _ => 0,
         };
         m as u64 * (k + k / block * 4 + k / 16 * 2 + lanes)
     }
