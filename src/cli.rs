@@ -1,8 +1,8 @@
 //! The command-line interface, declared with clap's derive API.
 //!
 //! `completions/` and `man/` are generated from [`Cli::command`]; the test
-//! `tests/generated_docs.rs` fails when they are stale (`QFORGE_BLESS=1 cargo test
-//! --test generated_docs` rewrites them).
+//! `tests/cli/generated_docs.rs` fails when they are stale (`QFORGE_BLESS=1 cargo test
+//! --test cli generated_docs` rewrites them).
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;

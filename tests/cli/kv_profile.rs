@@ -1,8 +1,7 @@
 //! `qforge kv-profile build` / `verify` end to end: exit codes, tamper rejection,
 //! safetensors KV input with the documented naming, baselines, shape from a model.
 
-mod common;
-use common::*;
+use crate::common::*;
 use qforge::formats::safetensors_writer::{header_estimate, SafetensorsWriter, StTensor};
 use qforge::kv::synth::{synth_kv, SynthConfig};
 use qforge::kv::tensor::tensor_name;

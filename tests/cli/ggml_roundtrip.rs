@@ -1,9 +1,6 @@
 //! dequantize(quantize(x)) stays close to x, and odd inputs never panic.
 
-#[path = "ggml_common/mod.rs"]
-mod common;
-
-use common::{dequantize, quant_codecs, quantize, Rng};
+use crate::codec_common::{dequantize, quant_codecs, quantize, Rng};
 use qforge::quant::ggml::codec;
 
 fn rel_rmse(x: &[f32], y: &[f32]) -> f64 {

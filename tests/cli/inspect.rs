@@ -1,8 +1,7 @@
 //! `qforge inspect` end to end on the shipped fixtures (made by gguf-py and the
 //! safetensors package, see fixtures/make_fixtures.py), checked field by field.
 
-mod common;
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 #[test]

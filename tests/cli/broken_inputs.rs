@@ -1,30 +1,40 @@
 //! Broken and hostile files: one clear line, exit 2, no panic, and never an allocation
 //! larger than the file (checked with a counting global allocator in this test binary).
 
-mod common;
-use common::*;
+use crate::common::*;
 use qforge::formats::TensorSource;
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-/// Records the largest single allocation made while `LARGEST` is being watched.
+/// Records the largest single allocation made by a thread while it watches (the test
+/// binary runs other tests in parallel; only the watching thread's allocations count).
 struct Counting;
 static LARGEST: AtomicUsize = AtomicUsize::new(0);
 // Allocation tracking is global: serialize the tests that read it.
 static SERIAL: Mutex<()> = Mutex::new(());
+thread_local! {
+    static WATCHING: Cell<bool> = const { Cell::new(false) };
+}
+
+fn record(size: usize) {
+    if WATCHING.try_with(|w| w.get()).unwrap_or(false) {
+        LARGEST.fetch_max(size, Ordering::Relaxed);
+    }
+}
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        LARGEST.fetch_max(l.size(), Ordering::Relaxed);
+        record(l.size());
         System.alloc(l)
     }
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
         System.dealloc(p, l)
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        LARGEST.fetch_max(n, Ordering::Relaxed);
+        record(n);
         System.realloc(p, l, n)
     }
 }
@@ -45,7 +55,10 @@ fn expect_invalid_in_process(bytes: &[u8], needle: &str) {
     let dir = tempfile::tempdir().unwrap();
     let p = write_tmp(&dir, "f.bin", bytes);
     LARGEST.store(0, Ordering::Relaxed);
-    let err = match TensorSource::open(&p) {
+    WATCHING.with(|w| w.set(true));
+    let opened = TensorSource::open(&p);
+    WATCHING.with(|w| w.set(false));
+    let err = match opened {
         Ok(_) => panic!("expected an error containing {needle:?}"),
         Err(e) => e,
     };

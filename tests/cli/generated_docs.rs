@@ -1,5 +1,5 @@
 //! `completions/` and `man/` are generated from the clap definition. This test fails when
-//! the committed files are stale; `QFORGE_BLESS=1 cargo test --test generated_docs`
+//! the committed files are stale; `QFORGE_BLESS=1 cargo test --test cli generated_docs`
 //! regenerates them.
 
 use clap::CommandFactory;
@@ -50,7 +50,7 @@ fn completions_and_man_pages_are_up_to_date() {
     }
     assert!(
         stale.is_empty(),
-        "stale generated files {stale:?}: run QFORGE_BLESS=1 cargo test --test generated_docs"
+        "stale generated files {stale:?}: run QFORGE_BLESS=1 cargo test --test cli generated_docs"
     );
 }
 

@@ -1,7 +1,6 @@
 //! `quantize --format bnb-safetensors`: the Hugging Face bitsandbytes 4-bit layout.
 
-mod common;
-use common::*;
+use crate::common::*;
 use qforge::formats::TensorSource;
 use qforge::quant::bnb::{self, FourBit};
 

@@ -1,8 +1,7 @@
 //! `qforge quantize` end to end: real binary, shipped fixtures, outputs read back by our
 //! reader, compared against direct codec calls, and (when available) by gguf-py.
 
-mod common;
-use common::*;
+use crate::common::*;
 use qforge::formats::ggml_type::GgmlType;
 use qforge::formats::gguf::writer::{GgufLayout, GgufStream, TensorSpec};
 use qforge::formats::gguf::Value;

@@ -1,8 +1,7 @@
 //! `qforge bench-gemm` end to end: the JSON report on a small random matrix and on a
 //! tensor of a fixture, the human table, and bad arguments (exit 2, one line).
 
-mod common;
-use common::*;
+use crate::common::*;
 
 /// Small shapes, one repetition: a correctness run of every strategy, not a benchmark.
 fn small(extra: &[&str]) -> serde_json::Value {

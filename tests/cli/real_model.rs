@@ -2,8 +2,7 @@
 //! it and sets QFORGE_REAL_MODEL to its model.safetensors; never committed). Skipped when
 //! unset unless QFORGE_REQUIRE_REAL is set.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::path::PathBuf;
 
 fn real_model() -> Option<PathBuf> {

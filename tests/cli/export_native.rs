@@ -1,8 +1,7 @@
 //! `qforge export-native` (QNAT v2), `--dequantize`, `inspect --verify`, and
 //! `quantize --format qnat`.
 
-mod common;
-use common::*;
+use crate::common::*;
 use qforge::formats::TensorSource;
 use qforge::quant::bnb::{self, FourBit};
 

@@ -1,9 +1,6 @@
 //! The SIMD kernels must produce exactly the bytes of the scalar code, on any input.
 
-#[path = "ggml_common/mod.rs"]
-mod common;
-
-use common::{quant_codecs, quantize, Rng};
+use crate::codec_common::{quant_codecs, quantize, Rng};
 use qforge::quant::ggml::{set_simd_limit, SimdLevel};
 
 /// Rows of many shapes: block counts that do and do not fill the SIMD batches, and

@@ -13,8 +13,7 @@
 //!
 //! `docs/reliability.md` describes these tests and the fuzz targets in `fuzz/`.
 
-mod common;
-use common::*;
+use crate::common::*;
 use qforge::kv::profile::RopeState;
 use qforge::kv::{build_profile, KvProfile, KvRole, KvShape, ProfileSpec};
 use std::ops::Range;

@@ -1,0 +1,20 @@
+//! qforge's integration tests, one binary: a module per command (`quantize`, `inspect`,
+//! `export_native`, `kv_profile`, `bench_gemm`) and per cross-cutting concern (codecs
+//! against ggml, reliability, real weights, generated docs).
+
+mod codec_common;
+mod common;
+
+mod bench_gemm;
+mod bnb_export;
+mod broken_inputs;
+mod export_native;
+mod generated_docs;
+mod ggml_golden;
+mod ggml_roundtrip;
+mod ggml_simd_equivalence;
+mod inspect;
+mod kv_profile;
+mod quantize;
+mod real_model;
+mod reliability;
