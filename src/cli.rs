@@ -4,6 +4,8 @@
 //! `tests/cli/generated_docs.rs` fails when they are stale (`QFORGE_BLESS=1 cargo test
 //! --test cli generated_docs` rewrites them).
 
+use crate::cpu::Level;
+use crate::kernels::WeightType;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
@@ -37,6 +39,44 @@ pub enum Command {
     KvProfile(KvProfileCommand),
     /// Benchmark dequant-GEMM/GEMV kernels against a roofline and candle.
     BenchGemm(BenchGemmArgs),
+}
+
+impl Command {
+    /// The `--isa` of a subcommand that computes; `None` for one that does not (inspect).
+    pub fn isa(&self) -> Option<IsaChoice> {
+        match self {
+            Command::Inspect(_) => None,
+            Command::Quantize(a) => Some(a.isa),
+            Command::ExportNative(a) => Some(a.isa),
+            Command::KvProfile(KvProfileCommand::Build(a)) => Some(a.isa),
+            Command::KvProfile(KvProfileCommand::Verify(a)) => Some(a.isa),
+            Command::BenchGemm(a) => Some(a.isa),
+        }
+    }
+}
+
+/// `--isa`: the instruction set of the kernels ([`crate::cpu`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum IsaChoice {
+    /// The QFORGE_ISA environment variable if set, else the best this CPU has.
+    Auto,
+    /// AVX-512 (with VNNI where a kernel uses it and the CPU has it).
+    Avx512,
+    /// AVX2 with FMA and F16C.
+    Avx2,
+    /// Portable code, no SIMD.
+    Scalar,
+}
+
+impl From<IsaChoice> for Option<Level> {
+    fn from(c: IsaChoice) -> Option<Level> {
+        match c {
+            IsaChoice::Auto => None,
+            IsaChoice::Avx512 => Some(Level::Avx512),
+            IsaChoice::Avx2 => Some(Level::Avx2),
+            IsaChoice::Scalar => Some(Level::Scalar),
+        }
+    }
 }
 
 /// Arguments of `qforge inspect`.
@@ -130,6 +170,9 @@ pub struct QuantizeArgs {
     /// Worker threads (default: all cores). Output bytes do not depend on it.
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+    /// Instruction set of the kernels (default: the best this CPU has, or QFORGE_ISA).
+    #[arg(long, value_enum, default_value_t = IsaChoice::Auto)]
+    pub isa: IsaChoice,
     /// Print the plan and the output size; write nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -219,6 +262,9 @@ pub struct ExportNativeArgs {
     /// Worker threads (default: all cores).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+    /// Instruction set of the kernels (default: the best this CPU has, or QFORGE_ISA).
+    #[arg(long, value_enum, default_value_t = IsaChoice::Auto)]
+    pub isa: IsaChoice,
     /// Print one JSON document on stdout.
     #[arg(long)]
     pub json: bool,
@@ -302,6 +348,9 @@ pub struct KvBuildArgs {
     /// Output profile.
     #[arg(short, long)]
     pub output: PathBuf,
+    /// Instruction set of the kernels (default: the best this CPU has, or QFORGE_ISA).
+    #[arg(long, value_enum, default_value_t = IsaChoice::Auto)]
+    pub isa: IsaChoice,
     /// Print a JSON summary on stdout.
     #[arg(long)]
     pub json: bool,
@@ -353,6 +402,10 @@ pub struct KvVerifyArgs {
     /// Receipt output.
     #[arg(short, long)]
     pub output: Option<PathBuf>,
+    /// Instruction set of the kernels (default: the best this CPU has, or QFORGE_ISA).
+    #[arg(long, value_enum, default_value_t = IsaChoice::Auto)]
+    pub isa: IsaChoice,
+
     /// Print the receipt JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -361,9 +414,9 @@ pub struct KvVerifyArgs {
 /// Arguments of `qforge bench-gemm`.
 #[derive(Debug, Args)]
 pub struct BenchGemmArgs {
-    /// Weight type: q4_k, q6_k, q8_0, q4_0, nf4.
-    #[arg(long = "type", value_name = "TYPE", default_value = "q4_k")]
-    pub wtype: String,
+    /// Weight type.
+    #[arg(long = "type", value_name = "TYPE", value_enum, default_value_t = WeightType::Q4K)]
+    pub wtype: WeightType,
     /// Token counts (m), comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,8,512")]
     pub m: Vec<usize>,
@@ -392,9 +445,10 @@ pub struct BenchGemmArgs {
         default_value = "fused,lazy-dequant,eager-dequant,candle"
     )]
     pub backends: Vec<String>,
-    /// Instruction set of the fused kernels: auto, avx512, avx2, scalar.
-    #[arg(long, default_value = "auto")]
-    pub isa: String,
+    /// Instruction set of the kernels (fused: avx512 runs VNNI where the CPU has it) (default: the best this CPU has, or QFORGE_ISA).
+    #[arg(long, value_enum, default_value_t = IsaChoice::Auto)]
+    pub isa: IsaChoice,
+
     /// Print one JSON document on stdout.
     #[arg(long)]
     pub json: bool,

@@ -11,6 +11,9 @@ use anyhow::Result;
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
+    if let Some(isa) = cli.command.isa() {
+        crate::cpu::configure(isa.into())?;
+    }
     match cli.command {
         Command::Inspect(args) => inspect::run(&args),
         Command::Quantize(args) => quantize::run(&args),

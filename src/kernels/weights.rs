@@ -10,16 +10,20 @@ use crate::{bail_invalid, invalid};
 use anyhow::Result;
 use rayon::prelude::*;
 
-/// A weight type the GEMM kernels take.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// A weight type the GEMM kernels take (bench-gemm's `--type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
 pub enum WeightType {
     /// ggml Q4_K: 256-value super-blocks, 6-bit scales and mins, 4.5 bits per weight.
+    #[value(name = "q4_k")]
     Q4K,
     /// ggml Q6_K: 256-value super-blocks, 8-bit scales per 16 values, 6.5625 bits.
+    #[value(name = "q6_k")]
     Q6K,
     /// ggml Q8_0: 32-value blocks, f16 scale, 8.5 bits.
+    #[value(name = "q8_0")]
     Q8_0,
     /// ggml Q4_0: 32-value blocks, f16 scale, 4.5 bits.
+    #[value(name = "q4_0")]
     Q4_0,
     /// bitsandbytes NF4 with an f32 absmax per block (64 by default), 4.5 bits at 64.
     Nf4,
@@ -28,16 +32,6 @@ pub enum WeightType {
 impl WeightType {
     /// Every type, in the order the CLI lists them.
     pub const ALL: [WeightType; 5] = [Self::Q4K, Self::Q6K, Self::Q8_0, Self::Q4_0, Self::Nf4];
-
-    /// Parses a CLI name (`q4_k`, `Q6_K`, `nf4`, ...).
-    pub fn parse(name: &str) -> Result<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|t| t.name().eq_ignore_ascii_case(name))
-            .ok_or_else(|| {
-                invalid!("unknown --type {name:?}: bench-gemm takes q4_k, q6_k, q8_0, q4_0, nf4")
-            })
-    }
 
     /// Lower-case name, as the CLI and the JSON report spell it.
     pub fn name(self) -> &'static str {
@@ -264,11 +258,14 @@ mod tests {
 
     #[test]
     fn parse_names_and_shapes() {
+        use clap::ValueEnum;
         for t in WeightType::ALL {
-            assert_eq!(WeightType::parse(&t.name().to_uppercase()).unwrap(), t);
+            assert_eq!(WeightType::from_str(&t.name().to_uppercase(), true), Ok(t));
+            let value = t.to_possible_value().expect("listed");
+            assert_eq!(value.get_name(), t.name());
         }
-        let err = WeightType::parse("q5_k").unwrap_err();
-        assert_eq!(crate::error::exit_code(&err), 2);
+        assert!(WeightType::from_str("q5_k", true).is_err());
+        assert_eq!(WeightType::value_variants(), WeightType::ALL);
         assert!(QuantMatrix::check_shape(WeightType::Q4K, 4, 128).is_err());
         assert!(QuantMatrix::check_shape(WeightType::Q4_0, 4, 64).is_ok());
         assert!(QuantMatrix::check_shape(WeightType::Q4_0, 4, 96).is_err());

@@ -1,7 +1,8 @@
 //! Byte-for-byte comparison with ggml's own output (fixtures/golden: 64 rows x 512 of
 //! input.f32, imatrix.f32, and `<TYPE>[.imatrix].bin` from `ggml_quantize_chunk`).
 
-use qforge::quant::ggml::{codec, set_simd_limit, Codec, SimdLevel};
+use qforge::cpu::{with_level, Level};
+use qforge::quant::ggml::{codec, Codec};
 
 const ROWS: usize = 64;
 const COLS: usize = 512;
@@ -87,11 +88,12 @@ fn check(type_id: u32, with_imatrix: bool) {
         format!("{}.bin", c.name)
     };
     let want = fixture(&file);
-    // Every kernel level must reproduce ggml (levels the CPU lacks fall back).
-    for level in [SimdLevel::Avx512, SimdLevel::Avx2, SimdLevel::Scalar] {
-        set_simd_limit(level);
-        let got = quantize_all(c, &x, with_imatrix.then_some(&qw[..]));
-        set_simd_limit(SimdLevel::Avx512);
+    // Every kernel level this CPU has must reproduce ggml.
+    for level in Level::supported() {
+        let got = with_level(level, || {
+            quantize_all(c, &x, with_imatrix.then_some(&qw[..]))
+        })
+        .unwrap();
         if let Some(m) = first_mismatch(c, &got, &want) {
             panic!("{file} ({level:?} kernels): {m}");
         }

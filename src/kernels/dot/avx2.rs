@@ -12,13 +12,6 @@ use super::NF4_I8;
 use crate::quant::ggml::get_scale_min_k4;
 use std::arch::x86_64::*;
 
-/// Whether this CPU has what the kernels use.
-pub fn supported() -> bool {
-    is_x86_feature_detected!("avx2")
-        && is_x86_feature_detected!("fma")
-        && is_x86_feature_detected!("f16c")
-}
-
 /// One 32-value step of a row: signed values, the weight scales of its two halves, and
 /// the coefficient of the activation sum to take off (Q4_K's `dmin * min`).
 struct Step {

@@ -6,17 +6,6 @@ use super::super::weights::{WeightType, NF4_BLOCK};
 use super::NF4_I8;
 use std::arch::x86_64::*;
 
-/// Whether this CPU has every feature the kernels use.
-pub fn supported() -> bool {
-    is_x86_feature_detected!("avx512f")
-        && is_x86_feature_detected!("avx512bw")
-        && is_x86_feature_detected!("avx512dq")
-        && is_x86_feature_detected!("avx512vnni")
-        && is_x86_feature_detected!("avx2")
-        && is_x86_feature_detected!("fma")
-        && is_x86_feature_detected!("f16c")
-}
-
 /// Tokens per kernel call.
 const TILE: usize = 4;
 

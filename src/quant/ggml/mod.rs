@@ -8,8 +8,8 @@
 //! functions); without, the `quantize_row_X_ref` path.
 //!
 //! The hot scale searches have SIMD kernels (AVX-512 / AVX2, picked at run time)
-//! that produce the same bytes as the scalar path; [`set_force_scalar`] switches
-//! them off so tests can compare both.
+//! that produce the same bytes as the scalar path; [`crate::cpu::with_level`] picks
+//! the level for the calling thread so tests can compare them.
 
 mod common;
 mod floats;
@@ -22,7 +22,7 @@ mod q6_k;
 mod simd;
 
 pub use self::q45_k::get_scale_min_k4;
-pub use self::simd::{active_isa, force_scalar, set_force_scalar, set_simd_limit, SimdLevel};
+pub use self::simd::active_isa;
 
 /// One ggml block codec.
 pub struct Codec {
