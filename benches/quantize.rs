@@ -65,8 +65,8 @@ fn codec_table() {
         GgmlType::BF16,
     ];
     for ty in types {
-        let c = qforge::quant::codec(ty).unwrap();
-        let rb = ROW / c.block_size * c.type_size;
+        let c = ty.codec().unwrap();
+        let rb = ROW / c.block_size() * c.type_size();
         let mut out = vec![0u8; x.len() / ROW * rb];
         let serial = |out: &mut [u8]| {
             for (r, d) in x.chunks(ROW).zip(out.chunks_mut(rb)) {

@@ -5,6 +5,7 @@
 //! --test cli generated_docs` rewrites them).
 
 use crate::cpu::Level;
+use crate::formats::ggml_type::GgmlType;
 use crate::kernels::WeightType;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -79,6 +80,83 @@ impl From<IsaChoice> for Option<Level> {
     }
 }
 
+/// The ggml types qforge can quantize to (those with a codec), in table order.
+fn quant_types() -> impl Iterator<Item = GgmlType> {
+    GgmlType::ALL
+        .iter()
+        .copied()
+        .filter(|t| t.codec().is_some())
+}
+
+/// Parses a ggml type name by the type table (case-insensitive); only types with a codec.
+fn quant_type(name: &str) -> Result<GgmlType, String> {
+    match GgmlType::from_name(name) {
+        Some(t) if t.codec().is_some() => Ok(t),
+        Some(t) => Err(format!("quantizing to {t} is not implemented")),
+        None => Err(format!("unknown ggml type {name:?}")),
+    }
+}
+
+/// clap parser of a TYPE value: [`quant_type`], with the names as possible values.
+#[derive(Debug, Clone, Copy)]
+pub struct QuantTypeParser;
+
+impl clap::builder::TypedValueParser for QuantTypeParser {
+    type Value = GgmlType;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<GgmlType, clap::Error> {
+        let name = value.to_str().unwrap_or_default();
+        quant_type(name).map_err(|e| {
+            let flag = arg.map(|a| a.to_string()).unwrap_or_default();
+            clap::Error::raw(
+                clap::error::ErrorKind::InvalidValue,
+                format!("invalid value '{name}' for '{flag}': {e}\n"),
+            )
+            .with_cmd(cmd)
+        })
+    }
+
+    fn possible_values(
+        &self,
+    ) -> Option<Box<dyn Iterator<Item = clap::builder::PossibleValue> + '_>> {
+        Some(Box::new(
+            quant_types().map(|t| clap::builder::PossibleValue::new(t.name())),
+        ))
+    }
+}
+
+/// One `--tensor-type REGEX=TYPE`: tensors whose name matches `pattern` get `ty`.
+#[derive(Debug, Clone)]
+pub struct TypeOverride {
+    /// The tensor-name pattern.
+    pub pattern: regex::Regex,
+    /// The type of the matching tensors.
+    pub ty: GgmlType,
+}
+
+fn parse_type_override(spec: &str) -> Result<TypeOverride, String> {
+    let (re, ty) = spec
+        .split_once('=')
+        .ok_or_else(|| "expected REGEX=TYPE".to_string())?;
+    Ok(TypeOverride {
+        pattern: regex::Regex::new(re).map_err(|e| e.to_string())?,
+        ty: quant_type(ty)?,
+    })
+}
+
+fn type_override_help() -> String {
+    let names: Vec<&str> = quant_types().map(GgmlType::name).collect();
+    format!(
+        "Per-tensor type override, REGEX=TYPE; repeatable, the first match wins. TYPE (any case): {}",
+        names.join(", ")
+    )
+}
+
 /// Arguments of `qforge inspect`.
 #[derive(Debug, Args)]
 pub struct InspectArgs {
@@ -129,14 +207,14 @@ pub struct QuantizeArgs {
     #[arg(long, value_enum, default_value_t = OutputFormat::Gguf)]
     pub format: OutputFormat,
     /// Per-tensor type override, REGEX=TYPE; repeatable, the first match wins.
-    #[arg(long, value_name = "REGEX=TYPE")]
-    pub tensor_type: Vec<String>,
+    #[arg(long, value_name = "REGEX=TYPE", value_parser = parse_type_override, help = type_override_help())]
+    pub tensor_type: Vec<TypeOverride>,
     /// Type of output.weight.
-    #[arg(long, value_name = "TYPE")]
-    pub output_tensor_type: Option<String>,
+    #[arg(long, value_name = "TYPE", value_parser = QuantTypeParser)]
+    pub output_tensor_type: Option<GgmlType>,
     /// Type of token_embd.weight.
-    #[arg(long, value_name = "TYPE")]
-    pub token_embedding_type: Option<String>,
+    #[arg(long, value_name = "TYPE", value_parser = QuantTypeParser)]
+    pub token_embedding_type: Option<GgmlType>,
     /// Use the base type for every tensor: no mix rules.
     #[arg(long)]
     pub pure: bool,

@@ -11,10 +11,10 @@ use crate::formats::atomic::AtomicFile;
 use crate::formats::ggml_type::GgmlType;
 use crate::formats::qnat::{self, ComputeDtype, ModelInfo, Scheme, SourceDigest};
 use crate::formats::safetensors_writer::{header_estimate, SafetensorsWriter, StTensor};
+use crate::formats::weight_format::WeightFormat;
 use crate::formats::{Format, TensorInfo, TensorSource};
 use crate::pipeline::qnat::{scheme_of, Target};
 use crate::pipeline::{self, bnb::Outcome};
-use crate::quant::bnb::FourBit;
 use crate::{bail_invalid, invalid};
 use anyhow::{Context, Result};
 use std::collections::BTreeMap;
@@ -42,16 +42,9 @@ fn scheme_target(s: CliScheme, block_size: usize, double_quant: bool) -> Target 
         block_size,
         double_quant,
     };
-    match s {
-        CliScheme::Nf4 => four(FourBit::Nf4),
-        CliScheme::Fp4 => four(FourBit::Fp4),
-        CliScheme::Q4K => Target::Encode(Scheme::Q4_K),
-        CliScheme::Q5K => Target::Encode(Scheme::Q5_K),
-        CliScheme::Q6K => Target::Encode(Scheme::Q6_K),
-        CliScheme::Q8_0 => Target::Encode(Scheme::Q8_0),
-        CliScheme::F16 => Target::Encode(Scheme::F16),
-        CliScheme::Bf16 => Target::Encode(Scheme::BF16),
-        CliScheme::F32 => Target::Encode(Scheme::F32),
+    match WeightFormat::from(s) {
+        WeightFormat::Bnb(kind) => four(kind),
+        WeightFormat::Ggml(_) => Target::Encode(Scheme::from(s)),
     }
 }
 
@@ -85,7 +78,7 @@ pub fn choose(t: &TensorInfo, weights: Target) -> Result<(Target, &'static str)>
         let block = s.fixed_block_size().unwrap_or(1);
         if !(*t.shape.last().unwrap_or(&0)).is_multiple_of(block) {
             // llama.cpp's fallback table for rows that do not fill a block.
-            let from = GgmlType::from_name(s.name()).expect("ggml scheme");
+            let from = GgmlType::try_from(s).expect("ggml scheme");
             return match crate::quant::mix::fallback_type(from).and_then(scheme_of) {
                 Some(f)
                     if t.shape

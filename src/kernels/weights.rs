@@ -3,9 +3,10 @@
 //! first value of a pair in the high nibble, one f32 absmax per block).
 
 use crate::formats::ggml_type::GgmlType;
+use crate::formats::weight_format::WeightFormat;
 use crate::formats::{TensorSource, TensorType};
 use crate::quant::bnb::{self, FourBit};
-use crate::quant::ggml::{codec, Codec};
+use crate::quant::ggml::Codec;
 use crate::{bail_invalid, invalid};
 use anyhow::Result;
 use rayon::prelude::*;
@@ -46,24 +47,17 @@ impl WeightType {
 
     /// The ggml codec of a ggml type; `None` for NF4.
     pub fn ggml_codec(self) -> Option<&'static Codec> {
-        let id = match self {
-            Self::Q4K => 12,
-            Self::Q6K => 14,
-            Self::Q8_0 => 8,
-            Self::Q4_0 => 2,
-            Self::Nf4 => return None,
-        };
-        codec(id)
+        self.ggml_type().and_then(GgmlType::codec)
     }
 
     /// The ggml type, if it is one.
     pub fn ggml_type(self) -> Option<GgmlType> {
-        self.ggml_codec().and_then(|c| GgmlType::from_id(c.type_id))
+        GgmlType::try_from(WeightFormat::from(self)).ok()
     }
 
     /// Values per block of the weight format (NF4: the default 64).
     pub fn block_size(self) -> usize {
-        self.ggml_codec().map_or(NF4_BLOCK, |c| c.block_size)
+        self.ggml_codec().map_or(NF4_BLOCK, |c| c.block_size())
     }
 
     /// The offset the 32-value-block SIMD kernels add to make this type's levels unsigned
@@ -201,7 +195,7 @@ impl QuantMatrix {
     /// Bytes of one row of type `ty` with `k` values.
     pub fn row_bytes_of(ty: WeightType, k: usize) -> usize {
         match ty.ggml_codec() {
-            Some(c) => k / c.block_size * c.type_size,
+            Some(c) => k / c.block_size() * c.type_size(),
             None => k / 2,
         }
     }

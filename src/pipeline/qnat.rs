@@ -41,11 +41,11 @@ pub enum Target {
 
 /// The QNAT scheme of a ggml type, if QNAT has it.
 pub fn scheme_of(ty: GgmlType) -> Option<Scheme> {
-    Scheme::from_name(&ty.name().to_ascii_lowercase())
+    Scheme::try_from(ty).ok()
 }
 
 fn ggml_of(s: Scheme) -> Option<GgmlType> {
-    GgmlType::from_name(s.name())
+    GgmlType::try_from(s).ok()
 }
 
 /// Writes `src` tensor by tensor as QNAT to `out`, with `target` deciding each tensor.

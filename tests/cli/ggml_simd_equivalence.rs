@@ -94,7 +94,7 @@ fn check_len(len: usize, seed: u64) {
     let xs = rows(len, seed);
     let ims = imatrices(len, seed ^ 0x55);
     for c in quant_codecs() {
-        if !len.is_multiple_of(c.block_size) {
+        if !len.is_multiple_of(c.block_size()) {
             continue;
         }
         for (ri, x) in xs.iter().enumerate() {
@@ -104,13 +104,13 @@ fn check_len(len: usize, seed: u64) {
                     let got = with_level(level, || quantize(c, x, im)).unwrap();
                     if got != want {
                         let b = got
-                            .chunks(c.type_size)
-                            .zip(want.chunks(c.type_size))
+                            .chunks(c.type_size())
+                            .zip(want.chunks(c.type_size()))
                             .position(|(a, b)| a != b)
                             .unwrap();
                         panic!(
                             "{} len {len} row kind {ri} imatrix {} {level:?}: block {b} differs",
-                            c.name,
+                            c.name(),
                             im.is_some()
                         );
                     }

@@ -3,6 +3,7 @@
 use super::common::{abs_max, imatrix_weights, read_fp16, sum_sq, write_fp16, GROUP_MAX_EPS};
 use super::simd;
 use super::Codec;
+use crate::formats::ggml_type::GgmlType;
 
 const QK: usize = 32;
 
@@ -13,10 +14,7 @@ pub const KVALUES_IQ4NL: [i8; 16] = [
 
 /// IQ4_NL codec (ggml type 20). ggml always runs its imatrix-capable path.
 pub const IQ4_NL: Codec = Codec {
-    type_id: 20,
-    name: "IQ4_NL",
-    block_size: QK,
-    type_size: 18,
+    ty: GgmlType::IQ4_NL,
     quantize_row: quantize_row_iq4_nl,
     dequantize: dequantize_iq4_nl,
 };

@@ -5,55 +5,41 @@ use super::common::{
     read_fp16, sum_sq, write_fp16, Qkx, QkxParams, QkxResult,
 };
 use super::Codec;
+use crate::formats::ggml_type::GgmlType;
 
 const QK: usize = 32;
 
 /// Q4_0: `{ f16 d; u8 qs[16] }`, value = `d * (q - 8)`.
 pub const Q4_0: Codec = Codec {
-    type_id: 2,
-    name: "Q4_0",
-    block_size: QK,
-    type_size: 18,
+    ty: GgmlType::Q4_0,
     quantize_row: quantize_row_q4_0,
     dequantize: dequantize_q4_0,
 };
 
 /// Q4_1: `{ f16 d; f16 m; u8 qs[16] }`, value = `d * q + m`.
 pub const Q4_1: Codec = Codec {
-    type_id: 3,
-    name: "Q4_1",
-    block_size: QK,
-    type_size: 20,
+    ty: GgmlType::Q4_1,
     quantize_row: quantize_row_q4_1,
     dequantize: dequantize_q4_1,
 };
 
 /// Q5_0: `{ f16 d; u8 qh[4]; u8 qs[16] }`, value = `d * (q - 16)`.
 pub const Q5_0: Codec = Codec {
-    type_id: 6,
-    name: "Q5_0",
-    block_size: QK,
-    type_size: 22,
+    ty: GgmlType::Q5_0,
     quantize_row: quantize_row_q5_0,
     dequantize: dequantize_q5_0,
 };
 
 /// Q5_1: `{ f16 d; f16 m; u8 qh[4]; u8 qs[16] }`, value = `d * q + m`.
 pub const Q5_1: Codec = Codec {
-    type_id: 7,
-    name: "Q5_1",
-    block_size: QK,
-    type_size: 24,
+    ty: GgmlType::Q5_1,
     quantize_row: quantize_row_q5_1,
     dequantize: dequantize_q5_1,
 };
 
 /// Q8_0: `{ f16 d; i8 qs[32] }`, value = `d * q`. ggml ignores the imatrix.
 pub const Q8_0: Codec = Codec {
-    type_id: 8,
-    name: "Q8_0",
-    block_size: QK,
-    type_size: 34,
+    ty: GgmlType::Q8_0,
     quantize_row: quantize_row_q8_0,
     dequantize: dequantize_q8_0,
 };

@@ -5,15 +5,13 @@ use super::common::{
     Qkx, QkxParams, QkxResult, QK_K,
 };
 use super::Codec;
+use crate::formats::ggml_type::GgmlType;
 
 const BYTES: usize = 84;
 
 /// Q2_K codec (ggml type 10).
 pub const Q2_K: Codec = Codec {
-    type_id: 10,
-    name: "Q2_K",
-    block_size: QK_K,
-    type_size: BYTES,
+    ty: GgmlType::Q2_K,
     quantize_row: quantize_row_q2_k,
     dequantize: dequantize_q2_k,
 };

@@ -6,15 +6,13 @@ use super::common::{
 };
 use super::q2_k::pack_2bit;
 use super::Codec;
+use crate::formats::ggml_type::GgmlType;
 
 const BYTES: usize = 110;
 
 /// Q3_K codec (ggml type 11).
 pub const Q3_K: Codec = Codec {
-    type_id: 11,
-    name: "Q3_K",
-    block_size: QK_K,
-    type_size: BYTES,
+    ty: GgmlType::Q3_K,
     quantize_row: quantize_row_q3_k,
     dequantize: dequantize_q3_k,
 };

@@ -9,23 +9,18 @@ use super::common::{
     write_fp16, Qkx, QkxParams, QkxResult, QK_K,
 };
 use super::Codec;
+use crate::formats::ggml_type::GgmlType;
 
 /// Q4_K codec (ggml type 12).
 pub const Q4_K: Codec = Codec {
-    type_id: 12,
-    name: "Q4_K",
-    block_size: QK_K,
-    type_size: 144,
+    ty: GgmlType::Q4_K,
     quantize_row: quantize_row_q4_k,
     dequantize: dequantize_q4_k,
 };
 
 /// Q5_K codec (ggml type 13).
 pub const Q5_K: Codec = Codec {
-    type_id: 13,
-    name: "Q5_K",
-    block_size: QK_K,
-    type_size: 176,
+    ty: GgmlType::Q5_K,
     quantize_row: quantize_row_q5_k,
     dequantize: dequantize_q5_k,
 };

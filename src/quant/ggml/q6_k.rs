@@ -4,15 +4,13 @@ use super::common::{
     make_qx_quants_multi, nearest_int, read_fp16, write_fp16, GROUP_MAX_EPS, QK_K,
 };
 use super::Codec;
+use crate::formats::ggml_type::GgmlType;
 
 const BYTES: usize = 210;
 
 /// Q6_K codec (ggml type 14).
 pub const Q6_K: Codec = Codec {
-    type_id: 14,
-    name: "Q6_K",
-    block_size: QK_K,
-    type_size: BYTES,
+    ty: GgmlType::Q6_K,
     quantize_row: quantize_row_q6_k,
     dequantize: dequantize_q6_k,
 };
