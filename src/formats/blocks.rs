@@ -186,6 +186,18 @@ pub fn blocks_mut<B: Block>(bytes: &mut [u8]) -> Result<&mut [B]> {
     Ok(unsafe { std::slice::from_raw_parts_mut(bytes.as_mut_ptr().cast::<B>(), n) })
 }
 
+/// Block `i` of `bytes` (a bounds-checked view, as cheap as slicing the bytes).
+///
+/// # Panics
+/// When `bytes` holds fewer than `i + 1` blocks.
+#[inline(always)]
+pub fn block_at<B: Block>(bytes: &[u8], i: usize) -> &B {
+    let size = std::mem::size_of::<B>();
+    let b = &bytes[i * size..(i + 1) * size];
+    // SAFETY: `b` is exactly one `B`, which has alignment 1 and accepts any bytes.
+    unsafe { &*b.as_ptr().cast::<B>() }
+}
+
 #[inline]
 fn block_count<B: Block>(len: usize) -> Result<usize> {
     let size = std::mem::size_of::<B>();
@@ -222,6 +234,8 @@ mod tests {
         let mut out = vec![0u8; 2 * 34];
         blocks_mut::<BlockQ8_0>(&mut out).unwrap()[1].qs[31] = -1;
         assert_eq!(out[67], 0xFF);
+        assert_eq!(block_at::<BlockQ4K>(&bytes[1..], 1).d, [145, 146]);
+        assert!(std::panic::catch_unwind(|| block_at::<BlockQ4K>(&bytes[1..], 2)).is_err());
         assert_eq!(f16_le([0x00, 0x3C]), 1.0);
         assert_eq!((QK, QK_K), (32, 256));
     }

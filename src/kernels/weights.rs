@@ -2,6 +2,7 @@
 //! block layout (Q4_K, Q6_K, Q8_0, Q4_0) or bitsandbytes' NF4 layout (packed codes,
 //! first value of a pair in the high nibble, one f32 absmax per block).
 
+use crate::formats::blocks::QK_K;
 use crate::formats::ggml_type::GgmlType;
 use crate::formats::weight_format::WeightFormat;
 use crate::formats::{TensorSource, TensorType};
@@ -74,7 +75,7 @@ impl WeightType {
     /// Values per block of the 8-bit activations the fused kernels pair with this type.
     pub fn activation_block(self) -> usize {
         match self {
-            Self::Q4K | Self::Q6K => 256,
+            Self::Q4K | Self::Q6K => QK_K,
             _ => 32,
         }
     }
