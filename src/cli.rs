@@ -42,6 +42,31 @@ pub enum Command {
     BenchGemm(BenchGemmArgs),
 }
 
+/// A clap usage error as one line (`error: ...`, the valid values appended), as every other
+/// invalid-input error is reported; `None` for help and version output, which clap prints.
+pub fn one_line_error(err: &clap::Error) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if matches!(
+        err.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        return None;
+    }
+    let rendered = err.render().to_string();
+    let mut line = rendered
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("error: invalid command line")
+        .trim_end()
+        .to_string();
+    if let Some(ContextValue::Strings(valid)) = err.get(ContextKind::ValidValue) {
+        line.push_str(&format!(" (valid: {})", valid.join(", ")));
+    }
+    Some(line)
+}
+
 impl Command {
     /// The `--isa` of a subcommand that computes; `None` for one that does not (inspect).
     pub fn isa(&self) -> Option<IsaChoice> {
@@ -249,7 +274,7 @@ pub struct QuantizeArgs {
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
     /// Instruction set of the kernels (default: the best this CPU has, or QFORGE_ISA).
-    #[arg(long, value_enum, default_value_t = IsaChoice::Auto)]
+    #[arg(long, value_enum, ignore_case = true, default_value_t = IsaChoice::Auto)]
     pub isa: IsaChoice,
     /// Print the plan and the output size; write nothing.
     #[arg(long)]
@@ -341,7 +366,7 @@ pub struct ExportNativeArgs {
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
     /// Instruction set of the kernels (default: the best this CPU has, or QFORGE_ISA).
-    #[arg(long, value_enum, default_value_t = IsaChoice::Auto)]
+    #[arg(long, value_enum, ignore_case = true, default_value_t = IsaChoice::Auto)]
     pub isa: IsaChoice,
     /// Print one JSON document on stdout.
     #[arg(long)]
@@ -427,7 +452,7 @@ pub struct KvBuildArgs {
     #[arg(short, long)]
     pub output: PathBuf,
     /// Instruction set of the kernels (default: the best this CPU has, or QFORGE_ISA).
-    #[arg(long, value_enum, default_value_t = IsaChoice::Auto)]
+    #[arg(long, value_enum, ignore_case = true, default_value_t = IsaChoice::Auto)]
     pub isa: IsaChoice,
     /// Print a JSON summary on stdout.
     #[arg(long)]
@@ -481,7 +506,7 @@ pub struct KvVerifyArgs {
     #[arg(short, long)]
     pub output: Option<PathBuf>,
     /// Instruction set of the kernels (default: the best this CPU has, or QFORGE_ISA).
-    #[arg(long, value_enum, default_value_t = IsaChoice::Auto)]
+    #[arg(long, value_enum, ignore_case = true, default_value_t = IsaChoice::Auto)]
     pub isa: IsaChoice,
 
     /// Print the receipt JSON on stdout.
@@ -493,7 +518,7 @@ pub struct KvVerifyArgs {
 #[derive(Debug, Args)]
 pub struct BenchGemmArgs {
     /// Weight type.
-    #[arg(long = "type", value_name = "TYPE", value_enum, default_value_t = WeightType::Q4K)]
+    #[arg(long = "type", value_name = "TYPE", value_enum, ignore_case = true, default_value_t = WeightType::Q4K)]
     pub wtype: WeightType,
     /// Token counts (m), comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,8,512")]
@@ -524,7 +549,7 @@ pub struct BenchGemmArgs {
     )]
     pub backends: Vec<String>,
     /// Instruction set of the kernels (fused: avx512 runs VNNI where the CPU has it) (default: the best this CPU has, or QFORGE_ISA).
-    #[arg(long, value_enum, default_value_t = IsaChoice::Auto)]
+    #[arg(long, value_enum, ignore_case = true, default_value_t = IsaChoice::Auto)]
     pub isa: IsaChoice,
 
     /// Print one JSON document on stdout.

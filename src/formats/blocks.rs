@@ -186,6 +186,23 @@ pub fn blocks_mut<B: Block>(bytes: &mut [u8]) -> Result<&mut [B]> {
     Ok(unsafe { std::slice::from_raw_parts_mut(bytes.as_mut_ptr().cast::<B>(), n) })
 }
 
+/// The whole blocks at the start of `bytes`; a trailing partial block is left out (as
+/// `chunks_exact` does).
+#[inline]
+pub fn whole_blocks<B: Block>(bytes: &[u8]) -> &[B] {
+    let n = bytes.len() / std::mem::size_of::<B>();
+    // SAFETY: as in `blocks`, over the first `n` blocks.
+    unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<B>(), n) }
+}
+
+/// [`whole_blocks`] for writing.
+#[inline]
+pub fn whole_blocks_mut<B: Block>(bytes: &mut [u8]) -> &mut [B] {
+    let n = bytes.len() / std::mem::size_of::<B>();
+    // SAFETY: as in `blocks_mut`, over the first `n` blocks.
+    unsafe { std::slice::from_raw_parts_mut(bytes.as_mut_ptr().cast::<B>(), n) }
+}
+
 /// Block `i` of `bytes` (a bounds-checked view, as cheap as slicing the bytes).
 ///
 /// # Panics
@@ -236,6 +253,8 @@ mod tests {
         assert_eq!(out[67], 0xFF);
         assert_eq!(block_at::<BlockQ4K>(&bytes[1..], 1).d, [145, 146]);
         assert!(std::panic::catch_unwind(|| block_at::<BlockQ4K>(&bytes[1..], 2)).is_err());
+        assert_eq!(whole_blocks::<BlockQ4K>(&bytes[..300]).len(), 2);
+        assert_eq!(whole_blocks_mut::<BlockQ8_0>(&mut out[..67]).len(), 1);
         assert_eq!(f16_le([0x00, 0x3C]), 1.0);
         assert_eq!((QK, QK_K), (32, 256));
     }

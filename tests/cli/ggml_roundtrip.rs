@@ -107,9 +107,9 @@ fn float_codecs() {
         f32::NAN,
         1.0 + f32::EPSILON,
     ];
-    let f32c = codec(0).unwrap();
+    let f32c = GgmlType::F32.codec().unwrap();
     assert_eq!(dequantize(f32c, &quantize(f32c, &x, None))[..8], x[..8]);
-    let f16c = codec(1).unwrap();
+    let f16c = GgmlType::F16.codec().unwrap();
     let h = quantize(f16c, &x, None);
     let h: Vec<u16> = h
         .chunks(2)
@@ -119,7 +119,7 @@ fn float_codecs() {
         &h[..10],
         &[0x0000, 0x8000, 0x3c00, 0xc100, 0x7bff, 0x7c00, 0x0000, 0x7c00, 0x7c00, 0x7e00]
     );
-    let bf = codec(30).unwrap();
+    let bf = GgmlType::BF16.codec().unwrap();
     let b = quantize(bf, &x, None);
     let b: Vec<u16> = b
         .chunks(2)

@@ -7,7 +7,7 @@ use super::common::{
 use super::Codec;
 use crate::formats::ggml_type::GgmlType;
 
-const BYTES: usize = 84;
+const BYTES: usize = std::mem::size_of::<crate::formats::blocks::BlockQ2K>();
 
 /// Q2_K codec (ggml type 10).
 pub const Q2_K: Codec = Codec {

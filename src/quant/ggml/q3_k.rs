@@ -8,7 +8,7 @@ use super::q2_k::pack_2bit;
 use super::Codec;
 use crate::formats::ggml_type::GgmlType;
 
-const BYTES: usize = 110;
+const BYTES: usize = std::mem::size_of::<crate::formats::blocks::BlockQ3K>();
 
 /// Q3_K codec (ggml type 11).
 pub const Q3_K: Codec = Codec {

@@ -6,7 +6,7 @@ use super::common::{
 use super::Codec;
 use crate::formats::ggml_type::GgmlType;
 
-const BYTES: usize = 210;
+const BYTES: usize = std::mem::size_of::<crate::formats::blocks::BlockQ6K>();
 
 /// Q6_K codec (ggml type 14).
 pub const Q6_K: Codec = Codec {
