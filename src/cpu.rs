@@ -60,9 +60,15 @@ impl Level {
         }
     }
 
-    /// The best level this CPU supports.
+    /// The best level this CPU supports (found once).
     pub fn best() -> Level {
-        Self::supported().last().copied().unwrap_or(Level::Scalar)
+        static BEST: OnceLock<Level> = OnceLock::new();
+        *BEST.get_or_init(|| {
+            Level::ALL
+                .into_iter()
+                .rfind(|l| l.is_supported())
+                .unwrap_or(Level::Scalar)
+        })
     }
 
     /// Every level this CPU supports, scalar first.

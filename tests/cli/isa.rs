@@ -7,6 +7,16 @@ use qforge::cpu::Level;
 use std::path::Path;
 use std::process::{Command, Output};
 
+/// A small `kv-profile build` (without `-o`).
+const KV_BUILD: [&str; 6] = [
+    "kv-profile",
+    "build",
+    "--shape",
+    "layers=1,kv_heads=2,query_heads=2,head_dim=64,tokens=256",
+    "--bits",
+    "6",
+];
+
 /// Runs `qforge` with `QFORGE_ISA` set (or removed).
 fn qforge_env(args: &[&str], isa: Option<&str>) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_qforge"));
@@ -48,14 +58,7 @@ fn every_level_writes_the_same_bytes() {
         vec!["quantize", gguf.to_str().unwrap(), "-t", "Q4_K_M"],
         vec!["quantize", st.to_str().unwrap(), "-t", "IQ4_NL"],
         vec!["export-native", st.to_str().unwrap(), "--scheme", "nf4"],
-        vec![
-            "kv-profile",
-            "build",
-            "--shape",
-            "layers=1,kv_heads=2,query_heads=2,head_dim=64,tokens=256",
-            "--bits",
-            "6",
-        ],
+        KV_BUILD.to_vec(),
     ];
     for (i, args) in commands.iter().enumerate() {
         let out = dir.path().join(format!("out-{i}"));
@@ -73,16 +76,9 @@ fn every_level_writes_the_same_bytes() {
 fn kv_profile_verify_and_bench_gemm_honour_the_level() {
     let dir = tempfile::tempdir().unwrap();
     let profile = dir.path().join("kv.json");
-    ok(&qforge(&[
-        "kv-profile",
-        "build",
-        "--shape",
-        "layers=1,kv_heads=2,query_heads=2,head_dim=64,tokens=256",
-        "--bits",
-        "6",
-        "-o",
-        profile.to_str().unwrap(),
-    ]));
+    ok(&qforge(
+        &[KV_BUILD.as_slice(), &["-o", profile.to_str().unwrap()]].concat(),
+    ));
     let receipt = |level: &str| {
         let out = qforge(&[
             "kv-profile",
