@@ -253,7 +253,7 @@ mod tests {
         assert_eq!(out[67], 0xFF);
         assert_eq!(block_at::<BlockQ4K>(&bytes[1..], 1).d, [145, 146]);
         assert!(std::panic::catch_unwind(|| block_at::<BlockQ4K>(&bytes[1..], 2)).is_err());
-        assert_eq!(whole_blocks::<BlockQ4K>(&bytes[..300]).len(), 2);
+        assert_eq!(whole_blocks::<BlockQ4K>(&bytes[..289]).len(), 2);
         assert_eq!(whole_blocks_mut::<BlockQ8_0>(&mut out[..67]).len(), 1);
         assert_eq!(f16_le([0x00, 0x3C]), 1.0);
         assert_eq!((QK, QK_K), (32, 256));
