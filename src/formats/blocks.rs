@@ -34,6 +34,11 @@ macro_rules! ggml_blocks {
             $( $(#[$fdoc])* pub $field: [$elem; $len], )*
         }
 
+        impl $name {
+            /// The all-zero block.
+            pub const ZERO: $name = $name { $( $field: [0; $len], )* };
+        }
+
         // SAFETY: checked just below: byte arrays only, alignment 1, the table's size.
         unsafe impl Block for $name {
             const TYPE: GgmlType = GgmlType::$ty;
