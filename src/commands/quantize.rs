@@ -11,6 +11,7 @@ use crate::formats::ggml_type::GgmlType;
 use crate::formats::gguf::writer::{GgufLayout, GgufStream, TensorSpec};
 use crate::formats::gguf::Value;
 use crate::formats::{Format, TensorInfo, TensorSource};
+use crate::model::ModelConfig;
 use crate::output::{escape_controls, human_bytes, print_json, print_text};
 use crate::pipeline::encode::GgmlEncoder;
 use crate::pipeline::{self, ErrorStats};
@@ -145,77 +146,18 @@ fn parse_overrides(specs: &[String]) -> Result<Vec<(Regex, GgmlType)>> {
         .collect()
 }
 
-/// Model facts the mix rules need, from GGUF metadata or a config.json beside the input.
-fn model_facts(src: &TensorSource) -> ModelFacts {
-    let mut facts = ModelFacts::default();
-    match src.format {
-        Format::Gguf => {
-            let arch = src
-                .get("general.architecture")
-                .and_then(|v| v.as_str().map(|s| s.into_owned()))
-                .unwrap_or_default();
-            let num = |key: &str| {
-                src.get(&format!("{arch}.{key}"))
-                    .and_then(|v| v.as_u64())
-                    .unwrap_or(0) as u32
-            };
-            facts.n_layer = num("block_count");
-            facts.n_head = num("attention.head_count");
-            facts.n_head_kv = num("attention.head_count_kv");
-            facts.n_expert = num("expert_count");
-            facts.arch = arch;
-        }
-        Format::Qnat => {
-            facts.arch = src
-                .qnat
-                .as_ref()
-                .map(|q| q.model.architecture.clone())
-                .unwrap_or_default();
-        }
-        Format::Safetensors => {
-            let dir = if src.path.is_dir() {
-                src.path.clone()
-            } else {
-                src.path.parent().unwrap_or(Path::new(".")).to_path_buf()
-            };
-            if let Some(cfg) = read_config(&dir, &src.path) {
-                let num = |keys: &[&str]| {
-                    keys.iter()
-                        .find_map(|k| cfg.get(*k).and_then(|v| v.as_u64()))
-                        .unwrap_or(0) as u32
-                };
-                facts.n_layer = num(&["num_hidden_layers", "n_layer"]);
-                facts.n_head = num(&["num_attention_heads", "n_head"]);
-                facts.n_head_kv = num(&["num_key_value_heads"]);
-                if facts.n_head_kv == 0 {
-                    facts.n_head_kv = facts.n_head;
-                }
-                facts.n_expert = num(&["num_local_experts", "num_experts", "n_routed_experts"]);
-                facts.arch = cfg
-                    .get("model_type")
-                    .and_then(|v| v.as_str())
-                    .unwrap_or("")
-                    .to_string();
-            }
-        }
+/// Model facts the mix rules need, from the model's config ([`ModelConfig`]).
+fn model_facts(cfg: &ModelConfig) -> ModelFacts {
+    let num = |v: Option<u64>| v.unwrap_or(0) as u32;
+    ModelFacts {
+        arch: cfg.arch.clone().unwrap_or_default(),
+        n_layer: num(cfg.n_layer),
+        n_head: num(cfg.n_head),
+        // Absent means as many as query heads (the mix rules read 0 the same way).
+        n_head_kv: num(cfg.n_head_kv.or(cfg.n_head)),
+        n_expert: num(cfg.n_expert),
+        ..ModelFacts::default()
     }
-    facts
-}
-
-/// `config.json` in the model folder, or `STEM.config.json` beside a single file.
-fn read_config(dir: &Path, input: &Path) -> Option<serde_json::Value> {
-    let stem = input.file_name()?.to_string_lossy();
-    let stem = stem
-        .strip_suffix(".safetensors")
-        .unwrap_or(&stem)
-        .to_string();
-    [
-        dir.join("config.json"),
-        dir.join(format!("{stem}.config.json")),
-    ]
-    .iter()
-    .find_map(|p| std::fs::read(p).ok())
-    .and_then(|b| serde_json::from_slice(&b).ok())
 }
 
 /// Output metadata: the GGUF input's keys in order with `general.file_type` and
@@ -292,7 +234,7 @@ pub fn run(args: &QuantizeArgs) -> Result<()> {
         }
         None => None,
     };
-    let facts = model_facts(&src);
+    let facts = model_facts(&ModelConfig::for_source(&src)?);
     let opts = mix::Options {
         pure: args.pure,
         output_tensor_type,
@@ -404,13 +346,7 @@ fn run_bnb(args: &QuantizeArgs) -> Result<()> {
     };
     crate::pipeline::encode::FourBitEncoder::new(kind, args.block_size)?;
     let src = TensorSource::open(&args.input)?;
-    let dir = src.path.parent().unwrap_or(Path::new(".")).to_path_buf();
-    let dir = if src.path.is_dir() {
-        src.path.clone()
-    } else {
-        dir
-    };
-    let config = read_config(&dir, &src.path);
+    let config = ModelConfig::for_source(&src)?.raw;
     let mut report = Report {
         schema: SCHEMA,
         input: args.input.display().to_string(),
