@@ -227,7 +227,7 @@ pub fn build(args: &KvBuildArgs) -> Result<()> {
         .transpose()?;
     let profile = build_profile(&spec, calibration.as_ref()).map_err(|e| invalid!("{e:#}"))?;
     let text = profile.to_json()? + "\n";
-    write_atomic(&args.output, text.as_bytes())?;
+    crate::formats::atomic::write_file(&args.output, text.as_bytes())?;
     let summary = json!({
         "schema": "qforge.kv-build/1",
         "output": args.output.display().to_string(),
@@ -248,14 +248,6 @@ pub fn build(args: &KvBuildArgs) -> Result<()> {
             profile.digests.profile
         ))
     }
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let mut f = crate::formats::atomic::AtomicFile::create(path)?;
-    f.write_all(bytes)?;
-    f.commit()?;
-    Ok(())
 }
 
 /// A baseline: name, key codec, value codec.
@@ -337,7 +329,8 @@ pub fn verify(args: &KvVerifyArgs) -> Result<()> {
     }
     let text = serde_json::to_string_pretty(&doc)? + "\n";
     if let Some(out) = &args.output {
-        write_atomic(out, text.as_bytes()).with_context(|| format!("writing {}", out.display()))?;
+        crate::formats::atomic::write_file(out, text.as_bytes())
+            .with_context(|| format!("writing {}", out.display()))?;
     }
     if args.json {
         print_text(&text)?;

@@ -22,6 +22,11 @@ use std::fmt;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
+/// f32 values as little-endian bytes (how safetensors, GGUF and QNAT store them).
+pub fn f32_le_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
 /// Container format of a [`TensorSource`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
