@@ -272,6 +272,36 @@ mod tests {
     }
 
     #[test]
+    fn for_source_on_the_fixtures() {
+        let fixture = |n: &str| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("fixtures")
+                .join(n)
+        };
+        // tiny-llama.safetensors has tiny-llama.config.json beside it; the GGUF was made
+        // from the same model, so both sources give the same hyperparameters.
+        for name in ["tiny-llama.safetensors", "tiny-llama.gguf"] {
+            let c = ModelConfig::for_source(&TensorSource::open(&fixture(name)).unwrap()).unwrap();
+            assert_eq!(c.arch.as_deref(), Some("llama"), "{name}");
+            assert_eq!(
+                (c.n_layer, c.n_head, c.n_head_kv),
+                (Some(1), Some(4), Some(1)),
+                "{name}"
+            );
+        }
+        let st = ModelConfig::for_source(
+            &TensorSource::open(&fixture("tiny-llama.safetensors")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(st.origin, Some(fixture("tiny-llama.config.json")));
+        assert_eq!(st.get("torch_dtype"), Some(&json!("float16")));
+        // The sharded folder has no config.json.
+        let sharded =
+            ModelConfig::for_source(&TensorSource::open(&fixture("sharded")).unwrap()).unwrap();
+        assert_eq!(sharded, ModelConfig::default());
+    }
+
+    #[test]
     fn invalid_json_is_invalid_input() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("config.json");
