@@ -339,6 +339,9 @@ pub fn run(args: &QuantizeArgs) -> Result<()> {
         totals: Totals::default(),
         sha256: None,
     };
+    for t in &report.tensors {
+        crate::logging::plan_entry(&t.name, &t.in_type, &t.out_type, &t.reason);
+    }
     if !args.dry_run {
         let out = args
             .output

@@ -62,10 +62,11 @@
 //!
 //! # Layout
 //!
-//! [`Mix`] and its tables live in `mixes`, tensor-name classification (roles, Hugging
+//! [`Mix`] and its tables live in `mixes`, llama-quantize's full type list in `catalog`, tensor-name classification (roles, Hugging
 //! Face to GGUF names, what is never quantized) in `names`, llama-quant.cpp's per-type
 //! choices in `rules`, the stateful [`Planner`] in `planner`; the tests in `tests`.
 
+mod catalog;
 mod mixes;
 mod names;
 mod planner;
@@ -73,9 +74,10 @@ mod rules;
 #[cfg(test)]
 mod tests;
 
+pub use catalog::{QuantOption, QUANT_OPTIONS};
 pub use mixes::Mix;
 pub use names::{
     canonical_name, canonical_role, gguf_name, gguf_role, n_dims, should_quantize, Role,
 };
 pub use planner::{plan, Choice, MixError, ModelFacts, Options, Planner};
-pub use rules::{fallback_type, requires_imatrix, use_more_bits};
+pub use rules::{fallback_type, requires_imatrix, type_requires_imatrix, use_more_bits};

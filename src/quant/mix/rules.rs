@@ -44,6 +44,12 @@ pub fn requires_imatrix(name: &str, ty: GgmlType, mix: Mix) -> bool {
     ) {
         return false;
     }
+    type_requires_imatrix(ty, mix == Mix::Q2_K_S)
+}
+
+/// The type part of [`requires_imatrix`]: IQ1/IQ2/IQ3_XXS types always, Q2_K only in a
+/// Q2_K_S file (`q2_k_s_file`).
+pub fn type_requires_imatrix(ty: GgmlType, q2_k_s_file: bool) -> bool {
     match ty {
         GgmlType::IQ3_XXS
         | GgmlType::IQ2_XXS
@@ -51,7 +57,7 @@ pub fn requires_imatrix(name: &str, ty: GgmlType, mix: Mix) -> bool {
         | GgmlType::IQ2_S
         | GgmlType::IQ1_M
         | GgmlType::IQ1_S => true,
-        GgmlType::Q2_K => mix == Mix::Q2_K_S,
+        GgmlType::Q2_K => q2_k_s_file,
         _ => false,
     }
 }
