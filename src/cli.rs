@@ -115,7 +115,7 @@ pub struct QuantizeArgs {
         long = "type",
         value_name = "TYPE",
         ignore_case = true,
-        value_parser = NameOf::<TypeName>::names_only(TYPE_NAMES_ONLY)
+        value_parser = NameOf::<TypeName>::names_only("type", TYPE_NAMES_ONLY)
     )]
     pub qtype: Option<String>,
     /// List every type and mix llama-quantize knows (bits per weight, whether an
@@ -431,7 +431,7 @@ pub struct BenchGemmArgs {
         long,
         value_delimiter = ',',
         ignore_case = true,
-        value_parser = NameOf::<Backend>::new(),
+        value_parser = NameOf::<Backend>::new("backend"),
         default_value = "fused,lazy-dequant,eager-dequant,candle"
     )]
     pub backends: Vec<String>,
@@ -472,9 +472,9 @@ const FOUR_BIT_TYPES: [(&str, &str); 2] = [
     ("FP4", "bitsandbytes FP4 (--format bnb-safetensors or qnat)"),
 ];
 
-/// The line `quantize -t 8` fails with.
-const TYPE_NAMES_ONLY: &str = "-t/--type takes type names only (Q5_0, not llama-quantize's \
-     numeric id 8); `qforge quantize --list-types` lists them";
+/// Why `quantize -t 8` fails (after `--type: "8" is a number: `).
+const TYPE_NAMES_ONLY: &str = "type names only (Q5_0, not llama-quantize's numeric id 8); \
+     `qforge quantize --list-types` lists them";
 
 impl TypeName {
     /// Every accepted name.
@@ -520,8 +520,11 @@ impl ValueEnum for TypeName {
 /// A value parser for a closed set of names (the [`ValueEnum`] `E`): it lists them in
 /// `--help` and completions, matches case-insensitively where the argument says
 /// `ignore_case`, and yields the canonical name. Commands keep taking the name as a
-/// string, so every spelling they accepted keeps its meaning.
+/// string, so every spelling they accepted keeps its meaning. A value outside the set
+/// fails with one line (`--type: unknown type "Q9_X"; one of: ...`).
 pub struct NameOf<E> {
+    /// What a value is, for the error line (`type`, `backend`).
+    what: &'static str,
     /// The error line for an all-digits value, where numbers are a known trap.
     names_only: Option<&'static str>,
     kind: PhantomData<fn() -> E>,
@@ -530,6 +533,7 @@ pub struct NameOf<E> {
 impl<E> Clone for NameOf<E> {
     fn clone(&self) -> Self {
         NameOf {
+            what: self.what,
             names_only: self.names_only,
             kind: PhantomData,
         }
@@ -537,26 +541,22 @@ impl<E> Clone for NameOf<E> {
 }
 
 impl<E: ValueEnum + Send + Sync + 'static> NameOf<E> {
-    /// Any of `E`'s names.
-    pub fn new() -> Self {
+    /// Any of `E`'s names; `what` names a value in the error line.
+    pub fn new(what: &'static str) -> Self {
         NameOf {
+            what,
             names_only: None,
             kind: PhantomData,
         }
     }
 
     /// Any of `E`'s names; an all-digits value fails with `message`.
-    pub fn names_only(message: &'static str) -> Self {
+    pub fn names_only(what: &'static str, message: &'static str) -> Self {
         NameOf {
+            what,
             names_only: Some(message),
             kind: PhantomData,
         }
-    }
-}
-
-impl<E: ValueEnum + Send + Sync + 'static> Default for NameOf<E> {
-    fn default() -> Self {
-        Self::new()
     }
 }
 
@@ -569,16 +569,39 @@ impl<E: ValueEnum + Send + Sync + 'static> TypedValueParser for NameOf<E> {
         arg: Option<&clap::Arg>,
         value: &OsStr,
     ) -> Result<String, clap::Error> {
+        let flag = arg
+            .and_then(clap::Arg::get_long)
+            .map(|l| format!("--{l}: "))
+            .unwrap_or_default();
         if let Some(message) = self.names_only {
             let v = value.to_string_lossy();
             if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(clap::Error::raw(
                     ErrorKind::InvalidValue,
-                    format!("{message}\n"),
+                    format!("{flag}{v:?} is a number: {message}\n"),
                 ));
             }
         }
-        let parsed = EnumValueParser::<E>::new().parse_ref(cmd, arg, value)?;
+        let parsed = EnumValueParser::<E>::new()
+            .parse_ref(cmd, arg, value)
+            .map_err(|e| match e.kind() {
+                ErrorKind::InvalidValue => {
+                    let names: Vec<String> = E::value_variants()
+                        .iter()
+                        .filter_map(|v| Some(v.to_possible_value()?.get_name().to_string()))
+                        .collect();
+                    clap::Error::raw(
+                        ErrorKind::InvalidValue,
+                        format!(
+                            "{flag}unknown {} {:?}; one of: {}\n",
+                            self.what,
+                            value.to_string_lossy(),
+                            names.join(", ")
+                        ),
+                    )
+                }
+                _ => e,
+            })?;
         let name = parsed
             .to_possible_value()
             .expect("value_variants are not skipped");
@@ -745,6 +768,13 @@ mod tests {
         let err = parse("8").unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidValue);
         assert!(err.to_string().contains("names only"), "{err}");
-        assert_eq!(parse("Q4_K_X").unwrap_err().kind(), ErrorKind::InvalidValue);
+        let err = parse("Q4_K_X").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidValue);
+        let line = err.to_string();
+        assert!(
+            line.starts_with("error: --type: unknown type \"Q4_K_X\"; one of: Q4_0, Q4_1,"),
+            "{line}"
+        );
+        assert_eq!(line.lines().count(), 1, "{line}");
     }
 }
