@@ -278,7 +278,7 @@ impl TensorSource {
                 qnat: None,
             });
         }
-        bail_invalid!(
+        bail_invalid!(kind: BadMagic,
             "{}: unrecognized format (not GGUF, safetensors or QNAT; first bytes {:02x?})",
             path.display(),
             &data[..data.len().min(8)]
