@@ -48,6 +48,13 @@ pub enum InvalidKind {
     BadEncoding,
     /// A name given twice.
     Duplicate,
+    /// A checksum or digest does not match the bytes it covers.
+    Checksum,
+    /// Parts of the input disagree with each other, or a part its other parts require is
+    /// missing.
+    Inconsistent,
+    /// The input cannot be opened, or is not a regular file.
+    Unreadable,
     /// A command-line value or option combination that is refused.
     BadArgument,
 }
