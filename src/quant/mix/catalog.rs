@@ -23,9 +23,7 @@ pub struct QuantOption {
 impl QuantOption {
     /// The mix qforge plans for this name, or `None` where qforge does not implement it.
     pub fn mix(&self) -> Option<Mix> {
-        if self.base.is_none() {
-            return None; // COPY
-        }
+        self.base?; // COPY keeps every tensor's type: not a mix
         Mix::from_name(self.name)
     }
 
