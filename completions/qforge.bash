@@ -355,7 +355,7 @@ _qforge() {
             return 0
             ;;
         qforge__subcmd__kv__subcmd__profile__subcmd__build)
-            opts="-o -v -q -h -V --shape --from-model --calibration --codec --bits --block-dim --codebook-size --seed --role --pre-rope --tokens-per-page --protect-first --protect-last --protect-layers --protect-heads --fallback --top-k --max-key-logit-mse --max-attention-tv --max-topk-disagreement --max-value-agg-mse --output --json --verbose --quiet --help --version"
+            opts="-o -v -q -h -V --shape --from-model --calibration --codec --bits --block-dim --codebook-size --seed --role --pre-rope --tokens-per-page --protect-first --protect-last --protect-layers --protect-heads --fallback --top-k --max-key-logit-mse --max-attention-tv --max-topk-disagreement --max-value-agg-mse --output --threads --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -449,6 +449,10 @@ _qforge() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --threads)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -513,7 +517,7 @@ _qforge() {
             return 0
             ;;
         qforge__subcmd__kv__subcmd__profile__subcmd__verify)
-            opts="-o -v -q -h -V --eval --queries --compare --output --json --verbose --quiet --help --version"
+            opts="-o -v -q -h -V --eval --queries --compare --output --threads --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -532,6 +536,10 @@ _qforge() {
                     return 0
                     ;;
                 -o)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --threads)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

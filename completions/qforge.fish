@@ -150,6 +150,7 @@ complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_see
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l max-topk-disagreement -d 'Budget: maximum mean top-k disagreement' -r
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l max-value-agg-mse -d 'Budget: maximum value-aggregation MSE' -r
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -s o -l output -d 'Output profile' -r -F
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l threads -d 'Worker threads (default: all cores). The profile does not depend on it' -r
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l pre-rope -d 'Keys were captured before RoPE (default: after, as a KV cache holds them)'
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l json -d 'Print a JSON summary on stdout (schema qforge.kv-build/1, see docs/kv-profile.md)'
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -s v -l verbose -d 'More log output on stderr: -v the plan (info), -vv per-tensor timing (debug), -vvv trace; RUST_LOG overrides'
@@ -159,6 +160,7 @@ complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_see
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from verify" -l eval -d 'Evaluation KV (safetensors); deterministic synthetic KV of the profile\'s shape when absent' -r -F
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from verify" -l queries -d 'Queries (safetensors, layer.{i}.query, [query_heads, n, head_dim]); required with --eval' -r -F
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from verify" -s o -l output -d 'Receipt output' -r -F
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from verify" -l threads -d 'Worker threads (default: all cores). The receipt does not depend on it' -r
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from verify" -l compare -d 'Also run the baselines (TurboQuant-style, KIVI-2, q8_0, q4_0) in the same run'
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from verify" -l json -d 'Print the receipt JSON on stdout (schema qforge.kv-receipt/1, see docs/kv-profile.md)'
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from verify" -s v -l verbose -d 'More log output on stderr: -v the plan (info), -vv per-tensor timing (debug), -vvv trace; RUST_LOG overrides'

@@ -343,6 +343,9 @@ pub struct KvBuildArgs {
     /// Output profile.
     #[arg(short, long)]
     pub output: PathBuf,
+    /// Worker threads (default: all cores). The profile does not depend on it.
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
     /// Print a JSON summary on stdout (schema qforge.kv-build/1, see docs/kv-profile.md).
     #[arg(long)]
     pub json: bool,
@@ -394,6 +397,9 @@ pub struct KvVerifyArgs {
     /// Receipt output.
     #[arg(short, long)]
     pub output: Option<PathBuf>,
+    /// Worker threads (default: all cores). The receipt does not depend on it.
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
     /// Print the receipt JSON on stdout (schema qforge.kv-receipt/1, see docs/kv-profile.md).
     #[arg(long)]
     pub json: bool,

@@ -18,8 +18,12 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Inspect(args) => inspect::run(&args),
         Command::Quantize(args) => quantize::run(&args),
         Command::ExportNative(args) => export_native::run(&args),
-        Command::KvProfile(KvProfileCommand::Build(args)) => kv_profile::build(&args),
-        Command::KvProfile(KvProfileCommand::Verify(args)) => kv_profile::verify(&args),
+        Command::KvProfile(KvProfileCommand::Build(args)) => {
+            crate::pipeline::with_threads(args.threads, || kv_profile::build(&args))?
+        }
+        Command::KvProfile(KvProfileCommand::Verify(args)) => {
+            crate::pipeline::with_threads(args.threads, || kv_profile::verify(&args))?
+        }
         Command::BenchGemm(args) => bench_gemm::run(&args),
     }
 }

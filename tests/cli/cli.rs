@@ -11,7 +11,7 @@ fn stderr_of(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-fn sha(path: &Path) -> Vec<u8> {
+fn bytes_of(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap()
 }
 
@@ -32,7 +32,7 @@ fn enum_values_are_case_insensitive() {
         ]);
         assert!(r.status.success(), "{t}: {}", stderr_of(&r));
     }
-    assert_eq!(sha(&a), sha(&b));
+    assert_eq!(bytes_of(&a), bytes_of(&b));
     // --format, -t NF4 and --compute-dtype in other cases.
     let bnb = dir.path().join("bnb");
     let r = qforge(&[
@@ -396,4 +396,48 @@ fn every_json_document_has_a_documented_string_schema() {
             "{schema} is not in docs/"
         );
     }
+}
+
+#[test]
+fn kv_profile_takes_threads_and_its_bytes_do_not_depend_on_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut outputs = Vec::new();
+    for t in ["1", "3"] {
+        let profile = dir.path().join(format!("kv-{t}.json"));
+        let receipt = dir.path().join(format!("r-{t}.json"));
+        let (p, r) = (profile.to_str().unwrap(), receipt.to_str().unwrap());
+        let shape = "layers=1,kv_heads=2,query_heads=4,head_dim=32,tokens=128";
+        let build = qforge(&[
+            "kv-profile",
+            "build",
+            "--shape",
+            shape,
+            "--bits",
+            "8",
+            "-o",
+            p,
+            "--threads",
+            t,
+            "-q",
+        ]);
+        assert!(build.status.success(), "{}", stderr_of(&build));
+        let verify = qforge(&["kv-profile", "verify", p, "-o", r, "--threads", t, "-q"]);
+        assert!(verify.status.success(), "{}", stderr_of(&verify));
+        outputs.push((bytes_of(&profile), bytes_of(&receipt)));
+    }
+    assert!(
+        outputs[0] == outputs[1],
+        "bytes differ between --threads 1 and 3"
+    );
+    let zero = qforge(&[
+        "kv-profile",
+        "build",
+        "--shape",
+        "layers=1,kv_heads=1,query_heads=1,head_dim=8,tokens=8",
+        "-o",
+        dir.path().join("z.json").to_str().unwrap(),
+        "--threads",
+        "0",
+    ]);
+    assert_invalid(&zero, "--threads must be at least 1");
 }
