@@ -15,6 +15,7 @@ fn main() -> ExitCode {
         },
     };
     qforge::logging::init(cli.verbose);
+    qforge::output::set_quiet(cli.quiet);
     match qforge::commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) if qforge::error::is_broken_pipe(&err) => ExitCode::SUCCESS,
