@@ -7,7 +7,7 @@
 use crate::cli::{ExportNativeArgs, Scheme as CliScheme};
 use crate::formats::qnat::Scheme;
 use crate::formats::weight_format::WeightFormat;
-use crate::output::{print_json, print_text};
+use crate::output::{print_json, print_report, print_text};
 use crate::pipeline::qnat::{self, ExportJob, Target};
 use crate::pipeline::RunOptions;
 use anyhow::Result;
@@ -47,7 +47,7 @@ pub fn run(args: &ExportNativeArgs) -> Result<()> {
             allow_nonfinite: args.allow_nonfinite,
         },
     })?;
-    report.print(args.json)
+    print_report(args.json, &report, || report.render_text())
 }
 
 fn migrate_v1(args: &ExportNativeArgs) -> Result<()> {

@@ -6,6 +6,7 @@
 use crate::cli::{OutputFormat, QuantizeArgs};
 use crate::formats::ggml_type::GgmlType;
 use crate::formats::weight_format::WeightFormat;
+use crate::output::print_report;
 use crate::pipeline::bnb::BnbOptions;
 use crate::pipeline::gguf::GgufJob;
 use crate::pipeline::qnat::{scheme_of, ExportJob, Target};
@@ -44,7 +45,7 @@ pub fn run(args: &QuantizeArgs) -> Result<()> {
         OutputFormat::BnbSafetensors => run_bnb(args, run)?,
         OutputFormat::Qnat => run_qnat(args, run)?,
     };
-    report.print(args.json)
+    print_report(args.json, &report, || report.render_text())
 }
 
 fn run_gguf(args: &QuantizeArgs, run: RunOptions) -> Result<pipeline::report::Report> {

@@ -1,11 +1,12 @@
 //! The one report of `quantize` (every `--format`) and `export-native`: built one way
 //! ([`Report::new`], [`Report::push`], [`Report::finish`]) and rendered one way
-//! ([`Report::print`]: JSON `qforge.quantize/1`, see `docs/quantize-json.md`, or text).
+//! (itself as JSON `qforge.quantize/1`, see `docs/quantize-json.md`, or
+//! [`Report::render_text`]).
 
 use super::ErrorStats;
 use crate::bail_invalid;
 use crate::formats::TensorInfo;
-use crate::output::{escape_controls, human_bytes, print_json, print_text};
+use crate::output::{escape_controls, human_bytes};
 use anyhow::Result;
 use serde::Serialize;
 use std::path::Path;
@@ -180,16 +181,8 @@ impl Report {
         self.sha256 = sha256;
     }
 
-    /// Prints the report as JSON or text.
-    pub fn print(&self, json: bool) -> Result<()> {
-        if json {
-            print_json(self)
-        } else {
-            print_text(&self.render_text())
-        }
-    }
-
-    fn render_text(&self) -> String {
+    /// The human-readable report (`--json` prints the report itself).
+    pub fn render_text(&self) -> String {
         use std::fmt::Write;
         let mut s = String::new();
         let names: Vec<_> = self
