@@ -59,11 +59,6 @@ fn run_gguf(args: &QuantizeArgs, run: RunOptions) -> Result<pipeline::report::Re
         (args.output_tensor_type, args.token_embedding_type);
     let include = parse_regexes("--include-weights", &args.include_weights)?;
     let exclude = parse_regexes("--exclude-weights", &args.exclude_weights)?;
-    if let Some(out) = &args.output {
-        if out.exists() && same_file(out, &args.input) {
-            bail_invalid!("output {} is the input file", out.display());
-        }
-    }
     pipeline::gguf::quantize(&GgufJob {
         input: &args.input,
         output: args.output.as_deref(),
@@ -148,11 +143,4 @@ fn run_qnat(args: &QuantizeArgs, run: RunOptions) -> Result<pipeline::report::Re
         refuse_qnat: false,
         run,
     })
-}
-
-fn same_file(a: &Path, b: &Path) -> bool {
-    match (a.canonicalize(), b.canonicalize()) {
-        (Ok(x), Ok(y)) => x == y,
-        _ => false,
-    }
 }
