@@ -117,7 +117,7 @@ pub fn parse_type(name: &str) -> Result<Mix> {
     })
 }
 
-fn parse_ggml_type(flag: &str, name: &str) -> Result<GgmlType> {
+pub(crate) fn parse_ggml_type(flag: &str, name: &str) -> Result<GgmlType> {
     match GgmlType::from_name(name) {
         Some(t) if crate::quant::codec(t).is_some() => Ok(t),
         Some(t) => bail_invalid!("{flag}: quantizing to {t} is not implemented"),
@@ -125,14 +125,14 @@ fn parse_ggml_type(flag: &str, name: &str) -> Result<GgmlType> {
     }
 }
 
-fn parse_regexes(flag: &str, patterns: &[String]) -> Result<Vec<Regex>> {
+pub(crate) fn parse_regexes(flag: &str, patterns: &[String]) -> Result<Vec<Regex>> {
     patterns
         .iter()
         .map(|p| Regex::new(p).map_err(|e| invalid!("{flag} {p:?}: {e}")))
         .collect()
 }
 
-fn parse_overrides(specs: &[String]) -> Result<Vec<(Regex, GgmlType)>> {
+pub(crate) fn parse_overrides(specs: &[String]) -> Result<Vec<(Regex, GgmlType)>> {
     specs
         .iter()
         .map(|spec| {
@@ -258,6 +258,16 @@ fn output_metadata(src: &TensorSource, facts: &ModelFacts, file_type: u32) -> Ve
 
 /// Runs `qforge quantize`.
 pub fn run(args: &QuantizeArgs) -> Result<()> {
+    let folder = crate::convert::model_dir(&args.input);
+    if args.format == OutputFormat::Gguf && !args.raw_names {
+        if let Some(dir) = folder {
+            return crate::convert::write::run(args, &dir);
+        }
+    }
+    let folder_flags = args.name.is_some() || args.metadata.is_some() || args.no_vocab;
+    if folder_flags && (folder.is_none() || args.format != OutputFormat::Gguf || args.raw_names) {
+        bail_invalid!("--name, --metadata and --no-vocab apply to converting a Hugging Face folder (config.json beside the weights) to GGUF");
+    }
     match args.format {
         OutputFormat::Gguf => {}
         OutputFormat::BnbSafetensors => return run_bnb(args),

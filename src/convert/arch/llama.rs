@@ -1,0 +1,240 @@
+//! LlamaForCausalLM and MistralForCausalLM (convert's `LlamaModel`): Q/K rows permuted
+//! back from Hugging Face's rotary layout, `rope_freqs` generated for llama3 rope
+//! scaling, SentencePiece / Llama-HF / GPT-2 vocabularies.
+
+use super::{active_rope, rope_parameters, Arch, Kv};
+use crate::convert::config::HfConfig;
+use crate::convert::model::{Generated, Planned, RowOrder};
+use crate::convert::vocab_hook::{VocabCall, VocabRoutine};
+use crate::formats::gguf::Value;
+use crate::{bail_invalid, invalid};
+use anyhow::Result;
+use std::path::Path;
+
+/// The llama table.
+pub const LLAMA: Arch = Arch {
+    hf_names: &["LlamaForCausalLM", "MistralForCausalLM"],
+    gguf_arch: "llama",
+    names: &[
+        ("model.embed_tokens", "token_embd"),
+        ("lm_head", "output"),
+        ("model.norm", "output_norm"),
+        ("model.layers.{bid}.input_layernorm", "blk.{bid}.attn_norm"),
+        ("model.layers.{bid}.self_attn.q_proj", "blk.{bid}.attn_q"),
+        ("model.layers.{bid}.self_attn.k_proj", "blk.{bid}.attn_k"),
+        ("model.layers.{bid}.self_attn.v_proj", "blk.{bid}.attn_v"),
+        ("model.layers.{bid}.self_attn.o_proj", "blk.{bid}.attn_output"),
+        ("model.layers.{bid}.post_attention_layernorm", "blk.{bid}.ffn_norm"),
+        ("model.layers.{bid}.mlp.gate_proj", "blk.{bid}.ffn_gate"),
+        ("model.layers.{bid}.mlp.up_proj", "blk.{bid}.ffn_up"),
+        ("model.layers.{bid}.mlp.down_proj", "blk.{bid}.ffn_down"),
+    ],
+    params,
+    tensor,
+    extra,
+    vocab,
+};
+
+/// The hyperparameters the checks and transforms need.
+struct Dims {
+    n_embd: u64,
+    n_head: u64,
+    n_head_kv: u64,
+    head_dim: u64,
+    n_ff: Option<u64>,
+    n_vocab: u64,
+}
+
+fn dims(cfg: &HfConfig) -> Result<Dims> {
+    let n_embd = cfg.require_u64(&["hidden_size"])?;
+    let n_head = cfg.require_u64(&["n_heads", "num_attention_heads"])?;
+    let n_head_kv = cfg.require_u64(&["n_kv_heads", "num_key_value_heads"])?;
+    if n_head == 0 || n_head_kv == 0 {
+        bail_invalid!("config.json: head counts must be positive");
+    }
+    let head_dim = match cfg.opt_u64(&["head_dim"])? {
+        Some(d) => d,
+        None => n_embd / n_head,
+    };
+    Ok(Dims {
+        n_embd,
+        n_head,
+        n_head_kv,
+        head_dim,
+        n_ff: cfg.opt_u64(&["intermediate_size"])?,
+        n_vocab: cfg.require_u64(&["vocab_size"])?,
+    })
+}
+
+/// `LlamaModel.set_gguf_parameters` after TextModel's: vocab size, rope dimensions.
+fn params(cfg: &HfConfig, arch: &str, kv: &mut Kv) -> Result<()> {
+    let d = dims(cfg)?;
+    kv.push((format!("{arch}.vocab_size"), Value::U32(to_u32(d.n_vocab)?)));
+    kv.push((
+        format!("{arch}.rope.dimension_count"),
+        Value::U32(to_u32(d.head_dim)?),
+    ));
+    Ok(())
+}
+
+fn to_u32(v: u64) -> Result<u32> {
+    u32::try_from(v).map_err(|_| invalid!("config.json: {v} does not fit in 32 bits"))
+}
+
+/// Shape checks against the config; Q and K (weights and biases) get the rotary row
+/// permutation (`LlamaModel.permute`).
+fn tensor(cfg: &HfConfig, t: &mut Planned) -> Result<()> {
+    let d = dims(cfg)?;
+    let base = t
+        .name
+        .rsplit_once('.')
+        .map_or(t.name.as_str(), |(b, _)| b);
+    let base = base.rsplit('.').next().unwrap_or(base);
+    let is_weight = t.name.ends_with(".weight");
+    let q_rows = d.n_head * d.head_dim;
+    let kv_rows = d.n_head_kv * d.head_dim;
+    let expect: Option<Vec<u64>> = match (base, is_weight) {
+        ("token_embd" | "output", true) => Some(vec![d.n_vocab, d.n_embd]),
+        ("output_norm" | "attn_norm" | "ffn_norm", true) => Some(vec![d.n_embd]),
+        ("attn_q", true) => Some(vec![q_rows, d.n_embd]),
+        ("attn_k" | "attn_v", true) => Some(vec![kv_rows, d.n_embd]),
+        ("attn_output", true) => Some(vec![d.n_embd, q_rows]),
+        ("ffn_gate" | "ffn_up", true) => d.n_ff.map(|f| vec![f, d.n_embd]),
+        ("ffn_down", true) => d.n_ff.map(|f| vec![d.n_embd, f]),
+        ("attn_q", false) => Some(vec![q_rows]),
+        ("attn_k" | "attn_v", false) => Some(vec![kv_rows]),
+        _ => None,
+    };
+    if let Some(want) = expect {
+        if t.shape != want {
+            bail_invalid!(
+                "tensor {} has shape {:?}, config.json implies {:?}",
+                t.hf_name,
+                t.shape,
+                want
+            );
+        }
+    }
+    let heads = match base {
+        "attn_q" => Some(d.n_head),
+        "attn_k" => Some(d.n_head_kv),
+        _ => None,
+    };
+    if let Some(n_head) = heads {
+        let rows = t.shape[0];
+        if rows % (2 * n_head) != 0 {
+            bail_invalid!(
+                "tensor {}: {rows} rows do not split into {n_head} heads of rotary pairs",
+                t.hf_name
+            );
+        }
+        t.rows = RowOrder::RopePermute { n_head };
+    }
+    Ok(())
+}
+
+/// `LlamaModel.generate_extra_tensors`: `rope_freqs` for llama3 rope scaling.
+fn extra(cfg: &HfConfig) -> Result<Vec<Generated>> {
+    let rope = active_rope(&rope_parameters(cfg)?);
+    let kind = rope
+        .get("rope_type")
+        .and_then(|v| v.as_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if rope.is_empty() || kind != "llama3" {
+        return Ok(Vec::new());
+    }
+    let num = |k: &str, default: f64| -> Result<f64> {
+        match rope.get(k) {
+            None | Some(serde_json::Value::Null) => Ok(default),
+            Some(v) => v
+                .as_f64()
+                .ok_or_else(|| invalid!("config.json: rope {k} is not a number: {v}")),
+        }
+    };
+    let base = num("rope_theta", 10000.0)?;
+    let d = dims(cfg)?;
+    let factors = llama3_rope_factors(
+        base,
+        d.head_dim,
+        num("factor", 8.0)?,
+        num("low_freq_factor", 1.0)?,
+        num("high_freq_factor", 4.0)?,
+        num("original_max_position_embeddings", 8192.0)?,
+    );
+    Ok(vec![Generated {
+        name: "rope_freqs.weight".into(),
+        values: factors,
+    }])
+}
+
+/// The llama3 rope correction factors, computed as convert computes them: every step
+/// is a float32 torch operation (the Python float constants rounded to float32 when
+/// they meet a float32 tensor).
+pub fn llama3_rope_factors(
+    base: f64,
+    dim: u64,
+    factor: f64,
+    low_freq_factor: f64,
+    high_freq_factor: f64,
+    old_context_len: f64,
+) -> Vec<f32> {
+    let low_wavelen = (old_context_len / low_freq_factor) as f32;
+    let high_wavelen = (old_context_len / high_freq_factor) as f32;
+    let (old, low, span) = (
+        old_context_len as f32,
+        low_freq_factor as f32,
+        (high_freq_factor - low_freq_factor) as f32,
+    );
+    let two_pi = (2.0 * std::f64::consts::PI) as f32;
+    (0..dim)
+        .step_by(2)
+        .map(|i| {
+            let freq = 1.0f32 / (base as f32).powf(i as f32 / dim as f32);
+            let wavelen = two_pi / freq;
+            if wavelen < high_wavelen {
+                1.0
+            } else if wavelen > low_wavelen {
+                factor as f32
+            } else {
+                let smooth = (old / wavelen - low) / span;
+                1.0 / ((1.0 - smooth) / factor as f32 + smooth)
+            }
+        })
+        .collect()
+}
+
+/// `LlamaModel.set_vocab`: tokenizer.model (SentencePiece), else tokenizer.json as
+/// Llama-HF, else GPT-2 BPE; `add_prefix_space` from tokenizer_config.json first.
+fn vocab(cfg: &HfConfig, dir: &Path) -> Result<VocabCall> {
+    let n_vocab = cfg.require_u64(&["vocab_size"])?;
+    let routines = if dir.join("tokenizer.model").is_file() {
+        vec![VocabRoutine::SentencePiece]
+    } else {
+        vec![VocabRoutine::LlamaHf, VocabRoutine::Gpt2]
+    };
+    Ok(VocabCall {
+        routines,
+        n_vocab,
+        add_prefix_space_from_config: true,
+        // CodeLlama's infill tokens and Granite-small's add_bos are keyed on vocab size.
+        codellama_infill: n_vocab == 32016,
+        no_add_bos: n_vocab == 49152,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Llama-3.1's rope scaling (factor 8, low 1, high 4, original 8192, theta 500000,
+    /// head_dim 128): values printed by convert_hf_to_gguf.py's generate_extra_tensors.
+    #[test]
+    fn llama3_factors_match_convert() {
+        let f = llama3_rope_factors(500000.0, 128, 8.0, 1.0, 4.0, 8192.0);
+        assert_eq!(f.len(), 64);
+        assert_eq!(f[0], 1.0);
+        assert_eq!(f[63], 8.0);
+        assert!(f.windows(2).all(|w| w[0] <= w[1]));
+    }
+}
