@@ -227,14 +227,15 @@ fn vocab(cfg: &HfConfig, dir: &Path) -> Result<VocabCall> {
 mod tests {
     use super::*;
 
-    /// Llama-3.1's rope scaling (factor 8, low 1, high 4, original 8192, theta 500000,
-    /// head_dim 128): values printed by convert_hf_to_gguf.py's generate_extra_tensors.
+    /// rope_freqs of a Llama-3 config (theta 500000, head_dim 64, factor 32, low 1,
+    /// high 4, original 8192), bit patterns read from convert_hf_to_gguf.py's output.
     #[test]
     fn llama3_factors_match_convert() {
-        let f = llama3_rope_factors(500000.0, 128, 8.0, 1.0, 4.0, 8192.0);
-        assert_eq!(f.len(), 64);
-        assert_eq!(f[0], 1.0);
-        assert_eq!(f[63], 8.0);
-        assert!(f.windows(2).all(|w| w[0] <= w[1]));
-    }
+        let f = llama3_rope_factors(500000.0, 64, 32.0, 1.0, 4.0, 8192.0);
+        let bits: Vec<u32> = f.iter().map(|v| v.to_bits()).collect();
+        assert_eq!(bits.len(), 32);
+        assert!(bits[..15].iter().all(|&b| b == 0x3f80_0000));
+        assert_eq!(bits[15..18], [0x3fd3_5ec2, 0x4052_b46f, 0x411a_aaee]);
+        assert!(bits[18..].iter().all(|&b| b == 0x4200_0000));
+}
 }
