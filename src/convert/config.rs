@@ -24,7 +24,12 @@ impl HfConfig {
     pub fn load(dir: &Path) -> Result<HfConfig> {
         let path = dir.join("config.json");
         let meta = std::fs::metadata(&path)
-            .map_err(|_| invalid!("{} has no config.json", dir.display()))?;
+            .map_err(|_| {
+                invalid!(
+                    "{} has no config.json; pass --raw-names to quantize its tensors under their Hugging Face names",
+                    dir.display()
+                )
+            })?;
         if meta.len() > MAX_CONFIG_BYTES {
             bail_invalid!("{}: larger than 16 MiB", path.display());
         }

@@ -104,11 +104,12 @@ pub struct Converted {
     pub tensors: Vec<Planned>,
 }
 
-/// The model folder of an input convert would read: a folder with config.json, or a
-/// `.safetensors` / `.safetensors.index.json` file with config.json beside it.
+/// The model folder of an input to convert: a folder (its config.json is then
+/// required), or a `.safetensors` / `.safetensors.index.json` file with config.json
+/// beside it (without one, the file is quantized under its own tensor names as before).
 pub fn model_dir(input: &Path) -> Option<PathBuf> {
     if input.is_dir() {
-        return input.join("config.json").is_file().then(|| input.to_path_buf());
+        return Some(input.to_path_buf());
     }
     let name = input.file_name()?.to_string_lossy();
     if !(name.ends_with(".safetensors") || name.ends_with(".safetensors.index.json")) {
@@ -272,10 +273,10 @@ mod tests {
     #[test]
     fn model_dir_needs_a_config_beside_the_input() {
         let d = tempfile::tempdir().unwrap();
-        assert_eq!(model_dir(d.path()), None);
-        std::fs::write(d.path().join("config.json"), "{}").unwrap();
-        assert_eq!(model_dir(d.path()), Some(d.path().to_path_buf()));
         let f = d.path().join("model.safetensors");
+        assert_eq!(model_dir(&f), None);
+        assert_eq!(model_dir(d.path()), Some(d.path().to_path_buf()));
+        std::fs::write(d.path().join("config.json"), "{}").unwrap();
         assert_eq!(model_dir(&f), Some(d.path().to_path_buf()));
         assert_eq!(model_dir(&d.path().join("model.gguf")), None);
     }

@@ -7,6 +7,7 @@ mod common;
 
 mod bench_gemm;
 mod bnb_export;
+mod convert_core;
 mod broken_inputs;
 mod export_native;
 mod generated_docs;
