@@ -543,7 +543,7 @@ _qforge() {
             return 0
             ;;
         qforge__subcmd__quantize)
-            opts="-o -t -v -h -V --output --type --format --tensor-type --output-tensor-type --token-embedding-type --pure --leave-output-tensor --allow-requantize --imatrix --include-weights --exclude-weights --allow-nonfinite --block-size --double-quant --compute-dtype --threads --dry-run --json --verbose --help --version"
+            opts="-o -t -v -h -V --output --type --format --tensor-type --output-tensor-type --token-embedding-type --pure --leave-output-tensor --allow-requantize --imatrix --include-weights --exclude-weights --allow-nonfinite --block-size --double-quant --compute-dtype --threads --dry-run --json --raw-names --name --metadata --no-vocab --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -602,6 +602,14 @@ _qforge() {
                     return 0
                     ;;
                 --threads)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --name)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --metadata)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -49,6 +49,8 @@ complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l compute-dtype
 f16\t'float16'
 bf16\t'bfloat16'"
 complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l threads -d 'Worker threads (default: all cores). Output bytes do not depend on it' -r
+complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l name -d 'Hugging Face folder: general.name (convert_hf_to_gguf.py --model-name)' -r
+complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l metadata -d 'Hugging Face folder: JSON file of general.* overrides (convert_hf_to_gguf.py --metadata)' -r -F
 complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l pure -d 'Use the base type for every tensor: no mix rules'
 complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l leave-output-tensor -d 'Leave output.weight unquantized'
 complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l allow-requantize -d 'Allow re-quantizing tensors that are already quantized'
@@ -56,6 +58,8 @@ complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l allow-nonfini
 complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l double-quant -d 'Double-quantize the NF4/FP4 absmax values (bnb-safetensors, qnat)'
 complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l dry-run -d 'Print the plan and the output size; write nothing'
 complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l json -d 'Print one JSON document on stdout (schema qforge.quantize/1)'
+complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l raw-names -d 'Hugging Face folder: keep the checkpoint\'s tensor names and write no hyperparameters or tokenizer (a GGUF llama.cpp cannot load; on purpose only)'
+complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l no-vocab -d 'Hugging Face folder: write no tokenizer keys (for a folder without a tokenizer)'
 complete -c qforge -n "__fish_qforge_using_subcommand quantize" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides'
 complete -c qforge -n "__fish_qforge_using_subcommand quantize" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c qforge -n "__fish_qforge_using_subcommand quantize" -s V -l version -d 'Print version'

@@ -79,7 +79,9 @@ fn split_key(line: &str) -> Option<(String, &str)> {
         let rest = t[end + 1..].trim_start().strip_prefix(':')?;
         return Some((t[1..end].to_string(), rest));
     }
-    let pos = t.find(": ").or_else(|| t.ends_with(':').then(|| t.len() - 1))?;
+    let pos = t
+        .find(": ")
+        .or_else(|| t.ends_with(':').then(|| t.len() - 1))?;
     Some((t[..pos].trim_end().to_string(), &t[pos + 1..]))
 }
 

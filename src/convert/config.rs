@@ -77,7 +77,10 @@ impl HfConfig {
     pub fn require_u64(&self, keys: &[&str]) -> Result<u64> {
         match self.find(keys) {
             Some(v) => v.as_u64().ok_or_else(|| {
-                invalid!("config.json: {} is not a non-negative integer: {v}", keys[0])
+                invalid!(
+                    "config.json: {} is not a non-negative integer: {v}",
+                    keys[0]
+                )
             }),
             None => bail_invalid!("config.json: could not find any of {keys:?}"),
         }
@@ -88,7 +91,10 @@ impl HfConfig {
         match self.find(keys) {
             None | Some(Json::Null) => Ok(None),
             Some(v) => v.as_u64().map(Some).ok_or_else(|| {
-                invalid!("config.json: {} is not a non-negative integer: {v}", keys[0])
+                invalid!(
+                    "config.json: {} is not a non-negative integer: {v}",
+                    keys[0]
+                )
             }),
         }
     }

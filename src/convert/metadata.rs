@@ -101,7 +101,11 @@ const SAMPLING: &[(&[&str], &str, bool)] = &[
     (&["xtc_threshold"], "xtc_threshold", false),
     (&["temperature"], "temp", false),
     (&["penalty_last_n"], "penalty_last_n", true),
-    (&["penalty_repeat", "repetition_penalty"], "penalty_repeat", false),
+    (
+        &["penalty_repeat", "repetition_penalty"],
+        "penalty_repeat",
+        false,
+    ),
     (&["mirostat"], "mirostat", true),
     (&["mirostat_tau"], "mirostat_tau", false),
     (&["mirostat_eta"], "mirostat_eta", false),
@@ -242,7 +246,10 @@ pub fn general_keys(inp: &Inputs) -> Vec<(String, Value)> {
             }
         }
     }
-    for (key, v) in [("general.tags", &m.tags), ("general.languages", &m.languages)] {
+    for (key, v) in [
+        ("general.tags", &m.tags),
+        ("general.languages", &m.languages),
+    ] {
         if let Some(v) = v {
             let items = v.iter().map(|s| Value::string(&text(s))).collect();
             out.push((key.to_string(), Value::Array(ValueType::String, items)));
@@ -414,7 +421,10 @@ fn source_entry(id: &str, total: u64) -> Map<String, Json> {
             e.insert("version".into(), s(v));
         }
         if let (Some(o), Some(n)) = (p.org, p.full_name) {
-            e.insert("repo_url".into(), s(format!("https://huggingface.co/{o}/{n}")));
+            e.insert(
+                "repo_url".into(),
+                s(format!("https://huggingface.co/{o}/{n}")),
+            );
         }
     }
     e
@@ -467,8 +477,7 @@ pub fn id_components(id: &str, total: u64) -> IdParts {
     static TYPE_RE: LazyLock<Regex> =
         LazyLock::new(|| Regex::new(r"(?i)^(i?q\d(_\w)*|b?fp?(16|32))$").unwrap());
     static SIZE_RE: LazyLock<Regex> = LazyLock::new(|| {
-        Regex::new(r"(?i)^((A|\d+x)?\d+([._]\d+)?[KMBT]\d?|small|mini|medium|large|x?xl)$")
-            .unwrap()
+        Regex::new(r"(?i)^((A|\d+x)?\d+([._]\d+)?[KMBT]\d?|small|mini|medium|large|x?xl)$").unwrap()
     });
     static FT_RE: LazyLock<Regex> =
         LazyLock::new(|| Regex::new(r"(?i)^(chat|instruct|vision|lora)$").unwrap());
@@ -517,7 +526,7 @@ pub fn id_components(id: &str, total: u64) -> IdParts {
                 if let Ok(v) = num.parse::<f64>() {
                     let exp = " KMBT".find(p[n - 1]).map_or(-1, |e| e as i32);
                     let label = v * 1000f64.powi(exp);
-                    if (label - total as f64).abs() > (7 * total / 8) as f64 {
+                    if (label - total as f64).abs() > (7 * u128::from(total) / 8) as f64 {
                         types[i] |= FINETUNE;
                         p[n - 1] = p[n - 1].to_ascii_lowercase();
                     }
@@ -675,7 +684,15 @@ fn rounded_notation(n: u64) -> String {
 mod tests {
     use super::*;
 
-    fn parts(id: &str, total: u64) -> (Option<String>, Option<String>, Option<String>, Option<String>) {
+    fn parts(
+        id: &str,
+        total: u64,
+    ) -> (
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    ) {
         let p = id_components(id, total);
         (p.basename, p.finetune, p.version, p.size_label)
     }
@@ -701,7 +718,10 @@ mod tests {
         let p = id_components("./some/thing", 0);
         assert_eq!(p.org, None);
         assert_eq!(id_to_title("hf-tiny-llama"), "Hf Tiny Llama");
-        assert_eq!(id_to_title("SmolLM2-135M-instruct"), "SmolLM2 135M Instruct");
+        assert_eq!(
+            id_to_title("SmolLM2-135M-instruct"),
+            "SmolLM2 135M Instruct"
+        );
         assert_eq!(id_to_title("v0.1 7b"), "v0.1 7b");
     }
 

@@ -241,7 +241,11 @@ impl Converted {
             let (o, within) = (e / inner, e % inner);
             let n = (inner - within).min(out.len() - done);
             let s = t.rows.source_row(o as u64, outer) as usize * inner + within;
-            crate::quant::decode(ty, &data[s * size..(s + n) * size], &mut out[done..done + n])?;
+            crate::quant::decode(
+                ty,
+                &data[s * size..(s + n) * size],
+                &mut out[done..done + n],
+            )?;
             done += n;
             e += n;
         }

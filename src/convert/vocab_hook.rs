@@ -43,10 +43,9 @@ pub struct VocabCall {
 
 /// The tokenizer keys for `call`, in the order convert adds them.
 pub fn tokenizer_keys(call: &VocabCall, dir: &Path) -> Result<Kv> {
-    if !dir.join("tokenizer.model").is_file()
-        && !dir.join("tokenizer.json").is_file()
-        && !(call.routines.contains(&VocabRoutine::WordPiece) && dir.join("vocab.txt").is_file())
-    {
+    let has = |f: &str| dir.join(f).is_file();
+    let wordpiece = call.routines.contains(&VocabRoutine::WordPiece) && has("vocab.txt");
+    if !(has("tokenizer.model") || has("tokenizer.json") || wordpiece) {
         bail_invalid!(
             "{} has no tokenizer (tokenizer.model or tokenizer.json); pass --no-vocab to convert without one",
             dir.display()
@@ -54,7 +53,10 @@ pub fn tokenizer_keys(call: &VocabCall, dir: &Path) -> Result<Kv> {
     }
     let mut kv: Kv = Vec::new();
     if call.add_prefix_space_from_config {
-        if let Some(v) = tokenizer_config(dir)?.get("add_prefix_space").and_then(|v| v.as_bool()) {
+        if let Some(v) = tokenizer_config(dir)?
+            .get("add_prefix_space")
+            .and_then(|v| v.as_bool())
+        {
             kv.push(("tokenizer.ggml.add_space_prefix".into(), Value::Bool(v)));
         }
     }
@@ -76,8 +78,17 @@ pub fn tokenizer_keys(call: &VocabCall, dir: &Path) -> Result<Kv> {
         set(&mut kv, &k, v);
     }
     if call.codellama_infill {
-        for (name, id) in [("prefix", 32007), ("suffix", 32008), ("middle", 32009), ("eot", 32010)] {
-            set(&mut kv, &format!("tokenizer.ggml.{name}_token_id"), Value::U32(id));
+        for (name, id) in [
+            ("prefix", 32007),
+            ("suffix", 32008),
+            ("middle", 32009),
+            ("eot", 32010),
+        ] {
+            set(
+                &mut kv,
+                &format!("tokenizer.ggml.{name}_token_id"),
+                Value::U32(id),
+            );
         }
     }
     if call.no_add_bos {
@@ -135,7 +146,10 @@ mod tests {
 
     #[test]
     fn setting_a_key_twice_keeps_its_place() {
-        let mut kv = vec![("a".to_string(), Value::U32(1)), ("b".to_string(), Value::U32(2))];
+        let mut kv = vec![
+            ("a".to_string(), Value::U32(1)),
+            ("b".to_string(), Value::U32(2)),
+        ];
         set(&mut kv, "a", Value::U32(3));
         set(&mut kv, "c", Value::U32(4));
         assert_eq!(kv[0], ("a".to_string(), Value::U32(3)));

@@ -82,8 +82,11 @@ pub fn outtype_rule(t: &Planned, ftype: GgmlType) -> (GgmlType, &'static str) {
         return (GgmlType::F32, "convert: F32 (1-D, norm or bias)");
     }
     let row = *t.shape.last().expect("shape");
-    if row % ftype.block_size() != 0 {
-        return (GgmlType::F16, "convert: F16 fallback (row not whole blocks)");
+    if !row.is_multiple_of(ftype.block_size()) {
+        return (
+            GgmlType::F16,
+            "convert: F16 fallback (row not whole blocks)",
+        );
     }
     (ftype, "convert: outtype")
 }
@@ -180,9 +183,8 @@ pub fn run(args: &QuantizeArgs, dir: &Path) -> Result<()> {
             .as_deref()
             .expect("clap requires -o without --dry-run");
         let started = Instant::now();
-        let (stats, digest) = pipeline::with_threads(args.threads, || {
-            write(&conv, &jobs, &layout, out, args)
-        })??;
+        let (stats, digest) =
+            pipeline::with_threads(args.threads, || write(&conv, &jobs, &layout, out, args))??;
         report.totals.seconds = started.elapsed().as_secs_f64();
         for (r, s) in report.tensors.iter_mut().zip(&stats) {
             r.rel_rmse = s.map(|s| s.rel_rmse());
@@ -218,7 +220,10 @@ fn plan<'a>(
                 ("--tensor-type", !args.tensor_type.is_empty()),
                 ("--pure", args.pure),
                 ("--output-tensor-type", args.output_tensor_type.is_some()),
-                ("--token-embedding-type", args.token_embedding_type.is_some()),
+                (
+                    "--token-embedding-type",
+                    args.token_embedding_type.is_some(),
+                ),
                 ("--leave-output-tensor", args.leave_output_tensor),
             ] {
                 if set {
@@ -325,7 +330,10 @@ fn model_facts(conv: &Converted) -> Result<ModelFacts> {
 
 /// Reads a small JSON object file; a missing file is `None`, an invalid one an error
 /// unless `lenient` (generation_config.json, which gguf-py ignores when broken).
-fn json_object(path: &Path, lenient: bool) -> Result<Option<serde_json::Map<String, serde_json::Value>>> {
+fn json_object(
+    path: &Path,
+    lenient: bool,
+) -> Result<Option<serde_json::Map<String, serde_json::Value>>> {
     let Ok(text) = std::fs::read(path) else {
         return Ok(None);
     };
@@ -464,7 +472,13 @@ fn encode(
             .par_chunks_mut(row_bytes)
             .enumerate()
             .map_init(
-                || (vec![0f32; row_len], vec![0f32; row_len], vec![0u8; row_len * 4]),
+                || {
+                    (
+                        vec![0f32; row_len],
+                        vec![0f32; row_len],
+                        vec![0u8; row_len * 4],
+                    )
+                },
                 |(x, y, tmp), (i, dst)| -> Result<ErrorStats> {
                     conv.read_rows(j.t, (r0 + i) as u64, x)?;
                     if round_present {
@@ -533,8 +547,14 @@ mod tests {
 
     #[test]
     fn targets_split_into_outtypes_and_mixes() {
-        assert_eq!(Target::parse(Some("bf16")).unwrap(), Target::Outtype(GgmlType::BF16));
-        assert_eq!(Target::parse(Some("Q8_0")).unwrap(), Target::Outtype(GgmlType::Q8_0));
+        assert_eq!(
+            Target::parse(Some("bf16")).unwrap(),
+            Target::Outtype(GgmlType::BF16)
+        );
+        assert_eq!(
+            Target::parse(Some("Q8_0")).unwrap(),
+            Target::Outtype(GgmlType::Q8_0)
+        );
         assert!(matches!(Target::parse(None).unwrap(), Target::Mix(_)));
         assert!(Target::parse(Some("Q9_X")).is_err());
     }

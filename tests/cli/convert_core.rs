@@ -26,11 +26,7 @@ fn convert(dir: &Path, input: &Path, args: &[&str]) -> PathBuf {
     ];
     all.extend_from_slice(args);
     let r = qforge(&all);
-    assert!(
-        r.status.success(),
-        "{}",
-        String::from_utf8_lossy(&r.stderr)
-    );
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     out
 }
 
@@ -136,15 +132,30 @@ fn outtypes_write_convert_keys_in_order_and_its_tensor_types() {
         );
         assert_eq!(names(&g), CONVERT_ORDER, "-t {t}");
         for t in &g.tensors {
-            let want = if t.shape.len() == 1 { GgmlType::F32 } else { weight_ty };
+            let want = if t.shape.len() == 1 {
+                GgmlType::F32
+            } else {
+                weight_ty
+            };
             assert_eq!(t.ty, TensorType::Ggml(want), "{}", t.name);
         }
         if t == "BF16" {
             // Unpermuted tensors are the checkpoint's bf16 bytes.
-            let embd = g.tensors.iter().find(|t| t.name == "token_embd.weight").unwrap();
-            assert_eq!(g.data(embd), source_bytes(&src, "model.embed_tokens.weight"));
+            let embd = g
+                .tensors
+                .iter()
+                .find(|t| t.name == "token_embd.weight")
+                .unwrap();
+            assert_eq!(
+                g.data(embd),
+                source_bytes(&src, "model.embed_tokens.weight")
+            );
             // attn_q rows are permuted per head (4 heads of 8: rows 0,4,1,5,2,6,3,7).
-            let q = g.tensors.iter().find(|t| t.name == "blk.0.attn_q.weight").unwrap();
+            let q = g
+                .tensors
+                .iter()
+                .find(|t| t.name == "blk.0.attn_q.weight")
+                .unwrap();
             let hf_q = source_bytes(&src, "model.layers.0.self_attn.q_proj.weight");
             let row = 32 * 2;
             for (r, s) in [(0, 0), (1, 4), (2, 1), (3, 5), (8, 8), (9, 12)] {
@@ -199,7 +210,10 @@ fn q4_k_m_is_llama_quantize_over_convert_output() {
         ("blk.1.ffn_up.weight", Q5_0),
     ];
     let got: Vec<(&str, TensorType)> = g.tensors.iter().map(|t| (t.name.as_str(), t.ty)).collect();
-    let want: Vec<(&str, TensorType)> = want.iter().map(|&(n, t)| (n, TensorType::Ggml(t))).collect();
+    let want: Vec<(&str, TensorType)> = want
+        .iter()
+        .map(|&(n, t)| (n, TensorType::Ggml(t)))
+        .collect();
     assert_eq!(got, want);
     // ffn_down (rows of 256) is the codec's Q4_K of the bf16 values.
     let src = TensorSource::open(&hf().join("model.safetensors")).unwrap();
@@ -215,7 +229,11 @@ fn q4_k_m_is_llama_quantize_over_convert_output() {
     for (r, d) in x.chunks(256).zip(want.chunks_mut(144)) {
         (c.quantize_row)(r, d, None);
     }
-    let down = g.tensors.iter().find(|t| t.name == "blk.0.ffn_down.weight").unwrap();
+    let down = g
+        .tensors
+        .iter()
+        .find(|t| t.name == "blk.0.ffn_down.weight")
+        .unwrap();
     assert_eq!(g.data(down), &want[..]);
 }
 
@@ -246,7 +264,14 @@ fn name_and_metadata_override_general_keys() {
     let out = convert(
         dir.path(),
         &hf(),
-        &["-t", "F16", "--metadata", meta.to_str().unwrap(), "--name", "Flag"],
+        &[
+            "-t",
+            "F16",
+            "--metadata",
+            meta.to_str().unwrap(),
+            "--name",
+            "Flag",
+        ],
     );
     let g = TensorSource::open(&out).unwrap();
     assert_eq!(g.get("general.name"), Some(&Value::string("Flag")));
@@ -301,7 +326,11 @@ fn assert_refused(input: &Path, extra: &[&str], needle: &str) {
     all.extend_from_slice(extra);
     assert_invalid(&qforge(&all), needle);
     assert!(!out.exists(), "nothing written");
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "no temp file left");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "no temp file left"
+    );
 }
 
 #[test]

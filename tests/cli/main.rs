@@ -7,8 +7,8 @@ mod common;
 
 mod bench_gemm;
 mod bnb_export;
-mod convert_core;
 mod broken_inputs;
+mod convert_core;
 mod export_native;
 mod generated_docs;
 mod ggml_golden;

@@ -23,8 +23,14 @@ pub const LLAMA: Arch = Arch {
         ("model.layers.{bid}.self_attn.q_proj", "blk.{bid}.attn_q"),
         ("model.layers.{bid}.self_attn.k_proj", "blk.{bid}.attn_k"),
         ("model.layers.{bid}.self_attn.v_proj", "blk.{bid}.attn_v"),
-        ("model.layers.{bid}.self_attn.o_proj", "blk.{bid}.attn_output"),
-        ("model.layers.{bid}.post_attention_layernorm", "blk.{bid}.ffn_norm"),
+        (
+            "model.layers.{bid}.self_attn.o_proj",
+            "blk.{bid}.attn_output",
+        ),
+        (
+            "model.layers.{bid}.post_attention_layernorm",
+            "blk.{bid}.ffn_norm",
+        ),
         ("model.layers.{bid}.mlp.gate_proj", "blk.{bid}.ffn_gate"),
         ("model.layers.{bid}.mlp.up_proj", "blk.{bid}.ffn_up"),
         ("model.layers.{bid}.mlp.down_proj", "blk.{bid}.ffn_down"),
@@ -34,6 +40,9 @@ pub const LLAMA: Arch = Arch {
     extra,
     vocab,
 };
+
+/// Largest head dimension accepted (real models use 64 to 256).
+const MAX_HEAD_DIM: u64 = 1 << 16;
 
 /// The hyperparameters the checks and transforms need.
 struct Dims {
@@ -85,10 +94,7 @@ fn to_u32(v: u64) -> Result<u32> {
 /// permutation (`LlamaModel.permute`).
 fn tensor(cfg: &HfConfig, t: &mut Planned) -> Result<()> {
     let d = dims(cfg)?;
-    let base = t
-        .name
-        .rsplit_once('.')
-        .map_or(t.name.as_str(), |(b, _)| b);
+    let base = t.name.rsplit_once('.').map_or(t.name.as_str(), |(b, _)| b);
     let base = base.rsplit('.').next().unwrap_or(base);
     let is_weight = t.name.ends_with(".weight");
     let q_rows = d.n_head * d.head_dim;
@@ -122,7 +128,7 @@ fn tensor(cfg: &HfConfig, t: &mut Planned) -> Result<()> {
     };
     if let Some(n_head) = heads {
         let rows = t.shape[0];
-        if rows % (2 * n_head) != 0 {
+        if !rows.is_multiple_of(2 * n_head) {
             bail_invalid!(
                 "tensor {}: {rows} rows do not split into {n_head} heads of rotary pairs",
                 t.hf_name
@@ -154,6 +160,9 @@ fn extra(cfg: &HfConfig) -> Result<Vec<Generated>> {
     };
     let base = num("rope_theta", 10000.0)?;
     let d = dims(cfg)?;
+    if d.head_dim > MAX_HEAD_DIM {
+        bail_invalid!("config.json: head dimension {} is implausible", d.head_dim);
+    }
     let factors = llama3_rope_factors(
         base,
         d.head_dim,
@@ -237,5 +246,5 @@ mod tests {
         assert!(bits[..15].iter().all(|&b| b == 0x3f80_0000));
         assert_eq!(bits[15..18], [0x3fd3_5ec2, 0x4052_b46f, 0x411a_aaee]);
         assert!(bits[18..].iter().all(|&b| b == 0x4200_0000));
-}
+    }
 }

@@ -62,7 +62,10 @@ pub fn find(hf_arch: &str) -> Result<&'static Arch> {
 
 /// Every supported `architectures[0]` value.
 pub fn supported() -> Vec<&'static str> {
-    REGISTRY.iter().flat_map(|a| a.hf_names.iter().copied()).collect()
+    REGISTRY
+        .iter()
+        .flat_map(|a| a.hf_names.iter().copied())
+        .collect()
 }
 
 /// Maps a Hugging Face tensor name through `names` (trying `.weight` then `.bias`, as
@@ -130,7 +133,10 @@ pub fn rope_parameters(cfg: &HfConfig) -> Result<Map<String, Json>> {
         ]);
         let mirror = [
             ("rope_theta", global),
-            ("rope_type", rope.get("type").cloned().filter(|v| !v.is_null())),
+            (
+                "rope_type",
+                rope.get("type").cloned().filter(|v| !v.is_null()),
+            ),
             (
                 "partial_rotary_factor",
                 find(&["partial_rotary_factor", "rope_pct", "rope_percent"]),
@@ -173,7 +179,8 @@ fn u32_of(v: u64, what: &str) -> Result<Value> {
 pub fn text_model_params(cfg: &HfConfig, arch: &str, file_type: u32) -> Result<Kv> {
     let mut kv: Kv = Vec::new();
     let key = |k: &str| format!("{arch}.{k}");
-    let block_count = cfg.require_u64(&["n_layers", "num_hidden_layers", "n_layer", "num_layers"])?;
+    let block_count =
+        cfg.require_u64(&["n_layers", "num_hidden_layers", "n_layer", "num_layers"])?;
     kv.push((key("block_count"), u32_of(block_count, "block count")?));
     let ints: [(&[&str], &str); 3] = [
         (
@@ -252,7 +259,11 @@ pub fn text_model_params(cfg: &HfConfig, arch: &str, file_type: u32) -> Result<K
                     (&["beta_fast"][..], "yarn_beta_fast"),
                     (&["beta_slow"][..], "yarn_beta_slow"),
                 ] {
-                    if let Some(v) = names.iter().find_map(|n| rope.get(*n)).filter(|v| !v.is_null()) {
+                    if let Some(v) = names
+                        .iter()
+                        .find_map(|n| rope.get(*n))
+                        .filter(|v| !v.is_null())
+                    {
                         kv.push((key(&format!("rope.scaling.{name}")), f32_of(v, name)?));
                     }
                 }
@@ -274,10 +285,16 @@ pub fn text_model_params(cfg: &HfConfig, arch: &str, file_type: u32) -> Result<K
         .and_then(|s| s.get("rope_theta"))
         .filter(|v| !v.is_null())
     {
-        kv.push((key("rope.freq_base_swa"), f32_of(local, "local rope theta")?));
+        kv.push((
+            key("rope.freq_base_swa"),
+            f32_of(local, "local rope theta")?,
+        ));
     }
     for (keys, name) in [
-        (&["rms_norm_eps", "norm_eps"][..], "attention.layer_norm_rms_epsilon"),
+        (
+            &["rms_norm_eps", "norm_eps"][..],
+            "attention.layer_norm_rms_epsilon",
+        ),
         (
             &["layer_norm_eps", "layer_norm_epsilon", "norm_epsilon"][..],
             "attention.layer_norm_epsilon",
@@ -293,7 +310,11 @@ pub fn text_model_params(cfg: &HfConfig, arch: &str, file_type: u32) -> Result<K
             "expert_count",
         ),
         (
-            &["num_experts_per_tok", "num_experts_per_token", "top_k_experts"][..],
+            &[
+                "num_experts_per_tok",
+                "num_experts_per_token",
+                "top_k_experts",
+            ][..],
             "expert_used_count",
         ),
     ] {
@@ -349,8 +370,7 @@ pub fn forced_f32(gguf: &str, n_dims: usize) -> bool {
     };
     let base = strip_block(base);
     FORCED_F32.contains(&base)
-        || base.starts_with("posnet.")
-            && (base.ends_with(".norm1") || base.ends_with(".norm2"))
+        || base.starts_with("posnet.") && (base.ends_with(".norm1") || base.ends_with(".norm2"))
 }
 
 /// `blk.N.rest` -> `rest`.
@@ -376,7 +396,10 @@ mod tests {
             map_name(a, "model.layers.0.self_attn.q_proj.bias"),
             Some(("blk.0.attn_q.bias".into(), Some(0)))
         );
-        assert_eq!(map_name(a, "lm_head.weight"), Some(("output.weight".into(), None)));
+        assert_eq!(
+            map_name(a, "lm_head.weight"),
+            Some(("output.weight".into(), None))
+        );
         assert_eq!(map_name(a, "model.layers.x.mlp.up_proj.weight"), None);
         assert_eq!(map_name(a, "model.embed_tokens.scale"), None);
     }
