@@ -17,6 +17,8 @@ const MAX_CONFIG_BYTES: u64 = 16 << 20;
 pub struct HfConfig {
     /// The hyperparameters, `text_config` merged over the top level.
     pub hparams: Map<String, Json>,
+    /// The model folder (empty for parsed text).
+    pub dir: std::path::PathBuf,
 }
 
 impl HfConfig {
@@ -34,7 +36,9 @@ impl HfConfig {
             bail_invalid!("{}: larger than 16 MiB", path.display());
         }
         let text = std::fs::read(&path).map_err(|e| invalid!("{}: {e}", path.display()))?;
-        HfConfig::parse(&text).map_err(|e| invalid!("{}: {e}", path.display()))
+        let mut cfg = HfConfig::parse(&text).map_err(|e| invalid!("{}: {e}", path.display()))?;
+        cfg.dir = dir.to_path_buf();
+        Ok(cfg)
     }
 
     /// Parses config text (the fuzz target's entry point).
@@ -55,7 +59,10 @@ impl HfConfig {
                 hparams.insert(k, v);
             }
         }
-        Ok(HfConfig { hparams })
+        Ok(HfConfig {
+            hparams,
+            dir: Default::default(),
+        })
     }
 
     /// `architectures[0]`, the class convert dispatches on.

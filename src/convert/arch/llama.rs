@@ -15,46 +15,55 @@ use std::path::Path;
 pub const LLAMA: Arch = Arch {
     hf_names: &["LlamaForCausalLM", "MistralForCausalLM"],
     gguf_arch: "llama",
-    names: &[
-        ("model.embed_tokens", "token_embd"),
-        ("lm_head", "output"),
-        ("model.norm", "output_norm"),
-        ("model.layers.{bid}.input_layernorm", "blk.{bid}.attn_norm"),
-        ("model.layers.{bid}.self_attn.q_proj", "blk.{bid}.attn_q"),
-        ("model.layers.{bid}.self_attn.k_proj", "blk.{bid}.attn_k"),
-        ("model.layers.{bid}.self_attn.v_proj", "blk.{bid}.attn_v"),
-        (
-            "model.layers.{bid}.self_attn.o_proj",
-            "blk.{bid}.attn_output",
-        ),
-        (
-            "model.layers.{bid}.post_attention_layernorm",
-            "blk.{bid}.ffn_norm",
-        ),
-        ("model.layers.{bid}.mlp.gate_proj", "blk.{bid}.ffn_gate"),
-        ("model.layers.{bid}.mlp.up_proj", "blk.{bid}.ffn_up"),
-        ("model.layers.{bid}.mlp.down_proj", "blk.{bid}.ffn_down"),
-    ],
+    names: NAMES,
     params,
     tensor,
     extra,
     vocab,
 };
 
+/// gguf-py's tensor_mapping entries of the llama family (also Qwen2's).
+pub const NAMES: &[(&str, &str)] = &[
+    ("model.embed_tokens", "token_embd"),
+    ("lm_head", "output"),
+    ("model.norm", "output_norm"),
+    ("model.layers.{bid}.input_layernorm", "blk.{bid}.attn_norm"),
+    ("model.layers.{bid}.self_attn.q_proj", "blk.{bid}.attn_q"),
+    ("model.layers.{bid}.self_attn.k_proj", "blk.{bid}.attn_k"),
+    ("model.layers.{bid}.self_attn.v_proj", "blk.{bid}.attn_v"),
+    (
+        "model.layers.{bid}.self_attn.o_proj",
+        "blk.{bid}.attn_output",
+    ),
+    (
+        "model.layers.{bid}.post_attention_layernorm",
+        "blk.{bid}.ffn_norm",
+    ),
+    ("model.layers.{bid}.mlp.gate_proj", "blk.{bid}.ffn_gate"),
+    ("model.layers.{bid}.mlp.up_proj", "blk.{bid}.ffn_up"),
+    ("model.layers.{bid}.mlp.down_proj", "blk.{bid}.ffn_down"),
+];
+
 /// Largest head dimension accepted (real models use 64 to 256).
 const MAX_HEAD_DIM: u64 = 1 << 16;
 
-/// The hyperparameters the checks and transforms need.
-struct Dims {
-    n_embd: u64,
-    n_head: u64,
-    n_head_kv: u64,
-    head_dim: u64,
-    n_ff: Option<u64>,
-    n_vocab: u64,
+/// The llama-family hyperparameters the checks and transforms need.
+pub struct Dims {
+    /// `hidden_size`.
+    pub n_embd: u64,
+    /// Attention heads.
+    pub n_head: u64,
+    /// KV heads.
+    pub n_head_kv: u64,
+    /// `head_dim`, or `hidden_size / heads`.
+    pub head_dim: u64,
+    /// `intermediate_size`.
+    pub n_ff: Option<u64>,
+    /// `vocab_size`.
+    pub n_vocab: u64,
 }
 
-fn dims(cfg: &HfConfig) -> Result<Dims> {
+pub fn dims(cfg: &HfConfig) -> Result<Dims> {
     let n_embd = cfg.require_u64(&["hidden_size"])?;
     let n_head = cfg.require_u64(&["n_heads", "num_attention_heads"])?;
     let n_head_kv = cfg.require_u64(&["n_kv_heads", "num_key_value_heads"])?;
@@ -93,15 +102,43 @@ fn to_u32(v: u64) -> Result<u32> {
 /// Shape checks against the config; Q and K (weights and biases) get the rotary row
 /// permutation (`LlamaModel.permute`).
 fn tensor(cfg: &HfConfig, t: &mut Planned) -> Result<()> {
+    check_shape(cfg, t)?;
     let d = dims(cfg)?;
-    let base = t.name.rsplit_once('.').map_or(t.name.as_str(), |(b, _)| b);
-    let base = base.rsplit('.').next().unwrap_or(base);
+    let heads = match base_name(&t.name) {
+        "attn_q" => Some(d.n_head),
+        "attn_k" => Some(d.n_head_kv),
+        _ => None,
+    };
+    if let Some(n_head) = heads {
+        let rows = t.shape[0];
+        if !rows.is_multiple_of(2 * n_head) {
+            bail_invalid!(
+                "tensor {}: {rows} rows do not split into {n_head} heads of rotary pairs",
+                t.hf_name
+            );
+        }
+        t.rows = RowOrder::RopePermute { n_head };
+    }
+    Ok(())
+}
+
+/// `blk.N.attn_q.weight` -> `attn_q`.
+pub fn base_name(gguf: &str) -> &str {
+    let stem = gguf.rsplit_once('.').map_or(gguf, |(b, _)| b);
+    stem.rsplit('.').next().unwrap_or(stem)
+}
+
+/// Checks a llama-family tensor's shape against config.json (embeddings, norms,
+/// attention, feed-forward; Q/K norms of one head; Q/K/V biases).
+pub fn check_shape(cfg: &HfConfig, t: &Planned) -> Result<()> {
+    let d = dims(cfg)?;
     let is_weight = t.name.ends_with(".weight");
     let q_rows = d.n_head * d.head_dim;
     let kv_rows = d.n_head_kv * d.head_dim;
-    let expect: Option<Vec<u64>> = match (base, is_weight) {
+    let expect: Option<Vec<u64>> = match (base_name(&t.name), is_weight) {
         ("token_embd" | "output", true) => Some(vec![d.n_vocab, d.n_embd]),
         ("output_norm" | "attn_norm" | "ffn_norm", true) => Some(vec![d.n_embd]),
+        ("attn_q_norm" | "attn_k_norm", true) => Some(vec![d.head_dim]),
         ("attn_q", true) => Some(vec![q_rows, d.n_embd]),
         ("attn_k" | "attn_v", true) => Some(vec![kv_rows, d.n_embd]),
         ("attn_output", true) => Some(vec![d.n_embd, q_rows]),
@@ -120,21 +157,6 @@ fn tensor(cfg: &HfConfig, t: &mut Planned) -> Result<()> {
                 want
             );
         }
-    }
-    let heads = match base {
-        "attn_q" => Some(d.n_head),
-        "attn_k" => Some(d.n_head_kv),
-        _ => None,
-    };
-    if let Some(n_head) = heads {
-        let rows = t.shape[0];
-        if !rows.is_multiple_of(2 * n_head) {
-            bail_invalid!(
-                "tensor {}: {rows} rows do not split into {n_head} heads of rotary pairs",
-                t.hf_name
-            );
-        }
-        t.rows = RowOrder::RopePermute { n_head };
     }
     Ok(())
 }

@@ -12,6 +12,7 @@
 //! line in [`REGISTRY`].
 
 pub mod llama;
+pub mod qwen;
 
 use super::config::HfConfig;
 use super::model::{Generated, Planned};
@@ -44,7 +45,7 @@ pub struct Arch {
 }
 
 /// The supported architectures.
-pub const REGISTRY: &[&Arch] = &[&llama::LLAMA];
+pub const REGISTRY: &[&Arch] = &[&llama::LLAMA, &qwen::QWEN2, &qwen::QWEN3];
 
 /// The table for `architectures[0]`, or invalid input naming the supported ones.
 pub fn find(hf_arch: &str) -> Result<&'static Arch> {
@@ -333,6 +334,65 @@ pub fn text_model_params(cfg: &HfConfig, arch: &str, file_type: u32) -> Result<K
     }
     kv.push(("general.file_type".into(), Value::U32(file_type)));
     Ok(kv)
+}
+
+/// `TextModel._try_set_pooling_type`: `{arch}.pooling_type` from a sentence-transformers
+/// Pooling module (modules.json), when there is one.
+pub fn pooling_type(cfg: &HfConfig, arch: &str, kv: &mut Kv) -> Result<()> {
+    let read = |p: &std::path::Path| -> Result<Json> {
+        let text = std::fs::read(p).map_err(|e| invalid!("{}: {e}", p.display()))?;
+        serde_json::from_slice(&text).map_err(|e| invalid!("{}: not valid JSON: {e}", p.display()))
+    };
+    let modules = cfg.dir.join("modules.json");
+    if !modules.is_file() {
+        return check_classifier_pooling(cfg);
+    }
+    let modules = read(&modules)?;
+    let path = modules.as_array().into_iter().flatten().find_map(|m| {
+        m.get("type")
+            .and_then(Json::as_str)
+            .filter(|t| t.ends_with("Pooling"))
+            .and(m.get("path").and_then(Json::as_str))
+    });
+    if let Some(path) = path {
+        if std::path::Path::new(path)
+            .components()
+            .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
+            bail_invalid!("modules.json: pooling path {path:?} leaves the model folder");
+        }
+        let p = read(&cfg.dir.join(path).join("config.json"))?;
+        let on = |k: &str| p.get(k).and_then(Json::as_bool).unwrap_or(false);
+        let ty = if on("pooling_mode_mean_tokens") {
+            1
+        } else if on("pooling_mode_cls_token") {
+            2
+        } else if on("pooling_mode_lasttoken") {
+            3
+        } else {
+            match p.get("pooling_mode").and_then(Json::as_str) {
+                Some("mean") => 1,
+                Some("cls") => 2,
+                Some("lasttoken") => 3,
+                _ => bail_invalid!(
+                    "{path}/config.json: only MEAN, CLS and LAST pooling are supported"
+                ),
+            }
+        };
+        kv.push((format!("{arch}.pooling_type"), Value::U32(ty)));
+    }
+    check_classifier_pooling(cfg)
+}
+
+fn check_classifier_pooling(cfg: &HfConfig) -> Result<()> {
+    if cfg
+        .hparams
+        .get("classifier_pooling")
+        .is_some_and(|v| !v.is_null())
+    {
+        bail_invalid!("config.json: classifier_pooling (classification heads) is not supported");
+    }
+    Ok(())
 }
 
 /// gguf-py tensor base names convert always stores as F32 (`prepare_tensors`).

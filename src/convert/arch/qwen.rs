@@ -1,0 +1,125 @@
+//! Qwen2ForCausalLM and Qwen3ForCausalLM (convert's `Qwen2Model`, `Qwen3Model`): llama's
+//! layout without the rotary permutation, Q/K/V biases (Qwen2) or Q/K norms (Qwen3), a
+//! pooling type from modules.json, SentencePiece else GPT-2 BPE vocabularies.
+
+use super::llama::{self, check_shape};
+use super::{pooling_type, Arch, Kv};
+use crate::bail_invalid;
+use crate::convert::config::HfConfig;
+use crate::convert::model::{Generated, Planned};
+use crate::convert::vocab_hook::{VocabCall, VocabRoutine};
+use anyhow::Result;
+use std::path::Path;
+
+/// The Qwen2 table.
+pub const QWEN2: Arch = Arch {
+    hf_names: &["Qwen2ForCausalLM"],
+    gguf_arch: "qwen2",
+    names: llama::NAMES,
+    params,
+    tensor,
+    extra,
+    vocab,
+};
+
+/// The Qwen3 table.
+pub const QWEN3: Arch = Arch {
+    hf_names: &["Qwen3ForCausalLM"],
+    gguf_arch: "qwen3",
+    names: QWEN3_NAMES,
+    params: qwen3_params,
+    tensor,
+    extra,
+    vocab,
+};
+
+const QWEN3_NAMES: &[(&str, &str)] = &[
+    ("model.embed_tokens", "token_embd"),
+    ("lm_head", "output"),
+    ("model.norm", "output_norm"),
+    ("model.layers.{bid}.input_layernorm", "blk.{bid}.attn_norm"),
+    ("model.layers.{bid}.self_attn.q_proj", "blk.{bid}.attn_q"),
+    ("model.layers.{bid}.self_attn.k_proj", "blk.{bid}.attn_k"),
+    ("model.layers.{bid}.self_attn.v_proj", "blk.{bid}.attn_v"),
+    (
+        "model.layers.{bid}.self_attn.o_proj",
+        "blk.{bid}.attn_output",
+    ),
+    (
+        "model.layers.{bid}.self_attn.q_norm",
+        "blk.{bid}.attn_q_norm",
+    ),
+    (
+        "model.layers.{bid}.self_attn.k_norm",
+        "blk.{bid}.attn_k_norm",
+    ),
+    (
+        "model.layers.{bid}.post_attention_layernorm",
+        "blk.{bid}.ffn_norm",
+    ),
+    ("model.layers.{bid}.mlp.gate_proj", "blk.{bid}.ffn_gate"),
+    ("model.layers.{bid}.mlp.up_proj", "blk.{bid}.ffn_up"),
+    ("model.layers.{bid}.mlp.down_proj", "blk.{bid}.ffn_down"),
+];
+
+/// `Qwen2Model.set_gguf_parameters` after TextModel's: the pooling type.
+fn params(cfg: &HfConfig, arch: &str, kv: &mut Kv) -> Result<()> {
+    pooling_type(cfg, arch, kv)
+}
+
+/// Qwen3 refuses rerankers (their classification head is not converted here).
+fn qwen3_params(cfg: &HfConfig, arch: &str, kv: &mut Kv) -> Result<()> {
+    let readme = std::fs::read(cfg.dir.join("README.md"))
+        .map(|b| String::from_utf8_lossy(&b).to_lowercase())
+        .unwrap_or_default();
+    let hints = [
+        cfg.dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        cfg.hparams
+            .get("_name_or_path")
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string(),
+        cfg.hparams
+            .get("model_type")
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string(),
+    ];
+    if readme.contains("# qwen3-reranker")
+        || readme.contains("# qwen3-vl-reranker")
+        || hints.iter().any(|h| {
+            let h = h.to_lowercase();
+            h.contains("qwen3-reranker") || h.contains("qwen3-vl-reranker")
+        })
+    {
+        bail_invalid!("Qwen3 reranker models are not supported");
+    }
+    params(cfg, arch, kv)
+}
+
+fn tensor(cfg: &HfConfig, t: &mut Planned) -> Result<()> {
+    check_shape(cfg, t)
+}
+
+fn extra(_cfg: &HfConfig) -> Result<Vec<Generated>> {
+    Ok(Vec::new())
+}
+
+/// `Qwen2Model.set_vocab`: SentencePiece when tokenizer.model exists, else GPT-2 BPE.
+fn vocab(cfg: &HfConfig, dir: &Path) -> Result<VocabCall> {
+    let routines = if dir.join("tokenizer.model").is_file() {
+        vec![VocabRoutine::SentencePiece]
+    } else {
+        vec![VocabRoutine::Gpt2]
+    };
+    Ok(VocabCall {
+        routines,
+        n_vocab: cfg.require_u64(&["vocab_size"])?,
+        add_prefix_space_from_config: false,
+        codellama_infill: false,
+        no_add_bos: false,
+    })
+}
