@@ -68,6 +68,8 @@ pub struct Planned {
     pub generated: Option<Vec<f32>>,
     /// Block number (`blk.N`).
     pub bid: Option<u64>,
+    /// Added to every value after decoding (Gemma's norm `+ 1`).
+    pub add: f32,
 }
 
 impl Planned {
@@ -154,11 +156,12 @@ impl Converted {
                 source: None,
                 generated: Some(g.values),
                 bid: None,
+                add: 0.0,
             })
             .collect();
         for info in order {
             let hf = info.name.replace("language_model.", "");
-            if arch::skipped(&hf) {
+            if arch::skipped(&hf) || arch.skip.contains(&hf.as_str()) {
                 continue;
             }
             let (name, bid) = arch::map_name(arch, &hf)
@@ -187,6 +190,7 @@ impl Converted {
                 source: Some(info.clone()),
                 generated: None,
                 bid,
+                add: 0.0,
             };
             if t.shape.is_empty() {
                 t.shape = vec![1];
@@ -248,6 +252,11 @@ impl Converted {
             )?;
             done += n;
             e += n;
+        }
+        if t.add != 0.0 {
+            for v in out.iter_mut() {
+                *v += t.add;
+            }
         }
         Ok(())
     }

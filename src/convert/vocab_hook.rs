@@ -35,6 +35,9 @@ pub struct VocabCall {
     /// Write `tokenizer.ggml.add_space_prefix` from tokenizer_config.json's
     /// `add_prefix_space` before the vocabulary (llama).
     pub add_prefix_space_from_config: bool,
+    /// Write `tokenizer.ggml.add_space_prefix` with this value after the vocabulary
+    /// (Gemma's `add_add_space_prefix(False)`).
+    pub add_space_prefix_after: Option<bool>,
     /// CodeLlama (vocab 32016): prefix/suffix/middle/eot token ids 32007..32010.
     pub codellama_infill: bool,
     /// Granite-small / SmolLM2 (vocab 49152): `add_bos_token` forced false.
@@ -91,6 +94,9 @@ pub fn tokenizer_keys(call: &VocabCall, dir: &Path) -> Result<Kv> {
             );
         }
     }
+    if let Some(v) = call.add_space_prefix_after {
+        set(&mut kv, "tokenizer.ggml.add_space_prefix", Value::Bool(v));
+    }
     if call.no_add_bos {
         set(&mut kv, "tokenizer.ggml.add_bos_token", Value::Bool(false));
     }
@@ -136,6 +142,7 @@ mod tests {
             routines: vec![VocabRoutine::SentencePiece],
             n_vocab: 10,
             add_prefix_space_from_config: true,
+            add_space_prefix_after: None,
             codellama_infill: false,
             no_add_bos: false,
         };

@@ -381,12 +381,11 @@ fn metadata(conv: &Converted, target: Target, base: GgmlType, args: &QuantizeArg
     let gguf_arch = conv.arch.gguf_arch;
     let mut kv: Kv = vec![("general.architecture".into(), Value::string(gguf_arch))];
     kv.extend(metadata::general_keys(&inputs));
-    kv.extend(arch::text_model_params(
+    kv.extend((conv.arch.params)(
         &conv.cfg,
         gguf_arch,
         outtype_file_type(base),
     )?);
-    (conv.arch.params)(&conv.cfg, gguf_arch, &mut kv)?;
     kv.push((
         "general.quantization_version".into(),
         Value::U32(QNT_VERSION),

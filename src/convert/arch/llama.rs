@@ -2,7 +2,7 @@
 //! back from Hugging Face's rotary layout, `rope_freqs` generated for llama3 rope
 //! scaling, SentencePiece / Llama-HF / GPT-2 vocabularies.
 
-use super::{active_rope, rope_parameters, Arch, Kv};
+use super::{active_rope, rope_parameters, text_model_params, Arch, Kv};
 use crate::convert::config::HfConfig;
 use crate::convert::model::{Generated, Planned, RowOrder};
 use crate::convert::vocab_hook::{VocabCall, VocabRoutine};
@@ -16,6 +16,7 @@ pub const LLAMA: Arch = Arch {
     hf_names: &["LlamaForCausalLM", "MistralForCausalLM"],
     gguf_arch: "llama",
     names: NAMES,
+    skip: &[],
     params,
     tensor,
     extra,
@@ -84,18 +85,19 @@ pub fn dims(cfg: &HfConfig) -> Result<Dims> {
     })
 }
 
-/// `LlamaModel.set_gguf_parameters` after TextModel's: vocab size, rope dimensions.
-fn params(cfg: &HfConfig, arch: &str, kv: &mut Kv) -> Result<()> {
+/// `LlamaModel.set_gguf_parameters`: TextModel's, then vocab size and rope dimensions.
+fn params(cfg: &HfConfig, arch: &str, file_type: u32) -> Result<Kv> {
+    let mut kv = text_model_params(cfg, arch, file_type)?;
     let d = dims(cfg)?;
     kv.push((format!("{arch}.vocab_size"), Value::U32(to_u32(d.n_vocab)?)));
     kv.push((
         format!("{arch}.rope.dimension_count"),
         Value::U32(to_u32(d.head_dim)?),
     ));
-    Ok(())
+    Ok(kv)
 }
 
-fn to_u32(v: u64) -> Result<u32> {
+pub fn to_u32(v: u64) -> Result<u32> {
     u32::try_from(v).map_err(|_| invalid!("config.json: {v} does not fit in 32 bits"))
 }
 
@@ -248,6 +250,7 @@ fn vocab(cfg: &HfConfig, dir: &Path) -> Result<VocabCall> {
         routines,
         n_vocab,
         add_prefix_space_from_config: true,
+        add_space_prefix_after: None,
         // CodeLlama's infill tokens and Granite-small's add_bos are keyed on vocab size.
         codellama_infill: n_vocab == 32016,
         no_add_bos: n_vocab == 49152,

@@ -4,13 +4,14 @@
 //! An [`Arch`] says what convert_hf_to_gguf.py's model class says: the GGUF architecture
 //! name, the Hugging Face to GGUF tensor-name map (gguf-py's `tensor_mapping.py`, the
 //! entries that architecture uses), the hyperparameter keys its `set_gguf_parameters`
-//! adds after [`text_model_params`] (TextModel's, shared by all), per-tensor transforms
+//! writes (most start with [`text_model_params`], TextModel's), per-tensor transforms
 //! and shape checks, generated tensors (`rope_freqs`), and which vocabulary routine its
 //! `set_vocab` calls.
 //!
 //! Adding an architecture: a file `arch/NAME.rs` defining `pub const ARCH: Arch` and a
 //! line in [`REGISTRY`].
 
+pub mod gemma;
 pub mod llama;
 pub mod qwen;
 
@@ -34,8 +35,11 @@ pub struct Arch {
     /// Hugging Face tensor name (`{bid}` for the block number, without the `.weight` /
     /// `.bias` suffix) to GGUF name.
     pub names: &'static [(&'static str, &'static str)],
-    /// Keys the architecture's `set_gguf_parameters` adds after TextModel's.
-    pub params: fn(&HfConfig, &str, &mut Kv) -> Result<()>,
+    /// Checkpoint tensors the model class filters out (`filter_tensors`).
+    pub skip: &'static [&'static str],
+    /// The architecture's `set_gguf_parameters` keys in order (most start with
+    /// [`text_model_params`]), given the `general.file_type` value.
+    pub params: fn(&HfConfig, &str, u32) -> Result<Kv>,
     /// Checks a mapped tensor against the config and sets its transforms.
     pub tensor: fn(&HfConfig, &mut Planned) -> Result<()>,
     /// Tensors the architecture generates before the checkpoint's (`rope_freqs`).
@@ -45,7 +49,13 @@ pub struct Arch {
 }
 
 /// The supported architectures.
-pub const REGISTRY: &[&Arch] = &[&llama::LLAMA, &qwen::QWEN2, &qwen::QWEN3];
+pub const REGISTRY: &[&Arch] = &[
+    &llama::LLAMA,
+    &qwen::QWEN2,
+    &qwen::QWEN3,
+    &gemma::GEMMA2,
+    &gemma::GEMMA3,
+];
 
 /// The table for `architectures[0]`, or invalid input naming the supported ones.
 pub fn find(hf_arch: &str) -> Result<&'static Arch> {

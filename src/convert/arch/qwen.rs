@@ -3,7 +3,7 @@
 //! pooling type from modules.json, SentencePiece else GPT-2 BPE vocabularies.
 
 use super::llama::{self, check_shape};
-use super::{pooling_type, Arch, Kv};
+use super::{pooling_type, text_model_params, Arch, Kv};
 use crate::bail_invalid;
 use crate::convert::config::HfConfig;
 use crate::convert::model::{Generated, Planned};
@@ -16,6 +16,7 @@ pub const QWEN2: Arch = Arch {
     hf_names: &["Qwen2ForCausalLM"],
     gguf_arch: "qwen2",
     names: llama::NAMES,
+    skip: &[],
     params,
     tensor,
     extra,
@@ -27,6 +28,7 @@ pub const QWEN3: Arch = Arch {
     hf_names: &["Qwen3ForCausalLM"],
     gguf_arch: "qwen3",
     names: QWEN3_NAMES,
+    skip: &[],
     params: qwen3_params,
     tensor,
     extra,
@@ -62,13 +64,15 @@ const QWEN3_NAMES: &[(&str, &str)] = &[
     ("model.layers.{bid}.mlp.down_proj", "blk.{bid}.ffn_down"),
 ];
 
-/// `Qwen2Model.set_gguf_parameters` after TextModel's: the pooling type.
-fn params(cfg: &HfConfig, arch: &str, kv: &mut Kv) -> Result<()> {
-    pooling_type(cfg, arch, kv)
+/// `Qwen2Model.set_gguf_parameters`: TextModel's, then the pooling type.
+fn params(cfg: &HfConfig, arch: &str, file_type: u32) -> Result<Kv> {
+    let mut kv = text_model_params(cfg, arch, file_type)?;
+    pooling_type(cfg, arch, &mut kv)?;
+    Ok(kv)
 }
 
 /// Qwen3 refuses rerankers (their classification head is not converted here).
-fn qwen3_params(cfg: &HfConfig, arch: &str, kv: &mut Kv) -> Result<()> {
+fn qwen3_params(cfg: &HfConfig, arch: &str, file_type: u32) -> Result<Kv> {
     let readme = std::fs::read(cfg.dir.join("README.md"))
         .map(|b| String::from_utf8_lossy(&b).to_lowercase())
         .unwrap_or_default();
@@ -97,7 +101,7 @@ fn qwen3_params(cfg: &HfConfig, arch: &str, kv: &mut Kv) -> Result<()> {
     {
         bail_invalid!("Qwen3 reranker models are not supported");
     }
-    params(cfg, arch, kv)
+    params(cfg, arch, file_type)
 }
 
 fn tensor(cfg: &HfConfig, t: &mut Planned) -> Result<()> {
@@ -119,6 +123,7 @@ fn vocab(cfg: &HfConfig, dir: &Path) -> Result<VocabCall> {
         routines,
         n_vocab: cfg.require_u64(&["vocab_size"])?,
         add_prefix_space_from_config: false,
+        add_space_prefix_after: None,
         codellama_infill: false,
         no_add_bos: false,
     })
