@@ -16,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
         let _ = arch::text_model_params(&cfg, a.gguf_arch, 1);
         let _ = (a.params)(&cfg, a.gguf_arch, 1);
         if let Ok(extra) = (a.extra)(&cfg) {
-            for g in extra {
+            for g in extra.tensors {
                 assert!(g.values.len() <= 1 << 16, "{} has {} values", g.name, g.values.len());
             }
         }

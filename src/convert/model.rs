@@ -23,6 +23,17 @@ pub struct Generated {
     pub values: Vec<f32>,
 }
 
+/// What an architecture's `generate_extra_tensors` produces: tensors, and keys it
+/// writes while doing so (they land right after `general.architecture`, since convert
+/// generates tensors before it writes the rest of the metadata).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Extra {
+    /// Generated tensors, first in the output.
+    pub tensors: Vec<Generated>,
+    /// Keys written during tensor preparation.
+    pub kv: Vec<(String, crate::formats::gguf::Value)>,
+}
+
 /// How a tensor's outer rows are ordered relative to the checkpoint's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RowOrder {
@@ -104,6 +115,8 @@ pub struct Converted {
     pub arch: &'static Arch,
     /// Output tensors in convert's order.
     pub tensors: Vec<Planned>,
+    /// Keys written while preparing tensors ([`Extra::kv`]).
+    pub early_kv: Vec<(String, crate::formats::gguf::Value)>,
 }
 
 /// The model folder of an input to convert: a folder (its config.json is then
@@ -146,7 +159,9 @@ impl Converted {
                 .unwrap_or_default()
         };
         order.sort_by(|a, b| (shard_name(a), &a.name).cmp(&(shard_name(b), &b.name)));
-        let mut tensors: Vec<Planned> = (arch.extra)(&cfg)?
+        let extra = (arch.extra)(&cfg)?;
+        let mut tensors: Vec<Planned> = extra
+            .tensors
             .into_iter()
             .map(|g| Planned {
                 hf_name: g.name.clone(),
@@ -210,6 +225,7 @@ impl Converted {
             cfg,
             arch,
             tensors,
+            early_kv: extra.kv,
         })
     }
 

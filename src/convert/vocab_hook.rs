@@ -23,6 +23,10 @@ pub enum VocabRoutine {
     Gpt2,
     /// BERT's WordPiece (vocab.txt / tokenizer.json).
     WordPiece,
+    /// `Phi3MiniModel.set_vocab`'s own SentencePiece reading (tokenizer.model, then
+    /// added_tokens.json, tokenizer_config.json's added_tokens_decoder and
+    /// tokenizer.json's added_tokens as user-defined or control tokens).
+    Phi3SentencePiece,
 }
 
 /// What an architecture's `set_vocab` does.

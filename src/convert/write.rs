@@ -380,6 +380,7 @@ fn metadata(conv: &Converted, target: Target, base: GgmlType, args: &QuantizeArg
     };
     let gguf_arch = conv.arch.gguf_arch;
     let mut kv: Kv = vec![("general.architecture".into(), Value::string(gguf_arch))];
+    kv.extend(conv.early_kv.iter().cloned());
     kv.extend(metadata::general_keys(&inputs));
     kv.extend((conv.arch.params)(
         &conv.cfg,

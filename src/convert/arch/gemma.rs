@@ -7,7 +7,7 @@
 use super::llama::{check_shape, to_u32};
 use super::{active_rope, rope_parameters, text_model_params, Arch, Kv};
 use crate::convert::config::HfConfig;
-use crate::convert::model::{Generated, Planned};
+use crate::convert::model::{Extra, Planned};
 use crate::convert::vocab_hook::{set, VocabCall, VocabRoutine};
 use crate::formats::gguf::Value;
 use crate::{bail_invalid, invalid};
@@ -270,8 +270,8 @@ fn tokenizer_size(cfg: &HfConfig) -> Result<u64> {
     Ok((vocab + added) as u64)
 }
 
-fn extra(_cfg: &HfConfig) -> Result<Vec<Generated>> {
-    Ok(Vec::new())
+fn extra(_cfg: &HfConfig) -> Result<Extra> {
+    Ok(Extra::default())
 }
 
 fn sentencepiece(cfg: &HfConfig) -> Result<VocabCall> {

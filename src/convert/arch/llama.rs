@@ -4,7 +4,7 @@
 
 use super::{active_rope, rope_parameters, text_model_params, Arch, Kv};
 use crate::convert::config::HfConfig;
-use crate::convert::model::{Generated, Planned, RowOrder};
+use crate::convert::model::{Extra, Generated, Planned, RowOrder};
 use crate::convert::vocab_hook::{VocabCall, VocabRoutine};
 use crate::formats::gguf::Value;
 use crate::{bail_invalid, invalid};
@@ -164,7 +164,7 @@ pub fn check_shape(cfg: &HfConfig, t: &Planned) -> Result<()> {
 }
 
 /// `LlamaModel.generate_extra_tensors`: `rope_freqs` for llama3 rope scaling.
-fn extra(cfg: &HfConfig) -> Result<Vec<Generated>> {
+fn extra(cfg: &HfConfig) -> Result<Extra> {
     let rope = active_rope(&rope_parameters(cfg)?);
     let kind = rope
         .get("rope_type")
@@ -172,7 +172,7 @@ fn extra(cfg: &HfConfig) -> Result<Vec<Generated>> {
         .unwrap_or("")
         .to_ascii_lowercase();
     if rope.is_empty() || kind != "llama3" {
-        return Ok(Vec::new());
+        return Ok(Extra::default());
     }
     let num = |k: &str, default: f64| -> Result<f64> {
         match rope.get(k) {
@@ -195,10 +195,13 @@ fn extra(cfg: &HfConfig) -> Result<Vec<Generated>> {
         num("high_freq_factor", 4.0)?,
         num("original_max_position_embeddings", 8192.0)?,
     );
-    Ok(vec![Generated {
-        name: "rope_freqs.weight".into(),
-        values: factors,
-    }])
+    Ok(Extra {
+        tensors: vec![Generated {
+            name: "rope_freqs.weight".into(),
+            values: factors,
+        }],
+        kv: Vec::new(),
+    })
 }
 
 /// The llama3 rope correction factors, computed as convert computes them: every step

@@ -13,10 +13,11 @@
 
 pub mod gemma;
 pub mod llama;
+pub mod phi3;
 pub mod qwen;
 
 use super::config::HfConfig;
-use super::model::{Generated, Planned};
+use super::model::{Extra, Planned};
 use super::vocab_hook::VocabCall;
 use crate::formats::gguf::Value;
 use crate::{bail_invalid, invalid};
@@ -43,7 +44,7 @@ pub struct Arch {
     /// Checks a mapped tensor against the config and sets its transforms.
     pub tensor: fn(&HfConfig, &mut Planned) -> Result<()>,
     /// Tensors the architecture generates before the checkpoint's (`rope_freqs`).
-    pub extra: fn(&HfConfig) -> Result<Vec<Generated>>,
+    pub extra: fn(&HfConfig) -> Result<Extra>,
     /// The vocabulary routine(s) its `set_vocab` calls.
     pub vocab: fn(&HfConfig, &std::path::Path) -> Result<VocabCall>,
 }
@@ -55,6 +56,7 @@ pub const REGISTRY: &[&Arch] = &[
     &qwen::QWEN3,
     &gemma::GEMMA2,
     &gemma::GEMMA3,
+    &phi3::PHI3,
 ];
 
 /// The table for `architectures[0]`, or invalid input naming the supported ones.

@@ -6,7 +6,7 @@ use super::llama::{self, check_shape};
 use super::{pooling_type, text_model_params, Arch, Kv};
 use crate::bail_invalid;
 use crate::convert::config::HfConfig;
-use crate::convert::model::{Generated, Planned};
+use crate::convert::model::{Extra, Planned};
 use crate::convert::vocab_hook::{VocabCall, VocabRoutine};
 use anyhow::Result;
 use std::path::Path;
@@ -108,8 +108,8 @@ fn tensor(cfg: &HfConfig, t: &mut Planned) -> Result<()> {
     check_shape(cfg, t)
 }
 
-fn extra(_cfg: &HfConfig) -> Result<Vec<Generated>> {
-    Ok(Vec::new())
+fn extra(_cfg: &HfConfig) -> Result<Extra> {
+    Ok(Extra::default())
 }
 
 /// `Qwen2Model.set_vocab`: SentencePiece when tokenizer.model exists, else GPT-2 BPE.
