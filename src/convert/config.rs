@@ -65,6 +65,28 @@ impl HfConfig {
         })
     }
 
+    /// Fills keys config.json leaves out with the transformers config class's defaults
+    /// (convert reads `AutoConfig.from_pretrained(dir).to_dict()`, not the bare file).
+    /// `table` holds key and JSON text; present keys, even `null`, are kept.
+    pub fn fill_defaults(&mut self, table: &[(&str, &str)]) {
+        for (key, json) in table {
+            if !self.hparams.contains_key(*key) {
+                let v = serde_json::from_str(json).expect("default tables hold valid JSON");
+                self.hparams.insert((*key).to_string(), v);
+            }
+        }
+    }
+
+    /// Sets `key` to `value()` when it is missing or `null` (transformers' computed
+    /// defaults, such as `num_key_value_heads = num_attention_heads`).
+    pub fn fill_computed(&mut self, key: &str, value: impl FnOnce(&HfConfig) -> Option<Json>) {
+        if self.hparams.get(key).is_none_or(Json::is_null) {
+            if let Some(v) = value(self) {
+                self.hparams.insert(key.to_string(), v);
+            }
+        }
+    }
+
     /// `architectures[0]`, the class convert dispatches on.
     pub fn architecture(&self) -> Result<&str> {
         self.hparams
@@ -133,6 +155,18 @@ mod tests {
         assert_eq!(c.require_u64(&["n_layer", "num_hidden_layers"]).unwrap(), 3);
         assert_eq!(c.opt_f64(&["rope_theta"]).unwrap(), Some(1e6));
         assert_eq!(c.opt_u64(&["missing"]).unwrap(), None);
+    }
+
+    #[test]
+    fn transformers_defaults_fill_only_missing_keys() {
+        let mut c = HfConfig::parse(br#"{"rope_theta":null,"num_attention_heads":8}"#).unwrap();
+        c.fill_defaults(&[("rope_theta", "10000.0"), ("rms_norm_eps", "1e-06")]);
+        assert!(c.hparams["rope_theta"].is_null(), "present null is kept");
+        assert_eq!(c.opt_f64(&["rms_norm_eps"]).unwrap(), Some(1e-6));
+        c.fill_computed("num_key_value_heads", |c| {
+            c.hparams.get("num_attention_heads").cloned()
+        });
+        assert_eq!(c.opt_u64(&["num_key_value_heads"]).unwrap(), Some(8));
     }
 
     #[test]

@@ -109,8 +109,10 @@ pub struct Converted {
     pub dir: PathBuf,
     /// The mapped shards.
     pub src: TensorSource,
-    /// config.json.
+    /// config.json with the transformers defaults filled in.
     pub cfg: HfConfig,
+    /// config.json as written (gguf-py's metadata reads the bare file).
+    pub raw_hparams: serde_json::Map<String, serde_json::Value>,
     /// The architecture table.
     pub arch: &'static Arch,
     /// Output tensors in convert's order.
@@ -141,8 +143,11 @@ impl Converted {
     /// Opens `input` (see [`model_dir`]) for conversion: config, architecture, tensors
     /// mapped, checked and ordered.
     pub fn open(input: &Path, dir: &Path) -> Result<Converted> {
-        let cfg = HfConfig::load(dir)?;
-        let arch = arch::find(cfg.architecture()?)?;
+        let mut cfg = HfConfig::load(dir)?;
+        let raw_hparams = cfg.hparams.clone();
+        let hf_arch = cfg.architecture()?.to_string();
+        let arch = arch::find(&hf_arch)?;
+        (arch.defaults)(&hf_arch, &mut cfg);
         let src = TensorSource::open(input)?;
         if src.format != crate::formats::Format::Safetensors {
             bail_invalid!("{}: not a safetensors checkpoint", input.display());
@@ -175,8 +180,11 @@ impl Converted {
             })
             .collect();
         for info in order {
-            let hf = info.name.replace("language_model.", "");
-            if arch::skipped(&hf) || arch.skip.contains(&hf.as_str()) {
+            let Some(hf) = (arch.filter)(&info.name) else {
+                continue;
+            };
+            let hf = hf.replace("language_model.", "");
+            if arch::skipped(&hf) {
                 continue;
             }
             let (name, bid) = arch::map_name(arch, &hf)
@@ -223,6 +231,7 @@ impl Converted {
             dir: dir.to_path_buf(),
             src,
             cfg,
+            raw_hparams,
             arch,
             tensors,
             early_kv: extra.kv,

@@ -13,8 +13,11 @@ use anyhow::Result;
 use std::path::Path;
 
 /// A convert vocabulary routine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum VocabRoutine {
+    /// No routine (an empty [`VocabCall`]).
+    #[default]
+    None,
     /// `_set_vocab_sentencepiece` (tokenizer.model).
     SentencePiece,
     /// `_set_vocab_llama_hf` (tokenizer.json of a Llama-style BPE).
@@ -30,8 +33,10 @@ pub enum VocabRoutine {
 }
 
 /// What an architecture's `set_vocab` does.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct VocabCall {
+    /// Keys `set_vocab` writes before the routine's (BERT's token type count).
+    pub before: Kv,
     /// Routines tried in order; the first whose files exist is used.
     pub routines: Vec<VocabRoutine>,
     /// `hparams["vocab_size"]`.
@@ -58,7 +63,7 @@ pub fn tokenizer_keys(call: &VocabCall, dir: &Path) -> Result<Kv> {
             dir.display()
         );
     }
-    let mut kv: Kv = Vec::new();
+    let mut kv: Kv = call.before.clone();
     if call.add_prefix_space_from_config {
         if let Some(v) = tokenizer_config(dir)?
             .get("add_prefix_space")
@@ -149,6 +154,7 @@ mod tests {
             add_space_prefix_after: None,
             codellama_infill: false,
             no_add_bos: false,
+            ..VocabCall::default()
         };
         let e = tokenizer_keys(&call, dir.path()).unwrap_err();
         assert_eq!(crate::error::exit_code(&e), 2);

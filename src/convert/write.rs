@@ -367,7 +367,7 @@ fn metadata(conv: &Converted, target: Target, base: GgmlType, args: &QuantizeArg
         .unwrap_or_default();
     let inputs = metadata::Inputs {
         card,
-        hparams: conv.cfg.hparams.clone(),
+        hparams: conv.raw_hparams.clone(),
         generation: json_object(&dir.join("generation_config.json"), true)?.unwrap_or_default(),
         overrides,
         name: args.name.clone(),

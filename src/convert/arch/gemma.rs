@@ -57,8 +57,8 @@ pub const GEMMA2: Arch = Arch {
     hf_names: &["Gemma2ForCausalLM"],
     gguf_arch: "gemma2",
     names: NAMES,
-    // lm_head is tied and unused by llama.cpp; AutoAWQ checkpoints carry one.
-    skip: &["lm_head.weight"],
+    defaults: gemma2_defaults,
+    filter: gemma2_filter,
     params: gemma2_params,
     tensor: gemma2_tensor,
     extra,
@@ -70,12 +70,57 @@ pub const GEMMA3: Arch = Arch {
     hf_names: &["Gemma3ForCausalLM"],
     gguf_arch: "gemma3",
     names: NAMES,
-    skip: &[],
+    defaults: gemma3_defaults,
+    filter: super::keep,
     params: gemma3_params,
     tensor: gemma3_tensor,
     extra,
     vocab: gemma3_vocab,
 };
+
+/// transformers' Gemma2Config defaults for the keys convert reads.
+fn gemma2_defaults(_hf_arch: &str, cfg: &mut HfConfig) {
+    cfg.fill_defaults(&[
+        ("max_position_embeddings", "8192"),
+        ("hidden_size", "2304"),
+        ("intermediate_size", "9216"),
+        ("num_attention_heads", "8"),
+        ("num_key_value_heads", "4"),
+        ("num_hidden_layers", "26"),
+        ("rms_norm_eps", "1e-06"),
+        ("rope_theta", "10000.0"),
+        ("head_dim", "256"),
+        ("sliding_window", "4096"),
+        ("attn_logit_softcapping", "50.0"),
+        ("final_logit_softcapping", "30.0"),
+        ("vocab_size", "256000"),
+    ]);
+}
+
+/// transformers' Gemma3TextConfig defaults for the keys convert reads.
+fn gemma3_defaults(_hf_arch: &str, cfg: &mut HfConfig) {
+    cfg.fill_defaults(&[
+        ("max_position_embeddings", "131072"),
+        ("hidden_size", "2304"),
+        ("intermediate_size", "9216"),
+        ("num_attention_heads", "8"),
+        ("num_key_value_heads", "4"),
+        ("num_hidden_layers", "26"),
+        ("rms_norm_eps", "1e-06"),
+        ("rope_theta", "1000000.0"),
+        ("head_dim", "256"),
+        ("sliding_window", "4096"),
+        ("attn_logit_softcapping", "null"),
+        ("final_logit_softcapping", "null"),
+        ("vocab_size", "262208"),
+        ("rope_local_base_freq", "10000.0"),
+    ]);
+}
+
+/// lm_head is tied and unused by llama.cpp; AutoAWQ checkpoints carry one.
+fn gemma2_filter(name: &str) -> Option<String> {
+    (name != "lm_head.weight").then(|| name.to_string())
+}
 
 fn u32_key(cfg: &HfConfig, key: &str) -> Result<Value> {
     Ok(Value::U32(to_u32(cfg.require_u64(&[key])?)?))
@@ -282,6 +327,7 @@ fn sentencepiece(cfg: &HfConfig) -> Result<VocabCall> {
         add_space_prefix_after: Some(false),
         codellama_infill: false,
         no_add_bos: false,
+        ..VocabCall::default()
     })
 }
 

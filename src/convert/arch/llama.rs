@@ -16,7 +16,8 @@ pub const LLAMA: Arch = Arch {
     hf_names: &["LlamaForCausalLM", "MistralForCausalLM"],
     gguf_arch: "llama",
     names: NAMES,
-    skip: &[],
+    defaults,
+    filter: super::keep,
     params,
     tensor,
     extra,
@@ -44,6 +45,43 @@ pub const NAMES: &[(&str, &str)] = &[
     ("model.layers.{bid}.mlp.up_proj", "blk.{bid}.ffn_up"),
     ("model.layers.{bid}.mlp.down_proj", "blk.{bid}.ffn_down"),
 ];
+
+/// transformers' LlamaConfig / MistralConfig defaults for the keys convert reads.
+fn defaults(hf_arch: &str, cfg: &mut HfConfig) {
+    if hf_arch == "MistralForCausalLM" {
+        cfg.fill_defaults(&[
+            ("max_position_embeddings", "131072"),
+            ("hidden_size", "4096"),
+            ("intermediate_size", "14336"),
+            ("num_attention_heads", "32"),
+            ("num_key_value_heads", "8"),
+            ("num_hidden_layers", "32"),
+            ("rms_norm_eps", "1e-06"),
+            ("rope_theta", "10000.0"),
+            ("vocab_size", "32000"),
+            ("head_dim", "null"),
+        ]);
+        super::kv_heads_default(cfg);
+        return;
+    }
+    cfg.fill_defaults(&[
+        ("max_position_embeddings", "2048"),
+        ("hidden_size", "4096"),
+        ("intermediate_size", "11008"),
+        ("num_attention_heads", "32"),
+        ("num_hidden_layers", "32"),
+        ("rms_norm_eps", "1e-06"),
+        ("rope_theta", "10000.0"),
+        ("vocab_size", "32000"),
+    ]);
+    super::kv_heads_default(cfg);
+    cfg.fill_computed("head_dim", |c| {
+        let n = |k: &str| c.hparams.get(k).and_then(serde_json::Value::as_u64);
+        Some(serde_json::Value::from(
+            n("hidden_size")? / n("num_attention_heads")?.max(1),
+        ))
+    });
+}
 
 /// Largest head dimension accepted (real models use 64 to 256).
 const MAX_HEAD_DIM: u64 = 1 << 16;
@@ -257,6 +295,7 @@ fn vocab(cfg: &HfConfig, dir: &Path) -> Result<VocabCall> {
         // CodeLlama's infill tokens and Granite-small's add_bos are keyed on vocab size.
         codellama_infill: n_vocab == 32016,
         no_add_bos: n_vocab == 49152,
+        ..VocabCall::default()
     })
 }
 

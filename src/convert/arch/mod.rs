@@ -11,6 +11,7 @@
 //! Adding an architecture: a file `arch/NAME.rs` defining `pub const ARCH: Arch` and a
 //! line in [`REGISTRY`].
 
+pub mod bert;
 pub mod gemma;
 pub mod llama;
 pub mod phi3;
@@ -36,8 +37,11 @@ pub struct Arch {
     /// Hugging Face tensor name (`{bid}` for the block number, without the `.weight` /
     /// `.bias` suffix) to GGUF name.
     pub names: &'static [(&'static str, &'static str)],
-    /// Checkpoint tensors the model class filters out (`filter_tensors`).
-    pub skip: &'static [&'static str],
+    /// Fills config.json's missing keys with the transformers config defaults, given
+    /// `architectures[0]`.
+    pub defaults: fn(&str, &mut HfConfig),
+    /// The model class's `filter_tensors`: the name to map, or `None` to drop the tensor.
+    pub filter: fn(&str) -> Option<String>,
     /// The architecture's `set_gguf_parameters` keys in order (most start with
     /// [`text_model_params`]), given the `general.file_type` value.
     pub params: fn(&HfConfig, &str, u32) -> Result<Kv>,
@@ -57,6 +61,7 @@ pub const REGISTRY: &[&Arch] = &[
     &gemma::GEMMA2,
     &gemma::GEMMA3,
     &phi3::PHI3,
+    &bert::BERT,
 ];
 
 /// The table for `architectures[0]`, or invalid input naming the supported ones.
@@ -103,6 +108,18 @@ pub fn map_name(arch: &Arch, hf: &str) -> Option<(String, Option<u64>)> {
         }
     }
     None
+}
+
+/// `num_key_value_heads` defaults to `num_attention_heads` (Llama, Mistral, Phi3, Qwen).
+pub fn kv_heads_default(cfg: &mut HfConfig) {
+    cfg.fill_computed("num_key_value_heads", |c| {
+        c.hparams.get("num_attention_heads").cloned()
+    });
+}
+
+/// The default `filter_tensors`: every tensor kept under its name.
+pub fn keep(name: &str) -> Option<String> {
+    Some(name.to_string())
 }
 
 /// Tensors convert skips outright (`prepare_tensors`).

@@ -38,12 +38,31 @@ pub const PHI3: Arch = Arch {
         ("model.layers.{bid}.mlp.gate_up_proj", "blk.{bid}.ffn_up"),
         ("model.layers.{bid}.mlp.down_proj", "blk.{bid}.ffn_down"),
     ],
-    skip: &[],
+    defaults,
+    filter: super::keep,
     params,
     tensor,
     extra,
     vocab,
 };
+
+/// transformers' Phi3Config defaults for the keys convert reads.
+fn defaults(_hf_arch: &str, cfg: &mut HfConfig) {
+    cfg.fill_defaults(&[
+        ("max_position_embeddings", "4096"),
+        ("hidden_size", "3072"),
+        ("intermediate_size", "8192"),
+        ("num_attention_heads", "32"),
+        ("num_hidden_layers", "32"),
+        ("rms_norm_eps", "1e-05"),
+        ("rope_theta", "10000.0"),
+        ("vocab_size", "32064"),
+        ("original_max_position_embeddings", "4096"),
+        ("partial_rotary_factor", "1.0"),
+        ("sliding_window", "null"),
+    ]);
+    super::kv_heads_default(cfg);
+}
 
 /// The values `set_gguf_parameters` and `generate_extra_tensors` share.
 struct Dims {
@@ -241,5 +260,6 @@ fn vocab(cfg: &HfConfig, dir: &Path) -> Result<VocabCall> {
         add_space_prefix_after: None,
         codellama_infill: false,
         no_add_bos: false,
+        ..VocabCall::default()
     })
 }

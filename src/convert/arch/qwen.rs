@@ -16,7 +16,8 @@ pub const QWEN2: Arch = Arch {
     hf_names: &["Qwen2ForCausalLM"],
     gguf_arch: "qwen2",
     names: llama::NAMES,
-    skip: &[],
+    defaults,
+    filter: super::keep,
     params,
     tensor,
     extra,
@@ -28,7 +29,8 @@ pub const QWEN3: Arch = Arch {
     hf_names: &["Qwen3ForCausalLM"],
     gguf_arch: "qwen3",
     names: QWEN3_NAMES,
-    skip: &[],
+    defaults,
+    filter: super::keep,
     params: qwen3_params,
     tensor,
     extra,
@@ -63,6 +65,25 @@ const QWEN3_NAMES: &[(&str, &str)] = &[
     ("model.layers.{bid}.mlp.up_proj", "blk.{bid}.ffn_up"),
     ("model.layers.{bid}.mlp.down_proj", "blk.{bid}.ffn_down"),
 ];
+
+/// transformers' Qwen2Config / Qwen3Config defaults for the keys convert reads.
+fn defaults(hf_arch: &str, cfg: &mut HfConfig) {
+    cfg.fill_defaults(&[
+        ("max_position_embeddings", "32768"),
+        ("hidden_size", "4096"),
+        ("intermediate_size", "22016"),
+        ("num_attention_heads", "32"),
+        ("num_key_value_heads", "32"),
+        ("num_hidden_layers", "32"),
+        ("rms_norm_eps", "1e-06"),
+        ("rope_theta", "10000.0"),
+        ("vocab_size", "151936"),
+    ]);
+    super::kv_heads_default(cfg);
+    if hf_arch == "Qwen3ForCausalLM" {
+        cfg.fill_defaults(&[("head_dim", "128")]);
+    }
+}
 
 /// `Qwen2Model.set_gguf_parameters`: TextModel's, then the pooling type.
 fn params(cfg: &HfConfig, arch: &str, file_type: u32) -> Result<Kv> {
@@ -126,5 +147,6 @@ fn vocab(cfg: &HfConfig, dir: &Path) -> Result<VocabCall> {
         add_space_prefix_after: None,
         codellama_infill: false,
         no_add_bos: false,
+        ..VocabCall::default()
     })
 }
