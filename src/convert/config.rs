@@ -1,9 +1,11 @@
 //! `config.json` of a Hugging Face model folder: the hyperparameters convert reads.
 //!
-//! A small reader of our own (issue #11's shared model-config reader had not landed when
-//! this was written): the JSON object with `text_config` merged into the top level the
-//! way `TextModel.__init__` does, and `find_hparam`'s first-key-present lookup.
+//! The file is read by the shared model-config reader ([`crate::model::ModelConfig`]);
+//! this adds what convert does with it: `text_config` merged into the top level the way
+//! `TextModel.__init__` does, `find_hparam`'s first-key-present lookup, and the
+//! transformers config defaults convert sees through `AutoConfig`.
 
+use crate::model::ModelConfig;
 use crate::{bail_invalid, invalid};
 use anyhow::Result;
 use serde_json::{Map, Value as Json};
@@ -22,21 +24,23 @@ pub struct HfConfig {
 }
 
 impl HfConfig {
-    /// Reads `dir/config.json`; a missing, oversized or invalid file is invalid input.
+    /// Reads `dir/config.json` through the shared model-config reader
+    /// ([`crate::model::ModelConfig`]); a missing, oversized or invalid file is invalid input.
     pub fn load(dir: &Path) -> Result<HfConfig> {
         let path = dir.join("config.json");
-        let meta = std::fs::metadata(&path)
-            .map_err(|_| {
-                invalid!(
-                    "{} has no config.json; pass --raw-names to quantize its tensors under their Hugging Face names",
-                    dir.display()
-                )
-            })?;
+        let meta = std::fs::metadata(&path).map_err(|_| {
+            invalid!(
+                "{} has no config.json; pass --raw-names to quantize its tensors under their Hugging Face names",
+                dir.display()
+            )
+        })?;
         if meta.len() > MAX_CONFIG_BYTES {
             bail_invalid!("{}: larger than 16 MiB", path.display());
         }
-        let text = std::fs::read(&path).map_err(|e| invalid!("{}: {e}", path.display()))?;
-        let mut cfg = HfConfig::parse(&text).map_err(|e| invalid!("{}: {e}", path.display()))?;
+        let raw = ModelConfig::from_json_file(&path)?
+            .raw
+            .expect("a config.json gives raw JSON");
+        let mut cfg = HfConfig::from_json(raw).map_err(|e| invalid!("{}: {e}", path.display()))?;
         cfg.dir = dir.to_path_buf();
         Ok(cfg)
     }
@@ -45,10 +49,15 @@ impl HfConfig {
     pub fn parse(text: &[u8]) -> Result<HfConfig> {
         let json: Json =
             serde_json::from_slice(text).map_err(|e| invalid!("not valid JSON: {e}"))?;
+        HfConfig::from_json(json)
+    }
+
+    /// The hyperparameters of a parsed config.json: `text_config` merged over the top
+    /// level (after `load_hparams`' renames), as `TextModel.__init__` does.
+    pub fn from_json(json: Json) -> Result<HfConfig> {
         let Json::Object(mut hparams) = json else {
             bail_invalid!("not a JSON object");
         };
-        // Renames `load_hparams` applies before `text_config` is merged.
         for alias in ["llm_config", "lm_config", "language_config", "lfm"] {
             if let Some(v) = hparams.get(alias).cloned() {
                 hparams.insert("text_config".into(), v);

@@ -11,28 +11,26 @@ use super::card;
 use super::metadata::{self, ParamCount};
 use super::model::{Converted, Planned};
 use super::vocab_hook;
-use crate::cli::QuantizeArgs;
-use crate::commands::quantize::{self as q, Report, TensorReport, Totals, SCHEMA};
 use crate::formats::atomic::{hex, AtomicFile};
 use crate::formats::ggml_type::GgmlType;
 use crate::formats::gguf::writer::{GgufLayout, GgufStream, TensorSpec};
 use crate::formats::gguf::Value;
-use crate::pipeline::{self, ErrorStats};
+use crate::pipeline::gguf::QNT_VERSION;
+use crate::pipeline::report::{check_finite, Report, TensorReport};
+use crate::pipeline::{self, ErrorStats, RunOptions};
 use crate::quant::imatrix::Imatrix;
 use crate::quant::mix::{self, Mix, ModelFacts, Planner};
 use crate::{bail_invalid, invalid};
 use anyhow::{Context, Result};
 use indicatif::ProgressBar;
 use rayon::prelude::*;
+use regex::Regex;
 use std::cmp::Ordering;
 use std::path::Path;
 use std::time::Instant;
 
 /// Output bytes per parallel chunk.
 const CHUNK_BYTES: usize = 8 << 20;
-
-/// `general.quantization_version` (`GGML_QUANT_VERSION`).
-const QNT_VERSION: u32 = 2;
 
 /// What `-t` asks for on a folder.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -44,15 +42,15 @@ pub enum Target {
 }
 
 impl Target {
-    /// Parses `-t` (default Q4_K_M).
-    pub fn parse(name: Option<&str>) -> Result<Target> {
+    /// Parses `-t` (default Q4_K_M); other names go to `parse_mix`.
+    pub fn parse(name: Option<&str>, parse_mix: fn(&str) -> Result<Mix>) -> Result<Target> {
         let name = name.unwrap_or("Q4_K_M");
         Ok(match name.to_ascii_uppercase().as_str() {
             "F32" => Target::Outtype(GgmlType::F32),
             "F16" => Target::Outtype(GgmlType::F16),
             "BF16" => Target::Outtype(GgmlType::BF16),
             "Q8_0" => Target::Outtype(GgmlType::Q8_0),
-            _ => Target::Mix(q::parse_type(name)?),
+            _ => Target::Mix(parse_mix(name)?),
         })
     }
 
@@ -115,33 +113,51 @@ struct Job<'a> {
     imatrix: Option<&'a [f32]>,
 }
 
-/// Runs `quantize` on a Hugging Face folder.
-pub fn run(args: &QuantizeArgs, dir: &Path) -> Result<()> {
-    let target = Target::parse(args.qtype.as_deref())?;
-    if let Some(out) = &args.output {
-        if out.exists() && out.canonicalize().ok() == args.input.canonicalize().ok() {
-            bail_invalid!("output {} is the input", out.display());
-        }
-    }
-    let conv = Converted::open(&args.input, dir)?;
-    let imatrix = match &args.imatrix {
-        Some(path) => {
-            let include = q::parse_regexes("--include-weights", &args.include_weights)?;
-            let exclude = q::parse_regexes("--exclude-weights", &args.exclude_weights)?;
+/// A folder conversion (`qforge quantize FOLDER`).
+#[derive(Debug, Clone)]
+pub struct ConvertJob<'a> {
+    /// Input as the user gave it (the folder, or a safetensors file or index in it).
+    pub input: &'a Path,
+    /// The model folder.
+    pub dir: &'a Path,
+    /// Output file (required unless `dry_run`).
+    pub output: Option<&'a Path>,
+    /// Plan and sizes only.
+    pub dry_run: bool,
+    /// What `-t` asks for.
+    pub target: Target,
+    /// llama-quantize's type options (a mix target only).
+    pub mix_opts: Option<mix::Options>,
+    /// Importance matrix file with the include/exclude filters (a mix target only).
+    pub imatrix: Option<(&'a Path, &'a [Regex], &'a [Regex])>,
+    /// `--name`.
+    pub name: Option<&'a str>,
+    /// `--metadata FILE`.
+    pub metadata: Option<&'a Path>,
+    /// `--no-vocab`.
+    pub no_vocab: bool,
+    /// Threads, progress bar, non-finite inputs.
+    pub run: RunOptions,
+}
+
+/// Converts (and, for a mix, quantizes) a Hugging Face folder into one GGUF.
+pub fn convert(job: &ConvertJob<'_>) -> Result<Report> {
+    let conv = Converted::open(job.input, job.dir)?;
+    let imatrix = job
+        .imatrix
+        .map(|(path, include, exclude)| -> Result<Imatrix> {
             let mut m = Imatrix::load(path)?;
-            m.filter(&include, &exclude);
-            Some(m)
-        }
-        None => None,
-    };
-    let base = match target {
+            m.filter(include, exclude);
+            Ok(m)
+        })
+        .transpose()?;
+    let base = match job.target {
         Target::Outtype(t) => t,
         Target::Mix(_) if conv.guessed_type() == GgmlType::BF16 => GgmlType::BF16,
         Target::Mix(_) => GgmlType::F32,
     };
-    let jobs = plan(&conv, target, base, args, imatrix.as_ref())?;
-    let meta = metadata(&conv, target, base, args)?;
-
+    let jobs = plan(&conv, job, base, imatrix.as_ref())?;
+    let meta = metadata(&conv, job, base)?;
     let specs: Vec<TensorSpec> = jobs
         .iter()
         .map(|j| TensorSpec {
@@ -151,88 +167,74 @@ pub fn run(args: &QuantizeArgs, dir: &Path) -> Result<()> {
         })
         .collect();
     let layout = GgufLayout::new(&meta, &specs)?;
-    let threads = args.threads.unwrap_or_else(rayon::current_num_threads);
-    let mut report = Report {
-        schema: SCHEMA,
-        input: args.input.display().to_string(),
-        output: args.output.as_ref().map(|p| p.display().to_string()),
-        qtype: target.name(),
-        dry_run: args.dry_run,
-        threads,
-        tensors: jobs
-            .iter()
-            .zip(&layout.tensors)
-            .map(|(j, &(_, bytes))| TensorReport {
-                name: j.t.name.clone(),
-                shape: j.t.shape.clone(),
-                in_type: j.t.source_type().to_string(),
-                out_type: j.out.to_string(),
-                in_bytes: j.t.source.as_ref().map_or(j.t.elements() * 4, |s| s.bytes),
-                out_bytes: bytes,
-                reason: j.reason.clone(),
-                rel_rmse: None,
-                non_finite: None,
-            })
-            .collect(),
-        totals: Totals::default(),
-        sha256: None,
-    };
-    if !args.dry_run {
-        let out = args
-            .output
-            .as_deref()
-            .expect("clap requires -o without --dry-run");
-        let started = Instant::now();
-        let (stats, digest) =
-            pipeline::with_threads(args.threads, || write(&conv, &jobs, &layout, out, args))??;
-        report.totals.seconds = started.elapsed().as_secs_f64();
-        for (r, s) in report.tensors.iter_mut().zip(&stats) {
-            r.rel_rmse = s.map(|s| s.rel_rmse());
-            r.non_finite = s.map(|s| s.non_finite);
+    let mut report = Report::new(
+        job.input,
+        job.output,
+        job.target.name(),
+        job.dry_run,
+        job.run.threads,
+    );
+    for (j, &(_, bytes)) in jobs.iter().zip(&layout.tensors) {
+        let mut row = TensorReport::new(
+            j.t.source.as_ref().unwrap_or(&generated_info(j.t)),
+            &j.t.name,
+            j.out.to_string(),
+            bytes,
+            j.reason.clone(),
+        );
+        row.shape = j.t.shape.clone();
+        row.elements = j.t.elements();
+        report.push(if j.out.is_float() {
+            row
+        } else {
+            row.encoded(None)
+        });
+    }
+    let out = match (job.dry_run, job.output) {
+        (false, Some(out)) => out,
+        (false, None) => bail_invalid!("an output path is needed unless --dry-run"),
+        (true, _) => {
+            report.finish(layout.file_size, 0.0, None);
+            return Ok(report);
         }
-        report.sha256 = Some(hex(&digest));
+    };
+    let started = Instant::now();
+    let (stats, digest) = pipeline::with_threads(job.run.threads, || {
+        write(&conv, &jobs, &layout, out, job.run)
+    })??;
+    for (row, s) in report.tensors.iter_mut().zip(stats) {
+        row.set_stats(s);
     }
-    let t = &mut report.totals;
-    t.tensors = jobs.len();
-    t.quantized = jobs.iter().filter(|j| !j.out.is_float()).count();
-    t.elements = jobs.iter().map(|j| j.t.elements()).sum();
-    t.in_bytes = report.tensors.iter().map(|r| r.in_bytes).sum();
-    t.out_bytes = layout.tensors.iter().map(|&(_, b)| b).sum();
-    t.file_bytes = layout.file_size;
-    t.bits_per_weight = t.out_bytes as f64 * 8.0 / t.elements.max(1) as f64;
-    if t.seconds > 0.0 {
-        t.elements_per_second = t.elements as f64 / t.seconds;
+    report.finish(
+        layout.file_size,
+        started.elapsed().as_secs_f64(),
+        Some(hex(&digest)),
+    );
+    Ok(report)
+}
+
+/// A stand-in source row for a generated tensor (F32, its own shape).
+fn generated_info(t: &Planned) -> crate::formats::TensorInfo {
+    crate::formats::TensorInfo {
+        name: t.name.clone(),
+        ty: crate::formats::TensorType::Ggml(GgmlType::F32),
+        shape: t.shape.clone(),
+        file: 0,
+        offset: 0,
+        bytes: t.elements() * 4,
     }
-    q::print_report(&report, args.json)
 }
 
 fn plan<'a>(
     conv: &'a Converted,
-    target: Target,
+    job: &ConvertJob<'_>,
     base: GgmlType,
-    args: &QuantizeArgs,
     imatrix: Option<&'a Imatrix>,
 ) -> Result<Vec<Job<'a>>> {
-    let mix = match target {
-        Target::Outtype(_) => {
-            for (flag, set) in [
-                ("--imatrix", args.imatrix.is_some()),
-                ("--tensor-type", !args.tensor_type.is_empty()),
-                ("--pure", args.pure),
-                ("--output-tensor-type", args.output_tensor_type.is_some()),
-                (
-                    "--token-embedding-type",
-                    args.token_embedding_type.is_some(),
-                ),
-                ("--leave-output-tensor", args.leave_output_tensor),
-            ] {
-                if set {
-                    bail_invalid!(
-                        "{flag} applies to quantized types; -t {} on a folder is convert's --outtype",
-                        target.name()
-                    );
-                }
-            }
+    let (mix, mut opts) = match (job.target, &job.mix_opts) {
+        (Target::Mix(m), Some(o)) => (m, o.clone()),
+        (Target::Mix(m), None) => (m, mix::Options::default()),
+        (Target::Outtype(_), _) => {
             return Ok(conv
                 .tensors
                 .iter()
@@ -248,24 +250,8 @@ fn plan<'a>(
                 })
                 .collect());
         }
-        Target::Mix(m) => m,
     };
-    let opts = mix::Options {
-        pure: args.pure,
-        output_tensor_type: args
-            .output_tensor_type
-            .as_deref()
-            .map(|t| q::parse_ggml_type("--output-tensor-type", t))
-            .transpose()?,
-        token_embedding_type: args
-            .token_embedding_type
-            .as_deref()
-            .map(|t| q::parse_ggml_type("--token-embedding-type", t))
-            .transpose()?,
-        leave_output_tensor: args.leave_output_tensor,
-        overrides: q::parse_overrides(&args.tensor_type)?,
-        has_imatrix: imatrix.is_some(),
-    };
+    opts.has_imatrix = imatrix.is_some();
     let mut order: Vec<&Planned> = conv.tensors.iter().collect();
     order.sort_by(|a, b| loader_order(&a.name, &b.name));
     let facts = model_facts(conv)?;
@@ -345,7 +331,7 @@ fn json_object(
 }
 
 /// The metadata in convert's order (then llama-quantize's moves for a mix).
-fn metadata(conv: &Converted, target: Target, base: GgmlType, args: &QuantizeArgs) -> Result<Kv> {
+fn metadata(conv: &Converted, job: &ConvertJob<'_>, base: GgmlType) -> Result<Kv> {
     let dir = &conv.dir;
     let card = match std::fs::read(dir.join("README.md")) {
         Ok(bytes) => {
@@ -354,7 +340,7 @@ fn metadata(conv: &Converted, target: Target, base: GgmlType, args: &QuantizeArg
         }
         Err(_) => Default::default(),
     };
-    let overrides = match &args.metadata {
+    let overrides = match job.metadata {
         Some(path) => json_object(path, false)?
             .ok_or_else(|| invalid!("--metadata {}: cannot read the file", path.display()))?,
         None => Default::default(),
@@ -370,7 +356,7 @@ fn metadata(conv: &Converted, target: Target, base: GgmlType, args: &QuantizeArg
         hparams: conv.raw_hparams.clone(),
         generation: json_object(&dir.join("generation_config.json"), true)?.unwrap_or_default(),
         overrides,
-        name: args.name.clone(),
+        name: job.name.map(str::to_string),
         dir_name,
         params: ParamCount::of(
             conv.tensors
@@ -391,13 +377,13 @@ fn metadata(conv: &Converted, target: Target, base: GgmlType, args: &QuantizeArg
         "general.quantization_version".into(),
         Value::U32(QNT_VERSION),
     ));
-    if !args.no_vocab {
+    if !job.no_vocab {
         let call = (conv.arch.vocab)(&conv.cfg, dir)?;
         for (k, v) in vocab_hook::tokenizer_keys(&call, dir)? {
             vocab_hook::set(&mut kv, &k, v);
         }
     }
-    if let Target::Mix(m) = target {
+    if let Target::Mix(m) = job.target {
         // llama-quantize: gguf_set_val_u32 removes the key and appends it.
         kv.retain(|(k, _)| k != "general.quantization_version" && k != "general.file_type");
         kv.push((
@@ -414,10 +400,10 @@ fn write(
     jobs: &[Job<'_>],
     layout: &GgufLayout,
     out: &Path,
-    args: &QuantizeArgs,
+    run: RunOptions,
 ) -> Result<(Vec<Option<ErrorStats>>, [u8; 32])> {
     let total: u64 = jobs.iter().map(|j| j.t.elements()).sum();
-    let bar = pipeline::progress_bar(total, args.json);
+    let bar = pipeline::progress_bar(total, run.quiet);
     let mut file = AtomicFile::create(out)?;
     let mut stream = GgufStream::start(&mut file, layout)?;
     let mut stats = Vec::with_capacity(jobs.len());
@@ -426,14 +412,9 @@ fn write(
         let s = encode(conv, j, &bar, &mut |chunk| stream.write_data(chunk))
             .with_context(|| format!("tensor {}", j.t.name))?;
         conv.release(j.t);
-        if !j.out.is_float() && s.non_finite > 0 && !args.allow_nonfinite {
-            bail_invalid!(
-                "tensor {} has {} NaN or infinite values; pass --allow-nonfinite to quantize it anyway",
-                j.t.hf_name,
-                s.non_finite
-            );
-        }
-        stats.push((!j.out.is_float()).then_some(s));
+        let s = (!j.out.is_float()).then_some(s);
+        check_finite(&j.t.hf_name, s, run.allow_nonfinite)?;
+        stats.push(s);
     }
     stream.finish()?;
     bar.finish_and_clear();
@@ -547,15 +528,11 @@ mod tests {
 
     #[test]
     fn targets_split_into_outtypes_and_mixes() {
-        assert_eq!(
-            Target::parse(Some("bf16")).unwrap(),
-            Target::Outtype(GgmlType::BF16)
-        );
-        assert_eq!(
-            Target::parse(Some("Q8_0")).unwrap(),
-            Target::Outtype(GgmlType::Q8_0)
-        );
-        assert!(matches!(Target::parse(None).unwrap(), Target::Mix(_)));
-        assert!(Target::parse(Some("Q9_X")).is_err());
+        let mix = |n: &str| Mix::from_name(n).ok_or_else(|| invalid!("unknown {n}"));
+        let p = |n| Target::parse(n, mix).unwrap();
+        assert_eq!(p(Some("bf16")), Target::Outtype(GgmlType::BF16));
+        assert_eq!(p(Some("Q8_0")), Target::Outtype(GgmlType::Q8_0));
+        assert!(matches!(p(None), Target::Mix(_)));
+        assert!(Target::parse(Some("Q9_X"), mix).is_err());
     }
 }

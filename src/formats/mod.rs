@@ -22,6 +22,11 @@ use std::fmt;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
+/// f32 values as little-endian bytes (how safetensors, GGUF and QNAT store them).
+pub fn f32_le_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
 /// Container format of a [`TensorSource`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -257,12 +262,12 @@ impl TensorSource {
         if data.starts_with(qnat::MAGIC) {
             if data.get(4..8) == Some(&1u32.to_le_bytes()[..]) {
                 bail_invalid!(
-                    "{} is a QNAT v1 file (qlora-rs); migrate it with `qforge export-native {} -o NEW.qnat`",
+                    "{} is a QNAT v1 file (qlora-rs); migrate it to version 2 with `qforge export-native {} -o NEW.qnat`",
                     path.display(),
                     path.display()
                 );
             }
-            let index = qnat::parse_index(data)?;
+            let index = qnat::parse_index(data).with_context(|| path.display().to_string())?;
             return Ok(Self::from_qnat(path, file, index));
         }
         if data.len() >= 9 && data[8] == b'{' {

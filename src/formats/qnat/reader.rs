@@ -1,19 +1,18 @@
 //! QNAT v2 reader: validates header and metadata completely on open, then hands out
 //! section bytes as zero-copy slices of a memory map.
 //!
-//! Opening reads the 128-byte header and the metadata only; tensor bytes are read by
-//! [`QnatFile::verify`] (all of them) or when a caller touches a section slice.
+//! Files are opened through [`TensorSource`](crate::formats::TensorSource), which maps
+//! them and keeps the [`QnatIndex`]. Parsing reads the 128-byte header and the metadata
+//! only; tensor bytes are read by [`QnatIndex::verify`] (all of them) or when a caller
+//! touches a section slice.
 
 use super::header::Header;
 use super::layout::{MetadataJson, ModelInfo, Scheme, Section, SectionRole, TensorEntry};
 use super::{align_up, hex, ALIGNMENT};
 use crate::{bail_invalid, invalid};
-use anyhow::{Context, Result};
-use memmap2::Mmap;
+use anyhow::Result;
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
-use std::fs::File;
-use std::path::{Path, PathBuf};
 
 /// Header, model info and tensor directory of a QNAT v2 file, validated.
 #[derive(Debug, Clone, PartialEq)]
@@ -229,6 +228,17 @@ impl QnatIndex {
         self.tensors.iter().find(|t| t.name == name)
     }
 
+    /// The bytes of section `role` of tensor `name` within `data` (the whole file).
+    pub fn section<'a>(&self, data: &'a [u8], name: &str, role: SectionRole) -> Result<&'a [u8]> {
+        let t = self
+            .tensor(name)
+            .ok_or_else(|| invalid!("no tensor named {name:?}"))?;
+        let s = t
+            .section(role)
+            .ok_or_else(|| invalid!("tensor {name:?} has no {role} section"))?;
+        self.section_data(data, s)
+    }
+
     /// The bytes of a section of this index within `data` (the whole file).
     pub fn section_data<'a>(&self, data: &'a [u8], s: &Section) -> Result<&'a [u8]> {
         let range = self
@@ -310,113 +320,5 @@ impl QnatIndex {
                 })
                 .collect(),
         }
-    }
-}
-
-/// An opened QNAT v2 file: memory map plus validated index.
-pub struct QnatFile {
-    path: PathBuf,
-    map: Mmap,
-    index: QnatIndex,
-}
-
-impl std::fmt::Debug for QnatFile {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("QnatFile")
-            .field("path", &self.path)
-            .field("len", &self.map.len())
-            .field("index", &self.index)
-            .finish()
-    }
-}
-
-impl QnatFile {
-    /// Opens, maps and validates a file (header and metadata only; tensor bytes are not
-    /// read). Every problem with the file is an [`InvalidInput`](crate::error::InvalidInput)
-    /// error of one line that starts with the path.
-    pub fn open(path: &Path) -> Result<QnatFile> {
-        let file = File::open(path).map_err(|e| invalid!("cannot open {}: {e}", path.display()))?;
-        let meta = file
-            .metadata()
-            .with_context(|| format!("reading the metadata of {}", path.display()))?;
-        if !meta.is_file() {
-            bail_invalid!("{} is not a regular file", path.display());
-        }
-        if meta.len() == 0 {
-            bail_invalid!("{} is empty", path.display());
-        }
-        // SAFETY: the map is read-only; a file changed underneath us by another process
-        // can give wrong bytes but every access is bounds-checked against the map length.
-        let map = unsafe { Mmap::map(&file) }
-            .with_context(|| format!("memory-mapping {}", path.display()))?;
-        let index = parse_index(&map).with_context(|| format!("{}", path.display()))?;
-        Ok(QnatFile {
-            path: path.to_path_buf(),
-            map,
-            index,
-        })
-    }
-
-    /// The path it was opened from.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// The whole mapped file.
-    pub fn data(&self) -> &[u8] {
-        &self.map
-    }
-
-    /// Header, model info and tensor directory.
-    pub fn index(&self) -> &QnatIndex {
-        &self.index
-    }
-
-    /// The header.
-    pub fn header(&self) -> &Header {
-        &self.index.header
-    }
-
-    /// Model-level metadata.
-    pub fn model(&self) -> &ModelInfo {
-        &self.index.model
-    }
-
-    /// Tensors in storage order.
-    pub fn tensors(&self) -> &[TensorEntry] {
-        &self.index.tensors
-    }
-
-    /// A tensor by name.
-    pub fn tensor(&self, name: &str) -> Option<&TensorEntry> {
-        self.index.tensor(name)
-    }
-
-    /// The bytes of a section (zero-copy; 64-byte aligned in memory, as the map is
-    /// page-aligned).
-    pub fn section_data(&self, s: &Section) -> Result<&[u8]> {
-        self.index.section_data(&self.map, s)
-    }
-
-    /// The bytes of section `role` of tensor `name`.
-    pub fn section(&self, name: &str, role: SectionRole) -> Result<&[u8]> {
-        let t = self
-            .tensor(name)
-            .ok_or_else(|| invalid!("{}: no tensor named {name:?}", self.path.display()))?;
-        let s = t
-            .section(role)
-            .ok_or_else(|| invalid!("tensor {name:?} has no {role} section"))?;
-        self.section_data(s)
-    }
-
-    /// Recomputes every tensor's SHA-256 and checks the padding (reads all tensor data;
-    /// backs `qforge inspect --verify`).
-    pub fn verify(&self) -> Result<Vec<TensorCheck>> {
-        self.index.verify(&self.map)
-    }
-
-    /// The inspect summary.
-    pub fn summary(&self) -> Summary {
-        self.index.summary()
     }
 }

@@ -23,8 +23,13 @@ fn pseudo(n: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-fn f32_bytes(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+use crate::formats::{f32_le_bytes as f32_bytes, TensorSource};
+
+/// A QNAT file opened by the real reader: its index and its mapped bytes.
+fn open_qnat(path: &std::path::Path) -> anyhow::Result<(QnatIndex, TensorSource)> {
+    let src = TensorSource::open(path)?;
+    let index = src.qnat.clone().expect("a QNAT file");
+    Ok((index, src))
 }
 
 fn model() -> ModelInfo {
@@ -302,31 +307,37 @@ fn file_round_trip_with_aligned_zero_copy_sections() {
     let out = BufWriter::new(std::fs::File::create(&path).unwrap());
     let out = write_to(out, &specs, 64);
     drop(out.into_inner().unwrap());
-    let f = QnatFile::open(&path).unwrap();
-    assert_eq!(f.data().len() as u64, f.header().file_size);
-    assert_eq!(f.data().as_ptr() as usize % 4096, 0);
-    for (t, s) in f.tensors().iter().zip(&specs) {
+    let (f, src) = open_qnat(&path).unwrap();
+    let file = src.files[0].data();
+    assert_eq!(file.len() as u64, f.header.file_size);
+    assert_eq!(file.as_ptr() as usize % 4096, 0);
+    for (t, s) in f.tensors.iter().zip(&specs) {
         for (sec, (_, _, _, data)) in t.sections.iter().zip(&s.sections) {
             assert_eq!(sec.offset % ALIGNMENT, 0);
-            let bytes = f.section_data(sec).unwrap();
+            let bytes = f.section_data(file, sec).unwrap();
             assert_eq!(bytes.as_ptr() as usize % 64, 0, "{} {}", t.name, sec.role);
             assert_eq!(bytes, &data[..]);
         }
     }
     assert_eq!(
-        f.section("output.weight", SectionRole::Data).unwrap().len(),
+        f.section(file, "output.weight", SectionRole::Data)
+            .unwrap()
+            .len(),
         136
     );
-    assert_invalid(f.section("nope", SectionRole::Data), "no tensor named");
     assert_invalid(
-        f.section("output.weight", SectionRole::Codes),
+        f.section(file, "nope", SectionRole::Data),
+        "no tensor named",
+    );
+    assert_invalid(
+        f.section(file, "output.weight", SectionRole::Codes),
         "has no codes section",
     );
-    assert!(f.verify().unwrap().iter().all(TensorCheck::ok));
+    assert!(f.verify(file).unwrap().iter().all(TensorCheck::ok));
 
     let sum = f.summary();
     assert_eq!((sum.version, sum.alignment), (2, 64));
-    assert_eq!(sum.file_size, f.data().len() as u64);
+    assert_eq!(sum.file_size, file.len() as u64);
     assert_eq!(sum.model.name, "tiny-llama");
     let q4k = sum
         .tensors
@@ -344,7 +355,7 @@ fn file_round_trip_with_aligned_zero_copy_sections() {
     assert_eq!(empty.bits_per_weight, 0.0);
     assert_eq!(
         sum.total_bytes(),
-        f.tensors().iter().map(TensorEntry::bytes).sum::<u64>()
+        f.tensors.iter().map(TensorEntry::bytes).sum::<u64>()
     );
     assert!(sum.bits_per_weight() > 0.0);
 }
@@ -459,16 +470,17 @@ fn truncated_files_on_disk_are_clean_errors() {
     for n in [0, 3, 100, 128, file.len() - 1] {
         let path = dir.path().join(format!("t{n}.qnat"));
         std::fs::write(&path, &file[..n]).unwrap();
-        let e = err_of(QnatFile::open(&path));
+        let e = err_of(open_qnat(&path));
         assert_eq!(exit_code(&e), EXIT_INVALID);
         assert!(one_line(&e).starts_with(&path.display().to_string()) || n == 0);
     }
-    assert_invalid(QnatFile::open(&dir.path().join("t0.qnat")), "is empty");
+    assert_invalid(open_qnat(&dir.path().join("t0.qnat")), "is empty");
+    assert_invalid(open_qnat(&dir.path().join("missing.qnat")), "cannot open");
+    // TensorSource takes a folder for a sharded model; the file opener refuses one.
     assert_invalid(
-        QnatFile::open(&dir.path().join("missing.qnat")),
-        "cannot open",
+        crate::formats::SourceFile::open(dir.path()),
+        "not a regular file",
     );
-    assert_invalid(QnatFile::open(dir.path()), "not a regular file");
 }
 
 fn header_with(file: &[u8], f: impl FnOnce(&mut Header)) -> Vec<u8> {
@@ -1290,7 +1302,7 @@ fn versions_point_to_the_right_reader() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("old.qnat");
     std::fs::write(&path, &bytes).unwrap();
-    let e = err_of(QnatFile::open(&path));
+    let e = err_of(open_qnat(&path));
     assert!(one_line(&e).starts_with(&path.display().to_string()));
     assert!(one_line(&e).contains("migrate it to version 2"));
 }
@@ -1313,14 +1325,15 @@ fn v1_skew_follows_the_name_lengths_and_empty_files_migrate() {
     let out = std::fs::File::create(&path).unwrap();
     let out = v1::migrate_v1_file(&bytes, BufWriter::new(out), "qforge", vec![]).unwrap();
     drop(out);
-    let v2 = QnatFile::open(&path).unwrap();
-    assert_eq!(v2.tensors().len(), 1);
-    assert_eq!(v2.model().kv["qnat.migrated_from"], "qnat-v1 (qlora-rs)");
+    let (v2, src) = open_qnat(&path).unwrap();
+    let file = src.files[0].data();
+    assert_eq!(v2.tensors.len(), 1);
+    assert_eq!(v2.model.kv["qnat.migrated_from"], "qnat-v1 (qlora-rs)");
     assert_eq!(
-        v2.section("w", SectionRole::Absmax).unwrap(),
+        v2.section(file, "w", SectionRole::Absmax).unwrap(),
         &f32_bytes(&q.scales)[..]
     );
-    TensorCheck::all_ok(&v2.verify().unwrap()).unwrap();
+    TensorCheck::all_ok(&v2.verify(file).unwrap()).unwrap();
 }
 
 /// Mutates `file` at pseudo-random places; parsing (and verifying what parses) must
