@@ -11,7 +11,7 @@ use super::card;
 use super::metadata::{self, ParamCount};
 use super::model::{Converted, Planned};
 use super::vocab_hook;
-use crate::formats::atomic::{hex, AtomicFile};
+use crate::formats::atomic::AtomicFile;
 use crate::formats::ggml_type::GgmlType;
 use crate::formats::gguf::writer::{GgufLayout, GgufStream, TensorSpec};
 use crate::formats::gguf::Value;
@@ -27,7 +27,6 @@ use rayon::prelude::*;
 use regex::Regex;
 use std::cmp::Ordering;
 use std::path::Path;
-use std::time::Instant;
 
 /// Output bytes per parallel chunk.
 const CHUNK_BYTES: usize = 8 << 20;
@@ -190,27 +189,13 @@ pub fn convert(job: &ConvertJob<'_>) -> Result<Report> {
             row.encoded(None)
         });
     }
-    let out = match (job.dry_run, job.output) {
-        (false, Some(out)) => out,
-        (false, None) => bail_invalid!("an output path is needed unless --dry-run"),
-        (true, _) => {
-            report.finish(layout.file_size, 0.0, None);
-            return Ok(report);
-        }
-    };
-    let started = Instant::now();
-    let (stats, digest) = pipeline::with_threads(job.run.threads, || {
-        write(&conv, &jobs, &layout, out, job.run)
-    })??;
-    for (row, s) in report.tensors.iter_mut().zip(stats) {
-        row.set_stats(s);
-    }
-    report.finish(
+    report.write_or_plan(
+        job.dry_run,
+        job.output,
         layout.file_size,
-        started.elapsed().as_secs_f64(),
-        Some(hex(&digest)),
-    );
-    Ok(report)
+        job.run.threads,
+        |out| write(&conv, &jobs, &layout, out, job.run),
+    )
 }
 
 /// A stand-in source row for a generated tensor (F32, its own shape).
@@ -469,27 +454,16 @@ fn encode(
                         (present.dequantize)(b, x);
                     }
                     (codec.quantize_row)(x, dst, j.imatrix);
-                    let mut s = ErrorStats::default();
-                    if !j.out.is_float() {
-                        (codec.dequantize)(dst, y);
-                        for (&a, &b) in x.iter().zip(y.iter()) {
-                            if !a.is_finite() {
-                                s.non_finite += 1;
-                                continue;
-                            }
-                            let d = f64::from(a) - f64::from(b);
-                            s.sum_sq_err += d * d;
-                            s.sum_sq += f64::from(a) * f64::from(a);
-                        }
+                    if j.out.is_float() {
+                        return Ok(ErrorStats::default());
                     }
-                    Ok(s)
+                    (codec.dequantize)(dst, y);
+                    Ok(pipeline::unit_stats(x, y))
                 },
             )
             .collect::<Result<_>>()?;
-        for s in stats {
-            total.sum_sq_err += s.sum_sq_err;
-            total.sum_sq += s.sum_sq;
-            total.non_finite += s.non_finite;
+        for s in &stats {
+            total.add(s);
         }
         write(part)?;
         bar.inc((n * row_len) as u64);

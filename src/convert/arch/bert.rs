@@ -17,7 +17,7 @@ use std::path::Path;
 pub const BERT: Arch = Arch {
     hf_names: &["BertModel", "BertForMaskedLM"],
     gguf_arch: "bert",
-    names: &[
+    names: &[&[
         ("embeddings.word_embeddings", "token_embd"),
         ("embeddings.position_embeddings", "position_embd"),
         ("embeddings.token_type_embeddings", "token_types"),
@@ -45,7 +45,7 @@ pub const BERT: Arch = Arch {
             "encoder.layer.{bid}.output.LayerNorm",
             "blk.{bid}.layer_output_norm",
         ),
-    ],
+    ]],
     defaults,
     filter,
     params,
@@ -126,17 +126,7 @@ fn tensor(cfg: &HfConfig, t: &mut Planned) -> Result<()> {
             _ => Some(vec![embd]),
         }
     };
-    if let Some(want) = want {
-        if t.shape != want {
-            bail_invalid!(
-                "tensor {} has shape {:?}, config.json implies {:?}",
-                t.hf_name,
-                t.shape,
-                want
-            );
-        }
-    }
-    Ok(())
+    super::expect_shape(t, want)
 }
 
 fn extra(_cfg: &HfConfig) -> Result<Extra> {

@@ -4,7 +4,7 @@
 //! embedding cut to the tokenizer's size, SentencePiece vocabularies with
 //! `add_space_prefix` false.
 
-use super::llama::{check_shape, to_u32};
+use super::llama::{check_shape, to_u32, ATTENTION, MLP};
 use super::{active_rope, rope_parameters, text_model_params, Arch, Kv};
 use crate::convert::config::HfConfig;
 use crate::convert::model::{Extra, Planned};
@@ -15,26 +15,9 @@ use anyhow::Result;
 use serde_json::Value as Json;
 use std::path::Path;
 
-const NAMES: &[(&str, &str)] = &[
-    ("model.embed_tokens", "token_embd"),
-    ("lm_head", "output"),
-    ("model.norm", "output_norm"),
-    ("model.layers.{bid}.input_layernorm", "blk.{bid}.attn_norm"),
-    ("model.layers.{bid}.self_attn.q_proj", "blk.{bid}.attn_q"),
-    ("model.layers.{bid}.self_attn.k_proj", "blk.{bid}.attn_k"),
-    ("model.layers.{bid}.self_attn.v_proj", "blk.{bid}.attn_v"),
-    (
-        "model.layers.{bid}.self_attn.o_proj",
-        "blk.{bid}.attn_output",
-    ),
-    (
-        "model.layers.{bid}.self_attn.q_norm",
-        "blk.{bid}.attn_q_norm",
-    ),
-    (
-        "model.layers.{bid}.self_attn.k_norm",
-        "blk.{bid}.attn_k_norm",
-    ),
+/// Gemma's norms around attention and feed-forward (its pre-feed-forward norm is
+/// `ffn_norm`).
+const NORMS: &[(&str, &str)] = &[
     (
         "model.layers.{bid}.post_attention_layernorm",
         "blk.{bid}.post_attention_norm",
@@ -47,16 +30,13 @@ const NAMES: &[(&str, &str)] = &[
         "model.layers.{bid}.post_feedforward_layernorm",
         "blk.{bid}.post_ffw_norm",
     ),
-    ("model.layers.{bid}.mlp.gate_proj", "blk.{bid}.ffn_gate"),
-    ("model.layers.{bid}.mlp.up_proj", "blk.{bid}.ffn_up"),
-    ("model.layers.{bid}.mlp.down_proj", "blk.{bid}.ffn_down"),
 ];
 
 /// The Gemma2 table.
 pub const GEMMA2: Arch = Arch {
     hf_names: &["Gemma2ForCausalLM"],
     gguf_arch: "gemma2",
-    names: NAMES,
+    names: &[ATTENTION, NORMS, MLP],
     defaults: gemma2_defaults,
     filter: gemma2_filter,
     params: gemma2_params,
@@ -69,7 +49,7 @@ pub const GEMMA2: Arch = Arch {
 pub const GEMMA3: Arch = Arch {
     hf_names: &["Gemma3ForCausalLM"],
     gguf_arch: "gemma3",
-    names: NAMES,
+    names: &[ATTENTION, NORMS, MLP, super::qwen::QK_NORMS],
     defaults: gemma3_defaults,
     filter: super::keep,
     params: gemma3_params,

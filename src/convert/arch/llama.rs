@@ -24,8 +24,9 @@ pub const LLAMA: Arch = Arch {
     vocab,
 };
 
-/// gguf-py's tensor_mapping entries of the llama family (also Qwen2's).
-pub const NAMES: &[(&str, &str)] = &[
+/// gguf-py's tensor_mapping entries the llama family shares: embeddings, output, and
+/// attention.
+pub const ATTENTION: &[(&str, &str)] = &[
     ("model.embed_tokens", "token_embd"),
     ("lm_head", "output"),
     ("model.norm", "output_norm"),
@@ -37,13 +38,23 @@ pub const NAMES: &[(&str, &str)] = &[
         "model.layers.{bid}.self_attn.o_proj",
         "blk.{bid}.attn_output",
     ),
-    (
-        "model.layers.{bid}.post_attention_layernorm",
-        "blk.{bid}.ffn_norm",
-    ),
+];
+
+/// The gated feed-forward.
+pub const MLP: &[(&str, &str)] = &[
     ("model.layers.{bid}.mlp.gate_proj", "blk.{bid}.ffn_gate"),
     ("model.layers.{bid}.mlp.up_proj", "blk.{bid}.ffn_up"),
     ("model.layers.{bid}.mlp.down_proj", "blk.{bid}.ffn_down"),
+];
+
+/// Llama's whole name map (also Qwen2's).
+pub const NAMES: &[&[(&str, &str)]] = &[
+    ATTENTION,
+    &[(
+        "model.layers.{bid}.post_attention_layernorm",
+        "blk.{bid}.ffn_norm",
+    )],
+    MLP,
 ];
 
 /// transformers' LlamaConfig / MistralConfig defaults for the keys convert reads.
@@ -188,17 +199,7 @@ pub fn check_shape(cfg: &HfConfig, t: &Planned) -> Result<()> {
         ("attn_k" | "attn_v", false) => Some(vec![kv_rows]),
         _ => None,
     };
-    if let Some(want) = expect {
-        if t.shape != want {
-            bail_invalid!(
-                "tensor {} has shape {:?}, config.json implies {:?}",
-                t.hf_name,
-                t.shape,
-                want
-            );
-        }
-    }
-    Ok(())
+    super::expect_shape(t, expect)
 }
 
 /// `LlamaModel.generate_extra_tensors`: `rope_freqs` for llama3 rope scaling.

@@ -35,8 +35,8 @@ pub struct Arch {
     /// `general.architecture` (`llama`).
     pub gguf_arch: &'static str,
     /// Hugging Face tensor name (`{bid}` for the block number, without the `.weight` /
-    /// `.bias` suffix) to GGUF name.
-    pub names: &'static [(&'static str, &'static str)],
+    /// `.bias` suffix) to GGUF name, in one or more tables.
+    pub names: &'static [&'static [(&'static str, &'static str)]],
     /// Fills config.json's missing keys with the transformers config defaults, given
     /// `architectures[0]`.
     pub defaults: fn(&str, &mut HfConfig),
@@ -93,7 +93,7 @@ pub fn map_name(arch: &Arch, hf: &str) -> Option<(String, Option<u64>)> {
         let Some(base) = hf.strip_suffix(suffix) else {
             continue;
         };
-        for (pattern, gguf) in arch.names {
+        for (pattern, gguf) in arch.names.iter().flat_map(|t| t.iter()) {
             if let Some((pre, post)) = pattern.split_once("{bid}") {
                 let Some(mid) = base.strip_prefix(pre).and_then(|r| r.strip_suffix(post)) else {
                     continue;
@@ -127,6 +127,19 @@ pub fn skipped(hf: &str) -> bool {
     hf.ends_with(".attention.masked_bias")
         || hf.ends_with(".attention.bias")
         || hf.ends_with(".rotary_emb.inv_freq")
+}
+
+/// Fails (invalid input) when tensor `t` does not have the shape config.json implies.
+pub fn expect_shape(t: &Planned, want: Option<Vec<u64>>) -> Result<()> {
+    match want {
+        Some(want) if t.shape != want => bail_invalid!(
+            "tensor {} has shape {:?}, config.json implies {:?}",
+            t.hf_name,
+            t.shape,
+            want
+        ),
+        _ => Ok(()),
+    }
 }
 
 /// `TextModel.rope_parameters`: `rope_parameters` or `rope_scaling`, with the global

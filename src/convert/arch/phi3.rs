@@ -18,7 +18,7 @@ use std::path::Path;
 pub const PHI3: Arch = Arch {
     hf_names: &["Phi3ForCausalLM"],
     gguf_arch: "phi3",
-    names: &[
+    names: &[&[
         ("model.embed_tokens", "token_embd"),
         ("lm_head", "output"),
         ("model.norm", "output_norm"),
@@ -37,7 +37,7 @@ pub const PHI3: Arch = Arch {
         ),
         ("model.layers.{bid}.mlp.gate_up_proj", "blk.{bid}.ffn_up"),
         ("model.layers.{bid}.mlp.down_proj", "blk.{bid}.ffn_down"),
-    ],
+    ]],
     defaults,
     filter: super::keep,
     params,
@@ -158,17 +158,7 @@ fn tensor(cfg: &HfConfig, t: &mut Planned) -> Result<()> {
         "ffn_down" => Some(vec![d.n_embd, d.n_ff]),
         _ => None,
     };
-    if let Some(want) = want.filter(|_| t.name.ends_with(".weight")) {
-        if t.shape != want {
-            bail_invalid!(
-                "tensor {} has shape {:?}, config.json implies {:?}",
-                t.hf_name,
-                t.shape,
-                want
-            );
-        }
-    }
-    Ok(())
+    super::expect_shape(t, want.filter(|_| t.name.ends_with(".weight")))
 }
 
 /// `Phi3MiniModel.generate_extra_tensors`: long/short rope factors and the attention

@@ -37,18 +37,18 @@ pub const QWEN3: Arch = Arch {
     vocab,
 };
 
-const QWEN3_NAMES: &[(&str, &str)] = &[
-    ("model.embed_tokens", "token_embd"),
-    ("lm_head", "output"),
-    ("model.norm", "output_norm"),
-    ("model.layers.{bid}.input_layernorm", "blk.{bid}.attn_norm"),
-    ("model.layers.{bid}.self_attn.q_proj", "blk.{bid}.attn_q"),
-    ("model.layers.{bid}.self_attn.k_proj", "blk.{bid}.attn_k"),
-    ("model.layers.{bid}.self_attn.v_proj", "blk.{bid}.attn_v"),
-    (
-        "model.layers.{bid}.self_attn.o_proj",
-        "blk.{bid}.attn_output",
-    ),
+const QWEN3_NAMES: &[&[(&str, &str)]] = &[
+    llama::ATTENTION,
+    &[(
+        "model.layers.{bid}.post_attention_layernorm",
+        "blk.{bid}.ffn_norm",
+    )],
+    llama::MLP,
+    QK_NORMS,
+];
+
+/// Qwen3's per-head Q/K norms (also Gemma3's).
+pub const QK_NORMS: &[(&str, &str)] = &[
     (
         "model.layers.{bid}.self_attn.q_norm",
         "blk.{bid}.attn_q_norm",
@@ -57,13 +57,6 @@ const QWEN3_NAMES: &[(&str, &str)] = &[
         "model.layers.{bid}.self_attn.k_norm",
         "blk.{bid}.attn_k_norm",
     ),
-    (
-        "model.layers.{bid}.post_attention_layernorm",
-        "blk.{bid}.ffn_norm",
-    ),
-    ("model.layers.{bid}.mlp.gate_proj", "blk.{bid}.ffn_gate"),
-    ("model.layers.{bid}.mlp.up_proj", "blk.{bid}.ffn_up"),
-    ("model.layers.{bid}.mlp.down_proj", "blk.{bid}.ffn_down"),
 ];
 
 /// transformers' Qwen2Config / Qwen3Config defaults for the keys convert reads.
