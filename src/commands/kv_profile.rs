@@ -333,7 +333,7 @@ pub fn verify(args: &KvVerifyArgs) -> Result<()> {
             .with_context(|| format!("writing {}", out.display()))?;
     }
     if args.json {
-        print_text(&text)?;
+        print_json(&doc)?;
     } else {
         let m = &receipt.metrics;
         print_text(&format!(

@@ -72,6 +72,7 @@ pub fn copy_tensor(
     t: &TensorInfo,
     write: &mut dyn FnMut(&[u8]) -> Result<()>,
 ) -> Result<()> {
+    let _timer = crate::logging::TensorTimer::start("copied", &t.name);
     let mut done = 0u64;
     for chunk in src.data(t).chunks(CHUNK_BYTES) {
         write(chunk)?;
@@ -104,6 +105,7 @@ pub fn encode_tensor(
     progress: &ProgressBar,
     write: &mut dyn FnMut(&[u8]) -> Result<()>,
 ) -> Result<Encoded> {
+    let _timer = crate::logging::TensorTimer::start("encoded", &t.name);
     let elements = t.elements() as usize;
     let row_len = *t.shape.last().unwrap_or(&1) as usize;
     let unit = enc.unit_len(row_len).max(1);
@@ -199,9 +201,9 @@ pub fn unit_stats(x: &[f32], y: &[f32]) -> ErrorStats {
 }
 
 /// A progress bar over `total` elements on stderr; invisible unless stderr is a
-/// terminal (indicatif hides itself), and always hidden when `hidden`.
+/// terminal (indicatif hides itself), and always hidden when `hidden` or under `-q`.
 pub fn progress_bar(total: u64, hidden: bool) -> ProgressBar {
-    if hidden {
+    if hidden || crate::output::quiet() {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(total);

@@ -150,8 +150,9 @@ impl Report {
         }
     }
 
-    /// Adds a tensor row (in output order).
+    /// Adds a tensor row (in output order) and logs it as a plan entry (`-v`).
     pub fn push(&mut self, row: TensorReport) {
+        crate::logging::plan_entry(&row.name, &row.in_type, &row.out_type, &row.reason);
         self.tensors.push(row);
     }
 

@@ -35,14 +35,14 @@ pub fn parse_index(data: &[u8]) -> Result<QnatIndex> {
     let meta = &data[header.metadata_offset as usize..header.file_size as usize];
     let digest: [u8; 32] = Sha256::digest(meta).into();
     if digest != header.metadata_sha256 {
-        bail_invalid!("metadata checksum mismatch: the QNAT metadata is corrupted");
+        bail_invalid!(kind: Checksum, "metadata checksum mismatch: the QNAT metadata is corrupted");
     }
-    let doc: MetadataJson =
-        serde_json::from_slice(meta).map_err(|e| invalid!("QNAT metadata JSON: {e}"))?;
+    let doc: MetadataJson = serde_json::from_slice(meta)
+        .map_err(|e| invalid!(kind: BadEncoding, "QNAT metadata JSON: {e}"))?;
     let (model, raw) = doc.into_parts();
     model.validate()?;
     if raw.len() != header.tensor_count as usize {
-        bail_invalid!(
+        bail_invalid!(kind: Inconsistent,
             "the header counts {} tensors but the metadata lists {}",
             header.tensor_count,
             raw.len()
@@ -53,7 +53,7 @@ pub fn parse_index(data: &[u8]) -> Result<QnatIndex> {
     for t in raw {
         let t = t.into_entry()?;
         if !names.insert(t.name.clone()) {
-            bail_invalid!("duplicate tensor name {:?}", t.name);
+            bail_invalid!(kind: Duplicate, "duplicate tensor name {:?}", t.name);
         }
         tensors.push(t);
     }
@@ -75,30 +75,31 @@ fn check_layout(tensors: &[TensorEntry], data_size: u64) -> Result<()> {
         for s in &t.sections {
             let (name, role, offset, bytes) = (&t.name, s.role, s.offset, s.bytes);
             if offset % ALIGNMENT != 0 {
-                bail_invalid!("tensor {name:?}: section {role} at offset {offset} is not {ALIGNMENT}-byte aligned");
+                bail_invalid!(kind: BadLayout, "tensor {name:?}: section {role} at offset {offset} is not {ALIGNMENT}-byte aligned");
             }
             let end = match offset.checked_add(bytes) {
                 Some(end) if end <= data_size => end,
-                _ => bail_invalid!(
+                _ => bail_invalid!(kind: OutOfBounds,
                     "tensor {name:?}: section {role} at offset {offset} + {bytes} bytes runs past the data section ({data_size} bytes)"
                 ),
             };
             if offset < prev_end {
-                bail_invalid!(
+                bail_invalid!(kind: BadLayout,
                     "tensor {name:?}: section {role} at offset {offset} overlaps the previous section (which ends at {prev_end})"
                 );
             }
             if offset != next {
-                bail_invalid!(
+                bail_invalid!(kind: BadLayout,
                     "tensor {name:?}: section {role} at offset {offset} leaves a gap after the previous section (next aligned offset {next})"
                 );
             }
             prev_end = end;
-            next = align_up(end).ok_or_else(|| invalid!("section offsets overflow"))?;
+            next = align_up(end)
+                .ok_or_else(|| invalid!(kind: Overflow, "section offsets overflow"))?;
         }
     }
     if next != data_size {
-        bail_invalid!(
+        bail_invalid!(kind: BadLayout,
             "the data section is {data_size} bytes but its sections end at {next} (padded)"
         );
     }
@@ -150,7 +151,7 @@ impl TensorCheck {
         let bad: Vec<&TensorCheck> = checks.iter().filter(|c| !c.ok()).collect();
         match bad.first() {
             None => Ok(()),
-            Some(first) => bail_invalid!(
+            Some(first) => bail_invalid!(kind: Checksum,
                 "{} of {} tensors failed verification; first: {}",
                 bad.len(),
                 checks.len(),
@@ -232,10 +233,10 @@ impl QnatIndex {
     pub fn section<'a>(&self, data: &'a [u8], name: &str, role: SectionRole) -> Result<&'a [u8]> {
         let t = self
             .tensor(name)
-            .ok_or_else(|| invalid!("no tensor named {name:?}"))?;
+            .ok_or_else(|| invalid!(kind: BadArgument, "no tensor named {name:?}"))?;
         let s = t
             .section(role)
-            .ok_or_else(|| invalid!("tensor {name:?} has no {role} section"))?;
+            .ok_or_else(|| invalid!(kind: BadArgument, "tensor {name:?} has no {role} section"))?;
         self.section_data(data, s)
     }
 
@@ -250,7 +251,7 @@ impl QnatIndex {
         range
             .and_then(|r| data.get(usize::try_from(r.start).ok()?..usize::try_from(r.end).ok()?))
             .ok_or_else(|| {
-                invalid!(
+                invalid!(kind: OutOfBounds,
                     "section {} at offset {} + {} bytes is outside the data section",
                     s.role,
                     s.offset,
