@@ -21,6 +21,8 @@ mod json;
 mod llama_hf;
 pub mod pre_hashes;
 pub mod proto;
+#[cfg(test)]
+mod reference;
 mod sentencepiece;
 mod special;
 
