@@ -295,6 +295,48 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn reads_a_real_sentencepiece_model() {
+        // fixtures/tokenizers/spm-bpe.model, as sentencepiece's processor reads it.
+        let bytes = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures/tokenizers/spm-bpe.model"
+        ))
+        .unwrap();
+        let m = parse_model(&bytes).unwrap();
+        assert_eq!(m.pieces.len(), 400);
+        assert_eq!(m.model_type, 2);
+        let kinds: Vec<_> = m.pieces[..8]
+            .iter()
+            .map(|p| (p.piece.as_str(), p.kind))
+            .collect();
+        use PieceType::*;
+        assert_eq!(
+            kinds,
+            [
+                ("<unk>", Unknown),
+                ("<s>", Control),
+                ("</s>", Control),
+                ("<pad>", Control),
+                ("<ctrl>", Control),
+                ("<start_of_turn>", UserDefined),
+                ("<end_of_turn>", UserDefined),
+                ("<0x00>", Byte),
+            ]
+        );
+        assert_eq!(m.pieces[262].piece, "<0xFF>");
+        assert_eq!(m.pieces[263].piece, "\u{2581}|");
+        assert_eq!(m.pieces[263].score.to_bits(), (-0.0f32).to_bits());
+        assert_eq!(
+            (m.pieces[300].piece.as_str(), m.pieces[300].score),
+            ("t", -37.0)
+        );
+        assert_eq!(
+            (m.pieces[399].piece.as_str(), m.pieces[399].score),
+            ("\u{3a3}", -136.0)
+        );
+    }
+
+    #[test]
     fn malformed_input_is_an_error() {
         let good = model(&[piece("a", 0.0, None)]);
         for cut in 1..good.len() {
