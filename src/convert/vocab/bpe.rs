@@ -82,7 +82,7 @@ pub fn get_vocab_base(dir: &Path, vocab_size: Option<u64>) -> Result<BpeVocab> {
         .iter()
         .map(|(id, t)| (t.content.as_str(), **id))
         .collect();
-    let reverse = reverse_vocab(&hf.tk, &vocab, n)?;
+    let reverse = reverse_vocab(&hf.tk, &vocab, n);
 
     let mut tokens = Vec::with_capacity(n);
     let mut toktypes = Vec::with_capacity(n);
@@ -119,23 +119,24 @@ pub fn get_vocab_base(dir: &Path, vocab_size: Option<u64>) -> Result<BpeVocab> {
 }
 
 /// `{id: token for token, id in tokenizer.vocab.items()}` over ids `0..n` (`None` for a
-/// hole). Where an added token shares an id with a base token, the added one is kept.
+/// hole; ids from `n` on are left out). Where an added token shares an id with a base
+/// token, the added one is kept.
 pub(crate) fn reverse_vocab<'a>(
     tk: &Tokenizer,
     vocab: &'a HashMap<String, u32>,
     n: usize,
-) -> Result<Vec<Option<&'a str>>> {
+) -> Vec<Option<&'a str>> {
     let decoder = tk.get_added_tokens_decoder();
     let mut reverse: Vec<Option<&str>> = vec![None; n];
     for (tok, &id) in vocab {
         let Some(slot) = reverse.get_mut(id as usize) else {
-            crate::bail_invalid!("tokenizer.json has token id {id}, not under vocab_size {n}");
+            continue;
         };
         if slot.is_none() || decoder.get(&id).is_some_and(|t| &t.content == tok) {
             *slot = Some(tok.as_str());
         }
     }
-    Ok(reverse)
+    reverse
 }
 
 /// `get_vocab_base_pre`: the sha256 of `str(tokenizer.encode(chktxt))` looked up in
@@ -447,6 +448,31 @@ mod tests {
         assert!(
             format!("{err:#}").contains("pre-tokenizer was not recognized"),
             "{err:#}"
+        );
+    }
+
+    #[test]
+    fn check_text_encodes_as_transformers_does() {
+        // fixtures/tokenizers/tiny-bpe.tokenizer.json through transformers 4.57.6
+        // (PreTrainedTokenizerFast): 422 ids, and this sha256 of str(ids).
+        let dir = tempfile::tempdir().unwrap();
+        let fixture = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures/tokenizers/tiny-bpe.tokenizer.json"
+        );
+        std::fs::copy(fixture, dir.path().join("tokenizer.json")).unwrap();
+        let hf = HfTokenizer::load(dir.path()).unwrap();
+        let ids = hf.encode_with_specials(CHKTXT).unwrap();
+        assert_eq!(ids.len(), 422);
+        assert_eq!(
+            ids[..10],
+            [200, 222, 200, 200, 222, 200, 200, 200, 222, 199]
+        );
+        let err = get_vocab_base(dir.path(), None).unwrap_err();
+        let line = crate::error::one_line(&err);
+        assert!(
+            line.contains("bdb432208b13d99d4e06305b558c4eadb3d938e51742b38714190b644de296f6"),
+            "{line}"
         );
     }
 

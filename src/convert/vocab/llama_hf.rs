@@ -119,8 +119,7 @@ pub fn set_vocab_llama_hf(dir: &Path) -> Result<KvList> {
         special_ids.insert(id);
     }
 
-    let n_all = vocab.values().copied().max().map_or(0, |m| m as u64 + 1);
-    let reverse = reverse_vocab(&hf.tk, &vocab, checked_vocab_size(n_all)?)?;
+    let reverse = reverse_vocab(&hf.tk, &vocab, checked_vocab_size(base as u64)?);
     let mut tokens = Vec::with_capacity(base + added_list.len());
     let mut toktypes = Vec::with_capacity(tokens.capacity());
     for (id, tok) in reverse.iter().enumerate().take(base) {
