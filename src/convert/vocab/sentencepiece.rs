@@ -74,14 +74,9 @@ pub fn create_vocab_sentencepiece(dir: &Path, vocab_size: Option<u64>) -> Result
         for (key, data) in &decoder {
             let id = py_int_str(key)?;
             let token = content_of(data, "added_tokens_decoder")?;
-            if id >= n as i128 {
-                tracing::warn!(
-                    "ignore token {id}: id is out of range, max={}",
-                    n as i64 - 1
-                );
+            let Some(index) = index_in_range(id, n)? else {
                 continue;
-            }
-            let index = py_index(id, n)?;
+            };
             let special = json::truthy(data.get("special"));
             let (token, ty) = if special || does_token_look_special(token) {
                 (token.to_string(), TokenType::Control)
@@ -202,14 +197,9 @@ fn apply_added_tokens_json(dir: &Path, vocab: &mut SpmVocab) -> Result<()> {
         let id = py_int(Some(id)).ok_or_else(|| {
             crate::invalid!("added_tokens.json: the id of {key:?} is not an integer")
         })?;
-        if id >= n as i128 {
-            tracing::warn!(
-                "ignore token {id}: id is out of range, max={}",
-                n as i64 - 1
-            );
+        let Some(index) = index_in_range(id, n)? else {
             continue;
-        }
-        let index = py_index(id, n)?;
+        };
         vocab.set(index, key.clone(), -1000.0, TokenType::UserDefined);
     }
     Ok(())
@@ -242,6 +232,19 @@ fn py_int_str(s: &str) -> Result<i128> {
     s.trim()
         .parse::<i128>()
         .map_err(|_| crate::invalid!("invalid token id {s:?}"))
+}
+
+/// The list index of token `id` when it is under `n`; `None` (with convert's warning)
+/// for an id past the vocabulary, which convert skips.
+fn index_in_range(id: i128, n: usize) -> Result<Option<usize>> {
+    if id >= n as i128 {
+        tracing::warn!(
+            "ignore token {id}: id is out of range, max={}",
+            n as i64 - 1
+        );
+        return Ok(None);
+    }
+    py_index(id, n).map(Some)
 }
 
 /// A Python list index (negative counts from the end); out of range is an error.
