@@ -27,9 +27,8 @@ fn len_of(kv: &[(String, Value)], key: &str) -> Option<usize> {
     })
 }
 
-fn check(kv: anyhow::Result<vocab::KvList>) {
+fn check<E>(kv: Result<vocab::Kv, E>) {
     if let Ok(kv) = kv {
-        let kv = kv.into_vec();
         assert_eq!(len_of(&kv, "tokenizer.ggml.tokens"), len_of(&kv, "tokenizer.ggml.token_type"));
     }
 }

@@ -9,8 +9,8 @@ use anyhow::Result;
 use serde_json::Value;
 
 use super::{
-    is_missing, json, keys, set_vocab_gpt2, set_vocab_llama_hf, set_vocab_sentencepiece, KvList,
-    SpecialVocab,
+    is_missing, json, keys, set_vocab_gpt2, set_vocab_llama_hf, set_vocab_sentencepiece, Kv,
+    KvList, SpecialVocab,
 };
 
 pub use super::sentencepiece::set_vocab_phi3;
@@ -18,7 +18,7 @@ pub use super::sentencepiece::set_vocab_phi3;
 /// `LlamaModel.set_vocab` (LlamaForCausalLM, MistralForCausalLM): tokenizer_config's
 /// `add_prefix_space`, then SentencePiece, else `LlamaHfVocab`, else GPT-2 BPE; CodeLlama's
 /// infill ids for a 32016 vocabulary; `add_bos_token = false` for a 49152 one.
-pub fn set_vocab_llama(dir: &Path, vocab_size: Option<u64>) -> Result<KvList> {
+pub fn set_vocab_llama(dir: &Path, vocab_size: Option<u64>) -> Result<Kv> {
     let mut kv = KvList::new();
     if let Some(config) = json::read_if_file(&dir.join("tokenizer_config.json"))? {
         let config = json::obj(&config, "tokenizer_config.json")?;
@@ -58,11 +58,11 @@ pub fn set_vocab_llama(dir: &Path, vocab_size: Option<u64>) -> Result<KvList> {
     if n == 49152 {
         kv.bool(keys::ADD_BOS, false);
     }
-    Ok(kv)
+    Ok(kv.into_vec())
 }
 
 /// `Qwen2Model.set_vocab` (Qwen2ForCausalLM, Qwen3ForCausalLM): SentencePiece, else GPT-2 BPE.
-pub fn set_vocab_qwen2(dir: &Path, vocab_size: Option<u64>) -> Result<KvList> {
+pub fn set_vocab_qwen2(dir: &Path, vocab_size: Option<u64>) -> Result<Kv> {
     match set_vocab_sentencepiece(dir, vocab_size) {
         Err(e) if is_missing(&e) => set_vocab_gpt2(dir, vocab_size),
         other => other,
@@ -70,15 +70,15 @@ pub fn set_vocab_qwen2(dir: &Path, vocab_size: Option<u64>) -> Result<KvList> {
 }
 
 /// `Gemma2Model.set_vocab`: SentencePiece, then `add_space_prefix = false`.
-pub fn set_vocab_gemma2(dir: &Path, vocab_size: Option<u64>) -> Result<KvList> {
-    let mut kv = set_vocab_sentencepiece(dir, vocab_size)?;
+pub fn set_vocab_gemma2(dir: &Path, vocab_size: Option<u64>) -> Result<Kv> {
+    let mut kv = KvList::from(set_vocab_sentencepiece(dir, vocab_size)?);
     kv.bool(keys::ADD_PREFIX, false);
-    Ok(kv)
+    Ok(kv.into_vec())
 }
 
 /// `Gemma3Model.set_vocab`: SentencePiece (then `add_space_prefix = false`) when
 /// tokenizer.model exists, else GPT-2 BPE.
-pub fn set_vocab_gemma3(dir: &Path, vocab_size: Option<u64>) -> Result<KvList> {
+pub fn set_vocab_gemma3(dir: &Path, vocab_size: Option<u64>) -> Result<Kv> {
     if dir.join("tokenizer.model").is_file() {
         set_vocab_gemma2(dir, vocab_size)
     } else {

@@ -12,7 +12,9 @@ use tokenizers::Tokenizer;
 
 use super::json::{self, token_content};
 use super::pre_hashes::{CHKTXT, PRE_HASHES};
-use super::{checked_vocab_size, does_token_look_special, keys, KvList, SpecialVocab, TokenType};
+use super::{
+    checked_vocab_size, does_token_look_special, keys, Kv, KvList, SpecialVocab, TokenType,
+};
 
 /// `get_vocab_base`'s result: tokens, their types, and the pre-tokenizer name.
 #[derive(Debug, Clone)]
@@ -27,7 +29,7 @@ pub struct BpeVocab {
 
 /// `_set_vocab_gpt2`: model `gpt2`, the pre-tokenizer, tokens, types, then `SpecialVocab`
 /// with merges. `vocab_size` is config.json's `vocab_size` (absent: the tokenizer's).
-pub fn set_vocab_gpt2(dir: &Path, vocab_size: Option<u64>) -> Result<KvList> {
+pub fn set_vocab_gpt2(dir: &Path, vocab_size: Option<u64>) -> Result<Kv> {
     let vocab = get_vocab_base(dir, vocab_size)?;
     let mut kv = KvList::new();
     kv.string(keys::MODEL, "gpt2");
@@ -35,13 +37,13 @@ pub fn set_vocab_gpt2(dir: &Path, vocab_size: Option<u64>) -> Result<KvList> {
     kv.strings(keys::LIST, &vocab.tokens);
     kv.i32s(keys::TOKEN_TYPE, vocab.toktypes.iter().map(|&t| t as i32));
     SpecialVocab::load(dir, true, None, None)?.add_to(&mut kv)?;
-    Ok(kv)
+    Ok(kv.into_vec())
 }
 
 /// `BertModel.set_vocab`: the token-type count, then WordPiece tokens in llama.cpp's
 /// phantom-space form (`##x` becomes `x`, other non-control tokens get a leading U+2581),
 /// model `bert`, and `SpecialVocab` sized to the vocabulary.
-pub fn set_vocab_bert(dir: &Path, vocab_size: Option<u64>, type_vocab_size: u32) -> Result<KvList> {
+pub fn set_vocab_bert(dir: &Path, vocab_size: Option<u64>, type_vocab_size: u32) -> Result<Kv> {
     let vocab = get_vocab_base(dir, vocab_size)?;
     let mut kv = KvList::new();
     kv.u32(keys::TOKEN_TYPE_COUNT, type_vocab_size);
@@ -60,7 +62,7 @@ pub fn set_vocab_bert(dir: &Path, vocab_size: Option<u64>, type_vocab_size: u32)
     kv.strings(keys::LIST, &tokens);
     kv.i32s(keys::TOKEN_TYPE, vocab.toktypes.iter().map(|&t| t as i32));
     SpecialVocab::load(dir, false, None, Some(tokens.len()))?.add_to(&mut kv)?;
-    Ok(kv)
+    Ok(kv.into_vec())
 }
 
 /// `get_vocab_base`: the vocabulary padded to `vocab_size` with `[PAD{i}]` (UNUSED), added

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::bpe::{reverse_vocab, HfTokenizer, SpecialTokens};
 use super::json;
-use super::{checked_vocab_size, keys, KvList, Missing, SpecialVocab, TokenType};
+use super::{checked_vocab_size, keys, Kv, KvList, Missing, SpecialVocab, TokenType};
 
 /// Whether tokenizer.json is one `LlamaHfVocab` converts (its pre-check).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,7 +55,7 @@ pub fn llama_hf_check(dir: &Path) -> Result<LlamaHfCheck> {
 /// -1000), then added tokens past the base vocabulary, model `llama`, pre `default`, and
 /// `SpecialVocab` sized to the vocabulary. A tokenizer.json it does not apply to is a
 /// [`Missing`] error.
-pub fn set_vocab_llama_hf(dir: &Path) -> Result<KvList> {
+pub fn set_vocab_llama_hf(dir: &Path) -> Result<Kv> {
     if llama_hf_check(dir)? == LlamaHfCheck::Fallback {
         return Err(Missing::error("Cannot find Llama BPE tokenizer".into()));
     }
@@ -152,7 +152,7 @@ pub fn set_vocab_llama_hf(dir: &Path) -> Result<KvList> {
     kv.f32s(keys::SCORES, &scores);
     kv.i32s(keys::TOKEN_TYPE, toktypes.iter().map(|&t| t as i32));
     SpecialVocab::load(dir, false, None, Some(tokens.len()))?.add_to(&mut kv)?;
-    Ok(kv)
+    Ok(kv.into_vec())
 }
 
 /// `re.fullmatch(br"<0x[0-9A-Fa-f]{2}>", token)`.

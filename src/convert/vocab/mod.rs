@@ -67,6 +67,14 @@ pub enum TokenType {
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct KvList(Kv);
 
+impl From<Kv> for KvList {
+    fn from(kv: Kv) -> Self {
+        let mut list = KvList::new();
+        list.extend(kv);
+        list
+    }
+}
+
 impl KvList {
     /// An empty list.
     pub fn new() -> Self {
@@ -122,8 +130,8 @@ impl KvList {
     }
 
     /// Appends every entry of `other` with [`KvList::set`]'s semantics.
-    pub fn extend(&mut self, other: KvList) {
-        for (k, v) in other.0 {
+    pub fn extend(&mut self, other: Kv) {
+        for (k, v) in other {
             self.set(&k, v);
         }
     }

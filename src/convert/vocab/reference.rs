@@ -14,12 +14,12 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
-use super::{arch, set_vocab_bert, KvList};
+use super::{arch, set_vocab_bert, Kv};
 use crate::formats::gguf::{read_header, Value};
 
 /// The keys `set_vocab` produces for `folder`, for the architecture `arch_name` (as in
 /// `general.architecture`).
-fn vocab_for(folder: &Path, arch_name: &str) -> Result<KvList> {
+fn vocab_for(folder: &Path, arch_name: &str) -> Result<Kv> {
     let config = super::json::read(&folder.join("config.json"))?;
     let vocab_size = config.get("vocab_size").and_then(serde_json::Value::as_u64);
     match arch_name {
@@ -60,7 +60,6 @@ pub fn compare(folder: &Path, reference: &Path) -> Result<Vec<String>> {
         .context("reference has no general.architecture")?
         .into_owned();
     let ours = vocab_for(folder, &arch_name)?;
-    let ours = ours.entries();
     let theirs: Vec<&(String, Value)> = header
         .metadata
         .iter()

@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::json::{self, py_int};
 use super::proto::{self, PieceType};
 use super::{
-    checked_vocab_size, does_token_look_special, keys, KvList, Missing, SpecialVocab, TokenType,
+    checked_vocab_size, does_token_look_special, keys, Kv, KvList, Missing, SpecialVocab, TokenType,
 };
 
 /// A SentencePiece vocabulary as convert builds it.
@@ -43,12 +43,12 @@ impl SpmVocab {
 
 /// `_set_vocab_sentencepiece`. A missing tokenizer.model is a [`Missing`] error (convert's
 /// `FileNotFoundError`, on which several architectures fall back to another routine).
-pub fn set_vocab_sentencepiece(dir: &Path, vocab_size: Option<u64>) -> Result<KvList> {
+pub fn set_vocab_sentencepiece(dir: &Path, vocab_size: Option<u64>) -> Result<Kv> {
     let vocab = create_vocab_sentencepiece(dir, vocab_size)?;
     let mut kv = KvList::new();
     vocab.write(&mut kv);
     SpecialVocab::load(dir, false, None, Some(vocab.tokens.len()))?.add_to(&mut kv)?;
-    Ok(kv)
+    Ok(kv.into_vec())
 }
 
 /// `_create_vocab_sentencepiece`: `vocab_size` is config.json's (absent or 0: the model's).
@@ -92,7 +92,7 @@ pub fn create_vocab_sentencepiece(dir: &Path, vocab_size: Option<u64>) -> Result
 /// `Phi3MiniModel.set_vocab`: GPT-2 BPE when tokenizer_config names `GPT2Tokenizer`,
 /// otherwise its own SentencePiece variant (no range checks on added tokens, no
 /// special-looking heuristic, tokenizer.json's added tokens applied last).
-pub fn set_vocab_phi3(dir: &Path, vocab_size: Option<u64>) -> Result<KvList> {
+pub fn set_vocab_phi3(dir: &Path, vocab_size: Option<u64>) -> Result<Kv> {
     if let Some(config) = json::read_if_file(&dir.join("tokenizer_config.json"))? {
         let class = json::obj(&config, "tokenizer_config.json")?
             .get("tokenizer_class")
@@ -152,7 +152,7 @@ pub fn set_vocab_phi3(dir: &Path, vocab_size: Option<u64>) -> Result<KvList> {
     let mut kv = KvList::new();
     vocab.write(&mut kv);
     SpecialVocab::load(dir, false, None, Some(n))?.add_to(&mut kv)?;
-    Ok(kv)
+    Ok(kv.into_vec())
 }
 
 fn load_model(dir: &Path) -> Result<proto::ModelProto> {
@@ -354,7 +354,7 @@ mod tests {
             &[("config.json", r#"{"bos_token_id": 1, "eos_token_id": 2}"#)],
         );
         let kv = set_vocab_sentencepiece(dir.path(), None).unwrap();
-        let names: Vec<_> = kv.entries().iter().map(|(k, _)| k.as_str()).collect();
+        let names: Vec<_> = kv.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(
             names,
             [
@@ -388,7 +388,11 @@ mod tests {
             ],
         );
         let kv = set_vocab_phi3(dir.path(), Some(7)).unwrap();
-        let types = kv.get("tokenizer.ggml.token_type").unwrap();
+        let types = &kv
+            .iter()
+            .find(|(k, _)| k == "tokenizer.ggml.token_type")
+            .unwrap()
+            .1;
         let crate::formats::gguf::Value::Array(_, t) = types else {
             panic!()
         };
