@@ -48,6 +48,9 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = SpecialVocab::load(dir, true, None, None).map(|sv| sv.add_to(&mut vocab::KvList::new()));
     check(vocab::set_vocab_gpt2(dir, None));
+    if let Ok((tokens, types)) = vocab::get_vocab_base_tokens(dir, None) {
+        assert_eq!(tokens.len(), types.len());
+    }
     check(vocab::set_vocab_bert(dir, Some(64), 2));
     check(vocab::set_vocab_llama_hf(dir));
 });

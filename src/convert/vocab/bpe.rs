@@ -66,16 +66,45 @@ pub fn set_vocab_bert(dir: &Path, vocab_size: Option<u64>, type_vocab_size: u32)
 }
 
 /// `get_vocab_base`: the vocabulary padded to `vocab_size` with `[PAD{i}]` (UNUSED), added
-/// tokens CONTROL when special (or special-looking) and USER_DEFINED otherwise.
+/// tokens CONTROL when special (or special-looking) and USER_DEFINED otherwise, and the
+/// pre-tokenizer name.
 pub fn get_vocab_base(dir: &Path, vocab_size: Option<u64>) -> Result<BpeVocab> {
     let hf = HfTokenizer::load(dir)?;
+    let mut tokpre = String::new();
+    let (tokens, toktypes) = base_tokens(&hf, vocab_size, |hf| {
+        tokpre = pre_tokenizer_name(hf)?;
+        Ok(())
+    })?;
+    Ok(BpeVocab {
+        tokens,
+        toktypes,
+        tokpre,
+    })
+}
+
+/// [`get_vocab_base`]'s tokens and types without the pre-tokenizer name (which no small
+/// tokenizer has): what the fuzz target reaches.
+pub fn get_vocab_base_tokens(
+    dir: &Path,
+    vocab_size: Option<u64>,
+) -> Result<(Vec<String>, Vec<TokenType>)> {
+    base_tokens(&HfTokenizer::load(dir)?, vocab_size, |_| Ok(()))
+}
+
+/// The tokens and types; `between` runs where convert computes the pre-tokenizer (after
+/// the vocabulary-size check, before the token loop), so errors come in convert's order.
+fn base_tokens(
+    hf: &HfTokenizer,
+    vocab_size: Option<u64>,
+    between: impl FnOnce(&HfTokenizer) -> Result<()>,
+) -> Result<(Vec<String>, Vec<TokenType>)> {
     let vocab = hf.tk.get_vocab(true);
     let n = checked_vocab_size(vocab_size.unwrap_or(vocab.len() as u64))?;
     let max_id = vocab.values().copied().max().unwrap_or(0) as usize;
     if !vocab.is_empty() && max_id >= n {
         crate::bail_invalid!("tokenizer.json has token id {max_id}, not under vocab_size {n}");
     }
-    let tokpre = pre_tokenizer_name(&hf)?;
+    between(hf)?;
 
     let decoder = hf.tk.get_added_tokens_decoder();
     let mut added_sorted: Vec<_> = decoder.iter().collect();
@@ -113,11 +142,7 @@ pub fn get_vocab_base(dir: &Path, vocab_size: Option<u64>) -> Result<BpeVocab> {
         }
         tokens.push(token);
     }
-    Ok(BpeVocab {
-        tokens,
-        toktypes,
-        tokpre,
-    })
+    Ok((tokens, toktypes))
 }
 
 /// `{id: token for token, id in tokenizer.vocab.items()}` over ids `0..n` (`None` for a

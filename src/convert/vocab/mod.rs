@@ -23,6 +23,8 @@ pub mod pre_hashes;
 pub mod proto;
 #[cfg(test)]
 mod reference;
+#[cfg(test)]
+mod robustness;
 mod sentencepiece;
 mod special;
 
@@ -31,7 +33,10 @@ use crate::formats::gguf::{Value, ValueType};
 pub use arch::{
     set_vocab_gemma2, set_vocab_gemma3, set_vocab_llama, set_vocab_phi3, set_vocab_qwen2,
 };
-pub use bpe::{pre_tokenizer_name, set_vocab_bert, set_vocab_gpt2, BpeVocab};
+pub use bpe::{
+    get_vocab_base, get_vocab_base_tokens, pre_tokenizer_name, set_vocab_bert, set_vocab_gpt2,
+    BpeVocab, HfTokenizer,
+};
 pub use llama_hf::{set_vocab_llama_hf, LlamaHfCheck};
 pub use sentencepiece::{create_vocab_sentencepiece, set_vocab_sentencepiece, SpmVocab};
 pub use special::SpecialVocab;
