@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::Result;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use tokenizers::Tokenizer;
+use tokenizers::{AddedToken, Tokenizer};
 
 use super::json::{self, token_content};
 use super::pre_hashes::{CHKTXT, PRE_HASHES};
@@ -221,14 +221,19 @@ impl HfTokenizer {
             );
         }
         let bytes = json::read_bytes(&path, json::MAX_JSON_BYTES)?;
-        let mut tk = parse_tokenizer_json(&bytes)?;
-        tk.with_truncation(None)
-            .map_err(|e| crate::invalid!("tokenizer.json: {e}"))?;
-        tk.with_padding(None);
         let config = json::read_if_file(&dir.join("tokenizer_config.json"))?
             .unwrap_or_else(|| Value::Object(Default::default()));
         json::obj(&config, "tokenizer_config.json")?;
         let class = tokenizer_class(dir, &config)?;
+        let base_class = class.as_deref().map(|c| c.trim_end_matches("Fast"));
+        let specials = SpecialTokens::load(dir, &config)?;
+        let mut raw = json::parse(&bytes).map_err(|e| e.context("tokenizer.json"))?;
+        sync_prefix_space(&mut raw, &config, base_class);
+        let mut tk = tokenizer_from_json(raw)?;
+        tk.with_truncation(None)
+            .map_err(|e| crate::invalid!("tokenizer.json: {e}"))?;
+        tk.with_padding(None);
+        sync_added_tokens(&mut tk, &config, &specials, base_class)?;
         let clean_up_spaces = matches!(
             config.get("clean_up_tokenization_spaces"),
             Some(Value::Bool(true))
@@ -241,7 +246,6 @@ impl HfTokenizer {
         let template = match template {
             None => None,
             Some((bos, eos, bos_default)) => {
-                let specials = SpecialTokens::load(dir, &config)?;
                 let add_bos = json::opt_bool(config.get("add_bos_token"), "add_bos_token")?
                     .unwrap_or(bos_default);
                 let add_eos =
@@ -306,9 +310,198 @@ impl HfTokenizer {
     }
 }
 
-/// Parses tokenizer.json with the `tokenizers` crate (exit 2 when it rejects it).
-pub fn parse_tokenizer_json(bytes: &[u8]) -> Result<Tokenizer> {
-    guard(|| Tokenizer::from_bytes(bytes))?.map_err(|e| crate::invalid!("tokenizer.json: {e}"))
+/// Builds the `tokenizers` backend from tokenizer.json's JSON (exit 2 when it rejects it).
+fn tokenizer_from_json(raw: Value) -> Result<Tokenizer> {
+    guard(|| serde_json::from_value::<Tokenizer>(raw))?
+        .map_err(|e| crate::invalid!("tokenizer.json: {e}"))
+}
+
+/// transformers' fast-tokenizer `__init__` rebuilds a top-level pre-tokenizer whose
+/// `add_prefix_space` differs from the tokenizer's (tokenizer_config's value, else the
+/// class default: `None` for Llama, which leaves it alone, `False` otherwise).
+fn sync_prefix_space(raw: &mut Value, config: &Value, base_class: Option<&str>) {
+    let target = match config.get("add_prefix_space") {
+        Some(v) => v.as_bool(),
+        None if matches!(base_class, Some("LlamaTokenizer" | "CodeLlamaTokenizer")) => None,
+        None => Some(false),
+    };
+    let Some(target) = target else { return };
+    if let Some(Value::Object(pre)) = raw.get_mut("pre_tokenizer") {
+        if let Some(v) = pre.get_mut("add_prefix_space") {
+            if v.as_bool() != Some(target) {
+                *v = Value::Bool(target);
+            }
+        }
+    }
+}
+
+/// The special tokens a transformers tokenizer class has when tokenizer_config does not
+/// name them.
+fn class_default_specials(base_class: Option<&str>) -> &'static [(&'static str, &'static str)] {
+    match base_class {
+        Some("LlamaTokenizer" | "CodeLlamaTokenizer") => &[
+            ("bos_token", "<s>"),
+            ("eos_token", "</s>"),
+            ("unk_token", "<unk>"),
+        ],
+        Some("GemmaTokenizer") => &[
+            ("bos_token", "<bos>"),
+            ("eos_token", "<eos>"),
+            ("unk_token", "<unk>"),
+            ("pad_token", "<pad>"),
+        ],
+        Some("BertTokenizer") => &[
+            ("unk_token", "[UNK]"),
+            ("sep_token", "[SEP]"),
+            ("pad_token", "[PAD]"),
+            ("cls_token", "[CLS]"),
+            ("mask_token", "[MASK]"),
+        ],
+        Some("GPT2Tokenizer") => &[
+            ("bos_token", "<|endoftext|>"),
+            ("eos_token", "<|endoftext|>"),
+            ("unk_token", "<|endoftext|>"),
+        ],
+        Some("Qwen2Tokenizer") => &[
+            ("eos_token", "<|endoftext|>"),
+            ("unk_token", "<|endoftext|>"),
+            ("pad_token", "<|endoftext|>"),
+        ],
+        _ => &[],
+    }
+}
+
+/// The special-token attributes transformers knows, in its order.
+const SPECIAL_NAMES: [&str; 7] = [
+    "bos_token",
+    "eos_token",
+    "unk_token",
+    "sep_token",
+    "pad_token",
+    "cls_token",
+    "mask_token",
+];
+
+/// `all_special_tokens`: the class's special tokens (tokenizer_config over class defaults),
+/// then `additional_special_tokens`, as contents, without repeats.
+pub(crate) fn all_special_tokens(
+    specials: &SpecialTokens,
+    base_class: Option<&str>,
+) -> Vec<String> {
+    let defaults = class_default_specials(base_class);
+    let mut all: Vec<String> = Vec::new();
+    let named = SPECIAL_NAMES.iter().filter_map(|name| {
+        let default = defaults.iter().find(|(n, _)| n == name).map(|(_, d)| *d);
+        specials.get(name, default)
+    });
+    for tok in named.chain(specials.additional()) {
+        if !all.contains(&tok) {
+            all.push(tok);
+        }
+    }
+    all
+}
+
+/// What transformers' fast-tokenizer `__init__` does with tokenizer_config.json: its
+/// `added_tokens_decoder` entries that tokenizer.json lacks (or has with other flags) and
+/// special tokens not yet added are added to the backend, special when named special.
+fn sync_added_tokens(
+    tk: &mut Tokenizer,
+    config: &Value,
+    specials: &SpecialTokens,
+    base_class: Option<&str>,
+) -> Result<()> {
+    let existing: Vec<AddedToken> = tk.get_added_tokens_decoder().into_values().collect();
+    let all_special = all_special_tokens(specials, base_class);
+    let mut to_add: Vec<AddedToken> = Vec::new();
+    if let Some(Value::Object(decoder)) = config.get("added_tokens_decoder") {
+        let mut entries = Vec::new();
+        for (id, data) in decoder {
+            let id: i128 = id.trim().parse().map_err(|_| {
+                crate::invalid!("tokenizer_config.json: invalid added token id {id:?}")
+            })?;
+            entries.push((id, data));
+        }
+        entries.sort_by_key(|(id, _)| *id);
+        for (_, data) in entries {
+            let (token, normalized_explicit) = added_token_from(data)?;
+            if existing.contains(&token) {
+                continue;
+            }
+            to_add.push(finish_special(token, normalized_explicit, &all_special));
+        }
+    }
+    let mut encoder: Vec<String> = existing.iter().map(|t| t.content.clone()).collect();
+    encoder.extend(to_add.iter().map(|t| t.content.clone()));
+    let defaults = class_default_specials(base_class);
+    for name in SPECIAL_NAMES {
+        let default = defaults.iter().find(|(n, _)| *n == name).map(|(_, d)| *d);
+        match specials.raw(name) {
+            // An AddedToken-shaped entry is always re-added (identical ones are skipped).
+            Some(data @ Value::Object(_)) => {
+                let (token, normalized_explicit) = added_token_from(data)?;
+                let token = finish_special(token, normalized_explicit, &all_special);
+                if !to_add.contains(&token) {
+                    to_add.push(token);
+                }
+            }
+            Some(Value::String(s)) => push_special_str(s, &mut encoder, &mut to_add),
+            Some(_) => {}
+            None => {
+                if let Some(d) = default {
+                    push_special_str(d, &mut encoder, &mut to_add);
+                }
+            }
+        }
+    }
+    for tok in specials.additional() {
+        push_special_str(&tok, &mut encoder, &mut to_add);
+    }
+    if !to_add.is_empty() {
+        guard(|| tk.add_tokens(to_add))?.map_err(|e| crate::invalid!("tokenizer.json: {e}"))?;
+    }
+    Ok(())
+}
+
+fn push_special_str(content: &str, encoder: &mut Vec<String>, to_add: &mut Vec<AddedToken>) {
+    if encoder.iter().any(|e| e == content) || to_add.iter().any(|t| t.content == content) {
+        return;
+    }
+    encoder.push(content.to_string());
+    to_add.push(AddedToken::from(content.to_string(), true).normalized(false));
+}
+
+/// `AddedToken(**entry)`: the token, and whether `normalized` was given (its default is
+/// `not special`, evaluated when the token is used).
+fn added_token_from(data: &Value) -> Result<(AddedToken, bool)> {
+    let obj = json::obj(data, "tokenizer_config.json added token")?;
+    let content = obj
+        .get("content")
+        .and_then(Value::as_str)
+        .ok_or_else(|| crate::invalid!("tokenizer_config.json: an added token has no content"))?;
+    let flag = |k: &str| obj.get(k).and_then(Value::as_bool);
+    let special = flag("special").unwrap_or(false);
+    let token = AddedToken::from(content.to_string(), special)
+        .single_word(flag("single_word").unwrap_or(false))
+        .lstrip(flag("lstrip").unwrap_or(false))
+        .rstrip(flag("rstrip").unwrap_or(false))
+        .normalized(flag("normalized").unwrap_or(!special));
+    Ok((token, flag("normalized").is_some()))
+}
+
+/// `token.special = token.special or str(token) in all_special_tokens`.
+fn finish_special(
+    mut token: AddedToken,
+    normalized_explicit: bool,
+    all_special: &[String],
+) -> AddedToken {
+    if !token.special && all_special.contains(&token.content) {
+        token.special = true;
+        if !normalized_explicit {
+            token.normalized = false;
+        }
+    }
+    token
 }
 
 /// Runs third-party tokenizer code, turning a panic on hostile input into an exit-2 error.
@@ -382,6 +575,11 @@ impl SpecialTokens {
             None => default.map(str::to_string),
             Some(v) => token_content(Some(v)).map(str::to_string),
         }
+    }
+
+    /// The raw entry named `name` (null included), if present.
+    pub(crate) fn raw(&self, name: &str) -> Option<&Value> {
+        self.map.get(name)
     }
 
     /// `additional_special_tokens`, as contents.

@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::Result;
 use serde_json::Value;
 
-use super::bpe::{reverse_vocab, HfTokenizer, SpecialTokens};
+use super::bpe::{all_special_tokens, reverse_vocab, HfTokenizer, SpecialTokens};
 use super::json;
 use super::{checked_vocab_size, keys, Kv, KvList, Missing, SpecialVocab, TokenType};
 
@@ -77,39 +77,9 @@ pub fn set_vocab_llama_hf(dir: &Path) -> Result<Kv> {
 
     // all_special_tokens / all_special_ids as the tokenizer class defines them.
     let specials = SpecialTokens::load(dir, &hf.config)?;
-    let class = hf.class.as_deref().unwrap_or("");
-    let defaults: &[(&str, &str)] = match class.trim_end_matches("Fast") {
-        "LlamaTokenizer" | "CodeLlamaTokenizer" => &[
-            ("unk_token", "<unk>"),
-            ("bos_token", "<s>"),
-            ("eos_token", "</s>"),
-        ],
-        "GemmaTokenizer" => &[
-            ("unk_token", "<unk>"),
-            ("bos_token", "<bos>"),
-            ("eos_token", "<eos>"),
-            ("pad_token", "<pad>"),
-        ],
-        _ => &[],
-    };
+    let base_class = hf.class.as_deref().map(|c| c.trim_end_matches("Fast"));
+    let all_special = all_special_tokens(&specials, base_class);
     let mut special_ids = HashSet::new();
-    let names = [
-        "bos_token",
-        "eos_token",
-        "unk_token",
-        "sep_token",
-        "pad_token",
-        "cls_token",
-        "mask_token",
-    ];
-    let mut all_special: Vec<String> = names
-        .iter()
-        .filter_map(|name| {
-            let default = defaults.iter().find(|(n, _)| n == name).map(|(_, d)| *d);
-            specials.get(name, default)
-        })
-        .collect();
-    all_special.extend(specials.additional());
     for tok in &all_special {
         let Some(&id) = vocab.get(tok) else {
             crate::bail_invalid!(
