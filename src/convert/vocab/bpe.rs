@@ -213,21 +213,24 @@ impl HfTokenizer {
     /// Loads tokenizer.json (required) and the class behaviour from tokenizer_config.json /
     /// config.json.
     pub fn load(dir: &Path) -> Result<Self> {
-        let path = dir.join("tokenizer.json");
-        if !path.is_file() {
-            crate::bail_invalid!(
-                "{}: no tokenizer.json (a fast tokenizer built from vocab files is not supported)",
-                dir.display()
-            );
-        }
-        let bytes = json::read_bytes(&path, json::MAX_JSON_BYTES)?;
         let config = json::read_if_file(&dir.join("tokenizer_config.json"))?
             .unwrap_or_else(|| Value::Object(Default::default()));
         json::obj(&config, "tokenizer_config.json")?;
         let class = tokenizer_class(dir, &config)?;
         let base_class = class.as_deref().map(|c| c.trim_end_matches("Fast"));
         let specials = SpecialTokens::load(dir, &config)?;
-        let mut raw = json::parse(&bytes).map_err(|e| e.context("tokenizer.json"))?;
+        let path = dir.join("tokenizer.json");
+        let mut raw = if path.is_file() {
+            let bytes = json::read_bytes(&path, json::MAX_JSON_BYTES)?;
+            json::parse(&bytes).map_err(|e| e.context("tokenizer.json"))?
+        } else if base_class == Some("BertTokenizer") && dir.join("vocab.txt").is_file() {
+            bert_from_vocab_txt(dir, &config, &specials)?
+        } else {
+            crate::bail_invalid!(
+                "{}: no tokenizer.json (a fast tokenizer built from vocab files is supported for BERT's vocab.txt only)",
+                dir.display()
+            );
+        };
         sync_prefix_space(&mut raw, &config, base_class);
         let mut tk = tokenizer_from_json(raw)?;
         tk.with_truncation(None)
@@ -314,6 +317,75 @@ impl HfTokenizer {
 fn tokenizer_from_json(raw: Value) -> Result<Tokenizer> {
     guard(|| serde_json::from_value::<Tokenizer>(raw))?
         .map_err(|e| crate::invalid!("tokenizer.json: {e}"))
+}
+
+/// The tokenizer.json transformers' `BertConverter` makes from vocab.txt and
+/// tokenizer_config.json (a BERT folder without tokenizer.json).
+fn bert_from_vocab_txt(dir: &Path, config: &Value, specials: &SpecialTokens) -> Result<Value> {
+    let path = dir.join("vocab.txt");
+    let bytes = json::read_bytes(&path, json::MAX_JSON_BYTES)?;
+    let text =
+        String::from_utf8(bytes).map_err(|_| crate::invalid!("{} is not UTF-8", path.display()))?;
+    // readlines() in text mode, then rstrip("\n"); a repeated line keeps its last index.
+    let text = text.replace("\r\n", "\n").replace('\r', "\n");
+    let mut vocab = serde_json::Map::new();
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        vocab.insert(line.trim_end_matches('\n').to_string(), Value::from(i));
+    }
+    let flag = |k: &str, default: bool| config.get(k).and_then(Value::as_bool).unwrap_or(default);
+    let basic = flag("do_basic_tokenize", true);
+    let strip_accents = if basic {
+        config.get("strip_accents").cloned().unwrap_or(Value::Null)
+    } else {
+        Value::Bool(false)
+    };
+    let token = |name: &str, default: &str| specials.get(name, Some(default));
+    let unk = token("unk_token", "[UNK]").unwrap_or_else(|| "None".into());
+    let cls = token("cls_token", "[CLS]").unwrap_or_else(|| "None".into());
+    let sep = token("sep_token", "[SEP]").unwrap_or_else(|| "None".into());
+    let id_of = |t: &str| {
+        vocab
+            .get(t)
+            .or_else(|| vocab.get(&unk))
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    let (cls_id, sep_id) = (id_of(&cls), id_of(&sep));
+    let special =
+        |t: &str, type_id: u32| serde_json::json!({"SpecialToken": {"id": t, "type_id": type_id}});
+    let seq =
+        |id: &str, type_id: u32| serde_json::json!({"Sequence": {"id": id, "type_id": type_id}});
+    Ok(serde_json::json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": [],
+        "normalizer": {
+            "type": "BertNormalizer",
+            "clean_text": true,
+            "handle_chinese_chars": basic && flag("tokenize_chinese_chars", true),
+            "strip_accents": strip_accents,
+            "lowercase": basic && flag("do_lower_case", true),
+        },
+        "pre_tokenizer": {"type": "BertPreTokenizer"},
+        "post_processor": {
+            "type": "TemplateProcessing",
+            "single": [special(&cls, 0), seq("A", 0), special(&sep, 0)],
+            "pair": [special(&cls, 0), seq("A", 0), special(&sep, 0), seq("B", 1), special(&sep, 1)],
+            "special_tokens": {
+                cls.clone(): {"id": cls, "ids": [cls_id], "tokens": [cls]},
+                sep.clone(): {"id": sep, "ids": [sep_id], "tokens": [sep]},
+            },
+        },
+        "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": true},
+        "model": {
+            "type": "WordPiece",
+            "unk_token": unk,
+            "continuing_subword_prefix": "##",
+            "max_input_chars_per_word": 100,
+            "vocab": vocab,
+        },
+    }))
 }
 
 /// transformers' fast-tokenizer `__init__` rebuilds a top-level pre-tokenizer whose
@@ -540,6 +612,7 @@ fn tokenizer_class(dir: &Path, config: &Value) -> Result<Option<String>> {
     Ok(
         match model_config.get("model_type").and_then(Value::as_str) {
             Some("llama" | "mistral" | "phi3") => Some("LlamaTokenizerFast".into()),
+            Some("bert") => Some("BertTokenizerFast".into()),
             Some("gemma" | "gemma2" | "gemma3" | "gemma3_text") => {
                 Some("GemmaTokenizerFast".into())
             }
@@ -699,6 +772,23 @@ mod tests {
             line.contains("bdb432208b13d99d4e06305b558c4eadb3d938e51742b38714190b644de296f6"),
             "{line}"
         );
+    }
+
+    #[test]
+    fn bert_vocab_txt_becomes_a_wordpiece_tokenizer() {
+        let dir = tempfile::tempdir().unwrap();
+        let vocab = "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nhello\nworld\n##s\n";
+        std::fs::write(dir.path().join("vocab.txt"), vocab).unwrap();
+        std::fs::write(dir.path().join("config.json"), r#"{"model_type": "bert"}"#).unwrap();
+        let hf = HfTokenizer::load(dir.path()).unwrap();
+        assert_eq!(hf.encode_with_specials("Hello WORLDS!").unwrap(), [2, 5, 6, 7, 1, 3]);
+        // The special tokens are added tokens (CONTROL in convert's vocabulary).
+        let (_, types) = get_vocab_base_tokens(dir.path(), None).unwrap();
+        use TokenType::*;
+        assert_eq!(types, [Control, Control, Control, Control, Control, Normal, Normal, Normal]);
+        // Not BERT: no tokenizer.json is an error.
+        std::fs::write(dir.path().join("config.json"), r#"{"model_type": "llama"}"#).unwrap();
+        assert!(HfTokenizer::load(dir.path()).is_err());
     }
 
     #[test]
