@@ -781,11 +781,17 @@ mod tests {
         std::fs::write(dir.path().join("vocab.txt"), vocab).unwrap();
         std::fs::write(dir.path().join("config.json"), r#"{"model_type": "bert"}"#).unwrap();
         let hf = HfTokenizer::load(dir.path()).unwrap();
-        assert_eq!(hf.encode_with_specials("Hello WORLDS!").unwrap(), [2, 5, 6, 7, 1, 3]);
+        assert_eq!(
+            hf.encode_with_specials("Hello WORLDS!").unwrap(),
+            [2, 5, 6, 7, 1, 3]
+        );
         // The special tokens are added tokens (CONTROL in convert's vocabulary).
         let (_, types) = get_vocab_base_tokens(dir.path(), None).unwrap();
         use TokenType::*;
-        assert_eq!(types, [Control, Control, Control, Control, Control, Normal, Normal, Normal]);
+        assert_eq!(
+            types,
+            [Control, Control, Control, Control, Control, Normal, Normal, Normal]
+        );
         // Not BERT: no tokenizer.json is an error.
         std::fs::write(dir.path().join("config.json"), r#"{"model_type": "llama"}"#).unwrap();
         assert!(HfTokenizer::load(dir.path()).is_err());

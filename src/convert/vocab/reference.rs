@@ -4,6 +4,8 @@
 //! architecture the reference names must equal the reference's, value for value, in order.
 //!
 //! `FOLDER=!ARCH` says convert failed on that folder: ours must fail too (exit 2).
+//! `scripts/vocab_cases.py OUT` makes the edge-case folders, runs convert on them and
+//! writes the list to `OUT/QFORGE_VOCAB_REF`; tests/cli/convert.rs's folders work too.
 //!
 //! ```text
 //! python convert_hf_to_gguf.py --vocab-only --outfile ref.gguf folder/
