@@ -173,7 +173,7 @@ pub fn pre_tokenizer_name(hf: &HfTokenizer) -> Result<String> {
     let hash = chk_hash(&ids);
     match PRE_HASHES.iter().rev().find(|(h, _)| *h == hash) {
         Some((_, name)) => Ok(name.to_string()),
-        None => Err(crate::invalid!(
+        None => Err(crate::invalid!(kind: UnknownType,
             "BPE pre-tokenizer was not recognized (chkhsh {hash}): convert_hf_to_gguf.py does not know this tokenizer either"
         )),
     }
@@ -324,8 +324,8 @@ fn tokenizer_from_json(raw: Value) -> Result<Tokenizer> {
 fn bert_from_vocab_txt(dir: &Path, config: &Value, specials: &SpecialTokens) -> Result<Value> {
     let path = dir.join("vocab.txt");
     let bytes = json::read_bytes(&path, json::MAX_JSON_BYTES)?;
-    let text =
-        String::from_utf8(bytes).map_err(|_| crate::invalid!("{} is not UTF-8", path.display()))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| crate::invalid!(kind: BadEncoding, "{} is not UTF-8", path.display()))?;
     // readlines() in text mode, then rstrip("\n"); a repeated line keeps its last index.
     let text = text.replace("\r\n", "\n").replace('\r', "\n");
     let mut vocab = serde_json::Map::new();

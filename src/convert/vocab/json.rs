@@ -16,7 +16,8 @@ pub fn read(path: &Path) -> Result<Value> {
 
 /// Parses JSON bytes (exit 2 when invalid).
 pub fn parse(bytes: &[u8]) -> Result<Value> {
-    serde_json::from_slice(bytes).map_err(|e| crate::invalid!("invalid JSON: {e}"))
+    serde_json::from_slice(bytes)
+        .map_err(|e| crate::invalid!(kind: BadEncoding, "invalid JSON: {e}"))
 }
 
 /// Reads `path` if it is a file, `None` when it is absent.
@@ -34,7 +35,7 @@ pub fn read_bytes(path: &Path, limit: u64) -> Result<Vec<u8>> {
         .with_context(|| format!("cannot read {}", path.display()))?
         .len();
     if len > limit {
-        crate::bail_invalid!(
+        crate::bail_invalid!(kind: Implausible,
             "{}: {len} bytes is larger than the {limit} supported",
             path.display()
         );

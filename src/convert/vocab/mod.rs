@@ -237,7 +237,10 @@ pub struct Missing(crate::error::InvalidInput);
 impl Missing {
     /// A [`Missing`] error with its message.
     pub fn error(message: String) -> anyhow::Error {
-        anyhow::Error::new(Missing(crate::error::InvalidInput(message)))
+        anyhow::Error::new(Missing(crate::error::InvalidInput::new(
+            crate::error::InvalidKind::Unreadable,
+            message,
+        )))
     }
 }
 
@@ -261,7 +264,7 @@ pub fn is_missing(err: &anyhow::Error) -> bool {
 /// The vocabulary size convert pads to, checked against [`MAX_VOCAB`].
 fn checked_vocab_size(n: u64) -> anyhow::Result<usize> {
     if n > MAX_VOCAB {
-        crate::bail_invalid!("vocab_size {n} is larger than the {MAX_VOCAB} supported");
+        crate::bail_invalid!(kind: Implausible, "vocab_size {n} is larger than the {MAX_VOCAB} supported");
     }
     Ok(n as usize)
 }

@@ -36,7 +36,7 @@ impl PieceType {
             4 => PieceType::UserDefined,
             5 => PieceType::Unused,
             6 => PieceType::Byte,
-            _ => crate::bail_invalid!("tokenizer.model: unknown piece type {v}"),
+            _ => crate::bail_invalid!(kind: UnknownType, "tokenizer.model: unknown piece type {v}"),
         })
     }
 }
@@ -100,7 +100,7 @@ pub fn parse_model(bytes: &[u8]) -> Result<ModelProto> {
                 }
             }
             (1..=3, _) => {
-                crate::bail_invalid!("tokenizer.model: field {field} has the wrong wire type")
+                crate::bail_invalid!(kind: BadLayout, "tokenizer.model: field {field} has the wrong wire type")
             }
             _ => {}
         }
@@ -117,15 +117,15 @@ fn parse_piece(bytes: &[u8]) -> Result<Piece> {
     let mut r = Reader::new(bytes);
     while let Some((field, value)) = r.field()? {
         match (field, value) {
-            (1, Field::Bytes(b)) => {
-                piece.piece = std::str::from_utf8(b)
-                    .map_err(|_| crate::invalid!("tokenizer.model: a piece is not UTF-8"))?
-                    .to_string()
-            }
+            (1, Field::Bytes(b)) => piece.piece = std::str::from_utf8(b)
+                .map_err(
+                    |_| crate::invalid!(kind: BadEncoding, "tokenizer.model: a piece is not UTF-8"),
+                )?
+                .to_string(),
             (2, Field::Fixed32(bits)) => piece.score = f32::from_bits(bits),
             (3, Field::Varint(v)) => piece.kind = PieceType::from_proto(v)?,
             (1..=3, _) => {
-                crate::bail_invalid!("tokenizer.model: piece field {field} has the wrong wire type")
+                crate::bail_invalid!(kind: BadLayout, "tokenizer.model: piece field {field} has the wrong wire type")
             }
             _ => {}
         }
@@ -155,7 +155,7 @@ impl<'a> Reader<'a> {
         let mut value = 0u64;
         for i in 0..10 {
             let Some(&b) = self.buf.get(self.pos) else {
-                crate::bail_invalid!("tokenizer.model: truncated varint at byte {}", self.pos);
+                crate::bail_invalid!(kind: Truncated, "tokenizer.model: truncated varint at byte {}", self.pos);
             };
             self.pos += 1;
             value |= u64::from(b & 0x7f) << (7 * i);
@@ -163,7 +163,7 @@ impl<'a> Reader<'a> {
                 return Ok(value);
             }
         }
-        crate::bail_invalid!(
+        crate::bail_invalid!(kind: BadEncoding,
             "tokenizer.model: varint longer than 10 bytes at byte {}",
             self.pos
         )
@@ -175,7 +175,7 @@ impl<'a> Reader<'a> {
             .and_then(|n| self.pos.checked_add(n))
             .filter(|&end| end <= self.buf.len());
         let Some(end) = end else {
-            crate::bail_invalid!(
+            crate::bail_invalid!(kind: Truncated,
                 "tokenizer.model: a field of {n} bytes runs past the end at byte {}",
                 self.pos
             );
@@ -193,7 +193,7 @@ impl<'a> Reader<'a> {
         let key = self.varint()?;
         let (field, wire) = (key >> 3, key & 7);
         if field == 0 {
-            crate::bail_invalid!("tokenizer.model: field number 0 at byte {}", self.pos);
+            crate::bail_invalid!(kind: BadLayout, "tokenizer.model: field number 0 at byte {}", self.pos);
         }
         let value = match wire {
             0 => Field::Varint(self.varint()?),
@@ -209,7 +209,7 @@ impl<'a> Reader<'a> {
                 let b = self.take(4)?;
                 Field::Fixed32(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             }
-            _ => crate::bail_invalid!(
+            _ => crate::bail_invalid!(kind: BadLayout,
                 "tokenizer.model: unsupported wire type {wire} at byte {}",
                 self.pos
             ),
@@ -343,17 +343,25 @@ pub(crate) mod tests {
             // Every strict prefix is either a valid shorter message or an error, never a panic.
             let _ = parse_model(&good[..cut]);
         }
-        for bad in [
-            &[0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f][..], // length past the end
-            &[0x0b][..],                               // wire type 3 (groups)
-            &[0x80; 11][..],                           // endless varint
-            &[0x00, 0x00][..],                         // field 0
-            &[0x08, 0x01][..],                         // pieces as a varint
+        use crate::error::{invalid_kind, InvalidKind::*};
+        for (bad, kind) in [
+            (&[0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f][..], Truncated), // length past the end
+            (&[0x0a][..], Truncated),                               // no length
+            (&[0x0b][..], BadLayout),                               // wire type 3 (groups)
+            (&[0x80; 11][..], BadEncoding),                         // endless varint
+            (&[0x00, 0x00][..], BadLayout),                         // field 0
+            (&[0x08, 0x01][..], BadLayout),                         // pieces as a varint
+            (&[0x0a, 0x02, 0x0a, 0x01][..], Truncated),             // piece text past its message
+            (&[0x0a, 0x03, 0x0a, 0x01, 0xff][..], BadEncoding),     // piece not UTF-8
         ] {
             let err = parse_model(bad).unwrap_err();
             assert_eq!(crate::error::exit_code(&err), 2, "{bad:?}");
+            assert_eq!(invalid_kind(&err), Some(kind), "{bad:?}: {err:#}");
         }
         let bad_type = model(&[piece("a", 0.0, Some(9))]);
-        assert!(parse_model(&bad_type).is_err());
+        assert_eq!(
+            invalid_kind(&parse_model(&bad_type).unwrap_err()),
+            Some(UnknownType)
+        );
     }
 }

@@ -254,7 +254,7 @@ fn py_index(id: i128, len: usize) -> Result<usize> {
     if (0..len_i).contains(&index) {
         Ok(index as usize)
     } else {
-        Err(crate::invalid!(
+        Err(crate::invalid!(kind: OutOfBounds,
             "token id {id} is out of range for a vocabulary of {len}"
         ))
     }

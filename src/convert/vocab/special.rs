@@ -514,7 +514,8 @@ fn py_strip(s: &str) -> &str {
 
 fn read_text(path: &Path) -> Result<String> {
     let bytes = json::read_bytes(path, json::MAX_JSON_BYTES)?;
-    String::from_utf8(bytes).map_err(|_| crate::invalid!("{} is not UTF-8", path.display()))
+    String::from_utf8(bytes)
+        .map_err(|_| crate::invalid!(kind: BadEncoding, "{} is not UTF-8", path.display()))
 }
 
 fn template_entry(name: &str, template: String) -> Value {
