@@ -5,7 +5,7 @@ convert_hf_to_gguf.py names a BPE pre-tokenizer by the sha256 of str(tokenizer.e
 looked up in the if-chain of get_vocab_base_pre (conversion/base.py). This script copies that
 check text and that table, in source order (the last match wins, as in the Python if-chain).
 
-usage: scripts/gen_pre_hashes.py ~/.cache/llama-ref/llama.cpp/conversion/base.py > src/convert/vocab/pre_hashes.rs
+usage: scripts/gen_pre_hashes.py ~/.cache/llama-ref/llama.cpp/conversion/base.py > src/convert/vocab/pre_hashes.rs && cargo fmt
 """
 import ast
 import hashlib

@@ -7,7 +7,8 @@ use std::path::Path;
 use anyhow::Result;
 use serde_json::Value;
 
-use super::bpe::{all_special_tokens, reverse_vocab, HfTokenizer, SpecialTokens};
+use super::bpe::reverse_vocab;
+use super::hf_tokenizer::{all_special_tokens, HfTokenizer, SpecialTokens};
 use super::json;
 use super::{checked_vocab_size, keys, Kv, KvList, Missing, SpecialVocab, TokenType};
 

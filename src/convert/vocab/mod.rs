@@ -17,6 +17,7 @@
 
 pub mod arch;
 mod bpe;
+mod hf_tokenizer;
 mod json;
 mod llama_hf;
 pub mod pre_hashes;
@@ -35,8 +36,9 @@ pub use arch::{
 };
 pub use bpe::{
     get_vocab_base, get_vocab_base_tokens, pre_tokenizer_name, set_vocab_bert, set_vocab_gpt2,
-    BpeVocab, HfTokenizer,
+    BpeVocab,
 };
+pub use hf_tokenizer::HfTokenizer;
 pub use llama_hf::{set_vocab_llama_hf, LlamaHfCheck};
 pub use sentencepiece::{create_vocab_sentencepiece, set_vocab_sentencepiece, SpmVocab};
 pub use special::SpecialVocab;
