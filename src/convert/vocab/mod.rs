@@ -10,7 +10,11 @@
 //! - [`set_vocab_phi3`] (`Phi3MiniModel.set_vocab`),
 //! - [`SpecialVocab`] (`gguf.SpecialVocab(...).add_to_gguf`),
 //!
-//! and the per-architecture `set_vocab` bodies that chain them ([`arch`]).
+//! and the per-architecture `set_vocab` bodies that chain them ([`arch`]): Llama and
+//! Mistral [`set_vocab_llama`], Qwen2 and Qwen3 [`set_vocab_qwen2`], [`set_vocab_gemma2`],
+//! [`set_vocab_gemma3`], [`set_vocab_phi3`], BERT [`set_vocab_bert`]. A routine whose file
+//! is absent returns a [`Missing`] error ([`is_missing`]), convert's `FileNotFoundError`
+//! on which those bodies fall back to the next routine.
 //!
 //! The reference is llama.cpp's `conversion/base.py`, `bert.py`, `llama.py`, `gemma.py`,
 //! `phi.py` and gguf-py's `vocab.py`; where convert raises, these return an exit-2 error.
@@ -39,7 +43,7 @@ pub use bpe::{
     BpeVocab,
 };
 pub use hf_tokenizer::HfTokenizer;
-pub use llama_hf::{set_vocab_llama_hf, LlamaHfCheck};
+pub use llama_hf::{llama_hf_check, set_vocab_llama_hf, LlamaHfCheck};
 pub use sentencepiece::{create_vocab_sentencepiece, set_vocab_sentencepiece, SpmVocab};
 pub use special::SpecialVocab;
 
