@@ -6,7 +6,7 @@
 //! - [`arch`]: one table per architecture (name map, hyperparameter keys, transforms).
 //! - [`model`]: the converted source — GGUF-named tensors in convert's order, read
 //!   through their transforms.
-//! - [`vocab_hook`]: where the tokenizer keys come from.
+//! - [`vocab`]: the tokenizer side (each architecture's `set_vocab`).
 //! - [`write`]: metadata in convert's order, per-tensor output types (`--outtype`
 //!   rules or a llama-quantize mix), and the streaming GGUF writer.
 
@@ -15,7 +15,7 @@ pub mod card;
 pub mod config;
 pub mod metadata;
 pub mod model;
-pub mod vocab_hook;
+pub mod vocab;
 pub mod write;
 
 pub use model::model_dir;

@@ -10,7 +10,7 @@ use super::arch::{self, Kv};
 use super::card;
 use super::metadata::{self, ParamCount};
 use super::model::{Converted, Planned};
-use super::vocab_hook;
+use super::vocab::KvList;
 use crate::formats::atomic::AtomicFile;
 use crate::formats::ggml_type::GgmlType;
 use crate::formats::gguf::writer::{GgufLayout, GgufStream, TensorSpec};
@@ -363,10 +363,10 @@ fn metadata(conv: &Converted, job: &ConvertJob<'_>, base: GgmlType) -> Result<Kv
         Value::U32(QNT_VERSION),
     ));
     if !job.no_vocab {
-        let call = (conv.arch.vocab)(&conv.cfg, dir)?;
-        for (k, v) in vocab_hook::tokenizer_keys(&call, dir)? {
-            vocab_hook::set(&mut kv, &k, v);
-        }
+        // set_vocab writes into the same GGUFWriter: a key already there keeps its place.
+        let mut all = KvList::from(kv);
+        all.extend((conv.arch.vocab)(&conv.cfg, dir)?);
+        kv = all.into_vec();
     }
     if let Target::Mix(m) = job.target {
         // llama-quantize: gguf_set_val_u32 removes the key and appends it.

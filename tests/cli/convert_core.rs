@@ -237,6 +237,58 @@ fn q4_k_m_is_llama_quantize_over_convert_output() {
     assert_eq!(g.data(down), &want[..]);
 }
 
+/// The tokenizer keys convert writes for the fixture (SentencePiece), in its order.
+const TOKENIZER: &[&str] = &[
+    "tokenizer.ggml.add_space_prefix",
+    "tokenizer.ggml.model",
+    "tokenizer.ggml.pre",
+    "tokenizer.ggml.tokens",
+    "tokenizer.ggml.scores",
+    "tokenizer.ggml.token_type",
+    "tokenizer.ggml.bos_token_id",
+    "tokenizer.ggml.eos_token_id",
+    "tokenizer.ggml.add_bos_token",
+    "tokenizer.ggml.add_eos_token",
+];
+
+#[test]
+fn with_the_tokenizer_keys_follow_convert_then_llama_quantize() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("full.gguf");
+    for (t, tail) in [
+        ("F16", &["general.quantization_version"][..]),
+        ("Q4_K_M", &[][..]),
+    ] {
+        let r = qforge(&[
+            "quantize",
+            hf().to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "-t",
+            t,
+        ]);
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        let g = TensorSource::open(&out).unwrap();
+        let mut want: Vec<&str> = GENERAL.to_vec();
+        want.extend_from_slice(HPARAMS);
+        if t == "F16" {
+            want.push("general.file_type");
+        }
+        want.extend(["llama.vocab_size", "llama.rope.dimension_count"]);
+        want.extend_from_slice(tail);
+        want.extend_from_slice(TOKENIZER);
+        if t == "Q4_K_M" {
+            want.extend(["general.quantization_version", "general.file_type"]);
+        }
+        assert_eq!(keys(&g), want, "-t {t}");
+        assert_eq!(g.get("tokenizer.ggml.model"), Some(&Value::string("llama")));
+        match g.get("tokenizer.ggml.tokens") {
+            Some(Value::Array(_, tokens)) => assert_eq!(tokens.len(), 320),
+            other => panic!("tokens: {other:?}"),
+        }
+    }
+}
+
 #[test]
 fn name_and_metadata_override_general_keys() {
     let dir = tempfile::tempdir().unwrap();

@@ -6,8 +6,7 @@ use super::llama::to_u32;
 use super::{pooling_type, text_model_params, Arch, Kv};
 use crate::convert::config::HfConfig;
 use crate::convert::model::{Extra, Planned};
-use crate::convert::vocab_hook::{set, VocabCall, VocabRoutine};
-use crate::formats::gguf::Value;
+use crate::convert::vocab::KvList;
 use crate::{bail_invalid, invalid};
 use anyhow::Result;
 use serde_json::Value as Json;
@@ -94,12 +93,9 @@ fn params(cfg: &HfConfig, arch: &str, file_type: u32) -> Result<Kv> {
             bail_invalid!("config.json: BERT classifiers (id2label) are not supported");
         }
     }
-    let mut kv = text_model_params(cfg, arch, file_type)?;
-    set(
-        &mut kv,
-        &format!("{arch}.attention.causal"),
-        Value::Bool(false),
-    );
+    let mut kv = KvList::from(text_model_params(cfg, arch, file_type)?);
+    kv.bool(&format!("{arch}.attention.causal"), false);
+    let mut kv = kv.into_vec();
     pooling_type(cfg, arch, &mut kv)?;
     Ok(kv)
 }
@@ -134,15 +130,8 @@ fn extra(_cfg: &HfConfig) -> Result<Extra> {
 }
 
 /// `BertModel.set_vocab`: the token type count, then WordPiece.
-fn vocab(cfg: &HfConfig, _dir: &Path) -> Result<VocabCall> {
+fn vocab(cfg: &HfConfig, dir: &Path) -> Result<Kv> {
     let types = cfg.opt_u64(&["type_vocab_size"])?.unwrap_or(1);
-    Ok(VocabCall {
-        before: vec![(
-            "tokenizer.ggml.token_type_count".into(),
-            Value::U32(to_u32(types).map_err(|_| invalid!("type_vocab_size {types}"))?),
-        )],
-        routines: vec![VocabRoutine::WordPiece],
-        n_vocab: cfg.require_u64(&["vocab_size"])?,
-        ..VocabCall::default()
-    })
+    let types = to_u32(types).map_err(|_| invalid!("config.json: type_vocab_size {types}"))?;
+    crate::convert::vocab::set_vocab_bert(dir, cfg.opt_u64(&["vocab_size"])?, types)
 }

@@ -8,7 +8,7 @@ use super::llama::{check_shape, to_u32, ATTENTION, MLP};
 use super::{active_rope, rope_parameters, text_model_params, Arch, Kv};
 use crate::convert::config::HfConfig;
 use crate::convert::model::{Extra, Planned};
-use crate::convert::vocab_hook::{set, VocabCall, VocabRoutine};
+use crate::convert::vocab::KvList;
 use crate::formats::gguf::Value;
 use crate::{bail_invalid, invalid};
 use anyhow::Result;
@@ -160,7 +160,7 @@ fn gemma2_params(cfg: &HfConfig, arch: &str, file_type: u32) -> Result<Kv> {
 /// `Gemma3Model.set_gguf_parameters`: TextModel's, then values with Gemma3's defaults
 /// (set again in place where TextModel wrote them).
 fn gemma3_params(cfg: &HfConfig, arch: &str, file_type: u32) -> Result<Kv> {
-    let mut kv = text_model_params(cfg, arch, file_type)?;
+    let mut kv = KvList::from(text_model_params(cfg, arch, file_type)?);
     let k = |s: &str| format!("{arch}.{s}");
     let int = |key: &str, default: u64| -> Result<Value> {
         match cfg.hparams.get(key) {
@@ -180,23 +180,17 @@ fn gemma3_params(cfg: &HfConfig, arch: &str, file_type: u32) -> Result<Kv> {
                 .ok_or_else(|| invalid!("config.json: {key} is not a number: {v}")),
         }
     };
-    set(
-        &mut kv,
+    kv.set(
         &k("context_length"),
         int("max_position_embeddings", 131072)?,
     );
-    set(
-        &mut kv,
-        &k("attention.head_count"),
-        int("num_attention_heads", 8)?,
-    );
-    set(
-        &mut kv,
+    kv.set(&k("attention.head_count"), int("num_attention_heads", 8)?);
+    kv.set(
         &k("attention.layer_norm_rms_epsilon"),
         float("rms_norm_eps", 1e-6)?,
     );
-    set(&mut kv, &k("attention.key_length"), int("head_dim", 256)?);
-    set(&mut kv, &k("attention.value_length"), int("head_dim", 256)?);
+    kv.set(&k("attention.key_length"), int("head_dim", 256)?);
+    kv.set(&k("attention.value_length"), int("head_dim", 256)?);
     let rope = active_rope(&rope_parameters(cfg)?);
     let theta = match rope.get("rope_theta") {
         None => 1_000_000.0,
@@ -204,7 +198,7 @@ fn gemma3_params(cfg: &HfConfig, arch: &str, file_type: u32) -> Result<Kv> {
             .as_f64()
             .ok_or_else(|| invalid!("config.json: rope_theta is not a number: {v}"))?,
     };
-    set(&mut kv, &k("rope.freq_base"), Value::F32(theta as f32));
+    kv.set(&k("rope.freq_base"), Value::F32(theta as f32));
     if cfg
         .hparams
         .get("attn_logit_softcapping")
@@ -217,23 +211,21 @@ fn gemma3_params(cfg: &HfConfig, arch: &str, file_type: u32) -> Result<Kv> {
             let f = v
                 .as_f64()
                 .ok_or_else(|| invalid!("config.json: final_logit_softcapping: {v}"))?;
-            set(&mut kv, &k("final_logit_softcapping"), Value::F32(f as f32));
+            kv.set(&k("final_logit_softcapping"), Value::F32(f as f32));
         }
         _ => {}
     }
     if cfg.hparams.get("sliding_window_pattern") != Some(&Json::from(1)) {
-        set(
-            &mut kv,
+        kv.set(
             &k("attention.sliding_window"),
             u32_key(cfg, "sliding_window")?,
         );
     }
-    set(
-        &mut kv,
+    kv.set(
         &k("attention.head_count_kv"),
         int("num_key_value_heads", 4)?,
     );
-    Ok(kv)
+    Ok(kv.into_vec())
 }
 
 /// Python truthiness of a JSON value.
@@ -299,31 +291,12 @@ fn extra(_cfg: &HfConfig) -> Result<Extra> {
     Ok(Extra::default())
 }
 
-fn sentencepiece(cfg: &HfConfig) -> Result<VocabCall> {
-    Ok(VocabCall {
-        routines: vec![VocabRoutine::SentencePiece],
-        n_vocab: cfg.require_u64(&["vocab_size"])?,
-        add_prefix_space_from_config: false,
-        add_space_prefix_after: Some(false),
-        codellama_infill: false,
-        no_add_bos: false,
-        ..VocabCall::default()
-    })
-}
-
 /// `Gemma2Model.set_vocab`: SentencePiece, then `add_space_prefix` false.
-fn gemma2_vocab(cfg: &HfConfig, _dir: &Path) -> Result<VocabCall> {
-    sentencepiece(cfg)
+fn gemma2_vocab(cfg: &HfConfig, dir: &Path) -> Result<Kv> {
+    crate::convert::vocab::set_vocab_gemma2(dir, cfg.opt_u64(&["vocab_size"])?)
 }
 
 /// `Gemma3Model.set_vocab`: as Gemma2 with tokenizer.model, else GPT-2 BPE.
-fn gemma3_vocab(cfg: &HfConfig, dir: &Path) -> Result<VocabCall> {
-    if dir.join("tokenizer.model").is_file() {
-        return sentencepiece(cfg);
-    }
-    Ok(VocabCall {
-        routines: vec![VocabRoutine::Gpt2],
-        add_space_prefix_after: None,
-        ..sentencepiece(cfg)?
-    })
+fn gemma3_vocab(cfg: &HfConfig, dir: &Path) -> Result<Kv> {
+    crate::convert::vocab::set_vocab_gemma3(dir, cfg.opt_u64(&["vocab_size"])?)
 }

@@ -1,11 +1,10 @@
 //! LlamaForCausalLM and MistralForCausalLM (convert's `LlamaModel`): Q/K rows permuted
 //! back from Hugging Face's rotary layout, `rope_freqs` generated for llama3 rope
-//! scaling, SentencePiece / Llama-HF / GPT-2 vocabularies.
+//! scaling, `set_vocab_llama` (SentencePiece, Llama-HF or GPT-2).
 
 use super::{active_rope, rope_parameters, text_model_params, Arch, Kv};
 use crate::convert::config::HfConfig;
 use crate::convert::model::{Extra, Generated, Planned, RowOrder};
-use crate::convert::vocab_hook::{VocabCall, VocabRoutine};
 use crate::formats::gguf::Value;
 use crate::{bail_invalid, invalid};
 use anyhow::Result;
@@ -279,25 +278,9 @@ pub fn llama3_rope_factors(
         .collect()
 }
 
-/// `LlamaModel.set_vocab`: tokenizer.model (SentencePiece), else tokenizer.json as
-/// Llama-HF, else GPT-2 BPE; `add_prefix_space` from tokenizer_config.json first.
-fn vocab(cfg: &HfConfig, dir: &Path) -> Result<VocabCall> {
-    let n_vocab = cfg.require_u64(&["vocab_size"])?;
-    let routines = if dir.join("tokenizer.model").is_file() {
-        vec![VocabRoutine::SentencePiece]
-    } else {
-        vec![VocabRoutine::LlamaHf, VocabRoutine::Gpt2]
-    };
-    Ok(VocabCall {
-        routines,
-        n_vocab,
-        add_prefix_space_from_config: true,
-        add_space_prefix_after: None,
-        // CodeLlama's infill tokens and Granite-small's add_bos are keyed on vocab size.
-        codellama_infill: n_vocab == 32016,
-        no_add_bos: n_vocab == 49152,
-        ..VocabCall::default()
-    })
+/// `LlamaModel.set_vocab`.
+fn vocab(cfg: &HfConfig, dir: &Path) -> Result<Kv> {
+    crate::convert::vocab::set_vocab_llama(dir, cfg.opt_u64(&["vocab_size"])?)
 }
 
 #[cfg(test)]

@@ -5,8 +5,8 @@
 //! name, the Hugging Face to GGUF tensor-name map (gguf-py's `tensor_mapping.py`, the
 //! entries that architecture uses), the hyperparameter keys its `set_gguf_parameters`
 //! writes (most start with [`text_model_params`], TextModel's), per-tensor transforms
-//! and shape checks, generated tensors (`rope_freqs`), and which vocabulary routine its
-//! `set_vocab` calls.
+//! and shape checks, generated tensors (`rope_freqs`), and its `set_vocab` (a call into
+//! [`crate::convert::vocab`]).
 //!
 //! Adding an architecture: a file `arch/NAME.rs` defining `pub const ARCH: Arch` and a
 //! line in [`REGISTRY`].
@@ -19,7 +19,6 @@ pub mod qwen;
 
 use super::config::HfConfig;
 use super::model::{Extra, Planned};
-use super::vocab_hook::VocabCall;
 use crate::formats::gguf::Value;
 use crate::{bail_invalid, invalid};
 use anyhow::Result;
@@ -49,8 +48,9 @@ pub struct Arch {
     pub tensor: fn(&HfConfig, &mut Planned) -> Result<()>,
     /// Tensors the architecture generates before the checkpoint's (`rope_freqs`).
     pub extra: fn(&HfConfig) -> Result<Extra>,
-    /// The vocabulary routine(s) its `set_vocab` calls.
-    pub vocab: fn(&HfConfig, &std::path::Path) -> Result<VocabCall>,
+    /// Its `set_vocab`: the tokenizer keys (from [`crate::convert::vocab`]), given the
+    /// model folder.
+    pub vocab: fn(&HfConfig, &std::path::Path) -> Result<Kv>,
 }
 
 /// The supported architectures.

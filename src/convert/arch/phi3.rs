@@ -7,7 +7,6 @@ use super::llama::to_u32;
 use super::{active_rope, rope_parameters, Arch, Kv};
 use crate::convert::config::HfConfig;
 use crate::convert::model::{Extra, Generated, Planned};
-use crate::convert::vocab_hook::{VocabCall, VocabRoutine};
 use crate::formats::gguf::Value;
 use crate::{bail_invalid, invalid};
 use anyhow::Result;
@@ -226,30 +225,6 @@ fn extra(cfg: &HfConfig) -> Result<Extra> {
 
 /// `Phi3MiniModel.set_vocab`: GPT-2 BPE for a GPT2Tokenizer (Phi-4), else its own
 /// SentencePiece reading.
-fn vocab(cfg: &HfConfig, dir: &Path) -> Result<VocabCall> {
-    let config = dir.join("tokenizer_config.json");
-    let gpt2 = match std::fs::read(&config) {
-        Err(_) => false,
-        Ok(text) => {
-            let json: Json = serde_json::from_slice(&text)
-                .map_err(|e| invalid!("{}: not valid JSON: {e}", config.display()))?;
-            match json.get("tokenizer_class") {
-                Some(Json::String(c)) => c == "GPT2Tokenizer",
-                _ => bail_invalid!("{}: no tokenizer_class", config.display()),
-            }
-        }
-    };
-    Ok(VocabCall {
-        routines: vec![if gpt2 {
-            VocabRoutine::Gpt2
-        } else {
-            VocabRoutine::Phi3SentencePiece
-        }],
-        n_vocab: cfg.require_u64(&["vocab_size"])?,
-        add_prefix_space_from_config: false,
-        add_space_prefix_after: None,
-        codellama_infill: false,
-        no_add_bos: false,
-        ..VocabCall::default()
-    })
+fn vocab(cfg: &HfConfig, dir: &Path) -> Result<Kv> {
+    crate::convert::vocab::set_vocab_phi3(dir, cfg.opt_u64(&["vocab_size"])?)
 }

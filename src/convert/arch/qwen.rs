@@ -7,7 +7,6 @@ use super::{pooling_type, text_model_params, Arch, Kv};
 use crate::bail_invalid;
 use crate::convert::config::HfConfig;
 use crate::convert::model::{Extra, Planned};
-use crate::convert::vocab_hook::{VocabCall, VocabRoutine};
 use anyhow::Result;
 use std::path::Path;
 
@@ -127,19 +126,6 @@ fn extra(_cfg: &HfConfig) -> Result<Extra> {
 }
 
 /// `Qwen2Model.set_vocab`: SentencePiece when tokenizer.model exists, else GPT-2 BPE.
-fn vocab(cfg: &HfConfig, dir: &Path) -> Result<VocabCall> {
-    let routines = if dir.join("tokenizer.model").is_file() {
-        vec![VocabRoutine::SentencePiece]
-    } else {
-        vec![VocabRoutine::Gpt2]
-    };
-    Ok(VocabCall {
-        routines,
-        n_vocab: cfg.require_u64(&["vocab_size"])?,
-        add_prefix_space_from_config: false,
-        add_space_prefix_after: None,
-        codellama_infill: false,
-        no_add_bos: false,
-        ..VocabCall::default()
-    })
+fn vocab(cfg: &HfConfig, dir: &Path) -> Result<Kv> {
+    crate::convert::vocab::set_vocab_qwen2(dir, cfg.opt_u64(&["vocab_size"])?)
 }
