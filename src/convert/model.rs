@@ -180,7 +180,8 @@ impl Converted {
             })
             .collect();
         for info in order {
-            let Some(hf) = (arch.filter)(&info.name) else {
+            // The model class's filter, then TextModel's, then ModelBase's rename.
+            let Some(hf) = (arch.filter)(&info.name).filter(|n| !arch::multimodal(n)) else {
                 continue;
             };
             let hf = hf.replace("language_model.", "");

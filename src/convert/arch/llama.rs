@@ -16,7 +16,7 @@ pub const LLAMA: Arch = Arch {
     gguf_arch: "llama",
     names: NAMES,
     defaults,
-    filter: super::keep,
+    filter,
     params,
     tensor,
     extra,
@@ -55,6 +55,11 @@ pub const NAMES: &[&[(&str, &str)]] = &[
     )],
     MLP,
 ];
+
+/// `LlamaModel.filter_tensors`: SmolVLM's `text_model.` prefix dropped.
+fn filter(name: &str) -> Option<String> {
+    Some(name.replace("text_model.", ""))
+}
 
 /// transformers' LlamaConfig / MistralConfig defaults for the keys convert reads.
 fn defaults(hf_arch: &str, cfg: &mut HfConfig) {

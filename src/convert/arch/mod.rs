@@ -122,6 +122,43 @@ pub fn keep(name: &str) -> Option<String> {
     Some(name.to_string())
 }
 
+/// `TextModel.filter_tensors`: multimodal tensors (vision towers, audio encoders,
+/// projectors) are not part of the text model.
+pub fn multimodal(name: &str) -> bool {
+    const PREFIXES: &[&str] = &[
+        "mlp",
+        "vit.",
+        "vpm.",
+        "siglip2.",
+        "conformer.",
+        "merger.",
+        "resampler.",
+        "sound_encoder.",
+        "sound_projection.",
+        "speech_embeddings.",
+    ];
+    const PARTS: &[&str] = &[
+        "visual.",
+        "vision.",
+        "audio.",
+        "talker.",
+        "vision_",
+        "audio_",
+        "token2wav.",
+        "code2wav.",
+        "projector.",
+        "pre_mm_projector_norm",
+        "image_newline",
+        "view_seperator",
+        "patch_embed",
+        "patch_embedding",
+        "patch_merger.",
+        "patch_merge_mlp.",
+        "model.connector.",
+    ];
+    PREFIXES.iter().any(|p| name.starts_with(p)) || PARTS.iter().any(|p| name.contains(p))
+}
+
 /// Tensors convert skips outright (`prepare_tensors`).
 pub fn skipped(hf: &str) -> bool {
     hf.ends_with(".attention.masked_bias")
@@ -504,6 +541,15 @@ mod tests {
         );
         assert_eq!(map_name(a, "model.layers.x.mlp.up_proj.weight"), None);
         assert_eq!(map_name(a, "model.embed_tokens.scale"), None);
+    }
+
+    #[test]
+    fn multimodal_tensors_are_not_text() {
+        assert!(multimodal("vision_tower.blocks.0.attn.qkv.weight"));
+        assert!(multimodal("model.visual.patch_embed.proj.weight"));
+        assert!(multimodal("mlp1.0.weight"));
+        assert!(!multimodal("model.layers.0.mlp.down_proj.weight"));
+        assert!(!multimodal("encoder.layer.0.output.dense.weight"));
     }
 
     #[test]
