@@ -416,9 +416,11 @@ fn encode(
     bar: &ProgressBar,
     write: &mut dyn FnMut(&[u8]) -> Result<()>,
 ) -> Result<ErrorStats> {
-    let codec = crate::quant::codec(j.out)
+    let codec = j
+        .out
+        .codec()
         .ok_or_else(|| invalid!("quantizing to {} is not implemented", j.out))?;
-    let present = crate::quant::codec(j.present).expect("float types have codecs");
+    let present = j.present.codec().expect("float types have codecs");
     let round_present = j.present != j.t.source_type() && j.out != j.present;
     let row_len = *j.t.shape.last().expect("shape") as usize;
     let rows = (j.t.elements() as usize) / row_len.max(1);

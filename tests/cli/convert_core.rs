@@ -224,7 +224,7 @@ fn q4_k_m_is_llama_quantize_over_convert_output() {
         .unwrap();
     let mut x = vec![0f32; hf_down.elements() as usize];
     qforge::quant::decode(hf_down.ty, src.data(hf_down), &mut x).unwrap();
-    let c = qforge::quant::codec(Q4_K).unwrap();
+    let c = Q4_K.codec().unwrap();
     let mut want = vec![0u8; 32 * 144];
     for (r, d) in x.chunks(256).zip(want.chunks_mut(144)) {
         (c.quantize_row)(r, d, None);
