@@ -563,7 +563,7 @@ _qforge() {
             return 0
             ;;
         qforge__subcmd__quantize)
-            opts="-o -t -v -q -h -V --output --type --list-types --format --tensor-type --output-tensor-type --token-embedding-type --pure --leave-output-tensor --allow-requantize --imatrix --include-weights --exclude-weights --allow-nonfinite --block-size --double-quant --compute-dtype --threads --isa --dry-run --json --verbose --quiet --help --version"
+            opts="-o -t -v -q -h -V --output --type --list-types --format --tensor-type --output-tensor-type --token-embedding-type --pure --leave-output-tensor --allow-requantize --imatrix --include-weights --exclude-weights --allow-nonfinite --block-size --double-quant --compute-dtype --threads --isa --dry-run --json --raw-names --name --metadata --no-vocab --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -627,6 +627,14 @@ _qforge() {
                     ;;
                 --isa)
                     COMPREPLY=($(compgen -W "auto avx512 avx2 scalar" -- "${cur}"))
+                    return 0
+                    ;;
+                --name)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --metadata)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 *)

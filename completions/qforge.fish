@@ -103,6 +103,8 @@ complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l isa -d 'Instr
 avx512\t'AVX-512 (with VNNI where a kernel uses it and the CPU has it)'
 avx2\t'AVX2 with FMA and F16C'
 scalar\t'Portable code, no SIMD'"
+complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l name -d 'Hugging Face folder: general.name (convert_hf_to_gguf.py --model-name)' -r
+complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l metadata -d 'Hugging Face folder: JSON file of general.* overrides (convert_hf_to_gguf.py --metadata)' -r -F
 complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l list-types -d 'List every type and mix llama-quantize knows (bits per weight, whether an importance matrix is required, whether qforge implements it) and exit'
 complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l pure -d 'Use the base type for every tensor: no mix rules'
 complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l leave-output-tensor -d 'Leave output.weight unquantized'
@@ -111,6 +113,8 @@ complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l allow-nonfini
 complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l double-quant -d 'Double-quantize the NF4/FP4 absmax values (bnb-safetensors, qnat)'
 complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l dry-run -d 'Print the plan and the output size; write nothing'
 complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l json -d 'Print one JSON document on stdout (schema qforge.quantize/1, see docs/quantize-json.md; with --list-types qforge.quantize-types/1)'
+complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l raw-names -d 'Hugging Face folder: keep the checkpoint\'s tensor names and write no hyperparameters or tokenizer (a GGUF llama.cpp cannot load; on purpose only)'
+complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l no-vocab -d 'Hugging Face folder: write no tokenizer keys (for a folder without a tokenizer)'
 complete -c qforge -n "__fish_qforge_using_subcommand quantize" -s v -l verbose -d 'More log output on stderr: -v the plan (info), -vv per-tensor timing (debug), -vvv trace; RUST_LOG overrides'
 complete -c qforge -n "__fish_qforge_using_subcommand quantize" -s q -l quiet -d 'No progress bar and no text report (JSON with --json and errors still print)'
 complete -c qforge -n "__fish_qforge_using_subcommand quantize" -s h -l help -d 'Print help (see more with \'--help\')'

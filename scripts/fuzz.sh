@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 
 secs="${1:-60}"
 shift || true
-all=(gguf_header safetensors_shard safetensors_index kv_profile imatrix_legacy qnat_index)
+all=(gguf_header safetensors_shard safetensors_index kv_profile imatrix_legacy qnat_index tokenizer_json tokenizer_model hf_config model_card)
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=("${all[@]}")
 san="${FUZZ_SANITIZER:-address}"
@@ -33,13 +33,20 @@ cargo fuzz build -s "$san"
 echo "== seeds from fixtures"
 seeds="$(mktemp -d)"
 trap 'rm -rf "$seeds"' EXIT
-mkdir -p "$seeds"/{gguf_header,safetensors_shard,safetensors_index,kv_profile,imatrix_legacy,qnat_index}
+mkdir -p "$seeds"/{gguf_header,safetensors_shard,safetensors_index,kv_profile,imatrix_legacy,qnat_index,tokenizer_json,tokenizer_model,hf_config,model_card}
 # Large fixtures are cut to their first 4 KiB: the header is what the parsers read.
 for f in fixtures/*.gguf; do head -c 4096 "$f" >"$seeds/gguf_header/$(basename "$f")"; done
 for f in fixtures/*.safetensors fixtures/sharded/*.safetensors; do
   head -c 4096 "$f" >"$seeds/safetensors_shard/$(basename "$f")"
 done
 cp fixtures/sharded/*.index.json "$seeds/safetensors_index/"
+cp fixtures/hf-tiny-llama/config.json "$seeds/hf_config/"
+cp fixtures/hf-tiny-llama/README.md "$seeds/model_card/"
+# tokenizer_json: a leading flag byte (which companion files also get the input), then JSON.
+for f in fixtures/tokenizers/*.json; do
+  for flag in 0 7; do { printf "\\$flag"; cat "$f"; } >"$seeds/tokenizer_json/$flag-$(basename "$f")"; done
+done
+cp fixtures/tokenizers/*.model "$seeds/tokenizer_model/"
 # QFORGE_BIN: an already built qforge binary; otherwise `cargo run` builds one.
 if [ -n "${QFORGE_BIN:-}" ]; then qforge=("$QFORGE_BIN"); else qforge=(cargo run --quiet --); fi
 "${qforge[@]}" kv-profile build \

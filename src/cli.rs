@@ -240,7 +240,10 @@ pub enum OutputFormat {
 /// Arguments of `qforge quantize`.
 #[derive(Debug, Args)]
 pub struct QuantizeArgs {
-    /// Input model: .gguf, .safetensors, *.safetensors.index.json or a model folder.
+    /// Input model: .gguf, .safetensors, *.safetensors.index.json or a model folder. A
+    /// Hugging Face folder (config.json beside the weights) is converted as
+    /// convert_hf_to_gguf.py does: -t F32/F16/BF16/Q8_0 is its --outtype, other types
+    /// are llama-quantize applied to its output.
     #[arg(
         required_unless_present = "list_types",
         default_value = "-",
@@ -320,6 +323,20 @@ pub struct QuantizeArgs {
     /// docs/quantize-json.md; with --list-types qforge.quantize-types/1).
     #[arg(long)]
     pub json: bool,
+    /// Hugging Face folder: keep the checkpoint's tensor names and write no
+    /// hyperparameters or tokenizer (a GGUF llama.cpp cannot load; on purpose only).
+    #[arg(long)]
+    pub raw_names: bool,
+    /// Hugging Face folder: general.name (convert_hf_to_gguf.py --model-name).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Hugging Face folder: JSON file of general.* overrides (convert_hf_to_gguf.py
+    /// --metadata).
+    #[arg(long, value_name = "FILE")]
+    pub metadata: Option<PathBuf>,
+    /// Hugging Face folder: write no tokenizer keys (for a folder without a tokenizer).
+    #[arg(long)]
+    pub no_vocab: bool,
 }
 
 /// Quantization scheme of `qforge export-native`.

@@ -40,10 +40,18 @@ pub fn run(args: &QuantizeArgs) -> Result<()> {
         quiet: args.json,
         allow_nonfinite: args.allow_nonfinite,
     };
-    let report = match args.format {
-        OutputFormat::Gguf => run_gguf(args, run)?,
-        OutputFormat::BnbSafetensors => run_bnb(args, run)?,
-        OutputFormat::Qnat => run_qnat(args, run)?,
+    // A Hugging Face folder (config.json beside the weights) is converted unless
+    // --raw-names asks for the tensors under their own names.
+    let folder = crate::convert::model_dir(&args.input);
+    let folder_flags = args.name.is_some() || args.metadata.is_some() || args.no_vocab;
+    if folder_flags && (folder.is_none() || args.format != OutputFormat::Gguf || args.raw_names) {
+        bail_invalid!("--name, --metadata and --no-vocab apply to converting a Hugging Face folder (config.json beside the weights) to GGUF");
+    }
+    let report = match (args.format, folder) {
+        (OutputFormat::Gguf, Some(dir)) if !args.raw_names => run_convert(args, &dir, run)?,
+        (OutputFormat::Gguf, _) => run_gguf(args, run)?,
+        (OutputFormat::BnbSafetensors, _) => run_bnb(args, run)?,
+        (OutputFormat::Qnat, _) => run_qnat(args, run)?,
     };
     print_report(args.json, &report, || report.render_text())
 }
@@ -77,6 +85,75 @@ fn run_gguf(args: &QuantizeArgs, run: RunOptions) -> Result<pipeline::report::Re
             .as_deref()
             .map(|p| (p, include.as_slice(), exclude.as_slice())),
         allow_requantize: args.allow_requantize,
+        run,
+    })
+}
+
+/// `quantize FOLDER`: convert_hf_to_gguf.py's output (`-t F32|F16|BF16|Q8_0`) or
+/// llama-quantize's over it (any other type).
+fn run_convert(
+    args: &QuantizeArgs,
+    dir: &Path,
+    run: RunOptions,
+) -> Result<pipeline::report::Report> {
+    use crate::convert::write::{ConvertJob, Target};
+    let target = Target::parse(args.qtype.as_deref(), parse_type)?;
+    if let Some(out) = &args.output {
+        if out.exists() && pipeline::gguf::same_file(out, &args.input) {
+            bail_invalid!("output {} is the input file", out.display());
+        }
+    }
+    let mix_opts = match target {
+        Target::Outtype(_) => None,
+        Target::Mix(_) => Some(mix::Options {
+            pure: args.pure,
+            output_tensor_type: args.output_tensor_type,
+            token_embedding_type: args.token_embedding_type,
+            leave_output_tensor: args.leave_output_tensor,
+            overrides: args
+                .tensor_type
+                .iter()
+                .map(|o| (o.pattern.clone(), o.ty))
+                .collect(),
+            has_imatrix: false,
+        }),
+    };
+    if mix_opts.is_none() {
+        for (flag, set) in [
+            ("--imatrix", args.imatrix.is_some()),
+            ("--tensor-type", !args.tensor_type.is_empty()),
+            ("--pure", args.pure),
+            ("--output-tensor-type", args.output_tensor_type.is_some()),
+            (
+                "--token-embedding-type",
+                args.token_embedding_type.is_some(),
+            ),
+            ("--leave-output-tensor", args.leave_output_tensor),
+        ] {
+            if set {
+                bail_invalid!(
+                    "{flag} applies to quantized types; -t {} on a folder is convert_hf_to_gguf.py's --outtype",
+                    target.name()
+                );
+            }
+        }
+    }
+    let include = parse_regexes("--include-weights", &args.include_weights)?;
+    let exclude = parse_regexes("--exclude-weights", &args.exclude_weights)?;
+    crate::convert::write::convert(&ConvertJob {
+        input: &args.input,
+        dir,
+        output: args.output.as_deref(),
+        dry_run: args.dry_run,
+        target,
+        mix_opts,
+        imatrix: args
+            .imatrix
+            .as_deref()
+            .map(|p| (p, include.as_slice(), exclude.as_slice())),
+        name: args.name.as_deref(),
+        metadata: args.metadata.as_deref(),
+        no_vocab: args.no_vocab,
         run,
     })
 }

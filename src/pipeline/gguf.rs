@@ -9,7 +9,7 @@
 use super::encode::GgmlEncoder;
 use super::report::{check_finite, Report, TensorReport};
 use super::{ErrorStats, RunOptions};
-use crate::formats::atomic::{hex, AtomicFile};
+use crate::formats::atomic::AtomicFile;
 use crate::formats::ggml_type::GgmlType;
 use crate::formats::gguf::writer::{GgufLayout, GgufStream, TensorSpec};
 use crate::formats::gguf::Value;
@@ -21,7 +21,6 @@ use crate::{bail_invalid, invalid};
 use anyhow::{Context, Result};
 use regex::Regex;
 use std::path::Path;
-use std::time::Instant;
 
 /// `general.quantization_version` written by current llama.cpp (`GGML_QNT_VERSION`).
 pub const QNT_VERSION: u32 = 2;
@@ -154,7 +153,8 @@ pub fn quantize(job: &GgufJob<'_>) -> Result<Report> {
     quantize_tensors(&src, &tensors, facts, &meta, imatrix.as_ref(), job)
 }
 
-fn same_file(a: &Path, b: &Path) -> bool {
+/// Whether two existing paths name the same file.
+pub(crate) fn same_file(a: &Path, b: &Path) -> bool {
     match (a.canonicalize(), b.canonicalize()) {
         (Ok(x), Ok(y)) => x == y,
         _ => false,
@@ -209,27 +209,13 @@ pub fn quantize_tensors(
         );
         report.push(if p.encode { row.encoded(None) } else { row });
     }
-    let out = match (job.dry_run, job.output) {
-        (false, Some(out)) => out,
-        (false, None) => bail_invalid!("an output path is needed unless --dry-run"),
-        (true, _) => {
-            report.finish(layout.file_size, 0.0, None);
-            return Ok(report);
-        }
-    };
-    let started = Instant::now();
-    let (stats, digest) = super::with_threads(job.run.threads, || {
-        write(src, &planned, &layout, out, job.run)
-    })??;
-    for (row, s) in report.tensors.iter_mut().zip(stats) {
-        row.set_stats(s);
-    }
-    report.finish(
+    report.write_or_plan(
+        job.dry_run,
+        job.output,
         layout.file_size,
-        started.elapsed().as_secs_f64(),
-        Some(hex(&digest)),
-    );
-    Ok(report)
+        job.run.threads,
+        |out| write(src, &planned, &layout, out, job.run),
+    )
 }
 
 /// Chooses each output tensor's type with llama.cpp's mix rules and checks that it can

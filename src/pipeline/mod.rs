@@ -57,7 +57,8 @@ impl ErrorStats {
         }
     }
 
-    fn add(&mut self, o: &ErrorStats) {
+    /// Adds another unit's sums.
+    pub fn add(&mut self, o: &ErrorStats) {
         self.sum_sq_err += o.sum_sq_err;
         self.sum_sq += o.sum_sq;
         self.non_finite += o.non_finite;
@@ -184,7 +185,8 @@ pub fn encode_tensor(
     Ok(result)
 }
 
-fn unit_stats(x: &[f32], y: &[f32]) -> ErrorStats {
+/// The statistics of input `x` against its decoded encoding `y`.
+pub fn unit_stats(x: &[f32], y: &[f32]) -> ErrorStats {
     let mut s = ErrorStats::default();
     for (&a, &b) in x.iter().zip(y) {
         if !a.is_finite() {

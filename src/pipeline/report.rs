@@ -183,6 +183,37 @@ impl Report {
         self.sha256 = sha256;
     }
 
+    /// Finishes a dry run (nothing written), or runs `write` on the thread pool and
+    /// records what it returns: each row's encoder statistics and the file's SHA-256.
+    pub fn write_or_plan(
+        mut self,
+        dry_run: bool,
+        output: Option<&Path>,
+        file_bytes: u64,
+        threads: Option<usize>,
+        write: impl FnOnce(&Path) -> Result<(Vec<Option<ErrorStats>>, [u8; 32])> + Send,
+    ) -> Result<Report> {
+        let out = match (dry_run, output) {
+            (false, Some(out)) => out,
+            (false, None) => bail_invalid!("an output path is needed unless --dry-run"),
+            (true, _) => {
+                self.finish(file_bytes, 0.0, None);
+                return Ok(self);
+            }
+        };
+        let started = std::time::Instant::now();
+        let (stats, digest) = super::with_threads(threads, || write(out))??;
+        for (row, s) in self.tensors.iter_mut().zip(stats) {
+            row.set_stats(s);
+        }
+        self.finish(
+            file_bytes,
+            started.elapsed().as_secs_f64(),
+            Some(crate::formats::atomic::hex(&digest)),
+        );
+        Ok(self)
+    }
+
     /// The human-readable report (`--json` prints the report itself).
     pub fn render_text(&self) -> String {
         use std::fmt::Write;
