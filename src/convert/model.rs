@@ -60,6 +60,20 @@ impl RowOrder {
             }
         }
     }
+
+    /// The output row that checkpoint row `s` (of `rows`) goes to: the inverse of
+    /// [`RowOrder::source_row`].
+    pub fn target_row(self, s: u64, rows: u64) -> u64 {
+        match self {
+            RowOrder::Identity => s,
+            RowOrder::RopePermute { n_head } => {
+                let half = rows / n_head / 2;
+                let (h, rem) = (s / (2 * half), s % (2 * half));
+                let (i, j) = (rem / half, rem % half);
+                h * 2 * half + 2 * j + i
+            }
+        }
+    }
 }
 
 /// One output tensor.
@@ -307,6 +321,10 @@ mod tests {
         // head 0: rows 0,1 | 2,3 -> 0,2,1,3; head 1: 4,6,5,7
         assert_eq!(rows, [0, 2, 1, 3, 4, 6, 5, 7]);
         assert_eq!(RowOrder::Identity.source_row(5, 8), 5);
+        let order = RowOrder::RopePermute { n_head: 3 };
+        for r in 0..24 {
+            assert_eq!(order.target_row(order.source_row(r, 24), 24), r);
+        }
     }
 
     #[test]

@@ -109,35 +109,75 @@ pub fn encode_tensor(
     let elements = t.elements() as usize;
     let row_len = *t.shape.last().unwrap_or(&1) as usize;
     let unit = enc.unit_len(row_len).max(1);
-    let units = elements.div_ceil(unit);
     let in_ty =
         t.ty.as_ggml()
             .context("tensor type has no ggml equivalent")?;
     let in_block = in_ty.block_size() as usize;
-    if !unit.is_multiple_of(in_block) && units > 1 {
+    if !unit.is_multiple_of(in_block) && elements.div_ceil(unit) > 1 {
         anyhow::bail!(
             "tensor {}: units of {unit} elements do not hold whole {in_ty} blocks",
             t.name
         );
     }
     let in_bytes_of = |n: usize| n.div_ceil(in_block) * in_ty.type_size() as usize;
+    let data = src.data(t);
+    let fill = |first: usize, x: &mut [f32]| -> Result<()> {
+        let start = in_bytes_of(first);
+        crate::quant::decode(t.ty, &data[start..start + in_bytes_of(x.len())], x)
+    };
+    let mut released = 0u64;
+    let mut consumed = |done: usize| {
+        // The input of these units is done with: let its pages go.
+        let end = in_bytes_of(done).min(data.len()) as u64;
+        src.release(t, released..end);
+        released = end;
+    };
+    encode_values(
+        &t.name,
+        &t.shape,
+        &fill,
+        enc,
+        imatrix,
+        progress,
+        write,
+        &mut consumed,
+    )
+}
+
+/// [`encode_tensor`] over values that `fill(first, x)` supplies (elements
+/// `first..first + x.len()` in row-major order, decoded and transformed), for a tensor
+/// of `shape` named `name`; `consumed(n)` is told after each chunk that the first `n`
+/// elements are done with.
+#[allow(clippy::too_many_arguments)]
+pub fn encode_values(
+    name: &str,
+    shape: &[u64],
+    fill: &(dyn Fn(usize, &mut [f32]) -> Result<()> + Sync),
+    enc: &dyn RowEncoder,
+    imatrix: Option<&[f32]>,
+    progress: &ProgressBar,
+    write: &mut dyn FnMut(&[u8]) -> Result<()>,
+    consumed: &mut dyn FnMut(usize),
+) -> Result<Encoded> {
+    let elements = shape.iter().product::<u64>() as usize;
+    let row_len = *shape.last().unwrap_or(&1) as usize;
+    let unit = enc.unit_len(row_len).max(1);
+    let units = elements.div_ceil(unit);
     let out_unit_bytes = enc.unit_bytes(unit)?;
     let side_len = enc.side_len();
     // Every unit gets a side slot (a dummy one when the encoder has no side values) so
     // the zip below pairs each output unit with its slot.
     let side_stride = side_len.max(1);
-    let rows_per_matrix = t
-        .shape
+    let rows_per_matrix = shape
         .len()
         .checked_sub(2)
-        .map_or(usize::MAX, |i| t.shape[i] as usize)
+        .map_or(usize::MAX, |i| shape[i] as usize)
         .max(1);
-    let data = src.data(t);
     let chunk_units = (CHUNK_BYTES / out_unit_bytes.max(1)).clamp(1, units.max(1));
     let mut out = vec![0u8; chunk_units * out_unit_bytes];
     let mut side_buf = vec![0f32; chunk_units * side_stride];
     let mut result = Encoded::default();
-    let (mut u0, mut released) = (0, 0u64);
+    let mut u0 = 0;
     while u0 < units {
         let n = chunk_units.min(units - u0);
         let last_len = (elements - (u0 + n - 1) * unit).min(unit);
@@ -154,8 +194,7 @@ pub fn encode_tensor(
                     let first = (u0 + i) * unit;
                     let len = unit.min(elements - first);
                     let (x, y) = (&mut x[..len], &mut y[..len]);
-                    let start = in_bytes_of(first);
-                    crate::quant::decode(t.ty, &data[start..start + in_bytes_of(len)], x)?;
+                    fill(first, x)?;
                     let weights = imatrix.map(|w| {
                         let m = (first / row_len / rows_per_matrix) * row_len;
                         &w[m..m + row_len]
@@ -167,7 +206,7 @@ pub fn encode_tensor(
                 },
             )
             .collect::<Result<_>>()
-            .with_context(|| format!("tensor {}", t.name))?;
+            .with_context(|| format!("tensor {name}"))?;
         for s in &stats {
             result.stats.add(s);
         }
@@ -176,10 +215,7 @@ pub fn encode_tensor(
         }
         write(buf)?;
         progress.inc(((n - 1) * unit + last_len) as u64);
-        // The input of these units is done with: let its pages go.
-        let consumed = in_bytes_of((u0 + n) * unit).min(data.len()) as u64;
-        src.release(t, released..consumed);
-        released = consumed;
+        consumed(((u0 + n) * unit).min(elements));
         u0 += n;
     }
     Ok(result)

@@ -266,7 +266,11 @@ fn gemma3_tensor(cfg: &HfConfig, t: &mut Planned) -> Result<()> {
 
 /// The vocabulary size convert cuts Gemma3's embedding to: the SentencePiece
 /// vocabulary (padded to `vocab_size`), else tokenizer.json's vocab plus added tokens.
+/// A config without a folder (GGUF back to Hugging Face) has no tokenizer: `vocab_size`.
 fn tokenizer_size(cfg: &HfConfig) -> Result<u64> {
+    if cfg.dir.as_os_str().is_empty() {
+        return cfg.require_u64(&["vocab_size"]);
+    }
     if cfg.dir.join("tokenizer.model").is_file() {
         return cfg.require_u64(&["vocab_size_per_layer_input", "vocab_size"]);
     }

@@ -110,6 +110,46 @@ pub fn map_name(arch: &Arch, hf: &str) -> Option<(String, Option<u64>)> {
     None
 }
 
+/// The table whose `general.architecture` is `gguf_arch`, or invalid input naming the
+/// supported ones (the reverse direction, GGUF to Hugging Face).
+pub fn find_gguf(gguf_arch: &str) -> Result<&'static Arch> {
+    REGISTRY
+        .iter()
+        .copied()
+        .find(|a| a.gguf_arch == gguf_arch)
+        .ok_or_else(|| {
+            let names: Vec<_> = REGISTRY.iter().map(|a| a.gguf_arch).collect();
+            invalid!(
+                "GGUF architecture {gguf_arch:?} has no Hugging Face table (supported: {})",
+                names.join(", ")
+            )
+        })
+}
+
+/// The inverse of [`map_name`]: a GGUF tensor name back to its Hugging Face name (the
+/// first table entry that produces it), with the block number.
+pub fn unmap_name(arch: &Arch, gguf: &str) -> Option<(String, Option<u64>)> {
+    for suffix in [".weight", ".bias"] {
+        let Some(base) = gguf.strip_suffix(suffix) else {
+            continue;
+        };
+        for (hf, pattern) in arch.names.iter().flat_map(|t| t.iter()) {
+            if let Some((pre, post)) = pattern.split_once("{bid}") {
+                let Some(mid) = base.strip_prefix(pre).and_then(|r| r.strip_suffix(post)) else {
+                    continue;
+                };
+                if !mid.is_empty() && mid.bytes().all(|b| b.is_ascii_digit()) {
+                    let bid: u64 = mid.parse().ok()?;
+                    return Some((format!("{}{suffix}", hf.replace("{bid}", mid)), Some(bid)));
+                }
+            } else if base == *pattern {
+                return Some((format!("{hf}{suffix}"), None));
+            }
+        }
+    }
+    None
+}
+
 /// `num_key_value_heads` defaults to `num_attention_heads` (Llama, Mistral, Phi3, Qwen).
 pub fn kv_heads_default(cfg: &mut HfConfig) {
     cfg.fill_computed("num_key_value_heads", |c| {
@@ -541,6 +581,27 @@ mod tests {
         );
         assert_eq!(map_name(a, "model.layers.x.mlp.up_proj.weight"), None);
         assert_eq!(map_name(a, "model.embed_tokens.scale"), None);
+    }
+
+    #[test]
+    fn every_name_maps_back() {
+        for arch in REGISTRY {
+            for (hf, _) in arch.names.iter().flat_map(|t| t.iter()) {
+                let hf = format!("{}.weight", hf.replace("{bid}", "3"));
+                let (gguf, bid) = map_name(arch, &hf).unwrap();
+                assert_eq!(unmap_name(arch, &gguf), Some((hf.clone(), bid)), "{hf}");
+            }
+        }
+        let a = &llama::LLAMA;
+        assert_eq!(
+            unmap_name(a, "blk.7.attn_output.weight"),
+            Some(("model.layers.7.self_attn.o_proj.weight".into(), Some(7)))
+        );
+        assert_eq!(unmap_name(a, "rope_freqs.weight"), None);
+        assert_eq!(find_gguf("qwen3").unwrap().gguf_arch, "qwen3");
+        let e = find_gguf("gpt2").err().unwrap();
+        assert_eq!(crate::error::exit_code(&e), 2);
+        assert!(e.to_string().contains("gemma2"), "{e}");
     }
 
     #[test]
