@@ -7,6 +7,8 @@
 //! - [`model`]: the converted source — GGUF-named tensors in convert's order, read
 //!   through their transforms.
 //! - [`vocab`]: the tokenizer side (each architecture's `set_vocab`).
+//! - [`reverse`]: the other direction, GGUF back to Hugging Face names, layouts and
+//!   config.json (for `--format bnb-safetensors`).
 //! - [`write`]: metadata in convert's order, per-tensor output types (`--outtype`
 //!   rules or a llama-quantize mix), and the streaming GGUF writer.
 
@@ -15,6 +17,7 @@ pub mod card;
 pub mod config;
 pub mod metadata;
 pub mod model;
+pub mod reverse;
 pub mod vocab;
 pub mod write;
 

@@ -7,14 +7,21 @@
 //! `W.quant_state.bitsandbytes__{nf4,fp4}` (the JSON of bitsandbytes'
 //! `QuantState.as_dict(packed=True)`, byte for byte as `json.dumps` writes it). Embeddings,
 //! `lm_head`, norms and every tensor that is not a 2-D `.weight` are kept as they are.
+//!
+//! A Hugging Face folder's tokenizer and generation files ([`CARRIED_FILES`]) are copied
+//! into the output folder with the rest. A GGUF input is written back under its Hugging
+//! Face names with the forward transforms undone and a config.json built from its
+//! hyperparameters ([`crate::convert::reverse`]); its tensors in quantized ggml types
+//! are dequantized through their codec first (kept tensors are then stored as F32).
 
 use super::encode::FourBitEncoder;
 use super::report::{Outcome, Report};
-use super::{encode_tensor, RunOptions};
+use super::{encode_tensor, encode_values, RunOptions};
+use crate::convert::reverse::{Back, Reversed};
 use crate::formats::atomic::{file_sha256, AtomicDir};
 use crate::formats::ggml_type::GgmlType;
 use crate::formats::safetensors_writer::{header_estimate, SafetensorsWriter, StTensor};
-use crate::formats::{f32_le_bytes, TensorInfo, TensorSource, TensorType};
+use crate::formats::{f32_le_bytes, Format, TensorInfo, TensorSource, TensorType};
 use crate::invalid;
 use crate::model::ModelConfig;
 use crate::quant::bnb::{self, FourBit};
@@ -198,21 +205,106 @@ pub fn quantization_config(opts: &BnbOptions) -> Json {
     })
 }
 
+/// The files of a Hugging Face folder carried into the output next to the weights, so
+/// that `AutoTokenizer.from_pretrained(out)` and `GenerationConfig` work on it.
+pub const CARRIED_FILES: &[&str] = &[
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "tokenizer.model",
+    "vocab.txt",
+    "merges.txt",
+    "vocab.json",
+    "added_tokens.json",
+    "chat_template.jinja",
+    "chat_template.json",
+    "generation_config.json",
+];
+
+/// One tensor to write: the source tensor, its output name, and, for a GGUF input,
+/// how its Hugging Face values are read.
+struct Item<'a> {
+    info: &'a TensorInfo,
+    name: String,
+    back: Option<&'a Back>,
+}
+
+impl Item<'_> {
+    /// Whether the stored bytes can be copied as they are.
+    fn copyable(&self) -> bool {
+        !self.back.is_some_and(Back::transformed) && st_dtype(self.info.ty).is_some()
+    }
+}
+
 /// Quantizes `input` to a bitsandbytes 4-bit folder at `output` (which must not exist),
-/// carrying the model's `config.json` over with `quantization_config` added; the report.
+/// carrying the model's `config.json` over with `quantization_config` added (and the
+/// folder's tokenizer and generation files); a GGUF input gets its Hugging Face names
+/// and layouts back. The report.
 pub fn quantize(input: &Path, output: &Path, opts: &BnbOptions, run: RunOptions) -> Result<Report> {
     FourBitEncoder::new(opts.kind, opts.block_size)?;
     let src = TensorSource::open(input)?;
-    let config = ModelConfig::for_source(&src)?.raw;
+    let reversed = match src.format {
+        Format::Gguf => Some(Reversed::open(&src)?),
+        _ => None,
+    };
+    let (config, carried) = match &reversed {
+        Some(r) => (Some(Json::Object(r.config.clone())), Vec::new()),
+        None => {
+            let folder = crate::convert::model_dir(input);
+            let carried = folder
+                .map(|d| {
+                    CARRIED_FILES
+                        .iter()
+                        .map(|f| d.join(f))
+                        .filter(|p| p.is_file())
+                        .collect()
+                })
+                .unwrap_or_default();
+            (ModelConfig::for_source(&src)?.raw, carried)
+        }
+    };
+    let items: Vec<Item> = match &reversed {
+        Some(r) => r
+            .tensors
+            .iter()
+            .map(|b| Item {
+                info: &b.info,
+                name: b.hf_name.clone(),
+                back: Some(b),
+            })
+            .collect(),
+        None => src
+            .tensors
+            .iter()
+            .map(|t| Item {
+                info: t,
+                name: t.name.clone(),
+                back: None,
+            })
+            .collect(),
+    };
     let qtype = format!("{:?}", opts.kind).to_ascii_uppercase();
     let mut report = Report::new(input, Some(output), qtype, false, run.threads);
     let started = Instant::now();
     let total: u64 = src.tensors.iter().map(TensorInfo::elements).sum();
     let bar = super::progress_bar(total, run.quiet);
-    let outcomes = super::with_threads(run.threads, || write(&src, config, opts, output, &bar))??;
+    let job = Job {
+        src: &src,
+        items: &items,
+        config,
+        carried: &carried,
+    };
+    let outcomes = super::with_threads(run.threads, || job.write(opts, output, &bar))??;
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
-    if let Err(e) = report.push_outcomes(&src.tensors, &outcomes, run.allow_nonfinite) {
+    let named: Vec<TensorInfo> = items
+        .iter()
+        .map(|i| TensorInfo {
+            name: i.name.clone(),
+            ..i.info.clone()
+        })
+        .collect();
+    if let Err(e) = report.push_outcomes(&named, &outcomes, run.allow_nonfinite) {
         // The folder was renamed into place already: take it away again.
         std::fs::remove_dir_all(output).ok();
         return Err(e);
@@ -223,120 +315,184 @@ pub fn quantize(input: &Path, output: &Path, opts: &BnbOptions, run: RunOptions)
     Ok(report)
 }
 
-/// Writes `src` as a bitsandbytes 4-bit folder at `out` (which must not exist).
-pub fn write(
-    src: &TensorSource,
+/// What one output folder is written from.
+struct Job<'a> {
+    src: &'a TensorSource,
+    items: &'a [Item<'a>],
     config: Option<Json>,
-    opts: &BnbOptions,
-    out: &Path,
-    progress: &ProgressBar,
-) -> Result<Vec<Outcome>> {
-    let enc = FourBitEncoder::new(opts.kind, opts.block_size)?;
-    let suffix = match opts.kind {
-        FourBit::Nf4 => "nf4",
-        FourBit::Fp4 => "fp4",
-    };
-    // Plan: which tensors are quantized; every entry's name and rank for the header size.
-    let mut entries = Vec::new();
-    for t in &src.tensors {
-        let quantize =
-            is_linear_weight(&t.name, &t.shape).is_some() && crate::quant::can_decode(t.ty);
-        if quantize {
-            for (sfx, rank) in [
-                ("", 2),
-                (".absmax", 1),
-                (".quant_map", 1),
-                (".nested_absmax", 1),
-                (".nested_quant_map", 1),
-            ] {
-                entries.push((t.name.len() + sfx.len(), rank));
+    carried: &'a [std::path::PathBuf],
+}
+
+impl Job<'_> {
+    /// Writes the bitsandbytes 4-bit folder at `out` (which must not exist).
+    fn write(&self, opts: &BnbOptions, out: &Path, progress: &ProgressBar) -> Result<Vec<Outcome>> {
+        let enc = FourBitEncoder::new(opts.kind, opts.block_size)?;
+        let suffix = match opts.kind {
+            FourBit::Nf4 => "nf4",
+            FourBit::Fp4 => "fp4",
+        };
+        let quantized = |i: &Item| {
+            is_linear_weight(&i.name, &i.info.shape).is_some() && crate::quant::can_decode(i.info.ty)
+        };
+        // Plan: which tensors are quantized; every entry's name and rank for the header size.
+        let mut entries = Vec::new();
+        for i in self.items {
+            let t = i.info;
+            if quantized(i) {
+                for (sfx, rank) in [
+                    ("", 2),
+                    (".absmax", 1),
+                    (".quant_map", 1),
+                    (".nested_absmax", 1),
+                    (".nested_quant_map", 1),
+                ] {
+                    entries.push((i.name.len() + sfx.len(), rank));
+                }
+                entries.push((i.name.len() + 40, 1));
+            } else {
+                if !i.copyable() && !(i.back.is_some() && crate::quant::can_decode(t.ty)) {
+                    return Err(invalid!(
+                        "tensor {}: {} cannot be stored in safetensors",
+                        t.name,
+                        t.ty
+                    ));
+                }
+                entries.push((i.name.len(), t.shape.len()));
             }
-            entries.push((t.name.len() + 40, 1));
-        } else {
-            st_dtype(t.ty).ok_or_else(|| {
-                invalid!(
-                    "tensor {}: {} cannot be stored in safetensors",
-                    t.name,
-                    t.ty
-                )
-            })?;
-            entries.push((t.name.len(), t.shape.len()));
         }
+        let mut meta = Map::new();
+        meta.insert("format".into(), json!("pt"));
+        let dir = AtomicDir::create(out)?;
+        let file = std::fs::File::create(dir.join("model.safetensors"))?;
+        let mut w = SafetensorsWriter::new(
+            std::io::BufWriter::with_capacity(1 << 20, file),
+            header_estimate(&entries, &meta),
+            meta,
+        )?;
+        let mut outcomes = Vec::new();
+        for i in self.items {
+            progress.set_message(i.name.clone());
+            outcomes.push(if quantized(i) {
+                write_quantized(self.src, i, &enc, opts, suffix, &mut w, progress)?
+            } else {
+                write_kept(self.src, i, &mut w, progress)?
+            });
+        }
+        let mut file = w.finish()?;
+        std::io::Write::flush(&mut file)?;
+        file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        let mut cfg = match &self.config {
+            Some(Json::Object(m)) => m.clone(),
+            _ => Map::new(),
+        };
+        cfg.insert("quantization_config".into(), quantization_config(opts));
+        std::fs::write(
+            dir.join("config.json"),
+            serde_json::to_string_pretty(&Json::Object(cfg))? + "\n",
+        )?;
+        for path in self.carried {
+            let name = path.file_name().expect("a carried file has a name");
+            std::fs::copy(path, dir.join(&name.to_string_lossy()))
+                .with_context(|| format!("copying {}", path.display()))?;
+        }
+        dir.commit()?;
+        Ok(outcomes)
     }
-    let mut meta = Map::new();
-    meta.insert("format".into(), json!("pt"));
-    let dir = AtomicDir::create(out)?;
-    let file = std::fs::File::create(dir.join("model.safetensors"))?;
-    let mut w = SafetensorsWriter::new(
-        std::io::BufWriter::with_capacity(1 << 20, file),
-        header_estimate(&entries, &meta),
-        meta,
-    )?;
-    let mut outcomes = Vec::new();
-    for t in &src.tensors {
-        progress.set_message(t.name.clone());
-        if is_linear_weight(&t.name, &t.shape).is_some() && crate::quant::can_decode(t.ty) {
-            outcomes.push(write_quantized(
-                src, t, &enc, opts, suffix, &mut w, progress,
-            )?);
-        } else {
-            let dtype = st_dtype(t.ty).expect("checked above");
+}
+
+/// Writes a tensor that is not quantized: its bytes as stored, or (a GGUF tensor that
+/// was transformed or has a quantized ggml type) its Hugging Face values as F32.
+fn write_kept<W: std::io::Write + std::io::Seek>(
+    src: &TensorSource,
+    i: &Item,
+    w: &mut SafetensorsWriter<W>,
+    progress: &ProgressBar,
+) -> Result<Outcome> {
+    let t = i.info;
+    let (dtype, bytes) = match i.back {
+        Some(b) if !i.copyable() => {
+            let n = t.elements() as usize;
             w.begin(
                 StTensor {
-                    name: t.name.clone(),
+                    name: i.name.clone(),
+                    dtype: "F32",
+                    shape: t.shape.clone(),
+                },
+                n as u64 * 4,
+            )?;
+            let mut buf = vec![0f32; n.min(1 << 20)];
+            let mut done = 0;
+            while done < n {
+                let len = buf.len().min(n - done);
+                Reversed::read(src, b, done, &mut buf[..len])?;
+                w.write(&f32_le_bytes(&buf[..len]))?;
+                done += len;
+            }
+            ("F32", n as u64 * 4)
+        }
+        _ => {
+            let dtype = st_dtype(t.ty).expect("checked when planning");
+            w.begin(
+                StTensor {
+                    name: i.name.clone(),
                     dtype,
                     shape: t.shape.clone(),
                 },
                 t.bytes,
             )?;
             super::copy_tensor(src, t, &mut |chunk| w.write(chunk))?;
-            progress.inc(t.elements());
-            outcomes.push(Outcome {
-                name: t.name.clone(),
-                out_type: dtype.to_string(),
-                out_bytes: t.bytes,
-                stats: None,
-                reason: "kept: not a linear weight",
-            });
+            (dtype, t.bytes)
         }
-    }
-    let mut file = w.finish()?;
-    std::io::Write::flush(&mut file)?;
-    file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-    let mut cfg = match config {
-        Some(Json::Object(m)) => m,
-        _ => Map::new(),
     };
-    cfg.insert("quantization_config".into(), quantization_config(opts));
-    std::fs::write(
-        dir.join("config.json"),
-        serde_json::to_string_pretty(&Json::Object(cfg))? + "\n",
-    )?;
-    dir.commit()?;
-    Ok(outcomes)
+    progress.inc(t.elements());
+    Ok(Outcome {
+        name: i.name.clone(),
+        out_type: dtype.to_string(),
+        out_bytes: bytes,
+        stats: None,
+        reason: "kept: not a linear weight",
+    })
 }
 
 fn write_quantized<W: std::io::Write + std::io::Seek>(
     src: &TensorSource,
-    t: &TensorInfo,
+    i: &Item,
     enc: &FourBitEncoder,
     opts: &BnbOptions,
     suffix: &str,
     w: &mut SafetensorsWriter<W>,
     progress: &ProgressBar,
 ) -> Result<Outcome> {
+    let t = i.info;
     let n = t.elements();
     let packed = n.div_ceil(2);
     w.begin(
         StTensor {
-            name: t.name.clone(),
+            name: i.name.clone(),
             dtype: "U8",
             shape: vec![packed, 1],
         },
         packed,
     )?;
-    let encoded = encode_tensor(src, t, enc, None, progress, &mut |chunk| w.write(chunk))
-        .with_context(|| format!("tensor {}", t.name))?;
+    let mut sink = |chunk: &[u8]| w.write(chunk);
+    let encoded = match i.back {
+        None => encode_tensor(src, t, enc, None, progress, &mut sink),
+        Some(b) => {
+            let fill = |first: usize, x: &mut [f32]| Reversed::read(src, b, first, x);
+            let mut consumed = |_: usize| {};
+            encode_values(
+                &i.name,
+                &t.shape,
+                &fill,
+                enc,
+                None,
+                progress,
+                &mut sink,
+                &mut consumed,
+            )
+        }
+    }
+    .with_context(|| format!("tensor {}", i.name))?;
     let absmax = encoded.side;
     let nb = absmax.len() as u64;
     let mut bytes = packed;
@@ -348,7 +504,7 @@ fn write_quantized<W: std::io::Write + std::io::Seek>(
         bytes += data.len() as u64;
         w.tensor(
             StTensor {
-                name: format!("{}{sfx}", t.name),
+                name: format!("{}{sfx}", i.name),
                 dtype,
                 shape,
             },
@@ -400,7 +556,7 @@ fn write_quantized<W: std::io::Write + std::io::Seek>(
         state.as_bytes(),
     )?;
     Ok(Outcome {
-        name: t.name.clone(),
+        name: i.name.clone(),
         out_type: suffix.to_ascii_uppercase(),
         out_bytes: bytes,
         stats: Some(encoded.stats),
