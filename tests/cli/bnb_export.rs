@@ -431,3 +431,91 @@ fn transformers_loads_the_tokenizer_and_the_gguf_round_trip() {
     );
     assert!((eb - ed).abs() < 1e-4, "GGUF round trip {eb} vs folder {ed}");
 }
+
+/// Gemma2's norms go to GGUF as `w + 1` and come back as `w`; its extra norms get their
+/// Hugging Face names back.
+#[test]
+fn gemma_norms_come_back_without_the_plus_one() {
+    use safetensors::tensor::TensorView;
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("gemma2");
+    std::fs::create_dir(&folder).unwrap();
+    let (hidden, ff, vocab) = (32usize, 64usize, 64usize);
+    let cfg = serde_json::json!({
+        "architectures": ["Gemma2ForCausalLM"], "model_type": "gemma2",
+        "hidden_size": hidden, "intermediate_size": ff, "num_hidden_layers": 1,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 8,
+        "vocab_size": vocab, "max_position_embeddings": 128, "rms_norm_eps": 1e-6,
+        "sliding_window": 64, "attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0,
+    });
+    std::fs::write(folder.join("config.json"), cfg.to_string()).unwrap();
+    let mut tensors: Vec<(String, Vec<usize>)> = vec![
+        ("model.embed_tokens.weight".into(), vec![vocab, hidden]),
+        ("model.norm.weight".into(), vec![hidden]),
+    ];
+    let l = "model.layers.0";
+    for (n, shape) in [
+        ("input_layernorm", vec![hidden]),
+        ("post_attention_layernorm", vec![hidden]),
+        ("pre_feedforward_layernorm", vec![hidden]),
+        ("post_feedforward_layernorm", vec![hidden]),
+        ("self_attn.q_proj", vec![32, hidden]),
+        ("self_attn.k_proj", vec![16, hidden]),
+        ("self_attn.v_proj", vec![16, hidden]),
+        ("self_attn.o_proj", vec![hidden, 32]),
+        ("mlp.gate_proj", vec![ff, hidden]),
+        ("mlp.up_proj", vec![ff, hidden]),
+        ("mlp.down_proj", vec![hidden, ff]),
+    ] {
+        tensors.push((format!("{l}.{n}.weight"), shape));
+    }
+    // Norm values a float32 `+ 1 - 1` keeps exactly.
+    let data: Vec<Vec<u8>> = tensors
+        .iter()
+        .enumerate()
+        .map(|(k, (_, s))| {
+            let n: usize = s.iter().product();
+            (0..n)
+                .flat_map(|i| (((i * 7 + k * 3) % 16) as f32 / 8.0 - 1.0).to_le_bytes())
+                .collect()
+        })
+        .collect();
+    let views: Vec<(String, TensorView)> = tensors
+        .iter()
+        .zip(&data)
+        .map(|((n, s), d)| {
+            let v = TensorView::new(safetensors::Dtype::F32, s.clone(), d).unwrap();
+            (n.clone(), v)
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, &folder.join("model.safetensors")).unwrap();
+    let gguf = dir.path().join("g.gguf");
+    json(&qforge(&[
+        "quantize",
+        folder.to_str().unwrap(),
+        "-o",
+        gguf.to_str().unwrap(),
+        "-t",
+        "F32",
+        "--no-vocab",
+        "--json",
+    ]));
+    let back = dir.path().join("back");
+    bnb_of(&gguf, &back, &[]);
+    let src = TensorSource::open(&folder.join("model.safetensors")).unwrap();
+    let g = TensorSource::open(&gguf).unwrap();
+    let b = TensorSource::open(&back.join("model.safetensors")).unwrap();
+    let plus_one: Vec<f32> = values(&src, "model.norm.weight")
+        .iter()
+        .map(|v| v + 1.0)
+        .collect();
+    assert_eq!(values(&g, "output_norm.weight"), plus_one, "forward adds 1");
+    for (name, _) in tensors.iter().filter(|(n, _)| n.contains("norm")) {
+        assert_eq!(values(&b, name), values(&src, name), "{name}");
+    }
+    let c = config(&back);
+    assert_eq!(c["architectures"][0], "Gemma2ForCausalLM");
+    assert_eq!(c["query_pre_attn_scalar"], 8);
+    assert_eq!(c["final_logit_softcapping"], 30.0);
+    assert_eq!(c["tie_word_embeddings"], true);
+}
