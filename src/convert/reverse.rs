@@ -95,7 +95,9 @@ impl Reversed {
     /// through their codec, whole blocks at a time.
     pub fn read(src: &TensorSource, b: &Back, first: usize, out: &mut [f32]) -> Result<()> {
         let t = &b.info;
-        let ty = t.ty.as_ggml().ok_or_else(|| invalid!("tensor {}: {}", t.name, t.ty))?;
+        let ty =
+            t.ty.as_ggml()
+                .ok_or_else(|| invalid!("tensor {}: {}", t.name, t.ty))?;
         let (block, size) = (ty.block_size() as usize, ty.type_size() as usize);
         let data = src.data(t);
         let outer = t.shape.first().copied().unwrap_or(1).max(1);
@@ -141,10 +143,7 @@ fn hf_config(arch: &Arch, src: &TensorSource) -> Result<Map<String, Json>> {
     };
     let get = |k: &str| {
         let key = format!("{a}.{k}");
-        src.metadata
-            .iter()
-            .find(|(n, _)| *n == key)
-            .map(|(_, v)| v)
+        src.metadata.iter().find(|(n, _)| *n == key).map(|(_, v)| v)
     };
     let int = |k: &str| -> Result<Option<u64>> {
         get(k)
@@ -161,9 +160,8 @@ fn hf_config(arch: &Arch, src: &TensorSource) -> Result<Map<String, Json>> {
             Some(v) => bail_invalid!("GGUF key {a}.{k} is not a float32: {v:?}"),
         }
     };
-    let need = |k: &str| -> Result<u64> {
-        int(k)?.ok_or_else(|| invalid!("GGUF key {a}.{k} is missing"))
-    };
+    let need =
+        |k: &str| -> Result<u64> { int(k)?.ok_or_else(|| invalid!("GGUF key {a}.{k} is missing")) };
     let tensor = |n: &str| src.tensors.iter().find(|t| t.name == n);
     let embd = tensor("token_embd.weight")
         .ok_or_else(|| invalid!("{}: no token_embd.weight", src.path.display()))?;

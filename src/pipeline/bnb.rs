@@ -332,7 +332,8 @@ impl Job<'_> {
             FourBit::Fp4 => "fp4",
         };
         let quantized = |i: &Item| {
-            is_linear_weight(&i.name, &i.info.shape).is_some() && crate::quant::can_decode(i.info.ty)
+            is_linear_weight(&i.name, &i.info.shape).is_some()
+                && crate::quant::can_decode(i.info.ty)
         };
         // Plan: which tensors are quantized; every entry's name and rank for the header size.
         let mut entries = Vec::new();
@@ -350,7 +351,8 @@ impl Job<'_> {
                 }
                 entries.push((i.name.len() + 40, 1));
             } else {
-                if !i.copyable() && !(i.back.is_some() && crate::quant::can_decode(t.ty)) {
+                let decodable = i.back.is_some() && crate::quant::can_decode(t.ty);
+                if !(i.copyable() || decodable) {
                     return Err(invalid!(
                         "tensor {}: {} cannot be stored in safetensors",
                         t.name,

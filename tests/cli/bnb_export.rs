@@ -372,7 +372,10 @@ fn a_folder_carries_its_tokenizer_and_generation_files() {
             "{f}"
         );
     }
-    assert!(!out.join("README.md").exists(), "only tokenizer and generation files");
+    assert!(
+        !out.join("README.md").exists(),
+        "only tokenizer and generation files"
+    );
     // A safetensors file with config.json beside it is its folder too.
     let out2 = dir.path().join("out2");
     bnb_of(&folder.join("model.safetensors"), &out2, &[]);
@@ -429,7 +432,10 @@ fn transformers_loads_the_tokenizer_and_the_gguf_round_trip() {
         b["logits_rel_err"].as_f64().unwrap(),
         d["logits_rel_err"].as_f64().unwrap(),
     );
-    assert!((eb - ed).abs() < 1e-4, "GGUF round trip {eb} vs folder {ed}");
+    assert!(
+        (eb - ed).abs() < 1e-4,
+        "GGUF round trip {eb} vs folder {ed}"
+    );
 }
 
 /// Gemma2's norms go to GGUF as `w + 1` and come back as `w`; its extra norms get their
