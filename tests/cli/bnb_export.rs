@@ -119,13 +119,10 @@ fn layout_and_bytes_match_the_bitsandbytes_codec() {
     );
 }
 
-/// transformers + bitsandbytes load the folder and its codes equal bitsandbytes' own
-/// quantization of the original weights. Needs QFORGE_BNB_PYTHON: a Python with torch,
-/// bitsandbytes and transformers (CI installs one); skipped otherwise unless
-/// QFORGE_REQUIRE_BNB is set.
-#[test]
-fn transformers_loads_it_and_bitsandbytes_agrees() {
-    let Some(python) = std::env::var_os("QFORGE_BNB_PYTHON") else {
+/// QFORGE_BNB_PYTHON, or `None` (a skip) when it is not set and QFORGE_REQUIRE_BNB is not.
+fn bnb_python() -> Option<std::ffi::OsString> {
+    let python = std::env::var_os("QFORGE_BNB_PYTHON");
+    if python.is_none() {
         assert!(
             std::env::var_os("QFORGE_REQUIRE_BNB").is_none(),
             "QFORGE_REQUIRE_BNB set without QFORGE_BNB_PYTHON"
@@ -133,6 +130,17 @@ fn transformers_loads_it_and_bitsandbytes_agrees() {
         eprintln!(
             "skipping: set QFORGE_BNB_PYTHON to a python with torch, bitsandbytes, transformers"
         );
+    }
+    python
+}
+
+/// transformers + bitsandbytes load the folder and its codes equal bitsandbytes' own
+/// quantization of the original weights. Needs QFORGE_BNB_PYTHON: a Python with torch,
+/// bitsandbytes and transformers (CI installs one); skipped otherwise unless
+/// QFORGE_REQUIRE_BNB is set.
+#[test]
+fn transformers_loads_it_and_bitsandbytes_agrees() {
+    let Some(python) = bnb_python() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -142,17 +150,7 @@ fn transformers_loads_it_and_bitsandbytes_agrees() {
         (vec!["-t", "fp4"], "fp4"),
     ] {
         let out = dir.path().join(label.replace('+', "_"));
-        let mut args = vec![
-            "quantize",
-            input.to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-            "--format",
-            "bnb-safetensors",
-            "--json",
-        ];
-        args.extend(extra);
-        json(&qforge(&args));
+        bnb_of(&input, &out, &extra);
         let o = std::process::Command::new(&python)
             .arg(root().join("scripts/bnb_load_check.py"))
             .arg(&out)
@@ -176,7 +174,8 @@ fn transformers_loads_it_and_bitsandbytes_agrees() {
     }
 }
 
-fn bnb_of(input: &std::path::Path, out: &std::path::Path, extra: &[&str]) -> serde_json::Value {
+/// Runs `quantize INPUT -o OUT --format bnb-safetensors EXTRA...`.
+fn bnb_run(input: &std::path::Path, out: &std::path::Path, extra: &[&str]) -> std::process::Output {
     let mut args = vec![
         "quantize",
         input.to_str().unwrap(),
@@ -184,10 +183,14 @@ fn bnb_of(input: &std::path::Path, out: &std::path::Path, extra: &[&str]) -> ser
         out.to_str().unwrap(),
         "--format",
         "bnb-safetensors",
-        "--json",
     ];
     args.extend_from_slice(extra);
-    json(&qforge(&args))
+    qforge(&args)
+}
+
+/// [`bnb_run`] with `--json`; the report.
+fn bnb_of(input: &std::path::Path, out: &std::path::Path, extra: &[&str]) -> serde_json::Value {
+    json(&bnb_run(input, out, &[extra, &["--json"]].concat()))
 }
 
 fn gguf_of(folder: &std::path::Path, out: &std::path::Path, ty: &str) {
@@ -338,16 +341,7 @@ fn gguf_inputs_that_cannot_go_back_are_refused() {
     let gguf = dir.path().join("llama3.gguf");
     gguf_of(&folder, &gguf, "F32");
     let out = dir.path().join("out");
-    let run = |input: &std::path::Path| {
-        qforge(&[
-            "quantize",
-            input.to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-            "--format",
-            "bnb-safetensors",
-        ])
-    };
+    let run = |input: &std::path::Path| bnb_run(input, &out, &[]);
     assert_invalid(&run(&gguf), "rope_freqs");
     assert_invalid(&run(&fixture("mixed-types.gguf")), "supported: llama");
     assert!(!out.exists());
@@ -386,14 +380,7 @@ fn a_folder_carries_its_tokenizer_and_generation_files() {
 /// bitsandbytes load both outputs (folder, and folder -> GGUF -> back) to the same logits.
 #[test]
 fn transformers_loads_the_tokenizer_and_the_gguf_round_trip() {
-    let Some(python) = std::env::var_os("QFORGE_BNB_PYTHON") else {
-        assert!(
-            std::env::var_os("QFORGE_REQUIRE_BNB").is_none(),
-            "QFORGE_REQUIRE_BNB set without QFORGE_BNB_PYTHON"
-        );
-        eprintln!(
-            "skipping: set QFORGE_BNB_PYTHON to a python with torch, bitsandbytes, transformers"
-        );
+    let Some(python) = bnb_python() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();

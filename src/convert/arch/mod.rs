@@ -89,21 +89,29 @@ pub fn supported() -> Vec<&'static str> {
 /// Maps a Hugging Face tensor name through `names` (trying `.weight` then `.bias`, as
 /// `map_tensor_name` does). Returns the GGUF name and block number.
 pub fn map_name(arch: &Arch, hf: &str) -> Option<(String, Option<u64>)> {
+    translate(arch, hf, false)
+}
+
+/// [`map_name`] one way or the other (`backwards`: GGUF to Hugging Face, the first
+/// table entry that produces the name).
+fn translate(arch: &Arch, name: &str, backwards: bool) -> Option<(String, Option<u64>)> {
     for suffix in [".weight", ".bias"] {
-        let Some(base) = hf.strip_suffix(suffix) else {
+        let Some(base) = name.strip_suffix(suffix) else {
             continue;
         };
-        for (pattern, gguf) in arch.names.iter().flat_map(|t| t.iter()) {
+        for &(hf, gguf) in arch.names.iter().flat_map(|t| t.iter()) {
+            let (pattern, target) = if backwards { (gguf, hf) } else { (hf, gguf) };
             if let Some((pre, post)) = pattern.split_once("{bid}") {
                 let Some(mid) = base.strip_prefix(pre).and_then(|r| r.strip_suffix(post)) else {
                     continue;
                 };
                 if !mid.is_empty() && mid.bytes().all(|b| b.is_ascii_digit()) {
                     let bid: u64 = mid.parse().ok()?;
-                    return Some((format!("{}{suffix}", gguf.replace("{bid}", mid)), Some(bid)));
+                    let named = target.replace("{bid}", mid);
+                    return Some((format!("{named}{suffix}"), Some(bid)));
                 }
-            } else if base == *pattern {
-                return Some((format!("{gguf}{suffix}"), None));
+            } else if base == pattern {
+                return Some((format!("{target}{suffix}"), None));
             }
         }
     }
@@ -129,25 +137,7 @@ pub fn find_gguf(gguf_arch: &str) -> Result<&'static Arch> {
 /// The inverse of [`map_name`]: a GGUF tensor name back to its Hugging Face name (the
 /// first table entry that produces it), with the block number.
 pub fn unmap_name(arch: &Arch, gguf: &str) -> Option<(String, Option<u64>)> {
-    for suffix in [".weight", ".bias"] {
-        let Some(base) = gguf.strip_suffix(suffix) else {
-            continue;
-        };
-        for (hf, pattern) in arch.names.iter().flat_map(|t| t.iter()) {
-            if let Some((pre, post)) = pattern.split_once("{bid}") {
-                let Some(mid) = base.strip_prefix(pre).and_then(|r| r.strip_suffix(post)) else {
-                    continue;
-                };
-                if !mid.is_empty() && mid.bytes().all(|b| b.is_ascii_digit()) {
-                    let bid: u64 = mid.parse().ok()?;
-                    return Some((format!("{}{suffix}", hf.replace("{bid}", mid)), Some(bid)));
-                }
-            } else if base == *pattern {
-                return Some((format!("{hf}{suffix}"), None));
-            }
-        }
-    }
-    None
+    translate(arch, gguf, true)
 }
 
 /// `num_key_value_heads` defaults to `num_attention_heads` (Llama, Mistral, Phi3, Qwen).
