@@ -39,6 +39,21 @@ pub fn print_text(text: &str) -> Result<()> {
     write_stdout(text)
 }
 
+/// Prints what a command returns: `report` as JSON under `--json`, else the text that
+/// `render` makes (nothing under `-q`). Reports render their own text next to their type
+/// in the library; commands print them with this.
+pub fn print_report<T: Serialize + ?Sized>(
+    json: bool,
+    report: &T,
+    render: impl FnOnce() -> String,
+) -> Result<()> {
+    if json {
+        print_json(report)
+    } else {
+        print_text(&render())
+    }
+}
+
 /// Checks an output path before any work: its parent folder must exist, and a file
 /// output must not be an existing folder. Invalid input (exit 2) otherwise.
 pub fn check_output_path(path: &Path, folder: bool) -> Result<()> {

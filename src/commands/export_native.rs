@@ -7,7 +7,7 @@
 use crate::cli::{ExportNativeArgs, Scheme as CliScheme};
 use crate::formats::qnat::Scheme;
 use crate::formats::weight_format::WeightFormat;
-use crate::output::{print_json, print_text};
+use crate::output::print_report;
 use crate::pipeline::qnat::{self, ExportJob, Target};
 use crate::pipeline::RunOptions;
 use anyhow::Result;
@@ -47,45 +47,16 @@ pub fn run(args: &ExportNativeArgs) -> Result<()> {
             allow_nonfinite: args.allow_nonfinite,
         },
     })?;
-    report.print(args.json)
+    print_report(args.json, &report, || report.render_text())
 }
 
 fn migrate_v1(args: &ExportNativeArgs) -> Result<()> {
-    let sha256 = qnat::migrate_v1(&args.input, &args.output)?;
-    if args.json {
-        print_json(&serde_json::json!({
-            "schema": "qforge.export-native-migrate/1",
-            "input": args.input.display().to_string(),
-            "output": args.output.display().to_string(),
-            "from_version": 1,
-            "to_version": 2,
-            "sha256": sha256,
-        }))
-    } else {
-        print_text(&format!(
-            "migrated QNAT v1 {} to v2 {}\n",
-            args.input.display(),
-            args.output.display()
-        ))
-    }
+    let migrated = qnat::migrate_v1(&args.input, &args.output)?;
+    print_report(args.json, &migrated.summary(), || migrated.render_text())
 }
 
 /// `--dequantize`: every tensor of a QNAT v2 file to f32, written as safetensors.
 fn dequantize(args: &ExportNativeArgs) -> Result<()> {
-    let (tensors, sha256) = qnat::dequantize_file(&args.input, &args.output)?;
-    if args.json {
-        print_json(&serde_json::json!({
-            "schema": "qforge.export-native-dequantize/1",
-            "input": args.input.display().to_string(),
-            "output": args.output.display().to_string(),
-            "tensors": tensors,
-            "sha256": sha256,
-        }))
-    } else {
-        print_text(&format!(
-            "dequantized {tensors} tensors of {} to {}\n",
-            args.input.display(),
-            args.output.display()
-        ))
-    }
+    let done = qnat::dequantize_file(&args.input, &args.output)?;
+    print_report(args.json, &done.summary(), || done.render_text())
 }

@@ -6,6 +6,7 @@
 use crate::cli::{OutputFormat, QuantizeArgs};
 use crate::formats::ggml_type::GgmlType;
 use crate::formats::weight_format::WeightFormat;
+use crate::output::print_report;
 use crate::pipeline::bnb::BnbOptions;
 use crate::pipeline::gguf::GgufJob;
 use crate::pipeline::qnat::{scheme_of, ExportJob, Target};
@@ -52,7 +53,7 @@ pub fn run(args: &QuantizeArgs) -> Result<()> {
         (OutputFormat::BnbSafetensors, _) => run_bnb(args, run)?,
         (OutputFormat::Qnat, _) => run_qnat(args, run)?,
     };
-    report.print(args.json)
+    print_report(args.json, &report, || report.render_text())
 }
 
 fn run_gguf(args: &QuantizeArgs, run: RunOptions) -> Result<pipeline::report::Report> {
@@ -66,11 +67,6 @@ fn run_gguf(args: &QuantizeArgs, run: RunOptions) -> Result<pipeline::report::Re
         (args.output_tensor_type, args.token_embedding_type);
     let include = parse_regexes("--include-weights", &args.include_weights)?;
     let exclude = parse_regexes("--exclude-weights", &args.exclude_weights)?;
-    if let Some(out) = &args.output {
-        if out.exists() && same_file(out, &args.input) {
-            bail_invalid!("output {} is the input file", out.display());
-        }
-    }
     pipeline::gguf::quantize(&GgufJob {
         input: &args.input,
         output: args.output.as_deref(),
@@ -102,11 +98,6 @@ fn run_convert(
 ) -> Result<pipeline::report::Report> {
     use crate::convert::write::{ConvertJob, Target};
     let target = Target::parse(args.qtype.as_deref(), parse_type)?;
-    if let Some(out) = &args.output {
-        if out.exists() && same_file(out, &args.input) {
-            bail_invalid!("output {} is the input file", out.display());
-        }
-    }
     let mix_opts = match target {
         Target::Outtype(_) => None,
         Target::Mix(_) => Some(mix::Options {
@@ -224,11 +215,4 @@ fn run_qnat(args: &QuantizeArgs, run: RunOptions) -> Result<pipeline::report::Re
         refuse_qnat: false,
         run,
     })
-}
-
-fn same_file(a: &Path, b: &Path) -> bool {
-    match (a.canonicalize(), b.canonicalize()) {
-        (Ok(x), Ok(y)) => x == y,
-        _ => false,
-    }
 }

@@ -10,6 +10,7 @@ pub mod blocks;
 pub mod cursor;
 pub mod ggml_type;
 pub mod gguf;
+pub mod inspect;
 pub mod qnat;
 pub mod safetensors;
 pub mod safetensors_writer;

@@ -11,9 +11,11 @@
 //! - [`dequant::EagerDequant`]: the whole matrix dequantized to f32 at load;
 //! - [`candle_peer::CandleQMatMul`]: candle-core's `QMatMul`, the peer we measure against.
 //!
-//! [`roofline`] measures the memory bandwidth and int8 peak the figures are compared with.
+//! [`roofline`] measures the memory bandwidth and int8 peak the figures are compared with;
+//! [`bench`] is the `bench-gemm` measurement of every strategy.
 
 pub mod activation;
+pub mod bench;
 pub mod candle_peer;
 pub mod dequant;
 pub mod dot;

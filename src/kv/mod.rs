@@ -17,6 +17,9 @@
 //! * baselines behind [`codec::KvCodec`]: [`baselines`], compared with
 //!   [`receipt::round_trip_kv`] + [`receipt::compare_kv`].
 //!
+//! The `kv-profile` commands run [`run::build`] and [`run::verify`], with the KV files
+//! and shapes of [`io`].
+//!
 //! Formats and recipes are documented in `docs/kv-profile.md`.
 
 pub mod baselines;
@@ -24,6 +27,7 @@ pub mod codebook;
 pub mod codec;
 pub mod digest;
 pub mod directions;
+pub mod io;
 pub mod lloyd;
 pub mod metrics;
 pub mod pack;
@@ -32,6 +36,7 @@ pub mod prng;
 pub mod profile;
 pub mod receipt;
 pub mod rotation;
+pub mod run;
 pub mod search;
 pub mod special;
 pub mod synth;

@@ -137,14 +137,28 @@ pub fn set_file_type(meta: &mut Vec<(String, Value)>, file_type: u32) {
     }
 }
 
-/// Runs the whole pipeline on `job.input` (tensors keep their names).
+/// Runs the whole pipeline on `job.input` (tensors keep their names); invalid input
+/// when the output is the input file.
 pub fn quantize(job: &GgufJob<'_>) -> Result<Report> {
+    if let Some(out) = job.output {
+        if out.exists() && same_file(out, job.input) {
+            bail_invalid!("output {} is the input file", out.display());
+        }
+    }
     let src = TensorSource::open(job.input)?;
     let imatrix = load_imatrix(job)?;
     let facts = model_facts(&ModelConfig::for_source(&src)?);
     let meta = output_metadata(&src, &facts.arch, job.mix.file_type());
     let tensors = OutputTensor::identity(&src);
     quantize_tensors(&src, &tensors, facts, &meta, imatrix.as_ref(), job)
+}
+
+/// Whether two paths name the same existing file.
+pub(crate) fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => false,
+    }
 }
 
 fn load_imatrix(job: &GgufJob<'_>) -> Result<Option<Imatrix>> {

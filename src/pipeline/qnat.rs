@@ -12,7 +12,7 @@
 //! repack of bytes already in that scheme (quantized GGUF tensors).
 
 use super::encode::{FourBitEncoder, GgmlEncoder};
-use super::report::{Outcome, Report};
+use super::report::{Dequantized, Migrated, Outcome, Report};
 use super::{encode_tensor, ErrorStats, RunOptions};
 use crate::formats::atomic::{file_sha256, hex, AtomicFile};
 use crate::formats::ggml_type::GgmlType;
@@ -251,8 +251,8 @@ pub fn is_v1(path: &Path) -> bool {
         && head[4..8] == 1u32.to_le_bytes()
 }
 
-/// Migrates the QNAT v1 file `input` to v2 at `output` (atomically); the output's SHA-256.
-pub fn migrate_v1(input: &Path, output: &Path) -> Result<String> {
+/// Migrates the QNAT v1 file `input` to v2 at `output` (atomically).
+pub fn migrate_v1(input: &Path, output: &Path) -> Result<Migrated> {
     let file = SourceFile::open(input)?;
     let data = file.data();
     let source = vec![SourceDigest {
@@ -263,12 +263,16 @@ pub fn migrate_v1(input: &Path, output: &Path) -> Result<String> {
     let mut out = AtomicFile::create(output)?;
     qnat::v1::migrate_v1_file(data, &mut out, &tool(), source)?;
     out.flush()?;
-    Ok(hex(&out.commit()?))
+    Ok(Migrated {
+        input: input.to_path_buf(),
+        output: output.to_path_buf(),
+        sha256: hex(&out.commit()?),
+    })
 }
 
 /// Every tensor of the QNAT v2 file `input` as f32, written as safetensors to `output`
-/// (atomically); the number of tensors and the output's SHA-256.
-pub fn dequantize_file(input: &Path, output: &Path) -> Result<(usize, String)> {
+/// (atomically).
+pub fn dequantize_file(input: &Path, output: &Path) -> Result<Dequantized> {
     let src = TensorSource::open(input)?;
     let Some(index) = src.qnat.as_ref() else {
         bail_invalid!(
@@ -302,7 +306,12 @@ pub fn dequantize_file(input: &Path, output: &Path) -> Result<(usize, String)> {
         )?;
     }
     w.finish()?;
-    Ok((index.tensors.len(), hex(&file.commit()?)))
+    Ok(Dequantized {
+        input: input.to_path_buf(),
+        output: output.to_path_buf(),
+        tensors: index.tensors.len(),
+        sha256: hex(&file.commit()?),
+    })
 }
 
 /// Writes `src` tensor by tensor as QNAT to `out`, with `target` deciding each tensor.

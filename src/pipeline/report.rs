@@ -1,14 +1,17 @@
-//! The one report of `quantize` (every `--format`) and `export-native`: built one way
-//! ([`Report::new`], [`Report::push`], [`Report::finish`]) and rendered one way
-//! ([`Report::print`]: JSON `qforge.quantize/1`, see `docs/quantize-json.md`, or text).
+//! The reports of `quantize` (every `--format`) and `export-native`: the one conversion
+//! [`Report`], built one way ([`Report::new`], [`Report::push`], [`Report::finish`]) and
+//! rendered one way (itself as JSON `qforge.quantize/1`, see `docs/quantize-json.md`, or
+//! [`Report::render_text`]); and the summaries of a QNAT v1 migration ([`Migrated`]) and
+//! of a dequantization ([`Dequantized`]).
 
 use super::ErrorStats;
 use crate::bail_invalid;
 use crate::formats::TensorInfo;
-use crate::output::{escape_controls, human_bytes, print_json, print_text};
+use crate::output::{escape_controls, human_bytes};
 use anyhow::Result;
 use serde::Serialize;
-use std::path::Path;
+use serde_json::{json, Value as Json};
+use std::path::{Path, PathBuf};
 
 /// Schema identifier of `quantize --json` (and `export-native --json`).
 pub const SCHEMA: &str = "qforge.quantize/1";
@@ -211,16 +214,8 @@ impl Report {
         Ok(self)
     }
 
-    /// Prints the report as JSON or text.
-    pub fn print(&self, json: bool) -> Result<()> {
-        if json {
-            print_json(self)
-        } else {
-            print_text(&self.render_text())
-        }
-    }
-
-    fn render_text(&self) -> String {
+    /// The human-readable report (`--json` prints the report itself).
+    pub fn render_text(&self) -> String {
         use std::fmt::Write;
         let mut s = String::new();
         let names: Vec<_> = self
@@ -271,6 +266,76 @@ impl Report {
             }
         }
         s
+    }
+}
+
+/// A QNAT v1 file migrated to v2 (`export-native` of a v1 file).
+#[derive(Debug)]
+pub struct Migrated {
+    /// The v1 file.
+    pub input: PathBuf,
+    /// The v2 file written.
+    pub output: PathBuf,
+    /// SHA-256 of the output.
+    pub sha256: String,
+}
+
+impl Migrated {
+    /// The `--json` document (`qforge.export-native-migrate/1`).
+    pub fn summary(&self) -> Json {
+        json!({
+            "schema": "qforge.export-native-migrate/1",
+            "input": self.input.display().to_string(),
+            "output": self.output.display().to_string(),
+            "from_version": 1,
+            "to_version": 2,
+            "sha256": self.sha256,
+        })
+    }
+
+    /// The one-line text report.
+    pub fn render_text(&self) -> String {
+        format!(
+            "migrated QNAT v1 {} to v2 {}\n",
+            self.input.display(),
+            self.output.display()
+        )
+    }
+}
+
+/// A QNAT file dequantized to f32 safetensors (`export-native --dequantize`).
+#[derive(Debug)]
+pub struct Dequantized {
+    /// The QNAT file.
+    pub input: PathBuf,
+    /// The safetensors file written.
+    pub output: PathBuf,
+    /// Tensors written.
+    pub tensors: usize,
+    /// SHA-256 of the output.
+    pub sha256: String,
+}
+
+impl Dequantized {
+    /// The `--json` document (`qforge.export-native-dequantize/1`).
+    pub fn summary(&self) -> Json {
+        json!({
+            "schema": "qforge.export-native-dequantize/1",
+            "input": self.input.display().to_string(),
+            "output": self.output.display().to_string(),
+            "tensors": self.tensors,
+            "sha256": self.sha256,
+        })
+    }
+
+    /// The one-line text report.
+    pub fn render_text(&self) -> String {
+        format!(
+            "dequantized {} tensors of {} to {}\n",
+            self.tensors,
+            self.input.display(),
+            self.output.display()
+        )
     }
 }
 

@@ -62,7 +62,7 @@
 //!
 //! # Layout
 //!
-//! [`Mix`] and its tables live in `mixes`, llama-quantize's full type list in `catalog`, tensor-name classification (roles, Hugging
+//! [`Mix`] and its tables live in `mixes`, llama-quantize's full type list in `catalog` (and the `--list-types` document built from it in `type_list`), tensor-name classification (roles, Hugging
 //! Face to GGUF names, what is never quantized) in `names`, llama-quant.cpp's per-type
 //! choices in `rules`, the stateful [`Planner`] in `planner`; the tests in `tests`.
 
@@ -73,6 +73,7 @@ mod planner;
 mod rules;
 #[cfg(test)]
 mod tests;
+mod type_list;
 
 pub use catalog::{QuantOption, QUANT_OPTIONS};
 pub use mixes::Mix;
@@ -81,3 +82,4 @@ pub use names::{
 };
 pub use planner::{plan, Choice, MixError, ModelFacts, Options, Planner};
 pub use rules::{fallback_type, requires_imatrix, type_requires_imatrix, use_more_bits};
+pub use type_list::{type_list, TypeEntry, TypeList};

@@ -1,0 +1,423 @@
+//! The `bench-gemm` measurement: times the GEMM strategies on one weight matrix for each
+//! token count, next to the memory bandwidth and int8 peak measured in the same run.
+//!
+//! Every measurement is the median of `reps` runs after a warm-up; each run uses the
+//! next of enough weight copies to exceed the last-level cache (at least 128 MiB), so a
+//! GEMV reads its weights from memory as it would in a model. [`run`] returns the
+//! [`Report`] (JSON schema: `docs/bench-gemm-json.md`), which also renders itself as text.
+
+use crate::formats::TensorSource;
+use crate::kernels::roofline::{self, median};
+use crate::kernels::{self, Isa, QuantMatrix, WeightType};
+use crate::output::human_bytes;
+use crate::{bail_invalid, pipeline};
+use anyhow::Result;
+use serde::Serialize;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Schema identifier of the JSON report (`docs/bench-gemm-json.md`).
+pub const SCHEMA: &str = "qforge.bench-gemm/1";
+
+/// Largest matrix bench-gemm builds (elements): 4 GiB as f32.
+const MAX_ELEMENTS: usize = 1 << 30;
+
+/// The least the rotated weight copies of one strategy add up to.
+const MIN_ROTATION_BYTES: u64 = 128 << 20;
+
+/// Rows of the output checked against the f64 reference per measurement.
+const CHECKED_ROWS: usize = 16;
+
+/// The JSON report.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// Always [`SCHEMA`].
+    pub schema: &'static str,
+    /// Weight type (`q4_k`, ...).
+    pub weight_type: &'static str,
+    /// Output rows.
+    pub n: usize,
+    /// Inner dimension.
+    pub k: usize,
+    /// `random` or `FILE:TENSOR`.
+    pub weights: String,
+    /// Bytes of the quantized matrix.
+    pub weight_bytes: u64,
+    /// Stored bits per weight.
+    pub bits_per_weight: f64,
+    /// Worker threads.
+    pub threads: usize,
+    /// Instruction set of the fused kernels.
+    pub isa: &'static str,
+    /// Timed runs per measurement.
+    pub reps: usize,
+    /// Ceilings measured in this run.
+    pub roofline: Roofline,
+    /// One entry per strategy that ran.
+    pub backends: Vec<BackendSummary>,
+    /// Strategies that could not run, with why.
+    pub skipped: Vec<Skipped>,
+    /// One entry per strategy and token count.
+    pub results: Vec<Measurement>,
+}
+
+/// The machine's ceilings.
+#[derive(Debug, Serialize)]
+pub struct Roofline {
+    /// Read bandwidth from memory, GB/s (10^9 bytes), all threads.
+    pub bandwidth_gbs: f64,
+    /// Size of the buffer it was measured on.
+    pub bandwidth_buffer_bytes: u64,
+    /// int8 multiply-accumulate peak, GOP/s (2 ops per multiply-add); null without one.
+    pub int8_peak_gops: Option<f64>,
+    /// Last-level cache size.
+    pub l3_cache_bytes: u64,
+}
+
+/// What one strategy holds.
+#[derive(Debug, Serialize)]
+pub struct BackendSummary {
+    /// Strategy name.
+    pub backend: &'static str,
+    /// Weight copies rotated through.
+    pub copies: usize,
+    /// Bytes of weights one copy keeps resident (f32 for eager dequantization).
+    pub weight_bytes: u64,
+    /// Transient bytes of one call at the largest m (activations, tiles, outputs).
+    pub scratch_bytes: u64,
+    /// Peak resident memory added by building one copy and running every m once;
+    /// null where the peak cannot be reset (not Linux).
+    pub peak_rss_delta_bytes: Option<u64>,
+}
+
+/// A strategy that did not run.
+#[derive(Debug, Serialize)]
+pub struct Skipped {
+    /// Strategy name.
+    pub backend: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// One strategy at one token count.
+#[derive(Debug, Serialize)]
+pub struct Measurement {
+    /// Strategy name.
+    pub backend: &'static str,
+    /// Tokens.
+    pub m: usize,
+    /// Median time of one call, milliseconds.
+    pub median_ms: f64,
+    /// Fastest call, milliseconds.
+    pub min_ms: f64,
+    /// `2 m n k` over the median time, 10^9 per second.
+    pub gflops: f64,
+    /// Weight bytes held plus activations and outputs (f32), over the median time.
+    pub effective_gbs: f64,
+    /// `effective_gbs` as a percentage of the measured bandwidth.
+    pub pct_bandwidth: f64,
+    /// `gflops` as a percentage of the int8 peak; null without one.
+    pub pct_int8_peak: Option<f64>,
+    /// candle's median over this one's (above 1: faster than candle); null without candle.
+    pub speedup_vs_candle: Option<f64>,
+    /// Relative error (L2) against the f64 product of the dequantized weights, on a sample
+    /// of output rows.
+    pub rel_err: f64,
+}
+
+/// What to measure (the arguments of `qforge bench-gemm`).
+#[derive(Debug, Clone)]
+pub struct BenchSpec {
+    /// Weight type.
+    pub wtype: WeightType,
+    /// Token counts, one measurement each.
+    pub m: Vec<usize>,
+    /// Inner dimension of random weights.
+    pub k: usize,
+    /// Output rows of random weights.
+    pub n: usize,
+    /// Worker threads (all cores when `None`).
+    pub threads: Option<usize>,
+    /// A model file to take the weights from (with `tensor`), instead of random values.
+    pub weights: Option<PathBuf>,
+    /// The tensor of `weights`.
+    pub tensor: Option<String>,
+    /// Timed runs per measurement.
+    pub reps: usize,
+    /// Strategies to run (names of [`kernels::BACKENDS`]).
+    pub backends: Vec<String>,
+}
+
+/// Checks `args`, then measures every strategy of it (the instruction set is
+/// [`Isa::current`]).
+pub fn run(args: &BenchSpec) -> Result<Report> {
+    let ty = args.wtype;
+    let isa = Isa::current();
+    if args.m.is_empty() || args.m.contains(&0) {
+        bail_invalid!("--m needs token counts of at least 1");
+    }
+    if args.reps == 0 {
+        bail_invalid!("--reps must be at least 1");
+    }
+    for b in &args.backends {
+        if !kernels::BACKENDS.contains(&b.as_str()) {
+            bail_invalid!(
+                "unknown backend {b:?}: one of {}",
+                kernels::BACKENDS.join(", ")
+            );
+        }
+    }
+    // candle runs its own thread pool, sized by CANDLE_NUM_THREADS: give it ours.
+    if let (Some(t), None) = (args.threads, std::env::var_os("CANDLE_NUM_THREADS")) {
+        // SAFETY: set before any other thread of this process reads the environment.
+        unsafe { std::env::set_var("CANDLE_NUM_THREADS", t.to_string()) };
+    }
+    pipeline::with_threads(args.threads, || bench(args, ty, isa))?
+}
+
+/// The weight matrix: a tensor of `--weights` or seeded random values.
+fn load_weights(args: &BenchSpec, ty: WeightType) -> Result<(QuantMatrix, String)> {
+    match (&args.weights, &args.tensor) {
+        (Some(path), Some(name)) => {
+            let src = TensorSource::open(path)?;
+            let w = QuantMatrix::from_tensor(&src, name, ty)?;
+            Ok((w, format!("{}:{name}", path.display())))
+        }
+        _ => {
+            QuantMatrix::check_shape(ty, args.n, args.k)?;
+            if args.n.checked_mul(args.k).is_none_or(|e| e > MAX_ELEMENTS) {
+                bail_invalid!("--n x --k is larger than bench-gemm builds (2^30 values)");
+            }
+            Ok((
+                QuantMatrix::random(ty, args.n, args.k, 0x9e37_79b9)?,
+                "random".into(),
+            ))
+        }
+    }
+}
+
+fn bench(args: &BenchSpec, ty: WeightType, isa: Isa) -> Result<Report> {
+    let (w, weights) = load_weights(args, ty)?;
+    let w = Arc::new(w);
+    let (n, k) = (w.n, w.k);
+    let l3 = roofline::l3_cache_bytes();
+    let rotation = MIN_ROTATION_BYTES.max(2 * l3);
+    tracing::info!("measuring the roofline");
+    let bw_bytes = rotation.max(256 << 20) as usize;
+    let roof = Roofline {
+        bandwidth_gbs: roofline::read_bandwidth_gbs(bw_bytes, args.reps.min(5)),
+        bandwidth_buffer_bytes: bw_bytes as u64,
+        int8_peak_gops: roofline::int8_peak_gops(isa, args.reps.min(5)),
+        l3_cache_bytes: l3,
+    };
+    let inputs: Vec<Vec<f32>> = args
+        .m
+        .iter()
+        .map(|&m| kernels::synthetic_activations(m, k, 0x5eed ^ m as u64))
+        .collect();
+    let checked: Vec<usize> = (0..CHECKED_ROWS.min(n))
+        .map(|i| i * n / CHECKED_ROWS.min(n))
+        .collect();
+    let references: Vec<Vec<f64>> = inputs
+        .iter()
+        .map(|x| kernels::reference_rows(&w, x, &checked))
+        .collect();
+
+    let (mut backends, mut skipped, mut results) = (Vec::new(), Vec::new(), Vec::new());
+    let mut candle_ms: Vec<Option<f64>> = vec![None; args.m.len()];
+    // candle first, so every other strategy can be compared with it.
+    let mut order: Vec<&str> = args.backends.iter().map(String::as_str).collect();
+    order.sort_by_key(|b| *b != "candle");
+    order.dedup();
+    for name in order {
+        tracing::info!("{name}: building");
+        let reset = roofline::reset_peak_rss();
+        let before = roofline::rss_bytes();
+        let first = match kernels::backend(name, w.clone(), isa) {
+            Ok(b) => b,
+            Err(e) if crate::error::exit_code(&e) == 2 => {
+                skipped.push(Skipped {
+                    backend: name.into(),
+                    reason: format!("{e:#}"),
+                });
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        // Warm-up of every m on the first copy; it also gives the peak memory.
+        let mut outputs = Vec::new();
+        for x in &inputs {
+            let mut y = vec![0f32; x.len() / k * n];
+            first.matmul(x, &mut y)?;
+            outputs.push(y);
+        }
+        let peak = match (reset, before, roofline::peak_rss_bytes()) {
+            (true, Some(b), Some(p)) => Some(p.saturating_sub(b)),
+            _ => None,
+        };
+        let copies = rotation.div_ceil(first.weight_bytes().max(1)).clamp(1, 64) as usize;
+        let mut all = vec![first];
+        for _ in 1..copies {
+            let copy = Arc::new(QuantMatrix::clone(&w));
+            all.push(kernels::backend(name, copy, isa)?);
+        }
+        let max_m = *args.m.iter().max().expect("non-empty");
+        backends.push(BackendSummary {
+            backend: all[0].name(),
+            copies,
+            weight_bytes: all[0].weight_bytes(),
+            scratch_bytes: all[0].scratch_bytes(max_m),
+            peak_rss_delta_bytes: peak,
+        });
+        for (i, (x, y)) in inputs.iter().zip(&mut outputs).enumerate() {
+            let m = args.m[i];
+            tracing::info!("{name}: m={m}");
+            let mut times = Vec::with_capacity(args.reps);
+            for rep in 0..args.reps {
+                let b = &all[(rep + 1) % copies];
+                let t0 = Instant::now();
+                b.matmul(x, y)?;
+                times.push(t0.elapsed().as_secs_f64());
+            }
+            let min = times.iter().copied().fold(f64::INFINITY, f64::min);
+            let t = median(&mut times);
+            if name == "candle" {
+                candle_ms[i] = Some(t * 1e3);
+            }
+            let flops = 2.0 * (m * n * k) as f64;
+            let bytes = all[0].weight_bytes() as f64 + ((m * k + m * n) * 4) as f64;
+            let gbs = bytes / t / 1e9;
+            let gflops = flops / t / 1e9;
+            results.push(Measurement {
+                backend: all[0].name(),
+                m,
+                median_ms: t * 1e3,
+                min_ms: min * 1e3,
+                gflops,
+                effective_gbs: gbs,
+                pct_bandwidth: 100.0 * gbs / roof.bandwidth_gbs,
+                pct_int8_peak: roof.int8_peak_gops.map(|p| 100.0 * gflops / p),
+                speedup_vs_candle: candle_ms[i].map(|c| c / (t * 1e3)),
+                rel_err: rel_err(y, n, &checked, &references[i]),
+            });
+        }
+    }
+    Ok(Report {
+        schema: SCHEMA,
+        weight_type: ty.name(),
+        n,
+        k,
+        weights,
+        weight_bytes: w.bytes(),
+        bits_per_weight: w.bytes() as f64 * 8.0 / (n * k) as f64,
+        threads: rayon::current_num_threads(),
+        isa: isa.name(),
+        reps: args.reps,
+        roofline: roof,
+        backends,
+        skipped,
+        results,
+    })
+}
+
+/// `|y - ref| / |ref|` (L2) over the sampled rows.
+fn rel_err(y: &[f32], n: usize, rows: &[usize], reference: &[f64]) -> f64 {
+    let (mut num, mut den) = (0f64, 0f64);
+    for (i, want) in reference.iter().enumerate() {
+        let (t, j) = (i / rows.len(), i % rows.len());
+        let got = f64::from(y[t * n + rows[j]]);
+        num += (got - want) * (got - want);
+        den += want * want;
+    }
+    if den > 0.0 {
+        (num / den).sqrt()
+    } else {
+        num.sqrt()
+    }
+}
+
+impl Report {
+    /// The human-readable table.
+    pub fn render_text(&self) -> String {
+        let r = self;
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "bench-gemm {} n={} k={} ({}, {:.4} bits/weight, {}), {} threads, {}",
+            r.weight_type,
+            r.n,
+            r.k,
+            human_bytes(r.weight_bytes),
+            r.bits_per_weight,
+            r.weights,
+            r.threads,
+            r.isa
+        );
+        let peak = r
+            .roofline
+            .int8_peak_gops
+            .map_or("n/a".into(), |p| format!("{p:.0} GOP/s"));
+        let _ = writeln!(
+            s,
+            "roofline: read bandwidth {:.1} GB/s ({} buffer), int8 peak {peak}, L3 {}",
+            r.roofline.bandwidth_gbs,
+            human_bytes(r.roofline.bandwidth_buffer_bytes),
+            human_bytes(r.roofline.l3_cache_bytes)
+        );
+        for b in &r.backends {
+            let peak = b.peak_rss_delta_bytes.map_or("n/a".into(), human_bytes);
+            let _ = writeln!(
+                s,
+                "  {:<14} weights {} x {} copies, scratch {} (largest m), peak RSS +{peak}",
+                b.backend,
+                human_bytes(b.weight_bytes),
+                b.copies,
+                human_bytes(b.scratch_bytes)
+            );
+        }
+        for k in &r.skipped {
+            let _ = writeln!(s, "  {:<14} skipped: {}", k.backend, k.reason);
+        }
+        let _ = writeln!(
+            s,
+            "{:<14} {:>5} {:>10} {:>9} {:>8} {:>6} {:>6} {:>9} {:>9}",
+            "backend", "m", "median ms", "GFLOP/s", "GB/s", "%bw", "%int8", "vs candle", "rel err"
+        );
+        for m in &r.results {
+            let opt =
+                |v: Option<f64>, suffix: &str| v.map_or("-".into(), |v| format!("{v:.2}{suffix}"));
+            let _ = writeln!(
+                s,
+                "{:<14} {:>5} {:>10.3} {:>9.1} {:>8.2} {:>6.1} {:>6} {:>9} {:>9.2e}",
+                m.backend,
+                m.m,
+                m.median_ms,
+                m.gflops,
+                m.effective_gbs,
+                m.pct_bandwidth,
+                opt(m.pct_int8_peak, ""),
+                opt(m.speedup_vs_candle, "x"),
+                m.rel_err
+            );
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rel_err_of_sampled_rows() {
+        // y is 2 tokens x 3 rows; rows 0 and 2 are sampled.
+        let y = [1.0, 9.0, 2.0, 3.0, 9.0, 4.0];
+        let reference = [1.0, 2.0, 3.0, 4.0];
+        assert_eq!(rel_err(&y, 3, &[0, 2], &reference), 0.0);
+        let off = [1.0, 2.0, 3.0, 5.0];
+        let want = (1.0f64 / (1.0 + 4.0 + 9.0 + 25.0)).sqrt();
+        assert!((rel_err(&y, 3, &[0, 2], &off) - want).abs() < 1e-12);
+    }
+}

@@ -1,0 +1,302 @@
+//! `kv-profile build` and `verify`: a FibQuant KV-cache profile built from a shape (and
+//! optional calibration KV) and written as JSON; a profile measured on evaluation KV
+//! (synthetic when absent), optionally next to baselines, with a receipt. `verify` fails
+//! over budget ([`OverBudget`], exit 3) and on invalid or tampered input (exit 2).
+
+use super::baselines::{self, Kivi};
+use super::codec::KvCodec;
+use super::io::{parse_shape, read_kv, read_queries, shape_from_model};
+use super::profile::{CodecKind, FallbackPolicy, ProtectedRegions, QualityBudget, RopeState};
+use super::receipt::{compare_kv, round_trip_kv};
+use super::synth::{synth_kv, SynthConfig};
+use super::{build_profile, evaluate, KvProfile, KvRole, KvShape, ProfileSpec, Receipt, Verdict};
+use crate::error::OverBudget;
+use crate::{bail_invalid, invalid};
+use anyhow::{Context, Result};
+use serde_json::{json, Value as Json};
+use std::path::{Path, PathBuf};
+
+/// Where the KV dimensions come from.
+#[derive(Debug, Clone, Copy)]
+pub enum ShapeFrom<'a> {
+    /// `layers=L,kv_heads=H,query_heads=Q,head_dim=D,tokens=T` ([`parse_shape`]).
+    Spec(&'a str),
+    /// A GGUF file or a config.json ([`shape_from_model`]).
+    Model(&'a Path),
+}
+
+/// What `kv-profile build` builds.
+#[derive(Debug, Clone)]
+pub struct BuildJob<'a> {
+    /// Dimensions.
+    pub shape: ShapeFrom<'a>,
+    /// Which of keys and values are compressed.
+    pub role: KvRole,
+    /// Whether keys are captured before or after RoPE.
+    pub rope: RopeState,
+    /// Codec family.
+    pub codec: CodecKind,
+    /// Codebook seed.
+    pub seed: u64,
+    /// Vector dimension of a FibQuant block (TurboQuant uses 1).
+    pub block_dim: usize,
+    /// Codebook size; `2^bits` when `None`, 256 without bits either.
+    pub codebook_size: Option<usize>,
+    /// Bits per block index (1..16), when no codebook size is given.
+    pub bits: Option<u32>,
+    /// Tokens per page.
+    pub tokens_per_page: usize,
+    /// Tokens, layers and heads kept raw.
+    pub protected: ProtectedRegions,
+    /// What happens to a block the codec cannot encode.
+    pub fallback: FallbackPolicy,
+    /// Quality budget `verify` checks.
+    pub budget: QualityBudget,
+    /// Calibration KV (safetensors) to train the codebook on.
+    pub calibration: Option<&'a Path>,
+    /// Profile JSON to write.
+    pub output: &'a Path,
+}
+
+/// A built (and written) profile.
+#[derive(Debug)]
+pub struct Built {
+    /// Where it was written.
+    pub output: PathBuf,
+    /// The profile.
+    pub profile: KvProfile,
+}
+
+/// What `kv-profile verify` checks.
+#[derive(Debug, Clone, Copy)]
+pub struct VerifyJob<'a> {
+    /// Profile JSON.
+    pub profile: &'a Path,
+    /// Evaluation KV (needs `queries`); synthetic KV when `None`.
+    pub eval: Option<&'a Path>,
+    /// Queries of the evaluation KV.
+    pub queries: Option<&'a Path>,
+    /// Also measure the baselines at the profile's bits.
+    pub compare: bool,
+    /// Receipt JSON to write.
+    pub output: Option<&'a Path>,
+}
+
+/// A verified profile: the receipt and the document printed (and written).
+#[derive(Debug)]
+pub struct Verified {
+    /// The profile's path.
+    pub profile: PathBuf,
+    /// The receipt.
+    pub receipt: Receipt,
+    /// `synthetic` or the evaluation KV's path.
+    pub source: String,
+    /// The receipt with `eval_source` (and `baselines` under `compare`).
+    pub document: Json,
+}
+
+/// Builds the profile `args` asks for and writes it (atomically) to `args.output`.
+pub fn build(args: &BuildJob) -> Result<Built> {
+    let ([layers, kv_heads, query_heads, head_dim, tokens], rope_theta) = match args.shape {
+        ShapeFrom::Spec(s) => (parse_shape(s)?, None),
+        ShapeFrom::Model(p) => shape_from_model(p)?,
+    };
+    let shape = KvShape {
+        layers,
+        kv_heads,
+        query_heads,
+        head_dim,
+        tokens,
+        role: args.role,
+        rope: args.rope,
+        rope_theta,
+    };
+    let mut spec = ProfileSpec::new(shape);
+    spec.codec.kind = args.codec;
+    spec.codec.seed = args.seed;
+    spec.codec.block_dim = if args.codec == CodecKind::Turboquant {
+        1
+    } else {
+        args.block_dim
+    };
+    spec.codec.codebook_size = match (args.codebook_size, args.bits) {
+        (Some(n), _) => n,
+        (None, Some(b)) if (1..=16).contains(&b) => 1 << b,
+        (None, Some(b)) => bail_invalid!("--bits {b} is outside 1..16"),
+        (None, None) => 256,
+    };
+    spec.pages.tokens_per_page = args.tokens_per_page;
+    spec.protected = args.protected.clone();
+    spec.fallback = args.fallback;
+    spec.budget = args.budget.clone();
+    let calibration = args
+        .calibration
+        .map(|p| read_kv(p, Some(head_dim)))
+        .transpose()?;
+    let profile = build_profile(&spec, calibration.as_ref()).map_err(|e| invalid!("{e:#}"))?;
+    let text = profile.to_json()? + "\n";
+    crate::formats::atomic::write_file(args.output, text.as_bytes())?;
+    Ok(Built {
+        output: args.output.to_path_buf(),
+        profile,
+    })
+}
+
+impl Built {
+    /// The `kv-profile build --json` document (`qforge.kv-build/1`).
+    pub fn summary(&self) -> Json {
+        let profile = &self.profile;
+        json!({
+            "schema": "qforge.kv-build/1",
+            "output": self.output.display().to_string(),
+            "codec": profile.codec_name(),
+            "bits_per_value": profile.codec.bits_per_value,
+            "profile_sha256": profile.digests.profile,
+            "codebook_sha256": profile.digests.codebook,
+            "calibration_digest": profile.calibration_digest,
+        })
+    }
+
+    /// The one-line text report.
+    pub fn render_text(&self) -> String {
+        let profile = &self.profile;
+        format!(
+            "wrote {}: {} at {:.3} bits per value, profile sha256 {}\n",
+            self.output.display(),
+            profile.codec_name(),
+            profile.codec.bits_per_value,
+            profile.digests.profile
+        )
+    }
+}
+
+/// A baseline: name, key codec, value codec.
+type Baseline = (String, Box<dyn KvCodec>, Box<dyn KvCodec>);
+
+/// Baselines at the profile's bits.
+fn baselines(profile: &KvProfile) -> Result<Vec<Baseline>> {
+    let d = profile.shape.head_dim;
+    let bits = (profile.codec.bits_per_value.round() as u32).clamp(1, 8);
+    let seed = profile.codec.seed;
+    let mut out: Vec<Baseline> = vec![(
+        format!("turboquant-b{bits}"),
+        Box::new(baselines::turboquant(d, bits, seed, None)?),
+        Box::new(baselines::turboquant(d, bits, seed, None)?),
+    )];
+    out.push((
+        "kivi-b2-g32".into(),
+        Box::new(Kivi::keys(d, 2, 32)?),
+        Box::new(Kivi::values(d, 2, 32)?),
+    ));
+    if d.is_multiple_of(32) {
+        out.push((
+            "q8_0".into(),
+            Box::new(baselines::q8_0(d)?),
+            Box::new(baselines::q8_0(d)?),
+        ));
+        out.push((
+            "q4_0".into(),
+            Box::new(baselines::q4_0(d)?),
+            Box::new(baselines::q4_0(d)?),
+        ));
+    }
+    Ok(out)
+}
+
+/// Verifies the profile of `args` on its evaluation KV (synthetic without one) and writes
+/// the receipt to `args.output` when given.
+pub fn verify(args: &VerifyJob) -> Result<Verified> {
+    let text = std::fs::read_to_string(args.profile)
+        .map_err(|e| invalid!("cannot read {}: {e}", args.profile.display()))?;
+    let profile = KvProfile::from_json(&text)
+        .map_err(|e| invalid!("{}: {}", args.profile.display(), crate::error::one_line(&e)))?;
+    let s = &profile.shape;
+    let (kv, queries, source) = match (args.eval, args.queries) {
+        (Some(e), Some(q)) => {
+            let kv = read_kv(e, Some(s.head_dim))?;
+            let queries = read_queries(q, kv.layers.len(), Some(s.head_dim))?;
+            (kv, queries, e.display().to_string())
+        }
+        (Some(_), None) => bail_invalid!("--eval needs --queries"),
+        _ => {
+            let cfg = SynthConfig {
+                layers: s.layers,
+                kv_heads: s.kv_heads,
+                query_heads: s.query_heads,
+                head_dim: s.head_dim,
+                tokens: s.tokens.min(1024),
+                seed: profile.codec.seed,
+                ..SynthConfig::default()
+            };
+            let (kv, q) = synth_kv(&cfg).map_err(|e| invalid!("{e:#}"))?;
+            (kv, q, "synthetic".to_string())
+        }
+    };
+    let receipt = evaluate(&profile, &kv, &queries).map_err(|e| invalid!("{e:#}"))?;
+    let mut doc = serde_json::to_value(&receipt)?;
+    doc["eval_source"] = json!(source);
+    if args.compare {
+        let mut rows = Vec::new();
+        for (name, kc, vc) in baselines(&profile)? {
+            let (k, v) = (
+                s.role.keys().then_some(kc.as_ref()),
+                s.role.values().then_some(vc.as_ref()),
+            );
+            let recon = round_trip_kv(&kv, k, v)?;
+            let (m, _) = compare_kv(&kv, &recon, &queries, profile.budget.top_k)?;
+            rows.push(json!({"codec": name, "bits_per_value": kc.bits_per_value(), "metrics": m}));
+        }
+        doc["baselines"] = Json::Array(rows);
+    }
+    let text = serde_json::to_string_pretty(&doc)? + "\n";
+    if let Some(out) = args.output {
+        crate::formats::atomic::write_file(out, text.as_bytes())
+            .with_context(|| format!("writing {}", out.display()))?;
+    }
+    Ok(Verified {
+        profile: args.profile.to_path_buf(),
+        receipt,
+        source,
+        document: doc,
+    })
+}
+
+impl Verified {
+    /// The one-line text report.
+    pub fn render_text(&self) -> String {
+        let (receipt, source) = (&self.receipt, &self.source);
+        let m = &receipt.metrics;
+        format!(
+            "{}: {} on {} KV, {:.3} bits per value ({:.2}x vs fp16): key-logit MSE {:.4e}, attention TV {:.4}, top-{} disagreement {:.4}, value-agg MSE {:.4e} -> {}\n",
+            self.profile.display(),
+            receipt.codec,
+            source,
+            receipt.storage.effective_bits_per_value,
+            receipt.compression_ratio_vs_fp16,
+            m.key_logit_mse,
+            m.attention_tv,
+            m.top_k,
+            m.topk_disagreement,
+            m.value_agg_mse,
+            if receipt.verdict == Verdict::Pass { "PASS" } else { "OVER BUDGET" }
+        )
+    }
+
+    /// Over budget (exit 3) when the verdict is a failure, naming the failed checks.
+    pub fn check_budget(&self) -> Result<()> {
+        let receipt = &self.receipt;
+        if receipt.verdict == Verdict::Fail {
+            let failed: Vec<String> = receipt
+                .checks
+                .iter()
+                .filter(|c| !c.pass)
+                .map(|c| format!("{} {} > {}", c.name, c.value, c.max))
+                .collect();
+            return Err(anyhow::Error::new(OverBudget(format!(
+                "over budget: {}",
+                failed.join(", ")
+            ))));
+        }
+        Ok(())
+    }
+}
