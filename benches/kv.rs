@@ -7,8 +7,8 @@
 use std::time::Instant;
 
 use anyhow::Result;
+use qforge::cpu::{self, Level};
 use qforge::kv::codec::{KvCodec, VqCodec, VqParams};
-use qforge::kv::search::Kernel;
 use qforge::kv::synth::{synth_kv, SynthConfig};
 use qforge::kv::tensor::{KvRole, Matrix};
 
@@ -63,7 +63,7 @@ fn main() -> Result<()> {
     let threads = rayon::current_num_threads();
     println!(
         "rows={rows} d={d} kernel={:?} rayon_threads={threads}",
-        Kernel::detect()
+        cpu::level()
     );
     println!(
         "{:<22} {:>6} {:>14} {:>14} {:>14} {:>14}",
@@ -95,7 +95,7 @@ fn main() -> Result<()> {
     );
     for codec in &codecs {
         let mut line = format!("{:<22}", codec.name());
-        for kernel in [Kernel::Avx512, Kernel::Avx2, Kernel::Portable] {
+        for kernel in [Level::Avx512, Level::Avx2, Level::Scalar] {
             let mut c = codec.clone();
             if c.set_kernel(kernel).is_err() {
                 continue;

@@ -4,9 +4,10 @@
 
 use std::time::Instant;
 
+use qforge::cpu::{self, Level};
 use qforge::quant::bnb::{
     dequantize_4bit, double_quantize, num_blocks, packed_len, quantize_4bit_into_par,
-    quantize_4bit_into_with, FourBit, Kernel,
+    quantize_4bit_into_with, FourBit,
 };
 
 const BLOCK: usize = 64;
@@ -50,8 +51,8 @@ fn main() {
     let mut absmax = vec![0f32; num_blocks(n, BLOCK)];
     println!("NF4 quantize, {n} values, block {BLOCK}, best of 5");
 
-    for kernel in [Kernel::Scalar, Kernel::Avx2, Kernel::Avx512] {
-        if !kernel.is_available() {
+    for kernel in Level::ALL {
+        if !kernel.is_supported() {
             println!("  1 thread,  {kernel:?}: not available");
             continue;
         }
@@ -72,7 +73,7 @@ fn main() {
         });
         println!(
             "  rayon {threads} thread(s), {:?}: {r:8.0} M elements/s",
-            Kernel::detect()
+            cpu::level()
         );
     }
 

@@ -8,6 +8,7 @@
 //! `/usr/bin/time`. Set `QFORGE_BENCH_SKIP_E2E=1` to skip part 2, `QFORGE_BENCH_SKIP_CODECS=1`
 //! to skip part 1.
 
+use qforge::cpu;
 use qforge::formats::ggml_type::GgmlType;
 use qforge::quant::ggml;
 use rayon::prelude::*;
@@ -64,8 +65,8 @@ fn codec_table() {
         GgmlType::BF16,
     ];
     for ty in types {
-        let c = qforge::quant::codec(ty).unwrap();
-        let rb = ROW / c.block_size * c.type_size;
+        let c = ty.codec().unwrap();
+        let rb = ROW / c.block_size() * c.type_size();
         let mut out = vec![0u8; x.len() / ROW * rb];
         let serial = |out: &mut [u8]| {
             for (r, d) in x.chunks(ROW).zip(out.chunks_mut(rb)) {
@@ -73,9 +74,10 @@ fn codec_table() {
             }
         };
         let cell = std::cell::RefCell::new(&mut out);
-        ggml::set_force_scalar(true);
-        let scalar = rate(x.len(), || serial(&mut cell.borrow_mut()));
-        ggml::set_force_scalar(false);
+        let scalar = cpu::with_level(cpu::Level::Scalar, || {
+            rate(x.len(), || serial(&mut cell.borrow_mut()))
+        })
+        .expect("scalar is always supported");
         let simd = rate(x.len(), || serial(&mut cell.borrow_mut()));
         let par = rate(x.len(), || {
             cell.borrow_mut()

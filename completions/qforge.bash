@@ -104,7 +104,7 @@ _qforge() {
             fi
             case "${prev}" in
                 --type)
-                    COMPREPLY=($(compgen -f "${cur}"))
+                    COMPREPLY=($(compgen -W "q4_k q6_k q8_0 q4_0 nf4" -- "${cur}"))
                     return 0
                     ;;
                 --m)
@@ -140,7 +140,7 @@ _qforge() {
                     return 0
                     ;;
                 --isa)
-                    COMPREPLY=($(compgen -f "${cur}"))
+                    COMPREPLY=($(compgen -W "auto avx512 avx2 scalar" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -151,7 +151,7 @@ _qforge() {
             return 0
             ;;
         qforge__subcmd__export__subcmd__native)
-            opts="-o -v -q -h -V --output --scheme --block-size --double-quant --model-name --compute-dtype --dequantize --allow-nonfinite --threads --json --verbose --quiet --help --version"
+            opts="-o -v -q -h -V --output --scheme --block-size --double-quant --model-name --compute-dtype --dequantize --allow-nonfinite --threads --isa --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -183,6 +183,10 @@ _qforge() {
                     ;;
                 --threads)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --isa)
+                    COMPREPLY=($(compgen -W "auto avx512 avx2 scalar" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -355,7 +359,7 @@ _qforge() {
             return 0
             ;;
         qforge__subcmd__kv__subcmd__profile__subcmd__build)
-            opts="-o -v -q -h -V --shape --from-model --calibration --codec --bits --block-dim --codebook-size --seed --role --pre-rope --tokens-per-page --protect-first --protect-last --protect-layers --protect-heads --fallback --top-k --max-key-logit-mse --max-attention-tv --max-topk-disagreement --max-value-agg-mse --output --threads --json --verbose --quiet --help --version"
+            opts="-o -v -q -h -V --shape --from-model --calibration --codec --bits --block-dim --codebook-size --seed --role --pre-rope --tokens-per-page --protect-first --protect-last --protect-layers --protect-heads --fallback --top-k --max-key-logit-mse --max-attention-tv --max-topk-disagreement --max-value-agg-mse --output --isa --threads --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -449,6 +453,10 @@ _qforge() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --isa)
+                    COMPREPLY=($(compgen -W "auto avx512 avx2 scalar" -- "${cur}"))
+                    return 0
+                    ;;
                 --threads)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -517,7 +525,7 @@ _qforge() {
             return 0
             ;;
         qforge__subcmd__kv__subcmd__profile__subcmd__verify)
-            opts="-o -v -q -h -V --eval --queries --compare --output --threads --json --verbose --quiet --help --version"
+            opts="-o -v -q -h -V --eval --queries --compare --output --isa --threads --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -539,6 +547,10 @@ _qforge() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --isa)
+                    COMPREPLY=($(compgen -W "auto avx512 avx2 scalar" -- "${cur}"))
+                    return 0
+                    ;;
                 --threads)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -551,7 +563,7 @@ _qforge() {
             return 0
             ;;
         qforge__subcmd__quantize)
-            opts="-o -t -v -q -h -V --output --type --list-types --format --tensor-type --output-tensor-type --token-embedding-type --pure --leave-output-tensor --allow-requantize --imatrix --include-weights --exclude-weights --allow-nonfinite --block-size --double-quant --compute-dtype --threads --dry-run --json --verbose --quiet --help --version"
+            opts="-o -t -v -q -h -V --output --type --list-types --format --tensor-type --output-tensor-type --token-embedding-type --pure --leave-output-tensor --allow-requantize --imatrix --include-weights --exclude-weights --allow-nonfinite --block-size --double-quant --compute-dtype --threads --isa --dry-run --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -582,11 +594,11 @@ _qforge() {
                     return 0
                     ;;
                 --output-tensor-type)
-                    COMPREPLY=($(compgen -f "${cur}"))
+                    COMPREPLY=($(compgen -W "F32 F16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q2_K Q3_K Q4_K Q5_K Q6_K IQ4_NL BF16" -- "${cur}"))
                     return 0
                     ;;
                 --token-embedding-type)
-                    COMPREPLY=($(compgen -f "${cur}"))
+                    COMPREPLY=($(compgen -W "F32 F16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q2_K Q3_K Q4_K Q5_K Q6_K IQ4_NL BF16" -- "${cur}"))
                     return 0
                     ;;
                 --imatrix)
@@ -611,6 +623,10 @@ _qforge() {
                     ;;
                 --threads)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --isa)
+                    COMPREPLY=($(compgen -W "auto avx512 avx2 scalar" -- "${cur}"))
                     return 0
                     ;;
                 *)

@@ -62,9 +62,35 @@ FP4\t'bitsandbytes FP4 (--format bnb-safetensors or qnat)'"
 complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l format -d 'Output container' -r -f -a "gguf\t'GGUF v3 (llama.cpp)'
 qnat\t'qforge\'s native QNAT v2'
 bnb-safetensors\t'Hugging Face safetensors in the bitsandbytes 4-bit layout'"
-complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l tensor-type -d 'Per-tensor type override, REGEX=TYPE; repeatable, the first match wins' -r
-complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l output-tensor-type -d 'Type of output.weight' -r
-complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l token-embedding-type -d 'Type of token_embd.weight' -r
+complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l tensor-type -d 'Per-tensor type override, REGEX=TYPE; repeatable, the first match wins. TYPE (any case): F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, BF16' -r
+complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l output-tensor-type -d 'Type of output.weight' -r -f -a "F32\t''
+F16\t''
+Q4_0\t''
+Q4_1\t''
+Q5_0\t''
+Q5_1\t''
+Q8_0\t''
+Q2_K\t''
+Q3_K\t''
+Q4_K\t''
+Q5_K\t''
+Q6_K\t''
+IQ4_NL\t''
+BF16\t''"
+complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l token-embedding-type -d 'Type of token_embd.weight' -r -f -a "F32\t''
+F16\t''
+Q4_0\t''
+Q4_1\t''
+Q5_0\t''
+Q5_1\t''
+Q8_0\t''
+Q2_K\t''
+Q3_K\t''
+Q4_K\t''
+Q5_K\t''
+Q6_K\t''
+IQ4_NL\t''
+BF16\t''"
 complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l imatrix -d 'Importance matrix: GGUF imatrix or legacy llama.cpp .dat' -r -F
 complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l include-weights -d 'Use importance weights only for tensors matching this regex (repeatable)' -r
 complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l exclude-weights -d 'Do not use importance weights for tensors matching this regex (repeatable)' -r
@@ -73,6 +99,10 @@ complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l compute-dtype
 f16\t'float16'
 bf16\t'bfloat16'"
 complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l threads -d 'Worker threads (default: all cores). Output bytes do not depend on it' -r
+complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l isa -d 'Instruction set of the kernels (default: the best this CPU has, or QFORGE_ISA)' -r -f -a "auto\t'The QFORGE_ISA environment variable if set, else the best this CPU has'
+avx512\t'AVX-512 (with VNNI where a kernel uses it and the CPU has it)'
+avx2\t'AVX2 with FMA and F16C'
+scalar\t'Portable code, no SIMD'"
 complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l list-types -d 'List every type and mix llama-quantize knows (bits per weight, whether an importance matrix is required, whether qforge implements it) and exit'
 complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l pure -d 'Use the base type for every tensor: no mix rules'
 complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l leave-output-tensor -d 'Leave output.weight unquantized'
@@ -101,6 +131,10 @@ complete -c qforge -n "__fish_qforge_using_subcommand export-native" -l compute-
 f16\t'float16'
 bf16\t'bfloat16'"
 complete -c qforge -n "__fish_qforge_using_subcommand export-native" -l threads -d 'Worker threads (default: all cores)' -r
+complete -c qforge -n "__fish_qforge_using_subcommand export-native" -l isa -d 'Instruction set of the kernels (default: the best this CPU has, or QFORGE_ISA)' -r -f -a "auto\t'The QFORGE_ISA environment variable if set, else the best this CPU has'
+avx512\t'AVX-512 (with VNNI where a kernel uses it and the CPU has it)'
+avx2\t'AVX2 with FMA and F16C'
+scalar\t'Portable code, no SIMD'"
 complete -c qforge -n "__fish_qforge_using_subcommand export-native" -l double-quant -d 'Quantize the per-block absmax values again (8-bit, 256 per block)'
 complete -c qforge -n "__fish_qforge_using_subcommand export-native" -l dequantize -d 'Dequantize a QNAT input back to f32 safetensors'
 complete -c qforge -n "__fish_qforge_using_subcommand export-native" -l allow-nonfinite -d 'Quantize tensors with NaN or infinite values instead of refusing'
@@ -150,6 +184,10 @@ complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_see
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l max-topk-disagreement -d 'Budget: maximum mean top-k disagreement' -r
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l max-value-agg-mse -d 'Budget: maximum value-aggregation MSE' -r
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -s o -l output -d 'Output profile' -r -F
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l isa -d 'Instruction set of the kernels (default: the best this CPU has, or QFORGE_ISA)' -r -f -a "auto\t'The QFORGE_ISA environment variable if set, else the best this CPU has'
+avx512\t'AVX-512 (with VNNI where a kernel uses it and the CPU has it)'
+avx2\t'AVX2 with FMA and F16C'
+scalar\t'Portable code, no SIMD'"
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l threads -d 'Worker threads (default: all cores). The profile does not depend on it' -r
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l pre-rope -d 'Keys were captured before RoPE (default: after, as a KV cache holds them)'
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l json -d 'Print a JSON summary on stdout (schema qforge.kv-build/1, see docs/kv-profile.md)'
@@ -160,6 +198,10 @@ complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_see
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from verify" -l eval -d 'Evaluation KV (safetensors); deterministic synthetic KV of the profile\'s shape when absent' -r -F
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from verify" -l queries -d 'Queries (safetensors, layer.{i}.query, [query_heads, n, head_dim]); required with --eval' -r -F
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from verify" -s o -l output -d 'Receipt output' -r -F
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from verify" -l isa -d 'Instruction set of the kernels (default: the best this CPU has, or QFORGE_ISA)' -r -f -a "auto\t'The QFORGE_ISA environment variable if set, else the best this CPU has'
+avx512\t'AVX-512 (with VNNI where a kernel uses it and the CPU has it)'
+avx2\t'AVX2 with FMA and F16C'
+scalar\t'Portable code, no SIMD'"
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from verify" -l threads -d 'Worker threads (default: all cores). The receipt does not depend on it' -r
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from verify" -l compare -d 'Also run the baselines (TurboQuant-style, KIVI-2, q8_0, q4_0) in the same run'
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from verify" -l json -d 'Print the receipt JSON on stdout (schema qforge.kv-receipt/1, see docs/kv-profile.md)'
@@ -170,7 +212,11 @@ complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_see
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from help" -f -a "build" -d 'Build a KV-cache compression profile (JSON)'
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from help" -f -a "verify" -d 'Verify a profile on evaluation KV and write a receipt (exit 3 when over budget)'
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c qforge -n "__fish_qforge_using_subcommand bench-gemm" -l type -d 'Weight type: q4_k, q6_k, q8_0, q4_0, nf4' -r
+complete -c qforge -n "__fish_qforge_using_subcommand bench-gemm" -l type -d 'Weight type' -r -f -a "q4_k\t'ggml Q4_K: 256-value super-blocks, 6-bit scales and mins, 4.5 bits per weight'
+q6_k\t'ggml Q6_K: 256-value super-blocks, 8-bit scales per 16 values, 6.5625 bits'
+q8_0\t'ggml Q8_0: 32-value blocks, f16 scale, 8.5 bits'
+q4_0\t'ggml Q4_0: 32-value blocks, f16 scale, 4.5 bits'
+nf4\t'bitsandbytes NF4 with an f32 absmax per block (64 by default), 4.5 bits at 64'"
 complete -c qforge -n "__fish_qforge_using_subcommand bench-gemm" -l m -d 'Token counts (m), comma-separated' -r
 complete -c qforge -n "__fish_qforge_using_subcommand bench-gemm" -l k -d 'Inner dimension' -r
 complete -c qforge -n "__fish_qforge_using_subcommand bench-gemm" -l n -d 'Output rows' -r
@@ -182,7 +228,10 @@ complete -c qforge -n "__fish_qforge_using_subcommand bench-gemm" -l backends -d
 lazy-dequant\t'Dequantize a tile of rows at a time, then f32 GEMM'
 eager-dequant\t'Dequantize the whole matrix once, then f32 GEMM'
 candle\t'candle\'s CPU QMatMul'"
-complete -c qforge -n "__fish_qforge_using_subcommand bench-gemm" -l isa -d 'Instruction set of the fused kernels: auto, avx512, avx2, scalar' -r
+complete -c qforge -n "__fish_qforge_using_subcommand bench-gemm" -l isa -d 'Instruction set of the kernels (default: the best this CPU has, or QFORGE_ISA; fused: avx512 runs VNNI where the CPU has it)' -r -f -a "auto\t'The QFORGE_ISA environment variable if set, else the best this CPU has'
+avx512\t'AVX-512 (with VNNI where a kernel uses it and the CPU has it)'
+avx2\t'AVX2 with FMA and F16C'
+scalar\t'Portable code, no SIMD'"
 complete -c qforge -n "__fish_qforge_using_subcommand bench-gemm" -l json -d 'Print one JSON document on stdout (schema qforge.bench-gemm/1, see docs/bench-gemm-json.md)'
 complete -c qforge -n "__fish_qforge_using_subcommand bench-gemm" -s v -l verbose -d 'More log output on stderr: -v the plan (info), -vv per-tensor timing (debug), -vvv trace; RUST_LOG overrides'
 complete -c qforge -n "__fish_qforge_using_subcommand bench-gemm" -s q -l quiet -d 'No progress bar and no text report (JSON with --json and errors still print)'

@@ -4,6 +4,9 @@
 //! `tests/cli/generated_docs.rs` fails when they are stale (`QFORGE_BLESS=1 cargo test
 //! --test cli generated_docs` rewrites them).
 
+use crate::cpu::Level;
+use crate::formats::ggml_type::GgmlType;
+use crate::kernels::WeightType;
 use crate::quant::mix::QUANT_OPTIONS;
 use clap::builder::{EnumValueParser, PossibleValue, TypedValueParser};
 use clap::error::ErrorKind;
@@ -59,6 +62,146 @@ pub enum Command {
     /// Benchmark dequant-GEMM/GEMV kernels against a roofline and candle.
     #[command(after_long_help = EXAMPLES_BENCH_GEMM)]
     BenchGemm(BenchGemmArgs),
+}
+
+/// A clap usage error as one line (`error: ...`, the valid values appended), as every other
+/// invalid-input error is reported; `None` for help and version output, which clap prints.
+pub fn one_line_error(err: &clap::Error) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if matches!(
+        err.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        return None;
+    }
+    let rendered = err.render().to_string();
+    let mut line = rendered
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("error: invalid command line")
+        .trim_end()
+        .to_string();
+    if let Some(ContextValue::Strings(valid)) = err.get(ContextKind::ValidValue) {
+        line.push_str(&format!(" (valid: {})", valid.join(", ")));
+    }
+    Some(line)
+}
+
+impl Command {
+    /// The `--isa` of a subcommand that computes; `None` for one that does not (inspect).
+    pub fn isa(&self) -> Option<IsaChoice> {
+        match self {
+            Command::Inspect(_) => None,
+            Command::Quantize(a) => Some(a.isa),
+            Command::ExportNative(a) => Some(a.isa),
+            Command::KvProfile(KvProfileCommand::Build(a)) => Some(a.isa),
+            Command::KvProfile(KvProfileCommand::Verify(a)) => Some(a.isa),
+            Command::BenchGemm(a) => Some(a.isa),
+        }
+    }
+}
+
+/// `--isa`: the instruction set of the kernels ([`crate::cpu`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum IsaChoice {
+    /// The QFORGE_ISA environment variable if set, else the best this CPU has.
+    Auto,
+    /// AVX-512 (with VNNI where a kernel uses it and the CPU has it).
+    Avx512,
+    /// AVX2 with FMA and F16C.
+    Avx2,
+    /// Portable code, no SIMD.
+    Scalar,
+}
+
+impl From<IsaChoice> for Option<Level> {
+    fn from(c: IsaChoice) -> Option<Level> {
+        match c {
+            IsaChoice::Auto => None,
+            IsaChoice::Avx512 => Some(Level::Avx512),
+            IsaChoice::Avx2 => Some(Level::Avx2),
+            IsaChoice::Scalar => Some(Level::Scalar),
+        }
+    }
+}
+
+/// The ggml types qforge can quantize to (those with a codec), in table order.
+fn quant_types() -> impl Iterator<Item = GgmlType> {
+    GgmlType::ALL
+        .iter()
+        .copied()
+        .filter(|t| t.codec().is_some())
+}
+
+/// Parses a ggml type name by the type table (case-insensitive); only types with a codec.
+fn quant_type(name: &str) -> Result<GgmlType, String> {
+    match GgmlType::from_name(name) {
+        Some(t) if t.codec().is_some() => Ok(t),
+        Some(t) => Err(format!("quantizing to {t} is not implemented")),
+        None => Err(format!("unknown ggml type {name:?}")),
+    }
+}
+
+/// clap parser of a TYPE value: [`quant_type`], with the names as possible values.
+#[derive(Debug, Clone, Copy)]
+pub struct QuantTypeParser;
+
+impl clap::builder::TypedValueParser for QuantTypeParser {
+    type Value = GgmlType;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<GgmlType, clap::Error> {
+        let name = value.to_str().unwrap_or_default();
+        quant_type(name).map_err(|e| {
+            let flag = arg.map(|a| a.to_string()).unwrap_or_default();
+            clap::Error::raw(
+                clap::error::ErrorKind::InvalidValue,
+                format!("invalid value '{name}' for '{flag}': {e}\n"),
+            )
+            .with_cmd(cmd)
+        })
+    }
+
+    fn possible_values(
+        &self,
+    ) -> Option<Box<dyn Iterator<Item = clap::builder::PossibleValue> + '_>> {
+        Some(Box::new(
+            quant_types().map(|t| clap::builder::PossibleValue::new(t.name())),
+        ))
+    }
+}
+
+/// One `--tensor-type REGEX=TYPE`: tensors whose name matches `pattern` get `ty`.
+#[derive(Debug, Clone)]
+pub struct TypeOverride {
+    /// The tensor-name pattern.
+    pub pattern: regex::Regex,
+    /// The type of the matching tensors.
+    pub ty: GgmlType,
+}
+
+fn parse_type_override(spec: &str) -> Result<TypeOverride, String> {
+    let (re, ty) = spec
+        .split_once('=')
+        .ok_or_else(|| "expected REGEX=TYPE".to_string())?;
+    Ok(TypeOverride {
+        pattern: regex::Regex::new(re).map_err(|e| e.to_string())?,
+        ty: quant_type(ty)?,
+    })
+}
+
+fn type_override_help() -> String {
+    let names: Vec<&str> = quant_types().map(GgmlType::name).collect();
+    format!(
+        "Per-tensor type override, REGEX=TYPE; repeatable, the first match wins. TYPE (any case): {}",
+        names.join(", ")
+    )
 }
 
 /// Arguments of `qforge inspect`.
@@ -126,14 +269,14 @@ pub struct QuantizeArgs {
     #[arg(long, value_enum, ignore_case = true, default_value_t = OutputFormat::Gguf)]
     pub format: OutputFormat,
     /// Per-tensor type override, REGEX=TYPE; repeatable, the first match wins.
-    #[arg(long, value_name = "REGEX=TYPE")]
-    pub tensor_type: Vec<String>,
+    #[arg(long, value_name = "REGEX=TYPE", value_parser = parse_type_override, help = type_override_help())]
+    pub tensor_type: Vec<TypeOverride>,
     /// Type of output.weight.
-    #[arg(long, value_name = "TYPE")]
-    pub output_tensor_type: Option<String>,
+    #[arg(long, value_name = "TYPE", value_parser = QuantTypeParser)]
+    pub output_tensor_type: Option<GgmlType>,
     /// Type of token_embd.weight.
-    #[arg(long, value_name = "TYPE")]
-    pub token_embedding_type: Option<String>,
+    #[arg(long, value_name = "TYPE", value_parser = QuantTypeParser)]
+    pub token_embedding_type: Option<GgmlType>,
     /// Use the base type for every tensor: no mix rules.
     #[arg(long)]
     pub pure: bool,
@@ -167,6 +310,9 @@ pub struct QuantizeArgs {
     /// Worker threads (default: all cores). Output bytes do not depend on it.
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+    /// Instruction set of the kernels (default: the best this CPU has, or QFORGE_ISA).
+    #[arg(long, value_enum, ignore_case = true, default_value_t = IsaChoice::Auto)]
+    pub isa: IsaChoice,
     /// Print the plan and the output size; write nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -257,6 +403,9 @@ pub struct ExportNativeArgs {
     /// Worker threads (default: all cores).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+    /// Instruction set of the kernels (default: the best this CPU has, or QFORGE_ISA).
+    #[arg(long, value_enum, ignore_case = true, default_value_t = IsaChoice::Auto)]
+    pub isa: IsaChoice,
     /// Print one JSON document on stdout (schema qforge.quantize/1; with --dequantize
     /// qforge.export-native-dequantize/1; see docs/export-native-json.md).
     #[arg(long)]
@@ -343,6 +492,9 @@ pub struct KvBuildArgs {
     /// Output profile.
     #[arg(short, long)]
     pub output: PathBuf,
+    /// Instruction set of the kernels (default: the best this CPU has, or QFORGE_ISA).
+    #[arg(long, value_enum, ignore_case = true, default_value_t = IsaChoice::Auto)]
+    pub isa: IsaChoice,
     /// Worker threads (default: all cores). The profile does not depend on it.
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
@@ -397,6 +549,9 @@ pub struct KvVerifyArgs {
     /// Receipt output.
     #[arg(short, long)]
     pub output: Option<PathBuf>,
+    /// Instruction set of the kernels (default: the best this CPU has, or QFORGE_ISA).
+    #[arg(long, value_enum, ignore_case = true, default_value_t = IsaChoice::Auto)]
+    pub isa: IsaChoice,
     /// Worker threads (default: all cores). The receipt does not depend on it.
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
@@ -408,9 +563,9 @@ pub struct KvVerifyArgs {
 /// Arguments of `qforge bench-gemm`.
 #[derive(Debug, Args)]
 pub struct BenchGemmArgs {
-    /// Weight type: q4_k, q6_k, q8_0, q4_0, nf4.
-    #[arg(long = "type", value_name = "TYPE", default_value = "q4_k")]
-    pub wtype: String,
+    /// Weight type.
+    #[arg(long = "type", value_name = "TYPE", value_enum, ignore_case = true, default_value_t = WeightType::Q4K)]
+    pub wtype: WeightType,
     /// Token counts (m), comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,8,512")]
     pub m: Vec<usize>,
@@ -441,9 +596,10 @@ pub struct BenchGemmArgs {
         default_value = "fused,lazy-dequant,eager-dequant,candle"
     )]
     pub backends: Vec<String>,
-    /// Instruction set of the fused kernels: auto, avx512, avx2, scalar.
-    #[arg(long, default_value = "auto")]
-    pub isa: String,
+    /// Instruction set of the kernels (default: the best this CPU has, or QFORGE_ISA; fused:
+    /// avx512 runs VNNI where the CPU has it).
+    #[arg(long, value_enum, ignore_case = true, default_value_t = IsaChoice::Auto)]
+    pub isa: IsaChoice,
     /// Print one JSON document on stdout (schema qforge.bench-gemm/1, see
     /// docs/bench-gemm-json.md).
     #[arg(long)]

@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod commands;
 pub mod convert;
+pub mod cpu;
 pub mod error;
 pub mod formats;
 pub mod kernels;

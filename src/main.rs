@@ -4,7 +4,16 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = qforge::cli::Cli::parse();
+    let cli = match qforge::cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => match qforge::cli::one_line_error(&err) {
+            Some(line) => {
+                eprintln!("{line}");
+                return ExitCode::from(2);
+            }
+            None => err.exit(),
+        },
+    };
     qforge::logging::init(cli.verbose);
     qforge::output::set_quiet(cli.quiet);
     match qforge::commands::run(cli) {

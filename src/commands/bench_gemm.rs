@@ -129,8 +129,8 @@ pub struct Measurement {
 
 /// Runs `qforge bench-gemm`.
 pub fn run(args: &BenchGemmArgs) -> Result<()> {
-    let ty = WeightType::parse(&args.wtype)?;
-    let isa = Isa::parse(&args.isa)?;
+    let ty = args.wtype;
+    let isa = Isa::current();
     if args.m.is_empty() || args.m.contains(&0) {
         bail_invalid!("--m needs token counts of at least 1");
     }

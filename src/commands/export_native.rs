@@ -6,10 +6,10 @@
 
 use crate::cli::{ExportNativeArgs, Scheme as CliScheme};
 use crate::formats::qnat::Scheme;
+use crate::formats::weight_format::WeightFormat;
 use crate::output::{print_json, print_text};
 use crate::pipeline::qnat::{self, ExportJob, Target};
 use crate::pipeline::RunOptions;
-use crate::quant::bnb::FourBit;
 use anyhow::Result;
 
 /// What a float weight tensor becomes under `--scheme`.
@@ -19,16 +19,9 @@ fn scheme_target(s: CliScheme, block_size: usize, double_quant: bool) -> Target 
         block_size,
         double_quant,
     };
-    match s {
-        CliScheme::Nf4 => four(FourBit::Nf4),
-        CliScheme::Fp4 => four(FourBit::Fp4),
-        CliScheme::Q4K => Target::Encode(Scheme::Q4_K),
-        CliScheme::Q5K => Target::Encode(Scheme::Q5_K),
-        CliScheme::Q6K => Target::Encode(Scheme::Q6_K),
-        CliScheme::Q8_0 => Target::Encode(Scheme::Q8_0),
-        CliScheme::F16 => Target::Encode(Scheme::F16),
-        CliScheme::Bf16 => Target::Encode(Scheme::BF16),
-        CliScheme::F32 => Target::Encode(Scheme::F32),
+    match WeightFormat::from(s) {
+        WeightFormat::Bnb(kind) => four(kind),
+        WeightFormat::Ggml(_) => Target::Encode(Scheme::from(s)),
     }
 }
 

@@ -60,9 +60,8 @@ fn format_name(f: OutputFormat) -> &'static str {
 
 /// Whether `quantize --format qnat -t NAME` takes this name as a plain ggml type.
 fn stored_by_qnat(name: &str) -> bool {
-    GgmlType::from_name(name).is_some_and(|t| {
-        crate::pipeline::qnat::scheme_of(t).is_some() && crate::quant::codec(t).is_some()
-    })
+    GgmlType::from_name(name)
+        .is_some_and(|t| crate::pipeline::qnat::scheme_of(t).is_some() && t.codec().is_some())
 }
 
 /// Builds the list.

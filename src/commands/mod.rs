@@ -13,6 +13,9 @@ use anyhow::Result;
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     cli.check_outputs()?;
+    if let Some(isa) = cli.command.isa() {
+        crate::cpu::configure(isa.into())?;
+    }
     match cli.command {
         Command::Quantize(args) if args.list_types => list_types::run(args.json),
         Command::Inspect(args) => inspect::run(&args),

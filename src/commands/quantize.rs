@@ -5,6 +5,7 @@
 
 use crate::cli::{OutputFormat, QuantizeArgs};
 use crate::formats::ggml_type::GgmlType;
+use crate::formats::weight_format::WeightFormat;
 use crate::pipeline::bnb::BnbOptions;
 use crate::pipeline::gguf::GgufJob;
 use crate::pipeline::qnat::{scheme_of, ExportJob, Target};
@@ -24,31 +25,10 @@ pub fn parse_type(name: &str) -> Result<Mix> {
     })
 }
 
-fn parse_ggml_type(flag: &str, name: &str) -> Result<GgmlType> {
-    match GgmlType::from_name(name) {
-        Some(t) if crate::quant::codec(t).is_some() => Ok(t),
-        Some(t) => bail_invalid!("{flag}: quantizing to {t} is not implemented"),
-        None => bail_invalid!("{flag}: unknown ggml type {name:?}"),
-    }
-}
-
 fn parse_regexes(flag: &str, patterns: &[String]) -> Result<Vec<Regex>> {
     patterns
         .iter()
         .map(|p| Regex::new(p).map_err(|e| invalid!("{flag} {p:?}: {e}")))
-        .collect()
-}
-
-fn parse_overrides(specs: &[String]) -> Result<Vec<(Regex, GgmlType)>> {
-    specs
-        .iter()
-        .map(|spec| {
-            let (re, ty) = spec
-                .split_once('=')
-                .ok_or_else(|| invalid!("--tensor-type {spec:?}: expected REGEX=TYPE"))?;
-            let re = Regex::new(re).map_err(|e| invalid!("--tensor-type {spec:?}: {e}"))?;
-            Ok((re, parse_ggml_type("--tensor-type", ty)?))
-        })
         .collect()
 }
 
@@ -69,17 +49,13 @@ pub fn run(args: &QuantizeArgs) -> Result<()> {
 
 fn run_gguf(args: &QuantizeArgs, run: RunOptions) -> Result<pipeline::report::Report> {
     let mix = parse_type(args.qtype.as_deref().unwrap_or("Q4_K_M"))?;
-    let overrides = parse_overrides(&args.tensor_type)?;
-    let output_tensor_type = args
-        .output_tensor_type
-        .as_deref()
-        .map(|t| parse_ggml_type("--output-tensor-type", t))
-        .transpose()?;
-    let token_embedding_type = args
-        .token_embedding_type
-        .as_deref()
-        .map(|t| parse_ggml_type("--token-embedding-type", t))
-        .transpose()?;
+    let overrides: Vec<(Regex, GgmlType)> = args
+        .tensor_type
+        .iter()
+        .map(|o| (o.pattern.clone(), o.ty))
+        .collect();
+    let (output_tensor_type, token_embedding_type) =
+        (args.output_tensor_type, args.token_embedding_type);
     let include = parse_regexes("--include-weights", &args.include_weights)?;
     let exclude = parse_regexes("--exclude-weights", &args.exclude_weights)?;
     if let Some(out) = &args.output {
@@ -151,19 +127,14 @@ fn run_qnat(args: &QuantizeArgs, run: RunOptions) -> Result<pipeline::report::Re
         block_size: args.block_size,
         double_quant: args.double_quant,
     };
-    let weights = match name.as_str() {
-        "nf4" => four(FourBit::Nf4),
-        "fp4" => four(FourBit::Fp4),
-        other => match GgmlType::from_name(other).and_then(scheme_of) {
-            Some(s)
-                if crate::quant::codec(GgmlType::from_name(other).expect("parsed")).is_some() =>
-            {
-                Target::Encode(s)
-            }
-            _ => bail_invalid!(
-                "--format qnat takes -t NF4, FP4 or a ggml type QNAT stores, not {other:?}"
-            ),
-        },
+    let weights = match WeightFormat::from_name(&name) {
+        Some(WeightFormat::Bnb(kind)) => four(kind),
+        Some(WeightFormat::Ggml(t)) if t.codec().is_some() && scheme_of(t).is_some() => {
+            Target::Encode(scheme_of(t).expect("checked"))
+        }
+        _ => bail_invalid!(
+            "--format qnat takes -t NF4, FP4 or a ggml type QNAT stores, not {name:?}"
+        ),
     };
     let out = written_output(args)?;
     pipeline::qnat::export(&ExportJob {

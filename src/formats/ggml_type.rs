@@ -32,17 +32,17 @@ macro_rules! ggml_types {
             }
 
             /// Upper-case name as llama.cpp and gguf-py print it (`Q4_K`, `BF16`).
-            pub fn name(self) -> &'static str {
+            pub const fn name(self) -> &'static str {
                 match self { $(GgmlType::$variant => $name,)* }
             }
 
             /// Elements per block.
-            pub fn block_size(self) -> u64 {
+            pub const fn block_size(self) -> u64 {
                 match self { $(GgmlType::$variant => $block,)* }
             }
 
             /// Bytes per block.
-            pub fn type_size(self) -> u64 {
+            pub const fn type_size(self) -> u64 {
                 match self { $(GgmlType::$variant => $size,)* }
             }
         }
@@ -89,7 +89,7 @@ ggml_types! {
 
 impl GgmlType {
     /// The ggml type id.
-    pub fn id(self) -> u32 {
+    pub const fn id(self) -> u32 {
         self as u32
     }
 
@@ -112,6 +112,12 @@ impl GgmlType {
     /// Bits per weight of the format (`type_size * 8 / block_size`).
     pub fn bits_per_weight(self) -> f64 {
         self.type_size() as f64 * 8.0 / self.block_size() as f64
+    }
+
+    /// The codec (quantize, quantize with importance weights, dequantize) of the type, if
+    /// qforge has one.
+    pub fn codec(self) -> Option<&'static crate::quant::ggml::Codec> {
+        crate::quant::ggml::codec(self)
     }
 
     /// Whether the type is a plain float format (F32, F16, BF16, F64).

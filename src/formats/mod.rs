@@ -6,12 +6,14 @@
 //! headers; tensor bytes are touched when [`TensorSource::data`] is called.
 
 pub mod atomic;
+pub mod blocks;
 pub mod cursor;
 pub mod ggml_type;
 pub mod gguf;
 pub mod qnat;
 pub mod safetensors;
 pub mod safetensors_writer;
+pub mod weight_format;
 
 use crate::{bail_invalid, invalid};
 use anyhow::{Context, Result};
@@ -64,22 +66,7 @@ impl TensorType {
     /// The type as a ggml type where one exists (F32, F16, BF16, I8..I64, F64 and all
     /// ggml block types).
     pub fn as_ggml(self) -> Option<GgmlType> {
-        use ::safetensors::Dtype as D;
-        match self {
-            TensorType::Ggml(t) => Some(t),
-            TensorType::Qnat(s) => GgmlType::from_name(s.name()),
-            TensorType::Safetensors(d) => Some(match d {
-                D::F32 => GgmlType::F32,
-                D::F16 => GgmlType::F16,
-                D::BF16 => GgmlType::BF16,
-                D::F64 => GgmlType::F64,
-                D::I8 => GgmlType::I8,
-                D::I16 => GgmlType::I16,
-                D::I32 => GgmlType::I32,
-                D::I64 => GgmlType::I64,
-                _ => return None,
-            }),
-        }
+        GgmlType::try_from(self).ok()
     }
 }
 

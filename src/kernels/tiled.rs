@@ -22,6 +22,7 @@
 use super::activation::{ActRow, Activations};
 use super::dot::NF4_I8;
 use super::weights::{QuantMatrix, WeightType, NF4_BLOCK};
+use crate::formats::blocks::{block_at, BlockQ4K, BlockQ4_0, BlockQ8_0, QK, QK_K};
 use crate::quant::ggml::get_scale_min_k4;
 use rayon::prelude::*;
 
@@ -60,7 +61,7 @@ impl Kind {
     /// Values of a row in one tile.
     fn values(self) -> usize {
         match self {
-            Kind::Q4K => 256,
+            Kind::Q4K => QK_K,
             Kind::Nf4 | Kind::Q4_0 => 64,
             Kind::Q8_0 => 32,
         }
@@ -133,13 +134,17 @@ impl Tiled {
                     for r in 0..TILE_ROWS {
                         let row = tr * TILE_ROWS + r;
                         match kind {
-                            Kind::Q4K => pack_q4_k(tile, r, &w.row(row)[i * 144..(i + 1) * 144]),
+                            Kind::Q4K => pack_q4_k(tile, r, block_at(w.row(row), i)),
                             Kind::Nf4 => {
                                 let codes = &w.row(row)[i * 32..(i + 1) * 32];
                                 pack_nf4(tile, r, codes, w.row_absmax(row)[i]);
                             }
-                            Kind::Q4_0 => pack_q4_0(tile, r, &w.row(row)[i * 36..(i + 1) * 36]),
-                            Kind::Q8_0 => pack_q8_0(tile, r, &w.row(row)[i * 34..(i + 1) * 34]),
+                            Kind::Q4_0 => pack_q4_0(
+                                tile,
+                                r,
+                                [block_at(w.row(row), 2 * i), block_at(w.row(row), 2 * i + 1)],
+                            ),
+                            Kind::Q8_0 => pack_q8_0(tile, r, block_at(w.row(row), i)),
                         }
                     }
                 }
@@ -165,15 +170,15 @@ impl Tiled {
 }
 
 /// Row `r` of a Q4_K tile from the row's ggml block `blk`.
-fn pack_q4_k(tile: &mut [u8], r: usize, blk: &[u8]) {
-    tile[D_AT + 2 * r..D_AT + 2 * r + 2].copy_from_slice(&blk[0..2]);
-    tile[DMIN_AT + 2 * r..DMIN_AT + 2 * r + 2].copy_from_slice(&blk[2..4]);
+fn pack_q4_k(tile: &mut [u8], r: usize, blk: &BlockQ4K) {
+    tile[D_AT + 2 * r..D_AT + 2 * r + 2].copy_from_slice(&blk.d);
+    tile[DMIN_AT + 2 * r..DMIN_AT + 2 * r + 2].copy_from_slice(&blk.dmin);
     for j in 0..8 {
-        let (sc, mn) = get_scale_min_k4(j, &blk[4..16]);
+        let (sc, mn) = get_scale_min_k4(j, &blk.scales);
         tile[SC_AT + j * 16 + r] = sc;
         tile[MN_AT + j * 16 + r] = mn;
     }
-    regroup(&mut tile[QS_AT..], r, 256, |e| level(&blk[16..], e));
+    regroup(&mut tile[QS_AT..], r, QK_K, |e| level(&blk.qs, e));
 }
 
 /// Row `r` of an NF4 tile from the row's 32 packed bytes and block absmax.
@@ -189,28 +194,28 @@ fn pack_nf4(tile: &mut [u8], r: usize, packed: &[u8], absmax: f32) {
     regroup(&mut tile[NIBBLES_AT..], r, NF4_BLOCK, code);
 }
 
-/// Row `r` of a Q4_0 tile from the row's two ggml blocks `blks` (2 x 18 bytes).
-fn pack_q4_0(tile: &mut [u8], r: usize, blks: &[u8]) {
-    tile[2 * r..2 * r + 2].copy_from_slice(&blks[0..2]);
-    tile[32 + 2 * r..32 + 2 * r + 2].copy_from_slice(&blks[18..20]);
+/// Row `r` of a Q4_0 tile from two consecutive ggml blocks of the row.
+fn pack_q4_0(tile: &mut [u8], r: usize, blks: [&BlockQ4_0; 2]) {
+    tile[2 * r..2 * r + 2].copy_from_slice(&blks[0].d);
+    tile[32 + 2 * r..32 + 2 * r + 2].copy_from_slice(&blks[1].d);
     let level = |e: usize| {
-        let qs = &blks[18 * (e / 32) + 2..18 * (e / 32) + 18];
-        let j = e % 32;
-        if j < 16 {
+        let qs = &blks[e / QK].qs;
+        let j = e % QK;
+        if j < QK / 2 {
             qs[j] & 0xF
         } else {
-            qs[j - 16] >> 4
+            qs[j - QK / 2] >> 4
         }
     };
-    regroup(&mut tile[NIBBLES_AT..], r, 64, level);
+    regroup(&mut tile[NIBBLES_AT..], r, 2 * QK, level);
 }
 
-/// Row `r` of a Q8_0 tile from the row's ggml block `blk` (34 bytes).
-fn pack_q8_0(tile: &mut [u8], r: usize, blk: &[u8]) {
-    tile[2 * r..2 * r + 2].copy_from_slice(&blk[0..2]);
+/// Row `r` of a Q8_0 tile from one ggml block of the row.
+fn pack_q8_0(tile: &mut [u8], r: usize, blk: &BlockQ8_0) {
+    tile[2 * r..2 * r + 2].copy_from_slice(&blk.d);
     for g in 0..8 {
         for b in 0..4 {
-            tile[Q8_0_AT + g * 64 + r * 4 + b] = blk[2 + 4 * g + b] ^ 0x80;
+            tile[Q8_0_AT + g * 64 + r * 4 + b] = (blk.qs[4 * g + b] as u8) ^ 0x80;
         }
     }
 }
@@ -360,7 +365,7 @@ mod x86 {
                     let q = _mm512_loadu_si512(p.add(QS_AT + 64 * g).cast());
                     let lo = _mm512_and_si512(q, m4);
                     let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(q), m4);
-                    dot_group(lo, hi, acts, sb * 256 + 8 * g, &mut lo_acc, &mut hi_acc);
+                    dot_group(lo, hi, acts, sb * QK_K + 8 * g, &mut lo_acc, &mut hi_acc);
                 }
                 let acc: [__m512i; T] =
                     std::array::from_fn(|t| _mm512_add_epi32(lo_acc[t], hi_acc[t]));

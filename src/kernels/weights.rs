@@ -2,24 +2,30 @@
 //! block layout (Q4_K, Q6_K, Q8_0, Q4_0) or bitsandbytes' NF4 layout (packed codes,
 //! first value of a pair in the high nibble, one f32 absmax per block).
 
+use crate::formats::blocks::QK_K;
 use crate::formats::ggml_type::GgmlType;
+use crate::formats::weight_format::WeightFormat;
 use crate::formats::{TensorSource, TensorType};
 use crate::quant::bnb::{self, FourBit};
-use crate::quant::ggml::{codec, Codec};
+use crate::quant::ggml::Codec;
 use crate::{bail_invalid, invalid};
 use anyhow::Result;
 use rayon::prelude::*;
 
-/// A weight type the GEMM kernels take.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// A weight type the GEMM kernels take (bench-gemm's `--type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
 pub enum WeightType {
     /// ggml Q4_K: 256-value super-blocks, 6-bit scales and mins, 4.5 bits per weight.
+    #[value(name = "q4_k")]
     Q4K,
     /// ggml Q6_K: 256-value super-blocks, 8-bit scales per 16 values, 6.5625 bits.
+    #[value(name = "q6_k")]
     Q6K,
     /// ggml Q8_0: 32-value blocks, f16 scale, 8.5 bits.
+    #[value(name = "q8_0")]
     Q8_0,
     /// ggml Q4_0: 32-value blocks, f16 scale, 4.5 bits.
+    #[value(name = "q4_0")]
     Q4_0,
     /// bitsandbytes NF4 with an f32 absmax per block (64 by default), 4.5 bits at 64.
     Nf4,
@@ -28,16 +34,6 @@ pub enum WeightType {
 impl WeightType {
     /// Every type, in the order the CLI lists them.
     pub const ALL: [WeightType; 5] = [Self::Q4K, Self::Q6K, Self::Q8_0, Self::Q4_0, Self::Nf4];
-
-    /// Parses a CLI name (`q4_k`, `Q6_K`, `nf4`, ...).
-    pub fn parse(name: &str) -> Result<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|t| t.name().eq_ignore_ascii_case(name))
-            .ok_or_else(|| {
-                invalid!("unknown --type {name:?}: bench-gemm takes q4_k, q6_k, q8_0, q4_0, nf4")
-            })
-    }
 
     /// Lower-case name, as the CLI and the JSON report spell it.
     pub fn name(self) -> &'static str {
@@ -52,24 +48,17 @@ impl WeightType {
 
     /// The ggml codec of a ggml type; `None` for NF4.
     pub fn ggml_codec(self) -> Option<&'static Codec> {
-        let id = match self {
-            Self::Q4K => 12,
-            Self::Q6K => 14,
-            Self::Q8_0 => 8,
-            Self::Q4_0 => 2,
-            Self::Nf4 => return None,
-        };
-        codec(id)
+        self.ggml_type().and_then(GgmlType::codec)
     }
 
     /// The ggml type, if it is one.
     pub fn ggml_type(self) -> Option<GgmlType> {
-        self.ggml_codec().and_then(|c| GgmlType::from_id(c.type_id))
+        GgmlType::try_from(WeightFormat::from(self)).ok()
     }
 
     /// Values per block of the weight format (NF4: the default 64).
     pub fn block_size(self) -> usize {
-        self.ggml_codec().map_or(NF4_BLOCK, |c| c.block_size)
+        self.ggml_codec().map_or(NF4_BLOCK, |c| c.block_size())
     }
 
     /// The offset the 32-value-block SIMD kernels add to make this type's levels unsigned
@@ -86,7 +75,7 @@ impl WeightType {
     /// Values per block of the 8-bit activations the fused kernels pair with this type.
     pub fn activation_block(self) -> usize {
         match self {
-            Self::Q4K | Self::Q6K => 256,
+            Self::Q4K | Self::Q6K => QK_K,
             _ => 32,
         }
     }
@@ -207,7 +196,7 @@ impl QuantMatrix {
     /// Bytes of one row of type `ty` with `k` values.
     pub fn row_bytes_of(ty: WeightType, k: usize) -> usize {
         match ty.ggml_codec() {
-            Some(c) => k / c.block_size * c.type_size,
+            Some(c) => k / c.block_size() * c.type_size(),
             None => k / 2,
         }
     }
@@ -264,11 +253,14 @@ mod tests {
 
     #[test]
     fn parse_names_and_shapes() {
+        use clap::ValueEnum;
         for t in WeightType::ALL {
-            assert_eq!(WeightType::parse(&t.name().to_uppercase()).unwrap(), t);
+            assert_eq!(WeightType::from_str(&t.name().to_uppercase(), true), Ok(t));
+            let value = t.to_possible_value().expect("listed");
+            assert_eq!(value.get_name(), t.name());
         }
-        let err = WeightType::parse("q5_k").unwrap_err();
-        assert_eq!(crate::error::exit_code(&err), 2);
+        assert!(WeightType::from_str("q5_k", true).is_err());
+        assert_eq!(WeightType::value_variants(), WeightType::ALL);
         assert!(QuantMatrix::check_shape(WeightType::Q4K, 4, 128).is_err());
         assert!(QuantMatrix::check_shape(WeightType::Q4_0, 4, 64).is_ok());
         assert!(QuantMatrix::check_shape(WeightType::Q4_0, 4, 96).is_err());

@@ -19,8 +19,9 @@ use super::codebook::{check_dims, Codebook, MAX_BLOCK_DIM, MAX_CODEBOOK_SIZE};
 use super::lloyd::{calibration_blocks, refine, spherical_beta_blocks, LloydReport};
 use super::pack::{pack_unchecked, packed_len, unpack_unchecked};
 use super::rotation::{padded_dim, Rotation};
-use super::search::{Kernel, NearestSearch, LANE_MULTIPLE};
+use super::search::{NearestSearch, LANE_MULTIPLE};
 use super::tensor::Matrix;
+use crate::cpu::Level;
 
 /// A KV matrix codec: `[tokens x head_dim]` f32 <-> bytes.
 pub trait KvCodec: Send + Sync {
@@ -246,7 +247,7 @@ impl VqCodec {
     }
 
     /// Forces a search kernel (tests and benchmarks); errors if unsupported.
-    pub fn set_kernel(&mut self, kernel: Kernel) -> Result<()> {
+    pub fn set_kernel(&mut self, kernel: Level) -> Result<()> {
         self.search = NearestSearch::with_kernel(&self.codebook, kernel)?;
         Ok(())
     }
@@ -545,7 +546,7 @@ mod tests {
         let b = pool.install(|| c.encode(&m)).unwrap();
         assert_eq!(a, b);
         let mut portable = c.clone();
-        portable.set_kernel(Kernel::Portable).unwrap();
+        portable.set_kernel(Level::Scalar).unwrap();
         assert_eq!(portable.encode(&m).unwrap(), a);
         let mut seq = vec![0u8; a.len()];
         c.encode_rows(m.data(), &mut seq).unwrap();

@@ -38,13 +38,12 @@ pub fn fwht(y: &mut [f32]) -> Result<()> {
 fn fwht_pow2(y: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: feature checked just above.
-            return unsafe { fwht_avx512(y) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: feature checked just above.
-            return unsafe { fwht_avx2(y) };
+        match crate::cpu::level() {
+            // SAFETY: `cpu::level` only returns levels this CPU supports.
+            crate::cpu::Level::Avx512 => return unsafe { fwht_avx512(y) },
+            // SAFETY: as above.
+            crate::cpu::Level::Avx2 => return unsafe { fwht_avx2(y) },
+            crate::cpu::Level::Scalar => {}
         }
     }
     fwht_impl(y)

@@ -14,56 +14,11 @@
 use anyhow::{bail, Result};
 
 use super::codebook::Codebook;
+use crate::cpu::Level;
 
 /// Lane buffers passed to [`NearestSearch::nearest_lanes`] must have a stride that is a
 /// multiple of this.
 pub const LANE_MULTIPLE: usize = 64;
-
-/// Implementation used for the search.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kernel {
-    /// Plain Rust reference. Uses `f32::mul_add`, which is a libm call (slow,
-    /// but exact) on x86-64 builds without FMA; only pre-AVX2 CPUs run it in production.
-    Portable,
-    /// The portable kernel compiled with AVX2 + FMA enabled (x86_64, runtime-detected).
-    Avx2,
-    /// Explicit AVX-512F intrinsics (x86_64, runtime-detected).
-    Avx512,
-}
-
-impl Kernel {
-    /// Best kernel supported by this CPU.
-    pub fn detect() -> Self {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                return Kernel::Avx512;
-            }
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
-                return Kernel::Avx2;
-            }
-        }
-        Kernel::Portable
-    }
-
-    /// Whether this CPU can run the kernel.
-    pub fn is_supported(self) -> bool {
-        match self {
-            Kernel::Portable => true,
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2 => {
-                std::arch::is_x86_feature_detected!("avx2")
-                    && std::arch::is_x86_feature_detected!("fma")
-            }
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
-            #[cfg(not(target_arch = "x86_64"))]
-            _ => false,
-        }
-    }
-}
 
 /// Search tables for one codebook.
 #[derive(Debug, Clone)]
@@ -72,24 +27,26 @@ pub struct NearestSearch {
     n: usize,
     cols: Vec<f32>,
     bias: Vec<f32>,
-    kernel: Kernel,
+    kernel: Level,
 }
 
 impl NearestSearch {
     /// Builds tables using the best kernel for this CPU.
     pub fn new(cb: &Codebook) -> Self {
-        Self::build(cb, Kernel::detect())
+        Self::build(cb, crate::cpu::level())
     }
 
-    /// Builds tables forcing `kernel`; errors if the CPU lacks it.
-    pub fn with_kernel(cb: &Codebook, kernel: Kernel) -> Result<Self> {
+    /// Builds tables forcing the kernel of `kernel` ([`Level::Scalar`]: the plain Rust
+    /// reference with `f32::mul_add`; `Avx2`: the same code compiled with AVX2 + FMA;
+    /// `Avx512`: AVX-512F intrinsics); errors if the CPU lacks it.
+    pub fn with_kernel(cb: &Codebook, kernel: Level) -> Result<Self> {
         if !kernel.is_supported() {
-            bail!("search kernel {kernel:?} is not supported on this CPU");
+            bail!("search kernel {kernel} is not supported on this CPU");
         }
         Ok(Self::build(cb, kernel))
     }
 
-    fn build(cb: &Codebook, kernel: Kernel) -> Self {
+    fn build(cb: &Codebook, kernel: Level) -> Self {
         let (k, n) = (cb.k(), cb.n());
         let mut cols = vec![0.0f32; k * n];
         let mut bias = vec![0.0f32; n];
@@ -111,8 +68,8 @@ impl NearestSearch {
         }
     }
 
-    /// Kernel in use.
-    pub fn kernel(&self) -> Kernel {
+    /// Level in use.
+    pub fn kernel(&self) -> Level {
         self.kernel
     }
 
@@ -142,15 +99,13 @@ impl NearestSearch {
 
     pub(super) fn nearest_lanes_unchecked(&self, lanes: &[f32], stride: usize, out: &mut [u16]) {
         match self.kernel {
-            Kernel::Portable => {
-                portable(self.k, self.n, &self.cols, &self.bias, lanes, stride, out)
-            }
+            Level::Scalar => portable(self.k, self.n, &self.cols, &self.bias, lanes, stride, out),
             #[cfg(target_arch = "x86_64")]
             // SAFETY: the kernel was checked to be supported at construction.
-            Kernel::Avx2 => unsafe { x86::avx2(self, lanes, stride, out) },
+            Level::Avx2 => unsafe { x86::avx2(self, lanes, stride, out) },
             #[cfg(target_arch = "x86_64")]
             // SAFETY: as above.
-            Kernel::Avx512 => unsafe { x86::avx512(self, lanes, stride, out) },
+            Level::Avx512 => unsafe { x86::avx512(self, lanes, stride, out) },
             #[cfg(not(target_arch = "x86_64"))]
             _ => portable(self.k, self.n, &self.cols, &self.bias, lanes, stride, out),
         }
@@ -419,10 +374,10 @@ mod tests {
                 // Blocks equal to codewords and to zero exercise ties.
                 blocks[..k].copy_from_slice(cb.codeword(n - 1));
                 blocks[k..2 * k].fill(0.0);
-                let reference = NearestSearch::with_kernel(&cb, Kernel::Portable).unwrap();
+                let reference = NearestSearch::with_kernel(&cb, Level::Scalar).unwrap();
                 let mut want = vec![0u16; count];
                 reference.nearest_blocks(&blocks, &mut want).unwrap();
-                for kernel in [Kernel::Avx2, Kernel::Avx512] {
+                for kernel in [Level::Avx2, Level::Avx512] {
                     let Ok(s) = NearestSearch::with_kernel(&cb, kernel) else {
                         continue;
                     };

@@ -32,7 +32,7 @@ pub struct GgmlEncoder {
 impl GgmlEncoder {
     /// The encoder for `ty`, if qforge has its codec.
     pub fn new(ty: GgmlType) -> Result<GgmlEncoder> {
-        match crate::quant::codec(ty) {
+        match ty.codec() {
             Some(codec) => Ok(GgmlEncoder { ty, codec }),
             None => bail!("quantizing to {ty} is not implemented"),
         }

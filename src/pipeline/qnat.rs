@@ -52,11 +52,11 @@ pub enum Target {
 
 /// The QNAT scheme of a ggml type, if QNAT has it.
 pub fn scheme_of(ty: GgmlType) -> Option<Scheme> {
-    Scheme::from_name(&ty.name().to_ascii_lowercase())
+    Scheme::try_from(ty).ok()
 }
 
 fn ggml_of(s: Scheme) -> Option<GgmlType> {
-    GgmlType::from_name(s.name())
+    GgmlType::try_from(s).ok()
 }
 
 /// Tool string recorded in QNAT files.
@@ -104,7 +104,7 @@ pub fn choose(t: &TensorInfo, weights: Target) -> Result<(Target, &'static str)>
         let block = s.fixed_block_size().unwrap_or(1);
         if !(*t.shape.last().unwrap_or(&0)).is_multiple_of(block) {
             // llama.cpp's fallback table for rows that do not fill a block.
-            let from = GgmlType::from_name(s.name()).expect("ggml scheme");
+            let from = GgmlType::try_from(s).expect("ggml scheme");
             return match crate::quant::mix::fallback_type(from).and_then(scheme_of) {
                 Some(f)
                     if t.shape
@@ -366,10 +366,7 @@ fn write_tensor<W: Write + Seek>(
             block_size,
             double_quant,
         } => {
-            let scheme = match kind {
-                FourBit::Nf4 => Scheme::Nf4,
-                FourBit::Fp4 => Scheme::Fp4,
-            };
+            let scheme = Scheme::from(kind);
             let mut header = TensorHeader::new(&t.name, t.shape.clone(), scheme)
                 .with_block_size(block_size as u64);
             if double_quant {

@@ -15,16 +15,11 @@ use crate::formats::ggml_type::GgmlType;
 use crate::formats::TensorType;
 use anyhow::{bail, Result};
 
-/// The codec of a ggml type, if qforge can encode and decode it.
-pub fn codec(ty: GgmlType) -> Option<&'static ggml::Codec> {
-    ggml::codec(ty.id())
-}
-
 /// Whether tensors of this type can be decoded to f32 (and so quantized).
 pub fn can_decode(ty: TensorType) -> bool {
     match ty.as_ggml() {
         Some(GgmlType::F64) => true,
-        Some(t) => codec(t).is_some(),
+        Some(t) => t.codec().is_some(),
         None => false,
     }
 }
@@ -38,7 +33,7 @@ pub fn decode(ty: TensorType, bytes: &[u8], out: &mut [f32]) -> Result<()> {
             }
             Ok(())
         }
-        Some(t) => match codec(t) {
+        Some(t) => match t.codec() {
             Some(c) => {
                 (c.dequantize)(bytes, out);
                 Ok(())

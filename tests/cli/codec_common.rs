@@ -26,19 +26,19 @@ impl Rng {
 
 /// The 11 block-quantized codecs.
 pub fn quant_codecs() -> impl Iterator<Item = &'static Codec> {
-    CODECS.iter().filter(|c| c.block_size > 1)
+    CODECS.iter().filter(|c| c.block_size() > 1)
 }
 
 /// Quantize one row into a fresh buffer.
 pub fn quantize(c: &Codec, x: &[f32], imatrix: Option<&[f32]>) -> Vec<u8> {
-    let mut q = vec![0u8; x.len() / c.block_size * c.type_size];
+    let mut q = vec![0u8; x.len() / c.block_size() * c.type_size()];
     (c.quantize_row)(x, &mut q, imatrix);
     q
 }
 
 /// Dequantize a buffer of whole blocks.
 pub fn dequantize(c: &Codec, q: &[u8]) -> Vec<f32> {
-    let mut y = vec![0f32; q.len() / c.type_size * c.block_size];
+    let mut y = vec![0f32; q.len() / c.type_size() * c.block_size()];
     (c.dequantize)(q, &mut y);
     y
 }

@@ -191,7 +191,7 @@ fn ggml_schemes_repack_losslessly_and_quantize_format_qnat_shares_the_pipeline()
         .iter()
         .find(|t| t.name == "blk.0.ffn_up.weight")
         .unwrap();
-    let c = qforge::quant::codec(qforge::formats::ggml_type::GgmlType::Q4_K).unwrap();
+    let c = qforge::formats::ggml_type::GgmlType::Q4_K.codec().unwrap();
     let mut want = vec![0u8; x.len() / 256 * 144];
     for (r, d) in x.chunks(256).zip(want.chunks_mut(144)) {
         (c.quantize_row)(r, d, None);

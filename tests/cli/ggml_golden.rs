@@ -1,7 +1,9 @@
 //! Byte-for-byte comparison with ggml's own output (fixtures/golden: 64 rows x 512 of
 //! input.f32, imatrix.f32, and `<TYPE>[.imatrix].bin` from `ggml_quantize_chunk`).
 
-use qforge::quant::ggml::{codec, set_simd_limit, Codec, SimdLevel};
+use qforge::cpu::{with_level, Level};
+use qforge::formats::ggml_type::GgmlType;
+use qforge::quant::ggml::Codec;
 
 const ROWS: usize = 64;
 const COLS: usize = 512;
@@ -36,7 +38,7 @@ fn imatrix() -> Vec<f32> {
 
 /// Quantize all rows the way `ggml_quantize_chunk` does.
 fn quantize_all(c: &Codec, src: &[f32], imatrix: Option<&[f32]>) -> Vec<u8> {
-    let row_bytes = COLS / c.block_size * c.type_size;
+    let row_bytes = COLS / c.block_size() * c.type_size();
     let mut out = vec![0u8; ROWS * row_bytes];
     for (x, y) in src.chunks_exact(COLS).zip(out.chunks_exact_mut(row_bytes)) {
         (c.quantize_row)(x, y, imatrix);
@@ -46,13 +48,13 @@ fn quantize_all(c: &Codec, src: &[f32], imatrix: Option<&[f32]>) -> Vec<u8> {
 
 /// Describe the first mismatching block, if any.
 fn first_mismatch(c: &Codec, got: &[u8], want: &[u8]) -> Option<String> {
-    assert_eq!(got.len(), want.len(), "{}: size", c.name);
-    let nblk_row = COLS / c.block_size;
+    assert_eq!(got.len(), want.len(), "{}: size", c.name());
+    let nblk_row = COLS / c.block_size();
     let mut count = 0;
     let mut first = None;
     for (b, (g, w)) in got
-        .chunks_exact(c.type_size)
-        .zip(want.chunks_exact(c.type_size))
+        .chunks_exact(c.type_size())
+        .zip(want.chunks_exact(c.type_size()))
         .enumerate()
     {
         if g != w {
@@ -61,7 +63,7 @@ fn first_mismatch(c: &Codec, got: &[u8], want: &[u8]) -> Option<String> {
                 let byte = g.iter().zip(w).position(|(a, b)| a != b).unwrap();
                 first = Some(format!(
                     "{}: block {} (row {}, block {} in row), first differing byte {}\n got  {:02x?}\n want {:02x?}",
-                    c.name,
+                    c.name(),
                     b,
                     b / nblk_row,
                     b % nblk_row,
@@ -75,23 +77,24 @@ fn first_mismatch(c: &Codec, got: &[u8], want: &[u8]) -> Option<String> {
     first.map(|f| format!("{f}\n{count} mismatching blocks in total"))
 }
 
-fn check(type_id: u32, with_imatrix: bool) {
-    let c = codec(type_id).expect("codec");
+fn check(ty: GgmlType, with_imatrix: bool) {
+    let c = ty.codec().expect("codec");
     let x = input();
     let im = imatrix();
     // ggml_quantize_chunk takes one imatrix row (per column) for all rows.
     let qw = im;
     let file = if with_imatrix {
-        format!("{}.imatrix.bin", c.name)
+        format!("{}.imatrix.bin", c.name())
     } else {
-        format!("{}.bin", c.name)
+        format!("{}.bin", c.name())
     };
     let want = fixture(&file);
-    // Every kernel level must reproduce ggml (levels the CPU lacks fall back).
-    for level in [SimdLevel::Avx512, SimdLevel::Avx2, SimdLevel::Scalar] {
-        set_simd_limit(level);
-        let got = quantize_all(c, &x, with_imatrix.then_some(&qw[..]));
-        set_simd_limit(SimdLevel::Avx512);
+    // Every kernel level this CPU has must reproduce ggml.
+    for level in Level::supported() {
+        let got = with_level(level, || {
+            quantize_all(c, &x, with_imatrix.then_some(&qw[..]))
+        })
+        .unwrap();
         if let Some(m) = first_mismatch(c, &got, &want) {
             panic!("{file} ({level:?} kernels): {m}");
         }
@@ -99,40 +102,40 @@ fn check(type_id: u32, with_imatrix: bool) {
 }
 
 macro_rules! golden {
-    ($name:ident, $id:expr, $im:expr) => {
+    ($name:ident, $ty:ident, $im:expr) => {
         #[test]
         fn $name() {
-            check($id, $im);
+            check(GgmlType::$ty, $im);
         }
     };
 }
 
-golden!(q4_0, 2, false);
-golden!(q4_0_imatrix, 2, true);
-golden!(q4_1, 3, false);
-golden!(q4_1_imatrix, 3, true);
-golden!(q5_0, 6, false);
-golden!(q5_0_imatrix, 6, true);
-golden!(q5_1, 7, false);
-golden!(q5_1_imatrix, 7, true);
-golden!(q8_0, 8, false);
-golden!(q2_k, 10, false);
-golden!(q2_k_imatrix, 10, true);
-golden!(q3_k, 11, false);
-golden!(q3_k_imatrix, 11, true);
-golden!(q4_k, 12, false);
-golden!(q4_k_imatrix, 12, true);
-golden!(q5_k, 13, false);
-golden!(q5_k_imatrix, 13, true);
-golden!(q6_k, 14, false);
-golden!(q6_k_imatrix, 14, true);
-golden!(iq4_nl, 20, false);
-golden!(iq4_nl_imatrix, 20, true);
+golden!(q4_0, Q4_0, false);
+golden!(q4_0_imatrix, Q4_0, true);
+golden!(q4_1, Q4_1, false);
+golden!(q4_1_imatrix, Q4_1, true);
+golden!(q5_0, Q5_0, false);
+golden!(q5_0_imatrix, Q5_0, true);
+golden!(q5_1, Q5_1, false);
+golden!(q5_1_imatrix, Q5_1, true);
+golden!(q8_0, Q8_0, false);
+golden!(q2_k, Q2_K, false);
+golden!(q2_k_imatrix, Q2_K, true);
+golden!(q3_k, Q3_K, false);
+golden!(q3_k_imatrix, Q3_K, true);
+golden!(q4_k, Q4_K, false);
+golden!(q4_k_imatrix, Q4_K, true);
+golden!(q5_k, Q5_K, false);
+golden!(q5_k_imatrix, Q5_K, true);
+golden!(q6_k, Q6_K, false);
+golden!(q6_k_imatrix, Q6_K, true);
+golden!(iq4_nl, IQ4_NL, false);
+golden!(iq4_nl_imatrix, IQ4_NL, true);
 
 /// Q8_0 ignores the importance weights: with them it must still match Q8_0.bin.
 #[test]
 fn q8_0_ignores_imatrix() {
-    let c = codec(8).unwrap();
+    let c = GgmlType::Q8_0.codec().unwrap();
     let got = quantize_all(c, &input(), Some(&imatrix()));
     assert!(first_mismatch(c, &got, &fixture("Q8_0.bin")).is_none());
 }

@@ -1,7 +1,8 @@
 //! dequantize(quantize(x)) stays close to x, and odd inputs never panic.
 
 use crate::codec_common::{dequantize, quant_codecs, quantize, Rng};
-use qforge::quant::ggml::codec;
+use qforge::formats::ggml_type::GgmlType;
+use qforge::quant::ggml::CODECS;
 
 fn rel_rmse(x: &[f32], y: &[f32]) -> f64 {
     let num: f64 = x.iter().zip(y).map(|(a, b)| ((a - b) as f64).powi(2)).sum();
@@ -33,10 +34,10 @@ fn roundtrip_error_is_sane() {
             let e = rel_rmse(&x, &y);
             println!(
                 "{:<7} imatrix={:<5} rel rmse {e:.4}",
-                c.name,
+                c.name(),
                 imatrix.is_some()
             );
-            assert!(e < max_rel_rmse(c.name), "{} rel rmse {e}", c.name);
+            assert!(e < max_rel_rmse(c.name()), "{} rel rmse {e}", c.name());
         }
     }
 }
@@ -46,7 +47,7 @@ fn zero_rows_dequantize_to_zero() {
     let x = vec![0.0f32; 512];
     for c in quant_codecs() {
         let y = dequantize(c, &quantize(c, &x, None));
-        assert!(y.iter().all(|&v| v == 0.0), "{}", c.name);
+        assert!(y.iter().all(|&v| v == 0.0), "{}", c.name());
     }
 }
 
@@ -57,7 +58,7 @@ fn constant_rows_roundtrip() {
         for c in quant_codecs() {
             let y = dequantize(c, &quantize(c, &x, None));
             let e = rel_rmse(&x, &y);
-            assert!(e < 0.15, "{} constant {v}: rel rmse {e}", c.name);
+            assert!(e < 0.15, "{} constant {v}: rel rmse {e}", c.name());
         }
     }
 }
@@ -106,9 +107,9 @@ fn float_codecs() {
         f32::NAN,
         1.0 + f32::EPSILON,
     ];
-    let f32c = codec(0).unwrap();
+    let f32c = GgmlType::F32.codec().unwrap();
     assert_eq!(dequantize(f32c, &quantize(f32c, &x, None))[..8], x[..8]);
-    let f16c = codec(1).unwrap();
+    let f16c = GgmlType::F16.codec().unwrap();
     let h = quantize(f16c, &x, None);
     let h: Vec<u16> = h
         .chunks(2)
@@ -118,7 +119,7 @@ fn float_codecs() {
         &h[..10],
         &[0x0000, 0x8000, 0x3c00, 0xc100, 0x7bff, 0x7c00, 0x0000, 0x7c00, 0x7c00, 0x7e00]
     );
-    let bf = codec(30).unwrap();
+    let bf = GgmlType::BF16.codec().unwrap();
     let b = quantize(bf, &x, None);
     let b: Vec<u16> = b
         .chunks(2)
@@ -152,8 +153,9 @@ fn codec_table() {
         (30, "BF16", 1, 2),
     ];
     for (id, name, bs, ts) in expect {
-        let c = codec(id).unwrap();
-        assert_eq!((c.name, c.block_size, c.type_size), (name, bs, ts));
+        let c = GgmlType::from_id(id).and_then(GgmlType::codec).unwrap();
+        assert_eq!((c.name(), c.block_size(), c.type_size()), (name, bs, ts));
     }
-    assert!(codec(4).is_none() && codec(99).is_none());
+    assert_eq!(CODECS.len(), expect.len());
+    assert!(GgmlType::IQ4_XS.codec().is_none());
 }

@@ -1,7 +1,7 @@
 //! The SIMD kernels must produce exactly the bytes of the scalar code, on any input.
 
 use crate::codec_common::{quant_codecs, quantize, Rng};
-use qforge::quant::ggml::{set_simd_limit, SimdLevel};
+use qforge::cpu::{with_level, Level};
 
 /// Rows of many shapes: block counts that do and do not fill the SIMD batches, and
 /// values that stress every branch (zeros, constants, one sign, outliers, tiny,
@@ -94,31 +94,27 @@ fn check_len(len: usize, seed: u64) {
     let xs = rows(len, seed);
     let ims = imatrices(len, seed ^ 0x55);
     for c in quant_codecs() {
-        if !len.is_multiple_of(c.block_size) {
+        if !len.is_multiple_of(c.block_size()) {
             continue;
         }
         for (ri, x) in xs.iter().enumerate() {
             for im in std::iter::once(None).chain(ims.iter().map(|v| Some(&v[..]))) {
-                set_simd_limit(SimdLevel::Scalar);
-                let want = quantize(c, x, im);
-                for level in [SimdLevel::Avx2, SimdLevel::Avx512] {
-                    set_simd_limit(level);
-                    let got = quantize(c, x, im);
+                let want = with_level(Level::Scalar, || quantize(c, x, im)).unwrap();
+                for level in Level::supported().into_iter().skip(1) {
+                    let got = with_level(level, || quantize(c, x, im)).unwrap();
                     if got != want {
                         let b = got
-                            .chunks(c.type_size)
-                            .zip(want.chunks(c.type_size))
+                            .chunks(c.type_size())
+                            .zip(want.chunks(c.type_size()))
                             .position(|(a, b)| a != b)
                             .unwrap();
-                        set_simd_limit(SimdLevel::Avx512);
                         panic!(
                             "{} len {len} row kind {ri} imatrix {} {level:?}: block {b} differs",
-                            c.name,
+                            c.name(),
                             im.is_some()
                         );
                     }
                 }
-                set_simd_limit(SimdLevel::Avx512);
             }
         }
     }

@@ -15,6 +15,7 @@ mod ggml_golden;
 mod ggml_roundtrip;
 mod ggml_simd_equivalence;
 mod inspect;
+mod isa;
 mod kv_profile;
 mod quantize;
 mod real_model;

@@ -40,8 +40,8 @@ fn decoded(src: &TensorSource, name: &str) -> Vec<f32> {
 
 /// Quantizes rows directly with the codec, as ggml_quantize_chunk would.
 fn codec_bytes(ty: GgmlType, x: &[f32], row: usize, imatrix: Option<&[f32]>) -> Vec<u8> {
-    let c = qforge::quant::codec(ty).unwrap();
-    let rb = row / c.block_size * c.type_size;
+    let c = ty.codec().unwrap();
+    let rb = row / c.block_size() * c.type_size();
     let mut out = vec![0u8; x.len() / row * rb];
     for (r, d) in x.chunks(row).zip(out.chunks_mut(rb)) {
         (c.quantize_row)(r, d, imatrix);

@@ -3,6 +3,9 @@
 //! with how many elements and bytes.
 
 use super::{hex, parse_sha256, MAX_DIMS};
+use crate::formats::ggml_type::GgmlType;
+use crate::formats::weight_format::WeightFormat;
+use crate::quant::bnb;
 use crate::{bail_invalid, invalid};
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
@@ -14,14 +17,14 @@ use std::fmt;
 enum SchemeKind {
     /// bitsandbytes-style 4-bit codes with per-block absmax (NF4, FP4).
     FourBit,
-    /// A ggml block type: `block` elements in `type_size` bytes.
+    /// A ggml block type: `block` elements in `type_size` bytes (from the type table).
     Block { block: u64, type_size: u64 },
     /// A plain float type of `bytes` bytes per element.
     Float { bytes: u64 },
 }
 
 macro_rules! schemes {
-    ($( $(#[$doc:meta])* $variant:ident = $name:literal, $kind:expr; )*) => {
+    ($( $(#[$doc:meta])* $variant:ident = $name:literal, $format:expr; )*) => {
         /// Quantization scheme of a tensor.
         #[allow(non_camel_case_types)]
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -38,53 +41,69 @@ macro_rules! schemes {
                 match self { $(Scheme::$variant => $name,)* }
             }
 
-            fn kind(self) -> SchemeKind {
-                match self { $(Scheme::$variant => $kind,)* }
+            /// The weight type the scheme stores.
+            pub fn format(self) -> WeightFormat {
+                match self { $(Scheme::$variant => $format,)* }
             }
         }
     };
 }
 
 use SchemeKind::{Block, Float, FourBit};
+use WeightFormat::{Bnb, Ggml};
 
 schemes! {
     /// bitsandbytes NormalFloat4.
-    Nf4 = "nf4", FourBit;
+    Nf4 = "nf4", Bnb(bnb::FourBit::Nf4);
     /// bitsandbytes FP4 (e2m1 variant).
-    Fp4 = "fp4", FourBit;
+    Fp4 = "fp4", Bnb(bnb::FourBit::Fp4);
     /// ggml Q4_0.
-    Q4_0 = "q4_0", Block { block: 32, type_size: 18 };
+    Q4_0 = "q4_0", Ggml(GgmlType::Q4_0);
     /// ggml Q4_1.
-    Q4_1 = "q4_1", Block { block: 32, type_size: 20 };
+    Q4_1 = "q4_1", Ggml(GgmlType::Q4_1);
     /// ggml Q5_0.
-    Q5_0 = "q5_0", Block { block: 32, type_size: 22 };
+    Q5_0 = "q5_0", Ggml(GgmlType::Q5_0);
     /// ggml Q5_1.
-    Q5_1 = "q5_1", Block { block: 32, type_size: 24 };
+    Q5_1 = "q5_1", Ggml(GgmlType::Q5_1);
     /// ggml Q8_0.
-    Q8_0 = "q8_0", Block { block: 32, type_size: 34 };
+    Q8_0 = "q8_0", Ggml(GgmlType::Q8_0);
     /// ggml Q2_K.
-    Q2_K = "q2_k", Block { block: 256, type_size: 84 };
+    Q2_K = "q2_k", Ggml(GgmlType::Q2_K);
     /// ggml Q3_K.
-    Q3_K = "q3_k", Block { block: 256, type_size: 110 };
+    Q3_K = "q3_k", Ggml(GgmlType::Q3_K);
     /// ggml Q4_K.
-    Q4_K = "q4_k", Block { block: 256, type_size: 144 };
+    Q4_K = "q4_k", Ggml(GgmlType::Q4_K);
     /// ggml Q5_K.
-    Q5_K = "q5_k", Block { block: 256, type_size: 176 };
+    Q5_K = "q5_k", Ggml(GgmlType::Q5_K);
     /// ggml Q6_K.
-    Q6_K = "q6_k", Block { block: 256, type_size: 210 };
+    Q6_K = "q6_k", Ggml(GgmlType::Q6_K);
     /// ggml IQ4_NL.
-    IQ4_NL = "iq4_nl", Block { block: 32, type_size: 18 };
+    IQ4_NL = "iq4_nl", Ggml(GgmlType::IQ4_NL);
     /// ggml IQ4_XS.
-    IQ4_XS = "iq4_xs", Block { block: 256, type_size: 136 };
+    IQ4_XS = "iq4_xs", Ggml(GgmlType::IQ4_XS);
     /// IEEE half precision.
-    F16 = "f16", Float { bytes: 2 };
+    F16 = "f16", Ggml(GgmlType::F16);
     /// bfloat16.
-    BF16 = "bf16", Float { bytes: 2 };
+    BF16 = "bf16", Ggml(GgmlType::BF16);
     /// IEEE single precision.
-    F32 = "f32", Float { bytes: 4 };
+    F32 = "f32", Ggml(GgmlType::F32);
 }
 
 impl Scheme {
+    /// How the scheme stores its values, from the type table.
+    fn kind(self) -> SchemeKind {
+        match self.format() {
+            Bnb(_) => FourBit,
+            Ggml(t) if t.is_float() => Float {
+                bytes: t.type_size(),
+            },
+            Ggml(t) => Block {
+                block: t.block_size(),
+                type_size: t.type_size(),
+            },
+        }
+    }
+
     /// Parses a stored name (exact, lower case).
     pub fn from_name(name: &str) -> Option<Scheme> {
         Self::ALL.iter().copied().find(|s| s.name() == name)

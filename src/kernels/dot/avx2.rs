@@ -9,15 +9,9 @@
 use super::super::activation::ActRow;
 use super::super::weights::{WeightType, NF4_BLOCK};
 use super::NF4_I8;
+use crate::formats::blocks::{block_at, BlockQ4K, BlockQ4_0, BlockQ6K, BlockQ8_0};
 use crate::quant::ggml::get_scale_min_k4;
 use std::arch::x86_64::*;
-
-/// Whether this CPU has what the kernels use.
-pub fn supported() -> bool {
-    is_x86_feature_detected!("avx2")
-        && is_x86_feature_detected!("fma")
-        && is_x86_feature_detected!("f16c")
-}
 
 /// One 32-value step of a row: signed values, the weight scales of its two halves, and
 /// the coefficient of the activation sum to take off (Q4_K's `dmin * min`).
@@ -31,7 +25,7 @@ struct Step {
 /// `row . a` for a row of type `ty`.
 ///
 /// # Safety
-/// The CPU must pass [`supported`]; the row and activations must have the lengths of
+/// The CPU must support [`crate::cpu::Level::Avx2`]; the row and activations must have the lengths of
 /// one row of `ty` (checked by the caller).
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot(ty: WeightType, row: &[u8], absmax: &[f32], a: &ActRow<'_>) -> f32 {
@@ -40,9 +34,12 @@ pub unsafe fn dot(ty: WeightType, row: &[u8], absmax: &[f32], a: &ActRow<'_>) ->
     let block_shift = (a.qs.len() / a.d.len()).trailing_zeros();
     let mut acc = _mm256_setzero_ps();
     let mut mins = 0f32;
+    let (step_bytes, step_shift) = step_bytes(ty);
     for c in 0..a.qs.len() / 32 {
         // Weights stream from memory in a GEMV: ask for them 2 KiB ahead (a hint).
-        let ahead = row.as_ptr().wrapping_add(bytes_before(ty, c) + 2048);
+        let ahead = row
+            .as_ptr()
+            .wrapping_add(((c * step_bytes) >> step_shift) + 2048);
         _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
         let s = unpack(ty, row, absmax, c);
         let x = _mm256_loadu_si256(a.qs.as_ptr().add(32 * c).cast());
@@ -64,21 +61,20 @@ pub unsafe fn dot(ty: WeightType, row: &[u8], absmax: &[f32], a: &ActRow<'_>) ->
     _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s))) - mins
 }
 
-/// Bytes of a row of type `ty` before 32-value step `c`.
-fn bytes_before(ty: WeightType, c: usize) -> usize {
-    match ty {
-        WeightType::Q4K | WeightType::Q4_0 => 18 * c,
-        WeightType::Q6K => 105 * c / 4,
-        WeightType::Q8_0 => 34 * c,
-        WeightType::Nf4 => 16 * c,
+/// Bytes of a row of type `ty` per 32-value step, as `(bytes, shift)`: step `c` starts at
+/// byte `(c * bytes) >> shift` (block sizes are powers of two: no division in the loop).
+fn step_bytes(ty: WeightType) -> (usize, u32) {
+    match ty.ggml_type() {
+        Some(t) => (32 * t.type_size() as usize, t.block_size().trailing_zeros()),
+        None => (16, 0),
     }
 }
 
-/// The f16 at `b[0..2]` (F16C).
+/// A little-endian f16 (F16C).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn f16_at(b: &[u8]) -> f32 {
-    let bits = i32::from(u16::from_le_bytes([b[0], b[1]]));
+unsafe fn f16_at(b: [u8; 2]) -> f32 {
+    let bits = i32::from(u16::from_le_bytes(b));
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits)))
 }
 
@@ -86,42 +82,46 @@ unsafe fn f16_at(b: &[u8]) -> f32 {
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn unpack(ty: WeightType, row: &[u8], absmax: &[f32], c: usize) -> Step {
     let m4 = _mm256_set1_epi8(0x0F);
-    let load = |at: usize| _mm256_loadu_si256(row.as_ptr().add(at).cast());
+    // 32 bytes from the start of `b`, which holds at least 32 (the block fields below do).
+    let load = |b: &[u8]| {
+        debug_assert!(b.len() >= 32);
+        _mm256_loadu_si256(b.as_ptr().cast())
+    };
     match ty {
         WeightType::Q4K => {
             let (sb, j) = (c / 8, c % 8);
-            let blk = &row[sb * 144..(sb + 1) * 144];
-            let q = load(sb * 144 + 16 + 32 * (j / 2));
+            let blk = block_at::<BlockQ4K>(row, sb);
+            let q = load(&blk.qs[32 * (j / 2)..]);
             let q = if j % 2 == 0 {
                 q
             } else {
                 _mm256_srli_epi16::<4>(q)
             };
-            let (sc, mn) = get_scale_min_k4(j, &blk[4..16]);
-            let d = f16_at(blk) * f32::from(sc);
+            let (sc, mn) = get_scale_min_k4(j, &blk.scales);
+            let d = f16_at(blk.d) * f32::from(sc);
             Step {
                 values: _mm256_and_si256(q, m4),
                 scale_lo: d,
                 scale_hi: d,
-                min: f16_at(&blk[2..]) * f32::from(mn),
+                min: f16_at(blk.dmin) * f32::from(mn),
             }
         }
         WeightType::Q6K => {
             let (sb, e) = (c / 8, 32 * (c % 8));
-            let base = sb * 210;
+            let blk = block_at::<BlockQ6K>(row, sb);
             let (n, g) = (e / 128, (e % 128) / 32);
-            let ql = load(base + 64 * n + 32 * (g % 2));
+            let ql = load(&blk.ql[64 * n + 32 * (g % 2)..]);
             let ql = if g < 2 {
                 ql
             } else {
                 _mm256_srli_epi16::<4>(ql)
             };
-            let qh = load(base + 128 + 32 * n);
+            let qh = load(&blk.qh[32 * n..]);
             let qh = _mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * g as i32));
             let qh = _mm256_slli_epi16::<4>(_mm256_and_si256(qh, _mm256_set1_epi8(3)));
             let level = _mm256_or_si256(_mm256_and_si256(ql, m4), qh);
-            let d = f16_at(&row[base + 208..]);
-            let sc = |i: usize| f32::from(row[base + 192 + i] as i8) * d;
+            let d = f16_at(blk.d);
+            let sc = |i: usize| f32::from(blk.scales[i]) * d;
             Step {
                 values: _mm256_sub_epi8(level, _mm256_set1_epi8(32)),
                 scale_lo: sc(e / 16),
@@ -130,10 +130,10 @@ unsafe fn unpack(ty: WeightType, row: &[u8], absmax: &[f32], c: usize) -> Step {
             }
         }
         WeightType::Q4_0 => {
-            let p = row.as_ptr().add(18 * c + 2);
-            let q = _mm_loadu_si128(p.cast());
+            let blk = block_at::<BlockQ4_0>(row, c);
+            let q = _mm_loadu_si128(blk.qs.as_ptr().cast());
             let v = _mm256_set_m128i(_mm_srli_epi16::<4>(q), q);
-            let d = f16_at(&row[18 * c..]);
+            let d = f16_at(blk.d);
             Step {
                 values: _mm256_sub_epi8(_mm256_and_si256(v, m4), _mm256_set1_epi8(8)),
                 scale_lo: d,
@@ -142,9 +142,10 @@ unsafe fn unpack(ty: WeightType, row: &[u8], absmax: &[f32], c: usize) -> Step {
             }
         }
         WeightType::Q8_0 => {
-            let d = f16_at(&row[34 * c..]);
+            let blk = block_at::<BlockQ8_0>(row, c);
+            let d = f16_at(blk.d);
             Step {
-                values: load(34 * c + 2),
+                values: _mm256_loadu_si256(blk.qs.as_ptr().cast()),
                 scale_lo: d,
                 scale_hi: d,
                 min: 0.0,

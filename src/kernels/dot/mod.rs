@@ -25,12 +25,15 @@ use super::weights::QuantMatrix;
 
 pub use scalar::dot as dot_scalar;
 
+use crate::cpu::Level;
+
 /// NF4 codes times 127, rounded: the int8 table the kernels multiply with.
 pub const NF4_I8: [i8; 16] = [
     -127, -88, -67, -50, -36, -23, -12, 0, 10, 20, 31, 43, 56, 71, 92, 127,
 ];
 
-/// An instruction set the kernels can run on.
+/// The dot-kernel variant that runs at a [`Level`] (the level comes from [`crate::cpu`],
+/// the one place that detects features and takes overrides).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Isa {
     /// Portable Rust, no SIMD intrinsics.
@@ -42,41 +45,29 @@ pub enum Isa {
 }
 
 impl Isa {
-    /// The best instruction set this CPU has.
-    pub fn detect() -> Isa {
-        *Self::available()
-            .last()
-            .expect("scalar is always available")
+    /// The variant for `level`: [`Level::Avx512`] runs the VNNI kernels where the CPU has
+    /// VNNI (see [`crate::cpu::Features::avx512_vnni`]) and the AVX2 ones otherwise.
+    pub fn for_level(level: Level) -> Isa {
+        match level {
+            Level::Scalar => Isa::Scalar,
+            Level::Avx512 if crate::cpu::features().avx512_vnni() => Isa::Avx512Vnni,
+            Level::Avx2 | Level::Avx512 => Isa::Avx2,
+        }
     }
 
-    /// Every instruction set this CPU can run, scalar first.
+    /// The variant for the calling thread's [`crate::cpu::level`].
+    pub fn current() -> Isa {
+        Self::for_level(crate::cpu::level())
+    }
+
+    /// Every variant this CPU can run, scalar first.
     pub fn available() -> Vec<Isa> {
-        let mut v = vec![Isa::Scalar];
-        #[cfg(target_arch = "x86_64")]
-        {
-            if avx2::supported() {
-                v.push(Isa::Avx2);
-            }
-            if x86::supported() {
-                v.push(Isa::Avx512Vnni);
-            }
-        }
+        let mut v: Vec<Isa> = Level::supported()
+            .into_iter()
+            .map(Self::for_level)
+            .collect();
+        v.dedup();
         v
-    }
-
-    /// Parses `auto`, `scalar`, `avx2` or `avx512`; refuses one this CPU lacks.
-    pub fn parse(name: &str) -> anyhow::Result<Isa> {
-        let isa = match name.to_ascii_lowercase().as_str() {
-            "auto" => return Ok(Self::detect()),
-            "scalar" => Isa::Scalar,
-            "avx2" => Isa::Avx2,
-            "avx512" | "avx512vnni" | "avx512_vnni" => Isa::Avx512Vnni,
-            _ => crate::bail_invalid!("unknown --isa {name:?}: auto, avx512, avx2 or scalar"),
-        };
-        if !Self::available().contains(&isa) {
-            crate::bail_invalid!("--isa {name}: this CPU does not support it");
-        }
-        Ok(isa)
     }
 
     /// Name in reports.
@@ -112,13 +103,13 @@ pub fn dot_rows(isa: Isa, w: &QuantMatrix, r: usize, acts: &[ActRow<'_>], out: &
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => {
             for (o, a) in out.iter_mut().zip(acts) {
-                // SAFETY: `Avx2` is only available where the CPU supports it; the lengths of
+                // SAFETY: `Avx2` only comes from a level the CPU supports; the lengths of
                 // the row and of every activation were checked above.
                 *o = unsafe { avx2::dot(w.ty, row, absmax, a) };
             }
         }
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `Avx512Vnni` is only constructed when the CPU supports it (`available`),
+        // SAFETY: `Avx512Vnni` is only constructed when the CPU supports it (`for_level`),
         // and the lengths of the row and of every activation were checked above.
         Isa::Avx512Vnni => unsafe { x86::dot_rows(w.ty, row, absmax, acts, out) },
         #[cfg(not(target_arch = "x86_64"))]

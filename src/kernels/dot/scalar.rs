@@ -5,6 +5,9 @@
 use super::super::activation::ActRow;
 use super::super::weights::{WeightType, NF4_BLOCK};
 use super::NF4_I8;
+use crate::formats::blocks::{
+    blocks, f16_le, Block, BlockQ4K, BlockQ4_0, BlockQ6K, BlockQ8_0, QK, QK_K,
+};
 use crate::quant::ggml::get_scale_min_k4;
 
 /// `row . token` for a row of type `ty` (`absmax`: the row's NF4 block maxima).
@@ -18,22 +21,21 @@ pub fn dot(ty: WeightType, row: &[u8], absmax: &[f32], a: &ActRow<'_>) -> f32 {
     }
 }
 
-/// An f16 stored little-endian at `b[0..2]`.
-pub(super) fn f16_at(b: &[u8]) -> f32 {
-    half::f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32()
+/// The row as blocks of `B` (the caller checked the row length).
+fn view<B: Block>(row: &[u8]) -> &[B] {
+    blocks(row).expect("rows are whole blocks")
 }
 
 fn q4_k(row: &[u8], a: &ActRow<'_>) -> f32 {
     let mut acc = 0f32;
-    for (sb, blk) in row.chunks_exact(144).enumerate() {
-        let (d, dmin) = (f16_at(&blk[0..]), f16_at(&blk[2..]));
-        let (scales, qs) = (&blk[4..16], &blk[16..144]);
-        let x = &a.qs[sb * 256..(sb + 1) * 256];
+    for (sb, blk) in view::<BlockQ4K>(row).iter().enumerate() {
+        let (d, dmin) = (f16_le(blk.d), f16_le(blk.dmin));
+        let x = &a.qs[sb * QK_K..(sb + 1) * QK_K];
         let sums = &a.sums16[sb * 16..(sb + 1) * 16];
         let (mut sumi, mut summ) = (0i32, 0i32);
         for j in 0..8 {
-            let (sc, mn) = get_scale_min_k4(j, scales);
-            let q = &qs[(j / 2) * 32..(j / 2) * 32 + 32];
+            let (sc, mn) = get_scale_min_k4(j, &blk.scales);
+            let q = &blk.qs[(j / 2) * 32..(j / 2) * 32 + 32];
             let shift = 4 * (j % 2);
             let dot: i32 = q
                 .iter()
@@ -49,33 +51,27 @@ fn q4_k(row: &[u8], a: &ActRow<'_>) -> f32 {
 }
 
 /// The 6-bit level (0..=63) of value `e` of a Q6_K block.
-fn q6_level(ql: &[u8], qh: &[u8], e: usize) -> i32 {
+fn q6_level(blk: &BlockQ6K, e: usize) -> i32 {
     let (n, g, l) = (e / 128, (e % 128) / 32, e % 32);
-    let b = ql[n * 64 + (g % 2) * 32 + l];
+    let b = blk.ql[n * 64 + (g % 2) * 32 + l];
     let low = if g < 2 { b & 0xF } else { b >> 4 };
-    let high = (qh[n * 32 + l] >> (2 * g)) & 3;
+    let high = (blk.qh[n * 32 + l] >> (2 * g)) & 3;
     i32::from(low | (high << 4))
 }
 
 fn q6_k(row: &[u8], a: &ActRow<'_>) -> f32 {
     let mut acc = 0f32;
-    for (sb, blk) in row.chunks_exact(210).enumerate() {
-        let (ql, qh, scales, d) = (
-            &blk[..128],
-            &blk[128..192],
-            &blk[192..208],
-            f16_at(&blk[208..]),
-        );
-        let x = &a.qs[sb * 256..(sb + 1) * 256];
+    for (sb, blk) in view::<BlockQ6K>(row).iter().enumerate() {
+        let x = &a.qs[sb * QK_K..(sb + 1) * QK_K];
         let mut sumi = 0i32;
-        for (g, &sc) in scales.iter().enumerate() {
+        for (g, &sc) in blk.scales.iter().enumerate() {
             let dot: i32 = (g * 16..g * 16 + 16)
-                .map(|e| q6_level(ql, qh, e) * i32::from(x[e]))
+                .map(|e| q6_level(blk, e) * i32::from(x[e]))
                 .sum();
             let offset = 32 * i32::from(a.sums16[sb * 16 + g]);
-            sumi += i32::from(sc as i8) * (dot - offset);
+            sumi += i32::from(sc) * (dot - offset);
         }
-        acc += a.d[sb] * d * sumi as f32;
+        acc += a.d[sb] * f16_le(blk.d) * sumi as f32;
     }
     acc
 }
@@ -87,29 +83,30 @@ fn sum32(a: &ActRow<'_>, b: usize) -> i32 {
 
 fn q4_0(row: &[u8], a: &ActRow<'_>) -> f32 {
     let mut acc = 0f32;
-    for (b, blk) in row.chunks_exact(18).enumerate() {
-        let x = &a.qs[b * 32..(b + 1) * 32];
-        let dot: i32 = (0..16)
+    for (b, blk) in view::<BlockQ4_0>(row).iter().enumerate() {
+        let x = &a.qs[b * QK..(b + 1) * QK];
+        let dot: i32 = (0..QK / 2)
             .map(|j| {
-                i32::from(blk[2 + j] & 0xF) * i32::from(x[j])
-                    + i32::from(blk[2 + j] >> 4) * i32::from(x[j + 16])
+                i32::from(blk.qs[j] & 0xF) * i32::from(x[j])
+                    + i32::from(blk.qs[j] >> 4) * i32::from(x[j + QK / 2])
             })
             .sum();
-        acc += f16_at(blk) * a.d[b] * (dot - 8 * sum32(a, b)) as f32;
+        acc += f16_le(blk.d) * a.d[b] * (dot - 8 * sum32(a, b)) as f32;
     }
     acc
 }
 
 fn q8_0(row: &[u8], a: &ActRow<'_>) -> f32 {
     let mut acc = 0f32;
-    for (b, blk) in row.chunks_exact(34).enumerate() {
-        let x = &a.qs[b * 32..(b + 1) * 32];
-        let dot: i32 = blk[2..]
+    for (b, blk) in view::<BlockQ8_0>(row).iter().enumerate() {
+        let x = &a.qs[b * QK..(b + 1) * QK];
+        let dot: i32 = blk
+            .qs
             .iter()
             .zip(x)
-            .map(|(&w, &v)| i32::from(w as i8) * i32::from(v))
+            .map(|(&w, &v)| i32::from(w) * i32::from(v))
             .sum();
-        acc += f16_at(blk) * a.d[b] * dot as f32;
+        acc += f16_le(blk.d) * a.d[b] * dot as f32;
     }
     acc
 }

@@ -4,18 +4,9 @@
 use super::super::activation::ActRow;
 use super::super::weights::{WeightType, NF4_BLOCK};
 use super::NF4_I8;
+use crate::formats::blocks::{blocks, Block, BlockQ4K, BlockQ4_0, BlockQ6K, BlockQ8_0, QK_K};
 use std::arch::x86_64::*;
-
-/// Whether this CPU has every feature the kernels use.
-pub fn supported() -> bool {
-    is_x86_feature_detected!("avx512f")
-        && is_x86_feature_detected!("avx512bw")
-        && is_x86_feature_detected!("avx512dq")
-        && is_x86_feature_detected!("avx512vnni")
-        && is_x86_feature_detected!("avx2")
-        && is_x86_feature_detected!("fma")
-        && is_x86_feature_detected!("f16c")
-}
+use std::mem::size_of;
 
 /// Tokens per kernel call.
 const TILE: usize = 4;
@@ -23,7 +14,7 @@ const TILE: usize = 4;
 /// `out[t] = row . acts[t]`, [`TILE`] tokens at a time.
 ///
 /// # Safety
-/// The CPU must pass [`supported`]; `row`, `absmax` and every activation must have the
+/// The CPU must have AVX-512 VNNI ([`crate::cpu::Features::avx512_vnni`]); `row`, `absmax` and every activation must have the
 /// lengths of one row of `ty` (checked by the caller).
 pub unsafe fn dot_rows(
     ty: WeightType,
@@ -138,16 +129,15 @@ unsafe fn q4_k<const T: usize>(row: &[u8], acts: &[ActRow<'_>], out: &mut [f32])
     let dup = _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
     let mut facc = [_mm512_setzero_ps(); T];
     let mut macc = [_mm256_setzero_ps(); T];
-    for (sb, blk) in row.chunks_exact(144).enumerate() {
-        let p = blk.as_ptr();
-        prefetch_ahead(p);
-        let (d, dmin) = (f16(p), f16(p.add(2)));
-        let (sc, mn) = q4_k_scales(&blk[4..16]);
+    for (sb, blk) in view::<BlockQ4K>(row).iter().enumerate() {
+        prefetch_ahead((blk as *const BlockQ4K).cast());
+        let (d, dmin) = (f16(blk.d.as_ptr()), f16(blk.dmin.as_ptr()));
+        let (sc, mn) = q4_k_scales(&blk.scales);
         let sc16 = _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(sc as i64)));
         let s = idx.map(|i| _mm512_permutexvar_epi16(i, sc16));
         let mins = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(_mm_cvtsi64_si128(mn as i64), dup));
-        let a = _mm512_loadu_si512(p.add(16).cast());
-        let b = _mm512_loadu_si512(p.add(80).cast());
+        let a = _mm512_loadu_si512(blk.qs.as_ptr().cast());
+        let b = _mm512_loadu_si512(blk.qs.as_ptr().add(64).cast());
         let (al, ah) = (
             _mm512_and_si512(a, m4),
             _mm512_and_si512(_mm512_srli_epi16::<4>(a), m4),
@@ -165,7 +155,7 @@ unsafe fn q4_k<const T: usize>(row: &[u8], acts: &[ActRow<'_>], out: &mut [f32])
         ];
         for t in 0..T {
             let a = &acts[t];
-            let acc = scaled_dot(&w, &s, a.qs.as_ptr().add(sb * 256));
+            let acc = scaled_dot(&w, &s, a.qs.as_ptr().add(sb * QK_K));
             let dx = a.d[sb];
             facc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), _mm512_set1_ps(d * dx), facc[t]);
             let bs = _mm256_loadu_si256(a.sums16.as_ptr().add(sb * 16).cast());
@@ -183,18 +173,19 @@ unsafe fn q6_k<const T: usize>(row: &[u8], acts: &[ActRow<'_>], out: &mut [f32])
     let (m4, m2) = (_mm512_set1_epi8(0x0F), _mm512_set1_epi8(3));
     let idx = [0, 1, 2, 3].map(|c| lane_index(4 * c, 8));
     let mut facc = [_mm512_setzero_ps(); T];
-    for (sb, blk) in row.chunks_exact(210).enumerate() {
-        let p = blk.as_ptr();
+    for (sb, blk) in view::<BlockQ6K>(row).iter().enumerate() {
+        let p: *const u8 = (blk as *const BlockQ6K).cast();
         prefetch_ahead(p);
-        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH_DISTANCE + 192).cast());
-        let d = f16(p.add(208));
-        let sc16y = _mm256_cvtepi8_epi16(_mm_loadu_si128(p.add(192).cast()));
+        let scales_at = std::mem::offset_of!(BlockQ6K, scales);
+        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH_DISTANCE + scales_at).cast());
+        let d = f16(blk.d.as_ptr());
+        let sc16y = _mm256_cvtepi8_epi16(_mm_loadu_si128(blk.scales.as_ptr().cast()));
         let sc16 = _mm512_castsi256_si512(sc16y);
         let s = idx.map(|i| _mm512_permutexvar_epi16(i, sc16));
         let mut w = [_mm512_setzero_si512(); 4];
         for n in 0..2 {
-            let l = _mm512_loadu_si512(p.add(64 * n).cast());
-            let h = _mm256_loadu_si256(p.add(128 + 32 * n).cast());
+            let l = _mm512_loadu_si512(blk.ql.as_ptr().add(64 * n).cast());
+            let h = _mm256_loadu_si256(blk.qh.as_ptr().add(32 * n).cast());
             let hz = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(h), _mm256_srli_epi16::<2>(h));
             let high = |v: __m512i| _mm512_slli_epi16::<4>(_mm512_and_si512(v, m2));
             w[2 * n] = _mm512_or_si512(_mm512_and_si512(l, m4), high(hz));
@@ -205,7 +196,7 @@ unsafe fn q6_k<const T: usize>(row: &[u8], acts: &[ActRow<'_>], out: &mut [f32])
         }
         for t in 0..T {
             let a = &acts[t];
-            let mut acc = scaled_dot(&w, &s, a.qs.as_ptr().add(sb * 256));
+            let mut acc = scaled_dot(&w, &s, a.qs.as_ptr().add(sb * QK_K));
             // The levels are stored +32: take 32 * scale * sum off each 16-value group.
             let bs = _mm256_loadu_si256(a.sums16.as_ptr().add(sb * 16).cast());
             let corr = _mm256_slli_epi32::<5>(_mm256_madd_epi16(sc16y, bs));
@@ -217,6 +208,22 @@ unsafe fn q6_k<const T: usize>(row: &[u8], acts: &[ActRow<'_>], out: &mut [f32])
     for t in 0..T {
         out[t] = _mm512_reduce_add_ps(facc[t]);
     }
+}
+
+/// The row as blocks of `B` (the caller checked the row length).
+fn view<B: Block>(row: &[u8]) -> &[B] {
+    blocks(row).expect("rows are whole blocks")
+}
+
+/// Blocks `2s` and `2s + 1` of `row`, unchecked.
+///
+/// # Safety
+/// `row` holds at least `2s + 2` blocks of `B` (the callers' loops stay inside the row).
+#[inline(always)]
+unsafe fn pair<B: Block>(row: &[u8], s: usize) -> [&B; 2] {
+    let p = row.as_ptr().cast::<B>().add(2 * s);
+    // SAFETY: in bounds (contract above); `B` has alignment 1 and accepts any bytes.
+    [&*p, &*p.add(1)]
 }
 
 /// A 32-value-block weight type as 64 unsigned bytes at a time (levels plus the type's
@@ -234,13 +241,13 @@ struct Q8_0;
 struct Nf4;
 
 impl Unpack for Q4_0 {
-    const STEP_BYTES: usize = 36;
+    const STEP_BYTES: usize = 2 * size_of::<BlockQ4_0>();
     #[inline(always)]
     unsafe fn unpack(row: &[u8], _: &[f32], s: usize) -> (__m512i, f32, f32) {
-        let p = row.as_ptr().add(36 * s);
+        let [b0, b1] = pair::<BlockQ4_0>(row, s);
         let v = _mm256_set_m128i(
-            _mm_loadu_si128(p.add(20).cast()),
-            _mm_loadu_si128(p.add(2).cast()),
+            _mm_loadu_si128(b1.qs.as_ptr().cast()),
+            _mm_loadu_si128(b0.qs.as_ptr().cast()),
         );
         let v = _mm512_castsi256_si512(v);
         // [block 0, block 0, block 1, block 1], then low nibbles in lanes 0 and 2, high in 1 and 3.
@@ -248,21 +255,21 @@ impl Unpack for Q4_0 {
         let four = 0x4_0004_0004_0004;
         let shift = _mm512_set_epi64(four, four, 0, 0, four, four, 0, 0);
         let w = _mm512_and_si512(_mm512_srlv_epi16(z, shift), _mm512_set1_epi8(0x0F));
-        (w, f16(p), f16(p.add(18)))
+        (w, f16(b0.d.as_ptr()), f16(b1.d.as_ptr()))
     }
 }
 
 impl Unpack for Q8_0 {
-    const STEP_BYTES: usize = 68;
+    const STEP_BYTES: usize = 2 * size_of::<BlockQ8_0>();
     #[inline(always)]
     unsafe fn unpack(row: &[u8], _: &[f32], s: usize) -> (__m512i, f32, f32) {
-        let p = row.as_ptr().add(68 * s);
-        let lo = _mm512_castsi256_si512(_mm256_loadu_si256(p.add(2).cast()));
-        let v = _mm512_inserti64x4::<1>(lo, _mm256_loadu_si256(p.add(36).cast()));
+        let [b0, b1] = pair::<BlockQ8_0>(row, s);
+        let lo = _mm512_castsi256_si512(_mm256_loadu_si256(b0.qs.as_ptr().cast()));
+        let v = _mm512_inserti64x4::<1>(lo, _mm256_loadu_si256(b1.qs.as_ptr().cast()));
         (
             _mm512_xor_si512(v, _mm512_set1_epi8(-128)),
-            f16(p),
-            f16(p.add(34)),
+            f16(b0.d.as_ptr()),
+            f16(b1.d.as_ptr()),
         )
     }
 }

@@ -19,13 +19,13 @@ pub struct GgmlBlocks {
 impl GgmlBlocks {
     /// Codec of type `ty` for rows of `head_dim`.
     pub fn new(ty: GgmlType, head_dim: usize) -> Result<Self> {
-        let Some(codec) = crate::quant::codec(ty) else {
+        let Some(codec) = ty.codec() else {
             bail!("{ty}: no codec");
         };
-        if head_dim == 0 || !head_dim.is_multiple_of(codec.block_size) {
+        if head_dim == 0 || !head_dim.is_multiple_of(codec.block_size()) {
             bail!(
                 "{ty}: head_dim must be a positive multiple of {}, got {head_dim}",
-                codec.block_size
+                codec.block_size()
             );
         }
         Ok(Self {
@@ -36,7 +36,7 @@ impl GgmlBlocks {
     }
 
     fn row_bytes(&self) -> usize {
-        self.head_dim / self.codec.block_size * self.codec.type_size
+        self.head_dim / self.codec.block_size() * self.codec.type_size()
     }
 }
 

@@ -187,8 +187,8 @@ fn streaming_and_parallel_match_one_call() {
 fn all_kernels_agree_through_public_api() {
     let x = sample(40_000 + 33);
     let reference = quantize_4bit(FourBit::Nf4, &x, 64);
-    for kernel in [Kernel::Scalar, Kernel::Avx2, Kernel::Avx512] {
-        if !kernel.is_available() {
+    for kernel in crate::cpu::Level::ALL {
+        if !kernel.is_supported() {
             continue;
         }
         let (mut p, mut a) = (

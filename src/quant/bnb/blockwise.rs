@@ -11,8 +11,9 @@ use rayon::prelude::*;
 
 use super::codes::{Quantizer, FP4_DEQUANT, NF4};
 use super::pack::{pack_pair, packed_len, unpack_pair};
-use super::simd::Kernel;
+use super::simd::full_blocks;
 use super::{FourBit, QuantInput};
+use crate::cpu::{self, Level};
 
 /// Block sizes bitsandbytes accepts for 4-bit quantization.
 pub const BLOCK_SIZES: [usize; 8] = [32, 64, 128, 256, 512, 1024, 2048, 4096];
@@ -93,15 +94,15 @@ pub fn quantize_4bit_into<T: QuantInput>(
     packed: &mut [u8],
     absmax: &mut [f32],
 ) {
-    quantize_4bit_into_with(Kernel::detect(), kind, x, block_size, packed, absmax);
+    quantize_4bit_into_with(cpu::level(), kind, x, block_size, packed, absmax);
 }
 
-/// [`quantize_4bit_into`] with an explicit kernel (benchmarks, cross-checks).
+/// [`quantize_4bit_into`] with an explicit instruction-set level (benchmarks, cross-checks).
 ///
 /// # Panics
-/// As [`quantize_4bit_into`], and if `kernel` is not available on this CPU.
+/// As [`quantize_4bit_into`], and if this CPU does not support `kernel`.
 pub fn quantize_4bit_into_with<T: QuantInput>(
-    kernel: Kernel,
+    kernel: Level,
     kind: FourBit,
     x: &[T],
     block_size: usize,
@@ -109,7 +110,6 @@ pub fn quantize_4bit_into_with<T: QuantInput>(
     absmax: &mut [f32],
 ) {
     check_layout(x.len(), block_size, packed.len(), absmax.len());
-    assert!(kernel.is_available(), "{kernel:?} kernel not available");
     let q = Quantizer::get(kind);
     if let Some(x) = T::as_f32_slice(x) {
         quantize_f32(kernel, q, x, block_size, packed, absmax);
@@ -144,7 +144,7 @@ pub fn quantize_4bit_into_par<T: QuantInput>(
 ) {
     check_layout(x.len(), block_size, packed.len(), absmax.len());
     let chunk = PAR_CHUNK.max(block_size);
-    let kernel = Kernel::detect();
+    let kernel = cpu::level();
     x.par_chunks(chunk)
         .zip(packed.par_chunks_mut(chunk / 2))
         .zip(absmax.par_chunks_mut(chunk / block_size))
@@ -153,7 +153,7 @@ pub fn quantize_4bit_into_par<T: QuantInput>(
 
 /// Quantizes f32 values: all full blocks with `kernel`, then the ragged tail.
 fn quantize_f32(
-    kernel: Kernel,
+    kernel: Level,
     q: &Quantizer,
     x: &[f32],
     block_size: usize,
@@ -164,7 +164,7 @@ fn quantize_f32(
     let (xf, xt) = x.split_at(full * block_size);
     let (pf, pt) = packed.split_at_mut(full * block_size / 2);
     let (af, at) = absmax.split_at_mut(full);
-    kernel.full_blocks(q, xf, block_size, pf, af);
+    full_blocks(kernel, q, xf, block_size, pf, af);
     if let Some(am) = at.first_mut() {
         tail_block(q, xt, pt, am);
     }

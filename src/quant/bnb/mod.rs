@@ -28,7 +28,6 @@ pub use self::double_quant::{
     double_dequantize, double_quantize, double_quantize_with_threads, DoubleQuant, NESTED_BLOCK,
 };
 pub use self::pack::packed_len;
-pub use self::simd::Kernel;
 pub use self::torch_mean::torch_mean;
 
 /// A bitsandbytes 4-bit data type.

@@ -169,8 +169,8 @@ fn reproduces_bitsandbytes_fixture() {
             let (packed, absmax) = (r.bytes(), r.f32s());
             assert_eq!(q.packed, packed, "packed: {ctx}");
             assert_eq!(bits(&q.absmax), bits(&absmax), "absmax: {ctx}");
-            for kernel in [Kernel::Scalar, Kernel::Avx2, Kernel::Avx512] {
-                if kernel.is_available() {
+            for kernel in crate::cpu::Level::ALL {
+                if kernel.is_supported() {
                     let (mut p, mut a) = (vec![0; packed.len()], vec![0.0; absmax.len()]);
                     quantize_4bit_into_with(kernel, k, &x, bs, &mut p, &mut a);
                     assert_eq!(p, packed, "packed: {ctx} {kernel:?}");

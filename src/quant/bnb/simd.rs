@@ -7,6 +7,7 @@
 use super::blockwise::{block_absmax, clamp_tiny};
 use super::codes::Quantizer;
 use super::pack::pack_pair;
+use crate::cpu::Level;
 
 /// Blocks handled per group: first all their scales, then all their codes, which keeps one
 /// block's absmax -> divide latency off the critical path of the next.
@@ -60,61 +61,29 @@ fn full_blocks_scalar(
     });
 }
 
-/// A whole-block quantization kernel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kernel {
-    /// Portable Rust.
-    Scalar,
-    /// x86-64 AVX2.
-    Avx2,
-    /// x86-64 AVX-512F.
-    Avx512,
-}
-
-impl Kernel {
-    /// The fastest kernel this CPU supports.
-    pub fn detect() -> Kernel {
-        [Kernel::Avx512, Kernel::Avx2]
-            .into_iter()
-            .find(|k| k.is_available())
-            .unwrap_or(Kernel::Scalar)
-    }
-
-    /// Whether this CPU can run the kernel.
-    pub fn is_available(self) -> bool {
-        match self {
-            Kernel::Scalar => true,
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2 => std::arch::is_x86_feature_detected!("avx2"),
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
-            #[cfg(not(target_arch = "x86_64"))]
-            _ => false,
-        }
-    }
-
-    /// Quantizes whole blocks (`x.len()` a multiple of `block_size`, itself a multiple of 32).
-    pub(super) fn full_blocks(
-        self,
-        q: &Quantizer,
-        x: &[f32],
-        block_size: usize,
-        packed: &mut [u8],
-        absmax: &mut [f32],
-    ) {
-        debug_assert!(x.len().is_multiple_of(block_size) && block_size.is_multiple_of(32));
-        debug_assert!(packed.len() == x.len() / 2 && absmax.len() == x.len() / block_size);
-        match self {
-            Kernel::Scalar => full_blocks_scalar(q, x, block_size, packed, absmax),
-            // SAFETY: callers check `is_available`, i.e. the CPU has the feature.
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2 => unsafe { x86::full_blocks_avx2(q, x, block_size, packed, absmax) },
-            // SAFETY: as above.
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512 => unsafe { x86::full_blocks_avx512(q, x, block_size, packed, absmax) },
-            #[cfg(not(target_arch = "x86_64"))]
-            _ => full_blocks_scalar(q, x, block_size, packed, absmax),
-        }
+/// Quantizes whole blocks with the kernel of `level` (`x.len()` a multiple of `block_size`,
+/// itself a multiple of 32); `level` must be supported by this CPU.
+pub(super) fn full_blocks(
+    level: Level,
+    q: &Quantizer,
+    x: &[f32],
+    block_size: usize,
+    packed: &mut [u8],
+    absmax: &mut [f32],
+) {
+    debug_assert!(x.len().is_multiple_of(block_size) && block_size.is_multiple_of(32));
+    debug_assert!(packed.len() == x.len() / 2 && absmax.len() == x.len() / block_size);
+    assert!(level.is_supported(), "{level} kernel not available");
+    match level {
+        Level::Scalar => full_blocks_scalar(q, x, block_size, packed, absmax),
+        // SAFETY: the CPU supports the level (asserted above).
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2 => unsafe { x86::full_blocks_avx2(q, x, block_size, packed, absmax) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 => unsafe { x86::full_blocks_avx512(q, x, block_size, packed, absmax) },
+        #[cfg(not(target_arch = "x86_64"))]
+        _ => full_blocks_scalar(q, x, block_size, packed, absmax),
     }
 }
 
@@ -321,8 +290,8 @@ mod tests {
 
     #[test]
     fn simd_matches_scalar() {
-        for kernel in [Kernel::Avx2, Kernel::Avx512] {
-            if !kernel.is_available() {
+        for kernel in [Level::Avx2, Level::Avx512] {
+            if !kernel.is_supported() {
                 eprintln!("skipping {kernel:?}: not available");
                 continue;
             }
@@ -332,8 +301,8 @@ mod tests {
                     let q = Quantizer::get(kind);
                     let (mut p0, mut a0) = (vec![0; x.len() / 2], vec![0.0; x.len() / bs]);
                     let (mut p1, mut a1) = (p0.clone(), a0.clone());
-                    Kernel::Scalar.full_blocks(q, &x, bs, &mut p0, &mut a0);
-                    kernel.full_blocks(q, &x, bs, &mut p1, &mut a1);
+                    full_blocks(Level::Scalar, q, &x, bs, &mut p0, &mut a0);
+                    full_blocks(kernel, q, &x, bs, &mut p1, &mut a1);
                     assert_eq!(p0, p1, "{kernel:?} {kind:?} {bs}");
                     let bits = |a: &[f32]| a.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
                     assert_eq!(bits(&a0), bits(&a1), "{kernel:?} {kind:?} {bs}");

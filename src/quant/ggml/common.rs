@@ -9,7 +9,7 @@ use super::simd;
 pub const GROUP_MAX_EPS: f32 = 1e-15;
 
 /// Number of values in a k-quant super-block (`QK_K`).
-pub const QK_K: usize = 256;
+pub use crate::formats::blocks::QK_K;
 
 /// ggml's `nearest_int`: round to nearest (ties to even) via the `12582912.f` magic number.
 ///

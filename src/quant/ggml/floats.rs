@@ -2,23 +2,18 @@
 
 use super::common::{fp16_to_fp32, fp32_to_fp16};
 use super::Codec;
+use crate::formats::ggml_type::GgmlType;
 
 /// F32 codec (ggml type 0): little-endian IEEE single.
 pub const F32: Codec = Codec {
-    type_id: 0,
-    name: "F32",
-    block_size: 1,
-    type_size: 4,
+    ty: GgmlType::F32,
     quantize_row: quantize_row_f32,
     dequantize: dequantize_f32,
 };
 
 /// F16 codec (ggml type 1): IEEE half, round to nearest even (`GGML_FP32_TO_FP16`).
 pub const F16: Codec = Codec {
-    type_id: 1,
-    name: "F16",
-    block_size: 1,
-    type_size: 2,
+    ty: GgmlType::F16,
     quantize_row: quantize_row_f16,
     dequantize: dequantize_f16,
 };
@@ -26,10 +21,7 @@ pub const F16: Codec = Codec {
 /// BF16 codec (ggml type 30): round to nearest even, NaN kept and made quiet
 /// (`GGML_FP32_TO_BF16`).
 pub const BF16: Codec = Codec {
-    type_id: 30,
-    name: "BF16",
-    block_size: 1,
-    type_size: 2,
+    ty: GgmlType::BF16,
     quantize_row: quantize_row_bf16,
     dequantize: dequantize_bf16,
 };

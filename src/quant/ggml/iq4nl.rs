@@ -3,8 +3,9 @@
 use super::common::{abs_max, imatrix_weights, read_fp16, sum_sq, write_fp16, GROUP_MAX_EPS};
 use super::simd;
 use super::Codec;
-
-const QK: usize = 32;
+use crate::formats::blocks::{whole_blocks, BlockIq4Nl, QK};
+use crate::formats::ggml_type::GgmlType;
+use std::mem::size_of;
 
 /// ggml's `kvalues_iq4nl`.
 pub const KVALUES_IQ4NL: [i8; 16] = [
@@ -13,10 +14,7 @@ pub const KVALUES_IQ4NL: [i8; 16] = [
 
 /// IQ4_NL codec (ggml type 20). ggml always runs its imatrix-capable path.
 pub const IQ4_NL: Codec = Codec {
-    type_id: 20,
-    name: "IQ4_NL",
-    block_size: QK,
-    type_size: 18,
+    ty: GgmlType::IQ4_NL,
     quantize_row: quantize_row_iq4_nl,
     dequantize: dequantize_iq4_nl,
 };
@@ -53,7 +51,7 @@ fn quantize_row_iq4_nl(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
     let mut w = [0.0f32; QK];
     for (ib, (x, y)) in src
         .chunks_exact(QK)
-        .zip(dst.chunks_exact_mut(18))
+        .zip(dst.chunks_exact_mut(size_of::<BlockIq4Nl>()))
         .enumerate()
     {
         match imatrix {
@@ -127,11 +125,14 @@ pub fn iq4nl_sums_scalar(x: &[f32], w: &[f32], ids: &[f32], sumqx: &mut [f32], s
 }
 
 fn dequantize_iq4_nl(src: &[u8], dst: &mut [f32]) {
-    for (b, y) in src.chunks_exact(18).zip(dst.chunks_exact_mut(QK)) {
-        let d = read_fp16(b, 0);
-        for j in 0..16 {
-            y[j] = d * KVALUES_IQ4NL[(b[2 + j] & 0x0f) as usize] as f32;
-            y[j + 16] = d * KVALUES_IQ4NL[(b[2 + j] >> 4) as usize] as f32;
+    for (b, y) in whole_blocks::<BlockIq4Nl>(src)
+        .iter()
+        .zip(dst.chunks_exact_mut(QK))
+    {
+        let d = read_fp16(&b.d, 0);
+        for j in 0..QK / 2 {
+            y[j] = d * KVALUES_IQ4NL[(b.qs[j] & 0x0f) as usize] as f32;
+            y[j + QK / 2] = d * KVALUES_IQ4NL[(b.qs[j] >> 4) as usize] as f32;
         }
     }
 }

@@ -5,55 +5,43 @@ use super::common::{
     read_fp16, sum_sq, write_fp16, Qkx, QkxParams, QkxResult,
 };
 use super::Codec;
-
-const QK: usize = 32;
+use crate::formats::blocks::{
+    whole_blocks, whole_blocks_mut, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, QK,
+};
+use crate::formats::ggml_type::GgmlType;
+use std::mem::size_of;
 
 /// Q4_0: `{ f16 d; u8 qs[16] }`, value = `d * (q - 8)`.
 pub const Q4_0: Codec = Codec {
-    type_id: 2,
-    name: "Q4_0",
-    block_size: QK,
-    type_size: 18,
+    ty: GgmlType::Q4_0,
     quantize_row: quantize_row_q4_0,
     dequantize: dequantize_q4_0,
 };
 
 /// Q4_1: `{ f16 d; f16 m; u8 qs[16] }`, value = `d * q + m`.
 pub const Q4_1: Codec = Codec {
-    type_id: 3,
-    name: "Q4_1",
-    block_size: QK,
-    type_size: 20,
+    ty: GgmlType::Q4_1,
     quantize_row: quantize_row_q4_1,
     dequantize: dequantize_q4_1,
 };
 
 /// Q5_0: `{ f16 d; u8 qh[4]; u8 qs[16] }`, value = `d * (q - 16)`.
 pub const Q5_0: Codec = Codec {
-    type_id: 6,
-    name: "Q5_0",
-    block_size: QK,
-    type_size: 22,
+    ty: GgmlType::Q5_0,
     quantize_row: quantize_row_q5_0,
     dequantize: dequantize_q5_0,
 };
 
 /// Q5_1: `{ f16 d; f16 m; u8 qh[4]; u8 qs[16] }`, value = `d * q + m`.
 pub const Q5_1: Codec = Codec {
-    type_id: 7,
-    name: "Q5_1",
-    block_size: QK,
-    type_size: 24,
+    ty: GgmlType::Q5_1,
     quantize_row: quantize_row_q5_1,
     dequantize: dequantize_q5_1,
 };
 
 /// Q8_0: `{ f16 d; i8 qs[32] }`, value = `d * q`. ggml ignores the imatrix.
 pub const Q8_0: Codec = Codec {
-    type_id: 8,
-    name: "Q8_0",
-    block_size: QK,
-    type_size: 34,
+    ty: GgmlType::Q8_0,
     quantize_row: quantize_row_q8_0,
     dequantize: dequantize_q8_0,
 };
@@ -220,7 +208,7 @@ fn quantize_row(k: &Kind, src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) 
 
 fn quantize_row_q4_0(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
     let k = Kind {
-        bytes: 18,
+        bytes: size_of::<BlockQ4_0>(),
         five_bit: false,
         with_min: false,
         nmax: 15,
@@ -230,7 +218,7 @@ fn quantize_row_q4_0(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
 
 fn quantize_row_q4_1(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
     let k = Kind {
-        bytes: 20,
+        bytes: size_of::<BlockQ4_1>(),
         five_bit: false,
         with_min: true,
         nmax: 15,
@@ -240,7 +228,7 @@ fn quantize_row_q4_1(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
 
 fn quantize_row_q5_0(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
     let k = Kind {
-        bytes: 22,
+        bytes: size_of::<BlockQ5_0>(),
         five_bit: true,
         with_min: false,
         nmax: 31,
@@ -250,7 +238,7 @@ fn quantize_row_q5_0(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
 
 fn quantize_row_q5_1(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
     let k = Kind {
-        bytes: 24,
+        bytes: size_of::<BlockQ5_1>(),
         five_bit: true,
         with_min: true,
         nmax: 31,
@@ -259,7 +247,7 @@ fn quantize_row_q5_1(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
 }
 
 fn quantize_row_q8_0(src: &[f32], dst: &mut [u8], _imatrix: Option<&[f32]>) {
-    for (x, y) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(34)) {
+    for (x, y) in src.chunks_exact(QK).zip(whole_blocks_mut::<BlockQ8_0>(dst)) {
         // amax = MAX(amax, fabsf(v)) in order. A NaN resets that chain, so only
         // NaN-free blocks may use the order-free maximum.
         let amax = if x.iter().any(|v| v.is_nan()) {
@@ -270,9 +258,9 @@ fn quantize_row_q8_0(src: &[f32], dst: &mut [u8], _imatrix: Option<&[f32]>) {
         };
         let d = amax / 127.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-        write_fp16(y, 0, d);
-        for (q, &v) in y[2..].iter_mut().zip(x) {
-            *q = c_round_i32(v * id) as u8;
+        write_fp16(&mut y.d, 0, d);
+        for (q, &v) in y.qs.iter_mut().zip(x) {
+            *q = c_round_i32(v * id) as i8;
         }
     }
 }
@@ -287,54 +275,67 @@ fn q5_levels(qh: &[u8], qs: &[u8], j: usize) -> (i32, i32) {
 }
 
 fn dequantize_q4_0(src: &[u8], dst: &mut [f32]) {
-    for (b, y) in src.chunks_exact(18).zip(dst.chunks_exact_mut(QK)) {
-        let d = read_fp16(b, 0);
-        for j in 0..16 {
-            y[j] = ((b[2 + j] & 0x0f) as i32 - 8) as f32 * d;
-            y[j + 16] = ((b[2 + j] >> 4) as i32 - 8) as f32 * d;
+    for (b, y) in whole_blocks::<BlockQ4_0>(src)
+        .iter()
+        .zip(dst.chunks_exact_mut(QK))
+    {
+        let d = read_fp16(&b.d, 0);
+        for j in 0..QK / 2 {
+            y[j] = ((b.qs[j] & 0x0f) as i32 - 8) as f32 * d;
+            y[j + QK / 2] = ((b.qs[j] >> 4) as i32 - 8) as f32 * d;
         }
     }
 }
 
 fn dequantize_q4_1(src: &[u8], dst: &mut [f32]) {
-    for (b, y) in src.chunks_exact(20).zip(dst.chunks_exact_mut(QK)) {
-        let d = read_fp16(b, 0);
-        let m = read_fp16(b, 2);
-        for j in 0..16 {
-            y[j] = (b[4 + j] & 0x0f) as f32 * d + m;
-            y[j + 16] = (b[4 + j] >> 4) as f32 * d + m;
+    for (b, y) in whole_blocks::<BlockQ4_1>(src)
+        .iter()
+        .zip(dst.chunks_exact_mut(QK))
+    {
+        let (d, m) = (read_fp16(&b.d, 0), read_fp16(&b.m, 0));
+        for j in 0..QK / 2 {
+            y[j] = (b.qs[j] & 0x0f) as f32 * d + m;
+            y[j + QK / 2] = (b.qs[j] >> 4) as f32 * d + m;
         }
     }
 }
 
 fn dequantize_q5_0(src: &[u8], dst: &mut [f32]) {
-    for (b, y) in src.chunks_exact(22).zip(dst.chunks_exact_mut(QK)) {
-        let d = read_fp16(b, 0);
-        for j in 0..16 {
-            let (a, c) = q5_levels(&b[2..6], &b[6..22], j);
+    for (b, y) in whole_blocks::<BlockQ5_0>(src)
+        .iter()
+        .zip(dst.chunks_exact_mut(QK))
+    {
+        let d = read_fp16(&b.d, 0);
+        for j in 0..QK / 2 {
+            let (a, c) = q5_levels(&b.qh, &b.qs, j);
             y[j] = (a - 16) as f32 * d;
-            y[j + 16] = (c - 16) as f32 * d;
+            y[j + QK / 2] = (c - 16) as f32 * d;
         }
     }
 }
 
 fn dequantize_q5_1(src: &[u8], dst: &mut [f32]) {
-    for (b, y) in src.chunks_exact(24).zip(dst.chunks_exact_mut(QK)) {
-        let d = read_fp16(b, 0);
-        let m = read_fp16(b, 2);
-        for j in 0..16 {
-            let (a, c) = q5_levels(&b[4..8], &b[8..24], j);
+    for (b, y) in whole_blocks::<BlockQ5_1>(src)
+        .iter()
+        .zip(dst.chunks_exact_mut(QK))
+    {
+        let (d, m) = (read_fp16(&b.d, 0), read_fp16(&b.m, 0));
+        for j in 0..QK / 2 {
+            let (a, c) = q5_levels(&b.qh, &b.qs, j);
             y[j] = a as f32 * d + m;
-            y[j + 16] = c as f32 * d + m;
+            y[j + QK / 2] = c as f32 * d + m;
         }
     }
 }
 
 fn dequantize_q8_0(src: &[u8], dst: &mut [f32]) {
-    for (b, y) in src.chunks_exact(34).zip(dst.chunks_exact_mut(QK)) {
-        let d = read_fp16(b, 0);
-        for (o, &q) in y.iter_mut().zip(&b[2..]) {
-            *o = q as i8 as f32 * d;
+    for (b, y) in whole_blocks::<BlockQ8_0>(src)
+        .iter()
+        .zip(dst.chunks_exact_mut(QK))
+    {
+        let d = read_fp16(&b.d, 0);
+        for (o, &q) in y.iter_mut().zip(&b.qs) {
+            *o = f32::from(q) * d;
         }
     }
 }

@@ -8,8 +8,8 @@
 //! functions); without, the `quantize_row_X_ref` path.
 //!
 //! The hot scale searches have SIMD kernels (AVX-512 / AVX2, picked at run time)
-//! that produce the same bytes as the scalar path; [`set_force_scalar`] switches
-//! them off so tests can compare both.
+//! that produce the same bytes as the scalar path; [`crate::cpu::with_level`] picks
+//! the level for the calling thread so tests can compare them.
 
 mod common;
 mod floats;
@@ -22,32 +22,42 @@ mod q6_k;
 mod simd;
 
 pub use self::q45_k::get_scale_min_k4;
-pub use self::simd::{active_isa, force_scalar, set_force_scalar, set_simd_limit, SimdLevel};
 
-/// One ggml block codec.
+pub use self::simd::active_isa;
+use crate::formats::ggml_type::GgmlType;
+
+/// One ggml block codec: the type's entry in the type table ([`GgmlType`]) and its functions.
 pub struct Codec {
-    /// ggml type id (`enum ggml_type`).
-    pub type_id: u32,
-    /// ggml type name, e.g. `"Q4_K"`.
-    pub name: &'static str,
-    /// Number of values per block.
-    pub block_size: usize,
-    /// Number of bytes per block.
-    pub type_size: usize,
-    /// Quantize one row; `dst.len() == src.len()/block_size*type_size`; imatrix len == src.len() when Some.
+    /// The ggml type; block size, type size and name come from its table entry.
+    pub ty: GgmlType,
+    /// Quantize one row; `dst.len() == src.len()/block_size*type_size`; with importance
+    /// weights (`imatrix`, `len == src.len()`) the `quantize_row_X_impl` path of ggml,
+    /// without the `quantize_row_X_ref` one.
     pub quantize_row: fn(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>),
     /// Dequantize whole blocks.
     pub dequantize: fn(src: &[u8], dst: &mut [f32]),
 }
 
+impl Codec {
+    /// ggml type name, e.g. `"Q4_K"`.
+    pub fn name(&self) -> &'static str {
+        self.ty.name()
+    }
+
+    /// Values per block.
+    pub fn block_size(&self) -> usize {
+        self.ty.block_size() as usize
+    }
+
+    /// Bytes per block.
+    pub fn type_size(&self) -> usize {
+        self.ty.type_size() as usize
+    }
+}
+
 impl std::fmt::Debug for Codec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Codec")
-            .field("type_id", &self.type_id)
-            .field("name", &self.name)
-            .field("block_size", &self.block_size)
-            .field("type_size", &self.type_size)
-            .finish()
+        f.debug_struct("Codec").field("ty", &self.ty).finish()
     }
 }
 
@@ -69,12 +79,8 @@ pub static CODECS: [Codec; 14] = [
     floats::BF16,
 ];
 
-/// Look up the codec for a ggml type id (the 11 quant types plus F32, F16 and BF16).
-pub fn codec(type_id: u32) -> Option<&'static Codec> {
-    CODECS.iter().find(|c| c.type_id == type_id)
-}
-
-/// Look up a codec by its ggml type name (case-insensitive), e.g. `"q4_k"`.
-pub fn codec_by_name(name: &str) -> Option<&'static Codec> {
-    CODECS.iter().find(|c| c.name.eq_ignore_ascii_case(name))
+/// The codec of a ggml type, if qforge has one (the 11 quant types plus F32, F16 and
+/// BF16); the same as [`GgmlType::codec`].
+pub fn codec(ty: GgmlType) -> Option<&'static Codec> {
+    CODECS.iter().find(|c| c.ty == ty)
 }

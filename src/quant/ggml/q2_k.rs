@@ -5,15 +5,12 @@ use super::common::{
     Qkx, QkxParams, QkxResult, QK_K,
 };
 use super::Codec;
-
-const BYTES: usize = 84;
+use crate::formats::blocks::{whole_blocks, whole_blocks_mut, BlockQ2K};
+use crate::formats::ggml_type::GgmlType;
 
 /// Q2_K codec (ggml type 10).
 pub const Q2_K: Codec = Codec {
-    type_id: 10,
-    name: "Q2_K",
-    block_size: QK_K,
-    type_size: BYTES,
+    ty: GgmlType::Q2_K,
     quantize_row: quantize_row_q2_k,
     dequantize: dequantize_q2_k,
 };
@@ -33,7 +30,7 @@ pub(super) fn pack_2bit(l: &[u8; QK_K], qs: &mut [u8]) {
 fn quantize_row_q2_k(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
     for (i, (x, y)) in src
         .chunks_exact(QK_K)
-        .zip(dst.chunks_exact_mut(BYTES))
+        .zip(whole_blocks_mut::<BlockQ2K>(dst))
         .enumerate()
     {
         let x: &[f32; QK_K] = x.try_into().unwrap();
@@ -45,7 +42,7 @@ fn quantize_row_q2_k(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
 }
 
 /// `quantize_row_q2_K_ref` for one super-block.
-fn quantize_block_ref(x: &[f32; QK_K], y: &mut [u8]) {
+fn quantize_block_ref(x: &[f32; QK_K], y: &mut BlockQ2K) {
     let p = QkxParams {
         nmax: 3,
         rmin: -0.5,
@@ -75,18 +72,18 @@ fn quantize_block_ref(x: &[f32; QK_K], y: &mut [u8]) {
         for (b, &s) in sc.iter_mut().zip(&scales) {
             *b = nearest_int(iscale * s) as u8;
         }
-        write_fp16(y, 80, max_scale / 15.0)
+        write_fp16(&mut y.d, 0, max_scale / 15.0)
     } else {
-        write_fp16(y, 80, 0.0)
+        write_fp16(&mut y.d, 0, 0.0)
     };
     let dmin = if max_min > 0.0 {
         let iscale = 15.0 / max_min;
         for (b, &m) in sc.iter_mut().zip(&mins) {
             *b |= (nearest_int(iscale * m) << 4) as u8;
         }
-        write_fp16(y, 82, max_min / 15.0)
+        write_fp16(&mut y.dmin, 0, max_min / 15.0)
     } else {
-        write_fp16(y, 82, 0.0)
+        write_fp16(&mut y.dmin, 0, 0.0)
     };
     finish_block(&p, x, d, dmin, &sc, &res, y);
 }
@@ -107,7 +104,7 @@ fn search(
 }
 
 /// `quantize_row_q2_K_impl` for one super-block with importance weights `qw`.
-fn quantize_block_impl(x: &[f32; QK_K], qw: &[f32], y: &mut [u8]) {
+fn quantize_block_impl(x: &[f32; QK_K], qw: &[f32], y: &mut BlockQ2K) {
     let p = QkxParams {
         nmax: 3,
         rmin: -0.9,
@@ -128,8 +125,8 @@ fn quantize_block_impl(x: &[f32; QK_K], qw: &[f32], y: &mut [u8]) {
     let mut lm = [0u8; 16];
     let dm = make_qp_quants(15, &scales, &mut ls, &sw);
     let mm = make_qp_quants(15, &mins, &mut lm, &sw);
-    let d = write_fp16(y, 80, dm);
-    let dmin = write_fp16(y, 82, mm);
+    let d = write_fp16(&mut y.d, 0, dm);
+    let dmin = write_fp16(&mut y.dmin, 0, mm);
     let mut sc = [0u8; 16];
     for j in 0..16 {
         sc[j] = ls[j] | (lm[j] << 4);
@@ -146,7 +143,7 @@ fn finish_block(
     dmin: f32,
     sc: &[u8; 16],
     res: &[QkxResult; 16],
-    y: &mut [u8],
+    y: &mut BlockQ2K,
 ) {
     let mut l = [0u8; QK_K];
     for j in 0..16 {
@@ -160,21 +157,24 @@ fn finish_block(
             l[16 * j + ii] = nearest_int((x[16 * j + ii] + dm) / d).clamp(0, 3) as u8;
         }
     }
-    y[..16].copy_from_slice(sc);
-    pack_2bit(&l, &mut y[16..80]);
+    y.scales = *sc;
+    pack_2bit(&l, &mut y.qs);
 }
 
 fn dequantize_q2_k(src: &[u8], dst: &mut [f32]) {
-    for (b, y) in src.chunks_exact(BYTES).zip(dst.chunks_exact_mut(QK_K)) {
-        let d = read_fp16(b, 80);
-        let min = read_fp16(b, 82);
+    for (b, y) in whole_blocks::<BlockQ2K>(src)
+        .iter()
+        .zip(dst.chunks_exact_mut(QK_K))
+    {
+        let d = read_fp16(&b.d, 0);
+        let min = read_fp16(&b.dmin, 0);
         let mut out = 0;
         let mut is = 0;
         for n in 0..2 {
-            let q = &b[16 + 32 * n..16 + 32 * n + 32];
+            let q = &b.qs[32 * n..32 * n + 32];
             for shift in [0u32, 2, 4, 6] {
                 for half in 0..2 {
-                    let sc = b[is];
+                    let sc = b.scales[is];
                     is += 1;
                     let dl = d * (sc & 0x0f) as f32;
                     let ml = min * (sc >> 4) as f32;

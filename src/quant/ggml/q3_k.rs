@@ -6,15 +6,12 @@ use super::common::{
 };
 use super::q2_k::pack_2bit;
 use super::Codec;
-
-const BYTES: usize = 110;
+use crate::formats::blocks::{whole_blocks, whole_blocks_mut, BlockQ3K};
+use crate::formats::ggml_type::GgmlType;
 
 /// Q3_K codec (ggml type 11).
 pub const Q3_K: Codec = Codec {
-    type_id: 11,
-    name: "Q3_K",
-    block_size: QK_K,
-    type_size: BYTES,
+    ty: GgmlType::Q3_K,
     quantize_row: quantize_row_q3_k,
     dequantize: dequantize_q3_k,
 };
@@ -22,7 +19,7 @@ pub const Q3_K: Codec = Codec {
 fn quantize_row_q3_k(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
     for (i, (x, y)) in src
         .chunks_exact(QK_K)
-        .zip(dst.chunks_exact_mut(BYTES))
+        .zip(whole_blocks_mut::<BlockQ3K>(dst))
         .enumerate()
     {
         let x: &[f32; QK_K] = x.try_into().unwrap();
@@ -57,7 +54,7 @@ fn unpack_scale(s: &[u8; 12], j: usize) -> i32 {
 }
 
 /// `quantize_row_q3_K_ref` for one super-block.
-fn quantize_block_ref(x: &[f32; QK_K], y: &mut [u8]) {
+fn quantize_block_ref(x: &[f32; QK_K], y: &mut BlockQ3K) {
     let mut l = [0i8; QK_K];
     let mut scales = [0.0f32; 16];
     let mut max_scale = 0.0f32;
@@ -85,7 +82,7 @@ fn quantize_block_ref(x: &[f32; QK_K], y: &mut [u8]) {
 }
 
 /// `quantize_row_q3_K_impl` for one super-block with importance weights `qw`.
-fn quantize_block_impl(x: &[f32; QK_K], qw: &[f32], y: &mut [u8]) {
+fn quantize_block_impl(x: &[f32; QK_K], qw: &[f32], y: &mut BlockQ3K) {
     let mut l = [0i8; QK_K];
     let mut scales = [0.0f32; 16];
     let mut sw = [0.0f32; 16];
@@ -106,8 +103,8 @@ fn quantize_block_impl(x: &[f32; QK_K], qw: &[f32], y: &mut [u8]) {
 }
 
 /// Shared tail: store `d` and scales, re-quantize with them, split off the high bit.
-fn finish_block(x: &[f32; QK_K], d: f32, sc: &[u8; 12], l: &mut [i8; QK_K], y: &mut [u8]) {
-    let d_all = write_fp16(y, 108, d);
+fn finish_block(x: &[f32; QK_K], d: f32, sc: &[u8; 12], l: &mut [i8; QK_K], y: &mut BlockQ3K) {
+    let d_all = write_fp16(&mut y.d, 0, d);
     for j in 0..16 {
         let d = d_all * unpack_scale(sc, j) as f32;
         if d == 0.0 {
@@ -128,21 +125,23 @@ fn finish_block(x: &[f32; QK_K], d: f32, sc: &[u8; 12], l: &mut [i8; QK_K], y: &
             *u = (v as u8).wrapping_sub(4 * hi);
         }
     }
-    y[..32].copy_from_slice(&hmask);
-    pack_2bit(&lu, &mut y[32..96]);
-    y[96..108].copy_from_slice(sc);
+    y.hmask = hmask;
+    pack_2bit(&lu, &mut y.qs);
+    y.scales = *sc;
 }
 
 fn dequantize_q3_k(src: &[u8], dst: &mut [f32]) {
-    for (b, y) in src.chunks_exact(BYTES).zip(dst.chunks_exact_mut(QK_K)) {
-        let d_all = read_fp16(b, 108);
-        let sc: &[u8; 12] = b[96..108].try_into().unwrap();
-        let hm = &b[..32];
+    for (b, y) in whole_blocks::<BlockQ3K>(src)
+        .iter()
+        .zip(dst.chunks_exact_mut(QK_K))
+    {
+        let d_all = read_fp16(&b.d, 0);
+        let (sc, hm) = (&b.scales, &b.hmask);
         let mut out = 0;
         let mut is = 0;
         let mut m = 1u8;
         for n in 0..2 {
-            let q = &b[32 + 32 * n..64 + 32 * n];
+            let q = &b.qs[32 * n..32 * n + 32];
             for shift in [0u32, 2, 4, 6] {
                 for half in 0..2 {
                     let dl = d_all * unpack_scale(sc, is) as f32;

@@ -9,23 +9,20 @@ use super::common::{
     write_fp16, Qkx, QkxParams, QkxResult, QK_K,
 };
 use super::Codec;
+use crate::formats::blocks::{BlockQ4K, BlockQ5K};
+use crate::formats::ggml_type::GgmlType;
+use std::mem::{offset_of, size_of};
 
 /// Q4_K codec (ggml type 12).
 pub const Q4_K: Codec = Codec {
-    type_id: 12,
-    name: "Q4_K",
-    block_size: QK_K,
-    type_size: 144,
+    ty: GgmlType::Q4_K,
     quantize_row: quantize_row_q4_k,
     dequantize: dequantize_q4_k,
 };
 
 /// Q5_K codec (ggml type 13).
 pub const Q5_K: Codec = Codec {
-    type_id: 13,
-    name: "Q5_K",
-    block_size: QK_K,
-    type_size: 176,
+    ty: GgmlType::Q5_K,
     quantize_row: quantize_row_q5_k,
     dequantize: dequantize_q5_k,
 };
@@ -46,7 +43,7 @@ struct Kind {
 
 const Q4: Kind = Kind {
     nmax: 15,
-    bytes: 144,
+    bytes: size_of::<BlockQ4K>(),
     ref_rmin: -1.0,
     ref_nstep: 20,
     impl_clamp: false,
@@ -54,7 +51,7 @@ const Q4: Kind = Kind {
 
 const Q5: Kind = Kind {
     nmax: 31,
-    bytes: 176,
+    bytes: size_of::<BlockQ5K>(),
     ref_rmin: -0.5,
     ref_nstep: 15,
     impl_clamp: true,
@@ -177,14 +174,15 @@ fn search_params(k: &Kind, imatrix: bool) -> QkxParams {
 /// Pack the 256 levels of one super-block (after `d`, `dmin` and the scales).
 fn pack(k: &Kind, l: &[u8; QK_K], y: &mut [u8]) {
     if k.nmax == 15 {
-        for (n, q) in y[16..144].chunks_exact_mut(32).enumerate() {
+        let qs_at = offset_of!(BlockQ4K, qs);
+        for (n, q) in y[qs_at..k.bytes].chunks_exact_mut(32).enumerate() {
             for j in 0..32 {
                 q[j] = l[64 * n + j] | (l[64 * n + j + 32] << 4);
             }
         }
     } else {
         // Bit 4 of value 64n + j goes to bit 2n of qh[j], of 64n + 32 + j to bit 2n + 1.
-        let (qh, ql) = y[16..176].split_at_mut(32);
+        let (qh, ql) = y[offset_of!(BlockQ5K, qh)..k.bytes].split_at_mut(QK_K / 8);
         qh.fill(0);
         for (n, q) in ql.chunks_exact_mut(32).enumerate() {
             for j in 0..32 {
@@ -309,8 +307,8 @@ fn dequantize(
 }
 
 fn dequantize_q4_k(src: &[u8], dst: &mut [f32]) {
-    dequantize(144, src, dst, |b, n, j, hi| {
-        let q = b[16 + 32 * n + j];
+    dequantize(Q4.bytes, src, dst, |b, n, j, hi| {
+        let q = b[offset_of!(BlockQ4K, qs) + 32 * n + j];
         if hi {
             q >> 4
         } else {
@@ -320,9 +318,9 @@ fn dequantize_q4_k(src: &[u8], dst: &mut [f32]) {
 }
 
 fn dequantize_q5_k(src: &[u8], dst: &mut [f32]) {
-    dequantize(176, src, dst, |b, n, j, hi| {
-        let q = b[48 + 32 * n + j];
-        let h = b[16 + j];
+    dequantize(Q5.bytes, src, dst, |b, n, j, hi| {
+        let q = b[offset_of!(BlockQ5K, qs) + 32 * n + j];
+        let h = b[offset_of!(BlockQ5K, qh) + j];
         if hi {
             (q >> 4) + if h & (2 << (2 * n)) != 0 { 16 } else { 0 }
         } else {

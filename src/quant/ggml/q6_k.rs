@@ -4,15 +4,12 @@ use super::common::{
     make_qx_quants_multi, nearest_int, read_fp16, write_fp16, GROUP_MAX_EPS, QK_K,
 };
 use super::Codec;
-
-const BYTES: usize = 210;
+use crate::formats::blocks::{whole_blocks, whole_blocks_mut, BlockQ6K};
+use crate::formats::ggml_type::GgmlType;
 
 /// Q6_K codec (ggml type 14).
 pub const Q6_K: Codec = Codec {
-    type_id: 14,
-    name: "Q6_K",
-    block_size: QK_K,
-    type_size: BYTES,
+    ty: GgmlType::Q6_K,
     quantize_row: quantize_row_q6_k,
     dequantize: dequantize_q6_k,
 };
@@ -23,7 +20,7 @@ pub const Q6_K: Codec = Codec {
 fn quantize_row_q6_k(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
     for (i, (x, y)) in src
         .chunks_exact(QK_K)
-        .zip(dst.chunks_exact_mut(BYTES))
+        .zip(whole_blocks_mut::<BlockQ6K>(dst))
         .enumerate()
     {
         let mut l = [0i8; QK_K];
@@ -48,11 +45,11 @@ fn quantize_row_q6_k(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
             }
         }
         if max_abs_scale < GROUP_MAX_EPS {
-            y.fill(0);
+            *y = BlockQ6K::ZERO;
             continue;
         }
         let iscale = -128.0 / max_scale;
-        let d_all = write_fp16(y, 208, 1.0 / iscale);
+        let d_all = write_fp16(&mut y.d, 0, 1.0 / iscale);
         let mut sc = [0i8; 16];
         for (s, &v) in sc.iter_mut().zip(&scales) {
             *s = nearest_int(iscale * v).min(127) as i8;
@@ -67,15 +64,11 @@ fn quantize_row_q6_k(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
                 l[16 * j + ii] = (q + 32) as i8;
             }
         }
-        let (ql, rest) = y.split_at_mut(128);
-        let (qh, rest) = rest.split_at_mut(64);
-        for (s, &v) in rest[..16].iter_mut().zip(&sc) {
-            *s = v as u8;
-        }
+        y.scales = sc;
         for h in 0..2 {
             let lb = &l[128 * h..128 * h + 128];
-            let ql = &mut ql[64 * h..64 * h + 64];
-            let qh = &mut qh[32 * h..32 * h + 32];
+            let ql = &mut y.ql[64 * h..64 * h + 64];
+            let qh = &mut y.qh[32 * h..32 * h + 32];
             for k in 0..32 {
                 let (a, b, c, d) = (
                     lb[k] as u8,
@@ -92,12 +85,15 @@ fn quantize_row_q6_k(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
 }
 
 fn dequantize_q6_k(src: &[u8], dst: &mut [f32]) {
-    for (b, y) in src.chunks_exact(BYTES).zip(dst.chunks_exact_mut(QK_K)) {
-        let d = read_fp16(b, 208);
+    for (b, y) in whole_blocks::<BlockQ6K>(src)
+        .iter()
+        .zip(dst.chunks_exact_mut(QK_K))
+    {
+        let d = read_fp16(&b.d, 0);
         for h in 0..2 {
-            let ql = &b[64 * h..64 * h + 64];
-            let qh = &b[128 + 32 * h..128 + 32 * h + 32];
-            let sc = &b[192 + 8 * h..192 + 8 * h + 8];
+            let ql = &b.ql[64 * h..64 * h + 64];
+            let qh = &b.qh[32 * h..32 * h + 32];
+            let sc = &b.scales[8 * h..8 * h + 8];
             let y = &mut y[128 * h..128 * h + 128];
             for l in 0..32 {
                 let is = l / 16;
@@ -105,10 +101,10 @@ fn dequantize_q6_k(src: &[u8], dst: &mut [f32]) {
                 let q2 = ((ql[l + 32] & 0x0f) | (((qh[l] >> 2) & 3) << 4)) as i32 - 32;
                 let q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i32 - 32;
                 let q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i32 - 32;
-                y[l] = d * sc[is] as i8 as f32 * q1 as f32;
-                y[l + 32] = d * sc[is + 2] as i8 as f32 * q2 as f32;
-                y[l + 64] = d * sc[is + 4] as i8 as f32 * q3 as f32;
-                y[l + 96] = d * sc[is + 6] as i8 as f32 * q4 as f32;
+                y[l] = d * sc[is] as f32 * q1 as f32;
+                y[l + 32] = d * sc[is + 2] as f32 * q2 as f32;
+                y[l + 64] = d * sc[is + 4] as f32 * q3 as f32;
+                y[l + 96] = d * sc[is + 6] as f32 * q4 as f32;
             }
         }
     }

@@ -14,46 +14,9 @@
     allow(unused_variables, unused_mut, unused_unsafe, dead_code)
 )]
 
-use std::cell::Cell;
 use std::cmp::Ordering;
 
 use super::common::{self, QkxParams, QkxResult, QkxWinner};
-
-/// Highest SIMD level the kernels may use (see [`set_simd_limit`]).
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
-pub enum SimdLevel {
-    /// Portable scalar code only.
-    Scalar,
-    /// AVX2 (8 lanes) when the CPU has it.
-    Avx2,
-    /// AVX-512F (16 lanes) when the CPU has it.
-    Avx512,
-}
-
-thread_local! {
-    static LIMIT: Cell<SimdLevel> = const { Cell::new(SimdLevel::Avx512) };
-}
-
-/// Cap the SIMD level used by the calling thread (default: the best the CPU has).
-/// Output bytes are identical at every level; this exists for testing and benchmarking.
-pub fn set_simd_limit(level: SimdLevel) {
-    LIMIT.with(|f| f.set(level));
-}
-
-/// Force (or stop forcing) the scalar kernels on the calling thread
-/// (shorthand for [`set_simd_limit`]).
-pub fn set_force_scalar(on: bool) {
-    set_simd_limit(if on {
-        SimdLevel::Scalar
-    } else {
-        SimdLevel::Avx512
-    });
-}
-
-/// Whether the scalar kernels are forced on the calling thread (see [`set_force_scalar`]).
-pub fn force_scalar() -> bool {
-    LIMIT.with(|f| f.get()) == SimdLevel::Scalar
-}
 
 /// Instruction set a kernel runs with.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -65,20 +28,16 @@ enum Isa {
     Avx512,
 }
 
+/// The calling thread's [`crate::cpu::level`] (always a level this CPU supports).
 #[inline]
 fn isa() -> Isa {
-    let limit = LIMIT.with(|f| f.get());
-    #[cfg(target_arch = "x86_64")]
-    {
-        if limit >= SimdLevel::Avx512 && std::arch::is_x86_feature_detected!("avx512f") {
-            return Isa::Avx512;
-        }
-        if limit >= SimdLevel::Avx2 && std::arch::is_x86_feature_detected!("avx2") {
-            return Isa::Avx2;
-        }
+    match crate::cpu::level() {
+        #[cfg(target_arch = "x86_64")]
+        crate::cpu::Level::Avx512 => Isa::Avx512,
+        #[cfg(target_arch = "x86_64")]
+        crate::cpu::Level::Avx2 => Isa::Avx2,
+        _ => Isa::Scalar,
     }
-    let _ = limit;
-    Isa::Scalar
 }
 
 /// Name of the kernels the calling thread uses: `"avx512"`, `"avx2"` or `"scalar"`.
