@@ -98,11 +98,6 @@ fn run_convert(
 ) -> Result<pipeline::report::Report> {
     use crate::convert::write::{ConvertJob, Target};
     let target = Target::parse(args.qtype.as_deref(), parse_type)?;
-    if let Some(out) = &args.output {
-        if out.exists() && pipeline::gguf::same_file(out, &args.input) {
-            bail_invalid!("output {} is the input file", out.display());
-        }
-    }
     let mix_opts = match target {
         Target::Outtype(_) => None,
         Target::Mix(_) => Some(mix::Options {

@@ -139,8 +139,14 @@ pub struct ConvertJob<'a> {
     pub run: RunOptions,
 }
 
-/// Converts (and, for a mix, quantizes) a Hugging Face folder into one GGUF.
+/// Converts (and, for a mix, quantizes) a Hugging Face folder into one GGUF; invalid
+/// input when the output is the input file.
 pub fn convert(job: &ConvertJob<'_>) -> Result<Report> {
+    if let Some(out) = job.output {
+        if out.exists() && pipeline::gguf::same_file(out, job.input) {
+            bail_invalid!("output {} is the input file", out.display());
+        }
+    }
     let conv = Converted::open(job.input, job.dir)?;
     let imatrix = job
         .imatrix

@@ -153,7 +153,7 @@ pub fn quantize(job: &GgufJob<'_>) -> Result<Report> {
     quantize_tensors(&src, &tensors, facts, &meta, imatrix.as_ref(), job)
 }
 
-/// Whether two existing paths name the same file.
+/// Whether two paths name the same existing file.
 pub(crate) fn same_file(a: &Path, b: &Path) -> bool {
     match (a.canonicalize(), b.canonicalize()) {
         (Ok(x), Ok(y)) => x == y,
