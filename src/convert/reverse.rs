@@ -100,7 +100,11 @@ impl Reversed {
                 .ok_or_else(|| invalid!("tensor {}: {}", t.name, t.ty))?;
         let (block, size) = (ty.block_size() as usize, ty.type_size() as usize);
         let data = src.data(t);
-        let outer = t.shape.first().copied().unwrap_or(1).max(1);
+        // Rows move only under a permutation; otherwise the tensor is one run.
+        let outer = match b.rows {
+            RowOrder::Identity => 1,
+            _ => t.shape.first().copied().unwrap_or(1).max(1),
+        };
         let inner = (t.elements() / outer) as usize;
         let mut scratch = Vec::new();
         let mut done = 0;

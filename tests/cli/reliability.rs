@@ -798,14 +798,30 @@ const NONFINITE_NAMES: [&str; 3] = [
 #[test]
 fn nonfinite_weights_are_refused_unless_allowed_and_reported_per_tensor() {
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("nonfinite.gguf");
-    std::fs::write(&input, nonfinite_gguf()).unwrap();
-    let input = input.to_str().unwrap();
+    let gguf = dir.path().join("nonfinite.gguf");
+    std::fs::write(&gguf, nonfinite_gguf()).unwrap();
+    // bnb-safetensors writes a GGUF back under Hugging Face names, which takes a whole
+    // model: it gets the same tensors in a safetensors file (names kept).
+    let st = dir.path().join("nonfinite.safetensors");
+    let g = qforge::formats::TensorSource::open(&gguf).unwrap();
+    let views: Vec<_> = g
+        .tensors
+        .iter()
+        .map(|t| {
+            let shape = t.shape.iter().map(|&d| d as usize).collect();
+            let view =
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape, g.data(t));
+            (t.name.clone(), view.unwrap())
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, &st).unwrap();
     for (format, ty, file_output) in [
         ("gguf", "Q8_0", true),
         ("qnat", "NF4", true),
         ("bnb-safetensors", "NF4", false),
     ] {
+        let input = if file_output { &gguf } else { &st };
+        let input = input.to_str().unwrap();
         let case = dir.path().join(format);
         std::fs::create_dir(&case).unwrap();
         let dest = case.join("out");
