@@ -183,18 +183,25 @@ def training_text(out: Path) -> Path:
 
 
 def spm_model(out: Path, prefix: str, **opts) -> Path:
+    """Trains a SentencePiece BPE model (1000 pieces, byte fallback) on `training_text`.
+    The text goes in by iterator and the model comes out by writer, so no path is recorded
+    in the model's trainer spec (the file is the same wherever OUT_DIR is)."""
+    import io
+
     import sentencepiece as spm
 
-    text = training_text(out)
-    model_prefix = out / "_tok" / prefix
+    lines = training_text(out).read_text().splitlines()
+    model = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        input=str(text), model_prefix=str(model_prefix), vocab_size=1000, model_type="bpe",
+        sentence_iterator=iter(lines), model_writer=model, vocab_size=1000, model_type="bpe",
         character_coverage=1.0, byte_fallback=True, split_digits=True, num_threads=1,
         normalization_rule_name="identity", remove_extra_whitespaces=False,
         allow_whitespace_only_pieces=True, input_sentence_size=0, shuffle_input_sentence=False,
         minloglevel=2, **opts,
     )
-    return model_prefix.with_suffix(".model")
+    p = out / "_tok" / f"{prefix}.model"
+    p.write_bytes(model.getvalue())
+    return p
 
 
 def spm_llama_tokenizer(out: Path, dest: Path, added=()):
