@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Makes the Hugging Face model folders that issue #12's reference harness converts.
 
-Usage: hf_models.py OUT_DIR [NAME ...]
+Usage: hf_models.py OUT_DIR [NAME ...]   (default: every name in MODELS; BENCH_MODELS on request)
 
 Run it with the reference venv's Python (torch, transformers 4.57.6, sentencepiece, gguf-py):
     ~/.cache/llama-ref/venv/bin/python scripts/hf_models.py .cache/hf-models
@@ -430,6 +430,18 @@ def make_smollm2_135m(out, dest):
     save_model(m, dest, torch.bfloat16)
 
 
+def make_llama_bench_1g(out, dest):
+    """A ~1.2 GB bf16 random Llama (benchmark only; never made by default)."""
+    from transformers import LlamaConfig
+
+    spm_llama_tokenizer(out, dest)
+    m = causal_lm(LlamaConfig, vocab_size=1000, hidden_size=2048, intermediate_size=5632, num_hidden_layers=11,
+                  num_attention_heads=16, num_key_value_heads=4, max_position_embeddings=4096,
+                  rope_theta=10000.0, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2)
+    randomize(m, 10)
+    save_model(m, dest, torch.bfloat16, shard="500MB")
+
+
 MODELS = {
     "smollm2-tiny": make_smollm2_tiny,       # Llama, BPE (smollm), tied, README front matter, bf16
     "llama3-tiny": make_llama3_tiny,         # Llama, SentencePiece, llama3 rope scaling, sharded, bf16
@@ -444,15 +456,21 @@ MODELS = {
     "SmolLM2-135M-Instruct": make_smollm2_135m,  # real weights (dequantized Q4_1), bf16
 }
 
+# Made only when named (scripts/bench_convert.sh).
+BENCH_MODELS = {
+    "llama-bench-1g": make_llama_bench_1g,
+}
+
 
 def main():
     if len(sys.argv) < 2:
         sys.exit(__doc__)
     out = Path(sys.argv[1]).resolve()
+    makers = {**MODELS, **BENCH_MODELS}
     names = sys.argv[2:] or list(MODELS)
-    unknown = [n for n in names if n not in MODELS]
+    unknown = [n for n in names if n not in makers]
     if unknown:
-        sys.exit(f"unknown model(s) {unknown}; known: {list(MODELS)}")
+        sys.exit(f"unknown model(s) {unknown}; known: {list(makers)}")
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
     for name in names:
@@ -466,7 +484,7 @@ def main():
         done.unlink(missing_ok=True)
         if dest.exists():
             shutil.rmtree(dest)
-        MODELS[name](out, dest)
+        makers[name](out, dest)
         done.write_text(SCRIPT_SHA + "\n")
     log(f"models in {out}")
 
