@@ -18,6 +18,7 @@ use qforge::formats::{TensorInfo, TensorSource};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// Every model folder `scripts/hf_models.py` makes: one per architecture (two for Llama),
 /// then the two real-weight ones.
@@ -331,29 +332,62 @@ fn compare_gguf(ours: &Path, reference: &Path) -> Result<(), String> {
     compare_tensors(&a, &b)
 }
 
+/// Where our outputs go: kept after a failure for a look by hand (`gguf-dump`), removed
+/// after a match, except the real-weight models' Q4_K_M, which the llama.cpp tests reuse.
+fn out_dir() -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join("hf-convert");
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+type Converted = Arc<OnceLock<Result<PathBuf, String>>>;
+
+/// Our conversion of a model to `ty`, made once per test process (the comparison and the
+/// llama.cpp tests share the real-weight models' Q4_K_M).
+fn ours(h: &HfRef, name: &str, ty: &str) -> Result<PathBuf, String> {
+    static MADE: Mutex<Vec<((String, String), Converted)>> = Mutex::new(Vec::new());
+    let cell = {
+        let mut made = MADE.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (name.to_string(), ty.to_string());
+        match made.iter().find(|(k, _)| *k == key) {
+            Some((_, c)) => c.clone(),
+            None => {
+                let c = Converted::default();
+                made.push((key, c.clone()));
+                c
+            }
+        }
+    };
+    cell.get_or_init(|| {
+        let out = out_dir().join(format!("{name}-{ty}.gguf"));
+        h.qforge_convert(name, ty, &out).map(|()| out)
+    })
+    .clone()
+}
+
 /// Converts every model to `ty` with qforge and compares with the reference `file`;
 /// panics listing every model that differs.
 fn convert_all_and_compare(ty: &str, file: &str) {
     let Some(h) = hf_ref() else { return };
-    let dir = tempfile::tempdir().unwrap();
     let mut failures = Vec::new();
     for name in MODELS {
         let reference = h.reference(name, file);
-        let out = dir.path().join(format!("{name}-{ty}.gguf"));
-        let result = h
-            .qforge_convert(name, ty, &out)
-            .and_then(|()| compare_gguf(&out, &reference));
-        if let Err(e) = result {
-            failures.push(format!("{name} -t {ty}: {e}"));
+        match ours(&h, name, ty).and_then(|out| compare_gguf(&out, &reference).map(|()| out)) {
+            Ok(out) => {
+                if !(ty == "Q4_K_M" && [SMOLLM2, MINILM].contains(name)) {
+                    let _ = std::fs::remove_file(out);
+                }
+            }
+            Err(e) => failures.push(format!("{name} -t {ty}: {e}")),
         }
-        let _ = std::fs::remove_file(&out);
     }
     assert!(
         failures.is_empty(),
-        "{} of {} models differ from {}:\n{}",
+        "{} of {} models differ from {} (our files are in {}):\n{}",
         failures.len(),
         MODELS.len(),
         file,
+        out_dir().display(),
         failures.join("\n")
     );
 }
@@ -406,13 +440,9 @@ fn llama(bin: &Path, tool: &str, model: &Path, args: &[&str]) -> String {
     String::from_utf8(o.stdout).unwrap()
 }
 
-/// Our Q4_K_M of a real-weight model, made in `dir`.
-fn our_q4_k_m(h: &HfRef, name: &str, dir: &Path) -> PathBuf {
-    let out = dir.join(format!("{name}-Q4_K_M.gguf"));
-    if let Err(e) = h.qforge_convert(name, "Q4_K_M", &out) {
-        panic!("{name}: {e}");
-    }
-    out
+/// Our Q4_K_M of a real-weight model.
+fn our_q4_k_m(h: &HfRef, name: &str) -> PathBuf {
+    ours(h, name, "Q4_K_M").unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
 #[test]
@@ -420,8 +450,7 @@ fn smollm2_q4_k_m_generates_what_the_reference_generates() {
     let (Some(h), Some(bin)) = (hf_ref(), llama_bin()) else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let ours = our_q4_k_m(&h, SMOLLM2, dir.path());
+    let ours = our_q4_k_m(&h, SMOLLM2);
     let reference = h.reference(SMOLLM2, "Q4_K_M");
     let prompt = "The three primary colors are";
     let args = [
@@ -464,8 +493,7 @@ fn minilm_q4_k_m_embeds_what_the_reference_embeds() {
     let (Some(h), Some(bin)) = (hf_ref(), llama_bin()) else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let ours = our_q4_k_m(&h, MINILM, dir.path());
+    let ours = our_q4_k_m(&h, MINILM);
     let reference = h.reference(MINILM, "Q4_K_M");
     let args = [
         "-p",
