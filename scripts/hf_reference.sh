@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Reference GGUFs for issue #12's converter tests (tests/cli/convert.rs): for every model folder
 # that scripts/hf_models.py made, llama.cpp's convert_hf_to_gguf.py --outtype f16, bf16, f32 and
-# q8_0, and llama-quantize Q4_K_M on the bf16 output.
+# q8_0, and llama-quantize Q4_K_M on convert's lossless output (bf16 for a bf16 folder, f32 for
+# an f32 or f16 one).
 #
 # Usage: scripts/hf_reference.sh MODELS_DIR LLAMA_REF_DIR OUT_DIR [MODEL ...]
 #   MODELS_DIR     scripts/hf_models.py's output (.cache/hf-models)
@@ -66,6 +67,21 @@ step() {
   echo "hf_reference: $name $what ${secs}s" >&2
 }
 
+# source_type DIR: "bf16" when every floating tensor of the folder's safetensors is BF16,
+# else "f32".
+source_type() {
+  "$py" - "$1" <<'EOF'
+import json, pathlib, struct, sys
+dtypes = set()
+for f in sorted(pathlib.Path(sys.argv[1]).glob("*.safetensors")):
+    with open(f, "rb") as fh:
+        n = struct.unpack("<Q", fh.read(8))[0]
+        header = json.loads(fh.read(n))
+    dtypes |= {v["dtype"] for k, v in header.items() if k != "__metadata__" and v["dtype"].startswith(("F", "BF"))}
+print("bf16" if dtypes == {"BF16"} else "f32")
+EOF
+}
+
 for name in "${names[@]}"; do
   dir="$models/$name"
   [ -f "$models/.$name.done" ] || { echo "hf_reference: $dir is not complete (rerun scripts/hf_models.py)" >&2; exit 1; }
@@ -74,7 +90,10 @@ for name in "${names[@]}"; do
     step "$name" "convert --outtype $t" "$out/$name/$t.gguf" \
       "$py" "$convert" "$dir" --outtype "$t" --outfile "$out/$name/$t.gguf.tmp"
   done
-  step "$name" "llama-quantize Q4_K_M" "$out/$name/Q4_K_M.gguf" \
-    "$quantize" "$out/$name/bf16.gguf" "$out/$name/Q4_K_M.gguf.tmp" Q4_K_M
+  # Q4_K_M from convert's lossless output: bf16 for a bf16 folder, f32 for f32 or f16 ones
+  # (issue #12: quantized types come from the source values, never through a lossy round trip).
+  src=$(source_type "$dir")
+  step "$name" "llama-quantize Q4_K_M (from $src)" "$out/$name/Q4_K_M.gguf" \
+    "$quantize" "$out/$name/$src.gguf" "$out/$name/Q4_K_M.gguf.tmp" Q4_K_M
 done
 echo "hf_reference: reference GGUFs in $out" >&2

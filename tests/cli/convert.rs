@@ -1,6 +1,7 @@
 //! Issue #12's reference comparison: `qforge quantize FOLDER -t TYPE` on a Hugging Face
 //! folder against llama.cpp's `convert_hf_to_gguf.py --outtype` (F16, BF16, F32, Q8_0) and
-//! against `llama-quantize Q4_K_M` on convert's bf16 output, for every architecture.
+//! against `llama-quantize Q4_K_M` on convert's lossless output (bf16 for a bf16 folder,
+//! f32 for an f32 or f16 one: quantized from the source values), for every architecture.
 //!
 //! The folders come from `scripts/hf_models.py`, the reference GGUFs from
 //! `scripts/hf_reference.sh` (see docs/convert.md); neither is committed. The tests run when
@@ -413,7 +414,7 @@ fn q8_0_matches_convert_hf_to_gguf() {
 }
 
 #[test]
-fn q4_k_m_matches_llama_quantize_on_converts_bf16() {
+fn q4_k_m_matches_llama_quantize_on_converts_lossless_output() {
     convert_all_and_compare("Q4_K_M", "Q4_K_M");
 }
 
