@@ -9,7 +9,8 @@
 #   FOLDER         Hugging Face folders; default: .cache/hf-models/SmolLM2-135M-Instruct and
 #                  .cache/hf-bench/llama-bench-1g (both made with scripts/hf_models.py if missing)
 # Environment: QFORGE (default: target/release/qforge after cargo build --release), BENCH_TMP (scratch
-# folder for the outputs, default .cache/bench-convert). Outputs are deleted afterwards.
+# folder for the outputs, default .cache/bench-convert), QFORGE_ARGS (extra quantize flags,
+# e.g. --no-vocab). Outputs are deleted afterwards.
 # The last column says whether the two routes wrote byte-identical files.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -68,7 +69,8 @@ for dir in "${folders[@]}"; do
   qw=$WALL qr=$RSS
   rm -f "$tmp/$name.bf16.gguf"
   warm "$dir"
-  measure "qforge $name" "$qforge" quantize "$dir" -o "$tmp/$name.qforge.gguf" -t Q4_K_M
+  # shellcheck disable=SC2086 # QFORGE_ARGS is a list of flags
+  measure "qforge $name" "$qforge" quantize "$dir" -o "$tmp/$name.qforge.gguf" -t Q4_K_M ${QFORGE_ARGS:-}
   fw=$WALL fr=$RSS
   if cmp -s "$tmp/$name.ref.gguf" "$tmp/$name.qforge.gguf"; then same="identical"; else same="DIFFERENT"; fi
   rm -f "$tmp/$name.ref.gguf" "$tmp/$name.qforge.gguf"
