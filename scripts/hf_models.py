@@ -431,7 +431,7 @@ def make_smollm2_135m(out, dest):
 
 
 def make_llama_bench_1g(out, dest):
-    """A ~1.2 GB bf16 random Llama (benchmark only; never made by default)."""
+    """A ~1 GB bf16 random Llama (benchmark only; never made by default)."""
     from transformers import LlamaConfig
 
     spm_llama_tokenizer(out, dest)
