@@ -83,7 +83,7 @@ _qforge() {
 
     case "${cmd}" in
         qforge)
-            opts="-v -h -V --verbose --help --version quantize export-native inspect kv-profile bench-gemm help"
+            opts="-v -q -h -V --verbose --quiet --help --version quantize export-native inspect kv-profile bench-gemm help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -97,7 +97,7 @@ _qforge() {
             return 0
             ;;
         qforge__subcmd__bench__subcmd__gemm)
-            opts="-v -h -V --type --m --k --n --threads --weights --tensor --reps --backends --isa --json --verbose --help --version"
+            opts="-v -q -h -V --type --m --k --n --threads --weights --tensor --reps --backends --isa --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -136,7 +136,7 @@ _qforge() {
                     return 0
                     ;;
                 --backends)
-                    COMPREPLY=($(compgen -f "${cur}"))
+                    COMPREPLY=($(compgen -W "fused lazy-dequant eager-dequant candle" -- "${cur}"))
                     return 0
                     ;;
                 --isa)
@@ -151,7 +151,7 @@ _qforge() {
             return 0
             ;;
         qforge__subcmd__export__subcmd__native)
-            opts="-o -v -h -V --output --scheme --block-size --double-quant --model-name --compute-dtype --dequantize --allow-nonfinite --threads --json --verbose --help --version"
+            opts="-o -v -q -h -V --output --scheme --block-size --double-quant --model-name --compute-dtype --dequantize --allow-nonfinite --threads --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -319,7 +319,7 @@ _qforge() {
             return 0
             ;;
         qforge__subcmd__inspect)
-            opts="-v -h -V --json --tensors --filter --max-array --verify --verbose --help --version"
+            opts="-v -q -h -V --json --tensors --filter --max-array --verify --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -341,7 +341,7 @@ _qforge() {
             return 0
             ;;
         qforge__subcmd__kv__subcmd__profile)
-            opts="-v -h -V --verbose --help --version build verify help"
+            opts="-v -q -h -V --verbose --quiet --help --version build verify help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -355,7 +355,7 @@ _qforge() {
             return 0
             ;;
         qforge__subcmd__kv__subcmd__profile__subcmd__build)
-            opts="-o -v -h -V --shape --from-model --calibration --codec --bits --block-dim --codebook-size --seed --role --pre-rope --tokens-per-page --protect-first --protect-last --protect-layers --protect-heads --fallback --top-k --max-key-logit-mse --max-attention-tv --max-topk-disagreement --max-value-agg-mse --output --json --verbose --help --version"
+            opts="-o -v -q -h -V --shape --from-model --calibration --codec --bits --block-dim --codebook-size --seed --role --pre-rope --tokens-per-page --protect-first --protect-last --protect-layers --protect-heads --fallback --top-k --max-key-logit-mse --max-attention-tv --max-topk-disagreement --max-value-agg-mse --output --threads --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -449,6 +449,10 @@ _qforge() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --threads)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -513,7 +517,7 @@ _qforge() {
             return 0
             ;;
         qforge__subcmd__kv__subcmd__profile__subcmd__verify)
-            opts="-o -v -h -V --eval --queries --compare --output --json --verbose --help --version"
+            opts="-o -v -q -h -V --eval --queries --compare --output --threads --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -535,6 +539,10 @@ _qforge() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --threads)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -543,7 +551,7 @@ _qforge() {
             return 0
             ;;
         qforge__subcmd__quantize)
-            opts="-o -t -v -h -V --output --type --format --tensor-type --output-tensor-type --token-embedding-type --pure --leave-output-tensor --allow-requantize --imatrix --include-weights --exclude-weights --allow-nonfinite --block-size --double-quant --compute-dtype --threads --dry-run --json --verbose --help --version"
+            opts="-o -t -v -q -h -V --output --type --list-types --format --tensor-type --output-tensor-type --token-embedding-type --pure --leave-output-tensor --allow-requantize --imatrix --include-weights --exclude-weights --allow-nonfinite --block-size --double-quant --compute-dtype --threads --dry-run --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -558,11 +566,11 @@ _qforge() {
                     return 0
                     ;;
                 --type)
-                    COMPREPLY=($(compgen -f "${cur}"))
+                    COMPREPLY=($(compgen -W "Q4_0 Q4_1 Q5_0 Q5_1 Q2_K Q2_K_S Q3_K Q3_K_S Q3_K_M Q3_K_L IQ4_NL Q4_K Q4_K_S Q4_K_M Q5_K Q5_K_S Q5_K_M Q6_K Q8_0 F16 BF16 F32 NF4 FP4" -- "${cur}"))
                     return 0
                     ;;
                 -t)
-                    COMPREPLY=($(compgen -f "${cur}"))
+                    COMPREPLY=($(compgen -W "Q4_0 Q4_1 Q5_0 Q5_1 Q2_K Q2_K_S Q3_K Q3_K_S Q3_K_M Q3_K_L IQ4_NL Q4_K Q4_K_S Q4_K_M Q5_K Q5_K_S Q5_K_M Q6_K Q8_0 F16 BF16 F32 NF4 FP4" -- "${cur}"))
                     return 0
                     ;;
                 --format)

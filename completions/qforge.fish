@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_qforge_global_optspecs
-    string join \n v/verbose h/help V/version
+    string join \n v/verbose q/quiet h/help V/version
 end
 
 function __fish_qforge_needs_command
@@ -24,7 +24,8 @@ function __fish_qforge_using_subcommand
     contains -- $cmd[1] $argv
 end
 
-complete -c qforge -n "__fish_qforge_needs_command" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides'
+complete -c qforge -n "__fish_qforge_needs_command" -s v -l verbose -d 'More log output on stderr: -v the plan (info), -vv per-tensor timing (debug), -vvv trace; RUST_LOG overrides'
+complete -c qforge -n "__fish_qforge_needs_command" -s q -l quiet -d 'No progress bar and no text report (JSON with --json and errors still print)'
 complete -c qforge -n "__fish_qforge_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c qforge -n "__fish_qforge_needs_command" -s V -l version -d 'Print version'
 complete -c qforge -n "__fish_qforge_needs_command" -f -a "quantize" -d 'Quantize a safetensors or GGUF model to GGUF (llama.cpp types and mixes)'
@@ -33,8 +34,31 @@ complete -c qforge -n "__fish_qforge_needs_command" -f -a "inspect" -d 'Show for
 complete -c qforge -n "__fish_qforge_needs_command" -f -a "kv-profile" -d 'Build or verify KV-cache compression profiles'
 complete -c qforge -n "__fish_qforge_needs_command" -f -a "bench-gemm" -d 'Benchmark dequant-GEMM/GEMV kernels against a roofline and candle'
 complete -c qforge -n "__fish_qforge_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c qforge -n "__fish_qforge_using_subcommand quantize" -s o -l output -d 'Output file' -r -F
-complete -c qforge -n "__fish_qforge_using_subcommand quantize" -s t -l type -d 'Target type or llama.cpp mix: Q4_K_M, Q4_K_S, Q5_K_M, Q5_K_S, Q3_K_M, Q3_K_S, Q3_K_L, Q2_K, Q6_K, Q8_0, Q4_0, F16, BF16, ... (default Q4_K_M); with --format bnb-safetensors NF4 or FP4 (default NF4)' -r
+complete -c qforge -n "__fish_qforge_using_subcommand quantize" -s o -l output -d 'Output file (a folder with --format bnb-safetensors)' -r -F
+complete -c qforge -n "__fish_qforge_using_subcommand quantize" -s t -l type -d 'Target type or llama.cpp mix by name (default Q4_K_M; with --format bnb-safetensors or qnat, NF4). Names only: llama-quantize\'s numeric ids are refused. --list-types shows every type llama-quantize knows' -r -f -a "Q4_0\t'base Q4_0; 4.34G, +0.4685 ppl @ Llama-3-8B'
+Q4_1\t'base Q4_1; 4.78G, +0.4511 ppl @ Llama-3-8B'
+Q5_0\t'base Q5_0; 5.21G, +0.1316 ppl @ Llama-3-8B'
+Q5_1\t'base Q5_1; 5.65G, +0.1062 ppl @ Llama-3-8B'
+Q2_K\t'base Q2_K; 2.96G, +3.5199 ppl @ Llama-3-8B'
+Q2_K_S\t'base Q2_K; 2.96G, +3.1836 ppl @ Llama-3-8B'
+Q3_K\t'alias for Q3_K_M (with --format qnat: plain Q3_K)'
+Q3_K_S\t'base Q3_K; 3.41G, +1.6321 ppl @ Llama-3-8B'
+Q3_K_M\t'base Q3_K; 3.74G, +0.6569 ppl @ Llama-3-8B'
+Q3_K_L\t'base Q3_K; 4.03G, +0.5562 ppl @ Llama-3-8B'
+IQ4_NL\t'base IQ4_NL; 4.50 bpw non-linear quantization'
+Q4_K\t'alias for Q4_K_M (with --format qnat: plain Q4_K)'
+Q4_K_S\t'base Q4_K; 4.37G, +0.2689 ppl @ Llama-3-8B'
+Q4_K_M\t'base Q4_K; 4.58G, +0.1754 ppl @ Llama-3-8B'
+Q5_K\t'alias for Q5_K_M (with --format qnat: plain Q5_K)'
+Q5_K_S\t'base Q5_K; 5.21G, +0.1049 ppl @ Llama-3-8B'
+Q5_K_M\t'base Q5_K; 5.33G, +0.0569 ppl @ Llama-3-8B'
+Q6_K\t'base Q6_K; 6.14G, +0.0217 ppl @ Llama-3-8B'
+Q8_0\t'base Q8_0; 7.96G, +0.0026 ppl @ Llama-3-8B'
+F16\t'base F16; 14.00G, +0.0020 ppl @ Mistral-7B'
+BF16\t'base BF16; 14.00G, -0.0050 ppl @ Mistral-7B'
+F32\t'base F32; 26.00G              @ 7B'
+NF4\t'bitsandbytes NormalFloat4 (--format bnb-safetensors or qnat)'
+FP4\t'bitsandbytes FP4 (--format bnb-safetensors or qnat)'"
 complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l format -d 'Output container' -r -f -a "gguf\t'GGUF v3 (llama.cpp)'
 qnat\t'qforge\'s native QNAT v2'
 bnb-safetensors\t'Hugging Face safetensors in the bitsandbytes 4-bit layout'"
@@ -49,14 +73,16 @@ complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l compute-dtype
 f16\t'float16'
 bf16\t'bfloat16'"
 complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l threads -d 'Worker threads (default: all cores). Output bytes do not depend on it' -r
+complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l list-types -d 'List every type and mix llama-quantize knows (bits per weight, whether an importance matrix is required, whether qforge implements it) and exit'
 complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l pure -d 'Use the base type for every tensor: no mix rules'
 complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l leave-output-tensor -d 'Leave output.weight unquantized'
 complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l allow-requantize -d 'Allow re-quantizing tensors that are already quantized'
 complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l allow-nonfinite -d 'Quantize tensors with NaN or infinite values instead of refusing'
 complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l double-quant -d 'Double-quantize the NF4/FP4 absmax values (bnb-safetensors, qnat)'
 complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l dry-run -d 'Print the plan and the output size; write nothing'
-complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l json -d 'Print one JSON document on stdout (schema qforge.quantize/1)'
-complete -c qforge -n "__fish_qforge_using_subcommand quantize" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides'
+complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l json -d 'Print one JSON document on stdout (schema qforge.quantize/1, see docs/quantize-json.md; with --list-types qforge.quantize-types/1)'
+complete -c qforge -n "__fish_qforge_using_subcommand quantize" -s v -l verbose -d 'More log output on stderr: -v the plan (info), -vv per-tensor timing (debug), -vvv trace; RUST_LOG overrides'
+complete -c qforge -n "__fish_qforge_using_subcommand quantize" -s q -l quiet -d 'No progress bar and no text report (JSON with --json and errors still print)'
 complete -c qforge -n "__fish_qforge_using_subcommand quantize" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c qforge -n "__fish_qforge_using_subcommand quantize" -s V -l version -d 'Print version'
 complete -c qforge -n "__fish_qforge_using_subcommand export-native" -s o -l output -d 'Output file (.qnat; with --dequantize, .safetensors)' -r -F
@@ -78,8 +104,9 @@ complete -c qforge -n "__fish_qforge_using_subcommand export-native" -l threads 
 complete -c qforge -n "__fish_qforge_using_subcommand export-native" -l double-quant -d 'Quantize the per-block absmax values again (8-bit, 256 per block)'
 complete -c qforge -n "__fish_qforge_using_subcommand export-native" -l dequantize -d 'Dequantize a QNAT input back to f32 safetensors'
 complete -c qforge -n "__fish_qforge_using_subcommand export-native" -l allow-nonfinite -d 'Quantize tensors with NaN or infinite values instead of refusing'
-complete -c qforge -n "__fish_qforge_using_subcommand export-native" -l json -d 'Print one JSON document on stdout'
-complete -c qforge -n "__fish_qforge_using_subcommand export-native" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides'
+complete -c qforge -n "__fish_qforge_using_subcommand export-native" -l json -d 'Print one JSON document on stdout (schema qforge.quantize/1; with --dequantize qforge.export-native-dequantize/1; see docs/export-native-json.md)'
+complete -c qforge -n "__fish_qforge_using_subcommand export-native" -s v -l verbose -d 'More log output on stderr: -v the plan (info), -vv per-tensor timing (debug), -vvv trace; RUST_LOG overrides'
+complete -c qforge -n "__fish_qforge_using_subcommand export-native" -s q -l quiet -d 'No progress bar and no text report (JSON with --json and errors still print)'
 complete -c qforge -n "__fish_qforge_using_subcommand export-native" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c qforge -n "__fish_qforge_using_subcommand export-native" -s V -l version -d 'Print version'
 complete -c qforge -n "__fish_qforge_using_subcommand inspect" -l filter -d 'Only tensors whose name matches this regular expression (totals follow the filter)' -r
@@ -87,11 +114,13 @@ complete -c qforge -n "__fish_qforge_using_subcommand inspect" -l max-array -d '
 complete -c qforge -n "__fish_qforge_using_subcommand inspect" -l json -d 'Print one JSON document (schema qforge.inspect/1, see docs/inspect-json.md)'
 complete -c qforge -n "__fish_qforge_using_subcommand inspect" -l tensors -d 'List every tensor in the text output (JSON always lists them)'
 complete -c qforge -n "__fish_qforge_using_subcommand inspect" -l verify -d 'Also read all tensor data and check stored checksums (QNAT)'
-complete -c qforge -n "__fish_qforge_using_subcommand inspect" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides'
-complete -c qforge -n "__fish_qforge_using_subcommand inspect" -s h -l help -d 'Print help'
+complete -c qforge -n "__fish_qforge_using_subcommand inspect" -s v -l verbose -d 'More log output on stderr: -v the plan (info), -vv per-tensor timing (debug), -vvv trace; RUST_LOG overrides'
+complete -c qforge -n "__fish_qforge_using_subcommand inspect" -s q -l quiet -d 'No progress bar and no text report (JSON with --json and errors still print)'
+complete -c qforge -n "__fish_qforge_using_subcommand inspect" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c qforge -n "__fish_qforge_using_subcommand inspect" -s V -l version -d 'Print version'
-complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and not __fish_seen_subcommand_from build verify help" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides'
-complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and not __fish_seen_subcommand_from build verify help" -s h -l help -d 'Print help'
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and not __fish_seen_subcommand_from build verify help" -s v -l verbose -d 'More log output on stderr: -v the plan (info), -vv per-tensor timing (debug), -vvv trace; RUST_LOG overrides'
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and not __fish_seen_subcommand_from build verify help" -s q -l quiet -d 'No progress bar and no text report (JSON with --json and errors still print)'
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and not __fish_seen_subcommand_from build verify help" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and not __fish_seen_subcommand_from build verify help" -s V -l version -d 'Print version'
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and not __fish_seen_subcommand_from build verify help" -f -a "build" -d 'Build a KV-cache compression profile (JSON)'
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and not __fish_seen_subcommand_from build verify help" -f -a "verify" -d 'Verify a profile on evaluation KV and write a receipt (exit 3 when over budget)'
@@ -121,18 +150,22 @@ complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_see
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l max-topk-disagreement -d 'Budget: maximum mean top-k disagreement' -r
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l max-value-agg-mse -d 'Budget: maximum value-aggregation MSE' -r
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -s o -l output -d 'Output profile' -r -F
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l threads -d 'Worker threads (default: all cores). The profile does not depend on it' -r
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l pre-rope -d 'Keys were captured before RoPE (default: after, as a KV cache holds them)'
-complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l json -d 'Print a JSON summary on stdout'
-complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides'
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l json -d 'Print a JSON summary on stdout (schema qforge.kv-build/1, see docs/kv-profile.md)'
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -s v -l verbose -d 'More log output on stderr: -v the plan (info), -vv per-tensor timing (debug), -vvv trace; RUST_LOG overrides'
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -s q -l quiet -d 'No progress bar and no text report (JSON with --json and errors still print)'
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -s V -l version -d 'Print version'
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from verify" -l eval -d 'Evaluation KV (safetensors); deterministic synthetic KV of the profile\'s shape when absent' -r -F
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from verify" -l queries -d 'Queries (safetensors, layer.{i}.query, [query_heads, n, head_dim]); required with --eval' -r -F
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from verify" -s o -l output -d 'Receipt output' -r -F
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from verify" -l threads -d 'Worker threads (default: all cores). The receipt does not depend on it' -r
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from verify" -l compare -d 'Also run the baselines (TurboQuant-style, KIVI-2, q8_0, q4_0) in the same run'
-complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from verify" -l json -d 'Print the receipt JSON on stdout'
-complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from verify" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides'
-complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from verify" -s h -l help -d 'Print help'
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from verify" -l json -d 'Print the receipt JSON on stdout (schema qforge.kv-receipt/1, see docs/kv-profile.md)'
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from verify" -s v -l verbose -d 'More log output on stderr: -v the plan (info), -vv per-tensor timing (debug), -vvv trace; RUST_LOG overrides'
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from verify" -s q -l quiet -d 'No progress bar and no text report (JSON with --json and errors still print)'
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from verify" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from verify" -s V -l version -d 'Print version'
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from help" -f -a "build" -d 'Build a KV-cache compression profile (JSON)'
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from help" -f -a "verify" -d 'Verify a profile on evaluation KV and write a receipt (exit 3 when over budget)'
@@ -145,11 +178,15 @@ complete -c qforge -n "__fish_qforge_using_subcommand bench-gemm" -l threads -d 
 complete -c qforge -n "__fish_qforge_using_subcommand bench-gemm" -l weights -d 'Take the weights from this model file instead of random ones' -r -F
 complete -c qforge -n "__fish_qforge_using_subcommand bench-gemm" -l tensor -d 'Tensor name within --weights' -r
 complete -c qforge -n "__fish_qforge_using_subcommand bench-gemm" -l reps -d 'Repetitions per measurement (the median is reported)' -r
-complete -c qforge -n "__fish_qforge_using_subcommand bench-gemm" -l backends -d 'Strategies to run, comma-separated: fused, lazy-dequant, eager-dequant, candle' -r
+complete -c qforge -n "__fish_qforge_using_subcommand bench-gemm" -l backends -d 'Strategies to run, comma-separated' -r -f -a "fused\t'qforge\'s fused dequant-dot kernels'
+lazy-dequant\t'Dequantize a tile of rows at a time, then f32 GEMM'
+eager-dequant\t'Dequantize the whole matrix once, then f32 GEMM'
+candle\t'candle\'s CPU QMatMul'"
 complete -c qforge -n "__fish_qforge_using_subcommand bench-gemm" -l isa -d 'Instruction set of the fused kernels: auto, avx512, avx2, scalar' -r
-complete -c qforge -n "__fish_qforge_using_subcommand bench-gemm" -l json -d 'Print one JSON document on stdout'
-complete -c qforge -n "__fish_qforge_using_subcommand bench-gemm" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides'
-complete -c qforge -n "__fish_qforge_using_subcommand bench-gemm" -s h -l help -d 'Print help'
+complete -c qforge -n "__fish_qforge_using_subcommand bench-gemm" -l json -d 'Print one JSON document on stdout (schema qforge.bench-gemm/1, see docs/bench-gemm-json.md)'
+complete -c qforge -n "__fish_qforge_using_subcommand bench-gemm" -s v -l verbose -d 'More log output on stderr: -v the plan (info), -vv per-tensor timing (debug), -vvv trace; RUST_LOG overrides'
+complete -c qforge -n "__fish_qforge_using_subcommand bench-gemm" -s q -l quiet -d 'No progress bar and no text report (JSON with --json and errors still print)'
+complete -c qforge -n "__fish_qforge_using_subcommand bench-gemm" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c qforge -n "__fish_qforge_using_subcommand bench-gemm" -s V -l version -d 'Print version'
 complete -c qforge -n "__fish_qforge_using_subcommand help; and not __fish_seen_subcommand_from quantize export-native inspect kv-profile bench-gemm help" -f -a "quantize" -d 'Quantize a safetensors or GGUF model to GGUF (llama.cpp types and mixes)'
 complete -c qforge -n "__fish_qforge_using_subcommand help; and not __fish_seen_subcommand_from quantize export-native inspect kv-profile bench-gemm help" -f -a "export-native" -d 'Write the native QNAT format (NF4/FP4 with double quantization, k-quants, floats)'

@@ -4,19 +4,37 @@
 //! `tests/cli/generated_docs.rs` fails when they are stale (`QFORGE_BLESS=1 cargo test
 //! --test cli generated_docs` rewrites them).
 
+use crate::quant::mix::QUANT_OPTIONS;
+use clap::builder::{EnumValueParser, PossibleValue, TypedValueParser};
+use clap::error::ErrorKind;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use std::path::PathBuf;
+use std::ffi::OsStr;
+use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 /// Quantization toolchain for model checkpoints.
 ///
 /// Exit codes: 0 success, 1 runtime failure (I/O, disk full, internal error),
 /// 2 usage error or invalid input, 3 quality budget exceeded (kv-profile verify).
 #[derive(Debug, Parser)]
-#[command(name = "qforge", version, about, long_about, propagate_version = true)]
+#[command(
+    name = "qforge",
+    version,
+    about,
+    long_about,
+    propagate_version = true,
+    after_long_help = EXAMPLES_QFORGE
+)]
 pub struct Cli {
-    /// More log output on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
+    /// More log output on stderr: -v the plan (info), -vv per-tensor timing (debug),
+    /// -vvv trace; RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
+
+    /// No progress bar and no text report (JSON with --json and errors still print).
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
 
     /// The subcommand to run.
     #[command(subcommand)]
@@ -27,15 +45,19 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Quantize a safetensors or GGUF model to GGUF (llama.cpp types and mixes).
+    #[command(after_long_help = EXAMPLES_QUANTIZE)]
     Quantize(QuantizeArgs),
     /// Write the native QNAT format (NF4/FP4 with double quantization, k-quants, floats).
+    #[command(after_long_help = EXAMPLES_EXPORT_NATIVE)]
     ExportNative(ExportNativeArgs),
     /// Show format, metadata and tensors of a safetensors, GGUF or QNAT file.
+    #[command(after_long_help = EXAMPLES_INSPECT)]
     Inspect(InspectArgs),
     /// Build or verify KV-cache compression profiles.
-    #[command(subcommand)]
+    #[command(subcommand, after_long_help = EXAMPLES_KV_PROFILE)]
     KvProfile(KvProfileCommand),
     /// Benchmark dequant-GEMM/GEMV kernels against a roofline and candle.
+    #[command(after_long_help = EXAMPLES_BENCH_GEMM)]
     BenchGemm(BenchGemmArgs),
 }
 
@@ -76,17 +98,32 @@ pub enum OutputFormat {
 #[derive(Debug, Args)]
 pub struct QuantizeArgs {
     /// Input model: .gguf, .safetensors, *.safetensors.index.json or a model folder.
+    #[arg(
+        required_unless_present = "list_types",
+        default_value = "-",
+        hide_default_value = true
+    )]
     pub input: PathBuf,
-    /// Output file.
-    #[arg(short, long, required_unless_present = "dry_run")]
+    /// Output file (a folder with --format bnb-safetensors).
+    #[arg(short, long, required_unless_present_any = ["dry_run", "list_types"])]
     pub output: Option<PathBuf>,
-    /// Target type or llama.cpp mix: Q4_K_M, Q4_K_S, Q5_K_M, Q5_K_S, Q3_K_M, Q3_K_S,
-    /// Q3_K_L, Q2_K, Q6_K, Q8_0, Q4_0, F16, BF16, ... (default Q4_K_M); with
-    /// --format bnb-safetensors NF4 or FP4 (default NF4).
-    #[arg(short = 't', long = "type", value_name = "TYPE")]
+    /// Target type or llama.cpp mix by name (default Q4_K_M; with --format
+    /// bnb-safetensors or qnat, NF4). Names only: llama-quantize's numeric ids are refused.
+    /// --list-types shows every type llama-quantize knows.
+    #[arg(
+        short = 't',
+        long = "type",
+        value_name = "TYPE",
+        ignore_case = true,
+        value_parser = NameOf::<TypeName>::names_only("type", TYPE_NAMES_ONLY)
+    )]
     pub qtype: Option<String>,
+    /// List every type and mix llama-quantize knows (bits per weight, whether an
+    /// importance matrix is required, whether qforge implements it) and exit.
+    #[arg(long, conflicts_with_all = ["dry_run", "output"])]
+    pub list_types: bool,
     /// Output container.
-    #[arg(long, value_enum, default_value_t = OutputFormat::Gguf)]
+    #[arg(long, value_enum, ignore_case = true, default_value_t = OutputFormat::Gguf)]
     pub format: OutputFormat,
     /// Per-tensor type override, REGEX=TYPE; repeatable, the first match wins.
     #[arg(long, value_name = "REGEX=TYPE")]
@@ -125,7 +162,7 @@ pub struct QuantizeArgs {
     #[arg(long)]
     pub double_quant: bool,
     /// Compute dtype recorded for NF4/FP4 outputs (bnb-safetensors, qnat).
-    #[arg(long, value_enum, default_value_t = ComputeDtype::Bf16)]
+    #[arg(long, value_enum, ignore_case = true, default_value_t = ComputeDtype::Bf16)]
     pub compute_dtype: ComputeDtype,
     /// Worker threads (default: all cores). Output bytes do not depend on it.
     #[arg(long, value_name = "N")]
@@ -133,7 +170,8 @@ pub struct QuantizeArgs {
     /// Print the plan and the output size; write nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Print one JSON document on stdout (schema qforge.quantize/1).
+    /// Print one JSON document on stdout (schema qforge.quantize/1, see
+    /// docs/quantize-json.md; with --list-types qforge.quantize-types/1).
     #[arg(long)]
     pub json: bool,
 }
@@ -196,7 +234,7 @@ pub struct ExportNativeArgs {
     #[arg(short, long)]
     pub output: PathBuf,
     /// Scheme for float weight tensors.
-    #[arg(long, value_enum, default_value_t = Scheme::Nf4)]
+    #[arg(long, value_enum, ignore_case = true, default_value_t = Scheme::Nf4)]
     pub scheme: Scheme,
     /// Block size for NF4/FP4 (power of two, 32..4096).
     #[arg(long, default_value_t = 64)]
@@ -208,7 +246,7 @@ pub struct ExportNativeArgs {
     #[arg(long)]
     pub model_name: Option<String>,
     /// Compute dtype stored in the metadata.
-    #[arg(long, value_enum, default_value_t = ComputeDtype::Bf16)]
+    #[arg(long, value_enum, ignore_case = true, default_value_t = ComputeDtype::Bf16)]
     pub compute_dtype: ComputeDtype,
     /// Dequantize a QNAT input back to f32 safetensors.
     #[arg(long)]
@@ -219,7 +257,8 @@ pub struct ExportNativeArgs {
     /// Worker threads (default: all cores).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
-    /// Print one JSON document on stdout.
+    /// Print one JSON document on stdout (schema qforge.quantize/1; with --dequantize
+    /// qforge.export-native-dequantize/1; see docs/export-native-json.md).
     #[arg(long)]
     pub json: bool,
 }
@@ -228,8 +267,10 @@ pub struct ExportNativeArgs {
 #[derive(Debug, Subcommand)]
 pub enum KvProfileCommand {
     /// Build a KV-cache compression profile (JSON).
+    #[command(after_long_help = EXAMPLES_KV_BUILD)]
     Build(KvBuildArgs),
     /// Verify a profile on evaluation KV and write a receipt (exit 3 when over budget).
+    #[command(after_long_help = EXAMPLES_KV_VERIFY)]
     Verify(KvVerifyArgs),
 }
 
@@ -246,7 +287,7 @@ pub struct KvBuildArgs {
     #[arg(long, value_name = "FILE")]
     pub calibration: Option<PathBuf>,
     /// Codec family.
-    #[arg(long, value_enum, default_value_t = KvCodecKind::Fibquant)]
+    #[arg(long, value_enum, ignore_case = true, default_value_t = KvCodecKind::Fibquant)]
     pub codec: KvCodecKind,
     /// Bits per codeword index (codebook size 2^bits) unless --codebook-size is given.
     #[arg(long, conflicts_with = "codebook_size")]
@@ -261,7 +302,7 @@ pub struct KvBuildArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Which tensors are compressed.
-    #[arg(long, value_enum, default_value_t = KvRoleArg::Both)]
+    #[arg(long, value_enum, ignore_case = true, default_value_t = KvRoleArg::Both)]
     pub role: KvRoleArg,
     /// Keys were captured before RoPE (default: after, as a KV cache holds them).
     #[arg(long)]
@@ -282,7 +323,7 @@ pub struct KvBuildArgs {
     #[arg(long, value_delimiter = ',', value_name = "H")]
     pub protect_heads: Vec<usize>,
     /// What to do with a page that cannot be encoded.
-    #[arg(long, value_enum, default_value_t = KvFallback::KeepRaw)]
+    #[arg(long, value_enum, ignore_case = true, default_value_t = KvFallback::KeepRaw)]
     pub fallback: KvFallback,
     /// k of the top-k disagreement metric.
     #[arg(long, default_value_t = 8)]
@@ -302,7 +343,10 @@ pub struct KvBuildArgs {
     /// Output profile.
     #[arg(short, long)]
     pub output: PathBuf,
-    /// Print a JSON summary on stdout.
+    /// Worker threads (default: all cores). The profile does not depend on it.
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Print a JSON summary on stdout (schema qforge.kv-build/1, see docs/kv-profile.md).
     #[arg(long)]
     pub json: bool,
 }
@@ -353,7 +397,10 @@ pub struct KvVerifyArgs {
     /// Receipt output.
     #[arg(short, long)]
     pub output: Option<PathBuf>,
-    /// Print the receipt JSON on stdout.
+    /// Worker threads (default: all cores). The receipt does not depend on it.
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Print the receipt JSON on stdout (schema qforge.kv-receipt/1, see docs/kv-profile.md).
     #[arg(long)]
     pub json: bool,
 }
@@ -374,7 +421,7 @@ pub struct BenchGemmArgs {
     #[arg(long, default_value_t = 14336)]
     pub n: usize,
     /// Worker threads (default: all cores).
-    #[arg(long)]
+    #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
     /// Take the weights from this model file instead of random ones.
     #[arg(long, requires = "tensor")]
@@ -385,17 +432,355 @@ pub struct BenchGemmArgs {
     /// Repetitions per measurement (the median is reported).
     #[arg(long, default_value_t = 7)]
     pub reps: usize,
-    /// Strategies to run, comma-separated: fused, lazy-dequant, eager-dequant, candle.
+    /// Strategies to run, comma-separated.
     #[arg(
         long,
         value_delimiter = ',',
+        ignore_case = true,
+        value_parser = NameOf::<Backend>::new("backend"),
         default_value = "fused,lazy-dequant,eager-dequant,candle"
     )]
     pub backends: Vec<String>,
     /// Instruction set of the fused kernels: auto, avx512, avx2, scalar.
     #[arg(long, default_value = "auto")]
     pub isa: String,
-    /// Print one JSON document on stdout.
+    /// Print one JSON document on stdout (schema qforge.bench-gemm/1, see
+    /// docs/bench-gemm-json.md).
     #[arg(long)]
     pub json: bool,
+}
+
+/// A `bench-gemm --backends` strategy (names as in [`crate::kernels::BACKENDS`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Backend {
+    /// qforge's fused dequant-dot kernels.
+    Fused,
+    /// Dequantize a tile of rows at a time, then f32 GEMM.
+    LazyDequant,
+    /// Dequantize the whole matrix once, then f32 GEMM.
+    EagerDequant,
+    /// candle's CPU QMatMul.
+    Candle,
+}
+
+/// A name `quantize -t` takes: every llama-quantize type or mix qforge implements (its
+/// aliases `Q3_K`, `Q4_K`, `Q5_K` included), in llama-quantize's order, then NF4 and FP4.
+/// The list comes from [`QUANT_OPTIONS`] and [`crate::quant::mix::Mix`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TypeName(pub &'static str);
+
+/// The 4-bit bitsandbytes types, for `--format bnb-safetensors` and `--format qnat`.
+const FOUR_BIT_TYPES: [(&str, &str); 2] = [
+    (
+        "NF4",
+        "bitsandbytes NormalFloat4 (--format bnb-safetensors or qnat)",
+    ),
+    ("FP4", "bitsandbytes FP4 (--format bnb-safetensors or qnat)"),
+];
+
+/// Why `quantize -t 8` fails (after `--type: "8" is a number: `).
+const TYPE_NAMES_ONLY: &str = "type names only (Q5_0, not llama-quantize's numeric id 8); \
+     `qforge quantize --list-types` lists them";
+
+impl TypeName {
+    /// Every accepted name.
+    pub fn all() -> &'static [TypeName] {
+        static ALL: OnceLock<Vec<TypeName>> = OnceLock::new();
+        ALL.get_or_init(|| {
+            QUANT_OPTIONS
+                .iter()
+                .filter(|o| o.mix().is_some())
+                .map(|o| TypeName(o.name))
+                .chain(FOUR_BIT_TYPES.iter().map(|(n, _)| TypeName(n)))
+                .collect()
+        })
+    }
+
+    fn help(self) -> String {
+        if let Some((_, help)) = FOUR_BIT_TYPES.iter().find(|(n, _)| *n == self.0) {
+            return help.to_string();
+        }
+        match QUANT_OPTIONS.iter().find(|o| o.name == self.0) {
+            Some(o) => match (o.alias_of(), o.base) {
+                (Some(target), Some(base)) => {
+                    format!("alias for {target} (with --format qnat: plain {base})")
+                }
+                (None, Some(base)) => format!("base {base}; {}", o.description.trim()),
+                _ => o.description.trim().to_string(),
+            },
+            None => String::new(),
+        }
+    }
+}
+
+impl ValueEnum for TypeName {
+    fn value_variants<'a>() -> &'a [Self] {
+        TypeName::all()
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(PossibleValue::new(self.0).help(self.help()))
+    }
+}
+
+/// A value parser for a closed set of names (the [`ValueEnum`] `E`): it lists them in
+/// `--help` and completions, matches case-insensitively where the argument says
+/// `ignore_case`, and yields the canonical name. Commands keep taking the name as a
+/// string, so every spelling they accepted keeps its meaning. A value outside the set
+/// fails with one line (`--type: unknown type "Q9_X"; one of: ...`).
+pub struct NameOf<E> {
+    /// What a value is, for the error line (`type`, `backend`).
+    what: &'static str,
+    /// The error line for an all-digits value, where numbers are a known trap.
+    names_only: Option<&'static str>,
+    kind: PhantomData<fn() -> E>,
+}
+
+impl<E> Clone for NameOf<E> {
+    fn clone(&self) -> Self {
+        NameOf {
+            what: self.what,
+            names_only: self.names_only,
+            kind: PhantomData,
+        }
+    }
+}
+
+impl<E: ValueEnum + Send + Sync + 'static> NameOf<E> {
+    /// Any of `E`'s names; `what` names a value in the error line.
+    pub fn new(what: &'static str) -> Self {
+        NameOf {
+            what,
+            names_only: None,
+            kind: PhantomData,
+        }
+    }
+
+    /// Any of `E`'s names; an all-digits value fails with `message`.
+    pub fn names_only(what: &'static str, message: &'static str) -> Self {
+        NameOf {
+            what,
+            names_only: Some(message),
+            kind: PhantomData,
+        }
+    }
+}
+
+impl<E: ValueEnum + Send + Sync + 'static> TypedValueParser for NameOf<E> {
+    type Value = String;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &OsStr,
+    ) -> Result<String, clap::Error> {
+        let flag = arg
+            .and_then(clap::Arg::get_long)
+            .map(|l| format!("--{l}: "))
+            .unwrap_or_default();
+        if let Some(message) = self.names_only {
+            let v = value.to_string_lossy();
+            if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(clap::Error::raw(
+                    ErrorKind::InvalidValue,
+                    format!("{flag}{v:?} is a number: {message}\n"),
+                ));
+            }
+        }
+        let parsed = EnumValueParser::<E>::new()
+            .parse_ref(cmd, arg, value)
+            .map_err(|e| match e.kind() {
+                ErrorKind::InvalidValue => {
+                    let names: Vec<String> = E::value_variants()
+                        .iter()
+                        .filter_map(|v| Some(v.to_possible_value()?.get_name().to_string()))
+                        .collect();
+                    clap::Error::raw(
+                        ErrorKind::InvalidValue,
+                        format!(
+                            "{flag}unknown {} {:?}; one of: {}\n",
+                            self.what,
+                            value.to_string_lossy(),
+                            names.join(", ")
+                        ),
+                    )
+                }
+                _ => e,
+            })?;
+        let name = parsed
+            .to_possible_value()
+            .expect("value_variants are not skipped");
+        Ok(name.get_name().to_string())
+    }
+
+    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = PossibleValue> + '_>> {
+        Some(Box::new(
+            E::value_variants()
+                .iter()
+                .filter_map(ValueEnum::to_possible_value),
+        ))
+    }
+}
+
+/// What an output path names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputKind {
+    /// A file (written to a temporary file, then renamed).
+    File,
+    /// A folder (`quantize --format bnb-safetensors`).
+    Folder,
+}
+
+impl Cli {
+    /// The paths this command line writes, with what each must be.
+    pub fn outputs(&self) -> Vec<(&Path, OutputKind)> {
+        use OutputKind::{File, Folder};
+        match &self.command {
+            Command::Quantize(a) if a.dry_run || a.list_types => Vec::new(),
+            Command::Quantize(a) => {
+                let kind = match a.format {
+                    OutputFormat::BnbSafetensors => Folder,
+                    OutputFormat::Gguf | OutputFormat::Qnat => File,
+                };
+                a.output.iter().map(|p| (p.as_path(), kind)).collect()
+            }
+            Command::ExportNative(a) => vec![(a.output.as_path(), File)],
+            Command::KvProfile(KvProfileCommand::Build(a)) => vec![(a.output.as_path(), File)],
+            Command::KvProfile(KvProfileCommand::Verify(a)) => {
+                a.output.iter().map(|p| (p.as_path(), File)).collect()
+            }
+            Command::Inspect(_) | Command::BenchGemm(_) => Vec::new(),
+        }
+    }
+
+    /// Checks every output path before any work is done (see
+    /// [`crate::output::check_output_path`]).
+    pub fn check_outputs(&self) -> anyhow::Result<()> {
+        for (path, kind) in self.outputs() {
+            crate::output::check_output_path(path, kind == OutputKind::Folder)?;
+        }
+        Ok(())
+    }
+}
+
+const EXAMPLES_QFORGE: &str = "\
+Examples:
+  qforge quantize model.safetensors -o model-Q4_K_M.gguf -t Q4_K_M
+  qforge inspect model-Q4_K_M.gguf --tensors
+  qforge export-native model.safetensors -o model.qnat --scheme nf4 --double-quant
+  qforge kv-profile build --from-model model.gguf --bits 8 -o kv.json
+  qforge bench-gemm --type q4_k --m 1,8 --json";
+
+const EXAMPLES_QUANTIZE: &str = "\
+Examples:
+  # A llama.cpp mix, bit-exact with llama-quantize:
+  qforge quantize model.safetensors -o model-Q4_K_M.gguf -t Q4_K_M
+  # From an F16 GGUF with an importance matrix, the output tensor at Q8_0:
+  qforge quantize model-f16.gguf -o model-Q3_K_M.gguf -t q3_k_m --imatrix imatrix.gguf \\
+      --output-tensor-type q8_0
+  # The plan only (types, sizes), as JSON:
+  qforge quantize model.safetensors -t Q5_K_M --dry-run --json
+  # A bitsandbytes 4-bit folder that transformers loads:
+  qforge quantize model/ -o model-nf4/ --format bnb-safetensors -t NF4 --double-quant
+  # Every type llama-quantize knows, and which qforge implements:
+  qforge quantize --list-types";
+
+const EXAMPLES_EXPORT_NATIVE: &str = "\
+Examples:
+  qforge export-native model.safetensors -o model.qnat --scheme nf4 --double-quant
+  qforge export-native model.gguf -o model.qnat --scheme q6_k --threads 8
+  # Back to f32 safetensors:
+  qforge export-native model.qnat --dequantize -o model-f32.safetensors
+  # A QNAT v1 (qlora-rs) file is migrated to v2:
+  qforge export-native old.qnat -o new.qnat";
+
+const EXAMPLES_INSPECT: &str = "\
+Examples:
+  qforge inspect model.gguf
+  qforge inspect model/ --tensors --filter 'layers\\.0\\.'
+  qforge inspect model.qnat --verify
+  qforge inspect model.safetensors.index.json --json | jq .totals";
+
+const EXAMPLES_KV_PROFILE: &str = "\
+Examples:
+  qforge kv-profile build --shape layers=32,kv_heads=8,query_heads=32,head_dim=128,tokens=4096 \\
+      --bits 8 -o kv.json
+  qforge kv-profile verify kv.json --compare -o receipt.json";
+
+const EXAMPLES_KV_BUILD: &str = "\
+Examples:
+  qforge kv-profile build --shape layers=32,kv_heads=8,query_heads=32,head_dim=128,tokens=4096 \\
+      --bits 8 -o kv.json
+  qforge kv-profile build --from-model model.gguf --calibration kv.safetensors \\
+      --codec turboquant --bits 4 --block-dim 1 --protect-first 4 -o kv.json
+  qforge kv-profile build --from-model config.json --bits 8 --max-attention-tv 0.05 -o kv.json";
+
+const EXAMPLES_KV_VERIFY: &str = "\
+Examples:
+  qforge kv-profile verify kv.json -o receipt.json
+  qforge kv-profile verify kv.json --eval kv-eval.safetensors --queries q.safetensors --json
+  # Exit code 3 when a budget of the profile is exceeded:
+  qforge kv-profile verify kv.json --compare -q || echo over budget";
+
+const EXAMPLES_BENCH_GEMM: &str = "\
+Examples:
+  qforge bench-gemm
+  qforge bench-gemm --type q6_k --m 1,8,512 --k 4096 --n 14336 --threads 16
+  qforge bench-gemm --weights model.gguf --tensor blk.0.ffn_down.weight --backends fused,candle
+  qforge bench-gemm --type nf4 --reps 15 --json > bench.json";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn backend_names_are_the_kernel_backends() {
+        let names: Vec<String> = Backend::value_variants()
+            .iter()
+            .map(|b| b.to_possible_value().unwrap().get_name().to_string())
+            .collect();
+        assert_eq!(names, crate::kernels::BACKENDS);
+    }
+
+    #[test]
+    fn type_names_are_the_mixes_their_aliases_and_four_bit() {
+        let names: Vec<&str> = TypeName::all().iter().map(|t| t.0).collect();
+        for m in crate::quant::mix::Mix::ALL {
+            assert!(names.contains(&m.name()), "{m}");
+        }
+        for n in ["Q3_K", "Q4_K", "Q5_K", "NF4", "FP4"] {
+            assert!(names.contains(&n), "{n}");
+        }
+        assert_eq!(names.len(), crate::quant::mix::Mix::ALL.len() + 5);
+    }
+
+    #[test]
+    fn type_names_parse_case_insensitively_and_numbers_are_refused() {
+        let parse = |v: &str| Cli::try_parse_from(["qforge", "quantize", "in", "-o", "x", "-t", v]);
+        let qtype = |v: &str| match parse(v).unwrap().command {
+            Command::Quantize(a) => a.qtype.unwrap(),
+            _ => unreachable!(),
+        };
+        assert_eq!(qtype("q4_k_m"), "Q4_K_M");
+        assert_eq!(qtype("Nf4"), "NF4");
+        assert_eq!(qtype("q4_k"), "Q4_K");
+        let err = parse("8").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidValue);
+        assert!(err.to_string().contains("names only"), "{err}");
+        let err = parse("Q4_K_X").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidValue);
+        let line = err.to_string();
+        assert!(
+            line.starts_with("error: --type: unknown type \"Q4_K_X\"; one of: Q4_0, Q4_1,"),
+            "{line}"
+        );
+        assert_eq!(line.lines().count(), 1, "{line}");
+    }
 }

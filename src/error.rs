@@ -3,6 +3,10 @@
 //! Every failure is an [`anyhow::Error`]. Whether it is the user's input that is at
 //! fault (exit 2) or the run itself (exit 1) is decided by whether an [`InvalidInput`]
 //! sits anywhere in the error chain. `kv-profile verify` uses [`OverBudget`] for exit 3.
+//!
+//! An [`InvalidInput`] carries an [`InvalidKind`] so that code and tests tell errors apart
+//! by variant, not by message text: `invalid!(kind: Truncated, "...")` sets it,
+//! `invalid!("...")` leaves it [`InvalidKind::Other`]; [`invalid_kind`] reads it back.
 
 use std::fmt;
 
@@ -15,13 +19,65 @@ pub const EXIT_INVALID: u8 = 2;
 /// Exit code: a quality budget was exceeded (`kv-profile verify`).
 pub const EXIT_OVER_BUDGET: u8 = 3;
 
+/// What is wrong with an input, for matching without reading the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum InvalidKind {
+    /// Not classified (the untyped `invalid!("...")`).
+    Other,
+    /// The input ends before a structure it announces.
+    Truncated,
+    /// Not a format qforge reads (magic bytes).
+    BadMagic,
+    /// A format version or byte order qforge does not read.
+    UnsupportedVersion,
+    /// A count or length too large for the input to hold, refused before allocating.
+    Implausible,
+    /// An offset or range outside the input.
+    OutOfBounds,
+    /// Size arithmetic (element or byte counts, offsets) overflows.
+    Overflow,
+    /// An unknown type id or type name.
+    UnknownType,
+    /// A shape that does not fit: dimensions, row length against the block size, byte
+    /// size against shape and type.
+    BadShape,
+    /// Layout rules broken: alignment, data offsets out of order, data that does not
+    /// exactly fill its space.
+    BadLayout,
+    /// Text that is not valid UTF-8 or not valid JSON.
+    BadEncoding,
+    /// A name given twice.
+    Duplicate,
+    /// A checksum or digest does not match the bytes it covers.
+    Checksum,
+    /// Parts of the input disagree with each other, or a part its other parts require is
+    /// missing.
+    Inconsistent,
+    /// The input cannot be opened, or is not a regular file.
+    Unreadable,
+    /// A command-line value or option combination that is refused.
+    BadArgument,
+}
+
 /// The user's input (a file, a flag value) is invalid; maps to exit code 2.
 #[derive(Debug)]
-pub struct InvalidInput(pub String);
+pub struct InvalidInput {
+    /// What kind of problem.
+    pub kind: InvalidKind,
+    /// The message shown (one line, after `error: ` and any context).
+    pub message: String,
+}
+
+impl InvalidInput {
+    /// An error of `kind` with `message`.
+    pub fn new(kind: InvalidKind, message: String) -> Self {
+        InvalidInput { kind, message }
+    }
+}
 
 impl fmt::Display for InvalidInput {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 
@@ -39,20 +95,38 @@ impl fmt::Display for OverBudget {
 
 impl std::error::Error for OverBudget {}
 
-/// Builds an [`anyhow::Error`] carrying [`InvalidInput`] from a format string.
+/// Builds an [`anyhow::Error`] carrying [`InvalidInput`] from a format string:
+/// `invalid!(kind: Truncated, "...", args)` with an [`InvalidKind`], or
+/// `invalid!("...", args)` for [`InvalidKind::Other`].
 #[macro_export]
 macro_rules! invalid {
+    (kind: $kind:ident, $($arg:tt)*) => {
+        ::anyhow::Error::new($crate::error::InvalidInput::new(
+            $crate::error::InvalidKind::$kind,
+            format!($($arg)*),
+        ))
+    };
     ($($arg:tt)*) => {
-        ::anyhow::Error::new($crate::error::InvalidInput(format!($($arg)*)))
+        ::anyhow::Error::new($crate::error::InvalidInput::new(
+            $crate::error::InvalidKind::Other,
+            format!($($arg)*),
+        ))
     };
 }
 
-/// Returns early with an [`InvalidInput`] error.
+/// Returns early with an [`InvalidInput`] error (same arguments as [`invalid!`]).
 #[macro_export]
 macro_rules! bail_invalid {
     ($($arg:tt)*) => {
         return Err($crate::invalid!($($arg)*))
     };
+}
+
+/// The kind of the first [`InvalidInput`] in the error chain, if any.
+pub fn invalid_kind(err: &anyhow::Error) -> Option<InvalidKind> {
+    err.chain()
+        .find_map(|e| e.downcast_ref::<InvalidInput>())
+        .map(|e| e.kind)
 }
 
 /// The exit code an error maps to.
@@ -104,6 +178,19 @@ mod tests {
             .unwrap_err();
         assert_eq!(exit_code(&err), EXIT_INVALID);
         assert_eq!(one_line(&err), "reading x.gguf: bad magic");
+        assert_eq!(invalid_kind(&err), Some(InvalidKind::Other));
+    }
+
+    #[test]
+    fn kinds_survive_context_and_do_not_change_the_message() {
+        let n = 3;
+        let err: anyhow::Error = Err::<(), _>(invalid!(kind: Truncated, "needs {n} bytes"))
+            .context("reading x.gguf")
+            .unwrap_err();
+        assert_eq!(invalid_kind(&err), Some(InvalidKind::Truncated));
+        assert_eq!(exit_code(&err), EXIT_INVALID);
+        assert_eq!(one_line(&err), "reading x.gguf: needs 3 bytes");
+        assert_eq!(invalid_kind(&anyhow::anyhow!("disk full")), None);
     }
 
     #[test]

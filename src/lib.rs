@@ -11,6 +11,7 @@ pub mod formats;
 pub mod kernels;
 pub mod kv;
 pub mod logging;
+pub mod model;
 pub mod output;
 pub mod pipeline;
 pub mod quant;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let cli = qforge::cli::Cli::parse();
     qforge::logging::init(cli.verbose);
+    qforge::output::set_quiet(cli.quiet);
     match qforge::commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) if qforge::error::is_broken_pipe(&err) => ExitCode::SUCCESS,

@@ -1,21 +1,70 @@
-//! Helpers for what commands print: JSON documents, human-readable sizes, and
-//! [`escape_controls`] for text that came from an input file.
+//! Helpers for what commands print and write: JSON documents, text reports (silenced by
+//! `-q`), human-readable sizes, [`escape_controls`] for text that came from an input
+//! file, and [`check_output_path`] for output paths.
 
 use anyhow::Result;
 use serde::Serialize;
 use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::io::Write;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-/// Writes `value` as pretty JSON plus a newline to stdout.
+/// `-q/--quiet`: no text report, no progress bar.
+static QUIET: AtomicBool = AtomicBool::new(false);
+
+/// Sets `-q/--quiet` for the whole process (the binary does, once, before running).
+pub fn set_quiet(quiet: bool) {
+    QUIET.store(quiet, Ordering::Relaxed);
+}
+
+/// Whether `-q/--quiet` was given: text reports and progress bars are left out.
+pub fn quiet() -> bool {
+    QUIET.load(Ordering::Relaxed)
+}
+
+/// Writes `value` as pretty JSON plus a newline to stdout (also under `-q`: the user
+/// asked for the document).
 pub fn print_json<T: Serialize + ?Sized>(value: &T) -> Result<()> {
     let mut text = serde_json::to_string_pretty(value)?;
     text.push('\n');
-    print_text(&text)
+    write_stdout(&text)
 }
 
-/// Writes text to stdout as is.
+/// Writes a text report to stdout as is; nothing under `-q`.
 pub fn print_text(text: &str) -> Result<()> {
+    if quiet() {
+        return Ok(());
+    }
+    write_stdout(text)
+}
+
+/// Checks an output path before any work: its parent folder must exist, and a file
+/// output must not be an existing folder. Invalid input (exit 2) otherwise.
+pub fn check_output_path(path: &Path, folder: bool) -> Result<()> {
+    let shown = escape_controls(&path.display().to_string()).into_owned();
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !parent.is_dir() {
+        let what = if parent.exists() {
+            "is not a folder"
+        } else {
+            "does not exist"
+        };
+        crate::bail_invalid!(
+            "output {shown}: {} {what}",
+            escape_controls(&parent.display().to_string())
+        );
+    }
+    if !folder && path.is_dir() {
+        crate::bail_invalid!("output {shown} is an existing folder; give a file path");
+    }
+    Ok(())
+}
+
+fn write_stdout(text: &str) -> Result<()> {
     let mut out = std::io::stdout().lock();
     out.write_all(text.as_bytes())?;
     out.flush()?;
@@ -78,6 +127,26 @@ pub fn human_bytes(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn output_paths_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        assert!(check_output_path(&d.join("x.gguf"), false).is_ok());
+        assert!(check_output_path(&d.join("new-folder"), true).is_ok());
+        assert!(check_output_path(Path::new("relative.gguf"), false).is_ok());
+        let missing = check_output_path(&d.join("no/x.gguf"), false).unwrap_err();
+        assert_eq!(
+            crate::error::exit_code(&missing),
+            crate::error::EXIT_INVALID
+        );
+        assert!(missing.to_string().ends_with("does not exist"), "{missing}");
+        assert!(check_output_path(d, false).is_err());
+        assert!(check_output_path(d, true).is_ok());
+        std::fs::write(d.join("f"), b"").unwrap();
+        let under_file = check_output_path(&d.join("f/x"), false).unwrap_err();
+        assert!(under_file.to_string().ends_with("is not a folder"));
+    }
 
     #[test]
     fn human_bytes_picks_units() {

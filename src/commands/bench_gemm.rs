@@ -18,8 +18,8 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Version of the JSON report's schema.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Schema identifier of the JSON report (`docs/bench-gemm-json.md`).
+pub const SCHEMA: &str = "qforge.bench-gemm/1";
 
 /// Largest matrix bench-gemm builds (elements): 4 GiB as f32.
 const MAX_ELEMENTS: usize = 1 << 30;
@@ -33,8 +33,8 @@ const CHECKED_ROWS: usize = 16;
 /// The JSON report.
 #[derive(Debug, Serialize)]
 pub struct Report {
-    /// [`SCHEMA_VERSION`].
-    pub schema: u32,
+    /// Always [`SCHEMA`].
+    pub schema: &'static str,
     /// Weight type (`q4_k`, ...).
     pub weight_type: &'static str,
     /// Output rows.
@@ -286,7 +286,7 @@ fn bench(args: &BenchGemmArgs, ty: WeightType, isa: Isa) -> Result<Report> {
         }
     }
     Ok(Report {
-        schema: SCHEMA_VERSION,
+        schema: SCHEMA,
         weight_type: ty.name(),
         n,
         k,

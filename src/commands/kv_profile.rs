@@ -18,6 +18,7 @@ use crate::kv::{
     build_profile, evaluate, KvData, KvProfile, KvRole, KvShape, LayerKv, ProfileSpec, Queries,
     Verdict,
 };
+use crate::model::ModelConfig;
 use crate::output::{print_json, print_text};
 use crate::{bail_invalid, invalid};
 use anyhow::{Context, Result};
@@ -49,66 +50,50 @@ pub fn parse_shape(spec: &str) -> Result<[usize; 5]> {
     Ok(out)
 }
 
-/// Shape from GGUF metadata or a Hugging Face config.json:
+/// Shape from GGUF metadata or a Hugging Face config.json ([`ModelConfig`]):
 /// `[layers, kv_heads, query_heads, head_dim, tokens]` and the RoPE base.
 fn shape_from_model(path: &Path) -> Result<([usize; 5], Option<f64>)> {
-    if path.extension().is_some_and(|e| e == "json") {
-        let cfg: Json = serde_json::from_slice(
-            &std::fs::read(path).map_err(|e| invalid!("cannot read {}: {e}", path.display()))?,
-        )
-        .map_err(|e| invalid!("{}: not JSON: {e}", path.display()))?;
-        let cfg = cfg.get("text_config").cloned().unwrap_or(cfg);
-        let num = |k: &str| cfg.get(k).and_then(Json::as_u64).map(|v| v as usize);
-        let layers = num("num_hidden_layers")
-            .ok_or_else(|| invalid!("config.json has no num_hidden_layers"))?;
-        let q = num("num_attention_heads")
-            .ok_or_else(|| invalid!("config.json has no num_attention_heads"))?;
-        let kv = num("num_key_value_heads").unwrap_or(q);
-        let d = match num("head_dim") {
-            Some(d) => d,
-            None => {
-                num("hidden_size")
-                    .ok_or_else(|| invalid!("config.json has no head_dim or hidden_size"))?
-                    / q.max(1)
-            }
-        };
-        let tokens = num("max_position_embeddings").unwrap_or(4096);
-        return Ok((
-            [layers, kv, q, d, tokens],
-            cfg.get("rope_theta").and_then(Json::as_f64),
-        ));
-    }
-    let src = TensorSource::open(path)?;
-    if src.format != Format::Gguf {
-        bail_invalid!("--from-model takes a GGUF file or a config.json");
-    }
-    let arch = src
-        .get("general.architecture")
-        .and_then(|v| v.as_str().map(|s| s.into_owned()))
-        .ok_or_else(|| invalid!("GGUF has no general.architecture"))?;
-    let num = |k: &str| {
-        src.get(&format!("{arch}.{k}"))
-            .and_then(|v| v.as_u64())
-            .map(|v| v as usize)
+    let (cfg, what) = if path.extension().is_some_and(|e| e == "json") {
+        (ModelConfig::from_json_file(path)?, "config.json has no")
+    } else {
+        let src = TensorSource::open(path)?;
+        if src.format != Format::Gguf {
+            bail_invalid!("--from-model takes a GGUF file or a config.json");
+        }
+        let cfg = ModelConfig::for_source(&src)?;
+        if cfg.arch.is_none() {
+            bail_invalid!("GGUF has no general.architecture");
+        }
+        (cfg, "GGUF has no")
     };
-    let layers = num("block_count").ok_or_else(|| invalid!("GGUF has no {arch}.block_count"))?;
-    let q = num("attention.head_count")
-        .ok_or_else(|| invalid!("GGUF has no {arch}.attention.head_count (or it is per layer)"))?;
-    let kv = num("attention.head_count_kv").unwrap_or(q);
-    let d = match num("attention.key_length") {
-        Some(d) => d,
+    // Names of the keys in error messages, as the source spells them.
+    let key = |hf: &str, gguf: &str| match &cfg.raw {
+        Some(_) => hf.to_string(),
+        None => format!("{}.{gguf}", cfg.arch.as_deref().unwrap_or_default()),
+    };
+    let need = |v: Option<u64>, hf: &str, gguf: &str| {
+        v.map(|v| v as usize)
+            .ok_or_else(|| invalid!("{what} {}", key(hf, gguf)))
+    };
+    let layers = need(cfg.n_layer, "num_hidden_layers", "block_count")?;
+    let q = need(
+        cfg.n_head,
+        "num_attention_heads",
+        "attention.head_count (or it is per layer)",
+    )?;
+    let kv = cfg.n_head_kv.map_or(q, |v| v as usize);
+    let d = match cfg.head_dim {
+        Some(d) => d as usize,
         None => {
-            num("embedding_length")
-                .ok_or_else(|| invalid!("GGUF has no {arch}.embedding_length"))?
-                / q.max(1)
+            need(
+                cfg.hidden_size,
+                "head_dim or hidden_size",
+                "embedding_length",
+            )? / q.max(1)
         }
     };
-    let tokens = num("context_length").unwrap_or(4096);
-    let theta = match src.get(&format!("{arch}.rope.freq_base")) {
-        Some(crate::formats::gguf::Value::F32(t)) => Some(f64::from(*t)),
-        _ => None,
-    };
-    Ok(([layers, kv, q, d, tokens], theta))
+    let tokens = cfg.context_length.map_or(4096, |v| v as usize);
+    Ok(([layers, kv, q, d, tokens], cfg.rope_theta))
 }
 
 /// Reads a `[heads, rows, cols]` float tensor as per-head matrices.
@@ -242,7 +227,7 @@ pub fn build(args: &KvBuildArgs) -> Result<()> {
         .transpose()?;
     let profile = build_profile(&spec, calibration.as_ref()).map_err(|e| invalid!("{e:#}"))?;
     let text = profile.to_json()? + "\n";
-    write_atomic(&args.output, text.as_bytes())?;
+    crate::formats::atomic::write_file(&args.output, text.as_bytes())?;
     let summary = json!({
         "schema": "qforge.kv-build/1",
         "output": args.output.display().to_string(),
@@ -263,14 +248,6 @@ pub fn build(args: &KvBuildArgs) -> Result<()> {
             profile.digests.profile
         ))
     }
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let mut f = crate::formats::atomic::AtomicFile::create(path)?;
-    f.write_all(bytes)?;
-    f.commit()?;
-    Ok(())
 }
 
 /// A baseline: name, key codec, value codec.
@@ -352,10 +329,11 @@ pub fn verify(args: &KvVerifyArgs) -> Result<()> {
     }
     let text = serde_json::to_string_pretty(&doc)? + "\n";
     if let Some(out) = &args.output {
-        write_atomic(out, text.as_bytes()).with_context(|| format!("writing {}", out.display()))?;
+        crate::formats::atomic::write_file(out, text.as_bytes())
+            .with_context(|| format!("writing {}", out.display()))?;
     }
     if args.json {
-        print_text(&text)?;
+        print_json(&doc)?;
     } else {
         let m = &receipt.metrics;
         print_text(&format!(

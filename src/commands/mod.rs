@@ -4,6 +4,7 @@ pub mod bench_gemm;
 pub mod export_native;
 pub mod inspect;
 pub mod kv_profile;
+pub mod list_types;
 pub mod quantize;
 
 use crate::cli::{Cli, Command, KvProfileCommand};
@@ -11,12 +12,18 @@ use anyhow::Result;
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
+    cli.check_outputs()?;
     match cli.command {
+        Command::Quantize(args) if args.list_types => list_types::run(args.json),
         Command::Inspect(args) => inspect::run(&args),
         Command::Quantize(args) => quantize::run(&args),
         Command::ExportNative(args) => export_native::run(&args),
-        Command::KvProfile(KvProfileCommand::Build(args)) => kv_profile::build(&args),
-        Command::KvProfile(KvProfileCommand::Verify(args)) => kv_profile::verify(&args),
+        Command::KvProfile(KvProfileCommand::Build(args)) => {
+            crate::pipeline::with_threads(args.threads, || kv_profile::build(&args))?
+        }
+        Command::KvProfile(KvProfileCommand::Verify(args)) => {
+            crate::pipeline::with_threads(args.threads, || kv_profile::verify(&args))?
+        }
         Command::BenchGemm(args) => bench_gemm::run(&args),
     }
 }

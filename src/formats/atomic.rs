@@ -239,9 +239,34 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Writes `bytes` to `dest` through an [`AtomicFile`]; returns their SHA-256.
+pub fn write_file(dest: &Path, bytes: &[u8]) -> Result<[u8; 32]> {
+    let mut f = AtomicFile::create(dest)?;
+    f.write_all(bytes)?;
+    f.commit()
+}
+
+/// SHA-256 of a file's contents (streamed), lower-case hex.
+pub fn file_sha256(path: &Path) -> Result<String> {
+    let mut f = File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h)?;
+    Ok(hex(&h.finalize()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn write_file_and_file_sha256() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("w.txt");
+        let digest = write_file(&dest, b"abc").unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), b"abc");
+        assert_eq!(file_sha256(&dest).unwrap(), hex(&digest));
+        assert!(file_sha256(&dir.path().join("missing")).is_err());
+    }
 
     #[test]
     fn commit_renames_and_hashes() {

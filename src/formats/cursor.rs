@@ -36,7 +36,7 @@ impl<'a> Cursor<'a> {
     /// Takes the next `n` bytes; `what` names them in the error.
     pub fn take(&mut self, n: u64, what: &str) -> Result<&'a [u8]> {
         if n > self.remaining() as u64 {
-            return Err(invalid!(
+            return Err(invalid!(kind: Truncated,
                 "truncated file: {what} needs {n} bytes at offset {} but only {} remain",
                 self.pos,
                 self.remaining()
@@ -96,7 +96,7 @@ impl<'a> Cursor<'a> {
     pub fn check_count(&self, count: u64, min_item_bytes: usize, what: &str) -> Result<()> {
         let fit = (self.remaining() / min_item_bytes.max(1)) as u64;
         if count > fit {
-            return Err(invalid!(
+            return Err(invalid!(kind: Implausible,
                 "implausible {what} count {count} at offset {}: the {} bytes left hold at most {fit}",
                 self.pos,
                 self.remaining()
@@ -116,11 +116,10 @@ mod tests {
         let mut c = Cursor::new(&bytes);
         assert_eq!(c.u32("a").unwrap(), 1);
         assert_eq!(c.u16("b").unwrap(), 2);
-        let err = c.u8("tail").unwrap_err().to_string();
-        assert!(
-            err.contains("truncated") && err.contains("offset 6"),
-            "{err}"
-        );
+        let err = c.u8("tail").unwrap_err();
+        let kind = crate::error::invalid_kind(&err);
+        assert_eq!(kind, Some(crate::error::InvalidKind::Truncated), "{err}");
+        assert!(err.to_string().contains("offset 6"), "{err}");
     }
 
     #[test]

@@ -22,6 +22,11 @@ use std::fmt;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
+/// f32 values as little-endian bytes (how safetensors, GGUF and QNAT store them).
+pub fn f32_le_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
 /// Container format of a [`TensorSource`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -135,13 +140,14 @@ pub struct SourceFile {
 impl SourceFile {
     /// Opens and maps a file read-only; an empty file is invalid input.
     pub fn open(path: &Path) -> Result<SourceFile> {
-        let file = File::open(path).map_err(|e| invalid!("cannot open {}: {e}", path.display()))?;
+        let file = File::open(path)
+            .map_err(|e| invalid!(kind: Unreadable, "cannot open {}: {e}", path.display()))?;
         let meta = file.metadata()?;
         if !meta.is_file() {
-            bail_invalid!("{} is not a regular file", path.display());
+            bail_invalid!(kind: Unreadable, "{} is not a regular file", path.display());
         }
         if meta.len() == 0 {
-            bail_invalid!("{} is empty", path.display());
+            bail_invalid!(kind: Truncated, "{} is empty", path.display());
         }
         // SAFETY: the map is read-only; a file changed underneath us by another process
         // can give wrong bytes but every access is bounds-checked against the map length.
@@ -218,8 +224,8 @@ impl TensorSource {
     /// Opens a GGUF file, a safetensors file, a `*.safetensors.index.json`, or a folder
     /// holding one index or one safetensors file.
     pub fn open(path: &Path) -> Result<TensorSource> {
-        let meta =
-            std::fs::metadata(path).map_err(|e| invalid!("cannot open {}: {e}", path.display()))?;
+        let meta = std::fs::metadata(path)
+            .map_err(|e| invalid!(kind: Unreadable, "cannot open {}: {e}", path.display()))?;
         if meta.is_dir() {
             return Self::open_dir(path);
         }
@@ -257,12 +263,12 @@ impl TensorSource {
         if data.starts_with(qnat::MAGIC) {
             if data.get(4..8) == Some(&1u32.to_le_bytes()[..]) {
                 bail_invalid!(
-                    "{} is a QNAT v1 file (qlora-rs); migrate it with `qforge export-native {} -o NEW.qnat`",
+                    "{} is a QNAT v1 file (qlora-rs); migrate it to version 2 with `qforge export-native {} -o NEW.qnat`",
                     path.display(),
                     path.display()
                 );
             }
-            let index = qnat::parse_index(data)?;
+            let index = qnat::parse_index(data).with_context(|| path.display().to_string())?;
             return Ok(Self::from_qnat(path, file, index));
         }
         if data.len() >= 9 && data[8] == b'{' {
@@ -278,7 +284,7 @@ impl TensorSource {
                 qnat: None,
             });
         }
-        bail_invalid!(
+        bail_invalid!(kind: BadMagic,
             "{}: unrecognized format (not GGUF, safetensors or QNAT; first bytes {:02x?})",
             path.display(),
             &data[..data.len().min(8)]

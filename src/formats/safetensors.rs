@@ -8,6 +8,7 @@
 
 use super::gguf::Value;
 use super::{SourceFile, TensorInfo, TensorType};
+use crate::error::{InvalidInput, InvalidKind};
 use crate::{bail_invalid, invalid};
 use anyhow::{Context, Result};
 use safetensors::SafeTensors;
@@ -28,8 +29,13 @@ pub struct ShardContents {
 
 /// Parses the header of one safetensors file mapped in `data`.
 pub fn read_shard(data: &[u8], file_index: usize) -> Result<ShardContents> {
-    let (header_len, meta) = SafeTensors::read_metadata(data)
-        .map_err(|e| invalid!("invalid safetensors header: {}", describe(&e, data.len())))?;
+    let (header_len, meta) = SafeTensors::read_metadata(data).map_err(|e| {
+        let (kind, text) = describe(&e, data.len());
+        anyhow::Error::new(InvalidInput::new(
+            kind,
+            format!("invalid safetensors header: {text}"),
+        ))
+    })?;
     let data_start = LEN_PREFIX + header_len as u64;
     let mut tensors = Vec::new();
     for name in meta.offset_keys() {
@@ -70,30 +76,43 @@ fn check_element_count(name: &str, shape: &[u64]) -> Result<()> {
         acc.checked_mul(d.max(1)).filter(|&p| p <= i64::MAX as u64)
     });
     if fits.is_none() {
-        bail_invalid!("tensor {name:?}: element count overflows (shape {shape:?})");
+        bail_invalid!(kind: Overflow, "tensor {name:?}: element count overflows (shape {shape:?})");
     }
     Ok(())
 }
 
-fn describe(e: &safetensors::SafeTensorError, file_len: usize) -> String {
+/// The kind and message of a safetensors header error.
+fn describe(e: &safetensors::SafeTensorError, file_len: usize) -> (InvalidKind, String) {
     use safetensors::SafeTensorError as E;
+    use InvalidKind as K;
     match e {
-        E::HeaderTooSmall => format!("file of {file_len} bytes is too small to hold a header"),
-        E::HeaderTooLarge => "header length is larger than 100 MB".into(),
-        E::InvalidHeaderLength => {
-            format!("header length runs past the end of the file ({file_len} bytes)")
+        E::HeaderTooSmall => (
+            K::Truncated,
+            format!("file of {file_len} bytes is too small to hold a header"),
+        ),
+        E::HeaderTooLarge => (K::Implausible, "header length is larger than 100 MB".into()),
+        E::InvalidHeaderLength => (
+            K::Truncated,
+            format!("header length runs past the end of the file ({file_len} bytes)"),
+        ),
+        E::InvalidHeader(_) => (K::BadEncoding, "header is not valid UTF-8".into()),
+        E::InvalidHeaderDeserialization(j) => {
+            (K::BadEncoding, format!("header is not valid JSON: {j}"))
         }
-        E::InvalidHeader(_) => "header is not valid UTF-8".into(),
-        E::InvalidHeaderDeserialization(j) => format!("header is not valid JSON: {j}"),
-        E::InvalidOffset(name) => {
-            format!("tensor {name:?}: data offsets are not contiguous and in order")
-        }
-        E::TensorInvalidInfo => "a tensor's byte size does not match its shape and dtype".into(),
-        E::MetadataIncompleteBuffer => {
-            "tensor data does not exactly fill the file (truncated or trailing bytes)".into()
-        }
-        E::ValidationOverflow => "a tensor's shape overflows".into(),
-        other => other.to_string(),
+        E::InvalidOffset(name) => (
+            K::BadLayout,
+            format!("tensor {name:?}: data offsets are not contiguous and in order"),
+        ),
+        E::TensorInvalidInfo => (
+            K::BadShape,
+            "a tensor's byte size does not match its shape and dtype".into(),
+        ),
+        E::MetadataIncompleteBuffer => (
+            K::BadLayout,
+            "tensor data does not exactly fill the file (truncated or trailing bytes)".into(),
+        ),
+        E::ValidationOverflow => (K::Overflow, "a tensor's shape overflows".into()),
+        other => (K::Other, other.to_string()),
     }
 }
 
@@ -110,8 +129,8 @@ pub struct ShardIndex {
 
 /// Parses a sharded-checkpoint index, rejecting shard paths that leave the folder.
 pub fn read_index(text: &[u8]) -> Result<ShardIndex> {
-    let json: serde_json::Value =
-        serde_json::from_slice(text).map_err(|e| invalid!("index is not valid JSON: {e}"))?;
+    let json: serde_json::Value = serde_json::from_slice(text)
+        .map_err(|e| invalid!(kind: BadEncoding, "index is not valid JSON: {e}"))?;
     let map = json
         .get("weight_map")
         .and_then(|m| m.as_object())
@@ -199,7 +218,7 @@ pub fn open_sharded(
                 None => bail_invalid!("tensor {:?} in {shard} is missing from the index", t.name),
             }
             if found.insert(t.name.clone(), shard_idx).is_some() {
-                bail_invalid!("tensor {:?} appears in more than one shard", t.name);
+                bail_invalid!(kind: Duplicate, "tensor {:?} appears in more than one shard", t.name);
             }
             tensors.push(t);
         }
@@ -237,15 +256,14 @@ mod tests {
 
     #[test]
     fn broken_headers_give_clear_errors() {
+        let kind = |bytes: &[u8]| crate::error::invalid_kind(&read_shard(bytes, 0).unwrap_err());
         let h = r#"{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#;
-        let err = read_shard(&file(h, &[0u8; 8]), 0).unwrap_err().to_string();
-        assert!(err.contains("truncated"), "{err}");
+        assert_eq!(kind(&file(h, &[0u8; 8])), Some(InvalidKind::BadLayout));
         let mut huge = (1u64 << 60).to_le_bytes().to_vec();
         huge.extend_from_slice(b"{}");
-        let err = read_shard(&huge, 0).unwrap_err().to_string();
-        assert!(err.contains("100 MB"), "{err}");
-        let err = read_shard(&file("{nope", &[]), 0).unwrap_err().to_string();
-        assert!(err.contains("JSON"), "{err}");
+        assert_eq!(kind(&huge), Some(InvalidKind::Implausible));
+        assert_eq!(kind(&file("{nope", &[])), Some(InvalidKind::BadEncoding));
+        assert_eq!(kind(&[1, 0]), Some(InvalidKind::Truncated));
     }
 
     /// A zero dimension makes the crate's product 0; the other dimensions still must not
@@ -259,7 +277,11 @@ mod tests {
             let h = format!(r#"{{"a":{{"dtype":"F16","shape":{shape},"data_offsets":[0,0]}}}}"#);
             let err = read_shard(&file(&h, &[]), 0).unwrap_err();
             assert_eq!(crate::error::exit_code(&err), 2);
-            assert!(err.to_string().contains("element count overflows"), "{err}");
+            assert_eq!(
+                crate::error::invalid_kind(&err),
+                Some(InvalidKind::Overflow),
+                "{err}"
+            );
         }
         let h = r#"{"a":{"dtype":"F16","shape":[0,1099511627776],"data_offsets":[0,0]}}"#;
         assert_eq!(read_shard(&file(h, &[]), 0).unwrap().tensors[0].bytes, 0);

@@ -9,17 +9,20 @@
 //! `lm_head`, norms and every tensor that is not a 2-D `.weight` are kept as they are.
 
 use super::encode::FourBitEncoder;
-use super::{encode_tensor, ErrorStats};
-use crate::formats::atomic::AtomicDir;
+use super::report::{Outcome, Report};
+use super::{encode_tensor, RunOptions};
+use crate::formats::atomic::{file_sha256, AtomicDir};
 use crate::formats::ggml_type::GgmlType;
 use crate::formats::safetensors_writer::{header_estimate, SafetensorsWriter, StTensor};
-use crate::formats::{TensorInfo, TensorSource, TensorType};
+use crate::formats::{f32_le_bytes, TensorInfo, TensorSource, TensorType};
 use crate::invalid;
+use crate::model::ModelConfig;
 use crate::quant::bnb::{self, FourBit};
 use anyhow::{Context, Result};
 use indicatif::ProgressBar;
 use serde_json::{json, Map, Value as Json};
 use std::path::Path;
+use std::time::Instant;
 
 /// What to write.
 #[derive(Debug, Clone, Copy)]
@@ -32,21 +35,6 @@ pub struct BnbOptions {
     pub double_quant: bool,
     /// `bnb_4bit_compute_dtype`: `float32`, `float16` or `bfloat16`.
     pub compute_dtype: &'static str,
-}
-
-/// One written tensor (quantized or kept).
-#[derive(Debug, Clone)]
-pub struct Outcome {
-    /// Source tensor name.
-    pub name: String,
-    /// `NF4`/`FP4`, or the kept dtype.
-    pub out_type: String,
-    /// Bytes written for it (all its entries).
-    pub out_bytes: u64,
-    /// Error statistics when quantized.
-    pub stats: Option<ErrorStats>,
-    /// Why it was quantized or kept.
-    pub reason: &'static str,
 }
 
 /// Whether transformers' bitsandbytes integration would quantize this tensor: the
@@ -191,10 +179,6 @@ pub fn quant_state_json(
     s
 }
 
-fn f32_bytes(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
 /// `quantization_config` as transformers writes it for a 4-bit bitsandbytes model.
 pub fn quantization_config(opts: &BnbOptions) -> Json {
     json!({
@@ -212,6 +196,31 @@ pub fn quantization_config(opts: &BnbOptions) -> Json {
         "load_in_8bit": false,
         "quant_method": "bitsandbytes"
     })
+}
+
+/// Quantizes `input` to a bitsandbytes 4-bit folder at `output` (which must not exist),
+/// carrying the model's `config.json` over with `quantization_config` added; the report.
+pub fn quantize(input: &Path, output: &Path, opts: &BnbOptions, run: RunOptions) -> Result<Report> {
+    FourBitEncoder::new(opts.kind, opts.block_size)?;
+    let src = TensorSource::open(input)?;
+    let config = ModelConfig::for_source(&src)?.raw;
+    let qtype = format!("{:?}", opts.kind).to_ascii_uppercase();
+    let mut report = Report::new(input, Some(output), qtype, false, run.threads);
+    let started = Instant::now();
+    let total: u64 = src.tensors.iter().map(TensorInfo::elements).sum();
+    let bar = super::progress_bar(total, run.quiet);
+    let outcomes = super::with_threads(run.threads, || write(&src, config, opts, output, &bar))??;
+    bar.finish_and_clear();
+    let seconds = started.elapsed().as_secs_f64();
+    if let Err(e) = report.push_outcomes(&src.tensors, &outcomes, run.allow_nonfinite) {
+        // The folder was renamed into place already: take it away again.
+        std::fs::remove_dir_all(output).ok();
+        return Err(e);
+    }
+    let model = output.join("model.safetensors");
+    let sha256 = file_sha256(&model)?;
+    report.finish(std::fs::metadata(&model)?.len(), seconds, Some(sha256));
+    Ok(report)
 }
 
 /// Writes `src` as a bitsandbytes 4-bit folder at `out` (which must not exist).
@@ -354,31 +363,31 @@ fn write_quantized<W: std::io::Write + std::io::Seek>(
             ".quant_map",
             "F32",
             vec![16],
-            &f32_bytes(&bnb::code_table(opts.kind)),
+            &f32_le_bytes(&bnb::code_table(opts.kind)),
         )?;
         put(
             w,
             ".nested_absmax",
             "F32",
             vec![dq.nested_absmax.len() as u64],
-            &f32_bytes(&dq.nested_absmax),
+            &f32_le_bytes(&dq.nested_absmax),
         )?;
         put(
             w,
             ".nested_quant_map",
             "F32",
             vec![256],
-            &f32_bytes(&bnb::dynamic_map_signed()),
+            &f32_le_bytes(&bnb::dynamic_map_signed()),
         )?;
         Some(dq.offset)
     } else {
-        put(w, ".absmax", "F32", vec![nb], &f32_bytes(&absmax))?;
+        put(w, ".absmax", "F32", vec![nb], &f32_le_bytes(&absmax))?;
         put(
             w,
             ".quant_map",
             "F32",
             vec![16],
-            &f32_bytes(&bnb::code_table(opts.kind)),
+            &f32_le_bytes(&bnb::code_table(opts.kind)),
         )?;
         None
     };

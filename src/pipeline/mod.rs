@@ -1,4 +1,7 @@
-//! The streaming conversion pipeline shared by `quantize` and `export-native`.
+//! The conversion pipelines behind `quantize` and `export-native`: [`gguf`] (llama.cpp
+//! GGUF), [`qnat`] (QNAT v2 export, v1 migration, dequantization), [`bnb`] (bitsandbytes
+//! 4-bit folders), all reporting through the one [`report::Report`]; and the streaming
+//! encoder they share.
 //!
 //! Tensors are processed one at a time, in output order. A tensor is cut into chunks of
 //! whole units (rows for ggml types, blocks for NF4; a few MB of output per chunk); the
@@ -9,7 +12,9 @@
 
 pub mod bnb;
 pub mod encode;
+pub mod gguf;
 pub mod qnat;
+pub mod report;
 
 use crate::formats::{TensorInfo, TensorSource};
 use anyhow::{Context, Result};
@@ -19,6 +24,17 @@ use rayon::prelude::*;
 
 /// Target output bytes per chunk.
 const CHUNK_BYTES: usize = 8 << 20;
+
+/// How a pipeline runs (not what it writes).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// Worker threads (all cores when `None`).
+    pub threads: Option<usize>,
+    /// No progress bar (JSON output).
+    pub quiet: bool,
+    /// Accept NaN/infinite inputs.
+    pub allow_nonfinite: bool,
+}
 
 /// Error statistics of one encoded tensor.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -55,6 +71,7 @@ pub fn copy_tensor(
     t: &TensorInfo,
     write: &mut dyn FnMut(&[u8]) -> Result<()>,
 ) -> Result<()> {
+    let _timer = crate::logging::TensorTimer::start("copied", &t.name);
     let mut done = 0u64;
     for chunk in src.data(t).chunks(CHUNK_BYTES) {
         write(chunk)?;
@@ -87,6 +104,7 @@ pub fn encode_tensor(
     progress: &ProgressBar,
     write: &mut dyn FnMut(&[u8]) -> Result<()>,
 ) -> Result<Encoded> {
+    let _timer = crate::logging::TensorTimer::start("encoded", &t.name);
     let elements = t.elements() as usize;
     let row_len = *t.shape.last().unwrap_or(&1) as usize;
     let unit = enc.unit_len(row_len).max(1);
@@ -181,9 +199,9 @@ fn unit_stats(x: &[f32], y: &[f32]) -> ErrorStats {
 }
 
 /// A progress bar over `total` elements on stderr; invisible unless stderr is a
-/// terminal (indicatif hides itself), and always hidden when `hidden`.
+/// terminal (indicatif hides itself), and always hidden when `hidden` or under `-q`.
 pub fn progress_bar(total: u64, hidden: bool) -> ProgressBar {
-    if hidden {
+    if hidden || crate::output::quiet() {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(total);

@@ -1,25 +1,36 @@
-//! Writing QNAT v2 through the shared pipeline (`export-native`, `quantize --format qnat`),
-//! and reading it back to f32 (`export-native --dequantize`).
+//! The QNAT pipeline: writing QNAT v2 through the shared encoder (`export-native`,
+//! `quantize --format qnat`: [`export`]), migrating QNAT v1 ([`migrate_v1`]), and
+//! reading QNAT back to f32 safetensors (`export-native --dequantize`: [`dequantize_file`]).
+//!
+//! Float tensors of two or more dimensions get the weight target; 1-D tensors keep their
+//! float type; tensors already in a ggml block type (GGUF input) are repacked byte for
+//! byte ([`choose`]).
 //!
 //! Per tensor the caller picks a [`Target`]: a 4-bit scheme (NF4/FP4, codes streamed
 //! through [`encode_tensor`], absmax kept as side values and written after, optionally
 //! double-quantized), a ggml block or float scheme (encoded row by row), or a lossless
 //! repack of bytes already in that scheme (quantized GGUF tensors).
 
-use super::bnb::Outcome;
 use super::encode::{FourBitEncoder, GgmlEncoder};
-use super::{encode_tensor, ErrorStats};
+use super::report::{Outcome, Report};
+use super::{encode_tensor, ErrorStats, RunOptions};
+use crate::formats::atomic::{file_sha256, hex, AtomicFile};
 use crate::formats::ggml_type::GgmlType;
 use crate::formats::qnat::{
-    ModelInfo, QnatIndex, QnatWriter, Scheme, SectionDtype, SectionRole, TensorEntry, TensorHeader,
-    DEFAULT_NESTED_BLOCK,
+    self, ComputeDtype, ModelInfo, QnatIndex, QnatWriter, Scheme, SectionDtype, SectionRole,
+    SourceDigest, TensorEntry, TensorHeader, DEFAULT_NESTED_BLOCK,
 };
-use crate::formats::{TensorInfo, TensorSource};
-use crate::invalid;
+use crate::formats::safetensors_writer::{header_estimate, SafetensorsWriter, StTensor};
+use crate::formats::{f32_le_bytes, Format, SourceFile, TensorInfo, TensorSource};
+use crate::model::ModelConfig;
 use crate::quant::bnb::{self, FourBit};
+use crate::{bail_invalid, invalid};
 use anyhow::{bail, Context, Result};
 use indicatif::ProgressBar;
-use std::io::{Seek, Write};
+use std::collections::BTreeMap;
+use std::io::{Read, Seek, Write};
+use std::path::Path;
+use std::time::Instant;
 
 /// How one tensor is stored.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -48,6 +59,252 @@ fn ggml_of(s: Scheme) -> Option<GgmlType> {
     GgmlType::from_name(s.name())
 }
 
+/// Tool string recorded in QNAT files.
+pub fn tool() -> String {
+    format!("qforge {}", env!("CARGO_PKG_VERSION"))
+}
+
+impl From<crate::cli::ComputeDtype> for ComputeDtype {
+    fn from(c: crate::cli::ComputeDtype) -> ComputeDtype {
+        match c {
+            crate::cli::ComputeDtype::F32 => ComputeDtype::F32,
+            crate::cli::ComputeDtype::F16 => ComputeDtype::F16,
+            crate::cli::ComputeDtype::Bf16 => ComputeDtype::Bf16,
+        }
+    }
+}
+
+/// What one source tensor becomes when float weights get `weights`, and why.
+pub fn choose(t: &TensorInfo, weights: Target) -> Result<(Target, &'static str)> {
+    let ggml =
+        t.ty.as_ggml()
+            .ok_or_else(|| invalid!("tensor {}: {} cannot be stored in QNAT", t.name, t.ty))?;
+    if !ggml.is_float() {
+        return match scheme_of(ggml) {
+            Some(s) => Ok((Target::Repack(s), "repacked losslessly")),
+            None => bail_invalid!("tensor {}: {ggml} has no QNAT scheme", t.name),
+        };
+    }
+    let keep = match ggml {
+        GgmlType::F16 => Scheme::F16,
+        GgmlType::BF16 => Scheme::BF16,
+        _ => Scheme::F32,
+    };
+    let kept = |why| {
+        if scheme_of(ggml) == Some(keep) {
+            Ok((Target::Repack(keep), why))
+        } else {
+            Ok((Target::Encode(keep), why))
+        }
+    };
+    if t.shape.len() < 2 {
+        return kept("kept: 1-D");
+    }
+    if let Target::Encode(s) = weights {
+        let block = s.fixed_block_size().unwrap_or(1);
+        if !(*t.shape.last().unwrap_or(&0)).is_multiple_of(block) {
+            // llama.cpp's fallback table for rows that do not fill a block.
+            let from = GgmlType::from_name(s.name()).expect("ggml scheme");
+            return match crate::quant::mix::fallback_type(from).and_then(scheme_of) {
+                Some(f)
+                    if t.shape
+                        .last()
+                        .unwrap_or(&0)
+                        .is_multiple_of(f.fixed_block_size().unwrap_or(1)) =>
+                {
+                    Ok((
+                        Target::Encode(f),
+                        "fallback: row not a multiple of the block",
+                    ))
+                }
+                _ => kept("kept: row not a multiple of the block"),
+            };
+        }
+    }
+    Ok((weights, "weight"))
+}
+
+/// Name, architecture (the input's own `general.architecture`, see [`ModelConfig::from_gguf`]),
+/// string metadata and source digests of the source.
+pub fn model_info(
+    src: &TensorSource,
+    name: Option<&str>,
+    dtype: ComputeDtype,
+) -> Result<ModelInfo> {
+    let arch = ModelConfig::from_gguf(&src.metadata, None)
+        .arch
+        .unwrap_or_default();
+    let stem = src
+        .path
+        .file_name()
+        .map(|s| {
+            s.to_string_lossy()
+                .split('.')
+                .next()
+                .unwrap_or("")
+                .to_string()
+        })
+        .unwrap_or_default();
+    let mut kv = BTreeMap::new();
+    for (k, v) in &src.metadata {
+        if let crate::formats::gguf::Value::String(_) = v {
+            kv.insert(k.clone(), v.as_str().unwrap_or_default().into_owned());
+        }
+    }
+    let source = src
+        .files
+        .iter()
+        .map(|f| {
+            Ok(SourceDigest {
+                name: file_name(&f.path),
+                bytes: f.len(),
+                sha256: file_sha256(&f.path)?,
+            })
+        })
+        .collect::<Result<_>>()?;
+    Ok(ModelInfo {
+        name: name.map(str::to_string).unwrap_or(stem),
+        architecture: arch,
+        compute_dtype: dtype,
+        tool: tool(),
+        source,
+        kv,
+    })
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// What to export and how.
+#[derive(Debug, Clone)]
+pub struct ExportJob<'a> {
+    /// Input as the user gave it.
+    pub input: &'a Path,
+    /// Output file.
+    pub output: &'a Path,
+    /// The type name the report shows (`NF4`, `Q4_K`, ...).
+    pub qtype: String,
+    /// Target of float weight tensors.
+    pub weights: Target,
+    /// Model name recorded (default: the input's file name up to its first dot).
+    pub model_name: Option<&'a str>,
+    /// Compute dtype recorded.
+    pub compute_dtype: ComputeDtype,
+    /// Whether a QNAT v2 input is an error (`export-native`) or re-encoded (`quantize`).
+    pub refuse_qnat: bool,
+    /// Threads, progress bar, non-finite inputs.
+    pub run: RunOptions,
+}
+
+/// Exports `job.input` as QNAT v2 to `job.output` (atomically); the report.
+pub fn export(job: &ExportJob<'_>) -> Result<Report> {
+    let src = TensorSource::open(job.input)?;
+    if job.refuse_qnat && src.format == Format::Qnat {
+        bail_invalid!(
+            "{} is already QNAT v2; use --dequantize to get f32 back",
+            job.input.display()
+        );
+    }
+    if let Target::FourBit {
+        kind, block_size, ..
+    } = job.weights
+    {
+        FourBitEncoder::new(kind, block_size)?;
+    }
+    let model = model_info(&src, job.model_name, job.compute_dtype)?;
+    let mut report = Report::new(
+        job.input,
+        Some(job.output),
+        job.qtype.clone(),
+        false,
+        job.run.threads,
+    );
+    let started = Instant::now();
+    let total: u64 = src.tensors.iter().map(TensorInfo::elements).sum();
+    let bar = super::progress_bar(total, job.run.quiet);
+    let file = AtomicFile::create(job.output)?;
+    let target = |t: &TensorInfo| choose(t, job.weights);
+    let (file, outcomes): (AtomicFile, Vec<Outcome>) =
+        super::with_threads(job.run.threads, || write(&src, &target, model, file, &bar))??;
+    bar.finish_and_clear();
+    let seconds = started.elapsed().as_secs_f64();
+    report.push_outcomes(&src.tensors, &outcomes, job.run.allow_nonfinite)?;
+    let digest = file
+        .commit()
+        .with_context(|| format!("writing {}", job.output.display()))?;
+    let file_bytes = std::fs::metadata(job.output)?.len();
+    report.finish(file_bytes, seconds, Some(hex(&digest)));
+    Ok(report)
+}
+
+/// Whether `path` starts like a QNAT v1 (qlora-rs) file; reads 8 bytes, not the file.
+pub fn is_v1(path: &Path) -> bool {
+    let mut head = [0u8; 8];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .is_ok()
+        && head.starts_with(qnat::MAGIC)
+        && head[4..8] == 1u32.to_le_bytes()
+}
+
+/// Migrates the QNAT v1 file `input` to v2 at `output` (atomically); the output's SHA-256.
+pub fn migrate_v1(input: &Path, output: &Path) -> Result<String> {
+    let file = SourceFile::open(input)?;
+    let data = file.data();
+    let source = vec![SourceDigest {
+        name: file_name(input),
+        bytes: file.len(),
+        sha256: file_sha256(input)?,
+    }];
+    let mut out = AtomicFile::create(output)?;
+    qnat::v1::migrate_v1_file(data, &mut out, &tool(), source)?;
+    out.flush()?;
+    Ok(hex(&out.commit()?))
+}
+
+/// Every tensor of the QNAT v2 file `input` as f32, written as safetensors to `output`
+/// (atomically); the number of tensors and the output's SHA-256.
+pub fn dequantize_file(input: &Path, output: &Path) -> Result<(usize, String)> {
+    let src = TensorSource::open(input)?;
+    let Some(index) = src.qnat.as_ref() else {
+        bail_invalid!(
+            "--dequantize takes a QNAT file, {} is {}",
+            input.display(),
+            src.format.name()
+        );
+    };
+    let data = src.files[0].data();
+    let names: Vec<(usize, usize)> = index
+        .tensors
+        .iter()
+        .map(|t| (t.name.len(), t.shape.len()))
+        .collect();
+    let mut file = AtomicFile::create(output)?;
+    let mut w = SafetensorsWriter::new(
+        &mut file,
+        header_estimate(&names, &Default::default()),
+        Default::default(),
+    )?;
+    for t in &index.tensors {
+        let mut out = vec![0f32; t.elements() as usize];
+        dequantize(index, data, t, &mut out).with_context(|| format!("tensor {}", t.name))?;
+        w.tensor(
+            StTensor {
+                name: t.name.clone(),
+                dtype: "F32",
+                shape: t.shape.clone(),
+            },
+            &f32_le_bytes(&out),
+        )?;
+    }
+    w.finish()?;
+    Ok((index.tensors.len(), hex(&file.commit()?)))
+}
+
 /// Writes `src` tensor by tensor as QNAT to `out`, with `target` deciding each tensor.
 pub fn write<W: Write + Seek>(
     src: &TensorSource,
@@ -73,10 +330,6 @@ pub fn write<W: Write + Seek>(
         });
     }
     Ok((w.finish()?, outcomes))
-}
-
-fn f32_bytes(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
 fn write_tensor<W: Write + Seek>(
@@ -134,7 +387,7 @@ fn write_tensor<W: Write + Seek>(
                     SectionRole::NestedAbsmax,
                     SectionDtype::F32,
                     dq.nested_absmax.len() as u64,
-                    &f32_bytes(&dq.nested_absmax),
+                    &f32_le_bytes(&dq.nested_absmax),
                 )?;
                 w.set_absmax_offset(dq.offset)?;
             } else {
@@ -142,7 +395,7 @@ fn write_tensor<W: Write + Seek>(
                     SectionRole::Absmax,
                     SectionDtype::F32,
                     nb,
-                    &f32_bytes(&e.side),
+                    &f32_le_bytes(&e.side),
                 )?;
             }
             w.end_tensor()?;

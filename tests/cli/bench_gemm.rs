@@ -23,7 +23,7 @@ fn small(extra: &[&str]) -> serde_json::Value {
 fn json_report_for_every_type_and_strategy() {
     for ty in ["q4_k", "q6_k", "q8_0", "q4_0", "nf4"] {
         let r = small(&["--type", ty, "--k", "512", "--n", "96"]);
-        assert_eq!(r["schema"], 1);
+        assert_eq!(r["schema"], "qforge.bench-gemm/1");
         assert_eq!(r["weight_type"], ty);
         assert_eq!((r["n"].as_u64(), r["k"].as_u64()), (Some(96), Some(512)));
         assert_eq!(r["weights"], "random");

@@ -2,6 +2,7 @@
 //! larger than the file (checked with a counting global allocator in this test binary).
 
 use crate::common::*;
+use qforge::error::InvalidKind as K;
 use qforge::formats::TensorSource;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -48,9 +49,9 @@ fn write_tmp(dir: &tempfile::TempDir, name: &str, bytes: &[u8]) -> PathBuf {
     p
 }
 
-/// Opens in-process, expecting an invalid-input error that mentions `needle`, and checks
-/// no allocation exceeded the file size (plus a small constant for path buffers etc).
-fn expect_invalid_in_process(bytes: &[u8], needle: &str) {
+/// Opens in-process, expecting an invalid-input error of `kind`, and checks no allocation
+/// exceeded the file size (plus a small constant for path buffers etc).
+fn expect_invalid_in_process(bytes: &[u8], kind: K) {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let p = write_tmp(&dir, "f.bin", bytes);
@@ -59,7 +60,7 @@ fn expect_invalid_in_process(bytes: &[u8], needle: &str) {
     let opened = TensorSource::open(&p);
     WATCHING.with(|w| w.set(false));
     let err = match opened {
-        Ok(_) => panic!("expected an error containing {needle:?}"),
+        Ok(_) => panic!("expected a {kind:?} error"),
         Err(e) => e,
     };
     let largest = LARGEST.load(Ordering::Relaxed);
@@ -70,80 +71,81 @@ fn expect_invalid_in_process(bytes: &[u8], needle: &str) {
     );
     assert_eq!(qforge::error::exit_code(&err), 2, "{err:#}");
     let line = qforge::error::one_line(&err);
-    assert!(line.contains(needle), "expected {needle:?} in {line}");
+    assert_eq!(qforge::error::invalid_kind(&err), Some(kind), "{line}");
+    assert!(!line.contains('\n'));
 }
 
 #[test]
 fn gguf_bad_magic_version_and_endianness() {
     let mut g = GgufBytes::header(3, 0, 0);
     g.0[0] = b'X';
-    expect_invalid_in_process(&g.0, "unrecognized format");
-    expect_invalid_in_process(&GgufBytes::header(1, 0, 0).0, "version 1");
-    expect_invalid_in_process(&GgufBytes::header(9, 0, 0).0, "unsupported GGUF version 9");
-    expect_invalid_in_process(&GgufBytes::header(3u32.swap_bytes(), 0, 0).0, "big-endian");
+    expect_invalid_in_process(&g.0, K::BadMagic);
+    expect_invalid_in_process(&GgufBytes::header(1, 0, 0).0, K::UnsupportedVersion);
+    expect_invalid_in_process(&GgufBytes::header(9, 0, 0).0, K::UnsupportedVersion);
+    expect_invalid_in_process(
+        &GgufBytes::header(3u32.swap_bytes(), 0, 0).0,
+        K::UnsupportedVersion,
+    );
 }
 
 #[test]
 fn gguf_absurd_counts_do_not_allocate() {
-    expect_invalid_in_process(
-        &GgufBytes::header(3, 1 << 60, 0).0,
-        "implausible tensor count",
-    );
-    expect_invalid_in_process(&GgufBytes::header(3, 0, u64::MAX).0, "implausible metadata");
+    expect_invalid_in_process(&GgufBytes::header(3, 1 << 60, 0).0, K::Implausible);
+    expect_invalid_in_process(&GgufBytes::header(3, 0, u64::MAX).0, K::Implausible);
     // A string length of 2^62 must not be allocated.
     let mut g = GgufBytes::header(3, 0, 1);
     g.u64(1 << 62).data(64);
-    expect_invalid_in_process(&g.0, "truncated");
+    expect_invalid_in_process(&g.0, K::Truncated);
     // An array of 2^58 u64s.
     let mut g = GgufBytes::header(3, 0, 1);
     g.str(b"k").u32(9).u32(10).u64(1 << 58);
-    expect_invalid_in_process(&g.0, "implausible array element count");
+    expect_invalid_in_process(&g.0, K::Implausible);
 }
 
 #[test]
 fn gguf_offsets_past_eof_and_overflowing_shapes() {
     let mut g = GgufBytes::header(3, 1, 0);
     g.tensor(b"w", &[32, 4], 0, 0).data(100);
-    expect_invalid_in_process(&g.0, "runs past the end of the file");
+    expect_invalid_in_process(&g.0, K::OutOfBounds);
     let mut g = GgufBytes::header(3, 1, 0);
     g.tensor(b"w", &[8], 0, u64::MAX - 31).data(32);
-    expect_invalid_in_process(&g.0, "runs past the end");
+    expect_invalid_in_process(&g.0, K::OutOfBounds);
     let mut g = GgufBytes::header(3, 1, 0);
     g.tensor(b"w", &[1 << 32, 1 << 32, 1 << 32], 0, 0).data(32);
-    expect_invalid_in_process(&g.0, "overflows");
+    expect_invalid_in_process(&g.0, K::Overflow);
     let mut g = GgufBytes::header(3, 1, 0);
     g.tensor(b"w", &[100], 12, 0).data(4096);
-    expect_invalid_in_process(&g.0, "not a multiple of the Q4_K block size 256");
+    expect_invalid_in_process(&g.0, K::BadShape);
     let mut g = GgufBytes::header(3, 1, 0);
     g.tensor(b"w", &[8], 4, 0).data(32);
-    expect_invalid_in_process(&g.0, "unknown or removed ggml type id 4");
+    expect_invalid_in_process(&g.0, K::UnknownType);
     let mut g = GgufBytes::header(3, 1, 0);
     g.tensor(b"w", &[8], 0, 7).data(64);
-    expect_invalid_in_process(&g.0, "not a multiple of the alignment");
+    expect_invalid_in_process(&g.0, K::BadLayout);
     let mut g = GgufBytes::header(3, 1, 0);
     g.tensor(b"w", &[1, 1, 1, 1, 1], 0, 0).data(64);
-    expect_invalid_in_process(&g.0, "5 dimensions");
+    expect_invalid_in_process(&g.0, K::BadShape);
 }
 
 #[test]
 fn gguf_non_utf8_names_and_duplicates() {
     let mut g = GgufBytes::header(3, 1, 0);
     g.tensor(b"w\xff\xfe", &[8], 0, 0).data(32);
-    expect_invalid_in_process(&g.0, "not valid UTF-8");
+    expect_invalid_in_process(&g.0, K::BadEncoding);
     let mut g = GgufBytes::header(3, 0, 1);
     g.str(b"\xc3\x28").u32(4).u32(1);
-    expect_invalid_in_process(&g.0, "metadata key at offset 24 is not valid UTF-8");
+    expect_invalid_in_process(&g.0, K::BadEncoding);
     let mut g = GgufBytes::header(3, 0, 2);
     g.str(b"k").u32(4).u32(1).str(b"k").u32(4).u32(2);
-    expect_invalid_in_process(&g.0, "duplicate metadata key");
+    expect_invalid_in_process(&g.0, K::Duplicate);
     let mut g = GgufBytes::header(3, 2, 0);
     g.tensor(b"w", &[8], 0, 0)
         .tensor(b"w", &[8], 0, 32)
         .data(64);
-    expect_invalid_in_process(&g.0, "duplicate tensor name");
+    expect_invalid_in_process(&g.0, K::Duplicate);
     let mut g = GgufBytes::header(3, 0, 1);
     g.str(b"general.alignment").u32(4).u32(3);
-    expect_invalid_in_process(&g.0, "power of two");
+    expect_invalid_in_process(&g.0, K::BadLayout);
 }
 
 #[test]
@@ -181,40 +183,40 @@ fn safetensors_broken_headers() {
             br#"{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#,
             8,
         ),
-        "truncated",
+        K::BadLayout,
     );
     expect_invalid_in_process(
         &mk(
             br#"{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#,
             20,
         ),
-        "trailing",
+        K::BadLayout,
     );
     expect_invalid_in_process(
         &mk(
             br#"{"a":{"dtype":"F32","shape":[4],"data_offsets":[8,24]}}"#,
             24,
         ),
-        "not contiguous",
+        K::BadLayout,
     );
     expect_invalid_in_process(
         &mk(
             br#"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,16]}}"#,
             16,
         ),
-        "does not match",
+        K::BadShape,
     );
     expect_invalid_in_process(
         &mk(
             br#"{"a":{"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,16]}}"#,
             16,
         ),
-        "overflow",
+        K::Overflow,
     );
-    expect_invalid_in_process(&mk(b"{\"\xff\":1}", 0), "UTF-8");
+    expect_invalid_in_process(&mk(b"{\"\xff\":1}", 0), K::BadEncoding);
     let mut huge = (1u64 << 62).to_le_bytes().to_vec();
     huge.extend_from_slice(b"{}");
-    expect_invalid_in_process(&huge, "100 MB");
+    expect_invalid_in_process(&huge, K::Implausible);
 }
 
 #[test]

@@ -8,6 +8,7 @@ mod common;
 mod bench_gemm;
 mod bnb_export;
 mod broken_inputs;
+mod cli;
 mod convert;
 mod export_native;
 mod generated_docs;

@@ -472,3 +472,37 @@ print(json.dumps(out))
     }
     assert_eq!(r["tensors"].as_array().unwrap().len(), py_t.len());
 }
+
+#[test]
+fn config_json_text_config_and_invalid_config() {
+    // A multimodal-style STEM.config.json: the LM's hyperparameters under text_config.
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("mm.safetensors");
+    std::fs::copy(fixture("tiny-llama.safetensors"), &input).unwrap();
+    let cfg = dir.path().join("mm.config.json");
+    std::fs::write(
+        &cfg,
+        r#"{"model_type": "llava", "text_config": {"model_type": "llama", "num_hidden_layers": 1}}"#,
+    )
+    .unwrap();
+    let out = dir.path().join("mm.gguf");
+    quantize(&["-t", "Q4_K_M"], &input, &out);
+    assert_eq!(
+        TensorSource::open(&out)
+            .unwrap()
+            .get("general.architecture"),
+        Some(&Value::string("llama")),
+        "text_config's model_type"
+    );
+    // A config that exists but is not JSON: one line, exit 2, nothing written.
+    std::fs::write(&cfg, "{not json").unwrap();
+    let bad = dir.path().join("bad.gguf");
+    let o = qforge(&[
+        "quantize",
+        input.to_str().unwrap(),
+        "-o",
+        bad.to_str().unwrap(),
+    ]);
+    assert_invalid(&o, "not JSON");
+    assert!(!bad.exists());
+}

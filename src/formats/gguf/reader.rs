@@ -57,18 +57,18 @@ pub fn read_header(data: &[u8]) -> Result<GgufHeader> {
     let mut c = Cursor::new(data);
     let magic = c.take(4, "magic")?;
     if magic != GGUF_MAGIC {
-        bail_invalid!("bad magic {magic:02x?}: not a GGUF file");
+        bail_invalid!(kind: BadMagic, "bad magic {magic:02x?}: not a GGUF file");
     }
     let version = c.u32("version")?;
     match version {
         2 | 3 => {}
-        1 => bail_invalid!(
+        1 => bail_invalid!(kind: UnsupportedVersion,
             "GGUF version 1 is not supported (only 2 and 3); convert it with a current llama.cpp"
         ),
         v if v.swap_bytes() <= 3 && v != 0 => {
-            bail_invalid!("big-endian GGUF (version bytes {v:#010x}) is not supported")
+            bail_invalid!(kind: UnsupportedVersion, "big-endian GGUF (version bytes {v:#010x}) is not supported")
         }
-        v => bail_invalid!("unsupported GGUF version {v} (only 2 and 3)"),
+        v => bail_invalid!(kind: UnsupportedVersion, "unsupported GGUF version {v} (only 2 and 3)"),
     }
     let n_tensors = c.u64("tensor count")?;
     let n_kv = c.u64("metadata count")?;
@@ -83,11 +83,12 @@ pub fn read_header(data: &[u8]) -> Result<GgufHeader> {
         let at = c.position();
         let key = read_utf8(&mut c, "metadata key")?.to_owned();
         if !seen.insert(key.clone()) {
-            bail_invalid!("duplicate metadata key {key:?} at offset {at}");
+            bail_invalid!(kind: Duplicate, "duplicate metadata key {key:?} at offset {at}");
         }
         let ty_id = c.u32("metadata value type")?;
-        let ty = ValueType::from_id(ty_id)
-            .ok_or_else(|| invalid!("metadata #{i} {key:?}: unknown value type {ty_id}"))?;
+        let ty = ValueType::from_id(ty_id).ok_or_else(
+            || invalid!(kind: UnknownType, "metadata #{i} {key:?}: unknown value type {ty_id}"),
+        )?;
         let value =
             Value::read(&mut c, ty, 0).map_err(|e| e.context(format!("metadata {key:?}")))?;
         metadata.push((key, value));
@@ -96,7 +97,7 @@ pub fn read_header(data: &[u8]) -> Result<GgufHeader> {
     let alignment = match metadata.iter().find(|(k, _)| k == "general.alignment") {
         None => GGUF_DEFAULT_ALIGNMENT,
         Some((_, Value::U32(a))) if a.is_power_of_two() => u64::from(*a),
-        Some((_, v)) => bail_invalid!(
+        Some((_, v)) => bail_invalid!(kind: BadLayout,
             "general.alignment must be a u32 power of two, found {}",
             v.to_display(4)
         ),
@@ -107,7 +108,7 @@ pub fn read_header(data: &[u8]) -> Result<GgufHeader> {
     for _ in 0..n_tensors {
         let info = read_tensor_info(&mut c, alignment)?;
         if !names.insert(info.name.clone()) {
-            bail_invalid!("duplicate tensor name {:?}", info.name);
+            bail_invalid!(kind: Duplicate, "duplicate tensor name {:?}", info.name);
         }
         tensors.push(info);
     }
@@ -121,7 +122,7 @@ pub fn read_header(data: &[u8]) -> Result<GgufHeader> {
             .and_then(|s| s.checked_add(t.bytes));
         match end {
             Some(end) if end <= file_len => {}
-            _ => bail_invalid!(
+            _ => bail_invalid!(kind: OutOfBounds,
                 "tensor {:?}: data at offset {} + {} bytes runs past the end of the file ({file_len} bytes)",
                 t.name,
                 data_offset.saturating_add(t.offset),
@@ -143,7 +144,7 @@ fn read_tensor_info(c: &mut Cursor<'_>, alignment: u64) -> Result<GgufTensorInfo
     let name = read_utf8(c, "tensor name")?.to_owned();
     let n_dims = c.u32("tensor dimension count")?;
     if n_dims == 0 || n_dims > MAX_DIMS {
-        bail_invalid!(
+        bail_invalid!(kind: BadShape,
             "tensor {name:?} at offset {at}: {n_dims} dimensions (ggml allows 1 to {MAX_DIMS})"
         );
     }
@@ -158,16 +159,17 @@ fn read_tensor_info(c: &mut Cursor<'_>, alignment: u64) -> Result<GgufTensorInfo
             .checked_mul(d.max(1))
             .filter(|&e| e <= i64::MAX as u64)
             .ok_or_else(|| {
-                invalid!("tensor {name:?}: element count overflows (shape {ne:?} x {d})")
+                invalid!(kind: Overflow, "tensor {name:?}: element count overflows (shape {ne:?} x {d})")
             })?;
         ne.push(d);
     }
     let elements = if ne.contains(&0) { 0 } else { nonzero };
     let ty_id = c.u32("tensor type")?;
-    let ty = GgmlType::from_id(ty_id)
-        .ok_or_else(|| invalid!("tensor {name:?}: unknown or removed ggml type id {ty_id}"))?;
+    let ty = GgmlType::from_id(ty_id).ok_or_else(
+        || invalid!(kind: UnknownType, "tensor {name:?}: unknown or removed ggml type id {ty_id}"),
+    )?;
     if ne[0] % ty.block_size() != 0 {
-        bail_invalid!(
+        bail_invalid!(kind: BadShape,
             "tensor {name:?}: row length {} is not a multiple of the {ty} block size {}",
             ne[0],
             ty.block_size()
@@ -175,13 +177,13 @@ fn read_tensor_info(c: &mut Cursor<'_>, alignment: u64) -> Result<GgufTensorInfo
     }
     let offset = c.u64("tensor data offset")?;
     if offset % alignment != 0 {
-        bail_invalid!(
+        bail_invalid!(kind: BadLayout,
             "tensor {name:?}: data offset {offset} is not a multiple of the alignment {alignment}"
         );
     }
     let bytes = (elements / ty.block_size())
         .checked_mul(ty.type_size())
-        .ok_or_else(|| invalid!("tensor {name:?}: byte size overflows"))?;
+        .ok_or_else(|| invalid!(kind: Overflow, "tensor {name:?}: byte size overflows"))?;
     Ok(GgufTensorInfo {
         name,
         ne,
@@ -217,8 +219,13 @@ mod tests {
     #[test]
     fn zero_dimension_does_not_hide_an_overflowing_shape() {
         for ne in [&[0, 1 << 62, 1 << 62][..], &[1 << 40, 0, 1 << 40]] {
-            let err = read_header(&one_tensor(ne)).unwrap_err().to_string();
-            assert!(err.contains("element count overflows"), "{ne:?}: {err}");
+            let err = read_header(&one_tensor(ne)).unwrap_err();
+            let kind = crate::error::invalid_kind(&err);
+            assert_eq!(
+                kind,
+                Some(crate::error::InvalidKind::Overflow),
+                "{ne:?}: {err}"
+            );
         }
         let h = read_header(&one_tensor(&[0, 1 << 40])).unwrap();
         assert_eq!(h.tensors[0].bytes, 0);

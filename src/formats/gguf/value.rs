@@ -200,14 +200,14 @@ impl Value {
             ValueType::String => Value::String(read_string_bytes(c, "string value")?.to_vec()),
             ValueType::Array => {
                 if depth >= 4 {
-                    return Err(invalid!(
+                    return Err(invalid!(kind: Implausible,
                         "arrays nested deeper than 4 levels at offset {}",
                         c.position()
                     ));
                 }
                 let elem_id = c.u32("array element type")?;
                 let elem = ValueType::from_id(elem_id).ok_or_else(|| {
-                    invalid!(
+                    invalid!(kind: UnknownType,
                         "unknown array element type {elem_id} at offset {}",
                         c.position() - 4
                     )
@@ -318,7 +318,8 @@ pub fn read_string_bytes<'a>(c: &mut Cursor<'a>, what: &str) -> Result<&'a [u8]>
 pub fn read_utf8<'a>(c: &mut Cursor<'a>, what: &str) -> Result<&'a str> {
     let start = c.position();
     let bytes = read_string_bytes(c, what)?;
-    std::str::from_utf8(bytes).map_err(|_| invalid!("{what} at offset {start} is not valid UTF-8"))
+    std::str::from_utf8(bytes)
+        .map_err(|_| invalid!(kind: BadEncoding, "{what} at offset {start} is not valid UTF-8"))
 }
 
 /// Writes a GGUF string (u64 length + bytes).
@@ -330,6 +331,7 @@ pub fn write_string_bytes(w: &mut impl Write, b: &[u8]) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::{invalid_kind, InvalidKind};
 
     #[test]
     fn every_type_round_trips_through_bytes() {
@@ -370,7 +372,7 @@ mod tests {
         buf.extend_from_slice(&(ValueType::U64 as u32).to_le_bytes());
         buf.extend_from_slice(&(1u64 << 60).to_le_bytes());
         let err = Value::read(&mut Cursor::new(&buf), ValueType::Array, 0).unwrap_err();
-        assert!(err.to_string().contains("implausible"), "{err}");
+        assert_eq!(invalid_kind(&err), Some(InvalidKind::Implausible), "{err}");
 
         let mut nested = Vec::new();
         for _ in 0..6 {
@@ -379,7 +381,7 @@ mod tests {
         }
         nested.extend_from_slice(&[0u8; 16]);
         let err = Value::read(&mut Cursor::new(&nested), ValueType::Array, 0).unwrap_err();
-        assert!(err.to_string().contains("nested"), "{err}");
+        assert_eq!(invalid_kind(&err), Some(InvalidKind::Implausible), "{err}");
     }
 
     #[test]

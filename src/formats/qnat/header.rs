@@ -103,25 +103,27 @@ impl Header {
         let mut c = Cursor::new(data);
         let magic = c.take(4, "magic")?;
         if magic != MAGIC {
-            bail_invalid!("bad magic {magic:02x?}: not a QNAT file");
+            bail_invalid!(kind: BadMagic, "bad magic {magic:02x?}: not a QNAT file");
         }
         let version = c.u32("version")?;
         match version {
             VERSION => {}
-            1 => bail_invalid!(
+            1 => bail_invalid!(kind: UnsupportedVersion,
                 "QNAT version 1 (qlora-rs export) has no reliable offsets or checksums; migrate it to version 2"
             ),
-            v => bail_invalid!("unsupported QNAT version {v} (this reader knows version 2)"),
+            v => {
+                bail_invalid!(kind: UnsupportedVersion, "unsupported QNAT version {v} (this reader knows version 2)")
+            }
         }
         let file_len = data.len() as u64;
         if file_len < HEADER_SIZE {
-            bail_invalid!(
+            bail_invalid!(kind: Truncated,
                 "truncated file: {file_len} bytes, less than the {HEADER_SIZE}-byte QNAT header"
             );
         }
         let digest: [u8; 32] = Sha256::digest(&data[..HASHED]).into();
         if digest[..] != data[HASHED..HEADER_SIZE as usize] {
-            bail_invalid!("header checksum mismatch: the QNAT header is corrupted");
+            bail_invalid!(kind: Checksum, "header checksum mismatch: the QNAT header is corrupted");
         }
         let header_size = c.u32("header size")?;
         let flags = c.u32("flags")?;
@@ -136,38 +138,38 @@ impl Header {
         metadata_sha256.copy_from_slice(c.take(32, "metadata sha256")?);
 
         if u64::from(header_size) != HEADER_SIZE {
-            bail_invalid!("header size {header_size}, expected {HEADER_SIZE}");
+            bail_invalid!(kind: BadLayout, "header size {header_size}, expected {HEADER_SIZE}");
         }
         if flags != 0 {
-            bail_invalid!("unknown header flags {flags:#x} (version 2 defines none)");
+            bail_invalid!(kind: UnsupportedVersion, "unknown header flags {flags:#x} (version 2 defines none)");
         }
         if u64::from(alignment) != ALIGNMENT {
-            bail_invalid!("alignment {alignment}, expected {ALIGNMENT}");
+            bail_invalid!(kind: BadLayout, "alignment {alignment}, expected {ALIGNMENT}");
         }
         if file_len < file_size {
-            bail_invalid!(
+            bail_invalid!(kind: Truncated,
                 "truncated file: the header says {file_size} bytes but the file has {file_len}"
             );
         }
         if file_len > file_size {
-            bail_invalid!(
+            bail_invalid!(kind: BadLayout,
                 "{} unexpected bytes after the end of the file ({file_size} bytes per the header)",
                 file_len - file_size
             );
         }
         if data_offset != HEADER_SIZE {
-            bail_invalid!("data section at offset {data_offset}, expected {HEADER_SIZE}");
+            bail_invalid!(kind: BadLayout, "data section at offset {data_offset}, expected {HEADER_SIZE}");
         }
         if data_size % ALIGNMENT != 0 {
-            bail_invalid!("data section size {data_size} is not a multiple of {ALIGNMENT}");
+            bail_invalid!(kind: BadLayout, "data section size {data_size} is not a multiple of {ALIGNMENT}");
         }
         if data_offset.checked_add(data_size) != Some(metadata_offset) {
-            bail_invalid!(
+            bail_invalid!(kind: BadLayout,
                 "metadata offset {metadata_offset} does not follow the data section ({data_offset} + {data_size})"
             );
         }
         if metadata_offset.checked_add(metadata_size) != Some(file_size) {
-            bail_invalid!(
+            bail_invalid!(kind: BadLayout,
                 "metadata at {metadata_offset} + {metadata_size} bytes does not end at the file size {file_size}"
             );
         }

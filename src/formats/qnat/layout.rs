@@ -290,7 +290,7 @@ impl ModelInfo {
     pub(crate) fn validate(&self) -> Result<()> {
         for s in &self.source {
             if parse_sha256(&s.sha256).is_none() {
-                bail_invalid!(
+                bail_invalid!(kind: BadEncoding,
                     "source file {:?}: sha256 {:?} is not 64 lower-case hex digits",
                     s.name,
                     s.sha256
@@ -443,7 +443,7 @@ impl Plan {
 /// Element count of a shape, rejecting too many dimensions and overflow.
 pub(crate) fn elements_of(name: &str, shape: &[u64]) -> Result<u64> {
     if shape.len() > MAX_DIMS {
-        bail_invalid!(
+        bail_invalid!(kind: BadShape,
             "tensor {name:?}: {} dimensions (at most {MAX_DIMS})",
             shape.len()
         );
@@ -451,7 +451,7 @@ pub(crate) fn elements_of(name: &str, shape: &[u64]) -> Result<u64> {
     shape.iter().try_fold(1u64, |acc, &d| {
         acc.checked_mul(d)
             .filter(|&e| e <= i64::MAX as u64)
-            .ok_or_else(|| invalid!("tensor {name:?}: element count of shape {shape:?} overflows"))
+            .ok_or_else(|| invalid!(kind: Overflow, "tensor {name:?}: element count of shape {shape:?} overflows"))
     })
 }
 
@@ -466,53 +466,53 @@ pub(crate) fn plan(
     nested_block_size: Option<u64>,
 ) -> Result<Plan> {
     if name.is_empty() {
-        bail_invalid!("a tensor has an empty name");
+        bail_invalid!(kind: BadArgument, "a tensor has an empty name");
     }
     let elements = elements_of(name, shape)?;
     if !scheme.is_four_bit() {
         if double_quant || nested_block_size.is_some() {
-            bail_invalid!(
+            bail_invalid!(kind: Inconsistent,
                 "tensor {name:?}: double quantization applies only to nf4/fp4, not {scheme}"
             );
         }
         let fixed = scheme.fixed_block_size().unwrap_or(1);
         if block_size != fixed {
-            bail_invalid!(
+            bail_invalid!(kind: BadShape,
                 "tensor {name:?}: block size {block_size} but {scheme} has block size {fixed}"
             );
         }
         let row = shape.last().copied().unwrap_or(1);
         if row % fixed != 0 {
-            bail_invalid!(
+            bail_invalid!(kind: BadShape,
                 "tensor {name:?}: row length {row} is not a multiple of the {scheme} block size {fixed}"
             );
         }
-        let dtype = scheme
-            .data_dtype()
-            .ok_or_else(|| invalid!("tensor {name:?}: scheme {scheme} has no data dtype"))?;
+        let dtype = scheme.data_dtype().ok_or_else(
+            || invalid!(kind: UnknownType, "tensor {name:?}: scheme {scheme} has no data dtype"),
+        )?;
         return Ok(Plan {
             required: vec![(SectionRole::Data, dtype, elements)],
             optional: None,
         });
     }
     if block_size == 0 || block_size > u64::from(u32::MAX) {
-        bail_invalid!("tensor {name:?}: {scheme} block size {block_size} is not in 1..=4294967295");
+        bail_invalid!(kind: BadShape, "tensor {name:?}: {scheme} block size {block_size} is not in 1..=4294967295");
     }
     let blocks = elements.div_ceil(block_size);
     let mut required = vec![(SectionRole::Codes, SectionDtype::U4, elements)];
     match (double_quant, nested_block_size) {
         (false, None) => required.push((SectionRole::Absmax, SectionDtype::F32, blocks)),
         (false, Some(n)) => {
-            bail_invalid!(
+            bail_invalid!(kind: Inconsistent,
                 "tensor {name:?}: nested block size {n} given without double quantization"
             )
         }
         (true, None) => {
-            bail_invalid!("tensor {name:?}: double quantization without a nested block size")
+            bail_invalid!(kind: Inconsistent, "tensor {name:?}: double quantization without a nested block size")
         }
         (true, Some(n)) => {
             if n == 0 || n > u64::from(u32::MAX) {
-                bail_invalid!("tensor {name:?}: nested block size {n} is not in 1..=4294967295");
+                bail_invalid!(kind: BadShape, "tensor {name:?}: nested block size {n} is not in 1..=4294967295");
             }
             required.push((SectionRole::AbsmaxCodes, SectionDtype::U8, blocks));
             required.push((
@@ -531,37 +531,37 @@ pub(crate) fn plan(
 /// Checks that a section matches what the plan expects as section number `i`.
 pub(crate) fn check_section(name: &str, plan: &Plan, i: usize, s: &Section) -> Result<()> {
     let Some((role, dtype, count)) = plan.expected(i) else {
-        bail_invalid!(
+        bail_invalid!(kind: BadLayout,
             "tensor {name:?}: unexpected section #{i} ({}) after the last one its scheme has",
             s.role
         );
     };
     if s.role != role {
-        bail_invalid!(
+        bail_invalid!(kind: BadLayout,
             "tensor {name:?}: section #{i} is {:?}, expected {:?}",
             s.role.name(),
             role.name()
         );
     }
     if s.dtype != dtype {
-        bail_invalid!(
+        bail_invalid!(kind: Inconsistent,
             "tensor {name:?}: section {role} has dtype {}, expected {dtype}",
             s.dtype
         );
     }
     if s.count != count {
-        bail_invalid!(
+        bail_invalid!(kind: BadShape,
             "tensor {name:?}: section {role} has {} elements, expected {count}",
             s.count
         );
     }
     match dtype.bytes_for(count) {
         Some(b) if b == s.bytes => Ok(()),
-        Some(b) => bail_invalid!(
+        Some(b) => bail_invalid!(kind: BadShape,
             "tensor {name:?}: section {role} is {} bytes but {count} x {dtype} take {b}",
             s.bytes
         ),
-        None => bail_invalid!(
+        None => bail_invalid!(kind: Overflow,
             "tensor {name:?}: section {role}: byte size of {count} x {dtype} overflows"
         ),
     }
@@ -571,7 +571,7 @@ pub(crate) fn check_section(name: &str, plan: &Plan, i: usize, s: &Section) -> R
 pub(crate) fn check_complete(name: &str, plan: &Plan, n_sections: usize) -> Result<()> {
     if n_sections < plan.required.len() {
         let (missing, _, _) = plan.required[n_sections];
-        bail_invalid!("tensor {name:?}: section {missing} is missing");
+        bail_invalid!(kind: Inconsistent, "tensor {name:?}: section {missing} is missing");
     }
     Ok(())
 }
@@ -579,9 +579,11 @@ pub(crate) fn check_complete(name: &str, plan: &Plan, n_sections: usize) -> Resu
 /// Checks that the absmax offset is present exactly when the tensor is double-quantized.
 pub(crate) fn check_offset(name: &str, double_quant: bool, offset: Option<f32>) -> Result<()> {
     match (double_quant, offset) {
-        (true, None) => bail_invalid!("tensor {name:?}: double-quantized but has no absmax offset"),
+        (true, None) => {
+            bail_invalid!(kind: Inconsistent, "tensor {name:?}: double-quantized but has no absmax offset")
+        }
         (false, Some(_)) => {
-            bail_invalid!("tensor {name:?}: absmax offset given without double quantization")
+            bail_invalid!(kind: Inconsistent, "tensor {name:?}: absmax offset given without double quantization")
         }
         _ => Ok(()),
     }
@@ -689,8 +691,9 @@ impl TensorJson {
     /// checked by the reader) and converts it.
     pub fn into_entry(self) -> Result<TensorEntry> {
         let name = self.name;
-        let scheme = Scheme::from_name(&self.scheme)
-            .ok_or_else(|| invalid!("tensor {name:?}: unknown scheme {:?}", self.scheme))?;
+        let scheme = Scheme::from_name(&self.scheme).ok_or_else(
+            || invalid!(kind: UnknownType, "tensor {name:?}: unknown scheme {:?}", self.scheme),
+        )?;
         let plan = plan(
             &name,
             &self.shape,
@@ -702,13 +705,13 @@ impl TensorJson {
         let absmax_offset = match (self.absmax_offset_bits, self.absmax_offset) {
             (None, None) => None,
             (None, Some(_)) => {
-                bail_invalid!("tensor {name:?}: absmax_offset without absmax_offset_bits")
+                bail_invalid!(kind: Inconsistent, "tensor {name:?}: absmax_offset without absmax_offset_bits")
             }
             (Some(bits), shown) => {
                 let x = f32::from_bits(bits);
                 if let Some(v) = shown {
                     if !x.is_finite() || (v as f32).to_bits() != bits {
-                        bail_invalid!(
+                        bail_invalid!(kind: Inconsistent,
                             "tensor {name:?}: absmax_offset {v} disagrees with absmax_offset_bits {bits:#010x}"
                         );
                     }
@@ -720,9 +723,9 @@ impl TensorJson {
         let mut sections = Vec::with_capacity(self.sections.len());
         for (i, s) in self.sections.into_iter().enumerate() {
             let role = SectionRole::from_name(&s.role)
-                .ok_or_else(|| invalid!("tensor {name:?}: unknown section role {:?}", s.role))?;
+                .ok_or_else(|| invalid!(kind: UnknownType, "tensor {name:?}: unknown section role {:?}", s.role))?;
             let dtype = SectionDtype::from_name(&s.dtype).ok_or_else(|| {
-                invalid!(
+                invalid!(kind: UnknownType,
                     "tensor {name:?}: section {role} has unknown dtype {:?}",
                     s.dtype
                 )
@@ -739,7 +742,7 @@ impl TensorJson {
         }
         check_complete(&name, &plan, sections.len())?;
         let sha256 = parse_sha256(&self.sha256).ok_or_else(|| {
-            invalid!(
+            invalid!(kind: BadEncoding,
                 "tensor {name:?}: sha256 {:?} is not 64 lower-case hex digits",
                 self.sha256
             )

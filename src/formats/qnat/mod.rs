@@ -8,9 +8,10 @@
 //!
 //! - [`QnatWriter`] streams tensors section by section (chunks of any size), hashing on the
 //!   fly; the metadata goes after the data and the header is written last.
-//! - [`QnatFile`] memory-maps a file, validates header and metadata completely, and hands
-//!   out aligned `&[u8]` slices of sections without copying; [`QnatFile::verify`]
-//!   recomputes every tensor's SHA-256.
+//! - [`parse_index`] validates header and metadata completely (a file is opened and
+//!   memory-mapped through [`TensorSource`](crate::formats::TensorSource)); the
+//!   [`QnatIndex`] hands out aligned `&[u8]` slices of sections without copying, and
+//!   [`QnatIndex::verify`] recomputes every tensor's SHA-256.
 //! - [`v1`] reads the qlora-rs "Candle native" QNAT v1 files sequentially and migrates
 //!   them to v2.
 
@@ -28,7 +29,7 @@ pub use layout::{
     ComputeDtype, ModelInfo, Scheme, Section, SectionDtype, SectionRole, SourceDigest, TensorEntry,
     TensorHeader,
 };
-pub use reader::{parse_index, QnatFile, QnatIndex, Summary, TensorCheck, TensorSummary};
+pub use reader::{parse_index, QnatIndex, Summary, TensorCheck, TensorSummary};
 pub use writer::QnatWriter;
 
 /// The first four bytes of every QNAT file (v1 and v2).

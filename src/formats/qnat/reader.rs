@@ -1,19 +1,18 @@
 //! QNAT v2 reader: validates header and metadata completely on open, then hands out
 //! section bytes as zero-copy slices of a memory map.
 //!
-//! Opening reads the 128-byte header and the metadata only; tensor bytes are read by
-//! [`QnatFile::verify`] (all of them) or when a caller touches a section slice.
+//! Files are opened through [`TensorSource`](crate::formats::TensorSource), which maps
+//! them and keeps the [`QnatIndex`]. Parsing reads the 128-byte header and the metadata
+//! only; tensor bytes are read by [`QnatIndex::verify`] (all of them) or when a caller
+//! touches a section slice.
 
 use super::header::Header;
 use super::layout::{MetadataJson, ModelInfo, Scheme, Section, SectionRole, TensorEntry};
 use super::{align_up, hex, ALIGNMENT};
 use crate::{bail_invalid, invalid};
-use anyhow::{Context, Result};
-use memmap2::Mmap;
+use anyhow::Result;
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
-use std::fs::File;
-use std::path::{Path, PathBuf};
 
 /// Header, model info and tensor directory of a QNAT v2 file, validated.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,14 +35,14 @@ pub fn parse_index(data: &[u8]) -> Result<QnatIndex> {
     let meta = &data[header.metadata_offset as usize..header.file_size as usize];
     let digest: [u8; 32] = Sha256::digest(meta).into();
     if digest != header.metadata_sha256 {
-        bail_invalid!("metadata checksum mismatch: the QNAT metadata is corrupted");
+        bail_invalid!(kind: Checksum, "metadata checksum mismatch: the QNAT metadata is corrupted");
     }
-    let doc: MetadataJson =
-        serde_json::from_slice(meta).map_err(|e| invalid!("QNAT metadata JSON: {e}"))?;
+    let doc: MetadataJson = serde_json::from_slice(meta)
+        .map_err(|e| invalid!(kind: BadEncoding, "QNAT metadata JSON: {e}"))?;
     let (model, raw) = doc.into_parts();
     model.validate()?;
     if raw.len() != header.tensor_count as usize {
-        bail_invalid!(
+        bail_invalid!(kind: Inconsistent,
             "the header counts {} tensors but the metadata lists {}",
             header.tensor_count,
             raw.len()
@@ -54,7 +53,7 @@ pub fn parse_index(data: &[u8]) -> Result<QnatIndex> {
     for t in raw {
         let t = t.into_entry()?;
         if !names.insert(t.name.clone()) {
-            bail_invalid!("duplicate tensor name {:?}", t.name);
+            bail_invalid!(kind: Duplicate, "duplicate tensor name {:?}", t.name);
         }
         tensors.push(t);
     }
@@ -76,30 +75,31 @@ fn check_layout(tensors: &[TensorEntry], data_size: u64) -> Result<()> {
         for s in &t.sections {
             let (name, role, offset, bytes) = (&t.name, s.role, s.offset, s.bytes);
             if offset % ALIGNMENT != 0 {
-                bail_invalid!("tensor {name:?}: section {role} at offset {offset} is not {ALIGNMENT}-byte aligned");
+                bail_invalid!(kind: BadLayout, "tensor {name:?}: section {role} at offset {offset} is not {ALIGNMENT}-byte aligned");
             }
             let end = match offset.checked_add(bytes) {
                 Some(end) if end <= data_size => end,
-                _ => bail_invalid!(
+                _ => bail_invalid!(kind: OutOfBounds,
                     "tensor {name:?}: section {role} at offset {offset} + {bytes} bytes runs past the data section ({data_size} bytes)"
                 ),
             };
             if offset < prev_end {
-                bail_invalid!(
+                bail_invalid!(kind: BadLayout,
                     "tensor {name:?}: section {role} at offset {offset} overlaps the previous section (which ends at {prev_end})"
                 );
             }
             if offset != next {
-                bail_invalid!(
+                bail_invalid!(kind: BadLayout,
                     "tensor {name:?}: section {role} at offset {offset} leaves a gap after the previous section (next aligned offset {next})"
                 );
             }
             prev_end = end;
-            next = align_up(end).ok_or_else(|| invalid!("section offsets overflow"))?;
+            next = align_up(end)
+                .ok_or_else(|| invalid!(kind: Overflow, "section offsets overflow"))?;
         }
     }
     if next != data_size {
-        bail_invalid!(
+        bail_invalid!(kind: BadLayout,
             "the data section is {data_size} bytes but its sections end at {next} (padded)"
         );
     }
@@ -151,7 +151,7 @@ impl TensorCheck {
         let bad: Vec<&TensorCheck> = checks.iter().filter(|c| !c.ok()).collect();
         match bad.first() {
             None => Ok(()),
-            Some(first) => bail_invalid!(
+            Some(first) => bail_invalid!(kind: Checksum,
                 "{} of {} tensors failed verification; first: {}",
                 bad.len(),
                 checks.len(),
@@ -229,6 +229,17 @@ impl QnatIndex {
         self.tensors.iter().find(|t| t.name == name)
     }
 
+    /// The bytes of section `role` of tensor `name` within `data` (the whole file).
+    pub fn section<'a>(&self, data: &'a [u8], name: &str, role: SectionRole) -> Result<&'a [u8]> {
+        let t = self
+            .tensor(name)
+            .ok_or_else(|| invalid!(kind: BadArgument, "no tensor named {name:?}"))?;
+        let s = t
+            .section(role)
+            .ok_or_else(|| invalid!(kind: BadArgument, "tensor {name:?} has no {role} section"))?;
+        self.section_data(data, s)
+    }
+
     /// The bytes of a section of this index within `data` (the whole file).
     pub fn section_data<'a>(&self, data: &'a [u8], s: &Section) -> Result<&'a [u8]> {
         let range = self
@@ -240,7 +251,7 @@ impl QnatIndex {
         range
             .and_then(|r| data.get(usize::try_from(r.start).ok()?..usize::try_from(r.end).ok()?))
             .ok_or_else(|| {
-                invalid!(
+                invalid!(kind: OutOfBounds,
                     "section {} at offset {} + {} bytes is outside the data section",
                     s.role,
                     s.offset,
@@ -310,113 +321,5 @@ impl QnatIndex {
                 })
                 .collect(),
         }
-    }
-}
-
-/// An opened QNAT v2 file: memory map plus validated index.
-pub struct QnatFile {
-    path: PathBuf,
-    map: Mmap,
-    index: QnatIndex,
-}
-
-impl std::fmt::Debug for QnatFile {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("QnatFile")
-            .field("path", &self.path)
-            .field("len", &self.map.len())
-            .field("index", &self.index)
-            .finish()
-    }
-}
-
-impl QnatFile {
-    /// Opens, maps and validates a file (header and metadata only; tensor bytes are not
-    /// read). Every problem with the file is an [`InvalidInput`](crate::error::InvalidInput)
-    /// error of one line that starts with the path.
-    pub fn open(path: &Path) -> Result<QnatFile> {
-        let file = File::open(path).map_err(|e| invalid!("cannot open {}: {e}", path.display()))?;
-        let meta = file
-            .metadata()
-            .with_context(|| format!("reading the metadata of {}", path.display()))?;
-        if !meta.is_file() {
-            bail_invalid!("{} is not a regular file", path.display());
-        }
-        if meta.len() == 0 {
-            bail_invalid!("{} is empty", path.display());
-        }
-        // SAFETY: the map is read-only; a file changed underneath us by another process
-        // can give wrong bytes but every access is bounds-checked against the map length.
-        let map = unsafe { Mmap::map(&file) }
-            .with_context(|| format!("memory-mapping {}", path.display()))?;
-        let index = parse_index(&map).with_context(|| format!("{}", path.display()))?;
-        Ok(QnatFile {
-            path: path.to_path_buf(),
-            map,
-            index,
-        })
-    }
-
-    /// The path it was opened from.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// The whole mapped file.
-    pub fn data(&self) -> &[u8] {
-        &self.map
-    }
-
-    /// Header, model info and tensor directory.
-    pub fn index(&self) -> &QnatIndex {
-        &self.index
-    }
-
-    /// The header.
-    pub fn header(&self) -> &Header {
-        &self.index.header
-    }
-
-    /// Model-level metadata.
-    pub fn model(&self) -> &ModelInfo {
-        &self.index.model
-    }
-
-    /// Tensors in storage order.
-    pub fn tensors(&self) -> &[TensorEntry] {
-        &self.index.tensors
-    }
-
-    /// A tensor by name.
-    pub fn tensor(&self, name: &str) -> Option<&TensorEntry> {
-        self.index.tensor(name)
-    }
-
-    /// The bytes of a section (zero-copy; 64-byte aligned in memory, as the map is
-    /// page-aligned).
-    pub fn section_data(&self, s: &Section) -> Result<&[u8]> {
-        self.index.section_data(&self.map, s)
-    }
-
-    /// The bytes of section `role` of tensor `name`.
-    pub fn section(&self, name: &str, role: SectionRole) -> Result<&[u8]> {
-        let t = self
-            .tensor(name)
-            .ok_or_else(|| invalid!("{}: no tensor named {name:?}", self.path.display()))?;
-        let s = t
-            .section(role)
-            .ok_or_else(|| invalid!("tensor {name:?} has no {role} section"))?;
-        self.section_data(s)
-    }
-
-    /// Recomputes every tensor's SHA-256 and checks the padding (reads all tensor data;
-    /// backs `qforge inspect --verify`).
-    pub fn verify(&self) -> Result<Vec<TensorCheck>> {
-        self.index.verify(&self.map)
-    }
-
-    /// The inspect summary.
-    pub fn summary(&self) -> Summary {
-        self.index.summary()
     }
 }

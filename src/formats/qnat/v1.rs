@@ -187,7 +187,7 @@ fn read_string(c: &mut Cursor<'_>, what: &str) -> Result<String> {
     let bytes = c.take(u64::from(len), what)?;
     std::str::from_utf8(bytes)
         .map(str::to_owned)
-        .map_err(|_| invalid!("{what} at offset {at} is not valid UTF-8"))
+        .map_err(|_| invalid!(kind: BadEncoding, "{what} at offset {at} is not valid UTF-8"))
 }
 
 struct RawTensor {
@@ -205,12 +205,14 @@ pub fn read_v1(data: &[u8]) -> Result<V1File> {
     let mut c = Cursor::new(data);
     let magic = c.take(4, "magic")?;
     if magic != MAGIC {
-        bail_invalid!("bad magic {magic:02x?}: not a QNAT file");
+        bail_invalid!(kind: BadMagic, "bad magic {magic:02x?}: not a QNAT file");
     }
     match c.u32("version")? {
         1 => {}
-        2 => bail_invalid!("this is a QNAT version 2 file, not version 1"),
-        v => bail_invalid!("unsupported QNAT version {v} (expected 1)"),
+        2 => {
+            bail_invalid!(kind: UnsupportedVersion, "this is a QNAT version 2 file, not version 1")
+        }
+        v => bail_invalid!(kind: UnsupportedVersion, "unsupported QNAT version {v} (expected 1)"),
     }
     let flags = c.u32("v1 flags")?;
     let declared_metadata_size = c.u64("v1 metadata size")?;
@@ -222,7 +224,9 @@ pub fn read_v1(data: &[u8]) -> Result<V1File> {
         0 => ComputeDtype::F32,
         1 => ComputeDtype::F16,
         2 => ComputeDtype::Bf16,
-        b => bail_invalid!("v1 compute dtype byte {b} (expected 0 f32, 1 f16 or 2 bf16)"),
+        b => {
+            bail_invalid!(kind: UnknownType, "v1 compute dtype byte {b} (expected 0 f32, 1 f16 or 2 bf16)")
+        }
     };
     // A tensor header takes at least 4 (name length) + 4 (n_dims) + 4 (block size) +
     // 8 (offset) + 4 (blocks) bytes.
@@ -243,15 +247,15 @@ pub fn read_v1(data: &[u8]) -> Result<V1File> {
         let num_blocks = c.u32("block count")?;
         let elements = super::layout::elements_of(&name, &shape)?;
         if block_size == 0 {
-            bail_invalid!("v1 tensor {name:?} at offset {at}: block size 0");
+            bail_invalid!(kind: BadShape, "v1 tensor {name:?} at offset {at}: block size 0");
         }
         if u64::from(num_blocks) * u64::from(block_size) != elements {
-            bail_invalid!(
+            bail_invalid!(kind: BadShape,
                 "v1 tensor {name:?}: {num_blocks} blocks of {block_size} do not cover its {elements} elements (shape {shape:?})"
             );
         }
         if !names.insert(name.clone()) {
-            bail_invalid!("duplicate v1 tensor name {name:?}");
+            bail_invalid!(kind: Duplicate, "duplicate v1 tensor name {name:?}");
         }
         raw.push(RawTensor {
             name,
@@ -305,7 +309,7 @@ pub fn read_v1(data: &[u8]) -> Result<V1File> {
         });
     }
     if c.remaining() != 0 {
-        bail_invalid!(
+        bail_invalid!(kind: BadLayout,
             "{} unexpected bytes after the last v1 tensor",
             c.remaining()
         );
@@ -419,7 +423,7 @@ fn uniform(data: &[u8], raw: &[RawTensor], data_start: u64) -> Result<Vec<V1Extr
     }
     let distinct = |a: V1Extras, b: V1Extras| raw.iter().any(|t| size(t, a) != size(t, b));
     match fits.as_slice() {
-        [] => bail_invalid!(
+        [] => bail_invalid!(kind: BadLayout,
             "v1 tensor data ({total} bytes) matches no layout qlora-rs writes (all tensors without/with zero points, without/with double-quantized scales would take {} bytes, or hold implausible scales)",
             sums.iter()
                 .map(|s| s.map_or("overflow".to_owned(), |s| s.to_string()))
@@ -430,7 +434,7 @@ fn uniform(data: &[u8], raw: &[RawTensor], data_start: u64) -> Result<Vec<V1Extr
         [first, rest @ ..] if rest.iter().all(|&e| !distinct(*first, e)) => {
             Ok(vec![*first; raw.len()])
         }
-        _ => bail_invalid!(
+        _ => bail_invalid!(kind: BadLayout,
             "v1 tensor data ({total} bytes) fits more than one layout (zero points or double-quantized scales); the file is ambiguous"
         ),
     }
@@ -450,10 +454,10 @@ pub fn repack_v1_codes(
     let per_block = block_size.div_ceil(2);
     let blocks = elements.checked_div(block_size).unwrap_or(0);
     if blocks.checked_mul(block_size).unwrap_or(0) != elements {
-        bail_invalid!("{elements} elements are not a whole number of blocks of {block_size}");
+        bail_invalid!(kind: BadShape, "{elements} elements are not a whole number of blocks of {block_size}");
     }
     if blocks.checked_mul(per_block) != Some(src.len() as u64) {
-        bail_invalid!(
+        bail_invalid!(kind: BadShape,
             "v1 codes are {} bytes, expected {blocks} blocks x {per_block}",
             src.len()
         );
@@ -505,7 +509,7 @@ pub fn migrate_v1<W: Write + Seek>(
 ) -> Result<()> {
     let slice = |r: &Range<usize>| {
         data.get(r.clone())
-            .ok_or_else(|| invalid!("v1 byte range {r:?} is outside the file"))
+            .ok_or_else(|| invalid!(kind: OutOfBounds, "v1 byte range {r:?} is outside the file"))
     };
     for t in &v1.tensors {
         let elements = t.elements();

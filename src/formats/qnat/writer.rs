@@ -131,10 +131,10 @@ impl<W: Write + Seek> QnatWriter<W> {
                 check_offset(&t.name, false, t.absmax_offset)?;
             }
             if w.names.contains(&t.name) {
-                bail_invalid!("duplicate tensor name {:?}", t.name);
+                bail_invalid!(kind: Duplicate, "duplicate tensor name {:?}", t.name);
             }
             if w.tensors.len() >= u32::MAX as usize {
-                bail_invalid!("too many tensors for QNAT (at most {})", u32::MAX);
+                bail_invalid!(kind: Implausible, "too many tensors for QNAT (at most {})", u32::MAX);
             }
             w.names.insert(t.name.clone());
             w.open = Some(OpenTensor {
@@ -193,7 +193,7 @@ impl<W: Write + Seek> QnatWriter<W> {
                 .checked_add(bytes)
                 .and_then(|e| e.checked_add(HEADER_SIZE));
             if end.is_none() {
-                bail_invalid!(
+                bail_invalid!(kind: Overflow,
                     "tensor {:?}: section {role} of {bytes} bytes overflows the file offset",
                     open.header.name
                 );

@@ -1,0 +1,397 @@
+//! The GGUF quantize pipeline (`quantize --format gguf`): model facts, per-tensor plan,
+//! output metadata, layout, then tensors encoded in parallel chunks and streamed, in
+//! order, into a temporary file renamed over the output on success.
+//!
+//! [`quantize`] does all of it for an input file whose tensors keep their names.
+//! [`quantize_tensors`] is the same pipeline over a caller's list of [`OutputTensor`]s
+//! and metadata, for a converter that renames tensors and writes its own header.
+
+use super::encode::GgmlEncoder;
+use super::report::{check_finite, Report, TensorReport};
+use super::{ErrorStats, RunOptions};
+use crate::formats::atomic::{hex, AtomicFile};
+use crate::formats::ggml_type::GgmlType;
+use crate::formats::gguf::writer::{GgufLayout, GgufStream, TensorSpec};
+use crate::formats::gguf::Value;
+use crate::formats::{Format, TensorInfo, TensorSource};
+use crate::model::ModelConfig;
+use crate::quant::imatrix::Imatrix;
+use crate::quant::mix::{self, Mix, ModelFacts, Planner};
+use crate::{bail_invalid, invalid};
+use anyhow::{Context, Result};
+use regex::Regex;
+use std::path::Path;
+use std::time::Instant;
+
+/// `general.quantization_version` written by current llama.cpp (`GGML_QNT_VERSION`).
+pub const QNT_VERSION: u32 = 2;
+
+/// What to quantize and how (`qforge quantize` with `--format gguf`).
+#[derive(Debug, Clone)]
+pub struct GgufJob<'a> {
+    /// Input as the user gave it.
+    pub input: &'a Path,
+    /// Output file (required unless `dry_run`).
+    pub output: Option<&'a Path>,
+    /// Plan and sizes only; nothing is written.
+    pub dry_run: bool,
+    /// The mix (or plain type).
+    pub mix: Mix,
+    /// llama-quantize's type options (`has_imatrix` is set from `imatrix`).
+    pub opts: mix::Options,
+    /// Importance matrix file, with the `--include-weights` / `--exclude-weights` filters.
+    pub imatrix: Option<(&'a Path, &'a [Regex], &'a [Regex])>,
+    /// Re-quantize tensors that are already quantized.
+    pub allow_requantize: bool,
+    /// Threads, progress bar, non-finite inputs.
+    pub run: RunOptions,
+}
+
+/// One tensor of the output: its name in the GGUF and the source tensor holding its data.
+#[derive(Debug, Clone)]
+pub struct OutputTensor<'a> {
+    /// Output name (also the name the mix rules and the importance matrix see).
+    pub name: String,
+    /// The source tensor, whose shape and type the output has before encoding.
+    pub source: &'a TensorInfo,
+}
+
+impl<'a> OutputTensor<'a> {
+    /// Every tensor of `src` under its own name, in file order.
+    pub fn identity(src: &'a TensorSource) -> Vec<OutputTensor<'a>> {
+        src.tensors
+            .iter()
+            .map(|t| OutputTensor {
+                name: t.name.clone(),
+                source: t,
+            })
+            .collect()
+    }
+}
+
+/// One planned output tensor.
+#[derive(Debug, Clone)]
+pub struct Planned<'a> {
+    /// The output tensor.
+    pub tensor: OutputTensor<'a>,
+    /// Output type.
+    pub out: GgmlType,
+    /// Whether it is encoded (otherwise copied byte for byte).
+    pub encode: bool,
+    /// Why this output type.
+    pub reason: String,
+    /// Importance weights for the encoder.
+    pub imatrix: Option<&'a [f32]>,
+}
+
+/// Model facts the mix rules need, from the model's config.
+pub fn model_facts(cfg: &ModelConfig) -> ModelFacts {
+    let num = |v: Option<u64>| v.unwrap_or(0) as u32;
+    ModelFacts {
+        arch: cfg.arch.clone().unwrap_or_default(),
+        n_layer: num(cfg.n_layer),
+        n_head: num(cfg.n_head),
+        // Absent means as many as query heads (the mix rules read 0 the same way).
+        n_head_kv: num(cfg.n_head_kv.or(cfg.n_head)),
+        n_expert: num(cfg.n_expert),
+        ..ModelFacts::default()
+    }
+}
+
+/// Output metadata: the GGUF input's keys in order, or for other inputs a minimal
+/// llama.cpp header (`general.architecture` = `arch`, `general.name`), then
+/// `general.file_type` and `general.quantization_version` set (see [`set_file_type`]).
+pub fn output_metadata(src: &TensorSource, arch: &str, file_type: u32) -> Vec<(String, Value)> {
+    let mut meta = match src.format {
+        Format::Gguf => src.metadata.clone(),
+        Format::Safetensors | Format::Qnat => {
+            let arch = if arch.is_empty() { "unknown" } else { arch };
+            let name = src
+                .path
+                .file_stem()
+                .map(|s| {
+                    s.to_string_lossy()
+                        .replace(".safetensors", "")
+                        .replace(".qnat", "")
+                })
+                .unwrap_or_default();
+            vec![
+                ("general.architecture".into(), Value::string(arch)),
+                ("general.name".into(), Value::string(&name)),
+            ]
+        }
+    };
+    set_file_type(&mut meta, file_type);
+    meta
+}
+
+/// Sets `general.file_type` and `general.quantization_version` in place, or appends them.
+pub fn set_file_type(meta: &mut Vec<(String, Value)>, file_type: u32) {
+    for (key, value) in [
+        ("general.file_type", Value::U32(file_type)),
+        ("general.quantization_version", Value::U32(QNT_VERSION)),
+    ] {
+        match meta.iter_mut().find(|(k, _)| k == key) {
+            Some(entry) => entry.1 = value,
+            None => meta.push((key.to_string(), value)),
+        }
+    }
+}
+
+/// Runs the whole pipeline on `job.input` (tensors keep their names).
+pub fn quantize(job: &GgufJob<'_>) -> Result<Report> {
+    let src = TensorSource::open(job.input)?;
+    let imatrix = load_imatrix(job)?;
+    let facts = model_facts(&ModelConfig::for_source(&src)?);
+    let meta = output_metadata(&src, &facts.arch, job.mix.file_type());
+    let tensors = OutputTensor::identity(&src);
+    quantize_tensors(&src, &tensors, facts, &meta, imatrix.as_ref(), job)
+}
+
+fn load_imatrix(job: &GgufJob<'_>) -> Result<Option<Imatrix>> {
+    job.imatrix
+        .map(|(path, include, exclude)| {
+            let mut m = Imatrix::load(path)?;
+            m.filter(include, exclude);
+            Ok(m)
+        })
+        .transpose()
+}
+
+/// Plans, lays out and (unless a dry run) writes `tensors` of `src` with metadata `meta`.
+pub fn quantize_tensors(
+    src: &TensorSource,
+    tensors: &[OutputTensor<'_>],
+    facts: ModelFacts,
+    meta: &[(String, Value)],
+    imatrix: Option<&Imatrix>,
+    job: &GgufJob<'_>,
+) -> Result<Report> {
+    let mut opts = job.opts.clone();
+    opts.has_imatrix = imatrix.is_some();
+    let planned = plan(tensors, job.mix, facts, opts, imatrix, job.allow_requantize)?;
+    let specs: Vec<TensorSpec> = planned
+        .iter()
+        .map(|p| TensorSpec {
+            name: p.tensor.name.clone(),
+            ne: p.tensor.source.ne(),
+            ty: p.out,
+        })
+        .collect();
+    let layout = GgufLayout::new(meta, &specs)?;
+    let mut report = Report::new(
+        job.input,
+        job.output,
+        job.mix.name().to_string(),
+        job.dry_run,
+        job.run.threads,
+    );
+    for (p, &(_, bytes)) in planned.iter().zip(&layout.tensors) {
+        let row = TensorReport::new(
+            p.tensor.source,
+            &p.tensor.name,
+            p.out.to_string(),
+            bytes,
+            p.reason.clone(),
+        );
+        report.push(if p.encode { row.encoded(None) } else { row });
+    }
+    let out = match (job.dry_run, job.output) {
+        (false, Some(out)) => out,
+        (false, None) => bail_invalid!("an output path is needed unless --dry-run"),
+        (true, _) => {
+            report.finish(layout.file_size, 0.0, None);
+            return Ok(report);
+        }
+    };
+    let started = Instant::now();
+    let (stats, digest) = super::with_threads(job.run.threads, || {
+        write(src, &planned, &layout, out, job.run)
+    })??;
+    for (row, s) in report.tensors.iter_mut().zip(stats) {
+        row.set_stats(s);
+    }
+    report.finish(
+        layout.file_size,
+        started.elapsed().as_secs_f64(),
+        Some(hex(&digest)),
+    );
+    Ok(report)
+}
+
+/// Chooses each output tensor's type with llama.cpp's mix rules and checks that it can
+/// be made (requantize permission, decoder, importance data).
+pub fn plan<'a>(
+    tensors: &[OutputTensor<'a>],
+    mix: Mix,
+    facts: ModelFacts,
+    opts: mix::Options,
+    imatrix: Option<&'a Imatrix>,
+    allow_requantize: bool,
+) -> Result<Vec<Planned<'a>>> {
+    let shapes: Vec<(String, Vec<u64>)> = tensors
+        .iter()
+        .map(|t| (t.name.clone(), t.source.ne()))
+        .collect();
+    let mut planner = Planner::new(mix, facts, opts, &shapes);
+    let mut out = Vec::with_capacity(tensors.len());
+    for tensor in tensors {
+        let (name, info) = (&tensor.name, tensor.source);
+        let in_ty = info.ty.as_ggml().ok_or_else(|| {
+            invalid!(
+                "tensor {name}: {} tensors cannot be stored in GGUF",
+                info.ty
+            )
+        })?;
+        let choice = planner
+            .try_choose(name, &info.ne())
+            .map_err(|e| invalid!("{e}"))?;
+        let out_ty = if choice.quantize { choice.ty } else { in_ty };
+        let encode = out_ty != in_ty;
+        if encode {
+            if !in_ty.is_float() && !allow_requantize {
+                bail_invalid!(
+                    "tensor {name} is already {in_ty}; pass --allow-requantize to re-quantize it to {out_ty}"
+                );
+            }
+            if !crate::quant::can_decode(info.ty) {
+                bail_invalid!("tensor {name}: decoding {in_ty} is not implemented");
+            }
+        }
+        let weights = match (encode, imatrix) {
+            (true, Some(m)) => m.entries.get(name).map(Vec::as_slice),
+            _ => None,
+        };
+        if encode && choice.requires_imatrix && weights.is_none() {
+            bail_invalid!(
+                "tensor {name}: {out_ty} needs importance-matrix data (as in llama.cpp); pass --imatrix with an entry for it"
+            );
+        }
+        if let Some(w) = weights {
+            let row = info.ne()[0] as usize;
+            let matrices = (info.ne().iter().skip(2).product::<u64>()) as usize;
+            if w.len() != row * matrices {
+                bail_invalid!(
+                    "imatrix entry {name} has {} values, tensor needs {} ({} columns x {} matrices)",
+                    w.len(),
+                    row * matrices,
+                    row,
+                    matrices
+                );
+            }
+        }
+        out.push(Planned {
+            tensor: tensor.clone(),
+            out: out_ty,
+            encode,
+            reason: choice.reason.to_string(),
+            imatrix: weights,
+        });
+    }
+    Ok(out)
+}
+
+/// Streams the planned tensors into `out` (atomically); per-tensor statistics of the
+/// encoded ones and the SHA-256 of the file.
+pub fn write(
+    src: &TensorSource,
+    planned: &[Planned<'_>],
+    layout: &GgufLayout,
+    out: &Path,
+    run: RunOptions,
+) -> Result<(Vec<Option<ErrorStats>>, [u8; 32])> {
+    let total: u64 = planned.iter().map(|p| p.tensor.source.elements()).sum();
+    let bar = super::progress_bar(total, run.quiet);
+    let mut file = AtomicFile::create(out)?;
+    let mut stream = GgufStream::start(&mut file, layout)?;
+    let mut stats = Vec::with_capacity(planned.len());
+    for p in planned {
+        let info = p.tensor.source;
+        bar.set_message(p.tensor.name.clone());
+        if p.encode {
+            let enc = GgmlEncoder::new(p.out)?;
+            let s = super::encode_tensor(src, info, &enc, p.imatrix, &bar, &mut |chunk| {
+                stream.write_data(chunk)
+            })?
+            .stats;
+            check_finite(&p.tensor.name, Some(s), run.allow_nonfinite)?;
+            stats.push(Some(s));
+        } else {
+            super::copy_tensor(src, info, &mut |chunk| stream.write_data(chunk))?;
+            bar.inc(info.elements());
+            stats.push(None);
+        }
+    }
+    stream.finish()?;
+    bar.finish_and_clear();
+    let digest = file
+        .commit()
+        .with_context(|| format!("writing {}", out.display()))?;
+    Ok((stats, digest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn facts_default_kv_heads_to_query_heads() {
+        let cfg = ModelConfig {
+            arch: Some("llama".into()),
+            n_layer: Some(2),
+            n_head: Some(8),
+            ..ModelConfig::default()
+        };
+        let f = model_facts(&cfg);
+        assert_eq!(
+            (f.arch.as_str(), f.n_layer, f.n_head, f.n_head_kv),
+            ("llama", 2, 8, 8)
+        );
+        assert_eq!(model_facts(&ModelConfig::default()).n_layer, 0);
+    }
+
+    #[test]
+    fn file_type_is_set_in_place_or_appended() {
+        let mut meta = vec![
+            ("general.file_type".to_string(), Value::U32(1)),
+            ("x".to_string(), Value::U32(0)),
+        ];
+        set_file_type(&mut meta, 15);
+        assert_eq!(meta[0], ("general.file_type".to_string(), Value::U32(15)));
+        assert_eq!(meta[1].0, "x");
+        assert_eq!(
+            meta[2],
+            (
+                "general.quantization_version".to_string(),
+                Value::U32(QNT_VERSION)
+            )
+        );
+    }
+
+    #[test]
+    fn plan_uses_the_output_names() {
+        let info = TensorInfo {
+            name: "model.norm.weight".into(),
+            ty: crate::formats::TensorType::Ggml(GgmlType::F32),
+            shape: vec![256],
+            file: 0,
+            offset: 0,
+            bytes: 1024,
+        };
+        let tensors = [OutputTensor {
+            name: "output_norm.weight".into(),
+            source: &info,
+        }];
+        let p = plan(
+            &tensors,
+            Mix::from_name("Q4_K_M").unwrap(),
+            ModelFacts::default(),
+            mix::Options::default(),
+            None,
+            false,
+        )
+        .unwrap();
+        assert_eq!(p[0].tensor.name, "output_norm.weight");
+        assert_eq!((p[0].out, p[0].encode), (GgmlType::F32, false));
+    }
+}
