@@ -9,6 +9,7 @@ mod bench_gemm;
 mod bnb_export;
 mod broken_inputs;
 mod cli;
+mod convert;
 mod convert_core;
 mod export_native;
 mod generated_docs;
