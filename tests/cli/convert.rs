@@ -473,10 +473,28 @@ fn smollm2_q4_k_m_generates_what_the_reference_generates() {
     );
 }
 
-/// The embedding vectors of llama-embedding's JSON output.
-fn embeddings(out: &str) -> Vec<Vec<f64>> {
-    let start = out.find('{').expect("JSON in llama-embedding's output");
-    let j: serde_json::Value = serde_json::from_str(&out[start..]).expect("llama-embedding JSON");
+/// The embedding vectors llama-embedding prints for `model`. llama.cpp prints through its
+/// asynchronous log thread, and on this build the end of stdout is sometimes lost at exit
+/// (seen here: 10960, 11267 and 12384 bytes for the same file and prompt, exit 0), so a run
+/// whose JSON is cut short is run again, up to five times; a complete document is required.
+fn embeddings(bin: &Path, model: &Path, args: &[&str]) -> Vec<Vec<f64>> {
+    let mut last_error = String::new();
+    for _ in 0..5 {
+        let out = llama(bin, "llama-embedding", model, args);
+        let Some(start) = out.find('{') else {
+            last_error = "no JSON in llama-embedding's output".into();
+            continue;
+        };
+        match serde_json::from_str::<serde_json::Value>(&out[start..]) {
+            Ok(j) => return embedding_vectors(&j),
+            Err(e) => last_error = format!("llama-embedding JSON: {e}"),
+        }
+    }
+    panic!("{}: {last_error} (5 runs)", model.display());
+}
+
+/// The `data[].embedding` arrays of llama-embedding's JSON document.
+fn embedding_vectors(j: &serde_json::Value) -> Vec<Vec<f64>> {
     j["data"]
         .as_array()
         .expect("data[]")
@@ -507,8 +525,8 @@ fn minilm_q4_k_m_embeds_what_the_reference_embeds() {
         "--embd-output-format",
         "json",
     ];
-    let want = embeddings(&llama(&bin, "llama-embedding", &reference, &args));
-    let got = embeddings(&llama(&bin, "llama-embedding", &ours, &args));
+    let want = embeddings(&bin, &reference, &args);
+    let got = embeddings(&bin, &ours, &args);
     assert_eq!(want.len(), 3, "three sentences, three embeddings");
     assert!(
         want.iter().all(|e| e.len() == 384),
