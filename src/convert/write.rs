@@ -15,6 +15,7 @@ use crate::formats::atomic::AtomicFile;
 use crate::formats::ggml_type::GgmlType;
 use crate::formats::gguf::writer::{GgufLayout, GgufStream, TensorSpec};
 use crate::formats::gguf::Value;
+use crate::pipeline::encode::GgmlEncoder;
 use crate::pipeline::gguf::QNT_VERSION;
 use crate::pipeline::report::{check_finite, Report, TensorReport};
 use crate::pipeline::{self, ErrorStats, RunOptions};
@@ -23,13 +24,9 @@ use crate::quant::mix::{self, Mix, ModelFacts, Planner};
 use crate::{bail_invalid, invalid};
 use anyhow::{Context, Result};
 use indicatif::ProgressBar;
-use rayon::prelude::*;
 use regex::Regex;
 use std::cmp::Ordering;
 use std::path::Path;
-
-/// Output bytes per parallel chunk.
-const CHUNK_BYTES: usize = 8 << 20;
 
 /// What `-t` asks for on a folder.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -415,69 +412,42 @@ fn write(
     Ok((stats, digest))
 }
 
-/// Encodes one tensor row by row, in parallel chunks of rows, streaming the bytes.
+/// Encodes one tensor through the shared streaming encoder ([`pipeline::encode_values`]),
+/// reading its rows through the conversion's transforms.
 fn encode(
     conv: &Converted,
     j: &Job<'_>,
     bar: &ProgressBar,
     write: &mut dyn FnMut(&[u8]) -> Result<()>,
 ) -> Result<ErrorStats> {
-    let codec = j
-        .out
-        .codec()
-        .ok_or_else(|| invalid!("quantizing to {} is not implemented", j.out))?;
+    if j.out.codec().is_none() {
+        bail_invalid!("quantizing to {} is not implemented", j.out);
+    }
+    let enc = GgmlEncoder::new(j.out)?;
     let present = j.present.codec().expect("float types have codecs");
     let round_present = j.present != j.t.source_type() && j.out != j.present;
-    let row_len = *j.t.shape.last().expect("shape") as usize;
-    let rows = (j.t.elements() as usize) / row_len.max(1);
-    let row_bytes = j
-        .out
-        .row_bytes(row_len as u64)
-        .ok_or_else(|| invalid!("rows of {row_len} are not whole {} blocks", j.out))?
-        as usize;
-    let chunk_rows = (CHUNK_BYTES / row_bytes.max(1)).clamp(1, rows.max(1));
-    let mut buf = vec![0u8; chunk_rows * row_bytes];
-    let mut total = ErrorStats::default();
-    let mut r0 = 0;
-    while r0 < rows {
-        let n = chunk_rows.min(rows - r0);
-        let part = &mut buf[..n * row_bytes];
-        let stats: Vec<ErrorStats> = part
-            .par_chunks_mut(row_bytes)
-            .enumerate()
-            .map_init(
-                || {
-                    (
-                        vec![0f32; row_len],
-                        vec![0f32; row_len],
-                        vec![0u8; row_len * 4],
-                    )
-                },
-                |(x, y, tmp), (i, dst)| -> Result<ErrorStats> {
-                    conv.read_rows(j.t, (r0 + i) as u64, x)?;
-                    if round_present {
-                        // The value convert's file holds for this element.
-                        let b = &mut tmp[..row_len * j.present.type_size() as usize];
-                        (present.quantize_row)(x, b, None);
-                        (present.dequantize)(b, x);
-                    }
-                    (codec.quantize_row)(x, dst, j.imatrix);
-                    if j.out.is_float() {
-                        return Ok(ErrorStats::default());
-                    }
-                    (codec.dequantize)(dst, y);
-                    Ok(pipeline::unit_stats(x, y))
-                },
-            )
-            .collect::<Result<_>>()?;
-        for s in &stats {
-            total.add(s);
+    let row_len = (*j.t.shape.last().expect("shape") as usize).max(1);
+    let fill = |first: usize, x: &mut [f32]| -> Result<()> {
+        conv.read_rows(j.t, (first / row_len) as u64, x)?;
+        if round_present {
+            // The value convert's file holds for this element.
+            let mut b = vec![0u8; x.len() * j.present.type_size() as usize];
+            (present.quantize_row)(x, &mut b, None);
+            (present.dequantize)(&b, x);
         }
-        write(part)?;
-        bar.inc((n * row_len) as u64);
-        r0 += n;
-    }
-    Ok(total)
+        Ok(())
+    };
+    let encoded = pipeline::encode_values(
+        &j.t.name,
+        &j.t.shape,
+        &fill,
+        &enc,
+        j.imatrix,
+        bar,
+        write,
+        &mut |_| {},
+    )?;
+    Ok(encoded.stats)
 }
 
 #[cfg(test)]

@@ -222,7 +222,7 @@ pub fn encode_values(
 }
 
 /// The statistics of input `x` against its decoded encoding `y`.
-pub fn unit_stats(x: &[f32], y: &[f32]) -> ErrorStats {
+fn unit_stats(x: &[f32], y: &[f32]) -> ErrorStats {
     let mut s = ErrorStats::default();
     for (&a, &b) in x.iter().zip(y) {
         if !a.is_finite() {
