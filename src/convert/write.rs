@@ -11,9 +11,8 @@ use super::card;
 use super::metadata::{self, ParamCount};
 use super::model::{Converted, Planned};
 use super::vocab::KvList;
-use crate::formats::atomic::AtomicFile;
 use crate::formats::ggml_type::GgmlType;
-use crate::formats::gguf::writer::{GgufLayout, GgufStream, TensorSpec};
+use crate::formats::gguf::writer::{GgufLayout, TensorSpec};
 use crate::formats::gguf::Value;
 use crate::pipeline::encode::GgmlEncoder;
 use crate::pipeline::gguf::QNT_VERSION;
@@ -391,25 +390,14 @@ fn write(
     run: RunOptions,
 ) -> Result<(Vec<Option<ErrorStats>>, [u8; 32])> {
     let total: u64 = jobs.iter().map(|j| j.t.elements()).sum();
-    let bar = pipeline::progress_bar(total, run.quiet);
-    let mut file = AtomicFile::create(out)?;
-    let mut stream = GgufStream::start(&mut file, layout)?;
-    let mut stats = Vec::with_capacity(jobs.len());
-    for j in jobs {
+    pipeline::gguf::stream_tensors(out, layout, jobs, total, run.quiet, |j, bar, write| {
         bar.set_message(j.t.name.clone());
-        let s = encode(conv, j, &bar, &mut |chunk| stream.write_data(chunk))
-            .with_context(|| format!("tensor {}", j.t.name))?;
+        let s = encode(conv, j, bar, write).with_context(|| format!("tensor {}", j.t.name))?;
         conv.release(j.t);
         let s = (!j.out.is_float()).then_some(s);
         check_finite(&j.t.hf_name, s, run.allow_nonfinite)?;
-        stats.push(s);
-    }
-    stream.finish()?;
-    bar.finish_and_clear();
-    let digest = file
-        .commit()
-        .with_context(|| format!("writing {}", out.display()))?;
-    Ok((stats, digest))
+        Ok(s)
+    })
 }
 
 /// Encodes one tensor through the shared streaming encoder ([`pipeline::encode_values`]),

@@ -19,6 +19,7 @@ use crate::quant::imatrix::Imatrix;
 use crate::quant::mix::{self, Mix, ModelFacts, Planner};
 use crate::{bail_invalid, invalid};
 use anyhow::{Context, Result};
+use indicatif::ProgressBar;
 use regex::Regex;
 use std::path::Path;
 
@@ -300,26 +301,44 @@ pub fn write(
     run: RunOptions,
 ) -> Result<(Vec<Option<ErrorStats>>, [u8; 32])> {
     let total: u64 = planned.iter().map(|p| p.tensor.source.elements()).sum();
-    let bar = super::progress_bar(total, run.quiet);
-    let mut file = AtomicFile::create(out)?;
-    let mut stream = GgufStream::start(&mut file, layout)?;
-    let mut stats = Vec::with_capacity(planned.len());
-    for p in planned {
+    stream_tensors(out, layout, planned, total, run.quiet, |p, bar, write| {
         let info = p.tensor.source;
         bar.set_message(p.tensor.name.clone());
-        if p.encode {
-            let enc = GgmlEncoder::new(p.out)?;
-            let s = super::encode_tensor(src, info, &enc, p.imatrix, &bar, &mut |chunk| {
-                stream.write_data(chunk)
-            })?
-            .stats;
-            check_finite(&p.tensor.name, Some(s), run.allow_nonfinite)?;
-            stats.push(Some(s));
-        } else {
-            super::copy_tensor(src, info, &mut |chunk| stream.write_data(chunk))?;
+        if !p.encode {
+            super::copy_tensor(src, info, write)?;
             bar.inc(info.elements());
-            stats.push(None);
+            return Ok(None);
         }
+        let enc = GgmlEncoder::new(p.out)?;
+        let s = super::encode_tensor(src, info, &enc, p.imatrix, bar, write)?.stats;
+        check_finite(&p.tensor.name, Some(s), run.allow_nonfinite)?;
+        Ok(Some(s))
+    })
+}
+
+/// The GGUF writing loop shared by quantize and the converter: a progress bar over
+/// `total_elements`, the layout's header, then `tensor(t, bar, write)` for each of
+/// `tensors` in order (it writes the tensor's bytes through `write` and returns its
+/// statistics, `None` when copied), into an [`AtomicFile`] committed at the end.
+/// Returns the per-tensor statistics and the SHA-256 of the file.
+pub fn stream_tensors<T>(
+    out: &Path,
+    layout: &GgufLayout,
+    tensors: &[T],
+    total_elements: u64,
+    quiet: bool,
+    mut tensor: impl FnMut(
+        &T,
+        &ProgressBar,
+        &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<Option<ErrorStats>>,
+) -> Result<(Vec<Option<ErrorStats>>, [u8; 32])> {
+    let bar = super::progress_bar(total_elements, quiet);
+    let mut file = AtomicFile::create(out)?;
+    let mut stream = GgufStream::start(&mut file, layout)?;
+    let mut stats = Vec::with_capacity(tensors.len());
+    for t in tensors {
+        stats.push(tensor(t, &bar, &mut |chunk| stream.write_data(chunk))?);
     }
     stream.finish()?;
     bar.finish_and_clear();
