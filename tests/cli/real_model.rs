@@ -5,6 +5,10 @@
 use crate::common::*;
 use std::path::PathBuf;
 
+fn names(tensors: &[serde_json::Value]) -> Vec<&str> {
+    tensors.iter().filter_map(|t| t["name"].as_str()).collect()
+}
+
 fn real_model() -> Option<PathBuf> {
     match std::env::var_os("QFORGE_REAL_MODEL") {
         Some(p) => Some(PathBuf::from(p)),
@@ -39,13 +43,13 @@ fn inspect_and_quantize_a_real_checkpoint() {
         "-t",
         "Q4_K_M",
     ]));
+    // The folder has a config.json, so the output carries llama.cpp's tensor names.
     // Rows of 384 are not a multiple of 256: llama.cpp's fallback gives Q4_K -> Q5_0.
-    let t = q["tensors"]
-        .as_array()
-        .unwrap()
+    let tensors = q["tensors"].as_array().unwrap();
+    let t = tensors
         .iter()
-        .find(|t| t["name"] == "encoder.layer.0.attention.self.query.weight")
-        .unwrap();
+        .find(|t| t["name"] == "blk.0.attn_q.weight")
+        .unwrap_or_else(|| panic!("no blk.0.attn_q.weight in {:?}", names(tensors)));
     assert_eq!(t["out_type"], "Q5_0", "{t}");
     assert!(t["reason"].as_str().unwrap().contains("fallback"), "{t}");
     let rmse = t["rel_rmse"].as_f64().unwrap();
