@@ -45,6 +45,9 @@ impl Target {
             "F16" => Target::Outtype(GgmlType::F16),
             "BF16" => Target::Outtype(GgmlType::BF16),
             "Q8_0" => Target::Outtype(GgmlType::Q8_0),
+            "COPY" => crate::bail_invalid!(
+                "-t COPY copies a GGUF file's tensors as they are; a Hugging Face folder is converted with -t F32, F16, BF16 or Q8_0"
+            ),
             _ => Target::Mix(parse_mix(name)?),
         })
     }

@@ -149,9 +149,31 @@ pub fn quantize(job: &GgufJob<'_>) -> Result<Report> {
     let src = TensorSource::open(job.input)?;
     let imatrix = load_imatrix(job)?;
     let facts = model_facts(&ModelConfig::for_source(&src)?);
-    let meta = output_metadata(&src, &facts.arch, job.mix.file_type());
+    let file_type = match job.mix {
+        Mix::COPY => copy_file_type(&src)?,
+        m => m.file_type(),
+    };
+    let meta = output_metadata(&src, &facts.arch, file_type);
     let tensors = OutputTensor::identity(&src);
     quantize_tensors(&src, &tensors, facts, &meta, imatrix.as_ref(), job)
+}
+
+/// The file type `COPY` writes: the input's (llama.cpp's loader: `general.file_type`,
+/// which must be a u32, else its guess from the tensor types).
+fn copy_file_type(src: &TensorSource) -> Result<u32> {
+    let key = match src.metadata.iter().find(|(k, _)| k == "general.file_type") {
+        None => None,
+        Some((_, Value::U32(v))) => Some(*v),
+        Some((_, v)) => bail_invalid!(
+            "general.file_type is {:?}, not a u32 (llama.cpp refuses the file)",
+            v.value_type()
+        ),
+    };
+    let types = src
+        .tensors
+        .iter()
+        .filter_map(|t| Some((t.name.as_str(), t.ty.as_ggml()?)));
+    Ok(mix::input_file_type(key, types))
 }
 
 /// Whether two paths name the same existing file.
