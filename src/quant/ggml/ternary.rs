@@ -41,11 +41,11 @@ fn trit(v: f32, id: f32) -> u8 {
     c_round_i32(v * id).wrapping_add(1) as u8
 }
 
-/// `n` trits (first most significant) as a fraction of `3^5`, rounded up to a byte
-/// (`q * 256 + 242) / 243`).
+/// Five trits (first most significant) as a fraction of `3^5`, rounded up to a byte
+/// (`(q * 256 + 242) / 243`).
 #[inline(always)]
 fn pack_trits(q: u8) -> u8 {
-    ((q as u16 * 256 + (243 - 1)) / 243) as u8
+    (q as u16 * 256).div_ceil(243) as u8
 }
 
 fn quantize_row_tq1_0(src: &[f32], dst: &mut [u8], _imatrix: Option<&[f32]>) {

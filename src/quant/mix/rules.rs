@@ -95,9 +95,7 @@ impl Planner {
             if let Some(t) = self.opts.output_tensor_type {
                 // Reached only by tied token embeddings: output.weight returned earlier.
                 return Ok((t, "--output-tensor-type (tied token_embd)"));
-            } else if mix == Mix::MXFP4_MOE {
-                ty = T::Q8_0;
-            } else if falcon || !ncols.is_multiple_of(base.block_size()) {
+            } else if mix == Mix::MXFP4_MOE || falcon || !ncols.is_multiple_of(base.block_size()) {
                 ty = T::Q8_0;
             } else if ty != T::Q8_0 {
                 ty = T::Q6_K;
