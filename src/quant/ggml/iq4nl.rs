@@ -250,6 +250,34 @@ mod tests {
     }
 
     #[test]
+    fn iq4_xs_round_trip_and_edge_rows() {
+        use super::super::round_trip;
+        let rel = |x: &[f32], y: &[f32]| {
+            let e: f32 = x.iter().zip(y).map(|(a, b)| (a - b) * (a - b)).sum();
+            (e / x.iter().map(|a| a * a).sum::<f32>()).sqrt()
+        };
+        // Zeros, and an all-zero group inside a block, decode to zeros.
+        assert!(round_trip(&IQ4_XS, &[0.0; QK_K]).iter().all(|&v| v == 0.0));
+        let mut x: Vec<f32> = (0..QK_K)
+            .map(|i| ((i * 13 % 29) as f32 - 14.0) / 3.0)
+            .collect();
+        x[QK..2 * QK].fill(0.0);
+        let y = round_trip(&IQ4_XS, &x);
+        assert!(y[QK..2 * QK].iter().all(|&v| v == 0.0));
+        assert!(rel(&x, &y) < 0.1, "{}", rel(&x, &y));
+        // Groups of very different magnitudes keep their own 6-bit scales.
+        for (g, c) in x.chunks_mut(QK).enumerate() {
+            c.iter_mut().for_each(|v| *v *= (g + 1) as f32);
+        }
+        assert!(rel(&x, &round_trip(&IQ4_XS, &x)) < 0.1);
+        // Constants come back within the table's spacing.
+        let y = round_trip(&IQ4_XS, &[-0.3; QK_K]);
+        assert!(rel(&[-0.3; QK_K], &y) < 0.05, "{y:?}");
+        // Huge values: the f16 super-block scale overflows as in ggml; no panic.
+        assert_eq!(round_trip(&IQ4_XS, &[1e30; QK_K]).len(), QK_K);
+    }
+
+    #[test]
     fn best_index_matches_linear_scan() {
         for i in -3000..3000 {
             let x = i as f32 * 0.05;

@@ -88,6 +88,16 @@ pub static CODECS: [Codec; 20] = [
     q12_0::Q2_0,
 ];
 
+/// `dequantize(quantize(x))` without importance weights (unit tests of the codecs).
+#[cfg(test)]
+fn round_trip(c: &Codec, x: &[f32]) -> Vec<f32> {
+    let mut q = vec![0u8; x.len() / c.block_size() * c.type_size()];
+    (c.quantize_row)(x, &mut q, None);
+    let mut y = vec![0.0f32; x.len()];
+    (c.dequantize)(&q, &mut y);
+    y
+}
+
 /// The codec of a ggml type, if qforge has one (the 17 quant types plus F32, F16 and
 /// BF16); the same as [`GgmlType::codec`].
 pub fn codec(ty: GgmlType) -> Option<&'static Codec> {

@@ -86,11 +86,7 @@ mod tests {
     use super::*;
 
     fn round_trip(x: &[f32]) -> Vec<f32> {
-        let mut q = vec![0u8; x.len() / QK * MXFP4.type_size()];
-        (MXFP4.quantize_row)(x, &mut q, None);
-        let mut y = vec![0.0f32; x.len()];
-        (MXFP4.dequantize)(&q, &mut y);
-        y
+        super::super::round_trip(&MXFP4, x)
     }
 
     #[test]

@@ -96,15 +96,8 @@ fn dequantize_q2_0(src: &[u8], dst: &mut [f32]) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::round_trip;
     use super::*;
-
-    fn round_trip(c: &Codec, x: &[f32]) -> Vec<f32> {
-        let mut q = vec![0u8; x.len() / c.block_size() * c.type_size()];
-        (c.quantize_row)(x, &mut q, None);
-        let mut y = vec![0.0f32; x.len()];
-        (c.dequantize)(&q, &mut y);
-        y
-    }
 
     #[test]
     fn q1_0_keeps_signs_at_the_mean_magnitude() {

@@ -155,15 +155,8 @@ fn dequantize_tq2_0(src: &[u8], dst: &mut [f32]) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::round_trip;
     use super::*;
-
-    fn round_trip(c: &Codec, x: &[f32]) -> Vec<f32> {
-        let mut q = vec![0u8; x.len() / c.block_size() * c.type_size()];
-        (c.quantize_row)(x, &mut q, None);
-        let mut y = vec![0.0f32; x.len()];
-        (c.dequantize)(&q, &mut y);
-        y
-    }
 
     #[test]
     fn ternary_values_round_trip_exactly() {
