@@ -64,11 +64,11 @@
 //!
 //! [`Mix`] and its tables live in `mixes`, llama-quantize's full type list in `catalog` (and the `--list-types` document built from it in `type_list`), tensor-name classification (roles, Hugging
 //! Face to GGUF names, what is never quantized) in `names`, llama-quant.cpp's per-type
-//! choices in `rules`, the stateful [`Planner`] in `planner`, the input file type `COPY`
-//! keeps in `file_type`; the tests in `tests`.
+//! choices in `rules`, the stateful [`Planner`] in `planner`, the loader's tensor order
+//! and the input file type `COPY` keeps in `loader`; the tests in `tests`.
 
 mod catalog;
-mod file_type;
+mod loader;
 mod mixes;
 mod names;
 mod planner;
@@ -78,7 +78,7 @@ mod tests;
 mod type_list;
 
 pub use catalog::{QuantOption, QUANT_OPTIONS};
-pub use file_type::{guess_file_type, input_file_type, FTYPE_GUESSED};
+pub use loader::{guess_file_type, input_file_type, weight_name_order, FTYPE_GUESSED};
 pub use mixes::Mix;
 pub use names::{
     canonical_name, canonical_role, gguf_name, gguf_role, n_dims, should_quantize, Role,

@@ -1,6 +1,9 @@
-//! The file type llama.cpp's loader reports for an input (`llama_model_loader::ftype`),
-//! which `COPY` writes back: `general.file_type` when the file has it, else a guess from
-//! the most common tensor type, marked `LLAMA_FTYPE_GUESSED`.
+//! What llama.cpp's model loader decides about an input file that llama-quantize's output
+//! inherits: the tensor order (`weights_map`, sorted by `weight_name_comparer`), in which
+//! llama-quantize plans and writes the tensors, and the file type
+//! (`llama_model_loader::ftype`), which `COPY` writes back: `general.file_type` when the
+//! file has it, else a guess from the most common tensor type, marked
+//! `LLAMA_FTYPE_GUESSED`.
 
 use super::names::parse_blk;
 use crate::formats::ggml_type::GgmlType;
@@ -37,8 +40,9 @@ pub fn guess_file_type<'a>(tensors: impl IntoIterator<Item = (&'a str, GgmlType)
     type_file_type(ty_max) | FTYPE_GUESSED
 }
 
-/// The loader's `weight_name_comparer`: by `blk.N` layer (-1 without one), then by name.
-fn weight_name_order(a: &str, b: &str) -> Ordering {
+/// The loader's `weight_name_comparer`: by `blk.N` layer (-1 without one), then by name
+/// (bytewise).
+pub fn weight_name_order(a: &str, b: &str) -> Ordering {
     let layer = |n: &str| parse_blk(n).map_or(-1, |l| l as i32 as i64);
     layer(a).cmp(&layer(b)).then_with(|| a.cmp(b))
 }
@@ -82,6 +86,30 @@ fn type_file_type(ty: GgmlType) -> u32 {
 mod tests {
     use super::*;
     use GgmlType as T;
+
+    #[test]
+    fn tensor_order_is_by_layer_then_name() {
+        let mut n = vec![
+            "blk.10.attn_q.weight",
+            "blk.2.ffn_down.weight",
+            "token_embd.weight",
+            "blk.2.attn_q.weight",
+            "output_norm.weight",
+            "blk.-1.x",
+        ];
+        n.sort_by(|a, b| weight_name_order(a, b));
+        assert_eq!(
+            n,
+            [
+                "blk.-1.x",
+                "output_norm.weight",
+                "token_embd.weight",
+                "blk.2.attn_q.weight",
+                "blk.2.ffn_down.weight",
+                "blk.10.attn_q.weight"
+            ]
+        );
+    }
 
     #[test]
     fn the_key_wins_else_the_most_common_type_guessed() {
