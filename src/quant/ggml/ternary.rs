@@ -35,10 +35,15 @@ fn ternary_scale(x: &[f32]) -> (f32, f32) {
     (amax, if amax != 0.0 { 1.0 / amax } else { 0.0 })
 }
 
-/// The trit of `v`: `lroundf(v * id) + 1` (0, 1, 2 for -1, 0, 1), low bits as C keeps them.
+/// The trit of each value: `lroundf(x * id) + 1` (0, 1, 2 for -1, 0, 1), low bits as C
+/// keeps them; one branch-free pass that the compiler vectorizes.
 #[inline(always)]
-fn trit(v: f32, id: f32) -> u8 {
-    c_round_i32(v * id).wrapping_add(1) as u8
+fn trits(x: &[f32], id: f32) -> [u8; QK_K] {
+    let mut t = [0u8; QK_K];
+    for (o, &v) in t.iter_mut().zip(x) {
+        *o = c_round_i32(v * id).wrapping_add(1) as u8;
+    }
+    t
 }
 
 /// Five trits (first most significant) as a fraction of `3^5`, rounded up to a byte
@@ -55,6 +60,7 @@ fn quantize_row_tq1_0(src: &[f32], dst: &mut [u8], _imatrix: Option<&[f32]>) {
     {
         let (d, id) = ternary_scale(x);
         write_fp16(&mut y.d, 0, d);
+        let t = trits(x, id);
         let mut off = 0;
         // 5 values per byte: along 32 bytes, then along 16.
         for (span, range) in [(32, 0..TQ1_QS32), (16, TQ1_QS32..y.qs.len())] {
@@ -62,9 +68,7 @@ fn quantize_row_tq1_0(src: &[f32], dst: &mut [u8], _imatrix: Option<&[f32]>) {
                 for m in 0..span {
                     let mut q = 0u8;
                     for n in 0..5 {
-                        q = q
-                            .wrapping_mul(3)
-                            .wrapping_add(trit(x[off + m + n * span], id));
+                        q = q.wrapping_mul(3).wrapping_add(t[off + m + n * span]);
                     }
                     y.qs[j + m] = pack_trits(q);
                 }
@@ -76,9 +80,7 @@ fn quantize_row_tq1_0(src: &[f32], dst: &mut [u8], _imatrix: Option<&[f32]>) {
         for j in 0..nh {
             let mut q = 0u8;
             for m in 0..4 {
-                q = q
-                    .wrapping_mul(3)
-                    .wrapping_add(trit(x[off + j + m * nh], id));
+                q = q.wrapping_mul(3).wrapping_add(t[off + j + m * nh]);
             }
             y.qh[j] = pack_trits(q.wrapping_mul(3));
         }
@@ -92,11 +94,12 @@ fn quantize_row_tq2_0(src: &[f32], dst: &mut [u8], _imatrix: Option<&[f32]>) {
     {
         let (d, id) = ternary_scale(x);
         write_fp16(&mut y.d, 0, d);
-        for (j, xc) in x.chunks_exact(128).enumerate() {
+        let t = trits(x, id);
+        for (j, tc) in t.chunks_exact(128).enumerate() {
             for m in 0..32 {
                 let mut q = 0u8;
                 for n in 0..4 {
-                    q = q.wrapping_add((trit(xc[m + n * 32], id) & 3) << (2 * n));
+                    q = q.wrapping_add((tc[m + n * 32] & 3) << (2 * n));
                 }
                 y.qs[32 * j + m] = q;
             }
