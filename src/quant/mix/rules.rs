@@ -12,8 +12,8 @@ pub fn use_more_bits(i_layer: i64, n_layers: i64) -> bool {
 }
 
 /// The type llama.cpp falls back to when a row is not a whole number of `ty` blocks
-/// (`tensor_type_fallback`), before the F16 last resort; `None` where llama.cpp has no
-/// fallback and aborts.
+/// (`tensor_type_fallback`), before the F16 last resort; `None` where its table has none
+/// (then a type of at most 32 values per block becomes F16 and a larger one aborts).
 pub fn fallback_type(ty: GgmlType) -> Option<GgmlType> {
     use GgmlType as T;
     match ty {
