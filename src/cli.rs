@@ -951,7 +951,9 @@ mod tests {
         assert_eq!(err.kind(), ErrorKind::InvalidValue);
         let line = err.to_string();
         assert!(
-            line.starts_with("error: --type: unknown type \"Q4_K_X\"; one of: Q4_0, Q4_1,"),
+            line.starts_with(
+                "error: --type: unknown type \"Q4_K_X\"; one of: Q1_0, Q2_0, Q4_0, Q4_1,"
+            ),
             "{line}"
         );
         assert_eq!(line.lines().count(), 1, "{line}");

@@ -24,7 +24,6 @@ use crate::{bail_invalid, invalid};
 use anyhow::{Context, Result};
 use indicatif::ProgressBar;
 use regex::Regex;
-use std::cmp::Ordering;
 use std::path::Path;
 
 /// What `-t` asks for on a folder.
@@ -45,6 +44,9 @@ impl Target {
             "F16" => Target::Outtype(GgmlType::F16),
             "BF16" => Target::Outtype(GgmlType::BF16),
             "Q8_0" => Target::Outtype(GgmlType::Q8_0),
+            "COPY" => crate::bail_invalid!(
+                "-t COPY copies a GGUF file's tensors as they are; a Hugging Face folder is converted with -t F32, F16, BF16 or Q8_0"
+            ),
             _ => Target::Mix(parse_mix(name)?),
         })
     }
@@ -82,20 +84,6 @@ pub fn outtype_rule(t: &Planned, ftype: GgmlType) -> (GgmlType, &'static str) {
         );
     }
     (ftype, "convert: outtype")
-}
-
-/// llama.cpp's loader order (`weight_name_comparer`): tensors outside blocks first,
-/// then by block number, then by name.
-pub fn loader_order(a: &str, b: &str) -> Ordering {
-    let layer = |n: &str| -> i64 {
-        n.strip_prefix("blk.")
-            .map(|r| {
-                let digits: String = r.chars().take_while(char::is_ascii_digit).collect();
-                digits.parse().unwrap_or(-1)
-            })
-            .unwrap_or(-1)
-    };
-    layer(a).cmp(&layer(b)).then_with(|| a.cmp(b))
 }
 
 /// One output tensor's plan.
@@ -240,7 +228,7 @@ fn plan<'a>(
     };
     opts.has_imatrix = imatrix.is_some();
     let mut order: Vec<&Planned> = conv.tensors.iter().collect();
-    order.sort_by(|a, b| loader_order(&a.name, &b.name));
+    order.sort_by(|a, b| mix::weight_name_order(&a.name, &b.name));
     let facts = model_facts(conv)?;
     let shapes: Vec<(String, Vec<u64>)> = order.iter().map(|t| (t.name.clone(), t.ne())).collect();
     let mut planner = Planner::new(mix, facts, opts, &shapes);
@@ -452,7 +440,7 @@ mod tests {
             "blk.2.attn_k.weight",
             "output_norm.weight",
         ];
-        names.sort_by(|a, b| loader_order(a, b));
+        names.sort_by(|a, b| mix::weight_name_order(a, b));
         assert_eq!(
             names,
             [

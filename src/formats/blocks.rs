@@ -172,6 +172,43 @@ ggml_blocks! {
         /// Indices.
         qs: [u8; QK_K / 2],
     }
+    /// `block_tq1_0`: a 256-value super-block of ternary values packed in base 3.
+    BlockTq1_0 = TQ1_0 {
+        /// Five trits per byte (240 values), as a fixed-point fraction of 243.
+        qs: [u8; (QK_K - 4 * QK_K / 64) / 5],
+        /// Four trits per byte (the last 16 values).
+        qh: [u8; QK_K / 64],
+        /// Scale (f16).
+        d: [u8; 2],
+    }
+    /// `block_tq2_0`: a 256-value super-block of ternary values, 2 bits each (stored +1).
+    BlockTq2_0 = TQ2_0 {
+        /// Value `32 * (4k + n) + m` in bits `2n..2n + 2` of byte `32k + m`.
+        qs: [u8; QK_K / 4],
+        /// Scale (f16).
+        d: [u8; 2],
+    }
+    /// `block_mxfp4`: 32 E2M1 values with a shared power-of-two (E8M0) scale.
+    BlockMxfp4 = MXFP4 {
+        /// Scale exponent (E8M0).
+        e: [u8; 1],
+        /// E2M1 indices, as the levels of [`BlockQ4_0`].
+        qs: [u8; QK / 2],
+    }
+    /// `block_q1_0`: 128 signs with one scale (`+d` or `-d`).
+    BlockQ1_0 = Q1_0 {
+        /// Scale (f16).
+        d: [u8; 2],
+        /// Bit `j % 8` of byte `j / 8`: 1 where value `j` is `+d`.
+        qs: [u8; 16],
+    }
+    /// `block_q2_0`: 64 values in `{-1, 0, 1, 2} * d`, 2 bits each (stored +1).
+    BlockQ2_0 = Q2_0 {
+        /// Scale (f16).
+        d: [u8; 2],
+        /// Value `j` in bits `2 * (j % 4)..` of byte `j / 4`.
+        qs: [u8; 16],
+    }
 }
 
 /// The whole blocks in `bytes`; an error when the length is not a whole number of blocks.

@@ -100,7 +100,7 @@ pub fn model_facts(cfg: &ModelConfig) -> ModelFacts {
 
 /// Output metadata: the GGUF input's keys in order, or for other inputs a minimal
 /// llama.cpp header (`general.architecture` = `arch`, `general.name`), then
-/// `general.file_type` and `general.quantization_version` set (see [`set_file_type`]).
+/// `general.quantization_version` and `general.file_type` last (see [`set_file_type`]).
 pub fn output_metadata(src: &TensorSource, arch: &str, file_type: u32) -> Vec<(String, Value)> {
     let mut meta = match src.format {
         Format::Gguf => src.metadata.clone(),
@@ -125,16 +125,15 @@ pub fn output_metadata(src: &TensorSource, arch: &str, file_type: u32) -> Vec<(S
     meta
 }
 
-/// Sets `general.file_type` and `general.quantization_version` in place, or appends them.
+/// Sets `general.quantization_version`, then `general.file_type`, as llama-quantize's
+/// `gguf_set_val_u32` does: each key is removed and appended.
 pub fn set_file_type(meta: &mut Vec<(String, Value)>, file_type: u32) {
     for (key, value) in [
-        ("general.file_type", Value::U32(file_type)),
         ("general.quantization_version", Value::U32(QNT_VERSION)),
+        ("general.file_type", Value::U32(file_type)),
     ] {
-        match meta.iter_mut().find(|(k, _)| k == key) {
-            Some(entry) => entry.1 = value,
-            None => meta.push((key.to_string(), value)),
-        }
+        meta.retain(|(k, _)| k != key);
+        meta.push((key.to_string(), value));
     }
 }
 
@@ -149,9 +148,35 @@ pub fn quantize(job: &GgufJob<'_>) -> Result<Report> {
     let src = TensorSource::open(job.input)?;
     let imatrix = load_imatrix(job)?;
     let facts = model_facts(&ModelConfig::for_source(&src)?);
-    let meta = output_metadata(&src, &facts.arch, job.mix.file_type());
-    let tensors = OutputTensor::identity(&src);
+    let file_type = match job.mix {
+        Mix::COPY => copy_file_type(&src)?,
+        m => m.file_type(),
+    };
+    let meta = output_metadata(&src, &facts.arch, file_type);
+    let mut tensors = OutputTensor::identity(&src);
+    if src.format == Format::Gguf {
+        // llama-quantize plans (the mix counters) and writes in its loader's order.
+        tensors.sort_by(|a, b| mix::weight_name_order(&a.name, &b.name));
+    }
     quantize_tensors(&src, &tensors, facts, &meta, imatrix.as_ref(), job)
+}
+
+/// The file type `COPY` writes: the input's (llama.cpp's loader: `general.file_type`,
+/// which must be a u32, else its guess from the tensor types).
+fn copy_file_type(src: &TensorSource) -> Result<u32> {
+    let key = match src.metadata.iter().find(|(k, _)| k == "general.file_type") {
+        None => None,
+        Some((_, Value::U32(v))) => Some(*v),
+        Some((_, v)) => bail_invalid!(
+            "general.file_type is {:?}, not a u32 (llama.cpp refuses the file)",
+            v.value_type()
+        ),
+    };
+    let types = src
+        .tensors
+        .iter()
+        .filter_map(|t| Some((t.name.as_str(), t.ty.as_ggml()?)));
+    Ok(mix::input_file_type(key, types))
 }
 
 /// Whether two paths name the same existing file.
@@ -369,21 +394,23 @@ mod tests {
     }
 
     #[test]
-    fn file_type_is_set_in_place_or_appended() {
+    fn file_type_keys_are_moved_to_the_end() {
         let mut meta = vec![
             ("general.file_type".to_string(), Value::U32(1)),
+            ("general.quantization_version".to_string(), Value::U32(1)),
             ("x".to_string(), Value::U32(0)),
         ];
         set_file_type(&mut meta, 15);
-        assert_eq!(meta[0], ("general.file_type".to_string(), Value::U32(15)));
-        assert_eq!(meta[1].0, "x");
+        assert_eq!(meta[0].0, "x");
         assert_eq!(
-            meta[2],
+            meta[1],
             (
                 "general.quantization_version".to_string(),
                 Value::U32(QNT_VERSION)
             )
         );
+        assert_eq!(meta[2], ("general.file_type".to_string(), Value::U32(15)));
+        assert_eq!(meta.len(), 3);
     }
 
     #[test]

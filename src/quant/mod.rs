@@ -1,7 +1,8 @@
 //! Block codecs: pure functions over slices.
 //!
 //! - [`bnb`]: bitsandbytes NF4/FP4 with double quantization, bit-exact with bitsandbytes.
-//! - [`ggml`]: ggml's block types (Q4_0 ... Q6_K, IQ4_NL) and floats, bit-exact with
+//! - [`ggml`]: ggml's block types (Q4_0 ... Q6_K, IQ4_NL, IQ4_XS, TQ1_0/TQ2_0, MXFP4,
+//!   Q1_0/Q2_0) and floats, bit-exact with
 //!   ggml's reference quantizer.
 //! - [`mix`]: llama.cpp's per-tensor type choice for its named mixes (Q4_K_M, ...).
 //! - [`imatrix`]: importance-matrix files (GGUF and legacy `.dat`).

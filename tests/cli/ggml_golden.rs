@@ -131,11 +131,25 @@ golden!(q6_k, Q6_K, false);
 golden!(q6_k_imatrix, Q6_K, true);
 golden!(iq4_nl, IQ4_NL, false);
 golden!(iq4_nl_imatrix, IQ4_NL, true);
+golden!(iq4_xs, IQ4_XS, false);
+golden!(iq4_xs_imatrix, IQ4_XS, true);
+golden!(tq1_0, TQ1_0, false);
+golden!(tq2_0, TQ2_0, false);
+golden!(mxfp4, MXFP4, false);
+golden!(q1_0, Q1_0, false);
+golden!(q2_0, Q2_0, false);
 
-/// Q8_0 ignores the importance weights: with them it must still match Q8_0.bin.
+/// Q8_0, the ternary types, MXFP4, Q1_0 and Q2_0 ignore the importance weights: with
+/// them each must still match its `<TYPE>.bin` (ggml's generator writes no `.imatrix`
+/// file for them).
 #[test]
-fn q8_0_ignores_imatrix() {
-    let c = GgmlType::Q8_0.codec().unwrap();
-    let got = quantize_all(c, &input(), Some(&imatrix()));
-    assert!(first_mismatch(c, &got, &fixture("Q8_0.bin")).is_none());
+fn types_that_ignore_the_imatrix() {
+    use GgmlType as T;
+    for ty in [T::Q8_0, T::TQ1_0, T::TQ2_0, T::MXFP4, T::Q1_0, T::Q2_0] {
+        let c = ty.codec().unwrap();
+        let got = quantize_all(c, &input(), Some(&imatrix()));
+        if let Some(m) = first_mismatch(c, &got, &fixture(&format!("{}.bin", c.name()))) {
+            panic!("with an imatrix: {m}");
+        }
+    }
 }

@@ -54,9 +54,10 @@ fn every_level_writes_the_same_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let gguf = fixture("tiny-llama.gguf");
     let st = fixture("tiny-llama.safetensors");
-    let commands: [Vec<&str>; 4] = [
+    let commands: [Vec<&str>; 5] = [
         vec!["quantize", gguf.to_str().unwrap(), "-t", "Q4_K_M"],
         vec!["quantize", st.to_str().unwrap(), "-t", "IQ4_NL"],
+        vec!["quantize", gguf.to_str().unwrap(), "-t", "IQ4_XS"],
         vec!["export-native", st.to_str().unwrap(), "--scheme", "nf4"],
         KV_BUILD.to_vec(),
     ];

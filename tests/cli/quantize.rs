@@ -166,9 +166,16 @@ fn gguf_input_keeps_metadata_in_order_and_updates_file_type() {
             .map(|(k, _)| k.clone())
             .collect::<Vec<_>>()
     };
+    // llama-quantize's gguf_set_val_u32 removes each key and appends it.
     let mut expected = keys(&src);
+    expected.retain(|k| k != "general.file_type");
     expected.push("general.quantization_version".into());
-    assert_eq!(keys(&q), expected, "same keys, same order, one appended");
+    expected.push("general.file_type".into());
+    assert_eq!(
+        keys(&q),
+        expected,
+        "same keys, same order, the file type keys last"
+    );
     for (k, v) in &src.metadata {
         if k != "general.file_type" {
             assert_eq!(q.get(k), Some(v), "{k} unchanged");
@@ -505,4 +512,250 @@ fn config_json_text_config_and_invalid_config() {
     ]);
     assert_invalid(&o, "not JSON");
     assert!(!bad.exists());
+}
+
+/// The out type of every tensor of a `--json` report, by name.
+fn out_types(r: &Json) -> std::collections::HashMap<String, String> {
+    r["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["name"].as_str().unwrap().to_string(),
+                t["out_type"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn iq4_xs_ternary_q1_0_q2_0_mixes_follow_llama_cpp_and_match_the_codecs() {
+    // tiny-llama: 1 layer, 4 heads over 1 KV head (n_gqa 4), untied output, rows of 256.
+    let dir = tempfile::tempdir().unwrap();
+    let src = TensorSource::open(&fixture("tiny-llama.gguf")).unwrap();
+    let q = GgmlType::from_name;
+    // (mix, file type, base, token_embd, attn_v, output)
+    for (mix, ftype, base, embd, attn_v, output) in [
+        ("IQ4_XS", 30, "IQ4_XS", "IQ4_XS", "Q5_K", "Q6_K"),
+        ("TQ1_0", 36, "TQ1_0", "Q4_K", "TQ1_0", "Q6_K"),
+        ("TQ2_0", 37, "TQ2_0", "Q4_K", "TQ2_0", "Q6_K"),
+        ("Q1_0", 40, "Q1_0", "Q1_0", "Q1_0", "Q6_K"),
+        ("Q2_0", 41, "Q2_0", "Q4_K", "Q2_0", "Q6_K"),
+    ] {
+        let out = dir.path().join(format!("{mix}.gguf"));
+        let r = quantize(&["-t", mix], &fixture("tiny-llama.gguf"), &out);
+        let types = out_types(&r);
+        assert_eq!(types["token_embd.weight"], embd, "{mix}");
+        assert_eq!(types["blk.0.attn_v.weight"], attn_v, "{mix}");
+        assert_eq!(types["output.weight"], output, "{mix}");
+        assert_eq!(types["blk.0.attn_norm.weight"], "F32", "{mix}");
+        for n in ["blk.0.attn_q.weight", "blk.0.ffn_down.weight"] {
+            assert_eq!(types[n], base, "{mix} {n}");
+        }
+        let g = TensorSource::open(&out).unwrap();
+        assert_eq!(
+            g.get("general.file_type"),
+            Some(&Value::U32(ftype)),
+            "{mix}"
+        );
+        for n in ["blk.0.attn_q.weight", "token_embd.weight", "output.weight"] {
+            let ty = q(&types[n]).unwrap();
+            let t = g.tensors.iter().find(|t| t.name == n).unwrap();
+            assert_eq!(t.ty, TensorType::Ggml(ty));
+            assert_eq!(
+                g.data(t),
+                &codec_bytes(ty, &decoded(&src, n), 256, None)[..],
+                "{mix} {n}"
+            );
+        }
+        let rmse = tensor(&r, "blk.0.attn_q.weight")["rel_rmse"]
+            .as_f64()
+            .unwrap();
+        let bound = if mix == "IQ4_XS" { 0.12 } else { 0.9 };
+        assert!(rmse > 0.0 && rmse < bound, "{mix} rel rmse {rmse}");
+    }
+    // IQ4_XS with an importance matrix: the codec's imatrix path, ffn_down stays IQ4_XS.
+    let w: Vec<f32> = (0..256).map(|i| 0.5 + (i % 7) as f32).collect();
+    let im = dir.path().join("im.gguf");
+    write_gguf_imatrix(&im, &[("blk.0.attn_q.weight", w.clone())]);
+    let out = dir.path().join("iq4_xs_im.gguf");
+    let r = quantize(
+        &["-t", "IQ4_XS", "--imatrix", im.to_str().unwrap()],
+        &fixture("tiny-llama.gguf"),
+        &out,
+    );
+    assert_eq!(out_types(&r)["blk.0.ffn_down.weight"], "IQ4_XS");
+    let g = TensorSource::open(&out).unwrap();
+    let t = g
+        .tensors
+        .iter()
+        .find(|t| t.name == "blk.0.attn_q.weight")
+        .unwrap();
+    let x = decoded(&src, "blk.0.attn_q.weight");
+    assert_eq!(
+        g.data(t),
+        &codec_bytes(GgmlType::IQ4_XS, &x, 256, Some(&w))[..]
+    );
+    assert_ne!(g.data(t), &codec_bytes(GgmlType::IQ4_XS, &x, 256, None)[..]);
+}
+
+/// A small F32 MoE model in GGUF (`general.file_type` 0 when `file_type_key`): `(name, ne)`
+/// tensors filled with a deterministic pattern, which it returns.
+fn write_moe_gguf(path: &Path, tensors: &[(&str, Vec<u64>)], file_type_key: bool) -> Vec<Vec<f32>> {
+    let specs: Vec<TensorSpec> = tensors
+        .iter()
+        .map(|(n, ne)| TensorSpec {
+            name: n.to_string(),
+            ne: ne.clone(),
+            ty: GgmlType::F32,
+        })
+        .collect();
+    let data: Vec<Vec<f32>> = tensors
+        .iter()
+        .enumerate()
+        .map(|(k, (_, ne))| {
+            let n: u64 = ne.iter().product();
+            (0..n)
+                .map(|i| (((i * 7919 + k as u64 * 31) % 1000) as f32 - 500.0) / 300.0)
+                .collect()
+        })
+        .collect();
+    let mut meta = vec![
+        (
+            "general.architecture".to_string(),
+            Value::string("qwen2moe"),
+        ),
+        ("qwen2moe.block_count".to_string(), Value::U32(1)),
+        ("qwen2moe.attention.head_count".to_string(), Value::U32(4)),
+        (
+            "qwen2moe.attention.head_count_kv".to_string(),
+            Value::U32(4),
+        ),
+        ("qwen2moe.expert_count".to_string(), Value::U32(4)),
+    ];
+    if file_type_key {
+        meta.push(("general.file_type".to_string(), Value::U32(0)));
+    }
+    let layout = GgufLayout::new(&meta, &specs).unwrap();
+    let mut s = GgufStream::start(Vec::new(), &layout).unwrap();
+    for d in &data {
+        s.write_data(&d.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>())
+            .unwrap();
+    }
+    std::fs::write(path, s.finish().unwrap()).unwrap();
+    data
+}
+
+#[test]
+fn mxfp4_moe_quantizes_only_expert_tensors_and_q1_0_refuses_short_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("moe.gguf");
+    let data = write_moe_gguf(
+        &model,
+        &[
+            ("token_embd.weight", vec![64, 16]),
+            ("blk.0.attn_norm.weight", vec![64]),
+            ("blk.0.attn_q.weight", vec![64, 64]),
+            ("blk.0.ffn_gate_inp.weight", vec![64, 4]),
+            ("blk.0.ffn_up_exps.weight", vec![64, 32, 4]),
+            ("blk.0.ffn_down_exps.weight", vec![32, 64, 4]),
+            ("output.weight", vec![64, 16]),
+        ],
+        true,
+    );
+    let out = dir.path().join("mxfp4.gguf");
+    let r = quantize(&["-t", "MXFP4_MOE"], &model, &out);
+    let types = out_types(&r);
+    for (n, want) in [
+        ("token_embd.weight", "Q8_0"),
+        ("blk.0.attn_norm.weight", "F32"),
+        ("blk.0.attn_q.weight", "Q8_0"),
+        ("blk.0.ffn_gate_inp.weight", "F32"),
+        ("blk.0.ffn_up_exps.weight", "MXFP4"),
+        ("blk.0.ffn_down_exps.weight", "MXFP4"),
+        ("output.weight", "Q8_0"),
+    ] {
+        assert_eq!(types[n], want, "{n}");
+    }
+    let g = TensorSource::open(&out).unwrap();
+    assert_eq!(g.get("general.file_type"), Some(&Value::U32(38)));
+    let t = g
+        .tensors
+        .iter()
+        .find(|t| t.name == "blk.0.ffn_up_exps.weight")
+        .unwrap();
+    assert_eq!(
+        g.data(t),
+        &codec_bytes(GgmlType::MXFP4, &data[4], 64, None)[..]
+    );
+
+    // Q1_0 has 128-value blocks and, in llama.cpp, no fallback: rows of 64 are refused.
+    let out = dir.path().join("q1.gguf");
+    let o = qforge(&[
+        "quantize",
+        model.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "-t",
+        "Q1_0",
+    ]);
+    assert_invalid(&o, "defines no fallback for Q1_0");
+    assert!(!out.exists());
+}
+
+#[test]
+fn copy_keeps_every_tensor_and_the_input_file_type() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("copy.gguf");
+    let r = quantize(&["-t", "COPY"], &fixture("tiny-llama.gguf"), &out);
+    assert_eq!(r["type"], "COPY");
+    let src = TensorSource::open(&fixture("tiny-llama.gguf")).unwrap();
+    let g = TensorSource::open(&out).unwrap();
+    assert_eq!(g.metadata, {
+        let mut m = src.metadata.clone();
+        m.retain(|(k, _)| k != "general.file_type");
+        m.push(("general.quantization_version".into(), Value::U32(2)));
+        m.push(("general.file_type".into(), Value::U32(1)));
+        m
+    });
+    // Every tensor, in llama.cpp's loader order (by layer, then name).
+    let mut names: Vec<&str> = src.tensors.iter().map(|t| t.name.as_str()).collect();
+    names.sort_by(|a, b| qforge::quant::mix::weight_name_order(a, b));
+    let got: Vec<&str> = g.tensors.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(got, names);
+    for b in &g.tensors {
+        let a = src.tensors.iter().find(|a| a.name == b.name).unwrap();
+        assert_eq!((a.ty, &a.shape), (b.ty, &b.shape));
+        assert_eq!(src.data(a), g.data(b), "{}", a.name);
+    }
+    assert_eq!(g.get("general.file_type"), Some(&Value::U32(1)));
+    // Without general.file_type the loader's guess is written, marked as guessed
+    // (LLAMA_FTYPE_GUESSED | the most common type's: here MOSTLY_Q8_0).
+    let model = dir.path().join("nokey.gguf");
+    write_moe_gguf(&model, &[("blk.0.attn_q.weight", vec![64, 64])], false);
+    let q8 = dir.path().join("q8.gguf");
+    quantize(&["-t", "Q8_0"], &model, &q8);
+    let mut g = std::fs::read(&q8).unwrap();
+    // Rename the key so that the file has none (same length: the layout stays valid).
+    let at = g
+        .windows(17)
+        .position(|w| w == b"general.file_type")
+        .unwrap();
+    g[at..at + 17].copy_from_slice(b"general.file_typX");
+    std::fs::write(&q8, &g).unwrap();
+    let out = dir.path().join("copy2.gguf");
+    quantize(&["-t", "COPY"], &q8, &out);
+    let g = TensorSource::open(&out).unwrap();
+    assert_eq!(g.get("general.file_type"), Some(&Value::U32(1024 | 7)));
+    // A folder has no GGUF tensors to copy.
+    let o = qforge(&[
+        "quantize",
+        fixture("hf-tiny-llama").to_str().unwrap(),
+        "-o",
+        dir.path().join("x.gguf").to_str().unwrap(),
+        "-t",
+        "COPY",
+    ]);
+    assert_invalid(&o, "-t COPY copies a GGUF file's tensors");
 }

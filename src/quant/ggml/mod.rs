@@ -15,11 +15,14 @@ mod common;
 mod floats;
 mod iq4nl;
 mod legacy;
+mod mxfp4;
+mod q12_0;
 mod q2_k;
 mod q3_k;
 mod q45_k;
 mod q6_k;
 mod simd;
+mod ternary;
 
 pub use self::q45_k::get_scale_min_k4;
 
@@ -62,7 +65,7 @@ impl std::fmt::Debug for Codec {
 }
 
 /// All supported codecs, in ggml type id order.
-pub static CODECS: [Codec; 14] = [
+pub static CODECS: [Codec; 20] = [
     floats::F32,
     floats::F16,
     legacy::Q4_0,
@@ -76,10 +79,26 @@ pub static CODECS: [Codec; 14] = [
     q45_k::Q5_K,
     q6_k::Q6_K,
     iq4nl::IQ4_NL,
+    iq4nl::IQ4_XS,
     floats::BF16,
+    ternary::TQ1_0,
+    ternary::TQ2_0,
+    mxfp4::MXFP4,
+    q12_0::Q1_0,
+    q12_0::Q2_0,
 ];
 
-/// The codec of a ggml type, if qforge has one (the 11 quant types plus F32, F16 and
+/// `dequantize(quantize(x))` without importance weights (unit tests of the codecs).
+#[cfg(test)]
+fn round_trip(c: &Codec, x: &[f32]) -> Vec<f32> {
+    let mut q = vec![0u8; x.len() / c.block_size() * c.type_size()];
+    (c.quantize_row)(x, &mut q, None);
+    let mut y = vec![0.0f32; x.len()];
+    (c.dequantize)(&q, &mut y);
+    y
+}
+
+/// The codec of a ggml type, if qforge has one (the 17 quant types plus F32, F16 and
 /// BF16); the same as [`GgmlType::codec`].
 pub fn codec(ty: GgmlType) -> Option<&'static Codec> {
     CODECS.iter().find(|c| c.ty == ty)

@@ -23,7 +23,6 @@ pub struct QuantOption {
 impl QuantOption {
     /// The mix qforge plans for this name, or `None` where qforge does not implement it.
     pub fn mix(&self) -> Option<Mix> {
-        self.base?; // COPY keeps every tensor's type: not a mix
         Mix::from_name(self.name)
     }
 
@@ -115,7 +114,8 @@ mod tests {
                 .find(|o| o.name == mix.name())
                 .unwrap_or_else(|| panic!("{mix} missing"));
             assert_eq!(o.ftype, mix.file_type(), "{mix}");
-            assert_eq!(o.base, Some(mix.base_type()), "{mix}");
+            let base = (mix != Mix::COPY).then(|| mix.base_type());
+            assert_eq!(o.base, base, "{mix}");
             assert_eq!(o.mix(), Some(mix));
         }
     }
@@ -153,7 +153,7 @@ mod tests {
         let copy = QUANT_OPTIONS.last().unwrap();
         assert_eq!(
             (copy.name, copy.mix(), copy.base_bits_per_weight()),
-            ("COPY", None, None)
+            ("COPY", Some(Mix::COPY), None)
         );
         assert_eq!(
             QUANT_OPTIONS

@@ -8,14 +8,24 @@ use std::fmt;
 #[allow(non_camel_case_types)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Mix {
+    /// `Q1_0`: Q1_0 base (signs times a 128-value block's mean magnitude).
+    Q1_0,
+    /// `Q2_0`: Q2_0 base (2-bit, 64-element blocks); token embeddings Q4_K.
+    Q2_0,
     /// `Q4_0`: legacy 4-bit, 32-element blocks.
     Q4_0,
     /// `Q4_1`: legacy 4-bit with minimum.
     Q4_1,
+    /// `MXFP4_MOE`: MXFP4 for MoE expert tensors (3-D), Q8_0 for everything else.
+    MXFP4_MOE,
     /// `Q5_0`: legacy 5-bit.
     Q5_0,
     /// `Q5_1`: legacy 5-bit with minimum.
     Q5_1,
+    /// `TQ1_0`: ternary TQ1_0 base; token embeddings Q4_K.
+    TQ1_0,
+    /// `TQ2_0`: ternary TQ2_0 base; token embeddings Q4_K.
+    TQ2_0,
     /// `Q2_K`: Q2_K base, attn_v/ffn_down/attn_output raised to Q3_K (or more).
     Q2_K,
     /// `Q2_K_S`: Q2_K base, needs an importance matrix.
@@ -28,6 +38,8 @@ pub enum Mix {
     Q3_K_L,
     /// `IQ4_NL`: IQ4_NL base (non-linear 4-bit, 32-element blocks).
     IQ4_NL,
+    /// `IQ4_XS`: IQ4_XS base (IQ4_NL groups in 256-value super-blocks), IQ4_NL's rules.
+    IQ4_XS,
     /// `Q4_K_S`: Q4_K base, first layers' attn_v/ffn_down Q5_K.
     Q4_K_S,
     /// `Q4_K_M`: Q4_K base, half of attn_v/ffn_down Q6_K.
@@ -46,21 +58,30 @@ pub enum Mix {
     BF16,
     /// `F32`: 2-D weights to F32 (`LLAMA_FTYPE_ALL_F32`).
     F32,
+    /// `COPY`: every tensor copied as it is (llama-quantize's `only_copy`); the file type
+    /// stays the input's.
+    COPY,
 }
 
 impl Mix {
     /// Every mix, in llama-quantize's listing order.
     pub const ALL: &'static [Mix] = &[
+        Mix::Q1_0,
+        Mix::Q2_0,
         Mix::Q4_0,
         Mix::Q4_1,
+        Mix::MXFP4_MOE,
         Mix::Q5_0,
         Mix::Q5_1,
+        Mix::TQ1_0,
+        Mix::TQ2_0,
         Mix::Q2_K,
         Mix::Q2_K_S,
         Mix::Q3_K_S,
         Mix::Q3_K_M,
         Mix::Q3_K_L,
         Mix::IQ4_NL,
+        Mix::IQ4_XS,
         Mix::Q4_K_S,
         Mix::Q4_K_M,
         Mix::Q5_K_S,
@@ -70,6 +91,7 @@ impl Mix {
         Mix::F16,
         Mix::BF16,
         Mix::F32,
+        Mix::COPY,
     ];
 
     /// Parses a llama-quantize type name case-insensitively, including its aliases
@@ -99,8 +121,15 @@ impl Mix {
     /// llama-quantize's name (`Q4_K_M`).
     pub fn name(self) -> &'static str {
         match self {
+            Mix::Q1_0 => "Q1_0",
+            Mix::Q2_0 => "Q2_0",
             Mix::Q4_0 => "Q4_0",
             Mix::Q4_1 => "Q4_1",
+            Mix::MXFP4_MOE => "MXFP4_MOE",
+            Mix::TQ1_0 => "TQ1_0",
+            Mix::TQ2_0 => "TQ2_0",
+            Mix::IQ4_XS => "IQ4_XS",
+            Mix::COPY => "COPY",
             Mix::Q5_0 => "Q5_0",
             Mix::Q5_1 => "Q5_1",
             Mix::Q2_K => "Q2_K",
@@ -121,9 +150,17 @@ impl Mix {
         }
     }
 
-    /// The default tensor type (`llama_ftype_get_default_type`).
+    /// The default tensor type (`llama_ftype_get_default_type`); for `COPY`, F32, the
+    /// default type of its nominal `LLAMA_FTYPE_ALL_F32` (no tensor is converted).
     pub fn base_type(self) -> GgmlType {
         match self {
+            Mix::Q1_0 => GgmlType::Q1_0,
+            Mix::Q2_0 => GgmlType::Q2_0,
+            Mix::MXFP4_MOE => GgmlType::MXFP4,
+            Mix::TQ1_0 => GgmlType::TQ1_0,
+            Mix::TQ2_0 => GgmlType::TQ2_0,
+            Mix::IQ4_XS => GgmlType::IQ4_XS,
+            Mix::COPY => GgmlType::F32,
             Mix::Q4_0 => GgmlType::Q4_0,
             Mix::Q4_1 => GgmlType::Q4_1,
             Mix::Q5_0 => GgmlType::Q5_0,
@@ -141,10 +178,11 @@ impl Mix {
         }
     }
 
-    /// The `llama_ftype` value, written to GGUF `general.file_type`.
+    /// The `llama_ftype` value, written to GGUF `general.file_type` (`COPY`: 0, its
+    /// nominal value; the file keeps the input's, see [`crate::quant::mix::input_file_type`]).
     pub fn file_type(self) -> u32 {
         match self {
-            Mix::F32 => 0,
+            Mix::F32 | Mix::COPY => 0,
             Mix::F16 => 1,
             Mix::Q4_0 => 2,
             Mix::Q4_1 => 3,
@@ -162,7 +200,13 @@ impl Mix {
             Mix::Q6_K => 18,
             Mix::Q2_K_S => 21,
             Mix::IQ4_NL => 25,
+            Mix::IQ4_XS => 30,
             Mix::BF16 => 32,
+            Mix::TQ1_0 => 36,
+            Mix::TQ2_0 => 37,
+            Mix::MXFP4_MOE => 38,
+            Mix::Q1_0 => 40,
+            Mix::Q2_0 => 41,
         }
     }
 
@@ -187,6 +231,38 @@ impl Mix {
                 T::F16,
             ],
             Mix::IQ4_NL => &[T::IQ4_NL, T::Q5_K, T::Q6_K, T::Q5_1, T::Q8_0, T::F16],
+            Mix::IQ4_XS => &[
+                T::IQ4_XS,
+                T::IQ4_NL,
+                T::Q5_K,
+                T::Q6_K,
+                T::Q5_1,
+                T::Q8_0,
+                T::F16,
+            ],
+            Mix::Q1_0 => &[T::Q1_0, T::Q6_K, T::Q8_0, T::F16],
+            // Base, its Q4_0 fallback, Q4_K token embeddings (Q5_0 fallback), output.
+            Mix::Q2_0 => &[T::Q2_0, T::Q4_0, T::Q4_K, T::Q5_0, T::Q6_K, T::Q8_0, T::F16],
+            Mix::TQ1_0 => &[
+                T::TQ1_0,
+                T::Q4_0,
+                T::Q4_K,
+                T::Q5_0,
+                T::Q6_K,
+                T::Q8_0,
+                T::F16,
+            ],
+            Mix::TQ2_0 => &[
+                T::TQ2_0,
+                T::Q4_0,
+                T::Q4_K,
+                T::Q5_0,
+                T::Q6_K,
+                T::Q8_0,
+                T::F16,
+            ],
+            Mix::MXFP4_MOE => &[T::MXFP4, T::Q8_0, T::F16],
+            Mix::COPY => &[],
             Mix::Q4_K_S | Mix::Q4_K_M | Mix::Q5_K_S | Mix::Q5_K_M | Mix::Q6_K => {
                 &[T::Q4_K, T::Q5_K, T::Q6_K, T::Q5_0, T::Q5_1, T::Q8_0, T::F16]
             }

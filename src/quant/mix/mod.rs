@@ -6,7 +6,7 @@
 //! (ggml-org/llama.cpp, file revision `007dbbf3fd17eefe9b47fee45f48f7ba5e62b714`, 2026),
 //! with the `llama_ftype` values of `include/llama.h` and the type names of
 //! `tools/quantize/quantize.cpp`. Only the rules that can fire for the mixes of [`Mix`] are
-//! kept (the IQ1/IQ2/IQ3, TQ and MXFP4 mixes are not offered).
+//! kept (the IQ1/IQ2/IQ3 mixes are not offered yet).
 //!
 //! Use: build a [`Planner`] from the whole tensor list (it counts the `attn_v`-like tensors
 //! and sees whether `output.weight` exists, as llama.cpp's first pass does), then call
@@ -64,9 +64,11 @@
 //!
 //! [`Mix`] and its tables live in `mixes`, llama-quantize's full type list in `catalog` (and the `--list-types` document built from it in `type_list`), tensor-name classification (roles, Hugging
 //! Face to GGUF names, what is never quantized) in `names`, llama-quant.cpp's per-type
-//! choices in `rules`, the stateful [`Planner`] in `planner`; the tests in `tests`.
+//! choices in `rules`, the stateful [`Planner`] in `planner`, the loader's tensor order
+//! and the input file type `COPY` keeps in `loader`; the tests in `tests`.
 
 mod catalog;
+mod loader;
 mod mixes;
 mod names;
 mod planner;
@@ -76,6 +78,7 @@ mod tests;
 mod type_list;
 
 pub use catalog::{QuantOption, QUANT_OPTIONS};
+pub use loader::{guess_file_type, input_file_type, weight_name_order, FTYPE_GUESSED};
 pub use mixes::Mix;
 pub use names::{
     canonical_name, canonical_role, gguf_name, gguf_role, n_dims, should_quantize, Role,

@@ -131,8 +131,8 @@ impl Choice {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MixError {
     /// The row length does not fit the chosen type and llama.cpp has no fallback for it
-    /// ("no tensor type fallback is defined for type ..."): 32-element types on rows not a
-    /// multiple of 32.
+    /// ("no tensor type fallback is defined for type ..."): types of blocks over 32
+    /// values without a fallback (Q1_0, NVFP4).
     NoFallback {
         /// Tensor name.
         name: String,
@@ -311,6 +311,9 @@ impl Planner {
     }
 
     fn decide(&mut self, name: &str, ne: &[u64], strict: bool) -> Result<Choice, MixError> {
+        if self.mix == Mix::COPY {
+            return Ok(Choice::keep("copy: COPY"));
+        }
         let gguf = canonical_name(name);
         if let Some(why) = exclusion(&gguf, n_dims(ne), self.opts.leave_output_tensor) {
             return Ok(Choice::keep(why));
@@ -360,7 +363,7 @@ impl Planner {
                 } else if self.opts.pure {
                     reason = "--pure";
                 } else {
-                    (ty, reason) = self.rule(&gguf, ncols, role, strict)?;
+                    (ty, reason) = self.rule(&gguf, ne, role, strict)?;
                 }
                 if ncols % ty.block_size() != 0 {
                     fallback_from = Some(ty);
@@ -396,6 +399,11 @@ impl Planner {
     ) -> Result<(GgmlType, &'static str), MixError> {
         self.n_fallback += 1;
         let Some(to) = fallback_type(ty) else {
+            // llama.cpp's default case: a type of 32-value blocks or smaller has nothing
+            // smaller to go to and becomes F16; a larger one aborts the run.
+            if ty.block_size() <= 32 {
+                return Ok((GgmlType::F16, "fallback: F16 (row not a multiple of 32)"));
+            }
             if strict {
                 return Err(MixError::NoFallback {
                     name: name.to_string(),

@@ -12,8 +12,8 @@ pub fn use_more_bits(i_layer: i64, n_layers: i64) -> bool {
 }
 
 /// The type llama.cpp falls back to when a row is not a whole number of `ty` blocks
-/// (`tensor_type_fallback`), before the F16 last resort; `None` where llama.cpp has no
-/// fallback and aborts.
+/// (`tensor_type_fallback`), before the F16 last resort; `None` where its table has none
+/// (then a type of at most 32 values per block becomes F16 and a larger one aborts).
 pub fn fallback_type(ty: GgmlType) -> Option<GgmlType> {
     use GgmlType as T;
     match ty {
@@ -72,7 +72,7 @@ impl Planner {
     pub(super) fn rule(
         &mut self,
         gguf: &str,
-        ncols: u64,
+        ne: &[u64],
         role: Role,
         strict: bool,
     ) -> Result<(GgmlType, &'static str), MixError> {
@@ -82,6 +82,7 @@ impl Planner {
         let falcon = self.arch == "falcon";
         let gqa = self.facts.n_gqa();
         let n_expert = self.facts.n_expert;
+        let ncols = ne.first().copied().unwrap_or(1);
         let mut ty = base;
         let reason;
 
@@ -94,14 +95,29 @@ impl Planner {
             if let Some(t) = self.opts.output_tensor_type {
                 // Reached only by tied token embeddings: output.weight returned earlier.
                 return Ok((t, "--output-tensor-type (tied token_embd)"));
-            } else if falcon || !ncols.is_multiple_of(base.block_size()) {
+            } else if mix == Mix::MXFP4_MOE || falcon || !ncols.is_multiple_of(base.block_size()) {
                 ty = T::Q8_0;
             } else if ty != T::Q8_0 {
                 ty = T::Q6_K;
             }
+        } else if mix == Mix::MXFP4_MOE {
+            // MoE expert tensors (3-D) MXFP4, everything else Q8_0; on bailingmoe3, whose
+            // MLA projections are 3-D too, only the FFN experts.
+            let ffn = matches!(role, Role::FfnUp | Role::FfnGate | Role::FfnDown);
+            let experts = ne.get(2).is_some_and(|&n| n > 1);
+            if experts && (self.arch != "bailingmoe3" || ffn) {
+                reason = "mix: MoE experts";
+                ty = T::MXFP4;
+            } else {
+                reason = "mix: MXFP4_MOE non-expert";
+                ty = T::Q8_0;
+            }
         } else if role == Role::TokenEmbd {
             // Only the IQ1/IQ2/IQ3_XXS/TQ/Q2_0 file types change untied token embeddings.
             reason = "mix: token_embd";
+            if matches!(mix, Mix::TQ1_0 | Mix::TQ2_0 | Mix::Q2_0) {
+                ty = T::Q4_K;
+            }
         } else if role.is_attn_v_like() {
             reason = "mix: attn_v";
             let i = self.i_attention_wv;
@@ -110,7 +126,7 @@ impl Planner {
                 Mix::Q2_K_S if gqa >= 4 => ty = T::Q4_K,
                 Mix::Q3_K_M => ty = if i < 2 { T::Q5_K } else { T::Q4_K },
                 Mix::Q3_K_L => ty = T::Q5_K,
-                Mix::IQ4_NL if gqa >= 4 => ty = T::Q5_K,
+                Mix::IQ4_NL | Mix::IQ4_XS if gqa >= 4 => ty = T::Q5_K,
                 Mix::Q4_K_M | Mix::Q5_K_M if use_more_bits(i, self.n_attention_wv) => ty = T::Q6_K,
                 Mix::Q4_K_S if i < 4 => ty = T::Q5_K,
                 _ => {}
@@ -160,7 +176,7 @@ impl Planner {
                         ty = T::Q6_K;
                     }
                 }
-                Mix::IQ4_NL if i < n / 8 && !self.opts.has_imatrix => ty = T::Q5_K,
+                Mix::IQ4_NL | Mix::IQ4_XS if i < n / 8 && !self.opts.has_imatrix => ty = T::Q5_K,
                 Mix::Q5_K_M if more => ty = T::Q6_K,
                 Mix::Q4_K_S if !falcon && i < n / 8 => ty = T::Q5_K,
                 Mix::Q4_0 if self.opts.has_imatrix && i < n / 8 => ty = T::Q4_1,
@@ -178,6 +194,7 @@ impl Planner {
                             | Mix::Q3_K_S
                             | Mix::Q3_K_M
                             | Mix::IQ4_NL
+                            | Mix::IQ4_XS
                             | Mix::Q4_K_S
                             | Mix::Q4_K_M
                     ) {

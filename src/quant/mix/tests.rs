@@ -133,9 +133,21 @@ fn names_and_file_types() {
         (Mix::Q6_K, 18),
         (Mix::Q2_K_S, 21),
         (Mix::IQ4_NL, 25),
+        (Mix::IQ4_XS, 30),
         (Mix::BF16, 32),
+        (Mix::TQ1_0, 36),
+        (Mix::TQ2_0, 37),
+        (Mix::MXFP4_MOE, 38),
+        (Mix::Q1_0, 40),
+        (Mix::Q2_0, 41),
     ];
-    assert_eq!(expected.len(), Mix::ALL.len());
+    // COPY shares F32's nominal ftype 0 (llama-quantize lists it after F32 so that 0
+    // means F32).
+    assert_eq!(expected.len() + 1, Mix::ALL.len());
+    assert_eq!(
+        (Mix::COPY.file_type(), Mix::from_name("copy")),
+        (0, Some(Mix::COPY))
+    );
     for (m, ft) in expected {
         assert_eq!(m.file_type(), ft, "{m}");
         assert_eq!(Mix::from_file_type(ft), Some(m));
@@ -502,7 +514,7 @@ fn one_d_and_non_weights_are_never_quantized() {
     for mix in Mix::ALL {
         let choices = plan(*mix, f.clone(), Options::default(), &t).unwrap();
         for ((n, _), c) in t.iter().zip(&choices) {
-            let want = n == "output.weight";
+            let want = n == "output.weight" && *mix != Mix::COPY;
             assert_eq!(c.quantize, want, "{mix} {n}: {}", c.reason);
         }
     }
@@ -715,7 +727,7 @@ fn rows_not_multiple_of_32() {
         assert_eq!(c.ty, T::F16, "{mix}");
         assert_eq!(c.reason, "fallback: F16 (row not a multiple of 32)");
     }
-    // 32-element types have no fallback: llama.cpp aborts; choose() uses F16.
+    // 32-element types have nothing smaller to go to: F16 (llama.cpp's default case).
     for mix in [
         Mix::Q4_0,
         Mix::Q4_1,
@@ -723,19 +735,52 @@ fn rows_not_multiple_of_32() {
         Mix::Q5_1,
         Mix::Q8_0,
         Mix::IQ4_NL,
+        Mix::MXFP4_MOE,
     ] {
-        let err = plan(mix, f.clone(), Options::default(), &t).unwrap_err();
-        assert!(
-            matches!(err, MixError::NoFallback { ncols: 4100, .. }),
+        let c = plan(mix, f.clone(), Options::default(), &t).unwrap()[0];
+        assert_eq!(c.ty, T::F16, "{mix}");
+        assert_eq!(c.reason, "fallback: F16 (row not a multiple of 32)");
+    }
+    // Larger blocks without a fallback (Q1_0): llama.cpp aborts; choose() uses F16.
+    let t1 = vec![("blk.0.attn_q.weight".to_string(), vec![576u64, 576])];
+    let err = plan(Mix::Q1_0, f.clone(), Options::default(), &t1).unwrap_err();
+    assert!(matches!(
+        err,
+        MixError::NoFallback {
+            ncols: 576,
+            ty: T::Q1_0,
+            ..
+        }
+    ));
+    let mut p = Planner::new(Mix::Q1_0, f.clone(), Options::default(), &t1);
+    let c = p.choose("blk.0.attn_q.weight", &[576, 576]);
+    assert_eq!((c.ty, c.fallback_from), (T::F16, Some(T::Q1_0)));
+    // The other new block types fall back as llama.cpp's table says.
+    for (mix, to) in [
+        (Mix::Q2_0, T::Q4_0),
+        (Mix::TQ1_0, T::Q4_0),
+        (Mix::TQ2_0, T::Q4_0),
+        (Mix::IQ4_XS, T::IQ4_NL),
+    ] {
+        let c = plan(
+            mix,
+            f.clone(),
+            Options::default(),
+            &[("blk.0.attn_q.weight", [96u64, 96])],
+        )
+        .unwrap()[0];
+        assert_eq!(
+            (c.ty, c.fallback_from),
+            (to, Some(mix.base_type())),
             "{mix}"
         );
-        let mut p = Planner::new(mix, f.clone(), Options::default(), &t);
-        let c = p.choose("blk.0.attn_q.weight", &[4100, 4100]);
-        assert_eq!((c.ty, c.fallback_from), (T::F16, Some(mix.base_type())));
     }
-    // Output row 4100: Q8_0 by the output rule, which has no fallback either.
+    // Output row 4100: Q8_0 by the output rule, then F16.
     let t = vec![("output.weight".to_string(), vec![4100u64, 1000])];
-    assert!(plan(Mix::Q4_K_M, f.clone(), Options::default(), &t).is_err());
+    assert_eq!(
+        plan(Mix::Q4_K_M, f.clone(), Options::default(), &t).unwrap()[0].ty,
+        T::F16
+    );
     // Float mixes never fall back.
     assert_eq!(
         plan(Mix::F16, f, Options::default(), &t).unwrap()[0].ty,
@@ -1053,6 +1098,12 @@ fn chosen_types_stay_within_qforge_codecs() {
         T::Q5_K,
         T::Q6_K,
         T::IQ4_NL,
+        T::IQ4_XS,
+        T::TQ1_0,
+        T::TQ2_0,
+        T::MXFP4,
+        T::Q1_0,
+        T::Q2_0,
         T::F16,
         T::BF16,
         T::F32,
