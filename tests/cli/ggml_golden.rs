@@ -131,6 +131,14 @@ golden!(q6_k, Q6_K, false);
 golden!(q6_k_imatrix, Q6_K, true);
 golden!(iq4_nl, IQ4_NL, false);
 golden!(iq4_nl_imatrix, IQ4_NL, true);
+// ggml quantizes IQ2_XXS, IQ2_XS and IQ1_S only with importance weights.
+golden!(iq2_xxs_imatrix, IQ2_XXS, true);
+golden!(iq2_xs_imatrix, IQ2_XS, true);
+golden!(iq2_s, IQ2_S, false);
+golden!(iq2_s_imatrix, IQ2_S, true);
+golden!(iq1_s_imatrix, IQ1_S, true);
+golden!(iq1_m, IQ1_M, false);
+golden!(iq1_m_imatrix, IQ1_M, true);
 
 /// Q8_0 ignores the importance weights: with them it must still match Q8_0.bin.
 #[test]
