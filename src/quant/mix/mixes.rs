@@ -16,6 +16,18 @@ pub enum Mix {
     Q5_0,
     /// `Q5_1`: legacy 5-bit with minimum.
     Q5_1,
+    /// `IQ2_XXS`: IQ2_XXS base (2.06 bpw), needs an importance matrix.
+    IQ2_XXS,
+    /// `IQ2_XS`: IQ2_XS base (2.31 bpw), needs an importance matrix.
+    IQ2_XS,
+    /// `IQ2_S`: IQ2_XS base with IQ3_S attn_v/first ffn_down/attn_output (2.5 bpw).
+    IQ2_S,
+    /// `IQ2_M`: IQ2_S base with IQ3_S attn_v/first ffn_down/attn_output (2.7 bpw).
+    IQ2_M,
+    /// `IQ1_S`: IQ1_S base (1.56 bpw), needs an importance matrix.
+    IQ1_S,
+    /// `IQ1_M`: IQ1_M base (1.75 bpw), needs an importance matrix.
+    IQ1_M,
     /// `Q2_K`: Q2_K base, attn_v/ffn_down/attn_output raised to Q3_K (or more).
     Q2_K,
     /// `Q2_K_S`: Q2_K base, needs an importance matrix.
@@ -55,6 +67,12 @@ impl Mix {
         Mix::Q4_1,
         Mix::Q5_0,
         Mix::Q5_1,
+        Mix::IQ2_XXS,
+        Mix::IQ2_XS,
+        Mix::IQ2_S,
+        Mix::IQ2_M,
+        Mix::IQ1_S,
+        Mix::IQ1_M,
         Mix::Q2_K,
         Mix::Q2_K_S,
         Mix::Q3_K_S,
@@ -103,6 +121,12 @@ impl Mix {
             Mix::Q4_1 => "Q4_1",
             Mix::Q5_0 => "Q5_0",
             Mix::Q5_1 => "Q5_1",
+            Mix::IQ2_XXS => "IQ2_XXS",
+            Mix::IQ2_XS => "IQ2_XS",
+            Mix::IQ2_S => "IQ2_S",
+            Mix::IQ2_M => "IQ2_M",
+            Mix::IQ1_S => "IQ1_S",
+            Mix::IQ1_M => "IQ1_M",
             Mix::Q2_K => "Q2_K",
             Mix::Q2_K_S => "Q2_K_S",
             Mix::Q3_K_S => "Q3_K_S",
@@ -128,6 +152,11 @@ impl Mix {
             Mix::Q4_1 => GgmlType::Q4_1,
             Mix::Q5_0 => GgmlType::Q5_0,
             Mix::Q5_1 => GgmlType::Q5_1,
+            Mix::IQ2_XXS => GgmlType::IQ2_XXS,
+            Mix::IQ2_XS | Mix::IQ2_S => GgmlType::IQ2_XS,
+            Mix::IQ2_M => GgmlType::IQ2_S,
+            Mix::IQ1_S => GgmlType::IQ1_S,
+            Mix::IQ1_M => GgmlType::IQ1_M,
             Mix::Q2_K | Mix::Q2_K_S => GgmlType::Q2_K,
             Mix::Q3_K_S | Mix::Q3_K_M | Mix::Q3_K_L => GgmlType::Q3_K,
             Mix::IQ4_NL => GgmlType::IQ4_NL,
@@ -160,10 +189,24 @@ impl Mix {
             Mix::Q5_K_S => 16,
             Mix::Q5_K_M => 17,
             Mix::Q6_K => 18,
+            Mix::IQ2_XXS => 19,
+            Mix::IQ2_XS => 20,
             Mix::Q2_K_S => 21,
+            Mix::IQ1_S => 24,
             Mix::IQ4_NL => 25,
+            Mix::IQ2_S => 28,
+            Mix::IQ2_M => 29,
+            Mix::IQ1_M => 31,
             Mix::BF16 => 32,
         }
+    }
+
+    /// The IQ1/IQ2 file types, which share one branch of llama.cpp's rules.
+    pub fn is_iq1_iq2(self) -> bool {
+        matches!(
+            self,
+            Mix::IQ2_XXS | Mix::IQ2_XS | Mix::IQ2_S | Mix::IQ2_M | Mix::IQ1_S | Mix::IQ1_M
+        )
     }
 
     /// Every type this mix can give a tensor (before user overrides), fallbacks included.
@@ -187,6 +230,34 @@ impl Mix {
                 T::F16,
             ],
             Mix::IQ4_NL => &[T::IQ4_NL, T::Q5_K, T::Q6_K, T::Q5_1, T::Q8_0, T::F16],
+            // Base, Q2_K/Q4_K/Q5_K raises (IQ2_XXS for IQ1 attn_output), their fallbacks.
+            Mix::IQ2_XXS | Mix::IQ2_XS | Mix::IQ1_S | Mix::IQ1_M => &[
+                T::IQ2_XXS,
+                T::IQ2_XS,
+                T::IQ1_S,
+                T::IQ1_M,
+                T::Q2_K,
+                T::Q4_K,
+                T::Q5_K,
+                T::IQ4_NL,
+                T::Q4_0,
+                T::Q5_0,
+                T::Q5_1,
+                T::Q8_0,
+                T::F16,
+            ],
+            Mix::IQ2_S | Mix::IQ2_M => &[
+                T::IQ2_XS,
+                T::IQ2_S,
+                T::IQ3_S,
+                T::Q4_K,
+                T::Q5_K,
+                T::IQ4_NL,
+                T::Q5_0,
+                T::Q5_1,
+                T::Q8_0,
+                T::F16,
+            ],
             Mix::Q4_K_S | Mix::Q4_K_M | Mix::Q5_K_S | Mix::Q5_K_M | Mix::Q6_K => {
                 &[T::Q4_K, T::Q5_K, T::Q6_K, T::Q5_0, T::Q5_1, T::Q8_0, T::F16]
             }

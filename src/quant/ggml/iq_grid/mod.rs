@@ -16,6 +16,7 @@ mod tables;
 
 pub use tables::*;
 
+use super::simd;
 use std::sync::OnceLock;
 
 /// Map entries: every `u` whose 2-bit digits are at most 2 (ggml's `kmap_size`).
@@ -59,6 +60,10 @@ impl GridKind {
 pub struct IqGrid {
     /// Points as positions `2l + 1`.
     pub points: Vec<[i8; 8]>,
+    /// Coordinate-major values for the SIMD neighbour search: `coords[i * n + j]` is
+    /// coordinate `i` of point `j`, the position (IQ2) or the level - 1 (IQ1, whose
+    /// values `xg[l]` are exactly `l - 1 + delta`).
+    coords: Vec<f32>,
     /// `u` -> grid index (`>= 0`), or `-(offset + 1)` of its neighbour list (count first),
     /// or `i32::MIN` for a point with a level 3.
     map: Vec<i32>,
@@ -124,8 +129,19 @@ impl IqGrid {
             }
             neighbours[start] = (neighbours.len() - start - 1) as u16;
         }
+        let n = points.len();
+        let mut coords = vec![0.0f32; 8 * n];
+        for (j, p) in points.iter().enumerate() {
+            for i in 0..8 {
+                coords[i * n + j] = match kind {
+                    GridKind::Iq1 => ((p[i] - 1) / 2 - 1) as f32,
+                    _ => p[i] as f32,
+                };
+            }
+        }
         IqGrid {
             points,
+            coords,
             map,
             neighbours,
         }
@@ -192,6 +208,11 @@ pub fn find_best_neighbour(
     scale: f32,
     l: &mut [i8],
 ) -> usize {
+    if let Some(p) = simd::grid_best(&grid.coords, neighbours, xval, weight, scale, 0.0) {
+        let best = neighbours[p] as usize;
+        l[..8].copy_from_slice(&grid.levels(best));
+        return best;
+    }
     let mut best_d2 = f32::MAX;
     let mut best = neighbours[0] as usize;
     for &j in neighbours {
@@ -222,6 +243,13 @@ pub fn find_best_neighbour_iq1(
     xg: &[f32; 3],
     l: &mut [i8],
 ) -> usize {
+    // xg = x_p or x_m: -1 + delta, delta, 1 + delta with delta = xg[1].
+    debug_assert!(xg[0] == xg[1] - 1.0 && xg[2] == xg[1] + 1.0);
+    if let Some(p) = simd::grid_best(&grid.coords, neighbours, xval, weight, scale, xg[1]) {
+        let best = neighbours[p] as usize;
+        l[..8].copy_from_slice(&grid.levels(best));
+        return best;
+    }
     let mut best_d2 = f32::MAX;
     let mut best = neighbours[0] as usize;
     for &j in neighbours {

@@ -952,3 +952,81 @@ pub(super) unsafe fn iq4nl_sums_avx2(
 
 // Keep the lane-count constant tied to the trait.
 const _: () = assert!(MAX_LANES >= 16);
+
+/// ggml's neighbour search: the position in `nb` of the grid point (coordinates
+/// `coords[i * n_grid + j]`) with the least `sum_i w_i (scale * (c_i + offset) - x_i)^2`,
+/// the first on ties. One point per lane, each sum in the order of the scalar loop; the
+/// minimum is then taken in list order with the scalar comparison.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn grid_best<S: Lanes>(
+    coords: &[f32],
+    n_grid: usize,
+    nb: &[u16],
+    x: &[f32],
+    w: &[f32],
+    scale: f32,
+    offset: f32,
+) -> usize {
+    let all = S::mask_from(&[true; MAX_LANES]);
+    let (vs, vo) = (S::splat(scale), S::splat(offset));
+    let mut idx = [0i32; MAX_LANES];
+    let mut tmp = [0.0f32; MAX_LANES];
+    let mut best_d2 = f32::MAX;
+    let mut best = 0;
+    for c0 in (0..nb.len()).step_by(S::N) {
+        let k = (nb.len() - c0).min(S::N);
+        for (l, v) in idx[..S::N].iter_mut().enumerate() {
+            // Lanes past the end repeat the first point (always a valid index).
+            *v = nb[if l < k { c0 + l } else { c0 }] as i32;
+        }
+        let iv = S::load_i(&idx);
+        let mut d2 = S::splat(0.0);
+        for i in 0..8 {
+            let q = S::add(
+                S::gather(&coords[i * n_grid..(i + 1) * n_grid], iv, all),
+                vo,
+            );
+            let diff = S::sub(S::mul(vs, q), S::splat(x[i]));
+            d2 = S::add(d2, S::mul(S::mul(S::splat(w[i]), diff), diff));
+        }
+        S::store(d2, &mut tmp);
+        for (l, &d) in tmp[..k].iter().enumerate() {
+            if d < best_d2 {
+                best_d2 = d;
+                best = c0 + l;
+            }
+        }
+    }
+    best
+}
+
+/// AVX-512 entry of the neighbour search kernel.
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn grid_best_avx512(
+    coords: &[f32],
+    n_grid: usize,
+    nb: &[u16],
+    x: &[f32],
+    w: &[f32],
+    scale: f32,
+    offset: f32,
+) -> usize {
+    grid_best::<Avx512>(coords, n_grid, nb, x, w, scale, offset)
+}
+
+/// AVX2 entry of the neighbour search kernel.
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn grid_best_avx2(
+    coords: &[f32],
+    n_grid: usize,
+    nb: &[u16],
+    x: &[f32],
+    w: &[f32],
+    scale: f32,
+    offset: f32,
+) -> usize {
+    grid_best::<Avx2>(coords, n_grid, nb, x, w, scale, offset)
+}
