@@ -8,6 +8,7 @@
 
 use super::common::{nearest_int, read_fp16, sum_sq, write_fp16};
 use super::iq_grid::{find_best_neighbour_iq1, pack_levels, GridKind, IqGrid, Lookup, IQ1S_GRID};
+use super::simd::{self, Iq1mSums};
 use super::Codec;
 use crate::formats::blocks::{whole_blocks, BlockIq1M, BlockIq1S, QK_K};
 use crate::formats::ggml_type::GgmlType;
@@ -48,12 +49,14 @@ fn abs_max(x: &[f32]) -> f32 {
     m
 }
 
-/// Indices of `x` in ascending value order; ties keep index order (glibc's `qsort` is a
-/// stable merge sort for these sizes).
+/// Indices of `x` in ascending value order; ties (`-0.0 == 0.0` included) keep index
+/// order, as glibc's `qsort` (a stable merge sort for these sizes) leaves them with
+/// ggml's `iq1_sort_helper`. NaNs, which that comparator cannot order, go to the ends.
 #[inline]
 fn sorted_order<const N: usize>(x: &[f32]) -> [usize; N] {
     let mut idx: [usize; N] = std::array::from_fn(|i| i);
-    idx.sort_by(|&a, &b| x[a].partial_cmp(&x[b]).unwrap_or(std::cmp::Ordering::Equal));
+    // `+ 0.0` turns -0.0 into 0.0, so `total_cmp` agrees with `<` on all other values.
+    idx.sort_by(|&a, &b| (x[a] + 0.0).total_cmp(&(x[b] + 0.0)));
     idx
 }
 
@@ -170,9 +173,11 @@ fn quantize_row_iq1_s(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
                 sumx[j + 1] = sumx[j] + weight[i] * xb[i];
                 sumw[j + 1] = sumw[j] + weight[i];
             }
-            let Some((mut scale, i1, i2, mut shift)) = best_split_iq1_s(&sumx, &sumw) else {
+            let Some((mut scale, i1, i2, set)) = simd::iq1s_split(&sumx, &sumw, [&X_P, &X_M])
+            else {
                 continue;
             };
+            let mut shift: i8 = if set == 0 { 1 } else { -1 };
             let mut l = [0i8; BS];
             split_levels(&idx, i1, i2, &mut l);
             if scale < 0.0 {
@@ -216,16 +221,20 @@ fn quantize_row_iq1_s(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
     }
 }
 
-/// IQ1_S's exhaustive search over the splits `i1 <= i2` of the sorted values (prefix sums
-/// `sumx`, `sumw`) and the two shifts: `(scale, i1, i2, shift)` of the best, if any.
-fn best_split_iq1_s(sumx: &[f32; 33], sumw: &[f32; 33]) -> Option<(f32, usize, usize, i8)> {
+/// Scalar IQ1_S split search ([`simd::iq1s_split`]): ggml's loop over the splits
+/// `i1 <= i2` of the sorted values (prefix sums `sumx`, `sumw`) and the two value sets.
+pub fn iq1s_split_scalar(
+    sumx: &[f32; 33],
+    sumw: &[f32; 33],
+    xs: [&[f32; 3]; 2],
+) -> Option<(f32, usize, usize, usize)> {
     const BS: usize = 32;
     let mut best_score = -f32::MAX;
     let mut scale = 0.0f32;
     let mut best = None;
     for i1 in 0..=BS {
         for i2 in i1..=BS {
-            for (xs, shift) in [(&X_P, 1i8), (&X_M, -1i8)] {
+            for (t, xs) in xs.iter().enumerate() {
                 let sumqx = (sumx[i1] - sumx[0]) * xs[0]
                     + (sumx[i2] - sumx[i1]) * xs[1]
                     + (sumx[BS] - sumx[i2]) * xs[2];
@@ -235,12 +244,12 @@ fn best_split_iq1_s(sumx: &[f32; 33], sumw: &[f32; 33]) -> Option<(f32, usize, u
                 if sumq2 > 0.0 && sumqx * sumqx > best_score * sumq2 {
                     scale = sumqx / sumq2;
                     best_score = scale * sumqx;
-                    best = Some((i1, i2, shift));
+                    best = Some((i1, i2, t));
                 }
             }
         }
     }
-    best.map(|(i1, i2, s)| (scale, i1, i2, s))
+    best.map(|(i1, i2, t)| (scale, i1, i2, t))
 }
 
 /// IQ1_M's value sets of the two halves for a shift code `k` (bit 1: first half
@@ -255,13 +264,8 @@ fn iq1m_xx(code: usize, k: usize) -> &'static [f32; 3] {
     }
 }
 
-/// IQ1_M's exhaustive search over the splits and the four shift pairs, with prefix sums
-/// kept per half: `(scale, i1, i2, code)` of the best, if any.
-fn best_split_iq1_m(
-    xb: &[f32],
-    weight: &[f32],
-    idx: &[usize; 16],
-) -> Option<(f32, usize, usize, usize)> {
+/// IQ1_M's prefix sums per half (each half can take its own value set) and constants.
+fn iq1m_sums(xb: &[f32], weight: &[f32], idx: &[usize; 16]) -> Iq1mSums {
     const BS: usize = 16;
     let mut px = [[0.0f32; BS + 1]; 2];
     let mut pw = [[0.0f32; BS + 1]; 2];
@@ -273,45 +277,56 @@ fn best_split_iq1_m(
         pw[h][j + 1] = pw[h][j] + weight[i];
         pw[1 - h][j + 1] = pw[1 - h][j];
     }
-    let txs = [px[0][BS], px[1][BS]];
-    let tws = [pw[0][BS], pw[1][BS]];
     let (p2, m2) = (X_P[2], X_M[2]);
-    let cp1 = X_P[0] * X_P[0] - X_P[1] * X_P[1];
-    let cp2 = X_P[1] * X_P[1] - X_P[2] * X_P[2];
-    let cm1 = X_M[0] * X_M[0] - X_M[1] * X_M[1];
-    let cm2 = X_M[1] * X_M[1] - X_M[2] * X_M[2];
+    let half = |h: usize| {
+        (
+            [px[h][BS] * p2, px[h][BS] * m2],
+            [pw[h][BS] * p2 * p2, pw[h][BS] * m2 * m2],
+        )
+    };
+    let ((tx0, tw0), (tx1, tw1)) = (half(0), half(1));
+    Iq1mSums {
+        px,
+        pw,
+        tx: [tx0, tx1],
+        tw: [tw0, tw1],
+        c1: [
+            X_P[0] * X_P[0] - X_P[1] * X_P[1],
+            X_M[0] * X_M[0] - X_M[1] * X_M[1],
+        ],
+        c2: [
+            X_P[1] * X_P[1] - X_P[2] * X_P[2],
+            X_M[1] * X_M[1] - X_M[2] * X_M[2],
+        ],
+    }
+}
+
+/// Scalar IQ1_M split search ([`simd::iq1m_split`]): ggml's loop over the splits and
+/// the four value-set pairs (code bit 1: first half `x_m`, bit 0: second half `x_m`).
+pub fn iq1m_split_scalar(s: &Iq1mSums) -> Option<(f32, usize, usize, usize)> {
+    const BS: usize = 16;
     let mut best_score = -f32::MAX;
     let mut scale = 0.0f32;
     let mut best = None;
     for i1 in 0..=BS {
         for i2 in i1..=BS {
-            let mut qx_p = [0.0f32; 2];
-            let mut qx_m = [0.0f32; 2];
-            let mut q2_p = [0.0f32; 2];
-            let mut q2_m = [0.0f32; 2];
+            // [h][0: x_p, 1: x_m]
+            let mut qx = [[0.0f32; 2]; 2];
+            let mut q2 = [[0.0f32; 2]; 2];
             for h in 0..2 {
-                let sx = px[h][i1] + px[h][i2];
-                qx_p[h] = txs[h] * p2 - sx;
-                qx_m[h] = txs[h] * m2 - sx;
-                q2_p[h] = tws[h] * p2 * p2 + pw[h][i1] * cp1 + pw[h][i2] * cp2;
-                q2_m[h] = tws[h] * m2 * m2 + pw[h][i1] * cm1 + pw[h][i2] * cm2;
+                let sx = s.px[h][i1] + s.px[h][i2];
+                for pm in 0..2 {
+                    qx[h][pm] = s.tx[h][pm] - sx;
+                    q2[h][pm] = s.tw[h][pm] + s.pw[h][i1] * s.c1[pm] + s.pw[h][i2] * s.c2[pm];
+                }
             }
-            let sumqx = [
-                qx_p[0] + qx_p[1],
-                qx_p[0] + qx_m[1],
-                qx_m[0] + qx_p[1],
-                qx_m[0] + qx_m[1],
-            ];
-            let sumq2 = [
-                q2_p[0] + q2_p[1],
-                q2_p[0] + q2_m[1],
-                q2_m[0] + q2_p[1],
-                q2_m[0] + q2_m[1],
-            ];
             for k in 0..4 {
-                if sumq2[k] > 0.0 && sumqx[k] * sumqx[k] > best_score * sumq2[k] {
-                    scale = sumqx[k] / sumq2[k];
-                    best_score = scale * sumqx[k];
+                let (a, b) = (k >> 1, k & 1);
+                let sumqx = qx[0][a] + qx[1][b];
+                let sumq2 = q2[0][a] + q2[1][b];
+                if sumq2 > 0.0 && sumqx * sumqx > best_score * sumq2 {
+                    scale = sumqx / sumq2;
+                    best_score = scale * sumqx;
                     best = Some((i1, i2, k));
                 }
             }
@@ -364,7 +379,8 @@ fn quantize_row_iq1_m(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
                 continue;
             }
             let idx = sorted_order::<BS>(xb);
-            let Some((mut scale, i1, i2, mut code)) = best_split_iq1_m(xb, &weight, &idx) else {
+            let Some((mut scale, i1, i2, mut code)) = simd::iq1m_split(&iq1m_sums(xb, &weight, &idx))
+            else {
                 continue;
             };
             let mut l = [0i8; BS];
@@ -489,6 +505,42 @@ fn dequantize_iq1_m(src: &[u8], dst: &mut [f32]) {
             for (l, y) in y.chunks_exact_mut(8).enumerate() {
                 ternary(if l < 2 { dl1 } else { dl2 }, idx[l], delta[l], y);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sort_keeps_ties_in_index_order_and_tolerates_nan() {
+        let x = [0.5, -0.0, 0.0, -1.0, 0.5, -0.0, 0.25, 0.0];
+        assert_eq!(sorted_order::<8>(&x), [3, 1, 2, 5, 7, 6, 0, 4]);
+        let y = [1.0, f32::NAN, -1.0, 0.0];
+        let o = sorted_order::<4>(&y);
+        assert_eq!((o[0], o[1], o[2]), (2, 3, 0));
+    }
+
+    #[test]
+    fn round_trip_error_is_bounded() {
+        // A smooth row with a flat importance: each type reconstructs it to within a
+        // fraction of its spread (IQ1 keeps ~1.6-1.8 bits per value).
+        let x: Vec<f32> = (0..4 * QK_K)
+            .map(|i| ((i as f32) * 0.37).sin() + 0.3 * ((i as f32) * 1.3).cos())
+            .collect();
+        let qw = vec![1.0f32; x.len()];
+        for (c, bound) in [(&IQ1_S, 0.5), (&IQ1_M, 0.45)] {
+            let mut q = vec![0u8; x.len() / QK_K * c.type_size()];
+            (c.quantize_row)(&x, &mut q, Some(&qw));
+            let mut y = vec![0.0f32; x.len()];
+            (c.dequantize)(&q, &mut y);
+            let rms = (x.iter().zip(&y).map(|(a, b)| (a - b) * (a - b)).sum::<f32>()
+                / x.len() as f32)
+                .sqrt();
+            let norm = (x.iter().map(|a| a * a).sum::<f32>() / x.len() as f32).sqrt();
+            assert!(rms < bound * norm, "{}: rms {rms} vs {norm}", c.name());
+            assert!(rms > 0.0);
         }
     }
 }

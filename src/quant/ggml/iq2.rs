@@ -536,3 +536,39 @@ fn dequantize_iq2_s(src: &[u8], dst: &mut [f32]) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_error_is_bounded_and_zero_rows_stay_zero() {
+        let x: Vec<f32> = (0..4 * QK_K)
+            .map(|i| ((i as f32) * 0.37).sin() + 0.3 * ((i as f32) * 1.3).cos())
+            .collect();
+        let qw: Vec<f32> = (0..x.len()).map(|i| 1.0 + (i % 5) as f32).collect();
+        let norm = (x.iter().map(|a| a * a).sum::<f32>() / x.len() as f32).sqrt();
+        for c in [&IQ2_XXS, &IQ2_XS, &IQ2_S] {
+            let mut q = vec![0u8; x.len() / QK_K * c.type_size()];
+            (c.quantize_row)(&x, &mut q, Some(&qw));
+            let mut y = vec![0.0f32; x.len()];
+            (c.dequantize)(&q, &mut y);
+            let rms = (x.iter().zip(&y).map(|(a, b)| (a - b) * (a - b)).sum::<f32>()
+                / x.len() as f32)
+                .sqrt();
+            assert!(rms < 0.35 * norm && rms > 0.0, "{}: rms {rms} vs {norm}", c.name());
+            let zero = vec![0.0f32; QK_K];
+            let mut qz = vec![0xffu8; c.type_size()];
+            (c.quantize_row)(&zero, &mut qz, Some(&qw[..QK_K]));
+            assert!(qz.iter().all(|&b| b == 0), "{}", c.name());
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "IQ2_XXS needs importance weights")]
+    fn iq2_xxs_without_weights_is_a_caller_bug() {
+        let x = vec![1.0f32; QK_K];
+        let mut q = vec![0u8; IQ2_XXS.type_size()];
+        (IQ2_XXS.quantize_row)(&x, &mut q, None);
+    }
+}
