@@ -535,12 +535,22 @@ fn iq1_iq2_mixes_with_an_imatrix_are_the_codec_bytes() {
             ],
         ),
         ("IQ2_XS", &[("blk.0.ffn_up.weight", "IQ2_XS")]),
-        ("IQ1_S", &[("blk.0.attn_output.weight", "IQ2_XXS"), ("blk.0.attn_k.weight", "IQ1_S")]),
+        (
+            "IQ1_S",
+            &[
+                ("blk.0.attn_output.weight", "IQ2_XXS"),
+                ("blk.0.attn_k.weight", "IQ1_S"),
+            ],
+        ),
         ("IQ1_M", &[("blk.0.ffn_gate.weight", "IQ1_M")]),
     ];
     for (mix, types) in expect {
         let out = dir.path().join(format!("{mix}.gguf"));
-        let r = quantize(&["-t", mix, "--imatrix", im.to_str().unwrap()], &input, &out);
+        let r = quantize(
+            &["-t", mix, "--imatrix", im.to_str().unwrap()],
+            &input,
+            &out,
+        );
         for (name, ty) in *types {
             assert_eq!(tensor(&r, name)["out_type"], *ty, "{mix} {name}");
         }

@@ -379,7 +379,8 @@ fn quantize_row_iq1_m(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
                 continue;
             }
             let idx = sorted_order::<BS>(xb);
-            let Some((mut scale, i1, i2, mut code)) = simd::iq1m_split(&iq1m_sums(xb, &weight, &idx))
+            let Some((mut scale, i1, i2, mut code)) =
+                simd::iq1m_split(&iq1m_sums(xb, &weight, &idx))
             else {
                 continue;
             };
@@ -535,7 +536,11 @@ mod tests {
             (c.quantize_row)(&x, &mut q, Some(&qw));
             let mut y = vec![0.0f32; x.len()];
             (c.dequantize)(&q, &mut y);
-            let rms = (x.iter().zip(&y).map(|(a, b)| (a - b) * (a - b)).sum::<f32>()
+            let rms = (x
+                .iter()
+                .zip(&y)
+                .map(|(a, b)| (a - b) * (a - b))
+                .sum::<f32>()
                 / x.len() as f32)
                 .sqrt();
             let norm = (x.iter().map(|a| a * a).sum::<f32>() / x.len() as f32).sqrt();

@@ -124,12 +124,18 @@ fn sums(weight: &[f32], xval: &[f32], l: &[i8]) -> (f32, f32) {
     (sumqx, sumq2)
 }
 
-/// The grid index of 8 levels already on the grid.
+/// The grid index of 8 levels. They are on the grid for every finite input (ggml
+/// aborts otherwise); levels left off it by non-finite input take their first
+/// neighbour, so such input still gives valid blocks.
 #[inline]
 fn on_grid_index(grid: &IqGrid, l: &[i8]) -> usize {
-    match grid.lookup(pack_levels(l)) {
+    let mut c = [0i8; 8];
+    for (c, &v) in c.iter_mut().zip(l) {
+        *c = v.clamp(0, (KMAXQ - 1) as i8);
+    }
+    match grid.lookup(pack_levels(&c)) {
         Lookup::On(i) => i,
-        Lookup::Off(_) => unreachable!("levels snapped to the grid are on it"),
+        Lookup::Off(nb) => nb[0] as usize,
     }
 }
 
@@ -553,10 +559,18 @@ mod tests {
             (c.quantize_row)(&x, &mut q, Some(&qw));
             let mut y = vec![0.0f32; x.len()];
             (c.dequantize)(&q, &mut y);
-            let rms = (x.iter().zip(&y).map(|(a, b)| (a - b) * (a - b)).sum::<f32>()
+            let rms = (x
+                .iter()
+                .zip(&y)
+                .map(|(a, b)| (a - b) * (a - b))
+                .sum::<f32>()
                 / x.len() as f32)
                 .sqrt();
-            assert!(rms < 0.35 * norm && rms > 0.0, "{}: rms {rms} vs {norm}", c.name());
+            assert!(
+                rms < 0.35 * norm && rms > 0.0,
+                "{}: rms {rms} vs {norm}",
+                c.name()
+            );
             let zero = vec![0.0f32; QK_K];
             let mut qz = vec![0xffu8; c.type_size()];
             (c.quantize_row)(&zero, &mut qz, Some(&qw[..QK_K]));

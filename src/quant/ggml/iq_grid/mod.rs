@@ -154,7 +154,7 @@ impl IqGrid {
         if m >= 0 {
             Lookup::On(m as usize)
         } else {
-            debug_assert!(m != i32::MIN, "level 3 in packed group {u:#x}");
+            assert!(m != i32::MIN, "level 3 in packed group {u:#x}");
             let off = (-(m + 1)) as usize;
             let n = self.neighbours[off] as usize;
             Lookup::Off(&self.neighbours[off + 1..off + 1 + n])
