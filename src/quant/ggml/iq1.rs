@@ -6,6 +6,9 @@
 //! least-squares split of its sorted values into three levels, then every 8 values are
 //! snapped to the grid.
 
+// The loops keep ggml's index arithmetic, so the code reads against the C line by line.
+#![allow(clippy::needless_range_loop)]
+
 use super::common::{nearest_int, read_fp16, sum_sq, write_fp16};
 use super::iq_grid::{find_best_neighbour_iq1, pack_levels, GridKind, IqGrid, Lookup, IQ1S_GRID};
 use super::simd::{self, Iq1mSums};

@@ -2,6 +2,9 @@
 //! points of an E8-lattice grid ([`super::iq_grid`]), with signs stored apart
 //! (`quantize_row_iq2_xxs_impl`, `_iq2_xs_impl`, `_iq2_s_impl` of ggml-quants.c).
 
+// The loops keep ggml's index arithmetic, so the code reads against the C line by line.
+#![allow(clippy::needless_range_loop)]
+
 use super::common::{make_qp_quants, nearest_int, read_fp16, sum_sq, write_fp16, GROUP_MAX_EPS};
 use super::iq_grid::{
     find_best_neighbour, pack_levels, GridKind, IqGrid, Lookup, IQ2S_GRID, IQ2XS_GRID, IQ2XXS_GRID,

@@ -12,6 +12,9 @@
 //! level 3 the quantizers never produce (they clamp levels to 0..=2); qforge builds them
 //! for the 3^8 reachable points only, with the same contents.
 
+// The loops keep ggml's index arithmetic, so the code reads against the C line by line.
+#![allow(clippy::needless_range_loop)]
+
 mod tables;
 
 pub use tables::*;
