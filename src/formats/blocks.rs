@@ -161,6 +161,55 @@ ggml_blocks! {
         /// Indices, as the levels of [`BlockQ4_0`].
         qs: [u8; QK / 2],
     }
+    /// `block_iq2_xxs`: a 256-value super-block of 8 groups of 32; per group two `u32`:
+    /// four 8-bit grid indices, then four 7-bit sign codes and a 4-bit scale.
+    BlockIq2Xxs = IQ2_XXS {
+        /// Super-block scale (f16).
+        d: [u8; 2],
+        /// Grid indices, signs and scales (`u16[QK_K / 8]` in ggml).
+        qs: [u8; QK_K / 4],
+    }
+    /// `block_iq2_xs`: 32 `u16` of a 9-bit grid index and a 7-bit sign code, 4-bit scales
+    /// per 16 values.
+    BlockIq2Xs = IQ2_XS {
+        /// Super-block scale (f16).
+        d: [u8; 2],
+        /// Grid indices and sign codes (`u16[QK_K / 8]` in ggml).
+        qs: [u8; QK_K / 4],
+        /// Two 4-bit scales per byte.
+        scales: [u8; QK_K / 32],
+    }
+    /// `block_iq2_s`: 10-bit grid indices and 8 explicit sign bits per 8 values.
+    BlockIq2S = IQ2_S {
+        /// Super-block scale (f16).
+        d: [u8; 2],
+        /// Low 8 bits of the 32 grid indices, then the 32 sign bytes.
+        qs: [u8; QK_K / 4],
+        /// High 2 bits of the grid indices.
+        qh: [u8; QK_K / 32],
+        /// Two 4-bit scales per byte.
+        scales: [u8; QK_K / 32],
+    }
+    /// `block_iq1_s`: 11-bit indices into the ternary grid, a 3-bit scale and a delta sign
+    /// per 32 values.
+    BlockIq1S = IQ1_S {
+        /// Super-block scale (f16).
+        d: [u8; 2],
+        /// Low 8 bits of the grid indices.
+        qs: [u8; QK_K / 8],
+        /// Per 32 values (`u16` in ggml): high index bits, the scale and the delta sign.
+        qh: [u8; QK_K / 16],
+    }
+    /// `block_iq1_m`: as [`BlockIq1S`] with 3-bit scales per 16 values and a delta sign per
+    /// 8; the f16 super-block scale is spread over the top nibbles of `scales`.
+    BlockIq1M = IQ1_M {
+        /// Low 8 bits of the grid indices.
+        qs: [u8; QK_K / 8],
+        /// High 3 index bits and the delta sign of each 8 values, two per byte.
+        qh: [u8; QK_K / 16],
+        /// 3-bit scales (`u16[4]`) with the super-block scale in their top nibbles.
+        scales: [u8; QK_K / 32],
+    }
     /// `block_iq4_xs`: a 256-value super-block of IQ4_NL groups with 6-bit scales.
     BlockIq4Xs = IQ4_XS {
         /// Super-block scale (f16).

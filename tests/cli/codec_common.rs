@@ -29,6 +29,12 @@ pub fn quant_codecs() -> impl Iterator<Item = &'static Codec> {
     CODECS.iter().filter(|c| c.block_size() > 1)
 }
 
+/// What a test passes where it means "no importance weights": `None`, or flat weights
+/// for the types ggml only quantizes with weights (`Codec::requires_imatrix`).
+pub fn no_imatrix(c: &Codec, len: usize) -> Option<Vec<f32>> {
+    c.requires_imatrix().then(|| vec![1.0; len])
+}
+
 /// Quantize one row into a fresh buffer.
 pub fn quantize(c: &Codec, x: &[f32], imatrix: Option<&[f32]>) -> Vec<u8> {
     let mut q = vec![0u8; x.len() / c.block_size() * c.type_size()];

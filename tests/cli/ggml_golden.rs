@@ -138,6 +138,14 @@ golden!(tq2_0, TQ2_0, false);
 golden!(mxfp4, MXFP4, false);
 golden!(q1_0, Q1_0, false);
 golden!(q2_0, Q2_0, false);
+// ggml quantizes IQ2_XXS, IQ2_XS and IQ1_S only with importance weights.
+golden!(iq2_xxs_imatrix, IQ2_XXS, true);
+golden!(iq2_xs_imatrix, IQ2_XS, true);
+golden!(iq2_s, IQ2_S, false);
+golden!(iq2_s_imatrix, IQ2_S, true);
+golden!(iq1_s_imatrix, IQ1_S, true);
+golden!(iq1_m, IQ1_M, false);
+golden!(iq1_m_imatrix, IQ1_M, true);
 
 /// Q8_0, the ternary types, MXFP4, Q1_0 and Q2_0 ignore the importance weights: with
 /// them each must still match its `<TYPE>.bin` (ggml's generator writes no `.imatrix`

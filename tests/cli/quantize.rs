@@ -758,4 +758,82 @@ fn copy_keeps_every_tensor_and_the_input_file_type() {
         "COPY",
     ]);
     assert_invalid(&o, "-t COPY copies a GGUF file's tensors");
+/// IQ1/IQ2 mixes end to end with an imatrix: llama.cpp's types per tensor and every
+/// tensor's bytes equal to the codec's (with the tensor's importance weights); without
+/// an imatrix, one error line and exit 2.
+#[test]
+fn iq1_iq2_mixes_with_an_imatrix_are_the_codec_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = fixture("tiny-llama.gguf");
+    let src = TensorSource::open(&input).unwrap();
+    let mut entries = Vec::new();
+    for t in src.tensors.iter().filter(|t| t.shape.len() == 2) {
+        let cols = t.ne()[0] as usize;
+        let w: Vec<f32> = (0..cols).map(|i| 0.2 + ((i * 7) % 11) as f32).collect();
+        entries.push((t.name.as_str(), w));
+    }
+    let im = dir.path().join("imatrix.gguf");
+    write_gguf_imatrix(&im, &entries);
+    let expect: &[(&str, &[(&str, &str)])] = &[
+        (
+            "IQ2_XXS",
+            &[
+                ("token_embd.weight", "Q2_K"),
+                ("output.weight", "Q5_K"),
+                ("blk.0.attn_v.weight", "Q4_K"),
+                ("blk.0.attn_q.weight", "IQ2_XXS"),
+                ("blk.0.ffn_down.weight", "IQ2_XXS"),
+            ],
+        ),
+        ("IQ2_XS", &[("blk.0.ffn_up.weight", "IQ2_XS")]),
+        (
+            "IQ1_S",
+            &[
+                ("blk.0.attn_output.weight", "IQ2_XXS"),
+                ("blk.0.attn_k.weight", "IQ1_S"),
+            ],
+        ),
+        ("IQ1_M", &[("blk.0.ffn_gate.weight", "IQ1_M")]),
+    ];
+    for (mix, types) in expect {
+        let out = dir.path().join(format!("{mix}.gguf"));
+        let r = quantize(
+            &["-t", mix, "--imatrix", im.to_str().unwrap()],
+            &input,
+            &out,
+        );
+        for (name, ty) in *types {
+            assert_eq!(tensor(&r, name)["out_type"], *ty, "{mix} {name}");
+        }
+        let q = TensorSource::open(&out).unwrap();
+        for t in q.tensors.iter().filter(|t| t.shape.len() == 2) {
+            let ty = t.ty.as_ggml().unwrap();
+            let w = &entries.iter().find(|(n, _)| *n == t.name).unwrap().1;
+            let x = decoded(&src, &t.name);
+            let want = codec_bytes(ty, &x, t.ne()[0] as usize, Some(w));
+            assert_eq!(q.data(t), &want[..], "{mix} {}", t.name);
+        }
+        // llama-quantize refuses these mixes without an imatrix.
+        let o = qforge(&[
+            "quantize",
+            input.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "-t",
+            mix,
+        ]);
+        assert_invalid(&o, "imatrix");
+    }
+    // A type ggml cannot quantize without weights, forced onto a tensor the imatrix lacks.
+    let o = qforge(&[
+        "quantize",
+        input.to_str().unwrap(),
+        "-o",
+        dir.path().join("x.gguf").to_str().unwrap(),
+        "-t",
+        "Q4_K_M",
+        "--token-embedding-type",
+        "IQ2_XS",
+    ]);
+    assert_invalid(&o, "token_embd.weight");
 }

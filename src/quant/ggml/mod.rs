@@ -13,7 +13,10 @@
 
 mod common;
 mod floats;
+mod iq1;
+mod iq2;
 mod iq4nl;
+pub mod iq_grid;
 mod legacy;
 mod mxfp4;
 mod q12_0;
@@ -56,6 +59,16 @@ impl Codec {
     pub fn type_size(&self) -> usize {
         self.ty.type_size() as usize
     }
+
+    /// Whether ggml cannot quantize the type without importance weights
+    /// (`ggml_quantize_requires_imatrix`: IQ2_XXS, IQ2_XS, IQ1_S); their `quantize_row`
+    /// panics when given none, so callers check this first.
+    pub fn requires_imatrix(&self) -> bool {
+        matches!(
+            self.ty,
+            GgmlType::IQ2_XXS | GgmlType::IQ2_XS | GgmlType::IQ1_S
+        )
+    }
 }
 
 impl std::fmt::Debug for Codec {
@@ -65,7 +78,7 @@ impl std::fmt::Debug for Codec {
 }
 
 /// All supported codecs, in ggml type id order.
-pub static CODECS: [Codec; 20] = [
+pub static CODECS: &[Codec] = &[
     floats::F32,
     floats::F16,
     legacy::Q4_0,
@@ -78,8 +91,13 @@ pub static CODECS: [Codec; 20] = [
     q45_k::Q4_K,
     q45_k::Q5_K,
     q6_k::Q6_K,
+    iq2::IQ2_XXS,
+    iq2::IQ2_XS,
+    iq1::IQ1_S,
     iq4nl::IQ4_NL,
+    iq2::IQ2_S,
     iq4nl::IQ4_XS,
+    iq1::IQ1_M,
     floats::BF16,
     ternary::TQ1_0,
     ternary::TQ2_0,
@@ -98,8 +116,8 @@ fn round_trip(c: &Codec, x: &[f32]) -> Vec<f32> {
     y
 }
 
-/// The codec of a ggml type, if qforge has one (the 17 quant types plus F32, F16 and
-/// BF16); the same as [`GgmlType::codec`].
+/// The codec of a ggml type, if qforge has one (every quant type of [`CODECS`] plus F32,
+/// F16 and BF16); the same as [`GgmlType::codec`].
 pub fn codec(ty: GgmlType) -> Option<&'static Codec> {
     CODECS.iter().find(|c| c.ty == ty)
 }

@@ -26,6 +26,18 @@ pub enum Mix {
     TQ1_0,
     /// `TQ2_0`: ternary TQ2_0 base; token embeddings Q4_K.
     TQ2_0,
+    /// `IQ2_XXS`: IQ2_XXS base (2.06 bpw), needs an importance matrix.
+    IQ2_XXS,
+    /// `IQ2_XS`: IQ2_XS base (2.31 bpw), needs an importance matrix.
+    IQ2_XS,
+    /// `IQ2_S`: IQ2_XS base with IQ3_S attn_v/first ffn_down/attn_output (2.5 bpw).
+    IQ2_S,
+    /// `IQ2_M`: IQ2_S base with IQ3_S attn_v/first ffn_down/attn_output (2.7 bpw).
+    IQ2_M,
+    /// `IQ1_S`: IQ1_S base (1.56 bpw), needs an importance matrix.
+    IQ1_S,
+    /// `IQ1_M`: IQ1_M base (1.75 bpw), needs an importance matrix.
+    IQ1_M,
     /// `Q2_K`: Q2_K base, attn_v/ffn_down/attn_output raised to Q3_K (or more).
     Q2_K,
     /// `Q2_K_S`: Q2_K base, needs an importance matrix.
@@ -73,6 +85,12 @@ impl Mix {
         Mix::MXFP4_MOE,
         Mix::Q5_0,
         Mix::Q5_1,
+        Mix::IQ2_XXS,
+        Mix::IQ2_XS,
+        Mix::IQ2_S,
+        Mix::IQ2_M,
+        Mix::IQ1_S,
+        Mix::IQ1_M,
         Mix::TQ1_0,
         Mix::TQ2_0,
         Mix::Q2_K,
@@ -132,6 +150,12 @@ impl Mix {
             Mix::COPY => "COPY",
             Mix::Q5_0 => "Q5_0",
             Mix::Q5_1 => "Q5_1",
+            Mix::IQ2_XXS => "IQ2_XXS",
+            Mix::IQ2_XS => "IQ2_XS",
+            Mix::IQ2_S => "IQ2_S",
+            Mix::IQ2_M => "IQ2_M",
+            Mix::IQ1_S => "IQ1_S",
+            Mix::IQ1_M => "IQ1_M",
             Mix::Q2_K => "Q2_K",
             Mix::Q2_K_S => "Q2_K_S",
             Mix::Q3_K_S => "Q3_K_S",
@@ -165,6 +189,11 @@ impl Mix {
             Mix::Q4_1 => GgmlType::Q4_1,
             Mix::Q5_0 => GgmlType::Q5_0,
             Mix::Q5_1 => GgmlType::Q5_1,
+            Mix::IQ2_XXS => GgmlType::IQ2_XXS,
+            Mix::IQ2_XS | Mix::IQ2_S => GgmlType::IQ2_XS,
+            Mix::IQ2_M => GgmlType::IQ2_S,
+            Mix::IQ1_S => GgmlType::IQ1_S,
+            Mix::IQ1_M => GgmlType::IQ1_M,
             Mix::Q2_K | Mix::Q2_K_S => GgmlType::Q2_K,
             Mix::Q3_K_S | Mix::Q3_K_M | Mix::Q3_K_L => GgmlType::Q3_K,
             Mix::IQ4_NL => GgmlType::IQ4_NL,
@@ -198,9 +227,15 @@ impl Mix {
             Mix::Q5_K_S => 16,
             Mix::Q5_K_M => 17,
             Mix::Q6_K => 18,
+            Mix::IQ2_XXS => 19,
+            Mix::IQ2_XS => 20,
             Mix::Q2_K_S => 21,
+            Mix::IQ1_S => 24,
             Mix::IQ4_NL => 25,
+            Mix::IQ2_S => 28,
+            Mix::IQ2_M => 29,
             Mix::IQ4_XS => 30,
+            Mix::IQ1_M => 31,
             Mix::BF16 => 32,
             Mix::TQ1_0 => 36,
             Mix::TQ2_0 => 37,
@@ -208,6 +243,14 @@ impl Mix {
             Mix::Q1_0 => 40,
             Mix::Q2_0 => 41,
         }
+    }
+
+    /// The IQ1/IQ2 file types, which share one branch of llama.cpp's rules.
+    pub fn is_iq1_iq2(self) -> bool {
+        matches!(
+            self,
+            Mix::IQ2_XXS | Mix::IQ2_XS | Mix::IQ2_S | Mix::IQ2_M | Mix::IQ1_S | Mix::IQ1_M
+        )
     }
 
     /// Every type this mix can give a tensor (before user overrides), fallbacks included.
@@ -240,6 +283,22 @@ impl Mix {
                 T::Q8_0,
                 T::F16,
             ],
+            // Base, Q2_K/Q4_K/Q5_K raises (IQ2_XXS for IQ1 attn_output), their fallbacks.
+            Mix::IQ2_XXS | Mix::IQ2_XS | Mix::IQ1_S | Mix::IQ1_M => &[
+                T::IQ2_XXS,
+                T::IQ2_XS,
+                T::IQ1_S,
+                T::IQ1_M,
+                T::Q2_K,
+                T::Q4_K,
+                T::Q5_K,
+                T::IQ4_NL,
+                T::Q4_0,
+                T::Q5_0,
+                T::Q5_1,
+                T::Q8_0,
+                T::F16,
+            ],
             Mix::Q1_0 => &[T::Q1_0, T::Q6_K, T::Q8_0, T::F16],
             // Base, its Q4_0 fallback, Q4_K token embeddings (Q5_0 fallback), output.
             Mix::Q2_0 => &[T::Q2_0, T::Q4_0, T::Q4_K, T::Q5_0, T::Q6_K, T::Q8_0, T::F16],
@@ -263,6 +322,18 @@ impl Mix {
             ],
             Mix::MXFP4_MOE => &[T::MXFP4, T::Q8_0, T::F16],
             Mix::COPY => &[],
+            Mix::IQ2_S | Mix::IQ2_M => &[
+                T::IQ2_XS,
+                T::IQ2_S,
+                T::IQ3_S,
+                T::Q4_K,
+                T::Q5_K,
+                T::IQ4_NL,
+                T::Q5_0,
+                T::Q5_1,
+                T::Q8_0,
+                T::F16,
+            ],
             Mix::Q4_K_S | Mix::Q4_K_M | Mix::Q5_K_S | Mix::Q5_K_M | Mix::Q6_K => {
                 &[T::Q4_K, T::Q5_K, T::Q6_K, T::Q5_0, T::Q5_1, T::Q8_0, T::F16]
             }

@@ -35,8 +35,14 @@ pub fn fallback_type(ty: GgmlType) -> Option<GgmlType> {
 
 /// Whether llama.cpp refuses to write this tensor as `ty` without importance-matrix data
 /// (`tensor_requires_imatrix`): IQ1/IQ2/IQ3_XXS types, and Q2_K inside a Q2_K_S file;
-/// never the token embeddings or `output.weight`.
+/// not the token embeddings or `output.weight`, unless ggml needs the weights for the
+/// type ([`crate::quant::ggml::Codec::requires_imatrix`]).
 pub fn requires_imatrix(name: &str, ty: GgmlType, mix: Mix) -> bool {
+    // ggml itself cannot quantize these without weights (llama.cpp aborts inside ggml
+    // for a token_embd/output forced to one of them): required for every tensor.
+    if ty.codec().is_some_and(|c| c.requires_imatrix()) {
+        return true;
+    }
     let gguf = canonical_name(name);
     if matches!(
         gguf.as_ref(),
@@ -97,6 +103,8 @@ impl Planner {
                 return Ok((t, "--output-tensor-type (tied token_embd)"));
             } else if mix == Mix::MXFP4_MOE || falcon || !ncols.is_multiple_of(base.block_size()) {
                 ty = T::Q8_0;
+            } else if mix.is_iq1_iq2() {
+                ty = T::Q5_K;
             } else if ty != T::Q8_0 {
                 ty = T::Q6_K;
             }
@@ -115,8 +123,45 @@ impl Planner {
         } else if role == Role::TokenEmbd {
             // Only the IQ1/IQ2/IQ3_XXS/TQ/Q2_0 file types change untied token embeddings.
             reason = "mix: token_embd";
-            if matches!(mix, Mix::TQ1_0 | Mix::TQ2_0 | Mix::Q2_0) {
+            match mix {
+                Mix::TQ1_0 | Mix::TQ2_0 | Mix::Q2_0 => ty = T::Q4_K,
+                Mix::IQ2_XXS | Mix::IQ2_XS | Mix::IQ1_S | Mix::IQ1_M => ty = T::Q2_K,
+                Mix::IQ2_S | Mix::IQ2_M => ty = T::IQ3_S,
+                _ => {}
+            }
+        } else if mix.is_iq1_iq2() {
+            // llama.cpp's IQ1/IQ2 branch: attn_v, attn_k (8 experts), ffn_down (first
+            // eighth by the running counter, no layer lookup), attn_output; nothing else.
+            let iq2_s_m = matches!(mix, Mix::IQ2_S | Mix::IQ2_M);
+            let low = if iq2_s_m { T::IQ3_S } else { T::Q2_K };
+            if role.is_attn_v_like() {
+                reason = "mix: attn_v";
+                ty = if gqa >= 4 || n_expert >= 4 {
+                    T::Q4_K
+                } else {
+                    low
+                };
+                self.i_attention_wv += 1;
+            } else if n_expert == 8 && role == Role::AttnK {
+                reason = "mix: attn_k";
                 ty = T::Q4_K;
+            } else if role == Role::FfnDown {
+                reason = "mix: ffn_down";
+                if self.i_ffn_down < self.n_layer as i64 / 8 {
+                    ty = low;
+                }
+                self.i_ffn_down += 1;
+            } else if role == Role::AttnOutput {
+                reason = "mix: attn_output";
+                if n_expert == 8 {
+                    ty = T::Q5_K;
+                } else if matches!(mix, Mix::IQ1_S | Mix::IQ1_M) {
+                    ty = T::IQ2_XXS;
+                } else if iq2_s_m {
+                    ty = T::IQ3_S;
+                }
+            } else {
+                reason = "mix: base type";
             }
         } else if role.is_attn_v_like() {
             reason = "mix: attn_v";

@@ -112,7 +112,8 @@ fn names_and_file_types() {
     assert_eq!(Mix::from_name("Q5_K"), Some(Mix::Q5_K_M));
     assert_eq!(Mix::from_name("bf16"), Some(Mix::BF16));
     assert_eq!(Mix::from_name("15"), Some(Mix::Q4_K_M));
-    assert_eq!(Mix::from_name("IQ2_XS"), None);
+    assert_eq!(Mix::from_name("iq2_xs"), Some(Mix::IQ2_XS));
+    assert_eq!(Mix::from_name("29"), Some(Mix::IQ2_M));
     assert_eq!(Mix::from_name("Q8_K"), None);
     let expected = [
         (Mix::F32, 0),
@@ -131,9 +132,15 @@ fn names_and_file_types() {
         (Mix::Q5_K_S, 16),
         (Mix::Q5_K_M, 17),
         (Mix::Q6_K, 18),
+        (Mix::IQ2_XXS, 19),
+        (Mix::IQ2_XS, 20),
         (Mix::Q2_K_S, 21),
+        (Mix::IQ1_S, 24),
         (Mix::IQ4_NL, 25),
         (Mix::IQ4_XS, 30),
+        (Mix::IQ2_S, 28),
+        (Mix::IQ2_M, 29),
+        (Mix::IQ1_M, 31),
         (Mix::BF16, 32),
         (Mix::TQ1_0, 36),
         (Mix::TQ2_0, 37),
@@ -1085,29 +1092,11 @@ fn n_layer_inferred_when_missing_and_hf_arch_names() {
 
 #[test]
 fn chosen_types_stay_within_qforge_codecs() {
-    // qforge encodes these; llama.cpp's rules for the offered mixes never pick others.
-    let supported = [
-        T::Q4_0,
-        T::Q4_1,
-        T::Q5_0,
-        T::Q5_1,
-        T::Q8_0,
-        T::Q2_K,
-        T::Q3_K,
-        T::Q4_K,
-        T::Q5_K,
-        T::Q6_K,
-        T::IQ4_NL,
-        T::IQ4_XS,
-        T::TQ1_0,
-        T::TQ2_0,
-        T::MXFP4,
-        T::Q1_0,
-        T::Q2_0,
-        T::F16,
-        T::BF16,
-        T::F32,
-    ];
+    // qforge encodes every type llama.cpp's rules pick for the offered mixes, except
+    // IQ3_S (IQ2_S/IQ2_M's raised tensors), whose codec is issue #13 part C's.
+    let encodable = |mix: Mix, t: GgmlType| {
+        t.codec().is_some() || (t == T::IQ3_S && matches!(mix, Mix::IQ2_S | Mix::IQ2_M))
+    };
     let shapes: &[(u64, u64)] = &[
         (4096, 11008),
         (4096, 14336),
@@ -1134,7 +1123,7 @@ fn chosen_types_stay_within_qforge_codecs() {
                     for (n, ne) in &t {
                         let c = p.choose(n, ne);
                         if c.quantize {
-                            assert!(supported.contains(&c.ty), "{mix} {n} {}", c.ty);
+                            assert!(encodable(*mix, c.ty), "{mix} {n} {}", c.ty);
                             assert!(mix.possible_types().contains(&c.ty), "{mix} {n} {}", c.ty);
                             assert_eq!(ne[0] % c.ty.block_size(), 0, "{mix} {n}");
                         }
@@ -1143,4 +1132,63 @@ fn chosen_types_stay_within_qforge_codecs() {
             }
         }
     }
+}
+
+#[test]
+fn iq1_iq2_mixes_follow_llama_cpp() {
+    // llama-quant.cpp's IQ1/IQ2 branch, written out for llama-7B (gqa 1) and llama-3-8B (gqa 4).
+    let with_imatrix = || Options {
+        has_imatrix: true,
+        ..Options::default()
+    };
+    for (f, t) in [llama7b(), llama3_8b()] {
+        let gqa4 = f.n_gqa() >= 4;
+        for mix in [
+            Mix::IQ2_XXS,
+            Mix::IQ2_XS,
+            Mix::IQ2_S,
+            Mix::IQ2_M,
+            Mix::IQ1_S,
+            Mix::IQ1_M,
+        ] {
+            let s_m = matches!(mix, Mix::IQ2_S | Mix::IQ2_M);
+            let low = if s_m { T::IQ3_S } else { T::Q2_K };
+            check(mix, &f, with_imatrix(), &t, |n, l| {
+                if n == "token_embd.weight" {
+                    low
+                } else if n == "output.weight" {
+                    T::Q5_K
+                } else if is(n, "attn_v") {
+                    if gqa4 {
+                        T::Q4_K
+                    } else {
+                        low
+                    }
+                } else if is(n, "ffn_down") && l.unwrap() < 4 {
+                    low
+                } else if is(n, "attn_output") && matches!(mix, Mix::IQ1_S | Mix::IQ1_M) {
+                    T::IQ2_XXS
+                } else if is(n, "attn_output") && s_m {
+                    T::IQ3_S
+                } else {
+                    mix.base_type()
+                }
+            });
+        }
+    }
+    // Without an imatrix they refuse, like llama-quantize.
+    let (f, t) = llama7b();
+    assert!(plan(Mix::IQ1_M, f.clone(), Options::default(), &t).is_err());
+    // ggml needs weights for IQ2_XXS even on tensors llama.cpp exempts.
+    assert!(requires_imatrix(
+        "token_embd.weight",
+        T::IQ2_XXS,
+        Mix::Q4_K_M
+    ));
+    assert!(!requires_imatrix("token_embd.weight", T::IQ2_S, Mix::IQ2_M));
+    assert!(requires_imatrix(
+        "blk.0.attn_q.weight",
+        T::IQ2_S,
+        Mix::IQ2_M
+    ));
 }

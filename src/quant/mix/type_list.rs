@@ -179,7 +179,9 @@ mod tests {
         let implemented = list.types.iter().filter(|e| e.implemented).count();
         assert_eq!(implemented, TypeName::all().len());
         let iq2 = list.types.iter().find(|e| e.name == "IQ2_XXS").unwrap();
-        assert!(iq2.imatrix_required && !iq2.implemented && iq2.formats.is_empty());
+        assert!(iq2.imatrix_required && iq2.implemented && iq2.formats == [GGUF]);
+        let iq3 = list.types.iter().find(|e| e.name == "IQ3_XXS").unwrap();
+        assert!(iq3.imatrix_required && !iq3.implemented && iq3.formats.is_empty());
         assert!(TypeName::value_variants().len() == TypeName::all().len());
         let q4k = list.types.iter().find(|e| e.name == "Q4_K").unwrap();
         assert_eq!(q4k.formats, ["gguf", "qnat"]);

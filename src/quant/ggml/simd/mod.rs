@@ -392,5 +392,85 @@ pub fn iq4nl_levels(x: &[f32; 32], id: f32, out: &mut [u8; 32]) {
     }
 }
 
+/// ggml's neighbour search (`iq2_find_best_neighbour`, `iq1_find_best_neighbour2`)
+/// over the grid points `nb` for 8 values `x`: the position in `nb` of the least
+/// `sum_i w_i (scale * (c_i + offset) - x_i)^2` (`coords`: coordinate-major grid values),
+/// the first on ties; `None` where there is no SIMD kernel (the caller runs the scalar
+/// loop).
+#[inline]
+pub fn grid_best(
+    coords: &[f32],
+    nb: &[u16],
+    x: &[f32],
+    w: &[f32],
+    scale: f32,
+    offset: f32,
+) -> Option<usize> {
+    let n_grid = coords.len() / 8;
+    debug_assert!(x.len() >= 8 && w.len() >= 8 && !nb.is_empty());
+    debug_assert!(nb.iter().all(|&j| (j as usize) < n_grid));
+    match isa() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the CPU supports AVX-512F (checked by `isa`); every index in `nb` is
+        // below `n_grid`, so the gathers stay inside each coordinate's row.
+        Isa::Avx512 => {
+            Some(unsafe { x86::grid_best_avx512(coords, n_grid, nb, x, w, scale, offset) })
+        }
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above, with AVX2.
+        Isa::Avx2 => Some(unsafe { x86::grid_best_avx2(coords, n_grid, nb, x, w, scale, offset) }),
+        _ => None,
+    }
+}
+
+/// Prefix sums per half and constants of IQ1_M's split search (`quantize_row_iq1_m_impl`).
+pub struct Iq1mSums {
+    /// `px[h][j]`: sum of `w x` over the first `j` sorted values that lie in half `h`.
+    pub px: [[f32; 17]; 2],
+    /// `pw[h][j]`: the same sums of `w`.
+    pub pw: [[f32; 17]; 2],
+    /// `[txs[h] * p2, txs[h] * m2]` per half.
+    pub tx: [[f32; 2]; 2],
+    /// `[tws[h] * p2 * p2, tws[h] * m2 * m2]` per half.
+    pub tw: [[f32; 2]; 2],
+    /// `[cp1, cm1]`.
+    pub c1: [f32; 2],
+    /// `[cp2, cm2]`.
+    pub c2: [f32; 2],
+}
+
+/// IQ1_S's exhaustive split search over the prefix sums of the sorted values with the
+/// value sets `xs` (`x_p`, `x_m`): `(scale, i1, i2, set)` of the best, if any.
+#[inline]
+pub fn iq1s_split(
+    sumx: &[f32; 33],
+    sumw: &[f32; 33],
+    xs: [&[f32; 3]; 2],
+) -> Option<(f32, usize, usize, usize)> {
+    match isa() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the CPU supports AVX-512F (checked by `isa`).
+        Isa::Avx512 => unsafe { x86::iq1s_split_avx512(sumx, sumw, xs) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the CPU supports AVX2 (checked by `isa`).
+        Isa::Avx2 => unsafe { x86::iq1s_split_avx2(sumx, sumw, xs) },
+        _ => super::iq1::iq1s_split_scalar(sumx, sumw, xs),
+    }
+}
+
+/// IQ1_M's exhaustive split search over both halves' shifts: `(scale, i1, i2, code)`.
+#[inline]
+pub fn iq1m_split(s: &Iq1mSums) -> Option<(f32, usize, usize, usize)> {
+    match isa() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the CPU supports AVX-512F (checked by `isa`).
+        Isa::Avx512 => unsafe { x86::iq1m_split_avx512(s) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the CPU supports AVX2 (checked by `isa`).
+        Isa::Avx2 => unsafe { x86::iq1m_split_avx2(s) },
+        _ => super::iq1::iq1m_split_scalar(s),
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86;

@@ -4,7 +4,7 @@ use std::arch::x86_64::*;
 
 use super::super::common::{Qkx, QkxParams, GROUP_MAX_EPS};
 use super::super::iq4nl::{IQ4NL_MID2, KVALUES_IQ4NL};
-use super::{Q3Out, QkxOut, QxOut, MAX_LANES, MAX_N};
+use super::{Iq1mSums, Q3Out, QkxOut, QxOut, MAX_LANES, MAX_N};
 
 /// `12582912.f`, ggml's rounding constant: `(v + M) - M` rounds `v` to the nearest
 /// integer (ties to even) for `|v| <= 2^22`, exactly like `nearest_int`.
@@ -952,3 +952,248 @@ pub(super) unsafe fn iq4nl_sums_avx2(
 
 // Keep the lane-count constant tied to the trait.
 const _: () = assert!(MAX_LANES >= 16);
+
+/// ggml's neighbour search: the position in `nb` of the grid point (coordinates
+/// `coords[i * n_grid + j]`) with the least `sum_i w_i (scale * (c_i + offset) - x_i)^2`,
+/// the first on ties. One point per lane, each sum in the order of the scalar loop; the
+/// minimum is then taken in list order with the scalar comparison.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn grid_best<S: Lanes>(
+    coords: &[f32],
+    n_grid: usize,
+    nb: &[u16],
+    x: &[f32],
+    w: &[f32],
+    scale: f32,
+    offset: f32,
+) -> usize {
+    let all = S::mask_from(&[true; MAX_LANES]);
+    let (vs, vo) = (S::splat(scale), S::splat(offset));
+    let mut idx = [0i32; MAX_LANES];
+    let mut tmp = [0.0f32; MAX_LANES];
+    let mut best_d2 = f32::MAX;
+    let mut best = 0;
+    for c0 in (0..nb.len()).step_by(S::N) {
+        let k = (nb.len() - c0).min(S::N);
+        for (l, v) in idx[..S::N].iter_mut().enumerate() {
+            // Lanes past the end repeat the first point (always a valid index).
+            *v = nb[if l < k { c0 + l } else { c0 }] as i32;
+        }
+        let iv = S::load_i(&idx);
+        let mut d2 = S::splat(0.0);
+        for i in 0..8 {
+            let q = S::add(
+                S::gather(&coords[i * n_grid..(i + 1) * n_grid], iv, all),
+                vo,
+            );
+            let diff = S::sub(S::mul(vs, q), S::splat(x[i]));
+            d2 = S::add(d2, S::mul(S::mul(S::splat(w[i]), diff), diff));
+        }
+        S::store(d2, &mut tmp);
+        for (l, &d) in tmp[..k].iter().enumerate() {
+            if d < best_d2 {
+                best_d2 = d;
+                best = c0 + l;
+            }
+        }
+    }
+    best
+}
+
+/// AVX-512 entry of the neighbour search kernel.
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn grid_best_avx512(
+    coords: &[f32],
+    n_grid: usize,
+    nb: &[u16],
+    x: &[f32],
+    w: &[f32],
+    scale: f32,
+    offset: f32,
+) -> usize {
+    grid_best::<Avx512>(coords, n_grid, nb, x, w, scale, offset)
+}
+
+/// AVX2 entry of the neighbour search kernel.
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn grid_best_avx2(
+    coords: &[f32],
+    n_grid: usize,
+    nb: &[u16],
+    x: &[f32],
+    w: &[f32],
+    scale: f32,
+    offset: f32,
+) -> usize {
+    grid_best::<Avx2>(coords, n_grid, nb, x, w, scale, offset)
+}
+
+/// One step of ggml's sequential best-candidate update (`sumq2 > 0 && sumqx^2 >
+/// best * sumq2`), as the scalar loops run it.
+#[inline(always)]
+fn iq1_update(qx: f32, q2: f32, best_score: &mut f32, scale: &mut f32) -> bool {
+    if q2 > 0.0 && qx * qx > *best_score * q2 {
+        *scale = qx / q2;
+        *best_score = *scale * qx;
+        true
+    } else {
+        false
+    }
+}
+
+/// Lanes (of the first `k`) whose candidate passes the update test against `best`.
+#[inline(always)]
+unsafe fn iq1_passing<S: Lanes>(qx: S::V, q2: S::V, best: f32) -> u32 {
+    let m = S::and_m(
+        S::gt(q2, S::splat(0.0)),
+        S::gt(S::mul(qx, qx), S::mul(S::splat(best), q2)),
+    );
+    S::bits(m)
+}
+
+/// IQ1_S's split search (`iq1::best_split_iq1_s`), one `i2` per lane. The candidate
+/// sums are the scalar ones lane by lane; a run of lanes none of which beats the current
+/// best is skipped (the best cannot change inside it), any other run is replayed in
+/// order with the scalar update, so the result is the scalar one.
+#[inline(always)]
+unsafe fn iq1s_split<S: Lanes>(
+    sumx: &[f32; 33],
+    sumw: &[f32; 33],
+    xs: [&[f32; 3]; 2],
+) -> Option<(f32, usize, usize, usize)> {
+    const BS: usize = 32;
+    let mut px = [0.0f32; 33 + MAX_LANES];
+    let mut pw = [0.0f32; 33 + MAX_LANES];
+    px[..33].copy_from_slice(sumx);
+    pw[..33].copy_from_slice(sumw);
+    let mut qxs = [[0.0f32; MAX_LANES]; 2];
+    let mut q2s = [[0.0f32; MAX_LANES]; 2];
+    let mut best_score = -f32::MAX;
+    let mut scale = 0.0f32;
+    let mut best = None;
+    let (tx, tw) = (S::splat(sumx[BS]), S::splat(sumw[BS]));
+    for i1 in 0..=BS {
+        let (ax, aw) = (S::splat(sumx[i1] - sumx[0]), S::splat(sumw[i1] - sumw[0]));
+        let (s1x, s1w) = (S::splat(sumx[i1]), S::splat(sumw[i1]));
+        let mut i2 = i1;
+        while i2 <= BS {
+            let k = (BS + 1 - i2).min(S::N);
+            let (vx, vw) = (S::load(&px[i2..]), S::load(&pw[i2..]));
+            let (bx, cx) = (S::sub(vx, s1x), S::sub(tx, vx));
+            let (bw, cw) = (S::sub(vw, s1w), S::sub(tw, vw));
+            let mut pass = 0u32;
+            for t in 0..2 {
+                let (x0, x1, x2) = (S::splat(xs[t][0]), S::splat(xs[t][1]), S::splat(xs[t][2]));
+                let qx = S::add(S::add(S::mul(ax, x0), S::mul(bx, x1)), S::mul(cx, x2));
+                let q2 = S::add(
+                    S::add(S::mul(S::mul(aw, x0), x0), S::mul(S::mul(bw, x1), x1)),
+                    S::mul(S::mul(cw, x2), x2),
+                );
+                S::store(qx, &mut qxs[t]);
+                S::store(q2, &mut q2s[t]);
+                pass |= iq1_passing::<S>(qx, q2, best_score);
+            }
+            if pass & ((1u32 << k) - 1) != 0 {
+                for l in 0..k {
+                    for t in 0..2 {
+                        if iq1_update(qxs[t][l], q2s[t][l], &mut best_score, &mut scale) {
+                            best = Some((i1, i2 + l, t));
+                        }
+                    }
+                }
+            }
+            i2 += k;
+        }
+    }
+    best.map(|(i1, i2, t)| (scale, i1, i2, t))
+}
+
+/// IQ1_M's split search, one `i2` per lane, with [`iq1s_split`]'s skip-or-replay rule.
+#[inline(always)]
+unsafe fn iq1m_split<S: Lanes>(s: &Iq1mSums) -> Option<(f32, usize, usize, usize)> {
+    const BS: usize = 16;
+    let mut px = [[0.0f32; 17 + MAX_LANES]; 2];
+    let mut pw = [[0.0f32; 17 + MAX_LANES]; 2];
+    for h in 0..2 {
+        px[h][..17].copy_from_slice(&s.px[h]);
+        pw[h][..17].copy_from_slice(&s.pw[h]);
+    }
+    let mut qxs = [[0.0f32; MAX_LANES]; 4];
+    let mut q2s = [[0.0f32; MAX_LANES]; 4];
+    let mut best_score = -f32::MAX;
+    let mut scale = 0.0f32;
+    let mut best = None;
+    for i1 in 0..=BS {
+        let mut i2 = i1;
+        while i2 <= BS {
+            let k = (BS + 1 - i2).min(S::N);
+            // [h][0: p, 1: m]
+            let mut qx = [[S::splat(0.0); 2]; 2];
+            let mut q2 = [[S::splat(0.0); 2]; 2];
+            for h in 0..2 {
+                let sx = S::add(S::splat(s.px[h][i1]), S::load(&px[h][i2..]));
+                let vw2 = S::load(&pw[h][i2..]);
+                for pm in 0..2 {
+                    qx[h][pm] = S::sub(S::splat(s.tx[h][pm]), sx);
+                    let c = s.tw[h][pm] + s.pw[h][i1] * s.c1[pm];
+                    q2[h][pm] = S::add(S::splat(c), S::mul(vw2, S::splat(s.c2[pm])));
+                }
+            }
+            let mut pass = 0u32;
+            for code in 0..4 {
+                let (a, b) = (code >> 1, code & 1);
+                let sqx = S::add(qx[0][a], qx[1][b]);
+                let sq2 = S::add(q2[0][a], q2[1][b]);
+                S::store(sqx, &mut qxs[code]);
+                S::store(sq2, &mut q2s[code]);
+                pass |= iq1_passing::<S>(sqx, sq2, best_score);
+            }
+            if pass & ((1u32 << k) - 1) != 0 {
+                for l in 0..k {
+                    for code in 0..4 {
+                        if iq1_update(qxs[code][l], q2s[code][l], &mut best_score, &mut scale) {
+                            best = Some((i1, i2 + l, code));
+                        }
+                    }
+                }
+            }
+            i2 += k;
+        }
+    }
+    best.map(|(i1, i2, code)| (scale, i1, i2, code))
+}
+
+/// AVX-512 entry of the IQ1_S split search.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn iq1s_split_avx512(
+    sumx: &[f32; 33],
+    sumw: &[f32; 33],
+    xs: [&[f32; 3]; 2],
+) -> Option<(f32, usize, usize, usize)> {
+    iq1s_split::<Avx512>(sumx, sumw, xs)
+}
+
+/// AVX2 entry of the IQ1_S split search.
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn iq1s_split_avx2(
+    sumx: &[f32; 33],
+    sumw: &[f32; 33],
+    xs: [&[f32; 3]; 2],
+) -> Option<(f32, usize, usize, usize)> {
+    iq1s_split::<Avx2>(sumx, sumw, xs)
+}
+
+/// AVX-512 entry of the IQ1_M split search.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn iq1m_split_avx512(s: &Iq1mSums) -> Option<(f32, usize, usize, usize)> {
+    iq1m_split::<Avx512>(s)
+}
+
+/// AVX2 entry of the IQ1_M split search.
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn iq1m_split_avx2(s: &Iq1mSums) -> Option<(f32, usize, usize, usize)> {
+    iq1m_split::<Avx2>(s)
+}
