@@ -129,8 +129,12 @@ golden!(q5_k, Q5_K, false);
 golden!(q5_k_imatrix, Q5_K, true);
 golden!(q6_k, Q6_K, false);
 golden!(q6_k_imatrix, Q6_K, true);
+golden!(iq3_xxs, IQ3_XXS, false);
+golden!(iq3_xxs_imatrix, IQ3_XXS, true);
 golden!(iq4_nl, IQ4_NL, false);
 golden!(iq4_nl_imatrix, IQ4_NL, true);
+golden!(iq3_s, IQ3_S, false);
+golden!(iq3_s_imatrix, IQ3_S, true);
 
 /// Q8_0 ignores the importance weights: with them it must still match Q8_0.bin.
 #[test]

@@ -13,6 +13,9 @@
 
 mod common;
 mod floats;
+mod iq3;
+#[rustfmt::skip]
+mod iq3_grid;
 mod iq4nl;
 mod legacy;
 mod q2_k;
@@ -62,7 +65,7 @@ impl std::fmt::Debug for Codec {
 }
 
 /// All supported codecs, in ggml type id order.
-pub static CODECS: [Codec; 14] = [
+pub static CODECS: [Codec; 16] = [
     floats::F32,
     floats::F16,
     legacy::Q4_0,
@@ -75,7 +78,9 @@ pub static CODECS: [Codec; 14] = [
     q45_k::Q4_K,
     q45_k::Q5_K,
     q6_k::Q6_K,
+    iq3::IQ3_XXS,
     iq4nl::IQ4_NL,
+    iq3::IQ3_S,
     floats::BF16,
 ];
 

@@ -394,3 +394,15 @@ pub fn iq4nl_levels(x: &[f32; 32], id: f32, out: &mut [u8; 32]) {
 
 #[cfg(target_arch = "x86_64")]
 mod x86;
+
+/// IQ3 levels of one candidate scale: `clamp(nearest_int((id*x - 1)/2), 0, 7)` for 32 values.
+#[inline]
+pub fn iq3_levels(xval: &[f32; 32], id: f32, out: &mut [i8; 32]) {
+    super::iq3::iq3_levels_scalar(xval, id, out)
+}
+
+/// `iq3_find_best_neighbour` over a padded coordinate-major neighbour list of `n` points.
+#[inline]
+pub fn iq3_best_neighbour(soa: &[f32], n: usize, x: &[f32; 4], w: &[f32; 4], scale: f32) -> usize {
+    super::iq3::iq3_best_neighbour_scalar(soa, n, x, w, scale)
+}
