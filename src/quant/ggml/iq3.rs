@@ -282,38 +282,60 @@ fn quantize_group(v: &Variant, g: &Iq3Grid, xb: &[f32], weight: &[f32; 32]) -> G
     if zero {
         return Group::default();
     }
-    let mut l = [0i8; 32];
-    let mut laux = [0i8; 32];
-    let mut best = 0.0f32;
-    let mut scale = max / (2 * KMAXQ - 1) as f32;
-    let mut on_grid = [v.xxs; 8];
-    let mut on_grid_aux = [false; 8];
-    for is in -v.nscale..=v.nscale {
-        let id = ((2 * KMAXQ - 1) as f32 + is as f32 * 0.2) / max;
-        let this_scale = 1.0 / id;
-        simd::iq3_levels(&xval, id, &mut laux);
-        for k in 0..8 {
-            let q4: [i8; 4] = laux[4 * k..4 * k + 4].try_into().unwrap();
-            let u = level_index(q4);
-            on_grid_aux[k] = g.kmap[u] >= 0;
-            if !on_grid_aux[k] {
-                g.best_neighbour(
-                    u,
-                    xval[4 * k..4 * k + 4].try_into().unwrap(),
-                    waux[4 * k..4 * k + 4].try_into().unwrap(),
-                    this_scale,
-                    &mut laux[4 * k..4 * k + 4],
-                );
+    // The candidate scales are independent: their levels and sums are computed side by
+    // side (SIMD lanes), then scanned in ggml's order.
+    let ncand = (2 * v.nscale + 1) as usize;
+    let mut ids = [0.0f32; IQ3_CAND];
+    let mut this_scale = [0.0f32; IQ3_CAND];
+    for (c, is) in (-v.nscale..=v.nscale).enumerate() {
+        ids[c] = ((2 * KMAXQ - 1) as f32 + is as f32 * 0.2) / max;
+        this_scale[c] = 1.0 / ids[c];
+    }
+    let mut lev = [[0i32; IQ3_CAND]; 32];
+    simd::iq3_levels(&xval, &ids, &mut lev);
+    let mut on_grid_aux = [[true; 8]; IQ3_CAND];
+    let mut q4 = [0i8; 4];
+    for k in 0..8 {
+        let x4: &[f32; 4] = xval[4 * k..4 * k + 4].try_into().unwrap();
+        let w4: &[f32; 4] = waux[4 * k..4 * k + 4].try_into().unwrap();
+        for c in 0..ncand {
+            let u = (0..4).fold(0usize, |u, i| u | (lev[4 * k + i][c] as usize) << (3 * i));
+            if g.kmap[u] < 0 {
+                on_grid_aux[c][k] = false;
+                g.best_neighbour(u, x4, w4, this_scale[c], &mut q4);
+                for i in 0..4 {
+                    lev[4 * k + i][c] = q4[i] as i32;
+                }
             }
         }
-        let (sumqx, sumq2) = sums(weight, &xval, &laux);
-        if sumq2 > 0.0 && sumqx * sumqx > best * sumq2 {
-            scale = sumqx / sumq2;
-            best = scale * sumqx;
-            l = laux;
-            on_grid = on_grid_aux;
+    }
+    let mut wx = [0.0f32; 32];
+    for i in 0..32 {
+        wx[i] = weight[i] * xval[i];
+    }
+    let mut sumqx = [0.0f32; IQ3_CAND];
+    let mut sumq2 = [0.0f32; IQ3_CAND];
+    simd::iq3_sums(&wx, weight, &lev, &mut sumqx, &mut sumq2);
+    let mut best = 0.0f32;
+    let mut scale = max / (2 * KMAXQ - 1) as f32;
+    let mut winner = None;
+    for c in 0..ncand {
+        if sumq2[c] > 0.0 && sumqx[c] * sumqx[c] > best * sumq2[c] {
+            scale = sumqx[c] / sumq2[c];
+            best = scale * sumqx[c];
+            winner = Some(c);
         }
     }
+    let mut l = [0i8; 32];
+    let on_grid = match winner {
+        Some(c) => {
+            for i in 0..32 {
+                l[i] = lev[i][c] as i8;
+            }
+            on_grid_aux[c]
+        }
+        None => [v.xxs; 8],
+    };
     if on_grid.iter().any(|&b| !b) && scale > 0.0 {
         let id = 1.0 / scale;
         for k in 0..8 {
@@ -381,10 +403,36 @@ fn sums(weight: &[f32; 32], xval: &[f32; 32], l: &[i8; 32]) -> (f32, f32) {
     (sumqx, sumq2)
 }
 
-/// Scalar level search of one candidate: `clamp(nearest_int((id*x - 1)/2), 0, 7)`.
-pub fn iq3_levels_scalar(xval: &[f32; 32], id: f32, l: &mut [i8; 32]) {
-    for (o, &x) in l.iter_mut().zip(xval) {
-        *o = nearest_int(0.5 * (id * x - 1.0)).clamp(0, KMAXQ - 1) as i8;
+/// Candidate scales per group, padded to a whole number of SIMD vectors (ggml tries 31
+/// for IQ3_XXS and 19 for IQ3_S).
+pub const IQ3_CAND: usize = 32;
+
+/// Scalar [`simd::iq3_levels`]: `lev[i][c] = clamp(nearest_int((ids[c]*x[i] - 1)/2), 0, 7)`.
+pub fn iq3_levels_scalar(xval: &[f32; 32], ids: &[f32; IQ3_CAND], lev: &mut [[i32; IQ3_CAND]; 32]) {
+    for (row, &x) in lev.iter_mut().zip(xval) {
+        for (o, &id) in row.iter_mut().zip(ids) {
+            *o = nearest_int(0.5 * (id * x - 1.0)).clamp(0, KMAXQ - 1);
+        }
+    }
+}
+
+/// Scalar [`simd::iq3_sums`]: per candidate `sum wx[i]*q` and `sum (w[i]*q)*q` with
+/// `q = 2*lev[i][c] + 1`, in index order.
+pub fn iq3_sums_scalar(
+    wx: &[f32; 32],
+    w: &[f32; 32],
+    lev: &[[i32; IQ3_CAND]; 32],
+    sumqx: &mut [f32; IQ3_CAND],
+    sumq2: &mut [f32; IQ3_CAND],
+) {
+    sumqx.fill(0.0);
+    sumq2.fill(0.0);
+    for i in 0..32 {
+        for c in 0..IQ3_CAND {
+            let q = (2 * lev[i][c] + 1) as f32;
+            sumqx[c] += wx[i] * q;
+            sumq2[c] += w[i] * q * q;
+        }
     }
 }
 

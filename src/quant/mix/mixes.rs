@@ -20,6 +20,14 @@ pub enum Mix {
     Q2_K,
     /// `Q2_K_S`: Q2_K base, needs an importance matrix.
     Q2_K_S,
+    /// `IQ3_XXS`: IQ3_XXS base (3.06 bpw grid), attn_q/attn_k IQ2_S, needs an importance matrix.
+    IQ3_XXS,
+    /// `IQ3_S`: IQ3_S base (3.44 bpw grid).
+    IQ3_S,
+    /// `IQ3_M`: IQ3_S base with Q4_K attn_v, attn_output and first ffn_down.
+    IQ3_M,
+    /// `IQ3_XS`: IQ3_S base with IQ3_XXS attn_q, attn_k and middle ffn_gate/ffn_up.
+    IQ3_XS,
     /// `Q3_K_S`: Q3_K throughout (output Q6_K).
     Q3_K_S,
     /// `Q3_K_M`: Q3_K base with Q4_K/Q5_K attn_v, ffn_down, attn_output.
@@ -57,6 +65,10 @@ impl Mix {
         Mix::Q5_1,
         Mix::Q2_K,
         Mix::Q2_K_S,
+        Mix::IQ3_XXS,
+        Mix::IQ3_S,
+        Mix::IQ3_M,
+        Mix::IQ3_XS,
         Mix::Q3_K_S,
         Mix::Q3_K_M,
         Mix::Q3_K_L,
@@ -105,6 +117,10 @@ impl Mix {
             Mix::Q5_1 => "Q5_1",
             Mix::Q2_K => "Q2_K",
             Mix::Q2_K_S => "Q2_K_S",
+            Mix::IQ3_XXS => "IQ3_XXS",
+            Mix::IQ3_S => "IQ3_S",
+            Mix::IQ3_M => "IQ3_M",
+            Mix::IQ3_XS => "IQ3_XS",
             Mix::Q3_K_S => "Q3_K_S",
             Mix::Q3_K_M => "Q3_K_M",
             Mix::Q3_K_L => "Q3_K_L",
@@ -129,6 +145,8 @@ impl Mix {
             Mix::Q5_0 => GgmlType::Q5_0,
             Mix::Q5_1 => GgmlType::Q5_1,
             Mix::Q2_K | Mix::Q2_K_S => GgmlType::Q2_K,
+            Mix::IQ3_XXS => GgmlType::IQ3_XXS,
+            Mix::IQ3_S | Mix::IQ3_M | Mix::IQ3_XS => GgmlType::IQ3_S,
             Mix::Q3_K_S | Mix::Q3_K_M | Mix::Q3_K_L => GgmlType::Q3_K,
             Mix::IQ4_NL => GgmlType::IQ4_NL,
             Mix::Q4_K_S | Mix::Q4_K_M => GgmlType::Q4_K,
@@ -161,7 +179,11 @@ impl Mix {
             Mix::Q5_K_M => 17,
             Mix::Q6_K => 18,
             Mix::Q2_K_S => 21,
+            Mix::IQ3_XS => 22,
+            Mix::IQ3_XXS => 23,
             Mix::IQ4_NL => 25,
+            Mix::IQ3_S => 26,
+            Mix::IQ3_M => 27,
             Mix::BF16 => 32,
         }
     }
@@ -187,6 +209,32 @@ impl Mix {
                 T::F16,
             ],
             Mix::IQ4_NL => &[T::IQ4_NL, T::Q5_K, T::Q6_K, T::Q5_1, T::Q8_0, T::F16],
+            Mix::IQ3_XXS => &[
+                T::IQ3_XXS,
+                T::IQ3_S,
+                T::IQ2_S,
+                T::Q3_K,
+                T::Q4_K,
+                T::Q5_K,
+                T::IQ4_NL,
+                T::Q4_0,
+                T::Q5_0,
+                T::Q5_1,
+                T::Q8_0,
+                T::F16,
+            ],
+            Mix::IQ3_S | Mix::IQ3_M | Mix::IQ3_XS => &[
+                T::IQ3_S,
+                T::IQ3_XXS,
+                T::Q4_K,
+                T::Q5_K,
+                T::Q6_K,
+                T::IQ4_NL,
+                T::Q5_0,
+                T::Q5_1,
+                T::Q8_0,
+                T::F16,
+            ],
             Mix::Q4_K_S | Mix::Q4_K_M | Mix::Q5_K_S | Mix::Q5_K_M | Mix::Q6_K => {
                 &[T::Q4_K, T::Q5_K, T::Q6_K, T::Q5_0, T::Q5_1, T::Q8_0, T::F16]
             }

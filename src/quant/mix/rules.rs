@@ -96,18 +96,34 @@ impl Planner {
                 return Ok((t, "--output-tensor-type (tied token_embd)"));
             } else if falcon || !ncols.is_multiple_of(base.block_size()) {
                 ty = T::Q8_0;
+            } else if mix == Mix::IQ3_XXS {
+                ty = T::Q5_K;
             } else if ty != T::Q8_0 {
                 ty = T::Q6_K;
             }
         } else if role == Role::TokenEmbd {
             // Only the IQ1/IQ2/IQ3_XXS/TQ/Q2_0 file types change untied token embeddings.
             reason = "mix: token_embd";
+            if mix == Mix::IQ3_XXS {
+                ty = T::IQ3_S;
+            }
         } else if role.is_attn_v_like() {
             reason = "mix: attn_v";
             let i = self.i_attention_wv;
             match mix {
                 Mix::Q2_K => ty = if gqa >= 4 { T::Q4_K } else { T::Q3_K },
                 Mix::Q2_K_S if gqa >= 4 => ty = T::Q4_K,
+                Mix::IQ3_XXS => {
+                    ty = if gqa >= 4 {
+                        T::Q4_K
+                    } else if !self.opts.has_imatrix {
+                        T::IQ3_S
+                    } else {
+                        T::IQ3_XXS
+                    }
+                }
+                Mix::IQ3_XS | Mix::IQ3_S if gqa >= 4 => ty = T::Q4_K,
+                Mix::IQ3_M => ty = T::Q4_K,
                 Mix::Q3_K_M => ty = if i < 2 { T::Q5_K } else { T::Q4_K },
                 Mix::Q3_K_L => ty = T::Q5_K,
                 Mix::IQ4_NL if gqa >= 4 => ty = T::Q5_K,
@@ -126,10 +142,18 @@ impl Planner {
             reason = "mix: attn_k";
             if n_expert == 8 {
                 ty = T::Q8_0;
+            } else if mix == Mix::IQ3_XS {
+                ty = T::IQ3_XXS;
+            } else if mix == Mix::IQ3_XXS {
+                ty = T::IQ2_S;
             }
         } else if role == Role::AttnQ {
-            // Only the IQ3_XS/IQ3_XXS file types change attn_q.
             reason = "mix: attn_q";
+            match mix {
+                Mix::IQ3_XS => ty = T::IQ3_XXS,
+                Mix::IQ3_XXS => ty = T::IQ2_S,
+                _ => {}
+            }
         } else if role == Role::FfnDown {
             reason = "mix: ffn_down";
             let (i, n) = self.layer_info(self.i_ffn_down, gguf, strict)?;
@@ -137,6 +161,9 @@ impl Planner {
             match mix {
                 Mix::Q2_K => ty = T::Q3_K,
                 Mix::Q2_K_S if i < n / 8 => ty = T::Q4_K,
+                Mix::IQ3_XXS if !self.opts.has_imatrix => {
+                    ty = if i < n / 8 { T::Q4_K } else { T::Q3_K }
+                }
                 Mix::Q3_K_M => {
                     ty = if i < n / 16 {
                         T::Q5_K
@@ -146,6 +173,7 @@ impl Planner {
                         T::Q3_K
                     }
                 }
+                Mix::IQ3_M if i < n / 8 || (n_expert == 8 && more) => ty = T::Q4_K,
                 Mix::Q3_K_L => ty = if falcon { T::Q4_K } else { T::Q5_K },
                 Mix::Q4_K_M => {
                     if falcon {
@@ -175,6 +203,10 @@ impl Planner {
                     if matches!(
                         mix,
                         Mix::Q2_K
+                            | Mix::IQ3_XS
+                            | Mix::IQ3_XXS
+                            | Mix::IQ3_S
+                            | Mix::IQ3_M
                             | Mix::Q3_K_S
                             | Mix::Q3_K_M
                             | Mix::IQ4_NL
@@ -186,7 +218,8 @@ impl Planner {
                 } else {
                     match mix {
                         Mix::Q2_K => ty = T::Q3_K,
-                        Mix::Q3_K_M => ty = T::Q4_K,
+                        Mix::IQ3_XXS => ty = T::IQ3_S,
+                        Mix::Q3_K_M | Mix::IQ3_M => ty = T::Q4_K,
                         Mix::Q3_K_L => ty = T::Q5_K,
                         _ => {}
                     }
@@ -195,13 +228,18 @@ impl Planner {
                 ty = T::Q4_K;
             }
         } else if role == Role::FfnGate {
-            // Only IQ3_XS changes ffn_gate, but the layer lookup (and its MoE failure) runs.
             reason = "mix: ffn_gate";
-            self.layer_info(self.i_ffn_gate, gguf, strict)?;
+            let (i, n) = self.layer_info(self.i_ffn_gate, gguf, strict)?;
+            if mix == Mix::IQ3_XS && i >= n / 8 && i < 7 * n / 8 {
+                ty = T::IQ3_XXS;
+            }
             self.i_ffn_gate += 1;
         } else if role == Role::FfnUp {
             reason = "mix: ffn_up";
-            self.layer_info(self.i_ffn_up, gguf, strict)?;
+            let (i, n) = self.layer_info(self.i_ffn_up, gguf, strict)?;
+            if mix == Mix::IQ3_XS && i >= n / 8 && i < 7 * n / 8 {
+                ty = T::IQ3_XXS;
+            }
             self.i_ffn_up += 1;
         } else {
             // Role::Other. (llama.cpp's separate attn_qkv branch is unreachable in this

@@ -132,7 +132,11 @@ fn names_and_file_types() {
         (Mix::Q5_K_M, 17),
         (Mix::Q6_K, 18),
         (Mix::Q2_K_S, 21),
+        (Mix::IQ3_XS, 22),
+        (Mix::IQ3_XXS, 23),
         (Mix::IQ4_NL, 25),
+        (Mix::IQ3_S, 26),
+        (Mix::IQ3_M, 27),
         (Mix::BF16, 32),
     ];
     assert_eq!(expected.len(), Mix::ALL.len());
@@ -1052,11 +1056,23 @@ fn chosen_types_stay_within_qforge_codecs() {
         T::Q4_K,
         T::Q5_K,
         T::Q6_K,
+        T::IQ3_XXS,
+        T::IQ3_S,
         T::IQ4_NL,
         T::F16,
         T::BF16,
         T::F32,
     ];
+    for t in supported {
+        assert!(t.codec().is_some(), "{t}");
+    }
+    // IQ2_S (attn_q/attn_k of the IQ3_XXS mix) is part B's codec of issue #13: quantizing
+    // to it fails with "quantizing to IQ2_S is not implemented" until it lands, and this
+    // list must then be emptied.
+    const AWAITING_CODEC: &[GgmlType] = &[T::IQ2_S];
+    for t in AWAITING_CODEC {
+        assert!(t.codec().is_none(), "{t} has a codec now: move it to `supported`");
+    }
     let shapes: &[(u64, u64)] = &[
         (4096, 11008),
         (4096, 14336),
@@ -1083,7 +1099,11 @@ fn chosen_types_stay_within_qforge_codecs() {
                     for (n, ne) in &t {
                         let c = p.choose(n, ne);
                         if c.quantize {
-                            assert!(supported.contains(&c.ty), "{mix} {n} {}", c.ty);
+                            assert!(
+                                supported.contains(&c.ty) || AWAITING_CODEC.contains(&c.ty),
+                                "{mix} {n} {}",
+                                c.ty
+                            );
                             assert!(mix.possible_types().contains(&c.ty), "{mix} {n} {}", c.ty);
                             assert_eq!(ne[0] % c.ty.block_size(), 0, "{mix} {n}");
                         }
