@@ -599,3 +599,167 @@ fn dequantize_iq3_s(src: &[u8], dst: &mut [f32]) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::{with_level, Level};
+
+    /// A small deterministic generator (xorshift) for test inputs.
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 2.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn sign_tables_are_the_even_parity_completions() {
+        for (i, &s) in KSIGNS_IQ2XS.iter().enumerate() {
+            assert_eq!(s as usize & 127, i);
+            assert_eq!(s.count_ones() % 2, 0, "{i}");
+        }
+        for (j, &m) in KMASK_IQ2XS.iter().enumerate() {
+            assert_eq!(m, 1 << j);
+        }
+    }
+
+    /// The dequantization grids hold, per quantizer level, one increasing magnitude.
+    #[test]
+    fn dequant_grids_are_the_quantizer_grids() {
+        for (kgrid, grid) in [
+            (&KGRID_256[..], &IQ3XXS_GRID[..]),
+            (&KGRID_512[..], &IQ3S_GRID[..]),
+        ] {
+            assert_eq!(kgrid.len(), grid.len());
+            let mut magnitude = [None::<u8>; 8];
+            for (&k, &g) in kgrid.iter().zip(grid) {
+                for (i, b) in g.to_le_bytes().into_iter().enumerate() {
+                    let l = ((k >> (3 * i)) & 7) as usize;
+                    assert_eq!(*magnitude[l].get_or_insert(b), b, "level {l}");
+                }
+            }
+            let m: Vec<u8> = magnitude.iter().map(|m| m.unwrap()).collect();
+            assert!(m.windows(2).all(|w| w[0] < w[1]), "{m:?}");
+        }
+    }
+
+    #[test]
+    fn kmap_inverts_the_grid_and_neighbour_lists_are_nearest_first() {
+        for (size, nwant) in [(256, 2), (512, 3)] {
+            let g = Iq3Grid::get(size);
+            assert_eq!(g.points.len(), size);
+            for (i, p) in g.points.iter().enumerate() {
+                assert_eq!(g.kmap[level_index(p.map(|q| (q - 1) / 2))], i as i32);
+            }
+            let on = g.kmap.iter().filter(|&&m| m >= 0).count();
+            assert_eq!(on, size);
+            for u in (0..KMAP_SIZE).filter(|&u| g.kmap[u] < 0) {
+                let pos: [i32; 4] = std::array::from_fn(|k| 2 * ((u >> (3 * k)) & 7) as i32 + 1);
+                let d = |j: u16| -> i32 {
+                    let p = g.points[j as usize];
+                    (0..4).map(|k| (p[k] as i32 - pos[k]).pow(2)).sum()
+                };
+                let list = g.neighbour_list(u);
+                assert!(!list.is_empty());
+                let ds: Vec<(i32, u16)> = list.iter().map(|&j| (d(j), j)).collect();
+                assert!(ds.windows(2).all(|w| w[0] < w[1]), "{u}: {ds:?}");
+                let mut distinct: Vec<i32> = ds.iter().map(|p| p.0).collect();
+                distinct.dedup();
+                assert!(distinct.len() <= nwant);
+                // Every grid point closer than the last listed distance is listed.
+                let last = ds.last().unwrap().0;
+                let closer = (0..size as u16).filter(|&j| d(j) <= last).count();
+                assert_eq!(closer, list.len(), "{u}");
+                if distinct.len() < nwant {
+                    assert_eq!(list.len(), size);
+                }
+            }
+        }
+    }
+
+    /// Every level finds the same neighbour as the scalar scan, ties (zero weights) and
+    /// lists longer than one vector included.
+    #[test]
+    fn neighbour_search_is_the_same_at_every_level() {
+        let g = Iq3Grid::get(512);
+        let v = values(4 * 4096, 7);
+        for u in (0..KMAP_SIZE).filter(|&u| g.kmap[u] < 0).step_by(7) {
+            let list = g.neighbour_list(u);
+            let soa = &g.soa[g.soa_offset[u] as usize..];
+            let x: [f32; 4] = std::array::from_fn(|i| v[4 * (u % 4096) + i].abs() * 15.0);
+            for w in [[1.0, 0.5, 2.0, 0.1], [0.0; 4], [0.0, 1.0, 0.0, 1.0]] {
+                for scale in [1.0f32, 0.93, 1.7] {
+                    let want = iq3_best_neighbour_scalar(soa, list.len(), &x, &w, scale);
+                    for level in Level::supported() {
+                        let got = with_level(level, || {
+                            simd::iq3_best_neighbour(soa, list.len(), &x, &w, scale)
+                        })
+                        .unwrap();
+                        assert_eq!(got, want, "{level:?} u={u} w={w:?} scale={scale}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_level_writes_the_same_bytes_on_awkward_input() {
+        // Zero groups, one tiny group, a huge value, ties in magnitude.
+        let mut x = values(4 * QK_K, 3);
+        x[..32].fill(0.0);
+        x[64..96].fill(1e-9);
+        x[300] = 1e6;
+        x[600..632].fill(-0.25);
+        let qw: Vec<f32> = values(4 * QK_K, 5).iter().map(|v| v.abs()).collect();
+        for codec in [&IQ3_XXS, &IQ3_S] {
+            for imatrix in [None, Some(&qw[..])] {
+                let run = |level| {
+                    with_level(level, || {
+                        let mut y = vec![0u8; 4 * codec.type_size()];
+                        (codec.quantize_row)(&x, &mut y, imatrix);
+                        y
+                    })
+                    .unwrap()
+                };
+                let want = run(Level::Scalar);
+                for level in Level::supported() {
+                    assert_eq!(run(level), want, "{} {level:?}", codec.name());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn round_trip_error_is_bounded() {
+        let x = values(16 * QK_K, 11);
+        let rms = (sum_sq(&x) / x.len() as f32).sqrt();
+        for (codec, bound) in [(&IQ3_XXS, 0.3), (&IQ3_S, 0.25)] {
+            let mut y = vec![0u8; 16 * codec.type_size()];
+            (codec.quantize_row)(&x, &mut y, None);
+            let mut back = vec![0.0f32; x.len()];
+            (codec.dequantize)(&y, &mut back);
+            let err: f32 = x.iter().zip(&back).map(|(a, b)| (a - b) * (a - b)).sum();
+            let rel = (err / x.len() as f32).sqrt() / rms;
+            assert!(rel < bound, "{}: relative RMS error {rel}", codec.name());
+            assert!(rel > 0.01, "{}: suspiciously exact {rel}", codec.name());
+        }
+    }
+
+    #[test]
+    fn all_zero_super_blocks_are_zero_bytes() {
+        for codec in [&IQ3_XXS, &IQ3_S] {
+            let mut y = vec![0xAAu8; codec.type_size()];
+            (codec.quantize_row)(&[0.0; QK_K], &mut y, None);
+            assert!(y.iter().all(|&b| b == 0), "{}", codec.name());
+            let mut back = [1.0f32; QK_K];
+            (codec.dequantize)(&y, &mut back);
+            assert!(back.iter().all(|&v| v == 0.0));
+        }
+    }
+}

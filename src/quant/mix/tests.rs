@@ -1071,7 +1071,10 @@ fn chosen_types_stay_within_qforge_codecs() {
     // list must then be emptied.
     const AWAITING_CODEC: &[GgmlType] = &[T::IQ2_S];
     for t in AWAITING_CODEC {
-        assert!(t.codec().is_none(), "{t} has a codec now: move it to `supported`");
+        assert!(
+            t.codec().is_none(),
+            "{t} has a codec now: move it to `supported`"
+        );
     }
     let shapes: &[(u64, u64)] = &[
         (4096, 11008),

@@ -61,8 +61,18 @@ unsafe fn best_neighbour<S: Lanes>(
     scale: f32,
 ) -> usize {
     let s = S::splat(scale);
-    let xs = [S::splat(x[0]), S::splat(x[1]), S::splat(x[2]), S::splat(x[3])];
-    let ws = [S::splat(w[0]), S::splat(w[1]), S::splat(w[2]), S::splat(w[3])];
+    let xs = [
+        S::splat(x[0]),
+        S::splat(x[1]),
+        S::splat(x[2]),
+        S::splat(x[3]),
+    ];
+    let ws = [
+        S::splat(w[0]),
+        S::splat(w[1]),
+        S::splat(w[2]),
+        S::splat(w[3]),
+    ];
     let mut best = S::splat(f32::MAX);
     let mut best_j = S::splat_i(-1);
     let mut lane_j = [0i32; 16];
@@ -71,7 +81,8 @@ unsafe fn best_neighbour<S: Lanes>(
     }
     let mut j = S::load_i(&lane_j);
     let step = S::splat_i(S::N as i32);
-    for chunk in soa[..n.div_ceil(NEIGHBOUR_PAD) * 4 * NEIGHBOUR_PAD].chunks_exact(4 * NEIGHBOUR_PAD)
+    for chunk in
+        soa[..n.div_ceil(NEIGHBOUR_PAD) * 4 * NEIGHBOUR_PAD].chunks_exact(4 * NEIGHBOUR_PAD)
     {
         for half in (0..NEIGHBOUR_PAD).step_by(S::N) {
             let mut d2 = S::splat(0.0);
