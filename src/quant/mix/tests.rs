@@ -1116,3 +1116,152 @@ fn chosen_types_stay_within_qforge_codecs() {
         }
     }
 }
+
+/// The IQ3 mixes on a 7B llama (MHA) and a GQA 8B, with and without an imatrix, as
+/// llama-quant.cpp's branches for them give (worked out from the source by hand).
+#[test]
+fn iq3_mixes_llama7b_and_gqa() {
+    let im = Options {
+        has_imatrix: true,
+        ..Options::default()
+    };
+    for (f, t) in [llama7b(), llama3_8b()] {
+        let gqa = f.n_gqa() >= 4;
+        check(Mix::IQ3_M, &f, Options::default(), &t, |n, l| {
+            if n == "output.weight" {
+                T::Q6_K
+            } else if is(n, "attn_v") || is(n, "attn_output") || (is(n, "ffn_down") && l < Some(4))
+            {
+                T::Q4_K
+            } else {
+                T::IQ3_S
+            }
+        });
+        check(Mix::IQ3_S, &f, Options::default(), &t, |n, _| {
+            if n == "output.weight" {
+                T::Q6_K
+            } else if gqa && is(n, "attn_v") {
+                T::Q4_K
+            } else {
+                T::IQ3_S
+            }
+        });
+        check(Mix::IQ3_XS, &f, im.clone(), &t, |n, l| {
+            let middle = l.is_some_and(|l| (4..28).contains(&l));
+            if n == "output.weight" {
+                T::Q6_K
+            } else if gqa && is(n, "attn_v") {
+                T::Q4_K
+            } else if is(n, "attn_q")
+                || is(n, "attn_k")
+                || ((is(n, "ffn_gate") || is(n, "ffn_up")) && middle)
+            {
+                T::IQ3_XXS
+            } else {
+                T::IQ3_S
+            }
+        });
+        for has_imatrix in [false, true] {
+            let opts = Options {
+                has_imatrix,
+                ..Options::default()
+            };
+            let expect = |n: &str, l: Option<u32>| {
+                if n == "output.weight" {
+                    T::Q5_K
+                } else if n == "token_embd.weight" {
+                    T::IQ3_S
+                } else if is(n, "attn_v") {
+                    match (gqa, has_imatrix) {
+                        (true, _) => T::Q4_K,
+                        (false, false) => T::IQ3_S,
+                        (false, true) => T::IQ3_XXS,
+                    }
+                } else if is(n, "attn_q") || is(n, "attn_k") {
+                    T::IQ2_S
+                } else if is(n, "attn_output") {
+                    T::IQ3_S
+                } else if is(n, "ffn_down") && !has_imatrix {
+                    if l < Some(4) {
+                        T::Q4_K
+                    } else {
+                        T::Q3_K
+                    }
+                } else {
+                    T::IQ3_XXS
+                }
+            };
+            if has_imatrix {
+                check(Mix::IQ3_XXS, &f, opts, &t, expect);
+            } else {
+                // llama-quantize stops at the first IQ2_S attn_q without an imatrix; the
+                // lenient planner shows the rest of its choices.
+                assert!(matches!(
+                    plan(Mix::IQ3_XXS, f.clone(), opts.clone(), &t),
+                    Err(MixError::NeedsImatrix { ty: T::IQ2_S, .. })
+                ));
+                let mut p = Planner::new(Mix::IQ3_XXS, f.clone(), opts, &t);
+                for (n, ne) in &t {
+                    let c = p.choose(n, ne);
+                    if c.quantize {
+                        assert_eq!(c.ty, expect(n, layer_of(n)), "{n}");
+                    }
+                }
+            }
+        }
+        assert!(matches!(
+            plan(Mix::IQ3_XS, f.clone(), Options::default(), &t),
+            Err(MixError::NeedsImatrix { ty: T::IQ3_XXS, .. })
+        ));
+    }
+    // IQ3_XXS and IQ3_XS tensors need the imatrix; output and token embeddings never do.
+    assert!(requires_imatrix(
+        "blk.0.attn_q.weight",
+        T::IQ3_XXS,
+        Mix::IQ3_XS
+    ));
+    assert!(!requires_imatrix(
+        "token_embd.weight",
+        T::IQ3_XXS,
+        Mix::IQ3_XXS
+    ));
+    assert!(!requires_imatrix(
+        "blk.0.attn_q.weight",
+        T::IQ3_S,
+        Mix::IQ3_M
+    ));
+}
+
+/// MoE (8 experts): attn_output Q5_K, attn_v/attn_k Q8_0, IQ3_M's ffn_down by use_more_bits.
+#[test]
+fn iq3_mixes_moe() {
+    let f = facts("llama", 32, 32, 8, 8);
+    let t = llama_like(32, 4096, 14336, 1024, 32000, false);
+    for mix in [Mix::IQ3_M, Mix::IQ3_S, Mix::IQ3_XS, Mix::IQ3_XXS] {
+        let got = run(
+            mix,
+            &f,
+            Options {
+                has_imatrix: true,
+                ..Options::default()
+            },
+            &t,
+        );
+        for (n, ty) in got {
+            let l = layer_of(&n);
+            if is(&n, "attn_output") {
+                assert_eq!(ty, Some(T::Q5_K), "{mix} {n}");
+            } else if is(&n, "attn_v") || (is(&n, "attn_k") && !is(&n, "norm")) {
+                assert_eq!(ty, Some(T::Q8_0), "{mix} {n}");
+            } else if mix == Mix::IQ3_M && is(&n, "ffn_down") {
+                let more = l.is_some_and(|l| MORE_BITS_32.contains(&l));
+                let want = if l < Some(4) || more {
+                    T::Q4_K
+                } else {
+                    T::IQ3_S
+                };
+                assert_eq!(ty, Some(want), "{mix} {n}");
+            }
+        }
+    }
+}
