@@ -84,7 +84,7 @@ pub static CODECS: [Codec; 16] = [
     floats::BF16,
 ];
 
-/// The codec of a ggml type, if qforge has one (the 11 quant types plus F32, F16 and
+/// The codec of a ggml type, if qforge has one (the 13 quant types plus F32, F16 and
 /// BF16); the same as [`GgmlType::codec`].
 pub fn codec(ty: GgmlType) -> Option<&'static Codec> {
     CODECS.iter().find(|c| c.ty == ty)
