@@ -51,7 +51,11 @@ unsafe fn cand_sums<S: Lanes>(
     }
 }
 
-/// The first smallest `sum w (scale*q - x)^2` over a padded coordinate-major list.
+/// Longest neighbour list the kernel takes (ggml's longest is 38), padded.
+const MAX_LIST: usize = 64;
+
+/// The first smallest `sum w (scale*q - x)^2` over a padded coordinate-major list: the
+/// distances in lanes, then the scalar scan's strict `<` over them in order.
 #[inline(always)]
 unsafe fn best_neighbour<S: Lanes>(
     soa: &[f32],
@@ -60,29 +64,17 @@ unsafe fn best_neighbour<S: Lanes>(
     w: &[f32; 4],
     scale: f32,
 ) -> usize {
-    let s = S::splat(scale);
-    let xs = [
-        S::splat(x[0]),
-        S::splat(x[1]),
-        S::splat(x[2]),
-        S::splat(x[3]),
-    ];
-    let ws = [
-        S::splat(w[0]),
-        S::splat(w[1]),
-        S::splat(w[2]),
-        S::splat(w[3]),
-    ];
-    let mut best = S::splat(f32::MAX);
-    let mut best_j = S::splat_i(-1);
-    let mut lane_j = [0i32; 16];
-    for (l, j) in lane_j.iter_mut().enumerate() {
-        *j = l as i32;
+    if n > MAX_LIST {
+        return super::super::iq3::iq3_best_neighbour_scalar(soa, n, x, w, scale);
     }
-    let mut j = S::load_i(&lane_j);
-    let step = S::splat_i(S::N as i32);
-    for chunk in
-        soa[..n.div_ceil(NEIGHBOUR_PAD) * 4 * NEIGHBOUR_PAD].chunks_exact(4 * NEIGHBOUR_PAD)
+    let s = S::splat(scale);
+    let xs = [S::splat(x[0]), S::splat(x[1]), S::splat(x[2]), S::splat(x[3])];
+    let ws = [S::splat(w[0]), S::splat(w[1]), S::splat(w[2]), S::splat(w[3])];
+    let mut d = [0.0f32; MAX_LIST];
+    let chunks = n.div_ceil(NEIGHBOUR_PAD);
+    for (c, chunk) in soa[..chunks * 4 * NEIGHBOUR_PAD]
+        .chunks_exact(4 * NEIGHBOUR_PAD)
+        .enumerate()
     {
         for half in (0..NEIGHBOUR_PAD).step_by(S::N) {
             let mut d2 = S::splat(0.0);
@@ -91,25 +83,18 @@ unsafe fn best_neighbour<S: Lanes>(
                 let diff = S::sub(S::mul(s, q), xs[i]);
                 d2 = S::add(d2, S::mul(S::mul(ws[i], diff), diff));
             }
-            let better = S::gt(best, d2);
-            best = S::select(better, d2, best);
-            best_j = S::select_i(better, j, best_j);
-            j = S::add_i(j, step);
+            S::store(d2, &mut d[c * NEIGHBOUR_PAD + half..]);
         }
     }
-    let mut bv = [0.0f32; 16];
-    let mut bj = [0i32; 16];
-    S::store(best, &mut bv);
-    S::store_i(best_j, &mut bj);
-    // The sequential scan keeps the first of equal distances: the smallest position among
-    // the lanes holding the minimum (padding is +inf or NaN and never wins).
-    let mut out = (f32::MAX, -1i32);
-    for l in 0..S::N {
-        if bj[l] >= 0 && (bv[l] < out.0 || (bv[l] == out.0 && bj[l] < out.1)) {
-            out = (bv[l], bj[l]);
+    let mut best_d2 = f32::MAX;
+    let mut best = 0;
+    for (j, &d2) in d[..n].iter().enumerate() {
+        if d2 < best_d2 {
+            best_d2 = d2;
+            best = j;
         }
     }
-    out.1.max(0) as usize
+    best
 }
 
 macro_rules! entries {
