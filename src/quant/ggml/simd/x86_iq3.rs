@@ -68,8 +68,18 @@ unsafe fn best_neighbour<S: Lanes>(
         return super::super::iq3::iq3_best_neighbour_scalar(soa, n, x, w, scale);
     }
     let s = S::splat(scale);
-    let xs = [S::splat(x[0]), S::splat(x[1]), S::splat(x[2]), S::splat(x[3])];
-    let ws = [S::splat(w[0]), S::splat(w[1]), S::splat(w[2]), S::splat(w[3])];
+    let xs = [
+        S::splat(x[0]),
+        S::splat(x[1]),
+        S::splat(x[2]),
+        S::splat(x[3]),
+    ];
+    let ws = [
+        S::splat(w[0]),
+        S::splat(w[1]),
+        S::splat(w[2]),
+        S::splat(w[3]),
+    ];
     let mut d = [0.0f32; MAX_LIST];
     let chunks = n.div_ceil(NEIGHBOUR_PAD);
     for (c, chunk) in soa[..chunks * 4 * NEIGHBOUR_PAD]
