@@ -104,12 +104,10 @@ impl Iq3Grid {
             neighbours[start] = n as u16;
             soa_offset[u] = soa.len() as u32;
             for chunk in neighbours[start + 1..].chunks(NEIGHBOUR_PAD) {
-                for k in 0..4 {
-                    soa.extend(chunk.iter().map(|&j| points[j as usize][k] as f32));
-                    soa.extend(std::iter::repeat_n(
-                        f32::INFINITY,
-                        NEIGHBOUR_PAD - chunk.len(),
-                    ));
+                let pad = NEIGHBOUR_PAD - chunk.len();
+                for coord in [0, 1, 2, 3] {
+                    soa.extend(chunk.iter().map(|&j| points[j as usize][coord] as f32));
+                    soa.extend(std::iter::repeat_n(f32::INFINITY, pad));
                 }
             }
         }
