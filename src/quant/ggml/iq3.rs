@@ -101,6 +101,10 @@ impl Iq3Grid {
                 neighbours.push(j as u16);
             }
             let n = neighbours.len() - start - 1;
+            assert!(
+                n <= MAX_NEIGHBOURS,
+                "ggml's IQ3 neighbour lists are shorter"
+            );
             neighbours[start] = n as u16;
             soa_offset[u] = soa.len() as u32;
             for chunk in neighbours[start + 1..].chunks(NEIGHBOUR_PAD) {
@@ -161,9 +165,11 @@ impl Iq3Grid {
     }
 }
 
+/// Longest neighbour list of the two grids (ggml's longest is 38), padded.
+pub const MAX_NEIGHBOURS: usize = 64;
+
 /// Scalar `iq3_find_best_neighbour` over a padded coordinate-major list (see
-/// [`Iq3Grid::soa`]): the position in the list of the best neighbour (0 when every
-/// distance is NaN, where ggml aborts).
+/// [`Iq3Grid::soa`]): the position in the list of the best neighbour.
 pub fn iq3_best_neighbour_scalar(
     soa: &[f32],
     n: usize,
@@ -171,17 +177,27 @@ pub fn iq3_best_neighbour_scalar(
     w: &[f32; 4],
     scale: f32,
 ) -> usize {
-    let mut best_d2 = f32::MAX;
-    let mut best = 0;
-    for j in 0..n {
+    let mut d = [0.0f32; MAX_NEIGHBOURS];
+    for (j, d2) in d[..n].iter_mut().enumerate() {
         let chunk = &soa[(j / NEIGHBOUR_PAD) * 4 * NEIGHBOUR_PAD..];
         let lane = j % NEIGHBOUR_PAD;
-        let mut d2 = 0.0f32;
+        *d2 = 0.0;
         for i in 0..4 {
             let q = chunk[i * NEIGHBOUR_PAD + lane];
             let diff = scale * q - x[i];
-            d2 += w[i] * diff * diff;
+            *d2 += w[i] * diff * diff;
         }
+    }
+    first_nearest(&d[..n])
+}
+
+/// The position of the first smallest distance, by ggml's scan (`d2 < best_d2` from
+/// `FLT_MAX`); 0 when none is below `FLT_MAX` (all NaN), where ggml aborts.
+#[inline(always)]
+pub fn first_nearest(d: &[f32]) -> usize {
+    let mut best_d2 = f32::MAX;
+    let mut best = 0;
+    for (j, &d2) in d.iter().enumerate() {
         if d2 < best_d2 {
             best_d2 = d2;
             best = j;

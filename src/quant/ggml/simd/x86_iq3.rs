@@ -2,7 +2,7 @@
 //! (levels, then the weighted sums) and the neighbour lists in lanes. Each lane performs
 //! the scalar code's operations in its order, so the results are bit-identical.
 
-use super::super::iq3::{IQ3_CAND, NEIGHBOUR_PAD};
+use super::super::iq3::{first_nearest, IQ3_CAND, MAX_NEIGHBOURS, NEIGHBOUR_PAD};
 use super::x86::{Avx2, Avx512, Lanes};
 
 /// Levels `clamp(nearest_int((id*x - 1)/2), 0, 7)` of every candidate `ids[c]` for the 32
@@ -51,9 +51,6 @@ unsafe fn cand_sums<S: Lanes>(
     }
 }
 
-/// Longest neighbour list the kernel takes (ggml's longest is 38), padded.
-const MAX_LIST: usize = 64;
-
 /// The first smallest `sum w (scale*q - x)^2` over a padded coordinate-major list: the
 /// distances in lanes, then the scalar scan's strict `<` over them in order.
 #[inline(always)]
@@ -64,9 +61,6 @@ unsafe fn best_neighbour<S: Lanes>(
     w: &[f32; 4],
     scale: f32,
 ) -> usize {
-    if n > MAX_LIST {
-        return super::super::iq3::iq3_best_neighbour_scalar(soa, n, x, w, scale);
-    }
     let s = S::splat(scale);
     let xs = [
         S::splat(x[0]),
@@ -80,7 +74,7 @@ unsafe fn best_neighbour<S: Lanes>(
         S::splat(w[2]),
         S::splat(w[3]),
     ];
-    let mut d = [0.0f32; MAX_LIST];
+    let mut d = [0.0f32; MAX_NEIGHBOURS];
     let chunks = n.div_ceil(NEIGHBOUR_PAD);
     for (c, chunk) in soa[..chunks * 4 * NEIGHBOUR_PAD]
         .chunks_exact(4 * NEIGHBOUR_PAD)
@@ -96,15 +90,7 @@ unsafe fn best_neighbour<S: Lanes>(
             S::store(d2, &mut d[c * NEIGHBOUR_PAD + half..]);
         }
     }
-    let mut best_d2 = f32::MAX;
-    let mut best = 0;
-    for (j, &d2) in d[..n].iter().enumerate() {
-        if d2 < best_d2 {
-            best_d2 = d2;
-            best = j;
-        }
-    }
-    best
+    first_nearest(&d[..n])
 }
 
 macro_rules! entries {
