@@ -41,7 +41,11 @@ Q5_0\t'base Q5_0; 5.21G, +0.1316 ppl @ Llama-3-8B'
 Q5_1\t'base Q5_1; 5.65G, +0.1062 ppl @ Llama-3-8B'
 Q2_K\t'base Q2_K; 2.96G, +3.5199 ppl @ Llama-3-8B'
 Q2_K_S\t'base Q2_K; 2.96G, +3.1836 ppl @ Llama-3-8B'
+IQ3_XXS\t'base IQ3_XXS; 3.06 bpw quantization'
+IQ3_S\t'base IQ3_S; 3.44 bpw quantization'
+IQ3_M\t'base IQ3_S; 3.66 bpw quantization mix'
 Q3_K\t'alias for Q3_K_M (with --format qnat: plain Q3_K)'
+IQ3_XS\t'base IQ3_S; 3.3 bpw quantization'
 Q3_K_S\t'base Q3_K; 3.41G, +1.6321 ppl @ Llama-3-8B'
 Q3_K_M\t'base Q3_K; 3.74G, +0.6569 ppl @ Llama-3-8B'
 Q3_K_L\t'base Q3_K; 4.03G, +0.5562 ppl @ Llama-3-8B'
@@ -62,7 +66,7 @@ FP4\t'bitsandbytes FP4 (--format bnb-safetensors or qnat)'"
 complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l format -d 'Output container' -r -f -a "gguf\t'GGUF v3 (llama.cpp)'
 qnat\t'qforge\'s native QNAT v2'
 bnb-safetensors\t'Hugging Face safetensors in the bitsandbytes 4-bit layout'"
-complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l tensor-type -d 'Per-tensor type override, REGEX=TYPE; repeatable, the first match wins. TYPE (any case): F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, BF16' -r
+complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l tensor-type -d 'Per-tensor type override, REGEX=TYPE; repeatable, the first match wins. TYPE (any case): F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ3_XXS, IQ4_NL, IQ3_S, BF16' -r
 complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l output-tensor-type -d 'Type of output.weight' -r -f -a "F32\t''
 F16\t''
 Q4_0\t''
@@ -75,7 +79,9 @@ Q3_K\t''
 Q4_K\t''
 Q5_K\t''
 Q6_K\t''
+IQ3_XXS\t''
 IQ4_NL\t''
+IQ3_S\t''
 BF16\t''"
 complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l token-embedding-type -d 'Type of token_embd.weight' -r -f -a "F32\t''
 F16\t''
@@ -89,7 +95,9 @@ Q3_K\t''
 Q4_K\t''
 Q5_K\t''
 Q6_K\t''
+IQ3_XXS\t''
 IQ4_NL\t''
+IQ3_S\t''
 BF16\t''"
 complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l imatrix -d 'Importance matrix: GGUF imatrix or legacy llama.cpp .dat' -r -F
 complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l include-weights -d 'Use importance weights only for tensors matching this regex (repeatable)' -r

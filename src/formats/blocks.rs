@@ -210,6 +210,27 @@ ggml_blocks! {
         /// 3-bit scales (`u16[4]`) with the super-block scale in their top nibbles.
         scales: [u8; QK_K / 32],
     }
+    /// `block_iq3_xxs`: a 256-value super-block of 8 groups on the 256-point IQ3 grid.
+    BlockIq3Xxs = IQ3_XXS {
+        /// Super-block scale (f16).
+        d: [u8; 2],
+        /// 64 grid indices (8 per group of 32), then per group a little-endian `u32`:
+        /// four 7-bit sign indices (`ksigns_iq2xs`) and a 4-bit scale in the top bits.
+        qs: [u8; 3 * QK_K / 8],
+    }
+    /// `block_iq3_s`: a 256-value super-block of 8 groups on the 512-point IQ3 grid.
+    BlockIq3S = IQ3_S {
+        /// Super-block scale (f16).
+        d: [u8; 2],
+        /// Low 8 bits of the 64 grid indices.
+        qs: [u8; QK_K / 4],
+        /// Ninth bits of the grid indices, one byte per group.
+        qh: [u8; QK_K / 32],
+        /// Sign bits, one per value.
+        signs: [u8; QK_K / 8],
+        /// 4-bit group scales, two per byte.
+        scales: [u8; QK_K / 64],
+    }
     /// `block_iq4_xs`: a 256-value super-block of IQ4_NL groups with 6-bit scales.
     BlockIq4Xs = IQ4_XS {
         /// Super-block scale (f16).

@@ -129,6 +129,8 @@ golden!(q5_k, Q5_K, false);
 golden!(q5_k_imatrix, Q5_K, true);
 golden!(q6_k, Q6_K, false);
 golden!(q6_k_imatrix, Q6_K, true);
+golden!(iq3_xxs, IQ3_XXS, false);
+golden!(iq3_xxs_imatrix, IQ3_XXS, true);
 golden!(iq4_nl, IQ4_NL, false);
 golden!(iq4_nl_imatrix, IQ4_NL, true);
 golden!(iq4_xs, IQ4_XS, false);
@@ -146,6 +148,8 @@ golden!(iq2_s_imatrix, IQ2_S, true);
 golden!(iq1_s_imatrix, IQ1_S, true);
 golden!(iq1_m, IQ1_M, false);
 golden!(iq1_m_imatrix, IQ1_M, true);
+golden!(iq3_s, IQ3_S, false);
+golden!(iq3_s_imatrix, IQ3_S, true);
 
 /// Q8_0, the ternary types, MXFP4, Q1_0 and Q2_0 ignore the importance weights: with
 /// them each must still match its `<TYPE>.bin` (ggml's generator writes no `.imatrix`

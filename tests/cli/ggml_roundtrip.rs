@@ -168,8 +168,10 @@ fn codec_table() {
         (14, "Q6_K", 256, 210),
         (16, "IQ2_XXS", 256, 66),
         (17, "IQ2_XS", 256, 74),
+        (18, "IQ3_XXS", 256, 98),
         (19, "IQ1_S", 256, 50),
         (20, "IQ4_NL", 32, 18),
+        (21, "IQ3_S", 256, 110),
         (22, "IQ2_S", 256, 82),
         (23, "IQ4_XS", 256, 136),
         (29, "IQ1_M", 256, 56),
@@ -185,5 +187,5 @@ fn codec_table() {
         assert_eq!((c.name(), c.block_size(), c.type_size()), (name, bs, ts));
     }
     assert_eq!(CODECS.len(), expect.len());
-    assert!(GgmlType::IQ3_S.codec().is_none());
+    assert!(GgmlType::NVFP4.codec().is_none());
 }

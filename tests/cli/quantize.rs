@@ -758,6 +758,8 @@ fn copy_keeps_every_tensor_and_the_input_file_type() {
         "COPY",
     ]);
     assert_invalid(&o, "-t COPY copies a GGUF file's tensors");
+}
+
 /// IQ1/IQ2 mixes end to end with an imatrix: llama.cpp's types per tensor and every
 /// tensor's bytes equal to the codec's (with the tensor's importance weights); without
 /// an imatrix, one error line and exit 2.
@@ -836,4 +838,70 @@ fn iq1_iq2_mixes_with_an_imatrix_are_the_codec_bytes() {
         "IQ2_XS",
     ]);
     assert_invalid(&o, "token_embd.weight");
+}
+
+/// The IQ3 mixes end to end: llama-quant.cpp's choices on the fixture (GQA 4, one layer),
+/// tensors equal to the codec's bytes, and IQ3_XS refused without an imatrix.
+#[test]
+fn iq3_mixes_choose_like_llama_cpp_and_encode_with_the_codec() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = fixture("tiny-llama.gguf");
+    let src = TensorSource::open(&input).unwrap();
+    let out = dir.path().join("iq3m.gguf");
+    let r = quantize(&["-t", "IQ3_M"], &input, &out);
+    for (name, ty) in [
+        ("output.weight", "Q6_K"),
+        ("token_embd.weight", "IQ3_S"),
+        ("blk.0.attn_v.weight", "Q4_K"),
+        ("blk.0.attn_output.weight", "Q4_K"),
+        ("blk.0.attn_q.weight", "IQ3_S"),
+        ("blk.0.ffn_down.weight", "IQ3_S"),
+    ] {
+        assert_eq!(tensor(&r, name)["out_type"], ty, "{name}");
+    }
+    let q = TensorSource::open(&out).unwrap();
+    let name = "blk.0.ffn_up.weight";
+    let t = q.tensors.iter().find(|t| t.name == name).unwrap();
+    let x = decoded(&src, name);
+    assert_eq!(q.data(t), &codec_bytes(GgmlType::IQ3_S, &x, 256, None)[..]);
+
+    // IQ3_XS puts attn_q/attn_k in IQ3_XXS, which needs importance data.
+    let refused = dir.path().join("refused.gguf");
+    let o = qforge(&[
+        "quantize",
+        input.to_str().unwrap(),
+        "-o",
+        refused.to_str().unwrap(),
+        "-t",
+        "IQ3_XS",
+    ]);
+    assert_invalid(&o, "importance");
+    assert!(!refused.exists());
+
+    let im = dir.path().join("imatrix.gguf");
+    let w: Vec<f32> = (0..256).map(|i| 0.5 + (i % 5) as f32).collect();
+    write_gguf_imatrix(
+        &im,
+        &[
+            ("blk.0.attn_q.weight", w.clone()),
+            ("blk.0.attn_k.weight", w.clone()),
+        ],
+    );
+    let out = dir.path().join("iq3xs.gguf");
+    let r = quantize(
+        &["-t", "iq3_xs", "--imatrix", im.to_str().unwrap()],
+        &input,
+        &out,
+    );
+    let q = TensorSource::open(&out).unwrap();
+    for name in ["blk.0.attn_q.weight", "blk.0.attn_k.weight"] {
+        assert_eq!(tensor(&r, name)["out_type"], "IQ3_XXS", "{name}");
+        let t = q.tensors.iter().find(|t| t.name == name).unwrap();
+        let x = decoded(&src, name);
+        let want = codec_bytes(GgmlType::IQ3_XXS, &x, 256, Some(&w));
+        assert_ne!(want, codec_bytes(GgmlType::IQ3_XXS, &x, 256, None));
+        assert_eq!(q.data(t), &want[..], "{name}");
+    }
+    assert_eq!(tensor(&r, "blk.0.attn_v.weight")["out_type"], "Q4_K");
+    assert_eq!(tensor(&r, "blk.0.ffn_gate.weight")["out_type"], "IQ3_S");
 }

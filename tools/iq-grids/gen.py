@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
 """Generate src/quant/ggml/iq_grid/tables.rs from ggml's sources (data, not hand-typed).
+The IQ1/IQ2 and IQ3 codecs take all their tables from there.
 
 Usage: tools/iq-grids/gen.py LLAMA_CPP_DIR > src/quant/ggml/iq_grid/tables.rs
 
 Reads the quantization kgrids (`kgrid_2bit_256`, `kgrid_2bit_512`, `kgrid_2bit_1024`,
-`kgrid_1bit_2048`, local to `iq2xs_init_impl` in ggml/src/ggml-quants.c) and the
-dequantization tables (`kmask_iq2xs`, `ksigns_iq2xs`, `iq2xxs_grid`, `iq2xs_grid`,
-`iq2s_grid`, `iq1s_grid` in ggml/src/ggml-common.h), and writes them as Rust constants.
+`kgrid_1bit_2048`, local to `iq2xs_init_impl`, and `kgrid_256`, `kgrid_512`, local to
+`iq3xs_init_impl`, in ggml/src/ggml-quants.c) and the dequantization tables (`kmask_iq2xs`,
+`ksigns_iq2xs`, `iq2xxs_grid`, `iq2xs_grid`, `iq2s_grid`, `iq1s_grid`, `iq3xxs_grid`,
+`iq3s_grid` in ggml/src/ggml-common.h), and writes them as Rust constants; then run
+`rustfmt` on the file.
 LLAMA_CPP_DIR is the llama.cpp checkout of `../shared/tools/llama-ref.sh` (ggml 0.25.3).
 """
 import hashlib
@@ -30,7 +33,8 @@ def main():
     common = open(common_path).read()
     tables = []
     for name, n in [("kgrid_2bit_256", 256), ("kgrid_2bit_512", 512),
-                    ("kgrid_2bit_1024", 1024), ("kgrid_1bit_2048", 2048)]:
+                    ("kgrid_2bit_1024", 1024), ("kgrid_1bit_2048", 2048),
+                    ("kgrid_256", 256), ("kgrid_512", 512)]:
         v = body(quants, r"static const uint16_t %s\[[A-Z0-9_]+\] = \{" % name)
         tables.append((name, "u16", n, v, "ggml-quants.c"))
     for name, ty, rty, n in [("kmask_iq2xs", "uint8_t", "u8", 8),
@@ -38,7 +42,9 @@ def main():
                              ("iq2xxs_grid", "uint64_t", "u64", 256),
                              ("iq2xs_grid", "uint64_t", "u64", 512),
                              ("iq2s_grid", "uint64_t", "u64", 1024),
-                             ("iq1s_grid", "uint64_t", "u64", 2048)]:
+                             ("iq1s_grid", "uint64_t", "u64", 2048),
+                             ("iq3xxs_grid", "uint32_t", "u32", 256),
+                             ("iq3s_grid", "uint32_t", "u32", 512)]:
         v = body(common, r"GGML_TABLE_BEGIN\(%s, %s, [A-Z0-9_]+\)" % (ty, name))
         tables.append((name, rty, n, v, "ggml-common.h"))
     out = []
@@ -53,7 +59,7 @@ def main():
         out.append(f"/// ggml's `{name}` ({src}).")
         out.append(f"pub const {name.upper()}: [{rty}; {n}] = [")
         per = 4 if rty == "u64" else 16
-        fmt = (lambda x: f"0x{x:016x}") if rty == "u64" else str
+        fmt = {"u64": lambda x: f"0x{x:016x}", "u32": lambda x: f"0x{x:08x}"}.get(rty, str)
         for i in range(0, n, per):
             out.append("    " + ", ".join(fmt(x) for x in v[i:i + per]) + ",")
         out.append("];")

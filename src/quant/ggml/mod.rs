@@ -15,6 +15,7 @@ mod common;
 mod floats;
 mod iq1;
 mod iq2;
+mod iq3;
 mod iq4nl;
 pub mod iq_grid;
 mod legacy;
@@ -93,8 +94,10 @@ pub static CODECS: &[Codec] = &[
     q6_k::Q6_K,
     iq2::IQ2_XXS,
     iq2::IQ2_XS,
+    iq3::IQ3_XXS,
     iq1::IQ1_S,
     iq4nl::IQ4_NL,
+    iq3::IQ3_S,
     iq2::IQ2_S,
     iq4nl::IQ4_XS,
     iq1::IQ1_M,

@@ -6,7 +6,7 @@
 //! (ggml-org/llama.cpp, file revision `007dbbf3fd17eefe9b47fee45f48f7ba5e62b714`, 2026),
 //! with the `llama_ftype` values of `include/llama.h` and the type names of
 //! `tools/quantize/quantize.cpp`. Only the rules that can fire for the mixes of [`Mix`] are
-//! kept (the IQ1/IQ2/IQ3 mixes are not offered yet).
+//! kept.
 //!
 //! Use: build a [`Planner`] from the whole tensor list (it counts the `attn_v`-like tensors
 //! and sees whether `output.weight` exists, as llama.cpp's first pass does), then call

@@ -103,7 +103,7 @@ impl Planner {
                 return Ok((t, "--output-tensor-type (tied token_embd)"));
             } else if mix == Mix::MXFP4_MOE || falcon || !ncols.is_multiple_of(base.block_size()) {
                 ty = T::Q8_0;
-            } else if mix.is_iq1_iq2() {
+            } else if mix.is_iq1_iq2() || mix == Mix::IQ3_XXS {
                 ty = T::Q5_K;
             } else if ty != T::Q8_0 {
                 ty = T::Q6_K;
@@ -125,6 +125,7 @@ impl Planner {
             reason = "mix: token_embd";
             match mix {
                 Mix::TQ1_0 | Mix::TQ2_0 | Mix::Q2_0 => ty = T::Q4_K,
+                Mix::IQ3_XXS => ty = T::IQ3_S,
                 Mix::IQ2_XXS | Mix::IQ2_XS | Mix::IQ1_S | Mix::IQ1_M => ty = T::Q2_K,
                 Mix::IQ2_S | Mix::IQ2_M => ty = T::IQ3_S,
                 _ => {}
@@ -169,6 +170,17 @@ impl Planner {
             match mix {
                 Mix::Q2_K => ty = if gqa >= 4 { T::Q4_K } else { T::Q3_K },
                 Mix::Q2_K_S if gqa >= 4 => ty = T::Q4_K,
+                Mix::IQ3_XXS => {
+                    ty = if gqa >= 4 {
+                        T::Q4_K
+                    } else if !self.opts.has_imatrix {
+                        T::IQ3_S
+                    } else {
+                        T::IQ3_XXS
+                    }
+                }
+                Mix::IQ3_XS | Mix::IQ3_S if gqa >= 4 => ty = T::Q4_K,
+                Mix::IQ3_M => ty = T::Q4_K,
                 Mix::Q3_K_M => ty = if i < 2 { T::Q5_K } else { T::Q4_K },
                 Mix::Q3_K_L => ty = T::Q5_K,
                 Mix::IQ4_NL | Mix::IQ4_XS if gqa >= 4 => ty = T::Q5_K,
@@ -187,10 +199,18 @@ impl Planner {
             reason = "mix: attn_k";
             if n_expert == 8 {
                 ty = T::Q8_0;
+            } else if mix == Mix::IQ3_XS {
+                ty = T::IQ3_XXS;
+            } else if mix == Mix::IQ3_XXS {
+                ty = T::IQ2_S;
             }
         } else if role == Role::AttnQ {
-            // Only the IQ3_XS/IQ3_XXS file types change attn_q.
             reason = "mix: attn_q";
+            match mix {
+                Mix::IQ3_XS => ty = T::IQ3_XXS,
+                Mix::IQ3_XXS => ty = T::IQ2_S,
+                _ => {}
+            }
         } else if role == Role::FfnDown {
             reason = "mix: ffn_down";
             let (i, n) = self.layer_info(self.i_ffn_down, gguf, strict)?;
@@ -198,6 +218,9 @@ impl Planner {
             match mix {
                 Mix::Q2_K => ty = T::Q3_K,
                 Mix::Q2_K_S if i < n / 8 => ty = T::Q4_K,
+                Mix::IQ3_XXS if !self.opts.has_imatrix => {
+                    ty = if i < n / 8 { T::Q4_K } else { T::Q3_K }
+                }
                 Mix::Q3_K_M => {
                     ty = if i < n / 16 {
                         T::Q5_K
@@ -207,6 +230,7 @@ impl Planner {
                         T::Q3_K
                     }
                 }
+                Mix::IQ3_M if i < n / 8 || (n_expert == 8 && more) => ty = T::Q4_K,
                 Mix::Q3_K_L => ty = if falcon { T::Q4_K } else { T::Q5_K },
                 Mix::Q4_K_M => {
                     if falcon {
@@ -236,6 +260,10 @@ impl Planner {
                     if matches!(
                         mix,
                         Mix::Q2_K
+                            | Mix::IQ3_XS
+                            | Mix::IQ3_XXS
+                            | Mix::IQ3_S
+                            | Mix::IQ3_M
                             | Mix::Q3_K_S
                             | Mix::Q3_K_M
                             | Mix::IQ4_NL
@@ -248,7 +276,8 @@ impl Planner {
                 } else {
                     match mix {
                         Mix::Q2_K => ty = T::Q3_K,
-                        Mix::Q3_K_M => ty = T::Q4_K,
+                        Mix::IQ3_XXS => ty = T::IQ3_S,
+                        Mix::Q3_K_M | Mix::IQ3_M => ty = T::Q4_K,
                         Mix::Q3_K_L => ty = T::Q5_K,
                         _ => {}
                     }
@@ -257,13 +286,18 @@ impl Planner {
                 ty = T::Q4_K;
             }
         } else if role == Role::FfnGate {
-            // Only IQ3_XS changes ffn_gate, but the layer lookup (and its MoE failure) runs.
             reason = "mix: ffn_gate";
-            self.layer_info(self.i_ffn_gate, gguf, strict)?;
+            let (i, n) = self.layer_info(self.i_ffn_gate, gguf, strict)?;
+            if mix == Mix::IQ3_XS && i >= n / 8 && i < 7 * n / 8 {
+                ty = T::IQ3_XXS;
+            }
             self.i_ffn_gate += 1;
         } else if role == Role::FfnUp {
             reason = "mix: ffn_up";
-            self.layer_info(self.i_ffn_up, gguf, strict)?;
+            let (i, n) = self.layer_info(self.i_ffn_up, gguf, strict)?;
+            if mix == Mix::IQ3_XS && i >= n / 8 && i < 7 * n / 8 {
+                ty = T::IQ3_XXS;
+            }
             self.i_ffn_up += 1;
         } else {
             // Role::Other. (llama.cpp's separate attn_qkv branch is unreachable in this

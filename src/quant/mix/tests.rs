@@ -141,6 +141,10 @@ fn names_and_file_types() {
         (Mix::IQ2_S, 28),
         (Mix::IQ2_M, 29),
         (Mix::IQ1_M, 31),
+        (Mix::IQ3_XS, 22),
+        (Mix::IQ3_XXS, 23),
+        (Mix::IQ3_S, 26),
+        (Mix::IQ3_M, 27),
         (Mix::BF16, 32),
         (Mix::TQ1_0, 36),
         (Mix::TQ2_0, 37),
@@ -1092,11 +1096,7 @@ fn n_layer_inferred_when_missing_and_hf_arch_names() {
 
 #[test]
 fn chosen_types_stay_within_qforge_codecs() {
-    // qforge encodes every type llama.cpp's rules pick for the offered mixes, except
-    // IQ3_S (IQ2_S/IQ2_M's raised tensors), whose codec is issue #13 part C's.
-    let encodable = |mix: Mix, t: GgmlType| {
-        t.codec().is_some() || (t == T::IQ3_S && matches!(mix, Mix::IQ2_S | Mix::IQ2_M))
-    };
+    // qforge encodes every type llama.cpp's rules pick for the offered mixes.
     let shapes: &[(u64, u64)] = &[
         (4096, 11008),
         (4096, 14336),
@@ -1123,7 +1123,7 @@ fn chosen_types_stay_within_qforge_codecs() {
                     for (n, ne) in &t {
                         let c = p.choose(n, ne);
                         if c.quantize {
-                            assert!(encodable(*mix, c.ty), "{mix} {n} {}", c.ty);
+                            assert!(c.ty.codec().is_some(), "{mix} {n} {}", c.ty);
                             assert!(mix.possible_types().contains(&c.ty), "{mix} {n} {}", c.ty);
                             assert_eq!(ne[0] % c.ty.block_size(), 0, "{mix} {n}");
                         }
@@ -1191,4 +1191,153 @@ fn iq1_iq2_mixes_follow_llama_cpp() {
         T::IQ2_S,
         Mix::IQ2_M
     ));
+}
+
+/// The IQ3 mixes on a 7B llama (MHA) and a GQA 8B, with and without an imatrix, as
+/// llama-quant.cpp's branches for them give (worked out from the source by hand).
+#[test]
+fn iq3_mixes_llama7b_and_gqa() {
+    let im = Options {
+        has_imatrix: true,
+        ..Options::default()
+    };
+    for (f, t) in [llama7b(), llama3_8b()] {
+        let gqa = f.n_gqa() >= 4;
+        check(Mix::IQ3_M, &f, Options::default(), &t, |n, l| {
+            if n == "output.weight" {
+                T::Q6_K
+            } else if is(n, "attn_v") || is(n, "attn_output") || (is(n, "ffn_down") && l < Some(4))
+            {
+                T::Q4_K
+            } else {
+                T::IQ3_S
+            }
+        });
+        check(Mix::IQ3_S, &f, Options::default(), &t, |n, _| {
+            if n == "output.weight" {
+                T::Q6_K
+            } else if gqa && is(n, "attn_v") {
+                T::Q4_K
+            } else {
+                T::IQ3_S
+            }
+        });
+        check(Mix::IQ3_XS, &f, im.clone(), &t, |n, l| {
+            let middle = l.is_some_and(|l| (4..28).contains(&l));
+            if n == "output.weight" {
+                T::Q6_K
+            } else if gqa && is(n, "attn_v") {
+                T::Q4_K
+            } else if is(n, "attn_q")
+                || is(n, "attn_k")
+                || ((is(n, "ffn_gate") || is(n, "ffn_up")) && middle)
+            {
+                T::IQ3_XXS
+            } else {
+                T::IQ3_S
+            }
+        });
+        for has_imatrix in [false, true] {
+            let opts = Options {
+                has_imatrix,
+                ..Options::default()
+            };
+            let expect = |n: &str, l: Option<u32>| {
+                if n == "output.weight" {
+                    T::Q5_K
+                } else if n == "token_embd.weight" {
+                    T::IQ3_S
+                } else if is(n, "attn_v") {
+                    match (gqa, has_imatrix) {
+                        (true, _) => T::Q4_K,
+                        (false, false) => T::IQ3_S,
+                        (false, true) => T::IQ3_XXS,
+                    }
+                } else if is(n, "attn_q") || is(n, "attn_k") {
+                    T::IQ2_S
+                } else if is(n, "attn_output") {
+                    T::IQ3_S
+                } else if is(n, "ffn_down") && !has_imatrix {
+                    if l < Some(4) {
+                        T::Q4_K
+                    } else {
+                        T::Q3_K
+                    }
+                } else {
+                    T::IQ3_XXS
+                }
+            };
+            if has_imatrix {
+                check(Mix::IQ3_XXS, &f, opts, &t, expect);
+            } else {
+                // llama-quantize stops at the first IQ2_S attn_q without an imatrix; the
+                // lenient planner shows the rest of its choices.
+                assert!(matches!(
+                    plan(Mix::IQ3_XXS, f.clone(), opts.clone(), &t),
+                    Err(MixError::NeedsImatrix { ty: T::IQ2_S, .. })
+                ));
+                let mut p = Planner::new(Mix::IQ3_XXS, f.clone(), opts, &t);
+                for (n, ne) in &t {
+                    let c = p.choose(n, ne);
+                    if c.quantize {
+                        assert_eq!(c.ty, expect(n, layer_of(n)), "{n}");
+                    }
+                }
+            }
+        }
+        assert!(matches!(
+            plan(Mix::IQ3_XS, f.clone(), Options::default(), &t),
+            Err(MixError::NeedsImatrix { ty: T::IQ3_XXS, .. })
+        ));
+    }
+    // IQ3_XXS and IQ3_XS tensors need the imatrix; output and token embeddings never do.
+    assert!(requires_imatrix(
+        "blk.0.attn_q.weight",
+        T::IQ3_XXS,
+        Mix::IQ3_XS
+    ));
+    assert!(!requires_imatrix(
+        "token_embd.weight",
+        T::IQ3_XXS,
+        Mix::IQ3_XXS
+    ));
+    assert!(!requires_imatrix(
+        "blk.0.attn_q.weight",
+        T::IQ3_S,
+        Mix::IQ3_M
+    ));
+}
+
+/// MoE (8 experts): attn_output Q5_K, attn_v/attn_k Q8_0, IQ3_M's ffn_down by use_more_bits.
+#[test]
+fn iq3_mixes_moe() {
+    let f = facts("llama", 32, 32, 8, 8);
+    let t = llama_like(32, 4096, 14336, 1024, 32000, false);
+    for mix in [Mix::IQ3_M, Mix::IQ3_S, Mix::IQ3_XS, Mix::IQ3_XXS] {
+        let got = run(
+            mix,
+            &f,
+            Options {
+                has_imatrix: true,
+                ..Options::default()
+            },
+            &t,
+        );
+        for (n, ty) in got {
+            let l = layer_of(&n);
+            if is(&n, "attn_output") {
+                assert_eq!(ty, Some(T::Q5_K), "{mix} {n}");
+            } else if is(&n, "attn_v") || (is(&n, "attn_k") && !is(&n, "norm")) {
+                assert_eq!(ty, Some(T::Q8_0), "{mix} {n}");
+            } else if mix == Mix::IQ3_M && is(&n, "ffn_down") {
+                let more = l.is_some_and(|l| MORE_BITS_32.contains(&l));
+                let want = if l < Some(4) || more {
+                    T::Q4_K
+                } else {
+                    T::IQ3_S
+                };
+                assert_eq!(ty, Some(want), "{mix} {n}");
+            }
+        }
+    }
 }

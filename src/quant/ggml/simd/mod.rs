@@ -17,6 +17,7 @@
 use std::cmp::Ordering;
 
 use super::common::{self, QkxParams, QkxResult, QkxWinner};
+use super::iq3::IQ3_CAND;
 
 /// Instruction set a kernel runs with.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -474,3 +475,56 @@ pub fn iq1m_split(s: &Iq1mSums) -> Option<(f32, usize, usize, usize)> {
 
 #[cfg(target_arch = "x86_64")]
 mod x86;
+#[cfg(target_arch = "x86_64")]
+mod x86_iq3;
+
+/// IQ3 levels of every candidate scale `ids[c]` of a group: `lev[i][c] =
+/// clamp(nearest_int((ids[c]*x[i] - 1)/2), 0, 7)`.
+#[inline]
+pub fn iq3_levels(xval: &[f32; 32], ids: &[f32; IQ3_CAND], lev: &mut [[i32; IQ3_CAND]; 32]) {
+    match isa() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the CPU supports AVX-512F (checked by `isa`).
+        Isa::Avx512 => unsafe { x86_iq3::iq3_levels_avx512(xval, ids, lev) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the CPU supports AVX2 (checked by `isa`).
+        Isa::Avx2 => unsafe { x86_iq3::iq3_levels_avx2(xval, ids, lev) },
+        _ => super::iq3::iq3_levels_scalar(xval, ids, lev),
+    }
+}
+
+/// The IQ3 weighted sums of every candidate: `sum wx[i]*q` and `sum (w[i]*q)*q` with
+/// `q = 2*lev[i][c] + 1`, in index order.
+#[inline]
+pub fn iq3_sums(
+    wx: &[f32; 32],
+    w: &[f32; 32],
+    lev: &[[i32; IQ3_CAND]; 32],
+    sumqx: &mut [f32; IQ3_CAND],
+    sumq2: &mut [f32; IQ3_CAND],
+) {
+    match isa() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the CPU supports AVX-512F (checked by `isa`).
+        Isa::Avx512 => unsafe { x86_iq3::iq3_sums_avx512(wx, w, lev, sumqx, sumq2) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the CPU supports AVX2 (checked by `isa`).
+        Isa::Avx2 => unsafe { x86_iq3::iq3_sums_avx2(wx, w, lev, sumqx, sumq2) },
+        _ => super::iq3::iq3_sums_scalar(wx, w, lev, sumqx, sumq2),
+    }
+}
+
+/// `iq3_find_best_neighbour` over a padded coordinate-major neighbour list of `n` points:
+/// the position of the first nearest one.
+#[inline]
+pub fn iq3_best_neighbour(soa: &[f32], n: usize, x: &[f32; 4], w: &[f32; 4], scale: f32) -> usize {
+    match isa() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the CPU supports AVX-512F (checked by `isa`).
+        Isa::Avx512 => unsafe { x86_iq3::iq3_neighbour_avx512(soa, n, x, w, scale) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the CPU supports AVX2 (checked by `isa`).
+        Isa::Avx2 => unsafe { x86_iq3::iq3_neighbour_avx2(soa, n, x, w, scale) },
+        _ => super::iq3::iq3_best_neighbour_scalar(soa, n, x, w, scale),
+    }
+}
