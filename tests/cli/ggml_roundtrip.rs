@@ -18,6 +18,8 @@ fn max_rel_rmse(name: &str) -> f64 {
         "Q5_0" | "Q5_1" | "Q5_K" => 0.05,
         "Q4_0" | "Q4_1" | "Q4_K" | "IQ4_NL" => 0.11,
         "Q3_K" => 0.22,
+        "IQ3_S" => 0.25,
+        "IQ3_XXS" => 0.3,
         "Q2_K" => 0.40,
         _ => unreachable!(),
     }
@@ -58,7 +60,11 @@ fn constant_rows_roundtrip() {
         for c in quant_codecs() {
             let y = dequantize(c, &quantize(c, &x, None));
             let e = rel_rmse(&x, &y);
-            assert!(e < 0.15, "{} constant {v}: rel rmse {e}", c.name());
+            // The IQ3 grids have no all-equal point at the top level (7,7,7,7), so a
+            // constant row lands on a neighbour (ggml gives the same bytes).
+            let iq3 = matches!(c.ty, GgmlType::IQ3_XXS | GgmlType::IQ3_S);
+            let bound = if iq3 { 0.2 } else { 0.15 };
+            assert!(e < bound, "{} constant {v}: rel rmse {e}", c.name());
         }
     }
 }
@@ -149,7 +155,9 @@ fn codec_table() {
         (12, "Q4_K", 256, 144),
         (13, "Q5_K", 256, 176),
         (14, "Q6_K", 256, 210),
+        (18, "IQ3_XXS", 256, 98),
         (20, "IQ4_NL", 32, 18),
+        (21, "IQ3_S", 256, 110),
         (30, "BF16", 1, 2),
     ];
     for (id, name, bs, ts) in expect {
