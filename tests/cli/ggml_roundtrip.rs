@@ -28,6 +28,8 @@ fn max_rel_rmse(name: &str) -> f64 {
         "IQ2_XXS" | "IQ2_XS" => 0.45,
         "IQ1_M" => 0.65,
         "IQ1_S" => 0.6,
+        "IQ3_S" => 0.25,
+        "IQ3_XXS" => 0.3,
         _ => unreachable!(),
     }
 }
@@ -69,9 +71,13 @@ fn constant_rows_roundtrip() {
             let y = dequantize(c, &quantize(c, &x, no_imatrix(c, 512).as_deref()));
             let e = rel_rmse(&x, &y);
             println!("{:<7} constant {v}: rel rmse {e:.4}", c.name());
-            // The IQ1/IQ2 grids hold few points with (nearly) equal coordinates.
+            // The IQ1/IQ2 grids hold few points with (nearly) equal coordinates; the IQ3
+            // grids have no all-equal point at the top level (7,7,7,7), so a constant row
+            // lands on a neighbour (ggml gives the same bytes).
             let bound = if c.name().starts_with("IQ1") || c.name().starts_with("IQ2") {
                 0.5
+            } else if matches!(c.ty, GgmlType::IQ3_XXS | GgmlType::IQ3_S) {
+                0.2
             } else {
                 0.15
             };
