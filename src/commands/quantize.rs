@@ -85,6 +85,7 @@ fn run_gguf(args: &QuantizeArgs, run: RunOptions) -> Result<pipeline::report::Re
             .as_deref()
             .map(|p| (p, include.as_slice(), exclude.as_slice())),
         allow_requantize: args.allow_requantize,
+        file: pipeline::llama_file::FileOptions::default(),
         run,
     })
 }

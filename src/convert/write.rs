@@ -16,6 +16,7 @@ use crate::formats::gguf::writer::{GgufLayout, TensorSpec};
 use crate::formats::gguf::Value;
 use crate::pipeline::encode::GgmlEncoder;
 use crate::pipeline::gguf::QNT_VERSION;
+use crate::pipeline::llama_file::loader_order;
 use crate::pipeline::report::{check_finite, Report, TensorReport};
 use crate::pipeline::{self, ErrorStats, RunOptions};
 use crate::quant::imatrix::Imatrix;
@@ -24,7 +25,6 @@ use crate::{bail_invalid, invalid};
 use anyhow::{Context, Result};
 use indicatif::ProgressBar;
 use regex::Regex;
-use std::cmp::Ordering;
 use std::path::Path;
 
 /// What `-t` asks for on a folder.
@@ -82,20 +82,6 @@ pub fn outtype_rule(t: &Planned, ftype: GgmlType) -> (GgmlType, &'static str) {
         );
     }
     (ftype, "convert: outtype")
-}
-
-/// llama.cpp's loader order (`weight_name_comparer`): tensors outside blocks first,
-/// then by block number, then by name.
-pub fn loader_order(a: &str, b: &str) -> Ordering {
-    let layer = |n: &str| -> i64 {
-        n.strip_prefix("blk.")
-            .map(|r| {
-                let digits: String = r.chars().take_while(char::is_ascii_digit).collect();
-                digits.parse().unwrap_or(-1)
-            })
-            .unwrap_or(-1)
-    };
-    layer(a).cmp(&layer(b)).then_with(|| a.cmp(b))
 }
 
 /// One output tensor's plan.
@@ -441,30 +427,6 @@ fn encode(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn loader_order_puts_non_block_tensors_first_then_blocks_numerically() {
-        let mut names = vec![
-            "blk.10.attn_q.weight",
-            "token_embd.weight",
-            "blk.2.ffn_up.weight",
-            "output.weight",
-            "blk.2.attn_k.weight",
-            "output_norm.weight",
-        ];
-        names.sort_by(|a, b| loader_order(a, b));
-        assert_eq!(
-            names,
-            [
-                "output.weight",
-                "output_norm.weight",
-                "token_embd.weight",
-                "blk.2.attn_k.weight",
-                "blk.2.ffn_up.weight",
-                "blk.10.attn_q.weight"
-            ]
-        );
-    }
 
     #[test]
     fn targets_split_into_outtypes_and_mixes() {
