@@ -16,7 +16,7 @@
 #   LLAMA_REF_DIR  what ../shared/tools/llama-ref.sh prints (bin/)
 #   HF_REF_DIR     scripts/hf_reference.sh's output (.cache/hf-ref)
 #   OUT_DIR        receives the files above (.cache/quantize-ref); never commit it
-# A step whose logs/NAME.done is newer than the input is not run again. Threads: 2 (QUANT_THREADS overrides).
+# A step whose logs/NAME.done is newer than the input and this script is not run again. Threads: 2 (QUANT_THREADS overrides).
 # Step times go to OUT_DIR/timings.tsv and stderr.
 set -euo pipefail
 if [ $# -ne 3 ]; then
@@ -38,16 +38,17 @@ done
 
 timings="$out/timings.tsv"
 printf 'step\tseconds\n' >"$timings"
-# step NAME COMMAND...: runs COMMAND unless logs/NAME.done is newer than the input, logs to
+# step NAME COMMAND...: runs COMMAND unless logs/NAME.done is newer than the input and this
+# script, logs to
 # logs/NAME.log, records the time.
 step() {
   local name=$1
   shift
   local done="$out/logs/$name.done"
-  if [ "$done" -nt "$input" ]; then
+  if [ "$done" -nt "$input" ] && [ "$done" -nt "$0" ]; then
     return 0
   fi
-  if [ "$out/logs/$name.failed" -nt "$input" ]; then
+  if [ "$out/logs/$name.failed" -nt "$input" ] && [ "$out/logs/$name.failed" -nt "$0" ]; then
     return 1
   fi
   local t0=$SECONDS

@@ -21,5 +21,6 @@ mod isa;
 mod kv_profile;
 mod llama_quantize;
 mod quantize;
+mod quantize_llama_cli;
 mod real_model;
 mod reliability;
