@@ -35,7 +35,7 @@ complete -c qforge -n "__fish_qforge_needs_command" -f -a "kv-profile" -d 'Build
 complete -c qforge -n "__fish_qforge_needs_command" -f -a "bench-gemm" -d 'Benchmark dequant-GEMM/GEMV kernels against a roofline and candle'
 complete -c qforge -n "__fish_qforge_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c qforge -n "__fish_qforge_using_subcommand quantize" -s o -l output -d 'Output file (a folder with --format bnb-safetensors)' -r -F
-complete -c qforge -n "__fish_qforge_using_subcommand quantize" -s t -l type -d 'Target type or llama.cpp mix by name (default Q4_K_M; with --format bnb-safetensors or qnat, NF4). Names only: llama-quantize\'s numeric ids are refused. --list-types shows every type llama-quantize knows' -r -f -a "Q4_0\t'base Q4_0; 4.34G, +0.4685 ppl @ Llama-3-8B'
+complete -c qforge -n "__fish_qforge_using_subcommand quantize" -s t -l type -d 'Target type or llama.cpp mix by name (default Q4_K_M; with --format bnb-safetensors or qnat, NF4). Names only: llama-quantize\'s numeric ids are taken in the positional form. --list-types shows every type llama-quantize knows' -r -f -a "Q4_0\t'base Q4_0; 4.34G, +0.4685 ppl @ Llama-3-8B'
 Q4_1\t'base Q4_1; 4.78G, +0.4511 ppl @ Llama-3-8B'
 Q5_0\t'base Q5_0; 5.21G, +0.1316 ppl @ Llama-3-8B'
 Q5_1\t'base Q5_1; 5.65G, +0.1062 ppl @ Llama-3-8B'
@@ -63,6 +63,10 @@ complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l format -d 'Ou
 qnat\t'qforge\'s native QNAT v2'
 bnb-safetensors\t'Hugging Face safetensors in the bitsandbytes 4-bit layout'"
 complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l tensor-type -d 'Per-tensor type override, REGEX=TYPE; repeatable, the first match wins. TYPE (any case): F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, BF16' -r
+complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l tensor-type-file -d 'A file of REGEX=TYPE overrides separated by spaces or newlines (after --tensor-type\'s)' -r -F
+complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l prune-layers -d 'Remove these blocks (blk.N) and renumber the later ones; sets ARCH.block_count' -r
+complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l override-kv -d 'Set a metadata key in the output: KEY=TYPE:VALUE, TYPE int (written u32), float (f32), bool or str; repeatable' -r
+complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l max-buffer-size -d 'llama-quantize\'s row buffer limit in MiB; accepted for drop-in use (qforge encodes a tensor in chunks of about 8 MiB whatever the value)' -r
 complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l output-tensor-type -d 'Type of output.weight' -r -f -a "F32\t''
 F16\t''
 Q4_0\t''
@@ -106,6 +110,7 @@ scalar\t'Portable code, no SIMD'"
 complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l name -d 'Hugging Face folder: general.name (convert_hf_to_gguf.py --model-name)' -r
 complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l metadata -d 'Hugging Face folder: JSON file of general.* overrides (convert_hf_to_gguf.py --metadata)' -r -F
 complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l list-types -d 'List every type and mix llama-quantize knows (bits per weight, whether an importance matrix is required, whether qforge implements it) and exit'
+complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l keep-split -d 'Split input: write one output file per input file, named OUTPUT-0000i-of-0000N.gguf (OUTPUT without .gguf) with gguf-split\'s split.* keys'
 complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l pure -d 'Use the base type for every tensor: no mix rules'
 complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l leave-output-tensor -d 'Leave output.weight unquantized'
 complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l allow-requantize -d 'Allow re-quantizing tensors that are already quantized'

@@ -16,7 +16,7 @@ use crate::formats::gguf::writer::{GgufLayout, TensorSpec};
 use crate::formats::gguf::Value;
 use crate::pipeline::encode::GgmlEncoder;
 use crate::pipeline::gguf::QNT_VERSION;
-use crate::pipeline::llama_file::loader_order;
+use crate::pipeline::llama_file::{self, loader_order};
 use crate::pipeline::report::{check_finite, Report, TensorReport};
 use crate::pipeline::{self, ErrorStats, RunOptions};
 use crate::quant::imatrix::Imatrix;
@@ -130,21 +130,14 @@ pub fn convert(job: &ConvertJob<'_>) -> Result<Report> {
         }
     }
     let conv = Converted::open(job.input, job.dir)?;
-    let imatrix = job
-        .imatrix
-        .map(|(path, include, exclude)| -> Result<Imatrix> {
-            let mut m = Imatrix::load(path)?;
-            m.filter(include, exclude);
-            Ok(m)
-        })
-        .transpose()?;
+    let imatrix = pipeline::gguf::load_imatrix(job.imatrix)?;
     let base = match job.target {
         Target::Outtype(t) => t,
         Target::Mix(_) if conv.guessed_type() == GgmlType::BF16 => GgmlType::BF16,
         Target::Mix(_) => GgmlType::F32,
     };
     let jobs = plan(&conv, job, base, imatrix.as_ref())?;
-    let meta = metadata(&conv, job, base)?;
+    let meta = metadata(&conv, job, base, imatrix.as_ref())?;
     let specs: Vec<TensorSpec> = jobs
         .iter()
         .map(|j| TensorSpec {
@@ -304,7 +297,12 @@ fn json_object(
 }
 
 /// The metadata in convert's order (then llama-quantize's moves for a mix).
-fn metadata(conv: &Converted, job: &ConvertJob<'_>, base: GgmlType) -> Result<Kv> {
+fn metadata(
+    conv: &Converted,
+    job: &ConvertJob<'_>,
+    base: GgmlType,
+    imatrix: Option<&Imatrix>,
+) -> Result<Kv> {
     let dir = &conv.dir;
     let card = match std::fs::read(dir.join("README.md")) {
         Ok(bytes) => {
@@ -364,6 +362,11 @@ fn metadata(conv: &Converted, job: &ConvertJob<'_>, base: GgmlType) -> Result<Kv
             Value::U32(QNT_VERSION),
         ));
         kv.push(("general.file_type".into(), Value::U32(m.file_type())));
+        if let (Some(m), Some((path, _, _))) = (imatrix, job.imatrix) {
+            for (k, v) in llama_file::imatrix_keys(path, m) {
+                llama_file::set_key(&mut kv, &k, v);
+            }
+        }
     }
     Ok(kv)
 }

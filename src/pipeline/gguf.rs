@@ -150,7 +150,7 @@ pub fn output_metadata(
 /// input file.
 pub fn quantize(job: &GgufJob<'_>) -> Result<Report> {
     let src = split::open_model(job.input)?;
-    let imatrix = load_imatrix(job)?;
+    let imatrix = load_imatrix(job.imatrix)?;
     let facts = model_facts(&ModelConfig::for_source(&src)?);
     let (tensors, block_count) =
         llama_file::arrange(&src, &job.file.prune_layers, job.file.keep_split);
@@ -176,10 +176,11 @@ pub(crate) fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
-/// The importance matrix, filtered; `None` when the filters leave no entry (llama-quantize
-/// then quantizes as without one and writes no `quantize.imatrix.*` keys).
-fn load_imatrix(job: &GgufJob<'_>) -> Result<Option<Imatrix>> {
-    let Some((path, include, exclude)) = job.imatrix else {
+/// The importance matrix of `--imatrix` with the `--include-weights`/`--exclude-weights`
+/// filters applied; `None` when the filters leave no entry (llama-quantize then quantizes as
+/// without one and writes no `quantize.imatrix.*` keys).
+pub fn load_imatrix(spec: Option<(&Path, &[Regex], &[Regex])>) -> Result<Option<Imatrix>> {
+    let Some((path, include, exclude)) = spec else {
         return Ok(None);
     };
     let mut m = Imatrix::load(path)?;
@@ -410,6 +411,9 @@ pub fn stream_tensors<T>(
     Ok((stats, digests[0]))
 }
 
+/// Per-tensor statistics (in order) and each file's SHA-256.
+pub type Streamed = (Vec<Option<ErrorStats>>, Vec<[u8; 32]>);
+
 /// [`stream_tensors`] over several files (a split output): each is written in turn to its
 /// temporary file, and all are renamed into place only once every one is complete.
 /// Returns the per-tensor statistics in order and each file's SHA-256.
@@ -422,7 +426,7 @@ pub fn stream_shards<T>(
         &ProgressBar,
         &mut dyn FnMut(&[u8]) -> Result<()>,
     ) -> Result<Option<ErrorStats>>,
-) -> Result<(Vec<Option<ErrorStats>>, Vec<[u8; 32]>)> {
+) -> Result<Streamed> {
     let bar = super::progress_bar(total_elements, quiet);
     let mut files = Vec::with_capacity(shards.len());
     let mut stats = Vec::new();
