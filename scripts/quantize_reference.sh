@@ -113,7 +113,7 @@ case_ Q4_K_M-imatrix Q4_K_M "$out/imatrix.gguf" "" "$input" "$out/Q4_K_M-imatrix
 case_ Q3_K_S-imatrix-dat Q3_K_S "$out/imatrix.dat" "--exclude-weights ffn_gate" "$input" "$out/Q3_K_S-imatrix-dat.gguf"
 case_ Q5_K_M-include Q5_K_M "$out/imatrix.gguf" "--include-weights attn_v --include-weights ffn_down" \
   "$input" "$out/Q5_K_M-include.gguf"
-case_ Q4_0-flags Q4_0 - "--prune-layers 3,1,7 --override-kv general.name=str:pruned --override-kv test.count=int:-7 --override-kv test.scale=float:0.25 --override-kv test.flag=bool:true --tensor-type-file $out/tensor-types.txt --output-tensor-type q8_0 --token-embedding-type q6_k" \
+case_ Q4_0-flags Q4_0 - "--prune-layers 3,1,7 --override-kv general.name=str:pruned --override-kv test.count=int:-7 --override-kv test.scale=float:0.25 --override-kv test.flag=bool:true --tensor-type-file $out/tensor-types.txt --output-tensor-type q8_0 --token-embedding-type q5_0" \
   "$input" "$out/Q4_0-flags.gguf"
 case_ Q6_K-pure Q6_K - "--pure --leave-output-tensor --tensor-type attn_k=q4_0" "$input" "$out/Q6_K-pure.gguf"
 split_in="$out/split/bf16-00001-of-00003.gguf"
