@@ -48,7 +48,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Quantize a safetensors or GGUF model to GGUF (llama.cpp types and mixes).
-    #[command(after_long_help = EXAMPLES_QUANTIZE)]
+    #[command(after_long_help = EXAMPLES_QUANTIZE, override_usage = USAGE_QUANTIZE)]
     Quantize(QuantizeArgs),
     /// Write the native QNAT format (NF4/FP4 with double quantization, k-quants, floats).
     #[command(after_long_help = EXAMPLES_EXPORT_NATIVE)]
@@ -186,12 +186,17 @@ pub struct TypeOverride {
     pub ty: GgmlType,
 }
 
-fn parse_type_override(spec: &str) -> Result<TypeOverride, String> {
+/// Parses `--tensor-type REGEX=TYPE` (also a word of `--tensor-type-file`); like
+/// llama-quantize, the pattern is lower-cased.
+pub fn parse_type_override(spec: &str) -> Result<TypeOverride, String> {
     let (re, ty) = spec
         .split_once('=')
-        .ok_or_else(|| "expected REGEX=TYPE".to_string())?;
+        .ok_or_else(|| format!("{spec:?}: expected REGEX=TYPE"))?;
+    if re.is_empty() {
+        return Err(format!("{spec:?}: missing tensor name"));
+    }
     Ok(TypeOverride {
-        pattern: regex::Regex::new(re).map_err(|e| e.to_string())?,
+        pattern: regex::Regex::new(&re.to_lowercase()).map_err(|e| e.to_string())?,
         ty: quant_type(ty)?,
     })
 }
@@ -240,22 +245,28 @@ pub enum OutputFormat {
 /// Arguments of `qforge quantize`.
 #[derive(Debug, Args)]
 pub struct QuantizeArgs {
-    /// Input model: .gguf, .safetensors, *.safetensors.index.json or a model folder. A
-    /// Hugging Face folder (config.json beside the weights) is converted as
-    /// convert_hf_to_gguf.py does: -t F32/F16/BF16/Q8_0 is its --outtype, other types
-    /// are llama-quantize applied to its output.
+    /// Input model: .gguf (the first file of a split GGUF brings the others),
+    /// .safetensors, *.safetensors.index.json or a model folder. A Hugging Face folder
+    /// (config.json beside the weights) is converted as convert_hf_to_gguf.py does: -t
+    /// F32/F16/BF16/Q8_0 is its --outtype, other types are llama-quantize applied to its
+    /// output.
     #[arg(
         required_unless_present = "list_types",
         default_value = "-",
         hide_default_value = true
     )]
     pub input: PathBuf,
+    /// llama-quantize's positional form after INPUT: [OUTPUT] TYPE [NTHREADS]. TYPE is a
+    /// name or llama-quantize's ftype number; without OUTPUT the file is
+    /// ggml-model-TYPE.gguf beside the input. Not combined with -o, -t or --threads.
+    #[arg(value_name = "OUTPUT TYPE NTHREADS", num_args = 0..=3)]
+    pub positional: Vec<String>,
     /// Output file (a folder with --format bnb-safetensors).
-    #[arg(short, long, required_unless_present_any = ["dry_run", "list_types"])]
+    #[arg(short, long, required_unless_present_any = ["dry_run", "list_types", "positional"])]
     pub output: Option<PathBuf>,
     /// Target type or llama.cpp mix by name (default Q4_K_M; with --format
-    /// bnb-safetensors or qnat, NF4). Names only: llama-quantize's numeric ids are refused.
-    /// --list-types shows every type llama-quantize knows.
+    /// bnb-safetensors or qnat, NF4). Names only: llama-quantize's numeric ids are taken
+    /// in the positional form. --list-types shows every type llama-quantize knows.
     #[arg(
         short = 't',
         long = "type",
@@ -274,6 +285,24 @@ pub struct QuantizeArgs {
     /// Per-tensor type override, REGEX=TYPE; repeatable, the first match wins.
     #[arg(long, value_name = "REGEX=TYPE", value_parser = parse_type_override, help = type_override_help())]
     pub tensor_type: Vec<TypeOverride>,
+    /// A file of REGEX=TYPE overrides separated by spaces or newlines (after --tensor-type's).
+    #[arg(long, value_name = "FILE")]
+    pub tensor_type_file: Vec<PathBuf>,
+    /// Remove these blocks (blk.N) and renumber the later ones; sets ARCH.block_count.
+    #[arg(long, value_name = "L0,L1,...")]
+    pub prune_layers: Vec<String>,
+    /// Set a metadata key in the output: KEY=TYPE:VALUE, TYPE int (written u32), float
+    /// (f32), bool or str; repeatable.
+    #[arg(long, value_name = "KEY=TYPE:VALUE")]
+    pub override_kv: Vec<String>,
+    /// Split input: write one output file per input file, named OUTPUT-0000i-of-0000N.gguf
+    /// (OUTPUT without .gguf) with gguf-split's split.* keys.
+    #[arg(long)]
+    pub keep_split: bool,
+    /// llama-quantize's row buffer limit in MiB; accepted for drop-in use (qforge encodes
+    /// a tensor in chunks of about 8 MiB whatever the value).
+    #[arg(long, value_name = "MiB", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_buffer_size: Option<u64>,
     /// Type of output.weight.
     #[arg(long, value_name = "TYPE", value_parser = QuantTypeParser)]
     pub output_tensor_type: Option<GgmlType>,
@@ -845,6 +874,11 @@ Examples:
   qforge kv-profile build --from-model model.gguf --bits 8 -o kv.json
   qforge bench-gemm --type q4_k --m 1,8 --json";
 
+const USAGE_QUANTIZE: &str = "\
+qforge quantize [OPTIONS] INPUT -o OUTPUT [-t TYPE] [--threads N]
+       qforge quantize [OPTIONS] INPUT [OUTPUT] TYPE [NTHREADS]   (llama-quantize's form)
+       qforge quantize --list-types";
+
 const EXAMPLES_QUANTIZE: &str = "\
 Examples:
   # A llama.cpp mix, bit-exact with llama-quantize:
@@ -852,12 +886,90 @@ Examples:
   # From an F16 GGUF with an importance matrix, the output tensor at Q8_0:
   qforge quantize model-f16.gguf -o model-Q3_K_M.gguf -t q3_k_m --imatrix imatrix.gguf \\
       --output-tensor-type q8_0
+  # llama-quantize's command line as is (flags, then INPUT [OUTPUT] TYPE [NTHREADS]);
+  # a word after INPUT selects this form, and -o/-t/--threads are then refused:
+  qforge quantize --imatrix imatrix.gguf model-f16.gguf model-Q4_K_M.gguf Q4_K_M 8
+  qforge quantize model-f16.gguf 15        # ftype 15 = Q4_K: ./ggml-model-Q4_K.gguf
+  # A split model (the first file brings the others), split the same way:
+  qforge quantize --keep-split model-00001-of-00003.gguf out.gguf Q4_K_M
+  # Layers 3 and 7 removed, a metadata key set:
+  qforge quantize m.gguf -o m-pruned.gguf -t Q4_0 --prune-layers 3,7 --override-kv general.name=str:small
   # The plan only (types, sizes), as JSON:
   qforge quantize model.safetensors -t Q5_K_M --dry-run --json
   # A bitsandbytes 4-bit folder that transformers loads:
   qforge quantize model/ -o model-nf4/ --format bnb-safetensors -t NF4 --double-quant
   # Every type llama-quantize knows, and which qforge implements:
   qforge quantize --list-types";
+
+impl QuantizeArgs {
+    /// Turns llama-quantize's positional form (`INPUT [OUTPUT] TYPE [NTHREADS]`, see
+    /// [`QuantizeArgs::positional`]) into `output`, `qtype` and `threads`, as
+    /// llama-quantize reads it: the word after INPUT is TYPE when it names a type (a name
+    /// in any case, or an ftype number), else OUTPUT; without OUTPUT the file is
+    /// `DIR/ggml-model-TYPE.gguf` (no `.gguf` with `--keep-split`) beside the input, none
+    /// with `--dry-run`; NTHREADS 0 or below means all cores. Nothing to do without
+    /// positional words.
+    pub fn resolve_positional(&mut self) -> anyhow::Result<()> {
+        use crate::{bail_invalid, invalid};
+        if self.positional.is_empty() {
+            return Ok(());
+        }
+        if self.output.is_some() || self.qtype.is_some() || self.threads.is_some() {
+            bail_invalid!("give OUTPUT TYPE NTHREADS either after INPUT (llama-quantize's form) or with -o/-t/--threads, not both");
+        }
+        if self.format != OutputFormat::Gguf {
+            bail_invalid!(
+                "llama-quantize's positional form writes GGUF; use -o and -t with --format"
+            );
+        }
+        let words = &self.positional;
+        let (output, qtype, rest) = match llama_ftype(&words[0]) {
+            Some(name) => {
+                let out = (!self.dry_run).then(|| {
+                    let input = self.input.to_string_lossy();
+                    let dir = input.rfind(['/', '\\']).map_or("", |i| &input[..=i]);
+                    let ext = if self.keep_split { "" } else { ".gguf" };
+                    PathBuf::from(format!("{dir}ggml-model-{name}{ext}"))
+                });
+                (out, name, &words[1..])
+            }
+            None => {
+                let ty = words
+                    .get(1)
+                    .ok_or_else(|| invalid!("missing TYPE after OUTPUT {:?}", words[0]))?;
+                let name = llama_ftype(ty).ok_or_else(|| {
+                    invalid!("invalid TYPE {ty:?}: not a name or ftype number of llama-quantize's list (qforge quantize --list-types)")
+                })?;
+                (Some(PathBuf::from(&words[0])), name, &words[2..])
+            }
+        };
+        if let Some(n) = rest.first() {
+            let n: i64 = n
+                .parse()
+                .map_err(|_| invalid!("invalid NTHREADS {n:?}: expected a number"))?;
+            self.threads = usize::try_from(n).ok().filter(|&n| n > 0);
+        }
+        if rest.len() > 1 {
+            bail_invalid!("unexpected argument {:?} after NTHREADS", rest[1]);
+        }
+        self.output = output;
+        self.qtype = Some(qtype.to_string());
+        Ok(())
+    }
+}
+
+/// llama-quantize's `try_parse_ftype`: a name of its list (any case) or an ftype number
+/// (the first entry with that number: 12 is `Q3_K`, 0 is `F32`), as its canonical name.
+fn llama_ftype(word: &str) -> Option<&'static str> {
+    let by_name = QUANT_OPTIONS
+        .iter()
+        .find(|o| o.name.eq_ignore_ascii_case(word));
+    let by_number = || {
+        let n: u32 = word.parse().ok()?;
+        QUANT_OPTIONS.iter().find(|o| o.ftype == n)
+    };
+    by_name.or_else(by_number).map(|o| o.name)
+}
 
 const EXAMPLES_EXPORT_NATIVE: &str = "\
 Examples:

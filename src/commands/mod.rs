@@ -11,7 +11,10 @@ use crate::cli::{Cli, Command, KvProfileCommand};
 use anyhow::Result;
 
 /// Runs a parsed command line.
-pub fn run(cli: Cli) -> Result<()> {
+pub fn run(mut cli: Cli) -> Result<()> {
+    if let Command::Quantize(args) = &mut cli.command {
+        args.resolve_positional()?;
+    }
     cli.check_outputs()?;
     if let Some(isa) = cli.command.isa() {
         crate::cpu::configure(isa.into())?;

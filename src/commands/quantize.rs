@@ -3,27 +3,94 @@
 //! ([`crate::pipeline::gguf`], [`crate::pipeline::bnb`], [`crate::pipeline::qnat`]) and
 //! prints its report. JSON schema: `docs/quantize-json.md`.
 
-use crate::cli::{OutputFormat, QuantizeArgs};
+use crate::cli::{parse_type_override, OutputFormat, QuantizeArgs};
 use crate::formats::ggml_type::GgmlType;
 use crate::formats::weight_format::WeightFormat;
 use crate::output::print_report;
 use crate::pipeline::bnb::BnbOptions;
 use crate::pipeline::gguf::GgufJob;
+use crate::pipeline::llama_file::{self, FileOptions};
 use crate::pipeline::qnat::{scheme_of, ExportJob, Target};
 use crate::pipeline::{self, RunOptions};
 use crate::quant::bnb::FourBit;
-use crate::quant::mix::{self, Mix};
+use crate::quant::mix::{self, Mix, QUANT_OPTIONS};
 use crate::{bail_invalid, invalid};
 use anyhow::Result;
 use regex::Regex;
 use std::path::Path;
 
-/// Parses a type given on the command line: a mix (`Q4_K_M`) or a plain ggml type.
+/// Parses a type given on the command line: a mix (`Q4_K_M`) or a plain ggml type; a
+/// type of llama-quantize's list that qforge lacks is named as not implemented.
 pub fn parse_type(name: &str) -> Result<Mix> {
     Mix::from_name(name).ok_or_else(|| {
+        if let Some(o) = QUANT_OPTIONS
+            .iter()
+            .find(|o| o.name.eq_ignore_ascii_case(name))
+        {
+            return invalid!(
+                "type {}: llama-quantize has it, qforge does not implement it yet (qforge quantize --list-types)",
+                o.name
+            );
+        }
         let names: Vec<&str> = Mix::ALL.iter().map(|m| m.name()).collect();
         invalid!("unknown type {name:?}; known: {}", names.join(", "))
     })
+}
+
+/// The `--tensor-type` overrides, then those of each `--tensor-type-file` (words separated
+/// by white space, each `REGEX=TYPE`).
+fn type_overrides(args: &QuantizeArgs) -> Result<Vec<(Regex, GgmlType)>> {
+    let mut out: Vec<(Regex, GgmlType)> = args
+        .tensor_type
+        .iter()
+        .map(|o| (o.pattern.clone(), o.ty))
+        .collect();
+    for path in &args.tensor_type_file {
+        let text = std::fs::read_to_string(path).map_err(
+            |e| invalid!(kind: Unreadable, "--tensor-type-file {}: {e}", path.display()),
+        )?;
+        for word in text.split_whitespace() {
+            let o = parse_type_override(word)
+                .map_err(|e| invalid!("--tensor-type-file {}: {e}", path.display()))?;
+            out.push((o.pattern, o.ty));
+        }
+    }
+    Ok(out)
+}
+
+/// `--override-kv`, `--prune-layers` (all occurrences together) and `--keep-split`.
+fn file_options(args: &QuantizeArgs) -> Result<FileOptions> {
+    let mut prune_layers = Vec::new();
+    for spec in &args.prune_layers {
+        prune_layers.extend(llama_file::parse_prune_layers(spec)?);
+    }
+    prune_layers.sort_unstable();
+    prune_layers.dedup();
+    Ok(FileOptions {
+        kv_overrides: args
+            .override_kv
+            .iter()
+            .map(|s| llama_file::parse_kv_override(s))
+            .collect::<Result<_>>()?,
+        prune_layers,
+        keep_split: args.keep_split,
+    })
+}
+
+/// Refuses the GGUF-input-only flags for another pipeline (`what`).
+fn refuse_file_options(args: &QuantizeArgs, what: &str) -> Result<()> {
+    for (flag, set) in [
+        ("--override-kv", !args.override_kv.is_empty()),
+        ("--prune-layers", !args.prune_layers.is_empty()),
+        ("--keep-split", args.keep_split),
+    ] {
+        if set {
+            bail_invalid!(
+                "{flag} applies to quantizing a GGUF or safetensors file to GGUF, not to {what}"
+            );
+        }
+    }
+    Ok(())
 }
 
 fn parse_regexes(flag: &str, patterns: &[String]) -> Result<Vec<Regex>> {
@@ -58,11 +125,7 @@ pub fn run(args: &QuantizeArgs) -> Result<()> {
 
 fn run_gguf(args: &QuantizeArgs, run: RunOptions) -> Result<pipeline::report::Report> {
     let mix = parse_type(args.qtype.as_deref().unwrap_or("Q4_K_M"))?;
-    let overrides: Vec<(Regex, GgmlType)> = args
-        .tensor_type
-        .iter()
-        .map(|o| (o.pattern.clone(), o.ty))
-        .collect();
+    let overrides = type_overrides(args)?;
     let (output_tensor_type, token_embedding_type) =
         (args.output_tensor_type, args.token_embedding_type);
     let include = parse_regexes("--include-weights", &args.include_weights)?;
@@ -85,6 +148,7 @@ fn run_gguf(args: &QuantizeArgs, run: RunOptions) -> Result<pipeline::report::Re
             .as_deref()
             .map(|p| (p, include.as_slice(), exclude.as_slice())),
         allow_requantize: args.allow_requantize,
+        file: file_options(args)?,
         run,
     })
 }
@@ -97,6 +161,7 @@ fn run_convert(
     run: RunOptions,
 ) -> Result<pipeline::report::Report> {
     use crate::convert::write::{ConvertJob, Target};
+    refuse_file_options(args, "a Hugging Face folder")?;
     let target = Target::parse(args.qtype.as_deref(), parse_type)?;
     let mix_opts = match target {
         Target::Outtype(_) => None,
@@ -105,11 +170,7 @@ fn run_convert(
             output_tensor_type: args.output_tensor_type,
             token_embedding_type: args.token_embedding_type,
             leave_output_tensor: args.leave_output_tensor,
-            overrides: args
-                .tensor_type
-                .iter()
-                .map(|o| (o.pattern.clone(), o.ty))
-                .collect(),
+            overrides: type_overrides(args)?,
             has_imatrix: false,
         }),
     };
@@ -117,6 +178,7 @@ fn run_convert(
         for (flag, set) in [
             ("--imatrix", args.imatrix.is_some()),
             ("--tensor-type", !args.tensor_type.is_empty()),
+            ("--tensor-type-file", !args.tensor_type_file.is_empty()),
             ("--pure", args.pure),
             ("--output-tensor-type", args.output_tensor_type.is_some()),
             (
@@ -166,6 +228,7 @@ fn written_output(args: &QuantizeArgs) -> Result<&Path> {
 
 /// `quantize --format bnb-safetensors`: a Hugging Face bitsandbytes 4-bit folder.
 fn run_bnb(args: &QuantizeArgs, run: RunOptions) -> Result<pipeline::report::Report> {
+    refuse_file_options(args, "--format bnb-safetensors")?;
     let kind = match args
         .qtype
         .as_deref()
@@ -189,6 +252,7 @@ fn run_bnb(args: &QuantizeArgs, run: RunOptions) -> Result<pipeline::report::Rep
 /// `quantize --format qnat`: the export-native pipeline with `-t` as the weight scheme
 /// (NF4, FP4, or a ggml type QNAT stores).
 fn run_qnat(args: &QuantizeArgs, run: RunOptions) -> Result<pipeline::report::Report> {
+    refuse_file_options(args, "--format qnat")?;
     let name = args.qtype.as_deref().unwrap_or("nf4").to_ascii_lowercase();
     let four = |kind| Target::FourBit {
         kind,

@@ -16,6 +16,7 @@ use crate::formats::gguf::writer::{GgufLayout, TensorSpec};
 use crate::formats::gguf::Value;
 use crate::pipeline::encode::GgmlEncoder;
 use crate::pipeline::gguf::QNT_VERSION;
+use crate::pipeline::llama_file;
 use crate::pipeline::report::{check_finite, Report, TensorReport};
 use crate::pipeline::{self, ErrorStats, RunOptions};
 use crate::quant::imatrix::Imatrix;
@@ -132,21 +133,14 @@ pub fn convert(job: &ConvertJob<'_>) -> Result<Report> {
         }
     }
     let conv = Converted::open(job.input, job.dir)?;
-    let imatrix = job
-        .imatrix
-        .map(|(path, include, exclude)| -> Result<Imatrix> {
-            let mut m = Imatrix::load(path)?;
-            m.filter(include, exclude);
-            Ok(m)
-        })
-        .transpose()?;
+    let imatrix = pipeline::gguf::load_imatrix(job.imatrix)?;
     let base = match job.target {
         Target::Outtype(t) => t,
         Target::Mix(_) if conv.guessed_type() == GgmlType::BF16 => GgmlType::BF16,
         Target::Mix(_) => GgmlType::F32,
     };
     let jobs = plan(&conv, job, base, imatrix.as_ref())?;
-    let meta = metadata(&conv, job, base)?;
+    let meta = metadata(&conv, job, base, imatrix.as_ref())?;
     let specs: Vec<TensorSpec> = jobs
         .iter()
         .map(|j| TensorSpec {
@@ -306,7 +300,12 @@ fn json_object(
 }
 
 /// The metadata in convert's order (then llama-quantize's moves for a mix).
-fn metadata(conv: &Converted, job: &ConvertJob<'_>, base: GgmlType) -> Result<Kv> {
+fn metadata(
+    conv: &Converted,
+    job: &ConvertJob<'_>,
+    base: GgmlType,
+    imatrix: Option<&Imatrix>,
+) -> Result<Kv> {
     let dir = &conv.dir;
     let card = match std::fs::read(dir.join("README.md")) {
         Ok(bytes) => {
@@ -366,6 +365,11 @@ fn metadata(conv: &Converted, job: &ConvertJob<'_>, base: GgmlType) -> Result<Kv
             Value::U32(QNT_VERSION),
         ));
         kv.push(("general.file_type".into(), Value::U32(m.file_type())));
+        if let (Some(m), Some((path, _, _))) = (imatrix, job.imatrix) {
+            for (k, v) in llama_file::imatrix_keys(path, m) {
+                llama_file::set_key(&mut kv, &k, v);
+            }
+        }
     }
     Ok(kv)
 }
@@ -429,30 +433,6 @@ fn encode(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn loader_order_puts_non_block_tensors_first_then_blocks_numerically() {
-        let mut names = vec![
-            "blk.10.attn_q.weight",
-            "token_embd.weight",
-            "blk.2.ffn_up.weight",
-            "output.weight",
-            "blk.2.attn_k.weight",
-            "output_norm.weight",
-        ];
-        names.sort_by(|a, b| mix::weight_name_order(a, b));
-        assert_eq!(
-            names,
-            [
-                "output.weight",
-                "output_norm.weight",
-                "token_embd.weight",
-                "blk.2.attn_k.weight",
-                "blk.2.ffn_up.weight",
-                "blk.10.attn_q.weight"
-            ]
-        );
-    }
 
     #[test]
     fn targets_split_into_outtypes_and_mixes() {

@@ -7,10 +7,12 @@
 //! and metadata, for a converter that renames tensors and writes its own header.
 
 use super::encode::GgmlEncoder;
+use super::llama_file::{self, FileOptions};
 use super::report::{check_finite, Report, TensorReport};
 use super::{ErrorStats, RunOptions};
 use crate::formats::atomic::AtomicFile;
 use crate::formats::ggml_type::GgmlType;
+use crate::formats::gguf::split;
 use crate::formats::gguf::writer::{GgufLayout, GgufStream, TensorSpec};
 use crate::formats::gguf::Value;
 use crate::formats::{Format, TensorInfo, TensorSource};
@@ -43,6 +45,8 @@ pub struct GgufJob<'a> {
     pub imatrix: Option<(&'a Path, &'a [Regex], &'a [Regex])>,
     /// Re-quantize tensors that are already quantized.
     pub allow_requantize: bool,
+    /// `--override-kv`, `--prune-layers`, `--keep-split`.
+    pub file: FileOptions,
     /// Threads, progress bar, non-finite inputs.
     pub run: RunOptions,
 }
@@ -98,11 +102,18 @@ pub fn model_facts(cfg: &ModelConfig) -> ModelFacts {
     }
 }
 
-/// Output metadata: the GGUF input's keys in order, or for other inputs a minimal
-/// llama.cpp header (`general.architecture` = `arch`, `general.name`), then
-/// `general.quantization_version` and `general.file_type` last (see [`set_file_type`]).
-pub fn output_metadata(src: &TensorSource, arch: &str, file_type: u32) -> Vec<(String, Value)> {
-    let mut meta = match src.format {
+/// Output metadata: the GGUF input's keys, or for other inputs a minimal llama.cpp header
+/// (`general.architecture` = `arch`, `general.name`), as llama-quantize writes them
+/// ([`llama_file::output_metadata`]: file type and quantization version set, `split.*`
+/// removed, `overrides` and the pruned block count set).
+pub fn output_metadata(
+    src: &TensorSource,
+    arch: &str,
+    file_type: u32,
+    overrides: &[(String, Value)],
+    block_count: Option<u32>,
+) -> Vec<(String, Value)> {
+    let input = match src.format {
         Format::Gguf => src.metadata.clone(),
         Format::Safetensors | Format::Qnat => {
             let arch = if arch.is_empty() { "unknown" } else { arch };
@@ -121,43 +132,37 @@ pub fn output_metadata(src: &TensorSource, arch: &str, file_type: u32) -> Vec<(S
             ]
         }
     };
-    set_file_type(&mut meta, file_type);
-    meta
+    let gguf_arch = input
+        .iter()
+        .find(|(k, _)| k == "general.architecture")
+        .and_then(|(_, v)| v.as_str().map(|s| s.into_owned()))
+        .unwrap_or_else(|| arch.to_string());
+    llama_file::output_metadata(
+        &input,
+        file_type,
+        overrides,
+        block_count.map(|n| (gguf_arch.as_str(), n)),
+    )
 }
 
-/// Sets `general.quantization_version`, then `general.file_type`, as llama-quantize's
-/// `gguf_set_val_u32` does: each key is removed and appended.
-pub fn set_file_type(meta: &mut Vec<(String, Value)>, file_type: u32) {
-    for (key, value) in [
-        ("general.quantization_version", Value::U32(QNT_VERSION)),
-        ("general.file_type", Value::U32(file_type)),
-    ] {
-        meta.retain(|(k, _)| k != key);
-        meta.push((key.to_string(), value));
-    }
-}
-
-/// Runs the whole pipeline on `job.input` (tensors keep their names); invalid input
-/// when the output is the input file.
+/// Runs the whole pipeline on `job.input` (a split GGUF is read with its other files);
+/// tensors keep their names unless layers are pruned. Invalid input when an output is an
+/// input file.
 pub fn quantize(job: &GgufJob<'_>) -> Result<Report> {
-    if let Some(out) = job.output {
-        if out.exists() && same_file(out, job.input) {
-            bail_invalid!("output {} is the input file", out.display());
-        }
-    }
-    let src = TensorSource::open(job.input)?;
-    let imatrix = load_imatrix(job)?;
+    let src = split::open_model(job.input)?;
+    let imatrix = load_imatrix(job.imatrix)?;
     let facts = model_facts(&ModelConfig::for_source(&src)?);
+    let (tensors, block_count) =
+        llama_file::arrange(&src, &job.file.prune_layers, job.file.keep_split);
+    let mut overrides = job.file.kv_overrides.clone();
+    if let (Some(m), Some((path, _, _))) = (&imatrix, job.imatrix) {
+        overrides.extend(llama_file::imatrix_keys(path, m));
+    }
     let file_type = match job.mix {
         Mix::COPY => copy_file_type(&src)?,
         m => m.file_type(),
     };
-    let meta = output_metadata(&src, &facts.arch, file_type);
-    let mut tensors = OutputTensor::identity(&src);
-    if src.format == Format::Gguf {
-        // llama-quantize plans (the mix counters) and writes in its loader's order.
-        tensors.sort_by(|a, b| mix::weight_name_order(&a.name, &b.name));
-    }
+    let meta = output_metadata(&src, &facts.arch, file_type, &overrides, block_count);
     quantize_tensors(&src, &tensors, facts, &meta, imatrix.as_ref(), job)
 }
 
@@ -187,14 +192,16 @@ pub(crate) fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
-fn load_imatrix(job: &GgufJob<'_>) -> Result<Option<Imatrix>> {
-    job.imatrix
-        .map(|(path, include, exclude)| {
-            let mut m = Imatrix::load(path)?;
-            m.filter(include, exclude);
-            Ok(m)
-        })
-        .transpose()
+/// The importance matrix of `--imatrix` with the `--include-weights`/`--exclude-weights`
+/// filters applied; `None` when the filters leave no entry (llama-quantize then quantizes as
+/// without one and writes no `quantize.imatrix.*` keys).
+pub fn load_imatrix(spec: Option<(&Path, &[Regex], &[Regex])>) -> Result<Option<Imatrix>> {
+    let Some((path, include, exclude)) = spec else {
+        return Ok(None);
+    };
+    let mut m = Imatrix::load(path)?;
+    m.filter(include, exclude);
+    Ok((!m.entries.is_empty()).then_some(m))
 }
 
 /// Plans, lays out and (unless a dry run) writes `tensors` of `src` with metadata `meta`.
@@ -209,23 +216,48 @@ pub fn quantize_tensors(
     let mut opts = job.opts.clone();
     opts.has_imatrix = imatrix.is_some();
     let planned = plan(tensors, job.mix, facts, opts, imatrix, job.allow_requantize)?;
-    let specs: Vec<TensorSpec> = planned
-        .iter()
-        .map(|p| TensorSpec {
-            name: p.tensor.name.clone(),
-            ne: p.tensor.source.ne(),
-            ty: p.out,
-        })
-        .collect();
-    let layout = GgufLayout::new(meta, &specs)?;
+    let keep_split = job.file.keep_split;
+    let n_split = llama_file::split_count(tensors, keep_split)?;
+    let metas = llama_file::split_metadata(meta.to_vec(), n_split, planned.len());
+    let mut layouts = Vec::with_capacity(metas.len());
+    let mut ranges = Vec::with_capacity(metas.len());
+    let mut start = 0;
+    for (i, meta) in metas.iter().enumerate() {
+        let end = start
+            + planned[start..]
+                .iter()
+                .take_while(|p| !keep_split || p.tensor.source.file == i)
+                .count();
+        let specs: Vec<TensorSpec> = planned[start..end]
+            .iter()
+            .map(|p| TensorSpec {
+                name: p.tensor.name.clone(),
+                ne: p.tensor.source.ne(),
+                ty: p.out,
+            })
+            .collect();
+        layouts.push(GgufLayout::new(meta, &specs)?);
+        ranges.push(start..end);
+        start = end;
+    }
+    let outputs = job
+        .output
+        .map(|o| llama_file::output_paths(o, keep_split, n_split));
+    for out in outputs.iter().flatten() {
+        if out.exists() && src.files.iter().any(|f| same_file(out, &f.path)) {
+            bail_invalid!("output {} is an input file", out.display());
+        }
+    }
+    let first_output = outputs.as_ref().map(|o| o[0].as_path());
     let mut report = Report::new(
         job.input,
-        job.output,
+        first_output,
         job.mix.name().to_string(),
         job.dry_run,
         job.run.threads,
     );
-    for (p, &(_, bytes)) in planned.iter().zip(&layout.tensors) {
+    let placed = layouts.iter().flat_map(|l| &l.tensors);
+    for (p, &(_, bytes)) in planned.iter().zip(placed) {
         let row = TensorReport::new(
             p.tensor.source,
             &p.tensor.name,
@@ -235,12 +267,26 @@ pub fn quantize_tensors(
         );
         report.push(if p.encode { row.encoded(None) } else { row });
     }
+    let file_size = layouts.iter().map(|l| l.file_size).sum();
     report.write_or_plan(
         job.dry_run,
-        job.output,
-        layout.file_size,
+        first_output,
+        file_size,
         job.run.threads,
-        |out| write(src, &planned, &layout, out, job.run),
+        |_| {
+            let shards: Vec<Shard<'_, Planned<'_>>> = outputs
+                .iter()
+                .flatten()
+                .zip(&layouts)
+                .zip(&ranges)
+                .map(|((path, layout), r)| Shard {
+                    path,
+                    layout,
+                    tensors: &planned[r.clone()],
+                })
+                .collect();
+            write(src, &shards, job.run)
+        },
     )
 }
 
@@ -284,7 +330,8 @@ pub fn plan<'a>(
             }
         }
         let weights = match (encode, imatrix) {
-            (true, Some(m)) => m.entries.get(name).map(Vec::as_slice),
+            // By the input name: a renumbered block keeps its entries (remap_imatrix).
+            (true, Some(m)) => m.entries.get(&info.name).map(Vec::as_slice),
             _ => None,
         };
         if encode && choice.requires_imatrix && weights.is_none() {
@@ -316,17 +363,19 @@ pub fn plan<'a>(
     Ok(out)
 }
 
-/// Streams the planned tensors into `out` (atomically); per-tensor statistics of the
-/// encoded ones and the SHA-256 of the file.
+/// Streams the planned tensors into their files (atomically, all committed at the end);
+/// per-tensor statistics of the encoded ones and the SHA-256 of the first file.
 pub fn write(
     src: &TensorSource,
-    planned: &[Planned<'_>],
-    layout: &GgufLayout,
-    out: &Path,
+    shards: &[Shard<'_, Planned<'_>>],
     run: RunOptions,
 ) -> Result<(Vec<Option<ErrorStats>>, [u8; 32])> {
-    let total: u64 = planned.iter().map(|p| p.tensor.source.elements()).sum();
-    stream_tensors(out, layout, planned, total, run.quiet, |p, bar, write| {
+    let total: u64 = shards
+        .iter()
+        .flat_map(|s| s.tensors)
+        .map(|p| p.tensor.source.elements())
+        .sum();
+    let (stats, digests) = stream_shards(shards, total, run.quiet, |p, bar, write| {
         let info = p.tensor.source;
         bar.set_message(p.tensor.name.clone());
         if !p.encode {
@@ -338,7 +387,18 @@ pub fn write(
         let s = super::encode_tensor(src, info, &enc, p.imatrix, bar, write)?.stats;
         check_finite(&p.tensor.name, Some(s), run.allow_nonfinite)?;
         Ok(Some(s))
-    })
+    })?;
+    Ok((stats, digests[0]))
+}
+
+/// One output file: its path, layout and tensors.
+pub struct Shard<'a, T> {
+    /// Where it is written.
+    pub path: &'a Path,
+    /// Its header and tensor offsets.
+    pub layout: &'a GgufLayout,
+    /// Its tensors, in order.
+    pub tensors: &'a [T],
 }
 
 /// The GGUF writing loop shared by quantize and the converter: a progress bar over
@@ -352,25 +412,58 @@ pub fn stream_tensors<T>(
     tensors: &[T],
     total_elements: u64,
     quiet: bool,
-    mut tensor: impl FnMut(
+    tensor: impl FnMut(
         &T,
         &ProgressBar,
         &mut dyn FnMut(&[u8]) -> Result<()>,
     ) -> Result<Option<ErrorStats>>,
 ) -> Result<(Vec<Option<ErrorStats>>, [u8; 32])> {
+    let shard = Shard {
+        path: out,
+        layout,
+        tensors,
+    };
+    let (stats, digests) = stream_shards(&[shard], total_elements, quiet, tensor)?;
+    Ok((stats, digests[0]))
+}
+
+/// Per-tensor statistics (in order) and each file's SHA-256.
+pub type Streamed = (Vec<Option<ErrorStats>>, Vec<[u8; 32]>);
+
+/// [`stream_tensors`] over several files (a split output): each is written in turn to its
+/// temporary file, and all are renamed into place only once every one is complete.
+/// Returns the per-tensor statistics in order and each file's SHA-256.
+pub fn stream_shards<T>(
+    shards: &[Shard<'_, T>],
+    total_elements: u64,
+    quiet: bool,
+    mut tensor: impl FnMut(
+        &T,
+        &ProgressBar,
+        &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<Option<ErrorStats>>,
+) -> Result<Streamed> {
     let bar = super::progress_bar(total_elements, quiet);
-    let mut file = AtomicFile::create(out)?;
-    let mut stream = GgufStream::start(&mut file, layout)?;
-    let mut stats = Vec::with_capacity(tensors.len());
-    for t in tensors {
-        stats.push(tensor(t, &bar, &mut |chunk| stream.write_data(chunk))?);
+    let mut files = Vec::with_capacity(shards.len());
+    let mut stats = Vec::new();
+    for shard in shards {
+        let mut file = AtomicFile::create(shard.path)?;
+        let mut stream = GgufStream::start(&mut file, shard.layout)?;
+        for t in shard.tensors {
+            stats.push(tensor(t, &bar, &mut |chunk| stream.write_data(chunk))?);
+        }
+        stream.finish()?;
+        files.push((file, shard.path));
     }
-    stream.finish()?;
     bar.finish_and_clear();
-    let digest = file
-        .commit()
-        .with_context(|| format!("writing {}", out.display()))?;
-    Ok((stats, digest))
+    let digests = files
+        .into_iter()
+        .map(|(file, path)| {
+            file.commit()
+                .with_context(|| format!("writing {}", path.display()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok((stats, digests))
 }
 
 #[cfg(test)]
@@ -391,26 +484,6 @@ mod tests {
             ("llama", 2, 8, 8)
         );
         assert_eq!(model_facts(&ModelConfig::default()).n_layer, 0);
-    }
-
-    #[test]
-    fn file_type_keys_are_moved_to_the_end() {
-        let mut meta = vec![
-            ("general.file_type".to_string(), Value::U32(1)),
-            ("general.quantization_version".to_string(), Value::U32(1)),
-            ("x".to_string(), Value::U32(0)),
-        ];
-        set_file_type(&mut meta, 15);
-        assert_eq!(meta[0].0, "x");
-        assert_eq!(
-            meta[1],
-            (
-                "general.quantization_version".to_string(),
-                Value::U32(QNT_VERSION)
-            )
-        );
-        assert_eq!(meta[2], ("general.file_type".to_string(), Value::U32(15)));
-        assert_eq!(meta.len(), 3);
     }
 
     #[test]

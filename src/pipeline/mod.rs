@@ -13,6 +13,7 @@
 pub mod bnb;
 pub mod encode;
 pub mod gguf;
+pub mod llama_file;
 pub mod qnat;
 pub mod report;
 

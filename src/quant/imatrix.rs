@@ -163,7 +163,10 @@ pub fn parse_legacy(data: &[u8]) -> Result<Imatrix> {
         out.chunks = Some(u64::from(c.u32("last call")?));
         let len = c.u32("dataset name length")?;
         let name = c.take(u64::from(len), "dataset name")?;
-        out.datasets = vec![String::from_utf8_lossy(name).into_owned()];
+        // llama.cpp records a dataset only when its name is not empty.
+        if len > 0 {
+            out.datasets = vec![String::from_utf8_lossy(name).into_owned()];
+        }
     }
     Ok(out)
 }
@@ -189,6 +192,12 @@ mod tests {
             v.extend_from_slice(ds.as_bytes());
         }
         v
+    }
+
+    #[test]
+    fn an_empty_legacy_dataset_name_is_no_dataset() {
+        let m = parse_legacy(&legacy(&[("x", 1, &[1.0])], Some((3, "")))).unwrap();
+        assert_eq!((m.chunks, m.datasets.len()), (Some(3), 0));
     }
 
     #[test]

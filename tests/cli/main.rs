@@ -19,6 +19,8 @@ mod ggml_simd_equivalence;
 mod inspect;
 mod isa;
 mod kv_profile;
+mod llama_quantize;
 mod quantize;
+mod quantize_llama_cli;
 mod real_model;
 mod reliability;

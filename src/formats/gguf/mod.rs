@@ -8,6 +8,7 @@
 //! ours give exact control over validation, metadata order and streaming output.
 
 pub mod reader;
+pub mod split;
 pub mod value;
 pub mod writer;
 
