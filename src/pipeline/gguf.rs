@@ -316,11 +316,19 @@ pub fn write(
     })
 }
 
+/// Output chunks queued for the writer thread of [`stream_tensors`] (each at most a chunk
+/// of the encoder, 8 MiB): the encoder runs ahead of the disk by this much.
+const WRITES_IN_FLIGHT: usize = 2;
+
 /// The GGUF writing loop shared by quantize and the converter: a progress bar over
 /// `total_elements`, the layout's header, then `tensor(t, bar, write)` for each of
 /// `tensors` in order (it writes the tensor's bytes through `write` and returns its
 /// statistics, `None` when copied), into an [`AtomicFile`] committed at the end.
 /// Returns the per-tensor statistics and the SHA-256 of the file.
+///
+/// The bytes are written (and hashed as they are written) by a writer thread, in
+/// order, while the caller encodes the next chunks; `write` hands it a copy of each
+/// chunk, at most [`WRITES_IN_FLIGHT`] of them queued.
 pub fn stream_tensors<T>(
     out: &Path,
     layout: &GgufLayout,
@@ -335,12 +343,45 @@ pub fn stream_tensors<T>(
 ) -> Result<(Vec<Option<ErrorStats>>, [u8; 32])> {
     let bar = super::progress_bar(total_elements, quiet);
     let mut file = AtomicFile::create(out)?;
-    let mut stream = GgufStream::start(&mut file, layout)?;
     let mut stats = Vec::with_capacity(tensors.len());
-    for t in tensors {
-        stats.push(tensor(t, &bar, &mut |chunk| stream.write_data(chunk))?);
-    }
-    stream.finish()?;
+    std::thread::scope(|scope| -> Result<()> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(WRITES_IN_FLIGHT);
+        let (recycle, recycled) = std::sync::mpsc::channel::<Vec<u8>>();
+        let file = &mut file;
+        let writer = scope.spawn(move || -> Result<_> {
+            let mut stream = GgufStream::start(file, layout)?;
+            for buf in rx {
+                stream.write_data(&buf)?;
+                let _ = recycle.send(buf);
+            }
+            Ok(stream)
+        });
+        let produced = {
+            let mut write = |chunk: &[u8]| -> Result<()> {
+                let mut buf = recycled.try_recv().unwrap_or_default();
+                buf.clear();
+                buf.extend_from_slice(chunk);
+                // A send fails only when the writer stopped; its error is the one reported.
+                tx.send(buf)
+                    .map_err(|_| anyhow::anyhow!("the output writer stopped"))
+            };
+            let mut all = || -> Result<()> {
+                for t in tensors {
+                    stats.push(tensor(t, &bar, &mut write)?);
+                }
+                Ok(())
+            };
+            all()
+        };
+        drop(tx);
+        let stream = match writer.join() {
+            Ok(r) => r?,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
+        produced?;
+        stream.finish()?;
+        Ok(())
+    })?;
     bar.finish_and_clear();
     let digest = file
         .commit()
