@@ -80,6 +80,10 @@ pub(super) trait Lanes {
     /// (= [`super::super::common::c_trunc_i32`]).
     unsafe fn cvtt(v: Self::V) -> Self::I;
     unsafe fn sub_i(a: Self::I, b: Self::I) -> Self::I;
+    /// `v as i8 as i32` per lane (the low byte, sign-extended).
+    unsafe fn sext8(v: Self::I) -> Self::I;
+    /// Stores the low byte of each lane (`v as u8`) into `out[..N]`.
+    unsafe fn store_low_bytes(v: Self::I, out: &mut [u8]);
 }
 
 /// 16 lanes of AVX-512F.
@@ -241,6 +245,15 @@ impl Lanes for Avx512 {
     #[inline(always)]
     unsafe fn sub_i(a: __m512i, b: __m512i) -> __m512i {
         _mm512_sub_epi32(a, b)
+    }
+    #[inline(always)]
+    unsafe fn sext8(v: __m512i) -> __m512i {
+        _mm512_srai_epi32::<24>(_mm512_slli_epi32::<24>(v))
+    }
+    #[inline(always)]
+    unsafe fn store_low_bytes(v: __m512i, out: &mut [u8]) {
+        debug_assert!(out.len() >= 16);
+        _mm_storeu_si128(out.as_mut_ptr().cast(), _mm512_cvtepi32_epi8(v))
     }
 }
 
@@ -420,6 +433,19 @@ impl Lanes for Avx2 {
     #[inline(always)]
     unsafe fn sub_i(a: __m256i, b: __m256i) -> __m256i {
         _mm256_sub_epi32(a, b)
+    }
+    #[inline(always)]
+    unsafe fn sext8(v: __m256i) -> __m256i {
+        _mm256_srai_epi32::<24>(_mm256_slli_epi32::<24>(v))
+    }
+    #[inline(always)]
+    unsafe fn store_low_bytes(v: __m256i, out: &mut [u8]) {
+        debug_assert!(out.len() >= 8);
+        // Masked to 0..=255, the unsigned saturating packs keep every byte as it is.
+        let m = _mm256_and_si256(v, _mm256_set1_epi32(0xff));
+        let p = _mm256_packus_epi16(_mm256_packus_epi32(m, m), _mm256_setzero_si256());
+        let r = _mm_unpacklo_epi32(_mm256_castsi256_si128(p), _mm256_extracti128_si256::<1>(p));
+        _mm_storel_epi64(out.as_mut_ptr().cast(), r)
     }
 }
 
@@ -1009,7 +1035,6 @@ unsafe fn c_round<S: Lanes>(v: S::V) -> S::I {
 /// `dst`); blocks with a non-finite value go to `scalar`.
 #[inline(always)]
 unsafe fn q8_0_row<S: Lanes>(x: &[f32], dst: &mut [u8], scalar: LegacyScalar) {
-    let mut q = [0i32; 32];
     for (xb, yb) in x.chunks_exact(32).zip(dst.chunks_exact_mut(34)) {
         if !super::all_finite(xb) {
             scalar(xb, yb);
@@ -1025,10 +1050,8 @@ unsafe fn q8_0_row<S: Lanes>(x: &[f32], dst: &mut [u8], scalar: LegacyScalar) {
         write_fp16(yb, 0, d);
         let vid = S::splat(id);
         for c in (0..32).step_by(S::N) {
-            S::store_i(c_round::<S>(S::mul(S::load(&xb[c..]), vid)), &mut q[c..]);
-        }
-        for (o, &v) in yb[2..].iter_mut().zip(&q) {
-            *o = v as i8 as u8;
+            let q = c_round::<S>(S::mul(S::load(&xb[c..]), vid));
+            S::store_low_bytes(q, &mut yb[2 + c..]);
         }
     }
 }
@@ -1046,7 +1069,6 @@ unsafe fn legacy_ref<S: Lanes>(
     m: &mut [f32],
     scalar: &dyn Fn(&[f32], &mut [u8; 32]) -> (f32, f32),
 ) {
-    let mut t = [0i32; 32];
     for (b, xb) in x.chunks_exact(32).enumerate() {
         let lb: &mut [u8; 32] = (&mut l[b * 32..(b + 1) * 32]).try_into().unwrap();
         if !super::all_finite(xb) {
@@ -1068,19 +1090,17 @@ unsafe fn legacy_ref<S: Lanes>(
             let db = (max - min) / k.nmax as f32;
             let id = if db != 0.0 { 1.0 / db } else { 0.0 };
             let (vid, vmin, half) = (S::splat(id), S::splat(min), S::splat(0.5));
+            let top = S::splat_i(k.nmax);
             for c in (0..32).step_by(S::N) {
                 let v = S::mul(S::sub(S::load(&xb[c..]), vmin), vid);
-                S::store_i(S::cvtt(S::add(v, half)), &mut t[c..]);
-            }
-            // Q4_1: MIN(15, (int8_t)t); Q5_1: (uint8_t)t.
-            if k.nmax == 15 {
-                for (o, &v) in lb.iter_mut().zip(&t) {
-                    *o = (v as i8 as i32).min(k.nmax) as u8;
-                }
-            } else {
-                for (o, &v) in lb.iter_mut().zip(&t) {
-                    *o = v as u8;
-                }
+                let t = S::cvtt(S::add(v, half));
+                // Q4_1: MIN(15, (int8_t)t); Q5_1: (uint8_t)t.
+                let t = if k.nmax == 15 {
+                    S::min_i(S::sext8(t), top)
+                } else {
+                    t
+                };
+                S::store_low_bytes(t, &mut lb[c..]);
             }
             (d[b], m[b]) = (db, min);
         } else {
@@ -1089,13 +1109,11 @@ unsafe fn legacy_ref<S: Lanes>(
             let db = max / -(half as f32);
             let id = if db != 0.0 { 1.0 / db } else { 0.0 };
             let (vid, bias) = (S::splat(id), S::splat(half as f32 + 0.5));
+            let top = S::splat_i(2 * half - 1);
             for c in (0..32).step_by(S::N) {
                 let v = S::add(S::mul(S::load(&xb[c..]), vid), bias);
-                S::store_i(S::cvtt(v), &mut t[c..]);
-            }
-            let top = 2 * half - 1;
-            for (o, &v) in lb.iter_mut().zip(&t) {
-                *o = (v as i8 as i32).min(top) as u8;
+                // MIN(top, (int8_t)t)
+                S::store_low_bytes(S::min_i(S::sext8(S::cvtt(v)), top), &mut lb[c..]);
             }
             d[b] = db;
         }
