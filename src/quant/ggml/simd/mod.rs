@@ -396,6 +396,10 @@ pub fn iq4nl_levels(x: &[f32; 32], id: f32, out: &mut [u8; 32]) {
 /// 34 bytes) that the SIMD row kernel hands the blocks it cannot reproduce.
 pub type LegacyScalar = fn(&[f32], &mut [u8]);
 
+/// The scalar reference encoder of one Q4_0/Q4_1/Q5_0/Q5_1 block that [`legacy_ref`]
+/// hands the blocks it cannot reproduce: 32 values to their levels, returning `(d, m)`.
+pub type LegacyRefScalar<'a> = &'a dyn Fn(&[f32], &mut [u8; 32]) -> (f32, f32);
+
 /// Which reference path of Q4_0/Q4_1/Q5_0/Q5_1 [`legacy_ref`] runs.
 #[derive(Clone, Copy, Debug)]
 pub struct LegacyRef {
@@ -433,7 +437,7 @@ pub fn legacy_ref(
     l: &mut [u8],
     d: &mut [f32],
     m: &mut [f32],
-    scalar: &dyn Fn(&[f32], &mut [u8; 32]) -> (f32, f32),
+    scalar: LegacyRefScalar<'_>,
 ) -> bool {
     match isa() {
         #[cfg(target_arch = "x86_64")]

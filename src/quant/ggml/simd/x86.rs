@@ -5,7 +5,7 @@ use std::arch::x86_64::*;
 use super::super::common::write_fp16;
 use super::super::common::{Qkx, QkxParams, GROUP_MAX_EPS};
 use super::super::iq4nl::{IQ4NL_MID2, KVALUES_IQ4NL};
-use super::{LegacyRef, LegacyScalar, Q3Out, QkxOut, QxOut, MAX_LANES, MAX_N};
+use super::{LegacyRef, LegacyRefScalar, LegacyScalar, Q3Out, QkxOut, QxOut, MAX_LANES, MAX_N};
 
 /// `12582912.f`, ggml's rounding constant: `(v + M) - M` rounds `v` to the nearest
 /// integer (ties to even) for `|v| <= 2^22`, exactly like `nearest_int`.
@@ -1067,7 +1067,7 @@ unsafe fn legacy_ref<S: Lanes>(
     l: &mut [u8],
     d: &mut [f32],
     m: &mut [f32],
-    scalar: &dyn Fn(&[f32], &mut [u8; 32]) -> (f32, f32),
+    scalar: LegacyRefScalar<'_>,
 ) {
     for (b, xb) in x.chunks_exact(32).enumerate() {
         let lb: &mut [u8; 32] = (&mut l[b * 32..(b + 1) * 32]).try_into().unwrap();
@@ -1140,7 +1140,7 @@ pub(super) unsafe fn legacy_ref_avx512(
     l: &mut [u8],
     d: &mut [f32],
     m: &mut [f32],
-    scalar: &dyn Fn(&[f32], &mut [u8; 32]) -> (f32, f32),
+    scalar: LegacyRefScalar<'_>,
 ) {
     legacy_ref::<Avx512>(k, x, l, d, m, scalar)
 }
@@ -1153,7 +1153,7 @@ pub(super) unsafe fn legacy_ref_avx2(
     l: &mut [u8],
     d: &mut [f32],
     m: &mut [f32],
-    scalar: &dyn Fn(&[f32], &mut [u8; 32]) -> (f32, f32),
+    scalar: LegacyRefScalar<'_>,
 ) {
     legacy_ref::<Avx2>(k, x, l, d, m, scalar)
 }
