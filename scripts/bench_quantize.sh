@@ -23,7 +23,6 @@ input=${2:-/work/cache/hf-ref/SmolLM2-135M-Instruct/f16.gguf}
 threads=${THREADS:-2}
 runs=${RUNS:-5}
 types=${TYPES:-F16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q2_K Q3_K_M Q4_K_M Q5_K_M Q6_K IQ4_NL}
-[ -x /usr/bin/time ] || { echo "bench_quantize: /usr/bin/time is missing (apt-get install time)" >&2; exit 1; }
 [ -f "$input" ] || { echo "bench_quantize: no input $input" >&2; exit 2; }
 if [ -n "${QFORGE:-}" ]; then
   qforge=$QFORGE
@@ -38,11 +37,19 @@ mkdir -p "$tmp"
 results="$tmp/results.tsv"
 : >"$results"
 
-# measure TOOL TYPE CMD...: runs CMD under /usr/bin/time; appends "TOOL TYPE SECONDS KIB".
+# measure TOOL TYPE CMD...: runs CMD; appends "TOOL TYPE SECONDS KIB" (wall time, peak RSS
+# of the child as getrusage reports it).
 measure() {
   local tool=$1 ty=$2
   shift 2
-  if ! /usr/bin/time -f '%e %M' -o "$tmp/time.log" "$@" >"$tmp/out.log" 2>&1; then
+  if ! python3 -c '
+import resource, subprocess, sys, time
+t = time.perf_counter()
+with open(sys.argv[1], "w") as log:
+    rc = subprocess.run(sys.argv[2:], stdout=log, stderr=log).returncode
+s = time.perf_counter() - t
+print(f"{s:.3f} {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}")
+sys.exit(rc)' "$tmp/out.log" "$@" >"$tmp/time.log"; then
     echo "bench_quantize: $tool $ty failed:" >&2
     tail -20 "$tmp/out.log" >&2
     exit 1
@@ -61,7 +68,7 @@ for r in $(seq "$runs"); do
   done
 done
 
-echo "input $input ($(du -h "$input" | cut -f1)), $threads threads, median of $runs interleaved runs"
+echo "input $input ($(du -h "$input" | cut -f1)), $threads threads, median of $runs interleaved runs, $(nproc) cores"
 python3 - "$results" "$types" <<'EOF'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1])]

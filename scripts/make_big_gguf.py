@@ -8,26 +8,25 @@ Usage: scripts/make_big_gguf.py OUT.gguf [--size-gb 30] [--n-embd 5120] [--n-ff 
 The shape is Llama-2-13B's (token_embd, 40 heads, SwiGLU FFN) with as many layers as make
 the file about --size-gb GB (10^9 bytes). 2-D weights are F16, norms F32 (as
 convert_hf_to_gguf.py --outtype f16 writes them). Values are N(0, 0.02) drawn once into a
-pool of 64 Mi values, each chunk a slice of it at a random offset (drawing fresh normals for
-30 GB would take longer than the quantization being measured). Needs numpy (the
-llama-ref venv has it: ~/.cache/llama-ref/venv/bin/python scripts/make_big_gguf.py ...).
+pool of 4 Mi values, each chunk a slice of it at a random offset (drawing fresh normals for
+30 GB would take longer than the quantization being measured). Python 3 only (no numpy).
 
 Then, e.g.:
   /usr/bin/time -v target/release/qforge quantize OUT.gguf -o out-Q4_K_M.gguf -t Q4_K_M --threads 1
 """
 import argparse
+import math
+import random
 import struct
 import sys
-
-import numpy as np
 
 GGUF_MAGIC = 0x46554747  # "GGUF"
 GGUF_VERSION = 3
 ALIGN = 32
 T_U32, T_F32, T_STRING = 4, 6, 8
 GGML_F32, GGML_F16 = 0, 1
-POOL = 64 << 20  # values
-CHUNK = 32 << 20  # values per write
+POOL = 4 << 20  # values
+CHUNK = 2 << 20  # values per write
 
 
 def gguf_str(s):
@@ -66,8 +65,7 @@ def tensors(a, n_layer):
 
 
 def nbytes(ne, ty):
-    n = int(np.prod(ne))
-    return n * (4 if ty == GGML_F32 else 2)
+    return math.prod(ne) * (4 if ty == GGML_F32 else 2)
 
 
 def align(n):
@@ -113,20 +111,22 @@ def main():
     total = align(len(header)) + offset
     print(f"{a.out}: {n_layer} layers, {len(specs)} tensors, {total / 1e9:.2f} GB", file=sys.stderr)
 
-    rng = np.random.default_rng(a.seed)
-    pool = (rng.standard_normal(POOL, dtype=np.float32) * 0.02).astype(np.float16)
+    rng = random.Random(a.seed)
+    values = [rng.gauss(0.0, 0.02) for _ in range(POOL)]
+    pool = struct.pack(f"<{POOL}e", *values)  # f16 bytes
+    norm = struct.pack(f"<{a.n_embd}f", *(1.0 + v for v in values[: a.n_embd]))
     with open(a.out, "wb") as f:
         f.write(header + b"\0" * (align(len(header)) - len(header)))
         for name, ne, ty in specs:
-            n = int(np.prod(ne))
-            if ty == GGML_F32:  # norms: around 1, as trained models have them
-                f.write((1.0 + pool[:n].astype(np.float32)).tobytes())
+            n = math.prod(ne)
+            if ty == GGML_F32:  # norms (n_embd values): around 1, as trained models have them
+                f.write(norm)
             else:
                 left = n
                 while left:
                     k = min(left, CHUNK)
-                    o = int(rng.integers(0, POOL - k + 1))
-                    f.write(pool[o : o + k].tobytes())
+                    o = rng.randrange(0, POOL - k + 1)
+                    f.write(pool[2 * o : 2 * (o + k)])
                     left -= k
             b = nbytes(ne, ty)
             f.write(b"\0" * (align(b) - b))
