@@ -401,11 +401,19 @@ pub struct Shard<'a, T> {
     pub tensors: &'a [T],
 }
 
+/// Output chunks queued for the writer thread of [`stream_tensors`] (each at most a chunk
+/// of the encoder, 8 MiB): the encoder runs ahead of the disk by this much.
+const WRITES_IN_FLIGHT: usize = 2;
+
 /// The GGUF writing loop shared by quantize and the converter: a progress bar over
 /// `total_elements`, the layout's header, then `tensor(t, bar, write)` for each of
 /// `tensors` in order (it writes the tensor's bytes through `write` and returns its
 /// statistics, `None` when copied), into an [`AtomicFile`] committed at the end.
 /// Returns the per-tensor statistics and the SHA-256 of the file.
+///
+/// The bytes are written (and hashed as they are written) by a writer thread, in
+/// order, while the caller encodes the next chunks; `write` hands it a copy of each
+/// chunk, at most [`WRITES_IN_FLIGHT`] of them queued.
 pub fn stream_tensors<T>(
     out: &Path,
     layout: &GgufLayout,
@@ -447,12 +455,7 @@ pub fn stream_shards<T>(
     let mut files = Vec::with_capacity(shards.len());
     let mut stats = Vec::new();
     for shard in shards {
-        let mut file = AtomicFile::create(shard.path)?;
-        let mut stream = GgufStream::start(&mut file, shard.layout)?;
-        for t in shard.tensors {
-            stats.push(tensor(t, &bar, &mut |chunk| stream.write_data(chunk))?);
-        }
-        stream.finish()?;
+        let file = write_shard(shard, &bar, &mut tensor, &mut stats)?;
         files.push((file, shard.path));
     }
     bar.finish_and_clear();
@@ -464,6 +467,62 @@ pub fn stream_shards<T>(
         })
         .collect::<Result<Vec<_>>>()?;
     Ok((stats, digests))
+}
+
+
+/// Writes one file of [`stream_shards`] (its tensors' statistics appended to `stats`)
+/// through a writer thread, and returns it uncommitted.
+fn write_shard<T>(
+    shard: &Shard<'_, T>,
+    bar: &ProgressBar,
+    tensor: &mut impl FnMut(
+        &T,
+        &ProgressBar,
+        &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<Option<ErrorStats>>,
+    stats: &mut Vec<Option<ErrorStats>>,
+) -> Result<AtomicFile> {
+    let mut file = AtomicFile::create(shard.path)?;
+    let layout = shard.layout;
+    std::thread::scope(|scope| -> Result<()> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(WRITES_IN_FLIGHT);
+        let (recycle, recycled) = std::sync::mpsc::channel::<Vec<u8>>();
+        let file = &mut file;
+        let writer = scope.spawn(move || -> Result<_> {
+            let mut stream = GgufStream::start(file, layout)?;
+            for buf in rx {
+                stream.write_data(&buf)?;
+                let _ = recycle.send(buf);
+            }
+            Ok(stream)
+        });
+        let produced = {
+            let mut write = |chunk: &[u8]| -> Result<()> {
+                let mut buf = recycled.try_recv().unwrap_or_default();
+                buf.clear();
+                buf.extend_from_slice(chunk);
+                // A send fails only when the writer stopped; its error is the one reported.
+                tx.send(buf)
+                    .map_err(|_| anyhow::anyhow!("the output writer stopped"))
+            };
+            let mut all = || -> Result<()> {
+                for t in shard.tensors {
+                    stats.push(tensor(t, bar, &mut write)?);
+                }
+                Ok(())
+            };
+            all()
+        };
+        drop(tx);
+        let stream = match writer.join() {
+            Ok(r) => r?,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
+        produced?;
+        stream.finish()?;
+        Ok(())
+    })?;
+    Ok(file)
 }
 
 #[cfg(test)]

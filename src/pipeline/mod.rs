@@ -16,6 +16,7 @@ pub mod gguf;
 pub mod llama_file;
 pub mod qnat;
 pub mod report;
+pub mod stats;
 
 use crate::formats::{TensorInfo, TensorSource};
 use anyhow::{Context, Result};
@@ -185,31 +186,60 @@ pub fn encode_values(
         let out_len = (n - 1) * out_unit_bytes + enc.unit_bytes(last_len)?;
         let buf = &mut out[..out_len];
         let sides = &mut side_buf[..n * side_stride];
-        let stats: Vec<ErrorStats> = buf
-            .par_chunks_mut(out_unit_bytes)
-            .zip(sides.par_chunks_mut(side_stride))
+        // Units go to the workers in groups of `stats::GROUP`, whose statistics are
+        // computed side by side once encoded; the per-unit values are reduced in order.
+        let stats: Vec<([ErrorStats; stats::GROUP], usize)> = buf
+            .par_chunks_mut(out_unit_bytes * stats::GROUP)
+            .zip(sides.par_chunks_mut(side_stride * stats::GROUP))
             .enumerate()
             .map_init(
-                || (vec![0f32; unit], vec![0f32; unit]),
-                |(x, y), (i, (dst, side))| -> Result<ErrorStats> {
-                    let first = (u0 + i) * unit;
-                    let len = unit.min(elements - first);
-                    let (x, y) = (&mut x[..len], &mut y[..len]);
-                    fill(first, x)?;
-                    let weights = imatrix.map(|w| {
-                        let m = (first / row_len / rows_per_matrix) * row_len;
-                        &w[m..m + row_len]
-                    });
-                    let side = &mut side[..side_len];
-                    enc.encode(x, dst, side, weights);
-                    enc.decode(dst, side, y);
-                    Ok(unit_stats(x, y))
+                || (Vec::new(), Vec::new()),
+                |(xs, ys): &mut (Vec<f32>, Vec<f32>),
+                 (gi, (dst, side))|
+                 -> Result<([ErrorStats; stats::GROUP], usize)> {
+                    let g0 = u0 + gi * stats::GROUP;
+                    let k = (n - gi * stats::GROUP).min(stats::GROUP);
+                    xs.resize(k * unit, 0.0);
+                    ys.resize(k * unit, 0.0);
+                    let mut lens = [0usize; stats::GROUP];
+                    let units = dst
+                        .chunks_mut(out_unit_bytes)
+                        .zip(side.chunks_mut(side_stride))
+                        .zip(xs.chunks_mut(unit).zip(ys.chunks_mut(unit)));
+                    for (j, ((dst, side), (x, y))) in units.enumerate() {
+                        let first = (g0 + j) * unit;
+                        let len = unit.min(elements - first);
+                        lens[j] = len;
+                        let (x, y) = (&mut x[..len], &mut y[..len]);
+                        fill(first, x)?;
+                        let weights = imatrix.map(|w| {
+                            let m = (first / row_len / rows_per_matrix) * row_len;
+                            &w[m..m + row_len]
+                        });
+                        let side = &mut side[..side_len];
+                        enc.encode(x, dst, side, weights);
+                        enc.decode(dst, side, y);
+                    }
+                    let mut out = [ErrorStats::default(); stats::GROUP];
+                    if k == stats::GROUP && lens.iter().all(|&l| l == unit) {
+                        let x = std::array::from_fn(|j| &xs[j * unit..(j + 1) * unit]);
+                        let y = std::array::from_fn(|j| &ys[j * unit..(j + 1) * unit]);
+                        out = stats::group_stats(x, y);
+                    } else {
+                        for (j, o) in out.iter_mut().enumerate().take(k) {
+                            let r = j * unit..j * unit + lens[j];
+                            *o = stats::unit_stats(&xs[r.clone()], &ys[r]);
+                        }
+                    }
+                    Ok((out, k))
                 },
             )
             .collect::<Result<_>>()
             .with_context(|| format!("tensor {name}"))?;
-        for s in &stats {
-            result.stats.add(s);
+        for (group, k) in &stats {
+            for s in &group[..*k] {
+                result.stats.add(s);
+            }
         }
         if side_len > 0 {
             result.side.extend_from_slice(sides);
@@ -220,21 +250,6 @@ pub fn encode_values(
         u0 += n;
     }
     Ok(result)
-}
-
-/// The statistics of input `x` against its decoded encoding `y`.
-fn unit_stats(x: &[f32], y: &[f32]) -> ErrorStats {
-    let mut s = ErrorStats::default();
-    for (&a, &b) in x.iter().zip(y) {
-        if !a.is_finite() {
-            s.non_finite += 1;
-            continue;
-        }
-        let d = f64::from(a) - f64::from(b);
-        s.sum_sq_err += d * d;
-        s.sum_sq += f64::from(a) * f64::from(a);
-    }
-    s
 }
 
 /// A progress bar over `total` elements on stderr; invisible unless stderr is a
@@ -263,18 +278,4 @@ pub fn with_threads<T: Send>(threads: Option<usize>, f: impl FnOnce() -> T + Sen
         b = b.num_threads(n);
     }
     Ok(b.build()?.install(f))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rel_rmse_and_non_finite_counting() {
-        let s = unit_stats(&[3.0, 4.0, f32::NAN], &[3.0, 3.0, 0.0]);
-        assert_eq!(s.non_finite, 1);
-        assert_eq!(s.sum_sq, 25.0);
-        assert!((s.rel_rmse() - 0.2).abs() < 1e-12);
-        assert_eq!(ErrorStats::default().rel_rmse(), 0.0);
-    }
 }

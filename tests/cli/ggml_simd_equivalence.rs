@@ -73,6 +73,19 @@ fn rows(len: usize, seed: u64) -> Vec<Vec<f32>> {
             r.normal()
         }
     }));
+    // Signed zeros at the extremes: the min or max of a block is 0.0 or -0.0, whichever
+    // the scalar loop met first.
+    out.push(gen(&mut r, &|r, i| match i % 3 {
+        0 => -0.0,
+        1 => 0.0,
+        _ => -r.uniform(),
+    }));
+    out.push(gen(&mut r, &|r, i| match i % 4 {
+        0 => 0.0,
+        1 => -0.0,
+        _ => r.uniform(),
+    }));
+    out.push(gen(&mut r, &|_, i| if i % 2 == 0 { -0.0 } else { 0.0 }));
     out.push(vec![0.0; len]);
     out.push(vec![1.5; len]);
     out.push(vec![-7e-3; len]);

@@ -61,6 +61,12 @@ fn quantize_row_f16(src: &[f32], dst: &mut [u8], _imatrix: Option<&[f32]>) {
 }
 
 fn dequantize_f16(src: &[u8], dst: &mut [f32]) {
+    super::simd::f16_to_f32(src, dst)
+}
+
+/// Scalar f16 to f32 of `min(dst.len(), src.len() / 2)` values (the SIMD path's tail
+/// and the scalar level).
+pub(super) fn f16_to_f32_scalar(src: &[u8], dst: &mut [f32]) {
     for (s, d) in src.chunks_exact(2).zip(dst.iter_mut()) {
         *d = fp16_to_fp32(u16::from_le_bytes([s[0], s[1]]));
     }
@@ -73,7 +79,42 @@ fn quantize_row_bf16(src: &[f32], dst: &mut [u8], _imatrix: Option<&[f32]>) {
 }
 
 fn dequantize_bf16(src: &[u8], dst: &mut [f32]) {
+    super::simd::bf16_to_f32(src, dst)
+}
+
+/// Scalar bf16 to f32 of `min(dst.len(), src.len() / 2)` values.
+pub(super) fn bf16_to_f32_scalar(src: &[u8], dst: &mut [f32]) {
     for (s, d) in src.chunks_exact(2).zip(dst.iter_mut()) {
         *d = bf16_to_fp32(u16::from_le_bytes([s[0], s[1]]));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::{with_level, Level};
+
+    /// Every f16 and bf16 bit pattern, at every level, against the scalar conversion
+    /// (NaNs compared by bits); odd lengths exercise the tails.
+    #[test]
+    fn bulk_conversions_match_scalar_at_every_level() {
+        let bytes: Vec<u8> = (0..=u16::MAX).flat_map(|h| h.to_le_bytes()).collect();
+        for n in [65536, 65535, 37, 7, 0] {
+            let src = &bytes[..2 * n];
+            let (mut f16_ref, mut bf16_ref) = (vec![0f32; n], vec![0f32; n]);
+            f16_to_f32_scalar(src, &mut f16_ref);
+            bf16_to_f32_scalar(src, &mut bf16_ref);
+            for level in Level::supported() {
+                let (mut a, mut b) = (vec![0f32; n], vec![0f32; n]);
+                with_level(level, || {
+                    dequantize_f16(src, &mut a);
+                    dequantize_bf16(src, &mut b);
+                })
+                .unwrap();
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&a), bits(&f16_ref), "f16 at {level}, n = {n}");
+                assert_eq!(bits(&b), bits(&bf16_ref), "bf16 at {level}, n = {n}");
+            }
+        }
     }
 }

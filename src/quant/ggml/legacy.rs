@@ -4,7 +4,7 @@ use super::common::{
     abs_max, c_round_i32, c_trunc_i32, imatrix_weights, make_qx_quants_multi, qkx_search_multi,
     read_fp16, sum_sq, write_fp16, Qkx, QkxParams, QkxResult,
 };
-use super::Codec;
+use super::{simd, Codec};
 use crate::formats::blocks::{
     whole_blocks, whole_blocks_mut, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, QK,
 };
@@ -143,12 +143,21 @@ fn quantize_row(k: &Kind, src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) 
         let (l, d, m) = (&mut l[..x.len()], &mut d[..nb], &mut m[..nb]);
         match imatrix {
             None => {
-                for (b, xb) in x.chunks_exact(QK).enumerate() {
-                    let lb: &mut [u8; QK] = (&mut l[b * QK..(b + 1) * QK]).try_into().unwrap();
+                let scalar = |xb: &[f32], lb: &mut [u8; QK]| {
                     if k.with_min {
-                        (d[b], m[b]) = ref_asymmetric(xb, k.nmax, k.nmax == 15, lb);
+                        ref_asymmetric(xb, k.nmax, k.nmax == 15, lb)
                     } else {
-                        d[b] = ref_symmetric(xb, half, lb);
+                        (ref_symmetric(xb, half, lb), 0.0)
+                    }
+                };
+                let lanes = simd::LegacyRef {
+                    nmax: k.nmax,
+                    with_min: k.with_min,
+                };
+                if !simd::legacy_ref(lanes, x, l, d, m, &scalar) {
+                    for (b, xb) in x.chunks_exact(QK).enumerate() {
+                        let lb: &mut [u8; QK] = (&mut l[b * QK..(b + 1) * QK]).try_into().unwrap();
+                        (d[b], m[b]) = scalar(xb, lb);
                     }
                 }
             }
@@ -247,21 +256,32 @@ fn quantize_row_q5_1(src: &[f32], dst: &mut [u8], imatrix: Option<&[f32]>) {
 }
 
 fn quantize_row_q8_0(src: &[f32], dst: &mut [u8], _imatrix: Option<&[f32]>) {
-    for (x, y) in src.chunks_exact(QK).zip(whole_blocks_mut::<BlockQ8_0>(dst)) {
-        // amax = MAX(amax, fabsf(v)) in order. A NaN resets that chain, so only
-        // NaN-free blocks may use the order-free maximum.
-        let amax = if x.iter().any(|v| v.is_nan()) {
-            x.iter()
-                .fold(0.0f32, |m, v| if m > v.abs() { m } else { v.abs() })
-        } else {
-            abs_max(x).0
-        };
-        let d = amax / 127.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-        write_fp16(&mut y.d, 0, d);
-        for (q, &v) in y.qs.iter_mut().zip(x) {
-            *q = c_round_i32(v * id) as i8;
+    if !simd::q8_0_row(src, dst, quantize_block_q8_0) {
+        for (x, y) in src
+            .chunks_exact(QK)
+            .zip(dst.chunks_exact_mut(size_of::<BlockQ8_0>()))
+        {
+            quantize_block_q8_0(x, y);
         }
+    }
+}
+
+/// `quantize_row_q8_0_ref` of one block: 32 values into its 34 bytes.
+fn quantize_block_q8_0(x: &[f32], y: &mut [u8]) {
+    let y = &mut whole_blocks_mut::<BlockQ8_0>(y)[0];
+    // amax = MAX(amax, fabsf(v)) in order. A NaN resets that chain, so only
+    // NaN-free blocks may use the order-free maximum.
+    let amax = if x.iter().any(|v| v.is_nan()) {
+        x.iter()
+            .fold(0.0f32, |m, v| if m > v.abs() { m } else { v.abs() })
+    } else {
+        abs_max(x).0
+    };
+    let d = amax / 127.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    write_fp16(&mut y.d, 0, d);
+    for (q, &v) in y.qs.iter_mut().zip(x) {
+        *q = c_round_i32(v * id) as i8;
     }
 }
 

@@ -473,6 +473,97 @@ pub fn iq1m_split(s: &Iq1mSums) -> Option<(f32, usize, usize, usize)> {
     }
 }
 
+/// The scalar Q8_0 block encoder (`quantize_row_q8_0_ref` of one block: 32 values to
+/// 34 bytes) that the SIMD row kernel hands the blocks it cannot reproduce.
+pub type LegacyScalar = fn(&[f32], &mut [u8]);
+
+/// The scalar reference encoder of one Q4_0/Q4_1/Q5_0/Q5_1 block that [`legacy_ref`]
+/// hands the blocks it cannot reproduce: 32 values to their levels, returning `(d, m)`.
+pub type LegacyRefScalar<'a> = &'a dyn Fn(&[f32], &mut [u8; 32]) -> (f32, f32);
+
+/// Which reference path of Q4_0/Q4_1/Q5_0/Q5_1 [`legacy_ref`] runs.
+#[derive(Clone, Copy, Debug)]
+pub struct LegacyRef {
+    /// Largest level: 15 (Q4_x) or 31 (Q5_x).
+    pub nmax: i32,
+    /// `_1` types (scale and min) rather than `_0` (symmetric scale).
+    pub with_min: bool,
+}
+
+/// SIMD `quantize_row_q8_0_ref` of whole blocks; `false` at the scalar level (nothing
+/// written: the caller runs the scalar code). Blocks with a NaN or infinity go to
+/// `scalar`, so the bytes are the scalar code's for any input.
+#[inline]
+pub fn q8_0_row(x: &[f32], dst: &mut [u8], scalar: LegacyScalar) -> bool {
+    match isa() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the CPU supports AVX-512F (checked by `isa`).
+        Isa::Avx512 => unsafe { x86::q8_0_row_avx512(x, dst, scalar) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the CPU supports AVX2 (checked by `isa`).
+        Isa::Avx2 => unsafe { x86::q8_0_row_avx2(x, dst, scalar) },
+        _ => return false,
+    }
+    true
+}
+
+/// SIMD reference levels, scales and mins of Q4_0/Q4_1/Q5_0/Q5_1 for whole blocks
+/// (`l`: 32 levels per block; `d`, `m`: one per block); `false` at the scalar level
+/// (nothing written). Blocks whose result could depend on the order of the scalar loop
+/// go to `scalar(block, levels) -> (d, m)`.
+#[inline]
+pub fn legacy_ref(
+    k: LegacyRef,
+    x: &[f32],
+    l: &mut [u8],
+    d: &mut [f32],
+    m: &mut [f32],
+    scalar: LegacyRefScalar<'_>,
+) -> bool {
+    match isa() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the CPU supports AVX-512F (checked by `isa`).
+        Isa::Avx512 => unsafe { x86::legacy_ref_avx512(k, x, l, d, m, scalar) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the CPU supports AVX2 (checked by `isa`).
+        Isa::Avx2 => unsafe { x86::legacy_ref_avx2(k, x, l, d, m, scalar) },
+        _ => return false,
+    }
+    true
+}
+
+/// Little-endian f16 values to f32 (`dst.len()` of them), exactly as
+/// [`common::fp16_to_fp32`]: F16C / AVX-512 conversions, the scalar code for the rest.
+#[inline]
+pub fn f16_to_f32(src: &[u8], dst: &mut [f32]) {
+    let done = match isa() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the CPU supports AVX-512F (checked by `isa`).
+        Isa::Avx512 => unsafe { x86::f16_to_f32_avx512(src, dst) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the CPU supports AVX2 and F16C (checked by `isa`: the AVX2 level has both).
+        Isa::Avx2 => unsafe { x86::f16_to_f32_avx2(src, dst) },
+        _ => 0,
+    };
+    super::floats::f16_to_f32_scalar(&src[2 * done..], &mut dst[done..]);
+}
+
+/// Little-endian bf16 values to f32 (`dst.len()` of them), as
+/// [`super::floats::bf16_to_fp32`].
+#[inline]
+pub fn bf16_to_f32(src: &[u8], dst: &mut [f32]) {
+    let done = match isa() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the CPU supports AVX-512F (checked by `isa`).
+        Isa::Avx512 => unsafe { x86::bf16_to_f32_avx512(src, dst) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the CPU supports AVX2 (checked by `isa`).
+        Isa::Avx2 => unsafe { x86::bf16_to_f32_avx2(src, dst) },
+        _ => 0,
+    };
+    super::floats::bf16_to_f32_scalar(&src[2 * done..], &mut dst[done..]);
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86;
 #[cfg(target_arch = "x86_64")]

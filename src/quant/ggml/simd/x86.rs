@@ -2,9 +2,12 @@
 
 use std::arch::x86_64::*;
 
+use super::super::common::write_fp16;
 use super::super::common::{Qkx, QkxParams, GROUP_MAX_EPS};
 use super::super::iq4nl::{IQ4NL_MID2, KVALUES_IQ4NL};
-use super::{Iq1mSums, Q3Out, QkxOut, QxOut, MAX_LANES, MAX_N};
+use super::{
+    Iq1mSums, LegacyRef, LegacyRefScalar, LegacyScalar, Q3Out, QkxOut, QxOut, MAX_LANES, MAX_N,
+};
 
 /// `12582912.f`, ggml's rounding constant: `(v + M) - M` rounds `v` to the nearest
 /// integer (ties to even) for `|v| <= 2^22`, exactly like `nearest_int`.
@@ -71,6 +74,18 @@ pub(super) trait Lanes {
     unsafe fn bits(m: Self::M) -> u32;
     /// Largest lane (NaN-free input).
     unsafe fn reduce_max(v: Self::V) -> f32;
+    /// Smallest lane (NaN-free input).
+    unsafe fn reduce_min(v: Self::V) -> f32;
+    /// Rounds toward zero (stays a float).
+    unsafe fn trunc(v: Self::V) -> Self::V;
+    /// C's `(int)v` as x86 computes it: truncation, `i32::MIN` for NaN or out of range
+    /// (= [`super::super::common::c_trunc_i32`]).
+    unsafe fn cvtt(v: Self::V) -> Self::I;
+    unsafe fn sub_i(a: Self::I, b: Self::I) -> Self::I;
+    /// `v as i8 as i32` per lane (the low byte, sign-extended).
+    unsafe fn sext8(v: Self::I) -> Self::I;
+    /// Stores the low byte of each lane (`v as u8`) into `out[..N]`.
+    unsafe fn store_low_bytes(v: Self::I, out: &mut [u8]);
 }
 
 /// 16 lanes of AVX-512F.
@@ -216,6 +231,31 @@ impl Lanes for Avx512 {
     #[inline(always)]
     unsafe fn reduce_max(v: __m512) -> f32 {
         _mm512_reduce_max_ps(v)
+    }
+    #[inline(always)]
+    unsafe fn reduce_min(v: __m512) -> f32 {
+        _mm512_reduce_min_ps(v)
+    }
+    #[inline(always)]
+    unsafe fn trunc(v: __m512) -> __m512 {
+        _mm512_roundscale_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(v)
+    }
+    #[inline(always)]
+    unsafe fn cvtt(v: __m512) -> __m512i {
+        _mm512_cvttps_epi32(v)
+    }
+    #[inline(always)]
+    unsafe fn sub_i(a: __m512i, b: __m512i) -> __m512i {
+        _mm512_sub_epi32(a, b)
+    }
+    #[inline(always)]
+    unsafe fn sext8(v: __m512i) -> __m512i {
+        _mm512_srai_epi32::<24>(_mm512_slli_epi32::<24>(v))
+    }
+    #[inline(always)]
+    unsafe fn store_low_bytes(v: __m512i, out: &mut [u8]) {
+        debug_assert!(out.len() >= 16);
+        _mm_storeu_si128(out.as_mut_ptr().cast(), _mm512_cvtepi32_epi8(v))
     }
 }
 
@@ -376,6 +416,38 @@ impl Lanes for Avx2 {
         let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
         let m = _mm_max_ps(m, _mm_shuffle_ps::<1>(m, m));
         _mm_cvtss_f32(m)
+    }
+    #[inline(always)]
+    unsafe fn reduce_min(v: __m256) -> f32 {
+        let m = _mm_min_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+        let m = _mm_min_ps(m, _mm_movehl_ps(m, m));
+        let m = _mm_min_ps(m, _mm_shuffle_ps::<1>(m, m));
+        _mm_cvtss_f32(m)
+    }
+    #[inline(always)]
+    unsafe fn trunc(v: __m256) -> __m256 {
+        _mm256_round_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(v)
+    }
+    #[inline(always)]
+    unsafe fn cvtt(v: __m256) -> __m256i {
+        _mm256_cvttps_epi32(v)
+    }
+    #[inline(always)]
+    unsafe fn sub_i(a: __m256i, b: __m256i) -> __m256i {
+        _mm256_sub_epi32(a, b)
+    }
+    #[inline(always)]
+    unsafe fn sext8(v: __m256i) -> __m256i {
+        _mm256_srai_epi32::<24>(_mm256_slli_epi32::<24>(v))
+    }
+    #[inline(always)]
+    unsafe fn store_low_bytes(v: __m256i, out: &mut [u8]) {
+        debug_assert!(out.len() >= 8);
+        // Masked to 0..=255, the unsigned saturating packs keep every byte as it is.
+        let m = _mm256_and_si256(v, _mm256_set1_epi32(0xff));
+        let p = _mm256_packus_epi16(_mm256_packus_epi32(m, m), _mm256_setzero_si256());
+        let r = _mm_unpacklo_epi32(_mm256_castsi256_si128(p), _mm256_extracti128_si256::<1>(p));
+        _mm_storel_epi64(out.as_mut_ptr().cast(), r)
     }
 }
 
@@ -948,6 +1020,191 @@ pub(super) unsafe fn iq4nl_sums_avx2(
     sumq2: &mut [f32; 16],
 ) {
     iq4nl_kernel::<Avx2, 2>(x, w, ids, sumqx, sumq2)
+}
+
+/// C's `(int)roundf(v)` per lane ([`super::super::common::c_round_i32`]): half away
+/// from zero, `i32::MIN` for NaN or out of range (there `v - trunc(v)` is 0 or NaN).
+#[inline(always)]
+unsafe fn c_round<S: Lanes>(v: S::V) -> S::I {
+    let frac = S::sub(v, S::trunc(v));
+    let (one, zero) = (S::splat_i(1), S::splat_i(0));
+    let up = S::select_i(S::ge(frac, S::splat(0.5)), one, zero);
+    let down = S::select_i(S::ge(S::splat(-0.5), frac), one, zero);
+    S::sub_i(S::add_i(S::cvtt(v), up), down)
+}
+
+/// `quantize_row_q8_0_ref` over whole blocks (`x.len() / 32` of them, 34 bytes each in
+/// `dst`); blocks with a non-finite value go to `scalar`.
+#[inline(always)]
+unsafe fn q8_0_row<S: Lanes>(x: &[f32], dst: &mut [u8], scalar: LegacyScalar) {
+    for (xb, yb) in x.chunks_exact(32).zip(dst.chunks_exact_mut(34)) {
+        if !super::all_finite(xb) {
+            scalar(xb, yb);
+            continue;
+        }
+        let mut acc = S::splat(0.0);
+        for c in (0..32).step_by(S::N) {
+            acc = S::max(S::abs(S::load(&xb[c..])), acc);
+        }
+        // Finite values: the maximum does not depend on the order.
+        let d = S::reduce_max(acc) / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        write_fp16(yb, 0, d);
+        let vid = S::splat(id);
+        for c in (0..32).step_by(S::N) {
+            let q = c_round::<S>(S::mul(S::load(&xb[c..]), vid));
+            S::store_low_bytes(q, &mut yb[2 + c..]);
+        }
+    }
+}
+
+/// The reference levels of Q4_0/Q5_0 (`half` 8/16) or Q4_1/Q5_1 (`min`: `nmax` 15/31)
+/// over whole blocks: levels into `l` (32 per block), scales into `d`, mins into `m`.
+/// Blocks the lanes cannot reproduce (a non-finite value; for `_1` types a min or max
+/// of zero, whose sign depends on the order) go to `scalar`.
+#[inline(always)]
+unsafe fn legacy_ref<S: Lanes>(
+    k: LegacyRef,
+    x: &[f32],
+    l: &mut [u8],
+    d: &mut [f32],
+    m: &mut [f32],
+    scalar: LegacyRefScalar<'_>,
+) {
+    for (b, xb) in x.chunks_exact(32).enumerate() {
+        let lb: &mut [u8; 32] = (&mut l[b * 32..(b + 1) * 32]).try_into().unwrap();
+        if !super::all_finite(xb) {
+            (d[b], m[b]) = scalar(xb, lb);
+            continue;
+        }
+        if k.with_min {
+            let (mut lo, mut hi) = (S::splat(f32::MAX), S::splat(-f32::MAX));
+            for c in (0..32).step_by(S::N) {
+                let v = S::load(&xb[c..]);
+                lo = S::min(v, lo);
+                hi = S::max(v, hi);
+            }
+            let (min, max) = (S::reduce_min(lo), S::reduce_max(hi));
+            if min == 0.0 || max == 0.0 {
+                (d[b], m[b]) = scalar(xb, lb);
+                continue;
+            }
+            let db = (max - min) / k.nmax as f32;
+            let id = if db != 0.0 { 1.0 / db } else { 0.0 };
+            let (vid, vmin, half) = (S::splat(id), S::splat(min), S::splat(0.5));
+            let top = S::splat_i(k.nmax);
+            for c in (0..32).step_by(S::N) {
+                let v = S::mul(S::sub(S::load(&xb[c..]), vmin), vid);
+                let t = S::cvtt(S::add(v, half));
+                // Q4_1: MIN(15, (int8_t)t); Q5_1: (uint8_t)t.
+                let t = if k.nmax == 15 {
+                    S::min_i(S::sext8(t), top)
+                } else {
+                    t
+                };
+                S::store_low_bytes(t, &mut lb[c..]);
+            }
+            (d[b], m[b]) = (db, min);
+        } else {
+            let half = (k.nmax + 1) / 2;
+            let (_, max) = abs_max::<S>(xb);
+            let db = max / -(half as f32);
+            let id = if db != 0.0 { 1.0 / db } else { 0.0 };
+            let (vid, bias) = (S::splat(id), S::splat(half as f32 + 0.5));
+            let top = S::splat_i(2 * half - 1);
+            for c in (0..32).step_by(S::N) {
+                let v = S::add(S::mul(S::load(&xb[c..]), vid), bias);
+                // MIN(top, (int8_t)t)
+                S::store_low_bytes(S::min_i(S::sext8(S::cvtt(v)), top), &mut lb[c..]);
+            }
+            d[b] = db;
+        }
+    }
+}
+
+/// AVX-512 entry of [`q8_0_row`].
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn q8_0_row_avx512(x: &[f32], dst: &mut [u8], scalar: LegacyScalar) {
+    q8_0_row::<Avx512>(x, dst, scalar)
+}
+
+/// AVX2 entry of [`q8_0_row`].
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn q8_0_row_avx2(x: &[f32], dst: &mut [u8], scalar: LegacyScalar) {
+    q8_0_row::<Avx2>(x, dst, scalar)
+}
+
+/// AVX-512 entry of [`legacy_ref`].
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn legacy_ref_avx512(
+    k: LegacyRef,
+    x: &[f32],
+    l: &mut [u8],
+    d: &mut [f32],
+    m: &mut [f32],
+    scalar: LegacyRefScalar<'_>,
+) {
+    legacy_ref::<Avx512>(k, x, l, d, m, scalar)
+}
+
+/// AVX2 entry of [`legacy_ref`].
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn legacy_ref_avx2(
+    k: LegacyRef,
+    x: &[f32],
+    l: &mut [u8],
+    d: &mut [f32],
+    m: &mut [f32],
+    scalar: LegacyRefScalar<'_>,
+) {
+    legacy_ref::<Avx2>(k, x, l, d, m, scalar)
+}
+
+/// AVX-512 conversion of little-endian f16 to f32 (`vcvtph2ps`, exact; NaN made quiet
+/// as ggml's table does).
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn f16_to_f32_avx512(src: &[u8], dst: &mut [f32]) -> usize {
+    let n = dst.len().min(src.len() / 2) / 16 * 16;
+    for i in (0..n).step_by(16) {
+        let h = _mm256_loadu_si256(src.as_ptr().add(2 * i).cast());
+        _mm512_storeu_ps(dst.as_mut_ptr().add(i), _mm512_cvtph_ps(h));
+    }
+    n
+}
+
+/// AVX2 + F16C conversion of little-endian f16 to f32.
+#[target_feature(enable = "avx2,f16c")]
+pub(super) unsafe fn f16_to_f32_avx2(src: &[u8], dst: &mut [f32]) -> usize {
+    let n = dst.len().min(src.len() / 2) / 8 * 8;
+    for i in (0..n).step_by(8) {
+        let h = _mm_loadu_si128(src.as_ptr().add(2 * i).cast());
+        _mm256_storeu_ps(dst.as_mut_ptr().add(i), _mm256_cvtph_ps(h));
+    }
+    n
+}
+
+/// AVX-512 conversion of little-endian bf16 to f32 (a 16-bit shift).
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn bf16_to_f32_avx512(src: &[u8], dst: &mut [f32]) -> usize {
+    let n = dst.len().min(src.len() / 2) / 16 * 16;
+    for i in (0..n).step_by(16) {
+        let h = _mm256_loadu_si256(src.as_ptr().add(2 * i).cast());
+        let w = _mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h));
+        _mm512_storeu_ps(dst.as_mut_ptr().add(i), _mm512_castsi512_ps(w));
+    }
+    n
+}
+
+/// AVX2 conversion of little-endian bf16 to f32.
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn bf16_to_f32_avx2(src: &[u8], dst: &mut [f32]) -> usize {
+    let n = dst.len().min(src.len() / 2) / 8 * 8;
+    for i in (0..n).step_by(8) {
+        let h = _mm_loadu_si128(src.as_ptr().add(2 * i).cast());
+        let w = _mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h));
+        _mm256_storeu_ps(dst.as_mut_ptr().add(i), _mm256_castsi256_ps(w));
+    }
+    n
 }
 
 // Keep the lane-count constant tied to the trait.
