@@ -8,6 +8,7 @@ mod common;
 mod bench_gemm;
 mod bnb_export;
 mod broken_inputs;
+mod candle_llama;
 mod cli;
 mod convert;
 mod convert_core;

@@ -1298,7 +1298,14 @@ fn versions_point_to_the_right_reader() {
     std::fs::write(&path, &bytes).unwrap();
     let e = err_of(open_qnat(&path));
     assert!(one_line(&e).starts_with(&path.display().to_string()));
-    assert!(one_line(&e).contains("migrate it to version 2"));
+    assert!(one_line(&e).contains("migrate it to QNAT v2"));
+    // qlora-rs's own version 2 is told apart by its header, not taken for a corrupt file.
+    let mut v2q = bytes.clone();
+    v2q[4..8].copy_from_slice(&2u32.to_le_bytes());
+    let e = err_of(parse_index(&v2q));
+    assert!(one_line(&e).contains("qlora-rs's QNAT \"version 2\""), "{}", one_line(&e));
+    assert_eq!(v1::detect(&v2q), Some(v1::QloraLayout::V2));
+    assert_eq!(v1::detect(&v2), None);
 }
 
 #[test]

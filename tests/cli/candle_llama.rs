@@ -1,0 +1,78 @@
+//! QNAT into candle on a real llama (SmolLM2-135M-Instruct from `QFORGE_HF_MODELS`; skipped
+//! when unset unless `QFORGE_REQUIRE_HF_REF` is set, as in CI): qforge converts the folder
+//! to a Q8_0 GGUF and that GGUF to QNAT; candle-transformers' `quantized_llama` loaded from
+//! the QNAT (through `QuantModel::gguf_content`) gives the logits it gives from the GGUF;
+//! zero-copy `QTensor`s and `QuantLinear` agree with candle's own reading of the GGUF.
+//! `examples/qnat_candle.rs` is the same with generation and the speed/memory comparison.
+
+use crate::common::*;
+use candle_core::quantized::{gguf_file, QMatMul};
+use candle_core::{DType, Device, Module, Tensor};
+use candle_transformers::models::quantized_llama::ModelWeights;
+use qforge::candle::QuantModel;
+use std::path::PathBuf;
+
+fn model_dir() -> Option<PathBuf> {
+    let required = std::env::var_os("QFORGE_REQUIRE_HF_REF").is_some();
+    let dir = std::env::var_os("QFORGE_HF_MODELS")
+        .map(|d| PathBuf::from(d).join("SmolLM2-135M-Instruct"))
+        .filter(|d| d.join("config.json").is_file());
+    if dir.is_none() {
+        assert!(!required, "QFORGE_REQUIRE_HF_REF set but QFORGE_HF_MODELS has no SmolLM2-135M-Instruct");
+        eprintln!("skipping: QFORGE_HF_MODELS/SmolLM2-135M-Instruct is not there");
+    }
+    dir
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap()
+}
+
+#[test]
+fn qnat_loads_into_candle_quantized_llama_with_the_gguf_logits() {
+    let Some(model) = model_dir() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let gguf = dir.path().join("m.gguf");
+    let qnat = dir.path().join("m.qnat");
+    let s = |p: &std::path::Path| p.to_str().unwrap().to_owned();
+    let o = qforge(&["-q", "quantize", &s(&model), "-o", &s(&gguf), "-t", "Q8_0"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = qforge(&["-q", "export-native", &s(&gguf), "-o", &s(&qnat), "--scheme", "q8_0"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let tok = tokenizers::Tokenizer::from_file(model.join("tokenizer.json")).unwrap();
+    let ids = tok.encode("The capital of France is", false).unwrap().get_ids().to_vec();
+    let input = Tensor::new(ids.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+
+    let mut f = std::fs::File::open(&gguf).unwrap();
+    let ct = gguf_file::Content::read(&mut f).unwrap();
+    let mut from_gguf = ModelWeights::from_gguf(ct, &mut f, &Device::Cpu).unwrap();
+    let qm = QuantModel::open(&qnat).unwrap();
+    let mut f = std::fs::File::open(&qnat).unwrap();
+    let mut from_qnat = ModelWeights::from_gguf(qm.gguf_content().unwrap(), &mut f, &Device::Cpu).unwrap();
+    let a = from_gguf.forward(&input, 0).unwrap();
+    let b = from_qnat.forward(&input, 0).unwrap();
+    let diff = max_abs_diff(&a, &b);
+    assert!(diff <= 1e-4, "QNAT vs GGUF logits differ by {diff}");
+    assert!(a.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().all(|x| x.is_finite()));
+
+    // Zero-copy QTensors and QuantLinear against candle's reading of the GGUF.
+    let mut f = std::fs::File::open(&gguf).unwrap();
+    let ct = gguf_file::Content::read(&mut f).unwrap();
+    let name = "blk.0.ffn_up.weight";
+    let theirs = ct.tensor(&mut f, name, &Device::Cpu).unwrap();
+    let ours = qm.qtensor(name).unwrap();
+    assert_eq!(ours.shape(), theirs.shape());
+    assert_eq!(ours.data().unwrap(), theirs.data().unwrap(), "zero-copy blocks");
+    let k = theirs.shape().dims()[1];
+    let x = Tensor::randn(0f32, 1.0, (3, k), &Device::Cpu).unwrap();
+    let want = QMatMul::from_qtensor(theirs).unwrap().forward(&x).unwrap();
+    let lin = qm.quant_linear(name, None).unwrap();
+    let got = lin.forward(&x).unwrap();
+    let scale = want.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+    let err = max_abs_diff(&got, &want);
+    assert!(err <= 2e-2 * scale, "QuantLinear vs QMatMul: {err} (scale {scale})");
+    let deq = qm.dequantize(name, DType::F32).unwrap();
+    let want = ct.tensor(&mut f, name, &Device::Cpu).unwrap().dequantize(&Device::Cpu).unwrap();
+    assert_eq!(max_abs_diff(&deq, &want), 0.0, "our Q8_0 decode is candle's");
+}
