@@ -60,7 +60,15 @@ pub fn convert(model: &Path, dir: &Path) -> Result<(PathBuf, PathBuf)> {
     let qnat = dir.join("model-q8_0.qnat");
     let s = |p: &Path| p.to_str().expect("UTF-8 path").to_owned();
     qforge_cli(&["-q", "quantize", &s(model), "-o", &s(&gguf), "-t", "Q8_0"])?;
-    qforge_cli(&["-q", "export-native", &s(&gguf), "-o", &s(&qnat), "--scheme", "q8_0"])?;
+    qforge_cli(&[
+        "-q",
+        "export-native",
+        &s(&gguf),
+        "-o",
+        &s(&qnat),
+        "--scheme",
+        "q8_0",
+    ])?;
     Ok((gguf, qnat))
 }
 
@@ -82,7 +90,10 @@ fn tokenizer(model: &Path) -> Result<tokenizers::Tokenizer> {
 }
 
 fn argmax(logits: &Tensor) -> Result<u32> {
-    Ok(logits.flatten_all()?.argmax(D::Minus1)?.to_scalar::<u32>()?)
+    Ok(logits
+        .flatten_all()?
+        .argmax(D::Minus1)?
+        .to_scalar::<u32>()?)
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
@@ -144,10 +155,18 @@ impl Llama {
     fn load(m: &QuantModel, backend: &str) -> Result<Llama> {
         let ct = m.gguf_content()?;
         let u = |k: &str| -> Result<usize> {
-            Ok(ct.metadata.get(k).with_context(|| format!("no {k}"))?.to_u32()? as usize)
+            Ok(ct
+                .metadata
+                .get(k)
+                .with_context(|| format!("no {k}"))?
+                .to_u32()? as usize)
         };
         let f = |k: &str| -> Result<f32> {
-            Ok(ct.metadata.get(k).with_context(|| format!("no {k}"))?.to_f32()?)
+            Ok(ct
+                .metadata
+                .get(k)
+                .with_context(|| format!("no {k}"))?
+                .to_f32()?)
         };
         let (heads, kv_heads, blocks) = (
             u("llama.attention.head_count")?,
@@ -222,7 +241,9 @@ impl Llama {
             let q = candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?;
             let k = candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?;
             let (k, v) = match (&l.cache, pos) {
-                (Some((kc, vc)), p) if p > 0 => (Tensor::cat(&[kc, &k], 2)?, Tensor::cat(&[vc, &v], 2)?),
+                (Some((kc, vc)), p) if p > 0 => {
+                    (Tensor::cat(&[kc, &k], 2)?, Tensor::cat(&[vc, &v], 2)?)
+                }
                 _ => (k, v),
             };
             l.cache = Some((k.clone(), v.clone()));
@@ -231,11 +252,15 @@ impl Llama {
             let mut att = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?;
             if let Some(mask) = &mask {
                 let mask = mask.broadcast_as(att.shape())?;
-                let neg = Tensor::new(f32::NEG_INFINITY, &Device::Cpu)?.broadcast_as(att.shape())?;
+                let neg =
+                    Tensor::new(f32::NEG_INFINITY, &Device::Cpu)?.broadcast_as(att.shape())?;
                 att = mask.where_cond(&neg, &att)?;
             }
             let att = candle_nn::ops::softmax_last_dim(&att)?;
-            let y = att.matmul(&v.contiguous()?)?.transpose(1, 2)?.reshape((1, t, h * hd))?;
+            let y = att
+                .matmul(&v.contiguous()?)?
+                .transpose(1, 2)?
+                .reshape((1, t, h * hd))?;
             x = (x + l.wo.forward(&y)?)?;
             let xn = candle_nn::ops::rms_norm(&x, &l.ffn_norm, self.eps)?;
             let ff = (candle_nn::ops::silu(&l.gate.forward(&xn)?)? * l.up.forward(&xn)?)?;
@@ -306,7 +331,10 @@ fn main() -> Result<()> {
     let mut from_qnat = load_llama(&qnat)?;
     let (lg, lq) = (from_gguf.forward(&input, 0)?, from_qnat.forward(&input, 0)?);
     let diff = max_abs_diff(&lg, &lq)?;
-    println!("quantized_llama logits, QNAT vs GGUF: max |diff| = {diff:e} (tolerance {:e})", args.tolerance);
+    println!(
+        "quantized_llama logits, QNAT vs GGUF: max |diff| = {diff:e} (tolerance {:e})",
+        args.tolerance
+    );
     if !(diff <= args.tolerance) {
         bail!("QNAT and GGUF logits differ by {diff}");
     }
@@ -315,7 +343,9 @@ fn main() -> Result<()> {
         let x = Tensor::new(&ids[ids.len() - 1..], &Device::Cpu)?.unsqueeze(0)?;
         ids.push(argmax(&from_qnat.forward(&x, prompt.len() + i)?)?);
     }
-    let text = tok.decode(&ids, true).map_err(|e| anyhow::anyhow!("decoding: {e}"))?;
+    let text = tok
+        .decode(&ids, true)
+        .map_err(|e| anyhow::anyhow!("decoding: {e}"))?;
     println!("{}{}", args.prompt, text);
     drop((from_gguf, from_qnat));
 
@@ -336,7 +366,12 @@ fn main() -> Result<()> {
         let out = std::process::Command::new(&exe)
             .arg(&args.model)
             .args(["--work", dir.to_str().expect("UTF-8")])
-            .args(["--prompt", &args.prompt, "--tokens", &args.tokens.to_string()])
+            .args([
+                "--prompt",
+                &args.prompt,
+                "--tokens",
+                &args.tokens.to_string(),
+            ])
             .args(["--child", backend])
             .output()?;
         if !out.status.success() {
@@ -347,12 +382,19 @@ fn main() -> Result<()> {
         let rss: f64 = f.get(2).and_then(|v| v.parse().ok()).unwrap_or(0.0);
         println!(
             "{:<12} {:>10} {:>14.1}",
-            if backend == "candle" { "QMatMul" } else { "QuantLinear" },
+            if backend == "candle" {
+                "QMatMul"
+            } else {
+                "QuantLinear"
+            },
             f.get(1).unwrap_or(&"?"),
             rss / 1024.0
         );
     }
-    println!("QNAT file: {:.1} MiB", std::fs::metadata(&qnat)?.len() as f64 / 1048576.0);
+    println!(
+        "QNAT file: {:.1} MiB",
+        std::fs::metadata(&qnat)?.len() as f64 / 1048576.0
+    );
     if args.work.is_none() {
         std::fs::remove_dir_all(&dir)?;
     }

@@ -1,8 +1,8 @@
 //! [`QuantLinear`]: a candle `Module` over quantized weights run by our fused kernels.
 
+use crate::bail_invalid;
 use crate::kernels::fused::Fused;
 use crate::kernels::{GemmBackend, Isa, QuantMatrix};
-use crate::bail_invalid;
 use anyhow::Result;
 use candle_core::{DType, Device, Module, Tensor};
 use std::sync::Arc;
@@ -60,11 +60,17 @@ impl QuantLinear {
 impl Module for QuantLinear {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         if !matches!(x.device(), Device::Cpu) {
-            candle_core::bail!("QuantLinear runs on the CPU; the input is on {:?}", x.device())
+            candle_core::bail!(
+                "QuantLinear runs on the CPU; the input is on {:?}",
+                x.device()
+            )
         }
         let dims = x.dims();
         if dims.last() != Some(&self.k) {
-            candle_core::bail!("QuantLinear expects inputs of {} features, got shape {dims:?}", self.k)
+            candle_core::bail!(
+                "QuantLinear expects inputs of {} features, got shape {dims:?}",
+                self.k
+            )
         }
         let xs = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
         let m = xs.len() / self.k;

@@ -141,7 +141,12 @@ impl<T: Blocks + Send + Sync> QuantizedType for MappedBlocks<T> {
         k_quants::matmul_f16(mkn, lhs, self.blocks(), dst)
     }
 
-    fn embedding(&self, ids: &[u32], rows: usize, hidden: usize) -> candle_core::Result<CpuStorage> {
+    fn embedding(
+        &self,
+        ids: &[u32],
+        rows: usize,
+        hidden: usize,
+    ) -> candle_core::Result<CpuStorage> {
         if !hidden.is_multiple_of(T::BLCK_SIZE) {
             return Err(to_candle(invalid!(
                 "quantized embedding hidden size {hidden} is not divisible by block size {}",
@@ -161,7 +166,9 @@ impl<T: Blocks + Send + Sync> QuantizedType for MappedBlocks<T> {
         for (dst, &id) in out.chunks_mut(hidden).zip(ids) {
             let row = id as usize;
             if row >= rows {
-                return Err(to_candle(invalid!("embedding id {row} is out of range for {rows} rows")));
+                return Err(to_candle(invalid!(
+                    "embedding id {row} is out of range for {rows} rows"
+                )));
             }
             T::to_float(&blocks[row * row_blocks..(row + 1) * row_blocks], dst);
         }

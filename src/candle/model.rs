@@ -93,7 +93,9 @@ impl QuantModel {
                     .ok_or_else(|| invalid!("tensor {name:?} missing from the QNAT index"))?;
                 crate::pipeline::qnat::dequantize(index, self.src.files[0].data(), e, &mut out)?
             }
-            _ => bail_invalid!(kind: UnknownType, "tensor {name:?} has type {}, which cannot be decoded", t.ty),
+            _ => {
+                bail_invalid!(kind: UnknownType, "tensor {name:?} has type {}, which cannot be decoded", t.ty)
+            }
         }
         let shape: Vec<usize> = t.shape.iter().map(|&d| d as usize).collect();
         Ok(Tensor::from_vec(out, shape, &Device::Cpu)?.to_dtype(dtype)?)
@@ -127,7 +129,13 @@ impl QuantModel {
             let (map, range) = self.mapped(t)?.into_parts();
             (WeightBytes::Mapped { map, range }, Vec::new())
         };
-        let w = QuantMatrix { ty, n, k, data, absmax };
+        let w = QuantMatrix {
+            ty,
+            n,
+            k,
+            data,
+            absmax,
+        };
         if w.data.len() != n * w.row_bytes() {
             bail_invalid!(kind: BadShape, "tensor {name:?}: {} bytes for {n} x {k}", w.data.len());
         }
@@ -136,8 +144,14 @@ impl QuantModel {
 
     /// NF4 codes in place and the absmax values (double quantization decoded).
     fn nf4_parts(&self, name: &str) -> Result<(WeightBytes, Vec<f32>)> {
-        let index = self.src.qnat.as_ref().ok_or_else(|| invalid!("NF4 tensors come from QNAT files"))?;
-        let e = index.tensor(name).ok_or_else(|| invalid!("tensor {name:?} missing from the QNAT index"))?;
+        let index = self
+            .src
+            .qnat
+            .as_ref()
+            .ok_or_else(|| invalid!("NF4 tensors come from QNAT files"))?;
+        let e = index
+            .tensor(name)
+            .ok_or_else(|| invalid!("tensor {name:?} missing from the QNAT index"))?;
         if e.block_size != NF4_BLOCK as u64 || e.section(SectionRole::ZeroPoints).is_some() {
             bail_invalid!(kind: UnknownType,
                 "tensor {name:?}: QuantLinear runs NF4 with block size {NF4_BLOCK} and no zero points (this one: block {}{}); use QuantModel::dequantize",
@@ -146,15 +160,21 @@ impl QuantModel {
             );
         }
         let data = self.src.files[0].data();
-        let codes = e.section(SectionRole::Codes).ok_or_else(|| invalid!("tensor {name:?}: no codes"))?;
+        let codes = e
+            .section(SectionRole::Codes)
+            .ok_or_else(|| invalid!("tensor {name:?}: no codes"))?;
         let start = usize::try_from(index.header.data_offset + codes.offset)?;
         let range = start..start + usize::try_from(codes.bytes)?;
         let f32s = |b: &[u8]| -> Vec<f32> {
-            b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+            b.chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect()
         };
         let absmax = if e.double_quant {
             let dq = crate::quant::bnb::DoubleQuant {
-                codes: index.section(data, name, SectionRole::AbsmaxCodes)?.to_vec(),
+                codes: index
+                    .section(data, name, SectionRole::AbsmaxCodes)?
+                    .to_vec(),
                 nested_absmax: f32s(index.section(data, name, SectionRole::NestedAbsmax)?),
                 offset: e.absmax_offset.unwrap_or(0.0),
                 nested_block: e.nested_block_size.unwrap_or(DEFAULT_NESTED_BLOCK) as usize,
@@ -166,7 +186,10 @@ impl QuantModel {
             f32s(index.section(data, name, SectionRole::Absmax)?)
         };
         Ok((
-            WeightBytes::Mapped { map: self.src.files[0].shared_map(), range },
+            WeightBytes::Mapped {
+                map: self.src.files[0].shared_map(),
+                range,
+            },
             absmax,
         ))
     }

@@ -18,14 +18,26 @@ fn model_dir() -> Option<PathBuf> {
         .map(|d| PathBuf::from(d).join("SmolLM2-135M-Instruct"))
         .filter(|d| d.join("config.json").is_file());
     if dir.is_none() {
-        assert!(!required, "QFORGE_REQUIRE_HF_REF set but QFORGE_HF_MODELS has no SmolLM2-135M-Instruct");
+        assert!(
+            !required,
+            "QFORGE_REQUIRE_HF_REF set but QFORGE_HF_MODELS has no SmolLM2-135M-Instruct"
+        );
         eprintln!("skipping: QFORGE_HF_MODELS/SmolLM2-135M-Instruct is not there");
     }
     dir
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap()
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar()
+        .unwrap()
 }
 
 #[test]
@@ -37,24 +49,46 @@ fn qnat_loads_into_candle_quantized_llama_with_the_gguf_logits() {
     let s = |p: &std::path::Path| p.to_str().unwrap().to_owned();
     let o = qforge(&["-q", "quantize", &s(&model), "-o", &s(&gguf), "-t", "Q8_0"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let o = qforge(&["-q", "export-native", &s(&gguf), "-o", &s(&qnat), "--scheme", "q8_0"]);
+    let o = qforge(&[
+        "-q",
+        "export-native",
+        &s(&gguf),
+        "-o",
+        &s(&qnat),
+        "--scheme",
+        "q8_0",
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 
     let tok = tokenizers::Tokenizer::from_file(model.join("tokenizer.json")).unwrap();
-    let ids = tok.encode("The capital of France is", false).unwrap().get_ids().to_vec();
-    let input = Tensor::new(ids.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+    let ids = tok
+        .encode("The capital of France is", false)
+        .unwrap()
+        .get_ids()
+        .to_vec();
+    let input = Tensor::new(ids.as_slice(), &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
 
     let mut f = std::fs::File::open(&gguf).unwrap();
     let ct = gguf_file::Content::read(&mut f).unwrap();
     let mut from_gguf = ModelWeights::from_gguf(ct, &mut f, &Device::Cpu).unwrap();
     let qm = QuantModel::open(&qnat).unwrap();
     let mut f = std::fs::File::open(&qnat).unwrap();
-    let mut from_qnat = ModelWeights::from_gguf(qm.gguf_content().unwrap(), &mut f, &Device::Cpu).unwrap();
+    let mut from_qnat =
+        ModelWeights::from_gguf(qm.gguf_content().unwrap(), &mut f, &Device::Cpu).unwrap();
     let a = from_gguf.forward(&input, 0).unwrap();
     let b = from_qnat.forward(&input, 0).unwrap();
     let diff = max_abs_diff(&a, &b);
     assert!(diff <= 1e-4, "QNAT vs GGUF logits differ by {diff}");
-    assert!(a.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().all(|x| x.is_finite()));
+    assert!(a
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+        .iter()
+        .all(|x| x.is_finite()));
 
     // Zero-copy QTensors and QuantLinear against candle's reading of the GGUF.
     let mut f = std::fs::File::open(&gguf).unwrap();
@@ -63,16 +97,39 @@ fn qnat_loads_into_candle_quantized_llama_with_the_gguf_logits() {
     let theirs = ct.tensor(&mut f, name, &Device::Cpu).unwrap();
     let ours = qm.qtensor(name).unwrap();
     assert_eq!(ours.shape(), theirs.shape());
-    assert_eq!(ours.data().unwrap(), theirs.data().unwrap(), "zero-copy blocks");
+    assert_eq!(
+        ours.data().unwrap(),
+        theirs.data().unwrap(),
+        "zero-copy blocks"
+    );
     let k = theirs.shape().dims()[1];
     let x = Tensor::randn(0f32, 1.0, (3, k), &Device::Cpu).unwrap();
     let want = QMatMul::from_qtensor(theirs).unwrap().forward(&x).unwrap();
     let lin = qm.quant_linear(name, None).unwrap();
     let got = lin.forward(&x).unwrap();
-    let scale = want.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+    let scale = want
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
     let err = max_abs_diff(&got, &want);
-    assert!(err <= 2e-2 * scale, "QuantLinear vs QMatMul: {err} (scale {scale})");
+    assert!(
+        err <= 2e-2 * scale,
+        "QuantLinear vs QMatMul: {err} (scale {scale})"
+    );
     let deq = qm.dequantize(name, DType::F32).unwrap();
-    let want = ct.tensor(&mut f, name, &Device::Cpu).unwrap().dequantize(&Device::Cpu).unwrap();
-    assert_eq!(max_abs_diff(&deq, &want), 0.0, "our Q8_0 decode is candle's");
+    let want = ct
+        .tensor(&mut f, name, &Device::Cpu)
+        .unwrap()
+        .dequantize(&Device::Cpu)
+        .unwrap();
+    assert_eq!(
+        max_abs_diff(&deq, &want),
+        0.0,
+        "our Q8_0 decode is candle's"
+    );
 }

@@ -60,7 +60,12 @@ fn dequantize_equals_qlora_rs_own_decode() {
             let want = expected(&f);
             let out = dir.path().join("stored.safetensors");
             let o = dequantize(&f, &out, "stored");
-            assert!(o.status.success(), "{}: {}", f.display(), String::from_utf8_lossy(&o.stderr));
+            assert!(
+                o.status.success(),
+                "{}: {}",
+                f.display(),
+                String::from_utf8_lossy(&o.stderr)
+            );
             let got = f32_bits(&out);
             for (name, values) in &got {
                 assert_eq!(Some(values), want.get(name), "{} {name}", f.display());
@@ -73,11 +78,21 @@ fn dequantize_equals_qlora_rs_own_decode() {
                 assert_invalid(&o, "no exact scales");
                 continue;
             }
-            assert!(o.status.success(), "{}: {}", f.display(), String::from_utf8_lossy(&o.stderr));
+            assert!(
+                o.status.success(),
+                "{}: {}",
+                f.display(),
+                String::from_utf8_lossy(&o.stderr)
+            );
             let got_exact = f32_bits(&out);
             for name in exact {
                 let plain = name.trim_end_matches("@exact");
-                assert_eq!(got_exact.get(plain), want.get(name), "{} {name}", f.display());
+                assert_eq!(
+                    got_exact.get(plain),
+                    want.get(name),
+                    "{} {name}",
+                    f.display()
+                );
                 checked += 1;
             }
         }
@@ -92,8 +107,18 @@ fn migration_keeps_qlora_rs_values_bit_for_bit() {
         for f in files(version) {
             let want = expected(&f);
             let migrated = dir.path().join("m.qnat");
-            let o = qforge(&["export-native", f.to_str().unwrap(), "-o", migrated.to_str().unwrap()]);
-            assert!(o.status.success(), "{}: {}", f.display(), String::from_utf8_lossy(&o.stderr));
+            let o = qforge(&[
+                "export-native",
+                f.to_str().unwrap(),
+                "-o",
+                migrated.to_str().unwrap(),
+            ]);
+            assert!(
+                o.status.success(),
+                "{}: {}",
+                f.display(),
+                String::from_utf8_lossy(&o.stderr)
+            );
             let v = qforge(&["inspect", migrated.to_str().unwrap(), "--verify"]);
             assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
             let out = dir.path().join("m.safetensors");
@@ -109,7 +134,10 @@ fn migration_keeps_qlora_rs_values_bit_for_bit() {
 #[test]
 fn inspect_reads_both_layouts_and_verify_checks_values() {
     for (version, layout) in [("v1.0.5", "qlora-rs-v1"), ("v1.3.0", "qlora-rs-v2")] {
-        let f = root().join("fixtures/qlora-rs").join(version).join("mixed.qnat");
+        let f = root()
+            .join("fixtures/qlora-rs")
+            .join(version)
+            .join("mixed.qnat");
         let o = qforge(&["inspect", f.to_str().unwrap(), "--json", "--verify"]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         let j = json(&o);
@@ -122,7 +150,10 @@ fn inspect_reads_both_layouts_and_verify_checks_values() {
         assert_eq!(by_name("b50")["qlora"]["block_size"], 50);
         assert_eq!(by_name("zp_b32")["qlora"]["zero_points"], true);
         assert_eq!(by_name("dq_b64")["qlora"]["double_quant"], true);
-        assert_eq!(by_name("dq_b64")["qlora"]["exact_scales"], version == "v1.0.5");
+        assert_eq!(
+            by_name("dq_b64")["qlora"]["exact_scales"],
+            version == "v1.0.5"
+        );
         let per_channel = &by_name("pc_50")["qlora"]["per_channel"];
         if version == "v1.3.0" {
             assert_eq!(per_channel, &serde_json::json!(true));

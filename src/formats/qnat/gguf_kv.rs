@@ -69,7 +69,9 @@ pub(crate) fn to_json(key: &str, v: &Value) -> Option<GgufKvJson> {
 }
 
 fn type_named(name: &str) -> Option<ValueType> {
-    (0..=12).filter_map(ValueType::from_id).find(|t| t.name() == name)
+    (0..=12)
+        .filter_map(ValueType::from_id)
+        .find(|t| t.name() == name)
 }
 
 fn scalar(key: &str, ty: ValueType, j: &Json) -> Result<Value> {
@@ -95,25 +97,27 @@ fn scalar(key: &str, ty: ValueType, j: &Json) -> Result<Value> {
         ValueType::F64 => Value::F64(float(j).ok_or_else(bad)?),
         ValueType::Bool => Value::Bool(j.as_bool().ok_or_else(bad)?),
         ValueType::String => Value::string(j.as_str().ok_or_else(bad)?),
-        ValueType::Array => bail_invalid!(kind: BadEncoding, "gguf_metadata {key:?}: arrays of arrays are not carried"),
+        ValueType::Array => {
+            bail_invalid!(kind: BadEncoding, "gguf_metadata {key:?}: arrays of arrays are not carried")
+        }
     })
 }
 
 /// The typed value of a JSON entry.
 pub(crate) fn from_json(e: &GgufKvJson) -> Result<(String, Value)> {
     let key = &e.key;
-    let ty = type_named(&e.ty)
-        .ok_or_else(|| invalid!(kind: UnknownType, "gguf_metadata {key:?}: unknown type {:?}", e.ty))?;
+    let ty = type_named(&e.ty).ok_or_else(
+        || invalid!(kind: UnknownType, "gguf_metadata {key:?}: unknown type {:?}", e.ty),
+    )?;
     let value = if ty == ValueType::Array {
         let elem = e
             .element_type
             .as_deref()
             .and_then(type_named)
             .ok_or_else(|| invalid!(kind: UnknownType, "gguf_metadata {key:?}: array without a known element_type"))?;
-        let items = e
-            .value
-            .as_array()
-            .ok_or_else(|| invalid!(kind: BadEncoding, "gguf_metadata {key:?}: value is not an array"))?;
+        let items = e.value.as_array().ok_or_else(
+            || invalid!(kind: BadEncoding, "gguf_metadata {key:?}: value is not an array"),
+        )?;
         Value::Array(
             elem,
             items
@@ -147,7 +151,10 @@ mod tests {
             Value::F64(0.1),
             Value::Bool(true),
             Value::string("llama"),
-            Value::Array(ValueType::String, vec![Value::string("a"), Value::string("b")]),
+            Value::Array(
+                ValueType::String,
+                vec![Value::string("a"), Value::string("b")],
+            ),
             Value::Array(ValueType::F32, vec![Value::F32(0.5), Value::F32(-2.25)]),
         ];
         for v in values {
@@ -162,11 +169,9 @@ mod tests {
 
     #[test]
     fn wrong_types_are_invalid_input() {
-        let j: GgufKvJson =
-            serde_json::from_str(r#"{"key":"k","type":"u8","value":300}"#).unwrap();
+        let j: GgufKvJson = serde_json::from_str(r#"{"key":"k","type":"u8","value":300}"#).unwrap();
         assert!(from_json(&j).is_err());
-        let j: GgufKvJson =
-            serde_json::from_str(r#"{"key":"k","type":"q9","value":1}"#).unwrap();
+        let j: GgufKvJson = serde_json::from_str(r#"{"key":"k","type":"q9","value":1}"#).unwrap();
         assert!(from_json(&j).is_err());
         let nested = Value::Array(ValueType::Array, vec![]);
         assert!(to_json("k", &Value::Array(ValueType::Array, vec![nested])).is_none());

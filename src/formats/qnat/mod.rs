@@ -19,8 +19,8 @@
 mod gguf_kv;
 mod header;
 mod layout;
-mod reader;
 pub mod qlora;
+mod reader;
 mod writer;
 
 #[cfg(test)]

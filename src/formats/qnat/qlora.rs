@@ -250,7 +250,10 @@ impl V1Tensor {
                 let codes = data.get(codes.clone()).ok_or_else(
                     || invalid!(kind: OutOfBounds, "byte range {codes:?} is outside the file"),
                 )?;
-                Ok(codes.iter().map(|&q| (f32::from(q) - 128.0) * factor).collect())
+                Ok(codes
+                    .iter()
+                    .map(|&q| (f32::from(q) - 128.0) * factor)
+                    .collect())
             }
             (_, _, Some(scales), _) => f32s_at(data, scales),
             (_, _, None, ScalesChoice::Exact) => bail_invalid!(kind: BadArgument,
@@ -320,8 +323,14 @@ impl V1Tensor {
             None => None,
         };
         if let Some(s) = &exact {
-            if let Some((i, v)) = s.iter().enumerate().find(|(_, v)| !(v.is_finite() && **v > 0.0)) {
-                out.push(format!("tensor {name:?}: scale {i} is {v}, not a positive finite number"));
+            if let Some((i, v)) = s
+                .iter()
+                .enumerate()
+                .find(|(_, v)| !(v.is_finite() && **v > 0.0))
+            {
+                out.push(format!(
+                    "tensor {name:?}: scale {i} is {v}, not a positive finite number"
+                ));
             }
         }
         if let (Some(codes), Some(factor)) = (&self.dq_codes, &self.dq_factor) {
@@ -348,7 +357,9 @@ impl V1Tensor {
                 .chunks(per_block)
                 .position(|blk| blk.last().is_some_and(|b| b >> 4 != 0))
             {
-                out.push(format!("tensor {name:?}: block {i} has a non-zero padding nibble"));
+                out.push(format!(
+                    "tensor {name:?}: block {i} has a non-zero padding nibble"
+                ));
             }
         }
         Ok(out)
@@ -410,7 +421,12 @@ impl V1File {
 
     /// The v2 model info for this file; `scales` is recorded when a tensor is
     /// double-quantized.
-    pub fn model_info(&self, tool: &str, source: Vec<SourceDigest>, scales: ScalesChoice) -> ModelInfo {
+    pub fn model_info(
+        &self,
+        tool: &str,
+        source: Vec<SourceDigest>,
+        scales: ScalesChoice,
+    ) -> ModelInfo {
         let mut kv = BTreeMap::new();
         let from = match self.layout {
             QloraLayout::V1 => "qnat-v1 (qlora-rs)",
@@ -489,7 +505,9 @@ pub fn read_v1(data: &[u8]) -> Result<V1File> {
         (2, _) => {
             bail_invalid!(kind: UnsupportedVersion, "this is a qforge QNAT v2 file, not a qlora-rs file")
         }
-        (v, _) => bail_invalid!(kind: UnsupportedVersion, "unsupported QNAT version {v} (qlora-rs wrote 1 and 2)"),
+        (v, _) => {
+            bail_invalid!(kind: UnsupportedVersion, "unsupported QNAT version {v} (qlora-rs wrote 1 and 2)")
+        }
     };
     let flags = c.u32("header flags")?;
     let declared_metadata_size = c.u64("header metadata size")?;
@@ -531,7 +549,9 @@ pub fn read_v1(data: &[u8]) -> Result<V1File> {
         if block_size == 0 {
             bail_invalid!(kind: BadShape, "qlora-rs tensor {name:?} at offset {at}: block size 0");
         }
-        if let Some(f) = tflags.filter(|f| f & !(FLAG_DOUBLE_QUANT | FLAG_ZERO_POINTS | FLAG_PER_CHANNEL) != 0) {
+        if let Some(f) =
+            tflags.filter(|f| f & !(FLAG_DOUBLE_QUANT | FLAG_ZERO_POINTS | FLAG_PER_CHANNEL) != 0)
+        {
             bail_invalid!(kind: UnknownType, "qlora-rs tensor {name:?}: unknown flag bits {f:#x} (known: 1 double quant, 2 zero points, 4 per channel)");
         }
         if u64::from(num_blocks) * u64::from(block_size) != elements {
@@ -588,13 +608,21 @@ pub fn read_v1(data: &[u8]) -> Result<V1File> {
                     .zero_points
                     .then(|| take(blocks * 4, "zero points"))
                     .transpose()?;
-                let dq_codes = dq.then(|| take(blocks, "double-quantized scales")).transpose()?;
-                let dq_factor = dq.then(|| take(4, "double-quantization factor")).transpose()?;
+                let dq_codes = dq
+                    .then(|| take(blocks, "double-quantized scales"))
+                    .transpose()?;
+                let dq_factor = dq
+                    .then(|| take(4, "double-quantization factor"))
+                    .transpose()?;
                 (Some(scales), zp, dq_codes, dq_factor)
             }
             QloraLayout::V2 => {
-                let dq_codes = dq.then(|| take(blocks, "double-quantized scales")).transpose()?;
-                let dq_factor = dq.then(|| take(4, "double-quantization factor")).transpose()?;
+                let dq_codes = dq
+                    .then(|| take(blocks, "double-quantized scales"))
+                    .transpose()?;
+                let dq_factor = dq
+                    .then(|| take(4, "double-quantization factor"))
+                    .transpose()?;
                 let scales = (!extras.double_quant)
                     .then(|| take(blocks * 4, "scales"))
                     .transpose()?;
@@ -699,7 +727,12 @@ fn by_offset_deltas(data: &[u8], raw: &[RawTensor], data_start: u64) -> Option<V
         // Sizes of distinct layouts differ whenever the tensor has blocks; without
         // blocks all are 0 and the first (no extras) is taken.
         let extras = V1Extras::ALL.into_iter().find(|&e| {
-            v1_size(u64::from(t.num_blocks), u64::from(t.block_size), e, QloraLayout::V1) == Some(target)
+            v1_size(
+                u64::from(t.num_blocks),
+                u64::from(t.block_size),
+                e,
+                QloraLayout::V1,
+            ) == Some(target)
                 && plausible(data, data_start + used, t, e)
         })?;
         used = used.checked_add(target)?;
@@ -712,7 +745,14 @@ fn by_offset_deltas(data: &[u8], raw: &[RawTensor], data_start: u64) -> Option<V
 /// values are plausible.
 fn uniform(data: &[u8], raw: &[RawTensor], data_start: u64) -> Result<Vec<V1Extras>> {
     let total = data.len() as u64 - data_start;
-    let size = |t: &RawTensor, e| v1_size(u64::from(t.num_blocks), u64::from(t.block_size), e, QloraLayout::V1);
+    let size = |t: &RawTensor, e| {
+        v1_size(
+            u64::from(t.num_blocks),
+            u64::from(t.block_size),
+            e,
+            QloraLayout::V1,
+        )
+    };
     let mut fits = Vec::new();
     let mut sums = Vec::new();
     for e in V1Extras::ALL {

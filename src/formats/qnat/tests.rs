@@ -1303,7 +1303,11 @@ fn versions_point_to_the_right_reader() {
     let mut v2q = bytes.clone();
     v2q[4..8].copy_from_slice(&2u32.to_le_bytes());
     let e = err_of(parse_index(&v2q));
-    assert!(one_line(&e).contains("qlora-rs's QNAT \"version 2\""), "{}", one_line(&e));
+    assert!(
+        one_line(&e).contains("qlora-rs's QNAT \"version 2\""),
+        "{}",
+        one_line(&e)
+    );
     assert_eq!(v1::detect(&v2q), Some(v1::QloraLayout::V2));
     assert_eq!(v1::detect(&v2), None);
 }

@@ -50,15 +50,87 @@ struct Case {
 }
 
 const CASES: &[Case] = &[
-    Case { name: "plain_b64", shape: &[4, 64], block: 64, double_quant: false, zero_point: false, per_channel: false, shift: 0.0 },
-    Case { name: "b50", shape: &[3, 50], block: 50, double_quant: false, zero_point: false, per_channel: false, shift: 0.0 },
-    Case { name: "b7", shape: &[4, 21], block: 7, double_quant: false, zero_point: false, per_channel: false, shift: 0.0 },
-    Case { name: "zp_b32", shape: &[2, 64], block: 32, double_quant: false, zero_point: true, per_channel: false, shift: 0.03 },
-    Case { name: "dq_b64", shape: &[8, 64], block: 64, double_quant: true, zero_point: false, per_channel: false, shift: 0.0 },
-    Case { name: "dq_zp_b16", shape: &[4, 32], block: 16, double_quant: true, zero_point: true, per_channel: false, shift: 0.02 },
-    Case { name: "pc_50", shape: &[3, 50], block: 0, double_quant: false, zero_point: false, per_channel: true, shift: 0.0 },
-    Case { name: "pc_dq_7", shape: &[5, 7], block: 0, double_quant: true, zero_point: false, per_channel: true, shift: 0.0 },
-    Case { name: "dq_b7", shape: &[3, 14], block: 7, double_quant: true, zero_point: false, per_channel: false, shift: 0.0 },
+    Case {
+        name: "plain_b64",
+        shape: &[4, 64],
+        block: 64,
+        double_quant: false,
+        zero_point: false,
+        per_channel: false,
+        shift: 0.0,
+    },
+    Case {
+        name: "b50",
+        shape: &[3, 50],
+        block: 50,
+        double_quant: false,
+        zero_point: false,
+        per_channel: false,
+        shift: 0.0,
+    },
+    Case {
+        name: "b7",
+        shape: &[4, 21],
+        block: 7,
+        double_quant: false,
+        zero_point: false,
+        per_channel: false,
+        shift: 0.0,
+    },
+    Case {
+        name: "zp_b32",
+        shape: &[2, 64],
+        block: 32,
+        double_quant: false,
+        zero_point: true,
+        per_channel: false,
+        shift: 0.03,
+    },
+    Case {
+        name: "dq_b64",
+        shape: &[8, 64],
+        block: 64,
+        double_quant: true,
+        zero_point: false,
+        per_channel: false,
+        shift: 0.0,
+    },
+    Case {
+        name: "dq_zp_b16",
+        shape: &[4, 32],
+        block: 16,
+        double_quant: true,
+        zero_point: true,
+        per_channel: false,
+        shift: 0.02,
+    },
+    Case {
+        name: "pc_50",
+        shape: &[3, 50],
+        block: 0,
+        double_quant: false,
+        zero_point: false,
+        per_channel: true,
+        shift: 0.0,
+    },
+    Case {
+        name: "pc_dq_7",
+        shape: &[5, 7],
+        block: 0,
+        double_quant: true,
+        zero_point: false,
+        per_channel: true,
+        shift: 0.0,
+    },
+    Case {
+        name: "dq_b7",
+        shape: &[3, 14],
+        block: 7,
+        double_quant: true,
+        zero_point: false,
+        per_channel: false,
+        shift: 0.0,
+    },
 ];
 
 fn quantize(case: &Case, seed: u64) -> QuantizedTensor {
@@ -72,14 +144,23 @@ fn quantize(case: &Case, seed: u64) -> QuantizedTensor {
         block_size: if case.per_channel { 64 } else { case.block },
         double_quant: case.double_quant,
         compute_dtype: ComputeDType::F32,
-        strategy: if case.per_channel { QuantizationStrategy::PerChannel } else { QuantizationStrategy::PerTensor },
+        strategy: if case.per_channel {
+            QuantizationStrategy::PerChannel
+        } else {
+            QuantizationStrategy::PerTensor
+        },
         use_zero_point: case.zero_point,
     };
     quantize_nf4_with_config(&t, &cfg).unwrap()
 }
 
 fn flat(q: &QuantizedTensor) -> Vec<f32> {
-    dequantize_nf4(q, &Device::Cpu).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    dequantize_nf4(q, &Device::Cpu)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
 }
 
 /// qlora-rs's decode of `q`; block by block when the block size is odd (see the top).
@@ -105,7 +186,10 @@ fn decode(q: &QuantizedTensor) -> Vec<f32> {
         .collect();
     if b % 2 == 0 {
         let whole = flat(q);
-        assert_eq!(whole, per_block, "even block size: whole and per-block decode agree");
+        assert_eq!(
+            whole, per_block,
+            "even block size: whole and per-block decode agree"
+        );
         whole
     } else {
         per_block
@@ -116,7 +200,11 @@ fn write(dir: &Path, file: &str, names: &[&str], meta: Option<NativeMetadata>) {
     let qs: Vec<(&str, QuantizedTensor)> = names
         .iter()
         .map(|n| {
-            let (i, case) = CASES.iter().enumerate().find(|(_, c)| c.name == *n).unwrap();
+            let (i, case) = CASES
+                .iter()
+                .enumerate()
+                .find(|(_, c)| c.name == *n)
+                .unwrap();
             (case.name, quantize(case, 17 + i as u64))
         })
         .collect();
@@ -125,14 +213,21 @@ fn write(dir: &Path, file: &str, names: &[&str], meta: Option<NativeMetadata>) {
     let mut expected = HashMap::new();
     for (name, q) in &qs {
         let n = q.numel();
-        expected.insert(name.to_string(), Tensor::from_vec(decode(q), n, &Device::Cpu).unwrap());
+        expected.insert(
+            name.to_string(),
+            Tensor::from_vec(decode(q), n, &Device::Cpu).unwrap(),
+        );
         if q.double_quant_enabled && !q.scales.is_empty() {
             let mut exact = q.clone_plain();
             exact.double_quant_enabled = false;
-            expected.insert(format!("{name}@exact"), Tensor::from_vec(decode(&exact), n, &Device::Cpu).unwrap());
+            expected.insert(
+                format!("{name}@exact"),
+                Tensor::from_vec(decode(&exact), n, &Device::Cpu).unwrap(),
+            );
         }
     }
-    candle_core::safetensors::save(&expected, dir.join(format!("{file}.expected.safetensors"))).unwrap();
+    candle_core::safetensors::save(&expected, dir.join(format!("{file}.expected.safetensors")))
+        .unwrap();
 }
 
 /// `QuantizedTensor` is not `Clone` in every qlora-rs version.
@@ -160,11 +255,16 @@ fn main() {
     let dir = Path::new(&dir);
     std::fs::create_dir_all(dir).unwrap();
     let all: Vec<&str> = CASES.iter().map(|c| c.name).collect();
-    write(dir, "mixed", &all, Some(NativeMetadata {
-        model_name: "qlora-gen-mixed".into(),
-        model_type: "llama".into(),
-        compute_dtype: ComputeDType::BF16,
-    }));
+    write(
+        dir,
+        "mixed",
+        &all,
+        Some(NativeMetadata {
+            model_name: "qlora-gen-mixed".into(),
+            model_type: "llama".into(),
+            compute_dtype: ComputeDType::BF16,
+        }),
+    );
     write(dir, "plain", &["plain_b64"], None);
     write(dir, "dq-last", &["b50", "dq_b64"], None);
     write(dir, "zp-last", &["plain_b64", "zp_b32"], None);
