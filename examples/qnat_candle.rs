@@ -302,13 +302,9 @@ fn main() -> Result<()> {
         .map_err(|e| anyhow::anyhow!("tokenizing: {e}"))?
         .get_ids()
         .to_vec();
-    let tmp;
     let dir = match &args.work {
         Some(d) => d.clone(),
-        None => {
-            tmp = tempdir()?;
-            tmp.clone()
-        }
+        None => tempdir()?,
     };
     if let Some(backend) = &args.child {
         return child(&dir.join("model-q8_0.qnat"), &prompt, args.tokens, backend);
@@ -335,7 +331,7 @@ fn main() -> Result<()> {
         "quantized_llama logits, QNAT vs GGUF: max |diff| = {diff:e} (tolerance {:e})",
         args.tolerance
     );
-    if !(diff <= args.tolerance) {
+    if diff.is_nan() || diff > args.tolerance {
         bail!("QNAT and GGUF logits differ by {diff}");
     }
     let mut ids = vec![argmax(&lq)?];

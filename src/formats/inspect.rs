@@ -60,6 +60,17 @@ pub struct Verification {
     pub problems: Vec<String>,
 }
 
+impl Verification {
+    /// The result for `tensors` checked with these problems.
+    pub fn new(tensors: usize, problems: Vec<String>) -> Self {
+        Verification {
+            tensors,
+            ok: problems.is_empty(),
+            problems,
+        }
+    }
+}
+
 /// One input file.
 #[derive(Debug, Serialize)]
 pub struct FileEntry {
@@ -264,12 +275,8 @@ pub fn inspect(
             );
         };
         let checks = index.verify(src.files[0].data())?;
-        let problems: Vec<String> = checks.iter().filter_map(|c| c.problem()).collect();
-        report.verify = Some(Verification {
-            tensors: checks.len(),
-            ok: problems.is_empty(),
-            problems,
-        });
+        let problems = checks.iter().filter_map(|c| c.problem()).collect();
+        report.verify = Some(Verification::new(checks.len(), problems));
     }
     Ok(Inspection {
         source: src,
@@ -301,16 +308,12 @@ fn inspect_qlora(
         }
     }
     if verify {
-        let problems: Vec<String> = v1
+        let problems = v1
             .problems(src.files[0].data())?
             .into_iter()
             .flatten()
             .collect();
-        report.verify = Some(Verification {
-            tensors: v1.tensors.len(),
-            ok: problems.is_empty(),
-            problems,
-        });
+        report.verify = Some(Verification::new(v1.tensors.len(), problems));
     }
     Ok(Inspection {
         source: src,

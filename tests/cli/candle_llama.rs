@@ -27,17 +27,13 @@ fn model_dir() -> Option<PathBuf> {
     dir
 }
 
+fn abs_max(t: &Tensor) -> f32 {
+    let t = t.abs().unwrap().flatten_all().unwrap();
+    t.max(0).unwrap().to_scalar().unwrap()
+}
+
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap()
+    abs_max(&(a - b).unwrap())
 }
 
 #[test]
@@ -107,15 +103,7 @@ fn qnat_loads_into_candle_quantized_llama_with_the_gguf_logits() {
     let want = QMatMul::from_qtensor(theirs).unwrap().forward(&x).unwrap();
     let lin = qm.quant_linear(name, None).unwrap();
     let got = lin.forward(&x).unwrap();
-    let scale = want
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let scale = abs_max(&want);
     let err = max_abs_diff(&got, &want);
     assert!(
         err <= 2e-2 * scale,

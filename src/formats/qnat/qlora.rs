@@ -350,7 +350,7 @@ impl V1Tensor {
                 out.push(format!("tensor {name:?}: zero point {i} is not finite"));
             }
         }
-        if self.block_size % 2 == 1 {
+        if !self.block_size.is_multiple_of(2) {
             let per_block = (self.block_size as usize).div_ceil(2);
             let codes = data.get(self.codes.clone()).unwrap_or_default();
             if let Some(i) = codes
@@ -601,6 +601,17 @@ pub fn read_v1(data: &[u8]) -> Result<V1File> {
         };
         let codes = take(blocks * u64::from(t.block_size).div_ceil(2), "codes")?;
         let dq = extras.double_quant && blocks > 0;
+        let mut dq_parts = |take: &mut dyn FnMut(u64, &str) -> Result<Range<usize>>| {
+            Ok::<_, anyhow::Error>(if dq {
+                (
+                    Some(take(blocks, "double-quantized scales")?),
+                    Some(take(4, "double-quantization factor")?),
+                )
+            } else {
+                (None, None)
+            })
+        };
+        // v1: scales, [zero points], [dq]; version 2: dq or scales, [zero points].
         let (scales, zero_points, dq_codes, dq_factor) = match layout {
             QloraLayout::V1 => {
                 let scales = take(blocks * 4, "scales")?;
@@ -608,21 +619,11 @@ pub fn read_v1(data: &[u8]) -> Result<V1File> {
                     .zero_points
                     .then(|| take(blocks * 4, "zero points"))
                     .transpose()?;
-                let dq_codes = dq
-                    .then(|| take(blocks, "double-quantized scales"))
-                    .transpose()?;
-                let dq_factor = dq
-                    .then(|| take(4, "double-quantization factor"))
-                    .transpose()?;
-                (Some(scales), zp, dq_codes, dq_factor)
+                let (codes, factor) = dq_parts(&mut take)?;
+                (Some(scales), zp, codes, factor)
             }
             QloraLayout::V2 => {
-                let dq_codes = dq
-                    .then(|| take(blocks, "double-quantized scales"))
-                    .transpose()?;
-                let dq_factor = dq
-                    .then(|| take(4, "double-quantization factor"))
-                    .transpose()?;
+                let (codes, factor) = dq_parts(&mut take)?;
                 let scales = (!extras.double_quant)
                     .then(|| take(blocks * 4, "scales"))
                     .transpose()?;
@@ -630,7 +631,7 @@ pub fn read_v1(data: &[u8]) -> Result<V1File> {
                     .zero_points
                     .then(|| take(blocks * 4, "zero points"))
                     .transpose()?;
-                (scales, zp, dq_codes, dq_factor)
+                (scales, zp, codes, factor)
             }
         };
         tensors.push(V1Tensor {
