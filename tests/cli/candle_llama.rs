@@ -121,3 +121,67 @@ fn qnat_loads_into_candle_quantized_llama_with_the_gguf_logits() {
         "our Q8_0 decode is candle's"
     );
 }
+
+/// `QuantModel` on small files (no real model needed): zero-copy `QTensor`s decode as our
+/// codecs do, `QuantLinear` (Q4_K, Q6_K, Q8_0, NF4 with and without double quantization)
+/// agrees with an f32 matmul of the dequantized weight, and what cannot work says so.
+#[test]
+fn quant_model_hands_tensors_to_candle() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = fixture("tiny-llama.safetensors");
+    let name = "model.layers.0.mlp.up_proj.weight";
+    let x = Tensor::randn(0f32, 1.0, (2, 5, 256), &Device::Cpu).unwrap();
+    for (scheme, dq) in [
+        ("q4_k", false),
+        ("q6_k", false),
+        ("q8_0", false),
+        ("nf4", false),
+        ("nf4", true),
+    ] {
+        let qnat = dir.path().join(format!("{scheme}-{dq}.qnat"));
+        let mut args = vec![
+            "-q",
+            "export-native",
+            input.to_str().unwrap(),
+            "-o",
+            qnat.to_str().unwrap(),
+            "--scheme",
+            scheme,
+        ];
+        if dq {
+            args.push("--double-quant");
+        }
+        let o = qforge(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let m = QuantModel::open(&qnat).unwrap();
+        let w = m.dequantize(name, DType::F32).unwrap();
+        if scheme != "nf4" {
+            let q = m.qtensor(name).unwrap();
+            assert_eq!(
+                max_abs_diff(&q.dequantize(&Device::Cpu).unwrap(), &w),
+                0.0,
+                "{scheme}"
+            );
+        } else {
+            let e = m.qtensor(name).unwrap_err().to_string();
+            assert!(e.contains("no quantized type"), "{e}");
+        }
+        let lin = m.quant_linear(name, None).unwrap();
+        assert_eq!((lin.in_features(), lin.out_features()), (256, 256));
+        let got = lin.forward(&x).unwrap();
+        assert_eq!(got.dims(), [2, 5, 256]);
+        let want = x.broadcast_matmul(&w.t().unwrap()).unwrap();
+        let err = max_abs_diff(&got, &want) / abs_max(&want);
+        assert!(err < 0.03, "{scheme} dq={dq}: relative error {err}");
+        // bf16 in, bf16 out.
+        let got16 = lin.forward(&x.to_dtype(DType::BF16).unwrap()).unwrap();
+        assert_eq!(got16.dtype(), DType::BF16);
+        // A QNAT made from safetensors has no GGUF metadata for candle's GGUF loaders.
+        let e = m.gguf_content().unwrap_err().to_string();
+        assert!(e.contains("no GGUF metadata"), "{e}");
+    }
+    let m = QuantModel::open(&fixture("tiny-llama.gguf")).unwrap();
+    let first = m.names().next().unwrap().to_owned();
+    assert!(m.gguf_content().unwrap().tensor_infos.contains_key(&first));
+    assert!(QuantModel::open(&input).is_err(), "safetensors is refused");
+}
