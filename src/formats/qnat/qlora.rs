@@ -601,7 +601,7 @@ pub fn read_v1(data: &[u8]) -> Result<V1File> {
         };
         let codes = take(blocks * u64::from(t.block_size).div_ceil(2), "codes")?;
         let dq = extras.double_quant && blocks > 0;
-        let mut dq_parts = |take: &mut dyn FnMut(u64, &str) -> Result<Range<usize>>| {
+        let dq_parts = |take: &mut dyn FnMut(u64, &str) -> Result<Range<usize>>| {
             Ok::<_, anyhow::Error>(if dq {
                 (
                     Some(take(blocks, "double-quantized scales")?),
