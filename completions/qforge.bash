@@ -151,7 +151,7 @@ _qforge() {
             return 0
             ;;
         qforge__subcmd__export__subcmd__native)
-            opts="-o -v -q -h -V --output --scheme --block-size --double-quant --model-name --compute-dtype --dequantize --allow-nonfinite --threads --isa --json --verbose --quiet --help --version"
+            opts="-o -v -q -h -V --output --scheme --block-size --double-quant --model-name --compute-dtype --dequantize --scales --allow-nonfinite --threads --isa --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -179,6 +179,10 @@ _qforge() {
                     ;;
                 --compute-dtype)
                     COMPREPLY=($(compgen -W "f32 f16 bf16" -- "${cur}"))
+                    return 0
+                    ;;
+                --scales)
+                    COMPREPLY=($(compgen -W "stored exact" -- "${cur}"))
                     return 0
                     ;;
                 --threads)

@@ -142,13 +142,15 @@ complete -c qforge -n "__fish_qforge_using_subcommand export-native" -l model-na
 complete -c qforge -n "__fish_qforge_using_subcommand export-native" -l compute-dtype -d 'Compute dtype stored in the metadata' -r -f -a "f32\t'float32'
 f16\t'float16'
 bf16\t'bfloat16'"
+complete -c qforge -n "__fish_qforge_using_subcommand export-native" -l scales -d 'Scales of qlora-rs double-quantized tensors (--dequantize and migration): the 8-bit scales as stored, which qlora-rs\'s own decode uses, or the exact f32 scales (only qlora-rs 1.0 files keep them)' -r -f -a "stored\t'the 8-bit scales as stored: `(code - 128) * factor`, as qlora-rs decodes them'
+exact\t'the exact f32 scales (qlora-rs 1.0 files only)'"
 complete -c qforge -n "__fish_qforge_using_subcommand export-native" -l threads -d 'Worker threads (default: all cores)' -r
 complete -c qforge -n "__fish_qforge_using_subcommand export-native" -l isa -d 'Instruction set of the kernels (default: the best this CPU has, or QFORGE_ISA)' -r -f -a "auto\t'The QFORGE_ISA environment variable if set, else the best this CPU has'
 avx512\t'AVX-512 (with VNNI where a kernel uses it and the CPU has it)'
 avx2\t'AVX2 with FMA and F16C'
 scalar\t'Portable code, no SIMD'"
 complete -c qforge -n "__fish_qforge_using_subcommand export-native" -l double-quant -d 'Quantize the per-block absmax values again (8-bit, 256 per block)'
-complete -c qforge -n "__fish_qforge_using_subcommand export-native" -l dequantize -d 'Dequantize a QNAT input back to f32 safetensors'
+complete -c qforge -n "__fish_qforge_using_subcommand export-native" -l dequantize -d 'Dequantize a QNAT input (qforge\'s v2 or a qlora-rs file) back to f32 safetensors'
 complete -c qforge -n "__fish_qforge_using_subcommand export-native" -l allow-nonfinite -d 'Quantize tensors with NaN or infinite values instead of refusing'
 complete -c qforge -n "__fish_qforge_using_subcommand export-native" -l json -d 'Print one JSON document on stdout (schema qforge.quantize/1; with --dequantize qforge.export-native-dequantize/1; see docs/export-native-json.md)'
 complete -c qforge -n "__fish_qforge_using_subcommand export-native" -s v -l verbose -d 'More log output on stderr: -v the plan (info), -vv per-tensor timing (debug), -vvv trace; RUST_LOG overrides'

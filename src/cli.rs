@@ -417,6 +417,15 @@ impl ComputeDtype {
     }
 }
 
+/// Which scales decode a qlora-rs double-quantized tensor (`--scales`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum QloraScales {
+    /// the 8-bit scales as stored: `(code - 128) * factor`, as qlora-rs decodes them
+    Stored,
+    /// the exact f32 scales (qlora-rs 1.0 files only)
+    Exact,
+}
+
 /// Arguments of `qforge export-native`.
 #[derive(Debug, Args)]
 pub struct ExportNativeArgs {
@@ -440,9 +449,14 @@ pub struct ExportNativeArgs {
     /// Compute dtype stored in the metadata.
     #[arg(long, value_enum, ignore_case = true, default_value_t = ComputeDtype::Bf16)]
     pub compute_dtype: ComputeDtype,
-    /// Dequantize a QNAT input back to f32 safetensors.
+    /// Dequantize a QNAT input (qforge's v2 or a qlora-rs file) back to f32 safetensors.
     #[arg(long)]
     pub dequantize: bool,
+    /// Scales of qlora-rs double-quantized tensors (--dequantize and migration): the
+    /// 8-bit scales as stored, which qlora-rs's own decode uses, or the exact f32 scales
+    /// (only qlora-rs 1.0 files keep them).
+    #[arg(long, value_enum, ignore_case = true, default_value_t = QloraScales::Stored)]
+    pub scales: QloraScales,
     /// Quantize tensors with NaN or infinite values instead of refusing.
     #[arg(long)]
     pub allow_nonfinite: bool,
@@ -977,8 +991,9 @@ Examples:
   qforge export-native model.gguf -o model.qnat --scheme q6_k --threads 8
   # Back to f32 safetensors:
   qforge export-native model.qnat --dequantize -o model-f32.safetensors
-  # A QNAT v1 (qlora-rs) file is migrated to v2:
-  qforge export-native old.qnat -o new.qnat";
+  # A qlora-rs QNAT file (its v1 or its version 2) is migrated to v2, or read back:
+  qforge export-native old.qnat -o new.qnat
+  qforge export-native old.qnat --dequantize --scales exact -o old-f32.safetensors";
 
 const EXAMPLES_INSPECT: &str = "\
 Examples:

@@ -4,6 +4,7 @@
 //! [`kernels`] the dequant-GEMM backends, `kv` the KV-cache codec, and [`commands`] the
 //! thin command-line fronts declared in [`cli`].
 
+pub mod candle;
 pub mod cli;
 pub mod commands;
 pub mod convert;

@@ -1,10 +1,12 @@
 //! `qforge export-native`: write QNAT v2 (NF4/FP4 with double quantization, ggml types,
-//! floats), migrate QNAT v1, or dequantize QNAT back to f32 safetensors. Parses the
+//! floats), migrate a qlora-rs QNAT file, or dequantize QNAT (ours or qlora-rs's) back
+//! to f32 safetensors. Parses the
 //! arguments, runs [`crate::pipeline::qnat`] and prints the result.
 //!
 //! The report has the schema of `quantize --json` (`docs/quantize-json.md`).
 
-use crate::cli::{ExportNativeArgs, Scheme as CliScheme};
+use crate::cli::{ExportNativeArgs, QloraScales, Scheme as CliScheme};
+use crate::formats::qnat::qlora::ScalesChoice;
 use crate::formats::qnat::Scheme;
 use crate::formats::weight_format::WeightFormat;
 use crate::output::print_report;
@@ -50,13 +52,20 @@ pub fn run(args: &ExportNativeArgs) -> Result<()> {
     print_report(args.json, &report, || report.render_text())
 }
 
+fn scales(args: &ExportNativeArgs) -> ScalesChoice {
+    match args.scales {
+        QloraScales::Stored => ScalesChoice::Stored,
+        QloraScales::Exact => ScalesChoice::Exact,
+    }
+}
+
 fn migrate_v1(args: &ExportNativeArgs) -> Result<()> {
-    let migrated = qnat::migrate_v1(&args.input, &args.output)?;
+    let migrated = qnat::migrate_v1(&args.input, &args.output, scales(args))?;
     print_report(args.json, &migrated.summary(), || migrated.render_text())
 }
 
-/// `--dequantize`: every tensor of a QNAT v2 file to f32, written as safetensors.
+/// `--dequantize`: every tensor of a QNAT file to f32, written as safetensors.
 fn dequantize(args: &ExportNativeArgs) -> Result<()> {
-    let done = qnat::dequantize_file(&args.input, &args.output)?;
+    let done = qnat::dequantize_file(&args.input, &args.output, scales(args))?;
     print_report(args.json, &done.summary(), || done.render_text())
 }

@@ -6,6 +6,7 @@
 //! added, never renamed or removed, within one schema version.
 
 use super::gguf::Value;
+use super::qnat::qlora::V1File;
 use super::{TensorInfo, TensorSource};
 use crate::output::{escape_controls, human_bytes};
 use anyhow::Result;
@@ -39,6 +40,10 @@ pub struct Report {
     pub tensors: Vec<TensorEntry>,
     /// Sums over `tensors`.
     pub totals: Totals,
+    /// `qlora-rs-v1` or `qlora-rs-v2` for a qlora-rs QNAT file (read as it is); absent
+    /// otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layout: Option<&'static str>,
     /// Checksum verification (`--verify`, QNAT only); absent otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verify: Option<Verification>,
@@ -53,6 +58,17 @@ pub struct Verification {
     pub ok: bool,
     /// One line per problem.
     pub problems: Vec<String>,
+}
+
+impl Verification {
+    /// The result for `tensors` checked with these problems.
+    pub fn new(tensors: usize, problems: Vec<String>) -> Self {
+        Verification {
+            tensors,
+            ok: problems.is_empty(),
+            problems,
+        }
+    }
 }
 
 /// One input file.
@@ -102,6 +118,24 @@ pub struct TensorEntry {
     pub file: usize,
     /// Absolute offset of the data in that file.
     pub offset: u64,
+    /// How a qlora-rs tensor is stored (qlora-rs files only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub qlora: Option<QloraTensor>,
+}
+
+/// How one tensor of a qlora-rs file is stored.
+#[derive(Debug, Serialize)]
+pub struct QloraTensor {
+    /// Elements per block (the channel size for per-channel quantization).
+    pub block_size: u32,
+    /// Whether its scales are double-quantized (8-bit codes and one f32 factor).
+    pub double_quant: bool,
+    /// Whether exact f32 scales are stored (always except qlora-rs 1.1+ double quant).
+    pub exact_scales: bool,
+    /// Whether f32 zero points follow the scales.
+    pub zero_points: bool,
+    /// Per-channel quantization (version 2 flag; null in version 1, which does not say).
+    pub per_channel: Option<bool>,
 }
 
 /// Totals over the listed tensors.
@@ -186,9 +220,11 @@ pub fn build_report(src: &TensorSource, filter: Option<&Regex>, max_array: usize
                 bits_per_weight: t.bits_per_weight(),
                 file: t.file,
                 offset: t.offset,
+                qlora: None,
             })
             .collect(),
         totals,
+        layout: None,
         verify: None,
     }
 }
@@ -226,6 +262,9 @@ pub fn inspect(
     max_array: usize,
     verify: bool,
 ) -> Result<Inspection> {
+    if let Some((src, v1)) = TensorSource::open_qlora(path)? {
+        return inspect_qlora(src, &v1, filter, max_array, verify);
+    }
     let src = TensorSource::open(path)?;
     let mut report = build_report(&src, filter, max_array);
     if verify {
@@ -236,12 +275,45 @@ pub fn inspect(
             );
         };
         let checks = index.verify(src.files[0].data())?;
-        let problems: Vec<String> = checks.iter().filter_map(|c| c.problem()).collect();
-        report.verify = Some(Verification {
-            tensors: checks.len(),
-            ok: problems.is_empty(),
-            problems,
-        });
+        let problems = checks.iter().filter_map(|c| c.problem()).collect();
+        report.verify = Some(Verification::new(checks.len(), problems));
+    }
+    Ok(Inspection {
+        source: src,
+        report,
+        max_array,
+    })
+}
+
+/// A qlora-rs file: the report with each tensor's storage, and with `verify` the checks
+/// of [`V1File::problems`] (there are no checksums to check).
+fn inspect_qlora(
+    src: TensorSource,
+    v1: &V1File,
+    filter: Option<&Regex>,
+    max_array: usize,
+    verify: bool,
+) -> Result<Inspection> {
+    let mut report = build_report(&src, filter, max_array);
+    report.layout = Some(v1.layout.name());
+    for e in &mut report.tensors {
+        if let Some(t) = v1.tensors.iter().find(|t| t.name == e.name) {
+            e.qlora = Some(QloraTensor {
+                block_size: t.block_size,
+                double_quant: t.extras.double_quant,
+                exact_scales: t.scales.is_some(),
+                zero_points: t.extras.zero_points,
+                per_channel: t.per_channel(),
+            });
+        }
+    }
+    if verify {
+        let problems = v1
+            .problems(src.files[0].data())?
+            .into_iter()
+            .flatten()
+            .collect();
+        report.verify = Some(Verification::new(v1.tensors.len(), problems));
     }
     Ok(Inspection {
         source: src,
@@ -263,7 +335,10 @@ impl Inspection {
     pub fn render_text(&self, tensors: bool) -> String {
         let mut text = render_text(&self.source, &self.report, tensors, self.max_array);
         if let Some(v) = self.report.verify.as_ref().filter(|v| v.ok) {
-            text += &format!("verify: {} tensors, all checksums match\n", v.tensors);
+            text += &match self.report.layout {
+                Some(_) => format!("verify: {} tensors, every value check passes (qlora-rs files have no checksums)\n", v.tensors),
+                None => format!("verify: {} tensors, all checksums match\n", v.tensors),
+            };
         }
         text
     }

@@ -24,6 +24,7 @@ use memmap2::Mmap;
 use std::fmt;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// f32 values as little-endian bytes (how safetensors, GGUF and QNAT store them).
 pub fn f32_le_bytes(v: &[f32]) -> Vec<u8> {
@@ -122,7 +123,7 @@ impl TensorInfo {
 pub struct SourceFile {
     /// Path as given (joined with the model folder for shards).
     pub path: PathBuf,
-    map: Mmap,
+    map: Arc<Mmap>,
 }
 
 impl SourceFile {
@@ -143,13 +144,19 @@ impl SourceFile {
             .with_context(|| format!("memory-mapping {}", path.display()))?;
         Ok(SourceFile {
             path: path.to_path_buf(),
-            map,
+            map: Arc::new(map),
         })
     }
 
     /// The whole file.
     pub fn data(&self) -> &[u8] {
         &self.map
+    }
+
+    /// The memory map itself, shared: for zero-copy views (`crate::candle`) that outlive
+    /// this value.
+    pub fn shared_map(&self) -> Arc<Mmap> {
+        Arc::clone(&self.map)
     }
 
     /// File size in bytes.
@@ -249,10 +256,11 @@ impl TensorSource {
             });
         }
         if data.starts_with(qnat::MAGIC) {
-            if data.get(4..8) == Some(&1u32.to_le_bytes()[..]) {
+            if let Some(layout) = qnat::qlora::detect(data) {
                 bail_invalid!(
-                    "{} is a QNAT v1 file (qlora-rs); migrate it to version 2 with `qforge export-native {} -o NEW.qnat`",
+                    "{} is a qlora-rs QNAT file ({}): `inspect` and `export-native --dequantize` read it as it is; for this command migrate it to QNAT v2 with `qforge export-native {} -o NEW.qnat`",
                     path.display(),
+                    layout.name(),
                     path.display()
                 );
             }
@@ -326,6 +334,64 @@ impl TensorSource {
             files,
             qnat: None,
         })
+    }
+
+    /// Opens `path` if it is a qlora-rs QNAT file (its v1 or its version 2): the source
+    /// (tensors typed NF4, each pointing at its codes, metadata `qnat.model.*` and
+    /// `qlora.*`) and the parsed file; `None` for anything else.
+    pub fn open_qlora(path: &Path) -> Result<Option<(TensorSource, qnat::qlora::V1File)>> {
+        if path.is_dir() {
+            return Ok(None);
+        }
+        let file = SourceFile::open(path)?;
+        let Some(layout) = qnat::qlora::detect(file.data()) else {
+            return Ok(None);
+        };
+        let v1 = qnat::qlora::read_v1(file.data()).with_context(|| path.display().to_string())?;
+        let resolution = match v1.resolution {
+            qnat::qlora::V1Resolution::OffsetDeltas => "offset-deltas",
+            qnat::qlora::V1Resolution::Uniform => "uniform",
+            qnat::qlora::V1Resolution::Flags => "flags",
+        };
+        let mut metadata = vec![
+            ("qnat.model.name".to_string(), Value::string(&v1.model_name)),
+            (
+                "qnat.model.architecture".to_string(),
+                Value::string(&v1.model_type),
+            ),
+            (
+                "qnat.model.compute_dtype".to_string(),
+                Value::string(&format!("{:?}", v1.compute_dtype).to_ascii_lowercase()),
+            ),
+            ("qlora.layout".to_string(), Value::string(layout.name())),
+            ("qlora.extras_from".to_string(), Value::string(resolution)),
+        ];
+        if let Some(skew) = v1.offset_skew().and_then(|s| i64::try_from(s).ok()) {
+            metadata.push(("qlora.offset_skew".to_string(), Value::I64(skew)));
+        }
+        let tensors = v1
+            .tensors
+            .iter()
+            .map(|t| TensorInfo {
+                name: t.name.clone(),
+                ty: TensorType::Qnat(qnat::Scheme::Nf4),
+                shape: t.shape.clone(),
+                file: 0,
+                offset: t.codes.start as u64,
+                bytes: t.bytes(),
+            })
+            .collect();
+        let src = TensorSource {
+            path: path.to_path_buf(),
+            format: Format::Qnat,
+            version: Some(layout.version()),
+            alignment: None,
+            metadata,
+            tensors,
+            files: vec![file],
+            qnat: None,
+        };
+        Ok(Some((src, v1)))
     }
 
     fn from_qnat(path: &Path, file: SourceFile, index: qnat::QnatIndex) -> TensorSource {

@@ -171,7 +171,7 @@ mod tests {
                 ty,
                 n: 64,
                 k: 512,
-                data,
+                data: data.into(),
                 absmax: Vec::new(),
             });
             assert_eq!(w.data.len(), 64 * w.row_bytes(), "{file}");

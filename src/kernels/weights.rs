@@ -84,6 +84,37 @@ impl WeightType {
 /// The NF4 block size the kernels and random weights use.
 pub const NF4_BLOCK: usize = 64;
 
+/// The bytes of a weight matrix: owned, or a range of a shared memory map (zero-copy,
+/// as `crate::candle` hands out the tensors of a mapped file).
+#[derive(Clone)]
+pub enum WeightBytes {
+    /// Bytes the matrix owns.
+    Owned(Vec<u8>),
+    /// `range` of a memory-mapped file.
+    Mapped {
+        /// The mapped file.
+        map: std::sync::Arc<memmap2::Mmap>,
+        /// The matrix's bytes within it.
+        range: std::ops::Range<usize>,
+    },
+}
+
+impl std::ops::Deref for WeightBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            WeightBytes::Owned(v) => v,
+            WeightBytes::Mapped { map, range } => &map[range.clone()],
+        }
+    }
+}
+
+impl From<Vec<u8>> for WeightBytes {
+    fn from(v: Vec<u8>) -> Self {
+        WeightBytes::Owned(v)
+    }
+}
+
 /// A quantized `n x k` weight matrix, row-major (row `r` holds output `r`'s weights).
 #[derive(Clone)]
 pub struct QuantMatrix {
@@ -94,7 +125,7 @@ pub struct QuantMatrix {
     /// Values per row (inner dimension).
     pub k: usize,
     /// Block bytes (ggml) or packed NF4 codes, rows one after another.
-    pub data: Vec<u8>,
+    pub data: WeightBytes,
     /// NF4 only: one absmax per block, rows one after another.
     pub absmax: Vec<f32>,
 }
@@ -139,7 +170,7 @@ impl QuantMatrix {
             ty,
             n,
             k,
-            data,
+            data: data.into(),
             absmax,
         })
     }
@@ -181,7 +212,7 @@ impl QuantMatrix {
                 ty,
                 n,
                 k,
-                data: bytes.to_vec(),
+                data: bytes.to_vec().into(),
                 absmax: Vec::new(),
             });
         }

@@ -1,6 +1,7 @@
 //! The QNAT pipeline: writing QNAT v2 through the shared encoder (`export-native`,
-//! `quantize --format qnat`: [`export`]), migrating QNAT v1 ([`migrate_v1`]), and
-//! reading QNAT back to f32 safetensors (`export-native --dequantize`: [`dequantize_file`]).
+//! `quantize --format qnat`: [`export`]), migrating qlora-rs's QNAT files (its v1 and its
+//! version 2, [`migrate_v1`]), and reading QNAT (ours or qlora-rs's) back to f32
+//! safetensors (`export-native --dequantize`: [`dequantize_file`]).
 //!
 //! Float tensors of two or more dimensions get the weight target; 1-D tensors keep their
 //! float type; tensors already in a ggml block type (GGUF input) are repacked byte for
@@ -16,6 +17,7 @@ use super::report::{Dequantized, Migrated, Outcome, Report};
 use super::{encode_tensor, ErrorStats, RunOptions};
 use crate::formats::atomic::{file_sha256, hex, AtomicFile};
 use crate::formats::ggml_type::GgmlType;
+use crate::formats::qnat::qlora::ScalesChoice;
 use crate::formats::qnat::{
     self, ComputeDtype, ModelInfo, QnatIndex, QnatWriter, Scheme, SectionDtype, SectionRole,
     SourceDigest, TensorEntry, TensorHeader, DEFAULT_NESTED_BLOCK,
@@ -25,7 +27,7 @@ use crate::formats::{f32_le_bytes, Format, SourceFile, TensorInfo, TensorSource}
 use crate::model::ModelConfig;
 use crate::quant::bnb::{self, FourBit};
 use crate::{bail_invalid, invalid};
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use indicatif::ProgressBar;
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, Write};
@@ -169,6 +171,11 @@ pub fn model_info(
         tool: tool(),
         source,
         kv,
+        gguf: if src.format == Format::Gguf {
+            src.metadata.clone()
+        } else {
+            Vec::new()
+        },
     })
 }
 
@@ -241,18 +248,19 @@ pub fn export(job: &ExportJob<'_>) -> Result<Report> {
     Ok(report)
 }
 
-/// Whether `path` starts like a QNAT v1 (qlora-rs) file; reads 8 bytes, not the file.
+/// Whether `path` starts like a qlora-rs QNAT file (its v1 or its version 2, told from
+/// qforge's v2 by the header bytes: [`qnat::qlora::detect`]); reads 12 bytes, not the file.
 pub fn is_v1(path: &Path) -> bool {
-    let mut head = [0u8; 8];
+    let mut head = [0u8; 12];
     std::fs::File::open(path)
         .and_then(|mut f| f.read_exact(&mut head))
         .is_ok()
-        && head.starts_with(qnat::MAGIC)
-        && head[4..8] == 1u32.to_le_bytes()
+        && qnat::qlora::detect(&head).is_some()
 }
 
-/// Migrates the QNAT v1 file `input` to v2 at `output` (atomically).
-pub fn migrate_v1(input: &Path, output: &Path) -> Result<Migrated> {
+/// Migrates the qlora-rs QNAT file `input` to v2 at `output` (atomically), with the
+/// double-quantized tensors' `scales` as absmax.
+pub fn migrate_v1(input: &Path, output: &Path, scales: ScalesChoice) -> Result<Migrated> {
     let file = SourceFile::open(input)?;
     let data = file.data();
     let source = vec![SourceDigest {
@@ -261,7 +269,8 @@ pub fn migrate_v1(input: &Path, output: &Path) -> Result<Migrated> {
         sha256: file_sha256(input)?,
     }];
     let mut out = AtomicFile::create(output)?;
-    qnat::v1::migrate_v1_file(data, &mut out, &tool(), source)?;
+    qnat::qlora::migrate_v1_file(data, &mut out, &tool(), source, scales)
+        .with_context(|| input.display().to_string())?;
     out.flush()?;
     Ok(Migrated {
         input: input.to_path_buf(),
@@ -270,9 +279,13 @@ pub fn migrate_v1(input: &Path, output: &Path) -> Result<Migrated> {
     })
 }
 
-/// Every tensor of the QNAT v2 file `input` as f32, written as safetensors to `output`
+/// Every tensor of the QNAT file `input` (qforge's v2, or a qlora-rs file decoded with
+/// `scales` as qlora-rs decodes it) as f32, written as safetensors to `output`
 /// (atomically).
-pub fn dequantize_file(input: &Path, output: &Path) -> Result<Dequantized> {
+pub fn dequantize_file(input: &Path, output: &Path, scales: ScalesChoice) -> Result<Dequantized> {
+    if is_v1(input) {
+        return dequantize_qlora(input, output, scales);
+    }
     let src = TensorSource::open(input)?;
     let Some(index) = src.qnat.as_ref() else {
         bail_invalid!(
@@ -282,25 +295,55 @@ pub fn dequantize_file(input: &Path, output: &Path) -> Result<Dequantized> {
         );
     };
     let data = src.files[0].data();
-    let names: Vec<(usize, usize)> = index
+    let tensors: Vec<(String, Vec<u64>)> = index
         .tensors
         .iter()
-        .map(|t| (t.name.len(), t.shape.len()))
+        .map(|t| (t.name.clone(), t.shape.clone()))
         .collect();
+    write_f32_safetensors(input, output, &tensors, |i, out| {
+        let t = &index.tensors[i];
+        dequantize(index, data, t, out).with_context(|| format!("tensor {}", t.name))
+    })
+}
+
+fn dequantize_qlora(input: &Path, output: &Path, scales: ScalesChoice) -> Result<Dequantized> {
+    let file = SourceFile::open(input)?;
+    let data = file.data();
+    let v1 = qnat::qlora::read_v1(data).with_context(|| input.display().to_string())?;
+    let tensors: Vec<(String, Vec<u64>)> = v1
+        .tensors
+        .iter()
+        .map(|t| (t.name.clone(), t.shape.clone()))
+        .collect();
+    write_f32_safetensors(input, output, &tensors, |i, out| {
+        v1.tensors[i].decode(data, scales, out)
+    })
+}
+
+/// Writes `tensors` (name, shape) as f32 safetensors, `fill(i, out)` giving tensor `i`'s
+/// values; one tensor is held at a time.
+fn write_f32_safetensors(
+    input: &Path,
+    output: &Path,
+    tensors: &[(String, Vec<u64>)],
+    mut fill: impl FnMut(usize, &mut [f32]) -> Result<()>,
+) -> Result<Dequantized> {
+    let names: Vec<(usize, usize)> = tensors.iter().map(|(n, s)| (n.len(), s.len())).collect();
     let mut file = AtomicFile::create(output)?;
     let mut w = SafetensorsWriter::new(
         &mut file,
         header_estimate(&names, &Default::default()),
         Default::default(),
     )?;
-    for t in &index.tensors {
-        let mut out = vec![0f32; t.elements() as usize];
-        dequantize(index, data, t, &mut out).with_context(|| format!("tensor {}", t.name))?;
+    for (i, (name, shape)) in tensors.iter().enumerate() {
+        let n: u64 = shape.iter().product();
+        let mut out = vec![0f32; usize::try_from(n)?];
+        fill(i, &mut out)?;
         w.tensor(
             StTensor {
-                name: t.name.clone(),
+                name: name.clone(),
                 dtype: "F32",
-                shape: t.shape.clone(),
+                shape: shape.clone(),
             },
             &f32_le_bytes(&out),
         )?;
@@ -309,7 +352,7 @@ pub fn dequantize_file(input: &Path, output: &Path) -> Result<Dequantized> {
     Ok(Dequantized {
         input: input.to_path_buf(),
         output: output.to_path_buf(),
-        tensors: index.tensors.len(),
+        tensors: tensors.len(),
         sha256: hex(&file.commit()?),
     })
 }
@@ -433,12 +476,6 @@ pub fn dequantize(index: &QnatIndex, data: &[u8], t: &TensorEntry, out: &mut [f3
             .ok_or_else(|| invalid!("tensor {}: no {role} section", t.name))?;
         index.section_data(data, s)
     };
-    if t.section(SectionRole::ZeroPoints).is_some() {
-        bail!(
-            "tensor {}: zero points (migrated qlora-rs asymmetric NF4) are not supported by dequantize yet",
-            t.name
-        );
-    }
     match t.scheme {
         Scheme::Nf4 | Scheme::Fp4 => {
             let kind = if t.scheme == Scheme::Nf4 {
@@ -446,13 +483,7 @@ pub fn dequantize(index: &QnatIndex, data: &[u8], t: &TensorEntry, out: &mut [f3
             } else {
                 FourBit::Fp4
             };
-            let bs = t.block_size as usize;
-            if !bnb::is_valid_block_size(bs) {
-                bail!(
-                    "tensor {}: block size {bs} is not supported by dequantize",
-                    t.name
-                );
-            }
+            let bs = usize::try_from(t.block_size)?;
             let absmax = if t.double_quant {
                 let codes = section(SectionRole::AbsmaxCodes)?.to_vec();
                 let nested = f32s(section(SectionRole::NestedAbsmax)?);
@@ -468,14 +499,17 @@ pub fn dequantize(index: &QnatIndex, data: &[u8], t: &TensorEntry, out: &mut [f3
             } else {
                 f32s(section(SectionRole::Absmax)?)
             };
-            bnb::dequantize_4bit(
-                kind,
-                section(SectionRole::Codes)?,
-                &absmax,
-                bs,
-                out.len(),
-                out,
-            );
+            let codes = section(SectionRole::Codes)?;
+            let zero_points = t
+                .section(SectionRole::ZeroPoints)
+                .map(|s| index.section_data(data, s).map(f32s))
+                .transpose()?;
+            match zero_points {
+                None if bnb::is_valid_block_size(bs) => {
+                    bnb::dequantize_4bit(kind, codes, &absmax, bs, out.len(), out)
+                }
+                zp => dequantize_4bit_any(kind, codes, &absmax, zp.as_deref(), bs, out),
+            }
             Ok(())
         }
         s => {
@@ -486,5 +520,28 @@ pub fn dequantize(index: &QnatIndex, data: &[u8], t: &TensorEntry, out: &mut [f3
                 out,
             )
         }
+    }
+}
+
+/// 4-bit values for any block size, with optional per-block zero points:
+/// `(table[code] + zero_point) * absmax` (`table[code] * absmax` without), codes packed
+/// contiguously, high nibble first (the bitsandbytes order QNAT v2 stores).
+fn dequantize_4bit_any(
+    kind: FourBit,
+    codes: &[u8],
+    absmax: &[f32],
+    zero_points: Option<&[f32]>,
+    block_size: usize,
+    out: &mut [f32],
+) {
+    let table = bnb::code_table(kind);
+    for (i, o) in out.iter_mut().enumerate() {
+        let byte = codes[i / 2];
+        let code = usize::from(if i % 2 == 0 { byte >> 4 } else { byte & 0x0f });
+        let b = i / block_size;
+        *o = match zero_points {
+            Some(z) => (table[code] + z[b]) * absmax[b],
+            None => table[code] * absmax[b],
+        };
     }
 }

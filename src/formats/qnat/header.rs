@@ -107,6 +107,11 @@ impl Header {
         }
         let version = c.u32("version")?;
         match version {
+            VERSION if super::qlora::detect(data).is_some() => {
+                bail_invalid!(kind: UnsupportedVersion,
+                    "this is qlora-rs's QNAT \"version 2\" (28-byte header, per-tensor flags), not qforge's QNAT v2; read it with qnat::qlora or migrate it to version 2"
+                )
+            }
             VERSION => {}
             1 => bail_invalid!(kind: UnsupportedVersion,
                 "QNAT version 1 (qlora-rs export) has no reliable offsets or checksums; migrate it to version 2"

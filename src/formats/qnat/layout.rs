@@ -288,7 +288,7 @@ pub struct SourceDigest {
 }
 
 /// Model-level metadata of a QNAT file.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ModelInfo {
     /// Model name.
     pub name: String,
@@ -302,6 +302,9 @@ pub struct ModelInfo {
     pub source: Vec<SourceDigest>,
     /// Free-form string key/values carried from the source (sorted by key).
     pub kv: BTreeMap<String, String>,
+    /// The source's GGUF metadata with its types, in the source's order (empty when the
+    /// source is not a GGUF); stored as `gguf_metadata` (see `gguf_kv`).
+    pub gguf: Vec<(String, crate::formats::gguf::Value)>,
 }
 
 impl ModelInfo {
@@ -619,6 +622,8 @@ pub(crate) struct MetadataJson {
     pub source: Vec<SourceDigest>,
     #[serde(default)]
     pub kv: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gguf_metadata: Vec<super::gguf_kv::GgufKvJson>,
     pub tensors: Vec<TensorJson>,
 }
 
@@ -662,12 +667,17 @@ impl MetadataJson {
             tool: model.tool.clone(),
             source: model.source.clone(),
             kv: model.kv.clone(),
+            gguf_metadata: model
+                .gguf
+                .iter()
+                .filter_map(|(k, v)| super::gguf_kv::to_json(k, v))
+                .collect(),
             tensors: tensors.iter().map(TensorJson::from_entry).collect(),
         }
     }
 
     /// Splits the document into model info and the raw tensor list.
-    pub fn into_parts(self) -> (ModelInfo, Vec<TensorJson>) {
+    pub fn into_parts(self) -> Result<(ModelInfo, Vec<TensorJson>)> {
         let model = ModelInfo {
             name: self.name,
             architecture: self.architecture,
@@ -675,8 +685,13 @@ impl MetadataJson {
             tool: self.tool,
             source: self.source,
             kv: self.kv,
+            gguf: self
+                .gguf_metadata
+                .iter()
+                .map(super::gguf_kv::from_json)
+                .collect::<Result<_>>()?,
         };
-        (model, self.tensors)
+        Ok((model, self.tensors))
     }
 }
 

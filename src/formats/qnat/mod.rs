@@ -12,13 +12,15 @@
 //!   memory-mapped through [`TensorSource`](crate::formats::TensorSource)); the
 //!   [`QnatIndex`] hands out aligned `&[u8]` slices of sections without copying, and
 //!   [`QnatIndex::verify`] recomputes every tensor's SHA-256.
-//! - [`v1`] reads the qlora-rs "Candle native" QNAT v1 files sequentially and migrates
+//! - [`qlora`] reads the QNAT files of qlora-rs (its v1 and its version 2 layouts) as
+//!   they are, decodes them as qlora-rs does, and migrates
 //!   them to v2.
 
+mod gguf_kv;
 mod header;
 mod layout;
+pub mod qlora;
 mod reader;
-pub mod v1;
 mod writer;
 
 #[cfg(test)]

@@ -39,7 +39,7 @@ pub fn parse_index(data: &[u8]) -> Result<QnatIndex> {
     }
     let doc: MetadataJson = serde_json::from_slice(meta)
         .map_err(|e| invalid!(kind: BadEncoding, "QNAT metadata JSON: {e}"))?;
-    let (model, raw) = doc.into_parts();
+    let (model, raw) = doc.into_parts()?;
     model.validate()?;
     if raw.len() != header.tensor_count as usize {
         bail_invalid!(kind: Inconsistent,

@@ -2,7 +2,7 @@
 //! and v1 reading and migration on files built byte for byte as qlora-rs writes them.
 
 use super::header::Header;
-use super::v1::{self, read_v1, repack_v1_codes, V1Extras, V1Resolution};
+use super::qlora::{self as v1, read_v1, repack_v1_codes, ScalesChoice, V1Extras, V1Resolution};
 use super::*;
 use crate::error::InvalidKind as K;
 use crate::error::{exit_code, invalid_kind, one_line, EXIT_INVALID, EXIT_RUNTIME};
@@ -48,6 +48,7 @@ fn model() -> ModelInfo {
             sha256: hex(&Sha256::digest(b"model")),
         }],
         kv,
+        gguf: Vec::new(),
     }
 }
 
@@ -1006,7 +1007,7 @@ fn read_f32s(b: &[u8]) -> Vec<f32> {
 /// Dequantizes a v1 tensor as qlora-rs does (f32 scales, zero points added to the level).
 fn dequant_v1(data: &[u8], t: &v1::V1Tensor) -> Vec<f32> {
     let codes = &data[t.codes.clone()];
-    let scales = read_f32s(&data[t.scales.clone()]);
+    let scales = read_f32s(&data[t.scales.clone().unwrap()]);
     let zps = t.zero_points.clone().map(|r| read_f32s(&data[r]));
     let bs = t.block_size as usize;
     let per = bs.div_ceil(2);
@@ -1106,7 +1107,7 @@ fn v1_header_is_28_bytes_and_offsets_are_skewed() {
         );
         assert_eq!(t.block_size as usize, q.block_size);
         assert_eq!(&bytes[t.codes.clone()], &q.data[..]);
-        assert_eq!(read_f32s(&bytes[t.scales.clone()]), q.scales);
+        assert_eq!(read_f32s(&bytes[t.scales.clone().unwrap()]), q.scales);
         if let Some(r) = &t.dq_codes {
             assert_eq!(&bytes[r.clone()], &q.scales_quantized.as_ref().unwrap()[..]);
         }
@@ -1149,9 +1150,36 @@ fn v1_migrates_to_v2_with_identical_values() {
             bytes: bytes.len() as u64,
             sha256: hex(&Sha256::digest(&bytes)),
         }];
-        let out = v1::migrate_v1_file(&bytes, IoCursor::new(Vec::new()), "qforge 0.1.0", source)
-            .unwrap()
-            .into_inner();
+        let out = v1::migrate_v1_file(
+            &bytes,
+            IoCursor::new(Vec::new()),
+            "qforge 0.1.0",
+            source.clone(),
+            ScalesChoice::Exact,
+        )
+        .unwrap()
+        .into_inner();
+        // The default (stored scales) migrates to what the decoder gives with them.
+        let stored = v1::migrate_v1_file(
+            &bytes,
+            IoCursor::new(Vec::new()),
+            "qforge 0.1.0",
+            source,
+            ScalesChoice::Stored,
+        )
+        .unwrap()
+        .into_inner();
+        let sidx = parse_index(&stored).unwrap();
+        for (t1, t2) in v1f.tensors.iter().zip(&sidx.tensors) {
+            let mut want = vec![0f32; t1.elements() as usize];
+            t1.decode(&bytes, ScalesChoice::Stored, &mut want).unwrap();
+            let got = dequant_v2(&sidx, &stored, t2);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&want), bits(&got), "{}", t1.name);
+            let mut exact = vec![0f32; t1.elements() as usize];
+            t1.decode(&bytes, ScalesChoice::Exact, &mut exact).unwrap();
+            assert_eq!(bits(&exact), bits(&dequant_v1(&bytes, t1)), "{}", t1.name);
+        }
         let idx = parse_index(&out).unwrap();
         assert!(idx.verify(&out).unwrap().iter().all(TensorCheck::ok));
         assert_eq!(idx.model.name, "qlora-model");
@@ -1270,7 +1298,18 @@ fn versions_point_to_the_right_reader() {
     std::fs::write(&path, &bytes).unwrap();
     let e = err_of(open_qnat(&path));
     assert!(one_line(&e).starts_with(&path.display().to_string()));
-    assert!(one_line(&e).contains("migrate it to version 2"));
+    assert!(one_line(&e).contains("migrate it to QNAT v2"));
+    // qlora-rs's own version 2 is told apart by its header, not taken for a corrupt file.
+    let mut v2q = bytes.clone();
+    v2q[4..8].copy_from_slice(&2u32.to_le_bytes());
+    let e = err_of(parse_index(&v2q));
+    assert!(
+        one_line(&e).contains("qlora-rs's QNAT \"version 2\""),
+        "{}",
+        one_line(&e)
+    );
+    assert_eq!(v1::detect(&v2q), Some(v1::QloraLayout::V2));
+    assert_eq!(v1::detect(&v2), None);
 }
 
 #[test]
@@ -1289,7 +1328,14 @@ fn v1_skew_follows_the_name_lengths_and_empty_files_migrate() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("new.qnat");
     let out = std::fs::File::create(&path).unwrap();
-    let out = v1::migrate_v1_file(&bytes, BufWriter::new(out), "qforge", vec![]).unwrap();
+    let out = v1::migrate_v1_file(
+        &bytes,
+        BufWriter::new(out),
+        "qforge",
+        vec![],
+        ScalesChoice::Stored,
+    )
+    .unwrap();
     drop(out);
     let (v2, src) = open_qnat(&path).unwrap();
     let file = src.files[0].data();
