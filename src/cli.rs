@@ -98,6 +98,7 @@ impl Command {
             Command::ExportNative(a) => Some(a.isa),
             Command::KvProfile(KvProfileCommand::Build(a)) => Some(a.isa),
             Command::KvProfile(KvProfileCommand::Verify(a)) => Some(a.isa),
+            Command::KvProfile(KvProfileCommand::Capture(_)) => None,
             Command::BenchGemm(a) => Some(a.isa),
         }
     }
@@ -438,6 +439,38 @@ pub enum KvProfileCommand {
     /// Verify a profile on evaluation KV and write a receipt (exit 3 when over budget).
     #[command(after_long_help = EXAMPLES_KV_VERIFY)]
     Verify(KvVerifyArgs),
+    /// Run a model on a text and write its post-RoPE keys, values and queries (safetensors).
+    #[command(after_long_help = EXAMPLES_KV_CAPTURE)]
+    Capture(KvCaptureArgs),
+}
+
+/// Arguments of `qforge kv-profile capture`.
+#[derive(Debug, Args)]
+pub struct KvCaptureArgs {
+    /// Hugging Face folder (config.json + safetensors) or GGUF file (llama, mistral, qwen2).
+    #[arg(long, value_name = "DIR|FILE")]
+    pub model: PathBuf,
+    /// tokenizer.json (default: beside the model).
+    #[arg(long, value_name = "FILE")]
+    pub tokenizer: Option<PathBuf>,
+    /// Text file to run.
+    #[arg(long, value_name = "FILE")]
+    pub text: PathBuf,
+    /// Tokens of the text to run (its first N).
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    pub tokens: usize,
+    /// Queries kept per head (the last positions).
+    #[arg(long, value_name = "Q", default_value_t = 64)]
+    pub queries: usize,
+    /// Output KV file (layer.{i}.key / value / query).
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Worker threads (default: all cores).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Print a JSON summary on stdout (schema qforge.kv-capture/1, see docs/kv-profile.md).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `qforge kv-profile build`.
@@ -820,6 +853,7 @@ impl Cli {
             }
             Command::ExportNative(a) => vec![(a.output.as_path(), File)],
             Command::KvProfile(KvProfileCommand::Build(a)) => vec![(a.output.as_path(), File)],
+            Command::KvProfile(KvProfileCommand::Capture(a)) => vec![(a.output.as_path(), File)],
             Command::KvProfile(KvProfileCommand::Verify(a)) => {
                 a.output.iter().map(|p| (p.as_path(), File)).collect()
             }
@@ -836,6 +870,11 @@ impl Cli {
         Ok(())
     }
 }
+
+const EXAMPLES_KV_CAPTURE: &str = "\
+Examples:
+  qforge kv-profile capture --model SmolLM2-135M-Instruct --text calib.txt --tokens 1024 -o calib.safetensors
+  qforge kv-profile capture --model model.gguf --tokenizer tokenizer.json --text eval.txt -o eval.safetensors";
 
 const EXAMPLES_QFORGE: &str = "\
 Examples:

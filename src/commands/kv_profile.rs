@@ -3,7 +3,7 @@
 //! tampered input. KV files and recipes: docs/kv-profile.md.
 
 use crate::bail_invalid;
-use crate::cli::{KvBuildArgs, KvCodecKind, KvFallback, KvRoleArg, KvVerifyArgs};
+use crate::cli::{KvBuildArgs, KvCaptureArgs, KvCodecKind, KvFallback, KvRoleArg, KvVerifyArgs};
 use crate::kv::profile::{CodecKind, FallbackPolicy, ProtectedRegions, QualityBudget, RopeState};
 use crate::kv::run::{self, BuildJob, ShapeFrom, VerifyJob};
 use crate::kv::KvRole;
@@ -72,4 +72,17 @@ pub fn verify(args: &KvVerifyArgs) -> Result<()> {
     })?;
     print_report(args.json, &verified.document, || verified.render_text())?;
     verified.check_budget()
+}
+
+/// Runs `qforge kv-profile capture`.
+pub fn capture(args: &KvCaptureArgs) -> Result<()> {
+    let done = crate::kv::capture::capture(&crate::kv::capture::CaptureJob {
+        model: &args.model,
+        tokenizer: args.tokenizer.as_deref(),
+        text: &args.text,
+        tokens: args.tokens,
+        queries: args.queries,
+        output: &args.output,
+    })?;
+    print_report(args.json, &serde_json::to_value(&done)?, || done.render_text())
 }
