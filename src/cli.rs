@@ -539,6 +539,13 @@ pub struct KvBuildArgs {
     /// Budget: maximum value-aggregation MSE.
     #[arg(long, value_name = "X")]
     pub max_value_agg_mse: Option<f64>,
+    /// Budget: maximum perplexity increase with the encoded cache (verify --model).
+    #[arg(long, value_name = "X")]
+    pub max_perplexity_delta: Option<f64>,
+    /// Axis policy: per-channel maps of keys (role-aware) or of keys and values
+    /// (per-channel) are learned from --calibration.
+    #[arg(long, value_enum, ignore_case = true, default_value_t = KvAxisArg::PerToken)]
+    pub axis: KvAxisArg,
     /// Output profile.
     #[arg(short, long)]
     pub output: PathBuf,
@@ -560,6 +567,19 @@ pub enum KvCodecKind {
     Fibquant,
     /// Rotation + per-coordinate Lloyd-Max scalar codebook (TurboQuant-style).
     Turboquant,
+}
+
+/// Axis policy of a KV profile (fib-quant's names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KvAxisArg {
+    /// Nothing compressed.
+    Raw,
+    /// Token vectors as they are.
+    PerToken,
+    /// Keys and values normalized per channel (learned from calibration), coded per token.
+    PerChannel,
+    /// Keys per channel, values per token.
+    RoleAware,
 }
 
 /// Which KV tensors a profile compresses.
@@ -588,8 +608,24 @@ pub struct KvVerifyArgs {
     /// The profile to verify.
     pub profile: PathBuf,
     /// Evaluation KV (safetensors); deterministic synthetic KV of the profile's shape when absent.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "model")]
     pub eval: Option<PathBuf>,
+    /// Run this model (Hugging Face folder or GGUF) on --text: attention metrics on its KV,
+    /// and perplexity with the fp16 cache against the encoded cache.
+    #[arg(long, value_name = "DIR|FILE", requires = "text")]
+    pub model: Option<PathBuf>,
+    /// tokenizer.json of --model (default: beside it).
+    #[arg(long, value_name = "FILE", requires = "model")]
+    pub tokenizer: Option<PathBuf>,
+    /// Evaluation text for --model.
+    #[arg(long, value_name = "FILE", requires = "model")]
+    pub text: Option<PathBuf>,
+    /// Tokens of --text to run.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    pub tokens: usize,
+    /// Queries per head (last positions) for the attention metrics of --model.
+    #[arg(long = "model-queries", value_name = "Q", default_value_t = 64)]
+    pub model_queries: usize,
     /// Queries (safetensors, layer.{i}.query, [query_heads, n, head_dim]); required with --eval.
     #[arg(long, value_name = "FILE", requires = "eval")]
     pub queries: Option<PathBuf>,

@@ -3,9 +3,10 @@
 //! tampered input. KV files and recipes: docs/kv-profile.md.
 
 use crate::bail_invalid;
-use crate::cli::{KvBuildArgs, KvCaptureArgs, KvCodecKind, KvFallback, KvRoleArg, KvVerifyArgs};
+use crate::cli::{KvAxisArg, KvBuildArgs, KvCaptureArgs, KvCodecKind, KvFallback, KvRoleArg, KvVerifyArgs};
 use crate::kv::profile::{CodecKind, FallbackPolicy, ProtectedRegions, QualityBudget, RopeState};
 use crate::kv::run::{self, BuildJob, ShapeFrom, VerifyJob};
+use crate::kv::axis::AxisPolicy;
 use crate::kv::KvRole;
 use crate::output::print_report;
 use anyhow::Result;
@@ -54,6 +55,13 @@ pub fn build(args: &KvBuildArgs) -> Result<()> {
             max_attention_tv: args.max_attention_tv,
             max_topk_disagreement: args.max_topk_disagreement,
             max_value_agg_mse: args.max_value_agg_mse,
+            max_perplexity_delta: args.max_perplexity_delta,
+        },
+        axis: match args.axis {
+            KvAxisArg::Raw => AxisPolicy::Raw,
+            KvAxisArg::PerToken => AxisPolicy::PerToken,
+            KvAxisArg::PerChannel => AxisPolicy::PerChannel,
+            KvAxisArg::RoleAware => AxisPolicy::RoleAwareKiviStyle,
         },
         calibration: args.calibration.as_deref(),
         output: &args.output,
@@ -67,6 +75,13 @@ pub fn verify(args: &KvVerifyArgs) -> Result<()> {
         profile: &args.profile,
         eval: args.eval.as_deref(),
         queries: args.queries.as_deref(),
+        model: args.model.as_deref().map(|m| run::ModelEval {
+            model: m,
+            tokenizer: args.tokenizer.as_deref(),
+            text: args.text.as_deref().unwrap_or(m),
+            tokens: args.tokens,
+            queries: args.model_queries,
+        }),
         compare: args.compare,
         output: args.output.as_deref(),
     })?;

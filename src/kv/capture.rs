@@ -118,6 +118,21 @@ impl KvHook for CaptureHook {
     }
 }
 
+/// Puts each layer's keys and values through fp16 and then through `f(layer, kv)` (a
+/// cache encoded and decoded as the model runs); attention reads the result.
+pub struct CacheHook<F: FnMut(usize, LayerKv) -> Result<LayerKv>>(pub F);
+
+impl<F: FnMut(usize, LayerKv) -> Result<LayerKv>> KvHook for CacheHook<F> {
+    fn kv(&mut self, layer: usize, _: &Tensor, k: Tensor, v: Tensor) -> Result<(Tensor, Tensor)> {
+        let kv = LayerKv {
+            keys: to_heads(&fp16_round(&k)?)?,
+            values: to_heads(&fp16_round(&v)?)?,
+        };
+        let out = (self.0)(layer, kv)?;
+        Ok((from_heads(&out.keys)?, from_heads(&out.values)?))
+    }
+}
+
 /// Perplexity of next-token prediction, llama-perplexity's recipe: of a chunk of `T`
 /// tokens, positions `T/2 .. T-2` predict tokens `T/2+1 .. T-1`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]

@@ -22,6 +22,7 @@
 //!
 //! Formats and recipes are documented in `docs/kv-profile.md`.
 
+pub mod axis;
 pub mod baselines;
 pub mod capture;
 pub mod codebook;

@@ -3,13 +3,19 @@
 //! (synthetic when absent), optionally next to baselines, with a receipt. `verify` fails
 //! over budget ([`OverBudget`], exit 3) and on invalid or tampered input (exit 2).
 
+use super::axis::AxisPolicy;
 use super::baselines::{self, Kivi};
+use super::capture::{CacheHook, CaptureHook, Perplexity, Runner};
+use super::paging::PagedCodec;
+use super::receipt::PerplexityReport;
+use super::{KvData, LayerKv};
 use super::codec::KvCodec;
 use super::io::{parse_shape, read_kv, read_queries, shape_from_model};
 use super::profile::{CodecKind, FallbackPolicy, ProtectedRegions, QualityBudget, RopeState};
 use super::receipt::{compare_kv, round_trip_kv};
 use super::synth::{synth_kv, SynthConfig};
-use super::{build_profile, evaluate, KvProfile, KvRole, KvShape, ProfileSpec, Receipt, Verdict};
+use super::profile::build_profile_with;
+use super::{evaluate, KvProfile, KvRole, KvShape, ProfileSpec, Receipt, Verdict};
 use crate::error::OverBudget;
 use crate::{bail_invalid, invalid};
 use anyhow::{Context, Result};
@@ -56,6 +62,8 @@ pub struct BuildJob<'a> {
     pub calibration: Option<&'a Path>,
     /// Profile JSON to write.
     pub output: &'a Path,
+    /// Axis policy.
+    pub axis: AxisPolicy,
 }
 
 /// A built (and written) profile.
@@ -76,10 +84,50 @@ pub struct VerifyJob<'a> {
     pub eval: Option<&'a Path>,
     /// Queries of the evaluation KV.
     pub queries: Option<&'a Path>,
+    /// Run a model on a text instead (KV, queries and perplexity).
+    pub model: Option<ModelEval<'a>>,
     /// Also measure the baselines at the profile's bits.
     pub compare: bool,
     /// Receipt JSON to write.
     pub output: Option<&'a Path>,
+}
+
+/// A model run for `verify`: its KV and queries are the evaluation data, and the
+/// perplexity with the encoded cache is compared with the fp16 cache.
+#[derive(Debug, Clone, Copy)]
+pub struct ModelEval<'a> {
+    /// Hugging Face folder or GGUF file.
+    pub model: &'a Path,
+    /// Its tokenizer.json (found beside the model when `None`).
+    pub tokenizer: Option<&'a Path>,
+    /// Evaluation text.
+    pub text: &'a Path,
+    /// Tokens run.
+    pub tokens: usize,
+    /// Queries kept per head.
+    pub queries: usize,
+}
+
+/// A model loaded for `verify --model`, its tokens and the fp16-cache perplexity.
+struct ModelRun {
+    runner: Runner,
+    tokens: Vec<u32>,
+    fp16: Perplexity,
+}
+
+impl ModelRun {
+    /// Perplexity with every layer's cache put through `f` as the model runs.
+    fn perplexity(&self, f: impl FnMut(usize, LayerKv) -> Result<LayerKv>) -> Result<PerplexityReport> {
+        let logits = self.runner.model.forward(&self.tokens, &mut CacheHook(f))?;
+        let p = Perplexity::of(&logits, &self.tokens, self.runner.model.config.vocab);
+        Ok(PerplexityReport {
+            tokens: self.tokens.len(),
+            scored: p.scored,
+            fp16: self.fp16.perplexity,
+            compressed: p.perplexity,
+            delta: p.perplexity - self.fp16.perplexity,
+        })
+    }
 }
 
 /// A verified profile: the receipt and the document printed (and written).
@@ -129,11 +177,20 @@ pub fn build(args: &BuildJob) -> Result<Built> {
     spec.protected = args.protected.clone();
     spec.fallback = args.fallback;
     spec.budget = args.budget.clone();
+    spec.axis = args.axis;
     let calibration = args
         .calibration
         .map(|p| read_kv(p, Some(head_dim)))
         .transpose()?;
-    let profile = build_profile(&spec, calibration.as_ref()).map_err(|e| invalid!("{e:#}"))?;
+    // Key channel maps are weighted by the calibration file's queries.
+    let queries = match (args.calibration, &calibration) {
+        (Some(p), Some(kv)) if args.axis.channels().0 => {
+            Some(read_queries(p, kv.layers.len(), Some(head_dim))?)
+        }
+        _ => None,
+    };
+    let profile = build_profile_with(&spec, calibration.as_ref(), queries.as_ref())
+        .map_err(|e| invalid!("{e:#}"))?;
     let text = profile.to_json()? + "\n";
     crate::formats::atomic::write_file(args.output, text.as_bytes())?;
     Ok(Built {
@@ -211,13 +268,30 @@ pub fn verify(args: &VerifyJob) -> Result<Verified> {
     let profile = KvProfile::from_json(&text)
         .map_err(|e| invalid!("{}: {}", args.profile.display(), crate::error::one_line(&e)))?;
     let s = &profile.shape;
-    let (kv, queries, source) = match (args.eval, args.queries) {
-        (Some(e), Some(q)) => {
+    let mut run = None;
+    let (kv, queries, source) = match (args.eval, args.queries, args.model) {
+        (_, _, Some(m)) => {
+            if m.queries == 0 {
+                bail_invalid!("--model-queries must be positive");
+            }
+            let runner = Runner::open(m.model, m.tokenizer)?;
+            let tokens = runner.tokens(m.text, m.tokens)?;
+            let mut cap = CaptureHook::new(m.queries);
+            let logits = runner.model.forward(&tokens, &mut cap)?;
+            let fp16 = Perplexity::of(&logits, &tokens, runner.model.config.vocab);
+            run = Some(ModelRun {
+                runner,
+                tokens,
+                fp16,
+            });
+            (cap.kv, cap.q, m.text.display().to_string())
+        }
+        (Some(e), Some(q), None) => {
             let kv = read_kv(e, Some(s.head_dim))?;
             let queries = read_queries(q, kv.layers.len(), Some(s.head_dim))?;
             (kv, queries, e.display().to_string())
         }
-        (Some(_), None) => bail_invalid!("--eval needs --queries"),
+        (Some(_), None, None) => bail_invalid!("--eval needs --queries"),
         _ => {
             let cfg = SynthConfig {
                 layers: s.layers,
@@ -232,7 +306,13 @@ pub fn verify(args: &VerifyJob) -> Result<Verified> {
             (kv, q, "synthetic".to_string())
         }
     };
-    let receipt = evaluate(&profile, &kv, &queries).map_err(|e| invalid!("{e:#}"))?;
+    let mut receipt = evaluate(&profile, &kv, &queries).map_err(|e| invalid!("{e:#}"))?;
+    if let Some(run) = &run {
+        let pc = PagedCodec::new(&profile)?;
+        let t = run.tokens.len();
+        let p = run.perplexity(|l, layer| pc.decode_layer(l, &pc.encode_layer(l, &layer)?, t))?;
+        receipt.add_perplexity(p, &profile.budget);
+    }
     let mut doc = serde_json::to_value(&receipt)?;
     doc["eval_source"] = json!(source);
     if args.compare {
@@ -244,7 +324,16 @@ pub fn verify(args: &VerifyJob) -> Result<Verified> {
             );
             let recon = round_trip_kv(&kv, k, v)?;
             let (m, _) = compare_kv(&kv, &recon, &queries, profile.budget.top_k)?;
-            rows.push(json!({"codec": name, "bits_per_value": kc.bits_per_value(), "metrics": m}));
+            let mut row = json!({"codec": name, "bits_per_value": kc.bits_per_value(), "metrics": m});
+            if let Some(run) = &run {
+                let p = run.perplexity(|_, layer| {
+                    let one = KvData { layers: vec![layer] };
+                    let mut rt = round_trip_kv(&one, k, v)?;
+                    Ok(rt.layers.remove(0))
+                })?;
+                row["perplexity"] = serde_json::to_value(p)?;
+            }
+            rows.push(row);
         }
         doc["baselines"] = Json::Array(rows);
     }
