@@ -11,7 +11,6 @@ use crate::{bail_invalid, invalid};
 use anyhow::Result;
 use candle_core::{DType, Tensor};
 use serde::Serialize;
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 /// Token ids of `text` as the model's tokenizer.json encodes it (with the special tokens
@@ -229,12 +228,12 @@ pub fn capture(job: &CaptureJob) -> Result<Captured> {
     let logits = runner.model.forward(&tokens, &mut hook)?;
     let c = &runner.model.config;
     let ppl = Perplexity::of(&logits, &tokens, c.vocab);
-    let meta = HashMap::from([
-        ("qforge.kv.rope".to_string(), "post-rope".to_string()),
-        ("qforge.kv.rope_theta".to_string(), c.rope_theta.to_string()),
-        ("qforge.kv.model".to_string(), job.model.display().to_string()),
-    ]);
-    let bytes = kv_file(&hook.kv, &hook.q, meta)?;
+    let meta = [
+        ("qforge.kv.rope", "post-rope".to_string()),
+        ("qforge.kv.rope_theta", c.rope_theta.to_string()),
+        ("qforge.kv.model", job.model.display().to_string()),
+    ];
+    let bytes = kv_file(&hook.kv, &hook.q, &meta)?;
     let sha = crate::formats::atomic::write_file(job.output, &bytes)?;
     Ok(Captured {
         schema: "qforge.kv-capture/1",
@@ -252,29 +251,37 @@ pub fn capture(job: &CaptureJob) -> Result<Captured> {
 }
 
 /// Safetensors bytes of `layer.{i}.key` / `value` / `query` (F32).
-pub fn kv_file(kv: &KvData, q: &Queries, meta: HashMap<String, String>) -> Result<Vec<u8>> {
-    let mut named: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-    let mut push = |name: String, ms: &[Matrix]| {
-        let shape = vec![ms.len(), ms[0].rows(), ms[0].cols()];
-        let bytes = ms
+pub fn kv_file(kv: &KvData, q: &Queries, meta: &[(&str, String)]) -> Result<Vec<u8>> {
+    use crate::formats::safetensors_writer::{header_estimate, SafetensorsWriter, StTensor};
+    let mut tensors: Vec<(String, &[Matrix])> = Vec::new();
+    for (i, (l, qs)) in kv.layers.iter().zip(&q.layers).enumerate() {
+        tensors.push((tensor_name(i, "key"), &l.keys));
+        tensors.push((tensor_name(i, "value"), &l.values));
+        tensors.push((tensor_name(i, "query"), qs));
+    }
+    let meta: serde_json::Map<String, serde_json::Value> = meta
+        .iter()
+        .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.clone())))
+        .collect();
+    let names: Vec<(usize, usize)> = tensors.iter().map(|(n, _)| (n.len(), 3)).collect();
+    let est = header_estimate(&names, &meta);
+    let mut w = SafetensorsWriter::new(std::io::Cursor::new(Vec::new()), est, meta)?;
+    for (name, ms) in tensors {
+        let shape = [ms.len(), ms[0].rows(), ms[0].cols()].map(|v| v as u64).to_vec();
+        let bytes: Vec<u8> = ms
             .iter()
             .flat_map(|m| m.data().iter().flat_map(|v| v.to_le_bytes()))
             .collect();
-        named.push((name, shape, bytes));
-    };
-    for (i, (l, qs)) in kv.layers.iter().zip(&q.layers).enumerate() {
-        push(tensor_name(i, "key"), &l.keys);
-        push(tensor_name(i, "value"), &l.values);
-        push(tensor_name(i, "query"), qs);
+        w.tensor(
+            StTensor {
+                name,
+                dtype: "F32",
+                shape,
+            },
+            &bytes,
+        )?;
     }
-    let views = named
-        .iter()
-        .map(|(n, s, b)| {
-            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
-                .map(|v| (n.clone(), v))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(safetensors::tensor::serialize(views, Some(meta))?)
+    Ok(w.finish()?.into_inner())
 }
 
 #[cfg(test)]

@@ -230,21 +230,35 @@ impl Built {
 /// A baseline: name, key codec, value codec.
 type Baseline = (String, Box<dyn KvCodec>, Box<dyn KvCodec>);
 
-/// Baselines at the profile's bits.
+/// Baselines at the profile's bits: the TurboQuant-style and KIVI-2/3/4 (g32) codecs at
+/// the fewest bits per value that are not below the profile's, q8_0 and q4_0.
 fn baselines(profile: &KvProfile) -> Result<Vec<Baseline>> {
     let d = profile.shape.head_dim;
-    let bits = (profile.codec.bits_per_value.round() as u32).clamp(1, 8);
+    let target = profile.codec.bits_per_value - 1e-9;
     let seed = profile.codec.seed;
-    let mut out: Vec<Baseline> = vec![(
-        format!("turboquant-b{bits}"),
-        Box::new(baselines::turboquant(d, bits, seed, None)?),
-        Box::new(baselines::turboquant(d, bits, seed, None)?),
-    )];
-    out.push((
-        "kivi-b2-g32".into(),
-        Box::new(Kivi::keys(d, 2, 32)?),
-        Box::new(Kivi::values(d, 2, 32)?),
-    ));
+    let mut out: Vec<Baseline> = Vec::new();
+    for b in 1..=8u32 {
+        let k = baselines::turboquant(d, b, seed, None)?;
+        if k.bits_per_value() >= target || b == 8 {
+            out.push((
+                format!("turboquant-b{b}"),
+                Box::new(k),
+                Box::new(baselines::turboquant(d, b, seed, None)?),
+            ));
+            break;
+        }
+    }
+    for b in 2..=4u32 {
+        let k = Kivi::keys(d, b, 32)?;
+        if k.bits_per_value() >= target || b == 4 {
+            out.push((
+                format!("kivi-b{b}-g32"),
+                Box::new(k),
+                Box::new(Kivi::values(d, b, 32)?),
+            ));
+            break;
+        }
+    }
     if d.is_multiple_of(32) {
         out.push((
             "q8_0".into(),
@@ -368,7 +382,13 @@ impl Verified {
             m.topk_disagreement,
             m.value_agg_mse,
             if receipt.verdict == Verdict::Pass { "PASS" } else { "OVER BUDGET" }
-        )
+        ) + &match &receipt.perplexity {
+            Some(p) => format!(
+                "perplexity over {} tokens: {:.4} with the fp16 cache, {:.4} with the encoded cache ({:+.4})\n",
+                p.scored, p.fp16, p.compressed, p.delta
+            ),
+            None => String::new(),
+        }
     }
 
     /// Over budget (exit 3) when the verdict is a failure, naming the failed checks.

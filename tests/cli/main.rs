@@ -19,6 +19,7 @@ mod ggml_simd_equivalence;
 mod inspect;
 mod isa;
 mod kv_profile;
+mod kv_real;
 mod quantize;
 mod real_model;
 mod reliability;
