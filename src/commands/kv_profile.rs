@@ -3,10 +3,12 @@
 //! tampered input. KV files and recipes: docs/kv-profile.md.
 
 use crate::bail_invalid;
-use crate::cli::{KvAxisArg, KvBuildArgs, KvCaptureArgs, KvCodecKind, KvFallback, KvRoleArg, KvVerifyArgs};
+use crate::cli::{
+    KvAxisArg, KvBuildArgs, KvCaptureArgs, KvCodecKind, KvFallback, KvRoleArg, KvVerifyArgs,
+};
+use crate::kv::axis::AxisPolicy;
 use crate::kv::profile::{CodecKind, FallbackPolicy, ProtectedRegions, QualityBudget, RopeState};
 use crate::kv::run::{self, BuildJob, ShapeFrom, VerifyJob};
-use crate::kv::axis::AxisPolicy;
 use crate::kv::KvRole;
 use crate::output::print_report;
 use anyhow::Result;
@@ -99,5 +101,7 @@ pub fn capture(args: &KvCaptureArgs) -> Result<()> {
         queries: args.queries,
         output: &args.output,
     })?;
-    print_report(args.json, &serde_json::to_value(&done)?, || done.render_text())
+    print_report(args.json, &serde_json::to_value(&done)?, || {
+        done.render_text()
+    })
 }

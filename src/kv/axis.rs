@@ -186,7 +186,12 @@ impl ChannelMaps {
         let values = if v {
             kv.layers
                 .iter()
-                .map(|l| l.values.iter().map(|m| ChannelMap::learn(m, None)).collect())
+                .map(|l| {
+                    l.values
+                        .iter()
+                        .map(|m| ChannelMap::learn(m, None))
+                        .collect()
+                })
                 .collect()
         } else {
             Vec::new()

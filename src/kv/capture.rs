@@ -78,7 +78,11 @@ pub fn to_heads(t: &Tensor) -> Result<Vec<Matrix>> {
 pub fn from_heads(ms: &[Matrix]) -> Result<Tensor> {
     let (r, c) = (ms[0].rows(), ms[0].cols());
     let data: Vec<f32> = ms.iter().flat_map(|m| m.data().iter().copied()).collect();
-    Ok(Tensor::from_vec(data, (ms.len(), r, c), &candle_core::Device::Cpu)?)
+    Ok(Tensor::from_vec(
+        data,
+        (ms.len(), r, c),
+        &candle_core::Device::Cpu,
+    )?)
 }
 
 /// Keeps each layer's keys and values (through fp16, the cache the model would hold) and
@@ -267,7 +271,9 @@ pub fn kv_file(kv: &KvData, q: &Queries, meta: &[(&str, String)]) -> Result<Vec<
     let est = header_estimate(&names, &meta);
     let mut w = SafetensorsWriter::new(std::io::Cursor::new(Vec::new()), est, meta)?;
     for (name, ms) in tensors {
-        let shape = [ms.len(), ms[0].rows(), ms[0].cols()].map(|v| v as u64).to_vec();
+        let shape = [ms.len(), ms[0].rows(), ms[0].cols()]
+            .map(|v| v as u64)
+            .to_vec();
         let bytes: Vec<u8> = ms
             .iter()
             .flat_map(|m| m.data().iter().flat_map(|v| v.to_le_bytes()))

@@ -191,9 +191,7 @@ impl Model {
             let q = rope(&heads(b.q.forward(&h)?, nq)?, &cos, &sin)?;
             let k = rope(&heads(b.k.forward(&h)?, nkv)?, &cos, &sin)?;
             let v = heads(b.v.forward(&h)?, nkv)?;
-            let (k, v) = hook
-                .kv(l, &q, k, v)
-                .with_context(|| format!("layer {l}"))?;
+            let (k, v) = hook.kv(l, &q, k, v).with_context(|| format!("layer {l}"))?;
             // Query heads h = kv·g + j share KV head kv: [nkv, g·T, hd].
             let qg = q.reshape((nkv, g * t, hd))?;
             let scores = (qg.matmul(&k.t()?)? * scale)?
@@ -234,8 +232,8 @@ mod tests {
     #[test]
     fn rope_rotates_pairs_by_position() {
         let (cos, sin) = rope_tables(3, 4, 10000.0).unwrap();
-        let x = Tensor::from_vec(vec![1f32, 0.0, 0.0, 0.0].repeat(3), (1, 3, 4), &Device::Cpu)
-            .unwrap();
+        let x =
+            Tensor::from_vec(vec![1f32, 0.0, 0.0, 0.0].repeat(3), (1, 3, 4), &Device::Cpu).unwrap();
         let y: Vec<Vec<Vec<f32>>> = rope(&x, &cos, &sin).unwrap().to_vec3().unwrap();
         // Position 0 is unrotated; position p rotates channel pair (0, 2) by p radians.
         assert_eq!(y[0][0], vec![1.0, 0.0, 0.0, 0.0]);

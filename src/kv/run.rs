@@ -6,16 +6,16 @@
 use super::axis::AxisPolicy;
 use super::baselines::{self, Kivi};
 use super::capture::{CacheHook, CaptureHook, Perplexity, Runner};
-use super::paging::PagedCodec;
-use super::receipt::PerplexityReport;
-use super::{KvData, LayerKv};
 use super::codec::KvCodec;
 use super::io::{parse_shape, read_kv, read_queries, shape_from_model};
+use super::paging::PagedCodec;
+use super::profile::build_profile_with;
 use super::profile::{CodecKind, FallbackPolicy, ProtectedRegions, QualityBudget, RopeState};
+use super::receipt::PerplexityReport;
 use super::receipt::{compare_kv, round_trip_kv};
 use super::synth::{synth_kv, SynthConfig};
-use super::profile::build_profile_with;
 use super::{evaluate, KvProfile, KvRole, KvShape, ProfileSpec, Receipt, Verdict};
+use super::{KvData, LayerKv};
 use crate::error::OverBudget;
 use crate::{bail_invalid, invalid};
 use anyhow::{Context, Result};
@@ -117,7 +117,10 @@ struct ModelRun {
 
 impl ModelRun {
     /// Perplexity with every layer's cache put through `f` as the model runs.
-    fn perplexity(&self, f: impl FnMut(usize, LayerKv) -> Result<LayerKv>) -> Result<PerplexityReport> {
+    fn perplexity(
+        &self,
+        f: impl FnMut(usize, LayerKv) -> Result<LayerKv>,
+    ) -> Result<PerplexityReport> {
         let logits = self.runner.model.forward(&self.tokens, &mut CacheHook(f))?;
         let p = Perplexity::of(&logits, &self.tokens, self.runner.model.config.vocab);
         Ok(PerplexityReport {
@@ -338,10 +341,13 @@ pub fn verify(args: &VerifyJob) -> Result<Verified> {
             );
             let recon = round_trip_kv(&kv, k, v)?;
             let (m, _) = compare_kv(&kv, &recon, &queries, profile.budget.top_k)?;
-            let mut row = json!({"codec": name, "bits_per_value": kc.bits_per_value(), "metrics": m});
+            let mut row =
+                json!({"codec": name, "bits_per_value": kc.bits_per_value(), "metrics": m});
             if let Some(run) = &run {
                 let p = run.perplexity(|_, layer| {
-                    let one = KvData { layers: vec![layer] };
+                    let one = KvData {
+                        layers: vec![layer],
+                    };
                     let mut rt = round_trip_kv(&one, k, v)?;
                     Ok(rt.layers.remove(0))
                 })?;

@@ -51,10 +51,7 @@ impl ArchConfig {
             .clone()
             .ok_or_else(|| invalid!("config has no model_type"))?;
         if !ARCHES.contains(&arch.as_str()) {
-            bail_invalid!(
-                "kv-profile runs {} models, not {arch:?}",
-                ARCHES.join(", ")
-            );
+            bail_invalid!("kv-profile runs {} models, not {arch:?}", ARCHES.join(", "));
         }
         if cfg.get("rope_scaling").is_some_and(|v| !v.is_null()) {
             bail_invalid!("rope_scaling is not supported by the kv-profile forward");
@@ -69,7 +66,9 @@ impl ArchConfig {
         let heads = need(cfg.n_head, "num_attention_heads")?;
         let kv_heads = cfg.n_head_kv.map_or(heads, |v| v as usize);
         if kv_heads == 0 || !heads.is_multiple_of(kv_heads) {
-            bail_invalid!("num_attention_heads {heads} is not a multiple of num_key_value_heads {kv_heads}");
+            bail_invalid!(
+                "num_attention_heads {heads} is not a multiple of num_key_value_heads {kv_heads}"
+            );
         }
         let head_dim = cfg.head_dim.map_or(hidden / heads, |v| v as usize);
         if head_dim == 0 || !head_dim.is_multiple_of(2) {

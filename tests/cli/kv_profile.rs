@@ -289,12 +289,31 @@ fn capture_build_and_verify_with_a_model() {
     let cap = dir.path().join("cap.safetensors");
     let [m, t, x, c] = [&model, &tok, &text, &cap].map(|p| p.to_str().unwrap().to_string());
     let r = json(&qforge(&[
-        "kv-profile", "capture", "--model", &m, "--tokenizer", &t, "--text", &x, "--tokens", "64",
-        "--queries", "4", "-o", &c, "--json",
+        "kv-profile",
+        "capture",
+        "--model",
+        &m,
+        "--tokenizer",
+        &t,
+        "--text",
+        &x,
+        "--tokens",
+        "64",
+        "--queries",
+        "4",
+        "-o",
+        &c,
+        "--json",
     ]));
     assert_eq!(r["schema"], "qforge.kv-capture/1");
     assert_eq!(
-        [&r["layers"], &r["kv_heads"], &r["query_heads"], &r["head_dim"], &r["tokens"]],
+        [
+            &r["layers"],
+            &r["kv_heads"],
+            &r["query_heads"],
+            &r["head_dim"],
+            &r["tokens"]
+        ],
         [2, 2, 4, 8, 64]
     );
     assert_eq!(r["perplexity"]["scored"], 31);
@@ -304,8 +323,20 @@ fn capture_build_and_verify_with_a_model() {
     let cfg = model.join("config.json");
     let build = |axis: &str, calibration: bool| {
         let mut a = vec![
-            "kv-profile", "build", "--from-model", cfg.to_str().unwrap(), "--block-dim", "2",
-            "--bits", "6", "--axis", axis, "--max-perplexity-delta", "1000", "-o", p,
+            "kv-profile",
+            "build",
+            "--from-model",
+            cfg.to_str().unwrap(),
+            "--block-dim",
+            "2",
+            "--bits",
+            "6",
+            "--axis",
+            axis,
+            "--max-perplexity-delta",
+            "1000",
+            "-o",
+            p,
         ];
         if calibration {
             a.extend(["--calibration", &c]);
@@ -321,8 +352,20 @@ fn capture_build_and_verify_with_a_model() {
     assert!(doc["channels"]["values"].as_array().unwrap().is_empty());
     assert!(doc["digests"]["axis"].is_string());
     let r = json(&qforge(&[
-        "kv-profile", "verify", p, "--model", &m, "--tokenizer", &t, "--text", &x, "--tokens",
-        "64", "--model-queries", "4", "--json",
+        "kv-profile",
+        "verify",
+        p,
+        "--model",
+        &m,
+        "--tokenizer",
+        &t,
+        "--text",
+        &x,
+        "--tokens",
+        "64",
+        "--model-queries",
+        "4",
+        "--json",
     ]));
     let ppl = &r["perplexity"];
     assert_eq!(ppl["tokens"], 64);
@@ -360,19 +403,47 @@ fn capture_refuses_bad_input() {
     );
     let gguf = fixture("tiny-llama.gguf");
     assert_invalid(
-        &qforge(&["kv-profile", "capture", "--model", gguf.to_str().unwrap(), "--text", x, "-o", o]),
+        &qforge(&[
+            "kv-profile",
+            "capture",
+            "--model",
+            gguf.to_str().unwrap(),
+            "--text",
+            x,
+            "-o",
+            o,
+        ]),
         "--tokenizer",
     );
     assert_invalid(
         &qforge(&[
-            "kv-profile", "capture", "--model", m, "--tokenizer", t, "--text", x, "--tokens",
-            "1000000", "-o", o,
+            "kv-profile",
+            "capture",
+            "--model",
+            m,
+            "--tokenizer",
+            t,
+            "--text",
+            x,
+            "--tokens",
+            "1000000",
+            "-o",
+            o,
         ]),
         "fewer than --tokens",
     );
     assert_invalid(
         &qforge(&[
-            "kv-profile", "capture", "--model", m, "--tokenizer", x, "--text", x, "-o", o,
+            "kv-profile",
+            "capture",
+            "--model",
+            m,
+            "--tokenizer",
+            x,
+            "--text",
+            x,
+            "-o",
+            o,
         ]),
         "not a tokenizer.json",
     );
