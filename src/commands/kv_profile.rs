@@ -7,6 +7,7 @@ use crate::cli::{
     KvAxisArg, KvBuildArgs, KvCaptureArgs, KvCodecKind, KvFallback, KvRoleArg, KvVerifyArgs,
 };
 use crate::kv::axis::AxisPolicy;
+use crate::kv::capture::{CaptureJob, ModelText};
 use crate::kv::profile::{CodecKind, FallbackPolicy, ProtectedRegions, QualityBudget, RopeState};
 use crate::kv::run::{self, BuildJob, ShapeFrom, VerifyJob};
 use crate::kv::KvRole;
@@ -77,7 +78,7 @@ pub fn verify(args: &KvVerifyArgs) -> Result<()> {
         profile: &args.profile,
         eval: args.eval.as_deref(),
         queries: args.queries.as_deref(),
-        model: args.model.as_deref().map(|m| run::ModelEval {
+        model: args.model.as_deref().map(|m| ModelText {
             model: m,
             tokenizer: args.tokenizer.as_deref(),
             text: args.text.as_deref().unwrap_or(m),
@@ -93,12 +94,14 @@ pub fn verify(args: &KvVerifyArgs) -> Result<()> {
 
 /// Runs `qforge kv-profile capture`.
 pub fn capture(args: &KvCaptureArgs) -> Result<()> {
-    let done = crate::kv::capture::capture(&crate::kv::capture::CaptureJob {
-        model: &args.model,
-        tokenizer: args.tokenizer.as_deref(),
-        text: &args.text,
-        tokens: args.tokens,
-        queries: args.queries,
+    let done = crate::kv::capture::capture(&CaptureJob {
+        input: ModelText {
+            model: &args.model,
+            tokenizer: args.tokenizer.as_deref(),
+            text: &args.text,
+            tokens: args.tokens,
+            queries: args.queries,
+        },
         output: &args.output,
     })?;
     print_report(args.json, &serde_json::to_value(&done)?, || {

@@ -166,9 +166,9 @@ impl Perplexity {
     }
 }
 
-/// What `kv-profile capture` does.
-#[derive(Debug, Clone)]
-pub struct CaptureJob<'a> {
+/// A model run on a text (`capture`, and `verify --model`).
+#[derive(Debug, Clone, Copy)]
+pub struct ModelText<'a> {
     /// Hugging Face folder or GGUF file.
     pub model: &'a Path,
     /// tokenizer.json (found beside the model when `None`).
@@ -179,6 +179,46 @@ pub struct CaptureJob<'a> {
     pub tokens: usize,
     /// Last-position queries kept per head.
     pub queries: usize,
+}
+
+/// A finished capture run: the loaded model, its tokens, what the hook kept, and the
+/// perplexity with the fp16 cache.
+pub struct CaptureRun {
+    /// The model.
+    pub runner: Runner,
+    /// Tokens run.
+    pub tokens: Vec<u32>,
+    /// Keys, values and queries kept.
+    pub hook: CaptureHook,
+    /// Perplexity with the fp16 cache.
+    pub perplexity: Perplexity,
+}
+
+impl ModelText<'_> {
+    /// Loads the model and runs it with a [`CaptureHook`].
+    pub fn run(&self) -> Result<CaptureRun> {
+        if self.queries == 0 {
+            bail_invalid!("the number of queries must be positive");
+        }
+        let runner = Runner::open(self.model, self.tokenizer)?;
+        let tokens = runner.tokens(self.text, self.tokens)?;
+        let mut hook = CaptureHook::new(self.queries);
+        let logits = runner.model.forward(&tokens, &mut hook)?;
+        let perplexity = Perplexity::of(&logits, &tokens, runner.model.config.vocab);
+        Ok(CaptureRun {
+            runner,
+            tokens,
+            hook,
+            perplexity,
+        })
+    }
+}
+
+/// What `kv-profile capture` does.
+#[derive(Debug, Clone, Copy)]
+pub struct CaptureJob<'a> {
+    /// The run.
+    pub input: ModelText<'a>,
     /// The KV file to write.
     pub output: &'a Path,
 }
@@ -223,21 +263,14 @@ impl Captured {
 
 /// Runs the capture and writes the KV file atomically.
 pub fn capture(job: &CaptureJob) -> Result<Captured> {
-    if job.queries == 0 {
-        bail_invalid!("--queries must be positive");
-    }
-    let runner = Runner::open(job.model, job.tokenizer)?;
-    let tokens = runner.tokens(job.text, job.tokens)?;
-    let mut hook = CaptureHook::new(job.queries);
-    let logits = runner.model.forward(&tokens, &mut hook)?;
-    let c = &runner.model.config;
-    let ppl = Perplexity::of(&logits, &tokens, c.vocab);
+    let run = job.input.run()?;
+    let c = &run.runner.model.config;
     let meta = [
         ("qforge.kv.rope", "post-rope".to_string()),
         ("qforge.kv.rope_theta", c.rope_theta.to_string()),
-        ("qforge.kv.model", job.model.display().to_string()),
+        ("qforge.kv.model", job.input.model.display().to_string()),
     ];
-    let bytes = kv_file(&hook.kv, &hook.q, &meta)?;
+    let bytes = kv_file(&run.hook.kv, &run.hook.q, &meta)?;
     let sha = crate::formats::atomic::write_file(job.output, &bytes)?;
     Ok(Captured {
         schema: "qforge.kv-capture/1",
@@ -247,9 +280,9 @@ pub fn capture(job: &CaptureJob) -> Result<Captured> {
         kv_heads: c.kv_heads,
         query_heads: c.heads,
         head_dim: c.head_dim,
-        tokens: tokens.len(),
-        queries: job.queries.min(tokens.len()),
-        perplexity: ppl,
+        tokens: run.tokens.len(),
+        queries: job.input.queries.min(run.tokens.len()),
+        perplexity: run.perplexity,
         sha256: crate::formats::atomic::hex(&sha),
     })
 }

@@ -232,8 +232,7 @@ mod tests {
     #[test]
     fn rope_rotates_pairs_by_position() {
         let (cos, sin) = rope_tables(3, 4, 10000.0).unwrap();
-        let x =
-            Tensor::from_vec(vec![1f32, 0.0, 0.0, 0.0].repeat(3), (1, 3, 4), &Device::Cpu).unwrap();
+        let x = Tensor::from_vec([1f32, 0.0, 0.0, 0.0].repeat(3), (1, 3, 4), &Device::Cpu).unwrap();
         let y: Vec<Vec<Vec<f32>>> = rope(&x, &cos, &sin).unwrap().to_vec3().unwrap();
         // Position 0 is unrotated; position p rotates channel pair (0, 2) by p radians.
         assert_eq!(y[0][0], vec![1.0, 0.0, 0.0, 0.0]);

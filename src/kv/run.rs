@@ -5,7 +5,7 @@
 
 use super::axis::AxisPolicy;
 use super::baselines::{self, Kivi};
-use super::capture::{CacheHook, CaptureHook, Perplexity, Runner};
+use super::capture::{CacheHook, ModelText, Perplexity, Runner};
 use super::codec::KvCodec;
 use super::io::{parse_shape, read_kv, read_queries, shape_from_model};
 use super::paging::PagedCodec;
@@ -85,27 +85,11 @@ pub struct VerifyJob<'a> {
     /// Queries of the evaluation KV.
     pub queries: Option<&'a Path>,
     /// Run a model on a text instead (KV, queries and perplexity).
-    pub model: Option<ModelEval<'a>>,
+    pub model: Option<ModelText<'a>>,
     /// Also measure the baselines at the profile's bits.
     pub compare: bool,
     /// Receipt JSON to write.
     pub output: Option<&'a Path>,
-}
-
-/// A model run for `verify`: its KV and queries are the evaluation data, and the
-/// perplexity with the encoded cache is compared with the fp16 cache.
-#[derive(Debug, Clone, Copy)]
-pub struct ModelEval<'a> {
-    /// Hugging Face folder or GGUF file.
-    pub model: &'a Path,
-    /// Its tokenizer.json (found beside the model when `None`).
-    pub tokenizer: Option<&'a Path>,
-    /// Evaluation text.
-    pub text: &'a Path,
-    /// Tokens run.
-    pub tokens: usize,
-    /// Queries kept per head.
-    pub queries: usize,
 }
 
 /// A model loaded for `verify --model`, its tokens and the fp16-cache perplexity.
@@ -288,20 +272,13 @@ pub fn verify(args: &VerifyJob) -> Result<Verified> {
     let mut run = None;
     let (kv, queries, source) = match (args.eval, args.queries, args.model) {
         (_, _, Some(m)) => {
-            if m.queries == 0 {
-                bail_invalid!("--model-queries must be positive");
-            }
-            let runner = Runner::open(m.model, m.tokenizer)?;
-            let tokens = runner.tokens(m.text, m.tokens)?;
-            let mut cap = CaptureHook::new(m.queries);
-            let logits = runner.model.forward(&tokens, &mut cap)?;
-            let fp16 = Perplexity::of(&logits, &tokens, runner.model.config.vocab);
+            let r = m.run()?;
             run = Some(ModelRun {
-                runner,
-                tokens,
-                fp16,
+                runner: r.runner,
+                tokens: r.tokens,
+                fp16: r.perplexity,
             });
-            (cap.kv, cap.q, m.text.display().to_string())
+            (r.hook.kv, r.hook.q, m.text.display().to_string())
         }
         (Some(e), Some(q), None) => {
             let kv = read_kv(e, Some(s.head_dim))?;
