@@ -55,11 +55,17 @@ _qforge() {
             qforge__subcmd__help__subcmd__kv__subcmd__profile,build)
                 cmd="qforge__subcmd__help__subcmd__kv__subcmd__profile__subcmd__build"
                 ;;
+            qforge__subcmd__help__subcmd__kv__subcmd__profile,capture)
+                cmd="qforge__subcmd__help__subcmd__kv__subcmd__profile__subcmd__capture"
+                ;;
             qforge__subcmd__help__subcmd__kv__subcmd__profile,verify)
                 cmd="qforge__subcmd__help__subcmd__kv__subcmd__profile__subcmd__verify"
                 ;;
             qforge__subcmd__kv__subcmd__profile,build)
                 cmd="qforge__subcmd__kv__subcmd__profile__subcmd__build"
+                ;;
+            qforge__subcmd__kv__subcmd__profile,capture)
+                cmd="qforge__subcmd__kv__subcmd__profile__subcmd__capture"
                 ;;
             qforge__subcmd__kv__subcmd__profile,help)
                 cmd="qforge__subcmd__kv__subcmd__profile__subcmd__help"
@@ -69,6 +75,9 @@ _qforge() {
                 ;;
             qforge__subcmd__kv__subcmd__profile__subcmd__help,build)
                 cmd="qforge__subcmd__kv__subcmd__profile__subcmd__help__subcmd__build"
+                ;;
+            qforge__subcmd__kv__subcmd__profile__subcmd__help,capture)
+                cmd="qforge__subcmd__kv__subcmd__profile__subcmd__help__subcmd__capture"
                 ;;
             qforge__subcmd__kv__subcmd__profile__subcmd__help,help)
                 cmd="qforge__subcmd__kv__subcmd__profile__subcmd__help__subcmd__help"
@@ -271,7 +280,7 @@ _qforge() {
             return 0
             ;;
         qforge__subcmd__help__subcmd__kv__subcmd__profile)
-            opts="build verify"
+            opts="build verify capture"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -285,6 +294,20 @@ _qforge() {
             return 0
             ;;
         qforge__subcmd__help__subcmd__kv__subcmd__profile__subcmd__build)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        qforge__subcmd__help__subcmd__kv__subcmd__profile__subcmd__capture)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -349,7 +372,7 @@ _qforge() {
             return 0
             ;;
         qforge__subcmd__kv__subcmd__profile)
-            opts="-v -q -h -V --verbose --quiet --help --version build verify help"
+            opts="-v -q -h -V --verbose --quiet --help --version build verify capture help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -363,7 +386,7 @@ _qforge() {
             return 0
             ;;
         qforge__subcmd__kv__subcmd__profile__subcmd__build)
-            opts="-o -v -q -h -V --shape --from-model --calibration --codec --bits --block-dim --codebook-size --seed --role --pre-rope --tokens-per-page --protect-first --protect-last --protect-layers --protect-heads --fallback --top-k --max-key-logit-mse --max-attention-tv --max-topk-disagreement --max-value-agg-mse --output --isa --threads --json --verbose --quiet --help --version"
+            opts="-o -v -q -h -V --shape --from-model --calibration --codec --bits --block-dim --codebook-size --seed --role --pre-rope --tokens-per-page --protect-first --protect-last --protect-layers --protect-heads --fallback --top-k --max-key-logit-mse --max-attention-tv --max-topk-disagreement --max-value-agg-mse --max-perplexity-delta --axis --output --isa --threads --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -449,6 +472,14 @@ _qforge() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --max-perplexity-delta)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --axis)
+                    COMPREPLY=($(compgen -W "raw per-token per-channel role-aware" -- "${cur}"))
+                    return 0
+                    ;;
                 --output)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -472,8 +503,54 @@ _qforge() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        qforge__subcmd__kv__subcmd__profile__subcmd__capture)
+            opts="-o -v -q -h -V --model --tokenizer --text --tokens --queries --output --threads --json --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --model)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tokenizer)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --text)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tokens)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --queries)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --threads)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         qforge__subcmd__kv__subcmd__profile__subcmd__help)
-            opts="build verify help"
+            opts="build verify capture help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -487,6 +564,20 @@ _qforge() {
             return 0
             ;;
         qforge__subcmd__kv__subcmd__profile__subcmd__help__subcmd__build)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        qforge__subcmd__kv__subcmd__profile__subcmd__help__subcmd__capture)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -529,13 +620,33 @@ _qforge() {
             return 0
             ;;
         qforge__subcmd__kv__subcmd__profile__subcmd__verify)
-            opts="-o -v -q -h -V --eval --queries --compare --output --isa --threads --json --verbose --quiet --help --version"
+            opts="-o -v -q -h -V --eval --model --tokenizer --text --tokens --model-queries --queries --compare --output --isa --threads --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --eval)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --model)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tokenizer)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --text)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tokens)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --model-queries)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

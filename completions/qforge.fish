@@ -166,13 +166,14 @@ complete -c qforge -n "__fish_qforge_using_subcommand inspect" -s v -l verbose -
 complete -c qforge -n "__fish_qforge_using_subcommand inspect" -s q -l quiet -d 'No progress bar and no text report (JSON with --json and errors still print)'
 complete -c qforge -n "__fish_qforge_using_subcommand inspect" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c qforge -n "__fish_qforge_using_subcommand inspect" -s V -l version -d 'Print version'
-complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and not __fish_seen_subcommand_from build verify help" -s v -l verbose -d 'More log output on stderr: -v the plan (info), -vv per-tensor timing (debug), -vvv trace; RUST_LOG overrides'
-complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and not __fish_seen_subcommand_from build verify help" -s q -l quiet -d 'No progress bar and no text report (JSON with --json and errors still print)'
-complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and not __fish_seen_subcommand_from build verify help" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and not __fish_seen_subcommand_from build verify help" -s V -l version -d 'Print version'
-complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and not __fish_seen_subcommand_from build verify help" -f -a "build" -d 'Build a KV-cache compression profile (JSON)'
-complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and not __fish_seen_subcommand_from build verify help" -f -a "verify" -d 'Verify a profile on evaluation KV and write a receipt (exit 3 when over budget)'
-complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and not __fish_seen_subcommand_from build verify help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and not __fish_seen_subcommand_from build verify capture help" -s v -l verbose -d 'More log output on stderr: -v the plan (info), -vv per-tensor timing (debug), -vvv trace; RUST_LOG overrides'
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and not __fish_seen_subcommand_from build verify capture help" -s q -l quiet -d 'No progress bar and no text report (JSON with --json and errors still print)'
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and not __fish_seen_subcommand_from build verify capture help" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and not __fish_seen_subcommand_from build verify capture help" -s V -l version -d 'Print version'
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and not __fish_seen_subcommand_from build verify capture help" -f -a "build" -d 'Build a KV-cache compression profile (JSON)'
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and not __fish_seen_subcommand_from build verify capture help" -f -a "verify" -d 'Verify a profile on evaluation KV and write a receipt (exit 3 when over budget)'
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and not __fish_seen_subcommand_from build verify capture help" -f -a "capture" -d 'Run a model on a text and write its post-RoPE keys, values and queries (safetensors)'
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and not __fish_seen_subcommand_from build verify capture help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l shape -d 'KV shape as layers=L,kv_heads=H,query_heads=Q,head_dim=D,tokens=T' -r
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l from-model -d 'Take the shape from a GGUF file\'s metadata or a Hugging Face config.json' -r -F
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l calibration -d 'Calibration KV (safetensors with layer.{i}.key / layer.{i}.value, [kv_heads, tokens, head_dim])' -r -F
@@ -197,6 +198,11 @@ complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_see
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l max-attention-tv -d 'Budget: maximum mean attention total variation' -r
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l max-topk-disagreement -d 'Budget: maximum mean top-k disagreement' -r
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l max-value-agg-mse -d 'Budget: maximum value-aggregation MSE' -r
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l max-perplexity-delta -d 'Budget: maximum perplexity increase with the encoded cache (verify --model)' -r
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l axis -d 'Axis policy: per-channel maps of keys (role-aware) or of keys and values (per-channel) are learned from --calibration' -r -f -a "raw\t'Nothing compressed'
+per-token\t'Token vectors as they are'
+per-channel\t'Keys and values normalized per channel (learned from calibration), coded per token'
+role-aware\t'Keys per channel, values per token'"
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -s o -l output -d 'Output profile' -r -F
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l isa -d 'Instruction set of the kernels (default: the best this CPU has, or QFORGE_ISA)' -r -f -a "auto\t'The QFORGE_ISA environment variable if set, else the best this CPU has'
 avx512\t'AVX-512 (with VNNI where a kernel uses it and the CPU has it)'
@@ -210,6 +216,11 @@ complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_see
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -s V -l version -d 'Print version'
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from verify" -l eval -d 'Evaluation KV (safetensors); deterministic synthetic KV of the profile\'s shape when absent' -r -F
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from verify" -l model -d 'Run this model (Hugging Face folder or GGUF) on --text: attention metrics on its KV, and perplexity with the fp16 cache against the encoded cache' -r -F
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from verify" -l tokenizer -d 'tokenizer.json of --model (default: beside it)' -r -F
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from verify" -l text -d 'Evaluation text for --model' -r -F
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from verify" -l tokens -d 'Tokens of --text to run' -r
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from verify" -l model-queries -d 'Queries per head (last positions) for the attention metrics of --model' -r
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from verify" -l queries -d 'Queries (safetensors, layer.{i}.query, [query_heads, n, head_dim]); required with --eval' -r -F
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from verify" -s o -l output -d 'Receipt output' -r -F
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from verify" -l isa -d 'Instruction set of the kernels (default: the best this CPU has, or QFORGE_ISA)' -r -f -a "auto\t'The QFORGE_ISA environment variable if set, else the best this CPU has'
@@ -223,8 +234,21 @@ complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_see
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from verify" -s q -l quiet -d 'No progress bar and no text report (JSON with --json and errors still print)'
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from verify" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from verify" -s V -l version -d 'Print version'
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from capture" -l model -d 'Hugging Face folder (config.json + safetensors) or GGUF file (llama, mistral, qwen2)' -r -F
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from capture" -l tokenizer -d 'tokenizer.json (default: beside the model)' -r -F
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from capture" -l text -d 'Text file to run' -r -F
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from capture" -l tokens -d 'Tokens of the text to run (its first N)' -r
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from capture" -l queries -d 'Queries kept per head (the last positions)' -r
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from capture" -s o -l output -d 'Output KV file (layer.{i}.key / value / query)' -r -F
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from capture" -l threads -d 'Worker threads (default: all cores)' -r
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from capture" -l json -d 'Print a JSON summary on stdout (schema qforge.kv-capture/1, see docs/kv-profile.md)'
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from capture" -s v -l verbose -d 'More log output on stderr: -v the plan (info), -vv per-tensor timing (debug), -vvv trace; RUST_LOG overrides'
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from capture" -s q -l quiet -d 'No progress bar and no text report (JSON with --json and errors still print)'
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from capture" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from capture" -s V -l version -d 'Print version'
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from help" -f -a "build" -d 'Build a KV-cache compression profile (JSON)'
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from help" -f -a "verify" -d 'Verify a profile on evaluation KV and write a receipt (exit 3 when over budget)'
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from help" -f -a "capture" -d 'Run a model on a text and write its post-RoPE keys, values and queries (safetensors)'
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c qforge -n "__fish_qforge_using_subcommand bench-gemm" -l type -d 'Weight type' -r -f -a "q4_k\t'ggml Q4_K: 256-value super-blocks, 6-bit scales and mins, 4.5 bits per weight'
 q6_k\t'ggml Q6_K: 256-value super-blocks, 8-bit scales per 16 values, 6.5625 bits'
@@ -259,3 +283,4 @@ complete -c qforge -n "__fish_qforge_using_subcommand help; and not __fish_seen_
 complete -c qforge -n "__fish_qforge_using_subcommand help; and not __fish_seen_subcommand_from quantize export-native inspect kv-profile bench-gemm help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c qforge -n "__fish_qforge_using_subcommand help; and __fish_seen_subcommand_from kv-profile" -f -a "build" -d 'Build a KV-cache compression profile (JSON)'
 complete -c qforge -n "__fish_qforge_using_subcommand help; and __fish_seen_subcommand_from kv-profile" -f -a "verify" -d 'Verify a profile on evaluation KV and write a receipt (exit 3 when over budget)'
+complete -c qforge -n "__fish_qforge_using_subcommand help; and __fish_seen_subcommand_from kv-profile" -f -a "capture" -d 'Run a model on a text and write its post-RoPE keys, values and queries (safetensors)'

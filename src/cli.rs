@@ -98,6 +98,7 @@ impl Command {
             Command::ExportNative(a) => Some(a.isa),
             Command::KvProfile(KvProfileCommand::Build(a)) => Some(a.isa),
             Command::KvProfile(KvProfileCommand::Verify(a)) => Some(a.isa),
+            Command::KvProfile(KvProfileCommand::Capture(_)) => None,
             Command::BenchGemm(a) => Some(a.isa),
         }
     }
@@ -481,6 +482,38 @@ pub enum KvProfileCommand {
     /// Verify a profile on evaluation KV and write a receipt (exit 3 when over budget).
     #[command(after_long_help = EXAMPLES_KV_VERIFY)]
     Verify(KvVerifyArgs),
+    /// Run a model on a text and write its post-RoPE keys, values and queries (safetensors).
+    #[command(after_long_help = EXAMPLES_KV_CAPTURE)]
+    Capture(KvCaptureArgs),
+}
+
+/// Arguments of `qforge kv-profile capture`.
+#[derive(Debug, Args)]
+pub struct KvCaptureArgs {
+    /// Hugging Face folder (config.json + safetensors) or GGUF file (llama, mistral, qwen2).
+    #[arg(long, value_name = "DIR|FILE")]
+    pub model: PathBuf,
+    /// tokenizer.json (default: beside the model).
+    #[arg(long, value_name = "FILE")]
+    pub tokenizer: Option<PathBuf>,
+    /// Text file to run.
+    #[arg(long, value_name = "FILE")]
+    pub text: PathBuf,
+    /// Tokens of the text to run (its first N).
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    pub tokens: usize,
+    /// Queries kept per head (the last positions).
+    #[arg(long, value_name = "Q", default_value_t = 64)]
+    pub queries: usize,
+    /// Output KV file (layer.{i}.key / value / query).
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Worker threads (default: all cores).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Print a JSON summary on stdout (schema qforge.kv-capture/1, see docs/kv-profile.md).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `qforge kv-profile build`.
@@ -549,6 +582,13 @@ pub struct KvBuildArgs {
     /// Budget: maximum value-aggregation MSE.
     #[arg(long, value_name = "X")]
     pub max_value_agg_mse: Option<f64>,
+    /// Budget: maximum perplexity increase with the encoded cache (verify --model).
+    #[arg(long, value_name = "X")]
+    pub max_perplexity_delta: Option<f64>,
+    /// Axis policy: per-channel maps of keys (role-aware) or of keys and values
+    /// (per-channel) are learned from --calibration.
+    #[arg(long, value_enum, ignore_case = true, default_value_t = KvAxisArg::PerToken)]
+    pub axis: KvAxisArg,
     /// Output profile.
     #[arg(short, long)]
     pub output: PathBuf,
@@ -570,6 +610,19 @@ pub enum KvCodecKind {
     Fibquant,
     /// Rotation + per-coordinate Lloyd-Max scalar codebook (TurboQuant-style).
     Turboquant,
+}
+
+/// Axis policy of a KV profile (fib-quant's names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KvAxisArg {
+    /// Nothing compressed.
+    Raw,
+    /// Token vectors as they are.
+    PerToken,
+    /// Keys and values normalized per channel (learned from calibration), coded per token.
+    PerChannel,
+    /// Keys per channel, values per token.
+    RoleAware,
 }
 
 /// Which KV tensors a profile compresses.
@@ -598,8 +651,24 @@ pub struct KvVerifyArgs {
     /// The profile to verify.
     pub profile: PathBuf,
     /// Evaluation KV (safetensors); deterministic synthetic KV of the profile's shape when absent.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "model")]
     pub eval: Option<PathBuf>,
+    /// Run this model (Hugging Face folder or GGUF) on --text: attention metrics on its KV,
+    /// and perplexity with the fp16 cache against the encoded cache.
+    #[arg(long, value_name = "DIR|FILE", requires = "text")]
+    pub model: Option<PathBuf>,
+    /// tokenizer.json of --model (default: beside it).
+    #[arg(long, value_name = "FILE", requires = "model")]
+    pub tokenizer: Option<PathBuf>,
+    /// Evaluation text for --model.
+    #[arg(long, value_name = "FILE", requires = "model")]
+    pub text: Option<PathBuf>,
+    /// Tokens of --text to run.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    pub tokens: usize,
+    /// Queries per head (last positions) for the attention metrics of --model.
+    #[arg(long = "model-queries", value_name = "Q", default_value_t = 64)]
+    pub model_queries: usize,
     /// Queries (safetensors, layer.{i}.query, [query_heads, n, head_dim]); required with --eval.
     #[arg(long, value_name = "FILE", requires = "eval")]
     pub queries: Option<PathBuf>,
@@ -863,6 +932,7 @@ impl Cli {
             }
             Command::ExportNative(a) => vec![(a.output.as_path(), File)],
             Command::KvProfile(KvProfileCommand::Build(a)) => vec![(a.output.as_path(), File)],
+            Command::KvProfile(KvProfileCommand::Capture(a)) => vec![(a.output.as_path(), File)],
             Command::KvProfile(KvProfileCommand::Verify(a)) => {
                 a.output.iter().map(|p| (p.as_path(), File)).collect()
             }
@@ -879,6 +949,11 @@ impl Cli {
         Ok(())
     }
 }
+
+const EXAMPLES_KV_CAPTURE: &str = "\
+Examples:
+  qforge kv-profile capture --model SmolLM2-135M-Instruct --text calib.txt --tokens 1024 -o calib.safetensors
+  qforge kv-profile capture --model model.gguf --tokenizer tokenizer.json --text eval.txt -o eval.safetensors";
 
 const EXAMPLES_QFORGE: &str = "\
 Examples:

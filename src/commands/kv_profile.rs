@@ -3,7 +3,11 @@
 //! tampered input. KV files and recipes: docs/kv-profile.md.
 
 use crate::bail_invalid;
-use crate::cli::{KvBuildArgs, KvCodecKind, KvFallback, KvRoleArg, KvVerifyArgs};
+use crate::cli::{
+    KvAxisArg, KvBuildArgs, KvCaptureArgs, KvCodecKind, KvFallback, KvRoleArg, KvVerifyArgs,
+};
+use crate::kv::axis::AxisPolicy;
+use crate::kv::capture::{CaptureJob, ModelText};
 use crate::kv::profile::{CodecKind, FallbackPolicy, ProtectedRegions, QualityBudget, RopeState};
 use crate::kv::run::{self, BuildJob, ShapeFrom, VerifyJob};
 use crate::kv::KvRole;
@@ -54,6 +58,13 @@ pub fn build(args: &KvBuildArgs) -> Result<()> {
             max_attention_tv: args.max_attention_tv,
             max_topk_disagreement: args.max_topk_disagreement,
             max_value_agg_mse: args.max_value_agg_mse,
+            max_perplexity_delta: args.max_perplexity_delta,
+        },
+        axis: match args.axis {
+            KvAxisArg::Raw => AxisPolicy::Raw,
+            KvAxisArg::PerToken => AxisPolicy::PerToken,
+            KvAxisArg::PerChannel => AxisPolicy::PerChannel,
+            KvAxisArg::RoleAware => AxisPolicy::RoleAwareKiviStyle,
         },
         calibration: args.calibration.as_deref(),
         output: &args.output,
@@ -67,9 +78,33 @@ pub fn verify(args: &KvVerifyArgs) -> Result<()> {
         profile: &args.profile,
         eval: args.eval.as_deref(),
         queries: args.queries.as_deref(),
+        model: args.model.as_deref().map(|m| ModelText {
+            model: m,
+            tokenizer: args.tokenizer.as_deref(),
+            text: args.text.as_deref().unwrap_or(m),
+            tokens: args.tokens,
+            queries: args.model_queries,
+        }),
         compare: args.compare,
         output: args.output.as_deref(),
     })?;
     print_report(args.json, &verified.document, || verified.render_text())?;
     verified.check_budget()
+}
+
+/// Runs `qforge kv-profile capture`.
+pub fn capture(args: &KvCaptureArgs) -> Result<()> {
+    let done = crate::kv::capture::capture(&CaptureJob {
+        input: ModelText {
+            model: &args.model,
+            tokenizer: args.tokenizer.as_deref(),
+            text: &args.text,
+            tokens: args.tokens,
+            queries: args.queries,
+        },
+        output: &args.output,
+    })?;
+    print_report(args.json, &serde_json::to_value(&done)?, || {
+        done.render_text()
+    })
 }

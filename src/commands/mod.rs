@@ -30,6 +30,9 @@ pub fn run(mut cli: Cli) -> Result<()> {
         Command::KvProfile(KvProfileCommand::Verify(args)) => {
             crate::pipeline::with_threads(args.threads, || kv_profile::verify(&args))?
         }
+        Command::KvProfile(KvProfileCommand::Capture(args)) => {
+            crate::pipeline::with_threads(args.threads, || kv_profile::capture(&args))?
+        }
         Command::BenchGemm(args) => bench_gemm::run(&args),
     }
 }

@@ -22,11 +22,14 @@
 //!
 //! Formats and recipes are documented in `docs/kv-profile.md`.
 
+pub mod axis;
 pub mod baselines;
+pub mod capture;
 pub mod codebook;
 pub mod codec;
 pub mod digest;
 pub mod directions;
+pub mod forward;
 pub mod io;
 pub mod lloyd;
 pub mod metrics;
@@ -41,6 +44,7 @@ pub mod search;
 pub mod special;
 pub mod synth;
 pub mod tensor;
+pub mod weights;
 
 pub use codebook::Codebook;
 pub use codec::{KvCodec, VqCodec, VqParams};

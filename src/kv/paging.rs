@@ -14,6 +14,7 @@
 use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 
+use super::axis::{AxisPolicy, ChannelMap};
 use super::codec::{KvCodec, VqCodec};
 use super::profile::{FallbackPolicy, KvProfile};
 use super::tensor::{KvData, LayerKv, Matrix};
@@ -163,10 +164,23 @@ impl PagedCodec {
     fn is_raw_stream(&self, layer: usize, head: usize, key: bool) -> bool {
         let role = self.profile.shape.role;
         let compressed = if key { role.keys() } else { role.values() };
-        !compressed || self.profile.protected.stream(layer, head)
+        !compressed
+            || self.profile.axis == AxisPolicy::Raw
+            || self.profile.protected.stream(layer, head)
     }
 
-    fn encode_page(&self, m: &Matrix, start: usize, len: usize) -> Result<EncodedPage> {
+    /// The per-channel map of a stream under the profile's axis policy, if any.
+    pub fn channel_map(&self, layer: usize, head: usize, key: bool) -> Option<&ChannelMap> {
+        self.profile.channels.as_ref()?.get(layer, head, key)
+    }
+
+    fn encode_page(
+        &self,
+        m: &Matrix,
+        start: usize,
+        len: usize,
+        map: Option<&ChannelMap>,
+    ) -> Result<EncodedPage> {
         let tokens = m.rows();
         let d = m.cols();
         let prot = &self.profile.protected;
@@ -180,6 +194,9 @@ impl PagedCodec {
             }
         }
         let n = coded_rows.len() / d;
+        if let Some(map) = map {
+            map.forward(&mut coded_rows);
+        }
         let coded = self.codec.encode(&Matrix::new(n, d, coded_rows)?);
         match (coded, self.profile.fallback) {
             (Ok(coded), _) => Ok(EncodedPage {
@@ -200,7 +217,12 @@ impl PagedCodec {
         }
     }
 
-    fn encode_stream(&self, m: &Matrix, raw: bool) -> Result<EncodedStream> {
+    fn encode_stream(
+        &self,
+        m: &Matrix,
+        raw: bool,
+        map: Option<&ChannelMap>,
+    ) -> Result<EncodedStream> {
         if raw {
             return Ok(EncodedStream::Raw(m.clone()));
         }
@@ -209,13 +231,51 @@ impl PagedCodec {
             .step_by(tpp)
             .enumerate()
             .map(|(i, start)| {
-                self.encode_page(m, start, tpp.min(m.rows() - start))
+                self.encode_page(m, start, tpp.min(m.rows() - start), map)
                     .with_context(|| format!("page {i}"))
             })
             .collect::<Result<_>>()?;
         Ok(EncodedStream::Paged {
             tokens: m.rows(),
             pages,
+        })
+    }
+
+    /// Encodes layer `l` of a cache (heads as the profile's shape says).
+    pub fn encode_layer(&self, l: usize, layer: &LayerKv) -> Result<EncodedLayer> {
+        let enc = |ms: &[Matrix], key: bool| -> Result<Vec<EncodedStream>> {
+            ms.par_iter()
+                .enumerate()
+                .map(|(h, m)| {
+                    self.encode_stream(
+                        m,
+                        self.is_raw_stream(l, h, key),
+                        self.channel_map(l, h, key),
+                    )
+                    .with_context(|| {
+                        format!("layer {l} {} head {h}", if key { "key" } else { "value" })
+                    })
+                })
+                .collect()
+        };
+        Ok(EncodedLayer {
+            keys: enc(&layer.keys, true)?,
+            values: enc(&layer.values, false)?,
+        })
+    }
+
+    /// Decodes layer `l` of a cache of `tokens` tokens.
+    pub fn decode_layer(&self, l: usize, layer: &EncodedLayer, tokens: usize) -> Result<LayerKv> {
+        let dec = |ss: &[EncodedStream], key: bool| -> Result<Vec<Matrix>> {
+            ss.par_iter()
+                .enumerate()
+                .map(|(h, s)| self.decode_stream(s, tokens, self.channel_map(l, h, key)))
+                .collect::<Result<_>>()
+                .with_context(|| format!("layer {l}"))
+        };
+        Ok(LayerKv {
+            keys: dec(&layer.keys, true)?,
+            values: dec(&layer.values, false)?,
         })
     }
 
@@ -226,26 +286,7 @@ impl PagedCodec {
             .layers
             .par_iter()
             .enumerate()
-            .map(|(l, layer)| {
-                let enc = |ms: &[Matrix], key: bool| -> Result<Vec<EncodedStream>> {
-                    ms.par_iter()
-                        .enumerate()
-                        .map(|(h, m)| {
-                            self.encode_stream(m, self.is_raw_stream(l, h, key))
-                                .with_context(|| {
-                                    format!(
-                                        "layer {l} {} head {h}",
-                                        if key { "key" } else { "value" }
-                                    )
-                                })
-                        })
-                        .collect()
-                };
-                Ok(EncodedLayer {
-                    keys: enc(&layer.keys, true)?,
-                    values: enc(&layer.values, false)?,
-                })
-            })
+            .map(|(l, layer)| self.encode_layer(l, layer))
             .collect::<Result<_>>()?;
         Ok(EncodedKv {
             head_dim: self.profile.shape.head_dim,
@@ -254,8 +295,14 @@ impl PagedCodec {
         })
     }
 
-    /// Decodes one page (random access): `[page.len x head_dim]`.
-    pub fn decode_page(&self, page: &EncodedPage, tokens: usize) -> Result<Matrix> {
+    /// Decodes one page (random access): `[page.len x head_dim]`; `map` is the stream's
+    /// [`Self::channel_map`].
+    pub fn decode_page(
+        &self,
+        page: &EncodedPage,
+        tokens: usize,
+        map: Option<&ChannelMap>,
+    ) -> Result<Matrix> {
         let d = self.profile.shape.head_dim;
         if page.start + page.len > tokens {
             bail!(
@@ -279,7 +326,10 @@ impl PagedCodec {
                 n_raw * d
             );
         }
-        let decoded = self.codec.decode(&page.coded, page.len - n_raw)?;
+        let mut decoded = self.codec.decode(&page.coded, page.len - n_raw)?;
+        if let Some(map) = map {
+            map.inverse(decoded.data_mut());
+        }
         let mut out = Vec::with_capacity(page.len * d);
         let (mut ri, mut ci) = (0, 0);
         for t in page.start..page.start + page.len {
@@ -294,7 +344,12 @@ impl PagedCodec {
         Matrix::new(page.len, d, out)
     }
 
-    fn decode_stream(&self, s: &EncodedStream, tokens: usize) -> Result<Matrix> {
+    fn decode_stream(
+        &self,
+        s: &EncodedStream,
+        tokens: usize,
+        map: Option<&ChannelMap>,
+    ) -> Result<Matrix> {
         match s {
             EncodedStream::Raw(m) => Ok(m.clone()),
             EncodedStream::Paged { tokens: t, pages } => {
@@ -308,7 +363,7 @@ impl PagedCodec {
                     if p.start != next {
                         bail!("pages are not contiguous at token {next}");
                     }
-                    out.extend_from_slice(self.decode_page(p, tokens)?.data());
+                    out.extend_from_slice(self.decode_page(p, tokens, map)?.data());
                     next += p.len;
                 }
                 if next != tokens {
@@ -332,18 +387,7 @@ impl PagedCodec {
             .layers
             .par_iter()
             .enumerate()
-            .map(|(l, layer)| {
-                let dec = |ss: &[EncodedStream]| -> Result<Vec<Matrix>> {
-                    ss.par_iter()
-                        .map(|s| self.decode_stream(s, enc.tokens))
-                        .collect::<Result<_>>()
-                        .with_context(|| format!("layer {l}"))
-                };
-                Ok(LayerKv {
-                    keys: dec(&layer.keys)?,
-                    values: dec(&layer.values)?,
-                })
-            })
+            .map(|(l, layer)| self.decode_layer(l, layer, enc.tokens))
             .collect::<Result<_>>()?;
         Ok(KvData { layers })
     }
@@ -427,7 +471,7 @@ mod tests {
         };
         assert_eq!(pages.len(), 4); // 32 + 32 + 32 + 4
         let full = pc.decode_kv(&enc).unwrap();
-        let p2 = pc.decode_page(&pages[2], *tokens).unwrap();
+        let p2 = pc.decode_page(&pages[2], *tokens, None).unwrap();
         assert_eq!(p2, full.layers[0].keys[1].slice_rows(64, 96).unwrap());
         let cos: f32 = {
             let (a, b) = (kv.layers[0].keys[1].row(70), p2.row(6));

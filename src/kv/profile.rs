@@ -15,13 +15,14 @@
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
+use super::axis::{AxisPolicy, ChannelMaps};
 use super::codebook::Codebook;
 use super::codec::{VqCodec, VqParams};
 use super::digest::{
     canonical_digest, canonical_json_value, f32_stream_digest, from_hex, sha256_hex, to_hex,
 };
 use super::rotation::{padded_dim, MAX_DIM};
-use super::tensor::{KvData, KvRole};
+use super::tensor::{KvData, KvRole, Queries};
 
 /// Profile schema identifier.
 pub const PROFILE_SCHEMA: &str = "qforge.kv-profile/1";
@@ -160,6 +161,10 @@ pub struct QualityBudget {
     pub max_topk_disagreement: Option<f64>,
     /// Maximum value-aggregation MSE.
     pub max_value_agg_mse: Option<f64>,
+    /// Maximum perplexity increase of the model run with the encoded cache over the fp16
+    /// cache (`kv-profile verify --model`); omitted from the JSON when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_perplexity_delta: Option<f64>,
 }
 
 impl Default for QualityBudget {
@@ -170,6 +175,7 @@ impl Default for QualityBudget {
             max_attention_tv: None,
             max_topk_disagreement: None,
             max_value_agg_mse: None,
+            max_perplexity_delta: None,
         }
     }
 }
@@ -210,6 +216,9 @@ pub struct PartDigests {
     pub calibration: String,
     /// SHA-256 of the codebook bytes.
     pub codebook: String,
+    /// Digest of `[axis, channels]`; absent for a `per_token` profile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub axis: Option<String>,
     /// Digest of the whole profile without `digests`.
     pub profile: String,
 }
@@ -236,6 +245,12 @@ pub struct KvProfile {
     pub calibration_digest: Option<String>,
     /// The codebook.
     pub codebook: CodebookBlob,
+    /// Axis policy ([`super::axis`]); omitted when `per_token`.
+    #[serde(default, skip_serializing_if = "AxisPolicy::is_per_token")]
+    pub axis: AxisPolicy,
+    /// Per-channel maps learned from calibration; omitted when the policy has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channels: Option<ChannelMaps>,
     /// Part digests.
     pub digests: PartDigests,
 }
@@ -286,6 +301,8 @@ pub struct ProfileSpec {
     pub fallback: FallbackPolicy,
     /// Quality budget.
     pub budget: QualityBudget,
+    /// Axis policy (a policy with channel maps needs calibration KV).
+    pub axis: AxisPolicy,
 }
 
 impl ProfileSpec {
@@ -301,6 +318,7 @@ impl ProfileSpec {
             protected: ProtectedRegions::default(),
             fallback: FallbackPolicy::KeepRaw,
             budget: QualityBudget::default(),
+            axis: AxisPolicy::PerToken,
         }
     }
 }
@@ -393,6 +411,7 @@ fn check_budget(b: &QualityBudget) -> Result<()> {
         ("max_attention_tv", b.max_attention_tv),
         ("max_topk_disagreement", b.max_topk_disagreement),
         ("max_value_agg_mse", b.max_value_agg_mse),
+        ("max_perplexity_delta", b.max_perplexity_delta),
     ] {
         if let Some(v) = v {
             if !v.is_finite() || v < 0.0 {
@@ -412,10 +431,44 @@ fn is_hex64(s: &str) -> bool {
 /// Trains the codebook (on `calibration` rows of the profile's role when
 /// given) and assembles a digested profile.
 pub fn build_profile(spec: &ProfileSpec, calibration: Option<&KvData>) -> Result<KvProfile> {
+    build_profile_with(spec, calibration, None)
+}
+
+/// [`build_profile`] with the calibration queries that per-channel key maps are weighted
+/// by ([`super::axis`]); an axis policy with key maps needs them.
+pub fn build_profile_with(
+    spec: &ProfileSpec,
+    calibration: Option<&KvData>,
+    queries: Option<&Queries>,
+) -> Result<KvProfile> {
     check_shape(&spec.shape)?;
     check_regions(&spec.shape, &spec.protected, &spec.pages)?;
     check_budget(&spec.budget)?;
     let params = vq_params(spec.codec.kind, &spec.shape, &spec.codec)?;
+    let (k, v) = spec.axis.channels();
+    let channels = match calibration {
+        Some(kv) if k || v => {
+            let empty = Queries { layers: Vec::new() };
+            let q = match queries {
+                Some(q) => q,
+                None if !k => &empty,
+                None => bail!(
+                    "the {:?} axis policy weights key channels by calibration queries; the calibration has none",
+                    spec.axis
+                ),
+            };
+            Some(ChannelMaps::learn(spec.axis, kv, q)?)
+        }
+        None if k || v => bail!(
+            "the {:?} axis policy learns per-channel maps from calibration KV; give calibration data",
+            spec.axis
+        ),
+        _ => None,
+    };
+    let mapped = match (&channels, calibration) {
+        (Some(maps), Some(kv)) => Some(maps.apply(kv)),
+        _ => None,
+    };
     let (rows, cal_digest) = match calibration {
         Some(kv) => {
             let dims = kv.dims().context("calibration data")?;
@@ -427,7 +480,7 @@ pub fn build_profile(spec: &ProfileSpec, calibration: Option<&KvData>) -> Result
                 );
             }
             (
-                Some(kv.rows(spec.shape.role)),
+                Some(mapped.as_ref().unwrap_or(kv).rows(spec.shape.role)),
                 Some(calibration_digest(kv, spec.shape.role)?),
             )
         }
@@ -463,6 +516,8 @@ pub fn build_profile(spec: &ProfileSpec, calibration: Option<&KvData>) -> Result
             sha256: sha256_hex(&bytes),
             data: to_hex(&bytes),
         },
+        axis: spec.axis,
+        channels,
         digests: PartDigests {
             shape: String::new(),
             codec: String::new(),
@@ -472,6 +527,7 @@ pub fn build_profile(spec: &ProfileSpec, calibration: Option<&KvData>) -> Result
             budget: String::new(),
             calibration: String::new(),
             codebook: String::new(),
+            axis: None,
             profile: String::new(),
         },
     };
@@ -497,6 +553,11 @@ impl KvProfile {
             budget: canonical_digest(&self.budget)?,
             calibration: canonical_digest(&self.calibration_digest)?,
             codebook: sha256_hex(&bytes),
+            axis: if self.axis.is_per_token() && self.channels.is_none() {
+                None
+            } else {
+                Some(canonical_digest(&(&self.axis, &self.channels))?)
+            },
             profile: sha256_hex(canonical_json_value(&whole).as_bytes()),
         })
     }
@@ -563,6 +624,13 @@ impl KvProfile {
             ("codebook", &self.digests.codebook, &want.codebook),
             ("profile", &self.digests.profile, &want.profile),
         ];
+        if self.digests.axis != want.axis {
+            bail!(
+                "profile digest mismatch for part `axis`: stored {:?}, computed {:?}; the profile was modified after it was built",
+                self.digests.axis,
+                want.axis
+            );
+        }
         for (part, stored, computed) in pairs {
             if stored != computed {
                 bail!(
@@ -573,6 +641,13 @@ impl KvProfile {
         check_shape(&self.shape)?;
         check_regions(&self.shape, &self.protected, &self.pages)?;
         check_budget(&self.budget)?;
+        let s = &self.shape;
+        let dims = [s.layers, s.kv_heads, s.head_dim];
+        match (&self.channels, self.axis.channels()) {
+            (None, (false, false)) => {}
+            (Some(maps), _) => maps.check(self.axis, dims).context("channels")?,
+            (None, _) => bail!("the {:?} axis policy needs channel maps", self.axis),
+        }
         if let Some(d) = &self.calibration_digest {
             if !is_hex64(d) {
                 bail!("calibration_digest must be 64 lowercase hex characters");

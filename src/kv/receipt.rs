@@ -85,13 +85,52 @@ pub struct Receipt {
     pub metrics: QualityMetrics,
     /// Metrics per layer.
     pub per_layer: Vec<QualityMetrics>,
+    /// Perplexity with the fp16 and the encoded cache (`verify --model`), when measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub perplexity: Option<PerplexityReport>,
     /// Budget items (only those set in the profile).
     pub checks: Vec<BudgetCheck>,
     /// Overall verdict.
     pub verdict: Verdict,
 }
 
+/// Perplexity of a model run on a text with its fp16 KV cache and with the cache encoded
+/// and decoded as the model runs (every layer's keys and values, before attention reads
+/// them), llama-perplexity's recipe (the second half of the tokens is scored).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PerplexityReport {
+    /// Tokens run.
+    pub tokens: usize,
+    /// Tokens scored.
+    pub scored: usize,
+    /// Perplexity with the fp16 cache.
+    pub fp16: f64,
+    /// Perplexity with the encoded cache.
+    pub compressed: f64,
+    /// `compressed - fp16`.
+    pub delta: f64,
+}
+
 impl Receipt {
+    /// Records the perplexity run and, when the budget bounds it, its check (the
+    /// verdict is recomputed).
+    pub fn add_perplexity(&mut self, p: PerplexityReport, budget: &QualityBudget) {
+        if let Some(max) = budget.max_perplexity_delta {
+            self.checks.push(BudgetCheck {
+                name: "max_perplexity_delta".to_string(),
+                value: p.delta,
+                max,
+                pass: p.delta <= max,
+            });
+        }
+        self.perplexity = Some(p);
+        self.verdict = if self.checks.iter().all(|c| c.pass) {
+            Verdict::Pass
+        } else {
+            Verdict::Fail
+        };
+    }
+
     /// Pretty JSON.
     pub fn to_json(&self) -> Result<String> {
         serde_json::to_string_pretty(self).context("serializing receipt")
@@ -276,6 +315,7 @@ pub fn evaluate(profile: &KvProfile, kv: &KvData, queries: &Queries) -> Result<R
         storage,
         metrics,
         per_layer,
+        perplexity: None,
         checks,
         verdict,
     })

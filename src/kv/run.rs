@@ -3,13 +3,19 @@
 //! (synthetic when absent), optionally next to baselines, with a receipt. `verify` fails
 //! over budget ([`OverBudget`], exit 3) and on invalid or tampered input (exit 2).
 
+use super::axis::AxisPolicy;
 use super::baselines::{self, Kivi};
+use super::capture::{CacheHook, ModelText, Perplexity, Runner};
 use super::codec::KvCodec;
 use super::io::{parse_shape, read_kv, read_queries, shape_from_model};
+use super::paging::PagedCodec;
+use super::profile::build_profile_with;
 use super::profile::{CodecKind, FallbackPolicy, ProtectedRegions, QualityBudget, RopeState};
+use super::receipt::PerplexityReport;
 use super::receipt::{compare_kv, round_trip_kv};
 use super::synth::{synth_kv, SynthConfig};
-use super::{build_profile, evaluate, KvProfile, KvRole, KvShape, ProfileSpec, Receipt, Verdict};
+use super::{evaluate, KvProfile, KvRole, KvShape, ProfileSpec, Receipt, Verdict};
+use super::{KvData, LayerKv};
 use crate::error::OverBudget;
 use crate::{bail_invalid, invalid};
 use anyhow::{Context, Result};
@@ -56,6 +62,8 @@ pub struct BuildJob<'a> {
     pub calibration: Option<&'a Path>,
     /// Profile JSON to write.
     pub output: &'a Path,
+    /// Axis policy.
+    pub axis: AxisPolicy,
 }
 
 /// A built (and written) profile.
@@ -76,10 +84,37 @@ pub struct VerifyJob<'a> {
     pub eval: Option<&'a Path>,
     /// Queries of the evaluation KV.
     pub queries: Option<&'a Path>,
+    /// Run a model on a text instead (KV, queries and perplexity).
+    pub model: Option<ModelText<'a>>,
     /// Also measure the baselines at the profile's bits.
     pub compare: bool,
     /// Receipt JSON to write.
     pub output: Option<&'a Path>,
+}
+
+/// A model loaded for `verify --model`, its tokens and the fp16-cache perplexity.
+struct ModelRun {
+    runner: Runner,
+    tokens: Vec<u32>,
+    fp16: Perplexity,
+}
+
+impl ModelRun {
+    /// Perplexity with every layer's cache put through `f` as the model runs.
+    fn perplexity(
+        &self,
+        f: impl FnMut(usize, LayerKv) -> Result<LayerKv>,
+    ) -> Result<PerplexityReport> {
+        let logits = self.runner.model.forward(&self.tokens, &mut CacheHook(f))?;
+        let p = Perplexity::of(&logits, &self.tokens, self.runner.model.config.vocab);
+        Ok(PerplexityReport {
+            tokens: self.tokens.len(),
+            scored: p.scored,
+            fp16: self.fp16.perplexity,
+            compressed: p.perplexity,
+            delta: p.perplexity - self.fp16.perplexity,
+        })
+    }
 }
 
 /// A verified profile: the receipt and the document printed (and written).
@@ -129,11 +164,20 @@ pub fn build(args: &BuildJob) -> Result<Built> {
     spec.protected = args.protected.clone();
     spec.fallback = args.fallback;
     spec.budget = args.budget.clone();
+    spec.axis = args.axis;
     let calibration = args
         .calibration
         .map(|p| read_kv(p, Some(head_dim)))
         .transpose()?;
-    let profile = build_profile(&spec, calibration.as_ref()).map_err(|e| invalid!("{e:#}"))?;
+    // Key channel maps are weighted by the calibration file's queries.
+    let queries = match (args.calibration, &calibration) {
+        (Some(p), Some(kv)) if args.axis.channels().0 => {
+            Some(read_queries(p, kv.layers.len(), Some(head_dim))?)
+        }
+        _ => None,
+    };
+    let profile = build_profile_with(&spec, calibration.as_ref(), queries.as_ref())
+        .map_err(|e| invalid!("{e:#}"))?;
     let text = profile.to_json()? + "\n";
     crate::formats::atomic::write_file(args.output, text.as_bytes())?;
     Ok(Built {
@@ -173,21 +217,35 @@ impl Built {
 /// A baseline: name, key codec, value codec.
 type Baseline = (String, Box<dyn KvCodec>, Box<dyn KvCodec>);
 
-/// Baselines at the profile's bits.
+/// Baselines at the profile's bits: the TurboQuant-style and KIVI-2/3/4 (g32) codecs at
+/// the fewest bits per value that are not below the profile's, q8_0 and q4_0.
 fn baselines(profile: &KvProfile) -> Result<Vec<Baseline>> {
     let d = profile.shape.head_dim;
-    let bits = (profile.codec.bits_per_value.round() as u32).clamp(1, 8);
+    let target = profile.codec.bits_per_value - 1e-9;
     let seed = profile.codec.seed;
-    let mut out: Vec<Baseline> = vec![(
-        format!("turboquant-b{bits}"),
-        Box::new(baselines::turboquant(d, bits, seed, None)?),
-        Box::new(baselines::turboquant(d, bits, seed, None)?),
-    )];
-    out.push((
-        "kivi-b2-g32".into(),
-        Box::new(Kivi::keys(d, 2, 32)?),
-        Box::new(Kivi::values(d, 2, 32)?),
-    ));
+    let mut out: Vec<Baseline> = Vec::new();
+    for b in 1..=8u32 {
+        let k = baselines::turboquant(d, b, seed, None)?;
+        if k.bits_per_value() >= target || b == 8 {
+            out.push((
+                format!("turboquant-b{b}"),
+                Box::new(k),
+                Box::new(baselines::turboquant(d, b, seed, None)?),
+            ));
+            break;
+        }
+    }
+    for b in 2..=4u32 {
+        let k = Kivi::keys(d, b, 32)?;
+        if k.bits_per_value() >= target || b == 4 {
+            out.push((
+                format!("kivi-b{b}-g32"),
+                Box::new(k),
+                Box::new(Kivi::values(d, b, 32)?),
+            ));
+            break;
+        }
+    }
     if d.is_multiple_of(32) {
         out.push((
             "q8_0".into(),
@@ -211,13 +269,23 @@ pub fn verify(args: &VerifyJob) -> Result<Verified> {
     let profile = KvProfile::from_json(&text)
         .map_err(|e| invalid!("{}: {}", args.profile.display(), crate::error::one_line(&e)))?;
     let s = &profile.shape;
-    let (kv, queries, source) = match (args.eval, args.queries) {
-        (Some(e), Some(q)) => {
+    let mut run = None;
+    let (kv, queries, source) = match (args.eval, args.queries, args.model) {
+        (_, _, Some(m)) => {
+            let r = m.run()?;
+            run = Some(ModelRun {
+                runner: r.runner,
+                tokens: r.tokens,
+                fp16: r.perplexity,
+            });
+            (r.hook.kv, r.hook.q, m.text.display().to_string())
+        }
+        (Some(e), Some(q), None) => {
             let kv = read_kv(e, Some(s.head_dim))?;
             let queries = read_queries(q, kv.layers.len(), Some(s.head_dim))?;
             (kv, queries, e.display().to_string())
         }
-        (Some(_), None) => bail_invalid!("--eval needs --queries"),
+        (Some(_), None, None) => bail_invalid!("--eval needs --queries"),
         _ => {
             let cfg = SynthConfig {
                 layers: s.layers,
@@ -232,7 +300,13 @@ pub fn verify(args: &VerifyJob) -> Result<Verified> {
             (kv, q, "synthetic".to_string())
         }
     };
-    let receipt = evaluate(&profile, &kv, &queries).map_err(|e| invalid!("{e:#}"))?;
+    let mut receipt = evaluate(&profile, &kv, &queries).map_err(|e| invalid!("{e:#}"))?;
+    if let Some(run) = &run {
+        let pc = PagedCodec::new(&profile)?;
+        let t = run.tokens.len();
+        let p = run.perplexity(|l, layer| pc.decode_layer(l, &pc.encode_layer(l, &layer)?, t))?;
+        receipt.add_perplexity(p, &profile.budget);
+    }
     let mut doc = serde_json::to_value(&receipt)?;
     doc["eval_source"] = json!(source);
     if args.compare {
@@ -244,7 +318,19 @@ pub fn verify(args: &VerifyJob) -> Result<Verified> {
             );
             let recon = round_trip_kv(&kv, k, v)?;
             let (m, _) = compare_kv(&kv, &recon, &queries, profile.budget.top_k)?;
-            rows.push(json!({"codec": name, "bits_per_value": kc.bits_per_value(), "metrics": m}));
+            let mut row =
+                json!({"codec": name, "bits_per_value": kc.bits_per_value(), "metrics": m});
+            if let Some(run) = &run {
+                let p = run.perplexity(|_, layer| {
+                    let one = KvData {
+                        layers: vec![layer],
+                    };
+                    let mut rt = round_trip_kv(&one, k, v)?;
+                    Ok(rt.layers.remove(0))
+                })?;
+                row["perplexity"] = serde_json::to_value(p)?;
+            }
+            rows.push(row);
         }
         doc["baselines"] = Json::Array(rows);
     }
@@ -279,7 +365,13 @@ impl Verified {
             m.topk_disagreement,
             m.value_agg_mse,
             if receipt.verdict == Verdict::Pass { "PASS" } else { "OVER BUDGET" }
-        )
+        ) + &match &receipt.perplexity {
+            Some(p) => format!(
+                "perplexity over {} tokens: {:.4} with the fp16 cache, {:.4} with the encoded cache ({:+.4})\n",
+                p.scored, p.fp16, p.compressed, p.delta
+            ),
+            None => String::new(),
+        }
     }
 
     /// Over budget (exit 3) when the verdict is a failure, naming the failed checks.

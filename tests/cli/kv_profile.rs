@@ -277,3 +277,175 @@ fn build_from_gguf_metadata_and_config_json_and_bad_args() {
     );
     assert!(!out.exists(), "nothing written on error");
 }
+
+/// `capture` on the tiny llama fixture, a role-aware profile from that capture, and
+/// `verify --model` with perplexity in the receipt.
+#[test]
+fn capture_build_and_verify_with_a_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = fixture("hf-tiny-llama");
+    let tok = fixture("tokenizers/tiny-bpe.tokenizer.json");
+    let text = fixture("kv/calibration.txt");
+    let cap = dir.path().join("cap.safetensors");
+    let [m, t, x, c] = [&model, &tok, &text, &cap].map(|p| p.to_str().unwrap().to_string());
+    let r = json(&qforge(&[
+        "kv-profile",
+        "capture",
+        "--model",
+        &m,
+        "--tokenizer",
+        &t,
+        "--text",
+        &x,
+        "--tokens",
+        "64",
+        "--queries",
+        "4",
+        "-o",
+        &c,
+        "--json",
+    ]));
+    assert_eq!(r["schema"], "qforge.kv-capture/1");
+    assert_eq!(
+        [
+            &r["layers"],
+            &r["kv_heads"],
+            &r["query_heads"],
+            &r["head_dim"],
+            &r["tokens"]
+        ],
+        [2, 2, 4, 8, 64]
+    );
+    assert_eq!(r["perplexity"]["scored"], 31);
+    // The capture is a calibration file for build, with the documented layout.
+    let profile = dir.path().join("p.json");
+    let p = profile.to_str().unwrap();
+    let cfg = model.join("config.json");
+    let build = |axis: &str, calibration: bool| {
+        let mut a = vec![
+            "kv-profile",
+            "build",
+            "--from-model",
+            cfg.to_str().unwrap(),
+            "--block-dim",
+            "2",
+            "--bits",
+            "6",
+            "--axis",
+            axis,
+            "--max-perplexity-delta",
+            "1000",
+            "-o",
+            p,
+        ];
+        if calibration {
+            a.extend(["--calibration", &c]);
+        }
+        qforge(&a)
+    };
+    assert_invalid(&build("role-aware", false), "calibration");
+    assert!(build("role-aware", true).status.success());
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&profile).unwrap()).unwrap();
+    assert_eq!(doc["axis"], "role_aware_kivi_style");
+    assert_eq!(doc["channels"]["keys"].as_array().unwrap().len(), 2);
+    assert!(doc["channels"]["values"].as_array().unwrap().is_empty());
+    assert!(doc["digests"]["axis"].is_string());
+    let r = json(&qforge(&[
+        "kv-profile",
+        "verify",
+        p,
+        "--model",
+        &m,
+        "--tokenizer",
+        &t,
+        "--text",
+        &x,
+        "--tokens",
+        "64",
+        "--model-queries",
+        "4",
+        "--json",
+    ]));
+    let ppl = &r["perplexity"];
+    assert_eq!(ppl["tokens"], 64);
+    assert!(ppl["fp16"].as_f64().unwrap() > 1.0, "{ppl}");
+    let delta = ppl["compressed"].as_f64().unwrap() - ppl["fp16"].as_f64().unwrap();
+    assert_eq!(ppl["delta"].as_f64().unwrap(), delta);
+    assert!(r["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["name"] == "max_perplexity_delta" && c["pass"] == true));
+    // A tampered channel scale is caught by the digests.
+    let text = std::fs::read_to_string(&profile).unwrap();
+    let mut doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    doc["channels"]["keys"][0][0]["scale"][0] = serde_json::json!(123.0);
+    std::fs::write(&profile, serde_json::to_string(&doc).unwrap()).unwrap();
+    assert_invalid(&qforge(&["kv-profile", "verify", p]), "digest mismatch");
+}
+
+#[test]
+fn capture_refuses_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("o.safetensors");
+    let o = out.to_str().unwrap();
+    let text = fixture("kv/calibration.txt");
+    let x = text.to_str().unwrap();
+    let tok = fixture("tokenizers/tiny-bpe.tokenizer.json");
+    let t = tok.to_str().unwrap();
+    let model = fixture("hf-tiny-llama");
+    let m = model.to_str().unwrap();
+    // No tokenizer.json beside the model.
+    assert_invalid(
+        &qforge(&["kv-profile", "capture", "--model", m, "--text", x, "-o", o]),
+        "--tokenizer",
+    );
+    let gguf = fixture("tiny-llama.gguf");
+    assert_invalid(
+        &qforge(&[
+            "kv-profile",
+            "capture",
+            "--model",
+            gguf.to_str().unwrap(),
+            "--text",
+            x,
+            "-o",
+            o,
+        ]),
+        "--tokenizer",
+    );
+    assert_invalid(
+        &qforge(&[
+            "kv-profile",
+            "capture",
+            "--model",
+            m,
+            "--tokenizer",
+            t,
+            "--text",
+            x,
+            "--tokens",
+            "1000000",
+            "-o",
+            o,
+        ]),
+        "fewer than --tokens",
+    );
+    assert_invalid(
+        &qforge(&[
+            "kv-profile",
+            "capture",
+            "--model",
+            m,
+            "--tokenizer",
+            x,
+            "--text",
+            x,
+            "-o",
+            o,
+        ]),
+        "not a tokenizer.json",
+    );
+    assert!(!out.exists());
+}

@@ -20,6 +20,7 @@ mod ggml_simd_equivalence;
 mod inspect;
 mod isa;
 mod kv_profile;
+mod kv_real;
 mod llama_quantize;
 mod qlora_rs;
 mod quantize;

@@ -1,0 +1,312 @@
+//! Axis policies (fib-quant's names) and the per-channel treatment learned from
+//! calibration.
+//!
+//! The codec quantizes token vectors (one row of `head_dim` values per token and head).
+//! Post-RoPE keys have outlier channels: a few channels carry a large, nearly constant
+//! offset and most of the norm, so the row-norm codec spends its precision on them. A
+//! per-channel affine map learned from calibration, `x' = (x − mean) / scale` for each
+//! (layer, KV head, channel), is applied to the coded rows before encoding and undone
+//! after decoding (protected raw rows are never touched, so they stay bit-exact):
+//!
+//! | policy | keys | values |
+//! |---|---|---|
+//! | `raw` | raw | raw |
+//! | `per_token` | token vectors | token vectors |
+//! | `per_channel` | channel-normalized token vectors | channel-normalized token vectors |
+//! | `role_aware_kivi_style` | channel-normalized token vectors | token vectors |
+//!
+//! `mean` is the calibration mean of the channel, `scale` its standard deviation about
+//! that mean (floored at [`MIN_SCALE`] times the head's largest).
+
+use super::tensor::{KvData, Matrix, Queries};
+use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
+
+/// Smallest scale, relative to the largest scale of the same head.
+pub const MIN_SCALE: f32 = 1e-3;
+
+/// How keys and values are cut into vectors (fib-quant's `KvAxisPolicyV1` names).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AxisPolicy {
+    /// Nothing is compressed.
+    Raw,
+    /// Each token vector is coded as is.
+    #[default]
+    PerToken,
+    /// Keys and values are normalized per channel, then coded per token.
+    PerChannel,
+    /// Keys per channel, values per token (KIVI's split).
+    RoleAwareKiviStyle,
+}
+
+impl AxisPolicy {
+    /// Whether this is the default (`per_token`), which the profile JSON omits.
+    pub fn is_per_token(&self) -> bool {
+        *self == AxisPolicy::PerToken
+    }
+
+    /// Whether keys / values get a per-channel map.
+    pub fn channels(self) -> (bool, bool) {
+        match self {
+            AxisPolicy::Raw | AxisPolicy::PerToken => (false, false),
+            AxisPolicy::PerChannel => (true, true),
+            AxisPolicy::RoleAwareKiviStyle => (true, false),
+        }
+    }
+}
+
+/// One (layer, KV head) channel map.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelMap {
+    /// Per-channel offset.
+    pub mean: Vec<f32>,
+    /// Per-channel scale (positive).
+    pub scale: Vec<f32>,
+}
+
+impl ChannelMap {
+    /// `(x − mean) / scale` for every row of `m`.
+    pub fn forward(&self, m: &mut [f32]) {
+        let d = self.mean.len();
+        for row in m.chunks_exact_mut(d) {
+            for ((x, mu), s) in row.iter_mut().zip(&self.mean).zip(&self.scale) {
+                *x = (*x - mu) / s;
+            }
+        }
+    }
+
+    /// `x · scale + mean` for every row of `m`.
+    pub fn inverse(&self, m: &mut [f32]) {
+        let d = self.mean.len();
+        for row in m.chunks_exact_mut(d) {
+            for ((x, mu), s) in row.iter_mut().zip(&self.mean).zip(&self.scale) {
+                *x = x.mul_add(*s, *mu);
+            }
+        }
+    }
+
+    /// Mean and scale of the rows of `m`: the standard deviation `σ_c`, or with the mean
+    /// square `E[q_c²]` of the queries that read this head, `(σ_c² / E[q_c²])^¼`, which
+    /// minimizes the expected logit error `E[(q·Δk)²]` of a codec whose error is
+    /// isotropic in the mapped space and proportional to the mapped row's norm
+    /// (Cauchy–Schwarz). Each is floored at [`MIN_SCALE`] times the head's largest.
+    pub fn learn(m: &Matrix, query_power: Option<&[f64]>) -> ChannelMap {
+        let (n, d) = (m.rows().max(1) as f64, m.cols());
+        let mut sum = vec![0f64; d];
+        let mut sq = vec![0f64; d];
+        for t in 0..m.rows() {
+            for (c, &x) in m.row(t).iter().enumerate() {
+                sum[c] += f64::from(x);
+                sq[c] += f64::from(x) * f64::from(x);
+            }
+        }
+        let mean: Vec<f64> = sum.iter().map(|s| s / n).collect();
+        let var: Vec<f64> = sq
+            .iter()
+            .zip(&mean)
+            .map(|(q, mu)| (q / n - mu * mu).max(0.0))
+            .collect();
+        let sd: Vec<f64> = match query_power {
+            None => var.iter().map(|v| v.sqrt()).collect(),
+            Some(qp) => {
+                let top = qp.iter().fold(0f64, |a, &b| a.max(b));
+                let floor = (top * 1e-6).max(f64::MIN_POSITIVE);
+                var.iter()
+                    .zip(qp)
+                    .map(|(v, q)| (v / q.max(floor)).sqrt().sqrt())
+                    .collect()
+            }
+        };
+        let top = sd.iter().fold(0f64, |a, &b| a.max(b));
+        let floor = (top * f64::from(MIN_SCALE)).max(f64::from(f32::MIN_POSITIVE));
+        ChannelMap {
+            mean: mean.iter().map(|&v| v as f32).collect(),
+            scale: sd.iter().map(|&v| v.max(floor) as f32).collect(),
+        }
+    }
+
+    fn check(&self, d: usize) -> Result<()> {
+        if self.mean.len() != d || self.scale.len() != d {
+            bail!(
+                "channel map has {} means and {} scales, head_dim is {d}",
+                self.mean.len(),
+                self.scale.len()
+            );
+        }
+        if self.mean.iter().any(|v| !v.is_finite())
+            || self.scale.iter().any(|v| !v.is_finite() || *v <= 0.0)
+        {
+            bail!("channel map has a non-finite mean or a scale that is not positive");
+        }
+        Ok(())
+    }
+}
+
+/// Channel maps of a profile, `[layer][kv_head]`; empty for a role without one.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelMaps {
+    /// Key maps.
+    pub keys: Vec<Vec<ChannelMap>>,
+    /// Value maps.
+    pub values: Vec<Vec<ChannelMap>>,
+}
+
+impl ChannelMaps {
+    /// Learns the maps `policy` needs from calibration KV; key scales are weighted by
+    /// the calibration queries ([`ChannelMap::learn`]), value scales are the standard
+    /// deviations.
+    pub fn learn(policy: AxisPolicy, kv: &KvData, queries: &Queries) -> Result<ChannelMaps> {
+        let (k, v) = policy.channels();
+        if k && queries.layers.len() != kv.layers.len() {
+            bail!(
+                "calibration has queries for {} of {} layers",
+                queries.layers.len(),
+                kv.layers.len()
+            );
+        }
+        let keys = if k {
+            kv.layers
+                .iter()
+                .zip(&queries.layers)
+                .map(|(l, qs)| {
+                    let power = query_power(qs, l.keys.len())?;
+                    Ok(l.keys
+                        .iter()
+                        .zip(&power)
+                        .map(|(m, p)| ChannelMap::learn(m, Some(p)))
+                        .collect())
+                })
+                .collect::<Result<_>>()?
+        } else {
+            Vec::new()
+        };
+        let values = if v {
+            kv.layers
+                .iter()
+                .map(|l| {
+                    l.values
+                        .iter()
+                        .map(|m| ChannelMap::learn(m, None))
+                        .collect()
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok(ChannelMaps { keys, values })
+    }
+
+    /// The map of a stream, if any.
+    pub fn get(&self, layer: usize, head: usize, key: bool) -> Option<&ChannelMap> {
+        let maps = if key { &self.keys } else { &self.values };
+        maps.get(layer).and_then(|l| l.get(head))
+    }
+
+    /// Checks the maps against the policy and shape `[layers, kv_heads, head_dim]`.
+    pub fn check(&self, policy: AxisPolicy, dims: [usize; 3]) -> Result<()> {
+        let (k, v) = policy.channels();
+        for (name, maps, on) in [("keys", &self.keys, k), ("values", &self.values, v)] {
+            let want = if on { dims[0] } else { 0 };
+            if maps.len() != want {
+                bail!(
+                    "channels.{name}: {} layers, the {policy:?} policy needs {want}",
+                    maps.len()
+                );
+            }
+            for l in maps {
+                if l.len() != dims[1] {
+                    bail!("channels.{name}: {} heads, shape has {}", l.len(), dims[1]);
+                }
+                for m in l {
+                    m.check(dims[2])?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `kv` with every mapped stream put through its forward map (for codebook training).
+    pub fn apply(&self, kv: &KvData) -> KvData {
+        let mut out = kv.clone();
+        for (l, layer) in out.layers.iter_mut().enumerate() {
+            for (h, m) in layer.keys.iter_mut().enumerate() {
+                if let Some(map) = self.get(l, h, true) {
+                    map.forward(m.data_mut());
+                }
+            }
+            for (h, m) in layer.values.iter_mut().enumerate() {
+                if let Some(map) = self.get(l, h, false) {
+                    map.forward(m.data_mut());
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Per KV head, the mean square of each channel over the queries of the heads that read
+/// it (query head `h` reads KV head `h / (query_heads / kv_heads)`).
+fn query_power(qs: &[Matrix], kv_heads: usize) -> Result<Vec<Vec<f64>>> {
+    if kv_heads == 0 || qs.is_empty() || !qs.len().is_multiple_of(kv_heads) {
+        bail!(
+            "{} query heads do not group onto {kv_heads} KV heads",
+            qs.len()
+        );
+    }
+    let g = qs.len() / kv_heads;
+    Ok(qs
+        .chunks(g)
+        .map(|group| {
+            let d = group[0].cols();
+            let mut p = vec![0f64; d];
+            let mut n = 0usize;
+            for m in group {
+                for t in 0..m.rows() {
+                    for (c, &x) in m.row(t).iter().enumerate().take(d) {
+                        p[c] += f64::from(x) * f64::from(x);
+                    }
+                    n += 1;
+                }
+            }
+            p.iter().map(|v| v / n.max(1) as f64).collect()
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn learned_map_centres_and_scales_and_inverts() {
+        let m = Matrix::new(4, 2, vec![10.0, 0.0, 12.0, 1.0, 10.0, 0.0, 12.0, 1.0]).unwrap();
+        let map = ChannelMap::learn(&m, None);
+        assert_eq!(map.mean, vec![11.0, 0.5]);
+        assert_eq!(map.scale, vec![1.0, 0.5]);
+        let mut x = m.data().to_vec();
+        map.forward(&mut x);
+        assert_eq!(&x[..2], &[-1.0, -1.0]);
+        map.inverse(&mut x);
+        assert_eq!(x, m.data());
+        // A constant channel gets the floor, not zero.
+        let c = ChannelMap::learn(&Matrix::new(2, 2, vec![3.0, 1.0, 3.0, -1.0]).unwrap(), None);
+        assert_eq!(c.scale[0], MIN_SCALE);
+        assert!(c.check(2).is_ok() && c.check(3).is_err());
+        // Query-weighted: (σ² / E[q²])^¼ = (1 / 16)^¼ = 0.5 and (0.25 / 0.25)^¼ = 1.
+        let w = ChannelMap::learn(&m, Some(&[16.0, 0.25]));
+        assert_eq!(w.scale, vec![0.5, 1.0]);
+    }
+
+    #[test]
+    fn policies_choose_roles() {
+        assert_eq!(AxisPolicy::RoleAwareKiviStyle.channels(), (true, false));
+        assert_eq!(AxisPolicy::PerChannel.channels(), (true, true));
+        assert_eq!(
+            serde_json::to_string(&AxisPolicy::RoleAwareKiviStyle).unwrap(),
+            "\"role_aware_kivi_style\""
+        );
+    }
+}

@@ -1,0 +1,344 @@
+//! Real KV from a real model: tokenize a text, run the forward ([`super::forward`]), and
+//! keep each layer's post-RoPE keys, values and last-position queries
+//! ([`CaptureHook`]); perplexity of the run ([`Perplexity`]); the KV file of
+//! `kv-profile capture` (the layout of [`super::io`]).
+
+use super::forward::{KvHook, Model};
+use super::tensor::{split_heads, tensor_name};
+use super::weights::{tokenizer_path, Checkpoint};
+use super::{KvData, LayerKv, Matrix, Queries};
+use crate::{bail_invalid, invalid};
+use anyhow::Result;
+use candle_core::{DType, Tensor};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// Token ids of `text` as the model's tokenizer.json encodes it (with the special tokens
+/// its post-processor adds).
+pub fn tokenize(tokenizer: &Path, text: &str) -> Result<Vec<u32>> {
+    let tok = tokenizers::Tokenizer::from_file(tokenizer)
+        .map_err(|e| invalid!("{}: not a tokenizer.json: {e}", tokenizer.display()))?;
+    let enc = tok
+        .encode(text, true)
+        .map_err(|e| invalid!("tokenizing: {e}"))?;
+    Ok(enc.get_ids().to_vec())
+}
+
+/// A model with its tokenizer.
+pub struct Runner {
+    /// The model.
+    pub model: Model,
+    /// Its tokenizer.json.
+    pub tokenizer: PathBuf,
+}
+
+impl Runner {
+    /// Loads the checkpoint at `model` and finds its tokenizer (see [`tokenizer_path`]).
+    pub fn open(model: &Path, tokenizer: Option<&Path>) -> Result<Runner> {
+        let tokenizer = tokenizer_path(model, tokenizer)?;
+        let ck = Checkpoint::open(model)?;
+        Ok(Runner {
+            model: Model::load(&ck)?,
+            tokenizer,
+        })
+    }
+
+    /// The first `n` tokens of the text file `path` (fewer is invalid input).
+    pub fn tokens(&self, path: &Path, n: usize) -> Result<Vec<u32>> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| invalid!("cannot read {}: {e}", path.display()))?;
+        let ids = tokenize(&self.tokenizer, &text)?;
+        if n < 2 {
+            bail_invalid!("--tokens must be at least 2");
+        }
+        if ids.len() < n {
+            bail_invalid!(
+                "{} has {} tokens, fewer than --tokens {n}",
+                path.display(),
+                ids.len()
+            );
+        }
+        Ok(ids[..n].to_vec())
+    }
+}
+
+/// Rounds a tensor through fp16, as an fp16 KV cache stores it.
+pub fn fp16_round(t: &Tensor) -> Result<Tensor> {
+    Ok(t.to_dtype(DType::F16)?.to_dtype(DType::F32)?)
+}
+
+/// Per-head matrices of a `[heads, T, d]` tensor.
+pub fn to_heads(t: &Tensor) -> Result<Vec<Matrix>> {
+    let (h, r, c) = t.dims3()?;
+    let data: Vec<f32> = t.flatten_all()?.to_vec1()?;
+    split_heads(h, r, c, &data)
+}
+
+/// `[heads, T, d]` tensor from per-head matrices.
+pub fn from_heads(ms: &[Matrix]) -> Result<Tensor> {
+    let (r, c) = (ms[0].rows(), ms[0].cols());
+    let data: Vec<f32> = ms.iter().flat_map(|m| m.data().iter().copied()).collect();
+    Ok(Tensor::from_vec(
+        data,
+        (ms.len(), r, c),
+        &candle_core::Device::Cpu,
+    )?)
+}
+
+/// Keeps each layer's keys and values (through fp16, the cache the model would hold) and
+/// the queries of the last `queries` positions; passes the fp16 cache on to attention.
+pub struct CaptureHook {
+    /// Queries kept per head.
+    pub queries: usize,
+    /// Captured KV.
+    pub kv: KvData,
+    /// Captured queries.
+    pub q: Queries,
+}
+
+impl CaptureHook {
+    /// Keeps the last `queries` queries of every head.
+    pub fn new(queries: usize) -> CaptureHook {
+        CaptureHook {
+            queries,
+            kv: KvData { layers: Vec::new() },
+            q: Queries { layers: Vec::new() },
+        }
+    }
+}
+
+impl KvHook for CaptureHook {
+    fn kv(&mut self, _: usize, q: &Tensor, k: Tensor, v: Tensor) -> Result<(Tensor, Tensor)> {
+        let (k, v) = (fp16_round(&k)?, fp16_round(&v)?);
+        let t = q.dim(1)?;
+        let n = self.queries.min(t);
+        self.q.layers.push(to_heads(&q.narrow(1, t - n, n)?)?);
+        self.kv.layers.push(LayerKv {
+            keys: to_heads(&k)?,
+            values: to_heads(&v)?,
+        });
+        Ok((k, v))
+    }
+}
+
+/// Puts each layer's keys and values through fp16 and then through `f(layer, kv)` (a
+/// cache encoded and decoded as the model runs); attention reads the result.
+pub struct CacheHook<F: FnMut(usize, LayerKv) -> Result<LayerKv>>(pub F);
+
+impl<F: FnMut(usize, LayerKv) -> Result<LayerKv>> KvHook for CacheHook<F> {
+    fn kv(&mut self, layer: usize, _: &Tensor, k: Tensor, v: Tensor) -> Result<(Tensor, Tensor)> {
+        let kv = LayerKv {
+            keys: to_heads(&fp16_round(&k)?)?,
+            values: to_heads(&fp16_round(&v)?)?,
+        };
+        let out = (self.0)(layer, kv)?;
+        Ok((from_heads(&out.keys)?, from_heads(&out.values)?))
+    }
+}
+
+/// Perplexity of next-token prediction, llama-perplexity's recipe: of a chunk of `T`
+/// tokens, positions `T/2 .. T-2` predict tokens `T/2+1 .. T-1`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Perplexity {
+    /// `exp(mean negative log-likelihood)`.
+    pub perplexity: f64,
+    /// Tokens scored.
+    pub scored: usize,
+}
+
+impl Perplexity {
+    /// Scores `logits` (`[T, vocab]`) of `tokens`.
+    pub fn of(logits: &[f32], tokens: &[u32], vocab: usize) -> Perplexity {
+        let t = tokens.len();
+        let first = t / 2;
+        let mut nll = 0f64;
+        for (j, &next) in tokens.iter().enumerate().take(t).skip(first + 1) {
+            let row = &logits[(j - 1) * vocab..j * vocab];
+            let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+            let sum: f64 = row.iter().map(|&x| (x as f64 - max).exp()).sum();
+            nll += max + sum.ln() - row[next as usize] as f64;
+        }
+        let scored = t - first - 1;
+        Perplexity {
+            perplexity: (nll / scored.max(1) as f64).exp(),
+            scored,
+        }
+    }
+}
+
+/// A model run on a text (`capture`, and `verify --model`).
+#[derive(Debug, Clone, Copy)]
+pub struct ModelText<'a> {
+    /// Hugging Face folder or GGUF file.
+    pub model: &'a Path,
+    /// tokenizer.json (found beside the model when `None`).
+    pub tokenizer: Option<&'a Path>,
+    /// Text file.
+    pub text: &'a Path,
+    /// Tokens to run.
+    pub tokens: usize,
+    /// Last-position queries kept per head.
+    pub queries: usize,
+}
+
+/// A finished capture run: the loaded model, its tokens, what the hook kept, and the
+/// perplexity with the fp16 cache.
+pub struct CaptureRun {
+    /// The model.
+    pub runner: Runner,
+    /// Tokens run.
+    pub tokens: Vec<u32>,
+    /// Keys, values and queries kept.
+    pub hook: CaptureHook,
+    /// Perplexity with the fp16 cache.
+    pub perplexity: Perplexity,
+}
+
+impl ModelText<'_> {
+    /// Loads the model and runs it with a [`CaptureHook`].
+    pub fn run(&self) -> Result<CaptureRun> {
+        if self.queries == 0 {
+            bail_invalid!("the number of queries must be positive");
+        }
+        let runner = Runner::open(self.model, self.tokenizer)?;
+        let tokens = runner.tokens(self.text, self.tokens)?;
+        let mut hook = CaptureHook::new(self.queries);
+        let logits = runner.model.forward(&tokens, &mut hook)?;
+        let perplexity = Perplexity::of(&logits, &tokens, runner.model.config.vocab);
+        Ok(CaptureRun {
+            runner,
+            tokens,
+            hook,
+            perplexity,
+        })
+    }
+}
+
+/// What `kv-profile capture` does.
+#[derive(Debug, Clone, Copy)]
+pub struct CaptureJob<'a> {
+    /// The run.
+    pub input: ModelText<'a>,
+    /// The KV file to write.
+    pub output: &'a Path,
+}
+
+/// The `kv-profile capture --json` report (`qforge.kv-capture/1`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Captured {
+    /// Always `qforge.kv-capture/1`.
+    pub schema: &'static str,
+    /// The KV file written.
+    pub output: String,
+    /// Architecture.
+    pub arch: String,
+    /// Layers.
+    pub layers: usize,
+    /// KV heads.
+    pub kv_heads: usize,
+    /// Query heads.
+    pub query_heads: usize,
+    /// Head dimension.
+    pub head_dim: usize,
+    /// Tokens run.
+    pub tokens: usize,
+    /// Queries kept per head.
+    pub queries: usize,
+    /// Perplexity of the run (fp16 cache).
+    pub perplexity: Perplexity,
+    /// SHA-256 of the file written.
+    pub sha256: String,
+}
+
+impl Captured {
+    /// The one-line text report.
+    pub fn render_text(&self) -> String {
+        format!(
+            "wrote {}: {} layers x {} KV heads x {} tokens x head_dim {}, {} queries per head; perplexity {:.4} over {} tokens\n",
+            self.output, self.layers, self.kv_heads, self.tokens, self.head_dim, self.queries,
+            self.perplexity.perplexity, self.perplexity.scored
+        )
+    }
+}
+
+/// Runs the capture and writes the KV file atomically.
+pub fn capture(job: &CaptureJob) -> Result<Captured> {
+    let run = job.input.run()?;
+    let c = &run.runner.model.config;
+    let meta = [
+        ("qforge.kv.rope", "post-rope".to_string()),
+        ("qforge.kv.rope_theta", c.rope_theta.to_string()),
+        ("qforge.kv.model", job.input.model.display().to_string()),
+    ];
+    let bytes = kv_file(&run.hook.kv, &run.hook.q, &meta)?;
+    let sha = crate::formats::atomic::write_file(job.output, &bytes)?;
+    Ok(Captured {
+        schema: "qforge.kv-capture/1",
+        output: job.output.display().to_string(),
+        arch: c.arch.clone(),
+        layers: c.layers,
+        kv_heads: c.kv_heads,
+        query_heads: c.heads,
+        head_dim: c.head_dim,
+        tokens: run.tokens.len(),
+        queries: job.input.queries.min(run.tokens.len()),
+        perplexity: run.perplexity,
+        sha256: crate::formats::atomic::hex(&sha),
+    })
+}
+
+/// Safetensors bytes of `layer.{i}.key` / `value` / `query` (F32).
+pub fn kv_file(kv: &KvData, q: &Queries, meta: &[(&str, String)]) -> Result<Vec<u8>> {
+    use crate::formats::safetensors_writer::{header_estimate, SafetensorsWriter, StTensor};
+    let mut tensors: Vec<(String, &[Matrix])> = Vec::new();
+    for (i, (l, qs)) in kv.layers.iter().zip(&q.layers).enumerate() {
+        tensors.push((tensor_name(i, "key"), &l.keys));
+        tensors.push((tensor_name(i, "value"), &l.values));
+        tensors.push((tensor_name(i, "query"), qs));
+    }
+    let meta: serde_json::Map<String, serde_json::Value> = meta
+        .iter()
+        .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.clone())))
+        .collect();
+    let names: Vec<(usize, usize)> = tensors.iter().map(|(n, _)| (n.len(), 3)).collect();
+    let est = header_estimate(&names, &meta);
+    let mut w = SafetensorsWriter::new(std::io::Cursor::new(Vec::new()), est, meta)?;
+    for (name, ms) in tensors {
+        let shape = [ms.len(), ms[0].rows(), ms[0].cols()]
+            .map(|v| v as u64)
+            .to_vec();
+        let bytes: Vec<u8> = ms
+            .iter()
+            .flat_map(|m| m.data().iter().flat_map(|v| v.to_le_bytes()))
+            .collect();
+        w.tensor(
+            StTensor {
+                name,
+                dtype: "F32",
+                shape,
+            },
+            &bytes,
+        )?;
+    }
+    Ok(w.finish()?.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn perplexity_of_uniform_logits_is_the_vocab() {
+        let vocab = 10;
+        let tokens = [1u32, 2, 3, 4, 5, 6];
+        let p = Perplexity::of(&vec![0.0; tokens.len() * vocab], &tokens, vocab);
+        assert_eq!(p.scored, 2);
+        assert!((p.perplexity - 10.0).abs() < 1e-9);
+        // A sure prediction of every scored token: perplexity 1.
+        let mut logits = vec![-1e4f32; tokens.len() * vocab];
+        for j in 3..6 {
+            logits[(j - 1) * vocab + tokens[j] as usize] = 0.0;
+        }
+        assert!((Perplexity::of(&logits, &tokens, vocab).perplexity - 1.0).abs() < 1e-9);
+    }
+}
