@@ -1,8 +1,8 @@
 // qforge's CUDA dequant-GEMM kernels: y = x W^T with W (n x k) kept in its stored layout
 // (ggml Q4_K, Q6_K, Q8_0, Q4_0 blocks; bitsandbytes NF4 codes with one f32 absmax per 64).
 //
-// Every kernel reads W through one decoder, `decode<T>`, that turns one 32-value sub-block of
-// a row into 32 int8 levels, the scale of each 16-value half and a min (Q4_K only):
+// Every kernel reads W through one decoder, `Raw<T>` (`load` then `unpack`), that turns one
+// 32-value sub-block of a row into 32 int8 levels, the scale of each 16-value half and a min (Q4_K only):
 // w = s * q - mn. Activations are quantized to int8 in blocks of 32 (d = absmax / 127) with
 // the block's sum s = d * sum(q) kept for the min term, so every dot product is integer
 // (dp4a or mma.sync int8) with one float scale per 16 or 32 values.
@@ -37,15 +37,18 @@ __device__ __forceinline__ float h2f(uint32_t h) {
     return __half2float(__ushort_as_half((unsigned short)(h & 0xffff)));
 }
 
-// N words from a 2-byte-aligned address (Q6_K, Q8_0 and Q4_0 blocks are 2-aligned).
+// N words from a 2-byte-aligned address (Q6_K, Q8_0 and Q4_0 blocks are 2-aligned): N + 1
+// aligned loads, always issued (the weight buffer is padded), shifted into place by `funnel`.
 template <int N>
-__device__ __forceinline__ void load_u2(const uint8_t* p, uint32_t* out) {
+__device__ __forceinline__ void load_words(const uint8_t* p, uint32_t (&w)[N + 1], uint32_t& sh) {
     const uint32_t* base = (const uint32_t*)((uintptr_t)p & ~(uintptr_t)3);
-    const uint32_t sh = (uint32_t)((uintptr_t)p & 3) * 8;
-    uint32_t w[N + 1];
+    sh = (uint32_t)((uintptr_t)p & 3) * 8;
 #pragma unroll
-    for (int i = 0; i < N; i++) w[i] = __ldg(base + i);
-    w[N] = sh ? __ldg(base + N) : 0u;
+    for (int i = 0; i <= N; i++) w[i] = __ldg(base + i);
+}
+
+template <int N>
+__device__ __forceinline__ void funnel(const uint32_t (&w)[N + 1], uint32_t sh, uint32_t* out) {
 #pragma unroll
     for (int i = 0; i < N; i++) out[i] = __funnelshift_r(w[i], w[i + 1], sh);
 }
@@ -64,71 +67,120 @@ __device__ __forceinline__ uint32_t nf4_lookup4(uint32_t s) {
     return __byte_perm(lo, hi, 0x3210u | ((s >> 1) & 0x4444u));
 }
 
-// Sub-block `sb` (values 32 sb .. 32 sb + 31) of the row at `row`; `am` is the row's NF4
-// absmax values.
+// The raw bytes of sub-block `sb` (values 32 sb .. 32 sb + 31) of a row: `load` only issues
+// global loads (no branches, so a caller's several loads are all in flight at once), `unpack`
+// turns them into a Sub. `am` is the row's NF4 absmax values.
 template <int T>
-__device__ __forceinline__ void decode(const uint8_t* __restrict__ row, const float* __restrict__ am,
-                                       int sb, Sub& o) {
-    if (T == T_Q4K) {
+struct Raw;
+
+template <>
+struct Raw<T_Q4K> {
+    uint32_t dd, s0, s1, s2;
+    uint4 a, c;
+    int j;
+    __device__ __forceinline__ void load(const uint8_t* __restrict__ row, const float* __restrict__, int sb) {
         const uint8_t* b = row + (sb >> 3) * 144;
-        const int j = sb & 7;
-        const uint32_t dd = __ldg((const uint32_t*)b);
-        const uint32_t* sc = (const uint32_t*)(b + 4);
-        const uint32_t s0 = __ldg(sc), s1 = __ldg(sc + 1), s2 = __ldg(sc + 2);
+        j = sb & 7;
+        const uint32_t* sc = (const uint32_t*)b;
+        dd = __ldg(sc);
+        s0 = __ldg(sc + 1);
+        s1 = __ldg(sc + 2);
+        s2 = __ldg(sc + 3);
         const uint4* qp = (const uint4*)(b + 16 + 32 * (j >> 1));
-        const uint4 a = __ldg(qp), c = __ldg(qp + 1);
-        int scale, mn;
-        if (j < 4) {
-            scale = (s0 >> (8 * j)) & 63;
-            mn = (s1 >> (8 * j)) & 63;
-        } else {
-            const int jj = j - 4;
-            const uint32_t x = (s2 >> (8 * jj)) & 0xff;
-            scale = (x & 0xf) | (((s0 >> (8 * jj + 6)) & 3) << 4);
-            mn = (x >> 4) | (((s1 >> (8 * jj + 6)) & 3) << 4);
-        }
+        a = __ldg(qp);
+        c = __ldg(qp + 1);
+    }
+    __device__ __forceinline__ void unpack(Sub& o) const {
+        const int sh = 8 * (j & 3);
+        const uint32_t x = (s2 >> sh) & 0xff;
+        // j < 4: scales[j] & 63, scales[j + 4] & 63; else the 4 + 2 bit split of ggml.
+        const uint32_t scale = j < 4 ? (s0 >> sh) & 63 : (x & 0xf) | (((s0 >> (sh + 6)) & 3) << 4);
+        const uint32_t mn = j < 4 ? (s1 >> sh) & 63 : (x >> 4) | (((s1 >> (sh + 6)) & 3) << 4);
         const uint32_t w[8] = {a.x, a.y, a.z, a.w, c.x, c.y, c.z, c.w};
         const int shift = (j & 1) * 4;
 #pragma unroll
         for (int i = 0; i < 8; i++) o.q[i] = (w[i] >> shift) & 0x0f0f0f0fu;
         o.s0 = o.s1 = h2f(dd) * (float)scale;
         o.mn = h2f(dd >> 16) * (float)mn;
-    } else if (T == T_Q6K) {
+    }
+};
+
+template <>
+struct Raw<T_Q6K> {
+    uint32_t ql[9], qh[9], sh, sp, dh;
+    int r;
+    __device__ __forceinline__ void load(const uint8_t* __restrict__ row, const float* __restrict__, int sb) {
         const uint8_t* b = row + (sb >> 3) * 210;
-        const int j = sb & 7, h = j >> 2, r = j & 3;
-        uint32_t ql[8], qh[8];
-        load_u2<8>(b + 64 * h + (r & 1) * 32, ql);
-        load_u2<8>(b + 128 + 32 * h, qh);
-        const uint32_t sp = __ldg((const unsigned short*)(b + 192 + 8 * h + 2 * r));
-        const float d = h2f(__ldg((const unsigned short*)(b + 208)));
+        const int j = sb & 7, h = j >> 2;
+        r = j & 3;
+        load_words<8>(b + 64 * h + (r & 1) * 32, ql, sh);
+        load_words<8>(b + 128 + 32 * h, qh, sh);
+        sp = __ldg((const unsigned short*)(b + 192 + 8 * h + 2 * r));
+        dh = __ldg((const unsigned short*)(b + 208));
+    }
+    __device__ __forceinline__ void unpack(Sub& o) const {
+        uint32_t l[8], hb[8];
+        funnel<8>(ql, sh, l);
+        funnel<8>(qh, sh, hb);
         const int lshift = (r >> 1) * 4;
 #pragma unroll
         for (int i = 0; i < 8; i++) {
-            const uint32_t lo = (ql[i] >> lshift) & 0x0f0f0f0fu;
-            const uint32_t hi = ((qh[i] >> (2 * r)) & 0x03030303u) << 4;
+            const uint32_t lo = (l[i] >> lshift) & 0x0f0f0f0fu;
+            const uint32_t hi = ((hb[i] >> (2 * r)) & 0x03030303u) << 4;
             o.q[i] = __vsub4(lo | hi, 0x20202020u);
         }
+        const float d = h2f(dh);
         o.s0 = d * (float)(int8_t)(sp & 0xff);
         o.s1 = d * (float)(int8_t)(sp >> 8);
         o.mn = 0.f;
-    } else if (T == T_Q8_0) {
+    }
+};
+
+template <>
+struct Raw<T_Q8_0> {
+    uint32_t w[9], sh, dh;
+    __device__ __forceinline__ void load(const uint8_t* __restrict__ row, const float* __restrict__, int sb) {
         const uint8_t* b = row + sb * 34;
-        load_u2<8>(b + 2, o.q);
-        o.s0 = o.s1 = h2f(__ldg((const unsigned short*)b));
+        load_words<8>(b + 2, w, sh);
+        dh = __ldg((const unsigned short*)b);
+    }
+    __device__ __forceinline__ void unpack(Sub& o) const {
+        funnel<8>(w, sh, o.q);
+        o.s0 = o.s1 = h2f(dh);
         o.mn = 0.f;
-    } else if (T == T_Q4_0) {
+    }
+};
+
+template <>
+struct Raw<T_Q4_0> {
+    uint32_t w[5], sh, dh;
+    __device__ __forceinline__ void load(const uint8_t* __restrict__ row, const float* __restrict__, int sb) {
         const uint8_t* b = row + sb * 18;
-        uint32_t w[4];
-        load_u2<4>(b + 2, w);
+        load_words<4>(b + 2, w, sh);
+        dh = __ldg((const unsigned short*)b);
+    }
+    __device__ __forceinline__ void unpack(Sub& o) const {
+        uint32_t v[4];
+        funnel<4>(w, sh, v);
 #pragma unroll
         for (int i = 0; i < 4; i++) {
-            o.q[i] = __vsub4(w[i] & 0x0f0f0f0fu, 0x08080808u);
-            o.q[4 + i] = __vsub4((w[i] >> 4) & 0x0f0f0f0fu, 0x08080808u);
+            o.q[i] = __vsub4(v[i] & 0x0f0f0f0fu, 0x08080808u);
+            o.q[4 + i] = __vsub4((v[i] >> 4) & 0x0f0f0f0fu, 0x08080808u);
         }
-        o.s0 = o.s1 = h2f(__ldg((const unsigned short*)b));
+        o.s0 = o.s1 = h2f(dh);
         o.mn = 0.f;
-    } else {  // T_NF4: byte i holds value 2i (high nibble) and 2i + 1 (low nibble)
-        const uint4 a = __ldg((const uint4*)(row + sb * 16));
+    }
+};
+
+template <>
+struct Raw<T_NF4> {  // byte i holds value 2i (high nibble) and 2i + 1 (low nibble)
+    uint4 a;
+    float amax;
+    __device__ __forceinline__ void load(const uint8_t* __restrict__ row, const float* __restrict__ am, int sb) {
+        a = __ldg((const uint4*)(row + sb * 16));
+        amax = __ldg(am + (sb >> 1));
+    }
+    __device__ __forceinline__ void unpack(Sub& o) const {
         const uint32_t w[4] = {a.x, a.y, a.z, a.w};
 #pragma unroll
         for (int i = 0; i < 4; i++) {
@@ -136,10 +188,10 @@ __device__ __forceinline__ void decode(const uint8_t* __restrict__ row, const fl
             o.q[2 * i] = nf4_lookup4(((lo16 >> 4) & 0x0f0fu) | ((lo16 << 4) & 0xf0f0u));
             o.q[2 * i + 1] = nf4_lookup4(((hi16 >> 4) & 0x0f0fu) | ((hi16 << 4) & 0xf0f0u));
         }
-        o.s0 = o.s1 = __ldg(am + (sb >> 1)) * (1.0f / 127.0f);
+        o.s0 = o.s1 = amax * (1.0f / 127.0f);
         o.mn = 0.f;
     }
-}
+};
 
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
@@ -153,20 +205,37 @@ __device__ __forceinline__ float warp_max(float v) {
     return v;
 }
 
-// One 32-value block of activations, quantized by the calling warp (lane = value).
-__device__ __forceinline__ void quantize_block(float v, int8_t* q, float* d, float* s, int lane) {
-    const float amax = warp_max(fabsf(v));
-    const float dd = amax / 127.0f;
-    const float qv = amax > 0.f ? rintf(v * (127.0f / amax)) : 0.f;
-    q[lane] = (int8_t)qv;
-    const float sum = warp_sum(qv);
-    if (lane == 0) {
-        *d = dd;
-        *s = dd * sum;
+// One 32-value block of activations, quantized by one thread: 8 float4 loads in flight, the
+// levels stored as two 16-byte words, the scale d = absmax / 127 and the sum d * sum(q).
+__device__ __forceinline__ void quantize_block(const float* __restrict__ x, int8_t* q, float* d, float* s) {
+    float4 v[8];
+#pragma unroll
+    for (int i = 0; i < 8; i++) v[i] = __ldg((const float4*)x + i);
+    float amax = 0.f;
+#pragma unroll
+    for (int i = 0; i < 8; i++)
+        amax = fmaxf(amax, fmaxf(fmaxf(fabsf(v[i].x), fabsf(v[i].y)), fmaxf(fabsf(v[i].z), fabsf(v[i].w))));
+    const float inv = amax > 0.f ? 127.0f / amax : 0.f;
+    uint32_t w[8];
+    int sum = 0;
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+        const int a = __float2int_rn(v[i].x * inv), b = __float2int_rn(v[i].y * inv);
+        const int c = __float2int_rn(v[i].z * inv), e = __float2int_rn(v[i].w * inv);
+        sum += a + b + c + e;
+        w[i] = (uint32_t)(a & 0xff) | ((uint32_t)(b & 0xff) << 8) | ((uint32_t)(c & 0xff) << 16) |
+               ((uint32_t)e << 24);
     }
+    ((uint4*)q)[0] = make_uint4(w[0], w[1], w[2], w[3]);
+    ((uint4*)q)[1] = make_uint4(w[4], w[5], w[6], w[7]);
+    *d = amax / 127.0f;
+    *s = amax / 127.0f * (float)sum;
 }
 
 // ---------------------------------------------------------------------------------------
+// Sub-blocks per lane whose loads are issued together.
+#define CHUNK 4
+
 // GEMV, m <= 8: dynamic shared memory holds m * k int8 levels, then m * k / 32 scales and
 // m * k / 32 sums. Each warp takes rows warp_id, warp_id + total_warps, ...
 template <int T, int M>
@@ -179,15 +248,8 @@ __device__ __forceinline__ void gemv(const uint8_t* __restrict__ w, const float*
     float* dx = (float*)(smem + M * k);
     float* sx = dx + M * nb;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-    // Quantize the m tokens: 8 blocks' loads in flight per warp.
-    for (int b0 = warp * 8; b0 < M * nb; b0 += warps * 8) {
-        float v[8];
-#pragma unroll
-        for (int u = 0; u < 8; u++) v[u] = b0 + u < M * nb ? __ldg(x + (size_t)(b0 + u) * 32 + lane) : 0.f;
-#pragma unroll
-        for (int u = 0; u < 8; u++)
-            if (b0 + u < M * nb) quantize_block(v[u], qx + (b0 + u) * 32, dx + b0 + u, sx + b0 + u, lane);
-    }
+    // Quantize the m tokens, one block per thread.
+    for (int b = threadIdx.x; b < M * nb; b += blockDim.x) quantize_block(x + (size_t)b * 32, qx + b * 32, dx + b, sx + b);
     __syncthreads();
     const int total = gridDim.x * warps;
     for (int r = blockIdx.x * warps + warp; r < n; r += total) {
@@ -196,23 +258,32 @@ __device__ __forceinline__ void gemv(const uint8_t* __restrict__ w, const float*
         float acc[M];
 #pragma unroll
         for (int t = 0; t < M; t++) acc[t] = 0.f;
-#pragma unroll 4
-        for (int sb = lane; sb < nb; sb += 32) {
-            Sub s;
-            decode<T>(row, am, sb, s);
+        for (int base = 0; base < nb; base += 32 * CHUNK) {
+            // All CHUNK sub-blocks' loads first (clamped, so unconditional), then the math.
+            Raw<T> raw[CHUNK];
 #pragma unroll
-            for (int t = 0; t < M; t++) {
-                const int4* xq = (const int4*)(qx + t * k + sb * 32);
-                const int4 a = xq[0], c = xq[1];
-                int i0 = __dp4a((int)s.q[0], a.x, 0);
-                i0 = __dp4a((int)s.q[1], a.y, i0);
-                i0 = __dp4a((int)s.q[2], a.z, i0);
-                i0 = __dp4a((int)s.q[3], a.w, i0);
-                int i1 = __dp4a((int)s.q[4], c.x, 0);
-                i1 = __dp4a((int)s.q[5], c.y, i1);
-                i1 = __dp4a((int)s.q[6], c.z, i1);
-                i1 = __dp4a((int)s.q[7], c.w, i1);
-                acc[t] += dx[t * nb + sb] * (s.s0 * (float)i0 + s.s1 * (float)i1) - s.mn * sx[t * nb + sb];
+            for (int i = 0; i < CHUNK; i++) raw[i].load(row, am, min(base + lane + 32 * i, nb - 1));
+#pragma unroll
+            for (int i = 0; i < CHUNK; i++) {
+                const int sb = base + lane + 32 * i;
+                if (sb < nb) {
+                    Sub s;
+                    raw[i].unpack(s);
+#pragma unroll
+                    for (int t = 0; t < M; t++) {
+                        const int4* xq = (const int4*)(qx + t * k + sb * 32);
+                        const int4 a = xq[0], c = xq[1];
+                        int i0 = __dp4a((int)s.q[0], a.x, 0);
+                        i0 = __dp4a((int)s.q[1], a.y, i0);
+                        i0 = __dp4a((int)s.q[2], a.z, i0);
+                        i0 = __dp4a((int)s.q[3], a.w, i0);
+                        int i1 = __dp4a((int)s.q[4], c.x, 0);
+                        i1 = __dp4a((int)s.q[5], c.y, i1);
+                        i1 = __dp4a((int)s.q[6], c.z, i1);
+                        i1 = __dp4a((int)s.q[7], c.w, i1);
+                        acc[t] += dx[t * nb + sb] * (s.s0 * (float)i0 + s.s1 * (float)i1) - s.mn * sx[t * nb + sb];
+                    }
+                }
             }
         }
 #pragma unroll
@@ -246,13 +317,11 @@ GEMV_ALL(gemv_q4_0, T_Q4_0)
 GEMV_ALL(gemv_nf4, T_NF4)
 
 // ---------------------------------------------------------------------------------------
-// m > 8: activations quantized once (one warp per 32-value block).
+// m > 8: activations quantized once (one thread per 32-value block).
 extern "C" __global__ void quantize_q8(const float* __restrict__ x, int8_t* __restrict__ qx,
                                        float* __restrict__ dx, float* __restrict__ sx, int blocks) {
-    const int lane = threadIdx.x & 31;
-    const int b = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-    if (b >= blocks) return;
-    quantize_block(__ldg(x + (size_t)b * 32 + lane), qx + (size_t)b * 32, dx + b, sx + b, lane);
+    const int b = blockIdx.x * blockDim.x + threadIdx.x;
+    if (b < blocks) quantize_block(x + (size_t)b * 32, qx + (size_t)b * 32, dx + b, sx + b);
 }
 
 #define BM 64    // tokens per block tile
@@ -301,39 +370,55 @@ __device__ __forceinline__ void gemm(const uint8_t* __restrict__ w, const float*
 #pragma unroll
             for (int e = 0; e < 4; e++) acc[i][j][e] = 0.f;
 
-    for (int k0 = 0; k0 < k; k0 += BK) {
-        // Weights: 128 rows x 4 sub-blocks, two per thread.
+    // What this thread loads each step: sub-block uj of rows urr[0], urr[1]; 16 bytes of tokens
+    // xt[0], xt[1]; the scale and sum of token qt's block qj. The next step's loads are issued
+    // before this step's math, so they are in flight while the tensor cores work.
+    const int uj = tid & 3, urr[2] = {tid >> 2, (tid + 256) >> 2};
+    const int xpart = tid & 7, xt[2] = {tid >> 3, (tid + 256) >> 3};
+    const int qt = tid >> 2, qj = tid & 3;
+    const uint8_t* wrow[2];
+    const float* arow[2];
+#pragma unroll
+    for (int u = 0; u < 2; u++) {
+        const int r = min(n0 + urr[u], n - 1);
+        wrow[u] = w + (size_t)r * row_bytes;
+        arow[u] = absmax + (size_t)r * (k / 64);
+    }
+    Raw<T> raw[2];
+    uint4 xv[2];
+    float xdv, xsv;
+    auto load = [&](int k0) {
+#pragma unroll
+        for (int u = 0; u < 2; u++) raw[u].load(wrow[u], arow[u], k0 / 32 + uj);
 #pragma unroll
         for (int u = 0; u < 2; u++) {
-            const int unit = tid + u * 256;
-            const int rr = unit >> 2, j = unit & 3;
-            const int r = min(n0 + rr, n - 1);
+            const int t = min(m0 + xt[u], m - 1);
+            xv[u] = __ldg((const uint4*)(qx + (size_t)t * k + k0 + xpart * 16));
+        }
+        const int t = min(m0 + qt, m - 1);
+        xdv = __ldg(dxg + (size_t)t * nb + k0 / 32 + qj);
+        xsv = __ldg(sxg + (size_t)t * nb + k0 / 32 + qj);
+    };
+    load(0);
+    for (int k0 = 0; k0 < k; k0 += BK) {
+#pragma unroll
+        for (int u = 0; u < 2; u++) {
             Sub s;
-            decode<T>(w + (size_t)r * row_bytes, absmax + (size_t)r * (k / 64), k0 / 32 + j, s);
-            uint4* dst = (uint4*)(ws + rr * LDS + j * 32);
+            raw[u].unpack(s);
+            uint4* dst = (uint4*)(ws + urr[u] * LDS + uj * 32);
             dst[0] = make_uint4(s.q[0], s.q[1], s.q[2], s.q[3]);
             dst[1] = make_uint4(s.q[4], s.q[5], s.q[6], s.q[7]);
-            wsc[rr][2 * j] = s.s0;
-            wsc[rr][2 * j + 1] = s.s1;
-            wmn[rr][j] = s.mn;
+            wsc[urr[u]][2 * uj] = s.s0;
+            wsc[urr[u]][2 * uj + 1] = s.s1;
+            wmn[urr[u]][uj] = s.mn;
+            const bool real = m0 + xt[u] < m;  // tokens past m are zeros
+            *(uint4*)(xs + xt[u] * LDS + xpart * 16) = real ? xv[u] : make_uint4(0, 0, 0, 0);
         }
-        // Activations: 64 tokens x 128 bytes, 16 bytes per thread twice.
-#pragma unroll
-        for (int u = 0; u < 2; u++) {
-            const int c = tid + u * 256;
-            const int tt = c >> 3, part = c & 7;
-            const int t = m0 + tt;
-            uint4 v = make_uint4(0, 0, 0, 0);
-            if (t < m) v = __ldg((const uint4*)(qx + (size_t)t * k + k0 + part * 16));
-            *(uint4*)(xs + tt * LDS + part * 16) = v;
-        }
-        {
-            const int tt = tid >> 2, j = tid & 3, t = m0 + tt;
-            xd[tt][j] = t < m ? __ldg(dxg + (size_t)t * nb + k0 / 32 + j) : 0.f;
-            xsum[tt][j] = t < m ? __ldg(sxg + (size_t)t * nb + k0 / 32 + j) : 0.f;
-        }
+        xd[qt][qj] = m0 + qt < m ? xdv : 0.f;
+        xsum[qt][qj] = m0 + qt < m ? xsv : 0.f;
         __syncthreads();
-#pragma unroll
+        if (k0 + BK < k) load(k0 + BK);
+#pragma unroll 1
         for (int j = 0; j < BK / 32; j++) {
             uint32_t a[2][4], b[4][2];
 #pragma unroll
@@ -396,7 +481,7 @@ __device__ __forceinline__ void gemm(const uint8_t* __restrict__ w, const float*
 }
 
 #define GEMM(NAME, T)                                                                                 \
-    extern "C" __global__ void __launch_bounds__(256) NAME(                                           \
+    extern "C" __global__ void __launch_bounds__(256, 2) NAME(                                        \
         const uint8_t* w, const float* absmax, const int8_t* qx, const float* dx, const float* sx,     \
         float* y, int m, int n, int k, int row_bytes) {                                                \
         gemm<T>(w, absmax, qx, dx, sx, y, m, n, k, row_bytes);                                         \

@@ -4,8 +4,16 @@ import json, sys, pathlib
 
 d = pathlib.Path(sys.argv[1])
 def lines(name):
+    """The JSON documents of a file, one after another (pretty-printed or one per line)."""
     p = d / name
-    return [json.loads(l) for l in p.read_text().splitlines() if l.strip()] if p.exists() else []
+    text, docs, dec, i = (p.read_text() if p.exists() else ""), [], json.JSONDecoder(), 0
+    while True:
+        while i < len(text) and text[i].isspace():
+            i += 1
+        if i == len(text):
+            return docs
+        doc, i = dec.raw_decode(text, i)
+        docs.append(doc)
 
 ours = lines("ours.jsonl")
 llama = {(r["type"].lower(), r["m"]): r for r in lines("llama.jsonl")}

@@ -32,6 +32,10 @@ pub const GEMV_MAX_M: usize = 8;
 /// `k` must be a multiple of this (the GEMM's step along `k`).
 pub const K_STEP: usize = 128;
 
+/// Zero bytes after the weights: the kernels' unaligned loads read whole words past a row's
+/// last 2-aligned block.
+const WEIGHT_PAD: usize = 64;
+
 /// Threads per block of every kernel.
 const THREADS: u32 = 256;
 
@@ -89,7 +93,7 @@ pub struct GpuMatrix {
 impl GpuMatrix {
     /// Bytes held on the GPU (blocks or codes, plus NF4 absmax).
     pub fn bytes(&self) -> u64 {
-        self.data.len() as u64
+        (self.data.len() - WEIGHT_PAD) as u64
             + if self.ty == WeightType::Nf4 {
                 self.absmax.len() as u64 * 4
             } else {
@@ -188,7 +192,10 @@ impl Gpu {
     /// Copies `w` to the GPU as it is stored.
     pub fn upload(&self, w: &QuantMatrix) -> Result<GpuMatrix> {
         Self::check_shape(w.ty, w.n, w.k)?;
-        let data = driver(self.stream.clone_htod(&w.data), "upload")?;
+        let mut padded = Vec::with_capacity(w.data.len() + WEIGHT_PAD);
+        padded.extend_from_slice(&w.data);
+        padded.resize(w.data.len() + WEIGHT_PAD, 0);
+        let data = driver(self.stream.clone_htod(&padded), "upload")?;
         let absmax = if w.absmax.is_empty() {
             driver(self.stream.alloc_zeros::<f32>(1), "alloc")?
         } else {
