@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 out=${1:?usage: scripts/cuda-bench.sh OUTDIR [N K REPS]}
 n=${2:-14336} k=${3:-4096} reps=${4:-40}
 mkdir -p "$out"
-(bash scripts/cuda/build-ggml.sh > "$out/ggml-build.log" 2>&1; echo "ggml build rc=$?" >> "$out/ggml-build.log") &
+(bash scripts/cuda/build-ggml.sh > /tmp/ggml-build.log 2>&1; echo "ggml build rc=$?" >> /tmp/ggml-build.log) &
 build=$!
 nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,clocks.max.sm,clocks.max.mem,driver_version,power.limit \
   --format=csv | tee "$out/smi.txt"
@@ -40,7 +40,7 @@ done
 echo "== PyTorch bf16 (cuBLAS)"
 python3 scripts/cuda/torch_peer.py --n "$n" --k "$k" --reps "$reps" > "$out/torch.jsonl"
 wait $build
-tail -3 "$out/ggml-build.log"
+tail -3 /tmp/ggml-build.log
 echo "== llama.cpp CUDA"
 timeout 240 .peer/build/ggml_peer "$n" "$k" "$reps" > "$out/llama.jsonl"
 nvidia-smi --query-gpu=clocks.sm,clocks.mem --format=csv,noheader | sed 's/^/clocks after: /' | tee -a "$out/smi.txt"

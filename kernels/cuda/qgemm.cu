@@ -8,7 +8,8 @@
 // (dp4a or mma.sync int8) with one float scale per 16 or 32 values.
 //
 // - gemv_*: m <= 8 tokens. A persistent grid; each block quantizes the m tokens into shared
-//   memory once, then each warp takes whole rows, lane j the sub-blocks j, j + 32, ...
+//   memory once, then each warp takes whole rows, lane j the sub-blocks j, j + 32, ..., the
+//   next chunk's loads issued before the current chunk's math.
 // - quantize_q8 + gemm_*: m > 8. Activations quantized once to global memory; a 64-token x
 //   128-row tile per block of 8 warps, 128 values of k per step decoded into shared memory,
 //   mma.sync m16n8k32 (m16n8k16 for Q6_K, whose scales cover 16 values).
@@ -251,51 +252,68 @@ __device__ __forceinline__ void gemv(const uint8_t* __restrict__ w, const float*
     // Quantize the m tokens, one block per thread.
     for (int b = threadIdx.x; b < M * nb; b += blockDim.x) quantize_block(x + (size_t)b * 32, qx + b * 32, dx + b, sx + b);
     __syncthreads();
+    // Work items: (row, chunk of 32 * CH sub-blocks) in order; item i + 1's loads are issued
+    // before item i's math, so each warp always has a chunk of weights in flight.
+    constexpr int CH = T == T_Q6K ? 2 : CHUNK;
     const int total = gridDim.x * warps;
-    for (int r = blockIdx.x * warps + warp; r < n; r += total) {
-        const uint8_t* row = w + (size_t)r * row_bytes;
-        const float* am = absmax + (size_t)r * (k / 64);
-        float acc[M];
+    const int chunks = (nb + 32 * CH - 1) / (32 * CH);
+    int r = blockIdx.x * warps + warp, c = 0;
+    if (r >= n) return;
+    Raw<T> raw[CH];
+    auto load = [&](int row_i, int chunk) {
+        const uint8_t* row = w + (size_t)row_i * row_bytes;
+        const float* am = absmax + (size_t)row_i * (k / 64);
 #pragma unroll
-        for (int t = 0; t < M; t++) acc[t] = 0.f;
-        for (int base = 0; base < nb; base += 32 * CHUNK) {
-            // All CHUNK sub-blocks' loads first (clamped, so unconditional), then the math.
-            Raw<T> raw[CHUNK];
+        for (int i = 0; i < CH; i++) raw[i].load(row, am, min(chunk * 32 * CH + lane + 32 * i, nb - 1));
+    };
+    load(r, c);
+    float acc[M];
 #pragma unroll
-            for (int i = 0; i < CHUNK; i++) raw[i].load(row, am, min(base + lane + 32 * i, nb - 1));
+    for (int t = 0; t < M; t++) acc[t] = 0.f;
+    for (;;) {
+        Sub sub[CH];
 #pragma unroll
-            for (int i = 0; i < CHUNK; i++) {
-                const int sb = base + lane + 32 * i;
-                if (sb < nb) {
-                    Sub s;
-                    raw[i].unpack(s);
+        for (int i = 0; i < CH; i++) raw[i].unpack(sub[i]);
+        const int base = c * 32 * CH;
+        const int r_next = c + 1 < chunks ? r : r + total, c_next = c + 1 < chunks ? c + 1 : 0;
+        if (r_next < n) load(r_next, c_next);
 #pragma unroll
-                    for (int t = 0; t < M; t++) {
-                        const int4* xq = (const int4*)(qx + t * k + sb * 32);
-                        const int4 a = xq[0], c = xq[1];
-                        int i0 = __dp4a((int)s.q[0], a.x, 0);
-                        i0 = __dp4a((int)s.q[1], a.y, i0);
-                        i0 = __dp4a((int)s.q[2], a.z, i0);
-                        i0 = __dp4a((int)s.q[3], a.w, i0);
-                        int i1 = __dp4a((int)s.q[4], c.x, 0);
-                        i1 = __dp4a((int)s.q[5], c.y, i1);
-                        i1 = __dp4a((int)s.q[6], c.z, i1);
-                        i1 = __dp4a((int)s.q[7], c.w, i1);
-                        acc[t] += dx[t * nb + sb] * (s.s0 * (float)i0 + s.s1 * (float)i1) - s.mn * sx[t * nb + sb];
-                    }
+        for (int i = 0; i < CH; i++) {
+            const int sb = base + lane + 32 * i;
+            if (sb < nb) {
+                const Sub& s = sub[i];
+#pragma unroll
+                for (int t = 0; t < M; t++) {
+                    const int4* xq = (const int4*)(qx + t * k + sb * 32);
+                    const int4 a = xq[0], e = xq[1];
+                    int i0 = __dp4a((int)s.q[0], a.x, 0);
+                    i0 = __dp4a((int)s.q[1], a.y, i0);
+                    i0 = __dp4a((int)s.q[2], a.z, i0);
+                    i0 = __dp4a((int)s.q[3], a.w, i0);
+                    int i1 = __dp4a((int)s.q[4], e.x, 0);
+                    i1 = __dp4a((int)s.q[5], e.y, i1);
+                    i1 = __dp4a((int)s.q[6], e.z, i1);
+                    i1 = __dp4a((int)s.q[7], e.w, i1);
+                    acc[t] += dx[t * nb + sb] * (s.s0 * (float)i0 + s.s1 * (float)i1) - s.mn * sx[t * nb + sb];
                 }
             }
         }
+        if (c_next == 0) {  // the row is done
 #pragma unroll
-        for (int t = 0; t < M; t++) {
-            const float v = warp_sum(acc[t]);
-            if (lane == 0) y[(size_t)t * n + r] = v;
+            for (int t = 0; t < M; t++) {
+                const float v = warp_sum(acc[t]);
+                if (lane == 0) y[(size_t)t * n + r] = v;
+                acc[t] = 0.f;
+            }
         }
+        if (r_next >= n) break;
+        r = r_next;
+        c = c_next;
     }
 }
 
 #define GEMV(NAME, T, M)                                                                              \
-    extern "C" __global__ void __launch_bounds__(256) NAME(const uint8_t* w, const float* absmax,      \
+    extern "C" __global__ void __launch_bounds__(256, 2) NAME(const uint8_t* w, const float* absmax,      \
                                                            const float* x, float* y, int n, int k,     \
                                                            int row_bytes) {                            \
         gemv<T, M>(w, absmax, x, y, n, k, row_bytes);                                                  \
