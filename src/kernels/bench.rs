@@ -326,24 +326,14 @@ fn bench(args: &BenchSpec, ty: WeightType, isa: Isa) -> Result<Report> {
             results.push(r);
         }
     }
-    Ok(Report {
-        schema: SCHEMA,
-        weight_type: ty.name(),
-        n,
-        k,
+    Ok(report(
+        &w,
         weights,
-        weight_bytes: w.bytes(),
-        bits_per_weight: w.bytes() as f64 * 8.0 / (n * k) as f64,
-        threads: rayon::current_num_threads(),
-        isa: isa.name(),
-        device: "cpu",
-        gpu: None,
-        reps: args.reps,
-        roofline: roof,
-        backends,
-        skipped,
-        results,
-    })
+        args.reps,
+        (isa.name(), "cpu", None),
+        roof,
+        (backends, skipped, results),
+    ))
 }
 
 /// The activations of every `--m`, the sampled output rows and their f64 reference outputs.
@@ -437,36 +427,57 @@ fn bench_cuda(args: &BenchSpec, ty: WeightType) -> Result<Report> {
         results.push(r);
     }
     let (major, minor) = gpu.compute_capability;
-    Ok(Report {
+    let info = GpuInfo {
+        name: gpu.name.clone(),
+        compute_capability: format!("{major}.{minor}"),
+        multiprocessors: gpu.sms,
+        clocks: cuda::Clocks::read(),
+        ptx_source_sha256: gpu.ptx_source_sha256.clone(),
+    };
+    let backends = vec![BackendSummary {
+        backend: "cuda",
+        copies,
+        weight_bytes: all[0].bytes(),
+        scratch_bytes,
+        peak_rss_delta_bytes: None,
+    }];
+    Ok(report(
+        &w,
+        weights,
+        args.reps,
+        ("cuda", "cuda", Some(info)),
+        roof,
+        (backends, Vec::new(), results),
+    ))
+}
+
+/// The report of a run on `w`: `(isa, device, gpu)` and `(backends, skipped, results)`.
+fn report(
+    w: &QuantMatrix,
+    weights: String,
+    reps: usize,
+    (isa, device, gpu): (&'static str, &'static str, Option<GpuInfo>),
+    roofline: Roofline,
+    (backends, skipped, results): (Vec<BackendSummary>, Vec<Skipped>, Vec<Measurement>),
+) -> Report {
+    Report {
         schema: SCHEMA,
-        weight_type: ty.name(),
-        n,
-        k,
+        weight_type: w.ty.name(),
+        n: w.n,
+        k: w.k,
         weights,
         weight_bytes: w.bytes(),
-        bits_per_weight: w.bytes() as f64 * 8.0 / (n * k) as f64,
+        bits_per_weight: w.bytes() as f64 * 8.0 / (w.n * w.k) as f64,
         threads: rayon::current_num_threads(),
-        isa: "cuda",
-        device: "cuda",
-        gpu: Some(GpuInfo {
-            name: gpu.name.clone(),
-            compute_capability: format!("{major}.{minor}"),
-            multiprocessors: gpu.sms,
-            clocks: cuda::Clocks::read(),
-            ptx_source_sha256: gpu.ptx_source_sha256.clone(),
-        }),
-        reps: args.reps,
-        roofline: roof,
-        backends: vec![BackendSummary {
-            backend: "cuda",
-            copies,
-            weight_bytes: all[0].bytes(),
-            scratch_bytes,
-            peak_rss_delta_bytes: None,
-        }],
-        skipped: Vec::new(),
+        isa,
+        device,
+        gpu,
+        reps,
+        roofline,
+        backends,
+        skipped,
         results,
-    })
+    }
 }
 
 /// `|y - ref| / |ref|` (L2) over the sampled rows.
