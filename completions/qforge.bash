@@ -106,7 +106,7 @@ _qforge() {
             return 0
             ;;
         qforge__subcmd__bench__subcmd__gemm)
-            opts="-v -q -h -V --type --m --k --n --threads --weights --tensor --reps --backends --isa --json --verbose --quiet --help --version"
+            opts="-v -q -h -V --type --m --k --n --threads --weights --tensor --reps --backends --isa --device --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -150,6 +150,10 @@ _qforge() {
                     ;;
                 --isa)
                     COMPREPLY=($(compgen -W "auto avx512 avx2 scalar" -- "${cur}"))
+                    return 0
+                    ;;
+                --device)
+                    COMPREPLY=($(compgen -W "cpu cuda" -- "${cur}"))
                     return 0
                     ;;
                 *)

@@ -270,6 +270,8 @@ complete -c qforge -n "__fish_qforge_using_subcommand bench-gemm" -l isa -d 'Ins
 avx512\t'AVX-512 (with VNNI where a kernel uses it and the CPU has it)'
 avx2\t'AVX2 with FMA and F16C'
 scalar\t'Portable code, no SIMD'"
+complete -c qforge -n "__fish_qforge_using_subcommand bench-gemm" -l device -d 'Where to run: cpu (the --backends strategies) or cuda (qforge\'s CUDA kernels on GPU 0; needs an NVIDIA driver, and no CUDA toolkit)' -r -f -a "cpu\t'The CPU strategies of `--backends`'
+cuda\t'qforge\'s CUDA kernels on GPU 0 ([`cuda`])'"
 complete -c qforge -n "__fish_qforge_using_subcommand bench-gemm" -l json -d 'Print one JSON document on stdout (schema qforge.bench-gemm/1, see docs/bench-gemm-json.md)'
 complete -c qforge -n "__fish_qforge_using_subcommand bench-gemm" -s v -l verbose -d 'More log output on stderr: -v the plan (info), -vv per-tensor timing (debug), -vvv trace; RUST_LOG overrides'
 complete -c qforge -n "__fish_qforge_using_subcommand bench-gemm" -s q -l quiet -d 'No progress bar and no text report (JSON with --json and errors still print)'

@@ -729,6 +729,10 @@ pub struct BenchGemmArgs {
     /// avx512 runs VNNI where the CPU has it).
     #[arg(long, value_enum, ignore_case = true, default_value_t = IsaChoice::Auto)]
     pub isa: IsaChoice,
+    /// Where to run: cpu (the --backends strategies) or cuda (qforge's CUDA kernels on GPU 0;
+    /// needs an NVIDIA driver, and no CUDA toolkit).
+    #[arg(long, value_enum, ignore_case = true, default_value_t = crate::kernels::bench::Device::Cpu)]
+    pub device: crate::kernels::bench::Device,
     /// Print one JSON document on stdout (schema qforge.bench-gemm/1, see
     /// docs/bench-gemm-json.md).
     #[arg(long)]

@@ -19,6 +19,7 @@ pub fn run(args: &BenchGemmArgs) -> Result<()> {
         tensor: args.tensor.clone(),
         reps: args.reps,
         backends: args.backends.clone(),
+        device: args.device,
     })?;
     print_report(args.json, &report, || report.render_text())
 }

@@ -8,7 +8,7 @@
 
 use crate::formats::TensorSource;
 use crate::kernels::roofline::{self, median};
-use crate::kernels::{self, Isa, QuantMatrix, WeightType};
+use crate::kernels::{self, cuda, Isa, QuantMatrix, WeightType};
 use crate::output::human_bytes;
 use crate::{bail_invalid, pipeline};
 use anyhow::Result;
@@ -26,6 +26,13 @@ const MAX_ELEMENTS: usize = 1 << 30;
 
 /// The least the rotated weight copies of one strategy add up to.
 const MIN_ROTATION_BYTES: u64 = 128 << 20;
+
+/// With `--device cuda`: the least number of rotated weight copies, the least bytes they add
+/// up to (also at least 4 x the L2), and the buffer the read bandwidth is measured on (also at
+/// least 8 x the L2).
+const GPU_MIN_COPIES: usize = 4;
+const GPU_MIN_ROTATION_BYTES: u64 = 256 << 20;
+const GPU_BANDWIDTH_BYTES: u64 = 1 << 30;
 
 /// Rows of the output checked against the f64 reference per measurement.
 const CHECKED_ROWS: usize = 16;
@@ -49,8 +56,12 @@ pub struct Report {
     pub bits_per_weight: f64,
     /// Worker threads.
     pub threads: usize,
-    /// Instruction set of the fused kernels.
+    /// Instruction set of the fused kernels (`cuda` with `--device cuda`).
     pub isa: &'static str,
+    /// Where the product ran: `cpu` or `cuda`.
+    pub device: &'static str,
+    /// The GPU with `--device cuda`, else null.
+    pub gpu: Option<GpuInfo>,
     /// Timed runs per measurement.
     pub reps: usize,
     /// Ceilings measured in this run.
@@ -63,16 +74,32 @@ pub struct Report {
     pub results: Vec<Measurement>,
 }
 
+/// The GPU `--device cuda` ran on.
+#[derive(Debug, Serialize)]
+pub struct GpuInfo {
+    /// Device name.
+    pub name: String,
+    /// Compute capability, `major.minor`.
+    pub compute_capability: String,
+    /// Multiprocessors.
+    pub multiprocessors: u32,
+    /// Clocks read with nvidia-smi right after the measurements; null without nvidia-smi.
+    pub clocks: Option<cuda::Clocks>,
+    /// sha256 of the CUDA source the loaded PTX was compiled from.
+    pub ptx_source_sha256: Option<String>,
+}
+
 /// The machine's ceilings.
 #[derive(Debug, Serialize)]
 pub struct Roofline {
-    /// Read bandwidth from memory, GB/s (10^9 bytes), all threads.
+    /// Read bandwidth from memory, GB/s (10^9 bytes), all threads (GPU memory with
+    /// `--device cuda`).
     pub bandwidth_gbs: f64,
     /// Size of the buffer it was measured on.
     pub bandwidth_buffer_bytes: u64,
     /// int8 multiply-accumulate peak, GOP/s (2 ops per multiply-add); null without one.
     pub int8_peak_gops: Option<f64>,
-    /// Last-level cache size.
+    /// Last-level cache size (the GPU's L2 with `--device cuda`).
     pub l3_cache_bytes: u64,
 }
 
@@ -146,8 +173,19 @@ pub struct BenchSpec {
     pub tensor: Option<String>,
     /// Timed runs per measurement.
     pub reps: usize,
-    /// Strategies to run (names of [`kernels::BACKENDS`]).
+    /// Strategies to run (names of [`kernels::BACKENDS`]; CPU only).
     pub backends: Vec<String>,
+    /// Where to run.
+    pub device: Device,
+}
+
+/// Where `bench-gemm` runs the product (`--device`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Device {
+    /// The CPU strategies of `--backends`.
+    Cpu,
+    /// qforge's CUDA kernels on GPU 0 ([`cuda`]).
+    Cuda,
 }
 
 /// Checks `args`, then measures every strategy of it (the instruction set is
@@ -160,6 +198,9 @@ pub fn run(args: &BenchSpec) -> Result<Report> {
     }
     if args.reps == 0 {
         bail_invalid!("--reps must be at least 1");
+    }
+    if args.device == Device::Cuda {
+        return pipeline::with_threads(args.threads, || bench_cuda(args, ty))?;
     }
     for b in &args.backends {
         if !kernels::BACKENDS.contains(&b.as_str()) {
@@ -212,18 +253,7 @@ fn bench(args: &BenchSpec, ty: WeightType, isa: Isa) -> Result<Report> {
         int8_peak_gops: roofline::int8_peak_gops(isa, args.reps.min(5)),
         l3_cache_bytes: l3,
     };
-    let inputs: Vec<Vec<f32>> = args
-        .m
-        .iter()
-        .map(|&m| kernels::synthetic_activations(m, k, 0x5eed ^ m as u64))
-        .collect();
-    let checked: Vec<usize> = (0..CHECKED_ROWS.min(n))
-        .map(|i| i * n / CHECKED_ROWS.min(n))
-        .collect();
-    let references: Vec<Vec<f64>> = inputs
-        .iter()
-        .map(|x| kernels::reference_rows(&w, x, &checked))
-        .collect();
+    let (inputs, checked, references) = sample(args, &w);
 
     let (mut backends, mut skipped, mut results) = (Vec::new(), Vec::new(), Vec::new());
     let mut candle_ms: Vec<Option<f64>> = vec![None; args.m.len()];
@@ -281,45 +311,173 @@ fn bench(args: &BenchSpec, ty: WeightType, isa: Isa) -> Result<Report> {
                 b.matmul(x, y)?;
                 times.push(t0.elapsed().as_secs_f64());
             }
-            let min = times.iter().copied().fold(f64::INFINITY, f64::min);
-            let t = median(&mut times);
+            let mut r = measurement(
+                all[0].name(),
+                (m, n, k),
+                all[0].weight_bytes(),
+                &mut times,
+                &roof,
+            );
             if name == "candle" {
-                candle_ms[i] = Some(t * 1e3);
+                candle_ms[i] = Some(r.median_ms);
             }
-            let flops = 2.0 * (m * n * k) as f64;
-            let bytes = all[0].weight_bytes() as f64 + ((m * k + m * n) * 4) as f64;
-            let gbs = bytes / t / 1e9;
-            let gflops = flops / t / 1e9;
-            results.push(Measurement {
-                backend: all[0].name(),
-                m,
-                median_ms: t * 1e3,
-                min_ms: min * 1e3,
-                gflops,
-                effective_gbs: gbs,
-                pct_bandwidth: 100.0 * gbs / roof.bandwidth_gbs,
-                pct_int8_peak: roof.int8_peak_gops.map(|p| 100.0 * gflops / p),
-                speedup_vs_candle: candle_ms[i].map(|c| c / (t * 1e3)),
-                rel_err: rel_err(y, n, &checked, &references[i]),
-            });
+            r.speedup_vs_candle = candle_ms[i].map(|c| c / r.median_ms);
+            r.rel_err = rel_err(y, n, &checked, &references[i]);
+            results.push(r);
         }
     }
-    Ok(Report {
+    Ok(report(
+        &w,
+        weights,
+        args.reps,
+        (isa.name(), "cpu", None),
+        roof,
+        (backends, skipped, results),
+    ))
+}
+
+/// The activations of every `--m`, the sampled output rows and their f64 reference outputs.
+fn sample(args: &BenchSpec, w: &QuantMatrix) -> (Vec<Vec<f32>>, Vec<usize>, Vec<Vec<f64>>) {
+    let (n, k) = (w.n, w.k);
+    let inputs: Vec<Vec<f32>> = args
+        .m
+        .iter()
+        .map(|&m| kernels::synthetic_activations(m, k, 0x5eed ^ m as u64))
+        .collect();
+    let checked: Vec<usize> = (0..CHECKED_ROWS.min(n))
+        .map(|i| i * n / CHECKED_ROWS.min(n))
+        .collect();
+    let references = inputs
+        .iter()
+        .map(|x| kernels::reference_rows(w, x, &checked))
+        .collect();
+    (inputs, checked, references)
+}
+
+/// One measurement from the call times (seconds) of `backend` at `(m, n, k)`; the candle
+/// comparison and the error are left for the caller.
+fn measurement(
+    backend: &'static str,
+    (m, n, k): (usize, usize, usize),
+    weight_bytes: u64,
+    times: &mut [f64],
+    roof: &Roofline,
+) -> Measurement {
+    let min = times.iter().copied().fold(f64::INFINITY, f64::min);
+    let t = median(times);
+    let flops = 2.0 * (m * n * k) as f64;
+    let bytes = weight_bytes as f64 + ((m * k + m * n) * 4) as f64;
+    let gbs = bytes / t / 1e9;
+    let gflops = flops / t / 1e9;
+    Measurement {
+        backend,
+        m,
+        median_ms: t * 1e3,
+        min_ms: min * 1e3,
+        gflops,
+        effective_gbs: gbs,
+        pct_bandwidth: 100.0 * gbs / roof.bandwidth_gbs,
+        pct_int8_peak: roof.int8_peak_gops.map(|p| 100.0 * gflops / p),
+        speedup_vs_candle: None,
+        rel_err: f64::NAN,
+    }
+}
+
+/// `--device cuda`: qforge's CUDA kernels on GPU 0, timed with CUDA events over at least
+/// [`GPU_MIN_COPIES`] weight copies that together exceed the L2, next to the GPU memory's
+/// read bandwidth measured in the same run.
+fn bench_cuda(args: &BenchSpec, ty: WeightType) -> Result<Report> {
+    let gpu = cuda::Gpu::open()?;
+    let (w, weights) = load_weights(args, ty)?;
+    cuda::Gpu::check_shape(ty, w.n, w.k)?;
+    let (n, k) = (w.n, w.k);
+    tracing::info!(
+        "cuda: {} ({} SMs), measuring the read bandwidth",
+        gpu.name,
+        gpu.sms
+    );
+    let bw_bytes = (GPU_BANDWIDTH_BYTES).max(8 * gpu.l2_bytes);
+    let roof = Roofline {
+        bandwidth_gbs: gpu.read_bandwidth_gbs(bw_bytes as usize, args.reps.clamp(3, 20))?,
+        bandwidth_buffer_bytes: bw_bytes,
+        int8_peak_gops: None,
+        l3_cache_bytes: gpu.l2_bytes,
+    };
+    let (inputs, checked, references) = sample(args, &w);
+    let first = gpu.upload(&w)?;
+    let rotation = GPU_MIN_ROTATION_BYTES.max(4 * gpu.l2_bytes);
+    let copies = (rotation.div_ceil(first.bytes().max(1)) as usize).clamp(GPU_MIN_COPIES, 64);
+    let mut all = vec![first];
+    for _ in 1..copies {
+        all.push(gpu.upload(&w)?);
+    }
+    let mut results = Vec::new();
+    let mut scratch_bytes = 0;
+    for (x, &m) in inputs.iter().zip(&args.m) {
+        tracing::info!("cuda: m={m}");
+        let mut s = gpu.scratch(&all[0], x)?;
+        scratch_bytes = scratch_bytes.max(s.bytes());
+        for c in &all {
+            gpu.enqueue(c, &mut s)?;
+        }
+        let mut times = gpu.time(args.reps, |rep| gpu.enqueue(&all[rep % copies], &mut s))?;
+        let y = gpu.outputs(&s)?;
+        let mut r = measurement("cuda", (m, n, k), all[0].bytes(), &mut times, &roof);
+        r.rel_err = rel_err(&y, n, &checked, &references[results.len()]);
+        results.push(r);
+    }
+    let (major, minor) = gpu.compute_capability;
+    let info = GpuInfo {
+        name: gpu.name.clone(),
+        compute_capability: format!("{major}.{minor}"),
+        multiprocessors: gpu.sms,
+        clocks: cuda::Clocks::read(),
+        ptx_source_sha256: gpu.ptx_source_sha256.clone(),
+    };
+    let backends = vec![BackendSummary {
+        backend: "cuda",
+        copies,
+        weight_bytes: all[0].bytes(),
+        scratch_bytes,
+        peak_rss_delta_bytes: None,
+    }];
+    Ok(report(
+        &w,
+        weights,
+        args.reps,
+        ("cuda", "cuda", Some(info)),
+        roof,
+        (backends, Vec::new(), results),
+    ))
+}
+
+/// The report of a run on `w`: `(isa, device, gpu)` and `(backends, skipped, results)`.
+fn report(
+    w: &QuantMatrix,
+    weights: String,
+    reps: usize,
+    (isa, device, gpu): (&'static str, &'static str, Option<GpuInfo>),
+    roofline: Roofline,
+    (backends, skipped, results): (Vec<BackendSummary>, Vec<Skipped>, Vec<Measurement>),
+) -> Report {
+    Report {
         schema: SCHEMA,
-        weight_type: ty.name(),
-        n,
-        k,
+        weight_type: w.ty.name(),
+        n: w.n,
+        k: w.k,
         weights,
         weight_bytes: w.bytes(),
-        bits_per_weight: w.bytes() as f64 * 8.0 / (n * k) as f64,
+        bits_per_weight: w.bytes() as f64 * 8.0 / (w.n * w.k) as f64,
         threads: rayon::current_num_threads(),
-        isa: isa.name(),
-        reps: args.reps,
-        roofline: roof,
+        isa,
+        device,
+        gpu,
+        reps,
+        roofline,
         backends,
         skipped,
         results,
-    })
+    }
 }
 
 /// `|y - ref| / |ref|` (L2) over the sampled rows.
@@ -355,6 +513,21 @@ impl Report {
             r.threads,
             r.isa
         );
+        if let Some(g) = &r.gpu {
+            let clocks = g.clocks.as_ref().map_or("clocks n/a".into(), |c| {
+                format!(
+                    "SM {} MHz (max {}), memory {} MHz (max {}), driver {}",
+                    c.sm_mhz, c.max_sm_mhz, c.mem_mhz, c.max_mem_mhz, c.driver
+                )
+            });
+            let _ = writeln!(
+                s,
+                "gpu: {} (sm_{}, {} SMs), {clocks}",
+                g.name,
+                g.compute_capability.replace('.', ""),
+                g.multiprocessors
+            );
+        }
         let peak = r
             .roofline
             .int8_peak_gops

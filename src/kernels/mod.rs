@@ -11,12 +11,15 @@
 //! - [`dequant::EagerDequant`]: the whole matrix dequantized to f32 at load;
 //! - [`candle_peer::CandleQMatMul`]: candle-core's `QMatMul`, the peer we measure against.
 //!
+//! [`cuda`] runs the same product on an NVIDIA GPU (`bench-gemm --device cuda`).
+//!
 //! [`roofline`] measures the memory bandwidth and int8 peak the figures are compared with;
 //! [`bench`] is the `bench-gemm` measurement of every strategy.
 
 pub mod activation;
 pub mod bench;
 pub mod candle_peer;
+pub mod cuda;
 pub mod dequant;
 pub mod dot;
 pub mod fused;

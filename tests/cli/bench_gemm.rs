@@ -169,3 +169,33 @@ fn bad_arguments_exit_2_with_one_line() {
         assert!(stderr.starts_with("error: "), "{extra:?}: {stderr}");
     }
 }
+
+/// `--device cuda` on a machine without a GPU (CI): exit 2, one line, no panic. On a machine
+/// with one it must run (scripts/cuda-bench.sh checks its numbers).
+#[test]
+fn device_cuda_without_a_gpu_is_one_line() {
+    let out = qforge(&[
+        "bench-gemm",
+        "--device",
+        "cuda",
+        "--n",
+        "128",
+        "--k",
+        "256",
+        "--m",
+        "1",
+        "--reps",
+        "1",
+        "--json",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    if out.status.code() == Some(0) {
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(r["device"], "cuda");
+        assert!(r["results"][0]["rel_err"].as_f64().unwrap() < 0.05);
+        return;
+    }
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("error: --device cuda: "), "{err}");
+}

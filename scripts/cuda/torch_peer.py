@@ -1,0 +1,38 @@
+"""Dequant + cuBLAS peer of bench-gemm --device cuda: PyTorch bf16 matmul y = x W^T on weights
+already dequantized to bf16 (the dequantization is not timed; the time is the same for every
+quantized type). Weights rotated past the L2 (copies = max(4, ceil(256 MiB / bytes))), CUDA
+events around each call, queued behind torch.cuda._sleep so launches run back to back;
+median of --reps. One JSON line per m."""
+import argparse, json, math
+import torch
+
+p = argparse.ArgumentParser()
+p.add_argument("--n", type=int, default=14336)
+p.add_argument("--k", type=int, default=4096)
+p.add_argument("--m", default="1,8,512")
+p.add_argument("--reps", type=int, default=40)
+a = p.parse_args()
+dev = torch.device("cuda")
+torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = True
+wbytes = a.n * a.k * 2
+copies = max(4, math.ceil((256 << 20) / wbytes))
+g = torch.Generator(device=dev).manual_seed(1)
+ws = [torch.randn(a.n, a.k, device=dev, dtype=torch.bfloat16, generator=g) * 0.02 for _ in range(copies)]
+for m in [int(v) for v in a.m.split(",")]:
+    x = torch.randn(m, a.k, device=dev, dtype=torch.bfloat16, generator=g)
+    for w in ws:
+        y = x @ w.t()
+    torch.cuda.synchronize()
+    ev = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(a.reps)]
+    torch.cuda._sleep(int(2e6))  # ~1 ms at 2 GHz: the launches below queue behind it
+    for i, (s, e) in enumerate(ev):
+        s.record()
+        y = x @ ws[i % copies].t()
+        e.record()
+    torch.cuda.synchronize()
+    t = sorted(s.elapsed_time(e) * 1e3 for s, e in ev)  # us
+    med = t[len(t) // 2]
+    print(json.dumps({"peer": "torch-bf16-cublas", "m": m, "n": a.n, "k": a.k, "copies": copies,
+                      "weight_bytes": wbytes, "median_us": med, "min_us": t[0],
+                      "gbs": (wbytes + 2 * m * (a.k + a.n)) / med / 1e3,
+                      "tflops": 2 * m * a.n * a.k / med / 1e6}), flush=True)

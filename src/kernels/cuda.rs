@@ -1,0 +1,497 @@
+//! CUDA dequant-GEMM: `y = x W^T` on an NVIDIA GPU with `W` kept in its stored layout
+//! (GGUF blocks; bitsandbytes NF4 codes and f32 absmax) and the activations quantized to
+//! 8-bit blocks on the GPU. The kernels are `kernels/cuda/qgemm.cu`, compiled to PTX on a
+//! machine with nvcc (`scripts/cuda-ptx.sh`); the committed PTX is embedded and loaded by the
+//! driver at run time, so nothing CUDA is needed to build qforge, and the driver library is
+//! opened only when a GPU is asked for ([`Gpu::open`] probes for it first).
+//!
+//! GEMV kernels for `m <= 8` (a persistent grid; each block quantizes the tokens into shared
+//! memory, each warp takes whole rows), an int8 tensor-core GEMM (`mma.sync`) above.
+
+use super::{QuantMatrix, WeightType};
+use crate::{bail_invalid, invalid};
+use anyhow::{Context, Result};
+use cudarc::driver::{
+    sys, CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, LaunchConfig, PushKernelArg,
+};
+use std::sync::Arc;
+
+/// The kernels' PTX (sm_90), its first line the sha256 of the source it was compiled from.
+pub const PTX: &str = include_str!("../../kernels/cuda/qgemm.ptx");
+
+/// The CUDA source of [`PTX`].
+const SOURCE: &[u8] = include_bytes!("../../kernels/cuda/qgemm.cu");
+
+/// Environment variable naming a PTX file to load instead of the embedded one (for trying an
+/// edited `qgemm.cu` on the GPU machine before its PTX is committed; `scripts/cuda-bench.sh`).
+pub const PTX_OVERRIDE_ENV: &str = "QFORGE_CUDA_PTX";
+
+/// Largest `m` the GEMV kernels take; the tensor-core GEMM runs above.
+pub const GEMV_MAX_M: usize = 8;
+
+/// `k` must be a multiple of this (the GEMM's step along `k`).
+pub const K_STEP: usize = 128;
+
+/// Zero bytes after the weights: the kernels' unaligned loads read whole words past a row's
+/// last 2-aligned block.
+const WEIGHT_PAD: usize = 64;
+
+/// Threads per block of every kernel.
+const THREADS: u32 = 256;
+
+/// GEMM tile: tokens x weight rows per block.
+const TILE_M: usize = 64;
+const TILE_N: usize = 128;
+
+/// The source hash [`PTX`] was compiled from (its first line).
+pub fn ptx_source_sha256(ptx: &str) -> Option<&str> {
+    ptx.lines()
+        .next()?
+        .strip_prefix("// qforge source sha256: ")
+        .map(str::trim)
+}
+
+/// The sha256 of `kernels/cuda/qgemm.cu` as built into this binary.
+pub fn source_sha256() -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(SOURCE);
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// An open GPU with the kernels loaded.
+pub struct Gpu {
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    module: Arc<CudaModule>,
+    /// Device name.
+    pub name: String,
+    /// Compute capability, e.g. `(9, 0)`.
+    pub compute_capability: (i32, i32),
+    /// Multiprocessors.
+    pub sms: u32,
+    /// L2 cache bytes.
+    pub l2_bytes: u64,
+    /// sha256 of the source the loaded PTX was compiled from (its first line).
+    pub ptx_source_sha256: Option<String>,
+    /// Shared memory a block may opt in to.
+    smem_optin: u32,
+}
+
+/// A weight matrix in GPU memory, in its stored layout.
+pub struct GpuMatrix {
+    /// Weight type.
+    pub ty: WeightType,
+    /// Output rows.
+    pub n: usize,
+    /// Inner dimension.
+    pub k: usize,
+    data: CudaSlice<u8>,
+    /// NF4 absmax (one element for other types: the kernels take a pointer).
+    absmax: CudaSlice<f32>,
+}
+
+impl GpuMatrix {
+    /// Bytes held on the GPU (blocks or codes, plus NF4 absmax).
+    pub fn bytes(&self) -> u64 {
+        (self.data.len() - WEIGHT_PAD) as u64
+            + if self.ty == WeightType::Nf4 {
+                self.absmax.len() as u64 * 4
+            } else {
+                0
+            }
+    }
+}
+
+/// Device buffers of one call with `m` tokens: f32 activations and outputs, and the 8-bit
+/// activations the GEMM path writes.
+pub struct Scratch {
+    /// Tokens.
+    pub m: usize,
+    /// Activations, `m x k`.
+    pub x: CudaSlice<f32>,
+    /// Outputs, `m x n`.
+    pub y: CudaSlice<f32>,
+    qx: CudaSlice<i8>,
+    dx: CudaSlice<f32>,
+    sx: CudaSlice<f32>,
+}
+
+impl Scratch {
+    /// Bytes of the buffers.
+    pub fn bytes(&self) -> u64 {
+        (self.x.len() * 4 + self.y.len() * 4 + self.qx.len() + self.dx.len() * 8) as u64
+    }
+}
+
+fn driver<T>(r: Result<T, cudarc::driver::DriverError>, what: &str) -> Result<T> {
+    r.map_err(|e| anyhow::anyhow!("CUDA {what}: {e}"))
+}
+
+impl Gpu {
+    /// Opens GPU 0 and loads the kernels. Without a driver library or a device this is an
+    /// invalid-input error (exit 2) saying so; nothing is called before the probe.
+    pub fn open() -> Result<Gpu> {
+        // SAFETY: only tries to open the driver library by its known names.
+        if !unsafe { sys::is_culib_present() } {
+            bail_invalid!("--device cuda: no CUDA driver on this machine (libcuda.so not found)");
+        }
+        let ctx = CudaContext::new(0)
+            .map_err(|e| invalid!("--device cuda: no usable CUDA device ({e})"))?;
+        let compute_capability = driver(ctx.compute_capability(), "device query")?;
+        if compute_capability < (8, 0) {
+            bail_invalid!(
+                "--device cuda: compute capability {}.{} is below 8.0, which the kernels need",
+                compute_capability.0,
+                compute_capability.1
+            );
+        }
+        let attr = |a| driver(ctx.attribute(a), "device query");
+        let sms = attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)? as u32;
+        let l2_bytes = attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE)? as u64;
+        let smem_optin =
+            attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)?
+                as u32;
+        let name = driver(ctx.name(), "device query")?;
+        let ptx = match std::env::var_os(PTX_OVERRIDE_ENV) {
+            Some(path) => std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {PTX_OVERRIDE_ENV}={}", path.display()))?,
+            None => PTX.to_string(),
+        };
+        let ptx_source_sha256 = ptx_source_sha256(&ptx).map(str::to_string);
+        let module = driver(
+            ctx.load_module(cudarc::nvrtc::Ptx::from_src(ptx)),
+            "module load",
+        )?;
+        let stream = ctx.default_stream();
+        Ok(Gpu {
+            ctx,
+            stream,
+            module,
+            name,
+            compute_capability,
+            sms,
+            l2_bytes,
+            ptx_source_sha256,
+            smem_optin,
+        })
+    }
+
+    fn function(&self, name: &str) -> Result<CudaFunction> {
+        driver(self.module.load_function(name), &format!("kernel {name}"))
+    }
+
+    /// Checks that the kernels take this shape.
+    pub fn check_shape(ty: WeightType, n: usize, k: usize) -> Result<()> {
+        QuantMatrix::check_shape(ty, n, k)?;
+        if !k.is_multiple_of(K_STEP) || k > i32::MAX as usize / 2 || n > i32::MAX as usize {
+            bail_invalid!("--device cuda: k must be a multiple of {K_STEP} (got {k})");
+        }
+        Ok(())
+    }
+
+    /// Copies `w` to the GPU as it is stored.
+    pub fn upload(&self, w: &QuantMatrix) -> Result<GpuMatrix> {
+        Self::check_shape(w.ty, w.n, w.k)?;
+        let mut padded = Vec::with_capacity(w.data.len() + WEIGHT_PAD);
+        padded.extend_from_slice(&w.data);
+        padded.resize(w.data.len() + WEIGHT_PAD, 0);
+        let data = driver(self.stream.clone_htod(&padded), "upload")?;
+        let absmax = if w.absmax.is_empty() {
+            driver(self.stream.alloc_zeros::<f32>(1), "alloc")?
+        } else {
+            driver(self.stream.clone_htod(&w.absmax), "upload")?
+        };
+        Ok(GpuMatrix {
+            ty: w.ty,
+            n: w.n,
+            k: w.k,
+            data,
+            absmax,
+        })
+    }
+
+    /// Buffers for calls with `m` tokens on `w`'s shape; `x` is copied in, `y` filled with NaN
+    /// (so an output a kernel leaves unwritten shows).
+    pub fn scratch(&self, w: &GpuMatrix, x: &[f32]) -> Result<Scratch> {
+        let m = x.len() / w.k;
+        assert_eq!(x.len(), m * w.k, "x must hold m * k values");
+        let s = &self.stream;
+        let gemm = m > GEMV_MAX_M;
+        let q = if gemm { m * w.k } else { 1 };
+        Ok(Scratch {
+            m,
+            x: driver(s.clone_htod(x), "upload")?,
+            y: driver(s.clone_htod(&vec![f32::NAN; m * w.n]), "upload")?,
+            qx: driver(s.alloc_zeros::<i8>(q), "alloc")?,
+            dx: driver(s.alloc_zeros::<f32>(q.div_ceil(32)), "alloc")?,
+            sx: driver(s.alloc_zeros::<f32>(q.div_ceil(32)), "alloc")?,
+        })
+    }
+
+    /// Queues `y = x W^T` for the `s.m` tokens of `s` (GEMV up to [`GEMV_MAX_M`], quantize +
+    /// tensor-core GEMM above).
+    pub fn enqueue(&self, w: &GpuMatrix, s: &mut Scratch) -> Result<()> {
+        let (m, n, k) = (s.m, w.n, w.k);
+        let row_bytes = QuantMatrix::row_bytes_of(w.ty, k) as i32;
+        let (ni, ki) = (n as i32, k as i32);
+        if m <= GEMV_MAX_M {
+            let smem = (m * k + 2 * m * (k / 32) * 4) as u32;
+            if smem <= self.smem_optin {
+                let f = self.function(&format!("gemv_{}_m{m}", w.ty.name()))?;
+                if smem > 48 << 10 {
+                    driver(
+                        f.set_attribute(
+                            sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                            smem as i32,
+                        ),
+                        "kernel attribute",
+                    )?;
+                }
+                let per_sm = driver(
+                    f.occupancy_max_active_blocks_per_multiprocessor(THREADS, smem as usize, None),
+                    "occupancy",
+                )?
+                .max(1);
+                // Whole rows per warp, as few rounds as the resident warps allow.
+                let warps = (THREADS / 32) as usize;
+                let resident = per_sm as usize * self.sms as usize * warps;
+                let rounds = n.div_ceil(resident);
+                let grid = n.div_ceil(warps * rounds) as u32;
+                let cfg = LaunchConfig {
+                    grid_dim: (grid, 1, 1),
+                    block_dim: (THREADS, 1, 1),
+                    shared_mem_bytes: smem,
+                };
+                let mut b = self.stream.launch_builder(&f);
+                b.arg(&w.data)
+                    .arg(&w.absmax)
+                    .arg(&s.x)
+                    .arg(&mut s.y)
+                    .arg(&ni)
+                    .arg(&ki)
+                    .arg(&row_bytes);
+                // SAFETY: the arguments match the kernel's signature; the buffers hold n rows
+                // of row_bytes, m x k and m x n values, as the kernel reads and writes.
+                return driver(unsafe { b.launch(cfg) }, "launch").map(|_| ());
+            }
+            bail_invalid!(
+                "--device cuda: m={m} x k={k} needs {smem} bytes of shared memory; the GPU has {}",
+                self.smem_optin
+            );
+        }
+        let blocks = (m * k / 32) as i32;
+        let q = self.function("quantize_q8")?;
+        let cfg = LaunchConfig {
+            grid_dim: ((blocks as u32).div_ceil(THREADS / 32), 1, 1),
+            block_dim: (THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let mut b = self.stream.launch_builder(&q);
+        b.arg(&s.x)
+            .arg(&mut s.qx)
+            .arg(&mut s.dx)
+            .arg(&mut s.sx)
+            .arg(&blocks);
+        // SAFETY: x holds m * k values; qx, dx and sx were sized for them.
+        driver(unsafe { b.launch(cfg) }, "launch")?;
+        let f = self.function(&format!("gemm_{}", w.ty.name()))?;
+        let mi = m as i32;
+        let cfg = LaunchConfig {
+            grid_dim: (n.div_ceil(TILE_N) as u32, m.div_ceil(TILE_M) as u32, 1),
+            block_dim: (THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let mut b = self.stream.launch_builder(&f);
+        b.arg(&w.data)
+            .arg(&w.absmax)
+            .arg(&s.qx)
+            .arg(&s.dx)
+            .arg(&s.sx)
+            .arg(&mut s.y)
+            .arg(&mi)
+            .arg(&ni)
+            .arg(&ki)
+            .arg(&row_bytes);
+        // SAFETY: as above; the kernel clamps rows to n and tokens to m.
+        driver(unsafe { b.launch(cfg) }, "launch").map(|_| ())
+    }
+
+    /// The outputs of `s`, after the queued work finished; an error if any is NaN (a kernel
+    /// left it unwritten).
+    pub fn outputs(&self, s: &Scratch) -> Result<Vec<f32>> {
+        let y = driver(self.stream.clone_dtoh(&s.y), "download")?;
+        if let Some(i) = y.iter().position(|v| v.is_nan()) {
+            anyhow::bail!("CUDA kernel left output {i} of {} unwritten (NaN)", y.len());
+        }
+        Ok(y)
+    }
+
+    /// `y = x W^T` (`m = x.len() / k` tokens), synchronously: the library entry point.
+    pub fn matmul(&self, w: &GpuMatrix, x: &[f32]) -> Result<Vec<f32>> {
+        let mut s = self.scratch(w, x)?;
+        self.enqueue(w, &mut s)?;
+        self.outputs(&s)
+    }
+
+    /// GPU times in seconds of `reps` calls of `call(rep)`, each between two CUDA events; all
+    /// are queued behind a spin kernel, so they run back to back and the events time the GPU.
+    pub fn time(&self, reps: usize, mut call: impl FnMut(usize) -> Result<()>) -> Result<Vec<f64>> {
+        let flags = Some(sys::CUevent_flags::CU_EVENT_DEFAULT);
+        let mut events = Vec::with_capacity(reps);
+        for _ in 0..reps {
+            events.push((
+                driver(self.ctx.new_event(flags), "event")?,
+                driver(self.ctx.new_event(flags), "event")?,
+            ));
+        }
+        let spin = self.function("spin")?;
+        let ns: u64 = 20_000 * reps.max(50) as u64;
+        let mut b = self.stream.launch_builder(&spin);
+        b.arg(&ns);
+        // SAFETY: spin takes one u64.
+        driver(
+            unsafe { b.launch(LaunchConfig::for_num_elems(1)) },
+            "launch",
+        )?;
+        for (rep, (start, end)) in events.iter().enumerate() {
+            driver(start.record(&self.stream), "event")?;
+            call(rep)?;
+            driver(end.record(&self.stream), "event")?;
+        }
+        driver(self.stream.synchronize(), "synchronize")?;
+        events
+            .iter()
+            .map(|(s, e)| Ok(f64::from(driver(s.elapsed_ms(e), "event")?) * 1e-3))
+            .collect()
+    }
+
+    /// Device-memory read bandwidth (10^9 bytes/s), the median of `reps` passes over a
+    /// `bytes` buffer of non-zero data (many times the L2), with 16-byte streaming loads.
+    pub fn read_bandwidth_gbs(&self, bytes: usize, reps: usize) -> Result<f64> {
+        let words = bytes / 16;
+        let pattern: Vec<u8> = (0..words * 16).map(|i| (i * 131 + 7) as u8).collect();
+        let buf = driver(self.stream.clone_htod(&pattern), "upload")?;
+        drop(pattern);
+        let mut sink = driver(self.stream.alloc_zeros::<u32>(1), "alloc")?;
+        let f = self.function("read_bw")?;
+        let cfg = LaunchConfig {
+            grid_dim: (self.sms * 8, 1, 1),
+            block_dim: (THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let (w, never) = (words as u64, 0x9e37_79b9u32);
+        let mut times = self.time(reps.max(3), |_| {
+            let mut b = self.stream.launch_builder(&f);
+            b.arg(&buf).arg(&w).arg(&never).arg(&mut sink);
+            // SAFETY: buf holds `words` 16-byte words; sink one u32.
+            driver(unsafe { b.launch(cfg) }, "launch").map(|_| ())
+        })?;
+        let t = super::roofline::median(&mut times);
+        Ok((words * 16) as f64 / t / 1e9)
+    }
+}
+
+/// Clocks and identity of GPU 0 as `nvidia-smi` reports them now; `None` without it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Clocks {
+    /// SM clock, MHz.
+    pub sm_mhz: u32,
+    /// Memory clock, MHz.
+    pub mem_mhz: u32,
+    /// Maximum SM clock, MHz.
+    pub max_sm_mhz: u32,
+    /// Maximum memory clock, MHz.
+    pub max_mem_mhz: u32,
+    /// Driver version.
+    pub driver: String,
+}
+
+impl Clocks {
+    /// Reads them with `nvidia-smi --query-gpu` (GPU 0).
+    pub fn read() -> Option<Clocks> {
+        let out = std::process::Command::new("nvidia-smi")
+            .args([
+                "--id=0",
+                "--query-gpu=clocks.sm,clocks.mem,clocks.max.sm,clocks.max.mem,driver_version",
+                "--format=csv,noheader,nounits",
+            ])
+            .output()
+            .ok()?;
+        Self::parse(std::str::from_utf8(&out.stdout).ok()?)
+    }
+
+    fn parse(line: &str) -> Option<Clocks> {
+        let f: Vec<&str> = line.trim().split(',').map(str::trim).collect();
+        let [sm, mem, max_sm, max_mem, driver] = f[..] else {
+            return None;
+        };
+        Some(Clocks {
+            sm_mhz: sm.parse().ok()?,
+            mem_mhz: mem.parse().ok()?,
+            max_sm_mhz: max_sm.parse().ok()?,
+            max_mem_mhz: max_mem.parse().ok()?,
+            driver: driver.into(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::test_support::{activations, assert_close};
+
+    #[test]
+    fn committed_ptx_was_compiled_from_this_source() {
+        assert_eq!(
+            ptx_source_sha256(PTX),
+            Some(source_sha256().as_str()),
+            "kernels/cuda/qgemm.cu changed after its PTX was made: run scripts/cuda-ptx.sh on \
+             a machine with nvcc and commit kernels/cuda/qgemm.ptx"
+        );
+        assert!(PTX.contains(".target sm_90"));
+    }
+
+    #[test]
+    fn clocks_parse_nvidia_smi() {
+        let c = Clocks::parse("1980, 3201, 1980, 3201, 580.159.04\n").unwrap();
+        assert_eq!((c.sm_mhz, c.mem_mhz, c.max_sm_mhz), (1980, 3201, 1980));
+        assert_eq!(c.driver, "580.159.04");
+        assert!(Clocks::parse("[N/A], 3201, 1980, 3201, 580").is_none());
+    }
+
+    #[test]
+    fn shapes_the_kernels_take() {
+        assert!(Gpu::check_shape(WeightType::Q4K, 3, 256).is_ok());
+        assert!(Gpu::check_shape(WeightType::Q8_0, 3, 64).is_err());
+        assert!(Gpu::check_shape(WeightType::Nf4, 3, 384).is_ok());
+    }
+
+    /// On a machine with a GPU: every type, GEMV and GEMM token counts, a row count that is
+    /// not a multiple of the tile, against the f64 reference (skipped without a GPU).
+    #[test]
+    fn gpu_kernels_match_the_reference() {
+        // SAFETY: only tries to open the driver library.
+        if !unsafe { sys::is_culib_present() } {
+            eprintln!("skipped: no CUDA driver");
+            return;
+        }
+        let gpu = match Gpu::open() {
+            Ok(g) => g,
+            Err(e) => {
+                eprintln!("skipped: {e:#}");
+                return;
+            }
+        };
+        let (n, k) = (200, 768);
+        for ty in WeightType::ALL {
+            let w = QuantMatrix::random(ty, n, k, 5).unwrap();
+            let gw = gpu.upload(&w).unwrap();
+            for m in [1, 2, 5, 8, 9, 70] {
+                let x = activations(m, k);
+                let y = gpu.matmul(&gw, &x).unwrap();
+                let want = crate::kernels::reference_matmul(&w, &x);
+                assert_close(&w, &x, &y, &want, &format!("cuda {} m={m}", ty.name()));
+            }
+        }
+    }
+}
