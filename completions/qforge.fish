@@ -35,10 +35,21 @@ complete -c qforge -n "__fish_qforge_needs_command" -f -a "kv-profile" -d 'Build
 complete -c qforge -n "__fish_qforge_needs_command" -f -a "bench-gemm" -d 'Benchmark dequant-GEMM/GEMV kernels against a roofline and candle'
 complete -c qforge -n "__fish_qforge_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c qforge -n "__fish_qforge_using_subcommand quantize" -s o -l output -d 'Output file (a folder with --format bnb-safetensors)' -r -F
-complete -c qforge -n "__fish_qforge_using_subcommand quantize" -s t -l type -d 'Target type or llama.cpp mix by name (default Q4_K_M; with --format bnb-safetensors or qnat, NF4). Names only: llama-quantize\'s numeric ids are refused. --list-types shows every type llama-quantize knows' -r -f -a "Q4_0\t'base Q4_0; 4.34G, +0.4685 ppl @ Llama-3-8B'
+complete -c qforge -n "__fish_qforge_using_subcommand quantize" -s t -l type -d 'Target type or llama.cpp mix by name (default Q4_K_M; with --format bnb-safetensors or qnat, NF4). Names only: llama-quantize\'s numeric ids are taken in the positional form. --list-types shows every type llama-quantize knows' -r -f -a "Q1_0\t'base Q1_0; 1.125 bpw quantization'
+Q2_0\t'base Q2_0; 2.25 bpw quantization (group 64)'
+Q4_0\t'base Q4_0; 4.34G, +0.4685 ppl @ Llama-3-8B'
 Q4_1\t'base Q4_1; 4.78G, +0.4511 ppl @ Llama-3-8B'
+MXFP4_MOE\t'base MXFP4; MXFP4 MoE'
 Q5_0\t'base Q5_0; 5.21G, +0.1316 ppl @ Llama-3-8B'
 Q5_1\t'base Q5_1; 5.65G, +0.1062 ppl @ Llama-3-8B'
+IQ2_XXS\t'base IQ2_XXS; 2.06 bpw quantization'
+IQ2_XS\t'base IQ2_XS; 2.31 bpw quantization'
+IQ2_S\t'base IQ2_XS; 2.5  bpw quantization'
+IQ2_M\t'base IQ2_S; 2.7  bpw quantization'
+IQ1_S\t'base IQ1_S; 1.56 bpw quantization'
+IQ1_M\t'base IQ1_M; 1.75 bpw quantization'
+TQ1_0\t'base TQ1_0; 1.69 bpw ternarization'
+TQ2_0\t'base TQ2_0; 2.06 bpw ternarization'
 Q2_K\t'base Q2_K; 2.96G, +3.5199 ppl @ Llama-3-8B'
 Q2_K_S\t'base Q2_K; 2.96G, +3.1836 ppl @ Llama-3-8B'
 IQ3_XXS\t'base IQ3_XXS; 3.06 bpw quantization'
@@ -50,6 +61,7 @@ Q3_K_S\t'base Q3_K; 3.41G, +1.6321 ppl @ Llama-3-8B'
 Q3_K_M\t'base Q3_K; 3.74G, +0.6569 ppl @ Llama-3-8B'
 Q3_K_L\t'base Q3_K; 4.03G, +0.5562 ppl @ Llama-3-8B'
 IQ4_NL\t'base IQ4_NL; 4.50 bpw non-linear quantization'
+IQ4_XS\t'base IQ4_XS; 4.25 bpw non-linear quantization'
 Q4_K\t'alias for Q4_K_M (with --format qnat: plain Q4_K)'
 Q4_K_S\t'base Q4_K; 4.37G, +0.2689 ppl @ Llama-3-8B'
 Q4_K_M\t'base Q4_K; 4.58G, +0.1754 ppl @ Llama-3-8B'
@@ -61,12 +73,17 @@ Q8_0\t'base Q8_0; 7.96G, +0.0026 ppl @ Llama-3-8B'
 F16\t'base F16; 14.00G, +0.0020 ppl @ Mistral-7B'
 BF16\t'base BF16; 14.00G, -0.0050 ppl @ Mistral-7B'
 F32\t'base F32; 26.00G              @ 7B'
+COPY\t'only copy tensors, no quantizing'
 NF4\t'bitsandbytes NormalFloat4 (--format bnb-safetensors or qnat)'
 FP4\t'bitsandbytes FP4 (--format bnb-safetensors or qnat)'"
 complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l format -d 'Output container' -r -f -a "gguf\t'GGUF v3 (llama.cpp)'
 qnat\t'qforge\'s native QNAT v2'
 bnb-safetensors\t'Hugging Face safetensors in the bitsandbytes 4-bit layout'"
-complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l tensor-type -d 'Per-tensor type override, REGEX=TYPE; repeatable, the first match wins. TYPE (any case): F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ3_XXS, IQ4_NL, IQ3_S, BF16' -r
+complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l tensor-type -d 'Per-tensor type override, REGEX=TYPE; repeatable, the first match wins. TYPE (any case): F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ2_XXS, IQ2_XS, IQ3_XXS, IQ1_S, IQ4_NL, IQ3_S, IQ2_S, IQ4_XS, IQ1_M, BF16, TQ1_0, TQ2_0, MXFP4, Q1_0, Q2_0' -r
+complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l tensor-type-file -d 'A file of REGEX=TYPE overrides separated by spaces or newlines (after --tensor-type\'s)' -r -F
+complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l prune-layers -d 'Remove these blocks (blk.N) and renumber the later ones; sets ARCH.block_count' -r
+complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l override-kv -d 'Set a metadata key in the output: KEY=TYPE:VALUE, TYPE int (written u32), float (f32), bool or str; repeatable' -r
+complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l max-buffer-size -d 'llama-quantize\'s row buffer limit in MiB; accepted for drop-in use (qforge encodes a tensor in chunks of about 8 MiB whatever the value)' -r
 complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l output-tensor-type -d 'Type of output.weight' -r -f -a "F32\t''
 F16\t''
 Q4_0\t''
@@ -79,10 +96,21 @@ Q3_K\t''
 Q4_K\t''
 Q5_K\t''
 Q6_K\t''
+IQ2_XXS\t''
+IQ2_XS\t''
 IQ3_XXS\t''
+IQ1_S\t''
 IQ4_NL\t''
 IQ3_S\t''
-BF16\t''"
+IQ2_S\t''
+IQ4_XS\t''
+IQ1_M\t''
+BF16\t''
+TQ1_0\t''
+TQ2_0\t''
+MXFP4\t''
+Q1_0\t''
+Q2_0\t''"
 complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l token-embedding-type -d 'Type of token_embd.weight' -r -f -a "F32\t''
 F16\t''
 Q4_0\t''
@@ -95,10 +123,21 @@ Q3_K\t''
 Q4_K\t''
 Q5_K\t''
 Q6_K\t''
+IQ2_XXS\t''
+IQ2_XS\t''
 IQ3_XXS\t''
+IQ1_S\t''
 IQ4_NL\t''
 IQ3_S\t''
-BF16\t''"
+IQ2_S\t''
+IQ4_XS\t''
+IQ1_M\t''
+BF16\t''
+TQ1_0\t''
+TQ2_0\t''
+MXFP4\t''
+Q1_0\t''
+Q2_0\t''"
 complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l imatrix -d 'Importance matrix: GGUF imatrix or legacy llama.cpp .dat' -r -F
 complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l include-weights -d 'Use importance weights only for tensors matching this regex (repeatable)' -r
 complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l exclude-weights -d 'Do not use importance weights for tensors matching this regex (repeatable)' -r
@@ -114,6 +153,7 @@ scalar\t'Portable code, no SIMD'"
 complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l name -d 'Hugging Face folder: general.name (convert_hf_to_gguf.py --model-name)' -r
 complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l metadata -d 'Hugging Face folder: JSON file of general.* overrides (convert_hf_to_gguf.py --metadata)' -r -F
 complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l list-types -d 'List every type and mix llama-quantize knows (bits per weight, whether an importance matrix is required, whether qforge implements it) and exit'
+complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l keep-split -d 'Split input: write one output file per input file, named OUTPUT-0000i-of-0000N.gguf (OUTPUT without .gguf) with gguf-split\'s split.* keys'
 complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l pure -d 'Use the base type for every tensor: no mix rules'
 complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l leave-output-tensor -d 'Leave output.weight unquantized'
 complete -c qforge -n "__fish_qforge_using_subcommand quantize" -l allow-requantize -d 'Allow re-quantizing tensors that are already quantized'

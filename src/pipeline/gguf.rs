@@ -469,7 +469,6 @@ pub fn stream_shards<T>(
     Ok((stats, digests))
 }
 
-
 /// Writes one file of [`stream_shards`] (its tensors' statistics appended to `stats`)
 /// through a writer thread, and returns it uncommitted.
 fn write_shard<T>(

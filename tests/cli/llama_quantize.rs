@@ -22,27 +22,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 /// Types of llama-quantize's list that qforge does not implement yet; their cases are not
-/// run. Issue #13 parts A-C add them: the lead removes each name when its codec is merged
-/// (the test fails while an implemented type is still listed here).
-const PENDING: &[&str] = &[
-    "Q1_0",
-    "Q2_0",
-    "MXFP4_MOE",
-    "IQ2_XXS",
-    "IQ2_XS",
-    "IQ2_S",
-    "IQ2_M",
-    "IQ1_S",
-    "IQ1_M",
-    "TQ1_0",
-    "TQ2_0",
-    "IQ3_XXS",
-    "IQ3_S",
-    "IQ3_M",
-    "IQ3_XS",
-    "IQ4_XS",
-    "COPY",
-];
+/// run (the test fails while an implemented type is still listed here). Every type is
+/// implemented: the list stays, empty, for a type llama.cpp adds.
+const PENDING: &[&str] = &[];
 
 /// Cases run at once (each qforge run uses 1 thread of the 2 CI cores).
 const WORKERS: usize = 2;
