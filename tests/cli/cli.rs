@@ -123,7 +123,7 @@ fn list_types_text_and_json() {
             .to_string()
     };
     assert!(line("Q4_K_M").contains("4.5000") && line("Q4_K_M").contains("gguf"));
-    assert!(line("IQ2_XXS").contains("required") && line("IQ2_XXS").contains(" no "));
+    assert!(line("IQ2_XXS").contains("required") && line("IQ2_XXS").contains(" gguf"));
     assert!(line("NF4").contains("bnb-safetensors"));
     let doc = json(&qforge(&["quantize", "--list-types", "--json"]));
     assert_eq!(doc["schema"], "qforge.quantize-types/1");
@@ -135,7 +135,11 @@ fn list_types_text_and_json() {
     assert_eq!(get("Q4_K_M")["bits_per_weight"], 4.5);
     assert_eq!(get("Q4_K_M")["implemented"], true);
     assert_eq!(get("Q2_K_S")["imatrix_required"], true);
-    assert_eq!(get("IQ1_S")["implemented"], false);
+    assert_eq!(get("IQ1_S")["implemented"], true);
+    assert!(
+        types.iter().all(|t| t["implemented"] == true),
+        "every type implemented"
+    );
     assert_eq!(get("Q5_K")["alias_of"], "Q5_K_M");
     assert_eq!(get("COPY")["bits_per_weight"], Json::Null);
     // Every implemented name is accepted by -t, every other one is refused.

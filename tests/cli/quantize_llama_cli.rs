@@ -164,10 +164,6 @@ fn positional_form_errors_are_one_line() {
         (vec![i, o, "Q9_9"], "invalid TYPE \"Q9_9\""),
         (vec![i, o, "99"], "invalid TYPE \"99\""),
         (vec![i, o, "Q8_0", "many"], "invalid NTHREADS"),
-        (
-            vec![i, o, "IQ4_XS"],
-            "type IQ4_XS: llama-quantize has it, qforge does not implement it yet",
-        ),
         (vec![i, o, "Q8_0", "--format", "qnat"], "writes GGUF"),
     ] {
         let mut a = vec!["quantize"];
