@@ -535,18 +535,8 @@ mod tests {
             .collect();
         let qw = vec![1.0f32; x.len()];
         for (c, bound) in [(&IQ1_S, 0.5), (&IQ1_M, 0.45)] {
-            let mut q = vec![0u8; x.len() / QK_K * c.type_size()];
-            (c.quantize_row)(&x, &mut q, Some(&qw));
-            let mut y = vec![0.0f32; x.len()];
-            (c.dequantize)(&q, &mut y);
-            let rms = (x
-                .iter()
-                .zip(&y)
-                .map(|(a, b)| (a - b) * (a - b))
-                .sum::<f32>()
-                / x.len() as f32)
-                .sqrt();
-            let norm = (x.iter().map(|a| a * a).sum::<f32>() / x.len() as f32).sqrt();
+            let y = super::super::round_trip_weighted(c, &x, Some(&qw));
+            let (rms, norm) = super::super::rms_error_and_norm(&x, &y);
             assert!(rms < bound * norm, "{}: rms {rms} vs {norm}", c.name());
             assert!(rms > 0.0);
         }

@@ -556,19 +556,9 @@ mod tests {
             .map(|i| ((i as f32) * 0.37).sin() + 0.3 * ((i as f32) * 1.3).cos())
             .collect();
         let qw: Vec<f32> = (0..x.len()).map(|i| 1.0 + (i % 5) as f32).collect();
-        let norm = (x.iter().map(|a| a * a).sum::<f32>() / x.len() as f32).sqrt();
         for c in [&IQ2_XXS, &IQ2_XS, &IQ2_S] {
-            let mut q = vec![0u8; x.len() / QK_K * c.type_size()];
-            (c.quantize_row)(&x, &mut q, Some(&qw));
-            let mut y = vec![0.0f32; x.len()];
-            (c.dequantize)(&q, &mut y);
-            let rms = (x
-                .iter()
-                .zip(&y)
-                .map(|(a, b)| (a - b) * (a - b))
-                .sum::<f32>()
-                / x.len() as f32)
-                .sqrt();
+            let y = super::super::round_trip_weighted(c, &x, Some(&qw));
+            let (rms, norm) = super::super::rms_error_and_norm(&x, &y);
             assert!(
                 rms < 0.35 * norm && rms > 0.0,
                 "{}: rms {rms} vs {norm}",

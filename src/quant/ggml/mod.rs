@@ -112,11 +112,27 @@ pub static CODECS: &[Codec] = &[
 /// `dequantize(quantize(x))` without importance weights (unit tests of the codecs).
 #[cfg(test)]
 fn round_trip(c: &Codec, x: &[f32]) -> Vec<f32> {
+    round_trip_weighted(c, x, None)
+}
+
+/// `dequantize(quantize(x))` with importance weights `w` where given (unit tests).
+#[cfg(test)]
+fn round_trip_weighted(c: &Codec, x: &[f32], w: Option<&[f32]>) -> Vec<f32> {
     let mut q = vec![0u8; x.len() / c.block_size() * c.type_size()];
-    (c.quantize_row)(x, &mut q, None);
+    (c.quantize_row)(x, &mut q, w);
     let mut y = vec![0.0f32; x.len()];
     (c.dequantize)(&q, &mut y);
     y
+}
+
+/// Root mean square of `a - b` and of `a` (unit tests of the codecs).
+#[cfg(test)]
+fn rms_error_and_norm(a: &[f32], b: &[f32]) -> (f32, f32) {
+    let ms = |f: &dyn Fn(usize) -> f32| (0..a.len()).map(f).sum::<f32>() / a.len() as f32;
+    (
+        ms(&|i| (a[i] - b[i]) * (a[i] - b[i])).sqrt(),
+        ms(&|i| a[i] * a[i]).sqrt(),
+    )
 }
 
 /// The codec of a ggml type, if qforge has one (every quant type of [`CODECS`] plus F32,
