@@ -211,25 +211,9 @@ pub fn find_best_neighbour(
     scale: f32,
     l: &mut [i8],
 ) -> usize {
-    if let Some(p) = simd::grid_best(&grid.coords, neighbours, xval, weight, scale, 0.0) {
-        let best = neighbours[p] as usize;
-        l[..8].copy_from_slice(&grid.levels(best));
-        return best;
-    }
-    let mut best_d2 = f32::MAX;
-    let mut best = neighbours[0] as usize;
-    for &j in neighbours {
-        let pg = &grid.points[j as usize];
-        let mut d2 = 0.0f32;
-        for i in 0..8 {
-            let diff = scale * pg[i] as f32 - xval[i];
-            d2 += weight[i] * diff * diff;
-        }
-        if d2 < best_d2 {
-            best_d2 = d2;
-            best = j as usize;
-        }
-    }
+    let best = simd::grid_best(&grid.coords, neighbours, xval, weight, scale, 0.0)
+        .map(|p| neighbours[p] as usize)
+        .unwrap_or_else(|| nearest_scalar(grid, neighbours, xval, weight, scale, |p| p as f32));
     l[..8].copy_from_slice(&grid.levels(best));
     best
 }
@@ -248,19 +232,35 @@ pub fn find_best_neighbour_iq1(
 ) -> usize {
     // xg = x_p or x_m: -1 + delta, delta, 1 + delta with delta = xg[1].
     debug_assert!(xg[0] == xg[1] - 1.0 && xg[2] == xg[1] + 1.0);
-    if let Some(p) = simd::grid_best(&grid.coords, neighbours, xval, weight, scale, xg[1]) {
-        let best = neighbours[p] as usize;
-        l[..8].copy_from_slice(&grid.levels(best));
-        return best;
-    }
+    let best = simd::grid_best(&grid.coords, neighbours, xval, weight, scale, xg[1])
+        .map(|p| neighbours[p] as usize)
+        .unwrap_or_else(|| {
+            nearest_scalar(grid, neighbours, xval, weight, scale, |p| {
+                xg[((p - 1) / 2) as usize]
+            })
+        });
+    l[..8].copy_from_slice(&grid.levels(best));
+    best
+}
+
+/// The scalar scan of both neighbour searches: the first neighbour with the least
+/// `sum w_i (scale * value(pos_i) - x_i)^2`, in ggml's operation order.
+#[inline]
+fn nearest_scalar(
+    grid: &IqGrid,
+    neighbours: &[u16],
+    xval: &[f32],
+    weight: &[f32],
+    scale: f32,
+    value: impl Fn(i8) -> f32,
+) -> usize {
     let mut best_d2 = f32::MAX;
     let mut best = neighbours[0] as usize;
     for &j in neighbours {
         let pg = &grid.points[j as usize];
         let mut d2 = 0.0f32;
         for i in 0..8 {
-            let q = xg[((pg[i] - 1) / 2) as usize];
-            let diff = scale * q - xval[i];
+            let diff = scale * value(pg[i]) - xval[i];
             d2 += weight[i] * diff * diff;
         }
         if d2 < best_d2 {
@@ -268,7 +268,6 @@ pub fn find_best_neighbour_iq1(
             best = j as usize;
         }
     }
-    l[..8].copy_from_slice(&grid.levels(best));
     best
 }
 
