@@ -102,7 +102,7 @@ impl QuantModel {
     }
 
     /// The 2-D weight `name` (`n` outputs x `k` inputs) as a [`QuantLinear`] whose weights
-    /// stay in the file (Q4_K, Q6_K, Q8_0, Q4_0 read in place; NF4 with block 64: codes in
+    /// stay in the file (Q4_K, Q5_K, Q6_K, Q8_0, Q4_0, IQ4_XS read in place; NF4 with block 64: codes in
     /// place, absmax decoded once), with an optional bias of `n` values.
     pub fn quant_linear(&self, name: &str, bias: Option<Tensor>) -> Result<QuantLinear> {
         let t = self.info(name)?;
@@ -118,7 +118,7 @@ impl QuantModel {
         }
         .ok_or_else(|| {
             invalid!(kind: UnknownType,
-                "tensor {name:?} is {}; QuantLinear runs Q4_K, Q6_K, Q8_0, Q4_0 and NF4 (use QuantModel::qtensor with candle's QMatMul, or dequantize)",
+                "tensor {name:?} is {}; QuantLinear runs Q4_K, Q5_K, Q6_K, Q8_0, Q4_0, IQ4_XS and NF4 (use QuantModel::qtensor with candle's QMatMul, or dequantize)",
                 t.ty
             )
         })?;

@@ -175,6 +175,8 @@ impl From<WeightType> for WeightFormat {
             WeightType::Q8_0 => WeightFormat::Ggml(GgmlType::Q8_0),
             WeightType::Q4_0 => WeightFormat::Ggml(GgmlType::Q4_0),
             WeightType::Nf4 => WeightFormat::Bnb(FourBit::Nf4),
+            WeightType::Q5K => WeightFormat::Ggml(GgmlType::Q5_K),
+            WeightType::Iq4Xs => WeightFormat::Ggml(GgmlType::IQ4_XS),
         }
     }
 }
@@ -268,7 +270,7 @@ mod tests {
             assert_eq!(WeightType::try_from(f), Ok(t));
             assert_eq!(f.name().to_ascii_lowercase(), t.name());
         }
-        assert!(WeightType::try_from(WeightFormat::Ggml(GgmlType::Q5_K)).is_err());
+        assert!(WeightType::try_from(WeightFormat::Ggml(GgmlType::Q3_K)).is_err());
         for k in [FourBit::Nf4, FourBit::Fp4] {
             assert_eq!(FourBit::try_from(WeightFormat::from(k)), Ok(k));
         }

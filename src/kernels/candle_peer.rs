@@ -30,14 +30,18 @@ pub struct CandleQMatMul {
 }
 
 impl CandleQMatMul {
-    /// Loads `w` into candle; NF4 is refused (candle-core has no NF4 type).
+    /// Loads `w` into candle; NF4 and IQ4_XS are refused (candle-core has neither type).
     pub fn new(w: &QuantMatrix) -> Result<Self> {
         let dtype = match w.ty {
             WeightType::Q4K => GgmlDType::Q4K,
             WeightType::Q6K => GgmlDType::Q6K,
             WeightType::Q8_0 => GgmlDType::Q8_0,
             WeightType::Q4_0 => GgmlDType::Q4_0,
+            WeightType::Q5K => GgmlDType::Q5K,
             WeightType::Nf4 => bail_invalid!("candle-core has no NF4 type: no candle peer for nf4"),
+            WeightType::Iq4Xs => {
+                bail_invalid!("candle-core has no IQ4_XS type: no candle peer for iq4_xs")
+            }
         };
         let device = device()?;
         let storage = QStorage::from_data(Cow::Borrowed(&w.data), &device, dtype)?;
@@ -88,6 +92,7 @@ mod tests {
             WeightType::Q6K,
             WeightType::Q8_0,
             WeightType::Q4_0,
+            WeightType::Q5K,
         ] {
             let w = QuantMatrix::random(ty, 40, 512, 2).unwrap();
             let x = activations(3, 512);
@@ -103,6 +108,9 @@ mod tests {
         }
         let nf4 = QuantMatrix::random(WeightType::Nf4, 2, 64, 1).unwrap();
         let err = CandleQMatMul::new(&nf4).err().unwrap();
+        assert_eq!(crate::error::exit_code(&err), 2);
+        let iq4 = QuantMatrix::random(WeightType::Iq4Xs, 2, 256, 1).unwrap();
+        let err = CandleQMatMul::new(&iq4).err().unwrap();
         assert_eq!(crate::error::exit_code(&err), 2);
     }
 }

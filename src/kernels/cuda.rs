@@ -32,6 +32,15 @@ pub const GEMV_MAX_M: usize = 8;
 /// `k` must be a multiple of this (the GEMM's step along `k`).
 pub const K_STEP: usize = 128;
 
+/// The weight types the CUDA kernels take (Q5_K and IQ4_XS have CPU kernels only).
+pub const CUDA_TYPES: [WeightType; 5] = [
+    WeightType::Q4K,
+    WeightType::Q6K,
+    WeightType::Q8_0,
+    WeightType::Q4_0,
+    WeightType::Nf4,
+];
+
 /// Zero bytes after the weights: the kernels' unaligned loads read whole words past a row's
 /// last 2-aligned block.
 const WEIGHT_PAD: usize = 64;
@@ -182,6 +191,13 @@ impl Gpu {
 
     /// Checks that the kernels take this shape.
     pub fn check_shape(ty: WeightType, n: usize, k: usize) -> Result<()> {
+        if !CUDA_TYPES.contains(&ty) {
+            bail_invalid!(
+                "--device cuda: no CUDA kernels for {} (CPU only; CUDA runs {})",
+                ty.name(),
+                CUDA_TYPES.map(WeightType::name).join(", ")
+            );
+        }
         QuantMatrix::check_shape(ty, n, k)?;
         if !k.is_multiple_of(K_STEP) || k > i32::MAX as usize / 2 || n > i32::MAX as usize {
             bail_invalid!("--device cuda: k must be a multiple of {K_STEP} (got {k})");
@@ -464,6 +480,8 @@ mod tests {
         assert!(Gpu::check_shape(WeightType::Q4K, 3, 256).is_ok());
         assert!(Gpu::check_shape(WeightType::Q8_0, 3, 64).is_err());
         assert!(Gpu::check_shape(WeightType::Nf4, 3, 384).is_ok());
+        assert!(Gpu::check_shape(WeightType::Q5K, 3, 256).is_err());
+        assert!(Gpu::check_shape(WeightType::Iq4Xs, 3, 256).is_err());
     }
 
     /// On a machine with a GPU: every type, GEMV and GEMM token counts, a row count that is
@@ -483,7 +501,7 @@ mod tests {
             }
         };
         let (n, k) = (200, 768);
-        for ty in WeightType::ALL {
+        for ty in CUDA_TYPES {
             let w = QuantMatrix::random(ty, n, k, 5).unwrap();
             let gw = gpu.upload(&w).unwrap();
             for m in [1, 2, 5, 8, 9, 70] {

@@ -165,6 +165,10 @@ mod tests {
             (WeightType::Q8_0, "Q8_0"),
             (WeightType::Q4_0, "Q4_0"),
             (WeightType::Q4K, "Q4_K.imatrix"),
+            (WeightType::Q5K, "Q5_K"),
+            (WeightType::Q5K, "Q5_K.imatrix"),
+            (WeightType::Iq4Xs, "IQ4_XS"),
+            (WeightType::Iq4Xs, "IQ4_XS.imatrix"),
         ] {
             let data = std::fs::read(dir.join(format!("{file}.bin"))).unwrap();
             let w = Arc::new(QuantMatrix {
@@ -197,7 +201,9 @@ mod tests {
             for &isa in &isas {
                 let mut y = vec![0f32; 6 * n];
                 let b = Fused::new(w.clone(), isa);
-                let tiles = isa == Isa::Avx512Vnni && n == 32 && ty != WeightType::Q6K;
+                let tiles = isa == Isa::Avx512Vnni
+                    && n == 32
+                    && !matches!(ty, WeightType::Q6K | WeightType::Q5K | WeightType::Iq4Xs);
                 assert_eq!(b.is_tiled(), tiles, "{ty:?} {isa:?} n={n}");
                 b.matmul(&x, &mut y).unwrap();
                 ys.push(y);

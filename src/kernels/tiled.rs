@@ -54,7 +54,7 @@ impl Kind {
             WeightType::Nf4 => Some(Kind::Nf4),
             WeightType::Q4_0 => Some(Kind::Q4_0),
             WeightType::Q8_0 => Some(Kind::Q8_0),
-            WeightType::Q6K => None,
+            WeightType::Q6K | WeightType::Q5K | WeightType::Iq4Xs => None,
         }
     }
 

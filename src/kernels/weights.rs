@@ -1,5 +1,5 @@
 //! Quantized weight matrices as the kernels read them: `n` rows of `k` values in ggml's
-//! block layout (Q4_K, Q6_K, Q8_0, Q4_0) or bitsandbytes' NF4 layout (packed codes,
+//! block layout (Q4_K, Q5_K, Q6_K, Q8_0, Q4_0, IQ4_XS) or bitsandbytes' NF4 layout (packed codes,
 //! first value of a pair in the high nibble, one f32 absmax per block).
 
 use crate::formats::blocks::QK_K;
@@ -29,11 +29,26 @@ pub enum WeightType {
     Q4_0,
     /// bitsandbytes NF4 with an f32 absmax per block (64 by default), 4.5 bits at 64.
     Nf4,
+    /// ggml Q5_K: Q4_K with a fifth bit per value, 5.5 bits per weight.
+    #[value(name = "q5_k")]
+    Q5K,
+    /// ggml IQ4_XS: 256-value super-blocks of 32-value groups with 6-bit scales, 4-bit
+    /// indices into a 16-entry non-linear table, 4.25 bits per weight.
+    #[value(name = "iq4_xs")]
+    Iq4Xs,
 }
 
 impl WeightType {
     /// Every type, in the order the CLI lists them.
-    pub const ALL: [WeightType; 5] = [Self::Q4K, Self::Q6K, Self::Q8_0, Self::Q4_0, Self::Nf4];
+    pub const ALL: [WeightType; 7] = [
+        Self::Q4K,
+        Self::Q6K,
+        Self::Q8_0,
+        Self::Q4_0,
+        Self::Nf4,
+        Self::Q5K,
+        Self::Iq4Xs,
+    ];
 
     /// Lower-case name, as the CLI and the JSON report spell it.
     pub fn name(self) -> &'static str {
@@ -43,6 +58,8 @@ impl WeightType {
             Self::Q8_0 => "q8_0",
             Self::Q4_0 => "q4_0",
             Self::Nf4 => "nf4",
+            Self::Q5K => "q5_k",
+            Self::Iq4Xs => "iq4_xs",
         }
     }
 
@@ -63,19 +80,19 @@ impl WeightType {
 
     /// The offset the 32-value-block SIMD kernels add to make this type's levels unsigned
     /// (Q4_0 levels are stored +8; Q8_0 values and NF4 table entries are shifted by 128);
-    /// `None` for the k-quants, which correct with the activation sums instead.
+    /// `None` for the 256-value types, which correct with the activation sums instead.
     pub fn lane_bias(self) -> Option<i32> {
         match self {
             Self::Q4_0 => Some(8),
             Self::Q8_0 | Self::Nf4 => Some(128),
-            Self::Q4K | Self::Q6K => None,
+            Self::Q4K | Self::Q5K | Self::Q6K | Self::Iq4Xs => None,
         }
     }
 
     /// Values per block of the 8-bit activations the fused kernels pair with this type.
     pub fn activation_block(self) -> usize {
         match self {
-            Self::Q4K | Self::Q6K => QK_K,
+            Self::Q4K | Self::Q5K | Self::Q6K | Self::Iq4Xs => QK_K,
             _ => 32,
         }
     }
@@ -290,7 +307,7 @@ mod tests {
             let value = t.to_possible_value().expect("listed");
             assert_eq!(value.get_name(), t.name());
         }
-        assert!(WeightType::from_str("q5_k", true).is_err());
+        assert!(WeightType::from_str("q3_k", true).is_err());
         assert_eq!(WeightType::value_variants(), WeightType::ALL);
         assert!(QuantMatrix::check_shape(WeightType::Q4K, 4, 128).is_err());
         assert!(QuantMatrix::check_shape(WeightType::Q4_0, 4, 64).is_ok());
@@ -310,6 +327,8 @@ mod tests {
                 WeightType::Q4K | WeightType::Q4_0 | WeightType::Nf4 => 4.5,
                 WeightType::Q6K => 6.5625,
                 WeightType::Q8_0 => 8.5,
+                WeightType::Q5K => 5.5,
+                WeightType::Iq4Xs => 4.25,
             };
             assert!((bpw - expect).abs() < 1e-9, "{ty:?} {bpw}");
             let mut out = vec![0f32; n * k];

@@ -8,9 +8,11 @@
 
 use super::super::activation::ActRow;
 use super::super::weights::{WeightType, NF4_BLOCK};
-use super::NF4_I8;
-use crate::formats::blocks::{block_at, BlockQ4K, BlockQ4_0, BlockQ6K, BlockQ8_0};
-use crate::quant::ggml::get_scale_min_k4;
+use super::{iq4_xs_scale, NF4_I8};
+use crate::formats::blocks::{
+    block_at, BlockIq4Xs, BlockQ4K, BlockQ4_0, BlockQ5K, BlockQ6K, BlockQ8_0,
+};
+use crate::quant::ggml::{get_scale_min_k4, KVALUES_IQ4NL};
 use std::arch::x86_64::*;
 
 /// One 32-value step of a row: signed values, the weight scales of its two halves, and
@@ -89,21 +91,32 @@ unsafe fn unpack(ty: WeightType, row: &[u8], absmax: &[f32], c: usize) -> Step {
     };
     match ty {
         WeightType::Q4K => {
-            let (sb, j) = (c / 8, c % 8);
-            let blk = block_at::<BlockQ4K>(row, sb);
-            let q = load(&blk.qs[32 * (j / 2)..]);
-            let q = if j % 2 == 0 {
-                q
-            } else {
-                _mm256_srli_epi16::<4>(q)
-            };
-            let (sc, mn) = get_scale_min_k4(j, &blk.scales);
-            let d = f16_at(blk.d) * f32::from(sc);
+            let blk = block_at::<BlockQ4K>(row, c / 8);
+            let fifth = _mm256_setzero_si256();
+            q45_k_step(&blk.qs, &blk.scales, [blk.d, blk.dmin], c % 8, fifth)
+        }
+        WeightType::Q5K => {
+            let (blk, j) = (block_at::<BlockQ5K>(row, c / 8), c % 8);
+            // Bit j of qh[0..32] is the fifth bit of sub-block j.
+            let qh = _mm256_srl_epi16(load(&blk.qh), _mm_cvtsi32_si128(j as i32));
+            let fifth = _mm256_slli_epi16::<4>(_mm256_and_si256(qh, _mm256_set1_epi8(1)));
+            q45_k_step(&blk.qs, &blk.scales, [blk.d, blk.dmin], j, fifth)
+        }
+        WeightType::Iq4Xs => {
+            let (blk, g) = (block_at::<BlockIq4Xs>(row, c / 8), c % 8);
+            let q = _mm_loadu_si128(blk.qs.as_ptr().add(16 * g).cast());
+            let m4x = _mm_set1_epi8(0x0F);
+            let (lo, hi) = (
+                _mm_and_si128(q, m4x),
+                _mm_and_si128(_mm_srli_epi16::<4>(q), m4x),
+            );
+            let table = _mm256_broadcastsi128_si256(_mm_loadu_si128(KVALUES_IQ4NL.as_ptr().cast()));
+            let d = f16_at(blk.d) * iq4_xs_scale(blk, g) as f32;
             Step {
-                values: _mm256_and_si256(q, m4),
+                values: _mm256_shuffle_epi8(table, _mm256_set_m128i(hi, lo)),
                 scale_lo: d,
                 scale_hi: d,
-                min: f16_at(blk.dmin) * f32::from(mn),
+                min: 0.0,
             }
         }
         WeightType::Q6K => {
@@ -169,5 +182,32 @@ unsafe fn unpack(ty: WeightType, row: &[u8], absmax: &[f32], c: usize) -> Step {
                 min: 0.0,
             }
         }
+    }
+}
+
+/// Sub-block `j` of a Q4_K or Q5_K super-block (`qs`, packed `scales`, `[d, dmin]`): the
+/// nibbles of `qs` plus `fifth` (Q5_K's high bits, already at bit 4; zero for Q4_K).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q45_k_step(
+    qs: &[u8; 128],
+    scales: &[u8; 12],
+    [d, dmin]: [[u8; 2]; 2],
+    j: usize,
+    fifth: __m256i,
+) -> Step {
+    let q = _mm256_loadu_si256(qs.as_ptr().add(32 * (j / 2)).cast());
+    let q = if j % 2 == 0 {
+        q
+    } else {
+        _mm256_srli_epi16::<4>(q)
+    };
+    let (sc, mn) = get_scale_min_k4(j, scales);
+    let d = f16_at(d) * f32::from(sc);
+    Step {
+        values: _mm256_or_si256(_mm256_and_si256(q, _mm256_set1_epi8(0x0F)), fifth),
+        scale_lo: d,
+        scale_hi: d,
+        min: f16_at(dmin) * f32::from(mn),
     }
 }

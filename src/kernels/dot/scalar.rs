@@ -6,9 +6,9 @@ use super::super::activation::ActRow;
 use super::super::weights::{WeightType, NF4_BLOCK};
 use super::NF4_I8;
 use crate::formats::blocks::{
-    blocks, f16_le, Block, BlockQ4K, BlockQ4_0, BlockQ6K, BlockQ8_0, QK, QK_K,
+    blocks, f16_le, Block, BlockIq4Xs, BlockQ4K, BlockQ4_0, BlockQ5K, BlockQ6K, BlockQ8_0, QK, QK_K,
 };
-use crate::quant::ggml::get_scale_min_k4;
+use crate::quant::ggml::{get_scale_min_k4, KVALUES_IQ4NL};
 
 /// `row . token` for a row of type `ty` (`absmax`: the row's NF4 block maxima).
 pub fn dot(ty: WeightType, row: &[u8], absmax: &[f32], a: &ActRow<'_>) -> f32 {
@@ -18,6 +18,8 @@ pub fn dot(ty: WeightType, row: &[u8], absmax: &[f32], a: &ActRow<'_>) -> f32 {
         WeightType::Q8_0 => q8_0(row, a),
         WeightType::Q4_0 => q4_0(row, a),
         WeightType::Nf4 => nf4(row, absmax, a),
+        WeightType::Q5K => q5_k(row, a),
+        WeightType::Iq4Xs => iq4_xs(row, a),
     }
 }
 
@@ -46,6 +48,72 @@ fn q4_k(row: &[u8], a: &ActRow<'_>) -> f32 {
             summ += i32::from(mn) * (i32::from(sums[2 * j]) + i32::from(sums[2 * j + 1]));
         }
         acc += a.d[sb] * (d * sumi as f32 - dmin * summ as f32);
+    }
+    acc
+}
+
+/// The 5-bit level (0..=31) of value `e` of a Q5_K block: the nibble as in Q4_K, the fifth
+/// bit in bit `e / 32` of `qh[e % 32]`.
+pub fn q5_level(blk: &BlockQ5K, e: usize) -> u8 {
+    let (pair, j) = (e / 64, e % 64);
+    let b = blk.qs[pair * 32 + j % 32];
+    let low = if j < 32 { b & 0xF } else { b >> 4 };
+    low | (((blk.qh[e % 32] >> (e / 32)) & 1) << 4)
+}
+
+fn q5_k(row: &[u8], a: &ActRow<'_>) -> f32 {
+    let mut acc = 0f32;
+    for (sb, blk) in view::<BlockQ5K>(row).iter().enumerate() {
+        let (d, dmin) = (f16_le(blk.d), f16_le(blk.dmin));
+        let x = &a.qs[sb * QK_K..(sb + 1) * QK_K];
+        let (mut sumi, mut summ) = (0i32, 0i32);
+        for j in 0..8 {
+            let (sc, mn) = get_scale_min_k4(j, &blk.scales);
+            let dot: i32 = (j * 32..j * 32 + 32)
+                .map(|e| i32::from(q5_level(blk, e)) * i32::from(x[e]))
+                .sum();
+            sumi += i32::from(sc) * dot;
+            summ += i32::from(mn) * sum32(a, sb * 8 + j);
+        }
+        acc += a.d[sb] * (d * sumi as f32 - dmin * summ as f32);
+    }
+    acc
+}
+
+/// The signed 6-bit scale (-32..=31) of 32-value group `g` of an IQ4_XS block.
+pub fn iq4_xs_scale(blk: &BlockIq4Xs, g: usize) -> i32 {
+    let low = (blk.scales_l[g / 2] >> (4 * (g % 2))) & 0xF;
+    let high = (u16::from_le_bytes(blk.scales_h) >> (2 * g)) & 3;
+    (i32::from(low) | (i32::from(high) << 4)) - 32
+}
+
+/// The 4-bit table index of value `e` of an IQ4_XS block (group `e / 32`: the first 16
+/// values in the low nibbles of its 16 bytes, the last 16 in the high ones).
+pub fn iq4_xs_code(blk: &BlockIq4Xs, e: usize) -> u8 {
+    let (g, j) = (e / 32, e % 32);
+    let b = blk.qs[16 * g + j % 16];
+    if j < 16 {
+        b & 0xF
+    } else {
+        b >> 4
+    }
+}
+
+fn iq4_xs(row: &[u8], a: &ActRow<'_>) -> f32 {
+    let mut acc = 0f32;
+    for (sb, blk) in view::<BlockIq4Xs>(row).iter().enumerate() {
+        let x = &a.qs[sb * QK_K..(sb + 1) * QK_K];
+        let sumi: i32 = (0..8)
+            .map(|g| {
+                let dot: i32 = (g * 32..g * 32 + 32)
+                    .map(|e| {
+                        i32::from(KVALUES_IQ4NL[usize::from(iq4_xs_code(blk, e))]) * i32::from(x[e])
+                    })
+                    .sum();
+                iq4_xs_scale(blk, g) * dot
+            })
+            .sum();
+        acc += a.d[sb] * f16_le(blk.d) * sumi as f32;
     }
     acc
 }

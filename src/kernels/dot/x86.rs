@@ -3,8 +3,11 @@
 
 use super::super::activation::ActRow;
 use super::super::weights::{WeightType, NF4_BLOCK};
-use super::NF4_I8;
-use crate::formats::blocks::{blocks, Block, BlockQ4K, BlockQ4_0, BlockQ6K, BlockQ8_0, QK_K};
+use super::{iq4_xs_scale, NF4_I8};
+use crate::formats::blocks::{
+    blocks, Block, BlockIq4Xs, BlockQ4K, BlockQ4_0, BlockQ5K, BlockQ6K, BlockQ8_0, QK_K,
+};
+use crate::quant::ggml::KVALUES_IQ4NL;
 use std::arch::x86_64::*;
 use std::mem::size_of;
 
@@ -43,7 +46,9 @@ unsafe fn tile<const T: usize>(
 ) {
     let k = acts[0].qs.len();
     match ty {
-        WeightType::Q4K => q4_k::<T>(row, acts, out),
+        WeightType::Q4K => q45_k::<T, BlockQ4K>(row, acts, out),
+        WeightType::Q5K => q45_k::<T, BlockQ5K>(row, acts, out),
+        WeightType::Iq4Xs => iq4_xs::<T>(row, acts, out),
         WeightType::Q6K => q6_k::<T>(row, acts, out),
         WeightType::Q4_0 => blocks32::<T, Q4_0>(row, absmax, k, acts, out),
         WeightType::Q8_0 => blocks32::<T, Q8_0>(row, absmax, k, acts, out),
@@ -122,37 +127,87 @@ unsafe fn scaled_dot(w: &[__m512i; 4], s: &[__m512i; 4], x: *const i8) -> __m512
     acc
 }
 
+/// A Q4_K or Q5_K super-block as [`q45_k`] unpacks it.
+trait Q45K: Block {
+    /// `d`, `dmin` and the packed 6-bit scales and mins.
+    fn header(&self) -> ([u8; 2], [u8; 2], &[u8; 12]);
+    /// The 256 unsigned levels, values `64p .. 64p + 64` in vector `p`.
+    unsafe fn levels(&self) -> [__m512i; 4];
+}
+
+/// The 4-bit levels of `qs` (a Q4_K or Q5_K super-block), values `64p .. 64p + 64` in
+/// vector `p`: sub-blocks 2p (low nibbles) and 2p+1 (high nibbles) side by side.
+#[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vnni,avx2,fma,f16c")]
-unsafe fn q4_k<const T: usize>(row: &[u8], acts: &[ActRow<'_>], out: &mut [f32]) {
+unsafe fn nibble_levels(qs: &[u8; 128]) -> [__m512i; 4] {
     let m4 = _mm512_set1_epi8(0x0F);
+    let a = _mm512_loadu_si512(qs.as_ptr().cast());
+    let b = _mm512_loadu_si512(qs.as_ptr().add(64).cast());
+    let (al, ah) = (
+        _mm512_and_si512(a, m4),
+        _mm512_and_si512(_mm512_srli_epi16::<4>(a), m4),
+    );
+    let (bl, bh) = (
+        _mm512_and_si512(b, m4),
+        _mm512_and_si512(_mm512_srli_epi16::<4>(b), m4),
+    );
+    [
+        _mm512_shuffle_i64x2::<0x44>(al, ah),
+        _mm512_shuffle_i64x2::<0xEE>(al, ah),
+        _mm512_shuffle_i64x2::<0x44>(bl, bh),
+        _mm512_shuffle_i64x2::<0xEE>(bl, bh),
+    ]
+}
+
+impl Q45K for BlockQ4K {
+    fn header(&self) -> ([u8; 2], [u8; 2], &[u8; 12]) {
+        (self.d, self.dmin, &self.scales)
+    }
+    #[inline(always)]
+    unsafe fn levels(&self) -> [__m512i; 4] {
+        nibble_levels(&self.qs)
+    }
+}
+
+impl Q45K for BlockQ5K {
+    fn header(&self) -> ([u8; 2], [u8; 2], &[u8; 12]) {
+        (self.d, self.dmin, &self.scales)
+    }
+    #[inline(always)]
+    unsafe fn levels(&self) -> [__m512i; 4] {
+        let w = nibble_levels(&self.qs);
+        // Sub-block s takes bit s of qh[0..32] as its fifth bit (+16).
+        let qh = _mm256_loadu_si256(self.qh.as_ptr().cast());
+        let qh = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(qh), qh);
+        let sixteen = _mm512_set1_epi8(16);
+        let mut out = w;
+        for (p, v) in out.iter_mut().enumerate() {
+            let bits = _mm512_inserti64x4::<1>(
+                _mm512_set1_epi8((1u8 << (2 * p)) as i8),
+                _mm256_set1_epi8((2u8 << (2 * p)) as i8),
+            );
+            let k = _mm512_test_epi8_mask(qh, bits);
+            *v = _mm512_mask_add_epi8(*v, k, *v, sixteen);
+        }
+        out
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vnni,avx2,fma,f16c")]
+unsafe fn q45_k<const T: usize, B: Q45K>(row: &[u8], acts: &[ActRow<'_>], out: &mut [f32]) {
     let idx = [0, 1, 2, 3].map(|p| lane_index(2 * p, 16));
     let dup = _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
     let mut facc = [_mm512_setzero_ps(); T];
     let mut macc = [_mm256_setzero_ps(); T];
-    for (sb, blk) in view::<BlockQ4K>(row).iter().enumerate() {
-        prefetch_ahead((blk as *const BlockQ4K).cast());
-        let (d, dmin) = (f16(blk.d.as_ptr()), f16(blk.dmin.as_ptr()));
-        let (sc, mn) = q4_k_scales(&blk.scales);
+    for (sb, blk) in view::<B>(row).iter().enumerate() {
+        prefetch_ahead((blk as *const B).cast());
+        let (d, dmin, scales) = blk.header();
+        let (d, dmin) = (f16(d.as_ptr()), f16(dmin.as_ptr()));
+        let (sc, mn) = q4_k_scales(scales);
         let sc16 = _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(sc as i64)));
         let s = idx.map(|i| _mm512_permutexvar_epi16(i, sc16));
         let mins = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(_mm_cvtsi64_si128(mn as i64), dup));
-        let a = _mm512_loadu_si512(blk.qs.as_ptr().cast());
-        let b = _mm512_loadu_si512(blk.qs.as_ptr().add(64).cast());
-        let (al, ah) = (
-            _mm512_and_si512(a, m4),
-            _mm512_and_si512(_mm512_srli_epi16::<4>(a), m4),
-        );
-        let (bl, bh) = (
-            _mm512_and_si512(b, m4),
-            _mm512_and_si512(_mm512_srli_epi16::<4>(b), m4),
-        );
-        // Sub-blocks 2p (low nibbles) and 2p+1 (high nibbles) side by side: values 64p..64p+64.
-        let w = [
-            _mm512_shuffle_i64x2::<0x44>(al, ah),
-            _mm512_shuffle_i64x2::<0xEE>(al, ah),
-            _mm512_shuffle_i64x2::<0x44>(bl, bh),
-            _mm512_shuffle_i64x2::<0xEE>(bl, bh),
-        ];
+        let w = blk.levels();
         for t in 0..T {
             let a = &acts[t];
             let acc = scaled_dot(&w, &s, a.qs.as_ptr().add(sb * QK_K));
@@ -201,6 +256,58 @@ unsafe fn q6_k<const T: usize>(row: &[u8], acts: &[ActRow<'_>], out: &mut [f32])
             let bs = _mm256_loadu_si256(a.sums16.as_ptr().add(sb * 16).cast());
             let corr = _mm256_slli_epi32::<5>(_mm256_madd_epi16(sc16y, bs));
             acc = _mm512_sub_epi32(acc, _mm512_inserti64x4::<0>(_mm512_setzero_si512(), corr));
+            let scale = _mm512_set1_ps(d * a.d[sb]);
+            facc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), scale, facc[t]);
+        }
+    }
+    for t in 0..T {
+        out[t] = _mm512_reduce_add_ps(facc[t]);
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vnni,avx2,fma,f16c")]
+unsafe fn iq4_xs<const T: usize>(row: &[u8], acts: &[ActRow<'_>], out: &mut [f32]) {
+    let m4 = _mm512_set1_epi8(0x0F);
+    let table = _mm512_broadcast_i32x4(_mm_loadu_si128(KVALUES_IQ4NL.as_ptr().cast()));
+    let idx = [0, 1, 2, 3].map(|p| lane_index(2 * p, 16));
+    // 64-bit lanes of (low nibbles, high nibbles) that put group g's 16 low-nibble values
+    // before its 16 high-nibble ones: groups 0, 1 of the 64 bytes, then groups 2, 3.
+    let perm = [
+        _mm512_set_epi64(11, 10, 3, 2, 9, 8, 1, 0),
+        _mm512_set_epi64(15, 14, 7, 6, 13, 12, 5, 4),
+    ];
+    let mut facc = [_mm512_setzero_ps(); T];
+    for (sb, blk) in view::<BlockIq4Xs>(row).iter().enumerate() {
+        prefetch_ahead((blk as *const BlockIq4Xs).cast());
+        let d = f16(blk.d.as_ptr());
+        let sc: [i16; 8] = std::array::from_fn(|g| iq4_xs_scale(blk, g) as i16);
+        let sc16 = _mm512_castsi128_si512(_mm_loadu_si128(sc.as_ptr().cast()));
+        let s = idx.map(|i| _mm512_permutexvar_epi16(i, sc16));
+        // Signed table values: |w| for vpmaddubsw, the sign moved onto the activations
+        // (|w| <= 127, so a pair of products fits in i16).
+        let mut w = [_mm512_setzero_si512(); 4];
+        for h in 0..2 {
+            let q = _mm512_loadu_si512(blk.qs.as_ptr().add(64 * h).cast());
+            let (lo, hi) = (
+                _mm512_and_si512(q, m4),
+                _mm512_and_si512(_mm512_srli_epi16::<4>(q), m4),
+            );
+            for (i, p) in perm.iter().enumerate() {
+                let codes = _mm512_permutex2var_epi64(lo, *p, hi);
+                w[2 * h + i] = _mm512_shuffle_epi8(table, codes);
+            }
+        }
+        let neg = w.map(|v| _mm512_movepi8_mask(v));
+        let abs = w.map(|v| _mm512_abs_epi8(v));
+        for t in 0..T {
+            let a = &acts[t];
+            let x = a.qs.as_ptr().add(sb * QK_K);
+            let mut acc = _mm512_setzero_si512();
+            for j in 0..4 {
+                let xv = _mm512_loadu_si512(x.add(64 * j).cast());
+                let xs = _mm512_mask_sub_epi8(xv, neg[j], _mm512_setzero_si512(), xv);
+                acc = _mm512_dpwssd_epi32(acc, _mm512_maddubs_epi16(abs[j], xs), s[j]);
+            }
             let scale = _mm512_set1_ps(d * a.d[sb]);
             facc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), scale, facc[t]);
         }

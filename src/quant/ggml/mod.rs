@@ -28,6 +28,7 @@ mod q6_k;
 mod simd;
 mod ternary;
 
+pub use self::iq4nl::KVALUES_IQ4NL;
 pub use self::q45_k::get_scale_min_k4;
 
 pub use self::simd::active_isa;
