@@ -113,7 +113,7 @@ _qforge() {
             fi
             case "${prev}" in
                 --type)
-                    COMPREPLY=($(compgen -W "q4_k q6_k q8_0 q4_0 nf4" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "q4_k q6_k q8_0 q4_0 nf4 q5_k iq4_xs" -- "${cur}"))
                     return 0
                     ;;
                 --m)

@@ -294,7 +294,9 @@ complete -c qforge -n "__fish_qforge_using_subcommand bench-gemm" -l type -d 'We
 q6_k\t'ggml Q6_K: 256-value super-blocks, 8-bit scales per 16 values, 6.5625 bits'
 q8_0\t'ggml Q8_0: 32-value blocks, f16 scale, 8.5 bits'
 q4_0\t'ggml Q4_0: 32-value blocks, f16 scale, 4.5 bits'
-nf4\t'bitsandbytes NF4 with an f32 absmax per block (64 by default), 4.5 bits at 64'"
+nf4\t'bitsandbytes NF4 with an f32 absmax per block (64 by default), 4.5 bits at 64'
+q5_k\t'ggml Q5_K: Q4_K with a fifth bit per value, 5.5 bits per weight'
+iq4_xs\t'ggml IQ4_XS: 256-value super-blocks of 32-value groups with 6-bit scales, 4-bit indices into a 16-entry non-linear table, 4.25 bits per weight'"
 complete -c qforge -n "__fish_qforge_using_subcommand bench-gemm" -l m -d 'Token counts (m), comma-separated' -r
 complete -c qforge -n "__fish_qforge_using_subcommand bench-gemm" -l k -d 'Inner dimension' -r
 complete -c qforge -n "__fish_qforge_using_subcommand bench-gemm" -l n -d 'Output rows' -r

@@ -18,7 +18,7 @@ const TOKEN_GROUP: usize = 16;
 enum Layout {
     /// ggml / bitsandbytes rows, as read from the file.
     Rows(Arc<QuantMatrix>),
-    /// Q4_K, NF4, Q4_0 or Q8_0 in 16-row tiles (AVX-512 VNNI only).
+    /// Q4_K, Q5_K, IQ4_XS, NF4, Q4_0 or Q8_0 in 16-row tiles (AVX-512 VNNI only).
     #[cfg(target_arch = "x86_64")]
     Tiled(super::tiled::Tiled),
 }
@@ -201,9 +201,7 @@ mod tests {
             for &isa in &isas {
                 let mut y = vec![0f32; 6 * n];
                 let b = Fused::new(w.clone(), isa);
-                let tiles = isa == Isa::Avx512Vnni
-                    && n == 32
-                    && !matches!(ty, WeightType::Q6K | WeightType::Q5K | WeightType::Iq4Xs);
+                let tiles = isa == Isa::Avx512Vnni && n == 32 && ty != WeightType::Q6K;
                 assert_eq!(b.is_tiled(), tiles, "{ty:?} {isa:?} n={n}");
                 b.matmul(&x, &mut y).unwrap();
                 ys.push(y);

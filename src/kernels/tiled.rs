@@ -16,14 +16,24 @@
 //! - Q8_0: a tile is one 32-value block of 16 rows: the f16 `d` of each row, then the
 //!   values + 128 as bytes in lines of 4 values of the 16 rows. 8.5 bits per weight, as ggml.
 //!
-//! Codes stored with an offset (NF4 and Q8_0 +128, Q4_0 +8) are corrected once per
+//! - Q5_K: the Q4_K tile (its low 4 bits of each level), then the fifth bits as two 64-bit
+//!   masks per line (one bit per byte of the low and of the high nibbles), added as 16 with a
+//!   masked byte add. 2880 bytes per 16 x 256 values: 5.625 bits per weight (ggml: 5.5).
+//! - IQ4_XS: a tile is one 256-value super-block of 16 rows: the f16 `d` of each row, the
+//!   signed 6-bit group scales (`ls - 32`) as bytes (group major), then the 4-bit table
+//!   indices, which become the table values + 128 in registers with `vpshufb`. 2208 bytes
+//!   per 16 x 256 values: 4.3125 bits per weight (ggml: 4.25).
+//!
+//! Codes stored with an offset (NF4, Q8_0 and IQ4_XS +128, Q4_0 +8) are corrected once per
 //! 32 values with `-offset *` the sum of the token's 32 activations.
 
 use super::activation::{ActRow, Activations};
-use super::dot::NF4_I8;
+use super::dot::{iq4_xs_code, iq4_xs_scale, q5_level, NF4_I8};
 use super::weights::{QuantMatrix, WeightType, NF4_BLOCK};
-use crate::formats::blocks::{block_at, BlockQ4K, BlockQ4_0, BlockQ8_0, QK, QK_K};
-use crate::quant::ggml::get_scale_min_k4;
+use crate::formats::blocks::{
+    block_at, BlockIq4Xs, BlockQ4K, BlockQ4_0, BlockQ5K, BlockQ8_0, QK, QK_K,
+};
+use crate::quant::ggml::{get_scale_min_k4, KVALUES_IQ4NL};
 use rayon::prelude::*;
 
 /// Rows per tile.
@@ -38,6 +48,12 @@ pub const NIBBLE_TILE_BYTES: usize = 64 + 8 * 64;
 /// Bytes of one Q8_0 tile (16 f16 scales, 8 lines of 4 values).
 pub const Q8_0_TILE_BYTES: usize = 32 + 8 * 64;
 
+/// Bytes of one Q5_K tile (a Q4_K tile, then two 8-byte masks of fifth bits per line).
+pub const Q5_K_TILE_BYTES: usize = TILE_BYTES + 32 * 16;
+
+/// Bytes of one IQ4_XS tile (16 f16 `d`, 8 x 16 group scales, 32 lines of indices).
+pub const IQ4_XS_TILE_BYTES: usize = IQ4_XS_QS_AT + 32 * 64;
+
 /// The weight types that have tiles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -45,6 +61,8 @@ enum Kind {
     Nf4,
     Q4_0,
     Q8_0,
+    Q5K,
+    Iq4Xs,
 }
 
 impl Kind {
@@ -54,14 +72,16 @@ impl Kind {
             WeightType::Nf4 => Some(Kind::Nf4),
             WeightType::Q4_0 => Some(Kind::Q4_0),
             WeightType::Q8_0 => Some(Kind::Q8_0),
-            WeightType::Q6K | WeightType::Q5K | WeightType::Iq4Xs => None,
+            WeightType::Q5K => Some(Kind::Q5K),
+            WeightType::Iq4Xs => Some(Kind::Iq4Xs),
+            WeightType::Q6K => None,
         }
     }
 
     /// Values of a row in one tile.
     fn values(self) -> usize {
         match self {
-            Kind::Q4K => QK_K,
+            Kind::Q4K | Kind::Q5K | Kind::Iq4Xs => QK_K,
             Kind::Nf4 | Kind::Q4_0 => 64,
             Kind::Q8_0 => 32,
         }
@@ -73,15 +93,17 @@ impl Kind {
             Kind::Q4K => TILE_BYTES,
             Kind::Nf4 | Kind::Q4_0 => NIBBLE_TILE_BYTES,
             Kind::Q8_0 => Q8_0_TILE_BYTES,
+            Kind::Q5K => Q5_K_TILE_BYTES,
+            Kind::Iq4Xs => IQ4_XS_TILE_BYTES,
         }
     }
 
     /// The offset the stored codes carry (none for Q4_K, which corrects with its mins).
     fn bias(self) -> i32 {
         match self {
-            Kind::Q4K => 0,
+            Kind::Q4K | Kind::Q5K => 0,
             Kind::Q4_0 => 8,
-            Kind::Nf4 | Kind::Q8_0 => 128,
+            Kind::Nf4 | Kind::Q8_0 | Kind::Iq4Xs => 128,
         }
     }
 }
@@ -103,6 +125,14 @@ const DMIN_AT: usize = 32;
 const SC_AT: usize = 64;
 const MN_AT: usize = 192;
 const QS_AT: usize = 320;
+
+/// Offset of the fifth-bit masks in a Q5_K tile (after the Q4_K tile of the low bits).
+const Q5_QH_AT: usize = TILE_BYTES;
+
+/// Offsets in an IQ4_XS tile: the f16 `d` of each row, the group scales, the indices.
+const IQ4_XS_D_AT: usize = 0;
+const IQ4_XS_LS_AT: usize = 32;
+const IQ4_XS_QS_AT: usize = 160;
 
 /// Q4_K or NF4 weights as 16-row tiles, `n / 16` tile rows of `k / values` tiles each.
 pub struct Tiled {
@@ -145,6 +175,8 @@ impl Tiled {
                                 [block_at(w.row(row), 2 * i), block_at(w.row(row), 2 * i + 1)],
                             ),
                             Kind::Q8_0 => pack_q8_0(tile, r, block_at(w.row(row), i)),
+                            Kind::Q5K => pack_q5_k(tile, r, block_at(w.row(row), i)),
+                            Kind::Iq4Xs => pack_iq4_xs(tile, r, block_at(w.row(row), i)),
                         }
                     }
                 }
@@ -220,6 +252,37 @@ fn pack_q8_0(tile: &mut [u8], r: usize, blk: &BlockQ8_0) {
     }
 }
 
+/// Row `r` of a Q5_K tile from the row's ggml block `blk`: its low 4 bits as the Q4_K
+/// tile (a Q5_K block is a Q4_K block plus `qh`), then the fifth bits.
+fn pack_q5_k(tile: &mut [u8], r: usize, blk: &BlockQ5K) {
+    let low = BlockQ4K {
+        d: blk.d,
+        dmin: blk.dmin,
+        scales: blk.scales,
+        qs: blk.qs,
+    };
+    pack_q4_k(tile, r, &low);
+    for g in 0..QK_K / 8 {
+        for (half, at) in [(0, Q5_QH_AT + 16 * g), (4, Q5_QH_AT + 16 * g + 8)] {
+            let mut mask = u64::from_le_bytes(tile[at..at + 8].try_into().expect("8 bytes"));
+            for b in 0..4 {
+                let fifth = u64::from(q5_level(blk, 8 * g + half + b) >> 4);
+                mask |= fifth << (4 * r + b);
+            }
+            tile[at..at + 8].copy_from_slice(&mask.to_le_bytes());
+        }
+    }
+}
+
+/// Row `r` of an IQ4_XS tile from the row's ggml block `blk`.
+fn pack_iq4_xs(tile: &mut [u8], r: usize, blk: &BlockIq4Xs) {
+    tile[IQ4_XS_D_AT + 2 * r..IQ4_XS_D_AT + 2 * r + 2].copy_from_slice(&blk.d);
+    for g in 0..8 {
+        tile[IQ4_XS_LS_AT + 16 * g + r] = iq4_xs_scale(blk, g) as i8 as u8;
+    }
+    regroup(&mut tile[IQ4_XS_QS_AT..], r, QK_K, |e| iq4_xs_code(blk, e));
+}
+
 /// Writes row `r`'s `values` 4-bit codes (`code(e)`) into the 64-byte lines of 8 values.
 fn regroup(lines: &mut [u8], r: usize, values: usize, code: impl Fn(usize) -> u8) {
     for g in 0..values / 8 {
@@ -257,7 +320,7 @@ pub unsafe fn matmul(w: &Tiled, acts: &Activations, y: &mut [f32]) {
         .chunks_exact(2)
         .map(|p| i32::from(p[0]) + i32::from(p[1]));
     let (sums_f32, offsets): (Vec<f32>, Vec<i32>) = match w.kind {
-        Kind::Q4K => (sums32.map(|s| s as f32).collect(), Vec::new()),
+        Kind::Q4K | Kind::Q5K => (sums32.map(|s| s as f32).collect(), Vec::new()),
         kind => (Vec::new(), sums32.map(|s| -kind.bias() * s).collect()),
     };
     let out = super::SharedOut(y.as_mut_ptr());
@@ -293,6 +356,14 @@ pub unsafe fn matmul(w: &Tiled, acts: &Activations, y: &mut [f32]) {
                         }
                         (Kind::Q8_0, 4) => x86::q8_0::<4>(tiles, group, &offsets[span], &mut res),
                         (Kind::Q8_0, _) => x86::q8_0::<1>(tiles, group, &offsets[span], &mut res),
+                        (Kind::Q5K, 4) => x86::q5_k::<4>(tiles, group, &sums_f32[span], &mut res),
+                        (Kind::Q5K, _) => x86::q5_k::<1>(tiles, group, &sums_f32[span], &mut res),
+                        (Kind::Iq4Xs, 4) => {
+                            x86::iq4_xs::<4>(tiles, group, &offsets[span], &mut res)
+                        }
+                        (Kind::Iq4Xs, _) => {
+                            x86::iq4_xs::<1>(tiles, group, &offsets[span], &mut res)
+                        }
                     }
                 }
                 for (i, r) in res[..count].iter().enumerate() {
@@ -505,6 +576,111 @@ mod x86 {
         }
     }
 
+    /// One Q5_K tile row (16 outputs) for `T` tokens: `res[t][r]`; `sums32` as for [`q4_k`].
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+    pub unsafe fn q5_k<const T: usize>(
+        tiles: &[u8],
+        acts: &[ActRow<'_>],
+        sums32: &[f32],
+        res: &mut [[f32; TILE_ROWS]; 4],
+    ) {
+        let (m4, sixteen) = (_mm512_set1_epi8(0x0F), _mm512_set1_epi8(16));
+        let k32 = sums32.len() / T;
+        let mut facc = [_mm512_setzero_ps(); T];
+        for (sb, tile) in tiles.chunks_exact(Q5_K_TILE_BYTES).enumerate() {
+            let p = tile.as_ptr();
+            let d = _mm512_cvtph_ps(_mm256_loadu_si256(p.add(D_AT).cast()));
+            let dmin = _mm512_cvtph_ps(_mm256_loadu_si256(p.add(DMIN_AT).cast()));
+            let mut sbacc = [_mm512_setzero_ps(); T];
+            for j in 0..8 {
+                let mut lo_acc = [_mm512_setzero_si512(); T];
+                let mut hi_acc = [_mm512_setzero_si512(); T];
+                for g in 4 * j..4 * j + 4 {
+                    prefetch(p.add(QS_AT + 64 * g));
+                    let q = _mm512_loadu_si512(p.add(QS_AT + 64 * g).cast());
+                    let masks = p.add(Q5_QH_AT + 16 * g).cast::<u64>();
+                    let (klo, khi) = (masks.read_unaligned(), masks.add(1).read_unaligned());
+                    let lo = _mm512_and_si512(q, m4);
+                    let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(q), m4);
+                    let lo = _mm512_mask_add_epi8(lo, klo, lo, sixteen);
+                    let hi = _mm512_mask_add_epi8(hi, khi, hi, sixteen);
+                    dot_group(lo, hi, acts, sb * QK_K + 8 * g, &mut lo_acc, &mut hi_acc);
+                }
+                let sc = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(
+                    p.add(SC_AT + 16 * j).cast(),
+                )));
+                let mn = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(
+                    p.add(MN_AT + 16 * j).cast(),
+                )));
+                let (sc, mn) = (_mm512_mul_ps(sc, d), _mm512_mul_ps(mn, dmin));
+                for t in 0..T {
+                    let acc = _mm512_add_epi32(lo_acc[t], hi_acc[t]);
+                    sbacc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), sc, sbacc[t]);
+                    let s = _mm512_set1_ps(sums32[t * k32 + sb * 8 + j]);
+                    sbacc[t] = _mm512_fnmadd_ps(mn, s, sbacc[t]);
+                }
+            }
+            for t in 0..T {
+                facc[t] = _mm512_fmadd_ps(sbacc[t], _mm512_set1_ps(acts[t].d[sb]), facc[t]);
+            }
+        }
+        for t in 0..T {
+            _mm512_storeu_ps(res[t].as_mut_ptr(), facc[t]);
+        }
+    }
+
+    /// IQ4_XS table values + 128, as the unsigned bytes `vpdpbusd` takes.
+    const IQ4_XS_TABLE: [u8; 16] = {
+        let mut t = [0u8; 16];
+        let mut i = 0;
+        while i < 16 {
+            t[i] = (KVALUES_IQ4NL[i] as u8) ^ 0x80;
+            i += 1;
+        }
+        t
+    };
+
+    /// One IQ4_XS tile row (16 outputs) for `T` tokens: `res[t][r]`; `offsets` as for
+    /// [`nibbles`] (bias 128).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+    pub unsafe fn iq4_xs<const T: usize>(
+        tiles: &[u8],
+        acts: &[ActRow<'_>],
+        offsets: &[i32],
+        res: &mut [[f32; TILE_ROWS]; 4],
+    ) {
+        let m4 = _mm512_set1_epi8(0x0F);
+        let table = _mm512_broadcast_i32x4(_mm_loadu_si128(IQ4_XS_TABLE.as_ptr().cast()));
+        let k32 = offsets.len() / T;
+        let mut facc = [_mm512_setzero_ps(); T];
+        for (sb, tile) in tiles.chunks_exact(IQ4_XS_TILE_BYTES).enumerate() {
+            let p = tile.as_ptr();
+            let d = _mm512_cvtph_ps(_mm256_loadu_si256(p.add(IQ4_XS_D_AT).cast()));
+            for j in 0..8 {
+                let mut lo_acc = [_mm512_setzero_si512(); T];
+                let mut hi_acc = [_mm512_setzero_si512(); T];
+                for g in 4 * j..4 * j + 4 {
+                    prefetch(p.add(IQ4_XS_QS_AT + 64 * g));
+                    let q = _mm512_loadu_si512(p.add(IQ4_XS_QS_AT + 64 * g).cast());
+                    let lo = _mm512_shuffle_epi8(table, _mm512_and_si512(q, m4));
+                    let hi =
+                        _mm512_shuffle_epi8(table, _mm512_and_si512(_mm512_srli_epi16::<4>(q), m4));
+                    dot_group(lo, hi, acts, sb * QK_K + 8 * g, &mut lo_acc, &mut hi_acc);
+                }
+                let ls = _mm512_cvtepi8_epi32(_mm_loadu_si128(p.add(IQ4_XS_LS_AT + 16 * j).cast()));
+                let scale = _mm512_mul_ps(_mm512_cvtepi32_ps(ls), d);
+                for t in 0..T {
+                    let dot = _mm512_add_epi32(lo_acc[t], hi_acc[t]);
+                    let offset = offsets[t * k32 + sb * 8 + j];
+                    accumulate(&mut facc[t], dot, offset, scale, acts[t].d[sb]);
+                }
+            }
+        }
+        for t in 0..T {
+            _mm512_storeu_ps(res[t].as_mut_ptr(), facc[t]);
+        }
+    }
+
     /// `facc += (dot + offset) * scale * dx`: one 32-value block of 16 rows for a token.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
@@ -549,6 +725,65 @@ mod tests {
         assert!(!Tiled::fits(
             &QuantMatrix::random(WeightType::Q6K, 32, 256, 1).unwrap()
         ));
+    }
+
+    /// Every value of rows of a tiled super-block type, as the tile holds it, against the
+    /// codec's dequantized row (`value(tile, lane, e)` decodes value `e` of one tile).
+    fn assert_tiles_decode(ty: WeightType, value: impl Fn(&[u8], usize, usize) -> f32) {
+        let w = QuantMatrix::random(ty, 32, 512, 8).unwrap();
+        let t = Tiled::new(&w);
+        let kind = Kind::of(ty).unwrap();
+        assert_eq!(t.bytes() as usize, 2 * 2 * kind.bytes());
+        let mut row = vec![0f32; 512];
+        for r in [0, 5, 17, 31] {
+            w.dequantize_rows(r..r + 1, &mut row);
+            let (tr, lane) = (r / TILE_ROWS, r % TILE_ROWS);
+            for (sb, tile) in t.tile_row(tr).chunks_exact(kind.bytes()).enumerate() {
+                for e in 0..256 {
+                    let want = row[sb * 256 + e];
+                    assert_eq!(value(tile, lane, e), want, "{ty:?} row {r} value {e}");
+                }
+            }
+        }
+    }
+
+    /// The 4-bit code of value `e` of row `lane` in the lines at `lines`.
+    fn code(lines: &[u8], lane: usize, e: usize) -> u8 {
+        let (g, b) = (e / 8, e % 8);
+        let byte = lines[g * 64 + lane * 4 + b % 4];
+        if b < 4 {
+            byte & 0xF
+        } else {
+            byte >> 4
+        }
+    }
+
+    fn f16_at(tile: &[u8], at: usize) -> f32 {
+        half::f16::from_le_bytes([tile[at], tile[at + 1]]).to_f32()
+    }
+
+    #[test]
+    fn q5_k_and_iq4_xs_tiles_hold_every_value() {
+        assert_tiles_decode(WeightType::Q5K, |tile, lane, e| {
+            let (d, dmin) = (
+                f16_at(tile, D_AT + 2 * lane),
+                f16_at(tile, DMIN_AT + 2 * lane),
+            );
+            let (g, b) = (e / 8, e % 8);
+            let at = Q5_QH_AT + 16 * g + if b < 4 { 0 } else { 8 };
+            let mask = u64::from_le_bytes(tile[at..at + 8].try_into().unwrap());
+            let fifth = ((mask >> (4 * lane + b % 4)) & 1) as u8;
+            let q = code(&tile[QS_AT..], lane, e) | (fifth << 4);
+            let j = e / 32;
+            let (sc, mn) = (tile[SC_AT + j * 16 + lane], tile[MN_AT + j * 16 + lane]);
+            d * f32::from(sc) * f32::from(q) - dmin * f32::from(mn)
+        });
+        assert_tiles_decode(WeightType::Iq4Xs, |tile, lane, e| {
+            let d = f16_at(tile, IQ4_XS_D_AT + 2 * lane);
+            let ls = tile[IQ4_XS_LS_AT + 16 * (e / 32) + lane] as i8;
+            let v = KVALUES_IQ4NL[usize::from(code(&tile[IQ4_XS_QS_AT..], lane, e))];
+            d * f32::from(ls) * f32::from(v)
+        });
     }
 
     #[test]

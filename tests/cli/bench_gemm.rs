@@ -21,7 +21,7 @@ fn small(extra: &[&str]) -> serde_json::Value {
 
 #[test]
 fn json_report_for_every_type_and_strategy() {
-    for ty in ["q4_k", "q6_k", "q8_0", "q4_0", "nf4"] {
+    for ty in ["q4_k", "q6_k", "q8_0", "q4_0", "nf4", "q5_k", "iq4_xs"] {
         let r = small(&["--type", ty, "--k", "512", "--n", "96"]);
         assert_eq!(r["schema"], "qforge.bench-gemm/1");
         assert_eq!(r["weight_type"], ty);
@@ -32,6 +32,8 @@ fn json_report_for_every_type_and_strategy() {
         let want = match ty {
             "q6_k" => 6.5625,
             "q8_0" => 8.5,
+            "q5_k" => 5.5,
+            "iq4_xs" => 4.25,
             _ => 4.5,
         };
         assert!((bpw - want).abs() < 1e-9, "{ty}: {bpw}");
@@ -44,10 +46,13 @@ fn json_report_for_every_type_and_strategy() {
             .map(|b| b["backend"].as_str().unwrap())
             .collect();
         let results = r["results"].as_array().unwrap();
-        if ty == "nf4" {
+        // candle-core has neither NF4 nor IQ4_XS.
+        let no_candle = ty == "nf4" || ty == "iq4_xs";
+        if no_candle {
             assert_eq!(backends, ["fused", "lazy-dequant", "eager-dequant"]);
             assert_eq!(r["skipped"][0]["backend"], "candle");
-            assert!(r["skipped"][0]["reason"].as_str().unwrap().contains("NF4"));
+            let reason = r["skipped"][0]["reason"].as_str().unwrap();
+            assert!(reason.contains(&ty.to_uppercase()), "{reason}");
         } else {
             assert_eq!(
                 backends,
@@ -74,7 +79,7 @@ fn json_report_for_every_type_and_strategy() {
                 0.05
             };
             assert!(err < limit, "{ty} {name}: rel_err {err}");
-            assert_eq!(m["speedup_vs_candle"].is_null(), ty == "nf4", "{ty} {name}");
+            assert_eq!(m["speedup_vs_candle"].is_null(), no_candle, "{ty} {name}");
         }
         for b in r["backends"].as_array().unwrap() {
             let copies = b["copies"].as_u64().unwrap();
@@ -144,7 +149,7 @@ fn weights_from_a_fixture_tensor_and_the_text_table() {
 #[test]
 fn bad_arguments_exit_2_with_one_line() {
     let cases: [&[&str]; 8] = [
-        &["--type", "q5_k"],
+        &["--type", "q3_k"],
         &["--type", "q4_k", "--k", "100", "--n", "8"],
         &["--type", "q4_0", "--k", "96", "--n", "8"],
         &["--m", "0"],
@@ -171,9 +176,25 @@ fn bad_arguments_exit_2_with_one_line() {
 }
 
 /// `--device cuda` on a machine without a GPU (CI): exit 2, one line, no panic. On a machine
-/// with one it must run (scripts/cuda-bench.sh checks its numbers).
+/// with one it must run (scripts/cuda-bench.sh checks its numbers). Types without CUDA kernels
+/// are refused the same way on either machine.
 #[test]
 fn device_cuda_without_a_gpu_is_one_line() {
+    for ty in ["q5_k", "iq4_xs"] {
+        let out = qforge(&[
+            "bench-gemm",
+            "--device",
+            "cuda",
+            "--type",
+            ty,
+            "--reps",
+            "1",
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.starts_with("error: --device cuda: "), "{err}");
+    }
     let out = qforge(&[
         "bench-gemm",
         "--device",

@@ -1,10 +1,12 @@
 //! Fused dot products of quantized weight rows with 8-bit activations, with run-time
 //! dispatch between an AVX-512 VNNI path, an AVX2 path and a portable scalar path.
 //!
-//! - Q4_K and Q6_K pair with 256-value activation blocks: `vpmaddubsw` of the unsigned
-//!   4/6-bit levels with the i8 activations, then `vpdpwssd` with the 16-bit sub-block
-//!   scales, so a whole super-block accumulates in i32 before one f32 multiply; the mins
-//!   (Q4_K) and the level offset 32 (Q6_K) come from the activation sums.
+//! - Q4_K, Q5_K, Q6_K and IQ4_XS pair with 256-value activation blocks: `vpmaddubsw` of
+//!   the unsigned 4/5/6-bit levels with the i8 activations, then `vpdpwssd` with the 16-bit
+//!   sub-block scales, so a whole super-block accumulates in i32 before one f32 multiply;
+//!   the mins (Q4_K, Q5_K) and the level offset 32 (Q6_K) come from the activation sums.
+//!   IQ4_XS's signed table values (`vpshufb`) go in as `|w|` with their signs moved onto
+//!   the activations, and its signed 6-bit group scales as the 16-bit scales.
 //! - Q4_0, Q8_0 and NF4 pair with 32-value blocks: the weights become unsigned bytes
 //!   (Q4_0 levels, Q8_0 values + 128, NF4 codes through a 16-entry int8 table in
 //!   registers with `vpshufb`), `vpdpbusd` multiplies them with the activations, and the
