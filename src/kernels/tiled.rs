@@ -15,7 +15,6 @@
 //!   the levels (0..=15, the value is `d * (level - 8)`). 4.5 bits per weight, as ggml.
 //! - Q8_0: a tile is one 32-value block of 16 rows: the f16 `d` of each row, then the
 //!   values + 128 as bytes in lines of 4 values of the 16 rows. 8.5 bits per weight, as ggml.
-//!
 //! - Q5_K: the Q4_K tile (its low 4 bits of each level), then the fifth bits as two 64-bit
 //!   masks per line (one bit per byte of the low and of the high nibbles), added as 16 with a
 //!   masked byte add. 2880 bytes per 16 x 256 values: 5.625 bits per weight (ggml: 5.5).
