@@ -197,7 +197,7 @@ unsafe fn q45_k_step(
     fifth: __m256i,
 ) -> Step {
     let q = _mm256_loadu_si256(qs.as_ptr().add(32 * (j / 2)).cast());
-    let q = if j % 2 == 0 {
+    let q = if j.is_multiple_of(2) {
         q
     } else {
         _mm256_srli_epi16::<4>(q)
