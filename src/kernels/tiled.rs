@@ -339,8 +339,12 @@ pub unsafe fn matmul(w: &Tiled, acts: &Activations, y: &mut [f32]) {
                 // SAFETY: the caller guarantees the CPU features; lengths are checked above.
                 unsafe {
                     match (w.kind, count) {
-                        (Kind::Q4K, 4) => x86::q4_k::<4>(tiles, group, &sums_f32[span], &mut res),
-                        (Kind::Q4K, _) => x86::q4_k::<1>(tiles, group, &sums_f32[span], &mut res),
+                        (Kind::Q4K, 4) => {
+                            x86::q4_k::<4, false>(tiles, group, &sums_f32[span], &mut res)
+                        }
+                        (Kind::Q4K, _) => {
+                            x86::q4_k::<1, false>(tiles, group, &sums_f32[span], &mut res)
+                        }
                         (Kind::Nf4, 4) => {
                             x86::nibbles::<4, x86::Nf4>(tiles, group, &offsets[span], &mut res)
                         }
@@ -355,8 +359,12 @@ pub unsafe fn matmul(w: &Tiled, acts: &Activations, y: &mut [f32]) {
                         }
                         (Kind::Q8_0, 4) => x86::q8_0::<4>(tiles, group, &offsets[span], &mut res),
                         (Kind::Q8_0, _) => x86::q8_0::<1>(tiles, group, &offsets[span], &mut res),
-                        (Kind::Q5K, 4) => x86::q5_k::<4>(tiles, group, &sums_f32[span], &mut res),
-                        (Kind::Q5K, _) => x86::q5_k::<1>(tiles, group, &sums_f32[span], &mut res),
+                        (Kind::Q5K, 4) => {
+                            x86::q4_k::<4, true>(tiles, group, &sums_f32[span], &mut res)
+                        }
+                        (Kind::Q5K, _) => {
+                            x86::q4_k::<1, true>(tiles, group, &sums_f32[span], &mut res)
+                        }
                         (Kind::Iq4Xs, 4) => {
                             x86::iq4_xs::<4>(tiles, group, &offsets[span], &mut res)
                         }
@@ -410,9 +418,10 @@ mod x86 {
         }
     }
 
-    /// One Q4_K tile row (16 outputs) for `T` tokens: `res[t][r]`.
+    /// One Q4_K tile row (16 outputs) for `T` tokens: `res[t][r]`; with `FIFTH`, one Q5_K
+    /// tile row (the fifth bits added to the levels from the tile's masks).
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
-    pub unsafe fn q4_k<const T: usize>(
+    pub unsafe fn q4_k<const T: usize, const FIFTH: bool>(
         tiles: &[u8],
         acts: &[ActRow<'_>],
         sums32: &[f32],
@@ -421,7 +430,8 @@ mod x86 {
         let m4 = _mm512_set1_epi8(0x0F);
         let k32 = sums32.len() / T;
         let mut facc = [_mm512_setzero_ps(); T];
-        for (sb, tile) in tiles.chunks_exact(TILE_BYTES).enumerate() {
+        let tile_bytes = if FIFTH { Q5_K_TILE_BYTES } else { TILE_BYTES };
+        for (sb, tile) in tiles.chunks_exact(tile_bytes).enumerate() {
             let p = tile.as_ptr();
             let d = _mm512_cvtph_ps(_mm256_loadu_si256(p.add(D_AT).cast()));
             let dmin = _mm512_cvtph_ps(_mm256_loadu_si256(p.add(DMIN_AT).cast()));
@@ -433,8 +443,11 @@ mod x86 {
                 for g in 4 * j..4 * j + 4 {
                     prefetch(p.add(QS_AT + 64 * g));
                     let q = _mm512_loadu_si512(p.add(QS_AT + 64 * g).cast());
-                    let lo = _mm512_and_si512(q, m4);
-                    let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(q), m4);
+                    let mut lo = _mm512_and_si512(q, m4);
+                    let mut hi = _mm512_and_si512(_mm512_srli_epi16::<4>(q), m4);
+                    if FIFTH {
+                        (lo, hi) = add_fifth_bits(p, g, lo, hi);
+                    }
                     dot_group(lo, hi, acts, sb * QK_K + 8 * g, &mut lo_acc, &mut hi_acc);
                 }
                 let acc: [__m512i; T] =
@@ -575,57 +588,23 @@ mod x86 {
         }
     }
 
-    /// One Q5_K tile row (16 outputs) for `T` tokens: `res[t][r]`; `sums32` as for [`q4_k`].
+    /// Line `g`'s Q5_K levels from their low 4 bits `lo`, `hi`: 16 added where the tile's
+    /// fifth-bit masks of the line have a bit.
+    #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
-    pub unsafe fn q5_k<const T: usize>(
-        tiles: &[u8],
-        acts: &[ActRow<'_>],
-        sums32: &[f32],
-        res: &mut [[f32; TILE_ROWS]; 4],
-    ) {
-        let (m4, sixteen) = (_mm512_set1_epi8(0x0F), _mm512_set1_epi8(16));
-        let k32 = sums32.len() / T;
-        let mut facc = [_mm512_setzero_ps(); T];
-        for (sb, tile) in tiles.chunks_exact(Q5_K_TILE_BYTES).enumerate() {
-            let p = tile.as_ptr();
-            let d = _mm512_cvtph_ps(_mm256_loadu_si256(p.add(D_AT).cast()));
-            let dmin = _mm512_cvtph_ps(_mm256_loadu_si256(p.add(DMIN_AT).cast()));
-            let mut sbacc = [_mm512_setzero_ps(); T];
-            for j in 0..8 {
-                let mut lo_acc = [_mm512_setzero_si512(); T];
-                let mut hi_acc = [_mm512_setzero_si512(); T];
-                for g in 4 * j..4 * j + 4 {
-                    prefetch(p.add(QS_AT + 64 * g));
-                    let q = _mm512_loadu_si512(p.add(QS_AT + 64 * g).cast());
-                    let masks = p.add(Q5_QH_AT + 16 * g).cast::<u64>();
-                    let (klo, khi) = (masks.read_unaligned(), masks.add(1).read_unaligned());
-                    let lo = _mm512_and_si512(q, m4);
-                    let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(q), m4);
-                    let lo = _mm512_mask_add_epi8(lo, klo, lo, sixteen);
-                    let hi = _mm512_mask_add_epi8(hi, khi, hi, sixteen);
-                    dot_group(lo, hi, acts, sb * QK_K + 8 * g, &mut lo_acc, &mut hi_acc);
-                }
-                let sc = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(
-                    p.add(SC_AT + 16 * j).cast(),
-                )));
-                let mn = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(
-                    p.add(MN_AT + 16 * j).cast(),
-                )));
-                let (sc, mn) = (_mm512_mul_ps(sc, d), _mm512_mul_ps(mn, dmin));
-                for t in 0..T {
-                    let acc = _mm512_add_epi32(lo_acc[t], hi_acc[t]);
-                    sbacc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), sc, sbacc[t]);
-                    let s = _mm512_set1_ps(sums32[t * k32 + sb * 8 + j]);
-                    sbacc[t] = _mm512_fnmadd_ps(mn, s, sbacc[t]);
-                }
-            }
-            for t in 0..T {
-                facc[t] = _mm512_fmadd_ps(sbacc[t], _mm512_set1_ps(acts[t].d[sb]), facc[t]);
-            }
-        }
-        for t in 0..T {
-            _mm512_storeu_ps(res[t].as_mut_ptr(), facc[t]);
-        }
+    unsafe fn add_fifth_bits(
+        p: *const u8,
+        g: usize,
+        lo: __m512i,
+        hi: __m512i,
+    ) -> (__m512i, __m512i) {
+        let sixteen = _mm512_set1_epi8(16);
+        let masks = p.add(Q5_QH_AT + 16 * g).cast::<u64>();
+        let (klo, khi) = (masks.read_unaligned(), masks.add(1).read_unaligned());
+        (
+            _mm512_mask_add_epi8(lo, klo, lo, sixteen),
+            _mm512_mask_add_epi8(hi, khi, hi, sixteen),
+        )
     }
 
     /// IQ4_XS table values + 128, as the unsigned bytes `vpdpbusd` takes.
