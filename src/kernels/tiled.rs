@@ -26,6 +26,9 @@ use crate::formats::blocks::{block_at, BlockQ4K, BlockQ4_0, BlockQ8_0, QK, QK_K}
 use crate::quant::ggml::get_scale_min_k4;
 use rayon::prelude::*;
 
+mod avx2;
+pub use avx2::matmul_avx2;
+
 /// Rows per tile.
 pub const TILE_ROWS: usize = 16;
 
