@@ -26,6 +26,7 @@ use crate::formats::blocks::{block_at, BlockQ4K, BlockQ4_0, BlockQ8_0, QK, QK_K}
 use crate::quant::ggml::get_scale_min_k4;
 use rayon::prelude::*;
 
+/// The AVX2 kernels over the same tiles.
 mod avx2;
 pub use avx2::matmul_avx2;
 

@@ -123,10 +123,10 @@ unsafe fn q4_k<const T: usize>(
 ) {
     let m4 = _mm256_set1_epi8(0x0F);
     let k32 = pairs.len() / T;
-    let mut facc = [[_mm256_setzero_ps(); 2]; T];
+    let mut facc = [[_mm256_setzero_ps(); T]; 2];
     for (sb, tile) in tiles.chunks_exact(TILE_BYTES).enumerate() {
         let p = tile.as_ptr();
-        for h in 0..2 {
+        for (h, half) in facc.iter_mut().enumerate() {
             let mut acc = [_mm256_setzero_si256(); T];
             for j in 0..8 {
                 let mut p16 = [_mm256_setzero_si256(); T];
@@ -168,7 +168,7 @@ unsafe fn q4_k<const T: usize>(
                     d,
                     _mm256_mul_ps(_mm256_cvtepi32_ps(mins[t]), dmin),
                 );
-                facc[t][h] = _mm256_fmadd_ps(v, dx, facc[t][h]);
+                half[t] = _mm256_fmadd_ps(v, dx, half[t]);
             }
         }
     }
@@ -187,11 +187,11 @@ unsafe fn q4_0<const T: usize>(
     let m4 = _mm256_set1_epi8(0x0F);
     let ones = _mm256_set1_epi16(1);
     let k32 = offsets.len() / T;
-    let mut facc = [[_mm256_setzero_ps(); 2]; T];
+    let mut facc = [[_mm256_setzero_ps(); T]; 2];
     for (b, tile) in tiles.chunks_exact(NIBBLE_TILE_BYTES).enumerate() {
         let p = tile.as_ptr();
         for blk in 0..2 {
-            for h in 0..2 {
+            for (h, half) in facc.iter_mut().enumerate() {
                 let mut p16 = [_mm256_setzero_si256(); T];
                 for g in 4 * blk..4 * blk + 4 {
                     let q = _mm256_loadu_si256(p.add(NIBBLES_AT + 64 * g + 32 * h).cast());
@@ -212,7 +212,7 @@ unsafe fn q4_0<const T: usize>(
                         _mm256_set1_epi32(offsets[t * k32 + i]),
                     );
                     let s = _mm256_mul_ps(scale, _mm256_set1_ps(acts[t].d[i]));
-                    facc[t][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), s, facc[t][h]);
+                    half[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), s, half[t]);
                 }
             }
         }
@@ -248,7 +248,7 @@ impl Signed for Nf4 {
         // Line g of 16: lines of 8 values hold 4 in the low nibbles and the next 4 in the high.
         let q = _mm256_loadu_si256(p.add(NIBBLES_AT + 64 * (g / 2) + 32 * h).cast());
         let table = _mm256_broadcastsi128_si256(_mm_loadu_si128(NF4_I8.as_ptr().cast()));
-        let codes = if g % 2 == 0 {
+        let codes = if g.is_multiple_of(2) {
             q
         } else {
             _mm256_srli_epi16::<4>(q)
@@ -283,15 +283,15 @@ unsafe fn signed<const T: usize, K: Signed>(
     res: &mut [[f32; TILE_ROWS]; 4],
 ) {
     let ones = _mm256_set1_epi16(1);
-    let mut facc = [[_mm256_setzero_ps(); 2]; T];
+    let mut facc = [[_mm256_setzero_ps(); T]; 2];
     for (b, tile) in tiles.chunks_exact(K::TILE).enumerate() {
         let p = tile.as_ptr();
         for blk in 0..K::BLOCKS {
-            for h in 0..2 {
+            for (h, half) in facc.iter_mut().enumerate() {
                 let mut acc = [_mm256_setzero_si256(); T];
                 for g in 0..8 {
-                    // Line g of the block: values 4 (g / 2) * 2 + ... in the tile's order:
-                    // even lines the first 4 of an 8-value group, odd lines the next 4.
+                    // Values 4 g .. 4 g + 4 of the block (8-value group g / 2, first or
+                    // second half as g is even or odd).
                     let w = K::line(p, 8 * blk + g, h);
                     let aw = _mm256_sign_epi8(w, w);
                     let at = 32 * (K::BLOCKS * b + blk) + 8 * (g / 2) + 4 * (g % 2);
@@ -305,7 +305,7 @@ unsafe fn signed<const T: usize, K: Signed>(
                 let i = K::BLOCKS * b + blk;
                 for t in 0..T {
                     let s = _mm256_mul_ps(scale, _mm256_set1_ps(acts[t].d[i]));
-                    facc[t][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[t]), s, facc[t][h]);
+                    half[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[t]), s, half[t]);
                 }
             }
         }
@@ -313,11 +313,59 @@ unsafe fn signed<const T: usize, K: Signed>(
     store(&facc, res);
 }
 
-/// `res[t]` = the 16 outputs of token `t` (both halves).
+/// `res[t]` = the 16 outputs of token `t` (`facc[h][t]`: rows `8 h .. 8 h + 8`).
 #[inline(always)]
-unsafe fn store<const T: usize>(facc: &[[__m256; 2]; T], res: &mut [[f32; TILE_ROWS]; 4]) {
-    for t in 0..T {
-        _mm256_storeu_ps(res[t].as_mut_ptr(), facc[t][0]);
-        _mm256_storeu_ps(res[t].as_mut_ptr().add(8), facc[t][1]);
+unsafe fn store<const T: usize>(facc: &[[__m256; T]; 2], res: &mut [[f32; TILE_ROWS]; 4]) {
+    for (t, r) in res.iter_mut().take(T).enumerate() {
+        _mm256_storeu_ps(r.as_mut_ptr(), facc[0][t]);
+        _mm256_storeu_ps(r.as_mut_ptr().add(8), facc[1][t]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::super::fused::Fused;
+    use super::super::super::test_support::assert_close;
+    use super::super::super::{reference_matmul, GemmBackend, Isa, QuantMatrix, WeightType};
+    use std::sync::Arc;
+
+    /// The largest levels, scales and mins with activations at +-127 (the 16-bit sums of
+    /// `vpmaddubsw` at their bound, Q8_0's -128 through the sign trick): AVX2 tiles against
+    /// the f64 reference, for 4 tokens and then 1.
+    #[test]
+    fn extreme_blocks_do_not_saturate() {
+        if !Isa::available().contains(&Isa::Avx2) {
+            eprintln!("SKIPPED: no AVX2");
+            return;
+        }
+        let one = [0x00, 0x3C]; // f16 1.0
+        let q4_0 = [&one[..], &[0xFF; 16]].concat();
+        let q8_0 = [&one[..], &[0x80; 16], &[0x7F; 16]].concat();
+        let q4_k = [&one[..], &one[..], &[0xFF; 12], &[0xFF; 128]].concat();
+        let (n, k) = (32, 512);
+        for (ty, block) in [
+            (WeightType::Q4_0, q4_0),
+            (WeightType::Q8_0, q8_0),
+            (WeightType::Q4K, q4_k),
+        ] {
+            let per_row = k / ty.block_size();
+            let w = Arc::new(QuantMatrix {
+                ty,
+                n,
+                k,
+                data: block.repeat(n * per_row).into(),
+                absmax: Vec::new(),
+            });
+            let b = Fused::new(w.clone(), Isa::Avx2);
+            assert!(b.is_tiled(), "{ty:?}");
+            for (m, sign) in [(5, 1.0), (5, -1.0)] {
+                let x: Vec<f32> = (0..m * k)
+                    .map(|i| if i % 512 < 256 { sign } else { -sign })
+                    .collect();
+                let mut y = vec![f32::NAN; m * n];
+                b.matmul(&x, &mut y).unwrap();
+                assert_close(&w, &x, &y, &reference_matmul(&w, &x), &format!("{ty:?}"));
+            }
+        }
     }
 }
