@@ -106,7 +106,7 @@ _qforge() {
             return 0
             ;;
         qforge__subcmd__bench__subcmd__gemm)
-            opts="-v -q -h -V --type --m --k --n --threads --weights --tensor --reps --backends --isa --device --json --verbose --quiet --help --version"
+            opts="-v -q -h -V --type --m --k --n --threads --weights --tensor --reps --backends --llamacpp-peer --isa --device --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -145,7 +145,11 @@ _qforge() {
                     return 0
                     ;;
                 --backends)
-                    COMPREPLY=($(compgen -W "fused lazy-dequant eager-dequant candle" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "fused lazy-dequant eager-dequant candle llamacpp" -- "${cur}"))
+                    return 0
+                    ;;
+                --llamacpp-peer)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --isa)

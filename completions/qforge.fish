@@ -307,14 +307,16 @@ complete -c qforge -n "__fish_qforge_using_subcommand bench-gemm" -l reps -d 'Re
 complete -c qforge -n "__fish_qforge_using_subcommand bench-gemm" -l backends -d 'Strategies to run, comma-separated' -r -f -a "fused\t'qforge\'s fused dequant-dot kernels'
 lazy-dequant\t'Dequantize a tile of rows at a time, then f32 GEMM'
 eager-dequant\t'Dequantize the whole matrix once, then f32 GEMM'
-candle\t'candle\'s CPU QMatMul'"
+candle\t'candle\'s CPU QMatMul'
+llamacpp\t'llama.cpp\'s ggml CPU matmul (repacked and plain buffers), through tools/ggml-peer'"
+complete -c qforge -n "__fish_qforge_using_subcommand bench-gemm" -l llamacpp-peer -d 'The llama.cpp peer program (tools/ggml-peer/make.sh builds it) for the llamacpp strategy; without it QFORGE_GGML_PEER, else the peer is reported as skipped' -r -F
 complete -c qforge -n "__fish_qforge_using_subcommand bench-gemm" -l isa -d 'Instruction set of the kernels (default: the best this CPU has, or QFORGE_ISA; fused: avx512 runs VNNI where the CPU has it)' -r -f -a "auto\t'The QFORGE_ISA environment variable if set, else the best this CPU has'
 avx512\t'AVX-512 (with VNNI where a kernel uses it and the CPU has it)'
 avx2\t'AVX2 with FMA and F16C'
 scalar\t'Portable code, no SIMD'"
 complete -c qforge -n "__fish_qforge_using_subcommand bench-gemm" -l device -d 'Where to run: cpu (the --backends strategies) or cuda (qforge\'s CUDA kernels on GPU 0; needs an NVIDIA driver, and no CUDA toolkit)' -r -f -a "cpu\t'The CPU strategies of `--backends`'
 cuda\t'qforge\'s CUDA kernels on GPU 0 ([`cuda`])'"
-complete -c qforge -n "__fish_qforge_using_subcommand bench-gemm" -l json -d 'Print one JSON document on stdout (schema qforge.bench-gemm/1, see docs/bench-gemm-json.md)'
+complete -c qforge -n "__fish_qforge_using_subcommand bench-gemm" -l json -d 'Print one JSON document on stdout (schema qforge.bench-gemm/2, see docs/bench-gemm-json.md)'
 complete -c qforge -n "__fish_qforge_using_subcommand bench-gemm" -s v -l verbose -d 'More log output on stderr: -v the plan (info), -vv per-tensor timing (debug), -vvv trace; RUST_LOG overrides'
 complete -c qforge -n "__fish_qforge_using_subcommand bench-gemm" -s q -l quiet -d 'No progress bar and no text report (JSON with --json and errors still print)'
 complete -c qforge -n "__fish_qforge_using_subcommand bench-gemm" -s h -l help -d 'Print help (see more with \'--help\')'

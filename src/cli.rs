@@ -722,9 +722,13 @@ pub struct BenchGemmArgs {
         value_delimiter = ',',
         ignore_case = true,
         value_parser = NameOf::<Backend>::new("backend"),
-        default_value = "fused,lazy-dequant,eager-dequant,candle"
+        default_value = "fused,lazy-dequant,eager-dequant,candle,llamacpp"
     )]
     pub backends: Vec<String>,
+    /// The llama.cpp peer program (tools/ggml-peer/make.sh builds it) for the llamacpp
+    /// strategy; without it QFORGE_GGML_PEER, else the peer is reported as skipped.
+    #[arg(long, value_name = "PATH")]
+    pub llamacpp_peer: Option<PathBuf>,
     /// Instruction set of the kernels (default: the best this CPU has, or QFORGE_ISA; fused:
     /// avx512 runs VNNI where the CPU has it).
     #[arg(long, value_enum, ignore_case = true, default_value_t = IsaChoice::Auto)]
@@ -733,7 +737,7 @@ pub struct BenchGemmArgs {
     /// needs an NVIDIA driver, and no CUDA toolkit).
     #[arg(long, value_enum, ignore_case = true, default_value_t = crate::kernels::bench::Device::Cpu)]
     pub device: crate::kernels::bench::Device,
-    /// Print one JSON document on stdout (schema qforge.bench-gemm/1, see
+    /// Print one JSON document on stdout (schema qforge.bench-gemm/2, see
     /// docs/bench-gemm-json.md).
     #[arg(long)]
     pub json: bool,
@@ -750,6 +754,8 @@ pub enum Backend {
     EagerDequant,
     /// candle's CPU QMatMul.
     Candle,
+    /// llama.cpp's ggml CPU matmul (repacked and plain buffers), through tools/ggml-peer.
+    Llamacpp,
 }
 
 /// A name `quantize -t` takes: every llama-quantize type or mix qforge implements (its

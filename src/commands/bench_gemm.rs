@@ -20,6 +20,7 @@ pub fn run(args: &BenchGemmArgs) -> Result<()> {
         reps: args.reps,
         backends: args.backends.clone(),
         device: args.device,
+        llamacpp_peer: args.llamacpp_peer.clone(),
     })?;
     print_report(args.json, &report, || report.render_text())
 }

@@ -7,6 +7,7 @@
 //! [`Report`] (JSON schema: `docs/bench-gemm-json.md`), which also renders itself as text.
 
 use crate::formats::TensorSource;
+use crate::kernels::llamacpp_peer::{self, PeerSpec};
 use crate::kernels::roofline::{self, median};
 use crate::kernels::{self, cuda, Isa, QuantMatrix, WeightType};
 use crate::output::human_bytes;
@@ -19,7 +20,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// Schema identifier of the JSON report (`docs/bench-gemm-json.md`).
-pub const SCHEMA: &str = "qforge.bench-gemm/1";
+pub const SCHEMA: &str = "qforge.bench-gemm/2";
 
 /// Largest matrix bench-gemm builds (elements): 4 GiB as f32.
 const MAX_ELEMENTS: usize = 1 << 30;
@@ -149,6 +150,9 @@ pub struct Measurement {
     pub pct_int8_peak: Option<f64>,
     /// candle's median over this one's (above 1: faster than candle); null without candle.
     pub speedup_vs_candle: Option<f64>,
+    /// The faster llama.cpp mode's median (`llamacpp-repack` or `llamacpp-plain`) over this
+    /// one's (above 1: faster than llama.cpp); null without the peer.
+    pub speedup_vs_llamacpp: Option<f64>,
     /// Relative error (L2) against the f64 product of the dequantized weights, on a sample
     /// of output rows.
     pub rel_err: f64,
@@ -177,6 +181,8 @@ pub struct BenchSpec {
     pub backends: Vec<String>,
     /// Where to run.
     pub device: Device,
+    /// The llama.cpp peer program (`tools/ggml-peer`); else `QFORGE_GGML_PEER`.
+    pub llamacpp_peer: Option<PathBuf>,
 }
 
 /// Where `bench-gemm` runs the product (`--device`).
@@ -203,7 +209,7 @@ pub fn run(args: &BenchSpec) -> Result<Report> {
         return pipeline::with_threads(args.threads, || bench_cuda(args, ty))?;
     }
     for b in &args.backends {
-        if !kernels::BACKENDS.contains(&b.as_str()) {
+        if !kernels::BACKENDS.contains(&b.as_str()) && b != llamacpp_peer::NAME {
             bail_invalid!(
                 "unknown backend {b:?}: one of {}",
                 kernels::BACKENDS.join(", ")
@@ -261,7 +267,21 @@ fn bench(args: &BenchSpec, ty: WeightType, isa: Isa) -> Result<Report> {
     let mut order: Vec<&str> = args.backends.iter().map(String::as_str).collect();
     order.sort_by_key(|b| *b != "candle");
     order.dedup();
-    for name in order {
+    if order.contains(&llamacpp_peer::NAME) {
+        let spec = PeerSpec {
+            w: &w,
+            m: &args.m,
+            inputs: &inputs,
+            threads: rayon::current_num_threads(),
+            copies: rotation.div_ceil(w.bytes().max(1)).clamp(1, 64) as usize,
+            reps: args.reps,
+        };
+        let (b, k, r) = peer(args, &spec, &roof, (&checked, &references))?;
+        backends.extend(b);
+        skipped.extend(k);
+        results.extend(r);
+    }
+    for name in order.into_iter().filter(|b| *b != llamacpp_peer::NAME) {
         tracing::info!("{name}: building");
         let reset = roofline::reset_peak_rss();
         let before = roofline::rss_bytes();
@@ -326,6 +346,19 @@ fn bench(args: &BenchSpec, ty: WeightType, isa: Isa) -> Result<Report> {
             results.push(r);
         }
     }
+    for (i, &m) in args.m.iter().enumerate() {
+        let llama = results
+            .iter()
+            .filter(|r| r.m == m && r.backend.starts_with("llamacpp-"))
+            .map(|r| r.median_ms)
+            .reduce(f64::min);
+        for r in results.iter_mut().filter(|r| r.m == m) {
+            r.speedup_vs_llamacpp = llama.map(|l| l / r.median_ms);
+            if r.backend.starts_with("llamacpp-") {
+                r.speedup_vs_candle = candle_ms[i].map(|c| c / r.median_ms);
+            }
+        }
+    }
     Ok(report(
         &w,
         weights,
@@ -334,6 +367,63 @@ fn bench(args: &BenchSpec, ty: WeightType, isa: Isa) -> Result<Report> {
         roof,
         (backends, skipped, results),
     ))
+}
+
+/// What the llama.cpp peer measured: its backends, its skipped modes (or the whole peer, with
+/// why), and its results (`rel_err` filled in, the speedups left for the caller).
+type PeerFound = (Vec<BackendSummary>, Vec<Skipped>, Vec<Measurement>);
+
+/// Runs the llama.cpp peer ([`llamacpp_peer`]) on `spec`, or says why it is skipped.
+fn peer(
+    args: &BenchSpec,
+    spec: &PeerSpec<'_>,
+    roof: &Roofline,
+    (checked, references): (&[usize], &[Vec<f64>]),
+) -> Result<PeerFound> {
+    let skip = |reason: String| {
+        let s = Skipped {
+            backend: llamacpp_peer::NAME.into(),
+            reason,
+        };
+        Ok((Vec::new(), vec![s], Vec::new()))
+    };
+    let program = match llamacpp_peer::locate(args.llamacpp_peer.as_deref())? {
+        Ok(p) => p,
+        Err(why) => return skip(why),
+    };
+    if let Err(why) = llamacpp_peer::ggml_name(spec.w.ty) {
+        return skip(why);
+    }
+    tracing::info!("llamacpp: running {}", program.display());
+    let run = match llamacpp_peer::run(&program, spec)? {
+        Ok(r) => r,
+        Err(why) => return skip(why),
+    };
+    let (n, k) = (spec.w.n, spec.w.k);
+    let mut found: PeerFound = (Vec::new(), Vec::new(), Vec::new());
+    for (backend, reason) in run.skipped {
+        found.1.push(Skipped {
+            backend: backend.into(),
+            reason,
+        });
+    }
+    for mode in run.modes {
+        found.0.push(BackendSummary {
+            backend: mode.backend,
+            copies: spec.copies,
+            weight_bytes: mode.weight_bytes,
+            scratch_bytes: mode.scratch_bytes,
+            peak_rss_delta_bytes: None,
+        });
+        for (i, (&m, &(median_ms, min_ms))) in spec.m.iter().zip(&mode.times).enumerate() {
+            let mut times = [median_ms / 1e3];
+            let mut r = measurement(mode.backend, (m, n, k), mode.weight_bytes, &mut times, roof);
+            r.min_ms = min_ms;
+            r.rel_err = rel_err(&mode.outputs[i], n, checked, &references[i]);
+            found.2.push(r);
+        }
+    }
+    Ok(found)
 }
 
 /// The activations of every `--m`, the sampled output rows and their f64 reference outputs.
@@ -379,6 +469,7 @@ fn measurement(
         pct_bandwidth: 100.0 * gbs / roof.bandwidth_gbs,
         pct_int8_peak: roof.int8_peak_gops.map(|p| 100.0 * gflops / p),
         speedup_vs_candle: None,
+        speedup_vs_llamacpp: None,
         rel_err: f64::NAN,
     }
 }
@@ -543,7 +634,7 @@ impl Report {
             let peak = b.peak_rss_delta_bytes.map_or("n/a".into(), human_bytes);
             let _ = writeln!(
                 s,
-                "  {:<14} weights {} x {} copies, scratch {} (largest m), peak RSS +{peak}",
+                "  {:<15} weights {} x {} copies, scratch {} (largest m), peak RSS +{peak}",
                 b.backend,
                 human_bytes(b.weight_bytes),
                 b.copies,
@@ -551,19 +642,28 @@ impl Report {
             );
         }
         for k in &r.skipped {
-            let _ = writeln!(s, "  {:<14} skipped: {}", k.backend, k.reason);
+            let _ = writeln!(s, "  {:<15} skipped: {}", k.backend, k.reason);
         }
         let _ = writeln!(
             s,
-            "{:<14} {:>5} {:>10} {:>9} {:>8} {:>6} {:>6} {:>9} {:>9}",
-            "backend", "m", "median ms", "GFLOP/s", "GB/s", "%bw", "%int8", "vs candle", "rel err"
+            "{:<15} {:>5} {:>10} {:>9} {:>8} {:>6} {:>6} {:>9} {:>9} {:>9}",
+            "backend",
+            "m",
+            "median ms",
+            "GFLOP/s",
+            "GB/s",
+            "%bw",
+            "%int8",
+            "vs candle",
+            "vs llama",
+            "rel err"
         );
         for m in &r.results {
             let opt =
                 |v: Option<f64>, suffix: &str| v.map_or("-".into(), |v| format!("{v:.2}{suffix}"));
             let _ = writeln!(
                 s,
-                "{:<14} {:>5} {:>10.3} {:>9.1} {:>8.2} {:>6.1} {:>6} {:>9} {:>9.2e}",
+                "{:<15} {:>5} {:>10.3} {:>9.1} {:>8.2} {:>6.1} {:>6} {:>9} {:>9} {:>9.2e}",
                 m.backend,
                 m.m,
                 m.median_ms,
@@ -572,6 +672,7 @@ impl Report {
                 m.pct_bandwidth,
                 opt(m.pct_int8_peak, ""),
                 opt(m.speedup_vs_candle, "x"),
+                opt(m.speedup_vs_llamacpp, "x"),
                 m.rel_err
             );
         }

@@ -18,7 +18,8 @@ const TOKEN_GROUP: usize = 16;
 enum Layout {
     /// ggml / bitsandbytes rows, as read from the file.
     Rows(Arc<QuantMatrix>),
-    /// Q4_K, Q5_K, IQ4_XS, NF4, Q4_0 or Q8_0 in 16-row tiles (AVX-512 VNNI only).
+    /// Q4_K, Q5_K, IQ4_XS, NF4, Q4_0 or Q8_0 in 16-row tiles (AVX-512 VNNI; the first four
+    /// but Q5_K and IQ4_XS at AVX2 too).
     #[cfg(target_arch = "x86_64")]
     Tiled(super::tiled::Tiled),
 }
@@ -33,12 +34,18 @@ pub struct Fused {
 }
 
 impl Fused {
-    /// A fused backend over `w` running on `isa`; on AVX-512 VNNI every type but Q6_K
-    /// with a multiple of 16 rows is repacked into tiles (and the rows are then dropped).
+    /// A fused backend over `w` running on `isa`; on AVX-512 VNNI every type but Q6_K with a
+    /// multiple of 16 rows is repacked into tiles (and the rows are then dropped), on AVX2
+    /// every such type but Q5_K and IQ4_XS.
     pub fn new(w: Arc<QuantMatrix>, isa: Isa) -> Self {
         let (ty, n, k) = (w.ty, w.n, w.k);
         #[cfg(target_arch = "x86_64")]
-        let layout = if isa == Isa::Avx512Vnni && super::tiled::Tiled::fits(&w) {
+        let tiles = matches!(isa, Isa::Avx512Vnni | Isa::Avx2);
+        let fits = match isa {
+            Isa::Avx2 => super::tiled::Tiled::fits_avx2(&w),
+            _ => super::tiled::Tiled::fits(&w),
+        };
+        let layout = if tiles && fits {
             Layout::Tiled(super::tiled::Tiled::new(&w))
         } else {
             Layout::Rows(w)
@@ -96,8 +103,14 @@ impl GemmBackend for Fused {
             Layout::Tiled(t) => {
                 // The tile kernels correct offsets per block: no lane arrays needed.
                 let acts = Activations::quantize(x, k, self.ty.activation_block(), None);
-                // SAFETY: tiles are only built for `Isa::Avx512Vnni`, which is detected.
-                unsafe { super::tiled::matmul(t, &acts, y) };
+                // SAFETY: tiles are only built for `Isa::Avx512Vnni` and `Isa::Avx2`, which
+                // come from a detected level.
+                unsafe {
+                    match self.isa {
+                        Isa::Avx2 => super::tiled::matmul_avx2(t, &acts, y),
+                        _ => super::tiled::matmul(t, &acts, y),
+                    }
+                };
                 return Ok(());
             }
         };
@@ -138,7 +151,7 @@ mod tests {
     #[test]
     fn fused_matches_the_f64_reference_on_every_isa_and_token_count() {
         for ty in WeightType::ALL {
-            // 70 rows: the row kernels; 48: tiles on AVX-512 (all but Q6_K).
+            // 70 rows: the row kernels; 48: tiles on AVX-512 and AVX2 (all but Q6_K).
             for n in [70, 48] {
                 let w = Arc::new(QuantMatrix::random(ty, n, 512, 5).unwrap());
                 for m in [1, 5, 21] {
@@ -192,7 +205,8 @@ mod tests {
     #[test]
     fn simd_and_scalar_agree_to_rounding() {
         let isas = Isa::available();
-        // 33 rows: the row kernels; 32: tiles on AVX-512 (all types but Q6_K).
+        // 33 rows: the row kernels; 32: tiles on AVX-512 (all types but Q6_K) and AVX2 (but
+        // Q6_K, Q5_K and IQ4_XS).
         let all = |n: usize| WeightType::ALL.map(|t| (t, n));
         for (ty, n) in all(33).into_iter().chain(all(32)) {
             let w = Arc::new(QuantMatrix::random(ty, n, 1024, 9).unwrap());
@@ -201,7 +215,8 @@ mod tests {
             for &isa in &isas {
                 let mut y = vec![0f32; 6 * n];
                 let b = Fused::new(w.clone(), isa);
-                let tiles = isa == Isa::Avx512Vnni && n == 32 && ty != WeightType::Q6K;
+                let avx2_rows = isa == Isa::Avx2 && matches!(ty, WeightType::Q5K | WeightType::Iq4Xs);
+                let tiles = isa != Isa::Scalar && n == 32 && ty != WeightType::Q6K && !avx2_rows;
                 assert_eq!(b.is_tiled(), tiles, "{ty:?} {isa:?} n={n}");
                 b.matmul(&x, &mut y).unwrap();
                 ys.push(y);

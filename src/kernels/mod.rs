@@ -9,7 +9,9 @@
 //! - [`dequant::LazyDequant`]: each task dequantizes a tile of rows into a transient f32
 //!   buffer and runs an f32 GEMM on it;
 //! - [`dequant::EagerDequant`]: the whole matrix dequantized to f32 at load;
-//! - [`candle_peer::CandleQMatMul`]: candle-core's `QMatMul`, the peer we measure against.
+//! - [`candle_peer::CandleQMatMul`]: candle-core's `QMatMul`, the peer we measure against;
+//! - [`llamacpp_peer`]: llama.cpp's ggml CPU matmul, timed by `tools/ggml-peer` in its own
+//!   process (bench-gemm only).
 //!
 //! [`cuda`] runs the same product on an NVIDIA GPU (`bench-gemm --device cuda`).
 //!
@@ -23,6 +25,7 @@ pub mod cuda;
 pub mod dequant;
 pub mod dot;
 pub mod fused;
+pub mod llamacpp_peer;
 pub mod roofline;
 #[cfg(target_arch = "x86_64")]
 pub mod tiled;
@@ -46,7 +49,14 @@ pub trait GemmBackend: Send + Sync {
 }
 
 /// The strategies `bench-gemm` can run, by name.
-pub const BACKENDS: [&str; 4] = ["fused", "lazy-dequant", "eager-dequant", "candle"];
+/// `llamacpp` is [`llamacpp_peer`], a separate program that `bench-gemm` runs itself.
+pub const BACKENDS: [&str; 5] = [
+    "fused",
+    "lazy-dequant",
+    "eager-dequant",
+    "candle",
+    llamacpp_peer::NAME,
+];
 
 /// Builds backend `name` over `w` (`isa` for the fused kernels).
 pub fn backend(
@@ -59,6 +69,9 @@ pub fn backend(
         "lazy-dequant" => Box::new(dequant::LazyDequant::new(w)),
         "eager-dequant" => Box::new(dequant::EagerDequant::new(&w)),
         "candle" => Box::new(candle_peer::CandleQMatMul::new(&w)?),
+        llamacpp_peer::NAME => {
+            anyhow::bail!("the llama.cpp peer is a separate program: bench-gemm runs it")
+        }
         _ => crate::bail_invalid!("unknown backend {name:?}: one of {}", BACKENDS.join(", ")),
     })
 }

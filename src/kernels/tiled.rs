@@ -35,6 +35,10 @@ use crate::formats::blocks::{
 use crate::quant::ggml::{get_scale_min_k4, KVALUES_IQ4NL};
 use rayon::prelude::*;
 
+/// The AVX2 kernels over the same tiles.
+mod avx2;
+pub use avx2::matmul_avx2;
+
 /// Rows per tile.
 pub const TILE_ROWS: usize = 16;
 
@@ -144,9 +148,15 @@ pub struct Tiled {
 }
 
 impl Tiled {
-    /// Whether `w` can be tiled (Q4_K or NF4 with a multiple of 16 rows).
+    /// Whether `w` can be tiled (a type with tiles and a multiple of 16 rows).
     pub fn fits(w: &QuantMatrix) -> bool {
         Kind::of(w.ty).is_some() && w.n.is_multiple_of(TILE_ROWS)
+    }
+
+    /// Whether `w` can be tiled for the AVX2 kernels, which take every tiled type but
+    /// Q5_K and IQ4_XS.
+    pub fn fits_avx2(w: &QuantMatrix) -> bool {
+        Self::fits(w) && !matches!(Kind::of(w.ty), Some(Kind::Q5K | Kind::Iq4Xs))
     }
 
     /// Repacks `w` (which must [`fit`](Self::fits)), tile rows in parallel.

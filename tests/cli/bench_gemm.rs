@@ -13,6 +13,8 @@ fn small(extra: &[&str]) -> serde_json::Value {
         "1",
         "--threads",
         "2",
+        "--backends",
+        "fused,lazy-dequant,eager-dequant,candle",
         "--json",
     ];
     args.extend_from_slice(extra);
@@ -23,7 +25,7 @@ fn small(extra: &[&str]) -> serde_json::Value {
 fn json_report_for_every_type_and_strategy() {
     for ty in ["q4_k", "q6_k", "q8_0", "q4_0", "nf4", "q5_k", "iq4_xs"] {
         let r = small(&["--type", ty, "--k", "512", "--n", "96"]);
-        assert_eq!(r["schema"], "qforge.bench-gemm/1");
+        assert_eq!(r["schema"], "qforge.bench-gemm/2");
         assert_eq!(r["weight_type"], ty);
         assert_eq!((r["n"].as_u64(), r["k"].as_u64()), (Some(96), Some(512)));
         assert_eq!(r["weights"], "random");
@@ -173,6 +175,141 @@ fn bad_arguments_exit_2_with_one_line() {
         assert_eq!(stderr.lines().count(), 1, "{extra:?}: {stderr}");
         assert!(stderr.starts_with("error: "), "{extra:?}: {stderr}");
     }
+}
+
+/// bench-gemm with the llama.cpp peer only (and fused, to compare), `extra` appended, with
+/// the environment variable naming the peer set to `peer` (removed when `None`).
+fn with_peer(peer: Option<&str>, extra: &[&str]) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_qforge"));
+    cmd.args([
+        "bench-gemm",
+        "--k",
+        "512",
+        "--n",
+        "64",
+        "--m",
+        "1,8",
+        "--reps",
+        "3",
+        "--threads",
+        "2",
+        "--backends",
+        "fused,llamacpp",
+        "--json",
+    ])
+    .args(extra)
+    .env_remove("RUST_LOG");
+    match peer {
+        Some(p) => cmd.env("QFORGE_GGML_PEER", p),
+        None => cmd.env_remove("QFORGE_GGML_PEER"),
+    };
+    cmd.output().expect("running qforge")
+}
+
+#[test]
+fn llamacpp_peer_is_skipped_with_the_reason_when_absent() {
+    let r = json(&with_peer(None, &["--type", "q4_k"]));
+    assert_eq!(r["skipped"][0]["backend"], "llamacpp");
+    let why = r["skipped"][0]["reason"].as_str().unwrap();
+    assert!(
+        why.contains("QFORGE_GGML_PEER") && why.contains("--llamacpp-peer"),
+        "{why}"
+    );
+    for m in r["results"].as_array().unwrap() {
+        assert_eq!(m["backend"], "fused");
+        assert!(m["speedup_vs_llamacpp"].is_null());
+    }
+    let r = json(&with_peer(
+        Some("/nonexistent/ggml-peer"),
+        &["--type", "q4_k"],
+    ));
+    let why = r["skipped"][0]["reason"].as_str().unwrap();
+    assert!(why.contains("/nonexistent/ggml-peer"), "{why}");
+    let out = with_peer(None, &["--llamacpp-peer", "/nonexistent/ggml-peer"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.starts_with("error: --llamacpp-peer /nonexistent/ggml-peer"),
+        "{err}"
+    );
+}
+
+/// The peer end to end (tools/ggml-peer/make.sh builds it; CI sets QFORGE_GGML_PEER and
+/// QFORGE_REQUIRE_GGML_PEER=1): both ggml buffers where they apply, ggml's outputs checked
+/// against the f64 reference like ours, the speedups of every strategy against the faster mode.
+#[test]
+fn llamacpp_peer_runs_both_ggml_buffers() {
+    let Some(peer) = std::env::var_os("QFORGE_GGML_PEER") else {
+        assert!(
+            std::env::var("QFORGE_REQUIRE_GGML_PEER").as_deref() != Ok("1"),
+            "QFORGE_REQUIRE_GGML_PEER=1 but QFORGE_GGML_PEER is not set"
+        );
+        eprintln!(
+            "SKIPPED: set QFORGE_GGML_PEER (tools/ggml-peer/make.sh) to run the llama.cpp peer"
+        );
+        return;
+    };
+    let peer = peer.to_str().unwrap();
+    // q4_0 and q4_K have a CPU_REPACK layout on x86 with AVX2; q6_K has none there.
+    for (ty, repack) in [
+        ("q4_0", true),
+        ("q4_k", true),
+        ("q6_k", false),
+        ("q8_0", false),
+    ] {
+        let r = json(&with_peer(Some(peer), &["--type", ty]));
+        let names: Vec<&str> = r["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["backend"].as_str().unwrap())
+            .collect();
+        let want: &[&str] = if repack {
+            &["llamacpp-repack", "llamacpp-plain", "fused"]
+        } else {
+            &["llamacpp-plain", "fused"]
+        };
+        if !repack && names.len() == 3 {
+            // A newer ggml may add a layout: then both modes must have run.
+            assert_eq!(
+                names,
+                ["llamacpp-repack", "llamacpp-plain", "fused"],
+                "{ty}"
+            );
+        } else {
+            assert_eq!(names, want, "{ty}");
+        }
+        if names.len() == 2 {
+            assert_eq!(r["skipped"][0]["backend"], "llamacpp-repack", "{ty}");
+            assert!(r["skipped"][0]["reason"]
+                .as_str()
+                .unwrap()
+                .contains("CPU_REPACK"));
+        }
+        let results = r["results"].as_array().unwrap();
+        assert_eq!(results.len(), 2 * names.len(), "{ty}");
+        for m in results {
+            let (name, tokens) = (m["backend"].as_str().unwrap(), m["m"].as_u64().unwrap());
+            let err = m["rel_err"].as_f64().unwrap();
+            assert!(err < 0.05, "{ty} {name} m={tokens}: rel_err {err}");
+            let best = results
+                .iter()
+                .filter(|o| {
+                    o["m"] == m["m"] && o["backend"].as_str().unwrap().starts_with("llamacpp-")
+                })
+                .map(|o| o["median_ms"].as_f64().unwrap())
+                .fold(f64::INFINITY, f64::min);
+            let want = best / m["median_ms"].as_f64().unwrap();
+            let got = m["speedup_vs_llamacpp"].as_f64().unwrap();
+            assert!(
+                (got / want - 1.0).abs() < 1e-9,
+                "{ty} {name}: {got} vs {want}"
+            );
+        }
+    }
+    let r = json(&with_peer(Some(peer), &["--type", "nf4"]));
+    assert_eq!(r["skipped"][0]["backend"], "llamacpp");
+    assert!(r["skipped"][0]["reason"].as_str().unwrap().contains("nf4"));
 }
 
 /// `--device cuda` on a machine without a GPU (CI): exit 2, one line, no panic. On a machine
