@@ -18,11 +18,12 @@
 //!    so that its peak memory (VmHWM) is its own: tokens per second and peak memory.
 
 use anyhow::{bail, Context, Result};
-use candle_core::quantized::{gguf_file, QMatMul};
+use candle_core::quantized::{gguf_file, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor, D};
 use candle_transformers::models::quantized_llama::ModelWeights;
 use clap::Parser;
-use qforge::candle::{QuantLinear, QuantModel};
+use qforge::candle::{activation_error, ActivationError, QuantLinear, QuantModel};
+use qforge::kernels::{reference_matmul, QuantMatrix};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -43,6 +44,9 @@ struct Args {
     #[arg(long, default_value_t = 1e-4)]
     tolerance: f32,
     /// Child process: run the QNAT file with this linear backend (`candle`, `quantlinear`).
+    /// Use the GGUF and QNAT files already in `--work` (made by an earlier run).
+    #[arg(long, requires = "work")]
+    reuse: bool,
     #[arg(long, hide = true)]
     child: Option<String>,
 }
@@ -100,26 +104,93 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
     Ok((a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?)
 }
 
-/// One linear layer: candle's `QMatMul` over a zero-copy `QTensor`, or our `QuantLinear`.
+/// Errors of one kind of layer (`attn_q`, ..., `output`) against the exact product, over
+/// every call: the largest `|err| / bound` and `|err| / sigma`, and the sum of
+/// `(err / sigma)^2` with its count (for the RMS).
+#[derive(Default, Clone, Copy)]
+struct ErrStats {
+    worst_bound: f64,
+    worst_sigma: f64,
+    sum_z2: f64,
+    count: usize,
+}
+
+impl ErrStats {
+    fn add(&mut self, got: &[f32], want: &[f64], e: &ActivationError) {
+        for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+            let err = (f64::from(g) - w).abs();
+            self.worst_bound = self.worst_bound.max(err / e.bound[i].max(f64::MIN_POSITIVE));
+            let z = err / e.sigma[i].max(f64::MIN_POSITIVE);
+            self.worst_sigma = self.worst_sigma.max(z);
+            self.sum_z2 += z * z;
+            self.count += 1;
+        }
+    }
+
+    fn rms(&self) -> f64 {
+        (self.sum_z2 / self.count.max(1) as f64).sqrt()
+    }
+}
+
+/// The exact product of a layer (f64 over the dequantized weights), with candle's
+/// `QMatMul` and `QuantLinear` run on the same input and compared with it.
+struct Probe {
+    role: String,
+    w: QuantMatrix,
+    candle: QMatMul,
+    ours: QuantLinear,
+}
+
+/// One linear layer: candle's `QMatMul` over a zero-copy `QTensor`, our `QuantLinear`
+/// (in place, or tiled), or the exact reference with its probe.
 enum Linear {
     Candle(QMatMul),
     Ours(QuantLinear),
+    Reference(Box<Probe>),
 }
+
+/// Per layer kind: (QMatMul's errors, QuantLinear's errors).
+type Errors = std::collections::BTreeMap<String, (ErrStats, ErrStats)>;
 
 impl Linear {
     fn load(m: &QuantModel, name: &str, backend: &str) -> Result<Linear> {
         Ok(match backend {
             "candle" => Linear::Candle(QMatMul::from_qtensor(m.qtensor(name)?)?),
             "quantlinear" => Linear::Ours(m.quant_linear(name, None)?),
+            "quantlinear-tiled" => Linear::Ours(QuantLinear::tiled(m.quant_matrix(name)?, None)?),
+            "reference" => Linear::Reference(Box::new(Probe {
+                role: name
+                    .trim_end_matches(".weight")
+                    .rsplit('.')
+                    .next()
+                    .unwrap_or(name)
+                    .replace("token_embd", "output"),
+                w: m.quant_matrix(name)?,
+                candle: QMatMul::from_qtensor(m.qtensor(name)?)?,
+                ours: m.quant_linear(name, None)?,
+            })),
             other => bail!("unknown backend {other:?}"),
         })
     }
 
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        match self {
-            Linear::Candle(l) => l.forward(x),
-            Linear::Ours(l) => l.forward(x),
-        }
+    fn forward(&self, x: &Tensor, errors: &mut Errors) -> Result<Tensor> {
+        Ok(match self {
+            Linear::Candle(l) => l.forward(x)?,
+            Linear::Ours(l) => l.forward(x)?,
+            Linear::Reference(p) => {
+                let mut dims = x.dims().to_vec();
+                let xs = x.flatten_all()?.to_vec1::<f32>()?;
+                let want = reference_matmul(&p.w, &xs);
+                let e = activation_error(&p.w, &xs);
+                let stats = errors.entry(p.role.clone()).or_default();
+                let flat = |y: Tensor| -> Result<Vec<f32>> { Ok(y.flatten_all()?.to_vec1()?) };
+                stats.0.add(&flat(p.candle.forward(x)?)?, &want, &e);
+                stats.1.add(&flat(p.ours.forward(x)?)?, &want, &e);
+                *dims.last_mut().expect("a matrix") = p.w.n;
+                let want: Vec<f32> = want.iter().map(|&v| v as f32).collect();
+                Tensor::from_vec(want, dims, &Device::Cpu)?
+            }
+        })
     }
 }
 
@@ -139,7 +210,7 @@ struct Layer {
 /// The llama forward of candle-transformers' `quantized_llama` (interleaved rope, GQA,
 /// SwiGLU), with pluggable linear layers.
 struct Llama {
-    embd: Tensor,
+    embd: QTensor,
     layers: Vec<Layer>,
     norm: Tensor,
     output: Linear,
@@ -149,6 +220,7 @@ struct Llama {
     eps: f32,
     cos: Tensor,
     sin: Tensor,
+    errors: Errors,
 }
 
 impl Llama {
@@ -209,7 +281,7 @@ impl Llama {
             "token_embd.weight"
         };
         Ok(Llama {
-            embd: deq("token_embd.weight")?,
+            embd: m.qtensor("token_embd.weight")?,
             layers,
             norm: deq("output_norm.weight")?,
             output: Linear::load(m, output, backend)?,
@@ -219,6 +291,7 @@ impl Llama {
             eps,
             cos: idx.cos()?,
             sin: idx.sin()?,
+            errors: Errors::new(),
         })
     }
 
@@ -226,7 +299,8 @@ impl Llama {
     fn forward(&mut self, tokens: &[u32], pos: usize) -> Result<Tensor> {
         let t = tokens.len();
         let ids = Tensor::new(tokens, &Device::Cpu)?;
-        let mut x = self.embd.index_select(&ids, 0)?.unsqueeze(0)?;
+        let mut x = self.embd.embedding(&ids)?.unsqueeze(0)?;
+        let errors = &mut self.errors;
         let (cos, sin) = (self.cos.narrow(0, pos, t)?, self.sin.narrow(0, pos, t)?);
         let mask = (t > 1)
             .then(|| candle_transformers::utils::build_causal_mask(t, pos, &Device::Cpu))
@@ -235,9 +309,9 @@ impl Llama {
         for l in &mut self.layers {
             let xn = candle_nn::ops::rms_norm(&x, &l.attn_norm, self.eps)?;
             let split = |y: Tensor, n: usize| y.reshape((1, t, n, hd))?.transpose(1, 2);
-            let q = split(l.wq.forward(&xn)?, h)?.contiguous()?;
-            let k = split(l.wk.forward(&xn)?, kvh)?.contiguous()?;
-            let v = split(l.wv.forward(&xn)?, kvh)?.contiguous()?;
+            let q = split(l.wq.forward(&xn, errors)?, h)?.contiguous()?;
+            let k = split(l.wk.forward(&xn, errors)?, kvh)?.contiguous()?;
+            let v = split(l.wv.forward(&xn, errors)?, kvh)?.contiguous()?;
             let q = candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?;
             let k = candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?;
             let (k, v) = match (&l.cache, pos) {
@@ -261,14 +335,14 @@ impl Llama {
                 .matmul(&v.contiguous()?)?
                 .transpose(1, 2)?
                 .reshape((1, t, h * hd))?;
-            x = (x + l.wo.forward(&y)?)?;
+            x = (x + l.wo.forward(&y, errors)?)?;
             let xn = candle_nn::ops::rms_norm(&x, &l.ffn_norm, self.eps)?;
-            let ff = (candle_nn::ops::silu(&l.gate.forward(&xn)?)? * l.up.forward(&xn)?)?;
-            x = (x + l.down.forward(&ff)?)?;
+            let ff = (candle_nn::ops::silu(&l.gate.forward(&xn, errors)?)? * l.up.forward(&xn, errors)?)?;
+            x = (x + l.down.forward(&ff, errors)?)?;
         }
         let x = candle_nn::ops::rms_norm(&x, &self.norm, self.eps)?;
         let last = x.narrow(1, t - 1, 1)?;
-        Ok(self.output.forward(&last)?.flatten_all()?)
+        Ok(self.output.forward(&last, errors)?.flatten_all()?)
     }
 }
 
@@ -278,19 +352,35 @@ fn peak_rss_kib() -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// CPU time (user + system) of the whole process so far, in milliseconds.
+fn cpu_ms() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesized command name; utime and stime are the 14th and 15th.
+    let f: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks * 10.0) // USER_HZ is 100 on Linux
+}
+
 /// Child: prompt then `n` greedy tokens with `backend`; prints one line
-/// `backend tokens_per_s peak_rss_kib first_token`.
+/// `backend tokens_per_s cpu_ms_per_token peak_rss_kib first_token`.
 fn child(qnat: &Path, prompt: &[u32], n: usize, backend: &str) -> Result<()> {
     let m = QuantModel::open(qnat)?;
     let mut llama = Llama::load(&m, backend)?;
     let mut next = argmax(&llama.forward(prompt, 0)?)?;
     let first = next;
-    let start = Instant::now();
+    let (start, cpu0) = (Instant::now(), cpu_ms());
     for i in 0..n {
         next = argmax(&llama.forward(&[next], prompt.len() + i)?)?;
     }
     let tps = n as f64 / start.elapsed().as_secs_f64();
-    println!("{backend} {tps:.2} {} {first}", peak_rss_kib().unwrap_or(0));
+    let cpu = match (cpu0, cpu_ms()) {
+        (Some(a), Some(b)) => format!("{:.2}", (b - a) / n as f64),
+        _ => "?".into(),
+    };
+    println!(
+        "{backend} {tps:.2} {cpu} {} {first}",
+        peak_rss_kib().unwrap_or(0)
+    );
     Ok(())
 }
 
@@ -310,7 +400,11 @@ fn main() -> Result<()> {
         return child(&dir.join("model-q8_0.qnat"), &prompt, args.tokens, backend);
     }
     let t0 = Instant::now();
-    let (gguf, qnat) = convert(&args.model, &dir)?;
+    let (gguf, qnat) = if args.reuse {
+        (dir.join("model-Q8_0.gguf"), dir.join("model-q8_0.qnat"))
+    } else {
+        convert(&args.model, &dir)?
+    };
     println!(
         "converted {} -> {} ({} MiB) and {} ({} MiB) in {:.1} s",
         args.model.display(),
@@ -345,20 +439,53 @@ fn main() -> Result<()> {
     println!("{}{}", args.prompt, text);
     drop((from_gguf, from_qnat));
 
-    // 3. The same llama with candle's QMatMul and with QuantLinear.
+    // 3. The same llama with exact linear layers (the reference, f64 over the dequantized
+    //    weights), with candle's QMatMul and with QuantLinear.
     let m = QuantModel::open(&qnat)?;
-    let mut ours = Llama::load(&m, "quantlinear")?;
-    let mut theirs = Llama::load(&m, "candle")?;
-    let (a, b) = (ours.forward(&prompt, 0)?, theirs.forward(&prompt, 0)?);
+    let mut reference = Llama::load(&m, "reference")?;
+    let want = reference.forward(&prompt, 0)?;
+    println!("every linear layer on the reference's inputs, error against the exact product:");
     println!(
-        "prompt logits, QuantLinear vs QMatMul: max |diff| = {:e}; QMatMul vs quantized_llama: {:e}",
-        max_abs_diff(&a, &b)?,
-        max_abs_diff(&b, &lq.flatten_all()?)?
+        "{:<12} {:>26} {:>26}",
+        "layer", "QMatMul max/bound max/σ rms/σ", "QuantLinear max/bound max/σ rms/σ"
     );
-    drop((ours, theirs, m));
-    println!("{:<12} {:>10} {:>14}", "linear", "tokens/s", "peak RSS MiB");
-    let exe = std::env::current_exe()?;
+    for (role, (c, o)) in &reference.errors {
+        println!(
+            "{role:<12} {:>9.3} {:>7.2} {:>6.3}        {:>9.3} {:>7.2} {:>6.3}",
+            c.worst_bound,
+            c.worst_sigma,
+            c.rms(),
+            o.worst_bound,
+            o.worst_sigma,
+            o.rms()
+        );
+    }
+    let mut logits = vec![];
     for backend in ["candle", "quantlinear"] {
+        let mut l = Llama::load(&m, backend)?;
+        logits.push(l.forward(&prompt, 0)?);
+    }
+    let rms = |a: &Tensor| -> Result<f32> { Ok(a.sqr()?.mean_all()?.sqrt()?.to_scalar()?) };
+    for (name, l) in ["QMatMul", "QuantLinear"].iter().zip(&logits) {
+        println!(
+            "prompt logits, {name} vs reference: max |diff| = {:.4}, rms diff = {:.4} (logits rms {:.3})",
+            max_abs_diff(l, &want)?,
+            rms(&(l - &want)?)?,
+            rms(&want)?
+        );
+    }
+    println!(
+        "prompt logits, QuantLinear vs QMatMul: max |diff| = {:.4}; QMatMul vs quantized_llama: {:e}",
+        max_abs_diff(&logits[0], &logits[1])?,
+        max_abs_diff(&logits[0], &lq.flatten_all()?)?
+    );
+    drop((reference, logits, m));
+    println!(
+        "{:<18} {:>9} {:>12} {:>14}",
+        "linear", "tokens/s", "CPU ms/token", "peak RSS MiB"
+    );
+    let exe = std::env::current_exe()?;
+    for backend in ["candle", "quantlinear", "quantlinear-tiled"] {
         let out = std::process::Command::new(&exe)
             .arg(&args.model)
             .args(["--work", dir.to_str().expect("UTF-8")])
@@ -375,15 +502,16 @@ fn main() -> Result<()> {
         }
         let line = String::from_utf8_lossy(&out.stdout);
         let f: Vec<&str> = line.split_whitespace().collect();
-        let rss: f64 = f.get(2).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        let rss: f64 = f.get(3).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        let label = match backend {
+            "candle" => "QMatMul",
+            "quantlinear" => "QuantLinear",
+            _ => "QuantLinear tiled",
+        };
         println!(
-            "{:<12} {:>10} {:>14.1}",
-            if backend == "candle" {
-                "QMatMul"
-            } else {
-                "QuantLinear"
-            },
+            "{label:<18} {:>9} {:>12} {:>14.1}",
             f.get(1).unwrap_or(&"?"),
+            f.get(2).unwrap_or(&"?"),
             rss / 1024.0
         );
     }

@@ -36,20 +36,28 @@ impl Fused {
     /// A fused backend over `w` running on `isa`; on AVX-512 VNNI every type but Q6_K
     /// with a multiple of 16 rows is repacked into tiles (and the rows are then dropped).
     pub fn new(w: Arc<QuantMatrix>, isa: Isa) -> Self {
-        let (ty, n, k) = (w.ty, w.n, w.k);
         #[cfg(target_arch = "x86_64")]
-        let layout = if isa == Isa::Avx512Vnni && super::tiled::Tiled::fits(&w) {
-            Layout::Tiled(super::tiled::Tiled::new(&w))
-        } else {
-            Layout::Rows(w)
-        };
-        #[cfg(not(target_arch = "x86_64"))]
-        let layout = Layout::Rows(w);
+        if isa == Isa::Avx512Vnni && super::tiled::Tiled::fits(&w) {
+            let layout = Layout::Tiled(super::tiled::Tiled::new(&w));
+            return Fused {
+                ty: w.ty,
+                n: w.n,
+                k: w.k,
+                layout,
+                isa,
+            };
+        }
+        Self::rows(w, isa)
+    }
+
+    /// A fused backend over `w` in its own row layout on `isa`: no repacked copy, so the
+    /// weights stay where they are (a memory-mapped file, for `crate::candle`).
+    pub fn rows(w: Arc<QuantMatrix>, isa: Isa) -> Self {
         Fused {
-            ty,
-            n,
-            k,
-            layout,
+            ty: w.ty,
+            n: w.n,
+            k: w.k,
+            layout: Layout::Rows(w),
             isa,
         }
     }
@@ -145,9 +153,12 @@ mod tests {
                     let x = activations(m, 512);
                     let want = reference_matmul(&w, &x);
                     for isa in Isa::available() {
-                        let mut y = vec![f32::NAN; m * n];
-                        Fused::new(w.clone(), isa).matmul(&x, &mut y).unwrap();
-                        assert_close(&w, &x, &y, &want, &format!("{ty:?} {isa:?} n={n} m={m}"));
+                        // `new` (tiles where they fit) and `rows` (the row layout always).
+                        for (b, how) in [(Fused::new(w.clone(), isa), "new"), (Fused::rows(w.clone(), isa), "rows")] {
+                            let mut y = vec![f32::NAN; m * n];
+                            b.matmul(&x, &mut y).unwrap();
+                            assert_close(&w, &x, &y, &want, &format!("{ty:?} {isa:?} {how} n={n} m={m}"));
+                        }
                     }
                 }
             }
