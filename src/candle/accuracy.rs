@@ -1,9 +1,13 @@
 //! How far a product with 8-bit activations may be from the exact one: the yardstick
 //! [`QuantLinear`](super::QuantLinear) and candle's `QMatMul` are both checked with.
 //!
-//! Both round each token's activations in blocks (32 values for Q8_0, Q4_0 and NF4, 256
-//! for the k-quants: ggml's Q8_0 and Q8_K) to `q = round(x / d)`, `d = amax / 127`, and
-//! multiply `q` exactly with the stored weights. An activation's rounding error is then at
+//! Both round each token's activations in blocks to `q = round(x / d)`, `d = amax / 127`,
+//! and multiply `q` exactly with the stored weights. The blocks: QuantLinear's are 32
+//! values for Q8_0, Q4_0 and NF4 and 256 for the k-quants
+//! (`WeightType::activation_block`); candle-core 0.11 uses ggml's Q8_0 (32) or Q8_K (256),
+//! and on x86-64 with AVX-512 VNNI it runs Q8_0 weights with `k` a multiple of 256 through
+//! repacked kernels with Q8_K activations, whose error is larger (`sigma` grows with the
+//! block's `amax`). An activation's rounding error is then at
 //! most `d / 2`; candle (as ggml) keeps `d` as an f16, which moves `q * d` by at most
 //! `127 * 2^-11 * d` more, so `9/16 d` bounds both. Output `r` of a token, `sum_i w_ri x_i`,
 //! is therefore off by at most `sum_i |w_ri| * 9/16 * d_b(i)` ([`ActivationError::bound`]),
@@ -23,12 +27,12 @@ pub struct ActivationError {
     pub sigma: Vec<f64>,
 }
 
-/// The error scales of `x W^T` (`x`: `m` tokens of `w.k` values) against the exact
-/// product of the dequantized weights (`crate::kernels::reference_matmul`).
-pub fn activation_error(w: &QuantMatrix, x: &[f32]) -> ActivationError {
+/// The error scales of `x W^T` (`x`: `m` tokens of `w.k` values) with activations rounded
+/// in blocks of `block` values, against the exact product of the dequantized weights
+/// (`crate::kernels::reference_matmul`).
+pub fn activation_error(w: &QuantMatrix, x: &[f32], block: usize) -> ActivationError {
     let (n, k) = (w.n, w.k);
-    assert!(x.len().is_multiple_of(k), "x is m x k");
-    let block = w.ty.activation_block();
+    assert!(x.len().is_multiple_of(k) && k.is_multiple_of(block), "x is m x k, k blocks");
     let m = x.len() / k;
     // Per token and activation block: the step d.
     let steps: Vec<f64> = x
@@ -80,7 +84,7 @@ mod tests {
             let w = Arc::new(QuantMatrix::random(ty, 64, 512, 3).unwrap());
             let x = synthetic_activations(7, 512, 5);
             let want = reference_matmul(&w, &x);
-            let e = activation_error(&w, &x);
+            let e = activation_error(&w, &x, ty.activation_block());
             for isa in Isa::available() {
                 let mut y = vec![0f32; 7 * 64];
                 Fused::rows(w.clone(), isa).matmul(&x, &mut y).unwrap();
@@ -99,7 +103,7 @@ mod tests {
     #[test]
     fn zero_activations_make_no_error() {
         let w = QuantMatrix::random(WeightType::Q8_0, 16, 64, 1).unwrap();
-        let e = activation_error(&w, &[0.0; 128]);
+        let e = activation_error(&w, &[0.0; 128], 32);
         assert!(e.bound.iter().chain(&e.sigma).all(|&v| v == 0.0));
         assert_eq!(e.bound.len(), 2 * 16);
     }

@@ -19,7 +19,7 @@ use std::sync::Arc;
 ///
 /// Accuracy: the weights are used exactly; the only approximation is the activations'
 /// rounding to 8 bits (as candle's `QMatMul` and ggml round them to Q8_0/Q8_K), whose
-/// expected size [`super::activation_noise`] gives.
+/// expected size [`super::activation_error`] gives.
 pub struct QuantLinear {
     backend: Fused,
     n: usize,
