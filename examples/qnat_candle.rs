@@ -47,8 +47,8 @@ struct Args {
     #[arg(long, default_value_t = 1e-4)]
     tolerance: f32,
     /// Child process: run the QNAT file with this linear backend (`candle`, `quantlinear`).
-    /// Check the checks: QuantLinear reads this Q8_0 weight with the scale of the first
-    /// block of every row doubled, so the logit check must fail.
+    /// Check the checks: QuantLinear reads this Q8_0 weight times 2 (every block scale
+    /// doubled), so the logit check must fail.
     #[arg(long)]
     perturb: Option<String>,
     /// Use the GGUF and QNAT files already in `--work` (made by an earlier run).
@@ -139,7 +139,9 @@ impl ErrStats {
         for (i, &g) in got.iter().enumerate() {
             let (g, sigma) = (f64::from(g), e.sigma[i].max(f64::MIN_POSITIVE));
             let err = (g - want[i]).abs();
-            self.worst_bound = self.worst_bound.max(err / e.bound[i].max(f64::MIN_POSITIVE));
+            self.worst_bound = self
+                .worst_bound
+                .max(err / e.bound[i].max(f64::MIN_POSITIVE));
             self.worst_sigma = self.worst_sigma.max(err / sigma);
             self.sum_z2 += (err / sigma).powi(2);
             self.count += 1;
@@ -168,7 +170,7 @@ struct Ctx {
 /// `x` rounded as candle's `QMatMul` may round activations (ggml's Q8_0 blocks with f16
 /// scales, or Q8_K: 256 values, f32 scale) and as QuantLinear rounds them for `ty` (f32
 /// scales, `ty.activation_block()`).
-fn rounded(x: &[f32], ty: WeightType) -> ([Vec<f32>; 2], Vec<f32>) {
+fn rounded(x: &[f32], k: usize, ty: WeightType) -> ([Vec<f32>; 2], Vec<f32>) {
     fn candle<T: GgmlType>(x: &[f32]) -> Vec<f32> {
         let mut b = vec![T::zeros(); x.len() / T::BLCK_SIZE];
         T::from_float(x, &mut b);
@@ -176,15 +178,20 @@ fn rounded(x: &[f32], ty: WeightType) -> ([Vec<f32>; 2], Vec<f32>) {
         T::to_float(&b, &mut y);
         y
     }
-    let theirs = [candle::<BlockQ8_0>(x), candle::<BlockQ8K>(x)];
+    let q8_0 = candle::<BlockQ8_0>(x);
+    let q8_k = if k.is_multiple_of(256) {
+        candle::<BlockQ8K>(x)
+    } else {
+        q8_0.clone()
+    };
+    let theirs = [q8_0, q8_k];
     let block = ty.activation_block();
     let a = Activations::quantize(x, x.len(), block, None);
-    let ours = a
-        .qs
-        .iter()
-        .enumerate()
-        .map(|(i, &q)| f32::from(q) * a.d[i / block])
-        .collect();
+    let ours =
+        a.qs.iter()
+            .enumerate()
+            .map(|(i, &q)| f32::from(q) * a.d[i / block])
+            .collect();
     (theirs, ours)
 }
 
@@ -200,19 +207,24 @@ enum Linear {
     },
 }
 
-/// QuantLinear over `name`, from a copy whose first block of every row has its scale
-/// doubled when `name` is `perturb` (Q8_0 only): a wrong weight the checks must catch.
-fn quant_linear(m: &QuantModel, name: &str, perturb: Option<&str>, tiled: bool) -> Result<QuantLinear> {
+/// QuantLinear over `name`, from a copy with every block scale doubled (the weight times
+/// 2) when `name` is `perturb` (Q8_0 only): a wrong weight the checks must catch.
+fn quant_linear(
+    m: &QuantModel,
+    name: &str,
+    perturb: Option<&str>,
+    tiled: bool,
+) -> Result<QuantLinear> {
     let mut w = m.quant_matrix(name)?;
     if perturb == Some(name) {
         if w.ty != WeightType::Q8_0 {
             bail!("--perturb takes a Q8_0 tensor; {name} is {:?}", w.ty);
         }
-        let rb = w.row_bytes();
         let mut data = w.data.to_vec();
-        for row in data.chunks_exact_mut(rb) {
-            let d = half::f16::from_le_bytes([row[0], row[1]]).to_f32();
-            row[..2].copy_from_slice(&half::f16::from_f32(2.0 * d).to_le_bytes());
+        // Q8_0 blocks: an f16 scale, then 32 values.
+        for block in data.chunks_exact_mut(34) {
+            let d = half::f16::from_le_bytes([block[0], block[1]]).to_f32();
+            block[..2].copy_from_slice(&half::f16::from_f32(2.0 * d).to_le_bytes());
         }
         w.data = data.into();
     }
@@ -258,13 +270,18 @@ impl Linear {
             let e = activation_error(w, &xs, w.ty.activation_block());
             if ctx.probe {
                 let stats = ctx.errors.entry(role.clone()).or_default();
-                let (theirs, ours) = rounded(&xs, w.ty);
+                let (theirs, ours) = rounded(&xs, w.k, w.ty);
                 let got = flat(probe.1.forward(x)?)?;
                 stats.1.add(&got, &want, &e, &reference_matmul(w, &ours));
                 // candle rounds to Q8_0 or (repacked kernels) Q8_K: the one its output is.
                 let got = flat(probe.0.forward(x)?)?;
                 let own: Vec<Vec<f64>> = theirs.iter().map(|t| reference_matmul(w, t)).collect();
-                let dist = |o: &[f64]| got.iter().zip(o).map(|(&g, &v)| (f64::from(g) - v).abs()).fold(0f64, f64::max);
+                let dist = |o: &[f64]| {
+                    got.iter()
+                        .zip(o)
+                        .map(|(&g, &v)| (f64::from(g) - v).abs())
+                        .fold(0f64, f64::max)
+                };
                 let q8k = (w.k % 256 == 0 && dist(&own[1]) < dist(&own[0])) as usize;
                 let ec = activation_error(w, &xs, [32, 256][q8k]);
                 stats.0.add(&got, &want, &ec, &own[q8k]);
@@ -425,7 +442,8 @@ impl Llama {
                 .reshape((1, t, h * hd))?;
             x = (x + l.wo.forward(&y, ctx)?)?;
             let xn = candle_nn::ops::rms_norm(&x, &l.ffn_norm, self.eps)?;
-            let ff = (candle_nn::ops::silu(&l.gate.forward(&xn, ctx)?)? * l.up.forward(&xn, ctx)?)?;
+            let ff =
+                (candle_nn::ops::silu(&l.gate.forward(&xn, ctx)?)? * l.up.forward(&xn, ctx)?)?;
             x = (x + l.down.forward(&ff, ctx)?)?;
         }
         let x = candle_nn::ops::rms_norm(&x, &self.norm, self.eps)?;

@@ -32,7 +32,10 @@ pub struct ActivationError {
 /// (`crate::kernels::reference_matmul`).
 pub fn activation_error(w: &QuantMatrix, x: &[f32], block: usize) -> ActivationError {
     let (n, k) = (w.n, w.k);
-    assert!(x.len().is_multiple_of(k) && k.is_multiple_of(block), "x is m x k, k blocks");
+    assert!(
+        x.len().is_multiple_of(k) && k.is_multiple_of(block),
+        "x is m x k, k blocks"
+    );
     let m = x.len() / k;
     // Per token and activation block: the step d.
     let steps: Vec<f64> = x
@@ -46,7 +49,11 @@ pub fn activation_error(w: &QuantMatrix, x: &[f32], block: usize) -> ActivationE
         w.dequantize_rows(r..r + 1, &mut row);
         // NF4: the step of the int8 codes, per weight block.
         let code_step: Vec<f64> = match w.ty {
-            WeightType::Nf4 => w.row_absmax(r).iter().map(|&a| f64::from(a) / 127.0).collect(),
+            WeightType::Nf4 => w
+                .row_absmax(r)
+                .iter()
+                .map(|&a| f64::from(a) / 127.0)
+                .collect(),
             _ => Vec::new(),
         };
         for t in 0..m {
@@ -91,11 +98,18 @@ mod tests {
                 let mut z2 = 0f64;
                 for i in 0..y.len() {
                     let err = (f64::from(y[i]) - want[i]).abs();
-                    assert!(err <= e.bound[i] + 1e-6, "{ty:?} {isa:?} output {i}: {err} > {}", e.bound[i]);
+                    assert!(
+                        err <= e.bound[i] + 1e-6,
+                        "{ty:?} {isa:?} output {i}: {err} > {}",
+                        e.bound[i]
+                    );
                     z2 += (err / e.sigma[i]).powi(2);
                 }
                 let rms = (z2 / y.len() as f64).sqrt();
-                assert!((0.5..2.0).contains(&rms), "{ty:?} {isa:?}: RMS error / sigma = {rms}");
+                assert!(
+                    (0.5..2.0).contains(&rms),
+                    "{ty:?} {isa:?}: RMS error / sigma = {rms}"
+                );
             }
         }
     }

@@ -154,10 +154,19 @@ mod tests {
                     let want = reference_matmul(&w, &x);
                     for isa in Isa::available() {
                         // `new` (tiles where they fit) and `rows` (the row layout always).
-                        for (b, how) in [(Fused::new(w.clone(), isa), "new"), (Fused::rows(w.clone(), isa), "rows")] {
+                        for (b, how) in [
+                            (Fused::new(w.clone(), isa), "new"),
+                            (Fused::rows(w.clone(), isa), "rows"),
+                        ] {
                             let mut y = vec![f32::NAN; m * n];
                             b.matmul(&x, &mut y).unwrap();
-                            assert_close(&w, &x, &y, &want, &format!("{ty:?} {isa:?} {how} n={n} m={m}"));
+                            assert_close(
+                                &w,
+                                &x,
+                                &y,
+                                &want,
+                                &format!("{ty:?} {isa:?} {how} n={n} m={m}"),
+                            );
                         }
                     }
                 }
