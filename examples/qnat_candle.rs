@@ -12,10 +12,19 @@
 //! 2. candle-transformers' `quantized_llama` loads both: the GGUF with candle's own reader,
 //!    the QNAT through `qforge::candle::QuantModel::gguf_content`. Their logits for the
 //!    prompt must agree within f32 tolerance; the QNAT model then generates greedily.
-//! 3. The same llama (a small forward written here after `quantized_llama`) runs with every
-//!    linear layer either a candle `QMatMul` over zero-copy `QTensor`s of the mapped QNAT
-//!    file, or a `qforge::candle::QuantLinear` (our fused kernels), each in a child process
-//!    so that its peak memory (VmHWM) is its own: tokens per second and peak memory.
+//! 3. The same llama (a small forward written here after `quantized_llama`, the token
+//!    embedding read in place) runs with every linear layer the exact product (f64 over the
+//!    dequantized weights: the reference), candle's `QMatMul` over zero-copy `QTensor`s of
+//!    the mapped QNAT file, or `qforge::candle::QuantLinear` (our fused kernels). Checks
+//!    (docs/QNAT.md §9): every QuantLinear layer, on the reference's inputs, within what
+//!    8-bit activations allow (`qforge::candle::activation_error`: the worst case, and 8
+//!    sigma); QuantLinear's prompt logits within twice the largest deviation of four runs
+//!    of the reference with that noise added after every layer. QMatMul is reported the
+//!    same way. `--perturb NAME` doubles one weight in QuantLinear to see the checks fail.
+//! 4. Each backend (QMatMul, QuantLinear in place, QuantLinear tiled) generates in a child
+//!    process so that its peak memory (VmHWM) is its own: tokens per second, CPU time per
+//!    token (user + system, all threads) and peak memory. `RAYON_NUM_THREADS=1` makes both
+//!    single-threaded.
 
 use anyhow::{bail, Context, Result};
 use candle_core::quantized::k_quants::{BlockQ8K, BlockQ8_0, GgmlType};
