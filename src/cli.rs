@@ -262,7 +262,7 @@ pub struct QuantizeArgs {
     #[arg(
         value_name = "OUTPUT TYPE NTHREADS",
         num_args = 0..=3,
-        help = "llama-quantize's positional form after INPUT: [OUTPUT] TYPE [NTHREADS]. TYPE is a name or llama-quantize's ftype number; without OUTPUT the file is ggml-model-TYPE.gguf beside the input. Not combined with -o, -t or --threads."
+        help = "llama-quantize's positional form after INPUT: [OUTPUT] TYPE [NTHREADS]. TYPE is a name or llama-quantize's ftype number; without OUTPUT the file is ggml-model-TYPE.gguf beside the input. Not combined with -o, -t or --threads"
     )]
     pub positional: Vec<String>,
     /// Output file (a folder with --format bnb-safetensors).
