@@ -145,7 +145,7 @@ fn quant_type(name: &str) -> Result<GgmlType, String> {
     }
 }
 
-/// clap parser of a TYPE value: [`quant_type`], with the names as possible values.
+/// clap parser of a TYPE value: `quant_type`, with the names as possible values.
 #[derive(Debug, Clone, Copy)]
 pub struct QuantTypeParser;
 
@@ -257,10 +257,13 @@ pub struct QuantizeArgs {
         hide_default_value = true
     )]
     pub input: PathBuf,
-    /// llama-quantize's positional form after INPUT: [OUTPUT] TYPE [NTHREADS]. TYPE is a
-    /// name or llama-quantize's ftype number; without OUTPUT the file is
-    /// ggml-model-TYPE.gguf beside the input. Not combined with -o, -t or --threads.
-    #[arg(value_name = "OUTPUT TYPE NTHREADS", num_args = 0..=3)]
+    /// llama-quantize's positional form after INPUT: \[OUTPUT\] TYPE \[NTHREADS\] (the
+    /// help text, without rustdoc's escapes, is in `help`).
+    #[arg(
+        value_name = "OUTPUT TYPE NTHREADS",
+        num_args = 0..=3,
+        help = "llama-quantize's positional form after INPUT: [OUTPUT] TYPE [NTHREADS]. TYPE is a name or llama-quantize's ftype number; without OUTPUT the file is ggml-model-TYPE.gguf beside the input. Not combined with -o, -t or --threads"
+    )]
     pub positional: Vec<String>,
     /// Output file (a folder with --format bnb-safetensors).
     #[arg(short, long, required_unless_present_any = ["dry_run", "list_types", "positional"])]

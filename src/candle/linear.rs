@@ -12,10 +12,14 @@ use std::sync::Arc;
 /// the best ISA of this CPU, or `QFORGE_ISA`). CPU tensors of any float dtype; the output
 /// has the input's dtype.
 ///
-/// Memory: the weights (read in place from a mapped file when built by
-/// [`super::QuantModel::quant_linear`]; on AVX-512 VNNI repacked once into 16-row tiles of
-/// the same size) plus, per call, the f32 copy of the input, its 8-bit quantization and
-/// the output.
+/// Memory: the weights in the layout they come in (read in place from a mapped file when
+/// built by [`super::QuantModel::quant_linear`]) plus, per call, the f32 copy of the
+/// input, its 8-bit quantization and the output. [`QuantLinear::tiled`] trades a second
+/// copy of the weights (AVX-512 VNNI tiles) for faster prompts.
+///
+/// Accuracy: the weights are used exactly; the only approximation is the activations'
+/// rounding to 8 bits (as candle's `QMatMul` and ggml round them to Q8_0/Q8_K), whose
+/// expected size [`super::activation_error`] gives.
 pub struct QuantLinear {
     backend: Fused,
     n: usize,
@@ -24,8 +28,24 @@ pub struct QuantLinear {
 }
 
 impl QuantLinear {
-    /// A layer over `w`, with an optional bias of `w.n` values.
+    /// A layer over `w` as it is (no copy of its bytes), with an optional bias of `w.n`
+    /// values.
     pub fn new(w: QuantMatrix, bias: Option<Tensor>) -> Result<Self> {
+        Self::with_backend(w, bias, Fused::rows)
+    }
+
+    /// A layer over `w` repacked once into 16-row tiles where this CPU runs them (AVX-512
+    /// VNNI; Q4_K, Q8_0, Q4_0, NF4 with a multiple of 16 rows) for faster prompts: a
+    /// copy of the weights, held besides the file's pages when `w` is mapped.
+    pub fn tiled(w: QuantMatrix, bias: Option<Tensor>) -> Result<Self> {
+        Self::with_backend(w, bias, Fused::new)
+    }
+
+    fn with_backend(
+        w: QuantMatrix,
+        bias: Option<Tensor>,
+        backend: fn(Arc<QuantMatrix>, Isa) -> Fused,
+    ) -> Result<Self> {
         let (n, k) = (w.n, w.k);
         if let Some(b) = &bias {
             if b.dims() != [n] {
@@ -34,7 +54,7 @@ impl QuantLinear {
         }
         let bias = bias.map(|b| b.to_dtype(DType::F32)).transpose()?;
         Ok(QuantLinear {
-            backend: Fused::new(Arc::new(w), Isa::current()),
+            backend: backend(Arc::new(w), Isa::current()),
             n,
             k,
             bias,
@@ -51,9 +71,14 @@ impl QuantLinear {
         self.n
     }
 
-    /// Bytes of weights the layer holds (0 of them copied when they are read in place).
+    /// Bytes of weights the layer reads (in place, or the tiles' copy).
     pub fn weight_bytes(&self) -> u64 {
         self.backend.weight_bytes()
+    }
+
+    /// Whether the weights are held as a repacked tile copy ([`QuantLinear::tiled`]).
+    pub fn is_tiled(&self) -> bool {
+        self.backend.is_tiled()
     }
 }
 

@@ -11,6 +11,8 @@
 //! - [`QuantLinear`] is a candle `Module` whose weights stay quantized (Q4_K, Q6_K, Q8_0,
 //!   Q4_0, NF4) and whose forward runs our fused kernels (`crate::kernels::fused`).
 //! - [`MappedBlocks`] is the zero-copy candle storage behind those `QTensor`s.
+//! - [`activation_error`] is how far a product with 8-bit activations (ours, candle's
+//!   `QMatMul`, ggml's) may be from the exact one: the check of both.
 //!
 //! ```no_run
 //! use candle_core::{DType, Module, Tensor, Device};
@@ -25,10 +27,12 @@
 //! # Ok(()) }
 //! ```
 
+mod accuracy;
 mod linear;
 mod mapped;
 mod model;
 
+pub use accuracy::{activation_error, ActivationError};
 pub use linear::QuantLinear;
 pub use mapped::{candle_dtype, MappedBlocks, MappedBytes};
 pub use model::QuantModel;

@@ -105,6 +105,13 @@ impl QuantModel {
     /// stay in the file (Q4_K, Q5_K, Q6_K, Q8_0, Q4_0, IQ4_XS read in place; NF4 with block 64: codes in
     /// place, absmax decoded once), with an optional bias of `n` values.
     pub fn quant_linear(&self, name: &str, bias: Option<Tensor>) -> Result<QuantLinear> {
+        QuantLinear::new(self.quant_matrix(name)?, bias)
+    }
+
+    /// The 2-D weight `name` as the kernels' [`QuantMatrix`] over the mapped file (what
+    /// [`QuantModel::quant_linear`] runs; also [`QuantLinear::tiled`]'s input and
+    /// `qforge::kernels::reference_matmul`'s).
+    pub fn quant_matrix(&self, name: &str) -> Result<QuantMatrix> {
         let t = self.info(name)?;
         let [n, k] = t.shape[..] else {
             bail_invalid!(kind: BadShape, "tensor {name:?} has shape {:?}; a linear layer needs 2-D", t.shape);
@@ -139,7 +146,7 @@ impl QuantModel {
         if w.data.len() != n * w.row_bytes() {
             bail_invalid!(kind: BadShape, "tensor {name:?}: {} bytes for {n} x {k}", w.data.len());
         }
-        QuantLinear::new(w, bias)
+        Ok(w)
     }
 
     /// NF4 codes in place and the absmax values (double quantization decoded).

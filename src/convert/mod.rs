@@ -9,7 +9,7 @@
 //! - [`vocab`]: the tokenizer side (each architecture's `set_vocab`).
 //! - [`reverse`]: the other direction, GGUF back to Hugging Face names, layouts and
 //!   config.json (for `--format bnb-safetensors`).
-//! - [`write`]: metadata in convert's order, per-tensor output types (`--outtype`
+//! - [`write`](mod@write): metadata in convert's order, per-tensor output types (`--outtype`
 //!   rules or a llama-quantize mix), and the streaming GGUF writer.
 
 pub mod arch;

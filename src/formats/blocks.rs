@@ -18,7 +18,7 @@ pub const QK: usize = GgmlType::Q4_0.block_size() as usize;
 ///
 /// # Safety
 /// Implementors are `#[repr(C)]`, consist of byte arrays only (alignment 1, no padding, every
-/// bit pattern valid) and have the size of `TYPE`'s blocks. The [`ggml_blocks!`] macro, the
+/// bit pattern valid) and have the size of `TYPE`'s blocks. The `ggml_blocks!` macro, the
 /// only implementor, checks this at compile time.
 pub unsafe trait Block: Copy + 'static {
     /// The ggml type the block belongs to.

@@ -6,7 +6,7 @@
 //! vocabularies are views of it, converted with `From` / `TryFrom` (never through names or
 //! raw ids):
 //! - [`TensorType`] (a tensor as a file stores it): `TryFrom<TensorType> for GgmlType`;
-//! - [`qnat::Scheme`] (what QNAT stores): `From<Scheme> for WeightFormat`, `TryFrom` back;
+//! - [`qnat::Scheme`](crate::formats::qnat::Scheme) (what QNAT stores): `From<Scheme> for WeightFormat`, `TryFrom` back;
 //! - [`cli::Scheme`] (`export-native --scheme`): `From<cli::Scheme>` for both;
 //! - [`FourBit`]: `From<FourBit> for WeightFormat`, `TryFrom` back;
 //! - [`WeightType`] (the GEMM kernels'): `From<WeightType> for WeightFormat`, `TryFrom` back;

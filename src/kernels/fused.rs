@@ -38,25 +38,35 @@ impl Fused {
     /// multiple of 16 rows is repacked into tiles (and the rows are then dropped), on AVX2
     /// every such type but Q5_K and IQ4_XS.
     pub fn new(w: Arc<QuantMatrix>, isa: Isa) -> Self {
-        let (ty, n, k) = (w.ty, w.n, w.k);
         #[cfg(target_arch = "x86_64")]
-        let tiles = matches!(isa, Isa::Avx512Vnni | Isa::Avx2);
-        let fits = match isa {
-            Isa::Avx2 => super::tiled::Tiled::fits_avx2(&w),
-            _ => super::tiled::Tiled::fits(&w),
-        };
-        let layout = if tiles && fits {
-            Layout::Tiled(super::tiled::Tiled::new(&w))
-        } else {
-            Layout::Rows(w)
-        };
-        #[cfg(not(target_arch = "x86_64"))]
-        let layout = Layout::Rows(w);
+        {
+            let fits = match isa {
+                Isa::Avx512Vnni => super::tiled::Tiled::fits(&w),
+                Isa::Avx2 => super::tiled::Tiled::fits_avx2(&w),
+                _ => false,
+            };
+            if fits {
+                let layout = Layout::Tiled(super::tiled::Tiled::new(&w));
+                return Fused {
+                    ty: w.ty,
+                    n: w.n,
+                    k: w.k,
+                    layout,
+                    isa,
+                };
+            }
+        }
+        Self::rows(w, isa)
+    }
+
+    /// A fused backend over `w` in its own row layout on `isa`: no repacked copy, so the
+    /// weights stay where they are (a memory-mapped file, for `crate::candle`).
+    pub fn rows(w: Arc<QuantMatrix>, isa: Isa) -> Self {
         Fused {
-            ty,
-            n,
-            k,
-            layout,
+            ty: w.ty,
+            n: w.n,
+            k: w.k,
+            layout: Layout::Rows(w),
             isa,
         }
     }
@@ -158,9 +168,21 @@ mod tests {
                     let x = activations(m, 512);
                     let want = reference_matmul(&w, &x);
                     for isa in Isa::available() {
-                        let mut y = vec![f32::NAN; m * n];
-                        Fused::new(w.clone(), isa).matmul(&x, &mut y).unwrap();
-                        assert_close(&w, &x, &y, &want, &format!("{ty:?} {isa:?} n={n} m={m}"));
+                        // `new` (tiles where they fit) and `rows` (the row layout always).
+                        for (b, how) in [
+                            (Fused::new(w.clone(), isa), "new"),
+                            (Fused::rows(w.clone(), isa), "rows"),
+                        ] {
+                            let mut y = vec![f32::NAN; m * n];
+                            b.matmul(&x, &mut y).unwrap();
+                            assert_close(
+                                &w,
+                                &x,
+                                &y,
+                                &want,
+                                &format!("{ty:?} {isa:?} {how} n={n} m={m}"),
+                            );
+                        }
                     }
                 }
             }

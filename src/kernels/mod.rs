@@ -16,7 +16,7 @@
 //! [`cuda`] runs the same product on an NVIDIA GPU (`bench-gemm --device cuda`).
 //!
 //! [`roofline`] measures the memory bandwidth and int8 peak the figures are compared with;
-//! [`bench`] is the `bench-gemm` measurement of every strategy.
+//! [`bench`](mod@bench) is the `bench-gemm` measurement of every strategy.
 
 pub mod activation;
 pub mod bench;

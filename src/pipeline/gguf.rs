@@ -413,7 +413,7 @@ const WRITES_IN_FLIGHT: usize = 2;
 ///
 /// The bytes are written (and hashed as they are written) by a writer thread, in
 /// order, while the caller encodes the next chunks; `write` hands it a copy of each
-/// chunk, at most [`WRITES_IN_FLIGHT`] of them queued.
+/// chunk, at most `WRITES_IN_FLIGHT` of them queued.
 pub fn stream_tensors<T>(
     out: &Path,
     layout: &GgufLayout,

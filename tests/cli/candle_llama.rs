@@ -9,7 +9,8 @@ use crate::common::*;
 use candle_core::quantized::{gguf_file, QMatMul};
 use candle_core::{DType, Device, Module, Tensor};
 use candle_transformers::models::quantized_llama::ModelWeights;
-use qforge::candle::QuantModel;
+use qforge::candle::{activation_error, QuantLinear, QuantModel};
+use qforge::kernels::reference_matmul;
 use std::path::PathBuf;
 
 fn model_dir() -> Option<PathBuf> {
@@ -168,11 +169,34 @@ fn quant_model_hands_tensors_to_candle() {
         }
         let lin = m.quant_linear(name, None).unwrap();
         assert_eq!((lin.in_features(), lin.out_features()), (256, 256));
+        assert!(!lin.is_tiled(), "read in place");
         let got = lin.forward(&x).unwrap();
         assert_eq!(got.dims(), [2, 5, 256]);
-        let want = x.broadcast_matmul(&w.t().unwrap()).unwrap();
-        let err = max_abs_diff(&got, &want) / abs_max(&want);
-        assert!(err < 0.03, "{scheme} dq={dq}: relative error {err}");
+        // In place and tiled, every output within the bound 8-bit activations allow of the
+        // exact product (f64 over the dequantized weights).
+        let qm = m.quant_matrix(name).unwrap();
+        assert_eq!(lin.weight_bytes(), qm.bytes());
+        let xs = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let want = reference_matmul(&qm, &xs);
+        let e = activation_error(&qm, &xs, qm.ty.activation_block());
+        let tiled = QuantLinear::tiled(qm.clone(), None).unwrap();
+        for (l, how) in [(&lin, "in place"), (&tiled, "tiled")] {
+            let got = l
+                .forward(&x)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            for (i, (&g, &r)) in got.iter().zip(&want).enumerate() {
+                let err = (f64::from(g) - r).abs();
+                assert!(
+                    err <= e.bound[i] + 1e-6,
+                    "{scheme} dq={dq} {how}: output {i} off by {err} > {}",
+                    e.bound[i]
+                );
+            }
+        }
         // bf16 in, bf16 out.
         let got16 = lin.forward(&x.to_dtype(DType::BF16).unwrap()).unwrap();
         assert_eq!(got16.dtype(), DType::BF16);

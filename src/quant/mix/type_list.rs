@@ -17,7 +17,7 @@ const FOUR_BIT_BPW: f64 = 4.5;
 /// The `--list-types --json` document.
 #[derive(Debug, Serialize)]
 pub struct TypeList {
-    /// Always [`SCHEMA`].
+    /// Always `SCHEMA`.
     pub schema: &'static str,
     /// Where the llama-quantize entries come from.
     pub source: &'static str,
