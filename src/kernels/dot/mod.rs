@@ -24,6 +24,7 @@ use super::activation::ActRow;
 use super::weights::QuantMatrix;
 
 pub use scalar::dot as dot_scalar;
+pub(crate) use scalar::q6_level;
 
 use crate::cpu::Level;
 
