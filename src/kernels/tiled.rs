@@ -546,10 +546,10 @@ mod x86 {
                     p.add(MN_AT + 16 * j).cast(),
                 )));
                 let (sc, mn) = (_mm512_mul_ps(sc, d), _mm512_mul_ps(mn, dmin));
-                for t in 0..T {
-                    sbacc[t] = _mm512_fmadd_ps(total(&acc, &hi_acc, t), sc, sbacc[t]);
+                for (t, sbacc) in sbacc.iter_mut().enumerate() {
+                    *sbacc = _mm512_fmadd_ps(total(&acc, &hi_acc, t), sc, *sbacc);
                     let s = _mm512_set1_ps(*sums32.add((sb * 8 + j) * T + t));
-                    sbacc[t] = _mm512_fnmadd_ps(mn, s, sbacc[t]);
+                    *sbacc = _mm512_fnmadd_ps(mn, s, *sbacc);
                 }
             }
             for t in 0..T {
@@ -589,8 +589,8 @@ mod x86 {
                     p.add(Q6K_SC_AT + 16 * i).cast(),
                 )));
                 let sc = _mm512_mul_ps(sc, d);
-                for t in 0..T {
-                    sbacc[t] = _mm512_fmadd_ps(total(&acc, &hi_acc, t), sc, sbacc[t]);
+                for (t, sbacc) in sbacc.iter_mut().enumerate() {
+                    *sbacc = _mm512_fmadd_ps(total(&acc, &hi_acc, t), sc, *sbacc);
                 }
             }
             for t in 0..T {
@@ -676,13 +676,8 @@ mod x86 {
                     dot_group(lo, hi, x, 64 * b + 8 * g, &mut acc, &mut hi_acc);
                 }
                 let scale = K::scales(p, h);
-                for t in 0..T {
-                    accumulate(
-                        &mut facc[t],
-                        total(&acc, &hi_acc, t),
-                        scale,
-                        *dx.add(blk * T + t),
-                    );
+                for (t, facc) in facc.iter_mut().enumerate() {
+                    accumulate(facc, total(&acc, &hi_acc, t), scale, *dx.add(blk * T + t));
                 }
             }
         }
@@ -715,13 +710,8 @@ mod x86 {
                 dot_group(lo, hi, x, 32 * b + 8 * g, &mut acc, &mut hi_acc);
             }
             let scale = _mm512_cvtph_ps(_mm256_loadu_si256(p.cast()));
-            for t in 0..T {
-                accumulate(
-                    &mut facc[t],
-                    total(&acc, &hi_acc, t),
-                    scale,
-                    *dx.add(b * T + t),
-                );
+            for (t, facc) in facc.iter_mut().enumerate() {
+                accumulate(facc, total(&acc, &hi_acc, t), scale, *dx.add(b * T + t));
             }
         }
         for t in 0..T {
