@@ -18,10 +18,13 @@ const TOKEN_GROUP: usize = 16;
 enum Layout {
     /// ggml / bitsandbytes rows, as read from the file.
     Rows(Arc<QuantMatrix>),
-    /// Q4_K, Q5_K, IQ4_XS, NF4, Q4_0 or Q8_0 in 16-row tiles (AVX-512 VNNI; the first four
-    /// but Q5_K and IQ4_XS at AVX2 too).
+    /// Q4_K, NF4, Q4_0 or Q8_0 in 16-row tiles (AVX-512 VNNI and AVX2).
     #[cfg(target_arch = "x86_64")]
     Tiled(super::tiled::Tiled),
+    /// Q6_K: the rows for fewer than [`super::tiled::Q6K_TILES_FROM_M`] tokens (its
+    /// tiles hold bytes, not 6 bits), the tiles from there on (AVX-512 VNNI only).
+    #[cfg(target_arch = "x86_64")]
+    RowsAndTiles(Arc<QuantMatrix>, super::tiled::Tiled),
 }
 
 /// Fused quantized GEMM/GEMV over one weight matrix.
@@ -34,9 +37,10 @@ pub struct Fused {
 }
 
 impl Fused {
-    /// A fused backend over `w` running on `isa`; on AVX-512 VNNI every type but Q6_K with a
-    /// multiple of 16 rows is repacked into tiles (and the rows are then dropped), on AVX2
-    /// every such type but Q5_K and IQ4_XS.
+    /// A fused backend over `w` running on `isa`; on AVX-512 VNNI every type with a
+    /// multiple of 16 rows is repacked into tiles (and the rows are then dropped, but for
+    /// Q6_K, which keeps them for few tokens); on AVX2 every such type but Q6_K. Q5_K and
+    /// IQ4_XS have no tiles yet: they run their row kernels.
     pub fn new(w: Arc<QuantMatrix>, isa: Isa) -> Self {
         #[cfg(target_arch = "x86_64")]
         {
@@ -46,11 +50,17 @@ impl Fused {
                 _ => false,
             };
             if fits {
-                let layout = Layout::Tiled(super::tiled::Tiled::new(&w));
+                let tiles = super::tiled::Tiled::new(&w);
+                let (ty, n, k) = (w.ty, w.n, w.k);
+                let layout = if tiles.is_q6_k() {
+                    Layout::RowsAndTiles(w, tiles)
+                } else {
+                    Layout::Tiled(tiles)
+                };
                 return Fused {
-                    ty: w.ty,
-                    n: w.n,
-                    k: w.k,
+                    ty,
+                    n,
+                    k,
                     layout,
                     isa,
                 };
@@ -87,6 +97,8 @@ impl GemmBackend for Fused {
             Layout::Rows(w) => w.bytes(),
             #[cfg(target_arch = "x86_64")]
             Layout::Tiled(t) => t.bytes(),
+            #[cfg(target_arch = "x86_64")]
+            Layout::RowsAndTiles(w, t) => w.bytes() + t.bytes(),
         }
     }
 
@@ -107,10 +119,13 @@ impl GemmBackend for Fused {
             x.len().is_multiple_of(k) && y.len() == x.len() / k * n,
             "x is m x k, y is m x n"
         );
+        let m = x.len() / k;
         let w = match &self.layout {
             Layout::Rows(w) => w,
             #[cfg(target_arch = "x86_64")]
-            Layout::Tiled(t) => {
+            Layout::RowsAndTiles(w, _) if m < super::tiled::Q6K_TILES_FROM_M => w,
+            #[cfg(target_arch = "x86_64")]
+            Layout::Tiled(t) | Layout::RowsAndTiles(_, t) => {
                 // The tile kernels correct offsets per block: no lane arrays needed.
                 let acts = Activations::quantize(x, k, self.ty.activation_block(), None);
                 // SAFETY: tiles are only built for `Isa::Avx512Vnni` and `Isa::Avx2`, which
@@ -126,7 +141,6 @@ impl GemmBackend for Fused {
         };
         let acts = Activations::for_weights(x, k, self.ty);
         let tokens: Vec<ActRow<'_>> = (0..acts.tokens()).map(|t| acts.token(t)).collect();
-        let m = tokens.len();
         // Enough tasks to balance the threads, few enough to keep per-task overhead small.
         let rows_per_task = if m == 1 { 64 } else { 16 };
         let out = SharedOut(y.as_mut_ptr());
@@ -161,7 +175,8 @@ mod tests {
     #[test]
     fn fused_matches_the_f64_reference_on_every_isa_and_token_count() {
         for ty in WeightType::ALL {
-            // 70 rows: the row kernels; 48: tiles on AVX-512 and AVX2 (all but Q6_K).
+            // 70 rows: the row kernels; 48: tiles on AVX-512 (Q6_K: from 4 tokens on) and
+            // AVX2 (but Q6_K), rows for Q5_K and IQ4_XS.
             for n in [70, 48] {
                 let w = Arc::new(QuantMatrix::random(ty, n, 512, 5).unwrap());
                 for m in [1, 5, 21] {
@@ -227,8 +242,8 @@ mod tests {
     #[test]
     fn simd_and_scalar_agree_to_rounding() {
         let isas = Isa::available();
-        // 33 rows: the row kernels; 32: tiles on AVX-512 (all types but Q6_K) and AVX2 (but
-        // Q6_K, Q5_K and IQ4_XS).
+        // 33 rows: the row kernels; 32: tiles on AVX-512 (all types but Q5_K and IQ4_XS)
+        // and AVX2 (but Q6_K, Q5_K and IQ4_XS).
         let all = |n: usize| WeightType::ALL.map(|t| (t, n));
         for (ty, n) in all(33).into_iter().chain(all(32)) {
             let w = Arc::new(QuantMatrix::random(ty, n, 1024, 9).unwrap());
@@ -237,8 +252,10 @@ mod tests {
             for &isa in &isas {
                 let mut y = vec![0f32; 6 * n];
                 let b = Fused::new(w.clone(), isa);
-                let avx2_rows = isa == Isa::Avx2 && matches!(ty, WeightType::Q5K | WeightType::Iq4Xs);
-                let tiles = isa != Isa::Scalar && n == 32 && ty != WeightType::Q6K && !avx2_rows;
+                let rows_only = matches!(ty, WeightType::Q5K | WeightType::Iq4Xs);
+                let tiles = n == 32
+                    && !rows_only
+                    && (isa == Isa::Avx512Vnni || (isa == Isa::Avx2 && ty != WeightType::Q6K));
                 assert_eq!(b.is_tiled(), tiles, "{ty:?} {isa:?} n={n}");
                 b.matmul(&x, &mut y).unwrap();
                 ys.push(y);

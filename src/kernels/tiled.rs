@@ -15,24 +15,27 @@
 //!   the levels (0..=15, the value is `d * (level - 8)`). 4.5 bits per weight, as ggml.
 //! - Q8_0: a tile is one 32-value block of 16 rows: the f16 `d` of each row, then the
 //!   values + 128 as bytes in lines of 4 values of the 16 rows. 8.5 bits per weight, as ggml.
-//! - Q5_K: the Q4_K tile (its low 4 bits of each level), then the fifth bits as two 64-bit
-//!   masks per line (one bit per byte of the low and of the high nibbles), added as 16 with a
-//!   masked byte add. 2880 bytes per 16 x 256 values: 5.625 bits per weight (ggml: 5.5).
-//! - IQ4_XS: a tile is one 256-value super-block of 16 rows: the f16 `d` of each row, the
-//!   signed 6-bit group scales (`ls - 32`) as bytes (group major), then the 4-bit table
-//!   indices, which become the table values + 128 in registers with `vpshufb`. 2208 bytes
-//!   per 16 x 256 values: 4.3125 bits per weight (ggml: 4.25).
+//! - Q6_K: a tile is one 256-value super-block of 16 rows: the f16 `d` of each row, the
+//!   int8 scales of the 16-value groups (group major), then the 6-bit levels (0..=63, the
+//!   value is `d * scale * (level - 32)`) as bytes in lines of 4 values of the 16 rows.
+//!   4384 bytes per 16 x 256 values: 8.56 bits per weight (ggml: 6.56), so Q6_K keeps its
+//!   rows too and takes the tiles only from [`Q6K_TILES_FROM_M`] tokens on.
 //!
-//! Codes stored with an offset (NF4, Q8_0 and IQ4_XS +128, Q4_0 +8) are corrected once per
-//! 32 values with `-offset *` the sum of the token's 32 activations.
+//! Codes stored with an offset (NF4 and Q8_0 +128, Q4_0 +8) are corrected once per
+//! 32 values with `-offset *` the sum of the token's 32 activations (Q6_K: +32, per 16
+//! values), which starts the integer accumulator.
+//!
+//! The kernels are register blocked: one tile row for up to [`MAX_TOKENS`] tokens per
+//! step, so that each decoded line feeds `2 * tokens` `vpdpbusd` and the scales are
+//! converted once per tile for all the tokens. A task owns a panel of tile rows (about
+//! [`PANEL_BYTES`], it stays in L2) and streams every group of tokens through it, so the
+//! activations are read from memory once per panel, not once per tile row.
 
 use super::activation::{ActRow, Activations};
-use super::dot::{iq4_xs_code, iq4_xs_scale, q5_level, NF4_I8};
+use super::dot::{q6_level, NF4_I8};
 use super::weights::{QuantMatrix, WeightType, NF4_BLOCK};
-use crate::formats::blocks::{
-    block_at, BlockIq4Xs, BlockQ4K, BlockQ4_0, BlockQ5K, BlockQ8_0, QK, QK_K,
-};
-use crate::quant::ggml::{get_scale_min_k4, KVALUES_IQ4NL};
+use crate::formats::blocks::{block_at, BlockQ4K, BlockQ4_0, BlockQ6K, BlockQ8_0, QK, QK_K};
+use crate::quant::ggml::get_scale_min_k4;
 use rayon::prelude::*;
 
 /// The AVX2 kernels over the same tiles.
@@ -51,11 +54,17 @@ pub const NIBBLE_TILE_BYTES: usize = 64 + 8 * 64;
 /// Bytes of one Q8_0 tile (16 f16 scales, 8 lines of 4 values).
 pub const Q8_0_TILE_BYTES: usize = 32 + 8 * 64;
 
-/// Bytes of one Q5_K tile (a Q4_K tile, then two 8-byte masks of fifth bits per line).
-pub const Q5_K_TILE_BYTES: usize = TILE_BYTES + 32 * 16;
+/// Bytes of one Q6_K tile (16 f16 `d`, 16 x 16 int8 scales, 64 lines of 4 levels).
+pub const Q6K_TILE_BYTES: usize = Q6K_AT + 64 * 64;
 
-/// Bytes of one IQ4_XS tile (16 f16 `d`, 8 x 16 group scales, 32 lines of indices).
-pub const IQ4_XS_TILE_BYTES: usize = IQ4_XS_QS_AT + 32 * 64;
+/// Q6_K takes its tiles (bytes, not 6 bits) from this many tokens on; below, its rows.
+pub const Q6K_TILES_FROM_M: usize = 4;
+
+/// Most tokens one kernel call takes (the register block).
+pub const MAX_TOKENS: usize = 8;
+
+/// About how many bytes of tiles one task keeps hot in L2 while all tokens stream.
+pub const PANEL_BYTES: usize = 512 << 10;
 
 /// The weight types that have tiles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,8 +73,7 @@ enum Kind {
     Nf4,
     Q4_0,
     Q8_0,
-    Q5K,
-    Iq4Xs,
+    Q6K,
 }
 
 impl Kind {
@@ -75,16 +83,15 @@ impl Kind {
             WeightType::Nf4 => Some(Kind::Nf4),
             WeightType::Q4_0 => Some(Kind::Q4_0),
             WeightType::Q8_0 => Some(Kind::Q8_0),
-            WeightType::Q5K => Some(Kind::Q5K),
-            WeightType::Iq4Xs => Some(Kind::Iq4Xs),
-            WeightType::Q6K => None,
+            WeightType::Q6K => Some(Kind::Q6K),
+            WeightType::Q5K | WeightType::Iq4Xs => None,
         }
     }
 
     /// Values of a row in one tile.
     fn values(self) -> usize {
         match self {
-            Kind::Q4K | Kind::Q5K | Kind::Iq4Xs => QK_K,
+            Kind::Q4K | Kind::Q6K => QK_K,
             Kind::Nf4 | Kind::Q4_0 => 64,
             Kind::Q8_0 => 32,
         }
@@ -96,17 +103,17 @@ impl Kind {
             Kind::Q4K => TILE_BYTES,
             Kind::Nf4 | Kind::Q4_0 => NIBBLE_TILE_BYTES,
             Kind::Q8_0 => Q8_0_TILE_BYTES,
-            Kind::Q5K => Q5_K_TILE_BYTES,
-            Kind::Iq4Xs => IQ4_XS_TILE_BYTES,
+            Kind::Q6K => Q6K_TILE_BYTES,
         }
     }
 
     /// The offset the stored codes carry (none for Q4_K, which corrects with its mins).
     fn bias(self) -> i32 {
         match self {
-            Kind::Q4K | Kind::Q5K => 0,
+            Kind::Q4K => 0,
             Kind::Q4_0 => 8,
-            Kind::Nf4 | Kind::Q8_0 | Kind::Iq4Xs => 128,
+            Kind::Q6K => 32,
+            Kind::Nf4 | Kind::Q8_0 => 128,
         }
     }
 }
@@ -123,21 +130,20 @@ const GEMV_TILE_ROWS_PER_TASK: usize = 4;
 /// Offset of the values in a Q8_0 tile (after 16 f16 scales).
 const Q8_0_AT: usize = 32;
 
+/// Offset of the int8 group scales in a Q6_K tile (after 16 f16 `d`).
+const Q6K_SC_AT: usize = 32;
+
+/// Offset of the levels in a Q6_K tile (after the 256 group scales).
+const Q6K_AT: usize = Q6K_SC_AT + 256;
+
 const D_AT: usize = 0;
 const DMIN_AT: usize = 32;
 const SC_AT: usize = 64;
 const MN_AT: usize = 192;
 const QS_AT: usize = 320;
 
-/// Offset of the fifth-bit masks in a Q5_K tile (after the Q4_K tile of the low bits).
-const Q5_QH_AT: usize = TILE_BYTES;
-
-/// Offsets in an IQ4_XS tile: the f16 `d` of each row, the group scales, the indices.
-const IQ4_XS_D_AT: usize = 0;
-const IQ4_XS_LS_AT: usize = 32;
-const IQ4_XS_QS_AT: usize = 160;
-
-/// Q4_K or NF4 weights as 16-row tiles, `n / 16` tile rows of `k / values` tiles each.
+/// Q4_K, Q6_K, NF4, Q4_0 or Q8_0 weights as 16-row tiles, `n / 16` tile rows of
+/// `k / values` tiles each.
 pub struct Tiled {
     kind: Kind,
     /// Output rows (a multiple of 16).
@@ -148,15 +154,14 @@ pub struct Tiled {
 }
 
 impl Tiled {
-    /// Whether `w` can be tiled (a type with tiles and a multiple of 16 rows).
+    /// Whether `w` can be tiled (a tiled type with a multiple of 16 rows).
     pub fn fits(w: &QuantMatrix) -> bool {
         Kind::of(w.ty).is_some() && w.n.is_multiple_of(TILE_ROWS)
     }
 
-    /// Whether `w` can be tiled for the AVX2 kernels, which take every tiled type but
-    /// Q5_K and IQ4_XS.
+    /// Whether `w` can be tiled for the AVX2 kernels, which take every tiled type but Q6_K.
     pub fn fits_avx2(w: &QuantMatrix) -> bool {
-        Self::fits(w) && !matches!(Kind::of(w.ty), Some(Kind::Q5K | Kind::Iq4Xs))
+        Self::fits(w) && w.ty != WeightType::Q6K
     }
 
     /// Repacks `w` (which must [`fit`](Self::fits)), tile rows in parallel.
@@ -184,8 +189,7 @@ impl Tiled {
                                 [block_at(w.row(row), 2 * i), block_at(w.row(row), 2 * i + 1)],
                             ),
                             Kind::Q8_0 => pack_q8_0(tile, r, block_at(w.row(row), i)),
-                            Kind::Q5K => pack_q5_k(tile, r, block_at(w.row(row), i)),
-                            Kind::Iq4Xs => pack_iq4_xs(tile, r, block_at(w.row(row), i)),
+                            Kind::Q6K => pack_q6_k(tile, r, block_at(w.row(row), i)),
                         }
                     }
                 }
@@ -203,10 +207,31 @@ impl Tiled {
         self.tiles.len() as u64
     }
 
+    /// Whether these are Q6_K tiles, which only pay from [`Q6K_TILES_FROM_M`] tokens on.
+    pub fn is_q6_k(&self) -> bool {
+        self.kind == Kind::Q6K
+    }
+
+    /// Bytes of one tile row.
+    fn tile_row_bytes(&self) -> usize {
+        self.k / self.kind.values() * self.kind.bytes()
+    }
+
     /// The tiles of tile row `tr`.
     fn tile_row(&self, tr: usize) -> &[u8] {
-        let len = self.k / self.kind.values() * self.kind.bytes();
+        let len = self.tile_row_bytes();
         &self.tiles[tr * len..(tr + 1) * len]
+    }
+
+    /// Tile rows per task for `m` tokens: a panel of about [`PANEL_BYTES`] (the weights
+    /// stay in L2 while the tokens stream), at least 4 tasks per thread.
+    fn panel(&self, m: usize) -> usize {
+        if m < 4 {
+            return GEMV_TILE_ROWS_PER_TASK;
+        }
+        let by_cache = PANEL_BYTES / self.tile_row_bytes();
+        let by_threads = self.n / TILE_ROWS / (4 * rayon::current_num_threads());
+        by_cache.min(by_threads).max(1)
     }
 }
 
@@ -261,35 +286,15 @@ fn pack_q8_0(tile: &mut [u8], r: usize, blk: &BlockQ8_0) {
     }
 }
 
-/// Row `r` of a Q5_K tile from the row's ggml block `blk`: its low 4 bits as the Q4_K
-/// tile (a Q5_K block is a Q4_K block plus `qh`), then the fifth bits.
-fn pack_q5_k(tile: &mut [u8], r: usize, blk: &BlockQ5K) {
-    let low = BlockQ4K {
-        d: blk.d,
-        dmin: blk.dmin,
-        scales: blk.scales,
-        qs: blk.qs,
-    };
-    pack_q4_k(tile, r, &low);
-    for g in 0..QK_K / 8 {
-        for (half, at) in [(0, Q5_QH_AT + 16 * g), (4, Q5_QH_AT + 16 * g + 8)] {
-            let mut mask = u64::from_le_bytes(tile[at..at + 8].try_into().expect("8 bytes"));
-            for b in 0..4 {
-                let fifth = u64::from(q5_level(blk, 8 * g + half + b) >> 4);
-                mask |= fifth << (4 * r + b);
-            }
-            tile[at..at + 8].copy_from_slice(&mask.to_le_bytes());
-        }
+/// Row `r` of a Q6_K tile from the row's ggml block `blk`.
+fn pack_q6_k(tile: &mut [u8], r: usize, blk: &BlockQ6K) {
+    tile[D_AT + 2 * r..D_AT + 2 * r + 2].copy_from_slice(&blk.d);
+    for (g, &sc) in blk.scales.iter().enumerate() {
+        tile[Q6K_SC_AT + g * 16 + r] = sc as u8;
     }
-}
-
-/// Row `r` of an IQ4_XS tile from the row's ggml block `blk`.
-fn pack_iq4_xs(tile: &mut [u8], r: usize, blk: &BlockIq4Xs) {
-    tile[IQ4_XS_D_AT + 2 * r..IQ4_XS_D_AT + 2 * r + 2].copy_from_slice(&blk.d);
-    for g in 0..8 {
-        tile[IQ4_XS_LS_AT + 16 * g + r] = iq4_xs_scale(blk, g) as i8 as u8;
+    for e in 0..QK_K {
+        tile[Q6K_AT + (e / 4) * 64 + r * 4 + e % 4] = q6_level(blk, e) as u8;
     }
-    regroup(&mut tile[IQ4_XS_QS_AT..], r, QK_K, |e| iq4_xs_code(blk, e));
 }
 
 /// Writes row `r`'s `values` 4-bit codes (`code(e)`) into the 64-byte lines of 8 values.
@@ -312,8 +317,69 @@ fn level(qs: &[u8], e: usize) -> u8 {
     }
 }
 
+/// A group of up to [`MAX_TOKENS`] tokens with everything the kernels read interleaved
+/// token by token, so that one pointer serves all the tokens' broadcasts.
+struct Group {
+    /// First token.
+    t: usize,
+    /// Tokens.
+    count: usize,
+    /// The quantized values: 4 values of each token in turn (`[k / 4][count][4]`).
+    xs: Vec<i8>,
+    /// Per 32 values (Q6_K: 16): Q4_K's activation sum as f32 (`[blocks][count]`).
+    sums: Vec<f32>,
+    /// Per 32 values (Q6_K: 16): `-bias *` the activation sum (`[blocks][count]`).
+    offsets: Vec<i32>,
+    /// The activation scales (`[k / block][count]`).
+    dx: Vec<f32>,
+}
+
+impl Group {
+    /// Interleaves tokens `t .. t + count` of `acts` for tiles of `kind`.
+    fn new(kind: Kind, acts: &Activations, t: usize, count: usize) -> Group {
+        let k = acts.k;
+        let tokens: Vec<ActRow<'_>> = (t..t + count).map(|i| acts.token(i)).collect();
+        let mut xs = vec![0i8; count * k];
+        for (i, chunk) in xs.chunks_exact_mut(4).enumerate() {
+            let (g, tt) = (i / count, i % count);
+            chunk.copy_from_slice(&tokens[tt].qs[4 * g..4 * g + 4]);
+        }
+        // Sums of each 32 (Q6_K: 16) activations, block major.
+        let per = if kind == Kind::Q6K { 16 } else { 32 };
+        let sum = |blk: usize, tt: usize| -> i32 {
+            let s = &tokens[tt].sums16[blk * per / 16..(blk + 1) * per / 16];
+            s.iter().map(|&v| i32::from(v)).sum()
+        };
+        let blocks = k / per;
+        let interleave = |f: &dyn Fn(usize, usize) -> i32| -> Vec<i32> {
+            (0..blocks * count)
+                .map(|i| f(i / count, i % count))
+                .collect()
+        };
+        let (sums, offsets) = match kind {
+            Kind::Q4K => (
+                interleave(&sum).into_iter().map(|s| s as f32).collect(),
+                Vec::new(),
+            ),
+            _ => (Vec::new(), interleave(&|b, tt| -kind.bias() * sum(b, tt))),
+        };
+        let per_d = k / acts.block;
+        let dx = (0..per_d * count)
+            .map(|i| tokens[i % count].d[i / count])
+            .collect();
+        Group {
+            t,
+            count,
+            xs,
+            sums,
+            offsets,
+            dx,
+        }
+    }
+}
+
 /// `y` (m x n, token-major) for activations `acts` (from
-/// [`Activations::for_weights`] for the tiled type), tile rows in parallel.
+/// [`Activations::for_weights`] for the tiled type), panels of tile rows in parallel.
 ///
 /// # Safety
 /// The CPU must support AVX-512 F/BW/VNNI, FMA and F16C (`Isa::Avx512Vnni`).
@@ -321,76 +387,47 @@ pub unsafe fn matmul(w: &Tiled, acts: &Activations, y: &mut [f32]) {
     let m = acts.tokens();
     assert_eq!(acts.k, w.k);
     assert_eq!(y.len(), m * w.n);
-    let tokens: Vec<ActRow<'_>> = (0..m).map(|t| acts.token(t)).collect();
-    // The sum of each 32 activations, per token: Q4_K's mins take it as f32; the other
-    // kinds take `-bias` times it off their codes.
-    let sums32 = acts
-        .sums16
-        .chunks_exact(2)
-        .map(|p| i32::from(p[0]) + i32::from(p[1]));
-    let (sums_f32, offsets): (Vec<f32>, Vec<i32>) = match w.kind {
-        Kind::Q4K | Kind::Q5K => (sums32.map(|s| s as f32).collect(), Vec::new()),
-        kind => (Vec::new(), sums32.map(|s| -kind.bias() * s).collect()),
-    };
-    let out = super::SharedOut(y.as_mut_ptr());
-    let (n, k32) = (w.n, w.k / 32);
-    let min_len = if m < 4 { GEMV_TILE_ROWS_PER_TASK } else { 1 };
-    (0..n / TILE_ROWS)
+    let mut starts = Vec::new();
+    let mut t = 0;
+    while t < m {
+        let count = [MAX_TOKENS, 4, 1]
+            .into_iter()
+            .find(|&c| m - t >= c)
+            .expect("1 fits");
+        starts.push((t, count));
+        t += count;
+    }
+    let groups: Vec<Group> = starts
         .into_par_iter()
-        .with_min_len(min_len)
-        .for_each(|tr| {
-            let tiles = w.tile_row(tr);
-            let mut t = 0;
-            while t < m {
-                let count = if m - t >= 4 { 4 } else { 1 };
-                let mut res = [[0f32; TILE_ROWS]; 4];
-                let group = &tokens[t..t + count];
-                let span = t * k32..(t + count) * k32;
-                // SAFETY: the caller guarantees the CPU features; lengths are checked above.
-                unsafe {
-                    match (w.kind, count) {
-                        (Kind::Q4K, 4) => {
-                            x86::q4_k::<4, false>(tiles, group, &sums_f32[span], &mut res)
-                        }
-                        (Kind::Q4K, _) => {
-                            x86::q4_k::<1, false>(tiles, group, &sums_f32[span], &mut res)
-                        }
-                        (Kind::Nf4, 4) => {
-                            x86::nibbles::<4, x86::Nf4>(tiles, group, &offsets[span], &mut res)
-                        }
-                        (Kind::Nf4, _) => {
-                            x86::nibbles::<1, x86::Nf4>(tiles, group, &offsets[span], &mut res)
-                        }
-                        (Kind::Q4_0, 4) => {
-                            x86::nibbles::<4, x86::Q4_0>(tiles, group, &offsets[span], &mut res)
-                        }
-                        (Kind::Q4_0, _) => {
-                            x86::nibbles::<1, x86::Q4_0>(tiles, group, &offsets[span], &mut res)
-                        }
-                        (Kind::Q8_0, 4) => x86::q8_0::<4>(tiles, group, &offsets[span], &mut res),
-                        (Kind::Q8_0, _) => x86::q8_0::<1>(tiles, group, &offsets[span], &mut res),
-                        (Kind::Q5K, 4) => {
-                            x86::q4_k::<4, true>(tiles, group, &sums_f32[span], &mut res)
-                        }
-                        (Kind::Q5K, _) => {
-                            x86::q4_k::<1, true>(tiles, group, &sums_f32[span], &mut res)
-                        }
-                        (Kind::Iq4Xs, 4) => {
-                            x86::iq4_xs::<4>(tiles, group, &offsets[span], &mut res)
-                        }
-                        (Kind::Iq4Xs, _) => {
-                            x86::iq4_xs::<1>(tiles, group, &offsets[span], &mut res)
-                        }
-                    }
-                }
-                for (i, r) in res[..count].iter().enumerate() {
-                    // SAFETY: token t + i < m, rows tr*16 .. tr*16+16 < n belong to this task.
+        .map(|(t, count)| Group::new(w.kind, acts, t, count))
+        .collect();
+    let out = super::SharedOut(y.as_mut_ptr());
+    let (n, tile_rows, panel) = (w.n, w.n / TILE_ROWS, w.panel(m));
+    (0..tile_rows.div_ceil(panel))
+        .into_par_iter()
+        .for_each(|p| {
+            let rows = p * panel..((p + 1) * panel).min(tile_rows);
+            for g in &groups {
+                for tr in rows.clone() {
+                    let mut res = [[0f32; TILE_ROWS]; MAX_TOKENS];
+                    // SAFETY: the caller guarantees the CPU features; the group's arrays
+                    // hold `count` tokens of `k` values.
                     unsafe {
-                        let dst = out.at((t + i) * n + tr * TILE_ROWS);
-                        std::ptr::copy_nonoverlapping(r.as_ptr(), dst, TILE_ROWS);
+                        match g.count {
+                            MAX_TOKENS => x86::tile_row::<MAX_TOKENS>(w, tr, g, &mut res),
+                            4 => x86::tile_row::<4>(w, tr, g, &mut res),
+                            _ => x86::tile_row::<1>(w, tr, g, &mut res),
+                        }
+                    }
+                    for (i, r) in res[..g.count].iter().enumerate() {
+                        // SAFETY: token g.t + i < m, rows tr*16 .. tr*16+16 < n belong to
+                        // this task.
+                        unsafe {
+                            let dst = out.at((g.t + i) * n + tr * TILE_ROWS);
+                            std::ptr::copy_nonoverlapping(r.as_ptr(), dst, TILE_ROWS);
+                        }
                     }
                 }
-                t += count;
             }
         });
 }
@@ -398,6 +435,32 @@ pub unsafe fn matmul(w: &Tiled, acts: &Activations, y: &mut [f32]) {
 mod x86 {
     use super::*;
     use std::arch::x86_64::*;
+
+    /// The 16 outputs of tile row `tr` for the `T` tokens `acts` into `res` (zeroed).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+    pub unsafe fn tile_row<const T: usize>(
+        w: &Tiled,
+        tr: usize,
+        g: &Group,
+        res: &mut [[f32; TILE_ROWS]; MAX_TOKENS],
+    ) {
+        debug_assert_eq!(g.count, T);
+        let tiles = w.tile_row(tr);
+        let x = Interleaved::<T>(g.xs.as_ptr());
+        let (dx, sums, offsets) = (g.dx.as_ptr(), g.sums.as_ptr(), g.offsets.as_ptr());
+        match w.kind {
+            Kind::Q4K => q4_k::<T>(tiles, x, dx, sums, res),
+            Kind::Nf4 => nibbles::<T, Nf4>(tiles, x, dx, offsets, res),
+            Kind::Q4_0 => nibbles::<T, Q4_0>(tiles, x, dx, offsets, res),
+            Kind::Q8_0 => q8_0::<T>(tiles, x, dx, offsets, res),
+            Kind::Q6K => q6_k::<T>(tiles, x, dx, offsets, res),
+        }
+    }
+
+    /// A group's interleaved activations ([`Group::xs`]) for `T` tokens.
+    #[derive(Clone, Copy)]
+    struct Interleaved<const T: usize>(*const i8);
 
     /// Asks for the line [`PREFETCH_AHEAD`] bytes after `p` (tiles are read in order, so
     /// it is a line this task reads soon; past the end it is only a hint, never a fault).
@@ -407,61 +470,85 @@ mod x86 {
         _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH_AHEAD).cast());
     }
 
+    /// Token `t`'s 4 activations `at .. at + 4` (`at` a multiple of 4) in every lane.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+    unsafe fn bcast<const T: usize>(x: Interleaved<T>, at: usize, t: usize) -> __m512i {
+        _mm512_set1_epi32(x.0.add(at * T + 4 * t).cast::<i32>().read_unaligned())
+    }
+
     /// Adds the unsigned codes `lo` (values `at .. at + 4` of 16 rows) and `hi` (values
-    /// `at + 4 .. at + 8`) times each token's activations into the accumulators.
+    /// `at + 4 .. at + 8`) times each token's activations into the accumulators: with 8
+    /// tokens there are chains enough to cover `vpdpbusd`'s latency in `acc` alone, with
+    /// fewer the high halves go to `hi_acc`.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
     unsafe fn dot_group<const T: usize>(
         lo: __m512i,
         hi: __m512i,
-        acts: &[ActRow<'_>],
+        x: Interleaved<T>,
         at: usize,
-        lo_acc: &mut [__m512i; T],
+        acc: &mut [__m512i; T],
         hi_acc: &mut [__m512i; T],
     ) {
         for t in 0..T {
-            let x = acts[t].qs.as_ptr().add(at);
-            let xlo = _mm512_set1_epi32(x.cast::<i32>().read_unaligned());
-            let xhi = _mm512_set1_epi32(x.add(4).cast::<i32>().read_unaligned());
-            lo_acc[t] = _mm512_dpbusd_epi32(lo_acc[t], lo, xlo);
-            hi_acc[t] = _mm512_dpbusd_epi32(hi_acc[t], hi, xhi);
+            acc[t] = _mm512_dpbusd_epi32(acc[t], lo, bcast(x, at, t));
+            if T >= MAX_TOKENS {
+                acc[t] = _mm512_dpbusd_epi32(acc[t], hi, bcast(x, at + 4, t));
+            } else {
+                hi_acc[t] = _mm512_dpbusd_epi32(hi_acc[t], hi, bcast(x, at + 4, t));
+            }
         }
     }
 
-    /// One Q4_K tile row (16 outputs) for `T` tokens: `res[t][r]`; with `FIFTH`, one Q5_K
-    /// tile row (the fifth bits added to the levels from the tile's masks).
+    /// `acc + hi_acc` (all of it in `acc` with 8 tokens), as f32.
+    #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
-    pub unsafe fn q4_k<const T: usize, const FIFTH: bool>(
+    unsafe fn total<const T: usize>(acc: &[__m512i; T], hi_acc: &[__m512i; T], t: usize) -> __m512 {
+        if T >= MAX_TOKENS {
+            _mm512_cvtepi32_ps(acc[t])
+        } else {
+            _mm512_cvtepi32_ps(_mm512_add_epi32(acc[t], hi_acc[t]))
+        }
+    }
+
+    /// `res[t] += v * dx`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+    unsafe fn add_scaled(res: &mut [f32; TILE_ROWS], v: __m512, dx: f32) {
+        let r = res.as_mut_ptr();
+        _mm512_storeu_ps(
+            r,
+            _mm512_fmadd_ps(v, _mm512_set1_ps(dx), _mm512_loadu_ps(r)),
+        );
+    }
+
+    /// One Q4_K tile row (16 outputs) for `T` tokens: `res[t][r]`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+    unsafe fn q4_k<const T: usize>(
         tiles: &[u8],
-        acts: &[ActRow<'_>],
-        sums32: &[f32],
-        res: &mut [[f32; TILE_ROWS]; 4],
+        x: Interleaved<T>,
+        dx: *const f32,
+        sums32: *const f32,
+        res: &mut [[f32; TILE_ROWS]; MAX_TOKENS],
     ) {
         let m4 = _mm512_set1_epi8(0x0F);
-        let k32 = sums32.len() / T;
-        let mut facc = [_mm512_setzero_ps(); T];
-        let tile_bytes = if FIFTH { Q5_K_TILE_BYTES } else { TILE_BYTES };
-        for (sb, tile) in tiles.chunks_exact(tile_bytes).enumerate() {
+        for (sb, tile) in tiles.chunks_exact(TILE_BYTES).enumerate() {
             let p = tile.as_ptr();
             let d = _mm512_cvtph_ps(_mm256_loadu_si256(p.add(D_AT).cast()));
             let dmin = _mm512_cvtph_ps(_mm256_loadu_si256(p.add(DMIN_AT).cast()));
             let mut sbacc = [_mm512_setzero_ps(); T];
             for j in 0..8 {
-                // Low and high nibbles in separate accumulators: shorter dependency chains.
-                let mut lo_acc = [_mm512_setzero_si512(); T];
+                let mut acc = [_mm512_setzero_si512(); T];
                 let mut hi_acc = [_mm512_setzero_si512(); T];
                 for g in 4 * j..4 * j + 4 {
                     prefetch(p.add(QS_AT + 64 * g));
                     let q = _mm512_loadu_si512(p.add(QS_AT + 64 * g).cast());
-                    let mut lo = _mm512_and_si512(q, m4);
-                    let mut hi = _mm512_and_si512(_mm512_srli_epi16::<4>(q), m4);
-                    if FIFTH {
-                        (lo, hi) = add_fifth_bits(p, g, lo, hi);
-                    }
-                    dot_group(lo, hi, acts, sb * QK_K + 8 * g, &mut lo_acc, &mut hi_acc);
+                    let lo = _mm512_and_si512(q, m4);
+                    let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(q), m4);
+                    dot_group(lo, hi, x, sb * QK_K + 8 * g, &mut acc, &mut hi_acc);
                 }
-                let acc: [__m512i; T] =
-                    std::array::from_fn(|t| _mm512_add_epi32(lo_acc[t], hi_acc[t]));
                 let sc = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(
                     p.add(SC_AT + 16 * j).cast(),
                 )));
@@ -469,18 +556,56 @@ mod x86 {
                     p.add(MN_AT + 16 * j).cast(),
                 )));
                 let (sc, mn) = (_mm512_mul_ps(sc, d), _mm512_mul_ps(mn, dmin));
-                for t in 0..T {
-                    sbacc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[t]), sc, sbacc[t]);
-                    let s = _mm512_set1_ps(sums32[t * k32 + sb * 8 + j]);
-                    sbacc[t] = _mm512_fnmadd_ps(mn, s, sbacc[t]);
+                for (t, sbacc) in sbacc.iter_mut().enumerate() {
+                    *sbacc = _mm512_fmadd_ps(total(&acc, &hi_acc, t), sc, *sbacc);
+                    let s = _mm512_set1_ps(*sums32.add((sb * 8 + j) * T + t));
+                    *sbacc = _mm512_fnmadd_ps(mn, s, *sbacc);
                 }
             }
             for t in 0..T {
-                facc[t] = _mm512_fmadd_ps(sbacc[t], _mm512_set1_ps(acts[t].d[sb]), facc[t]);
+                add_scaled(&mut res[t], sbacc[t], *dx.add(sb * T + t));
             }
         }
-        for t in 0..T {
-            _mm512_storeu_ps(res[t].as_mut_ptr(), facc[t]);
+    }
+
+    /// One Q6_K tile row (16 outputs) for `T` tokens; `offsets` holds `-32 *` the sum of
+    /// each 16 activations of the tokens.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+    unsafe fn q6_k<const T: usize>(
+        tiles: &[u8],
+        x: Interleaved<T>,
+        dx: *const f32,
+        offsets: *const i32,
+        res: &mut [[f32; TILE_ROWS]; MAX_TOKENS],
+    ) {
+        for (sb, tile) in tiles.chunks_exact(Q6K_TILE_BYTES).enumerate() {
+            let p = tile.as_ptr();
+            let d = _mm512_cvtph_ps(_mm256_loadu_si256(p.add(D_AT).cast()));
+            let mut sbacc = [_mm512_setzero_ps(); T];
+            for i in 0..16 {
+                let mut acc: [__m512i; T] =
+                    std::array::from_fn(|t| _mm512_set1_epi32(*offsets.add((sb * 16 + i) * T + t)));
+                let mut hi_acc = [_mm512_setzero_si512(); T];
+                for g in [4 * i, 4 * i + 2] {
+                    let line = p.add(Q6K_AT + 64 * g);
+                    prefetch(line);
+                    prefetch(line.add(64));
+                    let lo = _mm512_loadu_si512(line.cast());
+                    let hi = _mm512_loadu_si512(line.add(64).cast());
+                    dot_group(lo, hi, x, sb * QK_K + 4 * g, &mut acc, &mut hi_acc);
+                }
+                let sc = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(
+                    p.add(Q6K_SC_AT + 16 * i).cast(),
+                )));
+                let sc = _mm512_mul_ps(sc, d);
+                for (t, sbacc) in sbacc.iter_mut().enumerate() {
+                    *sbacc = _mm512_fmadd_ps(total(&acc, &hi_acc, t), sc, *sbacc);
+                }
+            }
+            for t in 0..T {
+                add_scaled(&mut res[t], sbacc[t], *dx.add(sb * T + t));
+            }
         }
     }
 
@@ -488,6 +613,8 @@ mod x86 {
     pub trait Nibbles {
         /// Code -> unsigned byte (the value plus the kind's offset).
         const TABLE: [u8; 16];
+        /// Whether [`TABLE`](Self::TABLE) is the identity (no lookup needed).
+        const IDENTITY: bool;
         /// The 16 rows' scales of 32-value half `h` of tile `p`.
         unsafe fn scales(p: *const u8, h: usize) -> __m512;
     }
@@ -507,6 +634,7 @@ mod x86 {
             }
             t
         };
+        const IDENTITY: bool = false;
         #[inline(always)]
         unsafe fn scales(p: *const u8, _h: usize) -> __m512 {
             _mm512_loadu_ps(p.cast())
@@ -515,6 +643,7 @@ mod x86 {
 
     impl Nibbles for Q4_0 {
         const TABLE: [u8; 16] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
+        const IDENTITY: bool = true;
         #[inline(always)]
         unsafe fn scales(p: *const u8, h: usize) -> __m512 {
             _mm512_cvtph_ps(_mm256_loadu_si256(p.add(32 * h).cast()))
@@ -523,41 +652,42 @@ mod x86 {
 
     /// One NF4 or Q4_0 tile row (16 outputs) for `T` tokens: `res[t][r]`; `offsets`
     /// holds `-bias *` the sum of each 32 activations of the tokens.
+    #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
-    pub unsafe fn nibbles<const T: usize, K: Nibbles>(
+    unsafe fn nibbles<const T: usize, K: Nibbles>(
         tiles: &[u8],
-        acts: &[ActRow<'_>],
-        offsets: &[i32],
-        res: &mut [[f32; TILE_ROWS]; 4],
+        x: Interleaved<T>,
+        dx: *const f32,
+        offsets: *const i32,
+        res: &mut [[f32; TILE_ROWS]; MAX_TOKENS],
     ) {
         let m4 = _mm512_set1_epi8(0x0F);
         let table = _mm512_broadcast_i32x4(_mm_loadu_si128(K::TABLE.as_ptr().cast()));
-        let k32 = offsets.len() / T;
+        let lookup = |v: __m512i| {
+            if K::IDENTITY {
+                v
+            } else {
+                _mm512_shuffle_epi8(table, v)
+            }
+        };
         let mut facc = [_mm512_setzero_ps(); T];
         for (b, tile) in tiles.chunks_exact(NIBBLE_TILE_BYTES).enumerate() {
             let p = tile.as_ptr();
             for h in 0..2 {
-                let mut lo_acc = [_mm512_setzero_si512(); T];
+                let blk = 2 * b + h;
+                let mut acc: [__m512i; T] =
+                    std::array::from_fn(|t| _mm512_set1_epi32(*offsets.add(blk * T + t)));
                 let mut hi_acc = [_mm512_setzero_si512(); T];
                 for g in 4 * h..4 * h + 4 {
                     prefetch(p.add(NIBBLES_AT + 64 * g));
                     let q = _mm512_loadu_si512(p.add(NIBBLES_AT + 64 * g).cast());
-                    let lo = _mm512_shuffle_epi8(table, _mm512_and_si512(q, m4));
-                    let hi =
-                        _mm512_shuffle_epi8(table, _mm512_and_si512(_mm512_srli_epi16::<4>(q), m4));
-                    dot_group(lo, hi, acts, 64 * b + 8 * g, &mut lo_acc, &mut hi_acc);
+                    let lo = lookup(_mm512_and_si512(q, m4));
+                    let hi = lookup(_mm512_and_si512(_mm512_srli_epi16::<4>(q), m4));
+                    dot_group(lo, hi, x, 64 * b + 8 * g, &mut acc, &mut hi_acc);
                 }
                 let scale = K::scales(p, h);
-                let blk = 2 * b + h;
-                for t in 0..T {
-                    let dot = _mm512_add_epi32(lo_acc[t], hi_acc[t]);
-                    accumulate(
-                        &mut facc[t],
-                        dot,
-                        offsets[t * k32 + blk],
-                        scale,
-                        acts[t].d[blk],
-                    );
+                for (t, facc) in facc.iter_mut().enumerate() {
+                    accumulate(facc, total(&acc, &hi_acc, t), scale, *dx.add(blk * T + t));
                 }
             }
         }
@@ -567,30 +697,31 @@ mod x86 {
     }
 
     /// One Q8_0 tile row (16 outputs) for `T` tokens; `offsets` as for [`nibbles`].
+    #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
-    pub unsafe fn q8_0<const T: usize>(
+    unsafe fn q8_0<const T: usize>(
         tiles: &[u8],
-        acts: &[ActRow<'_>],
-        offsets: &[i32],
-        res: &mut [[f32; TILE_ROWS]; 4],
+        x: Interleaved<T>,
+        dx: *const f32,
+        offsets: *const i32,
+        res: &mut [[f32; TILE_ROWS]; MAX_TOKENS],
     ) {
-        let k32 = offsets.len() / T;
         let mut facc = [_mm512_setzero_ps(); T];
         for (b, tile) in tiles.chunks_exact(Q8_0_TILE_BYTES).enumerate() {
             let p = tile.as_ptr();
-            let mut lo_acc = [_mm512_setzero_si512(); T];
+            let mut acc: [__m512i; T] =
+                std::array::from_fn(|t| _mm512_set1_epi32(*offsets.add(b * T + t)));
             let mut hi_acc = [_mm512_setzero_si512(); T];
             for g in 0..4 {
                 prefetch(p.add(Q8_0_AT + 128 * g));
                 prefetch(p.add(Q8_0_AT + 128 * g + 64));
                 let lo = _mm512_loadu_si512(p.add(Q8_0_AT + 128 * g).cast());
                 let hi = _mm512_loadu_si512(p.add(Q8_0_AT + 128 * g + 64).cast());
-                dot_group(lo, hi, acts, 32 * b + 8 * g, &mut lo_acc, &mut hi_acc);
+                dot_group(lo, hi, x, 32 * b + 8 * g, &mut acc, &mut hi_acc);
             }
             let scale = _mm512_cvtph_ps(_mm256_loadu_si256(p.cast()));
-            for t in 0..T {
-                let dot = _mm512_add_epi32(lo_acc[t], hi_acc[t]);
-                accumulate(&mut facc[t], dot, offsets[t * k32 + b], scale, acts[t].d[b]);
+            for (t, facc) in facc.iter_mut().enumerate() {
+                accumulate(facc, total(&acc, &hi_acc, t), scale, *dx.add(b * T + t));
             }
         }
         for t in 0..T {
@@ -598,84 +729,13 @@ mod x86 {
         }
     }
 
-    /// Line `g`'s Q5_K levels from their low 4 bits `lo`, `hi`: 16 added where the tile's
-    /// fifth-bit masks of the line have a bit.
+    /// `facc += dot * dx * scale`: one 32-value block of 16 rows for a token (the offset
+    /// correction already started the integer accumulator).
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
-    unsafe fn add_fifth_bits(
-        p: *const u8,
-        g: usize,
-        lo: __m512i,
-        hi: __m512i,
-    ) -> (__m512i, __m512i) {
-        let sixteen = _mm512_set1_epi8(16);
-        let masks = p.add(Q5_QH_AT + 16 * g).cast::<u64>();
-        let (klo, khi) = (masks.read_unaligned(), masks.add(1).read_unaligned());
-        (
-            _mm512_mask_add_epi8(lo, klo, lo, sixteen),
-            _mm512_mask_add_epi8(hi, khi, hi, sixteen),
-        )
-    }
-
-    /// IQ4_XS table values + 128, as the unsigned bytes `vpdpbusd` takes.
-    const IQ4_XS_TABLE: [u8; 16] = {
-        let mut t = [0u8; 16];
-        let mut i = 0;
-        while i < 16 {
-            t[i] = (KVALUES_IQ4NL[i] as u8) ^ 0x80;
-            i += 1;
-        }
-        t
-    };
-
-    /// One IQ4_XS tile row (16 outputs) for `T` tokens: `res[t][r]`; `offsets` as for
-    /// [`nibbles`] (bias 128).
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
-    pub unsafe fn iq4_xs<const T: usize>(
-        tiles: &[u8],
-        acts: &[ActRow<'_>],
-        offsets: &[i32],
-        res: &mut [[f32; TILE_ROWS]; 4],
-    ) {
-        let m4 = _mm512_set1_epi8(0x0F);
-        let table = _mm512_broadcast_i32x4(_mm_loadu_si128(IQ4_XS_TABLE.as_ptr().cast()));
-        let k32 = offsets.len() / T;
-        let mut facc = [_mm512_setzero_ps(); T];
-        for (sb, tile) in tiles.chunks_exact(IQ4_XS_TILE_BYTES).enumerate() {
-            let p = tile.as_ptr();
-            let d = _mm512_cvtph_ps(_mm256_loadu_si256(p.add(IQ4_XS_D_AT).cast()));
-            for j in 0..8 {
-                let mut lo_acc = [_mm512_setzero_si512(); T];
-                let mut hi_acc = [_mm512_setzero_si512(); T];
-                for g in 4 * j..4 * j + 4 {
-                    prefetch(p.add(IQ4_XS_QS_AT + 64 * g));
-                    let q = _mm512_loadu_si512(p.add(IQ4_XS_QS_AT + 64 * g).cast());
-                    let lo = _mm512_shuffle_epi8(table, _mm512_and_si512(q, m4));
-                    let hi =
-                        _mm512_shuffle_epi8(table, _mm512_and_si512(_mm512_srli_epi16::<4>(q), m4));
-                    dot_group(lo, hi, acts, sb * QK_K + 8 * g, &mut lo_acc, &mut hi_acc);
-                }
-                let ls = _mm512_cvtepi8_epi32(_mm_loadu_si128(p.add(IQ4_XS_LS_AT + 16 * j).cast()));
-                let scale = _mm512_mul_ps(_mm512_cvtepi32_ps(ls), d);
-                for t in 0..T {
-                    let dot = _mm512_add_epi32(lo_acc[t], hi_acc[t]);
-                    let offset = offsets[t * k32 + sb * 8 + j];
-                    accumulate(&mut facc[t], dot, offset, scale, acts[t].d[sb]);
-                }
-            }
-        }
-        for t in 0..T {
-            _mm512_storeu_ps(res[t].as_mut_ptr(), facc[t]);
-        }
-    }
-
-    /// `facc += (dot + offset) * scale * dx`: one 32-value block of 16 rows for a token.
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
-    unsafe fn accumulate(facc: &mut __m512, dot: __m512i, offset: i32, scale: __m512, dx: f32) {
-        let dot = _mm512_add_epi32(dot, _mm512_set1_epi32(offset));
-        let s = _mm512_mul_ps(scale, _mm512_set1_ps(dx));
-        *facc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), s, *facc);
+    unsafe fn accumulate(facc: &mut __m512, dot: __m512, scale: __m512, dx: f32) {
+        let v = _mm512_mul_ps(dot, _mm512_set1_ps(dx));
+        *facc = _mm512_fmadd_ps(v, scale, *facc);
     }
 }
 
@@ -710,68 +770,41 @@ mod tests {
         assert!(!Tiled::fits(
             &QuantMatrix::random(WeightType::Q4K, 24, 256, 1).unwrap()
         ));
-        assert!(!Tiled::fits(
-            &QuantMatrix::random(WeightType::Q6K, 32, 256, 1).unwrap()
-        ));
     }
 
-    /// Every value of rows of a tiled super-block type, as the tile holds it, against the
-    /// codec's dequantized row (`value(tile, lane, e)` decodes value `e` of one tile).
-    fn assert_tiles_decode(ty: WeightType, value: impl Fn(&[u8], usize, usize) -> f32) {
-        let w = QuantMatrix::random(ty, 32, 512, 8).unwrap();
+    #[test]
+    fn q6_k_tiles_hold_every_level_and_scale() {
+        let w = QuantMatrix::random(WeightType::Q6K, 32, 512, 3).unwrap();
+        assert!(Tiled::fits(&w));
         let t = Tiled::new(&w);
-        let kind = Kind::of(ty).unwrap();
-        assert_eq!(t.bytes() as usize, 2 * 2 * kind.bytes());
+        assert!(t.is_q6_k());
+        assert_eq!(t.bytes() as usize, 2 * 2 * Q6K_TILE_BYTES);
         let mut row = vec![0f32; 512];
-        for r in [0, 5, 17, 31] {
+        for r in [0, 7, 16, 31] {
             w.dequantize_rows(r..r + 1, &mut row);
             let (tr, lane) = (r / TILE_ROWS, r % TILE_ROWS);
-            for (sb, tile) in t.tile_row(tr).chunks_exact(kind.bytes()).enumerate() {
+            for (sb, tile) in t.tile_row(tr).chunks_exact(Q6K_TILE_BYTES).enumerate() {
+                let d =
+                    half::f16::from_le_bytes([tile[D_AT + 2 * lane], tile[D_AT + 2 * lane + 1]]);
                 for e in 0..256 {
-                    let want = row[sb * 256 + e];
-                    assert_eq!(value(tile, lane, e), want, "{ty:?} row {r} value {e}");
+                    let level = tile[Q6K_AT + (e / 4) * 64 + lane * 4 + e % 4];
+                    assert!(level < 64);
+                    let sc = tile[Q6K_SC_AT + (e / 16) * 16 + lane] as i8;
+                    let v = d.to_f32() * f32::from(sc) * (f32::from(level) - 32.0);
+                    assert_eq!(v, row[sb * 256 + e], "row {r} value {}", sb * 256 + e);
                 }
             }
         }
     }
 
-    /// The 4-bit code of value `e` of row `lane` in the lines at `lines`.
-    fn code(lines: &[u8], lane: usize, e: usize) -> u8 {
-        let (g, b) = (e / 8, e % 8);
-        let byte = lines[g * 64 + lane * 4 + b % 4];
-        if b < 4 {
-            byte & 0xF
-        } else {
-            byte >> 4
-        }
-    }
-
-    fn f16_at(tile: &[u8], at: usize) -> f32 {
-        half::f16::from_le_bytes([tile[at], tile[at + 1]]).to_f32()
-    }
-
     #[test]
-    fn q5_k_and_iq4_xs_tiles_hold_every_value() {
-        assert_tiles_decode(WeightType::Q5K, |tile, lane, e| {
-            let (d, dmin) = (
-                f16_at(tile, D_AT + 2 * lane),
-                f16_at(tile, DMIN_AT + 2 * lane),
-            );
-            let (g, b) = (e / 8, e % 8);
-            let at = Q5_QH_AT + 16 * g + if b < 4 { 0 } else { 8 };
-            let mask = u64::from_le_bytes(tile[at..at + 8].try_into().unwrap());
-            let fifth = ((mask >> (4 * lane + b % 4)) & 1) as u8;
-            let q = code(&tile[QS_AT..], lane, e) | (fifth << 4);
-            let j = e / 32;
-            let (sc, mn) = (tile[SC_AT + j * 16 + lane], tile[MN_AT + j * 16 + lane]);
-            d * f32::from(sc) * f32::from(q) - dmin * f32::from(mn)
-        });
-        assert_tiles_decode(WeightType::Iq4Xs, |tile, lane, e| {
-            let d = f16_at(tile, IQ4_XS_D_AT + 2 * lane);
-            let ls = tile[IQ4_XS_LS_AT + 16 * (e / 32) + lane] as i8;
-            let v = KVALUES_IQ4NL[usize::from(code(&tile[IQ4_XS_QS_AT..], lane, e))];
-            d * f32::from(ls) * f32::from(v)
-        });
+    fn panels_keep_tiles_in_l2_and_every_thread_busy() {
+        let w = QuantMatrix::random(WeightType::Q4_0, 16 * 64, 256, 1).unwrap();
+        let t = Tiled::new(&w);
+        assert_eq!(t.panel(1), GEMV_TILE_ROWS_PER_TASK);
+        let p = t.panel(512);
+        assert!(p >= 1 && p * t.tile_row_bytes() <= PANEL_BYTES.max(t.tile_row_bytes()));
+        assert!(64 / p >= 4 * rayon::current_num_threads() || p == 1);
     }
 
     #[test]

@@ -119,7 +119,7 @@ fn iq4_xs(row: &[u8], a: &ActRow<'_>) -> f32 {
 }
 
 /// The 6-bit level (0..=63) of value `e` of a Q6_K block.
-fn q6_level(blk: &BlockQ6K, e: usize) -> i32 {
+pub(crate) fn q6_level(blk: &BlockQ6K, e: usize) -> i32 {
     let (n, g, l) = (e / 128, (e % 128) / 32, e % 32);
     let b = blk.ql[n * 64 + (g % 2) * 32 + l];
     let low = if g < 2 { b & 0xF } else { b >> 4 };
