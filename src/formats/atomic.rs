@@ -9,6 +9,8 @@
 //!
 //! The SHA-256 of the output is computed while writing; a writer that seeks back (QNAT,
 //! safetensors headers written last) makes [`AtomicFile::commit`] hash the file again.
+//! A file made with [`AtomicFile::create_unhashed`] hashes nothing (`quantize` without
+//! `--digest`) and is committed with [`AtomicFile::commit_unhashed`].
 
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
@@ -27,8 +29,18 @@ pub struct AtomicFile {
 }
 
 impl AtomicFile {
-    /// Creates the temporary file next to `dest`.
+    /// Creates the temporary file next to `dest`; the bytes are hashed as written.
     pub fn create(dest: &Path) -> Result<AtomicFile> {
+        Self::open(dest, true)
+    }
+
+    /// [`AtomicFile::create`] without the SHA-256 (commit it with
+    /// [`AtomicFile::commit_unhashed`]).
+    pub fn create_unhashed(dest: &Path) -> Result<AtomicFile> {
+        Self::open(dest, false)
+    }
+
+    fn open(dest: &Path, hashed: bool) -> Result<AtomicFile> {
         let name = dest
             .file_name()
             .with_context(|| format!("output path {} has no file name", dest.display()))?;
@@ -51,7 +63,10 @@ impl AtomicFile {
         Ok(AtomicFile {
             dest: dest.to_path_buf(),
             tmp,
-            out: Some(HashingWriter::new(BufWriter::with_capacity(1 << 20, file))),
+            out: Some(HashingWriter {
+                inner: BufWriter::with_capacity(1 << 20, file),
+                hasher: hashed.then(Sha256::new),
+            }),
             seeked: false,
             committed: false,
         })
@@ -62,12 +77,22 @@ impl AtomicFile {
         &self.tmp
     }
 
-    /// Syncs, renames onto the destination, and returns the SHA-256 of the bytes written.
+    /// Syncs, renames onto the destination, and returns the SHA-256 of the bytes written
+    /// (the file is read back for it when it was made unhashed or was seeked in).
     /// On any error the temporary file is removed (when `self` drops) and the
     /// destination is left as it was.
-    pub fn commit(mut self) -> Result<[u8; 32]> {
+    pub fn commit(self) -> Result<[u8; 32]> {
+        Ok(self.finish(true)?.expect("a digest was asked for"))
+    }
+
+    /// [`AtomicFile::commit`] without a digest.
+    pub fn commit_unhashed(self) -> Result<()> {
+        self.finish(false).map(|_| ())
+    }
+
+    fn finish(mut self, want_digest: bool) -> Result<Option<[u8; 32]>> {
         let out = self.out.take().expect("not yet committed");
-        let (buf, mut digest) = out.finish();
+        let (buf, digest) = out.finish_parts();
         let mut file = buf
             .into_inner()
             .map_err(|e| {
@@ -78,10 +103,14 @@ impl AtomicFile {
             .with_context(|| format!("writing {}", self.tmp.display()))?;
         file.sync_all()
             .with_context(|| format!("syncing {}", self.tmp.display()))?;
-        if self.seeked {
-            digest = hash_from_start(&mut file)
-                .with_context(|| format!("hashing {}", self.tmp.display()))?;
-        }
+        let digest = match (want_digest, digest) {
+            (false, _) => None,
+            (true, Some(d)) if !self.seeked => Some(d),
+            (true, _) => Some(
+                hash_from_start(&mut file)
+                    .with_context(|| format!("hashing {}", self.tmp.display()))?,
+            ),
+        };
         drop(file);
         std::fs::rename(&self.tmp, &self.dest).with_context(|| {
             format!("renaming {} to {}", self.tmp.display(), self.dest.display())
@@ -133,7 +162,7 @@ fn hash_from_start(file: &mut File) -> std::io::Result<[u8; 32]> {
 impl Drop for AtomicFile {
     fn drop(&mut self) {
         if let Some(out) = self.out.take() {
-            discard(out.finish().0);
+            discard(out.finish_parts().0);
         }
         if !self.committed {
             let _ = std::fs::remove_file(&self.tmp);
@@ -205,28 +234,22 @@ impl Drop for AtomicDir {
 /// A writer that hashes everything passing through it with SHA-256.
 pub struct HashingWriter<W> {
     inner: W,
-    hasher: Sha256,
+    hasher: Option<Sha256>,
 }
 
 impl<W: Write> HashingWriter<W> {
-    /// Wraps `inner`.
-    pub fn new(inner: W) -> Self {
-        HashingWriter {
-            inner,
-            hasher: Sha256::new(),
-        }
-    }
-
-    /// Returns the inner writer and the digest of all bytes written.
-    pub fn finish(self) -> (W, [u8; 32]) {
-        (self.inner, self.hasher.finalize().into())
+    /// The inner writer and the digest of all bytes written, if hashing.
+    fn finish_parts(self) -> (W, Option<[u8; 32]>) {
+        (self.inner, self.hasher.map(|h| h.finalize().into()))
     }
 }
 
 impl<W: Write> Write for HashingWriter<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
+        if let Some(h) = &mut self.hasher {
+            h.update(&buf[..n]);
+        }
         Ok(n)
     }
     fn flush(&mut self) -> std::io::Result<()> {
