@@ -10,7 +10,7 @@ use super::encode::GgmlEncoder;
 use super::llama_file::{self, FileOptions};
 use super::report::{check_finite, Report, TensorReport};
 use super::{ErrorStats, RunOptions};
-use crate::formats::atomic::AtomicFile;
+use crate::formats::atomic::{AtomicFile, Mode};
 use crate::formats::ggml_type::GgmlType;
 use crate::formats::gguf::split;
 use crate::formats::gguf::writer::{GgufLayout, GgufStream, TensorSpec};
@@ -421,15 +421,15 @@ pub struct Shard<'a, T> {
 const WRITES_IN_FLIGHT: usize = 2;
 
 /// A piece of output for the writer thread: a buffer it takes (and hands back for reuse),
-/// or a tensor of an input map, written straight from the map.
+/// or a tensor of an input file, which it copies file to file.
 enum Piece<'m> {
     Owned(Vec<u8>),
-    Mapped(&'m TensorSource, &'m TensorInfo),
+    Copy(&'m TensorSource, &'m TensorInfo),
 }
 
 /// The [`super::Sink`] that [`stream_shards`] hands to each tensor: its pieces go, in
-/// order, to the file's writer thread. Input maps live as long as `'m`, so tensors that are
-/// copied unchanged ([`TensorWriter::copy`]) go to the file straight from the map.
+/// order, to the file's writer thread. Inputs live as long as `'m`, so tensors that are
+/// copied unchanged ([`TensorWriter::copy`]) go to the file straight from the input file.
 pub struct TensorWriter<'m> {
     tx: std::sync::mpsc::SyncSender<Piece<'m>>,
     recycled: std::sync::mpsc::Receiver<Vec<u8>>,
@@ -443,11 +443,11 @@ impl<'m> TensorWriter<'m> {
             .map_err(|_| anyhow::anyhow!("the output writer stopped"))
     }
 
-    /// Writes tensor `t` of `src` unchanged: no decoding, no statistics, no copy in
-    /// memory (the writer writes from the input map, in large pieces, releasing each
-    /// piece's pages once written).
+    /// Writes tensor `t` of `src` unchanged: no decoding, no statistics, no page of the
+    /// input map touched (the writer thread has the kernel copy it file to file, or reads
+    /// and hashes it with `--digest`: [`AtomicFile::copy_from`]).
     pub fn copy(&mut self, src: &'m TensorSource, t: &'m TensorInfo) -> Result<()> {
-        self.put(Piece::Mapped(src, t))
+        self.put(Piece::Copy(src, t))
     }
 }
 
@@ -548,11 +548,12 @@ fn write_shard<'m, T>(
     tensor: &mut impl TensorFn<'m, T>,
     stats: &mut Vec<Option<ErrorStats>>,
 ) -> Result<AtomicFile> {
-    let mut file = if digest {
-        AtomicFile::create(shard.path)?
-    } else {
-        AtomicFile::create_unhashed(shard.path)?
+    // Not synced: see crate::formats::atomic (llama-quantize and cp do not sync either).
+    let mode = Mode {
+        hash: digest,
+        sync: false,
     };
+    let mut file = AtomicFile::create_with(shard.path, mode)?;
     let layout = shard.layout;
     std::thread::scope(|scope| -> Result<()> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Piece<'m>>(WRITES_IN_FLIGHT);
@@ -566,8 +567,9 @@ fn write_shard<'m, T>(
                         stream.write_data(&buf)?;
                         let _ = recycle.send(buf);
                     }
-                    Piece::Mapped(src, t) => {
-                        super::copy_tensor(src, t, &mut |b: &[u8]| stream.write_data(b))?
+                    Piece::Copy(src, t) => {
+                        let (input, offset) = src.file_range(t);
+                        stream.copy_data(t.bytes, |out| out.copy_from(input, offset, t.bytes))?
                     }
                 }
             }

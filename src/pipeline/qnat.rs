@@ -15,7 +15,7 @@
 use super::encode::{FourBitEncoder, GgmlEncoder};
 use super::report::{Dequantized, Migrated, Outcome, Report};
 use super::{encode_tensor, ErrorStats, RunOptions};
-use crate::formats::atomic::{file_sha256, hex, AtomicFile};
+use crate::formats::atomic::{file_sha256, hex, AtomicFile, Mode};
 use crate::formats::ggml_type::GgmlType;
 use crate::formats::qnat::qlora::ScalesChoice;
 use crate::formats::qnat::{
@@ -233,11 +233,11 @@ pub fn export(job: &ExportJob<'_>) -> Result<Report> {
     let started = Instant::now();
     let total: u64 = src.tensors.iter().map(TensorInfo::elements).sum();
     let bar = super::progress_bar(total, job.run.quiet);
-    let file = if job.run.digest {
-        AtomicFile::create(job.output)?
-    } else {
-        AtomicFile::create_unhashed(job.output)?
+    let mode = Mode {
+        hash: job.run.digest,
+        sync: true,
     };
+    let file = AtomicFile::create_with(job.output, mode)?;
     let target = |t: &TensorInfo| choose(t, job.weights);
     let (file, outcomes): (AtomicFile, Vec<Outcome>) =
         super::with_threads(job.run.threads, || write(&src, &target, model, file, &bar))??;
