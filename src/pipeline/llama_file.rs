@@ -52,8 +52,13 @@ pub fn set_key(meta: &mut Kv, key: &str, value: Value) {
 /// `{arch}.expert_count` (`get_key`: applied whether or not the file has the key) and of
 /// `{arch}.attention.head_count[_kv]` (`get_key_or_arr`: applied only over a scalar the
 /// file has). An override of another type is ignored there, as the loader ignores it.
+/// The `tokenizer.*` keys (most of a file's metadata, no hyperparameter) are left out.
 pub fn loader_metadata(meta: &[(String, Value)], overrides: &[(String, Value)]) -> Kv {
-    let mut out = meta.to_vec();
+    let mut out: Kv = meta
+        .iter()
+        .filter(|(k, _)| !k.starts_with("tokenizer."))
+        .cloned()
+        .collect();
     let find = |kv: &[(String, Value)], key: &str| kv.iter().position(|(k, _)| k == key);
     for (key, v) in overrides {
         if key == "general.architecture" && matches!(v, Value::String(_)) {
