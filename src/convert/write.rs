@@ -380,7 +380,7 @@ fn write(
     layout: &GgufLayout,
     out: &Path,
     run: RunOptions,
-) -> Result<(Vec<Option<ErrorStats>>, Option<[u8; 32]>)> {
+) -> Result<pipeline::gguf::Written> {
     let total: u64 = jobs.iter().map(|j| j.t.elements()).sum();
     pipeline::gguf::stream_tensors(out, layout, jobs, total, run, |j, bar, write| {
         bar.set_message(j.t.name.clone());

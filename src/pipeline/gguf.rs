@@ -384,7 +384,7 @@ pub fn write(
     src: &TensorSource,
     shards: &[Shard<'_, Planned<'_>>],
     run: RunOptions,
-) -> Result<(Vec<Option<ErrorStats>>, Option<[u8; 32]>)> {
+) -> Result<Written> {
     let total: u64 = shards
         .iter()
         .flat_map(|s| s.tensors)
@@ -495,7 +495,7 @@ pub fn stream_tensors<'m, T>(
     total_elements: u64,
     run: RunOptions,
     tensor: impl TensorFn<'m, T>,
-) -> Result<(Vec<Option<ErrorStats>>, Option<[u8; 32]>)> {
+) -> Result<Written> {
     let shard = Shard {
         path: out,
         layout,
@@ -504,6 +504,9 @@ pub fn stream_tensors<'m, T>(
     let (stats, digests) = stream_shards(&[shard], total_elements, run, tensor)?;
     Ok((stats, digests.into_iter().next().flatten()))
 }
+
+/// Per-tensor statistics (in order) and the file's SHA-256 (with `--digest`).
+pub type Written = (Vec<Option<ErrorStats>>, Option<[u8; 32]>);
 
 /// Per-tensor statistics (in order) and each file's SHA-256 (with `--digest`).
 pub type Streamed = (Vec<Option<ErrorStats>>, Vec<Option<[u8; 32]>>);

@@ -201,7 +201,7 @@ impl Report {
         output: Option<&Path>,
         file_bytes: u64,
         threads: Option<usize>,
-        write: impl FnOnce(&Path) -> Result<(Vec<Option<ErrorStats>>, Option<[u8; 32]>)> + Send,
+        write: impl FnOnce(&Path) -> Result<super::gguf::Written> + Send,
     ) -> Result<Report> {
         let out = match (dry_run, output) {
             (false, Some(out)) => out,

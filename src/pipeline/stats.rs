@@ -143,17 +143,22 @@ mod x86 {
         _mm512_storeu_pd(e.as_mut_ptr(), sse);
         _mm512_storeu_pd(q.as_mut_ptr(), ss);
         _mm512_storeu_si512(f.as_mut_ptr().cast(), finite);
-        std::array::from_fn(|g| {
-            let mut s = ErrorStats {
-                sum_sq_err: e[g],
-                sum_sq: q[g],
-                non_finite: body as u64 - f[g],
-            };
-            for i in body..n {
-                push(&mut s, x[g][i], y[g][i]);
-            }
-            s
-        })
+        std::array::from_fn(|g| finish(e[g], q[g], f[g], body, x[g], y[g]))
+    }
+
+    /// One unit's statistics from its lane's sums over the first `body` values (`finite`
+    /// of them finite) and the scalar chain over the rest.
+    #[inline(always)]
+    fn finish(e: f64, q: f64, finite: u64, body: usize, x: &[f32], y: &[f32]) -> ErrorStats {
+        let mut s = ErrorStats {
+            sum_sq_err: e,
+            sum_sq: q,
+            non_finite: body as u64 - finite,
+        };
+        for i in body..x.len() {
+            push(&mut s, x[i], y[i]);
+        }
+        s
     }
 
     /// [`super::group_stats`] with f64 lanes: two vectors of four units, each lane
@@ -193,11 +198,8 @@ mod x86 {
             _mm256_storeu_pd(q.as_mut_ptr(), ss[h]);
             _mm256_storeu_si256(f.as_mut_ptr().cast(), finite[h]);
             for g in 0..4 {
-                let s = &mut out[4 * h + g];
-                (s.sum_sq_err, s.sum_sq, s.non_finite) = (e[g], q[g], body as u64 - f[g]);
-                for i in body..n {
-                    push(s, x[4 * h + g][i], y[4 * h + g][i]);
-                }
+                let u = 4 * h + g;
+                out[u] = finish(e[g], q[g], f[g], body, x[u], y[u]);
             }
         }
         out
