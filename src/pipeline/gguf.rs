@@ -571,6 +571,7 @@ fn write_shard<'m, T>(
                         let _ = recycle.send(buf);
                     }
                     Piece::Copy(src, t) => {
+                        let _timer = crate::logging::TensorTimer::start("copied", &t.name);
                         let (input, offset) = src.file_range(t);
                         stream.copy_data(t.bytes, |out| out.copy_from(input, offset, t.bytes))?
                     }
