@@ -686,7 +686,7 @@ _qforge() {
             return 0
             ;;
         qforge__subcmd__quantize)
-            opts="-o -t -v -q -h -V --output --type --list-types --format --tensor-type --tensor-type-file --prune-layers --override-kv --keep-split --max-buffer-size --output-tensor-type --token-embedding-type --pure --leave-output-tensor --allow-requantize --imatrix --include-weights --exclude-weights --allow-nonfinite --block-size --double-quant --compute-dtype --threads --isa --dry-run --json --raw-names --name --metadata --no-vocab --verbose --quiet --help --version"
+            opts="-o -t -v -q -h -V --output --type --list-types --format --tensor-type --tensor-type-file --prune-layers --override-kv --keep-split --max-buffer-size --output-tensor-type --token-embedding-type --pure --leave-output-tensor --allow-requantize --imatrix --include-weights --exclude-weights --allow-nonfinite --digest --block-size --double-quant --compute-dtype --threads --isa --dry-run --json --raw-names --name --metadata --no-vocab --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -11,7 +11,8 @@
 # Environment: QFORGE (default: target/release/qforge after cargo build --release), THREADS
 # (default 2), RUNS (default 5), TYPES (default "F16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q2_K Q3_K_M
 # Q4_K_M Q5_K_M Q6_K IQ4_NL"), BENCH_TMP (scratch folder, default .cache/bench-quantize).
-# Outputs are deleted after each run.
+# Outputs are deleted after each run. qforge runs without --digest (llama-quantize hashes
+# nothing either). The load average before and after the runs is printed with the table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ $# -lt 1 ]; then
@@ -59,6 +60,7 @@ sys.exit(rc)' "$tmp/out.log" "$@" >"$tmp/time.log"; then
 }
 
 cat "$input" >/dev/null # warm the page cache: no tool pays the first read
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 for r in $(seq "$runs"); do
   echo "bench_quantize: round $r of $runs" >&2
   measure cp copy cp "$input" "$tmp/out.gguf"
@@ -69,6 +71,7 @@ for r in $(seq "$runs"); do
 done
 
 echo "input $input ($(du -h "$input" | cut -f1)), $threads threads, median of $runs interleaved runs, $(nproc) cores"
+echo "load average before: $load_before, after: $(cut -d' ' -f1-3 /proc/loadavg)"
 python3 - "$results" "$types" <<'EOF'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1])]

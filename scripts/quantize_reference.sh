@@ -6,7 +6,8 @@
 #   - TYPE.gguf: llama-quantize's output for EVERY type its usage text lists (aliases and COPY
 #     included), with --imatrix imatrix.gguf for the types it refuses without one;
 #   - extra cases, each one line of manifest.tsv: a k-quant with --imatrix (GGUF and legacy
-#     .dat), the flags (--prune-layers, --override-kv, --tensor-type-file, --output-tensor-type,
+#     .dat), the flags (--prune-layers, --override-kv, also of hyperparameters the mix rules read,
+#     --tensor-type-file, --output-tensor-type,
 #     --token-embedding-type, --leave-output-tensor, --pure, --include/--exclude-weights), a split
 #     input (llama-gguf-split, 100 tensors a file) quantized to one file and with --keep-split.
 # manifest.tsv (tab-separated: case, type, imatrix file or -, extra flags, input, output) says
@@ -115,6 +116,11 @@ case_ Q5_K_M-include Q5_K_M "$out/imatrix.gguf" "--include-weights attn_v --incl
   "$input" "$out/Q5_K_M-include.gguf"
 case_ Q4_0-flags Q4_0 - "--prune-layers 3,1,7 --override-kv general.name=str:pruned --override-kv test.count=int:-7 --override-kv test.scale=float:0.25 --override-kv test.flag=bool:true --tensor-type-file $out/tensor-types.txt --output-tensor-type q8_0 --token-embedding-type q5_0" \
   "$input" "$out/Q4_0-flags.gguf"
+# Overridden hyperparameters change the mix: n_gqa 9 moves Q2_K's attn_v up, 40 blocks
+# give Q3_K_M's blk.1.ffn_down Q5_K (llama-quantize's loader applies --override-kv).
+hparams="--override-kv llama.attention.head_count_kv=int:1 --override-kv llama.block_count=int:40"
+case_ Q2_K-hparams Q2_K - "$hparams" "$input" "$out/Q2_K-hparams.gguf"
+case_ Q3_K_M-hparams Q3_K_M - "$hparams" "$input" "$out/Q3_K_M-hparams.gguf"
 case_ Q6_K-pure Q6_K - "--pure --leave-output-tensor --tensor-type attn_k=q4_0" "$input" "$out/Q6_K-pure.gguf"
 split_in="$out/split/bf16-00001-of-00003.gguf"
 case_ Q4_K_M-from-split Q4_K_M - "" "$split_in" "$out/Q4_K_M-from-split.gguf"

@@ -334,6 +334,10 @@ pub struct QuantizeArgs {
     /// Quantize tensors with NaN or infinite values instead of refusing.
     #[arg(long)]
     pub allow_nonfinite: bool,
+    /// Report the output's SHA-256 (computed on the bytes as they are written; off by
+    /// default, as llama-quantize computes none).
+    #[arg(long)]
+    pub digest: bool,
     /// NF4/FP4 block size (bnb-safetensors, qnat).
     #[arg(long, default_value_t = 64)]
     pub block_size: usize,
@@ -352,7 +356,7 @@ pub struct QuantizeArgs {
     /// Print the plan and the output size; write nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Print one JSON document on stdout (schema qforge.quantize/1, see
+    /// Print one JSON document on stdout (schema qforge.quantize/2, see
     /// docs/quantize-json.md; with --list-types qforge.quantize-types/1).
     #[arg(long)]
     pub json: bool,
@@ -470,7 +474,7 @@ pub struct ExportNativeArgs {
     /// Instruction set of the kernels (default: the best this CPU has, or QFORGE_ISA).
     #[arg(long, value_enum, ignore_case = true, default_value_t = IsaChoice::Auto)]
     pub isa: IsaChoice,
-    /// Print one JSON document on stdout (schema qforge.quantize/1; with --dequantize
+    /// Print one JSON document on stdout (schema qforge.quantize/2; with --dequantize
     /// qforge.export-native-dequantize/1; see docs/export-native-json.md).
     #[arg(long)]
     pub json: bool,

@@ -47,6 +47,8 @@ pub fn run(args: &ExportNativeArgs) -> Result<()> {
             threads: args.threads,
             quiet: args.json,
             allow_nonfinite: args.allow_nonfinite,
+            // export-native's report always has the digest (docs/export-native-json.md).
+            digest: true,
         },
     })?;
     print_report(args.json, &report, || report.render_text())

@@ -106,6 +106,7 @@ pub fn run(args: &QuantizeArgs) -> Result<()> {
         threads: args.threads,
         quiet: args.json,
         allow_nonfinite: args.allow_nonfinite,
+        digest: args.digest,
     };
     // A Hugging Face folder (config.json beside the weights) is converted unless
     // --raw-names asks for the tensors under their own names.

@@ -380,9 +380,9 @@ fn write(
     layout: &GgufLayout,
     out: &Path,
     run: RunOptions,
-) -> Result<(Vec<Option<ErrorStats>>, [u8; 32])> {
+) -> Result<pipeline::gguf::Written> {
     let total: u64 = jobs.iter().map(|j| j.t.elements()).sum();
-    pipeline::gguf::stream_tensors(out, layout, jobs, total, run.quiet, |j, bar, write| {
+    pipeline::gguf::stream_tensors(out, layout, jobs, total, run, |j, bar, write| {
         bar.set_message(j.t.name.clone());
         let s = encode(conv, j, bar, write).with_context(|| format!("tensor {}", j.t.name))?;
         conv.release(j.t);
@@ -398,7 +398,7 @@ fn encode(
     conv: &Converted,
     j: &Job<'_>,
     bar: &ProgressBar,
-    write: &mut dyn FnMut(&[u8]) -> Result<()>,
+    write: &mut dyn pipeline::Sink,
 ) -> Result<ErrorStats> {
     if j.out.codec().is_none() {
         bail_invalid!("quantizing to {} is not implemented", j.out);

@@ -124,6 +124,8 @@ pub struct SourceFile {
     /// Path as given (joined with the model folder for shards).
     pub path: PathBuf,
     map: Arc<Mmap>,
+    /// The open file, for copies the kernel makes file to file.
+    file: File,
 }
 
 impl SourceFile {
@@ -145,6 +147,7 @@ impl SourceFile {
         Ok(SourceFile {
             path: path.to_path_buf(),
             map: Arc::new(map),
+            file,
         })
     }
 
@@ -157,6 +160,12 @@ impl SourceFile {
     /// this value.
     pub fn shared_map(&self) -> Arc<Mmap> {
         Arc::clone(&self.map)
+    }
+
+    /// The open file (read-only), for copies that do not go through the map
+    /// ([`crate::formats::atomic::AtomicFile::copy_from`]).
+    pub fn file(&self) -> &File {
+        &self.file
     }
 
     /// File size in bytes.
@@ -446,6 +455,11 @@ impl TensorSource {
     /// sections from the first to the last (see [`TensorSource::qnat`] for each section).
     pub fn data(&self, t: &TensorInfo) -> &[u8] {
         &self.files[t.file].data()[t.offset as usize..(t.offset + t.bytes) as usize]
+    }
+
+    /// The open file holding tensor `t` and the offset of [`TensorSource::data`]`(t)` in it.
+    pub fn file_range(&self, t: &TensorInfo) -> (&File, u64) {
+        (self.files[t.file].file(), t.offset)
     }
 
     /// Hints that bytes `range` of tensor `t` (relative to its data) will not be read

@@ -310,8 +310,12 @@ pub fn quantize(input: &Path, output: &Path, opts: &BnbOptions, run: RunOptions)
         return Err(e);
     }
     let model = output.join("model.safetensors");
-    let sha256 = file_sha256(&model)?;
-    report.finish(std::fs::metadata(&model)?.len(), seconds, Some(sha256));
+    let sha256 = if run.digest {
+        Some(file_sha256(&model)?)
+    } else {
+        None
+    };
+    report.finish(std::fs::metadata(&model)?.len(), seconds, sha256);
     Ok(report)
 }
 
@@ -442,7 +446,7 @@ fn write_kept<W: std::io::Write + std::io::Seek>(
                 },
                 t.bytes,
             )?;
-            super::copy_tensor(src, t, &mut |chunk| w.write(chunk))?;
+            super::copy_tensor(src, t, &mut |chunk: &[u8]| w.write(chunk))?;
             (dtype, t.bytes)
         }
     };

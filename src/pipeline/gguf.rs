@@ -10,7 +10,7 @@ use super::encode::GgmlEncoder;
 use super::llama_file::{self, FileOptions};
 use super::report::{check_finite, Report, TensorReport};
 use super::{ErrorStats, RunOptions};
-use crate::formats::atomic::AtomicFile;
+use crate::formats::atomic::{AtomicFile, Mode};
 use crate::formats::ggml_type::GgmlType;
 use crate::formats::gguf::split;
 use crate::formats::gguf::writer::{GgufLayout, GgufStream, TensorSpec};
@@ -147,11 +147,21 @@ pub fn output_metadata(
 
 /// Runs the whole pipeline on `job.input` (a split GGUF is read with its other files);
 /// tensors keep their names unless layers are pruned. Invalid input when an output is an
-/// input file.
+/// input file. For a GGUF input the mix rules see the `--override-kv` values of the
+/// hyperparameters, as llama-quantize's do ([`llama_file::loader_metadata`]).
 pub fn quantize(job: &GgufJob<'_>) -> Result<Report> {
     let src = split::open_model(job.input)?;
     let imatrix = load_imatrix(job.imatrix)?;
-    let facts = model_facts(&ModelConfig::for_source(&src)?);
+    // llama-quantize reads the hyperparameters through its loader, which applies
+    // --override-kv: the mix rules see the overridden values.
+    let config = match src.format {
+        Format::Gguf => ModelConfig::from_gguf(
+            &llama_file::loader_metadata(&src.metadata, &job.file.kv_overrides),
+            Some(&src.path),
+        ),
+        _ => ModelConfig::for_source(&src)?,
+    };
+    let facts = model_facts(&config);
     let (tensors, block_count) =
         llama_file::arrange(&src, &job.file.prune_layers, job.file.keep_split);
     let mut overrides = job.file.kv_overrides.clone();
@@ -265,7 +275,11 @@ pub fn quantize_tensors(
             bytes,
             p.reason.clone(),
         );
-        report.push(if p.encode { row.encoded(None) } else { row });
+        report.push(if p.encode {
+            row.encoded(None)
+        } else {
+            row.copied_unchanged()
+        });
     }
     let file_size = layouts.iter().map(|l| l.file_size).sum();
     report.write_or_plan(
@@ -364,31 +378,32 @@ pub fn plan<'a>(
 }
 
 /// Streams the planned tensors into their files (atomically, all committed at the end);
-/// per-tensor statistics of the encoded ones and the SHA-256 of the first file.
+/// per-tensor statistics of the encoded ones (copied tensors have none: their error is
+/// 0) and, with `run.digest`, the SHA-256 of the first file.
 pub fn write(
     src: &TensorSource,
     shards: &[Shard<'_, Planned<'_>>],
     run: RunOptions,
-) -> Result<(Vec<Option<ErrorStats>>, [u8; 32])> {
+) -> Result<Written> {
     let total: u64 = shards
         .iter()
         .flat_map(|s| s.tensors)
         .map(|p| p.tensor.source.elements())
         .sum();
-    let (stats, digests) = stream_shards(shards, total, run.quiet, |p, bar, write| {
+    let (stats, digests) = stream_shards(shards, total, run, |p, bar, out| {
         let info = p.tensor.source;
         bar.set_message(p.tensor.name.clone());
         if !p.encode {
-            super::copy_tensor(src, info, write)?;
+            out.copy(src, info)?;
             bar.inc(info.elements());
             return Ok(None);
         }
         let enc = GgmlEncoder::new(p.out)?;
-        let s = super::encode_tensor(src, info, &enc, p.imatrix, bar, write)?.stats;
+        let s = super::encode_tensor(src, info, &enc, p.imatrix, bar, out)?.stats;
         check_finite(&p.tensor.name, Some(s), run.allow_nonfinite)?;
         Ok(Some(s))
     })?;
-    Ok((stats, digests[0]))
+    Ok((stats, digests.into_iter().next().flatten()))
 }
 
 /// One output file: its path, layout and tensors.
@@ -405,65 +420,123 @@ pub struct Shard<'a, T> {
 /// of the encoder, 8 MiB): the encoder runs ahead of the disk by this much.
 const WRITES_IN_FLIGHT: usize = 2;
 
+/// A piece of output for the writer thread: a buffer it takes (and hands back for reuse),
+/// or a tensor of an input file, which it copies file to file.
+enum Piece<'m> {
+    Owned(Vec<u8>),
+    Copy(&'m TensorSource, &'m TensorInfo),
+}
+
+/// The [`super::Sink`] that [`stream_shards`] hands to each tensor: its pieces go, in
+/// order, to the file's writer thread. Inputs live as long as `'m`, so tensors that are
+/// copied unchanged ([`TensorWriter::copy`]) go to the file straight from the input file.
+pub struct TensorWriter<'m> {
+    tx: std::sync::mpsc::SyncSender<Piece<'m>>,
+    recycled: std::sync::mpsc::Receiver<Vec<u8>>,
+}
+
+impl<'m> TensorWriter<'m> {
+    fn put(&mut self, piece: Piece<'m>) -> Result<()> {
+        // A send fails only when the writer stopped; its error is the one reported.
+        self.tx
+            .send(piece)
+            .map_err(|_| anyhow::anyhow!("the output writer stopped"))
+    }
+
+    /// Writes tensor `t` of `src` unchanged: no decoding, no statistics, no page of the
+    /// input map touched (the writer thread has the kernel copy it file to file, or reads
+    /// and hashes it with `--digest`: [`AtomicFile::copy_from`]).
+    pub fn copy(&mut self, src: &'m TensorSource, t: &'m TensorInfo) -> Result<()> {
+        self.put(Piece::Copy(src, t))
+    }
+}
+
+impl super::Sink for TensorWriter<'_> {
+    fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        let mut buf = self.buffer();
+        buf.clear();
+        buf.extend_from_slice(bytes);
+        self.send(buf)
+    }
+
+    fn buffer(&mut self) -> Vec<u8> {
+        self.recycled.try_recv().unwrap_or_default()
+    }
+
+    fn send(&mut self, buf: Vec<u8>) -> Result<()> {
+        self.put(Piece::Owned(buf))
+    }
+}
+
+/// What a tensor callback of [`stream_shards`] is: `tensor(t, bar, out)` writes tensor
+/// `t`'s bytes through `out` and returns its statistics (`None` when copied).
+pub trait TensorFn<'m, T>:
+    FnMut(&T, &ProgressBar, &mut TensorWriter<'m>) -> Result<Option<ErrorStats>>
+{
+}
+
+impl<'m, T, F> TensorFn<'m, T> for F where
+    F: FnMut(&T, &ProgressBar, &mut TensorWriter<'m>) -> Result<Option<ErrorStats>>
+{
+}
+
 /// The GGUF writing loop shared by quantize and the converter: a progress bar over
-/// `total_elements`, the layout's header, then `tensor(t, bar, write)` for each of
-/// `tensors` in order (it writes the tensor's bytes through `write` and returns its
-/// statistics, `None` when copied), into an [`AtomicFile`] committed at the end.
-/// Returns the per-tensor statistics and the SHA-256 of the file.
+/// `total_elements`, the layout's header, then `tensor(t, bar, out)` for each of
+/// `tensors` in order, into an [`AtomicFile`] committed at the end. Returns the
+/// per-tensor statistics and, with `run.digest`, the SHA-256 of the file.
 ///
-/// The bytes are written (and hashed as they are written) by a writer thread, in
-/// order, while the caller encodes the next chunks; `write` hands it a copy of each
-/// chunk, at most `WRITES_IN_FLIGHT` of them queued.
-pub fn stream_tensors<T>(
+/// The bytes are written (and hashed as they are written, with `run.digest`) by a writer
+/// thread, in order, while the caller encodes the next chunks, at most
+/// `WRITES_IN_FLIGHT` of them queued.
+pub fn stream_tensors<'m, T>(
     out: &Path,
     layout: &GgufLayout,
     tensors: &[T],
     total_elements: u64,
-    quiet: bool,
-    tensor: impl FnMut(
-        &T,
-        &ProgressBar,
-        &mut dyn FnMut(&[u8]) -> Result<()>,
-    ) -> Result<Option<ErrorStats>>,
-) -> Result<(Vec<Option<ErrorStats>>, [u8; 32])> {
+    run: RunOptions,
+    tensor: impl TensorFn<'m, T>,
+) -> Result<Written> {
     let shard = Shard {
         path: out,
         layout,
         tensors,
     };
-    let (stats, digests) = stream_shards(&[shard], total_elements, quiet, tensor)?;
-    Ok((stats, digests[0]))
+    let (stats, digests) = stream_shards(&[shard], total_elements, run, tensor)?;
+    Ok((stats, digests.into_iter().next().flatten()))
 }
 
-/// Per-tensor statistics (in order) and each file's SHA-256.
-pub type Streamed = (Vec<Option<ErrorStats>>, Vec<[u8; 32]>);
+/// Per-tensor statistics (in order) and the file's SHA-256 (with `--digest`).
+pub type Written = (Vec<Option<ErrorStats>>, Option<[u8; 32]>);
+
+/// Per-tensor statistics (in order) and each file's SHA-256 (with `--digest`).
+pub type Streamed = (Vec<Option<ErrorStats>>, Vec<Option<[u8; 32]>>);
 
 /// [`stream_tensors`] over several files (a split output): each is written in turn to its
 /// temporary file, and all are renamed into place only once every one is complete.
-/// Returns the per-tensor statistics in order and each file's SHA-256.
-pub fn stream_shards<T>(
+/// Returns the per-tensor statistics in order and each file's SHA-256 (with `run.digest`).
+pub fn stream_shards<'m, T>(
     shards: &[Shard<'_, T>],
     total_elements: u64,
-    quiet: bool,
-    mut tensor: impl FnMut(
-        &T,
-        &ProgressBar,
-        &mut dyn FnMut(&[u8]) -> Result<()>,
-    ) -> Result<Option<ErrorStats>>,
+    run: RunOptions,
+    mut tensor: impl TensorFn<'m, T>,
 ) -> Result<Streamed> {
-    let bar = super::progress_bar(total_elements, quiet);
+    let bar = super::progress_bar(total_elements, run.quiet);
     let mut files = Vec::with_capacity(shards.len());
     let mut stats = Vec::new();
     for shard in shards {
-        let file = write_shard(shard, &bar, &mut tensor, &mut stats)?;
+        let file = write_shard(shard, run.digest, &bar, &mut tensor, &mut stats)?;
         files.push((file, shard.path));
     }
     bar.finish_and_clear();
     let digests = files
         .into_iter()
         .map(|(file, path)| {
-            file.commit()
-                .with_context(|| format!("writing {}", path.display()))
+            let digest = if run.digest {
+                file.commit().map(Some)
+            } else {
+                file.commit_unhashed().map(|()| None)
+            };
+            digest.with_context(|| format!("writing {}", path.display()))
         })
         .collect::<Result<Vec<_>>>()?;
     Ok((stats, digests))
@@ -471,48 +544,49 @@ pub fn stream_shards<T>(
 
 /// Writes one file of [`stream_shards`] (its tensors' statistics appended to `stats`)
 /// through a writer thread, and returns it uncommitted.
-fn write_shard<T>(
+fn write_shard<'m, T>(
     shard: &Shard<'_, T>,
+    digest: bool,
     bar: &ProgressBar,
-    tensor: &mut impl FnMut(
-        &T,
-        &ProgressBar,
-        &mut dyn FnMut(&[u8]) -> Result<()>,
-    ) -> Result<Option<ErrorStats>>,
+    tensor: &mut impl TensorFn<'m, T>,
     stats: &mut Vec<Option<ErrorStats>>,
 ) -> Result<AtomicFile> {
-    let mut file = AtomicFile::create(shard.path)?;
+    // Not synced: see crate::formats::atomic (llama-quantize and cp do not sync either).
+    let mode = Mode {
+        hash: digest,
+        sync: false,
+    };
+    let mut file = AtomicFile::create_with(shard.path, mode)?;
     let layout = shard.layout;
     std::thread::scope(|scope| -> Result<()> {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(WRITES_IN_FLIGHT);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Piece<'m>>(WRITES_IN_FLIGHT);
         let (recycle, recycled) = std::sync::mpsc::channel::<Vec<u8>>();
         let file = &mut file;
         let writer = scope.spawn(move || -> Result<_> {
             let mut stream = GgufStream::start(file, layout)?;
-            for buf in rx {
-                stream.write_data(&buf)?;
-                let _ = recycle.send(buf);
+            for piece in rx {
+                match piece {
+                    Piece::Owned(buf) => {
+                        stream.write_data(&buf)?;
+                        let _ = recycle.send(buf);
+                    }
+                    Piece::Copy(src, t) => {
+                        let _timer = crate::logging::TensorTimer::start("copied", &t.name);
+                        let (input, offset) = src.file_range(t);
+                        stream.copy_data(t.bytes, |out| out.copy_from(input, offset, t.bytes))?
+                    }
+                }
             }
             Ok(stream)
         });
-        let produced = {
-            let mut write = |chunk: &[u8]| -> Result<()> {
-                let mut buf = recycled.try_recv().unwrap_or_default();
-                buf.clear();
-                buf.extend_from_slice(chunk);
-                // A send fails only when the writer stopped; its error is the one reported.
-                tx.send(buf)
-                    .map_err(|_| anyhow::anyhow!("the output writer stopped"))
-            };
-            let mut all = || -> Result<()> {
-                for t in shard.tensors {
-                    stats.push(tensor(t, bar, &mut write)?);
-                }
-                Ok(())
-            };
-            all()
-        };
-        drop(tx);
+        let mut out = TensorWriter { tx, recycled };
+        let produced = (|| -> Result<()> {
+            for t in shard.tensors {
+                stats.push(tensor(t, bar, &mut out)?);
+            }
+            Ok(())
+        })();
+        drop(out);
         let stream = match writer.join() {
             Ok(r) => r?,
             Err(panic) => std::panic::resume_unwind(panic),

@@ -46,6 +46,50 @@ pub fn set_key(meta: &mut Kv, key: &str, value: Value) {
     meta.push((key.to_string(), value));
 }
 
+/// The metadata as llama-quantize's model loader sees it when it reads the hyperparameters
+/// the mix rules use (`load_arch`, `load_hparams` with the `--override-kv` list): a `str:`
+/// override of `general.architecture`, and `int:` overrides of `{arch}.block_count` and
+/// `{arch}.expert_count` (`get_key`: applied whether or not the file has the key) and of
+/// `{arch}.attention.head_count[_kv]` (`get_key_or_arr`: applied only over a scalar the
+/// file has). An override of another type is ignored there, as the loader ignores it.
+/// The `tokenizer.*` keys (most of a file's metadata, no hyperparameter) are left out.
+pub fn loader_metadata(meta: &[(String, Value)], overrides: &[(String, Value)]) -> Kv {
+    let mut out: Kv = meta
+        .iter()
+        .filter(|(k, _)| !k.starts_with("tokenizer."))
+        .cloned()
+        .collect();
+    let find = |kv: &[(String, Value)], key: &str| kv.iter().position(|(k, _)| k == key);
+    for (key, v) in overrides {
+        if key == "general.architecture" && matches!(v, Value::String(_)) {
+            set_key(&mut out, key, v.clone());
+        }
+    }
+    let arch = find(&out, "general.architecture")
+        .and_then(|i| out[i].1.as_str().map(|s| s.into_owned()))
+        .unwrap_or_default();
+    for (key, v) in overrides {
+        let Value::U32(_) = v else { continue };
+        let Some(field) = key.strip_prefix(&arch).and_then(|k| k.strip_prefix('.')) else {
+            continue;
+        };
+        let applies = match field {
+            "block_count" | "expert_count" => true,
+            "attention.head_count" | "attention.head_count_kv" => {
+                find(meta, key).is_some_and(|i| !matches!(meta[i].1, Value::Array(..)))
+            }
+            _ => false,
+        };
+        if applies {
+            match find(&out, key) {
+                Some(i) => out[i].1 = v.clone(),
+                None => out.push((key.clone(), v.clone())),
+            }
+        }
+    }
+    out
+}
+
 /// Parses `--override-kv KEY=TYPE:VALUE` as llama.cpp's `string_parse_kv_override` does and
 /// returns the value as llama-quantize writes it: `int:` (`atol`) as a u32 of its absolute
 /// value, `float:` (`atof`) as f32, `bool:true|false`, `str:` (at most 127 bytes).
@@ -300,6 +344,61 @@ mod tests {
         }
         assert!(parse_kv_override(&format!("x=str:{}", "a".repeat(128))).is_err());
         assert!(parse_kv_override(&format!("{}=int:1", "k".repeat(128))).is_err());
+    }
+
+    /// The loader's rules: `get_key` keys take an int override even when absent,
+    /// `get_key_or_arr` keys only over a scalar the file has, other types are ignored, and
+    /// an overridden architecture moves the prefix.
+    #[test]
+    fn loader_metadata_applies_overrides_as_llama_cpp_loads_hparams() {
+        let meta: Kv = vec![
+            ("general.architecture".into(), Value::string("llama")),
+            ("llama.block_count".into(), Value::U32(30)),
+            ("llama.attention.head_count".into(), Value::U32(9)),
+            (
+                "llama.attention.head_count_kv".into(),
+                Value::Array(crate::formats::gguf::ValueType::U32, vec![Value::U32(3)]),
+            ),
+            ("qwen2.block_count".into(), Value::U32(24)),
+        ];
+        let get = |kv: &Kv, k: &str| kv.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        let o = |k: &str, v: Value| (k.to_string(), v);
+        let m = loader_metadata(
+            &meta,
+            &[
+                o("llama.block_count", Value::U32(40)),
+                o("llama.expert_count", Value::U32(8)),
+                o("llama.attention.head_count", Value::F32(2.0)),
+                o("llama.attention.head_count_kv", Value::U32(1)),
+                o("llama.context_length", Value::U32(7)),
+            ],
+        );
+        assert_eq!(get(&m, "llama.block_count"), Some(Value::U32(40)));
+        assert_eq!(get(&m, "llama.expert_count"), Some(Value::U32(8)));
+        assert_eq!(get(&m, "llama.attention.head_count"), Some(Value::U32(9)));
+        assert!(matches!(
+            get(&m, "llama.attention.head_count_kv"),
+            Some(Value::Array(..))
+        ));
+        assert_eq!(get(&m, "llama.context_length"), None);
+        let m = loader_metadata(
+            &meta[..3],
+            &[o("llama.attention.head_count_kv", Value::U32(1))],
+        );
+        assert_eq!(get(&m, "llama.attention.head_count_kv"), None, "absent");
+        let m = loader_metadata(
+            &meta,
+            &[
+                o("general.architecture", Value::string("qwen2")),
+                o("qwen2.expert_count", Value::U32(4)),
+                o("llama.expert_count", Value::U32(8)),
+            ],
+        );
+        let cfg = crate::model::ModelConfig::from_gguf(&m, None);
+        assert_eq!(
+            (cfg.arch.as_deref(), cfg.n_layer, cfg.n_expert),
+            (Some("qwen2"), Some(24), Some(4))
+        );
     }
 
     #[test]

@@ -36,6 +36,31 @@ pub struct RunOptions {
     pub quiet: bool,
     /// Accept NaN/infinite inputs.
     pub allow_nonfinite: bool,
+    /// Compute the output's SHA-256 while writing (`--digest`); otherwise none is.
+    pub digest: bool,
+}
+
+/// Where a tensor's bytes go, in order: copies of slices ([`Sink::write`]), or buffers
+/// handed over whole ([`Sink::buffer`], filled, then [`Sink::send`]) so that a writer on
+/// another thread takes them without a copy. Any `FnMut(&[u8]) -> Result<()>` is a sink
+/// that copies.
+pub trait Sink {
+    /// Writes `bytes`.
+    fn write(&mut self, bytes: &[u8]) -> Result<()>;
+    /// An empty buffer to fill and give to [`Sink::send`] (a recycled one when possible).
+    fn buffer(&mut self) -> Vec<u8> {
+        Vec::new()
+    }
+    /// Writes the bytes of `buf`, taking it.
+    fn send(&mut self, buf: Vec<u8>) -> Result<()> {
+        self.write(&buf)
+    }
+}
+
+impl<F: FnMut(&[u8]) -> Result<()>> Sink for F {
+    fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self(bytes)
+    }
 }
 
 /// Error statistics of one encoded tensor.
@@ -69,15 +94,11 @@ impl ErrorStats {
 
 /// Streams a tensor's bytes unchanged to `write`, chunk by chunk, releasing each chunk
 /// of the input map once written.
-pub fn copy_tensor(
-    src: &TensorSource,
-    t: &TensorInfo,
-    write: &mut dyn FnMut(&[u8]) -> Result<()>,
-) -> Result<()> {
+pub fn copy_tensor(src: &TensorSource, t: &TensorInfo, write: &mut dyn Sink) -> Result<()> {
     let _timer = crate::logging::TensorTimer::start("copied", &t.name);
     let mut done = 0u64;
     for chunk in src.data(t).chunks(CHUNK_BYTES) {
-        write(chunk)?;
+        write.write(chunk)?;
         src.release(t, done..done + chunk.len() as u64);
         done += chunk.len() as u64;
     }
@@ -105,7 +126,7 @@ pub fn encode_tensor(
     enc: &dyn RowEncoder,
     imatrix: Option<&[f32]>,
     progress: &ProgressBar,
-    write: &mut dyn FnMut(&[u8]) -> Result<()>,
+    write: &mut dyn Sink,
 ) -> Result<Encoded> {
     let _timer = crate::logging::TensorTimer::start("encoded", &t.name);
     let elements = t.elements() as usize;
@@ -158,7 +179,7 @@ pub fn encode_values(
     enc: &dyn RowEncoder,
     imatrix: Option<&[f32]>,
     progress: &ProgressBar,
-    write: &mut dyn FnMut(&[u8]) -> Result<()>,
+    write: &mut dyn Sink,
     consumed: &mut dyn FnMut(usize),
 ) -> Result<Encoded> {
     let elements = shape.iter().product::<u64>() as usize;
@@ -176,7 +197,6 @@ pub fn encode_values(
         .map_or(usize::MAX, |i| shape[i] as usize)
         .max(1);
     let chunk_units = (CHUNK_BYTES / out_unit_bytes.max(1)).clamp(1, units.max(1));
-    let mut out = vec![0u8; chunk_units * out_unit_bytes];
     let mut side_buf = vec![0f32; chunk_units * side_stride];
     let mut result = Encoded::default();
     let mut u0 = 0;
@@ -184,7 +204,11 @@ pub fn encode_values(
         let n = chunk_units.min(units - u0);
         let last_len = (elements - (u0 + n - 1) * unit).min(unit);
         let out_len = (n - 1) * out_unit_bytes + enc.unit_bytes(last_len)?;
-        let buf = &mut out[..out_len];
+        // Zeroed: an encoder may OR bits into its output.
+        let mut out = write.buffer();
+        out.clear();
+        out.resize(out_len, 0);
+        let buf = &mut out[..];
         let sides = &mut side_buf[..n * side_stride];
         // Units go to the workers in groups of `stats::GROUP`, whose statistics are
         // computed side by side once encoded; the per-unit values are reduced in order.
@@ -244,7 +268,7 @@ pub fn encode_values(
         if side_len > 0 {
             result.side.extend_from_slice(sides);
         }
-        write(buf)?;
+        write.send(out)?;
         progress.inc(((n - 1) * unit + last_len) as u64);
         consumed(((u0 + n) * unit).min(elements));
         u0 += n;

@@ -15,7 +15,7 @@
 use super::encode::{FourBitEncoder, GgmlEncoder};
 use super::report::{Dequantized, Migrated, Outcome, Report};
 use super::{encode_tensor, ErrorStats, RunOptions};
-use crate::formats::atomic::{file_sha256, hex, AtomicFile};
+use crate::formats::atomic::{file_sha256, hex, AtomicFile, Mode};
 use crate::formats::ggml_type::GgmlType;
 use crate::formats::qnat::qlora::ScalesChoice;
 use crate::formats::qnat::{
@@ -233,18 +233,28 @@ pub fn export(job: &ExportJob<'_>) -> Result<Report> {
     let started = Instant::now();
     let total: u64 = src.tensors.iter().map(TensorInfo::elements).sum();
     let bar = super::progress_bar(total, job.run.quiet);
-    let file = AtomicFile::create(job.output)?;
+    let mode = Mode {
+        hash: job.run.digest,
+        sync: true,
+    };
+    let file = AtomicFile::create_with(job.output, mode)?;
     let target = |t: &TensorInfo| choose(t, job.weights);
     let (file, outcomes): (AtomicFile, Vec<Outcome>) =
         super::with_threads(job.run.threads, || write(&src, &target, model, file, &bar))??;
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
     report.push_outcomes(&src.tensors, &outcomes, job.run.allow_nonfinite)?;
-    let digest = file
-        .commit()
-        .with_context(|| format!("writing {}", job.output.display()))?;
+    let digest = if job.run.digest {
+        Some(hex(&file.commit().with_context(|| {
+            format!("writing {}", job.output.display())
+        })?))
+    } else {
+        file.commit_unhashed()
+            .with_context(|| format!("writing {}", job.output.display()))?;
+        None
+    };
     let file_bytes = std::fs::metadata(job.output)?.len();
-    report.finish(file_bytes, seconds, Some(hex(&digest)));
+    report.finish(file_bytes, seconds, digest);
     Ok(report)
 }
 
@@ -396,7 +406,7 @@ fn write_tensor<W: Write + Seek>(
         Target::Repack(scheme) => {
             w.begin_tensor(TensorHeader::new(&t.name, t.shape.clone(), scheme))?;
             w.begin_section(SectionRole::Data, data_dtype(scheme), n, t.bytes)?;
-            super::copy_tensor(src, t, &mut |chunk| w.write(chunk))?;
+            super::copy_tensor(src, t, &mut |chunk: &[u8]| w.write(chunk))?;
             w.end_tensor()?;
             progress.inc(n);
             Ok(None)
@@ -409,7 +419,7 @@ fn write_tensor<W: Write + Seek>(
                 .ok_or_else(|| invalid!("{n} elements do not fill whole {scheme} blocks"))?;
             w.begin_tensor(TensorHeader::new(&t.name, t.shape.clone(), scheme))?;
             w.begin_section(SectionRole::Data, data_dtype(scheme), n, bytes)?;
-            let e = encode_tensor(src, t, &enc, None, progress, &mut |c| w.write(c))?;
+            let e = encode_tensor(src, t, &enc, None, progress, &mut |c: &[u8]| w.write(c))?;
             w.end_tensor()?;
             Ok(Some(e.stats))
         }
@@ -427,7 +437,7 @@ fn write_tensor<W: Write + Seek>(
             w.begin_tensor(header)?;
             w.begin_section(SectionRole::Codes, SectionDtype::U4, n, n.div_ceil(2))?;
             let enc = FourBitEncoder::new(kind, block_size)?;
-            let e = encode_tensor(src, t, &enc, None, progress, &mut |c| w.write(c))?;
+            let e = encode_tensor(src, t, &enc, None, progress, &mut |c: &[u8]| w.write(c))?;
             let nb = e.side.len() as u64;
             if double_quant {
                 let dq = bnb::double_quantize(&e.side);

@@ -1,6 +1,6 @@
 //! The reports of `quantize` (every `--format`) and `export-native`: the one conversion
 //! [`Report`], built one way ([`Report::new`], [`Report::push`], [`Report::finish`]) and
-//! rendered one way (itself as JSON `qforge.quantize/1`, see `docs/quantize-json.md`, or
+//! rendered one way (itself as JSON `qforge.quantize/2`, see `docs/quantize-json.md`, or
 //! [`Report::render_text`]); and the summaries of a QNAT v1 migration ([`Migrated`]) and
 //! of a dequantization ([`Dequantized`]).
 
@@ -14,7 +14,7 @@ use serde_json::{json, Value as Json};
 use std::path::{Path, PathBuf};
 
 /// Schema identifier of `quantize --json` (and `export-native --json`).
-pub const SCHEMA: &str = "qforge.quantize/1";
+pub const SCHEMA: &str = "qforge.quantize/2";
 
 /// The `quantize --json` document.
 #[derive(Debug, Serialize)]
@@ -36,7 +36,7 @@ pub struct Report {
     pub tensors: Vec<TensorReport>,
     /// Sums.
     pub totals: Totals,
-    /// SHA-256 of the output file (null for --dry-run).
+    /// SHA-256 of the output file (null unless `--digest`, and for --dry-run).
     pub sha256: Option<String>,
 }
 
@@ -57,8 +57,8 @@ pub struct TensorReport {
     pub out_bytes: u64,
     /// Why this output type (`mix: attn_v`, `override`, `copy: 1-D`, ...).
     pub reason: String,
-    /// Relative RMSE of the encoded tensor against its input, over finite values
-    /// (null when copied or dry run).
+    /// Relative RMSE of the encoded tensor against its input, over finite values (0 when
+    /// copied unchanged; null for another tensor in a dry run).
     pub rel_rmse: Option<f64>,
     /// NaN or infinite input values (null when copied or dry run).
     pub non_finite: Option<u64>,
@@ -101,10 +101,19 @@ impl TensorReport {
         self
     }
 
-    /// Records the encoder's statistics.
+    /// Marks it copied unchanged (its bytes are the input's): its error is exactly 0.
+    /// Nothing is read, so `non_finite` stays unknown (null).
+    pub fn copied_unchanged(mut self) -> TensorReport {
+        self.rel_rmse = Some(0.0);
+        self
+    }
+
+    /// Records the encoder's statistics (`None`: the row keeps what it has).
     pub fn set_stats(&mut self, stats: Option<ErrorStats>) {
-        self.rel_rmse = stats.map(|s| s.rel_rmse());
-        self.non_finite = stats.map(|s| s.non_finite);
+        if let Some(s) = stats {
+            self.rel_rmse = Some(s.rel_rmse());
+            self.non_finite = Some(s.non_finite);
+        }
     }
 }
 
@@ -184,14 +193,15 @@ impl Report {
     }
 
     /// Finishes a dry run (nothing written), or runs `write` on the thread pool and
-    /// records what it returns: each row's encoder statistics and the file's SHA-256.
+    /// records what it returns: each row's encoder statistics and the file's SHA-256
+    /// (when one was computed).
     pub fn write_or_plan(
         mut self,
         dry_run: bool,
         output: Option<&Path>,
         file_bytes: u64,
         threads: Option<usize>,
-        write: impl FnOnce(&Path) -> Result<(Vec<Option<ErrorStats>>, [u8; 32])> + Send,
+        write: impl FnOnce(&Path) -> Result<super::gguf::Written> + Send,
     ) -> Result<Report> {
         let out = match (dry_run, output) {
             (false, Some(out)) => out,
@@ -209,7 +219,7 @@ impl Report {
         self.finish(
             file_bytes,
             started.elapsed().as_secs_f64(),
-            Some(crate::formats::atomic::hex(&digest)),
+            digest.map(|d| crate::formats::atomic::hex(&d)),
         );
         Ok(self)
     }

@@ -42,6 +42,11 @@ pub fn group_stats(x: [&[f32]; GROUP], y: [&[f32]; GROUP]) -> [ErrorStats; GROUP
         "units of one length"
     );
     #[cfg(target_arch = "x86_64")]
+    if crate::cpu::level() >= crate::cpu::Level::Avx512 {
+        // SAFETY: the AVX-512 level is only reported on CPUs that have AVX-512F.
+        return unsafe { x86::group_stats_avx512(x, y) };
+    }
+    #[cfg(target_arch = "x86_64")]
     if crate::cpu::level() >= crate::cpu::Level::Avx2 {
         // SAFETY: the AVX2 level is only reported on CPUs that have AVX2.
         return unsafe { x86::group_stats_avx2(x, y) };
@@ -69,6 +74,91 @@ mod x86 {
             _mm256_cvtps_pd(_mm_movelh_ps(t2, t3)),
             _mm256_cvtps_pd(_mm_movehl_ps(t3, t2)),
         ]
+    }
+
+    /// Eight units' values at positions `i..i + 8`, transposed: `out[k]` holds position
+    /// `i + k` of each unit (lane `g` = unit `g`), widened to f64.
+    #[inline(always)]
+    unsafe fn load8(rows: &[&[f32]; GROUP], i: usize) -> [__m512d; 8] {
+        let r: [__m256; 8] = std::array::from_fn(|g| _mm256_loadu_ps(rows[g].as_ptr().add(i)));
+        let t: [__m256; 8] = std::array::from_fn(|p| {
+            let (a, b) = (r[2 * (p / 2)], r[2 * (p / 2) + 1]);
+            if p % 2 == 0 {
+                _mm256_unpacklo_ps(a, b)
+            } else {
+                _mm256_unpackhi_ps(a, b)
+            }
+        });
+        // s[q]: positions (q % 4 within each 128-bit half) of rows 0-3 (q < 4) or 4-7.
+        let s: [__m256; 8] = std::array::from_fn(|q| {
+            let h = 4 * (q / 4);
+            let (a, b) = match q % 4 {
+                0 | 1 => (t[h], t[h + 2]),
+                _ => (t[h + 1], t[h + 3]),
+            };
+            if q % 2 == 0 {
+                _mm256_shuffle_ps::<0x44>(a, b)
+            } else {
+                _mm256_shuffle_ps::<0xEE>(a, b)
+            }
+        });
+        std::array::from_fn(|k| {
+            let c = if k < 4 {
+                _mm256_permute2f128_ps::<0x20>(s[k], s[k + 4])
+            } else {
+                _mm256_permute2f128_ps::<0x31>(s[k - 4], s[k])
+            };
+            _mm512_cvtps_pd(c)
+        })
+    }
+
+    /// [`super::group_stats`] with one vector of eight f64 lanes, lane `g` running unit
+    /// `g`'s chains exactly as [`group_stats_avx2`] does.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn group_stats_avx512(
+        x: [&[f32]; GROUP],
+        y: [&[f32]; GROUP],
+    ) -> [ErrorStats; GROUP] {
+        let n = x[0].len();
+        let body = n / 8 * 8;
+        let inf = _mm512_set1_pd(f64::INFINITY);
+        let one = _mm512_set1_epi64(1);
+        let mut sse = _mm512_setzero_pd();
+        let mut ss = _mm512_setzero_pd();
+        let mut finite = _mm512_setzero_si512();
+        for i in (0..body).step_by(8) {
+            let a8 = load8(&x, i);
+            let b8 = load8(&y, i);
+            for k in 0..8 {
+                let (a, b) = (a8[k], b8[k]);
+                let ok = _mm512_cmp_pd_mask::<_CMP_LT_OQ>(_mm512_abs_pd(a), inf);
+                let af = _mm512_maskz_mov_pd(ok, a);
+                let d = _mm512_maskz_sub_pd(ok, a, b);
+                sse = _mm512_add_pd(sse, _mm512_mul_pd(d, d));
+                ss = _mm512_add_pd(ss, _mm512_mul_pd(af, af));
+                finite = _mm512_mask_add_epi64(finite, ok, finite, one);
+            }
+        }
+        let (mut e, mut q, mut f) = ([0f64; 8], [0f64; 8], [0u64; 8]);
+        _mm512_storeu_pd(e.as_mut_ptr(), sse);
+        _mm512_storeu_pd(q.as_mut_ptr(), ss);
+        _mm512_storeu_si512(f.as_mut_ptr().cast(), finite);
+        std::array::from_fn(|g| finish(e[g], q[g], f[g], body, x[g], y[g]))
+    }
+
+    /// One unit's statistics from its lane's sums over the first `body` values (`finite`
+    /// of them finite) and the scalar chain over the rest.
+    #[inline(always)]
+    fn finish(e: f64, q: f64, finite: u64, body: usize, x: &[f32], y: &[f32]) -> ErrorStats {
+        let mut s = ErrorStats {
+            sum_sq_err: e,
+            sum_sq: q,
+            non_finite: body as u64 - finite,
+        };
+        for i in body..x.len() {
+            push(&mut s, x[i], y[i]);
+        }
+        s
     }
 
     /// [`super::group_stats`] with f64 lanes: two vectors of four units, each lane
@@ -108,11 +198,8 @@ mod x86 {
             _mm256_storeu_pd(q.as_mut_ptr(), ss[h]);
             _mm256_storeu_si256(f.as_mut_ptr().cast(), finite[h]);
             for g in 0..4 {
-                let s = &mut out[4 * h + g];
-                (s.sum_sq_err, s.sum_sq, s.non_finite) = (e[g], q[g], body as u64 - f[g]);
-                for i in body..n {
-                    push(s, x[4 * h + g][i], y[4 * h + g][i]);
-                }
+                let u = 4 * h + g;
+                out[u] = finish(e[g], q[g], f[g], body, x[u], y[u]);
             }
         }
         out

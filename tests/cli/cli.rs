@@ -295,7 +295,7 @@ fn quiet_leaves_out_text_but_not_json_or_errors() {
     }
     assert_eq!(
         json(&qforge(&["quantize", i, "-o", o, "-q", "--json"]))["schema"],
-        "qforge.quantize/1"
+        "qforge.quantize/2"
     );
     assert_invalid(
         &qforge(&["inspect", "-q", "/nonexistent/x.gguf"]),

@@ -172,6 +172,7 @@ fn ggml_schemes_repack_losslessly_and_quantize_format_qnat_shares_the_pipeline()
         "qnat",
         "-t",
         "q4_k",
+        "--digest",
     ]));
     let rb = json(&qforge(&[
         "export-native",
@@ -182,6 +183,7 @@ fn ggml_schemes_repack_losslessly_and_quantize_format_qnat_shares_the_pipeline()
         "--scheme",
         "q4_k",
     ]));
+    assert!(ra["sha256"].is_string());
     assert_eq!(ra["sha256"], rb["sha256"]);
     let src = TensorSource::open(&fixture("tiny-llama.gguf")).unwrap();
     let x = decoded(&src, "blk.0.ffn_up.weight");

@@ -53,8 +53,12 @@ fn codec_bytes(ty: GgmlType, x: &[f32], row: usize, imatrix: Option<&[f32]>) -> 
 fn safetensors_to_q4_k_m_follows_llama_cpp_rules_and_is_bit_exact() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("tiny-Q4_K_M.gguf");
-    let r = quantize(&["-t", "q4_k_m"], &fixture("tiny-llama.safetensors"), &out);
-    assert_eq!(r["schema"], "qforge.quantize/1");
+    let r = quantize(
+        &["-t", "q4_k_m", "--digest"],
+        &fixture("tiny-llama.safetensors"),
+        &out,
+    );
+    assert_eq!(r["schema"], "qforge.quantize/2");
     assert_eq!(r["type"], "Q4_K_M");
     let ty = |n: &str| tensor(&r, n)["out_type"].as_str().unwrap().to_string();
     // llama.cpp Q4_K_M: attn_v and ffn_down get Q6_K on use_more_bits layers (the only
@@ -65,7 +69,9 @@ fn safetensors_to_q4_k_m_follows_llama_cpp_rules_and_is_bit_exact() {
     assert_eq!(ty("model.layers.0.self_attn.q_proj.weight"), "Q4_K");
     assert_eq!(ty("model.embed_tokens.weight"), "Q4_K");
     assert_eq!(ty("model.norm.weight"), "F32");
-    assert!(tensor(&r, "model.norm.weight")["rel_rmse"].is_null());
+    // Copied unchanged: exactly no error, and no value was read to count non-finites.
+    assert_eq!(tensor(&r, "model.norm.weight")["rel_rmse"], 0.0);
+    assert!(tensor(&r, "model.norm.weight")["non_finite"].is_null());
 
     // Our reader reads the output; every tensor kept its HF name and row-major shape.
     let src = TensorSource::open(&fixture("tiny-llama.safetensors")).unwrap();
@@ -133,12 +139,24 @@ fn same_bytes_for_any_thread_count_and_dry_run_predicts_the_size() {
     for threads in ["1", "2", "3"] {
         let out = dir.path().join(format!("t{threads}.gguf"));
         let r = quantize(
-            &["-t", "Q3_K_M", "--threads", threads],
+            &["-t", "Q3_K_M", "--threads", threads, "--digest"],
             &fixture("tiny-llama.gguf"),
             &out,
         );
+        assert!(r["sha256"].is_string());
         digests.push(r["sha256"].clone());
     }
+    // Without --digest no digest is computed.
+    let plain = quantize(
+        &["-t", "Q3_K_M"],
+        &fixture("tiny-llama.gguf"),
+        &dir.path().join("plain.gguf"),
+    );
+    assert_eq!(plain["sha256"], Json::Null);
+    assert_eq!(
+        std::fs::read(dir.path().join("plain.gguf")).unwrap(),
+        std::fs::read(dir.path().join("t1.gguf")).unwrap()
+    );
     assert_eq!(digests[0], digests[1]);
     assert_eq!(digests[0], digests[2]);
     let out = dir.path().join("dry.gguf");

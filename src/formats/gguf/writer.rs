@@ -142,8 +142,32 @@ impl<'a, W: Write> GgufStream<'a, W> {
             self.next
         );
         self.out.write_all(chunk)?;
-        self.written += chunk.len() as u64;
-        if self.written == bytes {
+        self.advance(chunk.len() as u64)
+    }
+
+    /// Appends `len` bytes of the current tensor that `copy` writes to the output itself
+    /// (e.g. a kernel file-to-file copy). Padding is added when the tensor is complete.
+    pub fn copy_data(
+        &mut self,
+        len: u64,
+        copy: impl FnOnce(&mut W) -> std::io::Result<()>,
+    ) -> Result<()> {
+        let Some(&(_, bytes)) = self.layout.tensors.get(self.next) else {
+            bail!("more tensor data than the layout has tensors");
+        };
+        ensure!(
+            self.written + len <= bytes,
+            "tensor #{} gets more than its {bytes} bytes",
+            self.next
+        );
+        copy(&mut self.out)?;
+        self.advance(len)
+    }
+
+    fn advance(&mut self, len: u64) -> Result<()> {
+        self.written += len;
+        if self.written == self.layout.tensors[self.next].1 {
+            let bytes = self.written;
             write_zeros(&mut self.out, align(bytes, self.layout.alignment) - bytes)?;
             self.next += 1;
             self.written = 0;

@@ -3,7 +3,7 @@
 //! weights.
 
 use super::common::{c_round_i32, read_fp16, write_fp16};
-use super::Codec;
+use super::{simd, Codec};
 use crate::formats::blocks::{whole_blocks, whole_blocks_mut, BlockQ1_0, BlockQ2_0};
 use crate::formats::ggml_type::GgmlType;
 
@@ -23,6 +23,9 @@ pub const Q2_0: Codec = Codec {
 
 const QK1_0: usize = GgmlType::Q1_0.block_size() as usize;
 const QK2_0: usize = GgmlType::Q2_0.block_size() as usize;
+
+/// Q2_0's values before the scale: stored level minus one.
+const LEVELS: [f32; 4] = [-1.0, 0.0, 1.0, 2.0];
 
 fn quantize_row_q1_0(src: &[f32], dst: &mut [u8], _imatrix: Option<&[f32]>) {
     for (x, y) in src
@@ -48,19 +51,26 @@ fn quantize_row_q2_0(src: &[f32], dst: &mut [u8], _imatrix: Option<&[f32]>) {
         .chunks_exact(QK2_0)
         .zip(whole_blocks_mut::<BlockQ2_0>(dst))
     {
-        let mut amax = 0.0f32;
-        for &v in x {
-            if v.abs() > amax {
-                amax = v.abs();
+        // NaN is skipped here (`>` is false), so only a finite block may take the SIMD max.
+        let amax = simd::finite_abs_max(x).unwrap_or_else(|| {
+            let mut amax = 0.0f32;
+            for &v in x {
+                if v.abs() > amax {
+                    amax = v.abs();
+                }
             }
-        }
+            amax
+        });
         let id = if amax > 0.0 { 1.0 / amax } else { 0.0 };
         write_fp16(&mut y.d, 0, amax);
-        for (q, xb) in y.qs.iter_mut().zip(x.chunks_exact(4)) {
-            *q = xb.iter().enumerate().fold(0u8, |acc, (k, &v)| {
-                let l = c_round_i32(v * id).wrapping_add(1).clamp(0, 3) as u8;
-                acc | (l << (2 * k))
-            });
+        let mut l = [0u8; QK2_0];
+        if !simd::offset_levels(x, id, 0, 3, &mut l) {
+            for (l, &v) in l.iter_mut().zip(x) {
+                *l = c_round_i32(v * id).wrapping_add(1).clamp(0, 3) as u8;
+            }
+        }
+        for (q, l) in y.qs.iter_mut().zip(l.chunks_exact(4)) {
+            *q = l[0] | (l[1] << 2) | (l[2] << 4) | (l[3] << 6);
         }
     }
 }
@@ -87,9 +97,10 @@ fn dequantize_q2_0(src: &[u8], dst: &mut [f32]) {
         .zip(dst.chunks_exact_mut(QK2_0))
     {
         let d = read_fp16(&b.d, 0);
-        for (j, v) in y.iter_mut().enumerate() {
-            let q = (b.qs[j / 4] >> (2 * (j % 4))) & 3;
-            *v = (q as i32 - 1) as f32 * d;
+        for (&q, y) in b.qs.iter().zip(y.chunks_exact_mut(4)) {
+            for (k, v) in y.iter_mut().enumerate() {
+                *v = LEVELS[((q >> (2 * k)) & 3) as usize] * d;
+            }
         }
     }
 }

@@ -3,7 +3,7 @@
 //! ignores importance weights for both.
 
 use super::common::{c_round_i32, read_fp16, write_fp16};
-use super::Codec;
+use super::{simd, Codec};
 use crate::formats::blocks::{whole_blocks, whole_blocks_mut, BlockTq1_0, BlockTq2_0, QK_K};
 use crate::formats::ggml_type::GgmlType;
 
@@ -27,21 +27,27 @@ const TQ1_QS32: usize = 32 * ((QK_K - 4 * QK_K / 64) / 5 / 32);
 /// `d` (ggml's `MAX(amax, fabsf(v))` loop) and `1/d` (0 for an all-zero block).
 #[inline]
 fn ternary_scale(x: &[f32]) -> (f32, f32) {
-    let mut amax = 0.0f32;
-    for &v in x {
-        let a = v.abs();
-        amax = if amax > a { amax } else { a };
-    }
+    // A NaN resets this loop's maximum, so only a finite block may take the SIMD max.
+    let amax = simd::finite_abs_max(x).unwrap_or_else(|| {
+        let mut amax = 0.0f32;
+        for &v in x {
+            let a = v.abs();
+            amax = if amax > a { amax } else { a };
+        }
+        amax
+    });
     (amax, if amax != 0.0 { 1.0 / amax } else { 0.0 })
 }
 
 /// The trit of each value: `lroundf(x * id) + 1` (0, 1, 2 for -1, 0, 1), low bits as C
-/// keeps them; one branch-free pass that the compiler vectorizes.
+/// keeps them (SIMD at the AVX2 and AVX-512 levels).
 #[inline(always)]
 fn trits(x: &[f32], id: f32) -> [u8; QK_K] {
     let mut t = [0u8; QK_K];
-    for (o, &v) in t.iter_mut().zip(x) {
-        *o = c_round_i32(v * id).wrapping_add(1) as u8;
+    if !simd::offset_levels(x, id, i32::MIN, i32::MAX, &mut t) {
+        for (o, &v) in t.iter_mut().zip(x) {
+            *o = c_round_i32(v * id).wrapping_add(1) as u8;
+        }
     }
     t
 }

@@ -473,6 +473,35 @@ pub fn iq1m_split(s: &Iq1mSums) -> Option<(f32, usize, usize, usize)> {
     }
 }
 
+/// `out[j] = clamp((int)roundf(x[j] * id) + 1, lo, hi) as u8` (the levels of Q2_0, TQ1_0
+/// and TQ2_0), bit for bit the scalar expression for every input; `false` (nothing
+/// written) at the scalar level or when `x.len()` is not a multiple of the vector width.
+#[inline]
+pub fn offset_levels(x: &[f32], id: f32, lo: i32, hi: i32, out: &mut [u8]) -> bool {
+    assert!(out.len() >= x.len());
+    match isa() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the CPU supports AVX-512F (checked by `isa`); `out` is long enough.
+        Isa::Avx512 if x.len().is_multiple_of(16) => unsafe {
+            x86::offset_levels_avx512(x, id, lo, hi, out)
+        },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the CPU supports AVX2 (checked by `isa`); `out` is long enough.
+        Isa::Avx2 if x.len().is_multiple_of(8) => unsafe {
+            x86::offset_levels_avx2(x, id, lo, hi, out)
+        },
+        _ => return false,
+    }
+    true
+}
+
+/// The largest `|x[i]|` when every value is finite (then it does not depend on the
+/// order the values are visited in, so it is the scalar loops' maximum), else `None`.
+#[inline]
+pub fn finite_abs_max(x: &[f32]) -> Option<f32> {
+    all_finite(x).then(|| abs_max(x).0)
+}
+
 /// The scalar Q8_0 block encoder (`quantize_row_q8_0_ref` of one block: 32 values to
 /// 34 bytes) that the SIMD row kernel hands the blocks it cannot reproduce.
 pub type LegacyScalar = fn(&[f32], &mut [u8]);

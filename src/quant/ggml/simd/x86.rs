@@ -1033,6 +1033,31 @@ unsafe fn c_round<S: Lanes>(v: S::V) -> S::I {
     S::sub_i(S::add_i(S::cvtt(v), up), down)
 }
 
+/// `clamp((int)roundf(x[j] * id) + 1, lo, hi)` per value, its low byte into `out[j]`
+/// (`x.len()` a multiple of `S::N`). Exact for every input, NaN and infinities included
+/// ([`c_round`] gives `i32::MIN` there, as the scalar code does).
+#[inline(always)]
+unsafe fn offset_levels<S: Lanes>(x: &[f32], id: f32, lo: i32, hi: i32, out: &mut [u8]) {
+    let (vid, one) = (S::splat(id), S::splat_i(1));
+    let (vlo, vhi) = (S::splat_i(lo), S::splat_i(hi));
+    for c in (0..x.len()).step_by(S::N) {
+        let q = S::add_i(c_round::<S>(S::mul(S::load(&x[c..]), vid)), one);
+        S::store_low_bytes(S::min_i(S::max_i(q, vlo), vhi), &mut out[c..]);
+    }
+}
+
+/// AVX-512 entry of [`offset_levels`].
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn offset_levels_avx512(x: &[f32], id: f32, lo: i32, hi: i32, out: &mut [u8]) {
+    offset_levels::<Avx512>(x, id, lo, hi, out)
+}
+
+/// AVX2 entry of [`offset_levels`].
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn offset_levels_avx2(x: &[f32], id: f32, lo: i32, hi: i32, out: &mut [u8]) {
+    offset_levels::<Avx2>(x, id, lo, hi, out)
+}
+
 /// `quantize_row_q8_0_ref` over whole blocks (`x.len() / 32` of them, 34 bytes each in
 /// `dst`); blocks with a non-finite value go to `scalar`.
 #[inline(always)]
