@@ -576,7 +576,10 @@ mod tests {
         let (unbiased, unbiased_mse) = projection_and_error(&codec, &m);
         // Centroids shrink: the projection on the input is about 1 - MSE.
         assert!(plain < 0.99, "plain projection {plain}");
-        assert!((unbiased - 1.0).abs() < 2e-3, "unbiased projection {unbiased}");
+        assert!(
+            (unbiased - 1.0).abs() < 2e-3,
+            "unbiased projection {unbiased}"
+        );
         // The price is a slightly larger error (the noise is scaled by 1/cos).
         assert!(unbiased_mse > plain_mse && unbiased_mse < 1.2 * plain_mse);
         // Same decoder: only the stored norms differ.
