@@ -556,6 +556,10 @@ pub struct KvBuildArgs {
     /// Keys were captured before RoPE (default: after, as a KV cache holds them).
     #[arg(long)]
     pub pre_rope: bool,
+    /// Store each row's norm divided by its cosine with its codewords, so that dot
+    /// products with decoded rows are not shrunk (docs/kv-profile.md §1).
+    #[arg(long)]
+    pub unbiased_norm: bool,
     /// Tokens per page.
     #[arg(long, default_value_t = 256)]
     pub tokens_per_page: usize,

@@ -67,6 +67,7 @@ pub fn build(args: &KvBuildArgs) -> Result<()> {
             KvAxisArg::RoleAware => AxisPolicy::RoleAwareKiviStyle,
         },
         calibration: args.calibration.as_deref(),
+        unbiased_norm: args.unbiased_norm,
         output: &args.output,
     })?;
     print_report(args.json, &built.summary(), || built.render_text())

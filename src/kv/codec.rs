@@ -215,6 +215,7 @@ pub struct VqCodec {
     blocks: usize,
     bits: u32,
     index_bytes: usize,
+    unbiased: bool,
 }
 
 impl VqCodec {
@@ -243,7 +244,15 @@ impl VqCodec {
             blocks,
             bits,
             index_bytes: packed_len(blocks, bits),
+            unbiased: false,
         })
+    }
+
+    /// Stores `||x|| / <y, ŷ>` instead of `||x||` (y the rotated unit row, ŷ its
+    /// codewords), so that the decoded row's projection on the input is the input's
+    /// norm: dot products with the decoded row are not shrunk toward zero.
+    pub fn set_unbiased(&mut self, unbiased: bool) {
+        self.unbiased = unbiased;
     }
 
     /// Forces a search kernel (tests and benchmarks); errors if unsupported.
@@ -367,10 +376,36 @@ impl VqCodec {
             self.search
                 .nearest_lanes_unchecked(&lanes, stride, &mut idx);
             for (r, o) in os.chunks_exact_mut(rb).enumerate() {
-                pack_unchecked(&idx[r * nb..(r + 1) * nb], self.bits, &mut o[2..]);
+                let ids = &idx[r * nb..(r + 1) * nb];
+                if self.unbiased {
+                    self.unbias_norm::<K>(&lanes[r * nb..], stride, ids, o);
+                }
+                pack_unchecked(ids, self.bits, &mut o[2..]);
             }
         }
         Ok(())
+    }
+
+    /// Rewrites the stored norm of one row (`o[..2]`) as `||x|| / <y, ŷ>`; `lanes[j * stride + b]`
+    /// is coordinate `j` of the row's block `b`. Keeps `||x||` when the quotient is not a
+    /// finite positive fp16 (a zero row, or codewords orthogonal to the row).
+    fn unbias_norm<const K: usize>(&self, lanes: &[f32], stride: usize, ids: &[u16], o: &mut [u8]) {
+        let norm = f16::from_bits(u16::from_le_bytes([o[0], o[1]])).to_f32();
+        if norm == 0.0 {
+            return;
+        }
+        let cw = self.codebook.codewords();
+        let mut dot = 0.0f32;
+        for (b, &i) in ids.iter().enumerate() {
+            let c = &cw[i as usize * K..][..K];
+            for (j, cj) in c.iter().enumerate() {
+                dot = lanes[j * stride + b].mul_add(*cj, dot);
+            }
+        }
+        let scaled = f16::from_f32(norm / dot);
+        if dot > 0.0 && scaled.is_finite() && scaled.to_f32() > 0.0 {
+            o[..2].copy_from_slice(&scaled.to_bits().to_le_bytes());
+        }
     }
 
     /// Decodes whole rows sequentially (no rayon); `out.len()` must be `rows * head_dim`.
@@ -517,6 +552,44 @@ mod tests {
         assert!((c.bits_per_value() - (16.0 + 32.0 * 6.0) / 96.0).abs() < 1e-12);
         let r = c.round_trip(&m).unwrap();
         assert!(rel_mse(&m, &r) < 0.3);
+    }
+
+    /// Mean of `<x̂, x> / ||x||²` over the rows, and the relative MSE.
+    fn projection_and_error(codec: &VqCodec, m: &Matrix) -> (f64, f64) {
+        let r = codec.round_trip(m).unwrap();
+        let mut proj = 0.0;
+        for i in 0..m.rows() {
+            let (a, b) = (m.row(i), r.row(i));
+            let dot: f64 = a.iter().zip(b).map(|(x, y)| f64::from(x * y)).sum();
+            let nn: f64 = a.iter().map(|x| f64::from(x * x)).sum();
+            proj += dot / nn;
+        }
+        (proj / m.rows() as f64, rel_mse(m, &r))
+    }
+
+    #[test]
+    fn unbiased_norm_removes_the_shrinkage_of_dot_products() {
+        let m = gaussian_matrix(512, 64, 9);
+        let mut codec = quick(64, 2, 16);
+        let (plain, plain_mse) = projection_and_error(&codec, &m);
+        codec.set_unbiased(true);
+        let (unbiased, unbiased_mse) = projection_and_error(&codec, &m);
+        // Centroids shrink: the projection on the input is about 1 - MSE.
+        assert!(plain < 0.99, "plain projection {plain}");
+        assert!(
+            (unbiased - 1.0).abs() < 2e-3,
+            "unbiased projection {unbiased}"
+        );
+        // The price is a slightly larger error (the noise is scaled by 1/cos).
+        assert!(unbiased_mse > plain_mse && unbiased_mse < 1.2 * plain_mse);
+        // Same decoder: only the stored norms differ.
+        let a = codec.encode(&m).unwrap();
+        codec.set_unbiased(false);
+        let b = codec.encode(&m).unwrap();
+        let rb = codec.row_bytes();
+        for (x, y) in a.chunks_exact(rb).zip(b.chunks_exact(rb)) {
+            assert_eq!(x[2..], y[2..]);
+        }
     }
 
     #[test]

@@ -101,6 +101,9 @@ pub struct CodecParams {
     pub lloyd_iterations: u32,
     /// Training blocks used in training.
     pub training_blocks: usize,
+    /// Rows store `||x|| / <y, ŷ>` instead of `||x||` (§1); omitted when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unbiased_norm: bool,
 }
 
 /// Page geometry.
@@ -270,6 +273,8 @@ pub struct CodecSpec {
     pub lloyd_iterations: Option<u32>,
     /// Training blocks (`None`: default from [`VqParams::new`]).
     pub training_blocks: Option<usize>,
+    /// Store the unbiased norm (see [`VqCodec::set_unbiased`]).
+    pub unbiased_norm: bool,
 }
 
 impl Default for CodecSpec {
@@ -282,6 +287,7 @@ impl Default for CodecSpec {
             codebook_size: 256,
             lloyd_iterations: None,
             training_blocks: None,
+            unbiased_norm: false,
         }
     }
 }
@@ -499,6 +505,7 @@ pub fn build_profile_with(
         bits_per_value: params.bits_per_value(),
         lloyd_iterations: params.lloyd_iterations,
         training_blocks: params.training_blocks,
+        unbiased_norm: spec.codec.unbiased_norm,
     };
     let mut profile = KvProfile {
         schema: PROFILE_SCHEMA.to_string(),
@@ -667,6 +674,7 @@ impl KvProfile {
             codebook_size: c.codebook_size,
             lloyd_iterations: Some(c.lloyd_iterations),
             training_blocks: Some(c.training_blocks),
+            unbiased_norm: c.unbiased_norm,
         };
         let p = vq_params(c.kind, &self.shape, &spec).context("codec")?;
         if c.padded_dim != padded_dim(self.shape.head_dim)
@@ -701,24 +709,31 @@ impl KvProfile {
 
     /// Codec name, e.g. `fibquant-k4-n256` or `turboquant-b2`.
     pub fn codec_name(&self) -> String {
-        match self.codec.kind {
+        let name = match self.codec.kind {
             CodecKind::Fibquant => format!(
                 "fibquant-k{}-n{}",
                 self.codec.block_dim, self.codec.codebook_size
             ),
             CodecKind::Turboquant => format!("turboquant-b{}", self.codec.index_bits),
+        };
+        if self.codec.unbiased_norm {
+            name + "-unbiased"
+        } else {
+            name
         }
     }
 
     /// Builds the codec from the embedded codebook (after full validation).
     pub fn codec(&self) -> Result<VqCodec> {
         self.validate()?;
-        VqCodec::new(
+        let mut codec = VqCodec::new(
             &self.codec_name(),
             self.shape.head_dim,
             self.codec.seed,
             self.codebook()?,
-        )
+        )?;
+        codec.set_unbiased(self.codec.unbiased_norm);
+        Ok(codec)
     }
 }
 

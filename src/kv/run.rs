@@ -64,6 +64,8 @@ pub struct BuildJob<'a> {
     pub output: &'a Path,
     /// Axis policy.
     pub axis: AxisPolicy,
+    /// Store unbiased norms ([`super::codec::VqCodec::set_unbiased`]).
+    pub unbiased_norm: bool,
 }
 
 /// A built (and written) profile.
@@ -149,6 +151,7 @@ pub fn build(args: &BuildJob) -> Result<Built> {
     let mut spec = ProfileSpec::new(shape);
     spec.codec.kind = args.codec;
     spec.codec.seed = args.seed;
+    spec.codec.unbiased_norm = args.unbiased_norm;
     spec.codec.block_dim = if args.codec == CodecKind::Turboquant {
         1
     } else {

@@ -159,23 +159,29 @@ fn role_aware_profiles_beat_the_baselines_on_real_kv() {
     );
     let config = hf.join("config.json");
     let config = config.to_str().unwrap();
-    // Measured at 1024 tokens (docs/kv-profile.md §6a): k4 N4096 3.26 bits TV 0.113,
-    // k2 N256 4.26 bits TV 0.068.
-    for (name, build, max_bits, max_tv) in [
+    // Measured at 1024 tokens with unbiased norms (docs/kv-profile.md §6a): role-aware
+    // k4 N4096 3.26 bits TV 0.094 +2.98 ppl; per-channel k2 N256 4.26 bits TV 0.054
+    // +0.11 ppl (seed 0; +1.06 with seed 1: the delta moves by up to a unit with the
+    // rotation and codebook, so its bound is loose).
+    for (name, build, max_bits, max_tv, max_delta, beats_kivi) in [
         (
             "k4n4096",
-            &["--block-dim", "4", "--bits", "12"][..],
+            &["--block-dim", "4", "--bits", "12", "--axis", "role-aware"][..],
             3.3,
             0.12,
+            3.5,
+            true,
         ),
         (
             "k2n256",
-            &["--block-dim", "2", "--bits", "8"][..],
+            &["--block-dim", "2", "--bits", "8", "--axis", "per-channel"][..],
             4.3,
-            0.08,
+            0.06,
+            1.5,
+            false,
         ),
     ] {
-        let common = ["--axis", "role-aware", "--protect-first", "1"];
+        let common = ["--protect-first", "1", "--unbiased-norm"];
         let r = verify(
             config,
             &cal,
@@ -189,6 +195,8 @@ fn role_aware_profiles_beat_the_baselines_on_real_kv() {
         let compressed = ppl["compressed"].as_f64().unwrap();
         assert!(bits <= max_bits, "{name}: {bits} bits");
         assert!(tv <= max_tv, "{name}: attention TV {tv}");
+        let delta = ppl["delta"].as_f64().unwrap();
+        assert!(delta <= max_delta, "{name}: perplexity {ppl}");
         let baseline = |prefix: &str| {
             r["baselines"]
                 .as_array()
@@ -209,10 +217,21 @@ fn role_aware_profiles_beat_the_baselines_on_real_kv() {
             compressed < tq["perplexity"]["compressed"].as_f64().unwrap(),
             "{name} {ppl} vs {tq}"
         );
+        // KIVI is compared at the fewest bits not below the profile's (4.0 for 3.26);
+        // at 4.26 bits the next KIVI has 5.0 bits, more than the profile.
+        if beats_kivi {
+            let kivi = baseline("kivi");
+            assert!(
+                tv < kivi["metrics"]["attention_tv"].as_f64().unwrap()
+                    && compressed < kivi["perplexity"]["compressed"].as_f64().unwrap(),
+                "{name} {tv} {ppl} vs {kivi}"
+            );
+        }
         let q4 = baseline("q4_0");
         assert!(
-            tv < q4["metrics"]["attention_tv"].as_f64().unwrap(),
-            "{name} {tv} vs {q4}"
+            tv < q4["metrics"]["attention_tv"].as_f64().unwrap()
+                && compressed < q4["perplexity"]["compressed"].as_f64().unwrap(),
+            "{name} {tv} {ppl} vs {q4}"
         );
     }
 }
