@@ -45,9 +45,10 @@ const THREADS: u32 = 256;
 /// Shared memory the driver keeps per block (of the multiprocessor's total).
 const SMEM_RESERVED: usize = 1024;
 
-/// GEMV stage bytes a warp: at least two stages of the largest item (two NF4 rows of 128
-/// sub-blocks with their absmax, `Layout` in qgemm.cu), at most what keeps 8 chunks in flight.
-const GEMV_MIN_BUDGET: usize = 10 << 10;
+/// GEMV stage bytes a warp: at least two stages of the largest item (four NF4 rows of 128
+/// sub-blocks with their absmax, 9472 bytes: `Layout` and `GEMV_R` in qgemm.cu), at most
+/// 32 KB.
+const GEMV_MIN_BUDGET: usize = 19 << 10;
 const GEMV_MAX_BUDGET: usize = 32 << 10;
 
 /// The `__constant__` of the PTX that gives the GEMM's launch shape.
@@ -273,7 +274,7 @@ impl Gpu {
         let m = x.len() / w.k;
         assert_eq!(x.len(), m * w.k, "x must hold m * k values");
         let s = &self.stream;
-        let gemm = m > GEMV_MAX_M;
+        let gemm = m > GEMV_MAX_M || self.gemv_budget(m, w.k).is_none();
         let q = if gemm { m * w.k } else { 1 };
         Ok(Scratch {
             m,
@@ -285,23 +286,38 @@ impl Gpu {
         })
     }
 
-    /// Queues the GEMV (`m <= GEMV_MAX_M`): shared memory holds the quantized tokens, then
-    /// each warp's stages of streamed weight chunks (`budget` bytes a warp: two blocks a
-    /// multiprocessor for one token, one above, whose items have two rows).
-    fn enqueue_gemv(&self, w: &GpuMatrix, s: &mut Scratch, row_bytes: i32) -> Result<()> {
-        let (m, n, k) = (s.m, w.n, w.k);
-        let xbytes = (m * k + 8 * m * (k / 32)).next_multiple_of(16);
-        let blocks_per_sm = if m == 1 { 2 } else { 1 };
-        let per_block = (self.smem_optin as usize / blocks_per_sm).saturating_sub(SMEM_RESERVED);
-        let warps = (THREADS / 32) as usize;
-        let budget = (per_block.saturating_sub(xbytes) / warps).min(GEMV_MAX_BUDGET) & !15;
-        if budget < GEMV_MIN_BUDGET {
-            bail_invalid!(
-                "--device cuda: m={m} x k={k} leaves {budget} bytes of shared memory a warp for \
-                 the weight stages; the GEMV needs {GEMV_MIN_BUDGET}"
-            );
+    /// Bytes of the `m` quantized tokens of `k` values in the GEMV's shared memory.
+    fn gemv_token_bytes(m: usize, k: usize) -> usize {
+        (m * k + 8 * m * (k / 32)).next_multiple_of(16)
+    }
+
+    /// The GEMV's stage bytes a warp for `m <= GEMV_MAX_M` tokens of `k` values: 0 for one
+    /// token (the register GEMV has no stages); `None` where the tokens and two stages a warp
+    /// do not fit in a block's shared memory, and the GEMM takes the call instead.
+    fn gemv_budget(&self, m: usize, k: usize) -> Option<usize> {
+        let xbytes = Self::gemv_token_bytes(m, k);
+        let optin = self.smem_optin as usize;
+        if m == 1 {
+            return (xbytes <= optin).then_some(0);
         }
-        let smem = (xbytes + warps * budget) as u32;
+        let warps = (THREADS / 32) as usize;
+        let free = optin.saturating_sub(SMEM_RESERVED + xbytes);
+        let budget = (free / warps).min(GEMV_MAX_BUDGET) & !15;
+        (budget >= GEMV_MIN_BUDGET).then_some(budget)
+    }
+
+    /// Queues the GEMV (`m <= GEMV_MAX_M`): shared memory holds the quantized tokens, then
+    /// `budget` bytes a warp of stages of streamed weight chunks (none for one token).
+    fn enqueue_gemv(
+        &self,
+        w: &GpuMatrix,
+        s: &mut Scratch,
+        row_bytes: i32,
+        budget: usize,
+    ) -> Result<()> {
+        let (m, n, k) = (s.m, w.n, w.k);
+        let warps = (THREADS / 32) as usize;
+        let smem = (Self::gemv_token_bytes(m, k) + warps * budget) as u32;
         let f = self.function(&format!("gemv_{}_m{m}", w.ty.name()))?;
         if smem > 48 << 10 {
             driver(
@@ -340,14 +356,16 @@ impl Gpu {
         driver(unsafe { b.launch(cfg) }, "launch").map(|_| ())
     }
 
-    /// Queues `y = x W^T` for the `s.m` tokens of `s` (GEMV up to [`GEMV_MAX_M`], quantize +
-    /// tensor-core GEMM above).
+    /// Queues `y = x W^T` for the `s.m` tokens of `s` (GEMV up to [`GEMV_MAX_M`] where its
+    /// shared memory fits, quantize + tensor-core GEMM otherwise).
     pub fn enqueue(&self, w: &GpuMatrix, s: &mut Scratch) -> Result<()> {
         let (m, n, k) = (s.m, w.n, w.k);
         let row_bytes = QuantMatrix::row_bytes_of(w.ty, k) as i32;
         let (ni, ki) = (n as i32, k as i32);
         if m <= GEMV_MAX_M {
-            return self.enqueue_gemv(w, s, row_bytes);
+            if let Some(budget) = self.gemv_budget(m, k) {
+                return self.enqueue_gemv(w, s, row_bytes, budget);
+            }
         }
         let blocks = (m * k / 32) as i32;
         let q = self.function("quantize_q8")?;
