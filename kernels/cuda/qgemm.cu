@@ -8,11 +8,14 @@
 // (dp4a or mma.sync int8) with one float scale per 16 or 32 values.
 //
 // - gemv_*: m <= 8 tokens. A persistent grid; each block quantizes the m tokens into shared
-//   memory once, then each warp takes whole rows, lane j the sub-blocks j, j + 32, ..., the
-//   next chunk's loads issued before the current chunk's math.
-// - quantize_q8 + gemm_*: m > 8. Activations quantized once to global memory; a 64-token x
+//   memory once. One token: each warp takes whole rows into registers, lane j the sub-blocks
+//   j, j + 32, ..., the next chunk's loads issued before the current chunk's math. Two to
+//   eight tokens: each warp streams chunks of R rows into shared memory with cp.async, S - 1
+//   chunks in flight, and reads each sub-block's activations once for the R rows.
+// - quantize_q8 + gemm_*: m > 8. Activations quantized once to global memory; a BM-token x
 //   128-row tile per block of 8 warps, 128 values of k per step decoded into shared memory,
-//   mma.sync m16n8k32 (m16n8k16 for Q6_K, whose scales cover 16 values).
+//   mma.sync m16n8k32 (m16n8k16 for Q6_K, whose scales cover 16 values). Integer sums start
+//   at a float bias (`BIAS`), so no int-to-float conversion is needed.
 // - read_bw: the HBM read bandwidth the report compares with; spin: keeps the GPU busy
 //   while the timed launches are queued.
 //
@@ -38,14 +41,23 @@ __device__ __forceinline__ float h2f(uint32_t h) {
     return __half2float(__ushort_as_half((unsigned short)(h & 0xffff)));
 }
 
+// A load through the read-only cache from global memory (G), or a plain load (shared memory:
+// the GEMV decodes rows that cp.async staged there).
+template <bool G, typename V>
+__device__ __forceinline__ V ld(const V* p) {
+    if constexpr (G) return __ldg(p);
+    else return *p;
+}
+
 // N words from a 2-byte-aligned address (Q6_K, Q8_0 and Q4_0 blocks are 2-aligned): N + 1
-// aligned loads, always issued (the weight buffer is padded), shifted into place by `funnel`.
-template <int N>
+// aligned loads, always issued (the weight buffer and the GEMV's stages are padded), shifted
+// into place by `funnel`.
+template <bool G, int N>
 __device__ __forceinline__ void load_words(const uint8_t* p, uint32_t (&w)[N + 1], uint32_t& sh) {
     const uint32_t* base = (const uint32_t*)((uintptr_t)p & ~(uintptr_t)3);
     sh = (uint32_t)((uintptr_t)p & 3) * 8;
 #pragma unroll
-    for (int i = 0; i <= N; i++) w[i] = __ldg(base + i);
+    for (int i = 0; i <= N; i++) w[i] = ld<G>(base + i);
 }
 
 template <int N>
@@ -68,9 +80,35 @@ __device__ __forceinline__ uint32_t nf4_lookup4(uint32_t s) {
     return __byte_perm(lo, hi, 0x3210u | ((s >> 1) & 0x4444u));
 }
 
+// The stored layout of a row: a block of BB bytes holds SBB sub-blocks of 32 values; the GEMV
+// streams rows through shared memory in chunks of CSB sub-blocks (about 2 KB each).
+template <int T>
+struct Layout;
+template <>
+struct Layout<T_Q4K> {
+    static constexpr int SBB = 8, BB = 144, CSB = 128;
+};
+template <>
+struct Layout<T_Q6K> {
+    static constexpr int SBB = 8, BB = 210, CSB = 64;
+};
+template <>
+struct Layout<T_Q8_0> {
+    static constexpr int SBB = 1, BB = 34, CSB = 64;
+};
+template <>
+struct Layout<T_Q4_0> {
+    static constexpr int SBB = 1, BB = 18, CSB = 128;
+};
+template <>
+struct Layout<T_NF4> {  // codes only; one f32 absmax per 64 values in its own array
+    static constexpr int SBB = 1, BB = 16, CSB = 128;
+};
+
 // The raw bytes of sub-block `sb` (values 32 sb .. 32 sb + 31) of a row: `load` only issues
-// global loads (no branches, so a caller's several loads are all in flight at once), `unpack`
-// turns them into a Sub. `am` is the row's NF4 absmax values.
+// loads (no branches, so a caller's several loads are all in flight at once; G: from global
+// memory, else from shared memory), `unpack` turns them into a Sub. `am` is the row's NF4
+// absmax values.
 template <int T>
 struct Raw;
 
@@ -79,17 +117,18 @@ struct Raw<T_Q4K> {
     uint32_t dd, s0, s1, s2;
     uint4 a, c;
     int j;
+    template <bool G>
     __device__ __forceinline__ void load(const uint8_t* __restrict__ row, const float* __restrict__, int sb) {
         const uint8_t* b = row + (sb >> 3) * 144;
         j = sb & 7;
         const uint32_t* sc = (const uint32_t*)b;
-        dd = __ldg(sc);
-        s0 = __ldg(sc + 1);
-        s1 = __ldg(sc + 2);
-        s2 = __ldg(sc + 3);
+        dd = ld<G>(sc);
+        s0 = ld<G>(sc + 1);
+        s1 = ld<G>(sc + 2);
+        s2 = ld<G>(sc + 3);
         const uint4* qp = (const uint4*)(b + 16 + 32 * (j >> 1));
-        a = __ldg(qp);
-        c = __ldg(qp + 1);
+        a = ld<G>(qp);
+        c = ld<G>(qp + 1);
     }
     __device__ __forceinline__ void unpack(Sub& o) const {
         const int sh = 8 * (j & 3);
@@ -110,14 +149,15 @@ template <>
 struct Raw<T_Q6K> {
     uint32_t ql[9], qh[9], sh, sp, dh;
     int r;
+    template <bool G>
     __device__ __forceinline__ void load(const uint8_t* __restrict__ row, const float* __restrict__, int sb) {
         const uint8_t* b = row + (sb >> 3) * 210;
         const int j = sb & 7, h = j >> 2;
         r = j & 3;
-        load_words<8>(b + 64 * h + (r & 1) * 32, ql, sh);
-        load_words<8>(b + 128 + 32 * h, qh, sh);
-        sp = __ldg((const unsigned short*)(b + 192 + 8 * h + 2 * r));
-        dh = __ldg((const unsigned short*)(b + 208));
+        load_words<G, 8>(b + 64 * h + (r & 1) * 32, ql, sh);
+        load_words<G, 8>(b + 128 + 32 * h, qh, sh);
+        sp = ld<G>((const unsigned short*)(b + 192 + 8 * h + 2 * r));
+        dh = ld<G>((const unsigned short*)(b + 208));
     }
     __device__ __forceinline__ void unpack(Sub& o) const {
         uint32_t l[8], hb[8];
@@ -137,14 +177,21 @@ struct Raw<T_Q6K> {
     }
 };
 
-template <>
-struct Raw<T_Q8_0> {
-    uint32_t w[9], sh, dh;
+// A block of a 16-bit scale then N words of levels (Q8_0: 8 words of int8, Q4_0: 4 words of
+// nibbles), one block per sub-block: the shared loads of Q8_0 and Q4_0.
+template <int N>
+struct RawScaled {
+    uint32_t w[N + 1], sh, dh;
+    template <bool G>
     __device__ __forceinline__ void load(const uint8_t* __restrict__ row, const float* __restrict__, int sb) {
-        const uint8_t* b = row + sb * 34;
-        load_words<8>(b + 2, w, sh);
-        dh = __ldg((const unsigned short*)b);
+        const uint8_t* b = row + sb * (2 + 4 * N);
+        load_words<G, N>(b + 2, w, sh);
+        dh = ld<G>((const unsigned short*)b);
     }
+};
+
+template <>
+struct Raw<T_Q8_0> : RawScaled<8> {
     __device__ __forceinline__ void unpack(Sub& o) const {
         funnel<8>(w, sh, o.q);
         o.s0 = o.s1 = h2f(dh);
@@ -153,13 +200,7 @@ struct Raw<T_Q8_0> {
 };
 
 template <>
-struct Raw<T_Q4_0> {
-    uint32_t w[5], sh, dh;
-    __device__ __forceinline__ void load(const uint8_t* __restrict__ row, const float* __restrict__, int sb) {
-        const uint8_t* b = row + sb * 18;
-        load_words<4>(b + 2, w, sh);
-        dh = __ldg((const unsigned short*)b);
-    }
+struct Raw<T_Q4_0> : RawScaled<4> {
     __device__ __forceinline__ void unpack(Sub& o) const {
         uint32_t v[4];
         funnel<4>(w, sh, v);
@@ -177,9 +218,10 @@ template <>
 struct Raw<T_NF4> {  // byte i holds value 2i (high nibble) and 2i + 1 (low nibble)
     uint4 a;
     float amax;
+    template <bool G>
     __device__ __forceinline__ void load(const uint8_t* __restrict__ row, const float* __restrict__ am, int sb) {
-        a = __ldg((const uint4*)(row + sb * 16));
-        amax = __ldg(am + (sb >> 1));
+        a = ld<G>((const uint4*)(row + sb * 16));
+        amax = ld<G>(am + (sb >> 1));
     }
     __device__ __forceinline__ void unpack(Sub& o) const {
         const uint32_t w[4] = {a.x, a.y, a.z, a.w};
@@ -193,6 +235,12 @@ struct Raw<T_NF4> {  // byte i holds value 2i (high nibble) and 2i + 1 (low nibb
         o.mn = 0.f;
     }
 };
+
+// Integer sums start at BIAS, the bits of 1.5 * 2^23 as a float: while |sum| < 2^22 the bits
+// are that float plus the sum, so `unbias` gives the exact value with one FADD instead of a
+// conversion (the sums of 32 products of int8 levels stay below 2^19).
+#define BIAS 0x4B400000
+__device__ __forceinline__ float unbias(int biased) { return __int_as_float(biased) - 12582912.0f; }
 
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
@@ -234,27 +282,79 @@ __device__ __forceinline__ void quantize_block(const float* __restrict__ x, int8
 }
 
 // ---------------------------------------------------------------------------------------
-// Sub-blocks per lane whose loads are issued together.
-#define CHUNK 4
+// cp.async: 16 bytes global -> shared without registers; groups committed and waited per thread.
+__device__ __forceinline__ void cp_async16(void* dst, const void* src) {
+    const uint32_t d = (uint32_t)__cvta_generic_to_shared(dst);
+#ifdef CP_CA
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 16;\n" ::"r"(d), "l"(src));
+#else
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d), "l"(src));
+#endif
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+// Waits until at most `pending` (0..7) of this thread's groups are still in flight.
+__device__ __forceinline__ void cp_async_wait_pending(int pending) {
+    switch (pending) {
+        case 0: cp_async_wait<0>(); break;
+        case 1: cp_async_wait<1>(); break;
+        case 2: cp_async_wait<2>(); break;
+        case 3: cp_async_wait<3>(); break;
+        case 4: cp_async_wait<4>(); break;
+        case 5: cp_async_wait<5>(); break;
+        case 6: cp_async_wait<6>(); break;
+        default: cp_async_wait<7>(); break;
+    }
+}
 
-// GEMV, m <= 8: dynamic shared memory holds m * k int8 levels, then m * k / 32 scales and
-// m * k / 32 sums. Each warp takes rows warp_id, warp_id + total_warps, ...
-template <int T, int M>
-__device__ __forceinline__ void gemv(const uint8_t* __restrict__ w, const float* __restrict__ absmax,
-                                     const float* __restrict__ x, float* __restrict__ y, int n, int k,
-                                     int row_bytes) {
+// The warp copies bytes [src, src + len) into `dst` (16-aligned) as whole aligned 16-byte
+// words (the buffers are padded past their ends); returns where src's first byte lands.
+__device__ __forceinline__ const uint8_t* stage_bytes(uint8_t* dst, const uint8_t* src, int len, int lane) {
+    const uintptr_t a0 = (uintptr_t)src & ~(uintptr_t)15;
+    const int words = (int)(((uintptr_t)src + len + 15 - a0) >> 4);
+    for (int i = lane; i < words; i += 32) cp_async16(dst + 16 * i, (const void*)(a0 + 16 * (uintptr_t)i));
+    return dst + ((uintptr_t)src & 15);
+}
+
+// One sub-block's contribution to a token's dot product: the 32 weights of `s` against the
+// token's 32 levels `a`, `e` (scale d, scaled sum sum_x for the min term).
+template <int T>
+__device__ __forceinline__ float dot_sub(const Sub& s, int4 a, int4 e, float d, float sum_x) {
+    int i0 = __dp4a((int)s.q[0], a.x, BIAS);
+    i0 = __dp4a((int)s.q[1], a.y, i0);
+    i0 = __dp4a((int)s.q[2], a.z, i0);
+    i0 = __dp4a((int)s.q[3], a.w, i0);
+    int i1 = T == T_Q6K ? BIAS : i0;  // one sum of 32 unless the halves have their own scales
+    i1 = __dp4a((int)s.q[4], e.x, i1);
+    i1 = __dp4a((int)s.q[5], e.y, i1);
+    i1 = __dp4a((int)s.q[6], e.z, i1);
+    i1 = __dp4a((int)s.q[7], e.w, i1);
+    const float v = T == T_Q6K ? s.s0 * unbias(i0) + s.s1 * unbias(i1) : s.s0 * unbias(i1);
+    return T == T_Q4K ? d * v - s.mn * sum_x : d * v;
+}
+
+// GEMV for one token: the weights go straight to registers. Shared memory starts with the
+// token quantized (k int8 levels, k / 32 scales and sums). Work items are (row, chunk of 32 *
+// CH sub-blocks), rows warp_id, warp_id + total_warps, ...; lane l loads sub-blocks l, l + 32,
+// ... of the chunk, and item i + 1's loads are issued before item i's math. For one token
+// this beats the staged GEMV below (scripts/cuda: Q4_K 17 us against 20 us at 4096 x 14336
+// on the H200), which wins from two tokens on, where the shared-memory activations dominate.
+template <int T>
+__device__ __forceinline__ void gemv_regs(const uint8_t* __restrict__ w, const float* __restrict__ absmax,
+                                          const float* __restrict__ x, float* __restrict__ y, int n, int k,
+                                          int row_bytes) {
     extern __shared__ __align__(16) uint8_t smem[];
     int8_t* qx = (int8_t*)smem;
     const int nb = k / 32;
-    float* dx = (float*)(smem + M * k);
-    float* sx = dx + M * nb;
+    float* dx = (float*)(smem + k);
+    float* sx = dx + nb;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-    // Quantize the m tokens, one block per thread.
-    for (int b = threadIdx.x; b < M * nb; b += blockDim.x) quantize_block(x + (size_t)b * 32, qx + b * 32, dx + b, sx + b);
+    for (int b = threadIdx.x; b < nb; b += blockDim.x) quantize_block(x + (size_t)b * 32, qx + b * 32, dx + b, sx + b);
     __syncthreads();
-    // Work items: (row, chunk of 32 * CH sub-blocks) in order; item i + 1's loads are issued
-    // before item i's math, so each warp always has a chunk of weights in flight.
-    constexpr int CH = T == T_Q6K ? 2 : CHUNK;
+    constexpr int CH = T == T_Q6K ? 2 : 4;  // sub-blocks per lane whose loads are issued together
     const int total = gridDim.x * warps;
     const int chunks = (nb + 32 * CH - 1) / (32 * CH);
     int r = blockIdx.x * warps + warp, c = 0;
@@ -264,12 +364,11 @@ __device__ __forceinline__ void gemv(const uint8_t* __restrict__ w, const float*
         const uint8_t* row = w + (size_t)row_i * row_bytes;
         const float* am = absmax + (size_t)row_i * (k / 64);
 #pragma unroll
-        for (int i = 0; i < CH; i++) raw[i].load(row, am, min(chunk * 32 * CH + lane + 32 * i, nb - 1));
+        for (int i = 0; i < CH; i++)
+            raw[i].template load<true>(row, am, min(chunk * 32 * CH + lane + 32 * i, nb - 1));
     };
     load(r, c);
-    float acc[M];
-#pragma unroll
-    for (int t = 0; t < M; t++) acc[t] = 0.f;
+    float acc = 0.f;
     for (;;) {
         Sub sub[CH];
 #pragma unroll
@@ -281,30 +380,14 @@ __device__ __forceinline__ void gemv(const uint8_t* __restrict__ w, const float*
         for (int i = 0; i < CH; i++) {
             const int sb = base + lane + 32 * i;
             if (sb < nb) {
-                const Sub& s = sub[i];
-#pragma unroll
-                for (int t = 0; t < M; t++) {
-                    const int4* xq = (const int4*)(qx + t * k + sb * 32);
-                    const int4 a = xq[0], e = xq[1];
-                    int i0 = __dp4a((int)s.q[0], a.x, 0);
-                    i0 = __dp4a((int)s.q[1], a.y, i0);
-                    i0 = __dp4a((int)s.q[2], a.z, i0);
-                    i0 = __dp4a((int)s.q[3], a.w, i0);
-                    int i1 = __dp4a((int)s.q[4], e.x, 0);
-                    i1 = __dp4a((int)s.q[5], e.y, i1);
-                    i1 = __dp4a((int)s.q[6], e.z, i1);
-                    i1 = __dp4a((int)s.q[7], e.w, i1);
-                    acc[t] += dx[t * nb + sb] * (s.s0 * (float)i0 + s.s1 * (float)i1) - s.mn * sx[t * nb + sb];
-                }
+                const int4* xq = (const int4*)(qx + sb * 32);
+                acc += dot_sub<T>(sub[i], xq[0], xq[1], dx[sb], sx[sb]);
             }
         }
         if (c_next == 0) {  // the row is done
-#pragma unroll
-            for (int t = 0; t < M; t++) {
-                const float v = warp_sum(acc[t]);
-                if (lane == 0) y[(size_t)t * n + r] = v;
-                acc[t] = 0.f;
-            }
+            const float v = warp_sum(acc);
+            if (lane == 0) y[r] = v;
+            acc = 0.f;
         }
         if (r_next >= n) break;
         r = r_next;
@@ -312,14 +395,157 @@ __device__ __forceinline__ void gemv(const uint8_t* __restrict__ w, const float*
     }
 }
 
+// Most stages (chunks in flight per warp) the GEMV keeps.
+#ifndef MAX_STAGES
+#define MAX_STAGES 4
+#endif
+
+// GEMV, m <= 8, R rows per work item. Dynamic shared memory: the m tokens quantized (m * k
+// int8 levels, m * k / 32 scales and sums), then `budget` bytes per warp of stages.
+//
+// A warp's work items are (R rows, a chunk of CSB sub-blocks) over a contiguous range of
+// rows; the raw stored bytes of item j + S - 1 are copied into shared memory (cp.async,
+// 16-byte words, no registers held) while item j is decoded there, so every warp keeps S - 1
+// chunks of weights in flight. Lane l decodes sub-blocks l, l + 32, ... of the chunk; the
+// activations of a sub-block are read from shared memory once for the R rows.
+template <int T, int M, int R>
+__device__ __forceinline__ void gemv(const uint8_t* __restrict__ w, const float* __restrict__ absmax,
+                                     const float* __restrict__ x, float* __restrict__ y, int n, int k,
+                                     int row_bytes, int budget) {
+    using L = Layout<T>;
+    constexpr int CB = L::CSB / L::SBB * L::BB;                       // bytes of a whole chunk
+    constexpr int ROWB = (CB + 15) / 16 * 16 + 32;                     // + alignment and over-read
+    constexpr int AMB = T == T_NF4 ? L::CSB / 2 * 4 + 32 : 0;          // NF4 absmax of a chunk
+    constexpr int STAGE = R * (ROWB + AMB);
+    constexpr int PER = L::CSB / 32;                                   // sub-blocks per lane
+    extern __shared__ __align__(16) uint8_t smem[];
+    const int nb = k / 32;
+    int8_t* qx = (int8_t*)smem;
+    float* dx = (float*)(smem + M * k);
+    float* sx = dx + M * nb;
+    const int xbytes = (M * k + 8 * M * nb + 15) & ~15;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    const int stages = min(MAX_STAGES, budget / STAGE);
+    uint32_t dyn;
+    asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(dyn));
+    if (stages < 2 || (budget & 15) || (uint32_t)(xbytes + warps * budget) > dyn) __trap();
+    uint8_t* stage0 = smem + xbytes + warp * budget;
+
+    const int chunks = (nb + L::CSB - 1) / L::CSB;
+    const int groups = (n + R - 1) / R;
+    const int total = gridDim.x * warps, gw = blockIdx.x * warps + warp;
+    // Warp gw takes the row groups [g_lo, g_hi) (contiguous rows: measured a little faster
+    // than rows strided over the grid).
+    const int g_lo = (int)((long long)groups * gw / total), g_hi = (int)((long long)groups * (gw + 1) / total);
+    const int items = (g_hi - g_lo) * chunks;
+    const uint8_t* amb = (const uint8_t*)absmax;
+    // Copies item j into its stage; every call commits one group (empty past the last item),
+    // so "item j landed" is always "at most S - 1 groups pending".
+    auto issue = [&](int j) {
+        if (j < items) {
+            const int g = g_lo + j / chunks, sb0 = j % chunks * L::CSB;
+            const int nsb = min(L::CSB, nb - sb0);
+            uint8_t* st = stage0 + j % stages * STAGE;
+#pragma unroll
+            for (int r = 0; r < R; r++) {
+                const size_t row = (size_t)min(g * R + r, n - 1);
+                stage_bytes(st + r * (ROWB + AMB), w + row * row_bytes + sb0 / L::SBB * L::BB,
+                            nsb / L::SBB * L::BB, lane);
+                if (T == T_NF4)
+                    stage_bytes(st + r * (ROWB + AMB) + ROWB, amb + (row * (k / 64) + sb0 / 2) * 4, nsb / 2 * 4,
+                                lane);
+            }
+        }
+        cp_async_commit();
+    };
+    // Quantize the m tokens (one block per thread) first: their loads would otherwise queue
+    // behind the weight chunks (measured slower).
+    for (int b = threadIdx.x; b < M * nb; b += blockDim.x) quantize_block(x + (size_t)b * 32, qx + b * 32, dx + b, sx + b);
+    for (int j = 0; j < stages - 1; j++) issue(j);
+    __syncthreads();
+
+    float acc[R][M];
+#pragma unroll
+    for (int r = 0; r < R; r++)
+#pragma unroll
+        for (int t = 0; t < M; t++) acc[r][t] = 0.f;
+    for (int j = 0; j < items; j++) {
+        issue(j + stages - 1);  // into the stage item j - 1 used
+        cp_async_wait_pending(stages - 1);
+        __syncwarp();
+        const int g = g_lo + j / chunks, c = j % chunks, sb0 = c * L::CSB;
+        const int nsb = min(L::CSB, nb - sb0);
+        const uint8_t* st = stage0 + j % stages * STAGE;
+        const uint8_t* rp[R];
+        const float* ap[R];
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+            const size_t row = (size_t)min(g * R + r, n - 1);
+            rp[r] = st + r * (ROWB + AMB) + ((row * row_bytes + sb0 / L::SBB * L::BB) & 15);
+            ap[r] = (const float*)(st + r * (ROWB + AMB) + ROWB + (((row * (k / 64) + sb0 / 2) * 4) & 15));
+        }
+#pragma unroll
+        for (int i = 0; i < PER; i++) {
+            const int sl = lane + 32 * i;
+            if (sl < nsb) {
+                const int sb = sb0 + sl;
+                int4 xa[M], xe[M];  // read once for the R rows
+#pragma unroll
+                for (int t = 0; t < M; t++) {
+                    const int4* xq = (const int4*)(qx + t * k + sb * 32);
+                    xa[t] = xq[0];
+                    xe[t] = xq[1];
+                }
+#pragma unroll
+                for (int r = 0; r < R; r++) {
+                    Raw<T> raw;
+                    raw.template load<false>(rp[r], ap[r], sl);
+                    Sub s;
+                    raw.unpack(s);
+#pragma unroll
+                    for (int t = 0; t < M; t++)
+                        acc[r][t] += dot_sub<T>(s, xa[t], xe[t], dx[t * nb + sb], sx[t * nb + sb]);
+                }
+            }
+        }
+        __syncwarp();  // every lane is done with this stage before it is refilled
+        if (c == chunks - 1) {  // the rows are done
+#pragma unroll
+            for (int r = 0; r < R; r++)
+#pragma unroll
+                for (int t = 0; t < M; t++) {
+                    const float v = warp_sum(acc[r][t]);
+                    if (lane == 0 && g * R + r < n) y[(size_t)t * n + g * R + r] = v;
+                    acc[r][t] = 0.f;
+                }
+        }
+    }
+    cp_async_wait<0>();
+}
+
+// Rows per GEMV work item: one for a single token, GEMV_R_MULTI above (the activations are
+// read from shared memory once for those rows).
+#ifndef GEMV_R_MULTI
+#define GEMV_R_MULTI 4
+#endif
+#define GEMV_R(M) ((M) == 1 ? 1 : GEMV_R_MULTI)
+
+// Every GEMV takes the same arguments; the one-token kernel leaves `budget` (the staged
+// kernels' bytes of shared memory a warp) unused.
 #define GEMV(NAME, T, M)                                                                              \
+    extern "C" __global__ void __launch_bounds__(256, 1) NAME(const uint8_t* w, const float* absmax,      \
+                                                           const float* x, float* y, int n, int k,     \
+                                                           int row_bytes, int budget) {                \
+        gemv<T, M, GEMV_R(M)>(w, absmax, x, y, n, k, row_bytes, budget);                              \
+    }
+#define GEMV_ONE(NAME, T)                                                                             \
     extern "C" __global__ void __launch_bounds__(256, 2) NAME(const uint8_t* w, const float* absmax,      \
                                                            const float* x, float* y, int n, int k,     \
-                                                           int row_bytes) {                            \
-        gemv<T, M>(w, absmax, x, y, n, k, row_bytes);                                                  \
+                                                           int row_bytes, int) {                       \
+        gemv_regs<T>(w, absmax, x, y, n, k, row_bytes);                                               \
     }
 #define GEMV_ALL(NAME, T)                                                                             \
-    GEMV(NAME##_m1, T, 1)                                                                             \
+    GEMV_ONE(NAME##_m1, T)                                                                            \
     GEMV(NAME##_m2, T, 2)                                                                             \
     GEMV(NAME##_m3, T, 3)                                                                             \
     GEMV(NAME##_m4, T, 4)                                                                             \
@@ -342,13 +568,27 @@ extern "C" __global__ void quantize_q8(const float* __restrict__ x, int8_t* __re
     if (b < blocks) quantize_block(x + (size_t)b * 32, qx + (size_t)b * 32, dx + b, sx + b);
 }
 
-#define BM 64    // tokens per block tile
+#ifndef BM
+#define BM 128   // tokens per block tile (64 or 128)
+#endif
 #define BN 128   // weight rows per block tile
+#define MI (BM / 32)  // mma tiles of 16 tokens per warp
+#ifndef GEMM_JU
+#define GEMM_JU 2    // unrolling of the 32-value steps inside a k step
+#endif
+#define QF_STR(x) #x
+#define QF_PRAGMA(x) _Pragma(QF_STR(x))
+#define QF_UNROLL(n) QF_PRAGMA(unroll n)
 #define BK 128   // values of k per step (4 sub-blocks)
 #define LDS 144  // shared row stride in bytes (BK + 16: conflict-free fragment loads)
 
+#ifdef MMA_NONVOLATILE
+#define MMA_ASM asm
+#else
+#define MMA_ASM asm volatile
+#endif
 __device__ __forceinline__ void mma_k32(int (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
-    asm volatile(
+    MMA_ASM(
         "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
         "{%0,%1,%2,%3};\n"
         : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
@@ -356,14 +596,14 @@ __device__ __forceinline__ void mma_k32(int (&c)[4], const uint32_t (&a)[4], con
 }
 
 __device__ __forceinline__ void mma_k16(int (&c)[4], uint32_t a0, uint32_t a1, uint32_t b0) {
-    asm volatile(
+    MMA_ASM(
         "mma.sync.aligned.m16n8k16.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5}, {%6}, "
         "{%0,%1,%2,%3};\n"
         : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
         : "r"(a0), "r"(a1), "r"(b0));
 }
 
-// 8 warps: 2 along tokens x 4 along rows, each 32 tokens x 32 rows (2 x 4 mma tiles).
+// 8 warps: 2 along tokens x 4 along rows, each BM / 2 tokens x 32 rows (MI x 4 mma tiles).
 template <int T>
 __device__ __forceinline__ void gemm(const uint8_t* __restrict__ w, const float* __restrict__ absmax,
                                      const int8_t* __restrict__ qx, const float* __restrict__ dxg,
@@ -377,23 +617,28 @@ __device__ __forceinline__ void gemm(const uint8_t* __restrict__ w, const float*
     __shared__ float xsum[BM][BK / 32];
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int g = lane >> 2, t4 = lane & 3;
-    const int wm = (warp & 1) * 32, wn = (warp >> 1) * 32;
+    const int wm = (warp & 1) * (BM / 2), wn = (warp >> 1) * 32;
     const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
     const int nb = k / 32;
-    float acc[2][4][4];
+    float acc[MI][4][4];
 #pragma unroll
-    for (int i = 0; i < 2; i++)
+    for (int i = 0; i < MI; i++)
 #pragma unroll
         for (int j = 0; j < 4; j++)
 #pragma unroll
             for (int e = 0; e < 4; e++) acc[i][j][e] = 0.f;
 
     // What this thread loads each step: sub-block uj of rows urr[0], urr[1]; 16 bytes of tokens
-    // xt[0], xt[1]; the scale and sum of token qt's block qj. The next step's loads are issued
-    // before this step's math, so they are in flight while the tensor cores work.
+    // xt[0] .. xt[XV - 1]; the scale and sum of token qt[u]'s block qj. The next step's loads
+    // are issued before this step's math, so they are in flight while the tensor cores work.
+    constexpr int XV = BM / 32, QV = BM / 64;
     const int uj = tid & 3, urr[2] = {tid >> 2, (tid + 256) >> 2};
-    const int xpart = tid & 7, xt[2] = {tid >> 3, (tid + 256) >> 3};
-    const int qt = tid >> 2, qj = tid & 3;
+    const int xpart = tid & 7, qj = tid & 3;
+    int xt[XV], qt[QV];
+#pragma unroll
+    for (int u = 0; u < XV; u++) xt[u] = (tid + 256 * u) >> 3;
+#pragma unroll
+    for (int u = 0; u < QV; u++) qt[u] = (tid + 256 * u) >> 2;
     const uint8_t* wrow[2];
     const float* arow[2];
 #pragma unroll
@@ -403,19 +648,22 @@ __device__ __forceinline__ void gemm(const uint8_t* __restrict__ w, const float*
         arow[u] = absmax + (size_t)r * (k / 64);
     }
     Raw<T> raw[2];
-    uint4 xv[2];
-    float xdv, xsv;
+    uint4 xv[XV];
+    float xdv[QV], xsv[QV];
     auto load = [&](int k0) {
 #pragma unroll
-        for (int u = 0; u < 2; u++) raw[u].load(wrow[u], arow[u], k0 / 32 + uj);
+        for (int u = 0; u < 2; u++) raw[u].template load<true>(wrow[u], arow[u], k0 / 32 + uj);
 #pragma unroll
-        for (int u = 0; u < 2; u++) {
+        for (int u = 0; u < XV; u++) {
             const int t = min(m0 + xt[u], m - 1);
             xv[u] = __ldg((const uint4*)(qx + (size_t)t * k + k0 + xpart * 16));
         }
-        const int t = min(m0 + qt, m - 1);
-        xdv = __ldg(dxg + (size_t)t * nb + k0 / 32 + qj);
-        xsv = __ldg(sxg + (size_t)t * nb + k0 / 32 + qj);
+#pragma unroll
+        for (int u = 0; u < QV; u++) {
+            const int t = min(m0 + qt[u], m - 1);
+            xdv[u] = __ldg(dxg + (size_t)t * nb + k0 / 32 + qj);
+            xsv[u] = __ldg(sxg + (size_t)t * nb + k0 / 32 + qj);
+        }
     };
     load(0);
     for (int k0 = 0; k0 < k; k0 += BK) {
@@ -429,18 +677,24 @@ __device__ __forceinline__ void gemm(const uint8_t* __restrict__ w, const float*
             wsc[urr[u]][2 * uj] = s.s0;
             wsc[urr[u]][2 * uj + 1] = s.s1;
             wmn[urr[u]][uj] = s.mn;
+        }
+#pragma unroll
+        for (int u = 0; u < XV; u++) {
             const bool real = m0 + xt[u] < m;  // tokens past m are zeros
             *(uint4*)(xs + xt[u] * LDS + xpart * 16) = real ? xv[u] : make_uint4(0, 0, 0, 0);
         }
-        xd[qt][qj] = m0 + qt < m ? xdv : 0.f;
-        xsum[qt][qj] = m0 + qt < m ? xsv : 0.f;
+#pragma unroll
+        for (int u = 0; u < QV; u++) {
+            xd[qt[u]][qj] = m0 + qt[u] < m ? xdv[u] : 0.f;
+            xsum[qt[u]][qj] = m0 + qt[u] < m ? xsv[u] : 0.f;
+        }
         __syncthreads();
         if (k0 + BK < k) load(k0 + BK);
-#pragma unroll 1
+        QF_UNROLL(GEMM_JU)
         for (int j = 0; j < BK / 32; j++) {
-            uint32_t a[2][4], b[4][2];
+            uint32_t a[MI][4], b[4][2];
 #pragma unroll
-            for (int i = 0; i < 2; i++) {
+            for (int i = 0; i < MI; i++) {
                 const uint8_t* p = xs + (wm + 16 * i + g) * LDS + j * 32 + 4 * t4;
                 a[i][0] = *(const uint32_t*)p;
                 a[i][1] = *(const uint32_t*)(p + 8 * LDS);
@@ -453,32 +707,56 @@ __device__ __forceinline__ void gemm(const uint8_t* __restrict__ w, const float*
                 b[q][0] = *(const uint32_t*)p;
                 b[q][1] = *(const uint32_t*)(p + 16);
             }
+#ifdef GEMM_SPLIT
+            // All products of this 32-value step first, then their scaling.
+            int cc[MI][4][4];
+            if (T != T_Q6K) {
 #pragma unroll
-            for (int i = 0; i < 2; i++) {
+                for (int i = 0; i < MI; i++)
+#pragma unroll
+                    for (int q = 0; q < 4; q++) {
+#pragma unroll
+                        for (int e = 0; e < 4; e++) cc[i][q][e] = BIAS;
+                        mma_k32(cc[i][q], a[i], b[q]);
+                    }
+            }
+#endif
+#pragma unroll
+            for (int i = 0; i < MI; i++) {
                 const float d0 = xd[wm + 16 * i + g][j], d1 = xd[wm + 16 * i + g + 8][j];
                 const float s0 = xsum[wm + 16 * i + g][j], s1 = xsum[wm + 16 * i + g + 8][j];
 #pragma unroll
                 for (int q = 0; q < 4; q++) {
                     const int c0 = wn + 8 * q + 2 * t4;  // the two rows of this thread's outputs
                     if (T == T_Q6K) {
-                        int lo[4] = {0, 0, 0, 0}, hi[4] = {0, 0, 0, 0};
+                        int lo[4] = {BIAS, BIAS, BIAS, BIAS}, hi[4] = {BIAS, BIAS, BIAS, BIAS};
                         mma_k16(lo, a[i][0], a[i][1], b[q][0]);
                         mma_k16(hi, a[i][2], a[i][3], b[q][1]);
                         const float wa0 = wsc[c0][2 * j], wb0 = wsc[c0][2 * j + 1];
                         const float wa1 = wsc[c0 + 1][2 * j], wb1 = wsc[c0 + 1][2 * j + 1];
-                        acc[i][q][0] += d0 * (wa0 * (float)lo[0] + wb0 * (float)hi[0]);
-                        acc[i][q][1] += d0 * (wa1 * (float)lo[1] + wb1 * (float)hi[1]);
-                        acc[i][q][2] += d1 * (wa0 * (float)lo[2] + wb0 * (float)hi[2]);
-                        acc[i][q][3] += d1 * (wa1 * (float)lo[3] + wb1 * (float)hi[3]);
+                        acc[i][q][0] += d0 * (wa0 * unbias(lo[0]) + wb0 * unbias(hi[0]));
+                        acc[i][q][1] += d0 * (wa1 * unbias(lo[1]) + wb1 * unbias(hi[1]));
+                        acc[i][q][2] += d1 * (wa0 * unbias(lo[2]) + wb0 * unbias(hi[2]));
+                        acc[i][q][3] += d1 * (wa1 * unbias(lo[3]) + wb1 * unbias(hi[3]));
                     } else {
-                        int c[4] = {0, 0, 0, 0};
+#ifdef GEMM_SPLIT
+                        const int* c = cc[i][q];
+#else
+                        int c[4] = {BIAS, BIAS, BIAS, BIAS};
                         mma_k32(c, a[i], b[q]);
+#endif
                         const float w0 = wsc[c0][2 * j], w1 = wsc[c0 + 1][2 * j];
-                        const float mn0 = wmn[c0][j], mn1 = wmn[c0 + 1][j];
-                        acc[i][q][0] += d0 * w0 * (float)c[0] - mn0 * s0;
-                        acc[i][q][1] += d0 * w1 * (float)c[1] - mn1 * s0;
-                        acc[i][q][2] += d1 * w0 * (float)c[2] - mn0 * s1;
-                        acc[i][q][3] += d1 * w1 * (float)c[3] - mn1 * s1;
+                        acc[i][q][0] += d0 * w0 * unbias(c[0]);
+                        acc[i][q][1] += d0 * w1 * unbias(c[1]);
+                        acc[i][q][2] += d1 * w0 * unbias(c[2]);
+                        acc[i][q][3] += d1 * w1 * unbias(c[3]);
+                        if (T == T_Q4K) {
+                            const float mn0 = wmn[c0][j], mn1 = wmn[c0 + 1][j];
+                            acc[i][q][0] -= mn0 * s0;
+                            acc[i][q][1] -= mn1 * s0;
+                            acc[i][q][2] -= mn0 * s1;
+                            acc[i][q][3] -= mn1 * s1;
+                        }
                     }
                 }
             }
@@ -486,7 +764,7 @@ __device__ __forceinline__ void gemm(const uint8_t* __restrict__ w, const float*
         __syncthreads();
     }
 #pragma unroll
-    for (int i = 0; i < 2; i++)
+    for (int i = 0; i < MI; i++)
 #pragma unroll
         for (int q = 0; q < 4; q++) {
             const int t0 = m0 + wm + 16 * i + g, r0 = n0 + wn + 8 * q + 2 * t4;
@@ -498,8 +776,12 @@ __device__ __forceinline__ void gemm(const uint8_t* __restrict__ w, const float*
         }
 }
 
+// The GEMM's launch shape for the host (src/kernels/cuda.rs reads it from the module):
+// tokens and weight rows per block, dynamic shared memory bytes, threads.
+extern "C" __constant__ int gemm_config[4] = {BM, BN, 0, 256};
+
 #define GEMM(NAME, T)                                                                                 \
-    extern "C" __global__ void __launch_bounds__(256, 2) NAME(                                        \
+    extern "C" __global__ void __launch_bounds__(256, 128 / BM) NAME(                                 \
         const uint8_t* w, const float* absmax, const int8_t* qx, const float* dx, const float* sx,     \
         float* y, int m, int n, int k, int row_bytes) {                                                \
         gemm<T>(w, absmax, qx, dx, sx, y, m, n, k, row_bytes);                                         \

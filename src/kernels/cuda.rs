@@ -45,12 +45,23 @@ pub const CUDA_TYPES: [WeightType; 5] = [
 /// last 2-aligned block.
 const WEIGHT_PAD: usize = 64;
 
+/// Zero values after the NF4 absmax: the GEMV copies whole aligned 16-byte words.
+const ABSMAX_PAD: usize = 16;
+
 /// Threads per block of every kernel.
 const THREADS: u32 = 256;
 
-/// GEMM tile: tokens x weight rows per block.
-const TILE_M: usize = 64;
-const TILE_N: usize = 128;
+/// Shared memory the driver keeps per block (of the multiprocessor's total).
+const SMEM_RESERVED: usize = 1024;
+
+/// GEMV stage bytes a warp: at least two stages of the largest item (four NF4 rows of 128
+/// sub-blocks with their absmax, 9472 bytes: `Layout` and `GEMV_R` in qgemm.cu), at most
+/// 32 KB.
+const GEMV_MIN_BUDGET: usize = 19 << 10;
+const GEMV_MAX_BUDGET: usize = 32 << 10;
+
+/// The `__constant__` of the PTX that gives the GEMM's launch shape.
+const GEMM_CONFIG: &str = "gemm_config";
 
 /// The source hash [`PTX`] was compiled from (its first line).
 pub fn ptx_source_sha256(ptx: &str) -> Option<&str> {
@@ -84,6 +95,48 @@ pub struct Gpu {
     pub ptx_source_sha256: Option<String>,
     /// Shared memory a block may opt in to.
     smem_optin: u32,
+    /// The GEMM's launch shape, as the loaded kernels declare it.
+    gemm: GemmConfig,
+}
+
+/// The GEMM kernels' launch shape, read from the PTX (`gemm_config` in qgemm.cu), so the
+/// host follows the kernels' tile sizes.
+#[derive(Debug, Clone, Copy)]
+struct GemmConfig {
+    /// Tokens per block.
+    tile_m: usize,
+    /// Weight rows per block.
+    tile_n: usize,
+    /// Dynamic shared memory bytes per block.
+    smem: u32,
+    /// Threads per block.
+    threads: u32,
+}
+
+impl GemmConfig {
+    fn read(module: &Arc<CudaModule>, stream: &Arc<CudaStream>) -> Result<GemmConfig> {
+        let global = driver(module.get_global(GEMM_CONFIG, stream), "module global")?;
+        let mut bytes = [0u8; 16];
+        if global.len() != bytes.len() {
+            anyhow::bail!(
+                "CUDA module global {GEMM_CONFIG} has {} bytes, not 16",
+                global.len()
+            );
+        }
+        driver(stream.memcpy_dtoh(&global, &mut bytes), "download")?;
+        driver(stream.synchronize(), "synchronize")?;
+        let v = |i: usize| i32::from_le_bytes(bytes[4 * i..4 * i + 4].try_into().unwrap());
+        let (tile_m, tile_n, smem, threads) = (v(0), v(1), v(2), v(3));
+        if tile_m <= 0 || tile_n <= 0 || smem < 0 || threads <= 0 || threads % 32 != 0 {
+            anyhow::bail!("CUDA module global {GEMM_CONFIG} is not a launch shape: {tile_m}, {tile_n}, {smem}, {threads}");
+        }
+        Ok(GemmConfig {
+            tile_m: tile_m as usize,
+            tile_n: tile_n as usize,
+            smem: smem as u32,
+            threads: threads as u32,
+        })
+    }
 }
 
 /// A weight matrix in GPU memory, in its stored layout.
@@ -104,7 +157,7 @@ impl GpuMatrix {
     pub fn bytes(&self) -> u64 {
         (self.data.len() - WEIGHT_PAD) as u64
             + if self.ty == WeightType::Nf4 {
-                self.absmax.len() as u64 * 4
+                (self.absmax.len() - ABSMAX_PAD) as u64 * 4
             } else {
                 0
             }
@@ -172,6 +225,7 @@ impl Gpu {
             "module load",
         )?;
         let stream = ctx.default_stream();
+        let gemm = GemmConfig::read(&module, &stream)?;
         Ok(Gpu {
             ctx,
             stream,
@@ -182,6 +236,7 @@ impl Gpu {
             l2_bytes,
             ptx_source_sha256,
             smem_optin,
+            gemm,
         })
     }
 
@@ -215,7 +270,10 @@ impl Gpu {
         let absmax = if w.absmax.is_empty() {
             driver(self.stream.alloc_zeros::<f32>(1), "alloc")?
         } else {
-            driver(self.stream.clone_htod(&w.absmax), "upload")?
+            let mut a = Vec::with_capacity(w.absmax.len() + ABSMAX_PAD);
+            a.extend_from_slice(&w.absmax);
+            a.resize(w.absmax.len() + ABSMAX_PAD, 0.0);
+            driver(self.stream.clone_htod(&a), "upload")?
         };
         Ok(GpuMatrix {
             ty: w.ty,
@@ -232,7 +290,7 @@ impl Gpu {
         let m = x.len() / w.k;
         assert_eq!(x.len(), m * w.k, "x must hold m * k values");
         let s = &self.stream;
-        let gemm = m > GEMV_MAX_M;
+        let gemm = m > GEMV_MAX_M || self.gemv_budget(m, w.k).is_none();
         let q = if gemm { m * w.k } else { 1 };
         Ok(Scratch {
             m,
@@ -244,56 +302,86 @@ impl Gpu {
         })
     }
 
-    /// Queues `y = x W^T` for the `s.m` tokens of `s` (GEMV up to [`GEMV_MAX_M`], quantize +
-    /// tensor-core GEMM above).
+    /// Bytes of the `m` quantized tokens of `k` values in the GEMV's shared memory.
+    fn gemv_token_bytes(m: usize, k: usize) -> usize {
+        (m * k + 8 * m * (k / 32)).next_multiple_of(16)
+    }
+
+    /// The GEMV's stage bytes a warp for `m <= GEMV_MAX_M` tokens of `k` values: 0 for one
+    /// token (the register GEMV has no stages); `None` where the tokens and two stages a warp
+    /// do not fit in a block's shared memory, and the GEMM takes the call instead.
+    fn gemv_budget(&self, m: usize, k: usize) -> Option<usize> {
+        let xbytes = Self::gemv_token_bytes(m, k);
+        let optin = self.smem_optin as usize;
+        if m == 1 {
+            return (xbytes <= optin).then_some(0);
+        }
+        let warps = (THREADS / 32) as usize;
+        let free = optin.saturating_sub(SMEM_RESERVED + xbytes);
+        let budget = (free / warps).min(GEMV_MAX_BUDGET) & !15;
+        (budget >= GEMV_MIN_BUDGET).then_some(budget)
+    }
+
+    /// Queues the GEMV (`m <= GEMV_MAX_M`): shared memory holds the quantized tokens, then
+    /// `budget` bytes a warp of stages of streamed weight chunks (none for one token).
+    fn enqueue_gemv(
+        &self,
+        w: &GpuMatrix,
+        s: &mut Scratch,
+        row_bytes: i32,
+        budget: usize,
+    ) -> Result<()> {
+        let (m, n, k) = (s.m, w.n, w.k);
+        let warps = (THREADS / 32) as usize;
+        let smem = (Self::gemv_token_bytes(m, k) + warps * budget) as u32;
+        let f = self.function(&format!("gemv_{}_m{m}", w.ty.name()))?;
+        if smem > 48 << 10 {
+            driver(
+                f.set_attribute(
+                    sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                    smem as i32,
+                ),
+                "kernel attribute",
+            )?;
+        }
+        let per_sm = driver(
+            f.occupancy_max_active_blocks_per_multiprocessor(THREADS, smem as usize, None),
+            "occupancy",
+        )?
+        .max(1);
+        // A persistent grid: every resident warp strides over the rows.
+        let grid = (per_sm * self.sms).min(n.div_ceil(warps) as u32).max(1);
+        let cfg = LaunchConfig {
+            grid_dim: (grid, 1, 1),
+            block_dim: (THREADS, 1, 1),
+            shared_mem_bytes: smem,
+        };
+        let (ni, ki, bi) = (n as i32, k as i32, budget as i32);
+        let mut b = self.stream.launch_builder(&f);
+        b.arg(&w.data)
+            .arg(&w.absmax)
+            .arg(&s.x)
+            .arg(&mut s.y)
+            .arg(&ni)
+            .arg(&ki)
+            .arg(&row_bytes)
+            .arg(&bi);
+        // SAFETY: the arguments match the kernel's signature; the buffers hold n rows of
+        // row_bytes (padded), m x k and m x n values, as the kernel reads and writes; the
+        // shared memory holds the tokens and `budget` bytes a warp, which the kernel checks.
+        driver(unsafe { b.launch(cfg) }, "launch").map(|_| ())
+    }
+
+    /// Queues `y = x W^T` for the `s.m` tokens of `s` (GEMV up to [`GEMV_MAX_M`] where its
+    /// shared memory fits, quantize + tensor-core GEMM otherwise).
     pub fn enqueue(&self, w: &GpuMatrix, s: &mut Scratch) -> Result<()> {
         let (m, n, k) = (s.m, w.n, w.k);
         let row_bytes = QuantMatrix::row_bytes_of(w.ty, k) as i32;
         let (ni, ki) = (n as i32, k as i32);
         if m <= GEMV_MAX_M {
-            let smem = (m * k + 2 * m * (k / 32) * 4) as u32;
-            if smem <= self.smem_optin {
-                let f = self.function(&format!("gemv_{}_m{m}", w.ty.name()))?;
-                if smem > 48 << 10 {
-                    driver(
-                        f.set_attribute(
-                            sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                            smem as i32,
-                        ),
-                        "kernel attribute",
-                    )?;
-                }
-                let per_sm = driver(
-                    f.occupancy_max_active_blocks_per_multiprocessor(THREADS, smem as usize, None),
-                    "occupancy",
-                )?
-                .max(1);
-                // Whole rows per warp, as few rounds as the resident warps allow.
-                let warps = (THREADS / 32) as usize;
-                let resident = per_sm as usize * self.sms as usize * warps;
-                let rounds = n.div_ceil(resident);
-                let grid = n.div_ceil(warps * rounds) as u32;
-                let cfg = LaunchConfig {
-                    grid_dim: (grid, 1, 1),
-                    block_dim: (THREADS, 1, 1),
-                    shared_mem_bytes: smem,
-                };
-                let mut b = self.stream.launch_builder(&f);
-                b.arg(&w.data)
-                    .arg(&w.absmax)
-                    .arg(&s.x)
-                    .arg(&mut s.y)
-                    .arg(&ni)
-                    .arg(&ki)
-                    .arg(&row_bytes);
-                // SAFETY: the arguments match the kernel's signature; the buffers hold n rows
-                // of row_bytes, m x k and m x n values, as the kernel reads and writes.
-                return driver(unsafe { b.launch(cfg) }, "launch").map(|_| ());
+            if let Some(budget) = self.gemv_budget(m, k) {
+                return self.enqueue_gemv(w, s, row_bytes, budget);
             }
-            bail_invalid!(
-                "--device cuda: m={m} x k={k} needs {smem} bytes of shared memory; the GPU has {}",
-                self.smem_optin
-            );
         }
         let blocks = (m * k / 32) as i32;
         let q = self.function("quantize_q8")?;
@@ -312,10 +400,20 @@ impl Gpu {
         driver(unsafe { b.launch(cfg) }, "launch")?;
         let f = self.function(&format!("gemm_{}", w.ty.name()))?;
         let mi = m as i32;
+        let g = self.gemm;
+        if g.smem > 48 << 10 {
+            driver(
+                f.set_attribute(
+                    sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                    g.smem as i32,
+                ),
+                "kernel attribute",
+            )?;
+        }
         let cfg = LaunchConfig {
-            grid_dim: (n.div_ceil(TILE_N) as u32, m.div_ceil(TILE_M) as u32, 1),
-            block_dim: (THREADS, 1, 1),
-            shared_mem_bytes: 0,
+            grid_dim: (n.div_ceil(g.tile_n) as u32, m.div_ceil(g.tile_m) as u32, 1),
+            block_dim: (g.threads, 1, 1),
+            shared_mem_bytes: g.smem,
         };
         let mut b = self.stream.launch_builder(&f);
         b.arg(&w.data)
@@ -484,7 +582,7 @@ mod tests {
         assert!(Gpu::check_shape(WeightType::Iq4Xs, 3, 256).is_err());
     }
 
-    /// On a machine with a GPU: every type, GEMV and GEMM token counts, a row count that is
+    /// On a machine with a GPU: every type, GEMV and GEMM token counts, row counts that are
     /// not a multiple of the tile, against the f64 reference (skipped without a GPU).
     #[test]
     fn gpu_kernels_match_the_reference() {
@@ -500,15 +598,22 @@ mod tests {
                 return;
             }
         };
-        let (n, k) = (200, 768);
-        for ty in CUDA_TYPES {
-            let w = QuantMatrix::random(ty, n, k, 5).unwrap();
-            let gw = gpu.upload(&w).unwrap();
-            for m in [1, 2, 5, 8, 9, 70] {
-                let x = activations(m, k);
-                let y = gpu.matmul(&gw, &x).unwrap();
-                let want = crate::kernels::reference_matmul(&w, &x);
-                assert_close(&w, &x, &y, &want, &format!("cuda {} m={m}", ty.name()));
+        // k = 768: one partial GEMV chunk a row; k = 4352: a whole chunk and a partial one
+        // (two whole ones for Q8_0 and Q6_K), rows that are not 16-byte aligned for Q8_0/Q4_0.
+        for (n, k, ms) in [
+            (200, 768, &[1, 2, 5, 8, 9, 70][..]),
+            (67, 4352, &[1, 3, 8, 17][..]),
+        ] {
+            for ty in CUDA_TYPES {
+                let w = QuantMatrix::random(ty, n, k, 5).unwrap();
+                let gw = gpu.upload(&w).unwrap();
+                for &m in ms {
+                    let x = activations(m, k);
+                    let y = gpu.matmul(&gw, &x).unwrap();
+                    let want = crate::kernels::reference_matmul(&w, &x);
+                    let what = format!("cuda {} n={n} k={k} m={m}", ty.name());
+                    assert_close(&w, &x, &y, &want, &what);
+                }
             }
         }
     }

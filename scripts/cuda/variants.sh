@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Tuning on the GPU machine: compiles kernels/cuda/qgemm.cu with extra nvcc flags per variant
+# and runs bench-gemm --device cuda with each PTX (QFORGE_CUDA_PTX), so several kernel
+# versions are timed in one run. The host follows the kernels' shapes (gemm_config).
+# Usage: scripts/cuda/variants.sh OUTDIR "TYPES" "M,..." NAME='-DFLAG=V ...' ...
+# Writes OUTDIR/variants.jsonl ({"variant": NAME, ...report}) and prints one line per result.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+out=$1 types=$2 ms=$3; shift 3
+mkdir -p "$out"
+for v in "$@"; do
+  name=${v%%=*} flags=${v#*=}
+  ptx=/tmp/qgemm-$name.ptx
+  # shellcheck disable=SC2086
+  if ! nvcc -arch=sm_90 -O3 -ptx $flags kernels/cuda/qgemm.cu -o "$ptx.tmp"; then
+    echo "variant $name: nvcc failed"; continue
+  fi
+  { echo "// qforge source sha256: variant $name"; cat "$ptx.tmp"; } > "$ptx"
+  for ty in $types; do
+    QFORGE_CUDA_PTX=$ptx ./gpu-bin/qforge bench-gemm --device cuda --type "$ty" --n 14336 --k 4096 \
+      --m "$ms" --reps 40 --json > /tmp/variant.json || { echo "variant $name $ty: bench failed"; continue; }
+    python3 - "$name" /tmp/variant.json "$out/variants.jsonl" <<'PY'
+import json, sys
+name, src, dst = sys.argv[1:]
+r = json.load(open(src)); r["variant"] = name
+open(dst, "a").write(json.dumps(r) + "\n")
+for x in r["results"]:
+    print(f"variant {name:10s} {r['weight_type']:5s} m={x['m']:<4d} {x['median_ms']*1e3:8.1f} us "
+          f"{x['effective_gbs']:6.0f} GB/s ({x['pct_bandwidth']:.0f}%) {x['gflops']/1e3:6.1f} TFLOP/s err {x['rel_err']:.1e}")
+PY
+  done
+done
