@@ -26,8 +26,8 @@ use super::activation::ActRow;
 use super::weights::QuantMatrix;
 
 pub use scalar::dot as dot_scalar;
-pub use scalar::{iq4_xs_code, iq4_xs_scale, q5_level};
 pub(crate) use scalar::q6_level;
+pub use scalar::{iq4_xs_code, iq4_xs_scale, q5_level};
 
 use crate::cpu::Level;
 
