@@ -18,7 +18,8 @@ const TOKEN_GROUP: usize = 16;
 enum Layout {
     /// ggml / bitsandbytes rows, as read from the file.
     Rows(Arc<QuantMatrix>),
-    /// Q4_K, NF4, Q4_0 or Q8_0 in 16-row tiles (AVX-512 VNNI and AVX2).
+    /// Q4_K, Q5_K, IQ4_XS, NF4, Q4_0 or Q8_0 in 16-row tiles (AVX-512 VNNI; AVX2 but
+    /// Q5_K and IQ4_XS).
     #[cfg(target_arch = "x86_64")]
     Tiled(super::tiled::Tiled),
     /// Q6_K: the rows for fewer than [`super::tiled::Q6K_TILES_FROM_M`] tokens (its
@@ -39,8 +40,8 @@ pub struct Fused {
 impl Fused {
     /// A fused backend over `w` running on `isa`; on AVX-512 VNNI every type with a
     /// multiple of 16 rows is repacked into tiles (and the rows are then dropped, but for
-    /// Q6_K, which keeps them for few tokens); on AVX2 every such type but Q6_K. Q5_K and
-    /// IQ4_XS have no tiles yet: they run their row kernels.
+    /// Q6_K, which keeps them for few tokens); on AVX2 every such type but Q6_K, Q5_K and
+    /// IQ4_XS (no AVX2 tile kernels: they run their row kernels).
     pub fn new(w: Arc<QuantMatrix>, isa: Isa) -> Self {
         #[cfg(target_arch = "x86_64")]
         {
@@ -176,7 +177,7 @@ mod tests {
     fn fused_matches_the_f64_reference_on_every_isa_and_token_count() {
         for ty in WeightType::ALL {
             // 70 rows: the row kernels; 48: tiles on AVX-512 (Q6_K: from 4 tokens on) and
-            // AVX2 (but Q6_K), rows for Q5_K and IQ4_XS.
+            // AVX2 (but Q6_K, Q5_K and IQ4_XS).
             for n in [70, 48] {
                 let w = Arc::new(QuantMatrix::random(ty, n, 512, 5).unwrap());
                 for m in [1, 5, 21] {
@@ -242,8 +243,8 @@ mod tests {
     #[test]
     fn simd_and_scalar_agree_to_rounding() {
         let isas = Isa::available();
-        // 33 rows: the row kernels; 32: tiles on AVX-512 (all types but Q5_K and IQ4_XS)
-        // and AVX2 (but Q6_K, Q5_K and IQ4_XS).
+        // 33 rows: the row kernels; 32: tiles on AVX-512 (all types) and AVX2 (but Q6_K,
+        // Q5_K and IQ4_XS).
         let all = |n: usize| WeightType::ALL.map(|t| (t, n));
         for (ty, n) in all(33).into_iter().chain(all(32)) {
             let w = Arc::new(QuantMatrix::random(ty, n, 1024, 9).unwrap());
@@ -252,10 +253,8 @@ mod tests {
             for &isa in &isas {
                 let mut y = vec![0f32; 6 * n];
                 let b = Fused::new(w.clone(), isa);
-                let rows_only = matches!(ty, WeightType::Q5K | WeightType::Iq4Xs);
-                let tiles = n == 32
-                    && !rows_only
-                    && (isa == Isa::Avx512Vnni || (isa == Isa::Avx2 && ty != WeightType::Q6K));
+                let avx2_rows = matches!(ty, WeightType::Q6K | WeightType::Q5K | WeightType::Iq4Xs);
+                let tiles = n == 32 && (isa == Isa::Avx512Vnni || (isa == Isa::Avx2 && !avx2_rows));
                 assert_eq!(b.is_tiled(), tiles, "{ty:?} {isa:?} n={n}");
                 b.matmul(&x, &mut y).unwrap();
                 ys.push(y);

@@ -20,8 +20,15 @@
 //!   value is `d * scale * (level - 32)`) as bytes in lines of 4 values of the 16 rows.
 //!   4384 bytes per 16 x 256 values: 8.56 bits per weight (ggml: 6.56), so Q6_K keeps its
 //!   rows too and takes the tiles only from [`Q6K_TILES_FROM_M`] tokens on.
+//! - Q5_K: the Q4_K tile (its low 4 bits of each level), then the fifth bits as two 64-bit
+//!   masks per line (one bit per byte of the low and of the high nibbles), added as 16 with a
+//!   masked byte add. 2880 bytes per 16 x 256 values: 5.625 bits per weight (ggml: 5.5).
+//! - IQ4_XS: a tile is one 256-value super-block of 16 rows: the f16 `d` of each row, the
+//!   signed 6-bit group scales (`ls - 32`) as bytes (group major), then the 4-bit table
+//!   indices, which become the table values + 128 in registers with `vpshufb`. 2208 bytes
+//!   per 16 x 256 values: 4.3125 bits per weight (ggml: 4.25).
 //!
-//! Codes stored with an offset (NF4 and Q8_0 +128, Q4_0 +8) are corrected once per
+//! Codes stored with an offset (NF4, Q8_0 and IQ4_XS +128, Q4_0 +8) are corrected once per
 //! 32 values with `-offset *` the sum of the token's 32 activations (Q6_K: +32, per 16
 //! values), which starts the integer accumulator.
 //!
@@ -32,10 +39,12 @@
 //! activations are read from memory once per panel, not once per tile row.
 
 use super::activation::{ActRow, Activations};
-use super::dot::{q6_level, NF4_I8};
+use super::dot::{iq4_xs_code, iq4_xs_scale, q5_level, q6_level, NF4_I8};
 use super::weights::{QuantMatrix, WeightType, NF4_BLOCK};
-use crate::formats::blocks::{block_at, BlockQ4K, BlockQ4_0, BlockQ6K, BlockQ8_0, QK, QK_K};
-use crate::quant::ggml::get_scale_min_k4;
+use crate::formats::blocks::{
+    block_at, BlockIq4Xs, BlockQ4K, BlockQ4_0, BlockQ5K, BlockQ6K, BlockQ8_0, QK, QK_K,
+};
+use crate::quant::ggml::{get_scale_min_k4, KVALUES_IQ4NL};
 use rayon::prelude::*;
 
 /// The AVX2 kernels over the same tiles.
@@ -57,6 +66,12 @@ pub const Q8_0_TILE_BYTES: usize = 32 + 8 * 64;
 /// Bytes of one Q6_K tile (16 f16 `d`, 16 x 16 int8 scales, 64 lines of 4 levels).
 pub const Q6K_TILE_BYTES: usize = Q6K_AT + 64 * 64;
 
+/// Bytes of one Q5_K tile (a Q4_K tile, then two 8-byte masks of fifth bits per line).
+pub const Q5_K_TILE_BYTES: usize = TILE_BYTES + 32 * 16;
+
+/// Bytes of one IQ4_XS tile (16 f16 `d`, 8 x 16 group scales, 32 lines of indices).
+pub const IQ4_XS_TILE_BYTES: usize = IQ4_XS_QS_AT + 32 * 64;
+
 /// Q6_K takes its tiles (bytes, not 6 bits) from this many tokens on; below, its rows.
 pub const Q6K_TILES_FROM_M: usize = 4;
 
@@ -74,6 +89,8 @@ enum Kind {
     Q4_0,
     Q8_0,
     Q6K,
+    Q5K,
+    Iq4Xs,
 }
 
 impl Kind {
@@ -84,14 +101,15 @@ impl Kind {
             WeightType::Q4_0 => Some(Kind::Q4_0),
             WeightType::Q8_0 => Some(Kind::Q8_0),
             WeightType::Q6K => Some(Kind::Q6K),
-            WeightType::Q5K | WeightType::Iq4Xs => None,
+            WeightType::Q5K => Some(Kind::Q5K),
+            WeightType::Iq4Xs => Some(Kind::Iq4Xs),
         }
     }
 
     /// Values of a row in one tile.
     fn values(self) -> usize {
         match self {
-            Kind::Q4K | Kind::Q6K => QK_K,
+            Kind::Q4K | Kind::Q6K | Kind::Q5K | Kind::Iq4Xs => QK_K,
             Kind::Nf4 | Kind::Q4_0 => 64,
             Kind::Q8_0 => 32,
         }
@@ -104,16 +122,19 @@ impl Kind {
             Kind::Nf4 | Kind::Q4_0 => NIBBLE_TILE_BYTES,
             Kind::Q8_0 => Q8_0_TILE_BYTES,
             Kind::Q6K => Q6K_TILE_BYTES,
+            Kind::Q5K => Q5_K_TILE_BYTES,
+            Kind::Iq4Xs => IQ4_XS_TILE_BYTES,
         }
     }
 
-    /// The offset the stored codes carry (none for Q4_K, which corrects with its mins).
+    /// The offset the stored codes carry (none for Q4_K and Q5_K, which correct with
+    /// their mins).
     fn bias(self) -> i32 {
         match self {
-            Kind::Q4K => 0,
+            Kind::Q4K | Kind::Q5K => 0,
             Kind::Q4_0 => 8,
             Kind::Q6K => 32,
-            Kind::Nf4 | Kind::Q8_0 => 128,
+            Kind::Nf4 | Kind::Q8_0 | Kind::Iq4Xs => 128,
         }
     }
 }
@@ -142,7 +163,15 @@ const SC_AT: usize = 64;
 const MN_AT: usize = 192;
 const QS_AT: usize = 320;
 
-/// Q4_K, Q6_K, NF4, Q4_0 or Q8_0 weights as 16-row tiles, `n / 16` tile rows of
+/// Offset of the fifth-bit masks in a Q5_K tile (after the Q4_K tile of the low bits).
+const Q5_QH_AT: usize = TILE_BYTES;
+
+/// Offsets in an IQ4_XS tile: the f16 `d` of each row, the group scales, the indices.
+const IQ4_XS_D_AT: usize = 0;
+const IQ4_XS_LS_AT: usize = 32;
+const IQ4_XS_QS_AT: usize = 160;
+
+/// Q4_K, Q5_K, Q6_K, IQ4_XS, NF4, Q4_0 or Q8_0 weights as 16-row tiles, `n / 16` tile rows of
 /// `k / values` tiles each.
 pub struct Tiled {
     kind: Kind,
@@ -159,9 +188,10 @@ impl Tiled {
         Kind::of(w.ty).is_some() && w.n.is_multiple_of(TILE_ROWS)
     }
 
-    /// Whether `w` can be tiled for the AVX2 kernels, which take every tiled type but Q6_K.
+    /// Whether `w` can be tiled for the AVX2 kernels, which take every tiled type but
+    /// Q6_K, Q5_K and IQ4_XS (those keep their rows at AVX2).
     pub fn fits_avx2(w: &QuantMatrix) -> bool {
-        Self::fits(w) && w.ty != WeightType::Q6K
+        Self::fits(w) && !matches!(w.ty, WeightType::Q6K | WeightType::Q5K | WeightType::Iq4Xs)
     }
 
     /// Repacks `w` (which must [`fit`](Self::fits)), tile rows in parallel.
@@ -190,6 +220,8 @@ impl Tiled {
                             ),
                             Kind::Q8_0 => pack_q8_0(tile, r, block_at(w.row(row), i)),
                             Kind::Q6K => pack_q6_k(tile, r, block_at(w.row(row), i)),
+                            Kind::Q5K => pack_q5_k(tile, r, block_at(w.row(row), i)),
+                            Kind::Iq4Xs => pack_iq4_xs(tile, r, block_at(w.row(row), i)),
                         }
                     }
                 }
@@ -297,6 +329,37 @@ fn pack_q6_k(tile: &mut [u8], r: usize, blk: &BlockQ6K) {
     }
 }
 
+/// Row `r` of a Q5_K tile from the row's ggml block `blk`: its low 4 bits as the Q4_K
+/// tile (a Q5_K block is a Q4_K block plus `qh`), then the fifth bits.
+fn pack_q5_k(tile: &mut [u8], r: usize, blk: &BlockQ5K) {
+    let low = BlockQ4K {
+        d: blk.d,
+        dmin: blk.dmin,
+        scales: blk.scales,
+        qs: blk.qs,
+    };
+    pack_q4_k(tile, r, &low);
+    for g in 0..QK_K / 8 {
+        for (half, at) in [(0, Q5_QH_AT + 16 * g), (4, Q5_QH_AT + 16 * g + 8)] {
+            let mut mask = u64::from_le_bytes(tile[at..at + 8].try_into().expect("8 bytes"));
+            for b in 0..4 {
+                let fifth = u64::from(q5_level(blk, 8 * g + half + b) >> 4);
+                mask |= fifth << (4 * r + b);
+            }
+            tile[at..at + 8].copy_from_slice(&mask.to_le_bytes());
+        }
+    }
+}
+
+/// Row `r` of an IQ4_XS tile from the row's ggml block `blk`.
+fn pack_iq4_xs(tile: &mut [u8], r: usize, blk: &BlockIq4Xs) {
+    tile[IQ4_XS_D_AT + 2 * r..IQ4_XS_D_AT + 2 * r + 2].copy_from_slice(&blk.d);
+    for g in 0..8 {
+        tile[IQ4_XS_LS_AT + 16 * g + r] = iq4_xs_scale(blk, g) as i8 as u8;
+    }
+    regroup(&mut tile[IQ4_XS_QS_AT..], r, QK_K, |e| iq4_xs_code(blk, e));
+}
+
 /// Writes row `r`'s `values` 4-bit codes (`code(e)`) into the 64-byte lines of 8 values.
 fn regroup(lines: &mut [u8], r: usize, values: usize, code: impl Fn(usize) -> u8) {
     for g in 0..values / 8 {
@@ -326,7 +389,7 @@ struct Group {
     count: usize,
     /// The quantized values: 4 values of each token in turn (`[k / 4][count][4]`).
     xs: Vec<i8>,
-    /// Per 32 values (Q6_K: 16): Q4_K's activation sum as f32 (`[blocks][count]`).
+    /// Per 32 values: Q4_K's and Q5_K's activation sum as f32 (`[blocks][count]`).
     sums: Vec<f32>,
     /// Per 32 values (Q6_K: 16): `-bias *` the activation sum (`[blocks][count]`).
     offsets: Vec<i32>,
@@ -357,7 +420,7 @@ impl Group {
                 .collect()
         };
         let (sums, offsets) = match kind {
-            Kind::Q4K => (
+            Kind::Q4K | Kind::Q5K => (
                 interleave(&sum).into_iter().map(|s| s as f32).collect(),
                 Vec::new(),
             ),
@@ -450,7 +513,9 @@ mod x86 {
         let x = Interleaved::<T>(g.xs.as_ptr());
         let (dx, sums, offsets) = (g.dx.as_ptr(), g.sums.as_ptr(), g.offsets.as_ptr());
         match w.kind {
-            Kind::Q4K => q4_k::<T>(tiles, x, dx, sums, res),
+            Kind::Q4K => q4_k::<T, false>(tiles, x, dx, sums, res),
+            Kind::Q5K => q4_k::<T, true>(tiles, x, dx, sums, res),
+            Kind::Iq4Xs => iq4_xs::<T>(tiles, x, dx, offsets, res),
             Kind::Nf4 => nibbles::<T, Nf4>(tiles, x, dx, offsets, res),
             Kind::Q4_0 => nibbles::<T, Q4_0>(tiles, x, dx, offsets, res),
             Kind::Q8_0 => q8_0::<T>(tiles, x, dx, offsets, res),
@@ -523,10 +588,11 @@ mod x86 {
         );
     }
 
-    /// One Q4_K tile row (16 outputs) for `T` tokens: `res[t][r]`.
+    /// One Q4_K tile row (16 outputs) for `T` tokens: `res[t][r]`; with `FIFTH`, one
+    /// Q5_K tile row (the Q4_K tile plus the fifth bits, [`add_fifth_bits`]).
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
-    unsafe fn q4_k<const T: usize>(
+    unsafe fn q4_k<const T: usize, const FIFTH: bool>(
         tiles: &[u8],
         x: Interleaved<T>,
         dx: *const f32,
@@ -534,7 +600,8 @@ mod x86 {
         res: &mut [[f32; TILE_ROWS]; MAX_TOKENS],
     ) {
         let m4 = _mm512_set1_epi8(0x0F);
-        for (sb, tile) in tiles.chunks_exact(TILE_BYTES).enumerate() {
+        let bytes = if FIFTH { Q5_K_TILE_BYTES } else { TILE_BYTES };
+        for (sb, tile) in tiles.chunks_exact(bytes).enumerate() {
             let p = tile.as_ptr();
             let d = _mm512_cvtph_ps(_mm256_loadu_si256(p.add(D_AT).cast()));
             let dmin = _mm512_cvtph_ps(_mm256_loadu_si256(p.add(DMIN_AT).cast()));
@@ -545,8 +612,11 @@ mod x86 {
                 for g in 4 * j..4 * j + 4 {
                     prefetch(p.add(QS_AT + 64 * g));
                     let q = _mm512_loadu_si512(p.add(QS_AT + 64 * g).cast());
-                    let lo = _mm512_and_si512(q, m4);
-                    let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(q), m4);
+                    let mut lo = _mm512_and_si512(q, m4);
+                    let mut hi = _mm512_and_si512(_mm512_srli_epi16::<4>(q), m4);
+                    if FIFTH {
+                        (lo, hi) = add_fifth_bits(p, g, lo, hi);
+                    }
                     dot_group(lo, hi, x, sb * QK_K + 8 * g, &mut acc, &mut hi_acc);
                 }
                 let sc = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(
@@ -560,6 +630,77 @@ mod x86 {
                     *sbacc = _mm512_fmadd_ps(total(&acc, &hi_acc, t), sc, *sbacc);
                     let s = _mm512_set1_ps(*sums32.add((sb * 8 + j) * T + t));
                     *sbacc = _mm512_fnmadd_ps(mn, s, *sbacc);
+                }
+            }
+            for t in 0..T {
+                add_scaled(&mut res[t], sbacc[t], *dx.add(sb * T + t));
+            }
+        }
+    }
+
+    /// Line `g`'s Q5_K levels from their low 4 bits `lo`, `hi`: 16 added where the tile's
+    /// fifth-bit masks of the line have a bit.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+    unsafe fn add_fifth_bits(
+        p: *const u8,
+        g: usize,
+        lo: __m512i,
+        hi: __m512i,
+    ) -> (__m512i, __m512i) {
+        let sixteen = _mm512_set1_epi8(16);
+        let masks = p.add(Q5_QH_AT + 16 * g).cast::<u64>();
+        let (klo, khi) = (masks.read_unaligned(), masks.add(1).read_unaligned());
+        (
+            _mm512_mask_add_epi8(lo, klo, lo, sixteen),
+            _mm512_mask_add_epi8(hi, khi, hi, sixteen),
+        )
+    }
+
+    /// IQ4_XS table values + 128, as the unsigned bytes `vpdpbusd` takes.
+    const IQ4_XS_TABLE: [u8; 16] = {
+        let mut t = [0u8; 16];
+        let mut i = 0;
+        while i < 16 {
+            t[i] = (KVALUES_IQ4NL[i] as u8) ^ 0x80;
+            i += 1;
+        }
+        t
+    };
+
+    /// One IQ4_XS tile row (16 outputs) for `T` tokens; `offsets` holds `-128 *` the sum
+    /// of each 32 activations of the tokens.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+    unsafe fn iq4_xs<const T: usize>(
+        tiles: &[u8],
+        x: Interleaved<T>,
+        dx: *const f32,
+        offsets: *const i32,
+        res: &mut [[f32; TILE_ROWS]; MAX_TOKENS],
+    ) {
+        let m4 = _mm512_set1_epi8(0x0F);
+        let table = _mm512_broadcast_i32x4(_mm_loadu_si128(IQ4_XS_TABLE.as_ptr().cast()));
+        for (sb, tile) in tiles.chunks_exact(IQ4_XS_TILE_BYTES).enumerate() {
+            let p = tile.as_ptr();
+            let d = _mm512_cvtph_ps(_mm256_loadu_si256(p.add(IQ4_XS_D_AT).cast()));
+            let mut sbacc = [_mm512_setzero_ps(); T];
+            for j in 0..8 {
+                let mut acc: [__m512i; T] =
+                    std::array::from_fn(|t| _mm512_set1_epi32(*offsets.add((sb * 8 + j) * T + t)));
+                let mut hi_acc = [_mm512_setzero_si512(); T];
+                for g in 4 * j..4 * j + 4 {
+                    prefetch(p.add(IQ4_XS_QS_AT + 64 * g));
+                    let q = _mm512_loadu_si512(p.add(IQ4_XS_QS_AT + 64 * g).cast());
+                    let lo = _mm512_shuffle_epi8(table, _mm512_and_si512(q, m4));
+                    let hi =
+                        _mm512_shuffle_epi8(table, _mm512_and_si512(_mm512_srli_epi16::<4>(q), m4));
+                    dot_group(lo, hi, x, sb * QK_K + 8 * g, &mut acc, &mut hi_acc);
+                }
+                let ls = _mm512_cvtepi8_epi32(_mm_loadu_si128(p.add(IQ4_XS_LS_AT + 16 * j).cast()));
+                let sc = _mm512_mul_ps(_mm512_cvtepi32_ps(ls), d);
+                for (t, sbacc) in sbacc.iter_mut().enumerate() {
+                    *sbacc = _mm512_fmadd_ps(total(&acc, &hi_acc, t), sc, *sbacc);
                 }
             }
             for t in 0..T {
@@ -770,6 +911,69 @@ mod tests {
         assert!(!Tiled::fits(
             &QuantMatrix::random(WeightType::Q4K, 24, 256, 1).unwrap()
         ));
+    }
+
+    /// Every value of rows of a tiled super-block type, as the tile holds it, against the
+    /// codec's dequantized row (`value(tile, lane, e)` decodes value `e` of one tile).
+    fn assert_tiles_decode(ty: WeightType, value: impl Fn(&[u8], usize, usize) -> f32) {
+        let w = QuantMatrix::random(ty, 32, 512, 8).unwrap();
+        let t = Tiled::new(&w);
+        let kind = Kind::of(ty).unwrap();
+        assert_eq!(t.bytes() as usize, 2 * 2 * kind.bytes());
+        let mut row = vec![0f32; 512];
+        for r in [0, 5, 17, 31] {
+            w.dequantize_rows(r..r + 1, &mut row);
+            let (tr, lane) = (r / TILE_ROWS, r % TILE_ROWS);
+            for (sb, tile) in t.tile_row(tr).chunks_exact(kind.bytes()).enumerate() {
+                for e in 0..256 {
+                    let want = row[sb * 256 + e];
+                    assert_eq!(value(tile, lane, e), want, "{ty:?} row {r} value {e}");
+                }
+            }
+        }
+    }
+
+    /// The 4-bit code of value `e` of row `lane` in the lines at `lines`.
+    fn code(lines: &[u8], lane: usize, e: usize) -> u8 {
+        let (g, b) = (e / 8, e % 8);
+        let byte = lines[g * 64 + lane * 4 + b % 4];
+        if b < 4 {
+            byte & 0xF
+        } else {
+            byte >> 4
+        }
+    }
+
+    fn f16_at(tile: &[u8], at: usize) -> f32 {
+        half::f16::from_le_bytes([tile[at], tile[at + 1]]).to_f32()
+    }
+
+    #[test]
+    fn q5_k_and_iq4_xs_tiles_hold_every_value() {
+        assert_tiles_decode(WeightType::Q5K, |tile, lane, e| {
+            let (d, dmin) = (
+                f16_at(tile, D_AT + 2 * lane),
+                f16_at(tile, DMIN_AT + 2 * lane),
+            );
+            let (g, b) = (e / 8, e % 8);
+            let at = Q5_QH_AT + 16 * g + if b < 4 { 0 } else { 8 };
+            let mask = u64::from_le_bytes(tile[at..at + 8].try_into().unwrap());
+            let fifth = ((mask >> (4 * lane + b % 4)) & 1) as u8;
+            let q = code(&tile[QS_AT..], lane, e) | (fifth << 4);
+            let j = e / 32;
+            let (sc, mn) = (tile[SC_AT + j * 16 + lane], tile[MN_AT + j * 16 + lane]);
+            d * f32::from(sc) * f32::from(q) - dmin * f32::from(mn)
+        });
+        assert_tiles_decode(WeightType::Iq4Xs, |tile, lane, e| {
+            let d = f16_at(tile, IQ4_XS_D_AT + 2 * lane);
+            let ls = tile[IQ4_XS_LS_AT + 16 * (e / 32) + lane] as i8;
+            let v = KVALUES_IQ4NL[usize::from(code(&tile[IQ4_XS_QS_AT..], lane, e))];
+            d * f32::from(ls) * f32::from(v)
+        });
+        for ty in [WeightType::Q5K, WeightType::Iq4Xs] {
+            let w = QuantMatrix::random(ty, 32, 256, 1).unwrap();
+            assert!(Tiled::fits(&w) && !Tiled::fits_avx2(&w), "{ty:?}");
+        }
     }
 
     #[test]

@@ -29,8 +29,8 @@ pub unsafe fn matmul_avx2(w: &Tiled, acts: &Activations, y: &mut [f32]) {
     assert_eq!(y.len(), m * w.n);
     assert_eq!(acts.block, w.kind.act_block());
     assert!(
-        w.kind != Kind::Q6K,
-        "no AVX2 tiles for Q6_K (Tiled::fits_avx2)"
+        !matches!(w.kind, Kind::Q6K | Kind::Q5K | Kind::Iq4Xs),
+        "no AVX2 tiles for Q6_K, Q5_K or IQ4_XS (Tiled::fits_avx2)"
     );
     let tokens: Vec<ActRow<'_>> = (0..m).map(|t| acts.token(t)).collect();
     // Per token and 32 values: Q4_K the pair (S_j, S_j+1) of sub-block sums as i16 halves of
@@ -46,7 +46,7 @@ pub unsafe fn matmul_avx2(w: &Tiled, acts: &Activations, y: &mut [f32]) {
             .flat_map(|p| [(p[0] & 0xFFFF) | (p[1] << 16); 2])
             .collect(),
         Kind::Q4_0 => sums32.iter().map(|s| -8 * s).collect(),
-        Kind::Nf4 | Kind::Q8_0 | Kind::Q6K => vec![0; sums32.len()],
+        Kind::Nf4 | Kind::Q8_0 | Kind::Q6K | Kind::Q5K | Kind::Iq4Xs => vec![0; sums32.len()],
     };
     let out = super::super::SharedOut(y.as_mut_ptr());
     let (n, k32) = (w.n, w.k / 32);
@@ -73,7 +73,9 @@ pub unsafe fn matmul_avx2(w: &Tiled, acts: &Activations, y: &mut [f32]) {
                         (Kind::Nf4, _) => signed::<1, Nf4>(tiles, group, &mut res),
                         (Kind::Q8_0, 4) => signed::<4, Q8>(tiles, group, &mut res),
                         (Kind::Q8_0, _) => signed::<1, Q8>(tiles, group, &mut res),
-                        (Kind::Q6K, _) => unreachable!("checked above"),
+                        (Kind::Q6K | Kind::Q5K | Kind::Iq4Xs, _) => {
+                            unreachable!("checked above")
+                        }
                     }
                 }
                 for (i, r) in res[..count].iter().enumerate() {
