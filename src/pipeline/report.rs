@@ -261,11 +261,16 @@ impl Report {
             human_bytes(t.file_bytes),
             t.bits_per_weight
         );
-        match (&self.output, &self.sha256) {
-            (Some(out), Some(sha)) => {
+        match &self.output {
+            Some(out) if !self.dry_run => {
+                let digest = self
+                    .sha256
+                    .as_ref()
+                    .map(|sha| format!(", sha256 {sha}"))
+                    .unwrap_or_default();
                 let _ = writeln!(
                     s,
-                    "wrote {} in {:.2} s ({:.1} M elements/s), sha256 {sha}",
+                    "wrote {} in {:.2} s ({:.1} M elements/s){digest}",
                     escape_controls(out),
                     t.seconds,
                     t.elements_per_second / 1e6

@@ -925,3 +925,32 @@ fn iq3_mixes_choose_like_llama_cpp_and_encode_with_the_codec() {
     assert_eq!(tensor(&r, "blk.0.attn_v.weight")["out_type"], "Q4_K");
     assert_eq!(tensor(&r, "blk.0.ffn_gate.weight")["out_type"], "IQ3_S");
 }
+
+#[test]
+fn text_summary_says_what_was_written_with_or_without_digest() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = fixture("tiny-llama.gguf");
+    let last_line = |args: &[&str], out: &Path| {
+        let mut all = vec![
+            "quantize",
+            input.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ];
+        all.extend_from_slice(args);
+        let o = qforge(&all);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let text = String::from_utf8(o.stdout).unwrap();
+        text.lines().last().unwrap().to_string()
+    };
+    let plain = last_line(&["-t", "Q4_0"], &dir.path().join("a.gguf"));
+    assert!(plain.starts_with("wrote "), "{plain}");
+    assert!(!plain.contains("sha256"), "{plain}");
+    let hashed = last_line(&["-t", "Q4_0", "--digest"], &dir.path().join("b.gguf"));
+    assert!(
+        hashed.starts_with("wrote ") && hashed.contains(", sha256 "),
+        "{hashed}"
+    );
+    let dry = last_line(&["-t", "Q4_0", "--dry-run"], &dir.path().join("c.gguf"));
+    assert_eq!(dry, "dry run: nothing written");
+}
