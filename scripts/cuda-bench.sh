@@ -12,18 +12,27 @@
 # Usage: scripts/cuda-bench.sh OUTDIR [N K REPS]
 # When kernels/cuda/qgemm.cu no longer matches the committed PTX's hash, the PTX is compiled
 # here (scripts/cuda-ptx.sh) and loaded through QFORGE_CUDA_PTX; it lands in OUTDIR to commit.
+# A QFORGE_CUDA_PTX already set (a variant's PTX) is used as it is and copied to OUTDIR.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:?usage: scripts/cuda-bench.sh OUTDIR [N K REPS]}
 n=${2:-14336} k=${3:-4096} reps=${4:-40}
 mkdir -p "$out"
-(bash scripts/cuda/build-ggml.sh > /tmp/ggml-build.log 2>&1; echo "ggml build rc=$?" >> /tmp/ggml-build.log) &
-build=$!
+# A peer build already made in this run (.peer/build/ggml_peer) is reused.
+if [ -x .peer/build/ggml_peer ]; then
+  echo "ggml peer already built" > /tmp/ggml-build.log; build=
+else
+  (bash scripts/cuda/build-ggml.sh > /tmp/ggml-build.log 2>&1; echo "ggml build rc=$?" >> /tmp/ggml-build.log) &
+  build=$!
+fi
 nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,clocks.max.sm,clocks.max.mem,driver_version,power.limit \
   --format=csv | tee "$out/smi.txt"
 want=$(sha256sum kernels/cuda/qgemm.cu | cut -d' ' -f1)
-have=$(head -1 kernels/cuda/qgemm.ptx | sed 's/.*sha256: //')
-if [ "$want" != "$have" ]; then
+have=$(head -1 kernels/cuda/qgemm.ptx 2>/dev/null | sed 's/.*sha256: //')
+if [ -n "${QFORGE_CUDA_PTX:-}" ]; then
+  echo "using QFORGE_CUDA_PTX=$QFORGE_CUDA_PTX"
+  cp "$QFORGE_CUDA_PTX" "$out/"
+elif [ "$want" != "$have" ]; then
   echo "qgemm.cu changed: compiling its PTX here"
   REPORT="$out" bash scripts/cuda-ptx.sh || exit 1
   cp kernels/cuda/qgemm.ptx "$out/"
@@ -39,7 +48,7 @@ for ty in q4_k q6_k q8_0 q4_0 nf4; do
 done
 echo "== PyTorch bf16 (cuBLAS)"
 python3 scripts/cuda/torch_peer.py --n "$n" --k "$k" --reps "$reps" > "$out/torch.jsonl"
-wait $build
+[ -n "$build" ] && wait $build
 tail -3 /tmp/ggml-build.log
 echo "== llama.cpp CUDA"
 timeout 240 .peer/build/ggml_peer "$n" "$k" "$reps" > "$out/llama.jsonl"
