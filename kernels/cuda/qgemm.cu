@@ -5,23 +5,21 @@
 // 32-value sub-block of a row into 32 int8 levels, the scale of each 16-value half and a min (Q4_K only):
 // w = s * q - mn. Activations are quantized to int8 in blocks of 32 (d = absmax / 127) with
 // the block's sum s = d * sum(q) kept for the min term, so every dot product is integer
-// (dp4a or wgmma int8) with one float scale per 16 or 32 values.
+// (dp4a or mma.sync int8) with one float scale per 16 or 32 values.
 //
 // - gemv_*: m <= 8 tokens. A persistent grid; each block quantizes the m tokens into shared
 //   memory once. One token: each warp takes whole rows into registers, lane j the sub-blocks
 //   j, j + 32, ..., the next chunk's loads issued before the current chunk's math. Two to
 //   eight tokens: each warp streams chunks of R rows into shared memory with cp.async, S - 1
 //   chunks in flight, and reads each sub-block's activations once for the R rows.
-// - quantize_q8 + gemm_*: m > 8. Activations quantized once to global memory; a 128-token x
-//   128-row tile per block of four warpgroups, k in steps of 128 values through two
-//   shared-memory stages (the weights decoded to int8 there, the tokens copied by cp.async),
-//   wgmma m64n64k32 int8 (sm_90a) per 32-value sub-block (Q6_K: per 16-value half, against
-//   zeros), its int32 sums scaled into f32 accumulators. Integer sums start at a float bias
-//   (`BIAS`), so no int-to-float conversion is needed.
+// - quantize_q8 + gemm_*: m > 8. Activations quantized once to global memory; a BM-token x
+//   128-row tile per block of 8 warps, 128 values of k per step decoded into shared memory,
+//   mma.sync m16n8k32 (m16n8k16 for Q6_K, whose scales cover 16 values). Integer sums start
+//   at a float bias (`BIAS`), so no int-to-float conversion is needed.
 // - read_bw: the HBM read bandwidth the report compares with; spin: keeps the GPU busy
 //   while the timed launches are queued.
 //
-// Compiled to PTX by scripts/cuda-ptx.sh (nvcc -arch=compute_90a -ptx) on a machine with nvcc;
+// Compiled to PTX by scripts/cuda-ptx.sh (nvcc -arch=sm_90 -ptx) on a machine with nvcc;
 // the PTX and this file's sha256 are committed beside it (a unit test checks the hash).
 
 #include <cstdint>
@@ -354,10 +352,13 @@ __device__ __forceinline__ void gemv_regs(const uint8_t* __restrict__ w, const f
     float* dx = (float*)(smem + k);
     float* sx = dx + nb;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    for (int b = threadIdx.x; b < nb; b += blockDim.x) quantize_block(x + (size_t)b * 32, qx + b * 32, dx + b, sx + b);
+    __syncthreads();
     constexpr int CH = T == T_Q6K ? 2 : 4;  // sub-blocks per lane whose loads are issued together
     const int total = gridDim.x * warps;
     const int chunks = (nb + 32 * CH - 1) / (32 * CH);
     int r = blockIdx.x * warps + warp, c = 0;
+    if (r >= n) return;
     Raw<T> raw[CH];
     auto load = [&](int row_i, int chunk) {
         const uint8_t* row = w + (size_t)row_i * row_bytes;
@@ -366,10 +367,7 @@ __device__ __forceinline__ void gemv_regs(const uint8_t* __restrict__ w, const f
         for (int i = 0; i < CH; i++)
             raw[i].template load<true>(row, am, min(chunk * 32 * CH + lane + 32 * i, nb - 1));
     };
-    if (r < n) load(r, c);  // the first row's loads are in flight while the token is quantized
-    for (int b = threadIdx.x; b < nb; b += blockDim.x) quantize_block(x + (size_t)b * 32, qx + b * 32, dx + b, sx + b);
-    __syncthreads();
-    if (r >= n) return;
+    load(r, c);
     float acc = 0.f;
     for (;;) {
         Sub sub[CH];
@@ -532,11 +530,6 @@ __device__ __forceinline__ void gemv(const uint8_t* __restrict__ w, const float*
 #endif
 #define GEMV_R(M) ((M) == 1 ? 1 : GEMV_R_MULTI)
 
-// Blocks a multiprocessor keeps of the one-token GEMV (its register cap).
-#ifndef M1_BLOCKS
-#define M1_BLOCKS 2
-#endif
-
 // Every GEMV takes the same arguments; the one-token kernel leaves `budget` (the staged
 // kernels' bytes of shared memory a warp) unused.
 #define GEMV(NAME, T, M)                                                                              \
@@ -546,7 +539,7 @@ __device__ __forceinline__ void gemv(const uint8_t* __restrict__ w, const float*
         gemv<T, M, GEMV_R(M)>(w, absmax, x, y, n, k, row_bytes, budget);                              \
     }
 #define GEMV_ONE(NAME, T)                                                                             \
-    extern "C" __global__ void __launch_bounds__(256, M1_BLOCKS) NAME(const uint8_t* w, const float* absmax,      \
+    extern "C" __global__ void __launch_bounds__(256, 2) NAME(const uint8_t* w, const float* absmax,      \
                                                            const float* x, float* y, int n, int k,     \
                                                            int row_bytes, int) {                       \
         gemv_regs<T>(w, absmax, x, y, n, k, row_bytes);                                               \
@@ -575,260 +568,220 @@ extern "C" __global__ void quantize_q8(const float* __restrict__ x, int8_t* __re
     if (b < blocks) quantize_block(x + (size_t)b * 32, qx + (size_t)b * 32, dx + b, sx + b);
 }
 
-// The tensor-core GEMM (sm_90a wgmma). A block of 512 threads (four warpgroups, each 64 rows x
-// 64 tokens) takes GBN = 128 weight rows x GBM = 128 tokens; k goes in steps of GBK = 128
-// values through two shared-memory stages. During step s every thread decodes its (row,
-// 32-value sub-block) of step s + 1 (loaded into registers during step s - 1) into the other
-// stage as int8,
-// in the layout wgmma reads (8-row x 16-byte core matrices, no swizzle: chunk c of 16 values
-// of row r at c * 2048 + r * 16), and cp.async copies step s + 1's quantized tokens there.
-// Each warpgroup runs wgmma m64n64k32 for its part of step s, one 32-value sub-block at a
-// time (Q6_K: each 16-value half against zero chunks), into int32 sums that start at `BIAS`,
-// and adds them into f32 accumulators: acc += w_scale * x_scale * sum (- w_min * x_sum, Q4_K),
-// two FFMA an output: x_scale * sum = fma(bits of BIAS + sum as a float, d, -BIAS * d), exact
-// up to its one rounding because d's two lowest mantissa bits are cleared (so -BIAS * d, BIAS
-// = 1.5 * 2^23, is exact; d changes by at most 2e-7 of itself).
-#define GBM 128  // tokens per block (wgmma N = 64, two warpgroups)
-#define GBN 128  // weight rows per block (wgmma M = 64, two warpgroups)
-#define GBK 128  // values of k per step
-#define GSUB (GBK / 32)
-#define GTHREADS 512  // four warpgroups, each 64 rows x 64 tokens of the tile
-#ifndef GEMM_PP
-#define GEMM_PP 0  // 1: two sets of int32 sums a warpgroup (ping-pong)
+#ifndef BM
+#define BM 128   // tokens per block tile (64 or 128)
 #endif
-#define CHUNK (GBN * 16)  // bytes of one 16-value chunk of the tile (GBM == GBN)
-// A stage: the weight tile (16 chunks, Q6_K: the halves of sub-block j in chunks 4j and 4j + 3,
-// zeros in 4j + 1 and 4j + 2; the other types use chunks 0..7), the token tile (8 chunks),
-// then scales laid out [sub-block][row or token]: weight scales (8 a row: Q6_K's per 16
-// values), Q4_K mins, token scales d with -BIAS * d (pairs), and token sums.
-#define ST_A 0
-#define ST_B (ST_A + 16 * CHUNK)
-#define ST_WS (ST_B + 8 * CHUNK)
-#define ST_MN (ST_WS + 8 * GBN * 4)
-#define ST_XD (ST_MN + GSUB * GBN * 4)
-#define ST_XS (ST_XD + GSUB * GBM * 8)
-#define STAGE_BYTES (ST_XS + GSUB * GBM * 4)
-#define GEMM_SMEM (2 * STAGE_BYTES + 1024)  // two stages + alignment to 1024
+#define BN 128   // weight rows per block tile
+#define MI (BM / 32)  // mma tiles of 16 tokens per warp
+#ifndef GEMM_JU
+#define GEMM_JU 2    // unrolling of the 32-value steps inside a k step
+#endif
+#define QF_STR(x) #x
+#define QF_PRAGMA(x) _Pragma(QF_STR(x))
+#define QF_UNROLL(n) QF_PRAGMA(unroll n)
+#define BK 128   // values of k per step (4 sub-blocks)
+#define LDS 144  // shared row stride in bytes (BK + 16: conflict-free fragment loads)
 
-// A shared-memory matrix descriptor for wgmma: no swizzle, K-major, core matrices of 8 rows x
-// 16 bytes, CHUNK bytes apart along k (leading byte offset) and 128 bytes apart along rows.
-__device__ __forceinline__ uint64_t smem_desc(const uint8_t* p) {
-    const uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
-#ifdef WG_SWAP
-    const uint64_t lbo = 128, sbo = CHUNK;
+#ifdef MMA_NONVOLATILE
+#define MMA_ASM asm
 #else
-    const uint64_t lbo = CHUNK, sbo = 128;
+#define MMA_ASM asm volatile
 #endif
-    return (uint64_t)((a & 0x3ffff) >> 4) | ((lbo >> 4) << 16) | ((sbo >> 4) << 32);
+__device__ __forceinline__ void mma_k32(int (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+    MMA_ASM(
+        "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 
-__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
-// Waits until at most N of this warpgroup's wgmma groups are in flight.
-template <int N>
-__device__ __forceinline__ void wgmma_wait() {
-    asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
-}
-// Shared memory written by this thread (stores, cp.async) becomes visible to wgmma's reads.
-__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
-// Keeps the compiler from moving reads or writes of `r` across an asynchronous wgmma.
-#ifndef FENCE_NOMEM
-#define FENCE_NOMEM 0  // 1: without the memory clobber
-#endif
-__device__ __forceinline__ void fence_reg(int& r) {
-#if FENCE_NOMEM
-    asm volatile("" : "+r"(r));
-#else
-    asm volatile("" : "+r"(r)::"memory");
-#endif
+__device__ __forceinline__ void mma_k16(int (&c)[4], uint32_t a0, uint32_t a1, uint32_t b0) {
+    MMA_ASM(
+        "mma.sync.aligned.m16n8k16.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5}, {%6}, "
+        "{%0,%1,%2,%3};\n"
+        : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
+        : "r"(a0), "r"(a1), "r"(b0));
 }
 
-// D (64 weight rows x 64 tokens, int32, this warpgroup's 32 registers a thread) += A B^T for
-// 32 values of k, A and B int8 in shared memory (descriptors `da`, `db`), asynchronous: the
-// registers are only read after `wgmma_wait`.
-__device__ __forceinline__ void wgmma_s8_n64(int (&d)[32], uint64_t da, uint64_t db) {
-    asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n64k32.s32.s8.s8 "
-        "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, %32, %33, p;\n}\n"
-        : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3]), "+r"(d[4]), "+r"(d[5]), "+r"(d[6]), "+r"(d[7]), "+r"(d[8]), "+r"(d[9]), "+r"(d[10]), "+r"(d[11]), "+r"(d[12]), "+r"(d[13]), "+r"(d[14]), "+r"(d[15]), "+r"(d[16]), "+r"(d[17]), "+r"(d[18]), "+r"(d[19]), "+r"(d[20]), "+r"(d[21]), "+r"(d[22]), "+r"(d[23]), "+r"(d[24]), "+r"(d[25]), "+r"(d[26]), "+r"(d[27]), "+r"(d[28]), "+r"(d[29]), "+r"(d[30]), "+r"(d[31])
-        : "l"(da), "l"(db), "r"(1));
-}
-
+// 8 warps: 2 along tokens x 4 along rows, each BM / 2 tokens x 32 rows (MI x 4 mma tiles).
 template <int T>
 __device__ __forceinline__ void gemm(const uint8_t* __restrict__ w, const float* __restrict__ absmax,
                                      const int8_t* __restrict__ qx, const float* __restrict__ dxg,
                                      const float* __restrict__ sxg, float* __restrict__ y, int m, int n,
                                      int k, int row_bytes) {
-    extern __shared__ uint8_t smem_raw[];
-    uint8_t* smem = (uint8_t*)(((uintptr_t)smem_raw + 1023) & ~(uintptr_t)1023);
-    constexpr bool HALVES = T == T_Q6K;
-    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wg = warp >> 2;
+    __shared__ __align__(16) uint8_t ws[BN * LDS];
+    __shared__ __align__(16) uint8_t xs[BM * LDS];
+    __shared__ float wsc[BN][BK / 16];
+    __shared__ float wmn[BN][BK / 32];
+    __shared__ float xd[BM][BK / 32];
+    __shared__ float xsum[BM][BK / 32];
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int g = lane >> 2, t4 = lane & 3;
-    const int m0 = blockIdx.y * GBM, n0 = blockIdx.x * GBN;
-    const int nb = k / 32, steps = k / GBK;
-    if (HALVES) {  // the zero chunks next to each half
-        for (int i = tid; i < 2 * 16 * GBN; i += GTHREADS) {
-            const int s = i / (16 * GBN), c = i / GBN % 16, r = i % GBN;
-            if ((c & 3) == 1 || (c & 3) == 2)
-                *(uint4*)(smem + s * STAGE_BYTES + ST_A + c * CHUNK + r * 16) = make_uint4(0, 0, 0, 0);
-        }
-    }
-    // Loads: this thread decodes sub-block lu of row lr of each step (four neighbouring lanes
-    // read one row: the loads of a warp touch 8 rows, not 32); threads with lu = 0 and 1 also
-    // copy token lr's four scales or sums. Rows past n and tokens past m repeat the last one
-    // (their outputs are not stored).
-    const int lr = tid >> 2, lu = tid & 3;
-    const int wr = min(n0 + lr, n - 1);
-    const uint8_t* wrow = w + (size_t)wr * row_bytes;
-    const float* arow = absmax + (size_t)wr * (k / 64);
-    const float* xsrc = (lu == 0 ? dxg : sxg) + (size_t)min(m0 + lr, m - 1) * nb;
-    Raw<T> raw;
-    float4 xv = make_float4(0.f, 0.f, 0.f, 0.f);
-    auto load = [&](int s) {
-        raw.template load<true>(wrow, arow, s * GSUB + lu);
-        if (lu < 2) xv = __ldg((const float4*)(xsrc + s * GSUB));
-    };
-    auto store = [&](int s) {
-        uint8_t* st = smem + (s & 1) * STAGE_BYTES;
-        float* ws = (float*)(st + ST_WS);
-        const int j = lu;
-        Sub sb;
-        raw.unpack(sb);
-        const int c0 = HALVES ? 4 * j : 2 * j, c1 = HALVES ? 4 * j + 3 : 2 * j + 1;
-        *(uint4*)(st + ST_A + c0 * CHUNK + lr * 16) = make_uint4(sb.q[0], sb.q[1], sb.q[2], sb.q[3]);
-        *(uint4*)(st + ST_A + c1 * CHUNK + lr * 16) = make_uint4(sb.q[4], sb.q[5], sb.q[6], sb.q[7]);
-        if (HALVES) {
-            ws[2 * j * GBN + lr] = sb.s0;
-            ws[(2 * j + 1) * GBN + lr] = sb.s1;
-        } else {
-            ws[j * GBN + lr] = sb.s0;
-        }
-        if (T == T_Q4K) ((float*)(st + ST_MN))[j * GBN + lr] = sb.mn;
-        const float xa[4] = {xv.x, xv.y, xv.z, xv.w};
-        if (lu == 0) {  // (d, -BIAS * d) pairs
+    const int wm = (warp & 1) * (BM / 2), wn = (warp >> 1) * 32;
+    const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
+    const int nb = k / 32;
+    float acc[MI][4][4];
 #pragma unroll
-            for (int i = 0; i < 4; i++) {
-                const float d = __int_as_float(__float_as_int(xa[i]) & ~3);
-                ((float2*)(st + ST_XD))[i * GBM + lr] = make_float2(d, -12582912.0f * d);
-            }
-        } else if (lu == 1) {
+    for (int i = 0; i < MI; i++)
 #pragma unroll
-            for (int i = 0; i < 4; i++) ((float*)(st + ST_XS))[i * GBM + lr] = xa[i];
-        }
-    };
-    auto copy_x = [&](int s) {
-        uint8_t* st = smem + (s & 1) * STAGE_BYTES + ST_B;
+        for (int j = 0; j < 4; j++)
 #pragma unroll
-        for (int u = 0; u < 8 * GBM / GTHREADS; u++) {
-            const int i = tid + GTHREADS * u, t = i & (GBM - 1), c = i / GBM;
-            cp_async16(st + c * CHUNK + t * 16, qx + (size_t)min(m0 + t, m - 1) * k + s * GBK + c * 16);
-        }
-        cp_async_commit();
-    };
+            for (int e = 0; e < 4; e++) acc[i][j][e] = 0.f;
 
-    // PP: two sets of int32 sums; sub-block q + 1's wgmma runs while q's sums are scaled.
-    constexpr int SETS = GEMM_PP ? 2 : 1;
-    float acc[32];
-    int c[SETS][32];
+    // What this thread loads each step: sub-block uj of rows urr[0], urr[1]; 16 bytes of tokens
+    // xt[0] .. xt[XV - 1]; the scale and sum of token qt[u]'s block qj. The next step's loads
+    // are issued before this step's math, so they are in flight while the tensor cores work.
+    constexpr int XV = BM / 32, QV = BM / 64;
+    const int uj = tid & 3, urr[2] = {tid >> 2, (tid + 256) >> 2};
+    const int xpart = tid & 7, qj = tid & 3;
+    int xt[XV], qt[QV];
 #pragma unroll
-    for (int i = 0; i < 32; i++) {
-        acc[i] = 0.f;
+    for (int u = 0; u < XV; u++) xt[u] = (tid + 256 * u) >> 3;
 #pragma unroll
-        for (int e = 0; e < SETS; e++) c[e][i] = BIAS;
+    for (int u = 0; u < QV; u++) qt[u] = (tid + 256 * u) >> 2;
+    const uint8_t* wrow[2];
+    const float* arow[2];
+#pragma unroll
+    for (int u = 0; u < 2; u++) {
+        const int r = min(n0 + urr[u], n - 1);
+        wrow[u] = w + (size_t)r * row_bytes;
+        arow[u] = absmax + (size_t)r * (k / 64);
     }
+    Raw<T> raw[2];
+    uint4 xv[XV];
+    float xdv[QV], xsv[QV];
+    auto load = [&](int k0) {
+#pragma unroll
+        for (int u = 0; u < 2; u++) raw[u].template load<true>(wrow[u], arow[u], k0 / 32 + uj);
+#pragma unroll
+        for (int u = 0; u < XV; u++) {
+            const int t = min(m0 + xt[u], m - 1);
+            xv[u] = __ldg((const uint4*)(qx + (size_t)t * k + k0 + xpart * 16));
+        }
+#pragma unroll
+        for (int u = 0; u < QV; u++) {
+            const int t = min(m0 + qt[u], m - 1);
+            xdv[u] = __ldg(dxg + (size_t)t * nb + k0 / 32 + qj);
+            xsv[u] = __ldg(sxg + (size_t)t * nb + k0 / 32 + qj);
+        }
+    };
     load(0);
-    copy_x(0);
-    store(0);
-    if (steps > 1) load(1);
-    cp_async_wait<0>();
-    fence_proxy_async();
-    __syncthreads();
-    // Warpgroup wg takes rows 64 (wg & 1) .. + 63 and tokens 64 (wg >> 1) .. + 63 of the tile;
-    // this thread's outputs are rows rw, rw + 8 x tokens tw + 8 i + {0, 1}.
-    const int rw = 64 * (wg & 1) + 16 * (warp & 3) + g, tw = 64 * (wg >> 1) + 2 * t4;
-    constexpr int NW = HALVES ? 2 * GSUB : GSUB;  // wgmmas a step
-    for (int s = 0; s < steps; s++) {
-        const uint8_t* st = smem + (s & 1) * STAGE_BYTES;
-        const float* ws = (const float*)(st + ST_WS);
-        const float* mn = (const float*)(st + ST_MN);
-        const float* xd = (const float*)(st + ST_XD);
-        const float* xs = (const float*)(st + ST_XS);
-        auto issue = [&](int q, int (&cs)[32]) {
-            const int j = HALVES ? q >> 1 : q;
-            wgmma_fence();
-            wgmma_s8_n64(cs, smem_desc(st + ST_A + 2 * q * CHUNK + 64 * (wg & 1) * 16),
-                         smem_desc(st + ST_B + 2 * j * CHUNK + 64 * (wg >> 1) * 16));
-            wgmma_commit();
-        };
+    for (int k0 = 0; k0 < k; k0 += BK) {
 #pragma unroll
-        for (int q = 0; q < NW; q++) {
-            const int j = HALVES ? q >> 1 : q;  // the 32-value sub-block
-            int(&cq)[32] = c[q % SETS];
-            if (!GEMM_PP || q == 0) issue(q, cq);
-            if (q == 0 && s + 1 < steps) {  // the next step, while the tensor cores work
-                copy_x(s + 1);
-                store(s + 1);
-                if (s + 2 < steps) load(s + 2);
-            }
-            if (GEMM_PP && q + 1 < NW) {
-                issue(q + 1, c[(q + 1) % SETS]);
-                wgmma_wait<1>();
-            } else {
-                wgmma_wait<0>();
+        for (int u = 0; u < 2; u++) {
+            Sub s;
+            raw[u].unpack(s);
+            uint4* dst = (uint4*)(ws + urr[u] * LDS + uj * 32);
+            dst[0] = make_uint4(s.q[0], s.q[1], s.q[2], s.q[3]);
+            dst[1] = make_uint4(s.q[4], s.q[5], s.q[6], s.q[7]);
+            wsc[urr[u]][2 * uj] = s.s0;
+            wsc[urr[u]][2 * uj + 1] = s.s1;
+            wmn[urr[u]][uj] = s.mn;
+        }
+#pragma unroll
+        for (int u = 0; u < XV; u++) {
+            const bool real = m0 + xt[u] < m;  // tokens past m are zeros
+            *(uint4*)(xs + xt[u] * LDS + xpart * 16) = real ? xv[u] : make_uint4(0, 0, 0, 0);
+        }
+#pragma unroll
+        for (int u = 0; u < QV; u++) {
+            xd[qt[u]][qj] = m0 + qt[u] < m ? xdv[u] : 0.f;
+            xsum[qt[u]][qj] = m0 + qt[u] < m ? xsv[u] : 0.f;
+        }
+        __syncthreads();
+        if (k0 + BK < k) load(k0 + BK);
+        QF_UNROLL(GEMM_JU)
+        for (int j = 0; j < BK / 32; j++) {
+            uint32_t a[MI][4], b[4][2];
+#pragma unroll
+            for (int i = 0; i < MI; i++) {
+                const uint8_t* p = xs + (wm + 16 * i + g) * LDS + j * 32 + 4 * t4;
+                a[i][0] = *(const uint32_t*)p;
+                a[i][1] = *(const uint32_t*)(p + 8 * LDS);
+                a[i][2] = *(const uint32_t*)(p + 16);
+                a[i][3] = *(const uint32_t*)(p + 8 * LDS + 16);
             }
 #pragma unroll
-            for (int i = 0; i < 32; i++) fence_reg(cq[i]);
-            const float w0 = ws[q * GBN + rw], w1 = ws[q * GBN + rw + 8];
-            float mn0 = 0.f, mn1 = 0.f;
-            if (T == T_Q4K) {
-                mn0 = mn[j * GBN + rw];
-                mn1 = mn[j * GBN + rw + 8];
+            for (int q = 0; q < 4; q++) {
+                const uint8_t* p = ws + (wn + 8 * q + g) * LDS + j * 32 + 4 * t4;
+                b[q][0] = *(const uint32_t*)p;
+                b[q][1] = *(const uint32_t*)(p + 16);
             }
+#ifdef GEMM_SPLIT
+            // All products of this 32-value step first, then their scaling.
+            int cc[MI][4][4];
+            if (T != T_Q6K) {
 #pragma unroll
-            for (int i = 0; i < 8; i++) {
-                const int t = tw + 8 * i;
-                const float4 d = *(const float4*)(xd + 2 * (j * GBM + t));  // tokens t, t + 1
-                acc[4 * i] = fmaf(w0, fmaf(__int_as_float(cq[4 * i]), d.x, d.y), acc[4 * i]);
-                acc[4 * i + 1] = fmaf(w0, fmaf(__int_as_float(cq[4 * i + 1]), d.z, d.w), acc[4 * i + 1]);
-                acc[4 * i + 2] = fmaf(w1, fmaf(__int_as_float(cq[4 * i + 2]), d.x, d.y), acc[4 * i + 2]);
-                acc[4 * i + 3] = fmaf(w1, fmaf(__int_as_float(cq[4 * i + 3]), d.z, d.w), acc[4 * i + 3]);
-                if (T == T_Q4K) {
-                    const float2 e = *(const float2*)(xs + j * GBM + t);
-                    acc[4 * i] = fmaf(-mn0, e.x, acc[4 * i]);
-                    acc[4 * i + 1] = fmaf(-mn0, e.y, acc[4 * i + 1]);
-                    acc[4 * i + 2] = fmaf(-mn1, e.x, acc[4 * i + 2]);
-                    acc[4 * i + 3] = fmaf(-mn1, e.y, acc[4 * i + 3]);
+                for (int i = 0; i < MI; i++)
+#pragma unroll
+                    for (int q = 0; q < 4; q++) {
+#pragma unroll
+                        for (int e = 0; e < 4; e++) cc[i][q][e] = BIAS;
+                        mma_k32(cc[i][q], a[i], b[q]);
+                    }
+            }
+#endif
+#pragma unroll
+            for (int i = 0; i < MI; i++) {
+                const float d0 = xd[wm + 16 * i + g][j], d1 = xd[wm + 16 * i + g + 8][j];
+                const float s0 = xsum[wm + 16 * i + g][j], s1 = xsum[wm + 16 * i + g + 8][j];
+#pragma unroll
+                for (int q = 0; q < 4; q++) {
+                    const int c0 = wn + 8 * q + 2 * t4;  // the two rows of this thread's outputs
+                    if (T == T_Q6K) {
+                        int lo[4] = {BIAS, BIAS, BIAS, BIAS}, hi[4] = {BIAS, BIAS, BIAS, BIAS};
+                        mma_k16(lo, a[i][0], a[i][1], b[q][0]);
+                        mma_k16(hi, a[i][2], a[i][3], b[q][1]);
+                        const float wa0 = wsc[c0][2 * j], wb0 = wsc[c0][2 * j + 1];
+                        const float wa1 = wsc[c0 + 1][2 * j], wb1 = wsc[c0 + 1][2 * j + 1];
+                        acc[i][q][0] += d0 * (wa0 * unbias(lo[0]) + wb0 * unbias(hi[0]));
+                        acc[i][q][1] += d0 * (wa1 * unbias(lo[1]) + wb1 * unbias(hi[1]));
+                        acc[i][q][2] += d1 * (wa0 * unbias(lo[2]) + wb0 * unbias(hi[2]));
+                        acc[i][q][3] += d1 * (wa1 * unbias(lo[3]) + wb1 * unbias(hi[3]));
+                    } else {
+#ifdef GEMM_SPLIT
+                        const int* c = cc[i][q];
+#else
+                        int c[4] = {BIAS, BIAS, BIAS, BIAS};
+                        mma_k32(c, a[i], b[q]);
+#endif
+                        const float w0 = wsc[c0][2 * j], w1 = wsc[c0 + 1][2 * j];
+                        acc[i][q][0] += d0 * w0 * unbias(c[0]);
+                        acc[i][q][1] += d0 * w1 * unbias(c[1]);
+                        acc[i][q][2] += d1 * w0 * unbias(c[2]);
+                        acc[i][q][3] += d1 * w1 * unbias(c[3]);
+                        if (T == T_Q4K) {
+                            const float mn0 = wmn[c0][j], mn1 = wmn[c0 + 1][j];
+                            acc[i][q][0] -= mn0 * s0;
+                            acc[i][q][1] -= mn1 * s0;
+                            acc[i][q][2] -= mn0 * s1;
+                            acc[i][q][3] -= mn1 * s1;
+                        }
+                    }
                 }
             }
-#pragma unroll
-            for (int i = 0; i < 32; i++) {
-                cq[i] = BIAS;
-                fence_reg(cq[i]);
-            }
         }
-        cp_async_wait<0>();
-        fence_proxy_async();
         __syncthreads();
     }
-    const int r0 = n0 + rw;
 #pragma unroll
-    for (int i = 0; i < 8; i++) {
-        const int t0 = m0 + tw + 8 * i;
+    for (int i = 0; i < MI; i++)
 #pragma unroll
-        for (int e = 0; e < 4; e++) {
-            const int t = t0 + (e & 1), r = r0 + (e >> 1) * 8;
-            if (t < m && r < n) y[(size_t)t * n + r] = acc[4 * i + e];
+        for (int q = 0; q < 4; q++) {
+            const int t0 = m0 + wm + 16 * i + g, r0 = n0 + wn + 8 * q + 2 * t4;
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int t = t0 + (e >> 1) * 8, r = r0 + (e & 1);
+                if (t < m && r < n) y[(size_t)t * n + r] = acc[i][q][e];
+            }
         }
-    }
 }
 
 // The GEMM's launch shape for the host (src/kernels/cuda.rs reads it from the module):
 // tokens and weight rows per block, dynamic shared memory bytes, threads.
-extern "C" __constant__ int gemm_config[4] = {GBM, GBN, GEMM_SMEM, GTHREADS};
+extern "C" __constant__ int gemm_config[4] = {BM, BN, 0, 256};
 
 #define GEMM(NAME, T)                                                                                 \
-    extern "C" __global__ void __launch_bounds__(GTHREADS, 1) NAME(                                   \
+    extern "C" __global__ void __launch_bounds__(256, 128 / BM) NAME(                                 \
         const uint8_t* w, const float* absmax, const int8_t* qx, const float* dx, const float* sx,     \
         float* y, int m, int n, int k, int row_bytes) {                                                \
         gemm<T>(w, absmax, qx, dx, sx, y, m, n, k, row_bytes);                                         \

@@ -12,7 +12,7 @@ for v in "$@"; do
   name=${v%%=*} flags=${v#*=}
   ptx=/tmp/qgemm-$name.ptx
   # shellcheck disable=SC2086
-  if ! nvcc -arch=compute_90a -O3 -ptx $flags kernels/cuda/qgemm.cu -o "$ptx.tmp"; then
+  if ! nvcc -arch=sm_90 -O3 -ptx $flags kernels/cuda/qgemm.cu -o "$ptx.tmp"; then
     echo "variant $name: nvcc failed"; continue
   fi
   { echo "// qforge source sha256: variant $name"; cat "$ptx.tmp"; } > "$ptx"
