@@ -336,10 +336,23 @@ mod tests {
             }
             let mut off = 0;
             for u in (0..KMAP_SIZE).filter(|&u| reachable(u)) {
-                let Lookup::Off(nb) = grid.lookup(u) else {
+                let Lookup::Off(Neighbours { idx: nb, bytes }) = grid.lookup(u) else {
                     continue;
                 };
                 off += 1;
+                // The byte blocks hold the listed points, padded with the first.
+                assert_eq!(bytes.len(), 8 * NB_BLOCK * nb.len().div_ceil(NB_BLOCK));
+                for (k, block) in bytes.chunks_exact(8 * NB_BLOCK).enumerate() {
+                    for lane in 0..NB_BLOCK {
+                        let j = *nb.get(k * NB_BLOCK + lane).unwrap_or(&nb[0]) as usize;
+                        let c: [i8; 8] = std::array::from_fn(|i| block[i * NB_BLOCK + lane]);
+                        let want = grid.points[j].map(|p| match kind {
+                            GridKind::Iq1 => (p - 1) / 2 - 1,
+                            _ => p,
+                        });
+                        assert_eq!(c, want, "{kind:?} u={u:#x} block {k} lane {lane}");
+                    }
+                }
                 let pos = positions(u);
                 let d2 = |j: u16| -> i32 {
                     grid.points[j as usize]
@@ -360,6 +373,67 @@ mod tests {
                 assert_eq!(within, nb.len());
             }
             assert_eq!(off, 6561 - n, "{kind:?}");
+        }
+    }
+
+    /// Every kernel level gives the scalar scan's neighbour: random data, ties (equal
+    /// distances from zero weights and from repeated values) and non-finite input.
+    #[test]
+    fn neighbour_search_is_the_scalar_scan_at_every_level() {
+        use crate::cpu::{with_level, Level};
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut rnd = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 40) as f32 / (1u64 << 24) as f32
+        };
+        for kind in KINDS {
+            let grid = IqGrid::get(kind);
+            let lists: Vec<u16> = (0..KMAP_SIZE as u16)
+                .filter(|&u| reachable(u as usize))
+                .filter(|&u| matches!(grid.lookup(u as usize), Lookup::Off(_)))
+                .step_by(7)
+                .collect();
+            for (t, &u) in lists.iter().enumerate() {
+                let Lookup::Off(nb) = grid.lookup(u as usize) else {
+                    unreachable!()
+                };
+                let mut x: [f32; 8] = std::array::from_fn(|_| 6.0 * rnd());
+                let mut w: [f32; 8] = std::array::from_fn(|_| rnd());
+                match t % 5 {
+                    0 => w = [0.0; 8],
+                    1 => x = [x[0]; 8],
+                    2 => w[..4].fill(0.0),
+                    3 if t % 35 == 3 => x[t % 8] = f32::NAN,
+                    _ => {}
+                }
+                let scale = 0.5 + rnd();
+                let xg = [-1.0 + 0.125, 0.125, 1.0 + 0.125];
+                // The IQ1 search takes the IQ1 grid's values, the IQ2 one the positions.
+                let search = || {
+                    let mut l = [0i8; 8];
+                    match kind {
+                        GridKind::Iq1 => {
+                            find_best_neighbour_iq1(grid, nb, &x, &w, scale, &xg, &mut l)
+                        }
+                        _ => find_best_neighbour(grid, nb, &x, &w, scale, &mut l),
+                    }
+                };
+                let results: Vec<usize> = Level::supported()
+                    .into_iter()
+                    .map(|level| with_level(level, search).unwrap())
+                    .collect();
+                let want = match kind {
+                    GridKind::Iq1 => {
+                        nearest_scalar(grid, nb.idx, &x, &w, scale, |p| xg[((p - 1) / 2) as usize])
+                    }
+                    _ => nearest_scalar(grid, nb.idx, &x, &w, scale, |p| p as f32),
+                };
+                for r in &results {
+                    assert_eq!(*r, want, "{kind:?} u={u:#x} x={x:?} w={w:?}");
+                }
+            }
         }
     }
 
