@@ -138,7 +138,7 @@ fn on_grid_index(grid: &IqGrid, l: &[i8]) -> usize {
     }
     match grid.lookup(pack_levels(&c)) {
         Lookup::On(i) => i,
-        Lookup::Off(nb) => nb[0] as usize,
+        Lookup::Off(nb) => nb.idx[0] as usize,
     }
 }
 

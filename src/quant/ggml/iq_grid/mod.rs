@@ -63,23 +63,37 @@ impl GridKind {
 pub struct IqGrid {
     /// Points as positions `2l + 1`.
     pub points: Vec<[i8; 8]>,
-    /// Coordinate-major values for the SIMD neighbour search: `coords[i * n + j]` is
-    /// coordinate `i` of point `j`, the position (IQ2) or the level - 1 (IQ1, whose
-    /// values `xg[l]` are exactly `l - 1 + delta`).
-    coords: Vec<f32>,
     /// `u` -> grid index (`>= 0`), or `-(offset + 1)` of its neighbour list (count first),
     /// or `i32::MIN` for a point with a level 3.
     map: Vec<i32>,
-    /// Neighbour lists: a count, then that many grid indices.
+    /// Neighbour lists: a count, the list's first block in `nb_bytes` (low, high half),
+    /// then that many grid indices.
     neighbours: Vec<u16>,
+    /// The neighbour lists again for the SIMD search, in blocks of [`NB_BLOCK`] points
+    /// stored coordinate-major (`[block][i][lane]`): the position (IQ2) or the
+    /// level - 1 (IQ1, whose values `xg[l]` are exactly `l - 1 + delta`); the last
+    /// block of a list padded with its first point.
+    nb_bytes: Vec<i8>,
+}
+
+/// Points per block of [`Neighbours::bytes`].
+pub const NB_BLOCK: usize = 16;
+
+/// The nearest grid points of an off-grid group.
+#[derive(Clone, Copy)]
+pub struct Neighbours<'a> {
+    /// Grid indices, in ggml's order.
+    pub idx: &'a [u16],
+    /// Their coordinates, `ceil(len / NB_BLOCK)` blocks (see `IqGrid::nb_bytes`).
+    pub bytes: &'a [i8],
 }
 
 /// Where a packed group lies: on the grid, or off it with its nearest grid points.
 pub enum Lookup<'a> {
     /// The grid index.
     On(usize),
-    /// Indices of the nearest grid points, in ggml's order.
-    Off(&'a [u16]),
+    /// The nearest grid points, in ggml's order.
+    Off(Neighbours<'a>),
 }
 
 impl IqGrid {
@@ -105,6 +119,13 @@ impl IqGrid {
             map[pack(p)] = i as i32;
         }
         let mut neighbours = Vec::new();
+        let mut nb_bytes = Vec::new();
+        let value = |p: i8| -> i8 {
+            match kind {
+                GridKind::Iq1 => (p - 1) / 2 - 1,
+                _ => p,
+            }
+        };
         let nwant = kind.nwant();
         // d2 <= 8 * 4^2: bucket the grid points by distance, in index order.
         let mut buckets: Vec<Vec<u16>> = vec![Vec::new(); 129];
@@ -126,27 +147,27 @@ impl IqGrid {
             }
             map[u] = -(neighbours.len() as i32 + 1);
             let start = neighbours.len();
-            neighbours.push(0);
+            let block = nb_bytes.len() / (8 * NB_BLOCK);
+            neighbours.extend_from_slice(&[0, block as u16, (block >> 16) as u16]);
             for b in buckets.iter().filter(|b| !b.is_empty()).take(nwant) {
                 neighbours.extend_from_slice(b);
             }
-            neighbours[start] = (neighbours.len() - start - 1) as u16;
-        }
-        let n = points.len();
-        let mut coords = vec![0.0f32; 8 * n];
-        for (j, p) in points.iter().enumerate() {
-            for i in 0..8 {
-                coords[i * n + j] = match kind {
-                    GridKind::Iq1 => ((p[i] - 1) / 2 - 1) as f32,
-                    _ => p[i] as f32,
-                };
+            neighbours[start] = (neighbours.len() - start - 3) as u16;
+            let list = &neighbours[start + 3..];
+            for chunk in list.chunks(NB_BLOCK) {
+                for i in 0..8 {
+                    for lane in 0..NB_BLOCK {
+                        let j = *chunk.get(lane).unwrap_or(&list[0]) as usize;
+                        nb_bytes.push(value(points[j][i]));
+                    }
+                }
             }
         }
         IqGrid {
             points,
-            coords,
             map,
             neighbours,
+            nb_bytes,
         }
     }
 
@@ -159,8 +180,15 @@ impl IqGrid {
         } else {
             assert!(m != i32::MIN, "level 3 in packed group {u:#x}");
             let off = (-(m + 1)) as usize;
-            let n = self.neighbours[off] as usize;
-            Lookup::Off(&self.neighbours[off + 1..off + 1 + n])
+            let h = &self.neighbours[off..off + 3];
+            let n = h[0] as usize;
+            let block = h[1] as usize | (h[2] as usize) << 16;
+            let len = 8 * NB_BLOCK * n.div_ceil(NB_BLOCK);
+            let start = 8 * NB_BLOCK * block;
+            Lookup::Off(Neighbours {
+                idx: &self.neighbours[off + 3..off + 3 + n],
+                bytes: &self.nb_bytes[start..start + len],
+            })
         }
     }
 
@@ -199,21 +227,21 @@ pub fn pack_levels(l: &[i8]) -> usize {
     u
 }
 
-/// ggml's `iq2_find_best_neighbour`: among `neighbours`, the grid point minimising
+/// ggml's `iq2_find_best_neighbour`: among `nb`, the grid point minimising
 /// `sum w_i (scale * pos_i - x_i)^2` (the first one on ties); writes its levels to `l`
 /// and returns its index. Non-finite data (where ggml aborts) takes the first neighbour.
 #[inline]
 pub fn find_best_neighbour(
     grid: &IqGrid,
-    neighbours: &[u16],
+    nb: Neighbours<'_>,
     xval: &[f32],
     weight: &[f32],
     scale: f32,
     l: &mut [i8],
 ) -> usize {
-    let best = simd::grid_best(&grid.coords, neighbours, xval, weight, scale, 0.0)
-        .map(|p| neighbours[p] as usize)
-        .unwrap_or_else(|| nearest_scalar(grid, neighbours, xval, weight, scale, |p| p as f32));
+    let best = simd::neighbour_best(nb.bytes, nb.idx.len(), xval, weight, scale, 0.0)
+        .map(|p| nb.idx[p] as usize)
+        .unwrap_or_else(|| nearest_scalar(grid, nb.idx, xval, weight, scale, |p| p as f32));
     l[..8].copy_from_slice(&grid.levels(best));
     best
 }
@@ -223,7 +251,7 @@ pub fn find_best_neighbour(
 #[inline]
 pub fn find_best_neighbour_iq1(
     grid: &IqGrid,
-    neighbours: &[u16],
+    nb: Neighbours<'_>,
     xval: &[f32],
     weight: &[f32],
     scale: f32,
@@ -232,10 +260,10 @@ pub fn find_best_neighbour_iq1(
 ) -> usize {
     // xg = x_p or x_m: -1 + delta, delta, 1 + delta with delta = xg[1].
     debug_assert!(xg[0] == xg[1] - 1.0 && xg[2] == xg[1] + 1.0);
-    let best = simd::grid_best(&grid.coords, neighbours, xval, weight, scale, xg[1])
-        .map(|p| neighbours[p] as usize)
+    let best = simd::neighbour_best(nb.bytes, nb.idx.len(), xval, weight, scale, xg[1])
+        .map(|p| nb.idx[p] as usize)
         .unwrap_or_else(|| {
-            nearest_scalar(grid, neighbours, xval, weight, scale, |p| {
+            nearest_scalar(grid, nb.idx, xval, weight, scale, |p| {
                 xg[((p - 1) / 2) as usize]
             })
         });
@@ -308,10 +336,23 @@ mod tests {
             }
             let mut off = 0;
             for u in (0..KMAP_SIZE).filter(|&u| reachable(u)) {
-                let Lookup::Off(nb) = grid.lookup(u) else {
+                let Lookup::Off(Neighbours { idx: nb, bytes }) = grid.lookup(u) else {
                     continue;
                 };
                 off += 1;
+                // The byte blocks hold the listed points, padded with the first.
+                assert_eq!(bytes.len(), 8 * NB_BLOCK * nb.len().div_ceil(NB_BLOCK));
+                for (k, block) in bytes.chunks_exact(8 * NB_BLOCK).enumerate() {
+                    for lane in 0..NB_BLOCK {
+                        let j = *nb.get(k * NB_BLOCK + lane).unwrap_or(&nb[0]) as usize;
+                        let c: [i8; 8] = std::array::from_fn(|i| block[i * NB_BLOCK + lane]);
+                        let want = grid.points[j].map(|p| match kind {
+                            GridKind::Iq1 => (p - 1) / 2 - 1,
+                            _ => p,
+                        });
+                        assert_eq!(c, want, "{kind:?} u={u:#x} block {k} lane {lane}");
+                    }
+                }
                 let pos = positions(u);
                 let d2 = |j: u16| -> i32 {
                     grid.points[j as usize]
@@ -332,6 +373,67 @@ mod tests {
                 assert_eq!(within, nb.len());
             }
             assert_eq!(off, 6561 - n, "{kind:?}");
+        }
+    }
+
+    /// Every kernel level gives the scalar scan's neighbour: random data, ties (equal
+    /// distances from zero weights and from repeated values) and non-finite input.
+    #[test]
+    fn neighbour_search_is_the_scalar_scan_at_every_level() {
+        use crate::cpu::{with_level, Level};
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut rnd = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 40) as f32 / (1u64 << 24) as f32
+        };
+        for kind in KINDS {
+            let grid = IqGrid::get(kind);
+            let lists: Vec<u16> = (0..KMAP_SIZE as u16)
+                .filter(|&u| reachable(u as usize))
+                .filter(|&u| matches!(grid.lookup(u as usize), Lookup::Off(_)))
+                .step_by(7)
+                .collect();
+            for (t, &u) in lists.iter().enumerate() {
+                let Lookup::Off(nb) = grid.lookup(u as usize) else {
+                    unreachable!()
+                };
+                let mut x: [f32; 8] = std::array::from_fn(|_| 6.0 * rnd());
+                let mut w: [f32; 8] = std::array::from_fn(|_| rnd());
+                match t % 5 {
+                    0 => w = [0.0; 8],
+                    1 => x = [x[0]; 8],
+                    2 => w[..4].fill(0.0),
+                    3 if t % 35 == 3 => x[t % 8] = f32::NAN,
+                    _ => {}
+                }
+                let scale = 0.5 + rnd();
+                let xg = [-1.0 + 0.125, 0.125, 1.0 + 0.125];
+                // The IQ1 search takes the IQ1 grid's values, the IQ2 one the positions.
+                let search = || {
+                    let mut l = [0i8; 8];
+                    match kind {
+                        GridKind::Iq1 => {
+                            find_best_neighbour_iq1(grid, nb, &x, &w, scale, &xg, &mut l)
+                        }
+                        _ => find_best_neighbour(grid, nb, &x, &w, scale, &mut l),
+                    }
+                };
+                let results: Vec<usize> = Level::supported()
+                    .into_iter()
+                    .map(|level| with_level(level, search).unwrap())
+                    .collect();
+                let want = match kind {
+                    GridKind::Iq1 => {
+                        nearest_scalar(grid, nb.idx, &x, &w, scale, |p| xg[((p - 1) / 2) as usize])
+                    }
+                    _ => nearest_scalar(grid, nb.idx, &x, &w, scale, |p| p as f32),
+                };
+                for r in &results {
+                    assert_eq!(*r, want, "{kind:?} u={u:#x} x={x:?} w={w:?}");
+                }
+            }
         }
     }
 

@@ -394,32 +394,29 @@ pub fn iq4nl_levels(x: &[f32; 32], id: f32, out: &mut [u8; 32]) {
 }
 
 /// ggml's neighbour search (`iq2_find_best_neighbour`, `iq1_find_best_neighbour2`)
-/// over the grid points `nb` for 8 values `x`: the position in `nb` of the least
-/// `sum_i w_i (scale * (c_i + offset) - x_i)^2` (`coords`: coordinate-major grid values),
-/// the first on ties; `None` where there is no SIMD kernel (the caller runs the scalar
-/// loop).
+/// over the `n` points of a neighbour list (`bytes`: its [`super::iq_grid::Neighbours`]
+/// blocks) for 8 values `x`: the position in the list of the least
+/// `sum_i w_i (scale * (c_i + offset) - x_i)^2`, the first on ties; `None` where there
+/// is no SIMD kernel (the caller runs the scalar loop).
 #[inline]
-pub fn grid_best(
-    coords: &[f32],
-    nb: &[u16],
+pub fn neighbour_best(
+    bytes: &[i8],
+    n: usize,
     x: &[f32],
     w: &[f32],
     scale: f32,
     offset: f32,
 ) -> Option<usize> {
-    let n_grid = coords.len() / 8;
-    debug_assert!(x.len() >= 8 && w.len() >= 8 && !nb.is_empty());
-    debug_assert!(nb.iter().all(|&j| (j as usize) < n_grid));
+    use super::iq_grid::NB_BLOCK;
+    assert!(x.len() >= 8 && w.len() >= 8 && n > 0);
+    assert_eq!(bytes.len(), 8 * NB_BLOCK * n.div_ceil(NB_BLOCK));
     match isa() {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: the CPU supports AVX-512F (checked by `isa`); every index in `nb` is
-        // below `n_grid`, so the gathers stay inside each coordinate's row.
-        Isa::Avx512 => {
-            Some(unsafe { x86::grid_best_avx512(coords, n_grid, nb, x, w, scale, offset) })
-        }
+        // SAFETY: the CPU supports AVX-512F (checked by `isa`); the lengths are checked.
+        Isa::Avx512 => Some(unsafe { x86_iq2::nearest_avx512(bytes, n, x, w, scale, offset) }),
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above, with AVX2.
-        Isa::Avx2 => Some(unsafe { x86::grid_best_avx2(coords, n_grid, nb, x, w, scale, offset) }),
+        Isa::Avx2 => Some(unsafe { x86_iq2::nearest_avx2(bytes, n, x, w, scale, offset) }),
         _ => None,
     }
 }
@@ -595,6 +592,8 @@ pub fn bf16_to_f32(src: &[u8], dst: &mut [f32]) {
 
 #[cfg(target_arch = "x86_64")]
 mod x86;
+#[cfg(target_arch = "x86_64")]
+mod x86_iq2;
 #[cfg(target_arch = "x86_64")]
 mod x86_iq3;
 
