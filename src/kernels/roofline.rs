@@ -190,7 +190,8 @@ mod tests {
 
     #[test]
     fn ceilings_are_positive_and_median_is_the_middle() {
-        assert!(read_bandwidth_gbs(8 << 20, 2) > 0.1);
+        // 2 MiB: freed while the resident-memory test may run, within its 4 MiB slack.
+        assert!(read_bandwidth_gbs(2 << 20, 2) > 0.1);
         #[cfg(target_arch = "x86_64")]
         if Isa::available().contains(&Isa::Avx512Vnni) {
             let v: Vec<u64> = (0..1000).collect();
