@@ -54,7 +54,8 @@ impl Fused {
                 let tiles = super::tiled::Tiled::new(&w);
                 let (ty, n, k) = (w.ty, w.n, w.k);
                 let layout = if tiles.is_q6_k() {
-                    Layout::RowsAndTiles(w, tiles)
+                    // The rows serve the GEMV, which streams them: on huge pages.
+                    Layout::RowsAndTiles(Arc::new(w.on_huge_pages()), tiles)
                 } else {
                     Layout::Tiled(tiles)
                 };
@@ -134,6 +135,7 @@ impl GemmBackend for Fused {
                 unsafe {
                     match self.isa {
                         Isa::Avx2 => super::tiled::matmul_avx2(t, &acts, y),
+                        _ if m == 1 => super::tiled::gemv(t, &acts, y),
                         _ => super::tiled::matmul(t, &acts, y),
                     }
                 };

@@ -25,6 +25,7 @@ pub mod cuda;
 pub mod dequant;
 pub mod dot;
 pub mod fused;
+pub mod hugepage;
 pub mod llamacpp_peer;
 pub mod roofline;
 #[cfg(target_arch = "x86_64")]

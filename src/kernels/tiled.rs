@@ -51,6 +51,10 @@ use rayon::prelude::*;
 mod avx2;
 pub use avx2::matmul_avx2;
 
+/// The one-token GEMV over the same tiles (AVX-512).
+mod gemv;
+pub use gemv::gemv;
+
 /// Rows per tile.
 pub const TILE_ROWS: usize = 16;
 
@@ -179,7 +183,7 @@ pub struct Tiled {
     pub n: usize,
     /// Values per row.
     pub k: usize,
-    tiles: Vec<u8>,
+    tiles: super::hugepage::HugeBuf,
 }
 
 impl Tiled {
@@ -199,7 +203,7 @@ impl Tiled {
         assert!(Self::fits(w));
         let kind = Kind::of(w.ty).expect("fits");
         let per_row = w.k / kind.values();
-        let mut tiles = vec![0u8; w.n / TILE_ROWS * per_row * kind.bytes()];
+        let mut tiles = super::hugepage::HugeBuf::zeroed(w.n / TILE_ROWS * per_row * kind.bytes());
         tiles
             .par_chunks_mut(per_row * kind.bytes())
             .enumerate()
