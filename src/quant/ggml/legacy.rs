@@ -511,39 +511,6 @@ mod x86 {
         }
     }
 
-    /// The scale of a Q8_0 block (34 bytes: f16 `d`, 32 `i8`).
-    #[inline(always)]
-    unsafe fn q8_0_scale(b: &[u8]) -> f32 {
-        let h = i32::from(u16::from_le_bytes([b[0], b[1]]));
-        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h)))
-    }
-
-    /// Q8_0 at AVX-512: `q * d` per value, as the scalar code.
-    #[target_feature(enable = "avx512f,avx2,f16c")]
-    pub(super) unsafe fn dequantize_q8_0_avx512(src: &[u8], dst: &mut [f32]) {
-        for (b, y) in src.chunks_exact(34).zip(dst.chunks_exact_mut(QK)) {
-            let d = _mm512_set1_ps(q8_0_scale(b));
-            for h in 0..2 {
-                let q = _mm_loadu_si128(b[2 + 16 * h..].as_ptr().cast());
-                let f = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q));
-                _mm512_storeu_ps(y.as_mut_ptr().add(16 * h), _mm512_mul_ps(f, d));
-            }
-        }
-    }
-
-    /// Q8_0 at AVX2.
-    #[target_feature(enable = "avx2,f16c")]
-    pub(super) unsafe fn dequantize_q8_0_avx2(src: &[u8], dst: &mut [f32]) {
-        for (b, y) in src.chunks_exact(34).zip(dst.chunks_exact_mut(QK)) {
-            let d = _mm256_set1_ps(q8_0_scale(b));
-            for c in 0..4 {
-                let q = _mm_loadl_epi64(b[2 + 8 * c..].as_ptr().cast());
-                let f = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
-                _mm256_storeu_ps(y.as_mut_ptr().add(8 * c), _mm256_mul_ps(f, d));
-            }
-        }
-    }
-
     /// AVX2: a block is four vectors of 8 values.
     #[target_feature(enable = "avx2,f16c")]
     pub(super) unsafe fn dequantize_avx2(k: Layout, src: &[u8], dst: &mut [f32]) {
@@ -587,14 +554,6 @@ mod x86 {
 }
 
 fn dequantize_q8_0(src: &[u8], dst: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    match crate::cpu::level() {
-        // SAFETY: the AVX-512 level is only reported on CPUs with AVX-512F, AVX2 and F16C.
-        crate::cpu::Level::Avx512 => return unsafe { x86::dequantize_q8_0_avx512(src, dst) },
-        // SAFETY: the AVX2 level is only reported on CPUs with AVX2 and F16C.
-        crate::cpu::Level::Avx2 => return unsafe { x86::dequantize_q8_0_avx2(src, dst) },
-        crate::cpu::Level::Scalar => {}
-    }
     for (b, y) in whole_blocks::<BlockQ8_0>(src)
         .iter()
         .zip(dst.chunks_exact_mut(QK))
@@ -647,13 +606,13 @@ mod tests {
     fn simd_decoders_equal_scalar_at_every_level() {
         use crate::cpu::{with_level, Level};
         let mut seed = 0x2545_f491u32;
-        let bytes: Vec<u8> = (0..34 * 4096)
+        let bytes: Vec<u8> = (0..24 * 4096)
             .map(|_| {
                 seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
                 (seed >> 24) as u8
             })
             .collect();
-        for codec in [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0] {
+        for codec in [Q4_0, Q4_1, Q5_0, Q5_1] {
             let bytes_per_block = codec.ty.type_size() as usize;
             for blocks in [4096, 3, 0] {
                 let src = &bytes[..blocks * bytes_per_block];
