@@ -10,13 +10,15 @@
 #   INPUT.gguf     an F16 GGUF; default /work/cache/hf-ref/SmolLM2-135M-Instruct/f16.gguf
 # Environment: QFORGE (default: target/release/qforge after cargo build --release), THREADS
 # (default 2), RUNS (default 5), TYPES (default "F16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q2_K Q3_K_M
-# Q4_K_M Q5_K_M Q6_K IQ4_NL"), BENCH_TMP (scratch folder, default .cache/bench-quantize).
+# Q4_K_M Q5_K_M Q6_K IQ4_NL"), BENCH_TMP (scratch folder, default .cache/bench-quantize),
+# QFORGE_BASE (optional: an earlier qforge binary, run in the same rounds; the table then
+# also gives its time and how much faster QFORGE is).
 # Outputs are deleted after each run. qforge runs without --digest (llama-quantize hashes
 # nothing either). The load average before and after the runs is printed with the table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ $# -lt 1 ]; then
-  sed -n '2,15p' "$0" >&2
+  sed -n '2,17p' "$0" >&2
   exit 2
 fi
 ref=$(cd "$1" && pwd)
@@ -66,20 +68,25 @@ for r in $(seq "$runs"); do
   measure cp copy cp "$input" "$tmp/out.gguf"
   for ty in $types; do
     measure qforge "$ty" "$qforge" quantize "$input" -o "$tmp/out.gguf" -t "$ty" --threads "$threads" -q
+    if [ -n "${QFORGE_BASE:-}" ]; then
+      measure base "$ty" "$QFORGE_BASE" quantize "$input" -o "$tmp/out.gguf" -t "$ty" --threads "$threads" -q
+    fi
     measure llama "$ty" "$lq" "$input" "$tmp/out.gguf" "$ty" "$threads"
   done
 done
 
 echo "input $input ($(du -h "$input" | cut -f1)), $threads threads, median of $runs interleaved runs, $(nproc) cores"
 echo "load average before: $load_before, after: $(cut -d' ' -f1-3 /proc/loadavg)"
-python3 - "$results" "$types" <<'EOF'
+python3 - "$results" "$types" "${QFORGE_BASE:+base}" <<'EOF'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1])]
 def med(tool, ty, col):
     return statistics.median(float(r[col]) for r in rows if r[0] == tool and r[1] == ty)
 cp = med("cp", "copy", 2)
 print(f"cp: {cp:.3f} s")
-print(f"{'type':8} {'qforge s':>9} {'llama s':>9} {'ratio':>6} {'qforge MiB':>11} {'llama MiB':>10} {'qforge/cp':>9}")
+base = len(sys.argv) > 3 and sys.argv[3] == "base"
+extra = f" {'base s':>7} {'speedup':>7}" if base else ""
+print(f"{'type':8} {'qforge s':>9} {'llama s':>9} {'ratio':>6} {'qforge MiB':>11} {'llama MiB':>10} {'qforge/cp':>9}{extra}")
 worst = None
 for ty in sys.argv[2].split():
     q, l = med("qforge", ty, 2), med("llama", ty, 2)
@@ -87,6 +94,10 @@ for ty in sys.argv[2].split():
     ratio = l / q if q > 0 else float("inf")
     worst = ratio if worst is None else min(worst, ratio)
     over_cp = f"{q / cp:9.2f}" if cp > 0 else f"{'-':>9}"
-    print(f"{ty:8} {q:9.3f} {l:9.3f} {ratio:6.2f} {qm:11.0f} {lm:10.0f} {over_cp}")
+    extra = ""
+    if base:
+        b = med("base", ty, 2)
+        extra = f" {b:7.3f} {b / q:7.2f}"
+    print(f"{ty:8} {q:9.3f} {l:9.3f} {ratio:6.2f} {qm:11.0f} {lm:10.0f} {over_cp}{extra}")
 print(f"slowest ratio {worst:.2f} (goal >= 3)")
 EOF

@@ -102,19 +102,21 @@ pub fn model_facts(cfg: &ModelConfig) -> ModelFacts {
     }
 }
 
-/// Output metadata: the GGUF input's keys, or for other inputs a minimal llama.cpp header
-/// (`general.architecture` = `arch`, `general.name`), as llama-quantize writes them
-/// ([`llama_file::output_metadata`]: file type and quantization version set, `split.*`
-/// removed, `overrides` and the pruned block count set).
+/// Output metadata: the GGUF input's keys (`input`, the metadata of `src` moved out of it:
+/// its tokenizer arrays, most of a file's metadata, are not copied), or for other inputs a
+/// minimal llama.cpp header (`general.architecture` = `arch`, `general.name`), as
+/// llama-quantize writes them ([`llama_file::output_metadata`]: file type and quantization
+/// version set, `split.*` removed, `overrides` and the pruned block count set).
 pub fn output_metadata(
     src: &TensorSource,
+    input: Vec<(String, Value)>,
     arch: &str,
     file_type: u32,
     overrides: &[(String, Value)],
     block_count: Option<u32>,
 ) -> Vec<(String, Value)> {
     let input = match src.format {
-        Format::Gguf => src.metadata.clone(),
+        Format::Gguf => input,
         Format::Safetensors | Format::Qnat => {
             let arch = if arch.is_empty() { "unknown" } else { arch };
             let name = src
@@ -138,7 +140,7 @@ pub fn output_metadata(
         .and_then(|(_, v)| v.as_str().map(|s| s.into_owned()))
         .unwrap_or_else(|| arch.to_string());
     llama_file::output_metadata(
-        &input,
+        input,
         file_type,
         overrides,
         block_count.map(|n| (gguf_arch.as_str(), n)),
@@ -150,7 +152,7 @@ pub fn output_metadata(
 /// input file. For a GGUF input the mix rules see the `--override-kv` values of the
 /// hyperparameters, as llama-quantize's do ([`llama_file::loader_metadata`]).
 pub fn quantize(job: &GgufJob<'_>) -> Result<Report> {
-    let src = split::open_model(job.input)?;
+    let mut src = split::open_model(job.input)?;
     let imatrix = load_imatrix(job.imatrix)?;
     // llama-quantize reads the hyperparameters through its loader, which applies
     // --override-kv: the mix rules see the overridden values.
@@ -162,8 +164,6 @@ pub fn quantize(job: &GgufJob<'_>) -> Result<Report> {
         _ => ModelConfig::for_source(&src)?,
     };
     let facts = model_facts(&config);
-    let (tensors, block_count) =
-        llama_file::arrange(&src, &job.file.prune_layers, job.file.keep_split);
     let mut overrides = job.file.kv_overrides.clone();
     if let (Some(m), Some((path, _, _))) = (&imatrix, job.imatrix) {
         overrides.extend(llama_file::imatrix_keys(path, m));
@@ -172,8 +172,19 @@ pub fn quantize(job: &GgufJob<'_>) -> Result<Report> {
         Mix::COPY => copy_file_type(&src)?,
         m => m.file_type(),
     };
-    let meta = output_metadata(&src, &facts.arch, file_type, &overrides, block_count);
-    quantize_tensors(&src, &tensors, facts, &meta, imatrix.as_ref(), job)
+    // Moved, not copied: nothing after this reads the input's metadata.
+    let input_meta = std::mem::take(&mut src.metadata);
+    let (tensors, block_count) =
+        llama_file::arrange(&src, &job.file.prune_layers, job.file.keep_split);
+    let meta = output_metadata(
+        &src,
+        input_meta,
+        &facts.arch,
+        file_type,
+        &overrides,
+        block_count,
+    );
+    quantize_tensors(&src, &tensors, facts, meta, imatrix.as_ref(), job)
 }
 
 /// The file type `COPY` writes: the input's (llama.cpp's loader: `general.file_type`,
@@ -219,7 +230,7 @@ pub fn quantize_tensors(
     src: &TensorSource,
     tensors: &[OutputTensor<'_>],
     facts: ModelFacts,
-    meta: &[(String, Value)],
+    meta: Vec<(String, Value)>,
     imatrix: Option<&Imatrix>,
     job: &GgufJob<'_>,
 ) -> Result<Report> {
@@ -228,7 +239,7 @@ pub fn quantize_tensors(
     let planned = plan(tensors, job.mix, facts, opts, imatrix, job.allow_requantize)?;
     let keep_split = job.file.keep_split;
     let n_split = llama_file::split_count(tensors, keep_split)?;
-    let metas = llama_file::split_metadata(meta.to_vec(), n_split, planned.len());
+    let metas = llama_file::split_metadata(meta, n_split, planned.len());
     let mut layouts = Vec::with_capacity(metas.len());
     let mut ranges = Vec::with_capacity(metas.len());
     let mut start = 0;
@@ -250,6 +261,8 @@ pub fn quantize_tensors(
         ranges.push(start..end);
         start = end;
     }
+    // The layouts hold the serialized headers: the metadata is done with.
+    super::drop_in_background(metas);
     let outputs = job
         .output
         .map(|o| llama_file::output_paths(o, keep_split, n_split));
@@ -421,10 +434,73 @@ pub struct Shard<'a, T> {
 const WRITES_IN_FLIGHT: usize = 2;
 
 /// A piece of output for the writer thread: a buffer it takes (and hands back for reuse),
-/// or a tensor of an input file, which it copies file to file.
+/// or consecutive tensors of input files, which it copies file to file.
 enum Piece<'m> {
     Owned(Vec<u8>),
-    Copy(&'m TensorSource, &'m TensorInfo),
+    Copies(Vec<Copied<'m>>),
+}
+
+/// A tensor written unchanged: the input holding it and the tensor.
+type Copied<'m> = (&'m TensorSource, &'m TensorInfo);
+
+/// Consecutive output tensors copied unchanged from one input file in which they lie as
+/// in the output: the same distances between their starts, zero bytes between them.
+/// The writer copies them with one file-to-file copy, padding included.
+struct CopyRun<'m> {
+    src: &'m TensorSource,
+    /// The first tensor (its name for the log).
+    first: &'m TensorInfo,
+    /// The input offset where the last tensor's data ends.
+    end: u64,
+    /// The first tensor's offset in the output's data section.
+    out_start: u64,
+    /// Tensors in the run.
+    n: usize,
+}
+
+impl<'m> CopyRun<'m> {
+    fn new(src: &'m TensorSource, t: &'m TensorInfo, out_offset: u64) -> Self {
+        CopyRun {
+            src,
+            first: t,
+            end: t.offset + t.bytes,
+            out_start: out_offset,
+            n: 1,
+        }
+    }
+
+    /// Adds `t`, whose output offset is `out_offset`, when it continues the run.
+    fn extend(&mut self, src: &'m TensorSource, t: &'m TensorInfo, out_offset: u64) -> bool {
+        let joins = std::ptr::eq(src, self.src)
+            && t.file == self.first.file
+            && t.offset >= self.end
+            && out_offset >= self.out_start
+            && t.offset - self.first.offset == out_offset - self.out_start
+            && src.files[t.file].data()[self.end as usize..t.offset as usize]
+                .iter()
+                .all(|&b| b == 0);
+        if joins {
+            self.end = t.offset + t.bytes;
+            self.n += 1;
+        }
+        joins
+    }
+
+    /// Writes the run to `stream` (the kernel copies it file to file unless hashed:
+    /// [`AtomicFile::copy_from`]).
+    fn copy(self, stream: &mut GgufStream<'_, &mut AtomicFile>) -> Result<()> {
+        let _timer = crate::logging::TensorTimer::start("copied", &self.first.name);
+        tracing::debug!("copying {} tensors in one piece", self.n);
+        let (input, offset) = self.src.file_range(self.first);
+        stream.copy_tensors(self.n, |out, len| {
+            if len != self.end - offset {
+                return Err(std::io::Error::other(
+                    "copied span does not match the layout",
+                ));
+            }
+            out.copy_from(input, offset, len)
+        })
+    }
 }
 
 /// The [`super::Sink`] that [`stream_shards`] hands to each tensor: its pieces go, in
@@ -433,6 +509,9 @@ enum Piece<'m> {
 pub struct TensorWriter<'m> {
     tx: std::sync::mpsc::SyncSender<Piece<'m>>,
     recycled: std::sync::mpsc::Receiver<Vec<u8>>,
+    /// Copies not yet sent: they go to the writer together, before the next buffer or at
+    /// the end (one hand-over instead of one per tensor).
+    copies: Vec<Copied<'m>>,
 }
 
 impl<'m> TensorWriter<'m> {
@@ -447,7 +526,17 @@ impl<'m> TensorWriter<'m> {
     /// input map touched (the writer thread has the kernel copy it file to file, or reads
     /// and hashes it with `--digest`: [`AtomicFile::copy_from`]).
     pub fn copy(&mut self, src: &'m TensorSource, t: &'m TensorInfo) -> Result<()> {
-        self.put(Piece::Copy(src, t))
+        self.copies.push((src, t));
+        Ok(())
+    }
+
+    /// Sends the copies queued by [`TensorWriter::copy`].
+    fn send_copies(&mut self) -> Result<()> {
+        if self.copies.is_empty() {
+            return Ok(());
+        }
+        let copies = std::mem::take(&mut self.copies);
+        self.put(Piece::Copies(copies))
     }
 }
 
@@ -464,6 +553,7 @@ impl super::Sink for TensorWriter<'_> {
     }
 
     fn send(&mut self, buf: Vec<u8>) -> Result<()> {
+        self.send_copies()?;
         self.put(Piece::Owned(buf))
     }
 }
@@ -564,27 +654,48 @@ fn write_shard<'m, T>(
         let file = &mut file;
         let writer = scope.spawn(move || -> Result<_> {
             let mut stream = GgufStream::start(file, layout)?;
+            let mut run: Option<CopyRun<'m>> = None;
             for piece in rx {
                 match piece {
                     Piece::Owned(buf) => {
+                        if let Some(r) = run.take() {
+                            r.copy(&mut stream)?;
+                        }
                         stream.write_data(&buf)?;
                         let _ = recycle.send(buf);
                     }
-                    Piece::Copy(src, t) => {
-                        let _timer = crate::logging::TensorTimer::start("copied", &t.name);
-                        let (input, offset) = src.file_range(t);
-                        stream.copy_data(t.bytes, |out| out.copy_from(input, offset, t.bytes))?
+                    Piece::Copies(copies) => {
+                        for (src, t) in copies {
+                            let at = stream.next_tensor() + run.as_ref().map_or(0, |r| r.n);
+                            let Some(&(out_offset, _)) = layout.tensors.get(at) else {
+                                anyhow::bail!("more tensors than the layout has");
+                            };
+                            if let Some(r) = &mut run {
+                                if r.extend(src, t, out_offset) {
+                                    continue;
+                                }
+                                run.take().expect("a run").copy(&mut stream)?;
+                            }
+                            run = Some(CopyRun::new(src, t, out_offset));
+                        }
                     }
                 }
             }
+            if let Some(r) = run {
+                r.copy(&mut stream)?;
+            }
             Ok(stream)
         });
-        let mut out = TensorWriter { tx, recycled };
+        let mut out = TensorWriter {
+            tx,
+            recycled,
+            copies: Vec::new(),
+        };
         let produced = (|| -> Result<()> {
             for t in shard.tensors {
                 stats.push(tensor(t, bar, &mut out)?);
             }
-            Ok(())
+            out.send_copies()
         })();
         drop(out);
         let stream = match writer.join() {

@@ -195,12 +195,12 @@ pub fn imatrix_keys(file: &Path, m: &Imatrix) -> Kv {
 /// The first output file's metadata: `input` with the file type, quantization version,
 /// overrides and (when layers were pruned) the block count set, and no `split.*` keys.
 pub fn output_metadata(
-    input: &[(String, Value)],
+    input: Kv,
     file_type: u32,
     overrides: &[(String, Value)],
     block_count: Option<(&str, u32)>,
 ) -> Kv {
-    let mut meta = input.to_vec();
+    let mut meta = input;
     set_key(
         &mut meta,
         "general.quantization_version",
@@ -418,7 +418,7 @@ mod tests {
             ("general.quantization_version".into(), Value::U32(2)),
         ];
         let out = output_metadata(
-            &meta,
+            meta,
             15,
             &[("general.architecture".into(), Value::string("llama"))],
             Some(("llama", 3)),

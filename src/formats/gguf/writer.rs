@@ -145,23 +145,34 @@ impl<'a, W: Write> GgufStream<'a, W> {
         self.advance(chunk.len() as u64)
     }
 
-    /// Appends `len` bytes of the current tensor that `copy` writes to the output itself
-    /// (e.g. a kernel file-to-file copy). Padding is added when the tensor is complete.
-    pub fn copy_data(
+    /// The index of the tensor whose data comes next.
+    pub fn next_tensor(&self) -> usize {
+        self.next
+    }
+
+    /// Appends the next `n` tensors whole, with the padding between them, as one span
+    /// that `copy(out, len)` writes itself (`len`: from the first tensor's start to the
+    /// last one's end). The padding after the last tensor is added here.
+    pub fn copy_tensors(
         &mut self,
-        len: u64,
-        copy: impl FnOnce(&mut W) -> std::io::Result<()>,
+        n: usize,
+        copy: impl FnOnce(&mut W, u64) -> std::io::Result<()>,
     ) -> Result<()> {
-        let Some(&(_, bytes)) = self.layout.tensors.get(self.next) else {
-            bail!("more tensor data than the layout has tensors");
-        };
         ensure!(
-            self.written + len <= bytes,
-            "tensor #{} gets more than its {bytes} bytes",
+            self.written == 0,
+            "tensor #{} is only partly written",
             self.next
         );
-        copy(&mut self.out)?;
-        self.advance(len)
+        let (first, last) = (self.next, self.next + n);
+        ensure!(
+            n > 0 && last <= self.layout.tensors.len(),
+            "{n} tensors from #{first}: more than the layout has"
+        );
+        let (start, _) = self.layout.tensors[first];
+        let (end_at, end_bytes) = self.layout.tensors[last - 1];
+        copy(&mut self.out, end_at + end_bytes - start)?;
+        self.next = last - 1;
+        self.advance(end_bytes)
     }
 
     fn advance(&mut self, len: u64) -> Result<()> {
@@ -238,6 +249,42 @@ mod tests {
         assert_eq!(h.data_offset % 64, 0);
         let b = &file[(h.data_offset + 64) as usize..][..288];
         assert!(b[..144].iter().all(|&x| x == 2) && b[144..].iter().all(|&x| x == 3));
+    }
+
+    #[test]
+    fn copied_span_equals_tensor_by_tensor_writes() {
+        let spec = |name: &str, n| TensorSpec {
+            name: name.into(),
+            ne: vec![n],
+            ty: GgmlType::F32,
+        };
+        let tensors = vec![spec("a", 3), spec("b", 5), spec("c", 2), spec("d", 8)];
+        let layout = GgufLayout::new(&[], &tensors).unwrap();
+        let data = |i: usize| vec![i as u8 + 1; tensors[i].bytes().unwrap() as usize];
+        let mut one = GgufStream::start(Vec::new(), &layout).unwrap();
+        for i in 0..4 {
+            one.write_data(&data(i)).unwrap();
+        }
+        let one = one.finish().unwrap();
+        // b and c in one span: their bytes and the zero padding between them.
+        let mut span = GgufStream::start(Vec::new(), &layout).unwrap();
+        span.write_data(&data(0)).unwrap();
+        assert_eq!(span.next_tensor(), 1);
+        span.copy_tensors(2, |out, len| {
+            let (b, c) = (layout.tensors[1], layout.tensors[2]);
+            assert_eq!(len, c.0 + c.1 - b.0);
+            out.extend(data(1));
+            out.extend(vec![0; (c.0 - b.0 - b.1) as usize]);
+            out.extend(data(2));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(span.next_tensor(), 3);
+        assert!(span.copy_tensors(2, |_, _| Ok(())).is_err());
+        span.write_data(&data(3)[..4]).unwrap();
+        assert!(span.copy_tensors(1, |_, _| Ok(())).is_err());
+        span.write_data(&data(3)[4..]).unwrap();
+        assert_eq!(span.finish().unwrap(), one);
     }
 
     #[test]

@@ -54,17 +54,53 @@ fn pack_nibbles(l: &[u8; QK], qs: &mut [u8]) {
     }
 }
 
-/// Pack 32 five-bit levels: low nibbles as [`pack_nibbles`], bit 4 into `qh` (LE u32).
+/// Pack 32 five-bit levels: low nibbles as [`pack_nibbles`] (masked), bit 4 into `qh`
+/// (LE u32, bit `j` from level `j`).
 #[inline(always)]
 fn pack_q5(l: &[u8; QK], qh: &mut [u8], qs: &mut [u8]) {
-    let mut h = 0u32;
     for j in 0..16 {
-        let (a, b) = (l[j], l[j + 16]);
-        qs[j] = (a & 0x0f) | ((b & 0x0f) << 4);
-        h |= ((a as u32 & 0x10) >> 4) << j;
-        h |= ((b as u32 & 0x10) >> 4) << (j + 16);
+        qs[j] = (l[j] & 0x0f) | ((l[j + 16] & 0x0f) << 4);
+    }
+    let mut h = 0u32;
+    for (k, bytes) in l.chunks_exact(8).enumerate() {
+        let v = u64::from_le_bytes(bytes.try_into().unwrap());
+        h |= (gather_byte_bits((v >> 4) & BYTE_LSBS) as u32) << (8 * k);
     }
     qh.copy_from_slice(&h.to_le_bytes());
+}
+
+/// Bit 0 of every byte of a u64.
+const BYTE_LSBS: u64 = 0x0101_0101_0101_0101;
+
+/// Bit 0 of byte `i` of `v` (its other bits zero) as bit `i` of the result: the multiply
+/// moves each into the top byte without carries.
+#[inline(always)]
+fn gather_byte_bits(v: u64) -> u8 {
+    (v.wrapping_mul(0x0102_0408_1020_4080) >> 56) as u8
+}
+
+/// The inverse of [`gather_byte_bits`]: bit `i` of `b` as bit 0 of byte `i`.
+#[inline(always)]
+fn spread_byte_bits(b: u8) -> u64 {
+    let picked = (u64::from(b) * BYTE_LSBS) & 0x8040_2010_0804_0201;
+    // A byte of `picked` is 0 or one bit: adding 0x7f sets its top bit iff it is not 0.
+    ((picked + 0x7f7f_7f7f_7f7f_7f7f) >> 7) & BYTE_LSBS
+}
+
+/// The 32 five-bit levels of a Q5 block (`qh`: bit 4 of level `j` at bit `j`).
+#[inline(always)]
+fn q5_levels(qh: &[u8; 4], qs: &[u8; 16]) -> [u8; QK] {
+    let mut l = [0u8; QK];
+    for j in 0..16 {
+        l[j] = qs[j] & 0x0f;
+        l[j + 16] = qs[j] >> 4;
+    }
+    for (k, lk) in l.chunks_exact_mut(8).enumerate() {
+        let hi = spread_byte_bits(qh[k]) << 4;
+        let v = u64::from_le_bytes((&*lk).try_into().unwrap()) | hi;
+        lk.copy_from_slice(&v.to_le_bytes());
+    }
+    l
 }
 
 /// `sigma2` of the legacy imatrix paths: mean square over the whole row.
@@ -285,16 +321,10 @@ fn quantize_block_q8_0(x: &[f32], y: &mut [u8]) {
     }
 }
 
-/// Unpack 5-bit levels of a Q5 block: `(low nibble | high bit << 4)` for `j` and `j + 16`.
-#[inline(always)]
-fn q5_levels(qh: &[u8], qs: &[u8], j: usize) -> (i32, i32) {
-    let h = u32::from_le_bytes([qh[0], qh[1], qh[2], qh[3]]);
-    let xh0 = (((h >> j) << 4) & 0x10) as i32;
-    let xh1 = ((h >> (j + 12)) & 0x10) as i32;
-    ((qs[j] & 0x0f) as i32 | xh0, (qs[j] >> 4) as i32 | xh1)
-}
-
 fn dequantize_q4_0(src: &[u8], dst: &mut [f32]) {
+    if dequantize_simd(Layout::Q4_0, src, dst) {
+        return;
+    }
     for (b, y) in whole_blocks::<BlockQ4_0>(src)
         .iter()
         .zip(dst.chunks_exact_mut(QK))
@@ -308,6 +338,9 @@ fn dequantize_q4_0(src: &[u8], dst: &mut [f32]) {
 }
 
 fn dequantize_q4_1(src: &[u8], dst: &mut [f32]) {
+    if dequantize_simd(Layout::Q4_1, src, dst) {
+        return;
+    }
     for (b, y) in whole_blocks::<BlockQ4_1>(src)
         .iter()
         .zip(dst.chunks_exact_mut(QK))
@@ -321,29 +354,201 @@ fn dequantize_q4_1(src: &[u8], dst: &mut [f32]) {
 }
 
 fn dequantize_q5_0(src: &[u8], dst: &mut [f32]) {
+    if dequantize_simd(Layout::Q5_0, src, dst) {
+        return;
+    }
     for (b, y) in whole_blocks::<BlockQ5_0>(src)
         .iter()
         .zip(dst.chunks_exact_mut(QK))
     {
         let d = read_fp16(&b.d, 0);
-        for j in 0..QK / 2 {
-            let (a, c) = q5_levels(&b.qh, &b.qs, j);
-            y[j] = (a - 16) as f32 * d;
-            y[j + QK / 2] = (c - 16) as f32 * d;
+        for (o, &q) in y.iter_mut().zip(&q5_levels(&b.qh, &b.qs)) {
+            *o = (i32::from(q) - 16) as f32 * d;
         }
     }
 }
 
 fn dequantize_q5_1(src: &[u8], dst: &mut [f32]) {
+    if dequantize_simd(Layout::Q5_1, src, dst) {
+        return;
+    }
     for (b, y) in whole_blocks::<BlockQ5_1>(src)
         .iter()
         .zip(dst.chunks_exact_mut(QK))
     {
         let (d, m) = (read_fp16(&b.d, 0), read_fp16(&b.m, 0));
-        for j in 0..QK / 2 {
-            let (a, c) = q5_levels(&b.qh, &b.qs, j);
-            y[j] = a as f32 * d + m;
-            y[j + QK / 2] = c as f32 * d + m;
+        for (o, &q) in y.iter_mut().zip(&q5_levels(&b.qh, &b.qs)) {
+            *o = f32::from(q) * d + m;
+        }
+    }
+}
+
+/// Where a Q4_0/Q4_1/Q5_0/Q5_1 block keeps its parts, for the SIMD decoders.
+#[derive(Clone, Copy, Debug)]
+struct Layout {
+    /// Bytes per block.
+    bytes: usize,
+    /// A min after the scale (`_1` types).
+    with_min: bool,
+    /// Four `qh` bytes before `qs` (Q5 types).
+    five_bit: bool,
+    /// Subtracted from each level (`_0` types: 8 or 16).
+    offset: i32,
+}
+
+impl Layout {
+    const Q4_0: Layout = Layout {
+        bytes: size_of::<BlockQ4_0>(),
+        with_min: false,
+        five_bit: false,
+        offset: 8,
+    };
+    const Q4_1: Layout = Layout {
+        bytes: size_of::<BlockQ4_1>(),
+        with_min: true,
+        five_bit: false,
+        offset: 0,
+    };
+    const Q5_0: Layout = Layout {
+        bytes: size_of::<BlockQ5_0>(),
+        with_min: false,
+        five_bit: true,
+        offset: 16,
+    };
+    const Q5_1: Layout = Layout {
+        bytes: size_of::<BlockQ5_1>(),
+        with_min: true,
+        five_bit: true,
+        offset: 0,
+    };
+}
+
+/// The SIMD decoder of `k`'s blocks at the AVX2 and AVX-512 levels (the scalar code's
+/// results bit for bit, but for which NaN a value gets when the scale and the min both
+/// are NaNs: the same conversions, one multiply and one add per value, no fused
+/// multiply-add); `false` at the scalar level (nothing written).
+fn dequantize_simd(k: Layout, src: &[u8], dst: &mut [f32]) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    match crate::cpu::level() {
+        // SAFETY: the AVX-512 level is only reported on CPUs with AVX-512F, AVX2 and F16C.
+        crate::cpu::Level::Avx512 => unsafe { x86::dequantize_avx512(k, src, dst) },
+        // SAFETY: the AVX2 level is only reported on CPUs with AVX2 and F16C.
+        crate::cpu::Level::Avx2 => unsafe { x86::dequantize_avx2(k, src, dst) },
+        crate::cpu::Level::Scalar => return false,
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    return false;
+    #[cfg(target_arch = "x86_64")]
+    true
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{Layout, QK};
+    use std::arch::x86_64::*;
+
+    /// A block's scale and min (0 without one), f16 to f32 as `read_fp16` (exact).
+    #[inline(always)]
+    unsafe fn scale_min(k: Layout, b: &[u8]) -> (f32, f32) {
+        let d = u16::from_le_bytes([b[0], b[1]]);
+        let m = if k.with_min {
+            u16::from_le_bytes([b[2], b[3]])
+        } else {
+            0
+        };
+        let v = _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(d) | (i32::from(m) << 16)));
+        let m = if k.with_min {
+            _mm_cvtss_f32(_mm_shuffle_ps::<1>(v, v))
+        } else {
+            0.0
+        };
+        (_mm_cvtss_f32(v), m)
+    }
+
+    /// `qh` (0 for Q4 types) and the 16 `qs` bytes of a block.
+    #[inline(always)]
+    unsafe fn parts(k: Layout, b: &[u8]) -> (u32, __m128i) {
+        let mut o = if k.with_min { 4 } else { 2 };
+        let mut h = 0;
+        if k.five_bit {
+            h = u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+            o += 4;
+        }
+        let qs = &b[o..o + 16];
+        (h, _mm_loadu_si128(qs.as_ptr().cast()))
+    }
+
+    /// AVX-512: a block is two vectors of 16 values (levels `j` and `j + 16`).
+    #[target_feature(enable = "avx512f,avx2,f16c")]
+    pub(super) unsafe fn dequantize_avx512(k: Layout, src: &[u8], dst: &mut [f32]) {
+        let idx = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        let (nib, one, off) = (
+            _mm512_set1_epi32(0x0f),
+            _mm512_set1_epi32(1),
+            _mm512_set1_epi32(k.offset),
+        );
+        for (b, y) in src.chunks_exact(k.bytes).zip(dst.chunks_exact_mut(QK)) {
+            let (d, m) = scale_min(k, b);
+            let (h, qs) = parts(k, b);
+            let q = _mm512_cvtepu8_epi32(qs);
+            let mut lo = _mm512_and_si512(q, nib);
+            let mut hi = _mm512_srli_epi32::<4>(q);
+            if k.five_bit {
+                let hv = _mm512_set1_epi32(h as i32);
+                let bit = |s| _mm512_slli_epi32::<4>(_mm512_and_si512(s, one));
+                lo = _mm512_or_si512(lo, bit(_mm512_srlv_epi32(hv, idx)));
+                hi = _mm512_or_si512(hi, bit(_mm512_srlv_epi32(_mm512_srli_epi32::<16>(hv), idx)));
+            }
+            let (vd, vm) = (_mm512_set1_ps(d), _mm512_set1_ps(m));
+            for (half, l) in [lo, hi].into_iter().enumerate() {
+                let f = _mm512_cvtepi32_ps(_mm512_sub_epi32(l, off));
+                let mut v = _mm512_mul_ps(f, vd);
+                if k.with_min {
+                    v = _mm512_add_ps(v, vm);
+                }
+                _mm512_storeu_ps(y.as_mut_ptr().add(16 * half), v);
+            }
+        }
+    }
+
+    /// AVX2: a block is four vectors of 8 values.
+    #[target_feature(enable = "avx2,f16c")]
+    pub(super) unsafe fn dequantize_avx2(k: Layout, src: &[u8], dst: &mut [f32]) {
+        let idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        let (nib, one, off) = (
+            _mm256_set1_epi32(0x0f),
+            _mm256_set1_epi32(1),
+            _mm256_set1_epi32(k.offset),
+        );
+        for (b, y) in src.chunks_exact(k.bytes).zip(dst.chunks_exact_mut(QK)) {
+            let (d, m) = scale_min(k, b);
+            let (h, qs) = parts(k, b);
+            let (vd, vm) = (_mm256_set1_ps(d), _mm256_set1_ps(m));
+            // Quarter `c`: values 8c..8c + 8, from qs[8(c % 2)..] (low nibbles for c < 2).
+            for c in 0..4 {
+                let bytes = if c % 2 == 0 {
+                    qs
+                } else {
+                    _mm_srli_si128::<8>(qs)
+                };
+                let q = _mm256_cvtepu8_epi32(bytes);
+                let mut l = if c < 2 {
+                    _mm256_and_si256(q, nib)
+                } else {
+                    _mm256_srli_epi32::<4>(q)
+                };
+                if k.five_bit {
+                    let hv = _mm256_set1_epi32((h >> (8 * c)) as i32);
+                    let bit = _mm256_and_si256(_mm256_srlv_epi32(hv, idx), one);
+                    l = _mm256_or_si256(l, _mm256_slli_epi32::<4>(bit));
+                }
+                let f = _mm256_cvtepi32_ps(_mm256_sub_epi32(l, off));
+                let mut v = _mm256_mul_ps(f, vd);
+                if k.with_min {
+                    v = _mm256_add_ps(v, vm);
+                }
+                _mm256_storeu_ps(y.as_mut_ptr().add(8 * c), v);
+            }
         }
     }
 }
@@ -356,6 +561,79 @@ fn dequantize_q8_0(src: &[u8], dst: &mut [f32]) {
         let d = read_fp16(&b.d, 0);
         for (o, &q) in y.iter_mut().zip(&b.qs) {
             *o = f32::from(q) * d;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn q5_bits_pack_and_unpack_as_ggml() {
+        let mut seed = 0x9e37_79b9u32;
+        for _ in 0..200 {
+            let mut l = [0u8; QK];
+            for v in l.iter_mut() {
+                seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                // Any byte: ggml masks levels above 31 the same way.
+                *v = (seed >> 24) as u8;
+            }
+            let (mut qh, mut qs) = ([0u8; 4], [0u8; 16]);
+            pack_q5(&l, &mut qh, &mut qs);
+            // ggml's loop: quantize_row_q5_1_ref.
+            let mut h = 0u32;
+            for j in 0..16 {
+                assert_eq!(qs[j], (l[j] & 0x0f) | ((l[j + 16] & 0x0f) << 4));
+                h |= u32::from((l[j] & 0x10) >> 4) << j;
+                h |= u32::from((l[j + 16] & 0x10) >> 4) << (j + 16);
+            }
+            assert_eq!(u32::from_le_bytes(qh), h);
+            let back = q5_levels(&qh, &qs);
+            for j in 0..QK {
+                assert_eq!(back[j], l[j] & 0x1f, "level {j}");
+            }
+        }
+        for b in 0..=255u8 {
+            assert_eq!(gather_byte_bits(spread_byte_bits(b)), b);
+        }
+    }
+
+    /// The SIMD decoders against the scalar ones on random bytes (scales and mins of any
+    /// bit pattern, NaNs and infinities included), bit for bit at every level but for the
+    /// payload of NaNs.
+    #[test]
+    fn simd_decoders_equal_scalar_at_every_level() {
+        use crate::cpu::{with_level, Level};
+        let mut seed = 0x2545_f491u32;
+        let bytes: Vec<u8> = (0..24 * 4096)
+            .map(|_| {
+                seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (seed >> 24) as u8
+            })
+            .collect();
+        for codec in [Q4_0, Q4_1, Q5_0, Q5_1] {
+            let bytes_per_block = codec.ty.type_size() as usize;
+            for blocks in [4096, 3, 0] {
+                let src = &bytes[..blocks * bytes_per_block];
+                let n = blocks * QK;
+                let mut want = vec![0f32; n];
+                with_level(Level::Scalar, || (codec.dequantize)(src, &mut want)).unwrap();
+                for level in Level::supported() {
+                    let mut got = vec![0f32; n];
+                    with_level(level, || (codec.dequantize)(src, &mut got)).unwrap();
+                    // NaN payloads may differ: `a * d + m` with NaNs in both `d` and `m`
+                    // keeps either one, as the compiler orders the operands.
+                    let same = |(i, (a, b)): (usize, (&f32, &f32))| {
+                        assert!(
+                            a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()),
+                            "{} at {level}: value {i} is {a:e}, the scalar code gives {b:e}",
+                            codec.ty
+                        )
+                    };
+                    got.iter().zip(&want).enumerate().for_each(same);
+                }
+            }
         }
     }
 }
