@@ -7,7 +7,8 @@
 //! ```
 //!
 //! Arguments: weight type (default q4_k), output rows n (14336), token counts (8,64,512),
-//! threads (1). k is 4096. With several threads, the CPU time of all of them is divided
+//! threads (1), kernels `avx512` or `avx2` (avx512; the int8 peak is the VNNI one either
+//! way). k is 4096. With several threads, the CPU time of all of them is divided
 //! by their number (the figure a quiet machine would show); the best wall time is
 //! printed next to it.
 
@@ -36,12 +37,16 @@ fn main() -> anyhow::Result<()> {
         .map(str::parse)
         .collect::<Result<Vec<usize>, _>>()?;
     let threads: usize = arg(4, "1").parse()?;
+    let isa = match arg(5, "avx512").as_str() {
+        "avx2" => Isa::Avx2,
+        _ => Isa::Avx512Vnni,
+    };
     let k = 4096;
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build_global()?;
     let w = Arc::new(QuantMatrix::random(ty, n, k, 1)?);
-    let b = backend("fused", w, Isa::Avx512Vnni)?;
+    let b = backend("fused", w, isa)?;
     // int8_peak_gops runs 2e6 iterations of 12 chains of 64 multiply-adds per thread;
     // the best of 7 passes.
     let mut peak_ns = u64::MAX;
@@ -52,8 +57,9 @@ fn main() -> anyhow::Result<()> {
     }
     let peak = (threads * 2_000_000 * 12 * 64 * 2) as f64 / peak_ns as f64 * threads as f64;
     print!(
-        "{} n={n} k={k} threads={threads}: int8 peak {peak:.0} GOP/s",
-        ty.name()
+        "{} {} n={n} k={k} threads={threads}: int8 peak {peak:.0} GOP/s",
+        ty.name(),
+        isa.name()
     );
     for m in ms {
         let x = synthetic_activations(m, k, 3);

@@ -387,8 +387,6 @@ fn level(qs: &[u8], e: usize) -> u8 {
 /// A group of up to [`MAX_TOKENS`] tokens with everything the kernels read interleaved
 /// token by token, so that one pointer serves all the tokens' broadcasts.
 struct Group {
-    /// First token.
-    t: usize,
     /// Tokens.
     count: usize,
     /// The quantized values: 4 values of each token in turn (`[k / 4][count][4]`).
@@ -435,7 +433,6 @@ impl Group {
             .map(|i| tokens[i % count].d[i / count])
             .collect();
         Group {
-            t,
             count,
             xs,
             sums,
@@ -451,22 +448,64 @@ impl Group {
 /// # Safety
 /// The CPU must support AVX-512 F/BW/VNNI, FMA and F16C (`Isa::Avx512Vnni`).
 pub unsafe fn matmul(w: &Tiled, acts: &Activations, y: &mut [f32]) {
-    let m = acts.tokens();
     assert_eq!(acts.k, w.k);
+    let group = |t, count| Group::new(w.kind, acts, t, count);
+    drive(
+        w,
+        acts.tokens(),
+        &[MAX_TOKENS, 4, 1],
+        group,
+        y,
+        |tr, g, res| {
+            // SAFETY: the caller guarantees the CPU features; the group's arrays hold `count`
+            // tokens of `k` values.
+            unsafe {
+                match g.count {
+                    MAX_TOKENS => x86::tile_row::<MAX_TOKENS>(w, tr, &g.data, res),
+                    4 => x86::tile_row::<4>(w, tr, &g.data, res),
+                    _ => x86::tile_row::<1>(w, tr, &g.data, res),
+                }
+            }
+        },
+    );
+}
+
+/// The 16 outputs of one tile row for up to [`MAX_TOKENS`] tokens (`[token][row]`).
+type TileOut = [[f32; TILE_ROWS]; MAX_TOKENS];
+
+/// The tile driver of every ISA: splits the `m` tokens into groups of the sizes in
+/// `counts` (largest first, the last 1), builds each group once (`group(t, count)`, in
+/// parallel), then runs `kernel(tr, group, out)` for every group on every tile row of a
+/// panel ([`Tiled::panel`]: the panel stays in L2 while the groups stream), panels in
+/// parallel, and writes the outputs to `y` (m x n, token-major).
+fn drive<G: Send + Sync>(
+    w: &Tiled,
+    m: usize,
+    counts: &[usize],
+    group: impl Fn(usize, usize) -> G + Sync + Send,
+    y: &mut [f32],
+    kernel: impl Fn(usize, &TokenGroup<G>, &mut TileOut) + Sync,
+) {
     assert_eq!(y.len(), m * w.n);
+    assert!(counts.iter().all(|&c| (1..=MAX_TOKENS).contains(&c)) && counts.last() == Some(&1));
     let mut starts = Vec::new();
     let mut t = 0;
     while t < m {
-        let count = [MAX_TOKENS, 4, 1]
-            .into_iter()
+        let count = counts
+            .iter()
+            .copied()
             .find(|&c| m - t >= c)
             .expect("1 fits");
         starts.push((t, count));
         t += count;
     }
-    let groups: Vec<Group> = starts
+    let groups: Vec<TokenGroup<G>> = starts
         .into_par_iter()
-        .map(|(t, count)| Group::new(w.kind, acts, t, count))
+        .map(|(t, count)| TokenGroup {
+            t,
+            count,
+            data: group(t, count),
+        })
         .collect();
     let out = super::SharedOut(y.as_mut_ptr());
     let (n, tile_rows, panel) = (w.n, w.n / TILE_ROWS, w.panel(m));
@@ -477,15 +516,7 @@ pub unsafe fn matmul(w: &Tiled, acts: &Activations, y: &mut [f32]) {
             for g in &groups {
                 for tr in rows.clone() {
                     let mut res = [[0f32; TILE_ROWS]; MAX_TOKENS];
-                    // SAFETY: the caller guarantees the CPU features; the group's arrays
-                    // hold `count` tokens of `k` values.
-                    unsafe {
-                        match g.count {
-                            MAX_TOKENS => x86::tile_row::<MAX_TOKENS>(w, tr, g, &mut res),
-                            4 => x86::tile_row::<4>(w, tr, g, &mut res),
-                            _ => x86::tile_row::<1>(w, tr, g, &mut res),
-                        }
-                    }
+                    kernel(tr, g, &mut res);
                     for (i, r) in res[..g.count].iter().enumerate() {
                         // SAFETY: token g.t + i < m, rows tr*16 .. tr*16+16 < n belong to
                         // this task.
@@ -497,6 +528,16 @@ pub unsafe fn matmul(w: &Tiled, acts: &Activations, y: &mut [f32]) {
                 }
             }
         });
+}
+
+/// Tokens `t .. t + count` and what a kernel reads of them (`data`).
+struct TokenGroup<G> {
+    /// First token.
+    t: usize,
+    /// Tokens.
+    count: usize,
+    /// The kernel's view of the tokens (the AVX-512 kernels: [`Group`]).
+    data: G,
 }
 
 mod x86 {
@@ -1013,6 +1054,47 @@ mod tests {
         let p = t.panel(512);
         assert!(p >= 1 && p * t.tile_row_bytes() <= PANEL_BYTES.max(t.tile_row_bytes()));
         assert!(64 / p >= 4 * rayon::current_num_threads() || p == 1);
+    }
+
+    #[test]
+    fn the_driver_writes_every_token_of_every_row_once() {
+        let w = QuantMatrix::random(WeightType::Q4_0, 16 * 5, 256, 1).unwrap();
+        let t = Tiled::new(&w);
+        for (m, counts) in [
+            (13, &[4, 1][..]),
+            (21, &[MAX_TOKENS, 4, 1][..]),
+            (2, &[4, 1][..]),
+        ] {
+            let mut y = vec![f32::NAN; m * t.n];
+            let sizes = std::sync::Mutex::new(Vec::new());
+            let group = |first: usize, count: usize| {
+                sizes.lock().unwrap().push((first, count));
+                count
+            };
+            drive(&t, m, counts, group, &mut y, |tr, g, res| {
+                assert_eq!(g.data, g.count);
+                for (i, r) in res[..g.count].iter_mut().enumerate() {
+                    for (lane, v) in r.iter_mut().enumerate() {
+                        *v = ((g.t + i) * 1000 + tr * TILE_ROWS + lane) as f32;
+                    }
+                }
+            });
+            for (i, v) in y.iter().enumerate() {
+                assert_eq!(*v, ((i / t.n) * 1000 + i % t.n) as f32, "m={m} at {i}");
+            }
+            // Largest groups first, each built once, covering the tokens in order.
+            let mut sizes = sizes.into_inner().unwrap();
+            sizes.sort();
+            let mut next = 0;
+            for (first, count) in sizes {
+                assert_eq!(first, next, "m={m}");
+                assert!(count == 1 || m - first >= count);
+                let largest = counts.iter().copied().find(|&c| m - first >= c).unwrap();
+                assert_eq!(count, largest, "m={m} at {first}");
+                next += count;
+            }
+            assert_eq!(next, m);
+        }
     }
 
     #[test]

@@ -13,13 +13,14 @@
 
 use super::super::activation::{ActRow, Activations};
 use super::super::dot::NF4_I8;
+use super::{drive, TileOut, TokenGroup};
 use super::{Kind, Tiled, DMIN_AT, D_AT, MN_AT, NIBBLES_AT, Q8_0_AT, QS_AT, SC_AT};
-use super::{GEMV_TILE_ROWS_PER_TASK, NIBBLE_TILE_BYTES, Q8_0_TILE_BYTES, TILE_BYTES, TILE_ROWS};
-use rayon::prelude::*;
+use super::{NIBBLE_TILE_BYTES, Q8_0_TILE_BYTES, TILE_BYTES};
 use std::arch::x86_64::*;
 
 /// `y` (m x n, token-major) for activations `acts` (quantized for the tiled type, no lane
-/// arrays), tile rows in parallel, with the AVX2 kernels.
+/// arrays) with the AVX2 kernels, through the same group and panel driver as the AVX-512
+/// ones (groups of 4 tokens, then single tokens).
 ///
 /// # Safety
 /// The CPU must support AVX2, FMA and F16C (`Isa::Avx2`).
@@ -48,46 +49,27 @@ pub unsafe fn matmul_avx2(w: &Tiled, acts: &Activations, y: &mut [f32]) {
         Kind::Q4_0 => sums32.iter().map(|s| -8 * s).collect(),
         Kind::Nf4 | Kind::Q8_0 | Kind::Q6K | Kind::Q5K | Kind::Iq4Xs => vec![0; sums32.len()],
     };
-    let out = super::super::SharedOut(y.as_mut_ptr());
-    let (n, k32) = (w.n, w.k / 32);
-    let min_len = if m < 4 { GEMV_TILE_ROWS_PER_TASK } else { 1 };
-    (0..n / TILE_ROWS)
-        .into_par_iter()
-        .with_min_len(min_len)
-        .for_each(|tr| {
-            let tiles = w.tile_row(tr);
-            let mut t = 0;
-            while t < m {
-                let count = if m - t >= 4 { 4 } else { 1 };
-                let mut res = [[0f32; TILE_ROWS]; 4];
-                let group = &tokens[t..t + count];
-                let per = &per[t * k32..(t + count) * k32];
-                // SAFETY: the caller guarantees the CPU features; lengths are checked above.
-                unsafe {
-                    match (w.kind, count) {
-                        (Kind::Q4K, 4) => q4_k::<4>(tiles, group, per, &mut res),
-                        (Kind::Q4K, _) => q4_k::<1>(tiles, group, per, &mut res),
-                        (Kind::Q4_0, 4) => q4_0::<4>(tiles, group, per, &mut res),
-                        (Kind::Q4_0, _) => q4_0::<1>(tiles, group, per, &mut res),
-                        (Kind::Nf4, 4) => signed::<4, Nf4>(tiles, group, &mut res),
-                        (Kind::Nf4, _) => signed::<1, Nf4>(tiles, group, &mut res),
-                        (Kind::Q8_0, 4) => signed::<4, Q8>(tiles, group, &mut res),
-                        (Kind::Q8_0, _) => signed::<1, Q8>(tiles, group, &mut res),
-                        (Kind::Q6K | Kind::Q5K | Kind::Iq4Xs, _) => {
-                            unreachable!("checked above")
-                        }
-                    }
-                }
-                for (i, r) in res[..count].iter().enumerate() {
-                    // SAFETY: token t + i < m, rows tr*16 .. tr*16+16 < n belong to this task.
-                    unsafe {
-                        let dst = out.at((t + i) * n + tr * TILE_ROWS);
-                        std::ptr::copy_nonoverlapping(r.as_ptr(), dst, TILE_ROWS);
-                    }
-                }
-                t += count;
+    let k32 = w.k / 32;
+    let kernel = |tr: usize, g: &TokenGroup<()>, res: &mut TileOut| {
+        let tiles = w.tile_row(tr);
+        let group = &tokens[g.t..g.t + g.count];
+        let per = &per[g.t * k32..(g.t + g.count) * k32];
+        // SAFETY: the caller guarantees the CPU features; lengths are checked above.
+        unsafe {
+            match (w.kind, g.count) {
+                (Kind::Q4K, 4) => q4_k::<4>(tiles, group, per, res),
+                (Kind::Q4K, _) => q4_k::<1>(tiles, group, per, res),
+                (Kind::Q4_0, 4) => q4_0::<4>(tiles, group, per, res),
+                (Kind::Q4_0, _) => q4_0::<1>(tiles, group, per, res),
+                (Kind::Nf4, 4) => signed::<4, Nf4>(tiles, group, res),
+                (Kind::Nf4, _) => signed::<1, Nf4>(tiles, group, res),
+                (Kind::Q8_0, 4) => signed::<4, Q8>(tiles, group, res),
+                (Kind::Q8_0, _) => signed::<1, Q8>(tiles, group, res),
+                (Kind::Q6K | Kind::Q5K | Kind::Iq4Xs, _) => unreachable!("checked above"),
             }
-        });
+        }
+    };
+    drive(w, m, &[4, 1], |_, _| (), y, kernel);
 }
 
 impl Kind {
@@ -126,7 +108,7 @@ unsafe fn q4_k<const T: usize>(
     tiles: &[u8],
     acts: &[ActRow<'_>],
     pairs: &[i32],
-    res: &mut [[f32; TILE_ROWS]; 4],
+    res: &mut TileOut,
 ) {
     let m4 = _mm256_set1_epi8(0x0F);
     let k32 = pairs.len() / T;
@@ -189,7 +171,7 @@ unsafe fn q4_0<const T: usize>(
     tiles: &[u8],
     acts: &[ActRow<'_>],
     offsets: &[i32],
-    res: &mut [[f32; TILE_ROWS]; 4],
+    res: &mut TileOut,
 ) {
     let m4 = _mm256_set1_epi8(0x0F);
     let ones = _mm256_set1_epi16(1);
@@ -284,11 +266,7 @@ impl Signed for Q8 {
 
 /// One NF4 or Q8_0 tile row (16 outputs) for `T` tokens: `res[t][r]`.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn signed<const T: usize, K: Signed>(
-    tiles: &[u8],
-    acts: &[ActRow<'_>],
-    res: &mut [[f32; TILE_ROWS]; 4],
-) {
+unsafe fn signed<const T: usize, K: Signed>(tiles: &[u8], acts: &[ActRow<'_>], res: &mut TileOut) {
     let ones = _mm256_set1_epi16(1);
     let mut facc = [[_mm256_setzero_ps(); T]; 2];
     for (b, tile) in tiles.chunks_exact(K::TILE).enumerate() {
@@ -322,7 +300,7 @@ unsafe fn signed<const T: usize, K: Signed>(
 
 /// `res[t]` = the 16 outputs of token `t` (`facc[h][t]`: rows `8 h .. 8 h + 8`).
 #[inline(always)]
-unsafe fn store<const T: usize>(facc: &[[__m256; T]; 2], res: &mut [[f32; TILE_ROWS]; 4]) {
+unsafe fn store<const T: usize>(facc: &[[__m256; T]; 2], res: &mut TileOut) {
     for (t, r) in res.iter_mut().take(T).enumerate() {
         _mm256_storeu_ps(r.as_mut_ptr(), facc[0][t]);
         _mm256_storeu_ps(r.as_mut_ptr().add(8), facc[1][t]);
