@@ -221,8 +221,10 @@ impl Built {
 type Baseline = (String, Box<dyn KvCodec>, Box<dyn KvCodec>);
 
 /// Baselines at the profile's bits: the TurboQuant-style and KIVI-2/3/4 (g32) codecs at
-/// the fewest bits per value that are not below the profile's, q8_0 and q4_0.
-fn baselines(profile: &KvProfile) -> Result<Vec<Baseline>> {
+/// the fewest bits per value that are not below the profile's, q8_0 and q4_0. With
+/// `key_order` (a model run), q8_0 and q4_0 quantize keys in llama.cpp's cache layout
+/// ([`super::weights::llama_cpp_key_order`]), as `llama-perplexity -ctk q8_0` does.
+fn baselines(profile: &KvProfile, key_order: Option<&[usize]>) -> Result<Vec<Baseline>> {
     let d = profile.shape.head_dim;
     let target = profile.codec.bits_per_value - 1e-9;
     let seed = profile.codec.seed;
@@ -250,14 +252,18 @@ fn baselines(profile: &KvProfile) -> Result<Vec<Baseline>> {
         }
     }
     if d.is_multiple_of(32) {
+        let keys = |c: baselines::GgmlBlocks| match key_order {
+            Some(order) => c.with_order(order.to_vec()),
+            None => Ok(c),
+        };
         out.push((
             "q8_0".into(),
-            Box::new(baselines::q8_0(d)?),
+            Box::new(keys(baselines::q8_0(d)?)?),
             Box::new(baselines::q8_0(d)?),
         ));
         out.push((
             "q4_0".into(),
-            Box::new(baselines::q4_0(d)?),
+            Box::new(keys(baselines::q4_0(d)?)?),
             Box::new(baselines::q4_0(d)?),
         ));
     }
@@ -314,7 +320,10 @@ pub fn verify(args: &VerifyJob) -> Result<Verified> {
     doc["eval_source"] = json!(source);
     if args.compare {
         let mut rows = Vec::new();
-        for (name, kc, vc) in baselines(&profile)? {
+        let key_order = run
+            .as_ref()
+            .map(|r| r.runner.model.config.llama_cpp_key_order.as_slice());
+        for (name, kc, vc) in baselines(&profile, key_order)? {
             let (k, v) = (
                 s.role.keys().then_some(kc.as_ref()),
                 s.role.values().then_some(vc.as_ref()),

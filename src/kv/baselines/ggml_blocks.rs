@@ -14,6 +14,8 @@ pub struct GgmlBlocks {
     head_dim: usize,
     ty: GgmlType,
     codec: &'static Codec,
+    /// Block channel `c` holds row channel `order[c]` (`None`: the row's order).
+    order: Option<Vec<usize>>,
 }
 
 impl GgmlBlocks {
@@ -32,7 +34,25 @@ impl GgmlBlocks {
             head_dim,
             ty,
             codec,
+            order: None,
         })
+    }
+
+    /// The same codec on rows whose channels are first put in `order` (channel `c` of the
+    /// quantized row is channel `order[c]` of the input row) and put back after decoding:
+    /// the key layout of llama.cpp's cache
+    /// ([`crate::kv::weights::llama_cpp_key_order`]), whose blocks group other channels.
+    pub fn with_order(mut self, order: Vec<usize>) -> Result<Self> {
+        let mut seen = vec![false; self.head_dim];
+        if order.len() != self.head_dim
+            || !order
+                .iter()
+                .all(|&c| c < self.head_dim && !std::mem::replace(&mut seen[c], true))
+        {
+            bail!("channel order is not a permutation of 0..{}", self.head_dim);
+        }
+        self.order = Some(order);
+        Ok(self)
     }
 
     fn row_bytes(&self) -> usize {
@@ -74,12 +94,21 @@ impl KvCodec for GgmlBlocks {
         }
         let rb = self.row_bytes();
         let mut out = vec![0u8; self.encoded_len(m.rows())];
+        let mut row = vec![0f32; self.head_dim];
         for (x, dst) in m
             .data()
             .chunks_exact(self.head_dim)
             .zip(out.chunks_exact_mut(rb))
         {
-            (self.codec.quantize_row)(x, dst, None);
+            match &self.order {
+                Some(order) => {
+                    for (r, &c) in row.iter_mut().zip(order) {
+                        *r = x[c];
+                    }
+                    (self.codec.quantize_row)(&row, dst, None);
+                }
+                None => (self.codec.quantize_row)(x, dst, None),
+            }
         }
         Ok(out)
     }
@@ -95,6 +124,15 @@ impl KvCodec for GgmlBlocks {
         }
         let mut out = Matrix::zeros(rows, self.head_dim);
         (self.codec.dequantize)(bytes, out.data_mut());
+        if let Some(order) = &self.order {
+            let mut row = vec![0f32; self.head_dim];
+            for x in out.data_mut().chunks_exact_mut(self.head_dim) {
+                row.copy_from_slice(x);
+                for (&r, &c) in row.iter().zip(order) {
+                    x[c] = r;
+                }
+            }
+        }
         Ok(out)
     }
 }
@@ -120,5 +158,29 @@ mod tests {
         assert!(err < 0.01, "{err}");
         assert_eq!(q4_0(64).unwrap().bits_per_value(), 4.5);
         assert!(q4_0(48).is_err());
+    }
+
+    #[test]
+    fn channel_order_changes_the_blocks_and_is_undone() {
+        // One large channel in the first half: in row order it sets block 0's scale; put
+        // at channel 63 (the second block), it leaves block 0's small values nearly exact.
+        let mut x: Vec<f32> = (0..64).map(|i| 0.01 * (i % 7) as f32).collect();
+        x[5] = 100.0;
+        let m = Matrix::new(1, 64, x.clone()).unwrap();
+        let mut order: Vec<usize> = (0..64).collect();
+        order.swap(5, 63);
+        let plain = q4_0(64).unwrap();
+        let ordered = q4_0(64).unwrap().with_order(order).unwrap();
+        let err = |c: &GgmlBlocks| {
+            let back = c.round_trip(&m).unwrap();
+            (0..32)
+                .filter(|&i| i != 5)
+                .map(|i| (back.data()[i] - x[i]).abs())
+                .fold(0f32, f32::max)
+        };
+        assert!(err(&ordered) < 0.01, "{}", err(&ordered));
+        assert!(err(&plain) > 0.02, "{}", err(&plain));
+        assert!((ordered.round_trip(&m).unwrap().data()[5] - 100.0).abs() < 1e-3);
+        assert!(q4_0(64).unwrap().with_order(vec![0; 64]).is_err());
     }
 }
