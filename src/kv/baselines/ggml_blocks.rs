@@ -16,6 +16,9 @@ pub struct GgmlBlocks {
     codec: &'static Codec,
     /// Block channel `c` holds row channel `order[c]` (`None`: the row's order).
     order: Option<Vec<usize>>,
+    /// Orthonormal Walsh-Hadamard transform of each run of this many channels (after
+    /// `order`) before quantizing, undone after decoding.
+    hadamard: Option<usize>,
 }
 
 impl GgmlBlocks {
@@ -35,7 +38,32 @@ impl GgmlBlocks {
             ty,
             codec,
             order: None,
+            hadamard: None,
         })
+    }
+
+    /// llama.cpp's quantized KV cache (`attn_rot_k` / `attn_rot_v`, on unless
+    /// `LLAMA_ATTN_ROT_DISABLE`): each head is multiplied by the orthonormal Sylvester
+    /// Hadamard matrix of size `n`, the largest power of two that divides head_dim, when
+    /// that is at least 64 (queries get the same rotation and attention outputs are rotated
+    /// back, so coding the rotated rows and rotating back is the same computation).
+    /// Without such an `n` the codec is unchanged, as in llama.cpp.
+    pub fn llama_cpp_rotation(mut self) -> Self {
+        let n = 1usize << self.head_dim.trailing_zeros();
+        self.hadamard = (n >= 64).then_some(n);
+        self
+    }
+
+    /// Rotates `row` in place (the transform is its own inverse).
+    fn rotate(&self, row: &mut [f32]) -> Result<()> {
+        if let Some(n) = self.hadamard {
+            let scale = 1.0 / (n as f32).sqrt();
+            for chunk in row.chunks_exact_mut(n) {
+                crate::kv::rotation::fwht(chunk)?;
+                chunk.iter_mut().for_each(|v| *v *= scale);
+            }
+        }
+        Ok(())
     }
 
     /// The same codec on rows whose channels are first put in `order` (channel `c` of the
@@ -105,10 +133,11 @@ impl KvCodec for GgmlBlocks {
                     for (r, &c) in row.iter_mut().zip(order) {
                         *r = x[c];
                     }
-                    (self.codec.quantize_row)(&row, dst, None);
                 }
-                None => (self.codec.quantize_row)(x, dst, None),
+                None => row.copy_from_slice(x),
             }
+            self.rotate(&mut row)?;
+            (self.codec.quantize_row)(&row, dst, None);
         }
         Ok(out)
     }
@@ -124,9 +153,10 @@ impl KvCodec for GgmlBlocks {
         }
         let mut out = Matrix::zeros(rows, self.head_dim);
         (self.codec.dequantize)(bytes, out.data_mut());
-        if let Some(order) = &self.order {
-            let mut row = vec![0f32; self.head_dim];
-            for x in out.data_mut().chunks_exact_mut(self.head_dim) {
+        let mut row = vec![0f32; self.head_dim];
+        for x in out.data_mut().chunks_exact_mut(self.head_dim) {
+            self.rotate(x)?;
+            if let Some(order) = &self.order {
                 row.copy_from_slice(x);
                 for (&r, &c) in row.iter().zip(order) {
                     x[c] = r;
@@ -182,5 +212,30 @@ mod tests {
         assert!(err(&plain) > 0.02, "{}", err(&plain));
         assert!((ordered.round_trip(&m).unwrap().data()[5] - 100.0).abs() < 1e-3);
         assert!(q4_0(64).unwrap().with_order(vec![0; 64]).is_err());
+    }
+
+    #[test]
+    fn llama_cpp_rotation_spreads_an_outlier_and_is_undone() {
+        // A lone spike: plain q4_0 zeroes its block's small values; rotated, the spike is
+        // spread over all 64 channels and comes back close.
+        let mut x = vec![0.05f32; 64];
+        x[3] = 10.0;
+        let m = Matrix::new(1, 64, x.clone()).unwrap();
+        let rel = |c: &GgmlBlocks| {
+            let back = c.round_trip(&m).unwrap();
+            let e: f32 = back
+                .data()
+                .iter()
+                .zip(&x)
+                .map(|(a, b)| (a - b).powi(2))
+                .sum();
+            e / x.iter().map(|v| v * v).sum::<f32>()
+        };
+        let rotated = q8_0(64).unwrap().llama_cpp_rotation();
+        assert_eq!(rotated.hadamard, Some(64));
+        assert!(rel(&rotated) < 1e-4, "{}", rel(&rotated));
+        // head_dim 96: the largest power of two dividing it is 32 < 64, no rotation.
+        assert_eq!(q8_0(96).unwrap().llama_cpp_rotation().hadamard, None);
+        assert_eq!(q8_0(192).unwrap().llama_cpp_rotation().hadamard, Some(64));
     }
 }
