@@ -355,7 +355,9 @@ mod tests {
         assert_eq!(c.scored, 3);
         // exp((ln 10 + 2 ln 1000) / 3) = exp(7 ln 10 / 3)
         assert!((c.perplexity - 10f64.powf(7.0 / 3.0)).abs() < 1e-9);
-        assert_eq!(Perplexity::combine(&[a]), a);
+        let one = Perplexity::combine(&[a]);
+        assert_eq!(one.scored, 1);
+        assert!((one.perplexity - 10.0).abs() < 1e-12);
     }
 
     #[test]

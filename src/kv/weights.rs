@@ -247,7 +247,8 @@ mod tests {
     use serde_json::json;
 
     fn cfg() -> Json {
-        json!({"model_type": "llama", "num_hidden_layers": 2, "hidden_size": 64,
+        json!({"model_type": "llama", "architectures": ["LlamaForCausalLM"],
+               "num_hidden_layers": 2, "hidden_size": 64,
                "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 100,
                "rms_norm_eps": 1e-5, "rope_theta": 500.0})
     }
@@ -257,6 +258,11 @@ mod tests {
         let c = ArchConfig::from_json(&cfg()).unwrap();
         assert_eq!((c.layers, c.heads, c.kv_heads, c.head_dim), (2, 4, 2, 16));
         assert_eq!(c.rope_theta, 500.0);
+        // llama.cpp's cache interleaves each head's rotary halves (LlamaModel.permute).
+        assert_eq!(c.llama_cpp_key_order[..4], [0, 8, 1, 9]);
+        let mut bad = cfg();
+        bad.as_object_mut().unwrap().remove("architectures");
+        assert!(ArchConfig::from_json(&bad).is_err());
         let mut bad = cfg();
         bad["model_type"] = json!("gemma2");
         assert!(ArchConfig::from_json(&bad).is_err());
