@@ -351,34 +351,6 @@ fn capture_build_and_verify_with_a_model() {
     assert_eq!(doc["channels"]["keys"].as_array().unwrap().len(), 2);
     assert!(doc["channels"]["values"].as_array().unwrap().is_empty());
     assert!(doc["digests"]["axis"].is_string());
-    let r = json(&qforge(&[
-        "kv-profile",
-        "verify",
-        p,
-        "--model",
-        &m,
-        "--tokenizer",
-        &t,
-        "--text",
-        &x,
-        "--tokens",
-        "64",
-        "--model-queries",
-        "4",
-        "--json",
-    ]));
-    let ppl = &r["perplexity"];
-    assert_eq!(ppl["tokens"], 64);
-    assert!(ppl["fp16"].as_f64().unwrap() > 1.0, "{ppl}");
-    let delta = ppl["compressed"].as_f64().unwrap() - ppl["fp16"].as_f64().unwrap();
-    assert_eq!(ppl["delta"].as_f64().unwrap(), delta);
-    assert!(r["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|c| c["name"] == "max_perplexity_delta" && c["pass"] == true));
-    // Perplexity over two chunks (llama-perplexity's --chunks): twice the tokens scored,
-    // the attention metrics still on the first chunk.
     let verify = |chunks: &str| {
         qforge(&[
             "kv-profile",
@@ -399,6 +371,19 @@ fn capture_build_and_verify_with_a_model() {
             "--json",
         ])
     };
+    let r = json(&verify("1"));
+    let ppl = &r["perplexity"];
+    assert_eq!(ppl["tokens"], 64);
+    assert!(ppl["fp16"].as_f64().unwrap() > 1.0, "{ppl}");
+    let delta = ppl["compressed"].as_f64().unwrap() - ppl["fp16"].as_f64().unwrap();
+    assert_eq!(ppl["delta"].as_f64().unwrap(), delta);
+    assert!(r["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["name"] == "max_perplexity_delta" && c["pass"] == true));
+    // Perplexity over two chunks (llama-perplexity's --chunks): twice the tokens scored,
+    // the attention metrics still on the first chunk.
     let r2 = json(&verify("2"));
     assert_eq!(r2["perplexity"]["tokens"], 128);
     assert_eq!(r2["perplexity"]["scored"], 62);
