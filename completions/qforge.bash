@@ -628,7 +628,7 @@ _qforge() {
             return 0
             ;;
         qforge__subcmd__kv__subcmd__profile__subcmd__verify)
-            opts="-o -v -q -h -V --eval --model --tokenizer --text --tokens --model-queries --queries --compare --output --isa --threads --json --verbose --quiet --help --version"
+            opts="-o -v -q -h -V --eval --model --tokenizer --text --tokens --model-queries --chunks --queries --compare --output --isa --threads --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -655,6 +655,10 @@ _qforge() {
                     return 0
                     ;;
                 --model-queries)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --chunks)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

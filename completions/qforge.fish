@@ -263,6 +263,7 @@ complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_see
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from verify" -l text -d 'Evaluation text for --model' -r -F
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from verify" -l tokens -d 'Tokens of --text to run' -r
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from verify" -l model-queries -d 'Queries per head (last positions) for the attention metrics of --model' -r
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from verify" -l chunks -d 'Perplexity over this many consecutive chunks of --tokens tokens of --text, as llama-perplexity --chunks scores them (the attention metrics use the first chunk)' -r
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from verify" -l queries -d 'Queries (safetensors, layer.{i}.query, [query_heads, n, head_dim]); required with --eval' -r -F
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from verify" -s o -l output -d 'Receipt output' -r -F
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from verify" -l isa -d 'Instruction set of the kernels (default: the best this CPU has, or QFORGE_ISA)' -r -f -a "auto\t'The QFORGE_ISA environment variable if set, else the best this CPU has'

@@ -680,6 +680,10 @@ pub struct KvVerifyArgs {
     /// Queries per head (last positions) for the attention metrics of --model.
     #[arg(long = "model-queries", value_name = "Q", default_value_t = 64)]
     pub model_queries: usize,
+    /// Perplexity over this many consecutive chunks of --tokens tokens of --text, as
+    /// llama-perplexity --chunks scores them (the attention metrics use the first chunk).
+    #[arg(long, value_name = "N", default_value_t = 1, requires = "model")]
+    pub chunks: usize,
     /// Queries (safetensors, layer.{i}.query, [query_heads, n, head_dim]); required with --eval.
     #[arg(long, value_name = "FILE", requires = "eval")]
     pub queries: Option<PathBuf>,

@@ -86,6 +86,7 @@ pub fn verify(args: &KvVerifyArgs) -> Result<()> {
             tokens: args.tokens,
             queries: args.model_queries,
         }),
+        chunks: args.chunks,
         compare: args.compare,
         output: args.output.as_deref(),
     })?;

@@ -147,6 +147,20 @@ pub struct Perplexity {
 }
 
 impl Perplexity {
+    /// The perplexity of all the tokens `parts` scored (llama-perplexity's estimate over
+    /// several chunks: `exp` of the mean negative log-likelihood of every scored token).
+    pub fn combine(parts: &[Perplexity]) -> Perplexity {
+        let scored: usize = parts.iter().map(|p| p.scored).sum();
+        let nll: f64 = parts
+            .iter()
+            .map(|p| p.perplexity.ln() * p.scored as f64)
+            .sum();
+        Perplexity {
+            perplexity: (nll / scored.max(1) as f64).exp(),
+            scored,
+        }
+    }
+
     /// Scores `logits` (`[T, vocab]`) of `tokens`.
     pub fn of(logits: &[f32], tokens: &[u32], vocab: usize) -> Perplexity {
         let t = tokens.len();
@@ -326,6 +340,25 @@ pub fn kv_file(kv: &KvData, q: &Queries, meta: &[(&str, String)]) -> Result<Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn combined_perplexity_weights_chunks_by_scored_tokens() {
+        let a = Perplexity {
+            perplexity: 10.0,
+            scored: 1,
+        };
+        let b = Perplexity {
+            perplexity: 1000.0,
+            scored: 2,
+        };
+        let c = Perplexity::combine(&[a, b]);
+        assert_eq!(c.scored, 3);
+        // exp((ln 10 + 2 ln 1000) / 3) = exp(7 ln 10 / 3)
+        assert!((c.perplexity - 10f64.powf(7.0 / 3.0)).abs() < 1e-9);
+        let one = Perplexity::combine(&[a]);
+        assert_eq!(one.scored, 1);
+        assert!((one.perplexity - 10.0).abs() < 1e-12);
+    }
 
     #[test]
     fn perplexity_of_uniform_logits_is_the_vocab() {

@@ -25,6 +25,9 @@ use super::rotation::{padded_dim, MAX_DIM};
 use super::tensor::{KvData, KvRole, Queries};
 
 /// Profile schema identifier.
+/// fib-quant's KV profile schema (`schema_version`), refused with a reason on load.
+pub const FIB_QUANT_SCHEMA: &str = "fib_quant_kv_compression_profile_v1";
+
 pub const PROFILE_SCHEMA: &str = "qforge.kv-profile/1";
 /// Codebook blob format identifier.
 pub const CODEBOOK_FORMAT: &str = "qforge.kv-codebook/1";
@@ -702,6 +705,18 @@ impl KvProfile {
 
     /// Parses and fully validates a profile.
     pub fn from_json(text: &str) -> Result<Self> {
+        #[derive(Deserialize)]
+        struct Foreign {
+            schema_version: Option<String>,
+        }
+        if let Ok(Foreign {
+            schema_version: Some(v),
+        }) = serde_json::from_str(text)
+        {
+            if v == FIB_QUANT_SCHEMA {
+                bail!("{FIB_QUANT_SCHEMA} (fib-quant) profiles cannot be imported: fib-quant's dense QR rotation, its Lloyd codebook (named only by a digest) and its json_digest are not reproduced (docs/kv-profile.md §10)");
+            }
+        }
         let p: KvProfile = serde_json::from_str(text).context("parsing KV profile JSON")?;
         p.validate()?;
         Ok(p)
@@ -740,6 +755,16 @@ impl KvProfile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fib_quant_profiles_are_refused_with_the_reason() {
+        let text = r#"{"schema_version":"fib_quant_kv_compression_profile_v1","profile_id":"x"}"#;
+        let e = format!("{:#}", KvProfile::from_json(text).unwrap_err());
+        assert!(e.contains("cannot be imported"), "{e}");
+        let other = r#"{"schema_version":"something_else"}"#;
+        let e = format!("{:#}", KvProfile::from_json(other).unwrap_err());
+        assert!(e.contains("parsing KV profile JSON"), "{e}");
+    }
 
     fn small_spec() -> ProfileSpec {
         let mut s = ProfileSpec::new(KvShape {

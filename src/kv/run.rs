@@ -88,29 +88,80 @@ pub struct VerifyJob<'a> {
     pub queries: Option<&'a Path>,
     /// Run a model on a text instead (KV, queries and perplexity).
     pub model: Option<ModelText<'a>>,
+    /// Chunks of `model.tokens` tokens the perplexity is scored on (llama-perplexity's
+    /// `--chunks`); the attention metrics use the first.
+    pub chunks: usize,
     /// Also measure the baselines at the profile's bits.
     pub compare: bool,
     /// Receipt JSON to write.
     pub output: Option<&'a Path>,
 }
 
-/// A model loaded for `verify --model`, its tokens and the fp16-cache perplexity.
+/// A model loaded for `verify --model`, its chunks of tokens and the fp16-cache perplexity.
 struct ModelRun {
     runner: Runner,
-    tokens: Vec<u32>,
+    chunks: Vec<Vec<u32>>,
     fp16: Perplexity,
 }
 
 impl ModelRun {
+    /// The model on `text`: `first` (already run, with its fp16 perplexity) and the next
+    /// `chunks − 1` chunks of as many tokens, run with the fp16 cache.
+    fn new(
+        runner: Runner,
+        first: Vec<u32>,
+        fp16: Perplexity,
+        m: &ModelText,
+        chunks: usize,
+    ) -> Result<ModelRun> {
+        if chunks == 0 {
+            bail_invalid!("--chunks must be at least 1");
+        }
+        let n = first.len();
+        let all = if chunks > 1 {
+            let total = n
+                .checked_mul(chunks)
+                .ok_or_else(|| invalid!("--tokens × --chunks overflows"))?;
+            runner.tokens(m.text, total)?
+        } else {
+            first.clone()
+        };
+        let mut run = ModelRun {
+            runner,
+            chunks: all.chunks_exact(n).map(<[u32]>::to_vec).collect(),
+            fp16,
+        };
+        if chunks > 1 {
+            let rest = run.score(1, |_, kv| Ok(kv))?;
+            run.fp16 = Perplexity::combine(&[fp16, rest]);
+        }
+        Ok(run)
+    }
+
+    /// Perplexity over the chunks from `from` on, every layer's cache put through `f` as
+    /// the model runs (each chunk a fresh sequence).
+    fn score(
+        &self,
+        from: usize,
+        mut f: impl FnMut(usize, LayerKv) -> Result<LayerKv>,
+    ) -> Result<Perplexity> {
+        let vocab = self.runner.model.config.vocab;
+        let mut parts = Vec::new();
+        for tokens in &self.chunks[from..] {
+            let logits = self.runner.model.forward(tokens, &mut CacheHook(&mut f))?;
+            parts.push(Perplexity::of(&logits, tokens, vocab));
+        }
+        Ok(Perplexity::combine(&parts))
+    }
+
     /// Perplexity with every layer's cache put through `f` as the model runs.
     fn perplexity(
         &self,
         f: impl FnMut(usize, LayerKv) -> Result<LayerKv>,
     ) -> Result<PerplexityReport> {
-        let logits = self.runner.model.forward(&self.tokens, &mut CacheHook(f))?;
-        let p = Perplexity::of(&logits, &self.tokens, self.runner.model.config.vocab);
+        let p = self.score(0, f)?;
         Ok(PerplexityReport {
-            tokens: self.tokens.len(),
+            tokens: self.chunks.iter().map(Vec::len).sum(),
             scored: p.scored,
             fp16: self.fp16.perplexity,
             compressed: p.perplexity,
@@ -221,8 +272,11 @@ impl Built {
 type Baseline = (String, Box<dyn KvCodec>, Box<dyn KvCodec>);
 
 /// Baselines at the profile's bits: the TurboQuant-style and KIVI-2/3/4 (g32) codecs at
-/// the fewest bits per value that are not below the profile's, q8_0 and q4_0.
-fn baselines(profile: &KvProfile) -> Result<Vec<Baseline>> {
+/// the fewest bits per value that are not below the profile's, q8_0 and q4_0 as llama.cpp's
+/// quantized cache runs them (`-ctk q4_0 -ctv q4_0`: Hadamard-rotated heads,
+/// [`baselines::GgmlBlocks::llama_cpp_rotation`]). With `key_order` (a model run), keys
+/// are first put in llama.cpp's channel layout ([`super::weights::llama_cpp_key_order`]).
+fn baselines(profile: &KvProfile, key_order: Option<&[usize]>) -> Result<Vec<Baseline>> {
     let d = profile.shape.head_dim;
     let target = profile.codec.bits_per_value - 1e-9;
     let seed = profile.codec.seed;
@@ -250,15 +304,19 @@ fn baselines(profile: &KvProfile) -> Result<Vec<Baseline>> {
         }
     }
     if d.is_multiple_of(32) {
+        let keys = |c: baselines::GgmlBlocks| match key_order {
+            Some(order) => Ok(c.with_order(order.to_vec())?.llama_cpp_rotation()),
+            None => Ok::<_, anyhow::Error>(c.llama_cpp_rotation()),
+        };
         out.push((
             "q8_0".into(),
-            Box::new(baselines::q8_0(d)?),
-            Box::new(baselines::q8_0(d)?),
+            Box::new(keys(baselines::q8_0(d)?)?),
+            Box::new(baselines::q8_0(d)?.llama_cpp_rotation()),
         ));
         out.push((
             "q4_0".into(),
-            Box::new(baselines::q4_0(d)?),
-            Box::new(baselines::q4_0(d)?),
+            Box::new(keys(baselines::q4_0(d)?)?),
+            Box::new(baselines::q4_0(d)?.llama_cpp_rotation()),
         ));
     }
     Ok(out)
@@ -276,11 +334,13 @@ pub fn verify(args: &VerifyJob) -> Result<Verified> {
     let (kv, queries, source) = match (args.eval, args.queries, args.model) {
         (_, _, Some(m)) => {
             let r = m.run()?;
-            run = Some(ModelRun {
-                runner: r.runner,
-                tokens: r.tokens,
-                fp16: r.perplexity,
-            });
+            run = Some(ModelRun::new(
+                r.runner,
+                r.tokens,
+                r.perplexity,
+                &m,
+                args.chunks,
+            )?);
             (r.hook.kv, r.hook.q, m.text.display().to_string())
         }
         (Some(e), Some(q), None) => {
@@ -306,7 +366,7 @@ pub fn verify(args: &VerifyJob) -> Result<Verified> {
     let mut receipt = evaluate(&profile, &kv, &queries).map_err(|e| invalid!("{e:#}"))?;
     if let Some(run) = &run {
         let pc = PagedCodec::new(&profile)?;
-        let t = run.tokens.len();
+        let t = run.chunks[0].len();
         let p = run.perplexity(|l, layer| pc.decode_layer(l, &pc.encode_layer(l, &layer)?, t))?;
         receipt.add_perplexity(p, &profile.budget);
     }
@@ -314,7 +374,10 @@ pub fn verify(args: &VerifyJob) -> Result<Verified> {
     doc["eval_source"] = json!(source);
     if args.compare {
         let mut rows = Vec::new();
-        for (name, kc, vc) in baselines(&profile)? {
+        let key_order = run
+            .as_ref()
+            .map(|r| r.runner.model.config.llama_cpp_key_order.as_slice());
+        for (name, kc, vc) in baselines(&profile, key_order)? {
             let (k, v) = (
                 s.role.keys().then_some(kc.as_ref()),
                 s.role.values().then_some(vc.as_ref()),

@@ -39,6 +39,45 @@ pub struct ArchConfig {
     pub vocab: usize,
     /// Sliding attention window (mistral), if any.
     pub sliding_window: Option<usize>,
+    /// The order of a head's key channels in llama.cpp's KV cache ([`llama_cpp_key_order`]).
+    pub llama_cpp_key_order: Vec<usize>,
+}
+
+/// The order of a head's key channels in llama.cpp's KV cache for the model of config.json
+/// `raw`: llama.cpp's cache holds channel `c` of a key where this forward (Hugging Face's
+/// rotate-half layout) holds channel `order[c]`. The converter's own `attn_k` step says it
+/// (`LlamaModel.permute` interleaves each head's rotary halves; qwen2 keeps them), and a
+/// block codec (q8_0, q4_0) groups different channels in the two layouts.
+pub fn llama_cpp_key_order(raw: &Json, kv_heads: usize, head_dim: usize) -> Result<Vec<usize>> {
+    use crate::convert::model::{Planned, RowOrder};
+    let cfg = crate::convert::config::HfConfig::from_json(raw.clone())?;
+    let hf_arch = raw
+        .get("architectures")
+        .and_then(|a| a.get(0))
+        .and_then(Json::as_str)
+        .ok_or_else(|| invalid!("config has no architectures"))?;
+    let arch = crate::convert::arch::find(hf_arch)?;
+    let hidden = cfg
+        .hparams
+        .get("hidden_size")
+        .and_then(Json::as_u64)
+        .ok_or_else(|| invalid!("config has no hidden_size"))?;
+    let rows = (kv_heads * head_dim) as u64;
+    let mut p = Planned {
+        hf_name: "model.layers.0.self_attn.k_proj.weight".into(),
+        name: "blk.0.attn_k.weight".into(),
+        shape: vec![rows, hidden],
+        rows: RowOrder::Identity,
+        source: None,
+        generated: None,
+        bid: Some(0),
+        add: 0.0,
+    };
+    (arch.tensor)(&cfg, &mut p)?;
+    // Head 0's rows: the permutation never crosses heads.
+    Ok((0..head_dim as u64)
+        .map(|c| p.rows.source_row(c, rows) as usize)
+        .collect())
 }
 
 impl ArchConfig {
@@ -93,6 +132,7 @@ impl ArchConfig {
                 .get("sliding_window")
                 .and_then(Json::as_u64)
                 .map(|v| v as usize),
+            llama_cpp_key_order: llama_cpp_key_order(raw, kv_heads, head_dim)?,
         })
     }
 }
@@ -207,7 +247,8 @@ mod tests {
     use serde_json::json;
 
     fn cfg() -> Json {
-        json!({"model_type": "llama", "num_hidden_layers": 2, "hidden_size": 64,
+        json!({"model_type": "llama", "architectures": ["LlamaForCausalLM"],
+               "num_hidden_layers": 2, "hidden_size": 64,
                "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 100,
                "rms_norm_eps": 1e-5, "rope_theta": 500.0})
     }
@@ -217,6 +258,11 @@ mod tests {
         let c = ArchConfig::from_json(&cfg()).unwrap();
         assert_eq!((c.layers, c.heads, c.kv_heads, c.head_dim), (2, 4, 2, 16));
         assert_eq!(c.rope_theta, 500.0);
+        // llama.cpp's cache interleaves each head's rotary halves (LlamaModel.permute).
+        assert_eq!(c.llama_cpp_key_order[..4], [0, 8, 1, 9]);
+        let mut bad = cfg();
+        bad.as_object_mut().unwrap().remove("architectures");
+        assert!(ArchConfig::from_json(&bad).is_err());
         let mut bad = cfg();
         bad["model_type"] = json!("gemma2");
         assert!(ArchConfig::from_json(&bad).is_err());

@@ -351,22 +351,27 @@ fn capture_build_and_verify_with_a_model() {
     assert_eq!(doc["channels"]["keys"].as_array().unwrap().len(), 2);
     assert!(doc["channels"]["values"].as_array().unwrap().is_empty());
     assert!(doc["digests"]["axis"].is_string());
-    let r = json(&qforge(&[
-        "kv-profile",
-        "verify",
-        p,
-        "--model",
-        &m,
-        "--tokenizer",
-        &t,
-        "--text",
-        &x,
-        "--tokens",
-        "64",
-        "--model-queries",
-        "4",
-        "--json",
-    ]));
+    let verify = |chunks: &str| {
+        qforge(&[
+            "kv-profile",
+            "verify",
+            p,
+            "--model",
+            &m,
+            "--tokenizer",
+            &t,
+            "--text",
+            &x,
+            "--tokens",
+            "64",
+            "--model-queries",
+            "4",
+            "--chunks",
+            chunks,
+            "--json",
+        ])
+    };
+    let r = json(&verify("1"));
     let ppl = &r["perplexity"];
     assert_eq!(ppl["tokens"], 64);
     assert!(ppl["fp16"].as_f64().unwrap() > 1.0, "{ppl}");
@@ -377,6 +382,14 @@ fn capture_build_and_verify_with_a_model() {
         .unwrap()
         .iter()
         .any(|c| c["name"] == "max_perplexity_delta" && c["pass"] == true));
+    // Perplexity over two chunks (llama-perplexity's --chunks): twice the tokens scored,
+    // the attention metrics still on the first chunk.
+    let r2 = json(&verify("2"));
+    assert_eq!(r2["perplexity"]["tokens"], 128);
+    assert_eq!(r2["perplexity"]["scored"], 62);
+    assert_ne!(r2["perplexity"]["fp16"], ppl["fp16"]);
+    assert_eq!(r2["metrics"], r["metrics"]);
+    assert_invalid(&verify("0"), "--chunks");
     // A tampered channel scale is caught by the digests.
     let text = std::fs::read_to_string(&profile).unwrap();
     let mut doc: serde_json::Value = serde_json::from_str(&text).unwrap();

@@ -162,8 +162,9 @@ fn role_aware_profiles_beat_the_baselines_on_real_kv() {
     // Measured at 1024 tokens with unbiased norms (docs/kv-profile.md §6a): role-aware
     // k4 N4096 3.26 bits TV 0.094 +2.98 ppl; per-channel k2 N256 4.26 bits TV 0.054
     // +0.11 ppl (seed 0; +1.06 with seed 1: the delta moves by up to a unit with the
-    // rotation and codebook, so its bound is loose).
-    for (name, build, max_bits, max_tv, max_delta, beats_kivi) in [
+    // rotation and codebook, so its bound is loose). llama.cpp's Hadamard-rotated q4_0
+    // cache (4.5 bits) has TV 0.089 +2.30: better than the 3.26-bit profile.
+    for (name, build, max_bits, max_tv, max_delta, beats_kivi, beats_q4) in [
         (
             "k4n4096",
             &["--block-dim", "4", "--bits", "12", "--axis", "role-aware"][..],
@@ -171,6 +172,7 @@ fn role_aware_profiles_beat_the_baselines_on_real_kv() {
             0.12,
             3.5,
             true,
+            false,
         ),
         (
             "k2n256",
@@ -179,6 +181,7 @@ fn role_aware_profiles_beat_the_baselines_on_real_kv() {
             0.06,
             1.5,
             false,
+            true,
         ),
     ] {
         let common = ["--protect-first", "1", "--unbiased-norm"];
@@ -207,7 +210,7 @@ fn role_aware_profiles_beat_the_baselines_on_real_kv() {
                 .clone()
         };
         // The TurboQuant-style baseline at about the same bits is worse in attention TV
-        // and perplexity; q4_0 (4.5 bits) is worse in attention TV.
+        // and perplexity.
         let tq = baseline("turboquant");
         assert!(
             tv < tq["metrics"]["attention_tv"].as_f64().unwrap(),
@@ -229,9 +232,14 @@ fn role_aware_profiles_beat_the_baselines_on_real_kv() {
         }
         let q4 = baseline("q4_0");
         assert!(
-            tv < q4["metrics"]["attention_tv"].as_f64().unwrap()
-                && compressed < q4["perplexity"]["compressed"].as_f64().unwrap(),
+            !beats_q4
+                || (tv < q4["metrics"]["attention_tv"].as_f64().unwrap()
+                    && compressed < q4["perplexity"]["compressed"].as_f64().unwrap()),
             "{name} {tv} {ppl} vs {q4}"
         );
+        // q8_0 (8.5 bits, as llama.cpp's cache runs it) is within llama-perplexity's
+        // own q8_0 delta (-0.05) and the single-chunk noise (about 0.15).
+        let q8 = baseline("q8_0")["perplexity"]["delta"].as_f64().unwrap();
+        assert!(q8.abs() < 0.2, "q8_0 {q8}");
     }
 }
