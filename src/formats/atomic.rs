@@ -169,6 +169,114 @@ impl AtomicFile {
     }
 }
 
+/// A byte range of an input file that [`AtomicFile::copy_spans_parallel`] copies to
+/// offset `out` of the file being written.
+#[derive(Debug, Clone, Copy)]
+pub struct CopySpan<'a> {
+    /// Where the bytes go in the output.
+    pub out: u64,
+    /// The input file.
+    pub file: &'a File,
+    /// Where they start in the input.
+    pub offset: u64,
+    /// How many.
+    pub len: u64,
+}
+
+/// How much of its part of the output a worker of [`AtomicFile::copy_spans_parallel`]
+/// fills before dropping those pages from its map: resident memory grows by at most
+/// this much per worker.
+const COPY_STEP: u64 = 32 << 20;
+
+impl AtomicFile {
+    /// Extends the (unhashed) file to `len` bytes, zeros past what was written, and
+    /// copies `spans` (sorted by `out`, not overlapping, all past what was written) into
+    /// it on the current rayon pool, one part of the file per worker. Each worker maps its
+    /// part and reads the inputs straight into the map (`pread`), so the copies run in
+    /// parallel (buffered writes to one file do not), no page of the inputs is mapped,
+    /// and a full disk is an I/O error of the read, not a signal.
+    pub fn copy_spans_parallel(&mut self, len: u64, spans: &[CopySpan<'_>]) -> std::io::Result<()> {
+        self.copy_spans_in_steps(len, spans, COPY_STEP)
+    }
+
+    fn copy_spans_in_steps(
+        &mut self,
+        len: u64,
+        spans: &[CopySpan<'_>],
+        step: u64,
+    ) -> std::io::Result<()> {
+        use rayon::prelude::*;
+        use std::os::unix::fs::FileExt;
+        // Map offsets must be page aligned: 64 KiB covers every page size.
+        const ALIGN: u64 = 64 << 10;
+        let out = self.out.as_mut().expect("not yet committed");
+        if out.hasher.is_some() {
+            return Err(std::io::Error::other("a hashed file is written in order"));
+        }
+        out.inner.flush()?;
+        let file = out.inner.get_ref();
+        let written = file.metadata()?.len();
+        let sorted = spans.windows(2).all(|w| w[0].out + w[0].len <= w[1].out);
+        let inside = spans
+            .iter()
+            .all(|s| s.out >= written && s.out + s.len <= len);
+        if !sorted || !inside {
+            return Err(std::io::Error::other(
+                "copy spans overlap or leave the file",
+            ));
+        }
+        file.set_len(len)?;
+        let Some(first) = spans.first() else {
+            return Ok(());
+        };
+        let base = first.out / ALIGN * ALIGN;
+        let step = step.div_ceil(ALIGN) * ALIGN;
+        let workers = rayon::current_num_threads() as u64;
+        let part = (len - base).div_ceil(workers).div_ceil(ALIGN) * ALIGN;
+        (0..(len - base).div_ceil(part))
+            .into_par_iter()
+            .try_for_each(|w| {
+                let start = base + w * part;
+                let end = (start + part).min(len);
+                // The temporary file is ours alone (created, not yet renamed) and the part
+                // lies inside its length (set above); only this worker writes it.
+                let map = memmap2::MmapOptions::new()
+                    .offset(start)
+                    .len((end - start) as usize)
+                    .map_raw(file)?;
+                let mut at = start;
+                while at < end {
+                    let to = (at + step).min(end);
+                    let from = spans.partition_point(|s| s.out + s.len <= at);
+                    for s in spans[from..].iter().take_while(|s| s.out < to) {
+                        let (a, b) = (s.out.max(at), (s.out + s.len).min(to));
+                        // SAFETY: a..b lies inside this worker's map, which nothing else
+                        // refers to.
+                        let dst = unsafe {
+                            std::slice::from_raw_parts_mut(
+                                map.as_mut_ptr().add((a - start) as usize),
+                                (b - a) as usize,
+                            )
+                        };
+                        s.file.read_exact_at(dst, s.offset + (a - s.out))?;
+                    }
+                    // The dirty pages of a shared file map stay in the page cache: dropping
+                    // them from the map only keeps resident memory near a step per worker.
+                    // SAFETY: the range lies inside the map and nothing refers to it.
+                    unsafe {
+                        map.unchecked_advise_range(
+                            memmap2::UncheckedAdvice::DontNeed,
+                            (at - start) as usize,
+                            (to - at) as usize,
+                        )?;
+                    }
+                    at = to;
+                }
+                Ok(())
+            })
+    }
+}
+
 /// Drops a buffered writer without flushing it: its file is about to be removed, and
 /// after a write error (EFBIG) flushing would only fail again.
 fn discard(buf: BufWriter<File>) {
@@ -329,6 +437,91 @@ pub fn file_sha256(path: &Path) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parallel_span_copies_equal_the_bytes_placed_by_hand() {
+        let dir = tempfile::tempdir().unwrap();
+        let input: Vec<u8> = (0..300_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+        let src = dir.path().join("in");
+        std::fs::write(&src, &input).unwrap();
+        let inp = File::open(&src).unwrap();
+        // Spans out of input order, across part and step edges, with gaps left zero.
+        let spans = [
+            CopySpan {
+                out: 100,
+                file: &inp,
+                offset: 200_000,
+                len: 70_000,
+            },
+            CopySpan {
+                out: 70_100,
+                file: &inp,
+                offset: 0,
+                len: 65_536,
+            },
+            CopySpan {
+                out: 140_000,
+                file: &inp,
+                offset: 5,
+                len: 131_073,
+            },
+        ];
+        let len = 300_000;
+        let mut want = vec![0u8; len as usize];
+        want[..100].copy_from_slice(&[9; 100]);
+        for s in &spans {
+            want[s.out as usize..][..s.len as usize]
+                .copy_from_slice(&input[s.offset as usize..][..s.len as usize]);
+        }
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        for step in [4096, 64 << 10, 128 << 10, COPY_STEP] {
+            let dest = dir.path().join(format!("out{step}"));
+            let mut f = AtomicFile::create_with(
+                &dest,
+                Mode {
+                    hash: false,
+                    sync: false,
+                },
+            )
+            .unwrap();
+            f.write_all(&[9; 100]).unwrap();
+            pool.install(|| f.copy_spans_in_steps(len, &spans, step))
+                .unwrap();
+            f.commit_unhashed().unwrap();
+            assert!(std::fs::read(&dest).unwrap() == want, "step {step}");
+        }
+        // Overlapping spans, spans before the written bytes, a short input: errors.
+        let mut f = AtomicFile::create_with(
+            &dir.path().join("bad"),
+            Mode {
+                hash: false,
+                sync: false,
+            },
+        )
+        .unwrap();
+        f.write_all(&[1; 10]).unwrap();
+        let overlap = [
+            spans[1],
+            CopySpan {
+                out: 70_200,
+                ..spans[1]
+            },
+        ];
+        assert!(f.copy_spans_parallel(len, &overlap).is_err());
+        assert!(f
+            .copy_spans_parallel(len, &[CopySpan { out: 5, ..spans[0] }])
+            .is_err());
+        let short = [CopySpan {
+            out: 100,
+            file: &inp,
+            offset: 299_000,
+            len: 2_000,
+        }];
+        assert!(f.copy_spans_parallel(len, &short).is_err());
+    }
 
     #[test]
     fn write_file_and_file_sha256() {
