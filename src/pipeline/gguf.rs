@@ -10,7 +10,7 @@ use super::encode::GgmlEncoder;
 use super::llama_file::{self, FileOptions};
 use super::report::{check_finite, Report, TensorReport};
 use super::{ErrorStats, RunOptions};
-use crate::formats::atomic::{AtomicFile, CopySpan, Mode};
+use crate::formats::atomic::{AtomicFile, Mode};
 use crate::formats::ggml_type::GgmlType;
 use crate::formats::gguf::split;
 use crate::formats::gguf::writer::{GgufLayout, GgufStream, TensorSpec};
@@ -398,10 +398,6 @@ pub fn write(
     shards: &[Shard<'_, Planned<'_>>],
     run: RunOptions,
 ) -> Result<Written> {
-    let copies_only = shards.iter().flat_map(|s| s.tensors).all(|p| !p.encode);
-    if copies_only && !run.digest && rayon::current_num_threads() > 1 {
-        return copy_shards(src, shards);
-    }
     let total: u64 = shards
         .iter()
         .flat_map(|s| s.tensors)
@@ -421,56 +417,6 @@ pub fn write(
         Ok(Some(s))
     })?;
     Ok((stats, digests.into_iter().next().flatten()))
-}
-
-/// [`write`] for outputs whose every tensor is copied unchanged (COPY, F16 to F16...),
-/// without a digest, on several threads: each file is its header, then the tensors
-/// copied in parallel ([`AtomicFile::copy_spans_parallel`]); all are renamed into place
-/// once every one is complete. The bytes are those [`stream_shards`] writes.
-fn copy_shards(src: &TensorSource, shards: &[Shard<'_, Planned<'_>>]) -> Result<Written> {
-    let mode = Mode {
-        hash: false,
-        sync: false,
-    };
-    let mut files = Vec::with_capacity(shards.len());
-    for shard in shards {
-        let layout = shard.layout;
-        let mut spans = Vec::with_capacity(shard.tensors.len());
-        for (p, &(at, bytes)) in shard.tensors.iter().zip(&layout.tensors) {
-            let info = p.tensor.source;
-            anyhow::ensure!(
-                bytes == info.bytes,
-                "tensor {} is copied but its size changes",
-                p.tensor.name
-            );
-            let (file, offset) = src.file_range(info);
-            spans.push(CopySpan {
-                out: layout.data_offset + at,
-                file,
-                offset,
-                len: bytes,
-            });
-        }
-        anyhow::ensure!(
-            spans.len() == layout.tensors.len(),
-            "{} has {} tensors for a layout of {}",
-            shard.path.display(),
-            spans.len(),
-            layout.tensors.len()
-        );
-        let mut file = AtomicFile::create_with(shard.path, mode)?;
-        tracing::debug!("copying {} tensors in parallel", spans.len());
-        std::io::Write::write_all(&mut file, &layout.header)
-            .and_then(|()| file.copy_spans_parallel(layout.file_size, &spans))
-            .with_context(|| format!("writing {}", shard.path.display()))?;
-        files.push(file);
-    }
-    for (file, shard) in files.into_iter().zip(shards) {
-        file.commit_unhashed()
-            .with_context(|| format!("writing {}", shard.path.display()))?;
-    }
-    let n = shards.iter().map(|s| s.tensors.len()).sum();
-    Ok((vec![None; n], None))
 }
 
 /// One output file: its path, layout and tensors.
