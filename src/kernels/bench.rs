@@ -334,7 +334,7 @@ fn bench(args: &BenchSpec, ty: WeightType, isa: Isa) -> Result<Report> {
             let mut r = measurement(
                 all[0].name(),
                 (m, n, k),
-                all[0].weight_bytes(),
+                all[0].bytes_read(m),
                 &mut times,
                 &roof,
             );

@@ -28,6 +28,13 @@ enum Layout {
     RowsAndTiles(Arc<QuantMatrix>, super::tiled::Tiled),
 }
 
+/// The weights one call runs on ([`Fused::pick`]).
+enum Picked<'a> {
+    Rows(&'a QuantMatrix),
+    #[cfg(target_arch = "x86_64")]
+    Tiles(&'a super::tiled::Tiled),
+}
+
 /// Fused quantized GEMM/GEMV over one weight matrix.
 pub struct Fused {
     ty: WeightType,
@@ -87,6 +94,18 @@ impl Fused {
     pub fn is_tiled(&self) -> bool {
         !matches!(self.layout, Layout::Rows(_))
     }
+
+    /// The weights a call with `m` tokens runs on (Q6_K: rows below
+    /// [`super::tiled::Q6K_TILES_FROM_M`] tokens, tiles from there on).
+    fn pick(&self, m: usize) -> Picked<'_> {
+        match &self.layout {
+            Layout::Rows(w) => Picked::Rows(w),
+            #[cfg(target_arch = "x86_64")]
+            Layout::RowsAndTiles(w, _) if m < super::tiled::Q6K_TILES_FROM_M => Picked::Rows(w),
+            #[cfg(target_arch = "x86_64")]
+            Layout::Tiled(t) | Layout::RowsAndTiles(_, t) => Picked::Tiles(t),
+        }
+    }
 }
 
 impl GemmBackend for Fused {
@@ -101,6 +120,14 @@ impl GemmBackend for Fused {
             Layout::Tiled(t) => t.bytes(),
             #[cfg(target_arch = "x86_64")]
             Layout::RowsAndTiles(w, t) => w.bytes() + t.bytes(),
+        }
+    }
+
+    fn bytes_read(&self, m: usize) -> u64 {
+        match self.pick(m) {
+            Picked::Rows(w) => w.bytes(),
+            #[cfg(target_arch = "x86_64")]
+            Picked::Tiles(t) => t.bytes(),
         }
     }
 
@@ -122,12 +149,10 @@ impl GemmBackend for Fused {
             "x is m x k, y is m x n"
         );
         let m = x.len() / k;
-        let w = match &self.layout {
-            Layout::Rows(w) => w,
+        let w = match self.pick(m) {
+            Picked::Rows(w) => w,
             #[cfg(target_arch = "x86_64")]
-            Layout::RowsAndTiles(w, _) if m < super::tiled::Q6K_TILES_FROM_M => w,
-            #[cfg(target_arch = "x86_64")]
-            Layout::Tiled(t) | Layout::RowsAndTiles(_, t) => {
+            Picked::Tiles(t) => {
                 // The tile kernels correct offsets per block: no lane arrays needed.
                 let acts = Activations::quantize(x, k, self.ty.activation_block(), None);
                 // SAFETY: tiles are only built for `Isa::Avx512Vnni` and `Isa::Avx2`, which
@@ -205,6 +230,24 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn bytes_read_count_the_layout_each_token_count_runs_on() {
+        let w = Arc::new(QuantMatrix::random(WeightType::Q6K, 48, 512, 5).unwrap());
+        for isa in Isa::available() {
+            let b = Fused::new(w.clone(), isa);
+            let few = b.bytes_read(1);
+            assert_eq!(few, w.bytes(), "{isa:?}: few tokens run on the rows");
+            let many = b.bytes_read(512);
+            assert_eq!(
+                b.weight_bytes(),
+                if many == few { few } else { few + many },
+                "{isa:?}"
+            );
+        }
+        let rows = Fused::rows(w.clone(), Isa::available()[0]);
+        assert_eq!(rows.bytes_read(512), w.bytes());
     }
 
     /// The ggml reference bytes of `fixtures/golden/ggml` (64 rows of 512, outlier, zero

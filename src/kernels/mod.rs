@@ -43,6 +43,11 @@ pub trait GemmBackend: Send + Sync {
     fn name(&self) -> &'static str;
     /// Bytes of weights the backend keeps resident (quantized, or f32 when eager).
     fn weight_bytes(&self) -> u64;
+    /// Bytes of weights one call with `m` tokens reads (what the bandwidth figures count):
+    /// all of them unless the backend keeps several layouts and picks one by `m`.
+    fn bytes_read(&self, _m: usize) -> u64 {
+        self.weight_bytes()
+    }
     /// Transient bytes one call with `m` tokens allocates (activations, tiles, outputs).
     fn scratch_bytes(&self, m: usize) -> u64;
     /// `y[t * n + r] = sum_i x[t * k + i] * W[r, i]` for the `m = x.len() / k` tokens.
