@@ -17,14 +17,9 @@ use qforge::kernels::{backend, synthetic_activations, Isa, QuantMatrix, WeightTy
 use std::sync::Arc;
 use std::time::Instant;
 
-/// CPU time of every thread of this process, in nanoseconds.
-fn cpu_ns() -> u64 {
-    std::fs::read_dir("/proc/self/task")
-        .expect("Linux /proc")
-        .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .sum()
-}
+#[path = "common/cpu_time.rs"]
+mod cpu_time;
+use cpu_time::cpu_ns;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();

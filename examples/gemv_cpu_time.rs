@@ -16,14 +16,9 @@ use qforge::kernels::roofline::{l3_cache_bytes, read_bandwidth_gbs};
 use qforge::kernels::{backend, synthetic_activations, Isa, QuantMatrix, WeightType};
 use std::sync::Arc;
 
-/// CPU time of every thread of this process, in nanoseconds.
-fn cpu_ns() -> u64 {
-    std::fs::read_dir("/proc/self/task")
-        .expect("Linux /proc")
-        .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .sum()
-}
+#[path = "common/cpu_time.rs"]
+mod cpu_time;
+use cpu_time::cpu_ns;
 
 /// The best of 5 CPU times of `f`, in seconds per thread.
 fn best_cpu(threads: usize, mut f: impl FnMut()) -> f64 {
