@@ -42,15 +42,9 @@ fn main() -> anyhow::Result<()> {
         .build_global()?;
     let w = Arc::new(QuantMatrix::random(ty, n, k, 1)?);
     let b = backend("fused", w, isa)?;
-    // int8_peak_gops runs 2e6 iterations of 12 chains of 64 multiply-adds per thread;
-    // the best of 7 passes.
-    let mut peak_ns = u64::MAX;
-    for _ in 0..7 {
-        let t0 = cpu_ns();
-        int8_peak_gops(Isa::Avx512Vnni, 1).ok_or_else(|| anyhow::anyhow!("no AVX-512 VNNI"))?;
-        peak_ns = peak_ns.min(cpu_ns() - t0);
-    }
-    let peak = (threads * 2_000_000 * 12 * 64 * 2) as f64 / peak_ns as f64 * threads as f64;
+    // int8_peak_gops times each thread over its own CPU time already.
+    let peak =
+        int8_peak_gops(Isa::Avx512Vnni, 5).ok_or_else(|| anyhow::anyhow!("no AVX-512 VNNI"))?;
     print!(
         "{} {} n={n} k={k} threads={threads}: int8 peak {peak:.0} GOP/s",
         ty.name(),
