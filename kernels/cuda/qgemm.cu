@@ -395,6 +395,103 @@ __device__ __forceinline__ void gemv_regs(const uint8_t* __restrict__ w, const f
     }
 }
 
+// GEMV for one token, Q4_K, with coalesced 16-byte loads: eight lanes share a super-block,
+// lane p loading its header (one 16-byte word for the eight) and the p-th 16 bytes of its
+// levels (16 values of sub-block 2 (p / 2) and the same 16 of sub-block 2 (p / 2) + 1), so
+// a warp reads four super-blocks (576 bytes) in two 16-byte loads a lane. A work item is a row
+// and 16 super-blocks (4096 values), four such steps whose eight loads are all in flight, and
+// the next item's loads are issued before this item's math. The first item's loads are issued
+// before the token is quantized, so the weights stream while the activations are prepared.
+#define Q4K_ST 4  // steps of four super-blocks per work item
+struct Q4kStep {
+    uint4 h, q;
+};
+__device__ __forceinline__ void q4k_load(Q4kStep (&r)[Q4K_ST], const uint8_t* __restrict__ row, int sup0, int nsup,
+                                         int lane) {
+#pragma unroll
+    for (int s = 0; s < Q4K_ST; s++) {
+        const int sp = min(sup0 + 4 * s + (lane >> 3), nsup - 1);
+        const uint8_t* b = row + (size_t)sp * 144;
+        r[s].h = __ldg((const uint4*)b);
+        r[s].q = __ldg((const uint4*)(b + 16) + (lane & 7));
+    }
+}
+// Byte i of the 32-bit word v.
+__device__ __forceinline__ uint32_t byte_of(uint32_t v, int i) { return (v >> (8 * i)) & 0xff; }
+
+__device__ __forceinline__ float q4k_dot(const Q4kStep (&r)[Q4K_ST], const int8_t* qx, const float* dx,
+                                         const float* sx, int sup0, int nsup, int lane) {
+    const int p = lane & 7, j = p >> 1, h = p & 1;
+    const int b0 = (2 * j) & 3;  // byte of sub-blocks 2j and 2j + 1 in the 12 scale bytes' words
+    float acc = 0.f;
+#pragma unroll
+    for (int s = 0; s < Q4K_ST; s++) {
+        const int sp = sup0 + 4 * s + (lane >> 3);
+        if (sp < nsup) {
+            const uint4 hd = r[s].h;
+            uint32_t sc[2], mn[2];
+#pragma unroll
+            for (int u = 0; u < 2; u++) {
+                const uint32_t lo = byte_of(hd.y, b0 + u), mid = byte_of(hd.z, b0 + u), hi = byte_of(hd.w, b0 + u);
+                sc[u] = j < 2 ? lo & 63 : (hi & 0xf) | ((lo >> 6) << 4);
+                mn[u] = j < 2 ? mid & 63 : (hi >> 4) | ((mid >> 6) << 4);
+            }
+            const int sb = sp * 8 + 2 * j;  // sub-block of the low nibbles; + 1 the high ones
+            const int4 xa = *(const int4*)(qx + sb * 32 + 16 * h);
+            const int4 xb = *(const int4*)(qx + sb * 32 + 32 + 16 * h);
+            const uint4 q = r[s].q;
+            int ia = __dp4a((int)(q.x & 0x0f0f0f0fu), xa.x, BIAS);
+            ia = __dp4a((int)(q.y & 0x0f0f0f0fu), xa.y, ia);
+            ia = __dp4a((int)(q.z & 0x0f0f0f0fu), xa.z, ia);
+            ia = __dp4a((int)(q.w & 0x0f0f0f0fu), xa.w, ia);
+            int ib = __dp4a((int)((q.x >> 4) & 0x0f0f0f0fu), xb.x, BIAS);
+            ib = __dp4a((int)((q.y >> 4) & 0x0f0f0f0fu), xb.y, ib);
+            ib = __dp4a((int)((q.z >> 4) & 0x0f0f0f0fu), xb.z, ib);
+            ib = __dp4a((int)((q.w >> 4) & 0x0f0f0f0fu), xb.w, ib);
+            const float v = dx[sb] * (float)sc[0] * unbias(ia) + dx[sb + 1] * (float)sc[1] * unbias(ib);
+            // The min term covers whole sub-blocks: the even lane of the pair adds it.
+            const float mterm = h ? 0.f : (float)mn[0] * sx[sb] + (float)mn[1] * sx[sb + 1];
+            acc += h2f(hd.x) * v - h2f(hd.x >> 16) * mterm;
+        }
+    }
+    return acc;
+}
+
+__device__ __forceinline__ void gemv1_q4k(const uint8_t* __restrict__ w, const float* __restrict__ x,
+                                          float* __restrict__ y, int n, int k, int row_bytes) {
+    extern __shared__ __align__(16) uint8_t smem[];
+    int8_t* qx = (int8_t*)smem;
+    const int nb = k / 32, nsup = k / 256;
+    float* dx = (float*)(smem + k);
+    float* sx = dx + nb;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    const int chunks = (nsup + 4 * Q4K_ST - 1) / (4 * Q4K_ST);
+    const int total = gridDim.x * warps;
+    int r = blockIdx.x * warps + warp, c = 0;
+    Q4kStep cur[Q4K_ST];
+    if (r < n) q4k_load(cur, w + (size_t)r * row_bytes, 0, nsup, lane);
+    for (int b = threadIdx.x; b < nb; b += blockDim.x) quantize_block(x + (size_t)b * 32, qx + b * 32, dx + b, sx + b);
+    __syncthreads();
+    if (r >= n) return;
+    float acc = 0.f;
+    for (;;) {
+        const int r_next = c + 1 < chunks ? r : r + total, c_next = c + 1 < chunks ? c + 1 : 0;
+        Q4kStep next[Q4K_ST];
+        if (r_next < n) q4k_load(next, w + (size_t)r_next * row_bytes, c_next * 4 * Q4K_ST, nsup, lane);
+        acc += q4k_dot(cur, qx, dx, sx, c * 4 * Q4K_ST, nsup, lane);
+        if (c_next == 0) {  // the row is done
+            const float v = warp_sum(acc);
+            if (lane == 0) y[r] = v;
+            acc = 0.f;
+        }
+        if (r_next >= n) break;
+        r = r_next;
+        c = c_next;
+#pragma unroll
+        for (int s = 0; s < Q4K_ST; s++) cur[s] = next[s];
+    }
+}
+
 // Most stages (chunks in flight per warp) the GEMV keeps.
 #ifndef MAX_STAGES
 #define MAX_STAGES 4
@@ -538,11 +635,27 @@ __device__ __forceinline__ void gemv(const uint8_t* __restrict__ w, const float*
                                                            int row_bytes, int budget) {                \
         gemv<T, M, GEMV_R(M)>(w, absmax, x, y, n, k, row_bytes, budget);                              \
     }
+// The one-token GEMV of type T: the coalesced kernels where a type has one (M1_REGS: the
+// register GEMV for every type, to compare).
+template <int T>
+__device__ __forceinline__ void gemv_one(const uint8_t* __restrict__ w, const float* __restrict__ absmax,
+                                         const float* __restrict__ x, float* __restrict__ y, int n, int k,
+                                         int row_bytes) {
+#ifndef M1_REGS
+    if constexpr (T == T_Q4K) {
+        gemv1_q4k(w, x, y, n, k, row_bytes);
+        return;
+    }
+#endif
+    gemv_regs<T>(w, absmax, x, y, n, k, row_bytes);
+}
+#ifndef M1_BLOCKS
+#define M1_BLOCKS 2  // resident blocks a multiprocessor the one-token GEMV is compiled for
+#endif
 #define GEMV_ONE(NAME, T)                                                                             \
-    extern "C" __global__ void __launch_bounds__(256, 2) NAME(const uint8_t* w, const float* absmax,      \
-                                                           const float* x, float* y, int n, int k,     \
-                                                           int row_bytes, int) {                       \
-        gemv_regs<T>(w, absmax, x, y, n, k, row_bytes);                                               \
+    extern "C" __global__ void __launch_bounds__(256, M1_BLOCKS) NAME(                                \
+        const uint8_t* w, const float* absmax, const float* x, float* y, int n, int k, int row_bytes, int) { \
+        gemv_one<T>(w, absmax, x, y, n, k, row_bytes);                                                \
     }
 #define GEMV_ALL(NAME, T)                                                                             \
     GEMV_ONE(NAME##_m1, T)                                                                            \
@@ -580,6 +693,9 @@ extern "C" __global__ void quantize_q8(const float* __restrict__ x, int8_t* __re
 #define QF_PRAGMA(x) _Pragma(QF_STR(x))
 #define QF_UNROLL(n) QF_PRAGMA(unroll n)
 #define BK 128   // values of k per step (4 sub-blocks)
+#ifndef GEMM_SPLITK
+#define GEMM_SPLITK 1  // blocks along k (1 or 2: two partial sums add up the same in either order)
+#endif
 #define LDS 144  // shared row stride in bytes (BK + 16: conflict-free fragment loads)
 
 #ifdef MMA_NONVOLATILE
@@ -665,8 +781,12 @@ __device__ __forceinline__ void gemm(const uint8_t* __restrict__ w, const float*
             xsv[u] = __ldg(sxg + (size_t)t * nb + k0 / 32 + qj);
         }
     };
-    load(0);
-    for (int k0 = 0; k0 < k; k0 += BK) {
+    // Split k (GEMM_SPLITK > 1): block z takes steps [kbeg, kend) and adds its sums into y,
+    // which the host zeroed; with two splits the sum is the same in either order.
+    const int ksteps = k / BK, per = (ksteps + GEMM_SPLITK - 1) / GEMM_SPLITK;
+    const int kbeg = min(ksteps, (int)blockIdx.z * per) * BK, kend = min(ksteps, ((int)blockIdx.z + 1) * per) * BK;
+    if (kbeg < kend) load(kbeg);
+    for (int k0 = kbeg; k0 < kend; k0 += BK) {
 #pragma unroll
         for (int u = 0; u < 2; u++) {
             Sub s;
@@ -689,7 +809,7 @@ __device__ __forceinline__ void gemm(const uint8_t* __restrict__ w, const float*
             xsum[qt[u]][qj] = m0 + qt[u] < m ? xsv[u] : 0.f;
         }
         __syncthreads();
-        if (k0 + BK < k) load(k0 + BK);
+        if (k0 + BK < kend) load(k0 + BK);
         QF_UNROLL(GEMM_JU)
         for (int j = 0; j < BK / 32; j++) {
             uint32_t a[MI][4], b[4][2];
@@ -771,14 +891,18 @@ __device__ __forceinline__ void gemm(const uint8_t* __restrict__ w, const float*
 #pragma unroll
             for (int e = 0; e < 4; e++) {
                 const int t = t0 + (e >> 1) * 8, r = r0 + (e & 1);
-                if (t < m && r < n) y[(size_t)t * n + r] = acc[i][q][e];
+                if (t < m && r < n) {
+                    if (GEMM_SPLITK > 1) atomicAdd(y + (size_t)t * n + r, acc[i][q][e]);
+                    else y[(size_t)t * n + r] = acc[i][q][e];
+                }
             }
         }
 }
 
 // The GEMM's launch shape for the host (src/kernels/cuda.rs reads it from the module):
-// tokens and weight rows per block, dynamic shared memory bytes, threads.
-extern "C" __constant__ int gemm_config[4] = {BM, BN, 0, 256};
+// tokens and weight rows per block, dynamic shared memory bytes, threads, splits of k (blocks
+// along z; above 1 the host zeroes y first).
+extern "C" __constant__ int gemm_config[5] = {BM, BN, 0, 256, GEMM_SPLITK};
 
 #define GEMM(NAME, T)                                                                                 \
     extern "C" __global__ void __launch_bounds__(256, 128 / BM) NAME(                                 \
