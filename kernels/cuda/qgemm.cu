@@ -3,19 +3,21 @@
 //
 // Every kernel reads W through one decoder, `Raw<T>` (`load` then `unpack`), that turns one
 // 32-value sub-block of a row into 32 int8 levels, the scale of each 16-value half and a min (Q4_K only):
-// w = s * q - mn. Activations are quantized to int8 in blocks of 32 (d = absmax / 127) with
-// the block's sum s = d * sum(q) kept for the min term, so every dot product is integer
-// (dp4a or mma.sync int8) with one float scale per 16 or 32 values.
+// w = s * q - mn. Activations are quantized to int8, so every dot product is integer (dp4a or
+// mma.sync int8) with one float weight scale per 16 or 32 values: the GEMV in blocks of 32
+// (d = absmax / 127, the block's sum d * sum(q) kept for the min term), the GEMM with one
+// scale per token (applied once to each output) and the plain level sums of each block.
 //
 // - gemv_*: m <= 8 tokens. A persistent grid; each block quantizes the m tokens into shared
 //   memory once. One token: each warp takes whole rows into registers, lane j the sub-blocks
 //   j, j + 32, ..., the next chunk's loads issued before the current chunk's math. Two to
 //   eight tokens: each warp streams chunks of R rows into shared memory with cp.async, S - 1
 //   chunks in flight, and reads each sub-block's activations once for the R rows.
-// - quantize_q8 + gemm_*: m > 8. Activations quantized once to global memory; a BM-token x
-//   128-row tile per block of 8 warps, 128 values of k per step decoded into shared memory,
-//   mma.sync m16n8k32 (m16n8k16 for Q6_K, whose scales cover 16 values). Integer sums start
-//   at a float bias (`BIAS`), so no int-to-float conversion is needed.
+// - quantize_q8 + gemm_*: m > 8. Activations quantized once to global memory, one scale a
+//   token; a BM-token x 128-row tile per block of 8 warps, k split in two halves (GEMM_SPLITK
+//   blocks along z adding into a zeroed y), 128 values of k per step decoded into shared
+//   memory, mma.sync m16n8k32 (m16n8k16 for Q6_K, whose scales cover 16 values). Integer sums
+//   start at a float bias (`BIAS`), so no int-to-float conversion is needed.
 // - read_bw: the HBM read bandwidth the report compares with; spin: keeps the GPU busy
 //   while the timed launches are queued.
 //
@@ -653,7 +655,7 @@ __device__ __forceinline__ void gemv_one(const uint8_t* __restrict__ w, const fl
 #define M1_BLOCKS 2  // resident blocks a multiprocessor the one-token GEMV is compiled for
 #endif
 #define GEMV_ONE(NAME, T)                                                                             \
-    extern "C" __global__ void __launch_bounds__(256, M1_BLOCKS) NAME(                                \
+    extern "C" __global__ void __launch_bounds__(256, M1_BLOCKS) NAME(                                      \
         const uint8_t* w, const float* absmax, const float* x, float* y, int n, int k, int row_bytes, int) { \
         gemv_one<T>(w, absmax, x, y, n, k, row_bytes);                                                \
     }
@@ -674,11 +676,47 @@ GEMV_ALL(gemv_q4_0, T_Q4_0)
 GEMV_ALL(gemv_nf4, T_NF4)
 
 // ---------------------------------------------------------------------------------------
-// m > 8: activations quantized once (one thread per 32-value block).
+// m > 8: activations quantized once, a block of threads per token, with one scale a token
+// (d = absmax / 127 in every dx, sx the plain level sums of each 32-value block; the GEMM
+// scales its outputs by d once). GEMM_BLOCK_SCALE: one scale per 32-value block instead
+// (d and d * sum(q) per block, as the GEMV), for comparison.
 extern "C" __global__ void quantize_q8(const float* __restrict__ x, int8_t* __restrict__ qx,
-                                       float* __restrict__ dx, float* __restrict__ sx, int blocks) {
-    const int b = blockIdx.x * blockDim.x + threadIdx.x;
-    if (b < blocks) quantize_block(x + (size_t)b * 32, qx + (size_t)b * 32, dx + b, sx + b);
+                                       float* __restrict__ dx, float* __restrict__ sx, int k) {
+    const size_t t = blockIdx.x;
+    const int nb = k / 32;
+    x += t * k;
+    qx += t * k;
+    dx += t * nb;
+    sx += t * nb;
+#ifndef GEMM_BLOCK_SCALE
+    __shared__ float part[32];
+    float a = 0.f;
+    for (int i = threadIdx.x; i < k / 4; i += blockDim.x) {
+        const float4 v = __ldg((const float4*)x + i);
+        a = fmaxf(a, fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w))));
+    }
+    a = warp_max(a);
+    if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = a;
+    __syncthreads();
+    a = warp_max((threadIdx.x & 31) < (blockDim.x >> 5) ? part[threadIdx.x & 31] : 0.f);
+    const float inv = a > 0.f ? 127.0f / a : 0.f;
+    for (int b = threadIdx.x; b < nb; b += blockDim.x) {
+        int sum = 0;
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            const float4 v = __ldg((const float4*)(x + b * 32) + i);
+            const int p = __float2int_rn(v.x * inv), q = __float2int_rn(v.y * inv);
+            const int r = __float2int_rn(v.z * inv), e = __float2int_rn(v.w * inv);
+            sum += p + q + r + e;
+            ((uint32_t*)(qx + b * 32))[i] =
+                (uint32_t)(p & 0xff) | ((uint32_t)(q & 0xff) << 8) | ((uint32_t)(r & 0xff) << 16) | ((uint32_t)e << 24);
+        }
+        dx[b] = a / 127.0f;
+        sx[b] = (float)sum;
+    }
+#else
+    for (int b = threadIdx.x; b < nb; b += blockDim.x) quantize_block(x + b * 32, qx + b * 32, dx + b, sx + b);
+#endif
 }
 
 #ifndef BM
@@ -694,7 +732,7 @@ extern "C" __global__ void quantize_q8(const float* __restrict__ x, int8_t* __re
 #define QF_UNROLL(n) QF_PRAGMA(unroll n)
 #define BK 128   // values of k per step (4 sub-blocks)
 #ifndef GEMM_SPLITK
-#define GEMM_SPLITK 1  // blocks along k (1 or 2: two partial sums add up the same in either order)
+#define GEMM_SPLITK 2  // blocks along k (1 or 2: two partial sums add up the same in either order)
 #endif
 #define LDS 144  // shared row stride in bytes (BK + 16: conflict-free fragment loads)
 
@@ -729,7 +767,9 @@ __device__ __forceinline__ void gemm(const uint8_t* __restrict__ w, const float*
     __shared__ __align__(16) uint8_t xs[BM * LDS];
     __shared__ float wsc[BN][BK / 16];
     __shared__ float wmn[BN][BK / 32];
+#ifdef GEMM_BLOCK_SCALE
     __shared__ float xd[BM][BK / 32];
+#endif
     __shared__ float xsum[BM][BK / 32];
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int g = lane >> 2, t4 = lane & 3;
@@ -765,7 +805,10 @@ __device__ __forceinline__ void gemm(const uint8_t* __restrict__ w, const float*
     }
     Raw<T> raw[2];
     uint4 xv[XV];
-    float xdv[QV], xsv[QV];
+#ifdef GEMM_BLOCK_SCALE
+    float xdv[QV];
+#endif
+    float xsv[QV];
     auto load = [&](int k0) {
 #pragma unroll
         for (int u = 0; u < 2; u++) raw[u].template load<true>(wrow[u], arow[u], k0 / 32 + uj);
@@ -777,7 +820,9 @@ __device__ __forceinline__ void gemm(const uint8_t* __restrict__ w, const float*
 #pragma unroll
         for (int u = 0; u < QV; u++) {
             const int t = min(m0 + qt[u], m - 1);
+#ifdef GEMM_BLOCK_SCALE
             xdv[u] = __ldg(dxg + (size_t)t * nb + k0 / 32 + qj);
+#endif
             xsv[u] = __ldg(sxg + (size_t)t * nb + k0 / 32 + qj);
         }
     };
@@ -805,7 +850,9 @@ __device__ __forceinline__ void gemm(const uint8_t* __restrict__ w, const float*
         }
 #pragma unroll
         for (int u = 0; u < QV; u++) {
+#ifdef GEMM_BLOCK_SCALE
             xd[qt[u]][qj] = m0 + qt[u] < m ? xdv[u] : 0.f;
+#endif
             xsum[qt[u]][qj] = m0 + qt[u] < m ? xsv[u] : 0.f;
         }
         __syncthreads();
@@ -843,7 +890,9 @@ __device__ __forceinline__ void gemm(const uint8_t* __restrict__ w, const float*
 #endif
 #pragma unroll
             for (int i = 0; i < MI; i++) {
+#ifdef GEMM_BLOCK_SCALE  // else the token's scale multiplies the outputs at the end
                 const float d0 = xd[wm + 16 * i + g][j], d1 = xd[wm + 16 * i + g + 8][j];
+#endif
                 const float s0 = xsum[wm + 16 * i + g][j], s1 = xsum[wm + 16 * i + g + 8][j];
 #pragma unroll
                 for (int q = 0; q < 4; q++) {
@@ -854,10 +903,17 @@ __device__ __forceinline__ void gemm(const uint8_t* __restrict__ w, const float*
                         mma_k16(hi, a[i][2], a[i][3], b[q][1]);
                         const float wa0 = wsc[c0][2 * j], wb0 = wsc[c0][2 * j + 1];
                         const float wa1 = wsc[c0 + 1][2 * j], wb1 = wsc[c0 + 1][2 * j + 1];
+#ifndef GEMM_BLOCK_SCALE
+                        acc[i][q][0] += wa0 * unbias(lo[0]) + wb0 * unbias(hi[0]);
+                        acc[i][q][1] += wa1 * unbias(lo[1]) + wb1 * unbias(hi[1]);
+                        acc[i][q][2] += wa0 * unbias(lo[2]) + wb0 * unbias(hi[2]);
+                        acc[i][q][3] += wa1 * unbias(lo[3]) + wb1 * unbias(hi[3]);
+#else
                         acc[i][q][0] += d0 * (wa0 * unbias(lo[0]) + wb0 * unbias(hi[0]));
                         acc[i][q][1] += d0 * (wa1 * unbias(lo[1]) + wb1 * unbias(hi[1]));
                         acc[i][q][2] += d1 * (wa0 * unbias(lo[2]) + wb0 * unbias(hi[2]));
                         acc[i][q][3] += d1 * (wa1 * unbias(lo[3]) + wb1 * unbias(hi[3]));
+#endif
                     } else {
 #ifdef GEMM_SPLIT
                         const int* c = cc[i][q];
@@ -866,10 +922,17 @@ __device__ __forceinline__ void gemm(const uint8_t* __restrict__ w, const float*
                         mma_k32(c, a[i], b[q]);
 #endif
                         const float w0 = wsc[c0][2 * j], w1 = wsc[c0 + 1][2 * j];
+#ifndef GEMM_BLOCK_SCALE
+                        acc[i][q][0] += w0 * unbias(c[0]);
+                        acc[i][q][1] += w1 * unbias(c[1]);
+                        acc[i][q][2] += w0 * unbias(c[2]);
+                        acc[i][q][3] += w1 * unbias(c[3]);
+#else
                         acc[i][q][0] += d0 * w0 * unbias(c[0]);
                         acc[i][q][1] += d0 * w1 * unbias(c[1]);
                         acc[i][q][2] += d1 * w0 * unbias(c[2]);
                         acc[i][q][3] += d1 * w1 * unbias(c[3]);
+#endif
                         if (T == T_Q4K) {
                             const float mn0 = wmn[c0][j], mn1 = wmn[c0 + 1][j];
                             acc[i][q][0] -= mn0 * s0;
@@ -892,8 +955,13 @@ __device__ __forceinline__ void gemm(const uint8_t* __restrict__ w, const float*
             for (int e = 0; e < 4; e++) {
                 const int t = t0 + (e >> 1) * 8, r = r0 + (e & 1);
                 if (t < m && r < n) {
-                    if (GEMM_SPLITK > 1) atomicAdd(y + (size_t)t * n + r, acc[i][q][e]);
-                    else y[(size_t)t * n + r] = acc[i][q][e];
+#ifndef GEMM_BLOCK_SCALE
+                    const float v = acc[i][q][e] * __ldg(dxg + (size_t)t * nb);
+#else
+                    const float v = acc[i][q][e];
+#endif
+                    if (GEMM_SPLITK > 1) atomicAdd(y + (size_t)t * n + r, v);
+                    else y[(size_t)t * n + r] = v;
                 }
             }
         }

@@ -392,10 +392,9 @@ impl Gpu {
                 return self.enqueue_gemv(w, s, row_bytes, budget);
             }
         }
-        let blocks = (m * k / 32) as i32;
         let q = self.function("quantize_q8")?;
         let cfg = LaunchConfig {
-            grid_dim: ((blocks as u32).div_ceil(THREADS), 1, 1),
+            grid_dim: (m as u32, 1, 1),
             block_dim: (THREADS, 1, 1),
             shared_mem_bytes: 0,
         };
@@ -404,8 +403,9 @@ impl Gpu {
             .arg(&mut s.qx)
             .arg(&mut s.dx)
             .arg(&mut s.sx)
-            .arg(&blocks);
-        // SAFETY: x holds m * k values; qx, dx and sx were sized for them.
+            .arg(&ki);
+        // SAFETY: x holds m * k values, qx, dx and sx were sized for them; block t
+        // quantizes token t.
         driver(unsafe { b.launch(cfg) }, "launch")?;
         let f = self.function(&format!("gemm_{}", w.ty.name()))?;
         let mi = m as i32;
