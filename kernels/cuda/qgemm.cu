@@ -6,15 +6,17 @@
 // w = s * q - mn. Activations are quantized to int8, so every dot product is integer (dp4a or
 // mma.sync int8) with one float weight scale per 16 or 32 values: the GEMV in blocks of 32
 // (d = absmax / 127, the block's sum d * sum(q) kept for the min term), the GEMM with one
-// scale per token (applied once to each output) and the plain level sums of each block.
+// scale per 256 values (ggml's Q8_K blocks; applied where it changes) and the plain level
+// sums of each 32-value block.
 //
 // - gemv_*: m <= 8 tokens. A persistent grid; each block quantizes the m tokens into shared
 //   memory once. One token: each warp takes whole rows into registers, lane j the sub-blocks
-//   j, j + 32, ..., the next chunk's loads issued before the current chunk's math. Two to
+//   j, j + 32, ... (Q4_K: eight lanes a super-block, 16-byte loads), the next chunk's loads
+//   issued before the current chunk's math. Two to
 //   eight tokens: each warp streams chunks of R rows into shared memory with cp.async, S - 1
 //   chunks in flight, and reads each sub-block's activations once for the R rows.
-// - quantize_q8 + gemm_*: m > 8. Activations quantized once to global memory, one scale a
-//   token; a BM-token x 128-row tile per block of 8 warps, k split in two halves (GEMM_SPLITK
+// - quantize_q8 + gemm_*: m > 8. Activations quantized once to global memory, one scale per
+//   256 values; a BM-token x 128-row tile per block of 8 warps, k split in two halves (GEMM_SPLITK
 //   blocks along z adding into a zeroed y), 128 values of k per step decoded into shared
 //   memory, mma.sync m16n8k32 (m16n8k16 for Q6_K, whose scales cover 16 values). Integer sums
 //   start at a float bias (`BIAS`), so no int-to-float conversion is needed.
@@ -676,10 +678,11 @@ GEMV_ALL(gemv_q4_0, T_Q4_0)
 GEMV_ALL(gemv_nf4, T_NF4)
 
 // ---------------------------------------------------------------------------------------
-// m > 8: activations quantized once, a block of threads per token, with one scale a token
-// (d = absmax / 127 in every dx, sx the plain level sums of each 32-value block; the GEMM
-// scales its outputs by d once). GEMM_BLOCK_SCALE: one scale per 32-value block instead
-// (d and d * sum(q) per block, as the GEMV), for comparison.
+// m > 8: activations quantized once, a block of threads per token, with one scale per 256
+// values (ggml's Q8_K blocks): d = absmax / 127 of the 256 (1 for an all-zero block) in the
+// dx of each of its 32-value blocks, sx the plain level sums of each 32-value block; the GEMM
+// applies d once per 256 values. GEMM_BLOCK_SCALE: one scale per 32-value block instead (d and
+// d * sum(q) per block, as the GEMV), for comparison.
 extern "C" __global__ void quantize_q8(const float* __restrict__ x, int8_t* __restrict__ qx,
                                        float* __restrict__ dx, float* __restrict__ sx, int k) {
     const size_t t = blockIdx.x;
@@ -689,30 +692,37 @@ extern "C" __global__ void quantize_q8(const float* __restrict__ x, int8_t* __re
     dx += t * nb;
     sx += t * nb;
 #ifndef GEMM_BLOCK_SCALE
-    __shared__ float part[32];
-    float a = 0.f;
-    for (int i = threadIdx.x; i < k / 4; i += blockDim.x) {
-        const float4 v = __ldg((const float4*)x + i);
-        a = fmaxf(a, fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w))));
-    }
-    a = warp_max(a);
-    if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = a;
-    __syncthreads();
-    a = warp_max((threadIdx.x & 31) < (blockDim.x >> 5) ? part[threadIdx.x & 31] : 0.f);
-    const float inv = a > 0.f ? 127.0f / a : 0.f;
-    for (int b = threadIdx.x; b < nb; b += blockDim.x) {
-        int sum = 0;
+    // Thread b takes 32-value block b; eight consecutive lanes make a 256-value block (the last
+    // one may be shorter: k is a multiple of 128).
+    for (int base = 0; base < nb; base += blockDim.x) {
+        const int b = base + threadIdx.x;
+        const bool ok = b < nb;
+        float4 v[8];
+        float a = 0.f;
+        if (ok) {
 #pragma unroll
-        for (int i = 0; i < 8; i++) {
-            const float4 v = __ldg((const float4*)(x + b * 32) + i);
-            const int p = __float2int_rn(v.x * inv), q = __float2int_rn(v.y * inv);
-            const int r = __float2int_rn(v.z * inv), e = __float2int_rn(v.w * inv);
-            sum += p + q + r + e;
-            ((uint32_t*)(qx + b * 32))[i] =
-                (uint32_t)(p & 0xff) | ((uint32_t)(q & 0xff) << 8) | ((uint32_t)(r & 0xff) << 16) | ((uint32_t)e << 24);
+            for (int i = 0; i < 8; i++) {
+                v[i] = __ldg((const float4*)(x + b * 32) + i);
+                a = fmaxf(a, fmaxf(fmaxf(fabsf(v[i].x), fabsf(v[i].y)), fmaxf(fabsf(v[i].z), fabsf(v[i].w))));
+            }
         }
-        dx[b] = a / 127.0f;
-        sx[b] = (float)sum;
+        a = fmaxf(a, __shfl_xor_sync(0xffffffffu, a, 1));
+        a = fmaxf(a, __shfl_xor_sync(0xffffffffu, a, 2));
+        a = fmaxf(a, __shfl_xor_sync(0xffffffffu, a, 4));
+        if (ok) {
+            const float inv = a > 0.f ? 127.0f / a : 0.f;
+            int sum = 0;
+#pragma unroll
+            for (int i = 0; i < 8; i++) {
+                const int p = __float2int_rn(v[i].x * inv), q = __float2int_rn(v[i].y * inv);
+                const int r = __float2int_rn(v[i].z * inv), e = __float2int_rn(v[i].w * inv);
+                sum += p + q + r + e;
+                ((uint32_t*)(qx + b * 32))[i] = (uint32_t)(p & 0xff) | ((uint32_t)(q & 0xff) << 8) |
+                                                ((uint32_t)(r & 0xff) << 16) | ((uint32_t)e << 24);
+            }
+            dx[b] = a > 0.f ? a / 127.0f : 1.0f;  // any scale serves zeros; 1 keeps the GEMM's ratios finite
+            sx[b] = (float)sum;
+        }
     }
 #else
     for (int b = threadIdx.x; b < nb; b += blockDim.x) quantize_block(x + b * 32, qx + b * 32, dx + b, sx + b);
@@ -767,9 +777,7 @@ __device__ __forceinline__ void gemm(const uint8_t* __restrict__ w, const float*
     __shared__ __align__(16) uint8_t xs[BM * LDS];
     __shared__ float wsc[BN][BK / 16];
     __shared__ float wmn[BN][BK / 32];
-#ifdef GEMM_BLOCK_SCALE
     __shared__ float xd[BM][BK / 32];
-#endif
     __shared__ float xsum[BM][BK / 32];
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int g = lane >> 2, t4 = lane & 3;
@@ -805,10 +813,7 @@ __device__ __forceinline__ void gemm(const uint8_t* __restrict__ w, const float*
     }
     Raw<T> raw[2];
     uint4 xv[XV];
-#ifdef GEMM_BLOCK_SCALE
-    float xdv[QV];
-#endif
-    float xsv[QV];
+    float xdv[QV], xsv[QV];
     auto load = [&](int k0) {
 #pragma unroll
         for (int u = 0; u < 2; u++) raw[u].template load<true>(wrow[u], arow[u], k0 / 32 + uj);
@@ -820,12 +825,15 @@ __device__ __forceinline__ void gemm(const uint8_t* __restrict__ w, const float*
 #pragma unroll
         for (int u = 0; u < QV; u++) {
             const int t = min(m0 + qt[u], m - 1);
-#ifdef GEMM_BLOCK_SCALE
             xdv[u] = __ldg(dxg + (size_t)t * nb + k0 / 32 + qj);
-#endif
             xsv[u] = __ldg(sxg + (size_t)t * nb + k0 / 32 + qj);
         }
     };
+#ifndef GEMM_BLOCK_SCALE
+    float dcur[MI][2];  // the activation scale of the current 256 values of tokens g and g + 8
+#pragma unroll
+    for (int i = 0; i < MI; i++) dcur[i][0] = dcur[i][1] = 0.f;
+#endif
     // Split k (GEMM_SPLITK > 1): block z takes steps [kbeg, kend) and adds its sums into y,
     // which the host zeroed; with two splits the sum is the same in either order.
     const int ksteps = k / BK, per = (ksteps + GEMM_SPLITK - 1) / GEMM_SPLITK;
@@ -850,13 +858,32 @@ __device__ __forceinline__ void gemm(const uint8_t* __restrict__ w, const float*
         }
 #pragma unroll
         for (int u = 0; u < QV; u++) {
-#ifdef GEMM_BLOCK_SCALE
             xd[qt[u]][qj] = m0 + qt[u] < m ? xdv[u] : 0.f;
-#endif
             xsum[qt[u]][qj] = m0 + qt[u] < m ? xsv[u] : 0.f;
         }
         __syncthreads();
         if (k0 + BK < kend) load(k0 + BK);
+#ifndef GEMM_BLOCK_SCALE
+        // One activation scale per 256 values: the sums are kept in units of the current
+        // 256's scale, rescaled by d_prev / d_cur where a new 256 starts (d_prev = 0 at the
+        // first step, where the sums are still 0).
+        if ((k0 & 255) == 0 || k0 == kbeg) {
+#pragma unroll
+            for (int i = 0; i < MI; i++) {
+                const float c0 = xd[wm + 16 * i + g][0], c1 = xd[wm + 16 * i + g + 8][0];
+                const float r0 = dcur[i][0] / c0, r1 = dcur[i][1] / c1;
+                dcur[i][0] = c0;
+                dcur[i][1] = c1;
+#pragma unroll
+                for (int q = 0; q < 4; q++) {
+                    acc[i][q][0] *= r0;
+                    acc[i][q][1] *= r0;
+                    acc[i][q][2] *= r1;
+                    acc[i][q][3] *= r1;
+                }
+            }
+        }
+#endif
         QF_UNROLL(GEMM_JU)
         for (int j = 0; j < BK / 32; j++) {
             uint32_t a[MI][4], b[4][2];
@@ -890,7 +917,7 @@ __device__ __forceinline__ void gemm(const uint8_t* __restrict__ w, const float*
 #endif
 #pragma unroll
             for (int i = 0; i < MI; i++) {
-#ifdef GEMM_BLOCK_SCALE  // else the token's scale multiplies the outputs at the end
+#ifdef GEMM_BLOCK_SCALE  // else the 256's scale is applied where it changes
                 const float d0 = xd[wm + 16 * i + g][j], d1 = xd[wm + 16 * i + g + 8][j];
 #endif
                 const float s0 = xsum[wm + 16 * i + g][j], s1 = xsum[wm + 16 * i + g + 8][j];
@@ -956,7 +983,7 @@ __device__ __forceinline__ void gemm(const uint8_t* __restrict__ w, const float*
                 const int t = t0 + (e >> 1) * 8, r = r0 + (e & 1);
                 if (t < m && r < n) {
 #ifndef GEMM_BLOCK_SCALE
-                    const float v = acc[i][q][e] * __ldg(dxg + (size_t)t * nb);
+                    const float v = acc[i][q][e] * dcur[i][e >> 1];
 #else
                     const float v = acc[i][q][e];
 #endif
