@@ -3,22 +3,21 @@
 //
 // Every kernel reads W through one decoder, `Raw<T>` (`load` then `unpack`), that turns one
 // 32-value sub-block of a row into 32 int8 levels, the scale of each 16-value half and a min (Q4_K only):
-// w = s * q - mn. Activations are quantized to int8, so every dot product is integer (dp4a or
-// mma.sync int8) with one float weight scale per 16 or 32 values: the GEMV in blocks of 32
-// (d = absmax / 127, the block's sum d * sum(q) kept for the min term), the GEMM with one
-// scale per 256 values (ggml's Q8_K blocks; applied where it changes) and the plain level
-// sums of each 32-value block.
+// w = s * q - mn. Activations are quantized to int8 in blocks of 32 (d = absmax / 127) with
+// the block's sum s = d * sum(q) kept for the min term, so every dot product is integer
+// (dp4a or mma.sync int8) with one float scale per 16 or 32 values. (GEMM_SCALE_256: the GEMM
+// with one activation scale per 256 values instead, ggml's Q8_K blocks; measured, not kept.)
 //
 // - gemv_*: m <= 8 tokens. A persistent grid; each block quantizes the m tokens into shared
 //   memory once. One token: each warp takes whole rows into registers, lane j the sub-blocks
 //   j, j + 32, ... (Q4_K: eight lanes a super-block, 16-byte loads), the next chunk's loads
-//   issued before the current chunk's math. Two to
-//   eight tokens: each warp streams chunks of R rows into shared memory with cp.async, S - 1
-//   chunks in flight, and reads each sub-block's activations once for the R rows.
-// - quantize_q8 + gemm_*: m > 8. Activations quantized once to global memory, one scale per
-//   256 values; a BM-token x 128-row tile per block of 8 warps, k split in two halves (GEMM_SPLITK
-//   blocks along z adding into a zeroed y), 128 values of k per step decoded into shared
-//   memory, mma.sync m16n8k32 (m16n8k16 for Q6_K, whose scales cover 16 values). Integer sums
+//   issued before the current chunk's math. Two to eight tokens: each warp streams chunks of
+//   R rows into shared memory with cp.async, S - 1 chunks in flight, and reads each
+//   sub-block's activations once for the R rows.
+// - quantize_q8 + gemm_*: m > 8. Activations quantized once to global memory; a BM-token x
+//   128-row tile per block of 8 warps, k split in two halves (GEMM_SPLITK blocks along z
+//   adding into a zeroed y), 128 values of k per step decoded into shared memory,
+//   mma.sync m16n8k32 (m16n8k16 for Q6_K, whose scales cover 16 values). Integer sums
 //   start at a float bias (`BIAS`), so no int-to-float conversion is needed.
 // - read_bw: the HBM read bandwidth the report compares with; spin: keeps the GPU busy
 //   while the timed launches are queued.
@@ -678,11 +677,12 @@ GEMV_ALL(gemv_q4_0, T_Q4_0)
 GEMV_ALL(gemv_nf4, T_NF4)
 
 // ---------------------------------------------------------------------------------------
-// m > 8: activations quantized once, a block of threads per token, with one scale per 256
-// values (ggml's Q8_K blocks): d = absmax / 127 of the 256 (1 for an all-zero block) in the
-// dx of each of its 32-value blocks, sx the plain level sums of each 32-value block; the GEMM
-// applies d once per 256 values. GEMM_BLOCK_SCALE: one scale per 32-value block instead (d and
-// d * sum(q) per block, as the GEMV), for comparison.
+// m > 8: activations quantized once, a block of threads per token, one thread per 32-value
+// block (d and d * sum(q) per block, as the GEMV). GEMM_SCALE_256: one scale per 256 values
+// (ggml's Q8_K blocks): d = absmax / 127 of the 256 (1 for an all-zero block) in the dx of
+// each of its 32-value blocks, sx the plain level sums of each 32-value block; the GEMM
+// applies d where it changes. Measured on the H200 (docs/cuda.md): 1-2% faster, twice the
+// error; not the default.
 extern "C" __global__ void quantize_q8(const float* __restrict__ x, int8_t* __restrict__ qx,
                                        float* __restrict__ dx, float* __restrict__ sx, int k) {
     const size_t t = blockIdx.x;
@@ -691,7 +691,7 @@ extern "C" __global__ void quantize_q8(const float* __restrict__ x, int8_t* __re
     qx += t * k;
     dx += t * nb;
     sx += t * nb;
-#ifndef GEMM_BLOCK_SCALE
+#ifdef GEMM_SCALE_256
     // Thread b takes 32-value block b; eight consecutive lanes make a 256-value block (the last
     // one may be shorter: k is a multiple of 128).
     for (int base = 0; base < nb; base += blockDim.x) {
@@ -829,7 +829,7 @@ __device__ __forceinline__ void gemm(const uint8_t* __restrict__ w, const float*
             xsv[u] = __ldg(sxg + (size_t)t * nb + k0 / 32 + qj);
         }
     };
-#ifndef GEMM_BLOCK_SCALE
+#ifdef GEMM_SCALE_256
     float dcur[MI][2];  // the activation scale of the current 256 values of tokens g and g + 8
 #pragma unroll
     for (int i = 0; i < MI; i++) dcur[i][0] = dcur[i][1] = 0.f;
@@ -863,7 +863,7 @@ __device__ __forceinline__ void gemm(const uint8_t* __restrict__ w, const float*
         }
         __syncthreads();
         if (k0 + BK < kend) load(k0 + BK);
-#ifndef GEMM_BLOCK_SCALE
+#ifdef GEMM_SCALE_256
         // One activation scale per 256 values: the sums are kept in units of the current
         // 256's scale, rescaled by d_prev / d_cur where a new 256 starts (d_prev = 0 at the
         // first step, where the sums are still 0).
@@ -917,7 +917,7 @@ __device__ __forceinline__ void gemm(const uint8_t* __restrict__ w, const float*
 #endif
 #pragma unroll
             for (int i = 0; i < MI; i++) {
-#ifdef GEMM_BLOCK_SCALE  // else the 256's scale is applied where it changes
+#ifndef GEMM_SCALE_256  // else the 256's scale is applied where it changes
                 const float d0 = xd[wm + 16 * i + g][j], d1 = xd[wm + 16 * i + g + 8][j];
 #endif
                 const float s0 = xsum[wm + 16 * i + g][j], s1 = xsum[wm + 16 * i + g + 8][j];
@@ -930,7 +930,7 @@ __device__ __forceinline__ void gemm(const uint8_t* __restrict__ w, const float*
                         mma_k16(hi, a[i][2], a[i][3], b[q][1]);
                         const float wa0 = wsc[c0][2 * j], wb0 = wsc[c0][2 * j + 1];
                         const float wa1 = wsc[c0 + 1][2 * j], wb1 = wsc[c0 + 1][2 * j + 1];
-#ifndef GEMM_BLOCK_SCALE
+#ifdef GEMM_SCALE_256
                         acc[i][q][0] += wa0 * unbias(lo[0]) + wb0 * unbias(hi[0]);
                         acc[i][q][1] += wa1 * unbias(lo[1]) + wb1 * unbias(hi[1]);
                         acc[i][q][2] += wa0 * unbias(lo[2]) + wb0 * unbias(hi[2]);
@@ -949,7 +949,7 @@ __device__ __forceinline__ void gemm(const uint8_t* __restrict__ w, const float*
                         mma_k32(c, a[i], b[q]);
 #endif
                         const float w0 = wsc[c0][2 * j], w1 = wsc[c0 + 1][2 * j];
-#ifndef GEMM_BLOCK_SCALE
+#ifdef GEMM_SCALE_256
                         acc[i][q][0] += w0 * unbias(c[0]);
                         acc[i][q][1] += w1 * unbias(c[1]);
                         acc[i][q][2] += w0 * unbias(c[2]);
@@ -982,7 +982,7 @@ __device__ __forceinline__ void gemm(const uint8_t* __restrict__ w, const float*
             for (int e = 0; e < 4; e++) {
                 const int t = t0 + (e >> 1) * 8, r = r0 + (e & 1);
                 if (t < m && r < n) {
-#ifndef GEMM_BLOCK_SCALE
+#ifdef GEMM_SCALE_256
                     const float v = acc[i][q][e] * dcur[i][e >> 1];
 #else
                     const float v = acc[i][q][e];
