@@ -2,8 +2,9 @@
 # Issue #18's GPU measurement in one run on the GPU machine (CUDA 13, nvcc, PyTorch; no
 # Rust there): qforge's CUDA kernels (`bench-gemm --device cuda`), llama.cpp's CUDA backend
 # (scripts/cuda/ggml_peer.cpp against ggml built here for sm_90) and PyTorch's bf16 matmul on
-# dequantized weights (cuBLAS), same shapes, weights rotated past the L2, CUDA events; then
-# the GPU unit tests and the table (scripts/cuda/table.py).
+# dequantized weights (cuBLAS), same shapes, weights rotated past the L2, CUDA events; a plain
+# read of the m=1 calls' bytes timed the same way (scripts/cuda/small_read.py); then the GPU
+# unit tests and the table (scripts/cuda/table.py).
 #
 # Needs, carried from a machine with cargo (ignored folders):
 #   gpu-bin/qforge        cargo build --release; strip -o gpu-bin/qforge target/release/qforge
@@ -46,6 +47,9 @@ for ty in q4_k q6_k q8_0 q4_0 nf4; do
   ./gpu-bin/qforge bench-gemm --device cuda --type $ty --n "$n" --k "$k" --m 1,8,512 --reps "$reps" --json \
     >> "$out/ours.jsonl" || echo "bench-gemm $ty failed"
 done
+echo "== a plain read of the m=1 calls' bytes, timed the same way"
+python3 scripts/cuda/small_read.py "${QFORGE_CUDA_PTX:-kernels/cuda/qgemm.ptx}" 33 48 62 117 1000 \
+  > "$out/small_read.jsonl" || echo "small_read.py failed"
 echo "== PyTorch bf16 (cuBLAS)"
 python3 scripts/cuda/torch_peer.py --n "$n" --k "$k" --reps "$reps" > "$out/torch.jsonl"
 [ -n "$build" ] && wait $build

@@ -5,17 +5,20 @@
 // 32-value sub-block of a row into 32 int8 levels, the scale of each 16-value half and a min (Q4_K only):
 // w = s * q - mn. Activations are quantized to int8 in blocks of 32 (d = absmax / 127) with
 // the block's sum s = d * sum(q) kept for the min term, so every dot product is integer
-// (dp4a or mma.sync int8) with one float scale per 16 or 32 values.
+// (dp4a or mma.sync int8) with one float scale per 16 or 32 values. (GEMM_SCALE_256: the GEMM
+// with one activation scale per 256 values instead, ggml's Q8_K blocks; measured, not kept.)
 //
 // - gemv_*: m <= 8 tokens. A persistent grid; each block quantizes the m tokens into shared
 //   memory once. One token: each warp takes whole rows into registers, lane j the sub-blocks
-//   j, j + 32, ..., the next chunk's loads issued before the current chunk's math. Two to
-//   eight tokens: each warp streams chunks of R rows into shared memory with cp.async, S - 1
-//   chunks in flight, and reads each sub-block's activations once for the R rows.
+//   j, j + 32, ... (Q4_K: eight lanes a super-block, 16-byte loads), the next chunk's loads
+//   issued before the current chunk's math. Two to eight tokens: each warp streams chunks of
+//   R rows into shared memory with cp.async, S - 1 chunks in flight, and reads each
+//   sub-block's activations once for the R rows.
 // - quantize_q8 + gemm_*: m > 8. Activations quantized once to global memory; a BM-token x
-//   128-row tile per block of 8 warps, 128 values of k per step decoded into shared memory,
-//   mma.sync m16n8k32 (m16n8k16 for Q6_K, whose scales cover 16 values). Integer sums start
-//   at a float bias (`BIAS`), so no int-to-float conversion is needed.
+//   128-row tile per block of 8 warps, k split in two halves (GEMM_SPLITK blocks along z
+//   adding into a zeroed y), 128 values of k per step decoded into shared memory,
+//   mma.sync m16n8k32 (m16n8k16 for Q6_K, whose scales cover 16 values). Integer sums
+//   start at a float bias (`BIAS`), so no int-to-float conversion is needed.
 // - read_bw: the HBM read bandwidth the report compares with; spin: keeps the GPU busy
 //   while the timed launches are queued.
 //
@@ -395,6 +398,103 @@ __device__ __forceinline__ void gemv_regs(const uint8_t* __restrict__ w, const f
     }
 }
 
+// GEMV for one token, Q4_K, with coalesced 16-byte loads: eight lanes share a super-block,
+// lane p loading its header (one 16-byte word for the eight) and the p-th 16 bytes of its
+// levels (16 values of sub-block 2 (p / 2) and the same 16 of sub-block 2 (p / 2) + 1), so
+// a warp reads four super-blocks (576 bytes) in two 16-byte loads a lane. A work item is a row
+// and 16 super-blocks (4096 values), four such steps whose eight loads are all in flight, and
+// the next item's loads are issued before this item's math. The first item's loads are issued
+// before the token is quantized, so the weights stream while the activations are prepared.
+#define Q4K_ST 4  // steps of four super-blocks per work item
+struct Q4kStep {
+    uint4 h, q;
+};
+__device__ __forceinline__ void q4k_load(Q4kStep (&r)[Q4K_ST], const uint8_t* __restrict__ row, int sup0, int nsup,
+                                         int lane) {
+#pragma unroll
+    for (int s = 0; s < Q4K_ST; s++) {
+        const int sp = min(sup0 + 4 * s + (lane >> 3), nsup - 1);
+        const uint8_t* b = row + (size_t)sp * 144;
+        r[s].h = __ldg((const uint4*)b);
+        r[s].q = __ldg((const uint4*)(b + 16) + (lane & 7));
+    }
+}
+// Byte i of the 32-bit word v.
+__device__ __forceinline__ uint32_t byte_of(uint32_t v, int i) { return (v >> (8 * i)) & 0xff; }
+
+__device__ __forceinline__ float q4k_dot(const Q4kStep (&r)[Q4K_ST], const int8_t* qx, const float* dx,
+                                         const float* sx, int sup0, int nsup, int lane) {
+    const int p = lane & 7, j = p >> 1, h = p & 1;
+    const int b0 = (2 * j) & 3;  // byte of sub-blocks 2j and 2j + 1 in the 12 scale bytes' words
+    float acc = 0.f;
+#pragma unroll
+    for (int s = 0; s < Q4K_ST; s++) {
+        const int sp = sup0 + 4 * s + (lane >> 3);
+        if (sp < nsup) {
+            const uint4 hd = r[s].h;
+            uint32_t sc[2], mn[2];
+#pragma unroll
+            for (int u = 0; u < 2; u++) {
+                const uint32_t lo = byte_of(hd.y, b0 + u), mid = byte_of(hd.z, b0 + u), hi = byte_of(hd.w, b0 + u);
+                sc[u] = j < 2 ? lo & 63 : (hi & 0xf) | ((lo >> 6) << 4);
+                mn[u] = j < 2 ? mid & 63 : (hi >> 4) | ((mid >> 6) << 4);
+            }
+            const int sb = sp * 8 + 2 * j;  // sub-block of the low nibbles; + 1 the high ones
+            const int4 xa = *(const int4*)(qx + sb * 32 + 16 * h);
+            const int4 xb = *(const int4*)(qx + sb * 32 + 32 + 16 * h);
+            const uint4 q = r[s].q;
+            int ia = __dp4a((int)(q.x & 0x0f0f0f0fu), xa.x, BIAS);
+            ia = __dp4a((int)(q.y & 0x0f0f0f0fu), xa.y, ia);
+            ia = __dp4a((int)(q.z & 0x0f0f0f0fu), xa.z, ia);
+            ia = __dp4a((int)(q.w & 0x0f0f0f0fu), xa.w, ia);
+            int ib = __dp4a((int)((q.x >> 4) & 0x0f0f0f0fu), xb.x, BIAS);
+            ib = __dp4a((int)((q.y >> 4) & 0x0f0f0f0fu), xb.y, ib);
+            ib = __dp4a((int)((q.z >> 4) & 0x0f0f0f0fu), xb.z, ib);
+            ib = __dp4a((int)((q.w >> 4) & 0x0f0f0f0fu), xb.w, ib);
+            const float v = dx[sb] * (float)sc[0] * unbias(ia) + dx[sb + 1] * (float)sc[1] * unbias(ib);
+            // The min term covers whole sub-blocks: the even lane of the pair adds it.
+            const float mterm = h ? 0.f : (float)mn[0] * sx[sb] + (float)mn[1] * sx[sb + 1];
+            acc += h2f(hd.x) * v - h2f(hd.x >> 16) * mterm;
+        }
+    }
+    return acc;
+}
+
+__device__ __forceinline__ void gemv1_q4k(const uint8_t* __restrict__ w, const float* __restrict__ x,
+                                          float* __restrict__ y, int n, int k, int row_bytes) {
+    extern __shared__ __align__(16) uint8_t smem[];
+    int8_t* qx = (int8_t*)smem;
+    const int nb = k / 32, nsup = k / 256;
+    float* dx = (float*)(smem + k);
+    float* sx = dx + nb;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    const int chunks = (nsup + 4 * Q4K_ST - 1) / (4 * Q4K_ST);
+    const int total = gridDim.x * warps;
+    int r = blockIdx.x * warps + warp, c = 0;
+    Q4kStep cur[Q4K_ST];
+    if (r < n) q4k_load(cur, w + (size_t)r * row_bytes, 0, nsup, lane);
+    for (int b = threadIdx.x; b < nb; b += blockDim.x) quantize_block(x + (size_t)b * 32, qx + b * 32, dx + b, sx + b);
+    __syncthreads();
+    if (r >= n) return;
+    float acc = 0.f;
+    for (;;) {
+        const int r_next = c + 1 < chunks ? r : r + total, c_next = c + 1 < chunks ? c + 1 : 0;
+        Q4kStep next[Q4K_ST];
+        if (r_next < n) q4k_load(next, w + (size_t)r_next * row_bytes, c_next * 4 * Q4K_ST, nsup, lane);
+        acc += q4k_dot(cur, qx, dx, sx, c * 4 * Q4K_ST, nsup, lane);
+        if (c_next == 0) {  // the row is done
+            const float v = warp_sum(acc);
+            if (lane == 0) y[r] = v;
+            acc = 0.f;
+        }
+        if (r_next >= n) break;
+        r = r_next;
+        c = c_next;
+#pragma unroll
+        for (int s = 0; s < Q4K_ST; s++) cur[s] = next[s];
+    }
+}
+
 // Most stages (chunks in flight per warp) the GEMV keeps.
 #ifndef MAX_STAGES
 #define MAX_STAGES 4
@@ -538,11 +638,27 @@ __device__ __forceinline__ void gemv(const uint8_t* __restrict__ w, const float*
                                                            int row_bytes, int budget) {                \
         gemv<T, M, GEMV_R(M)>(w, absmax, x, y, n, k, row_bytes, budget);                              \
     }
+// The one-token GEMV of type T: the coalesced kernels where a type has one (M1_REGS: the
+// register GEMV for every type, to compare).
+template <int T>
+__device__ __forceinline__ void gemv_one(const uint8_t* __restrict__ w, const float* __restrict__ absmax,
+                                         const float* __restrict__ x, float* __restrict__ y, int n, int k,
+                                         int row_bytes) {
+#ifndef M1_REGS
+    if constexpr (T == T_Q4K) {
+        gemv1_q4k(w, x, y, n, k, row_bytes);
+        return;
+    }
+#endif
+    gemv_regs<T>(w, absmax, x, y, n, k, row_bytes);
+}
+#ifndef M1_BLOCKS
+#define M1_BLOCKS 2  // resident blocks a multiprocessor the one-token GEMV is compiled for
+#endif
 #define GEMV_ONE(NAME, T)                                                                             \
-    extern "C" __global__ void __launch_bounds__(256, 2) NAME(const uint8_t* w, const float* absmax,      \
-                                                           const float* x, float* y, int n, int k,     \
-                                                           int row_bytes, int) {                       \
-        gemv_regs<T>(w, absmax, x, y, n, k, row_bytes);                                               \
+    extern "C" __global__ void __launch_bounds__(256, M1_BLOCKS) NAME(                                      \
+        const uint8_t* w, const float* absmax, const float* x, float* y, int n, int k, int row_bytes, int) { \
+        gemv_one<T>(w, absmax, x, y, n, k, row_bytes);                                                \
     }
 #define GEMV_ALL(NAME, T)                                                                             \
     GEMV_ONE(NAME##_m1, T)                                                                            \
@@ -561,11 +677,56 @@ GEMV_ALL(gemv_q4_0, T_Q4_0)
 GEMV_ALL(gemv_nf4, T_NF4)
 
 // ---------------------------------------------------------------------------------------
-// m > 8: activations quantized once (one thread per 32-value block).
+// m > 8: activations quantized once, a block of threads per token, one thread per 32-value
+// block (d and d * sum(q) per block, as the GEMV). GEMM_SCALE_256: one scale per 256 values
+// (ggml's Q8_K blocks): d = absmax / 127 of the 256 (1 for an all-zero block) in the dx of
+// each of its 32-value blocks, sx the plain level sums of each 32-value block; the GEMM
+// applies d where it changes. Measured on the H200 (docs/cuda.md): 1-2% faster, twice the
+// error; not the default.
 extern "C" __global__ void quantize_q8(const float* __restrict__ x, int8_t* __restrict__ qx,
-                                       float* __restrict__ dx, float* __restrict__ sx, int blocks) {
-    const int b = blockIdx.x * blockDim.x + threadIdx.x;
-    if (b < blocks) quantize_block(x + (size_t)b * 32, qx + (size_t)b * 32, dx + b, sx + b);
+                                       float* __restrict__ dx, float* __restrict__ sx, int k) {
+    const size_t t = blockIdx.x;
+    const int nb = k / 32;
+    x += t * k;
+    qx += t * k;
+    dx += t * nb;
+    sx += t * nb;
+#ifdef GEMM_SCALE_256
+    // Thread b takes 32-value block b; eight consecutive lanes make a 256-value block (the last
+    // one may be shorter: k is a multiple of 128).
+    for (int base = 0; base < nb; base += blockDim.x) {
+        const int b = base + threadIdx.x;
+        const bool ok = b < nb;
+        float4 v[8];
+        float a = 0.f;
+        if (ok) {
+#pragma unroll
+            for (int i = 0; i < 8; i++) {
+                v[i] = __ldg((const float4*)(x + b * 32) + i);
+                a = fmaxf(a, fmaxf(fmaxf(fabsf(v[i].x), fabsf(v[i].y)), fmaxf(fabsf(v[i].z), fabsf(v[i].w))));
+            }
+        }
+        a = fmaxf(a, __shfl_xor_sync(0xffffffffu, a, 1));
+        a = fmaxf(a, __shfl_xor_sync(0xffffffffu, a, 2));
+        a = fmaxf(a, __shfl_xor_sync(0xffffffffu, a, 4));
+        if (ok) {
+            const float inv = a > 0.f ? 127.0f / a : 0.f;
+            int sum = 0;
+#pragma unroll
+            for (int i = 0; i < 8; i++) {
+                const int p = __float2int_rn(v[i].x * inv), q = __float2int_rn(v[i].y * inv);
+                const int r = __float2int_rn(v[i].z * inv), e = __float2int_rn(v[i].w * inv);
+                sum += p + q + r + e;
+                ((uint32_t*)(qx + b * 32))[i] = (uint32_t)(p & 0xff) | ((uint32_t)(q & 0xff) << 8) |
+                                                ((uint32_t)(r & 0xff) << 16) | ((uint32_t)e << 24);
+            }
+            dx[b] = a > 0.f ? a / 127.0f : 1.0f;  // any scale serves zeros; 1 keeps the GEMM's ratios finite
+            sx[b] = (float)sum;
+        }
+    }
+#else
+    for (int b = threadIdx.x; b < nb; b += blockDim.x) quantize_block(x + b * 32, qx + b * 32, dx + b, sx + b);
+#endif
 }
 
 #ifndef BM
@@ -580,6 +741,9 @@ extern "C" __global__ void quantize_q8(const float* __restrict__ x, int8_t* __re
 #define QF_PRAGMA(x) _Pragma(QF_STR(x))
 #define QF_UNROLL(n) QF_PRAGMA(unroll n)
 #define BK 128   // values of k per step (4 sub-blocks)
+#ifndef GEMM_SPLITK
+#define GEMM_SPLITK 2  // blocks along k (1 or 2: two partial sums add up the same in either order)
+#endif
 #define LDS 144  // shared row stride in bytes (BK + 16: conflict-free fragment loads)
 
 #ifdef MMA_NONVOLATILE
@@ -665,8 +829,17 @@ __device__ __forceinline__ void gemm(const uint8_t* __restrict__ w, const float*
             xsv[u] = __ldg(sxg + (size_t)t * nb + k0 / 32 + qj);
         }
     };
-    load(0);
-    for (int k0 = 0; k0 < k; k0 += BK) {
+#ifdef GEMM_SCALE_256
+    float dcur[MI][2];  // the activation scale of the current 256 values of tokens g and g + 8
+#pragma unroll
+    for (int i = 0; i < MI; i++) dcur[i][0] = dcur[i][1] = 0.f;
+#endif
+    // Split k (GEMM_SPLITK > 1): block z takes steps [kbeg, kend) and adds its sums into y,
+    // which the host zeroed; with two splits the sum is the same in either order.
+    const int ksteps = k / BK, per = (ksteps + GEMM_SPLITK - 1) / GEMM_SPLITK;
+    const int kbeg = min(ksteps, (int)blockIdx.z * per) * BK, kend = min(ksteps, ((int)blockIdx.z + 1) * per) * BK;
+    if (kbeg < kend) load(kbeg);
+    for (int k0 = kbeg; k0 < kend; k0 += BK) {
 #pragma unroll
         for (int u = 0; u < 2; u++) {
             Sub s;
@@ -689,7 +862,28 @@ __device__ __forceinline__ void gemm(const uint8_t* __restrict__ w, const float*
             xsum[qt[u]][qj] = m0 + qt[u] < m ? xsv[u] : 0.f;
         }
         __syncthreads();
-        if (k0 + BK < k) load(k0 + BK);
+        if (k0 + BK < kend) load(k0 + BK);
+#ifdef GEMM_SCALE_256
+        // One activation scale per 256 values: the sums are kept in units of the current
+        // 256's scale, rescaled by d_prev / d_cur where a new 256 starts (d_prev = 0 at the
+        // first step, where the sums are still 0).
+        if ((k0 & 255) == 0 || k0 == kbeg) {
+#pragma unroll
+            for (int i = 0; i < MI; i++) {
+                const float c0 = xd[wm + 16 * i + g][0], c1 = xd[wm + 16 * i + g + 8][0];
+                const float r0 = dcur[i][0] / c0, r1 = dcur[i][1] / c1;
+                dcur[i][0] = c0;
+                dcur[i][1] = c1;
+#pragma unroll
+                for (int q = 0; q < 4; q++) {
+                    acc[i][q][0] *= r0;
+                    acc[i][q][1] *= r0;
+                    acc[i][q][2] *= r1;
+                    acc[i][q][3] *= r1;
+                }
+            }
+        }
+#endif
         QF_UNROLL(GEMM_JU)
         for (int j = 0; j < BK / 32; j++) {
             uint32_t a[MI][4], b[4][2];
@@ -723,7 +917,9 @@ __device__ __forceinline__ void gemm(const uint8_t* __restrict__ w, const float*
 #endif
 #pragma unroll
             for (int i = 0; i < MI; i++) {
+#ifndef GEMM_SCALE_256  // else the 256's scale is applied where it changes
                 const float d0 = xd[wm + 16 * i + g][j], d1 = xd[wm + 16 * i + g + 8][j];
+#endif
                 const float s0 = xsum[wm + 16 * i + g][j], s1 = xsum[wm + 16 * i + g + 8][j];
 #pragma unroll
                 for (int q = 0; q < 4; q++) {
@@ -734,10 +930,17 @@ __device__ __forceinline__ void gemm(const uint8_t* __restrict__ w, const float*
                         mma_k16(hi, a[i][2], a[i][3], b[q][1]);
                         const float wa0 = wsc[c0][2 * j], wb0 = wsc[c0][2 * j + 1];
                         const float wa1 = wsc[c0 + 1][2 * j], wb1 = wsc[c0 + 1][2 * j + 1];
+#ifdef GEMM_SCALE_256
+                        acc[i][q][0] += wa0 * unbias(lo[0]) + wb0 * unbias(hi[0]);
+                        acc[i][q][1] += wa1 * unbias(lo[1]) + wb1 * unbias(hi[1]);
+                        acc[i][q][2] += wa0 * unbias(lo[2]) + wb0 * unbias(hi[2]);
+                        acc[i][q][3] += wa1 * unbias(lo[3]) + wb1 * unbias(hi[3]);
+#else
                         acc[i][q][0] += d0 * (wa0 * unbias(lo[0]) + wb0 * unbias(hi[0]));
                         acc[i][q][1] += d0 * (wa1 * unbias(lo[1]) + wb1 * unbias(hi[1]));
                         acc[i][q][2] += d1 * (wa0 * unbias(lo[2]) + wb0 * unbias(hi[2]));
                         acc[i][q][3] += d1 * (wa1 * unbias(lo[3]) + wb1 * unbias(hi[3]));
+#endif
                     } else {
 #ifdef GEMM_SPLIT
                         const int* c = cc[i][q];
@@ -746,10 +949,17 @@ __device__ __forceinline__ void gemm(const uint8_t* __restrict__ w, const float*
                         mma_k32(c, a[i], b[q]);
 #endif
                         const float w0 = wsc[c0][2 * j], w1 = wsc[c0 + 1][2 * j];
+#ifdef GEMM_SCALE_256
+                        acc[i][q][0] += w0 * unbias(c[0]);
+                        acc[i][q][1] += w1 * unbias(c[1]);
+                        acc[i][q][2] += w0 * unbias(c[2]);
+                        acc[i][q][3] += w1 * unbias(c[3]);
+#else
                         acc[i][q][0] += d0 * w0 * unbias(c[0]);
                         acc[i][q][1] += d0 * w1 * unbias(c[1]);
                         acc[i][q][2] += d1 * w0 * unbias(c[2]);
                         acc[i][q][3] += d1 * w1 * unbias(c[3]);
+#endif
                         if (T == T_Q4K) {
                             const float mn0 = wmn[c0][j], mn1 = wmn[c0 + 1][j];
                             acc[i][q][0] -= mn0 * s0;
@@ -771,14 +981,23 @@ __device__ __forceinline__ void gemm(const uint8_t* __restrict__ w, const float*
 #pragma unroll
             for (int e = 0; e < 4; e++) {
                 const int t = t0 + (e >> 1) * 8, r = r0 + (e & 1);
-                if (t < m && r < n) y[(size_t)t * n + r] = acc[i][q][e];
+                if (t < m && r < n) {
+#ifdef GEMM_SCALE_256
+                    const float v = acc[i][q][e] * dcur[i][e >> 1];
+#else
+                    const float v = acc[i][q][e];
+#endif
+                    if (GEMM_SPLITK > 1) atomicAdd(y + (size_t)t * n + r, v);
+                    else y[(size_t)t * n + r] = v;
+                }
             }
         }
 }
 
 // The GEMM's launch shape for the host (src/kernels/cuda.rs reads it from the module):
-// tokens and weight rows per block, dynamic shared memory bytes, threads.
-extern "C" __constant__ int gemm_config[4] = {BM, BN, 0, 256};
+// tokens and weight rows per block, dynamic shared memory bytes, threads, splits of k (blocks
+// along z; above 1 the host zeroes y first).
+extern "C" __constant__ int gemm_config[5] = {BM, BN, 0, 256, GEMM_SPLITK};
 
 #define GEMM(NAME, T)                                                                                 \
     extern "C" __global__ void __launch_bounds__(256, 128 / BM) NAME(                                 \

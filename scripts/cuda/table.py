@@ -39,3 +39,36 @@ for r in ours:
         tv = f"{t['median_us'] / us:.2f}x" if t else "-"
         print(f"| {r['weight_type']} | {m} | {us:.1f} | {x['effective_gbs']:.0f} ({x['pct_bandwidth']:.0f}%) | "
               f"{x['gflops'] / 1e3:.1f} | {x['rel_err']:.1e} | {lu} | {lv} | {tu} | {tv} |")
+
+# m=1 against a plain read of the same bytes timed the same way (small_read.py: events around
+# each launch, copies rotated past the L2), interpolated linearly between the sizes it read.
+best = {}
+for r in lines("small_read.jsonl"):
+    if r.get("what") == "read":
+        best[r["mb"]] = min(best.get(r["mb"], 1e30), r["median_us"])
+    elif r.get("what") == "empty launch between events":
+        print(f"\nAn empty launch between two events: {r['median_us']:.2f} us.")
+    elif r.get("what") in ("empty launch back to back", "read back to back"):
+        size = f" of {r['mb']:.0f} MB" if "mb" in r else ""
+        print(f"\n{r['what'].capitalize()}{size} (one pair of events around {40} launches): "
+              f"{r['mean_us']:.2f} us a launch.")
+pts = sorted(best.items())
+def read_us(mb):
+    if len(pts) < 2:
+        return None
+    lo = max([p for p in pts if p[0] <= mb] or [pts[0]], key=lambda p: p[0])
+    hi = min([p for p in pts if p[0] > mb and p[0] != lo[0]] or [pts[-1]], key=lambda p: p[0])
+    if hi[0] == lo[0]:
+        return lo[1]
+    return lo[1] + (hi[1] - lo[1]) * (mb - lo[0]) / (hi[0] - lo[0])
+if pts:
+    print("\n| type | m=1 MB read | ours us | plain read of those bytes us | ours / read |")
+    print("|---|---|---|---|---|")
+    for r in ours:
+        for x in r["results"]:
+            if x["m"] == 1:
+                us = x["median_ms"] * 1e3
+                mb = x["effective_gbs"] * us / 1e3
+                t = read_us(mb)
+                if t:
+                    print(f"| {r['weight_type']} | {mb:.1f} | {us:.1f} | {t:.1f} | {t / us * 100:.0f}% |")

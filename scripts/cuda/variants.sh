@@ -8,14 +8,20 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 out=$1 types=$2 ms=$3; shift 3
 mkdir -p "$out"
+# Every variant's PTX first, all at once (the machine has 16 cores), then the timings one by one.
 for v in "$@"; do
   name=${v%%=*} flags=${v#*=}
   ptx=/tmp/qgemm-$name.ptx
+  rm -f "$ptx"
   # shellcheck disable=SC2086
-  if ! nvcc -arch=sm_90 -O3 -ptx $flags kernels/cuda/qgemm.cu -o "$ptx.tmp"; then
-    echo "variant $name: nvcc failed"; continue
-  fi
-  { echo "// qforge source sha256: variant $name"; cat "$ptx.tmp"; } > "$ptx"
+  ( nvcc -arch=sm_90 -O3 -ptx $flags kernels/cuda/qgemm.cu -o "$ptx.tmp" &&
+    { echo "// qforge source sha256: variant $name"; cat "$ptx.tmp"; } > "$ptx" ) &
+done
+wait
+for v in "$@"; do
+  name=${v%%=*}
+  ptx=/tmp/qgemm-$name.ptx
+  [ -s "$ptx" ] || { echo "variant $name: nvcc failed"; continue; }
   for ty in $types; do
     QFORGE_CUDA_PTX=$ptx ./gpu-bin/qforge bench-gemm --device cuda --type "$ty" --n 14336 --k 4096 \
       --m "$ms" --reps 40 --json > /tmp/variant.json || { echo "variant $name $ty: bench failed"; continue; }

@@ -111,30 +111,39 @@ struct GemmConfig {
     smem: u32,
     /// Threads per block.
     threads: u32,
+    /// Blocks along `k` whose partial sums are added into `y` (1: each block writes its outputs).
+    splits: u32,
 }
 
 impl GemmConfig {
     fn read(module: &Arc<CudaModule>, stream: &Arc<CudaStream>) -> Result<GemmConfig> {
         let global = driver(module.get_global(GEMM_CONFIG, stream), "module global")?;
-        let mut bytes = [0u8; 16];
-        if global.len() != bytes.len() {
-            anyhow::bail!(
-                "CUDA module global {GEMM_CONFIG} has {} bytes, not 16",
-                global.len()
-            );
+        // Five i32 (four in PTX from before the split of k, which means one split).
+        let mut bytes = [0u8; 20];
+        let len = global.len();
+        if len != 16 && len != 20 {
+            anyhow::bail!("CUDA module global {GEMM_CONFIG} has {len} bytes, not 20");
         }
-        driver(stream.memcpy_dtoh(&global, &mut bytes), "download")?;
+        driver(stream.memcpy_dtoh(&global, &mut bytes[..len]), "download")?;
         driver(stream.synchronize(), "synchronize")?;
         let v = |i: usize| i32::from_le_bytes(bytes[4 * i..4 * i + 4].try_into().unwrap());
         let (tile_m, tile_n, smem, threads) = (v(0), v(1), v(2), v(3));
-        if tile_m <= 0 || tile_n <= 0 || smem < 0 || threads <= 0 || threads % 32 != 0 {
-            anyhow::bail!("CUDA module global {GEMM_CONFIG} is not a launch shape: {tile_m}, {tile_n}, {smem}, {threads}");
+        let splits = if len == 20 { v(4) } else { 1 };
+        if tile_m <= 0
+            || tile_n <= 0
+            || smem < 0
+            || threads <= 0
+            || threads % 32 != 0
+            || !(1..=2).contains(&splits)
+        {
+            anyhow::bail!("CUDA module global {GEMM_CONFIG} is not a launch shape: {tile_m}, {tile_n}, {smem}, {threads}, {splits}");
         }
         Ok(GemmConfig {
             tile_m: tile_m as usize,
             tile_n: tile_n as usize,
             smem: smem as u32,
             threads: threads as u32,
+            splits: splits as u32,
         })
     }
 }
@@ -383,10 +392,9 @@ impl Gpu {
                 return self.enqueue_gemv(w, s, row_bytes, budget);
             }
         }
-        let blocks = (m * k / 32) as i32;
         let q = self.function("quantize_q8")?;
         let cfg = LaunchConfig {
-            grid_dim: ((blocks as u32).div_ceil(THREADS / 32), 1, 1),
+            grid_dim: (m as u32, 1, 1),
             block_dim: (THREADS, 1, 1),
             shared_mem_bytes: 0,
         };
@@ -395,8 +403,9 @@ impl Gpu {
             .arg(&mut s.qx)
             .arg(&mut s.dx)
             .arg(&mut s.sx)
-            .arg(&blocks);
-        // SAFETY: x holds m * k values; qx, dx and sx were sized for them.
+            .arg(&ki);
+        // SAFETY: x holds m * k values, qx, dx and sx were sized for them; block t
+        // quantizes token t.
         driver(unsafe { b.launch(cfg) }, "launch")?;
         let f = self.function(&format!("gemm_{}", w.ty.name()))?;
         let mi = m as i32;
@@ -410,8 +419,15 @@ impl Gpu {
                 "kernel attribute",
             )?;
         }
+        if g.splits > 1 {
+            driver(self.stream.memset_zeros(&mut s.y), "memset")?;
+        }
         let cfg = LaunchConfig {
-            grid_dim: (n.div_ceil(g.tile_n) as u32, m.div_ceil(g.tile_m) as u32, 1),
+            grid_dim: (
+                n.div_ceil(g.tile_n) as u32,
+                m.div_ceil(g.tile_m) as u32,
+                g.splits,
+            ),
             block_dim: (g.threads, 1, 1),
             shared_mem_bytes: g.smem,
         };
