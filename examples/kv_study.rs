@@ -21,7 +21,12 @@ fn log_probs(logits: &[f32], vocab: usize, from: usize, to: usize) -> Vec<f32> {
     for j in from..to {
         let row = &logits[j * vocab..(j + 1) * vocab];
         let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
-        let lse = max + row.iter().map(|&x| (x as f64 - max).exp()).sum::<f64>().ln();
+        let lse = max
+            + row
+                .iter()
+                .map(|&x| (x as f64 - max).exp())
+                .sum::<f64>()
+                .ln();
         out.extend(row.iter().map(|&x| (x as f64 - lse) as f32));
     }
     out
@@ -83,7 +88,9 @@ fn main() -> Result<()> {
             if s.len() != layers {
                 bail!("{name}: {} layers given, the model has {layers}", s.len());
             }
-            Ok(s.chars().map(|c| c.to_digit(10).map(|d| d as usize)).collect())
+            Ok(s.chars()
+                .map(|c| c.to_digit(10).map(|d| d as usize))
+                .collect())
         };
         let (kt, vt) = (pick(keys)?, pick(values)?);
         let mut parts = Vec::new();

@@ -326,7 +326,9 @@ impl PagedCodec {
                 n_raw * d
             );
         }
-        let mut decoded = self.codec_of(l, key).decode(&page.coded, page.len - n_raw)?;
+        let mut decoded = self
+            .codec_of(l, key)
+            .decode(&page.coded, page.len - n_raw)?;
         if let Some(map) = self.channel_map(l, h, key) {
             map.inverse(decoded.data_mut());
         }
@@ -460,6 +462,31 @@ mod tests {
         assert_eq!(st.raw_rows, 8 * 100 - 2 * 56);
         assert_eq!(st.fallback_pages, 0);
         assert!(st.effective_bits_per_value < 16.0);
+    }
+
+    #[test]
+    fn each_stream_uses_its_allocated_codec() {
+        use super::super::profile::Allocation;
+        let (mut spec, kv) = setup(KvRole::Both);
+        let one = PagedCodec::new(&build_profile(&spec, None).unwrap()).unwrap();
+        let mut wide = spec.codec.clone();
+        wide.codebook_size *= 4;
+        spec.tiers = vec![wide];
+        spec.allocation = Some(Allocation {
+            keys: vec![1, 0],
+            values: vec![0, 0],
+        });
+        let pc = PagedCodec::new(&build_profile(&spec, None).unwrap()).unwrap();
+        let (a, b) = (one.encode_kv(&kv).unwrap(), pc.encode_kv(&kv).unwrap());
+        // Layer 0's keys use two more bits per block; every other stream is the same size.
+        let extra = b.stats().coded_bytes - a.stats().coded_bytes;
+        assert!(extra > 0);
+        assert_eq!(b.layers[1], a.layers[1]);
+        let err = |dec: &KvData| -> f32 {
+            let (x, y) = (kv.layers[0].keys[0].data(), dec.layers[0].keys[0].data());
+            x.iter().zip(y).map(|(p, q)| (p - q) * (p - q)).sum()
+        };
+        assert!(err(&pc.decode_kv(&b).unwrap()) < err(&one.decode_kv(&a).unwrap()));
     }
 
     #[test]

@@ -588,30 +588,35 @@ pub fn build_profile_with(
     let train_kv = mapped.as_ref().or(calibration);
     // Each codec trains on the calibration rows of the streams it codes (all rows of the
     // profile's role when it codes none, or without an allocation).
-    let train = |kind: CodecKind, c: &CodecSpec, tier: usize| -> Result<(CodecParams, CodebookBlob)> {
-        let params = vq_params(kind, &spec.shape, c)?;
-        let rows = train_kv.map(|kv| {
-            let own = spec
-                .allocation
-                .as_ref()
-                .map(|a| allocated_rows(kv, spec.shape.role, a, tier))
-                .unwrap_or_default();
-            if own.is_empty() {
-                kv.rows(spec.shape.role)
-            } else {
-                own
-            }
-        });
-        let (cb, _) = params.train_codebook(rows.as_deref())?;
-        Ok((codec_params(kind, &params, c.unbiased_norm), blob(&cb.to_bytes())))
-    };
+    let train =
+        |kind: CodecKind, c: &CodecSpec, tier: usize| -> Result<(CodecParams, CodebookBlob)> {
+            let params = vq_params(kind, &spec.shape, c)?;
+            let rows = train_kv.map(|kv| {
+                let own = spec
+                    .allocation
+                    .as_ref()
+                    .map(|a| allocated_rows(kv, spec.shape.role, a, tier))
+                    .unwrap_or_default();
+                if own.is_empty() {
+                    kv.rows(spec.shape.role)
+                } else {
+                    own
+                }
+            });
+            let (cb, _) = params.train_codebook(rows.as_deref())?;
+            Ok((
+                codec_params(kind, &params, c.unbiased_norm),
+                blob(&cb.to_bytes()),
+            ))
+        };
     let (codec, codebook) = train(spec.codec.kind, &spec.codec, 0)?;
     let tiers = spec
         .tiers
         .iter()
         .enumerate()
         .map(|(i, c)| {
-            let (codec, codebook) = train(c.kind, c, i + 1).with_context(|| format!("tier {}", i + 1))?;
+            let (codec, codebook) =
+                train(c.kind, c, i + 1).with_context(|| format!("tier {}", i + 1))?;
             Ok(Tier { codec, codebook })
         })
         .collect::<Result<Vec<_>>>()?;
@@ -892,7 +897,10 @@ fn codec_name_of(c: &CodecParams) -> String {
 /// The rotation and derived fields of `c` against the shape.
 fn check_codec(shape: &KvShape, c: &CodecParams) -> Result<()> {
     if c.rotation != ROTATION_ID {
-        bail!("unsupported rotation {:?} (expected {ROTATION_ID})", c.rotation);
+        bail!(
+            "unsupported rotation {:?} (expected {ROTATION_ID})",
+            c.rotation
+        );
     }
     let spec = CodecSpec {
         kind: c.kind,
@@ -1068,6 +1076,48 @@ mod tests {
         let mut unknown: serde_json::Value = serde_json::from_str(&p.to_json().unwrap()).unwrap();
         unknown["extra"] = serde_json::json!(1);
         assert!(KvProfile::from_json(&unknown.to_string()).is_err());
+    }
+
+    #[test]
+    fn tiers_are_allocated_checked_and_digested() {
+        let mut s = small_spec();
+        let mut wide = s.codec.clone();
+        wide.codebook_size = 64;
+        s.tiers = vec![wide];
+        s.allocation = Some(Allocation {
+            keys: vec![1, 0],
+            values: vec![0, 0],
+        });
+        let p = build_profile(&s, None).unwrap();
+        assert_eq!(p.codecs().unwrap().len(), 2);
+        assert_eq!((p.codec_of(0, true), p.codec_of(1, true)), (1, 0));
+        // (16 + 8·4) / 32 = 1.5 and (16 + 8·6) / 32 = 2.0: one stream in four at 2.0.
+        assert_eq!(p.bits_per_value(), 1.625);
+        assert_eq!(p.codec_name(), "fibquant-k4-n64+fibquant-k4-n16");
+        let back = KvProfile::from_json(&p.to_json().unwrap()).unwrap();
+        assert_eq!(back, p);
+        let mut q = p.clone();
+        q.allocation.as_mut().unwrap().values[1] = 1;
+        let e = q.validate().unwrap_err().to_string();
+        assert!(e.contains("part `tiers`"), "{e}");
+        let resealed = |f: &dyn Fn(&mut KvProfile)| {
+            let mut q = p.clone();
+            f(&mut q);
+            q.digests = q.compute_digests().unwrap();
+            q.validate().unwrap_err().to_string()
+        };
+        assert!(
+            resealed(&|q| q.allocation.as_mut().unwrap().keys[0] = 2).contains("does not exist")
+        );
+        assert!(
+            resealed(&|q| q.allocation.as_mut().unwrap().keys.pop().map(drop).unwrap())
+                .contains("entries")
+        );
+        assert!(resealed(&|q| q.allocation = None).contains("no allocation"));
+        assert!(resealed(&|q| q.tiers[0].codec.bits_per_value = 1.0).contains("tiers[0]"));
+        // Tiers without an allocation (or the reverse) are refused at build time.
+        s.allocation = None;
+        assert!(build_profile(&s, None).is_err());
     }
 
     #[test]

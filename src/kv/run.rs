@@ -250,7 +250,9 @@ pub fn build(args: &BuildJob) -> Result<Built> {
     spec.axis = args.axis;
     if args.tiers.is_empty() {
         if !args.key_codecs.is_empty() || !args.value_codecs.is_empty() {
-            bail_invalid!("--key-codecs and --value-codecs choose among --tier codecs; give --tier");
+            bail_invalid!(
+                "--key-codecs and --value-codecs choose among --tier codecs; give --tier"
+            );
         }
     } else {
         for t in args.tiers {
