@@ -227,6 +227,9 @@ complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_see
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l role -d 'Which tensors are compressed' -r -f -a "key\t'Keys only'
 value\t'Values only'
 both\t'Keys and values'"
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l tier -d 'Extra codecs (tiers) as BLOCK_DIMxBITS, e.g. `2x12` (k = 2, N = 4096); tier i is codec i of --key-codecs / --value-codecs (0 is --block-dim/--bits), with its own codebook trained on the calibration rows of the streams it codes (docs/kv-profile.md §5b)' -r
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l key-codecs -d 'Codec of each layer\'s keys (comma-separated, one per layer, or one for all); needs --tier' -r
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l value-codecs -d 'Codec of each layer\'s values (comma-separated, one per layer, or one for all); needs --tier' -r
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l tokens-per-page -d 'Tokens per page' -r
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l protect-first -d 'Keep the first N tokens of every head raw (attention sinks)' -r
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l protect-last -d 'Keep the last N tokens of every head raw (recent window)' -r

@@ -560,6 +560,17 @@ pub struct KvBuildArgs {
     /// products with decoded rows are not shrunk (docs/kv-profile.md §1).
     #[arg(long)]
     pub unbiased_norm: bool,
+    /// Extra codecs (tiers) as BLOCK_DIMxBITS, e.g. `2x12` (k = 2, N = 4096); tier i is codec
+    /// i of --key-codecs / --value-codecs (0 is --block-dim/--bits), with its own codebook
+    /// trained on the calibration rows of the streams it codes (docs/kv-profile.md §5b).
+    #[arg(long, value_name = "KxBITS")]
+    pub tier: Vec<String>,
+    /// Codec of each layer's keys (comma-separated, one per layer, or one for all); needs --tier.
+    #[arg(long, value_delimiter = ',', value_name = "I")]
+    pub key_codecs: Vec<usize>,
+    /// Codec of each layer's values (comma-separated, one per layer, or one for all); needs --tier.
+    #[arg(long, value_delimiter = ',', value_name = "I")]
+    pub value_codecs: Vec<usize>,
     /// Tokens per page.
     #[arg(long, default_value_t = 256)]
     pub tokens_per_page: usize,

@@ -68,6 +68,9 @@ pub fn build(args: &KvBuildArgs) -> Result<()> {
         },
         calibration: args.calibration.as_deref(),
         unbiased_norm: args.unbiased_norm,
+        tiers: &args.tier,
+        key_codecs: &args.key_codecs,
+        value_codecs: &args.value_codecs,
         output: &args.output,
     })?;
     print_report(args.json, &built.summary(), || built.render_text())

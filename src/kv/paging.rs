@@ -122,21 +122,27 @@ impl EncodedKv {
 #[derive(Debug, Clone)]
 pub struct PagedCodec {
     profile: KvProfile,
-    codec: VqCodec,
+    /// The profile's codec, then its tiers' ([`KvProfile::codecs`]).
+    codecs: Vec<VqCodec>,
 }
 
 impl PagedCodec {
     /// Validates `profile` and builds its codec from the embedded codebook.
     pub fn new(profile: &KvProfile) -> Result<Self> {
         Ok(Self {
-            codec: profile.codec()?,
+            codecs: profile.codecs()?,
             profile: profile.clone(),
         })
     }
 
-    /// The codec.
+    /// The profile's own codec (`codec`; with tiers, see [`Self::codec_of`]).
     pub fn codec(&self) -> &VqCodec {
-        &self.codec
+        &self.codecs[0]
+    }
+
+    /// The codec of a stream, as the profile's allocation says.
+    pub fn codec_of(&self, layer: usize, key: bool) -> &VqCodec {
+        &self.codecs[self.profile.codec_of(layer, key)]
     }
 
     /// The profile.
@@ -176,6 +182,7 @@ impl PagedCodec {
 
     fn encode_page(
         &self,
+        codec: &VqCodec,
         m: &Matrix,
         start: usize,
         len: usize,
@@ -197,7 +204,7 @@ impl PagedCodec {
         if let Some(map) = map {
             map.forward(&mut coded_rows);
         }
-        let coded = self.codec.encode(&Matrix::new(n, d, coded_rows)?);
+        let coded = codec.encode(&Matrix::new(n, d, coded_rows)?);
         match (coded, self.profile.fallback) {
             (Ok(coded), _) => Ok(EncodedPage {
                 start,
@@ -217,21 +224,17 @@ impl PagedCodec {
         }
     }
 
-    fn encode_stream(
-        &self,
-        m: &Matrix,
-        raw: bool,
-        map: Option<&ChannelMap>,
-    ) -> Result<EncodedStream> {
-        if raw {
+    fn encode_stream(&self, m: &Matrix, l: usize, h: usize, key: bool) -> Result<EncodedStream> {
+        if self.is_raw_stream(l, h, key) {
             return Ok(EncodedStream::Raw(m.clone()));
         }
+        let (codec, map) = (self.codec_of(l, key), self.channel_map(l, h, key));
         let tpp = self.profile.pages.tokens_per_page;
         let pages = (0..m.rows())
             .step_by(tpp)
             .enumerate()
             .map(|(i, start)| {
-                self.encode_page(m, start, tpp.min(m.rows() - start), map)
+                self.encode_page(codec, m, start, tpp.min(m.rows() - start), map)
                     .with_context(|| format!("page {i}"))
             })
             .collect::<Result<_>>()?;
@@ -247,12 +250,7 @@ impl PagedCodec {
             ms.par_iter()
                 .enumerate()
                 .map(|(h, m)| {
-                    self.encode_stream(
-                        m,
-                        self.is_raw_stream(l, h, key),
-                        self.channel_map(l, h, key),
-                    )
-                    .with_context(|| {
+                    self.encode_stream(m, l, h, key).with_context(|| {
                         format!("layer {l} {} head {h}", if key { "key" } else { "value" })
                     })
                 })
@@ -269,7 +267,7 @@ impl PagedCodec {
         let dec = |ss: &[EncodedStream], key: bool| -> Result<Vec<Matrix>> {
             ss.par_iter()
                 .enumerate()
-                .map(|(h, s)| self.decode_stream(s, tokens, self.channel_map(l, h, key)))
+                .map(|(h, s)| self.decode_stream(s, tokens, l, h, key))
                 .collect::<Result<_>>()
                 .with_context(|| format!("layer {l}"))
         };
@@ -295,13 +293,15 @@ impl PagedCodec {
         })
     }
 
-    /// Decodes one page (random access): `[page.len x head_dim]`; `map` is the stream's
-    /// [`Self::channel_map`].
+    /// Decodes one page (random access) of the stream of layer `l`, KV head `h`, keys or
+    /// values: `[page.len x head_dim]`.
     pub fn decode_page(
         &self,
         page: &EncodedPage,
         tokens: usize,
-        map: Option<&ChannelMap>,
+        l: usize,
+        h: usize,
+        key: bool,
     ) -> Result<Matrix> {
         let d = self.profile.shape.head_dim;
         if page.start + page.len > tokens {
@@ -326,8 +326,10 @@ impl PagedCodec {
                 n_raw * d
             );
         }
-        let mut decoded = self.codec.decode(&page.coded, page.len - n_raw)?;
-        if let Some(map) = map {
+        let mut decoded = self
+            .codec_of(l, key)
+            .decode(&page.coded, page.len - n_raw)?;
+        if let Some(map) = self.channel_map(l, h, key) {
             map.inverse(decoded.data_mut());
         }
         let mut out = Vec::with_capacity(page.len * d);
@@ -348,7 +350,9 @@ impl PagedCodec {
         &self,
         s: &EncodedStream,
         tokens: usize,
-        map: Option<&ChannelMap>,
+        l: usize,
+        h: usize,
+        key: bool,
     ) -> Result<Matrix> {
         match s {
             EncodedStream::Raw(m) => Ok(m.clone()),
@@ -363,7 +367,7 @@ impl PagedCodec {
                     if p.start != next {
                         bail!("pages are not contiguous at token {next}");
                     }
-                    out.extend_from_slice(self.decode_page(p, tokens, map)?.data());
+                    out.extend_from_slice(self.decode_page(p, tokens, l, h, key)?.data());
                     next += p.len;
                 }
                 if next != tokens {
@@ -461,6 +465,31 @@ mod tests {
     }
 
     #[test]
+    fn each_stream_uses_its_allocated_codec() {
+        use super::super::profile::Allocation;
+        let (mut spec, kv) = setup(KvRole::Both);
+        let one = PagedCodec::new(&build_profile(&spec, None).unwrap()).unwrap();
+        let mut wide = spec.codec.clone();
+        wide.codebook_size *= 4;
+        spec.tiers = vec![wide];
+        spec.allocation = Some(Allocation {
+            keys: vec![1, 0],
+            values: vec![0, 0],
+        });
+        let pc = PagedCodec::new(&build_profile(&spec, None).unwrap()).unwrap();
+        let (a, b) = (one.encode_kv(&kv).unwrap(), pc.encode_kv(&kv).unwrap());
+        // Layer 0's keys use two more bits per block; every other stream is the same size.
+        let extra = b.stats().coded_bytes - a.stats().coded_bytes;
+        assert!(extra > 0);
+        assert_eq!(b.layers[1], a.layers[1]);
+        let err = |dec: &KvData| -> f32 {
+            let (x, y) = (kv.layers[0].keys[0].data(), dec.layers[0].keys[0].data());
+            x.iter().zip(y).map(|(p, q)| (p - q) * (p - q)).sum()
+        };
+        assert!(err(&pc.decode_kv(&b).unwrap()) < err(&one.decode_kv(&a).unwrap()));
+    }
+
+    #[test]
     fn role_key_keeps_values_raw_and_pages_decode_alone() {
         let (spec, kv) = setup(KvRole::Key);
         let pc = PagedCodec::new(&build_profile(&spec, None).unwrap()).unwrap();
@@ -471,7 +500,7 @@ mod tests {
         };
         assert_eq!(pages.len(), 4); // 32 + 32 + 32 + 4
         let full = pc.decode_kv(&enc).unwrap();
-        let p2 = pc.decode_page(&pages[2], *tokens, None).unwrap();
+        let p2 = pc.decode_page(&pages[2], *tokens, 0, 1, true).unwrap();
         assert_eq!(p2, full.layers[0].keys[1].slice_rows(64, 96).unwrap());
         let cos: f32 = {
             let (a, b) = (kv.layers[0].keys[1].row(70), p2.row(6));

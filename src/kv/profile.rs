@@ -202,6 +202,36 @@ pub struct CodebookBlob {
     pub data: String,
 }
 
+/// An extra codec of a profile whose streams use several codecs ([`Allocation`]): its
+/// parameters and its codebook, checked like the profile's own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tier {
+    /// Codec parameters (same rules as [`KvProfile::codec`]).
+    pub codec: CodecParams,
+    /// The codebook.
+    pub codebook: CodebookBlob,
+}
+
+/// Which codec codes each layer's keys and values: `0` is the profile's `codec`, `i ≥ 1`
+/// its `tiers[i − 1]`. One entry per layer in each list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Allocation {
+    /// Codec of each layer's keys.
+    pub keys: Vec<usize>,
+    /// Codec of each layer's values.
+    pub values: Vec<usize>,
+}
+
+impl Allocation {
+    /// The codec index of a stream.
+    pub fn of(&self, layer: usize, key: bool) -> usize {
+        let list = if key { &self.keys } else { &self.values };
+        list.get(layer).copied().unwrap_or(0)
+    }
+}
+
 /// Digests of every part (see module docs for the recipe).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -225,6 +255,9 @@ pub struct PartDigests {
     /// Digest of `[axis, channels]`; absent for a `per_token` profile.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub axis: Option<String>,
+    /// Digest of `[tiers, allocation]`; absent for a profile with one codec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tiers: Option<String>,
     /// Digest of the whole profile without `digests`.
     pub profile: String,
 }
@@ -257,6 +290,12 @@ pub struct KvProfile {
     /// Per-channel maps learned from calibration; omitted when the policy has none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channels: Option<ChannelMaps>,
+    /// Extra codecs ([`Allocation`]); omitted when the profile has one codec.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tiers: Vec<Tier>,
+    /// Which codec codes each stream; omitted (every stream uses `codec`) without tiers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allocation: Option<Allocation>,
     /// Part digests.
     pub digests: PartDigests,
 }
@@ -312,6 +351,11 @@ pub struct ProfileSpec {
     pub budget: QualityBudget,
     /// Axis policy (a policy with channel maps needs calibration KV).
     pub axis: AxisPolicy,
+    /// Extra codecs (each with its own codebook, trained on the calibration rows of the
+    /// streams allocated to it); empty for a profile with one codec.
+    pub tiers: Vec<CodecSpec>,
+    /// Which codec codes each stream; needed with `tiers`.
+    pub allocation: Option<Allocation>,
 }
 
 impl ProfileSpec {
@@ -328,6 +372,8 @@ impl ProfileSpec {
             fallback: FallbackPolicy::KeepRaw,
             budget: QualityBudget::default(),
             axis: AxisPolicy::PerToken,
+            tiers: Vec::new(),
+            allocation: None,
         }
     }
 }
@@ -437,6 +483,51 @@ fn is_hex64(s: &str) -> bool {
             .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
 }
 
+/// The recorded parameters of a codec.
+fn codec_params(kind: CodecKind, p: &VqParams, unbiased_norm: bool) -> CodecParams {
+    CodecParams {
+        kind,
+        rotation: ROTATION_ID.to_string(),
+        seed: p.seed,
+        block_dim: p.block_dim,
+        codebook_size: p.codebook_size,
+        index_bits: p.index_bits(),
+        padded_dim: p.padded_dim(),
+        bits_per_value: p.bits_per_value(),
+        lloyd_iterations: p.lloyd_iterations,
+        training_blocks: p.training_blocks,
+        unbiased_norm,
+    }
+}
+
+/// Codebook bytes as the profile embeds them.
+fn blob(bytes: &[u8]) -> CodebookBlob {
+    CodebookBlob {
+        format: CODEBOOK_FORMAT.to_string(),
+        encoding: "hex".to_string(),
+        bytes: bytes.len(),
+        sha256: sha256_hex(bytes),
+        data: to_hex(bytes),
+    }
+}
+
+/// The rows of the streams of `role` that `alloc` gives to codec `tier`, layer by layer,
+/// keys before values.
+fn allocated_rows(kv: &KvData, role: KvRole, alloc: &Allocation, tier: usize) -> Vec<f32> {
+    let mut out = Vec::new();
+    for (l, layer) in kv.layers.iter().enumerate() {
+        for (key, heads) in [(true, &layer.keys), (false, &layer.values)] {
+            let on = if key { role.keys() } else { role.values() };
+            if on && alloc.of(l, key) == tier {
+                for m in heads {
+                    out.extend_from_slice(m.data());
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Trains the codebook (on `calibration` rows of the profile's role when
 /// given) and assembles a digested profile.
 pub fn build_profile(spec: &ProfileSpec, calibration: Option<&KvData>) -> Result<KvProfile> {
@@ -453,7 +544,6 @@ pub fn build_profile_with(
     check_shape(&spec.shape)?;
     check_regions(&spec.shape, &spec.protected, &spec.pages)?;
     check_budget(&spec.budget)?;
-    let params = vq_params(spec.codec.kind, &spec.shape, &spec.codec)?;
     let (k, v) = spec.axis.channels();
     let channels = match calibration {
         Some(kv) if k || v => {
@@ -478,7 +568,7 @@ pub fn build_profile_with(
         (Some(maps), Some(kv)) => Some(maps.apply(kv)),
         _ => None,
     };
-    let (rows, cal_digest) = match calibration {
+    let cal_digest = match calibration {
         Some(kv) => {
             let dims = kv.dims().context("calibration data")?;
             if dims.head_dim != spec.shape.head_dim {
@@ -488,28 +578,48 @@ pub fn build_profile_with(
                     spec.shape.head_dim
                 );
             }
-            (
-                Some(mapped.as_ref().unwrap_or(kv).rows(spec.shape.role)),
-                Some(calibration_digest(kv, spec.shape.role)?),
-            )
+            Some(calibration_digest(kv, spec.shape.role)?)
         }
-        None => (None, None),
+        None => None,
     };
-    let (cb, _) = params.train_codebook(rows.as_deref())?;
-    let bytes = cb.to_bytes();
-    let codec = CodecParams {
-        kind: spec.codec.kind,
-        rotation: ROTATION_ID.to_string(),
-        seed: params.seed,
-        block_dim: params.block_dim,
-        codebook_size: params.codebook_size,
-        index_bits: params.index_bits(),
-        padded_dim: params.padded_dim(),
-        bits_per_value: params.bits_per_value(),
-        lloyd_iterations: params.lloyd_iterations,
-        training_blocks: params.training_blocks,
-        unbiased_norm: spec.codec.unbiased_norm,
-    };
+    if spec.tiers.is_empty() != spec.allocation.is_none() {
+        bail!("tiers and an allocation go together: give both or neither");
+    }
+    let train_kv = mapped.as_ref().or(calibration);
+    // Each codec trains on the calibration rows of the streams it codes (all rows of the
+    // profile's role when it codes none, or without an allocation).
+    let train =
+        |kind: CodecKind, c: &CodecSpec, tier: usize| -> Result<(CodecParams, CodebookBlob)> {
+            let params = vq_params(kind, &spec.shape, c)?;
+            let rows = train_kv.map(|kv| {
+                let own = spec
+                    .allocation
+                    .as_ref()
+                    .map(|a| allocated_rows(kv, spec.shape.role, a, tier))
+                    .unwrap_or_default();
+                if own.is_empty() {
+                    kv.rows(spec.shape.role)
+                } else {
+                    own
+                }
+            });
+            let (cb, _) = params.train_codebook(rows.as_deref())?;
+            Ok((
+                codec_params(kind, &params, c.unbiased_norm),
+                blob(&cb.to_bytes()),
+            ))
+        };
+    let (codec, codebook) = train(spec.codec.kind, &spec.codec, 0)?;
+    let tiers = spec
+        .tiers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let (codec, codebook) =
+                train(c.kind, c, i + 1).with_context(|| format!("tier {}", i + 1))?;
+            Ok(Tier { codec, codebook })
+        })
+        .collect::<Result<Vec<_>>>()?;
     let mut profile = KvProfile {
         schema: PROFILE_SCHEMA.to_string(),
         shape: spec.shape.clone(),
@@ -519,15 +629,11 @@ pub fn build_profile_with(
         fallback: spec.fallback,
         budget: spec.budget.clone(),
         calibration_digest: cal_digest,
-        codebook: CodebookBlob {
-            format: CODEBOOK_FORMAT.to_string(),
-            encoding: "hex".to_string(),
-            bytes: bytes.len(),
-            sha256: sha256_hex(&bytes),
-            data: to_hex(&bytes),
-        },
+        codebook,
         axis: spec.axis,
         channels,
+        tiers,
+        allocation: spec.allocation.clone(),
         digests: PartDigests {
             shape: String::new(),
             codec: String::new(),
@@ -538,6 +644,7 @@ pub fn build_profile_with(
             calibration: String::new(),
             codebook: String::new(),
             axis: None,
+            tiers: None,
             profile: String::new(),
         },
     };
@@ -568,49 +675,18 @@ impl KvProfile {
             } else {
                 Some(canonical_digest(&(&self.axis, &self.channels))?)
             },
+            tiers: if self.tiers.is_empty() && self.allocation.is_none() {
+                None
+            } else {
+                Some(canonical_digest(&(&self.tiers, &self.allocation))?)
+            },
             profile: sha256_hex(canonical_json_value(&whole).as_bytes()),
         })
     }
 
     /// The decoded, checked codebook.
     pub fn codebook(&self) -> Result<Codebook> {
-        let b = &self.codebook;
-        if b.format != CODEBOOK_FORMAT || b.encoding != "hex" {
-            bail!(
-                "codebook: unsupported format {:?} / encoding {:?}",
-                b.format,
-                b.encoding
-            );
-        }
-        let bytes = from_hex(&b.data).context("codebook data")?;
-        if bytes.len() != b.bytes {
-            bail!(
-                "codebook: {} bytes, header field says {}",
-                bytes.len(),
-                b.bytes
-            );
-        }
-        let got = sha256_hex(&bytes);
-        if got != b.sha256 {
-            bail!(
-                "codebook: sha256 mismatch (stored {}, computed {got}); the codebook bytes were modified",
-                b.sha256
-            );
-        }
-        let cb = Codebook::from_bytes(&bytes)?;
-        let c = &self.codec;
-        if (cb.k(), cb.n(), cb.padded_dim()) != (c.block_dim, c.codebook_size, c.padded_dim) {
-            bail!(
-                "codebook: dims (k={}, N={}, D={}) do not match codec (k={}, N={}, D={})",
-                cb.k(),
-                cb.n(),
-                cb.padded_dim(),
-                c.block_dim,
-                c.codebook_size,
-                c.padded_dim
-            );
-        }
-        Ok(cb)
+        codebook_of(&self.codebook, &self.codec)
     }
 
     /// Full validation: schema, every part digest, shape/codec consistency and
@@ -634,6 +710,13 @@ impl KvProfile {
             ("codebook", &self.digests.codebook, &want.codebook),
             ("profile", &self.digests.profile, &want.profile),
         ];
+        if self.digests.tiers != want.tiers {
+            bail!(
+                "profile digest mismatch for part `tiers`: stored {:?}, computed {:?}; the profile was modified after it was built",
+                self.digests.tiers,
+                want.tiers
+            );
+        }
         if self.digests.axis != want.axis {
             bail!(
                 "profile digest mismatch for part `axis`: stored {:?}, computed {:?}; the profile was modified after it was built",
@@ -663,38 +746,35 @@ impl KvProfile {
                 bail!("calibration_digest must be 64 lowercase hex characters");
             }
         }
-        let c = &self.codec;
-        if c.rotation != ROTATION_ID {
-            bail!(
-                "codec: unsupported rotation {:?} (expected {ROTATION_ID})",
-                c.rotation
-            );
-        }
-        let spec = CodecSpec {
-            kind: c.kind,
-            seed: c.seed,
-            block_dim: c.block_dim,
-            codebook_size: c.codebook_size,
-            lloyd_iterations: Some(c.lloyd_iterations),
-            training_blocks: Some(c.training_blocks),
-            unbiased_norm: c.unbiased_norm,
-        };
-        let p = vq_params(c.kind, &self.shape, &spec).context("codec")?;
-        if c.padded_dim != padded_dim(self.shape.head_dim)
-            || c.index_bits != p.index_bits()
-            || c.bits_per_value != p.bits_per_value()
-        {
-            bail!(
-                "codec: derived fields disagree (padded_dim {}, index_bits {}, bits_per_value {}; expected {}, {}, {})",
-                c.padded_dim,
-                c.index_bits,
-                c.bits_per_value,
-                p.padded_dim(),
-                p.index_bits(),
-                p.bits_per_value()
-            );
-        }
+        check_codec(&self.shape, &self.codec).map_err(|e| anyhow::anyhow!("codec: {e:#}"))?;
         self.codebook()?;
+        for (i, t) in self.tiers.iter().enumerate() {
+            check_codec(&self.shape, &t.codec)
+                .and_then(|_| codebook_of(&t.codebook, &t.codec))
+                .map_err(|e| anyhow::anyhow!("tiers[{i}]: {e:#}"))?;
+        }
+        match &self.allocation {
+            None if self.tiers.is_empty() => {}
+            None => bail!("tiers: {} tiers but no allocation", self.tiers.len()),
+            Some(_) if self.tiers.is_empty() => bail!("allocation: the profile has no tiers"),
+            Some(a) => {
+                for (name, list) in [("keys", &a.keys), ("values", &a.values)] {
+                    if list.len() != self.shape.layers {
+                        bail!(
+                            "allocation.{name}: {} entries, the shape has {} layers",
+                            list.len(),
+                            self.shape.layers
+                        );
+                    }
+                    if let Some(bad) = list.iter().find(|&&i| i > self.tiers.len()) {
+                        bail!(
+                            "allocation.{name}: codec {bad} does not exist (0..={})",
+                            self.tiers.len()
+                        );
+                    }
+                }
+            }
+        }
         Ok(())
     }
 
@@ -722,34 +802,170 @@ impl KvProfile {
         Ok(p)
     }
 
-    /// Codec name, e.g. `fibquant-k4-n256` or `turboquant-b2`.
+    /// Codec name, e.g. `fibquant-k4-n256` or `turboquant-b2`; a profile with tiers joins
+    /// the names of the codecs its allocation uses with `+` (keys' first).
     pub fn codec_name(&self) -> String {
-        let name = match self.codec.kind {
-            CodecKind::Fibquant => format!(
-                "fibquant-k{}-n{}",
-                self.codec.block_dim, self.codec.codebook_size
-            ),
-            CodecKind::Turboquant => format!("turboquant-b{}", self.codec.index_bits),
-        };
-        if self.codec.unbiased_norm {
-            name + "-unbiased"
-        } else {
-            name
+        let mut names: Vec<String> = Vec::new();
+        for i in self.used_codecs() {
+            let name = codec_name_of(self.codec_params(i));
+            if !names.contains(&name) {
+                names.push(name);
+            }
         }
+        names.join("+")
+    }
+
+    /// The parameters of codec `i` (0 the profile's, `i` its `tiers[i − 1]`).
+    pub fn codec_params(&self, i: usize) -> &CodecParams {
+        match i {
+            0 => &self.codec,
+            i => &self.tiers[i - 1].codec,
+        }
+    }
+
+    /// The codec index of each compressed stream kind, keys' layers first, then values'.
+    fn used_codecs(&self) -> Vec<usize> {
+        let Some(a) = &self.allocation else {
+            return vec![0];
+        };
+        let role = self.shape.role;
+        let mut out = Vec::new();
+        if role.keys() {
+            out.extend(&a.keys);
+        }
+        if role.values() {
+            out.extend(&a.values);
+        }
+        out
+    }
+
+    /// Nominal bits per value: the codec's, or with tiers the mean over the compressed
+    /// roles' layers of each one's codec (before raw tokens, layers and heads).
+    pub fn bits_per_value(&self) -> f64 {
+        let used = self.used_codecs();
+        used.iter()
+            .map(|&i| self.codec_params(i).bits_per_value)
+            .sum::<f64>()
+            / used.len().max(1) as f64
     }
 
     /// Builds the codec from the embedded codebook (after full validation).
     pub fn codec(&self) -> Result<VqCodec> {
-        self.validate()?;
-        let mut codec = VqCodec::new(
-            &self.codec_name(),
-            self.shape.head_dim,
-            self.codec.seed,
-            self.codebook()?,
-        )?;
-        codec.set_unbiased(self.codec.unbiased_norm);
-        Ok(codec)
+        Ok(self.codecs()?.swap_remove(0))
     }
+
+    /// Every codec (the profile's, then its tiers') from the embedded codebooks, after full
+    /// validation; [`Allocation::of`] indexes them.
+    pub fn codecs(&self) -> Result<Vec<VqCodec>> {
+        self.validate()?;
+        let one = |c: &CodecParams, b: &CodebookBlob| -> Result<VqCodec> {
+            let mut codec = VqCodec::new(
+                &codec_name_of(c),
+                self.shape.head_dim,
+                c.seed,
+                codebook_of(b, c)?,
+            )?;
+            codec.set_unbiased(c.unbiased_norm);
+            Ok(codec)
+        };
+        let mut out = vec![one(&self.codec, &self.codebook)?];
+        for t in &self.tiers {
+            out.push(one(&t.codec, &t.codebook)?);
+        }
+        Ok(out)
+    }
+
+    /// The codec index of a stream ([`Allocation::of`]; 0 without tiers).
+    pub fn codec_of(&self, layer: usize, key: bool) -> usize {
+        self.allocation.as_ref().map_or(0, |a| a.of(layer, key))
+    }
+}
+
+/// Codec name of `c`, e.g. `fibquant-k4-n256-unbiased`.
+fn codec_name_of(c: &CodecParams) -> String {
+    let name = match c.kind {
+        CodecKind::Fibquant => format!("fibquant-k{}-n{}", c.block_dim, c.codebook_size),
+        CodecKind::Turboquant => format!("turboquant-b{}", c.index_bits),
+    };
+    if c.unbiased_norm {
+        name + "-unbiased"
+    } else {
+        name
+    }
+}
+
+/// The rotation and derived fields of `c` against the shape.
+fn check_codec(shape: &KvShape, c: &CodecParams) -> Result<()> {
+    if c.rotation != ROTATION_ID {
+        bail!(
+            "unsupported rotation {:?} (expected {ROTATION_ID})",
+            c.rotation
+        );
+    }
+    let spec = CodecSpec {
+        kind: c.kind,
+        seed: c.seed,
+        block_dim: c.block_dim,
+        codebook_size: c.codebook_size,
+        lloyd_iterations: Some(c.lloyd_iterations),
+        training_blocks: Some(c.training_blocks),
+        unbiased_norm: c.unbiased_norm,
+    };
+    let p = vq_params(c.kind, shape, &spec)?;
+    if c.padded_dim != padded_dim(shape.head_dim)
+        || c.index_bits != p.index_bits()
+        || c.bits_per_value != p.bits_per_value()
+    {
+        bail!(
+            "derived fields disagree (padded_dim {}, index_bits {}, bits_per_value {}; expected {}, {}, {})",
+            c.padded_dim,
+            c.index_bits,
+            c.bits_per_value,
+            p.padded_dim(),
+            p.index_bits(),
+            p.bits_per_value()
+        );
+    }
+    Ok(())
+}
+
+/// The decoded codebook of `b`, checked against its digest and `c`'s dimensions.
+fn codebook_of(b: &CodebookBlob, c: &CodecParams) -> Result<Codebook> {
+    if b.format != CODEBOOK_FORMAT || b.encoding != "hex" {
+        bail!(
+            "codebook: unsupported format {:?} / encoding {:?}",
+            b.format,
+            b.encoding
+        );
+    }
+    let bytes = from_hex(&b.data).context("codebook data")?;
+    if bytes.len() != b.bytes {
+        bail!(
+            "codebook: {} bytes, header field says {}",
+            bytes.len(),
+            b.bytes
+        );
+    }
+    let got = sha256_hex(&bytes);
+    if got != b.sha256 {
+        bail!(
+            "codebook: sha256 mismatch (stored {}, computed {got}); the codebook bytes were modified",
+            b.sha256
+        );
+    }
+    let cb = Codebook::from_bytes(&bytes)?;
+    if (cb.k(), cb.n(), cb.padded_dim()) != (c.block_dim, c.codebook_size, c.padded_dim) {
+        bail!(
+            "codebook: dims (k={}, N={}, D={}) do not match codec (k={}, N={}, D={})",
+            cb.k(),
+            cb.n(),
+            cb.padded_dim(),
+            c.block_dim,
+            c.codebook_size,
+            c.padded_dim
+        );
+    }
+    Ok(cb)
 }
 
 #[cfg(test)]
@@ -860,6 +1076,48 @@ mod tests {
         let mut unknown: serde_json::Value = serde_json::from_str(&p.to_json().unwrap()).unwrap();
         unknown["extra"] = serde_json::json!(1);
         assert!(KvProfile::from_json(&unknown.to_string()).is_err());
+    }
+
+    #[test]
+    fn tiers_are_allocated_checked_and_digested() {
+        let mut s = small_spec();
+        let mut wide = s.codec.clone();
+        wide.codebook_size = 64;
+        s.tiers = vec![wide];
+        s.allocation = Some(Allocation {
+            keys: vec![1, 0],
+            values: vec![0, 0],
+        });
+        let p = build_profile(&s, None).unwrap();
+        assert_eq!(p.codecs().unwrap().len(), 2);
+        assert_eq!((p.codec_of(0, true), p.codec_of(1, true)), (1, 0));
+        // (16 + 8·4) / 32 = 1.5 and (16 + 8·6) / 32 = 2.0: one stream in four at 2.0.
+        assert_eq!(p.bits_per_value(), 1.625);
+        assert_eq!(p.codec_name(), "fibquant-k4-n64+fibquant-k4-n16");
+        let back = KvProfile::from_json(&p.to_json().unwrap()).unwrap();
+        assert_eq!(back, p);
+        let mut q = p.clone();
+        q.allocation.as_mut().unwrap().values[1] = 1;
+        let e = q.validate().unwrap_err().to_string();
+        assert!(e.contains("part `tiers`"), "{e}");
+        let resealed = |f: &dyn Fn(&mut KvProfile)| {
+            let mut q = p.clone();
+            f(&mut q);
+            q.digests = q.compute_digests().unwrap();
+            q.validate().unwrap_err().to_string()
+        };
+        assert!(
+            resealed(&|q| q.allocation.as_mut().unwrap().keys[0] = 2).contains("does not exist")
+        );
+        assert!(
+            resealed(&|q| q.allocation.as_mut().unwrap().keys.pop().map(drop).unwrap())
+                .contains("entries")
+        );
+        assert!(resealed(&|q| q.allocation = None).contains("no allocation"));
+        assert!(resealed(&|q| q.tiers[0].codec.bits_per_value = 1.0).contains("tiers[0]"));
+        // Tiers without an allocation (or the reverse) are refused at build time.
+        s.allocation = None;
+        assert!(build_profile(&s, None).is_err());
     }
 
     #[test]

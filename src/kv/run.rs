@@ -10,7 +10,9 @@ use super::codec::KvCodec;
 use super::io::{parse_shape, read_kv, read_queries, shape_from_model};
 use super::paging::PagedCodec;
 use super::profile::build_profile_with;
-use super::profile::{CodecKind, FallbackPolicy, ProtectedRegions, QualityBudget, RopeState};
+use super::profile::{
+    Allocation, CodecKind, FallbackPolicy, ProtectedRegions, QualityBudget, RopeState,
+};
 use super::receipt::PerplexityReport;
 use super::receipt::{compare_kv, round_trip_kv};
 use super::synth::{synth_kv, SynthConfig};
@@ -66,6 +68,33 @@ pub struct BuildJob<'a> {
     pub axis: AxisPolicy,
     /// Store unbiased norms ([`super::codec::VqCodec::set_unbiased`]).
     pub unbiased_norm: bool,
+    /// Extra codecs as `BLOCK_DIMxBITS` ([`parse_tier`]), same family, seed and norms.
+    pub tiers: &'a [String],
+    /// Codec of each layer's keys (one entry: every layer); empty: codec 0.
+    pub key_codecs: &'a [usize],
+    /// Codec of each layer's values (one entry: every layer); empty: codec 0.
+    pub value_codecs: &'a [usize],
+}
+
+/// `BLOCK_DIMxBITS` (e.g. `2x12`) as (block dim, index bits).
+pub fn parse_tier(s: &str) -> Result<(usize, u32)> {
+    let parsed = s
+        .split_once(['x', 'X'])
+        .and_then(|(k, b)| Some((k.parse().ok()?, b.parse().ok()?)));
+    match parsed {
+        Some((k, b)) if (1..=16).contains(&b) => Ok((k, b)),
+        _ => bail_invalid!("--tier {s:?}: expected BLOCK_DIMxBITS with BITS in 1..16, e.g. 2x12"),
+    }
+}
+
+/// One codec index per layer from a command-line list (empty: 0; one entry: every layer).
+fn per_layer(name: &str, list: &[usize], layers: usize) -> Result<Vec<usize>> {
+    match list.len() {
+        0 => Ok(vec![0; layers]),
+        1 => Ok(vec![list[0]; layers]),
+        n if n == layers => Ok(list.to_vec()),
+        n => bail_invalid!("--{name}: {n} entries, the model has {layers} layers (give one per layer, or one for all)"),
+    }
 }
 
 /// A built (and written) profile.
@@ -219,6 +248,25 @@ pub fn build(args: &BuildJob) -> Result<Built> {
     spec.fallback = args.fallback;
     spec.budget = args.budget.clone();
     spec.axis = args.axis;
+    if args.tiers.is_empty() {
+        if !args.key_codecs.is_empty() || !args.value_codecs.is_empty() {
+            bail_invalid!(
+                "--key-codecs and --value-codecs choose among --tier codecs; give --tier"
+            );
+        }
+    } else {
+        for t in args.tiers {
+            let (block_dim, bits) = parse_tier(t)?;
+            let mut c = spec.codec.clone();
+            c.block_dim = block_dim;
+            c.codebook_size = 1 << bits;
+            spec.tiers.push(c);
+        }
+        spec.allocation = Some(Allocation {
+            keys: per_layer("key-codecs", args.key_codecs, layers)?,
+            values: per_layer("value-codecs", args.value_codecs, layers)?,
+        });
+    }
     let calibration = args
         .calibration
         .map(|p| read_kv(p, Some(head_dim)))
@@ -248,7 +296,7 @@ impl Built {
             "schema": "qforge.kv-build/1",
             "output": self.output.display().to_string(),
             "codec": profile.codec_name(),
-            "bits_per_value": profile.codec.bits_per_value,
+            "bits_per_value": profile.bits_per_value(),
             "profile_sha256": profile.digests.profile,
             "codebook_sha256": profile.digests.codebook,
             "calibration_digest": profile.calibration_digest,
@@ -262,7 +310,7 @@ impl Built {
             "wrote {}: {} at {:.3} bits per value, profile sha256 {}\n",
             self.output.display(),
             profile.codec_name(),
-            profile.codec.bits_per_value,
+            profile.bits_per_value(),
             profile.digests.profile
         )
     }
@@ -278,7 +326,7 @@ type Baseline = (String, Box<dyn KvCodec>, Box<dyn KvCodec>);
 /// are first put in llama.cpp's channel layout ([`super::weights::llama_cpp_key_order`]).
 fn baselines(profile: &KvProfile, key_order: Option<&[usize]>) -> Result<Vec<Baseline>> {
     let d = profile.shape.head_dim;
-    let target = profile.codec.bits_per_value - 1e-9;
+    let target = profile.bits_per_value() - 1e-9;
     let seed = profile.codec.seed;
     let mut out: Vec<Baseline> = Vec::new();
     for b in 1..=8u32 {

@@ -160,10 +160,33 @@ fn role_aware_profiles_beat_the_baselines_on_real_kv() {
     let config = hf.join("config.json");
     let config = config.to_str().unwrap();
     // Measured at 1024 tokens with unbiased norms (docs/kv-profile.md §6a): role-aware
-    // k4 N4096 3.26 bits TV 0.094 +2.98 ppl; per-channel k2 N256 4.26 bits TV 0.054
-    // +0.11 ppl (seed 0; +1.06 with seed 1: the delta moves by up to a unit with the
-    // rotation and codebook, so its bound is loose). llama.cpp's Hadamard-rotated q4_0
-    // cache (4.5 bits) has TV 0.089 +2.30: better than the 3.26-bit profile.
+    // k4 N4096 3.26 bits TV 0.094 +2.98 ppl. The 4.28-bit profile mixes four codecs, per
+    // layer and role, as scripts/kv_allocate.py allocates them from the calibration text's
+    // sensitivities (fixtures/kv/smollm2-calibration-sensitivities.txt): TV 0.043 and over
+    // three chunks +0.62 ppl (seed 0), where one codec for every stream (k2 N256, 4.26 bits)
+    // has TV 0.054 and +0.80. The 0.1 perplexity bar is not met (the delta moves by tenths
+    // with the seed, so its bound is loose). llama.cpp's Hadamard-rotated q4_0 cache (4.5
+    // bits) has TV 0.089 +2.30: better than the 3.26-bit profile.
+    const KEYS: &str = "1,2,2,0,2,2,0,0,2,2,3,2,0,2,0,0,2,0,2,2,2,0,0,2,0,0,0,0,0,1";
+    const VALUES: &str = "1,2,0,0,0,0,1,1,1,0,0,2,0,0,1,1,0,0,1,0,0,1,1,0,0,1,1,1,1,1";
+    let mixed = [
+        "--block-dim",
+        "2",
+        "--bits",
+        "8",
+        "--axis",
+        "per-channel",
+        "--tier",
+        "4x12",
+        "--tier",
+        "2x10",
+        "--tier",
+        "2x12",
+        "--key-codecs",
+        KEYS,
+        "--value-codecs",
+        VALUES,
+    ];
     for (name, build, max_bits, max_tv, max_delta, beats_kivi, beats_q4) in [
         (
             "k4n4096",
@@ -174,15 +197,7 @@ fn role_aware_profiles_beat_the_baselines_on_real_kv() {
             true,
             false,
         ),
-        (
-            "k2n256",
-            &["--block-dim", "2", "--bits", "8", "--axis", "per-channel"][..],
-            4.3,
-            0.06,
-            1.5,
-            false,
-            true,
-        ),
+        ("mixed", &mixed[..], 4.3, 0.05, 1.2, false, true),
     ] {
         let common = ["--protect-first", "1", "--unbiased-norm"];
         let r = verify(
@@ -221,7 +236,7 @@ fn role_aware_profiles_beat_the_baselines_on_real_kv() {
             "{name} {ppl} vs {tq}"
         );
         // KIVI is compared at the fewest bits not below the profile's (4.0 for 3.26);
-        // at 4.26 bits the next KIVI has 5.0 bits, more than the profile.
+        // at 4.28 bits the next KIVI has 5.0 bits, more than the profile.
         if beats_kivi {
             let kivi = baseline("kivi");
             assert!(
