@@ -596,6 +596,35 @@ mod x86;
 mod x86_iq2;
 #[cfg(target_arch = "x86_64")]
 mod x86_iq3;
+#[cfg(target_arch = "x86_64")]
+mod x86_q3k;
+
+/// The Q3_K reference path's super-block step: `(super-block, its 16 group scales)` to
+/// each group's `d` (the caller stores the block's scales as it goes).
+pub type Q3kScales<'a> = &'a mut dyn FnMut(usize, &[f32; 16]) -> [f32; 16];
+
+/// SIMD `quantize_row_q3_K_ref` levels of the super-blocks of `x`: the group searches,
+/// `scales` for each super-block, then the final levels (`0..=7`), stored transposed:
+/// `t[sb * 256 + i * 16 + group]` is value `i` of group `group`. `false` (nothing done,
+/// `scales` not called) at the scalar level or when a value is not finite: the caller
+/// runs the scalar code.
+#[inline]
+pub fn q3k_ref(x: &[f32], t: &mut [u8], scales: Q3kScales<'_>) -> bool {
+    assert!(x.len().is_multiple_of(256) && t.len() >= x.len());
+    if !all_finite(x) {
+        return false;
+    }
+    match isa() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the CPU supports AVX-512F (checked by `isa`); the lengths are checked.
+        Isa::Avx512 => unsafe { x86_q3k::q3k_ref_avx512(x, t, scales) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above, with AVX2.
+        Isa::Avx2 => unsafe { x86_q3k::q3k_ref_avx2(x, t, scales) },
+        _ => return false,
+    }
+    true
+}
 
 /// IQ3 levels of every candidate scale `ids[c]` of a group: `lev[i][c] =
 /// clamp(nearest_int((ids[c]*x[i] - 1)/2), 0, 7)`.

@@ -453,7 +453,7 @@ impl Lanes for Avx2 {
 
 /// Round to nearest, ties to even (valid for `|v| <= 2^22`).
 #[inline(always)]
-unsafe fn round<S: Lanes>(v: S::V) -> S::V {
+pub(super) unsafe fn round<S: Lanes>(v: S::V) -> S::V {
     let m = S::splat(MAGIC);
     S::sub(S::add(v, m), m)
 }
