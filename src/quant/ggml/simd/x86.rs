@@ -1096,13 +1096,17 @@ unsafe fn legacy_ref<S: Lanes>(
     m: &mut [f32],
     scalar: LegacyRefScalar<'_>,
 ) {
+    if !k.with_min {
+        m.fill(0.0);
+        return legacy_ref_symmetric::<S>((k.nmax + 1) / 2, x, l, d, scalar);
+    }
     for (b, xb) in x.chunks_exact(32).enumerate() {
         let lb: &mut [u8; 32] = (&mut l[b * 32..(b + 1) * 32]).try_into().unwrap();
         if !super::all_finite(xb) {
             (d[b], m[b]) = scalar(xb, lb);
             continue;
         }
-        if k.with_min {
+        {
             let (mut lo, mut hi) = (S::splat(f32::MAX), S::splat(-f32::MAX));
             for c in (0..32).step_by(S::N) {
                 let v = S::load(&xb[c..]);
@@ -1130,19 +1134,76 @@ unsafe fn legacy_ref<S: Lanes>(
                 S::store_low_bytes(t, &mut lb[c..]);
             }
             (d[b], m[b]) = (db, min);
-        } else {
-            let half = (k.nmax + 1) / 2;
-            let (_, max) = abs_max::<S>(xb);
-            let db = max / -(half as f32);
-            let id = if db != 0.0 { 1.0 / db } else { 0.0 };
-            let (vid, bias) = (S::splat(id), S::splat(half as f32 + 0.5));
-            let top = S::splat_i(2 * half - 1);
-            for c in (0..32).step_by(S::N) {
-                let v = S::add(S::mul(S::load(&xb[c..]), vid), bias);
-                // MIN(top, (int8_t)t)
-                S::store_low_bytes(S::min_i(S::sext8(S::cvtt(v)), top), &mut lb[c..]);
+        }
+    }
+}
+
+/// The symmetric half of [`legacy_ref`] (Q4_0 / Q5_0): the first value of largest
+/// magnitude of each block without branches, `d = max / -half` and its inverse for all
+/// blocks at once, then the levels `MIN(2*half - 1, (int8_t)(x*id + half + 0.5))`.
+#[inline(always)]
+unsafe fn legacy_ref_symmetric<S: Lanes>(
+    half: i32,
+    x: &[f32],
+    l: &mut [u8],
+    d: &mut [f32],
+    scalar: LegacyRefScalar<'_>,
+) {
+    const MAX_BLOCKS: usize = 16;
+    let nv = 32 / S::N;
+    let finite_max = S::splat(f32::MAX);
+    for (c, xc) in x.chunks(32 * MAX_BLOCKS).enumerate() {
+        let nb = xc.len() / 32;
+        let b0 = c * MAX_BLOCKS;
+        let mut max = [0.0f32; MAX_BLOCKS];
+        let mut ok = [false; MAX_BLOCKS];
+        for (b, xb) in xc.chunks_exact(32).enumerate() {
+            let mut acc = S::splat(0.0);
+            let mut finite = u32::MAX;
+            for v in 0..nv {
+                let a = S::abs(S::load(&xb[v * S::N..]));
+                acc = S::max(a, acc);
+                finite &= S::bits(S::ge(finite_max, a)) | !((1u32 << S::N) - 1);
             }
-            d[b] = db;
+            if finite != u32::MAX {
+                let lb: &mut [u8; 32] = (&mut l[(b0 + b) * 32..][..32]).try_into().unwrap();
+                (d[b0 + b], _) = scalar(xb, lb);
+                continue;
+            }
+            // Finite values: the order-free maximum is the scalar loop's `amax`, and
+            // its first occurrence the scalar loop's `max` (0.0 when amax is 0).
+            let amax = S::reduce_max(acc);
+            let target = S::splat(amax);
+            let mut hits = 0u32;
+            for v in 0..nv {
+                hits |= S::bits(S::ge(S::abs(S::load(&xb[v * S::N..])), target)) << (v * S::N);
+            }
+            let first = xb[(hits.trailing_zeros() as usize).min(31)];
+            max[b] = if amax > 0.0 { first } else { 0.0 };
+            ok[b] = true;
+        }
+        // d = max / -half; id = d != 0 ? 1/d : 0, a vector of blocks at a time.
+        let mut ids = [0.0f32; MAX_BLOCKS];
+        let mut ds = [0.0f32; MAX_BLOCKS];
+        let zero = S::splat(0.0);
+        for v in (0..MAX_BLOCKS).step_by(S::N) {
+            let dv = S::div(S::load(&max[v..]), S::splat(-(half as f32)));
+            S::store(dv, &mut ds[v..]);
+            let id = S::select(S::ne(dv, zero), S::div(S::splat(1.0), dv), zero);
+            S::store(id, &mut ids[v..]);
+        }
+        let bias = S::splat(half as f32 + 0.5);
+        let top = S::splat_i(2 * half - 1);
+        for b in (0..nb).filter(|&b| ok[b]) {
+            let xb = &xc[b * 32..][..32];
+            let lb = &mut l[(b0 + b) * 32..][..32];
+            let vid = S::splat(ids[b]);
+            for v in 0..nv {
+                let t = S::add(S::mul(S::load(&xb[v * S::N..]), vid), bias);
+                // MIN(top, (int8_t)t)
+                S::store_low_bytes(S::min_i(S::sext8(S::cvtt(t)), top), &mut lb[v * S::N..]);
+            }
+            d[b0 + b] = ds[b];
         }
     }
 }
