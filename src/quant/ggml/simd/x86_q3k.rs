@@ -24,7 +24,7 @@ const QK_K: usize = 256;
 #[inline(always)]
 unsafe fn q3k_ref<S: Lanes>(x: &[f32], t: &mut [u8], scales: Q3kScales<'_>) {
     let nsb = x.len() / QK_K;
-    assert!(t.len() >= nsb * QK_K && G % S::N == 0);
+    assert!(t.len() >= nsb * QK_K && G.is_multiple_of(S::N));
     let nvec = nsb * G / S::N;
     let zero = S::splat(0.0);
     let all = S::gt(S::splat(1.0), zero);
@@ -81,11 +81,18 @@ unsafe fn q3k_ref<S: Lanes>(x: &[f32], t: &mut [u8], scales: Q3kScales<'_>) {
                 (w[j], wx[j], l[j]) = (wi, wxi, li);
             }
         }
+        // Padding vectors (past the last super-block) take no part.
         let mut active = [all; K];
+        active[kn..].fill(none);
         for _itry in 0..5 {
             let mut changed = [none; K];
+            // Vectors whose every lane has converged are skipped (their updates are off).
+            let mut live = [false; K];
+            for k in 0..K {
+                live[k] = S::bits(active[k]) != 0;
+            }
             for i in 0..G {
-                for k in 0..K {
+                for k in (0..K).filter(|&k| live[k]) {
                     let j = k * G + i;
                     let (x, wi, wxi, li) = (xt[j], w[j], wx[j], l[j]);
                     let slx = S::sub(sumlx[k], S::mul(wxi, li));
