@@ -199,13 +199,22 @@ fn pack_transposed(t: &[u8; QK_K], y: &mut BlockQ3K) {
     }
 }
 
+/// A block's group scales `d * scale` (the decoders' `dl`).
+fn group_scales(b: &BlockQ3K) -> [f32; 16] {
+    let d_all = read_fp16(&b.d, 0);
+    std::array::from_fn(|j| d_all * unpack_scale(&b.scales, j) as f32)
+}
+
 fn dequantize_q3_k(src: &[u8], dst: &mut [f32]) {
+    let dl = |bytes: &[u8]| group_scales(&whole_blocks::<BlockQ3K>(bytes)[0]);
+    if simd::q3k_dequantize(src, dst, dl) {
+        return;
+    }
     for (b, y) in whole_blocks::<BlockQ3K>(src)
         .iter()
         .zip(dst.chunks_exact_mut(QK_K))
     {
-        let d_all = read_fp16(&b.d, 0);
-        let dl: [f32; 16] = std::array::from_fn(|j| d_all * unpack_scale(&b.scales, j) as f32);
+        let dl = group_scales(b);
         // Value 128n + 32s + 16h + k: bits 2s of qs[32n + 16h + k], high bit 4n + s of
         // hmask[16h + k], scale 8n + 2s + h. Branch-free, so the loop vectorizes.
         for (n, yn) in y.chunks_exact_mut(128).enumerate() {

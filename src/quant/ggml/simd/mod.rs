@@ -599,6 +599,22 @@ mod x86_iq3;
 #[cfg(target_arch = "x86_64")]
 mod x86_q3k;
 
+/// A Q3_K block's 16 group scales (`d * scale`) from its 110 bytes.
+pub type Q3kDl = fn(&[u8]) -> [f32; 16];
+
+/// Q3_K decoding of the whole blocks of `src` into `dst` (256 values each), bit for bit
+/// the scalar decoder; `false` (nothing written) where there is no kernel (below AVX-512).
+#[inline]
+pub fn q3k_dequantize(src: &[u8], dst: &mut [f32], dl: Q3kDl) -> bool {
+    match isa() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the CPU supports AVX-512F (checked by `isa`); blocks are whole.
+        Isa::Avx512 => unsafe { x86_q3k::q3k_dequantize_avx512(src, dst, dl) },
+        _ => return false,
+    }
+    true
+}
+
 /// The Q3_K reference path's super-block step: `(super-block, its 16 group scales)` to
 /// each group's `d` (the caller stores the block's scales as it goes).
 pub type Q3kScales<'a> = &'a mut dyn FnMut(usize, &[f32; 16]) -> [f32; 16];

@@ -18,6 +18,9 @@ const G: usize = 16;
 /// Values per super-block.
 const QK_K: usize = 256;
 
+// The decoder reads `hmask[32] qs[64] scales[12] d` blocks of 110 bytes.
+const _: () = assert!(std::mem::size_of::<crate::formats::blocks::BlockQ3K>() == 110);
+
 /// The levels (`0..=7`) of the super-blocks of `x` (all values finite), stored
 /// `t[sb * 256 + i * 16 + group]`; `scales(sb, group scales)` stores a super-block's
 /// scales and returns each group's `d`.
@@ -169,4 +172,37 @@ pub(super) unsafe fn q3k_ref_avx512(x: &[f32], t: &mut [u8], scales: Q3kScales<'
 #[target_feature(enable = "avx2")]
 pub(super) unsafe fn q3k_ref_avx2(x: &[f32], t: &mut [u8], scales: Q3kScales<'_>) {
     q3k_ref::<Avx2>(x, t, scales)
+}
+
+/// Q3_K decoding of whole blocks (110 bytes to 256 values), as the scalar decoder:
+/// value `128n + 32s + 16h + k` is `dl[8n + 2s + h] * (((qs[32n + 16h + k] >> 2s) & 3)
+/// - 4 * (hmask[16h + k] bit 4n + s clear))`, `dl` the 16 group scales. `dl(block)` gives
+/// a block's group scales.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn q3k_dequantize_avx512(src: &[u8], dst: &mut [f32], dl: super::Q3kDl) {
+    use std::arch::x86_64::*;
+    for (blk, y) in src.chunks_exact(110).zip(dst.chunks_exact_mut(QK_K)) {
+        let d = dl(blk);
+        let (hm, qs) = (&blk[..32], &blk[32..96]);
+        let four = _mm512_set1_epi32(4);
+        let three = _mm512_set1_epi32(3);
+        for h in 0..2 {
+            let hv = _mm512_cvtepu8_epi32(_mm_loadu_si128(hm[16 * h..].as_ptr().cast()));
+            for n in 0..2 {
+                let qv =
+                    _mm512_cvtepu8_epi32(_mm_loadu_si128(qs[32 * n + 16 * h..].as_ptr().cast()));
+                for s in 0..4 {
+                    let q = _mm512_and_si512(
+                        _mm512_srlv_epi32(qv, _mm512_set1_epi32(2 * s as i32)),
+                        three,
+                    );
+                    let clear = _mm512_testn_epi32_mask(hv, _mm512_set1_epi32(1 << (4 * n + s)));
+                    let v = _mm512_mask_sub_epi32(q, clear, q, four);
+                    let dv = _mm512_set1_ps(d[8 * n + 2 * s + h]);
+                    let out = _mm512_mul_ps(dv, _mm512_cvtepi32_ps(v));
+                    _mm512_storeu_ps(y[128 * n + 32 * s + 16 * h..].as_mut_ptr(), out);
+                }
+            }
+        }
+    }
 }
