@@ -174,10 +174,10 @@ pub(super) unsafe fn q3k_ref_avx2(x: &[f32], t: &mut [u8], scales: Q3kScales<'_>
     q3k_ref::<Avx2>(x, t, scales)
 }
 
-/// Q3_K decoding of whole blocks (110 bytes to 256 values), as the scalar decoder:
-/// value `128n + 32s + 16h + k` is `dl[8n + 2s + h] * (((qs[32n + 16h + k] >> 2s) & 3)
-/// - 4 * (hmask[16h + k] bit 4n + s clear))`, `dl` the 16 group scales. `dl(block)` gives
-/// a block's group scales.
+/// Q3_K decoding of whole blocks (110 bytes to 256 values), as the scalar decoder: value
+/// `128n + 32s + 16h + k` is `dl[8n + 2s + h]` times the level `(qs[32n + 16h + k] >> 2s) & 3`,
+/// less 4 where bit `4n + s` of `hmask[16h + k]` is clear; `dl(block)` gives a block's 16
+/// group scales.
 #[target_feature(enable = "avx512f")]
 pub(super) unsafe fn q3k_dequantize_avx512(src: &[u8], dst: &mut [f32], dl: super::Q3kDl) {
     use std::arch::x86_64::*;
