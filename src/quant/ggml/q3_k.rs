@@ -1,8 +1,8 @@
 //! Q3_K: `{ u8 hmask[32]; u8 qs[64]; u8 scales[12]; f16 d }` per 256 values.
 
 use super::common::{
-    imatrix_weights, make_q3_quants_multi, make_qx_quants, make_qx_quants_multi, nearest_int,
-    read_fp16, sum_sq, write_fp16, QK_K,
+    imatrix_weights, make_q3_quants, make_qx_quants, make_qx_quants_multi, nearest_int, read_fp16,
+    sum_sq, write_fp16, QK_K,
 };
 use super::q2_k::pack_2bit;
 use super::{simd, Codec};
@@ -107,11 +107,18 @@ fn ref_scales(scales: &[f32; 16], y: &mut BlockQ3K) -> [f32; 16] {
     }
 }
 
-/// `quantize_row_q3_K_ref` for one super-block (scalar).
+/// `quantize_row_q3_K_ref` for one super-block (scalar; the SIMD kernel is
+/// [`simd::q3k_ref`]).
 fn quantize_block_ref(x: &[f32; QK_K], y: &mut BlockQ3K) {
     let mut l = [0i8; QK_K];
     let mut scales = [0.0f32; 16];
-    make_q3_quants_multi(4, 16, x, &mut l, &mut scales);
+    for ((s, xg), lg) in scales
+        .iter_mut()
+        .zip(x.chunks_exact(16))
+        .zip(l.chunks_exact_mut(16))
+    {
+        *s = make_q3_quants(4, xg, lg);
+    }
     let d = ref_scales(&scales, y);
     finish_block(x, &d, &mut l, y);
 }

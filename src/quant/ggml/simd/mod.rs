@@ -166,67 +166,6 @@ pub fn qx_multi(
     }
 }
 
-/// Per-lane results of the `make_q3_quants` group kernel.
-struct Q3Out {
-    /// Returned scale.
-    scale: [f32; MAX_LANES],
-    /// 1.0 where the group is all (near) zero.
-    zero: [f32; MAX_LANES],
-    /// Signed levels (before the `+ nmax`), `[i][lane]`.
-    l: [f32; MAX_N * MAX_LANES],
-}
-
-/// SIMD [`common::make_q3_quants_multi`]: one group per lane. Sets `done[g]` for
-/// every group it handled; the caller runs the scalar code for the others.
-pub fn q3_multi(
-    nmax: i32,
-    n: usize,
-    x: &[f32],
-    l_out: &mut [i8],
-    scales: &mut [f32],
-    done: &mut [bool],
-) {
-    let Some(lanes) = group_lanes(isa()) else {
-        return;
-    };
-    let mut xt = [0.0f32; MAX_N * MAX_LANES];
-    let mut wt = [0.0f32; MAX_N * MAX_LANES];
-    for g0 in (0..scales.len()).step_by(lanes) {
-        let usable = transpose(n, lanes, g0, x, x, &mut xt, &mut wt);
-        let mut o = Q3Out {
-            scale: [0.0; MAX_LANES],
-            zero: [0.0; MAX_LANES],
-            l: [0.0; MAX_N * MAX_LANES],
-        };
-        // SAFETY: `group_lanes` only returns a width whose ISA was detected.
-        unsafe {
-            #[cfg(target_arch = "x86_64")]
-            if lanes == 16 {
-                x86::q3_group_avx512(nmax, n, &xt, &mut o);
-            } else {
-                x86::q3_group_avx2(nmax, n, &xt, &mut o);
-            }
-        }
-        for (lane, &ok) in usable.iter().enumerate().take(lanes) {
-            let g = g0 + lane;
-            if !ok {
-                continue;
-            }
-            let lg = &mut l_out[g * n..(g + 1) * n];
-            if o.zero[lane] != 0.0 {
-                lg.fill(0);
-                scales[g] = 0.0;
-            } else {
-                for (i, lo) in lg.iter_mut().enumerate() {
-                    *lo = (o.l[i * lanes + lane] as i32 + nmax) as i8;
-                }
-                scales[g] = o.scale[lane];
-            }
-            done[g] = true;
-        }
-    }
-}
-
 /// Per-lane results of the qkx group kernel.
 #[derive(Default)]
 struct QkxOut {

@@ -5,9 +5,7 @@ use std::arch::x86_64::*;
 use super::super::common::write_fp16;
 use super::super::common::{Qkx, QkxParams, GROUP_MAX_EPS};
 use super::super::iq4nl::{IQ4NL_MID2, KVALUES_IQ4NL};
-use super::{
-    Iq1mSums, LegacyRef, LegacyRefScalar, LegacyScalar, Q3Out, QkxOut, QxOut, MAX_LANES, MAX_N,
-};
+use super::{Iq1mSums, LegacyRef, LegacyRefScalar, LegacyScalar, QkxOut, QxOut, MAX_LANES, MAX_N};
 
 /// `12582912.f`, ggml's rounding constant: `(v + M) - M` rounds `v` to the nearest
 /// integer (ties to even) for `|v| <= 2^22`, exactly like `nearest_int`.
@@ -594,82 +592,6 @@ unsafe fn sum_sq_groups<S: Lanes>(
     S::store(acc, out);
 }
 
-/// `make_q3_quants` (do_rmse) for one group per lane; data is `[i][lane]`.
-#[inline(always)]
-unsafe fn q3_group<S: Lanes>(nmax: i32, n: usize, xt: &[f32], o: &mut Q3Out) {
-    debug_assert!(n <= MAX_N && xt.len() >= n * S::N);
-    let zero = S::splat(0.0);
-    let lo_i = S::splat_i(-nmax);
-    let hi_i = S::splat_i(nmax - 1);
-    let lo = S::splat(-nmax as f32);
-    let hi = S::splat((nmax - 1) as f32);
-    let mut amax = zero;
-    let mut max = zero;
-    for i in 0..n {
-        let x = S::load(&xt[i * S::N..]);
-        let ax = S::abs(x);
-        let bigger = S::gt(ax, amax);
-        amax = S::select(bigger, ax, amax);
-        max = S::select(bigger, x, max);
-    }
-    let iscale = S::div(S::splat(-nmax as f32), max);
-    let mut w = [S::splat(0.0); MAX_N];
-    let mut wx = [S::splat(0.0); MAX_N];
-    let mut l = [S::splat(0.0); MAX_N];
-    let mut sumlx = zero;
-    let mut suml2 = zero;
-    for i in 0..n {
-        let x = S::load(&xt[i * S::N..]);
-        // |iscale*x| <= nmax + 1: the float rounding is exact.
-        let li = S::min(S::max(round::<S>(S::mul(iscale, x)), lo), hi);
-        let wi = S::mul(x, x);
-        let wxi = S::mul(wi, x);
-        sumlx = S::add(sumlx, S::mul(wxi, li));
-        suml2 = S::add(suml2, S::mul(S::mul(wi, li), li));
-        w[i] = wi;
-        wx[i] = wxi;
-        l[i] = li;
-    }
-    let mut active = S::gt(S::splat(1.0), zero); // all lanes
-    for _itry in 0..5 {
-        let mut changed = S::gt(zero, zero); // no lanes
-        for i in 0..n {
-            let x = S::load(&xt[i * S::N..]);
-            let (wi, wxi, li) = (w[i], wx[i], l[i]);
-            let slx = S::sub(sumlx, S::mul(wxi, li));
-            let sl2 = S::sub(suml2, S::mul(S::mul(wi, li), li));
-            // x*sl2/slx can be huge: use the exact integer nearest_int.
-            let q = S::div(S::mul(x, sl2), slx);
-            let new_l = S::cvt_i(S::min_i(S::max_i(S::nearest_int(q), lo_i), hi_i));
-            let slx2 = S::add(slx, S::mul(wxi, new_l));
-            let sl22 = S::add(sl2, S::mul(S::mul(wi, new_l), new_l));
-            let better = S::gt(
-                S::mul(S::mul(slx2, slx2), suml2),
-                S::mul(S::mul(sumlx, sumlx), sl22),
-            );
-            let upd = S::and_m(
-                S::and_m(active, S::gt(slx, zero)),
-                S::and_m(S::ne(new_l, li), S::and_m(S::gt(sl22, zero), better)),
-            );
-            l[i] = S::select(upd, new_l, li);
-            sumlx = S::select(upd, slx2, sumlx);
-            suml2 = S::select(upd, sl22, suml2);
-            changed = S::or_m(changed, upd);
-        }
-        active = S::and_m(active, changed);
-        if S::bits(active) == 0 {
-            break;
-        }
-    }
-    let scale = S::select(S::gt(suml2, zero), S::div(sumlx, suml2), zero);
-    S::store(scale, &mut o.scale[..]);
-    let is_zero = S::gt(S::splat(GROUP_MAX_EPS), amax);
-    S::store(S::select(is_zero, S::splat(1.0), zero), &mut o.zero[..]);
-    for (i, li) in l.iter().enumerate().take(n) {
-        S::store(*li, &mut o.l[i * S::N..]);
-    }
-}
-
 /// `make_qkx2_quants` / `make_qkx3_quants` for one group per lane; data is `[i][lane]`.
 #[inline(always)]
 unsafe fn qkx_group<S: Lanes>(p: &QkxParams, n: usize, xt: &[f32], wt: &[f32], o: &mut QkxOut) {
@@ -913,18 +835,6 @@ pub(super) unsafe fn sum_sq_groups_avx2(
     out: &mut [f32],
 ) {
     sum_sq_groups::<Avx2>(x, n, g0, on, out)
-}
-
-/// AVX-512 entry of the `make_q3_quants` group kernel.
-#[target_feature(enable = "avx512f")]
-pub(super) unsafe fn q3_group_avx512(nmax: i32, n: usize, xt: &[f32], o: &mut Q3Out) {
-    q3_group::<Avx512>(nmax, n, xt, o)
-}
-
-/// AVX2 entry of the `make_q3_quants` group kernel.
-#[target_feature(enable = "avx2")]
-pub(super) unsafe fn q3_group_avx2(nmax: i32, n: usize, xt: &[f32], o: &mut Q3Out) {
-    q3_group::<Avx2>(nmax, n, xt, o)
 }
 
 /// AVX-512 entry of the qkx group kernel.
