@@ -9,7 +9,9 @@
 #     .dat), the flags (--prune-layers, --override-kv, also of hyperparameters the mix rules read,
 #     --tensor-type-file, --output-tensor-type,
 #     --token-embedding-type, --leave-output-tensor, --pure, --include/--exclude-weights), a split
-#     input (llama-gguf-split, 100 tensors a file) quantized to one file and with --keep-split.
+#     input (llama-gguf-split, 100 tensors a file) quantized to one file and with --keep-split;
+#   - Q1_0-minilm: Q1_0 of all-MiniLM-L6-v2's f16.gguf (HF_REF_DIR/all-MiniLM-L6-v2), whose
+#     rows of 384 and 1536 Q1_0 takes (llama-quantize refuses SmolLM2's rows of 576).
 # manifest.tsv (tab-separated: case, type, imatrix file or -, extra flags, input, output) says
 # what each output is; the test runs qforge with the same arguments and compares whole files.
 #
@@ -21,11 +23,12 @@
 # Step times go to OUT_DIR/timings.tsv and stderr.
 set -euo pipefail
 if [ $# -ne 3 ]; then
-  sed -n '2,21p' "$0" >&2
+  sed -n '2,23p' "$0" >&2
   exit 2
 fi
 ref=$(cd "$1" && pwd)
 input="$(cd "$2" && pwd)/SmolLM2-135M-Instruct/bf16.gguf"
+minilm="$(cd "$2" && pwd)/all-MiniLM-L6-v2/f16.gguf"
 mkdir -p "$3"
 out=$(cd "$3" && pwd)
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -33,7 +36,7 @@ text="$here/fixtures/imatrix/calibration.txt"
 threads=${QUANT_THREADS:-2}
 bin="$ref/bin"
 export LD_LIBRARY_PATH="$bin${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-for f in "$input" "$text" "$bin/llama-quantize" "$bin/llama-imatrix" "$bin/llama-gguf-split"; do
+for f in "$input" "$minilm" "$text" "$bin/llama-quantize" "$bin/llama-imatrix" "$bin/llama-gguf-split"; do
   [ -e "$f" ] || { echo "quantize_reference: $f is missing" >&2; exit 1; }
 done
 
@@ -125,5 +128,7 @@ case_ Q6_K-pure Q6_K - "--pure --leave-output-tensor --tensor-type attn_k=q4_0" 
 split_in="$out/split/bf16-00001-of-00003.gguf"
 case_ Q4_K_M-from-split Q4_K_M - "" "$split_in" "$out/Q4_K_M-from-split.gguf"
 case_ Q4_K_M-keep-split Q4_K_M - "--keep-split" "$split_in" "$out/keep-split/Q4_K_M.gguf"
+# Q1_0 on real weights whose rows it takes (SmolLM2's are refused above).
+case_ Q1_0-minilm Q1_0 - "" "$minilm" "$out/Q1_0-minilm.gguf"
 mv -f "$manifest" "$out/manifest.tsv"
 echo "quantize_reference: $(wc -l <"$out/manifest.tsv") cases in $out" >&2

@@ -277,23 +277,6 @@ pub fn make_q3_quants(nmax: i32, x: &[f32], l_out: &mut [i8]) -> f32 {
     }
 }
 
-/// [`make_q3_quants`] on consecutive groups of `n` values (`x` and `l_out` hold
-/// `scales.len()` groups); the SIMD kernels run independent groups in parallel lanes.
-pub fn make_q3_quants_multi(nmax: i32, n: usize, x: &[f32], l_out: &mut [i8], scales: &mut [f32]) {
-    let groups = scales.len();
-    debug_assert!(x.len() == n * groups && l_out.len() == x.len());
-    let mut done = [false; 16];
-    if groups > 1 && groups <= 16 && n <= 32 {
-        simd::q3_multi(nmax, n, x, l_out, scales, &mut done[..groups]);
-    }
-    for (g, s) in scales.iter_mut().enumerate() {
-        if !done.get(g).copied().unwrap_or(false) {
-            let r = g * n..(g + 1) * n;
-            *s = make_q3_quants(nmax, &x[r.clone()], &mut l_out[r]);
-        }
-    }
-}
-
 /// Which of ggml's two min+scale searches to mirror.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Qkx {

@@ -46,21 +46,33 @@ pub const Q8_0: Codec = Codec {
     dequantize: dequantize_q8_0,
 };
 
-/// Pack 32 levels into 16 nibble bytes: `qs[j] = L[j] | L[j + 16] << 4` (as ggml, unmasked).
+/// Pack 32 levels into 16 nibble bytes: `qs[j] = L[j] | L[j + 16] << 4` (as ggml, unmasked:
+/// levels above 15 spill into the high nibble the same way).
 #[inline(always)]
 fn pack_nibbles(l: &[u8; QK], qs: &mut [u8]) {
-    for j in 0..16 {
-        qs[j] = l[j] | (l[j + 16] << 4);
-    }
+    let (lo, hi) = halves(l);
+    // A byte shifted by 4 as a u128 loses its top nibble to the next byte's low one;
+    // ggml's `(uint8_t)(L << 4)` drops it: mask it first.
+    let packed = lo | ((hi & u128::from_le_bytes([0x0f; 16])) << 4);
+    qs[..16].copy_from_slice(&packed.to_le_bytes());
+}
+
+/// The first and last 16 levels as little-endian u128s.
+#[inline(always)]
+fn halves(l: &[u8; QK]) -> (u128, u128) {
+    (
+        u128::from_le_bytes(l[..16].try_into().unwrap()),
+        u128::from_le_bytes(l[16..].try_into().unwrap()),
+    )
 }
 
 /// Pack 32 five-bit levels: low nibbles as [`pack_nibbles`] (masked), bit 4 into `qh`
 /// (LE u32, bit `j` from level `j`).
 #[inline(always)]
 fn pack_q5(l: &[u8; QK], qh: &mut [u8], qs: &mut [u8]) {
-    for j in 0..16 {
-        qs[j] = (l[j] & 0x0f) | ((l[j + 16] & 0x0f) << 4);
-    }
+    let (lo, hi) = halves(l);
+    let nib = u128::from_le_bytes([0x0f; 16]);
+    qs[..16].copy_from_slice(&((lo & nib) | ((hi & nib) << 4)).to_le_bytes());
     let mut h = 0u32;
     for (k, bytes) in l.chunks_exact(8).enumerate() {
         let v = u64::from_le_bytes(bytes.try_into().unwrap());
@@ -589,6 +601,11 @@ mod tests {
                 h |= u32::from((l[j + 16] & 0x10) >> 4) << (j + 16);
             }
             assert_eq!(u32::from_le_bytes(qh), h);
+            let mut nib = [0u8; 16];
+            pack_nibbles(&l, &mut nib);
+            for j in 0..16 {
+                assert_eq!(nib[j], l[j] | (l[j + 16] << 4), "nibble byte {j}");
+            }
             let back = q5_levels(&qh, &qs);
             for j in 0..QK {
                 assert_eq!(back[j], l[j] & 0x1f, "level {j}");
@@ -632,6 +649,55 @@ mod tests {
                         )
                     };
                     got.iter().zip(&want).enumerate().for_each(same);
+                }
+            }
+        }
+    }
+
+    /// The SIMD reference encoders (no imatrix) against the scalar path at every level:
+    /// random blocks and blocks with ties of opposite sign, zeros, -0.0, tiny and huge
+    /// values, NaN and infinities, in rows whose block count is not a multiple of 16.
+    #[test]
+    fn simd_reference_encoders_equal_scalar_at_every_level() {
+        use crate::cpu::{with_level, Level};
+        let mut seed = 0x1234_5678u32;
+        let mut unit = || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (seed >> 8) as f32 / (1u32 << 23) as f32 - 1.0
+        };
+        let nb = 37;
+        let mut x: Vec<f32> = (0..nb * QK).map(|_| unit()).collect();
+        for (b, xb) in x.chunks_exact_mut(QK).enumerate() {
+            match b % 12 {
+                0 => xb.fill(0.0),
+                1 => xb.fill(-0.0),
+                2 => {
+                    xb[5] = -3.0;
+                    xb[20] = 3.0;
+                }
+                3 => {
+                    xb[20] = -3.0;
+                    xb[5] = 3.0;
+                }
+                4 => xb.iter_mut().for_each(|v| *v *= 1e-38),
+                5 => xb.iter_mut().for_each(|v| *v *= 1e37),
+                6 => xb[9] = f32::NAN,
+                7 => xb[31] = f32::INFINITY,
+                8 => xb.iter_mut().for_each(|v| *v = v.abs()),
+                9 => xb[0] = -f32::MAX,
+                _ => {}
+            }
+        }
+        for codec in [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0] {
+            for n in [nb, 16, 1] {
+                let bytes = n * codec.ty.type_size() as usize;
+                let src = &x[..n * QK];
+                let mut want = vec![0u8; bytes];
+                with_level(Level::Scalar, || (codec.quantize_row)(src, &mut want, None)).unwrap();
+                for level in Level::supported() {
+                    let mut got = vec![0u8; bytes];
+                    with_level(level, || (codec.quantize_row)(src, &mut got, None)).unwrap();
+                    assert!(got == want, "{} at {level}, {n} blocks", codec.ty);
                 }
             }
         }

@@ -166,67 +166,6 @@ pub fn qx_multi(
     }
 }
 
-/// Per-lane results of the `make_q3_quants` group kernel.
-struct Q3Out {
-    /// Returned scale.
-    scale: [f32; MAX_LANES],
-    /// 1.0 where the group is all (near) zero.
-    zero: [f32; MAX_LANES],
-    /// Signed levels (before the `+ nmax`), `[i][lane]`.
-    l: [f32; MAX_N * MAX_LANES],
-}
-
-/// SIMD [`common::make_q3_quants_multi`]: one group per lane. Sets `done[g]` for
-/// every group it handled; the caller runs the scalar code for the others.
-pub fn q3_multi(
-    nmax: i32,
-    n: usize,
-    x: &[f32],
-    l_out: &mut [i8],
-    scales: &mut [f32],
-    done: &mut [bool],
-) {
-    let Some(lanes) = group_lanes(isa()) else {
-        return;
-    };
-    let mut xt = [0.0f32; MAX_N * MAX_LANES];
-    let mut wt = [0.0f32; MAX_N * MAX_LANES];
-    for g0 in (0..scales.len()).step_by(lanes) {
-        let usable = transpose(n, lanes, g0, x, x, &mut xt, &mut wt);
-        let mut o = Q3Out {
-            scale: [0.0; MAX_LANES],
-            zero: [0.0; MAX_LANES],
-            l: [0.0; MAX_N * MAX_LANES],
-        };
-        // SAFETY: `group_lanes` only returns a width whose ISA was detected.
-        unsafe {
-            #[cfg(target_arch = "x86_64")]
-            if lanes == 16 {
-                x86::q3_group_avx512(nmax, n, &xt, &mut o);
-            } else {
-                x86::q3_group_avx2(nmax, n, &xt, &mut o);
-            }
-        }
-        for (lane, &ok) in usable.iter().enumerate().take(lanes) {
-            let g = g0 + lane;
-            if !ok {
-                continue;
-            }
-            let lg = &mut l_out[g * n..(g + 1) * n];
-            if o.zero[lane] != 0.0 {
-                lg.fill(0);
-                scales[g] = 0.0;
-            } else {
-                for (i, lo) in lg.iter_mut().enumerate() {
-                    *lo = (o.l[i * lanes + lane] as i32 + nmax) as i8;
-                }
-                scales[g] = o.scale[lane];
-            }
-            done[g] = true;
-        }
-    }
-}
-
 /// Per-lane results of the qkx group kernel.
 #[derive(Default)]
 struct QkxOut {
@@ -596,6 +535,51 @@ mod x86;
 mod x86_iq2;
 #[cfg(target_arch = "x86_64")]
 mod x86_iq3;
+#[cfg(target_arch = "x86_64")]
+mod x86_q3k;
+
+/// A Q3_K block's 16 group scales (`d * scale`) from its 110 bytes.
+pub type Q3kDl = fn(&[u8]) -> [f32; 16];
+
+/// Q3_K decoding of the whole blocks of `src` into `dst` (256 values each), bit for bit
+/// the scalar decoder; `false` (nothing written) where there is no kernel (below AVX-512).
+#[inline]
+pub fn q3k_dequantize(src: &[u8], dst: &mut [f32], dl: Q3kDl) -> bool {
+    match isa() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the CPU supports AVX-512F (checked by `isa`); blocks are whole.
+        Isa::Avx512 => unsafe { x86_q3k::q3k_dequantize_avx512(src, dst, dl) },
+        _ => return false,
+    }
+    true
+}
+
+/// The Q3_K reference path's super-block step: `(super-block, its 16 group scales)` to
+/// each group's `d` (the caller stores the block's scales as it goes).
+pub type Q3kScales<'a> = &'a mut dyn FnMut(usize, &[f32; 16]) -> [f32; 16];
+
+/// SIMD `quantize_row_q3_K_ref` levels of the super-blocks of `x`: the group searches,
+/// `scales` for each super-block, then the final levels (`0..=7`), stored transposed:
+/// `t[sb * 256 + i * 16 + group]` is value `i` of group `group`. `false` (nothing done,
+/// `scales` not called) at the scalar level or when a value is not finite: the caller
+/// runs the scalar code.
+#[inline]
+pub fn q3k_ref(x: &[f32], t: &mut [u8], scales: Q3kScales<'_>) -> bool {
+    assert!(x.len().is_multiple_of(256) && t.len() >= x.len());
+    if !all_finite(x) {
+        return false;
+    }
+    match isa() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the CPU supports AVX-512F (checked by `isa`); the lengths are checked.
+        Isa::Avx512 => unsafe { x86_q3k::q3k_ref_avx512(x, t, scales) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above, with AVX2.
+        Isa::Avx2 => unsafe { x86_q3k::q3k_ref_avx2(x, t, scales) },
+        _ => return false,
+    }
+    true
+}
 
 /// IQ3 levels of every candidate scale `ids[c]` of a group: `lev[i][c] =
 /// clamp(nearest_int((ids[c]*x[i] - 1)/2), 0, 7)`.

@@ -5,9 +5,7 @@ use std::arch::x86_64::*;
 use super::super::common::write_fp16;
 use super::super::common::{Qkx, QkxParams, GROUP_MAX_EPS};
 use super::super::iq4nl::{IQ4NL_MID2, KVALUES_IQ4NL};
-use super::{
-    Iq1mSums, LegacyRef, LegacyRefScalar, LegacyScalar, Q3Out, QkxOut, QxOut, MAX_LANES, MAX_N,
-};
+use super::{Iq1mSums, LegacyRef, LegacyRefScalar, LegacyScalar, QkxOut, QxOut, MAX_LANES, MAX_N};
 
 /// `12582912.f`, ggml's rounding constant: `(v + M) - M` rounds `v` to the nearest
 /// integer (ties to even) for `|v| <= 2^22`, exactly like `nearest_int`.
@@ -453,7 +451,7 @@ impl Lanes for Avx2 {
 
 /// Round to nearest, ties to even (valid for `|v| <= 2^22`).
 #[inline(always)]
-unsafe fn round<S: Lanes>(v: S::V) -> S::V {
+pub(super) unsafe fn round<S: Lanes>(v: S::V) -> S::V {
     let m = S::splat(MAGIC);
     S::sub(S::add(v, m), m)
 }
@@ -592,82 +590,6 @@ unsafe fn sum_sq_groups<S: Lanes>(
         idx = S::add_i(idx, one);
     }
     S::store(acc, out);
-}
-
-/// `make_q3_quants` (do_rmse) for one group per lane; data is `[i][lane]`.
-#[inline(always)]
-unsafe fn q3_group<S: Lanes>(nmax: i32, n: usize, xt: &[f32], o: &mut Q3Out) {
-    debug_assert!(n <= MAX_N && xt.len() >= n * S::N);
-    let zero = S::splat(0.0);
-    let lo_i = S::splat_i(-nmax);
-    let hi_i = S::splat_i(nmax - 1);
-    let lo = S::splat(-nmax as f32);
-    let hi = S::splat((nmax - 1) as f32);
-    let mut amax = zero;
-    let mut max = zero;
-    for i in 0..n {
-        let x = S::load(&xt[i * S::N..]);
-        let ax = S::abs(x);
-        let bigger = S::gt(ax, amax);
-        amax = S::select(bigger, ax, amax);
-        max = S::select(bigger, x, max);
-    }
-    let iscale = S::div(S::splat(-nmax as f32), max);
-    let mut w = [S::splat(0.0); MAX_N];
-    let mut wx = [S::splat(0.0); MAX_N];
-    let mut l = [S::splat(0.0); MAX_N];
-    let mut sumlx = zero;
-    let mut suml2 = zero;
-    for i in 0..n {
-        let x = S::load(&xt[i * S::N..]);
-        // |iscale*x| <= nmax + 1: the float rounding is exact.
-        let li = S::min(S::max(round::<S>(S::mul(iscale, x)), lo), hi);
-        let wi = S::mul(x, x);
-        let wxi = S::mul(wi, x);
-        sumlx = S::add(sumlx, S::mul(wxi, li));
-        suml2 = S::add(suml2, S::mul(S::mul(wi, li), li));
-        w[i] = wi;
-        wx[i] = wxi;
-        l[i] = li;
-    }
-    let mut active = S::gt(S::splat(1.0), zero); // all lanes
-    for _itry in 0..5 {
-        let mut changed = S::gt(zero, zero); // no lanes
-        for i in 0..n {
-            let x = S::load(&xt[i * S::N..]);
-            let (wi, wxi, li) = (w[i], wx[i], l[i]);
-            let slx = S::sub(sumlx, S::mul(wxi, li));
-            let sl2 = S::sub(suml2, S::mul(S::mul(wi, li), li));
-            // x*sl2/slx can be huge: use the exact integer nearest_int.
-            let q = S::div(S::mul(x, sl2), slx);
-            let new_l = S::cvt_i(S::min_i(S::max_i(S::nearest_int(q), lo_i), hi_i));
-            let slx2 = S::add(slx, S::mul(wxi, new_l));
-            let sl22 = S::add(sl2, S::mul(S::mul(wi, new_l), new_l));
-            let better = S::gt(
-                S::mul(S::mul(slx2, slx2), suml2),
-                S::mul(S::mul(sumlx, sumlx), sl22),
-            );
-            let upd = S::and_m(
-                S::and_m(active, S::gt(slx, zero)),
-                S::and_m(S::ne(new_l, li), S::and_m(S::gt(sl22, zero), better)),
-            );
-            l[i] = S::select(upd, new_l, li);
-            sumlx = S::select(upd, slx2, sumlx);
-            suml2 = S::select(upd, sl22, suml2);
-            changed = S::or_m(changed, upd);
-        }
-        active = S::and_m(active, changed);
-        if S::bits(active) == 0 {
-            break;
-        }
-    }
-    let scale = S::select(S::gt(suml2, zero), S::div(sumlx, suml2), zero);
-    S::store(scale, &mut o.scale[..]);
-    let is_zero = S::gt(S::splat(GROUP_MAX_EPS), amax);
-    S::store(S::select(is_zero, S::splat(1.0), zero), &mut o.zero[..]);
-    for (i, li) in l.iter().enumerate().take(n) {
-        S::store(*li, &mut o.l[i * S::N..]);
-    }
 }
 
 /// `make_qkx2_quants` / `make_qkx3_quants` for one group per lane; data is `[i][lane]`.
@@ -915,18 +837,6 @@ pub(super) unsafe fn sum_sq_groups_avx2(
     sum_sq_groups::<Avx2>(x, n, g0, on, out)
 }
 
-/// AVX-512 entry of the `make_q3_quants` group kernel.
-#[target_feature(enable = "avx512f")]
-pub(super) unsafe fn q3_group_avx512(nmax: i32, n: usize, xt: &[f32], o: &mut Q3Out) {
-    q3_group::<Avx512>(nmax, n, xt, o)
-}
-
-/// AVX2 entry of the `make_q3_quants` group kernel.
-#[target_feature(enable = "avx2")]
-pub(super) unsafe fn q3_group_avx2(nmax: i32, n: usize, xt: &[f32], o: &mut Q3Out) {
-    q3_group::<Avx2>(nmax, n, xt, o)
-}
-
 /// AVX-512 entry of the qkx group kernel.
 #[target_feature(enable = "avx512f")]
 pub(super) unsafe fn qkx_group_avx512(
@@ -1096,13 +1006,17 @@ unsafe fn legacy_ref<S: Lanes>(
     m: &mut [f32],
     scalar: LegacyRefScalar<'_>,
 ) {
+    if !k.with_min {
+        m.fill(0.0);
+        return legacy_ref_symmetric::<S>((k.nmax + 1) / 2, x, l, d, scalar);
+    }
     for (b, xb) in x.chunks_exact(32).enumerate() {
         let lb: &mut [u8; 32] = (&mut l[b * 32..(b + 1) * 32]).try_into().unwrap();
         if !super::all_finite(xb) {
             (d[b], m[b]) = scalar(xb, lb);
             continue;
         }
-        if k.with_min {
+        {
             let (mut lo, mut hi) = (S::splat(f32::MAX), S::splat(-f32::MAX));
             for c in (0..32).step_by(S::N) {
                 let v = S::load(&xb[c..]);
@@ -1130,19 +1044,76 @@ unsafe fn legacy_ref<S: Lanes>(
                 S::store_low_bytes(t, &mut lb[c..]);
             }
             (d[b], m[b]) = (db, min);
-        } else {
-            let half = (k.nmax + 1) / 2;
-            let (_, max) = abs_max::<S>(xb);
-            let db = max / -(half as f32);
-            let id = if db != 0.0 { 1.0 / db } else { 0.0 };
-            let (vid, bias) = (S::splat(id), S::splat(half as f32 + 0.5));
-            let top = S::splat_i(2 * half - 1);
-            for c in (0..32).step_by(S::N) {
-                let v = S::add(S::mul(S::load(&xb[c..]), vid), bias);
-                // MIN(top, (int8_t)t)
-                S::store_low_bytes(S::min_i(S::sext8(S::cvtt(v)), top), &mut lb[c..]);
+        }
+    }
+}
+
+/// The symmetric half of [`legacy_ref`] (Q4_0 / Q5_0): the first value of largest
+/// magnitude of each block without branches, `d = max / -half` and its inverse for all
+/// blocks at once, then the levels `MIN(2*half - 1, (int8_t)(x*id + half + 0.5))`.
+#[inline(always)]
+unsafe fn legacy_ref_symmetric<S: Lanes>(
+    half: i32,
+    x: &[f32],
+    l: &mut [u8],
+    d: &mut [f32],
+    scalar: LegacyRefScalar<'_>,
+) {
+    const MAX_BLOCKS: usize = 16;
+    let nv = 32 / S::N;
+    let finite_max = S::splat(f32::MAX);
+    for (c, xc) in x.chunks(32 * MAX_BLOCKS).enumerate() {
+        let nb = xc.len() / 32;
+        let b0 = c * MAX_BLOCKS;
+        let mut max = [0.0f32; MAX_BLOCKS];
+        let mut ok = [false; MAX_BLOCKS];
+        for (b, xb) in xc.chunks_exact(32).enumerate() {
+            let mut acc = S::splat(0.0);
+            let mut finite = u32::MAX;
+            for v in 0..nv {
+                let a = S::abs(S::load(&xb[v * S::N..]));
+                acc = S::max(a, acc);
+                finite &= S::bits(S::ge(finite_max, a)) | !((1u32 << S::N) - 1);
             }
-            d[b] = db;
+            if finite != u32::MAX {
+                let lb: &mut [u8; 32] = (&mut l[(b0 + b) * 32..][..32]).try_into().unwrap();
+                (d[b0 + b], _) = scalar(xb, lb);
+                continue;
+            }
+            // Finite values: the order-free maximum is the scalar loop's `amax`, and
+            // its first occurrence the scalar loop's `max` (0.0 when amax is 0).
+            let amax = S::reduce_max(acc);
+            let target = S::splat(amax);
+            let mut hits = 0u32;
+            for v in 0..nv {
+                hits |= S::bits(S::ge(S::abs(S::load(&xb[v * S::N..])), target)) << (v * S::N);
+            }
+            let first = xb[(hits.trailing_zeros() as usize).min(31)];
+            max[b] = if amax > 0.0 { first } else { 0.0 };
+            ok[b] = true;
+        }
+        // d = max / -half; id = d != 0 ? 1/d : 0, a vector of blocks at a time.
+        let mut ids = [0.0f32; MAX_BLOCKS];
+        let mut ds = [0.0f32; MAX_BLOCKS];
+        let zero = S::splat(0.0);
+        for v in (0..MAX_BLOCKS).step_by(S::N) {
+            let dv = S::div(S::load(&max[v..]), S::splat(-(half as f32)));
+            S::store(dv, &mut ds[v..]);
+            let id = S::select(S::ne(dv, zero), S::div(S::splat(1.0), dv), zero);
+            S::store(id, &mut ids[v..]);
+        }
+        let bias = S::splat(half as f32 + 0.5);
+        let top = S::splat_i(2 * half - 1);
+        for b in (0..nb).filter(|&b| ok[b]) {
+            let xb = &xc[b * 32..][..32];
+            let lb = &mut l[(b0 + b) * 32..][..32];
+            let vid = S::splat(ids[b]);
+            for v in 0..nv {
+                let t = S::add(S::mul(S::load(&xb[v * S::N..]), vid), bias);
+                // MIN(top, (int8_t)t)
+                S::store_low_bytes(S::min_i(S::sext8(S::cvtt(t)), top), &mut lb[v * S::N..]);
+            }
+            d[b0 + b] = ds[b];
         }
     }
 }
