@@ -228,6 +228,11 @@ impl TensorSource {
     /// Opens a GGUF file, a safetensors file, a `*.safetensors.index.json`, or a folder
     /// holding one index or one safetensors file.
     pub fn open(path: &Path) -> Result<TensorSource> {
+        Self::open_with(path, gguf::Arrays::Parsed)
+    }
+
+    /// [`TensorSource::open`], a GGUF's metadata arrays kept as `arrays` says.
+    pub fn open_with(path: &Path, arrays: gguf::Arrays) -> Result<TensorSource> {
         let meta = std::fs::metadata(path)
             .map_err(|e| invalid!(kind: Unreadable, "cannot open {}: {e}", path.display()))?;
         if meta.is_dir() {
@@ -240,7 +245,7 @@ impl TensorSource {
         let file = SourceFile::open(path)?;
         let data = file.data();
         if data.starts_with(gguf::GGUF_MAGIC) {
-            let h = gguf::read_header(data)?;
+            let h = gguf::read_header_with(data, arrays)?;
             let tensors = h
                 .tensors
                 .iter()

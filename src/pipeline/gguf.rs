@@ -14,7 +14,7 @@ use crate::formats::atomic::{AtomicFile, Mode};
 use crate::formats::ggml_type::GgmlType;
 use crate::formats::gguf::split;
 use crate::formats::gguf::writer::{GgufLayout, GgufStream, TensorSpec};
-use crate::formats::gguf::Value;
+use crate::formats::gguf::{Arrays, Value};
 use crate::formats::{Format, TensorInfo, TensorSource};
 use crate::model::ModelConfig;
 use crate::quant::imatrix::Imatrix;
@@ -152,7 +152,8 @@ pub fn output_metadata(
 /// input file. For a GGUF input the mix rules see the `--override-kv` values of the
 /// hyperparameters, as llama-quantize's do ([`llama_file::loader_metadata`]).
 pub fn quantize(job: &GgufJob<'_>) -> Result<Report> {
-    let mut src = split::open_model(job.input)?;
+    // The metadata's arrays (the tokenizer's) are only written back: kept as their bytes.
+    let mut src = split::open_model(job.input, Arrays::Raw)?;
     let imatrix = load_imatrix(job.imatrix)?;
     // llama-quantize reads the hyperparameters through its loader, which applies
     // --override-kv: the mix rules see the overridden values.
@@ -262,7 +263,7 @@ pub fn quantize_tensors(
         start = end;
     }
     // The layouts hold the serialized headers: the metadata is done with.
-    super::drop_in_background(metas);
+    drop(metas);
     let outputs = job
         .output
         .map(|o| llama_file::output_paths(o, keep_split, n_split));
