@@ -435,7 +435,7 @@ pub struct Shard<'a, T> {
 const WRITES_IN_FLIGHT: usize = 2;
 
 /// A piece of output for the writer thread: a buffer it takes (and hands back for reuse),
-/// or consecutive tensors of input files, which it copies file to file.
+/// or consecutive tensors of input files, which it writes straight from their maps.
 enum Piece<'m> {
     Owned(Vec<u8>),
     Copies(Vec<Copied<'m>>),
@@ -487,8 +487,7 @@ impl<'m> CopyRun<'m> {
         joins
     }
 
-    /// Writes the run to `stream` (the kernel copies it file to file unless hashed:
-    /// [`AtomicFile::copy_from`]).
+    /// Writes the run to `stream` straight from the input map ([`AtomicFile::copy_from`]).
     fn copy(self, stream: &mut GgufStream<'_, &mut AtomicFile>) -> Result<()> {
         let _timer = crate::logging::TensorTimer::start("copied", &self.first.name);
         tracing::debug!("copying {} tensors in one piece", self.n);
@@ -523,9 +522,8 @@ impl<'m> TensorWriter<'m> {
             .map_err(|_| anyhow::anyhow!("the output writer stopped"))
     }
 
-    /// Writes tensor `t` of `src` unchanged: no decoding, no statistics, no page of the
-    /// input map touched (the writer thread has the kernel copy it file to file, or reads
-    /// and hashes it with `--digest`: [`AtomicFile::copy_from`]).
+    /// Writes tensor `t` of `src` unchanged: no decoding, no statistics; the writer thread
+    /// writes it from the input map a piece at a time ([`AtomicFile::copy_from`]).
     pub fn copy(&mut self, src: &'m TensorSource, t: &'m TensorInfo) -> Result<()> {
         self.copies.push((src, t));
         Ok(())
