@@ -2,7 +2,7 @@
 # Issue #14's benchmark: `qforge quantize` against `llama-quantize` on the same F16 GGUF with
 # the same threads, in one run, plus `cp` of the input (the I/O floor). Runs are interleaved
 # (cp, then each type with both tools, then the next round) and the median of RUNS rounds is
-# printed per type: both wall times, the ratio llama/qforge (goal: >= 3), both peak RSS, and
+# printed per type (and min/median/max of the wall times): both wall times, the ratio llama/qforge (goal: >= 3), both peak RSS, and
 # for Q8_0 and F16 qforge's time over the copy's (goal for Q8_0: <= 3).
 #
 # Usage: scripts/bench_quantize.sh LLAMA_REF_DIR [INPUT.gguf]
@@ -80,10 +80,15 @@ echo "load average before: $load_before, after: $(cut -d' ' -f1-3 /proc/loadavg)
 python3 - "$results" "$types" "${QFORGE_BASE:+base}" <<'EOF'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1])]
+def vals(tool, ty, col):
+    return [float(r[col]) for r in rows if r[0] == tool and r[1] == ty]
 def med(tool, ty, col):
-    return statistics.median(float(r[col]) for r in rows if r[0] == tool and r[1] == ty)
+    return statistics.median(vals(tool, ty, col))
+def spread(tool, ty):
+    v = vals(tool, ty, 2)
+    return f"{min(v):.3f}/{statistics.median(v):.3f}/{max(v):.3f}"
 cp = med("cp", "copy", 2)
-print(f"cp: {cp:.3f} s")
+print(f"cp: {cp:.3f} s (min/median/max {spread('cp', 'copy')})")
 base = len(sys.argv) > 3 and sys.argv[3] == "base"
 extra = f" {'base s':>7} {'speedup':>7}" if base else ""
 print(f"{'type':8} {'qforge s':>9} {'llama s':>9} {'ratio':>6} {'qforge MiB':>11} {'llama MiB':>10} {'qforge/cp':>9}{extra}")
@@ -100,4 +105,7 @@ for ty in sys.argv[2].split():
         extra = f" {b:7.3f} {b / q:7.2f}"
     print(f"{ty:8} {q:9.3f} {l:9.3f} {ratio:6.2f} {qm:11.0f} {lm:10.0f} {over_cp}{extra}")
 print(f"slowest ratio {worst:.2f} (goal >= 3)")
+print("wall s min/median/max per type:")
+for ty in sys.argv[2].split():
+    print(f"  {ty:8} qforge {spread('qforge', ty)}  llama {spread('llama', ty)}")
 EOF

@@ -275,5 +275,6 @@ fn candle_value(v: &Value) -> Result<gguf_file::Value> {
         Value::Bool(x) => C::Bool(*x),
         Value::String(b) => C::String(String::from_utf8_lossy(b).into_owned()),
         Value::Array(_, items) => C::Array(items.iter().map(candle_value).collect::<Result<_>>()?),
+        Value::RawArray(a) => candle_value(&a.parse()?)?,
     })
 }

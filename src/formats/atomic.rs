@@ -22,6 +22,8 @@ use std::fs::File;
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+use super::SourceFile;
+
 /// What an [`AtomicFile`] does besides writing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Mode {
@@ -141,33 +143,34 @@ impl AtomicFile {
 }
 
 impl AtomicFile {
-    /// Appends bytes `offset..offset + len` of `file`. Unhashed, the kernel copies them
-    /// file to file (`copy_file_range`, through `std::io::copy`): no page of them enters
-    /// this process. Hashed, they are read in pieces into a buffer, hashed and written.
-    pub fn copy_from(&mut self, file: &File, offset: u64, len: u64) -> std::io::Result<()> {
-        use std::os::unix::fs::FileExt;
-        let out = self.out.as_mut().expect("not yet committed");
-        if out.hasher.is_none() {
-            out.inner.flush()?;
-            let mut src = file;
-            src.seek(SeekFrom::Start(offset))?;
-            let n = std::io::copy(&mut src.take(len), out.inner.get_mut())?;
-            if n != len {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
-            }
-            return Ok(());
-        }
-        let mut buf = vec![0u8; len.min(8 << 20) as usize];
-        let mut done = 0;
-        while done < len {
-            let k = (len - done).min(buf.len() as u64) as usize;
-            file.read_exact_at(&mut buf[..k], offset + done)?;
-            out.write_all(&buf[..k])?;
-            done += k as u64;
+    /// Appends bytes `offset..offset + len` of the mapped input `src` (hashed too, when
+    /// hashing), in pieces of [`COPY_PIECE`] bytes: each piece's pages are mapped in one
+    /// call ([`SourceFile::populate`]), written with one `write` straight from the map, and
+    /// let go ([`SourceFile::release`]), so the resident set grows by a piece at most.
+    /// One `write` of a large piece costs the kernel less than `copy_file_range`, which
+    /// moves a page at a time and two part pages per page when the input and output
+    /// offsets differ within a page (a GGUF's tensors are 32-byte aligned).
+    pub fn copy_from(&mut self, src: &SourceFile, offset: u64, len: u64) -> std::io::Result<()> {
+        let end = offset
+            .checked_add(len)
+            .filter(|&e| e <= src.len())
+            .ok_or(std::io::ErrorKind::UnexpectedEof)?;
+        let data = src.data();
+        let mut at = offset;
+        while at < end {
+            let next = end.min(at + COPY_PIECE);
+            src.populate(at..next);
+            self.write_all(&data[at as usize..next as usize])?;
+            // From `offset`: the 64 KiB piece that straddled the last boundary goes too.
+            src.release(offset.max(at.saturating_sub(64 << 10))..next);
+            at = next;
         }
         Ok(())
     }
 }
+
+/// Bytes an [`AtomicFile::copy_from`] maps and writes at a time.
+pub const COPY_PIECE: u64 = 8 << 20;
 
 /// Drops a buffered writer without flushing it: its file is about to be removed, and
 /// after a write error (EFBIG) flushing would only fail again.

@@ -28,6 +28,12 @@ impl<'a> Cursor<'a> {
         self.pos
     }
 
+    /// The bytes from offset `start` to the current position (empty when `start` is not
+    /// before it).
+    pub fn since(&self, start: usize) -> &'a [u8] {
+        &self.data[start.min(self.pos)..self.pos]
+    }
+
     /// Bytes left after the current position.
     pub fn remaining(&self) -> usize {
         self.data.len() - self.pos

@@ -124,8 +124,6 @@ pub struct SourceFile {
     /// Path as given (joined with the model folder for shards).
     pub path: PathBuf,
     map: Arc<Mmap>,
-    /// The open file, for copies the kernel makes file to file.
-    file: File,
 }
 
 impl SourceFile {
@@ -147,7 +145,6 @@ impl SourceFile {
         Ok(SourceFile {
             path: path.to_path_buf(),
             map: Arc::new(map),
-            file,
         })
     }
 
@@ -162,10 +159,21 @@ impl SourceFile {
         Arc::clone(&self.map)
     }
 
-    /// The open file (read-only), for copies that do not go through the map
-    /// ([`crate::formats::atomic::AtomicFile::copy_from`]).
-    pub fn file(&self) -> &File {
-        &self.file
+    /// Asks the kernel to map the pages of `range` (bytes of the file) now, in one call
+    /// (`MADV_POPULATE_READ`), so that reading them takes no page fault each. A hint:
+    /// errors (a kernel older than 5.14) are ignored, and reads then fault the pages in.
+    pub fn populate(&self, range: std::ops::Range<u64>) {
+        let end = range.end.min(self.len());
+        #[cfg(target_os = "linux")]
+        if range.start < end {
+            let _ = self.map.advise_range(
+                memmap2::Advice::PopulateRead,
+                range.start as usize,
+                (end - range.start) as usize,
+            );
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = end;
     }
 
     /// File size in bytes.
@@ -228,6 +236,11 @@ impl TensorSource {
     /// Opens a GGUF file, a safetensors file, a `*.safetensors.index.json`, or a folder
     /// holding one index or one safetensors file.
     pub fn open(path: &Path) -> Result<TensorSource> {
+        Self::open_with(path, gguf::Arrays::Parsed)
+    }
+
+    /// [`TensorSource::open`], a GGUF's metadata arrays kept as `arrays` says.
+    pub fn open_with(path: &Path, arrays: gguf::Arrays) -> Result<TensorSource> {
         let meta = std::fs::metadata(path)
             .map_err(|e| invalid!(kind: Unreadable, "cannot open {}: {e}", path.display()))?;
         if meta.is_dir() {
@@ -240,7 +253,7 @@ impl TensorSource {
         let file = SourceFile::open(path)?;
         let data = file.data();
         if data.starts_with(gguf::GGUF_MAGIC) {
-            let h = gguf::read_header(data)?;
+            let h = gguf::read_header_with(data, arrays)?;
             let tensors = h
                 .tensors
                 .iter()
@@ -457,9 +470,9 @@ impl TensorSource {
         &self.files[t.file].data()[t.offset as usize..(t.offset + t.bytes) as usize]
     }
 
-    /// The open file holding tensor `t` and the offset of [`TensorSource::data`]`(t)` in it.
-    pub fn file_range(&self, t: &TensorInfo) -> (&File, u64) {
-        (self.files[t.file].file(), t.offset)
+    /// The mapped file holding tensor `t` and the offset of [`TensorSource::data`]`(t)` in it.
+    pub fn file_range(&self, t: &TensorInfo) -> (&SourceFile, u64) {
+        (&self.files[t.file], t.offset)
     }
 
     /// Hints that bytes `range` of tensor `t` (relative to its data) will not be read

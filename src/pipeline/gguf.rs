@@ -14,7 +14,7 @@ use crate::formats::atomic::{AtomicFile, Mode};
 use crate::formats::ggml_type::GgmlType;
 use crate::formats::gguf::split;
 use crate::formats::gguf::writer::{GgufLayout, GgufStream, TensorSpec};
-use crate::formats::gguf::Value;
+use crate::formats::gguf::{Arrays, Value};
 use crate::formats::{Format, TensorInfo, TensorSource};
 use crate::model::ModelConfig;
 use crate::quant::imatrix::Imatrix;
@@ -152,7 +152,8 @@ pub fn output_metadata(
 /// input file. For a GGUF input the mix rules see the `--override-kv` values of the
 /// hyperparameters, as llama-quantize's do ([`llama_file::loader_metadata`]).
 pub fn quantize(job: &GgufJob<'_>) -> Result<Report> {
-    let mut src = split::open_model(job.input)?;
+    // The metadata's arrays (the tokenizer's) are only written back: kept as their bytes.
+    let mut src = split::open_model(job.input, Arrays::Raw)?;
     let imatrix = load_imatrix(job.imatrix)?;
     // llama-quantize reads the hyperparameters through its loader, which applies
     // --override-kv: the mix rules see the overridden values.
@@ -262,7 +263,7 @@ pub fn quantize_tensors(
         start = end;
     }
     // The layouts hold the serialized headers: the metadata is done with.
-    super::drop_in_background(metas);
+    drop(metas);
     let outputs = job
         .output
         .map(|o| llama_file::output_paths(o, keep_split, n_split));
@@ -434,7 +435,7 @@ pub struct Shard<'a, T> {
 const WRITES_IN_FLIGHT: usize = 2;
 
 /// A piece of output for the writer thread: a buffer it takes (and hands back for reuse),
-/// or consecutive tensors of input files, which it copies file to file.
+/// or consecutive tensors of input files, which it writes straight from their maps.
 enum Piece<'m> {
     Owned(Vec<u8>),
     Copies(Vec<Copied<'m>>),
@@ -486,8 +487,7 @@ impl<'m> CopyRun<'m> {
         joins
     }
 
-    /// Writes the run to `stream` (the kernel copies it file to file unless hashed:
-    /// [`AtomicFile::copy_from`]).
+    /// Writes the run to `stream` straight from the input map ([`AtomicFile::copy_from`]).
     fn copy(self, stream: &mut GgufStream<'_, &mut AtomicFile>) -> Result<()> {
         let _timer = crate::logging::TensorTimer::start("copied", &self.first.name);
         tracing::debug!("copying {} tensors in one piece", self.n);
@@ -522,9 +522,8 @@ impl<'m> TensorWriter<'m> {
             .map_err(|_| anyhow::anyhow!("the output writer stopped"))
     }
 
-    /// Writes tensor `t` of `src` unchanged: no decoding, no statistics, no page of the
-    /// input map touched (the writer thread has the kernel copy it file to file, or reads
-    /// and hashes it with `--digest`: [`AtomicFile::copy_from`]).
+    /// Writes tensor `t` of `src` unchanged: no decoding, no statistics; the writer thread
+    /// writes it from the input map a piece at a time ([`AtomicFile::copy_from`]).
     pub fn copy(&mut self, src: &'m TensorSource, t: &'m TensorInfo) -> Result<()> {
         self.copies.push((src, t));
         Ok(())

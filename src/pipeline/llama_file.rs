@@ -14,7 +14,7 @@ use super::gguf::{OutputTensor, QNT_VERSION};
 use crate::formats::gguf::split::{
     split_path, SPLIT_COUNT, SPLIT_KEYS, SPLIT_NO, SPLIT_TENSORS_COUNT,
 };
-use crate::formats::gguf::Value;
+use crate::formats::gguf::{Value, ValueType};
 use crate::formats::{Format, TensorSource};
 use crate::quant::imatrix::Imatrix;
 use crate::quant::mix::weight_name_order;
@@ -76,7 +76,7 @@ pub fn loader_metadata(meta: &[(String, Value)], overrides: &[(String, Value)]) 
         let applies = match field {
             "block_count" | "expert_count" => true,
             "attention.head_count" | "attention.head_count_kv" => {
-                find(meta, key).is_some_and(|i| !matches!(meta[i].1, Value::Array(..)))
+                find(meta, key).is_some_and(|i| meta[i].1.value_type() != ValueType::Array)
             }
             _ => false,
         };

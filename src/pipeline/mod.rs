@@ -276,15 +276,6 @@ pub fn encode_values(
     Ok(result)
 }
 
-/// Drops `value` on a thread of its own, so that freeing a large structure (the hundred
-/// thousand strings of a tokenizer's metadata) overlaps the work that follows instead of
-/// adding to it. Where no thread can be started it is dropped here.
-pub fn drop_in_background<T: Send + 'static>(value: T) {
-    let _ = std::thread::Builder::new()
-        .name("qforge-drop".into())
-        .spawn(move || drop(value));
-}
-
 /// A progress bar over `total` elements on stderr; invisible unless stderr is a
 /// terminal (indicatif hides itself), and always hidden when `hidden` or under `-q`.
 pub fn progress_bar(total: u64, hidden: bool) -> ProgressBar {

@@ -8,6 +8,7 @@ use crate::common::*;
 use qforge::formats::ggml_type::GgmlType;
 use qforge::formats::gguf::split::open_model;
 use qforge::formats::gguf::writer::{GgufLayout, GgufStream, TensorSpec};
+use qforge::formats::gguf::Arrays;
 use qforge::formats::gguf::Value;
 use qforge::formats::{TensorSource, TensorType};
 use std::path::{Path, PathBuf};
@@ -402,7 +403,7 @@ fn split_input_is_one_model_and_keep_split_splits_the_output_the_same_way() {
         }
     }
     // Read back as one model, the split output holds the whole file's tensors.
-    let joined = open_model(&shard(1)).unwrap();
+    let joined = open_model(&shard(1), Arrays::Raw).unwrap();
     let single = TensorSource::open(&a).unwrap();
     for t in &single.tensors {
         let u = joined.tensors.iter().find(|u| u.name == t.name).unwrap();

@@ -12,8 +12,8 @@ pub mod split;
 pub mod value;
 pub mod writer;
 
-pub use reader::{read_header, GgufHeader, GgufTensorInfo};
-pub use value::{Value, ValueType};
+pub use reader::{read_header, read_header_with, Arrays, GgufHeader, GgufTensorInfo};
+pub use value::{RawArray, Value, ValueType};
 
 /// The four magic bytes at the start of every GGUF file.
 pub const GGUF_MAGIC: &[u8; 4] = b"GGUF";

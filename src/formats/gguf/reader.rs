@@ -52,8 +52,25 @@ impl GgufHeader {
     }
 }
 
+/// How [`read_header_with`] keeps metadata arrays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Arrays {
+    /// Parsed into [`Value::Array`]s.
+    #[default]
+    Parsed,
+    /// Checked but kept as their bytes ([`Value::RawArray`]): for a caller that only
+    /// writes them back (quantize), as the tokenizer's arrays, most of a file's header,
+    /// cost one walk instead of an allocation per string.
+    Raw,
+}
+
 /// Parses the header of a GGUF file held entirely in `data` (a memory map).
 pub fn read_header(data: &[u8]) -> Result<GgufHeader> {
+    read_header_with(data, Arrays::Parsed)
+}
+
+/// [`read_header`], with metadata arrays kept as `arrays` says; the same checks and errors.
+pub fn read_header_with(data: &[u8], arrays: Arrays) -> Result<GgufHeader> {
     let mut c = Cursor::new(data);
     let magic = c.take(4, "magic")?;
     if magic != GGUF_MAGIC {
@@ -89,8 +106,11 @@ pub fn read_header(data: &[u8]) -> Result<GgufHeader> {
         let ty = ValueType::from_id(ty_id).ok_or_else(
             || invalid!(kind: UnknownType, "metadata #{i} {key:?}: unknown value type {ty_id}"),
         )?;
-        let value =
-            Value::read(&mut c, ty, 0).map_err(|e| e.context(format!("metadata {key:?}")))?;
+        let value = match (ty, arrays) {
+            (ValueType::Array, Arrays::Raw) => Value::read_raw_array(&mut c, 0),
+            _ => Value::read(&mut c, ty, 0),
+        }
+        .map_err(|e| e.context(format!("metadata {key:?}")))?;
         metadata.push((key, value));
     }
 

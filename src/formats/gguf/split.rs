@@ -3,7 +3,7 @@
 //! `split.no` (u16, from 0), `split.count` (u16) and `split.tensors.count` (i32, all files);
 //! the first holds the model's metadata. [`open_model`] reads such a set as one model.
 
-use super::Value;
+use super::{Arrays, Value};
 use crate::formats::{Format, TensorSource};
 use crate::{bail_invalid, invalid};
 use anyhow::Result;
@@ -53,9 +53,10 @@ pub fn split_info(meta: &[(String, Value)]) -> Result<(u16, u16)> {
 /// tensors' [`crate::formats::TensorInfo::file`] is the split index), with the first
 /// file's metadata; any other input is [`TensorSource::open`]. A later file of a set, a
 /// missing file, a file whose `split.no` is not its place, duplicate tensor names or a
-/// tensor count other than `split.tensors.count` is invalid input.
-pub fn open_model(path: &Path) -> Result<TensorSource> {
-    let mut src = TensorSource::open(path)?;
+/// tensor count other than `split.tensors.count` is invalid input. Metadata arrays are
+/// kept as `arrays` says.
+pub fn open_model(path: &Path, arrays: Arrays) -> Result<TensorSource> {
+    let mut src = TensorSource::open_with(path, arrays)?;
     if src.format != Format::Gguf {
         return Ok(src);
     }
@@ -84,7 +85,7 @@ pub fn open_model(path: &Path) -> Result<TensorSource> {
         .and_then(|(_, v)| v.as_u64());
     for i in 1..count {
         let part_path = PathBuf::from(split_path(prefix, i, count));
-        let part = TensorSource::open(&part_path)?;
+        let part = TensorSource::open_with(&part_path, arrays)?;
         if part.format != Format::Gguf || split_info(&part.metadata)? != (i, count) {
             bail_invalid!(
                 "{} is not file {} of {count} of this split model",

@@ -6,6 +6,7 @@ use anyhow::Result;
 use serde_json::{json, Value as Json};
 use std::borrow::Cow;
 use std::io::{self, Write};
+use std::sync::Arc;
 
 /// GGUF metadata value type ids (`gguf_type` in gguf.h).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +93,16 @@ impl ValueType {
             Array => 12,
         }
     }
+
+    /// The size of every value of this type when all have one size (not bool, whose
+    /// bytes must each be checked, nor strings and arrays).
+    fn fixed_size(self) -> Option<usize> {
+        use ValueType::*;
+        match self {
+            Bool | String | Array => None,
+            t => Some(t.min_size()),
+        }
+    }
 }
 
 /// One metadata value. Strings keep their exact bytes so a file is rewritten unchanged
@@ -124,6 +135,46 @@ pub enum Value {
     I64(i64),
     /// `float64`
     F64(f64),
+    /// An `array` kept as its encoded bytes (validated, not parsed): what a reader that
+    /// only passes arrays through produces ([`Value::read_raw_array`]). Written back byte
+    /// for byte; never equal to the parsed [`Value::Array`] of the same bytes.
+    RawArray(RawArray),
+}
+
+/// A GGUF array as stored: the payload (element type id, count, elements) of an array
+/// that [`Value::read_raw_array`] validated. Cloning it shares the bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawArray {
+    elem: ValueType,
+    len: u64,
+    payload: Arc<[u8]>,
+}
+
+impl RawArray {
+    /// The element type.
+    pub fn elem(&self) -> ValueType {
+        self.elem
+    }
+
+    /// The number of elements.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the array has no element.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The payload bytes, as [`Value::write_payload`] writes them.
+    pub fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+
+    /// The parsed [`Value::Array`].
+    pub fn parse(&self) -> Result<Value> {
+        Value::read(&mut Cursor::new(&self.payload), ValueType::Array, 0)
+    }
 }
 
 impl Value {
@@ -144,7 +195,7 @@ impl Value {
             Value::F32(_) => ValueType::F32,
             Value::Bool(_) => ValueType::Bool,
             Value::String(_) => ValueType::String,
-            Value::Array(..) => ValueType::Array,
+            Value::Array(..) | Value::RawArray(_) => ValueType::Array,
             Value::U64(_) => ValueType::U64,
             Value::I64(_) => ValueType::I64,
             Value::F64(_) => ValueType::F64,
@@ -187,33 +238,10 @@ impl Value {
             ValueType::U64 => Value::U64(c.u64("u64 value")?),
             ValueType::I64 => Value::I64(c.u64("i64 value")? as i64),
             ValueType::F64 => Value::F64(c.f64("f64 value")?),
-            ValueType::Bool => match c.u8("bool value")? {
-                0 => Value::Bool(false),
-                1 => Value::Bool(true),
-                b => {
-                    return Err(invalid!(
-                        "invalid bool byte {b} at offset {}",
-                        c.position() - 1
-                    ))
-                }
-            },
+            ValueType::Bool => Value::Bool(read_bool(c)?),
             ValueType::String => Value::String(read_string_bytes(c, "string value")?.to_vec()),
             ValueType::Array => {
-                if depth >= 4 {
-                    return Err(invalid!(kind: Implausible,
-                        "arrays nested deeper than 4 levels at offset {}",
-                        c.position()
-                    ));
-                }
-                let elem_id = c.u32("array element type")?;
-                let elem = ValueType::from_id(elem_id).ok_or_else(|| {
-                    invalid!(kind: UnknownType,
-                        "unknown array element type {elem_id} at offset {}",
-                        c.position() - 4
-                    )
-                })?;
-                let count = c.u64("array length")?;
-                c.check_count(count, elem.min_size(), "array element")?;
+                let (elem, count) = read_array_header(c, depth)?;
                 let mut values = Vec::with_capacity(c.capacity_for(count, elem.min_size()));
                 for _ in 0..count {
                     values.push(Value::read(c, elem, depth + 1)?);
@@ -221,6 +249,19 @@ impl Value {
                 Value::Array(elem, values)
             }
         })
+    }
+
+    /// Reads an array at the cursor as a [`Value::RawArray`]: checked as [`Value::read`]
+    /// checks it (the same errors), but its elements are not parsed, so a tokenizer's
+    /// hundred thousand strings cost one walk over their lengths and one copy.
+    pub fn read_raw_array(c: &mut Cursor<'_>, depth: u32) -> Result<Value> {
+        let start = c.position();
+        let (elem, len) = skip_array(c, depth)?;
+        Ok(Value::RawArray(RawArray {
+            elem,
+            len,
+            payload: c.since(start).into(),
+        }))
     }
 
     /// Writes the value's payload (without its type id) in GGUF v3 encoding.
@@ -243,6 +284,7 @@ impl Value {
             Value::U64(v) => w.write_all(&v.to_le_bytes()),
             Value::I64(v) => w.write_all(&v.to_le_bytes()),
             Value::F64(v) => w.write_all(&v.to_le_bytes()),
+            Value::RawArray(a) => w.write_all(&a.payload),
         }
     }
 
@@ -268,6 +310,7 @@ impl Value {
             Value::U64(v) => json!(v),
             Value::I64(v) => json!(v),
             Value::F64(v) => finite_or_string(*v),
+            Value::RawArray(a) => parsed_or_error(a).to_json(max_array),
         }
     }
 
@@ -294,8 +337,73 @@ impl Value {
                     elem.name()
                 )
             }
+            Value::RawArray(a) => parsed_or_error(a).to_display(max_array),
             other => other.to_json(max_array).to_string(),
         }
+    }
+}
+
+/// A raw array parsed for display; its bytes were checked when it was read, so the error
+/// string stands for a case that does not occur.
+fn parsed_or_error(a: &RawArray) -> Value {
+    a.parse()
+        .unwrap_or_else(|e| Value::string(&format!("<unreadable array: {e}>")))
+}
+
+/// Reads a bool byte (0 or 1; anything else is invalid).
+fn read_bool(c: &mut Cursor<'_>) -> Result<bool> {
+    match c.u8("bool value")? {
+        0 => Ok(false),
+        1 => Ok(true),
+        b => Err(invalid!(
+            "invalid bool byte {b} at offset {}",
+            c.position() - 1
+        )),
+    }
+}
+
+/// Reads an array's element type and count, checking the nesting depth and that the
+/// elements can fit in the bytes left.
+fn read_array_header(c: &mut Cursor<'_>, depth: u32) -> Result<(ValueType, u64)> {
+    if depth >= 4 {
+        return Err(invalid!(kind: Implausible,
+            "arrays nested deeper than 4 levels at offset {}",
+            c.position()
+        ));
+    }
+    let elem_id = c.u32("array element type")?;
+    let elem = ValueType::from_id(elem_id).ok_or_else(|| {
+        invalid!(kind: UnknownType,
+            "unknown array element type {elem_id} at offset {}",
+            c.position() - 4
+        )
+    })?;
+    let count = c.u64("array length")?;
+    c.check_count(count, elem.min_size(), "array element")?;
+    Ok((elem, count))
+}
+
+/// Moves the cursor over an array (payload), checking it as [`Value::read`] does; returns
+/// its element type and count.
+fn skip_array(c: &mut Cursor<'_>, depth: u32) -> Result<(ValueType, u64)> {
+    let (elem, len) = read_array_header(c, depth)?;
+    match elem.fixed_size() {
+        // `read_array_header` checked that `len` elements of this size fit.
+        Some(size) => {
+            c.take(len * size as u64, "array elements")?;
+        }
+        None => (0..len).try_for_each(|_| skip(c, elem, depth + 1))?,
+    }
+    Ok((elem, len))
+}
+
+/// Moves the cursor over a value of type `ty`, checking it as [`Value::read`] does.
+fn skip(c: &mut Cursor<'_>, ty: ValueType, depth: u32) -> Result<()> {
+    match ty {
+        ValueType::Bool => read_bool(c).map(drop),
+        ValueType::String => read_string_bytes(c, "string value").map(drop),
+        ValueType::Array => skip_array(c, depth).map(drop),
+        fixed => c.take(fixed.min_size() as u64, "value").map(drop),
     }
 }
 
@@ -382,6 +490,76 @@ mod tests {
         nested.extend_from_slice(&[0u8; 16]);
         let err = Value::read(&mut Cursor::new(&nested), ValueType::Array, 0).unwrap_err();
         assert_eq!(invalid_kind(&err), Some(InvalidKind::Implausible), "{err}");
+    }
+
+    #[test]
+    fn raw_arrays_keep_their_bytes_and_fail_as_parsed_ones_do() {
+        let arrays = [
+            Value::Array(ValueType::U32, (0..5).map(Value::U32).collect()),
+            Value::Array(
+                ValueType::String,
+                vec![
+                    Value::string("a"),
+                    Value::string(""),
+                    Value::string("héllo"),
+                ],
+            ),
+            Value::Array(ValueType::Bool, vec![Value::Bool(true), Value::Bool(false)]),
+            Value::Array(
+                ValueType::Array,
+                vec![Value::Array(ValueType::I8, vec![Value::I8(-1)])],
+            ),
+            Value::Array(ValueType::F64, vec![]),
+        ];
+        for v in arrays {
+            let mut buf = Vec::new();
+            v.write_payload(&mut buf).unwrap();
+            buf.push(0xee); // the next value's first byte: not taken
+            let mut c = Cursor::new(&buf);
+            let raw = Value::read_raw_array(&mut c, 0).unwrap();
+            assert_eq!(c.remaining(), 1);
+            let Value::RawArray(a) = &raw else {
+                panic!("{raw:?}")
+            };
+            assert_eq!(a.payload(), &buf[..buf.len() - 1]);
+            assert_eq!(a.parse().unwrap(), v);
+            assert_eq!(raw.value_type(), ValueType::Array);
+            assert_eq!(
+                (raw.to_json(2), raw.to_display(2)),
+                (v.to_json(2), v.to_display(2))
+            );
+            let mut out = Vec::new();
+            raw.write_payload(&mut out).unwrap();
+            assert_eq!(out, a.payload());
+            // Every truncation fails, with the parser's error.
+            for cut in 0..buf.len() - 1 {
+                let raw = Value::read_raw_array(&mut Cursor::new(&buf[..cut]), 0).unwrap_err();
+                let parsed =
+                    Value::read(&mut Cursor::new(&buf[..cut]), ValueType::Array, 0).unwrap_err();
+                assert_eq!(raw.to_string(), parsed.to_string(), "cut at {cut}");
+            }
+        }
+        // A bad bool inside, an absurd count, too deep: the parser's errors.
+        let mut bad = Vec::new();
+        Value::Array(ValueType::Bool, vec![Value::Bool(true)])
+            .write_payload(&mut bad)
+            .unwrap();
+        *bad.last_mut().unwrap() = 2;
+        let mut huge = Vec::new();
+        huge.extend_from_slice(&(ValueType::U64 as u32).to_le_bytes());
+        huge.extend_from_slice(&(1u64 << 60).to_le_bytes());
+        let mut nested = Vec::new();
+        for _ in 0..6 {
+            nested.extend_from_slice(&(ValueType::Array as u32).to_le_bytes());
+            nested.extend_from_slice(&1u64.to_le_bytes());
+        }
+        nested.extend_from_slice(&[0u8; 16]);
+        for bytes in [bad, huge, nested] {
+            let raw = Value::read_raw_array(&mut Cursor::new(&bytes), 0).unwrap_err();
+            let parsed = Value::read(&mut Cursor::new(&bytes), ValueType::Array, 0).unwrap_err();
+            assert_eq!(raw.to_string(), parsed.to_string());
+            assert_eq!(invalid_kind(&raw), invalid_kind(&parsed));
+        }
     }
 
     #[test]

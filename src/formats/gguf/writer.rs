@@ -67,7 +67,23 @@ impl GgufLayout {
             Some((_, Value::U32(a))) if a.is_power_of_two() => u64::from(*a),
             Some(_) => bail!("general.alignment must be a u32 power of two"),
         };
-        let mut header = Vec::new();
+        // Room for the whole header in one allocation (a tokenizer's arrays make it MBs):
+        // exact for raw arrays and tensor infos, a guess for other values.
+        let guess = |v: &Value| match v {
+            Value::RawArray(a) => a.payload().len(),
+            Value::String(s) => 8 + s.len(),
+            _ => 16,
+        };
+        let capacity = 24
+            + metadata
+                .iter()
+                .map(|(k, v)| 12 + k.len() + guess(v))
+                .sum::<usize>()
+            + tensors
+                .iter()
+                .map(|t| 24 + t.name.len() + 8 * t.ne.len())
+                .sum::<usize>();
+        let mut header = Vec::with_capacity(capacity);
         header.extend_from_slice(GGUF_MAGIC);
         header.extend_from_slice(&3u32.to_le_bytes());
         header.extend_from_slice(&(tensors.len() as u64).to_le_bytes());
@@ -211,7 +227,7 @@ fn write_zeros(out: &mut impl Write, n: u64) -> std::io::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::read_header;
+    use super::super::{read_header, read_header_with, Arrays, ValueType};
     use super::*;
 
     #[test]
@@ -220,6 +236,13 @@ mod tests {
             ("general.architecture".to_string(), Value::string("llama")),
             ("general.alignment".to_string(), Value::U32(64)),
             ("x.count".to_string(), Value::U64(3)),
+            (
+                "x.tokens".to_string(),
+                Value::Array(
+                    ValueType::String,
+                    vec![Value::string("<s>"), Value::string("ab")],
+                ),
+            ),
         ];
         let tensors = vec![
             TensorSpec {
@@ -249,6 +272,12 @@ mod tests {
         assert_eq!(h.data_offset % 64, 0);
         let b = &file[(h.data_offset + 64) as usize..][..288];
         assert!(b[..144].iter().all(|&x| x == 2) && b[144..].iter().all(|&x| x == 3));
+        // Read with raw arrays and laid out again: the same header bytes.
+        let raw = read_header_with(&file, Arrays::Raw).unwrap();
+        assert!(matches!(raw.metadata[3].1, Value::RawArray(_)));
+        assert_eq!(raw.metadata[..3], metadata[..3]);
+        let again = GgufLayout::new(&raw.metadata, &tensors).unwrap();
+        assert_eq!(again.header, layout.header);
     }
 
     #[test]

@@ -47,12 +47,15 @@ fn scalar_json(v: &Value) -> Option<Json> {
         Value::F64(x) => float(*x),
         Value::Bool(x) => Json::from(*x),
         Value::String(b) => Json::from(String::from_utf8_lossy(b).into_owned()),
-        Value::Array(..) => return None,
+        Value::Array(..) | Value::RawArray(_) => return None,
     })
 }
 
 /// The JSON entry for `key = v`; `None` for an array of arrays (not carried).
 pub(crate) fn to_json(key: &str, v: &Value) -> Option<GgufKvJson> {
+    if let Value::RawArray(a) = v {
+        return to_json(key, &a.parse().ok()?);
+    }
     let (element_type, value) = match v {
         Value::Array(elem, items) => (
             Some(elem.name().to_owned()),
