@@ -580,16 +580,16 @@ fn dequantize_q8_0(src: &[u8], dst: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kv::prng::SplitMix64;
 
     #[test]
     fn q5_bits_pack_and_unpack_as_ggml() {
-        let mut seed = 0x9e37_79b9u32;
+        let mut r = SplitMix64::new(0x9e37_79b9);
         for _ in 0..200 {
             let mut l = [0u8; QK];
             for v in l.iter_mut() {
-                seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
                 // Any byte: ggml masks levels above 31 the same way.
-                *v = (seed >> 24) as u8;
+                *v = (r.next_u64() >> 56) as u8;
             }
             let (mut qh, mut qs) = ([0u8; 4], [0u8; 16]);
             pack_q5(&l, &mut qh, &mut qs);
@@ -622,13 +622,8 @@ mod tests {
     #[test]
     fn simd_decoders_equal_scalar_at_every_level() {
         use crate::cpu::{with_level, Level};
-        let mut seed = 0x2545_f491u32;
-        let bytes: Vec<u8> = (0..24 * 4096)
-            .map(|_| {
-                seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                (seed >> 24) as u8
-            })
-            .collect();
+        let mut r = SplitMix64::new(0x2545_f491);
+        let bytes: Vec<u8> = (0..24 * 4096).map(|_| (r.next_u64() >> 56) as u8).collect();
         for codec in [Q4_0, Q4_1, Q5_0, Q5_1] {
             let bytes_per_block = codec.ty.type_size() as usize;
             for blocks in [4096, 3, 0] {
@@ -660,11 +655,8 @@ mod tests {
     #[test]
     fn simd_reference_encoders_equal_scalar_at_every_level() {
         use crate::cpu::{with_level, Level};
-        let mut seed = 0x1234_5678u32;
-        let mut unit = || {
-            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (seed >> 8) as f32 / (1u32 << 23) as f32 - 1.0
-        };
+        let mut r = SplitMix64::new(0x1234_5678);
+        let mut unit = || (r.next_f64() * 2.0 - 1.0) as f32;
         let nb = 37;
         let mut x: Vec<f32> = (0..nb * QK).map(|_| unit()).collect();
         for (b, xb) in x.chunks_exact_mut(QK).enumerate() {

@@ -245,27 +245,19 @@ fn dequantize_q3_k(src: &[u8], dst: &mut [f32]) {
 mod tests {
     use super::*;
     use crate::cpu::{with_level, Level};
+    use crate::kv::prng::SplitMix64;
 
-    /// A deterministic generator of test values.
-    struct Lcg(u32);
-
-    impl Lcg {
-        fn next(&mut self) -> u32 {
-            self.0 = self.0.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            self.0
-        }
-        /// Uniform in `[-1, 1)`.
-        fn unit(&mut self) -> f32 {
-            (self.next() >> 8) as f32 / (1u32 << 23) as f32 - 1.0
-        }
+    /// Uniform in `[-1, 1)`.
+    fn unit(r: &mut SplitMix64) -> f32 {
+        (r.next_f64() * 2.0 - 1.0) as f32
     }
 
     #[test]
     fn transposed_packing_equals_the_scalar_packing() {
-        let mut r = Lcg(7);
+        let mut r = SplitMix64::new(7);
         for _ in 0..100 {
             let mut l = [0i8; QK_K];
-            l.iter_mut().for_each(|v| *v = (r.next() >> 29) as i8);
+            l.iter_mut().for_each(|v| *v = r.next_below(8) as i8);
             let mut t = [0u8; QK_K];
             for (e, &v) in l.iter().enumerate() {
                 t[(e % 16) * 16 + e / 16] = v as u8;
@@ -288,28 +280,28 @@ mod tests {
     /// groups, tiny and huge values, and non-finite values (scalar fallback) included.
     #[test]
     fn simd_reference_path_equals_scalar_at_every_level() {
-        let mut r = Lcg(0x51);
+        let mut r = SplitMix64::new(0x51);
         let mut rows: Vec<Vec<f32>> = Vec::new();
         for nsb in 1..=9 {
-            rows.push((0..nsb * QK_K).map(|_| r.unit()).collect());
+            rows.push((0..nsb * QK_K).map(|_| unit(&mut r)).collect());
         }
         // Adversarial groups mixed into random rows.
         for case in 0..12 {
-            let mut x: Vec<f32> = (0..6 * QK_K).map(|_| r.unit() * 3.0).collect();
+            let mut x: Vec<f32> = (0..6 * QK_K).map(|_| unit(&mut r) * 3.0).collect();
             for g in 0..x.len() / 16 {
                 let v = &mut x[16 * g..16 * g + 16];
                 match (case + g) % 12 {
                     0 => v.fill(0.0),
                     1 => v
                         .iter_mut()
-                        .for_each(|a| *a = if r.next() & 1 == 0 { 0.5 } else { -0.5 }),
+                        .for_each(|a| *a = if r.next_u64() & 1 == 0 { 0.5 } else { -0.5 }),
                     2 => v.iter_mut().for_each(|a| *a *= 1e-17),
                     3 => v.iter_mut().for_each(|a| *a *= 1e30),
                     4 => v.iter_mut().for_each(|a| *a = (*a * 4.0).round()),
-                    5 => v[(r.next() % 16) as usize] = 1e6,
+                    5 => v[r.next_below(16) as usize] = 1e6,
                     6 => v.iter_mut().for_each(|a| *a *= 1e-30),
                     7 => v.iter_mut().for_each(|a| *a = a.abs()),
-                    8 => v.iter_mut().for_each(|a| *a = -((r.next() % 3) as f32)),
+                    8 => v.iter_mut().for_each(|a| *a = -(r.next_below(3) as f32)),
                     9 => v.fill(-0.0),
                     _ => {}
                 }
@@ -336,9 +328,9 @@ mod tests {
     /// any bit pattern, NaN and infinite `d` included).
     #[test]
     fn dequantize_equals_ggmls_loop() {
-        let mut r = Lcg(3);
+        let mut r = SplitMix64::new(3);
         let size = std::mem::size_of::<BlockQ3K>();
-        let bytes: Vec<u8> = (0..40 * size).map(|_| (r.next() >> 24) as u8).collect();
+        let bytes: Vec<u8> = (0..40 * size).map(|_| (r.next_u64() >> 56) as u8).collect();
         let mut got = vec![0f32; 40 * QK_K];
         dequantize_q3_k(&bytes, &mut got);
         for (b, y) in whole_blocks::<BlockQ3K>(&bytes)
