@@ -710,19 +710,17 @@ impl KvProfile {
             ("codebook", &self.digests.codebook, &want.codebook),
             ("profile", &self.digests.profile, &want.profile),
         ];
-        if self.digests.tiers != want.tiers {
-            bail!(
-                "profile digest mismatch for part `tiers`: stored {:?}, computed {:?}; the profile was modified after it was built",
-                self.digests.tiers,
-                want.tiers
-            );
-        }
-        if self.digests.axis != want.axis {
-            bail!(
-                "profile digest mismatch for part `axis`: stored {:?}, computed {:?}; the profile was modified after it was built",
-                self.digests.axis,
-                want.axis
-            );
+        // The parts a profile may lack (digest `None`).
+        let optional = [
+            ("tiers", &self.digests.tiers, &want.tiers),
+            ("axis", &self.digests.axis, &want.axis),
+        ];
+        for (part, stored, computed) in optional {
+            if stored != computed {
+                bail!(
+                    "profile digest mismatch for part `{part}`: stored {stored:?}, computed {computed:?}; the profile was modified after it was built"
+                );
+            }
         }
         for (part, stored, computed) in pairs {
             if stored != computed {
