@@ -43,7 +43,7 @@ echo "== GPU unit tests"
 ./gpu-bin/qforge-tests kernels::cuda --test-threads 1 --nocapture 2>&1 | tail -15 | tee "$out/tests.log"
 echo "== qforge bench-gemm --device cuda"
 : > "$out/ours.jsonl"
-for ty in q4_k q6_k q8_0 q4_0 nf4; do
+for ty in q4_k q5_k q6_k q8_0 q4_0 iq4_xs nf4; do
   ./gpu-bin/qforge bench-gemm --device cuda --type $ty --n "$n" --k "$k" --m 1,8,512 --reps "$reps" --json \
     >> "$out/ours.jsonl" || echo "bench-gemm $ty failed"
 done

@@ -1,8 +1,9 @@
 // qforge's CUDA dequant-GEMM kernels: y = x W^T with W (n x k) kept in its stored layout
-// (ggml Q4_K, Q6_K, Q8_0, Q4_0 blocks; bitsandbytes NF4 codes with one f32 absmax per 64).
+// (ggml Q4_K, Q5_K, Q6_K, Q8_0, Q4_0, IQ4_XS blocks; bitsandbytes NF4 codes with one f32
+// absmax per 64).
 //
 // Every kernel reads W through one decoder, `Raw<T>` (`load` then `unpack`), that turns one
-// 32-value sub-block of a row into 32 int8 levels, the scale of each 16-value half and a min (Q4_K only):
+// 32-value sub-block of a row into 32 int8 levels, the scale of each 16-value half and a min (Q4_K, Q5_K):
 // w = s * q - mn. Activations are quantized to int8 in blocks of 32 (d = absmax / 127) with
 // the block's sum s = d * sum(q) kept for the min term, so every dot product is integer
 // (dp4a or mma.sync int8) with one float scale per 16 or 32 values. (GEMM_SCALE_256: the GEMM
@@ -33,11 +34,16 @@
 #define T_Q8_0 2
 #define T_Q4_0 3
 #define T_NF4 4
+#define T_Q5K 5
+#define T_IQ4XS 6
+
+// Types whose weights are s * q - mn (a min per sub-block, against the activations' sums).
+#define HAS_MIN(T) ((T) == T_Q4K || (T) == T_Q5K)
 
 struct Sub {
     uint32_t q[8];  // 32 int8 levels, four per word, in value order
     float s0, s1;   // scale of values 0..15 and 16..31
-    float mn;       // subtracted from each weight (Q4_K), else 0
+    float mn;       // subtracted from each weight (Q4_K, Q5_K), else 0
 };
 
 __device__ __forceinline__ float h2f(uint32_t h) {
@@ -75,12 +81,28 @@ __device__ __forceinline__ void funnel(const uint32_t (&w)[N + 1], uint32_t sh, 
 #define NF4_T2 0x2B1F140Au
 #define NF4_T3 0x7F5C4738u
 
-// Four 4-bit codes (c0 | c1 << 4 | c2 << 8 | c3 << 12) to their four int8 table entries.
-__device__ __forceinline__ uint32_t nf4_lookup4(uint32_t s) {
+// ggml's kvalues_iq4nl (IQ4_XS levels) as four words of four int8.
+#define IQ4_T0 0xBFAD9881u
+#define IQ4_T1 0xF6EADDCFu
+#define IQ4_T2 0x26190D01u
+#define IQ4_T3 0x71594535u
+
+// Four 4-bit codes (c0 | c1 << 4 | c2 << 8 | c3 << 12) to their four int8 entries of the
+// 16-entry table T0..T3.
+template <uint32_t T0, uint32_t T1, uint32_t T2, uint32_t T3>
+__device__ __forceinline__ uint32_t lookup4(uint32_t s) {
     const uint32_t sel = s & 0x7777u;
-    const uint32_t lo = __byte_perm(NF4_T0, NF4_T1, sel);
-    const uint32_t hi = __byte_perm(NF4_T2, NF4_T3, sel);
+    const uint32_t lo = __byte_perm(T0, T1, sel);
+    const uint32_t hi = __byte_perm(T2, T3, sel);
     return __byte_perm(lo, hi, 0x3210u | ((s >> 1) & 0x4444u));
+}
+__device__ __forceinline__ uint32_t nf4_lookup4(uint32_t s) { return lookup4<NF4_T0, NF4_T1, NF4_T2, NF4_T3>(s); }
+
+// The codes in the low nibbles of v's four bytes (c0 | c1 << 4 | c2 << 8 | c3 << 12) to
+// their four IQ4_NL levels.
+__device__ __forceinline__ uint32_t iq4_lookup_lo(uint32_t v) {
+    const uint32_t x = v & 0x0f0f0f0fu, y = x | (x >> 4);
+    return lookup4<IQ4_T0, IQ4_T1, IQ4_T2, IQ4_T3>((y & 0xffu) | ((y >> 8) & 0xff00u));
 }
 
 // The stored layout of a row: a block of BB bytes holds SBB sub-blocks of 32 values; the GEMV
@@ -90,6 +112,14 @@ struct Layout;
 template <>
 struct Layout<T_Q4K> {
     static constexpr int SBB = 8, BB = 144, CSB = 128;
+};
+template <>
+struct Layout<T_Q5K> {
+    static constexpr int SBB = 8, BB = 176, CSB = 64;
+};
+template <>
+struct Layout<T_IQ4XS> {
+    static constexpr int SBB = 8, BB = 136, CSB = 128;
 };
 template <>
 struct Layout<T_Q6K> {
@@ -115,6 +145,18 @@ struct Layout<T_NF4> {  // codes only; one f32 absmax per 64 values in its own a
 template <int T>
 struct Raw;
 
+// Sub-block j's scale and min of a Q4_K/Q5_K super-block (header words dd = d | dmin << 16,
+// s0..s2 = the 12 packed scale bytes): j < 4: scales[j] & 63, scales[j + 4] & 63; else the
+// 4 + 2 bit split of ggml's get_scale_min_k4.
+__device__ __forceinline__ void k4_scale_min(uint32_t dd, uint32_t s0, uint32_t s1, uint32_t s2, int j, Sub& o) {
+    const int sh = 8 * (j & 3);
+    const uint32_t x = (s2 >> sh) & 0xff;
+    const uint32_t scale = j < 4 ? (s0 >> sh) & 63 : (x & 0xf) | (((s0 >> (sh + 6)) & 3) << 4);
+    const uint32_t mn = j < 4 ? (s1 >> sh) & 63 : (x >> 4) | (((s1 >> (sh + 6)) & 3) << 4);
+    o.s0 = o.s1 = h2f(dd) * (float)scale;
+    o.mn = h2f(dd >> 16) * (float)mn;
+}
+
 template <>
 struct Raw<T_Q4K> {
     uint32_t dd, s0, s1, s2;
@@ -134,17 +176,73 @@ struct Raw<T_Q4K> {
         c = ld<G>(qp + 1);
     }
     __device__ __forceinline__ void unpack(Sub& o) const {
-        const int sh = 8 * (j & 3);
-        const uint32_t x = (s2 >> sh) & 0xff;
-        // j < 4: scales[j] & 63, scales[j + 4] & 63; else the 4 + 2 bit split of ggml.
-        const uint32_t scale = j < 4 ? (s0 >> sh) & 63 : (x & 0xf) | (((s0 >> (sh + 6)) & 3) << 4);
-        const uint32_t mn = j < 4 ? (s1 >> sh) & 63 : (x >> 4) | (((s1 >> (sh + 6)) & 3) << 4);
         const uint32_t w[8] = {a.x, a.y, a.z, a.w, c.x, c.y, c.z, c.w};
         const int shift = (j & 1) * 4;
 #pragma unroll
         for (int i = 0; i < 8; i++) o.q[i] = (w[i] >> shift) & 0x0f0f0f0fu;
-        o.s0 = o.s1 = h2f(dd) * (float)scale;
-        o.mn = h2f(dd >> 16) * (float)mn;
+        k4_scale_min(dd, s0, s1, s2, j, o);
+    }
+};
+
+// Q5_K: Q4_K's header and levels plus a fifth bit per value (qh: bit j of byte l is value l of
+// sub-block j).
+template <>
+struct Raw<T_Q5K> {
+    uint32_t dd, s0, s1, s2;
+    uint4 a, c, ha, hc;
+    int j;
+    template <bool G>
+    __device__ __forceinline__ void load(const uint8_t* __restrict__ row, const float* __restrict__, int sb) {
+        const uint8_t* b = row + (sb >> 3) * 176;
+        j = sb & 7;
+        const uint32_t* sc = (const uint32_t*)b;
+        dd = ld<G>(sc);
+        s0 = ld<G>(sc + 1);
+        s1 = ld<G>(sc + 2);
+        s2 = ld<G>(sc + 3);
+        const uint4* hp = (const uint4*)(b + 16);
+        ha = ld<G>(hp);
+        hc = ld<G>(hp + 1);
+        const uint4* qp = (const uint4*)(b + 48 + 32 * (j >> 1));
+        a = ld<G>(qp);
+        c = ld<G>(qp + 1);
+    }
+    __device__ __forceinline__ void unpack(Sub& o) const {
+        const uint32_t w[8] = {a.x, a.y, a.z, a.w, c.x, c.y, c.z, c.w};
+        const uint32_t h[8] = {ha.x, ha.y, ha.z, ha.w, hc.x, hc.y, hc.z, hc.w};
+        const int shift = (j & 1) * 4;
+#pragma unroll
+        for (int i = 0; i < 8; i++) o.q[i] = ((w[i] >> shift) & 0x0f0f0f0fu) | (((h[i] >> j) & 0x01010101u) << 4);
+        k4_scale_min(dd, s0, s1, s2, j, o);
+    }
+};
+
+// IQ4_XS: a 136-byte (8-aligned) super-block: f16 d, 16 bits of high scale bits, 4 bytes of low
+// scale nibbles, then 16 bytes of codes a sub-block (value l in the low nibble of byte l, value
+// l + 16 in the high one), the levels ggml's kvalues_iq4nl and the scale d * (ls - 32).
+template <>
+struct Raw<T_IQ4XS> {
+    uint2 hd, a, c;
+    int j;
+    template <bool G>
+    __device__ __forceinline__ void load(const uint8_t* __restrict__ row, const float* __restrict__, int sb) {
+        const uint8_t* b = row + (sb >> 3) * 136;
+        j = sb & 7;
+        hd = ld<G>((const uint2*)b);
+        const uint2* qp = (const uint2*)(b + 8 + 16 * j);
+        a = ld<G>(qp);
+        c = ld<G>(qp + 1);
+    }
+    __device__ __forceinline__ void unpack(Sub& o) const {
+        const uint32_t w[4] = {a.x, a.y, c.x, c.y};
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            o.q[i] = iq4_lookup_lo(w[i]);
+            o.q[4 + i] = iq4_lookup_lo(w[i] >> 4);
+        }
+        const uint32_t ls = ((hd.y >> (4 * j)) & 0xf) | (((hd.x >> (16 + 2 * j)) & 3) << 4);
+        o.s0 = o.s1 = h2f(hd.x) * (float)((int)ls - 32);
+        o.mn = 0.f;
     }
 };
 
@@ -336,7 +434,35 @@ __device__ __forceinline__ float dot_sub(const Sub& s, int4 a, int4 e, float d, 
     i1 = __dp4a((int)s.q[6], e.z, i1);
     i1 = __dp4a((int)s.q[7], e.w, i1);
     const float v = T == T_Q6K ? s.s0 * unbias(i0) + s.s1 * unbias(i1) : s.s0 * unbias(i1);
-    return T == T_Q4K ? d * v - s.mn * sum_x : d * v;
+    return HAS_MIN(T) ? d * v - s.mn * sum_x : d * v;
+}
+
+// The row/chunk loop of the one-token GEMVs. A warp's work items are (row, chunk): rows r,
+// r + total, ... (total: the grid's warps), each row's `chunks` chunks in order; `st` holds the
+// loads of item (r, 0) on entry. Each step takes the current item out of `st` (`take`:
+// decoded, or copied), issues the next item's loads into `st` (`load(st, row, chunk)`), then
+// does the current item's math (`dot(taken, chunk)`), so the loads are in flight during it;
+// lane 0 writes a row's warp sum after its last chunk.
+template <typename St, typename Take, typename Load, typename Dot>
+__device__ __forceinline__ void gemv1_rows(St& st, int r, int n, int chunks, int total, float* __restrict__ y,
+                                           Take take, Load load, Dot dot) {
+    const int lane = threadIdx.x & 31;
+    int c = 0;
+    float acc = 0.f;
+    for (;;) {
+        const auto cur = take(st);
+        const int r_next = c + 1 < chunks ? r : r + total, c_next = c + 1 < chunks ? c + 1 : 0;
+        if (r_next < n) load(st, r_next, c_next);
+        acc += dot(cur, c);
+        if (c_next == 0) {  // the row is done
+            const float v = warp_sum(acc);
+            if (lane == 0) y[r] = v;
+            acc = 0.f;
+        }
+        if (r_next >= n) break;
+        r = r_next;
+        c = c_next;
+    }
 }
 
 // GEMV for one token: the weights go straight to registers. Shared memory starts with the
@@ -357,45 +483,45 @@ __device__ __forceinline__ void gemv_regs(const uint8_t* __restrict__ w, const f
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
     for (int b = threadIdx.x; b < nb; b += blockDim.x) quantize_block(x + (size_t)b * 32, qx + b * 32, dx + b, sx + b);
     __syncthreads();
-    constexpr int CH = T == T_Q6K ? 2 : 4;  // sub-blocks per lane whose loads are issued together
+    constexpr int CH = T == T_Q6K || T == T_Q5K ? 2 : 4;  // sub-blocks per lane whose loads are issued together
     const int total = gridDim.x * warps;
     const int chunks = (nb + 32 * CH - 1) / (32 * CH);
-    int r = blockIdx.x * warps + warp, c = 0;
+    const int r = blockIdx.x * warps + warp;
     if (r >= n) return;
-    Raw<T> raw[CH];
-    auto load = [&](int row_i, int chunk) {
+    struct Raws {
+        Raw<T> r[CH];
+    };
+    struct Subs {
+        Sub s[CH];
+    };
+    auto load = [&](Raws& raw, int row_i, int chunk) {
         const uint8_t* row = w + (size_t)row_i * row_bytes;
         const float* am = absmax + (size_t)row_i * (k / 64);
 #pragma unroll
         for (int i = 0; i < CH; i++)
-            raw[i].template load<true>(row, am, min(chunk * 32 * CH + lane + 32 * i, nb - 1));
+            raw.r[i].template load<true>(row, am, min(chunk * 32 * CH + lane + 32 * i, nb - 1));
     };
-    load(r, c);
-    float acc = 0.f;
-    for (;;) {
-        Sub sub[CH];
+    auto unpack = [](const Raws& raw) {
+        Subs sub;
 #pragma unroll
-        for (int i = 0; i < CH; i++) raw[i].unpack(sub[i]);
-        const int base = c * 32 * CH;
-        const int r_next = c + 1 < chunks ? r : r + total, c_next = c + 1 < chunks ? c + 1 : 0;
-        if (r_next < n) load(r_next, c_next);
+        for (int i = 0; i < CH; i++) raw.r[i].unpack(sub.s[i]);
+        return sub;
+    };
+    auto dot = [&](const Subs& sub, int c) {
+        float acc = 0.f;
 #pragma unroll
         for (int i = 0; i < CH; i++) {
-            const int sb = base + lane + 32 * i;
+            const int sb = c * 32 * CH + lane + 32 * i;
             if (sb < nb) {
                 const int4* xq = (const int4*)(qx + sb * 32);
-                acc += dot_sub<T>(sub[i], xq[0], xq[1], dx[sb], sx[sb]);
+                acc += dot_sub<T>(sub.s[i], xq[0], xq[1], dx[sb], sx[sb]);
             }
         }
-        if (c_next == 0) {  // the row is done
-            const float v = warp_sum(acc);
-            if (lane == 0) y[r] = v;
-            acc = 0.f;
-        }
-        if (r_next >= n) break;
-        r = r_next;
-        c = c_next;
-    }
+        return acc;
+    };
+    Raws raw;
+    load(raw, r, 0);
+    gemv1_rows(raw, r, n, chunks, total, y, unpack, load, dot);
 }
 
 // GEMV for one token, Q4_K, with coalesced 16-byte loads: eight lanes share a super-block,
@@ -470,29 +596,21 @@ __device__ __forceinline__ void gemv1_q4k(const uint8_t* __restrict__ w, const f
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
     const int chunks = (nsup + 4 * Q4K_ST - 1) / (4 * Q4K_ST);
     const int total = gridDim.x * warps;
-    int r = blockIdx.x * warps + warp, c = 0;
-    Q4kStep cur[Q4K_ST];
-    if (r < n) q4k_load(cur, w + (size_t)r * row_bytes, 0, nsup, lane);
+    const int r = blockIdx.x * warps + warp;
+    struct Steps {
+        Q4kStep s[Q4K_ST];
+    };
+    auto load = [&](Steps& st, int row_i, int chunk) {
+        q4k_load(st.s, w + (size_t)row_i * row_bytes, chunk * 4 * Q4K_ST, nsup, lane);
+    };
+    Steps st;
+    if (r < n) load(st, r, 0);
     for (int b = threadIdx.x; b < nb; b += blockDim.x) quantize_block(x + (size_t)b * 32, qx + b * 32, dx + b, sx + b);
     __syncthreads();
     if (r >= n) return;
-    float acc = 0.f;
-    for (;;) {
-        const int r_next = c + 1 < chunks ? r : r + total, c_next = c + 1 < chunks ? c + 1 : 0;
-        Q4kStep next[Q4K_ST];
-        if (r_next < n) q4k_load(next, w + (size_t)r_next * row_bytes, c_next * 4 * Q4K_ST, nsup, lane);
-        acc += q4k_dot(cur, qx, dx, sx, c * 4 * Q4K_ST, nsup, lane);
-        if (c_next == 0) {  // the row is done
-            const float v = warp_sum(acc);
-            if (lane == 0) y[r] = v;
-            acc = 0.f;
-        }
-        if (r_next >= n) break;
-        r = r_next;
-        c = c_next;
-#pragma unroll
-        for (int s = 0; s < Q4K_ST; s++) cur[s] = next[s];
-    }
+    gemv1_rows(
+        st, r, n, chunks, total, y, [](const Steps& cur) { return cur; }, load,
+        [&](const Steps& cur, int c) { return q4k_dot(cur.s, qx, dx, sx, c * 4 * Q4K_ST, nsup, lane); });
 }
 
 // Most stages (chunks in flight per warp) the GEMV keeps.
@@ -675,6 +793,8 @@ GEMV_ALL(gemv_q6_k, T_Q6K)
 GEMV_ALL(gemv_q8_0, T_Q8_0)
 GEMV_ALL(gemv_q4_0, T_Q4_0)
 GEMV_ALL(gemv_nf4, T_NF4)
+GEMV_ALL(gemv_q5_k, T_Q5K)
+GEMV_ALL(gemv_iq4_xs, T_IQ4XS)
 
 // ---------------------------------------------------------------------------------------
 // m > 8: activations quantized once, a block of threads per token, one thread per 32-value
@@ -960,7 +1080,7 @@ __device__ __forceinline__ void gemm(const uint8_t* __restrict__ w, const float*
                         acc[i][q][2] += d1 * w0 * unbias(c[2]);
                         acc[i][q][3] += d1 * w1 * unbias(c[3]);
 #endif
-                        if (T == T_Q4K) {
+                        if (HAS_MIN(T)) {
                             const float mn0 = wmn[c0][j], mn1 = wmn[c0 + 1][j];
                             acc[i][q][0] -= mn0 * s0;
                             acc[i][q][1] -= mn1 * s0;
@@ -1010,6 +1130,8 @@ GEMM(gemm_q6_k, T_Q6K)
 GEMM(gemm_q8_0, T_Q8_0)
 GEMM(gemm_q4_0, T_Q4_0)
 GEMM(gemm_nf4, T_NF4)
+GEMM(gemm_q5_k, T_Q5K)
+GEMM(gemm_iq4_xs, T_IQ4XS)
 
 // ---------------------------------------------------------------------------------------
 // Reads `words` 16-byte words (grid-stride, four loads in flight per thread); writes only

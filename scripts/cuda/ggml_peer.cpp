@@ -21,7 +21,8 @@ int main(int argc, char** argv) {
     const int n = argc > 1 ? atoi(argv[1]) : 14336, k = argc > 2 ? atoi(argv[2]) : 4096;
     const int reps = argc > 3 ? atoi(argv[3]) : 40;
     const int ms[] = {1, 8, 512};
-    const ggml_type types[] = {GGML_TYPE_Q4_K, GGML_TYPE_Q6_K, GGML_TYPE_Q8_0, GGML_TYPE_Q4_0};
+    const ggml_type types[] = {GGML_TYPE_Q4_K, GGML_TYPE_Q5_K, GGML_TYPE_Q6_K, GGML_TYPE_Q8_0, GGML_TYPE_Q4_0,
+                               GGML_TYPE_IQ4_XS};
     ggml_backend_t be = ggml_backend_cuda_init(0);
     if (!be) { fprintf(stderr, "no CUDA backend\n"); return 1; }
     std::mt19937 rng(42);

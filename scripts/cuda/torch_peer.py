@@ -1,8 +1,9 @@
 """Dequant + cuBLAS peer of bench-gemm --device cuda: PyTorch bf16 matmul y = x W^T on weights
 already dequantized to bf16 (the dequantization is not timed; the time is the same for every
 quantized type). Weights rotated past the L2 (copies = max(4, ceil(256 MiB / bytes))), CUDA
-events around each call, queued behind torch.cuda._sleep so launches run back to back;
-median of --reps. One JSON line per m."""
+events around each call (median_us) and around a pass over the copies (batched_us, per call),
+queued behind torch.cuda._sleep so launches run back to back; median of --reps. One JSON line
+per m."""
 import argparse, json, math
 import torch
 
@@ -32,7 +33,19 @@ for m in [int(v) for v in a.m.split(",")]:
     torch.cuda.synchronize()
     t = sorted(s.elapsed_time(e) * 1e3 for s, e in ev)  # us
     med = t[len(t) // 2]
+    # Back to back: one pair of events around a pass over the copies (as ggml_peer and
+    # bench-gemm's batched_ms), per call; median over the reps.
+    ev = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(a.reps)]
+    torch.cuda._sleep(int(2e6) * copies)
+    for s, e in ev:
+        s.record()
+        for w in ws:
+            y = x @ w.t()
+        e.record()
+    torch.cuda.synchronize()
+    tb = sorted(s.elapsed_time(e) * 1e3 / copies for s, e in ev)
+    bmed = tb[len(tb) // 2]
     print(json.dumps({"peer": "torch-bf16-cublas", "m": m, "n": a.n, "k": a.k, "copies": copies,
-                      "weight_bytes": wbytes, "median_us": med, "min_us": t[0],
-                      "gbs": (wbytes + 2 * m * (a.k + a.n)) / med / 1e3,
-                      "tflops": 2 * m * a.n * a.k / med / 1e6}), flush=True)
+                      "weight_bytes": wbytes, "median_us": med, "min_us": t[0], "batched_us": bmed,
+                      "gbs": (wbytes + 2 * m * (a.k + a.n)) / bmed / 1e3,
+                      "tflops": 2 * m * a.n * a.k / bmed / 1e6}), flush=True)

@@ -31,7 +31,9 @@ name, src, dst = sys.argv[1:]
 r = json.load(open(src)); r["variant"] = name
 open(dst, "a").write(json.dumps(r) + "\n")
 for x in r["results"]:
-    print(f"variant {name:10s} {r['weight_type']:5s} m={x['m']:<4d} {x['median_ms']*1e3:8.1f} us "
+    b = x.get("batched_ms")
+    b = f"{b*1e3:8.1f} us b2b, " if b is not None else ""
+    print(f"variant {name:10s} {r['weight_type']:5s} m={x['m']:<4d} {b}{x['median_ms']*1e3:8.1f} us "
           f"{x['effective_gbs']:6.0f} GB/s ({x['pct_bandwidth']:.0f}%) {x['gflops']/1e3:6.1f} TFLOP/s err {x['rel_err']:.1e}")
 PY
   done

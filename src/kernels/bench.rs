@@ -140,6 +140,13 @@ pub struct Measurement {
     pub median_ms: f64,
     /// Fastest call, milliseconds.
     pub min_ms: f64,
+    /// `--device cuda`: the median over `reps` passes of one call per weight copy back to
+    /// back between one pair of CUDA events, divided by the copies (how llama.cpp's peer is
+    /// timed); `median_ms` has one pair of events around each call. Null on the CPU.
+    pub batched_ms: Option<f64>,
+    /// `effective_gbs` at `batched_ms`, as a percentage of the measured bandwidth; null on
+    /// the CPU.
+    pub batched_pct_bandwidth: Option<f64>,
     /// `2 m n k` over the median time, 10^9 per second.
     pub gflops: f64,
     /// Weight bytes held plus activations and outputs (f32), over the median time.
@@ -464,6 +471,8 @@ fn measurement(
         m,
         median_ms: t * 1e3,
         min_ms: min * 1e3,
+        batched_ms: None,
+        batched_pct_bandwidth: None,
         gflops,
         effective_gbs: gbs,
         pct_bandwidth: 100.0 * gbs / roof.bandwidth_gbs,
@@ -512,8 +521,13 @@ fn bench_cuda(args: &BenchSpec, ty: WeightType) -> Result<Report> {
             gpu.enqueue(c, &mut s)?;
         }
         let mut times = gpu.time(args.reps, |rep| gpu.enqueue(&all[rep % copies], &mut s))?;
+        let mut batched =
+            gpu.time_batched(args.reps, copies, |i| gpu.enqueue(&all[i % copies], &mut s))?;
         let y = gpu.outputs(&s)?;
         let mut r = measurement("cuda", (m, n, k), all[0].bytes(), &mut times, &roof);
+        let tb = median(&mut batched);
+        r.batched_ms = Some(tb * 1e3);
+        r.batched_pct_bandwidth = Some(r.pct_bandwidth * r.median_ms / (tb * 1e3));
         r.rel_err = rel_err(&y, n, &checked, &references[results.len()]);
         results.push(r);
     }
@@ -675,6 +689,13 @@ impl Report {
                 opt(m.speedup_vs_llamacpp, "x"),
                 m.rel_err
             );
+            if let (Some(b), Some(p)) = (m.batched_ms, m.batched_pct_bandwidth) {
+                let _ = writeln!(
+                    s,
+                    "{:<15} {:>5} {b:>10.3} back to back ({p:.1}% bw)",
+                    "", ""
+                );
+            }
         }
         s
     }
