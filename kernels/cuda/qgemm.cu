@@ -87,22 +87,16 @@ __device__ __forceinline__ void funnel(const uint32_t (&w)[N + 1], uint32_t sh, 
 #define IQ4_T2 0x26190D01u
 #define IQ4_T3 0x71594535u
 
-// Four 4-bit codes (c0 | c1 << 4 | c2 << 8 | c3 << 12) to their four int8 entries of the
-// 16-entry table T0..T3.
+// The eight 4-bit codes of v (nibble i: code i) to their int8 entries of the 16-entry table
+// T0..T3, in nibble order: e0 the entries of codes 0..3, e1 of codes 4..7. __byte_perm picks
+// with three bits, so each code looks into both halves of the table and its fourth bit picks
+// one (six byte permutes for eight values; llama.cpp's get_int_from_table_16 does the same).
 template <uint32_t T0, uint32_t T1, uint32_t T2, uint32_t T3>
-__device__ __forceinline__ uint32_t lookup4(uint32_t s) {
-    const uint32_t sel = s & 0x7777u;
-    const uint32_t lo = __byte_perm(T0, T1, sel);
-    const uint32_t hi = __byte_perm(T2, T3, sel);
-    return __byte_perm(lo, hi, 0x3210u | ((s >> 1) & 0x4444u));
-}
-__device__ __forceinline__ uint32_t nf4_lookup4(uint32_t s) { return lookup4<NF4_T0, NF4_T1, NF4_T2, NF4_T3>(s); }
-
-// The codes in the low nibbles of v's four bytes (c0 | c1 << 4 | c2 << 8 | c3 << 12) to
-// their four IQ4_NL levels.
-__device__ __forceinline__ uint32_t iq4_lookup_lo(uint32_t v) {
-    const uint32_t x = v & 0x0f0f0f0fu, y = x | (x >> 4);
-    return lookup4<IQ4_T0, IQ4_T1, IQ4_T2, IQ4_T3>((y & 0xffu) | ((y >> 8) & 0xff00u));
+__device__ __forceinline__ void lookup8(uint32_t v, uint32_t& e0, uint32_t& e1) {
+    const uint32_t sel = v & 0x77777777u;
+    const uint32_t half = 0x32103210u | ((v & 0x88888888u) >> 1);
+    e0 = __byte_perm(__byte_perm(T0, T1, sel), __byte_perm(T2, T3, sel), half);
+    e1 = __byte_perm(__byte_perm(T0, T1, sel >> 16), __byte_perm(T2, T3, sel >> 16), half >> 16);
 }
 
 // The stored layout of a row: a block of BB bytes holds SBB sub-blocks of 32 values; the GEMV
@@ -236,9 +230,11 @@ struct Raw<T_IQ4XS> {
     __device__ __forceinline__ void unpack(Sub& o) const {
         const uint32_t w[4] = {a.x, a.y, c.x, c.y};
 #pragma unroll
-        for (int i = 0; i < 4; i++) {
-            o.q[i] = iq4_lookup_lo(w[i]);
-            o.q[4 + i] = iq4_lookup_lo(w[i] >> 4);
+        for (int i = 0; i < 4; i++) {  // byte t of w[i]: values 4i + t (low nibble), 4i + t + 16
+            uint32_t e0, e1;
+            lookup8<IQ4_T0, IQ4_T1, IQ4_T2, IQ4_T3>(w[i], e0, e1);
+            o.q[i] = __byte_perm(e0, e1, 0x6420u);
+            o.q[4 + i] = __byte_perm(e0, e1, 0x7531u);
         }
         const uint32_t ls = ((hd.y >> (4 * j)) & 0xf) | (((hd.x >> (16 + 2 * j)) & 3) << 4);
         o.s0 = o.s1 = h2f(hd.x) * (float)((int)ls - 32);
@@ -327,10 +323,11 @@ struct Raw<T_NF4> {  // byte i holds value 2i (high nibble) and 2i + 1 (low nibb
     __device__ __forceinline__ void unpack(Sub& o) const {
         const uint32_t w[4] = {a.x, a.y, a.z, a.w};
 #pragma unroll
-        for (int i = 0; i < 4; i++) {
-            const uint32_t lo16 = w[i] & 0xffffu, hi16 = w[i] >> 16;
-            o.q[2 * i] = nf4_lookup4(((lo16 >> 4) & 0x0f0fu) | ((lo16 << 4) & 0xf0f0u));
-            o.q[2 * i + 1] = nf4_lookup4(((hi16 >> 4) & 0x0f0fu) | ((hi16 << 4) & 0xf0f0u));
+        for (int i = 0; i < 4; i++) {  // nibbles of w[i]: values 8i + 1, 8i, 8i + 3, 8i + 2, ...
+            uint32_t e0, e1;
+            lookup8<NF4_T0, NF4_T1, NF4_T2, NF4_T3>(w[i], e0, e1);
+            o.q[2 * i] = __byte_perm(e0, e1, 0x2301u);
+            o.q[2 * i + 1] = __byte_perm(e0, e1, 0x6745u);
         }
         o.s0 = o.s1 = amax * (1.0f / 127.0f);
         o.mn = 0.f;
