@@ -101,36 +101,19 @@ __device__ __forceinline__ void lookup8(uint32_t v, uint32_t& e0, uint32_t& e1) 
 
 // The stored layout of a row: a block of BB bytes holds SBB sub-blocks of 32 values; the GEMV
 // streams rows through shared memory in chunks of CSB sub-blocks (about 2 KB each).
+template <int SBB_, int BB_, int CSB_>
+struct LayoutOf {
+    static constexpr int SBB = SBB_, BB = BB_, CSB = CSB_;
+};
 template <int T>
 struct Layout;
-template <>
-struct Layout<T_Q4K> {
-    static constexpr int SBB = 8, BB = 144, CSB = 128;
-};
-template <>
-struct Layout<T_Q5K> {
-    static constexpr int SBB = 8, BB = 176, CSB = 64;
-};
-template <>
-struct Layout<T_IQ4XS> {
-    static constexpr int SBB = 8, BB = 136, CSB = 128;
-};
-template <>
-struct Layout<T_Q6K> {
-    static constexpr int SBB = 8, BB = 210, CSB = 64;
-};
-template <>
-struct Layout<T_Q8_0> {
-    static constexpr int SBB = 1, BB = 34, CSB = 64;
-};
-template <>
-struct Layout<T_Q4_0> {
-    static constexpr int SBB = 1, BB = 18, CSB = 128;
-};
-template <>
-struct Layout<T_NF4> {  // codes only; one f32 absmax per 64 values in its own array
-    static constexpr int SBB = 1, BB = 16, CSB = 128;
-};
+template <> struct Layout<T_Q4K> : LayoutOf<8, 144, 128> {};
+template <> struct Layout<T_Q5K> : LayoutOf<8, 176, 64> {};
+template <> struct Layout<T_Q6K> : LayoutOf<8, 210, 64> {};
+template <> struct Layout<T_Q8_0> : LayoutOf<1, 34, 64> {};
+template <> struct Layout<T_Q4_0> : LayoutOf<1, 18, 128> {};
+template <> struct Layout<T_IQ4XS> : LayoutOf<8, 136, 128> {};
+template <> struct Layout<T_NF4> : LayoutOf<1, 16, 128> {};  // codes only; one f32 absmax per 64 values apart
 
 // The raw bytes of sub-block `sb` (values 32 sb .. 32 sb + 31) of a row: `load` only issues
 // loads (no branches, so a caller's several loads are all in flight at once; G: from global
@@ -139,75 +122,70 @@ struct Layout<T_NF4> {  // codes only; one f32 absmax per 64 values in its own a
 template <int T>
 struct Raw;
 
-// Sub-block j's scale and min of a Q4_K/Q5_K super-block (header words dd = d | dmin << 16,
-// s0..s2 = the 12 packed scale bytes): j < 4: scales[j] & 63, scales[j + 4] & 63; else the
-// 4 + 2 bit split of ggml's get_scale_min_k4.
-__device__ __forceinline__ void k4_scale_min(uint32_t dd, uint32_t s0, uint32_t s1, uint32_t s2, int j, Sub& o) {
-    const int sh = 8 * (j & 3);
-    const uint32_t x = (s2 >> sh) & 0xff;
-    const uint32_t scale = j < 4 ? (s0 >> sh) & 63 : (x & 0xf) | (((s0 >> (sh + 6)) & 3) << 4);
-    const uint32_t mn = j < 4 ? (s1 >> sh) & 63 : (x >> 4) | (((s1 >> (sh + 6)) & 3) << 4);
-    o.s0 = o.s1 = h2f(dd) * (float)scale;
-    o.mn = h2f(dd >> 16) * (float)mn;
-}
-
-template <>
-struct Raw<T_Q4K> {
+// Q4_K and Q5_K: a super-block starting with a 16-byte header (d | dmin << 16, then the
+// 12 packed scale bytes), its level nibbles at QOFF (sub-blocks 2i and 2i + 1 in the low and
+// high nibbles of the 32 bytes at QOFF + 32 i). `load_k4` loads the header and sub-block j's
+// nibble bytes and returns the super-block; `unpack_k4` gives the low four bits of the levels
+// and the scale and min (j < 4: scales[j] & 63, scales[j + 4] & 63; else the 4 + 2 bit split
+// of ggml's get_scale_min_k4).
+template <int T, int QOFF>
+struct RawK4 {
     uint32_t dd, s0, s1, s2;
     uint4 a, c;
     int j;
     template <bool G>
-    __device__ __forceinline__ void load(const uint8_t* __restrict__ row, const float* __restrict__, int sb) {
-        const uint8_t* b = row + (sb >> 3) * 144;
+    __device__ __forceinline__ const uint8_t* load_k4(const uint8_t* __restrict__ row, int sb) {
+        const uint8_t* b = row + (sb >> 3) * Layout<T>::BB;
         j = sb & 7;
         const uint32_t* sc = (const uint32_t*)b;
         dd = ld<G>(sc);
         s0 = ld<G>(sc + 1);
         s1 = ld<G>(sc + 2);
         s2 = ld<G>(sc + 3);
-        const uint4* qp = (const uint4*)(b + 16 + 32 * (j >> 1));
+        const uint4* qp = (const uint4*)(b + QOFF + 32 * (j >> 1));
         a = ld<G>(qp);
         c = ld<G>(qp + 1);
+        return b;
     }
-    __device__ __forceinline__ void unpack(Sub& o) const {
+    __device__ __forceinline__ void unpack_k4(Sub& o) const {
         const uint32_t w[8] = {a.x, a.y, a.z, a.w, c.x, c.y, c.z, c.w};
         const int shift = (j & 1) * 4;
 #pragma unroll
         for (int i = 0; i < 8; i++) o.q[i] = (w[i] >> shift) & 0x0f0f0f0fu;
-        k4_scale_min(dd, s0, s1, s2, j, o);
+        const int sh = 8 * (j & 3);
+        const uint32_t x = (s2 >> sh) & 0xff;
+        const uint32_t scale = j < 4 ? (s0 >> sh) & 63 : (x & 0xf) | (((s0 >> (sh + 6)) & 3) << 4);
+        const uint32_t mn = j < 4 ? (s1 >> sh) & 63 : (x >> 4) | (((s1 >> (sh + 6)) & 3) << 4);
+        o.s0 = o.s1 = h2f(dd) * (float)scale;
+        o.mn = h2f(dd >> 16) * (float)mn;
     }
 };
 
-// Q5_K: Q4_K's header and levels plus a fifth bit per value (qh: bit j of byte l is value l of
-// sub-block j).
 template <>
-struct Raw<T_Q5K> {
-    uint32_t dd, s0, s1, s2;
-    uint4 a, c, ha, hc;
-    int j;
+struct Raw<T_Q4K> : RawK4<T_Q4K, 16> {
     template <bool G>
     __device__ __forceinline__ void load(const uint8_t* __restrict__ row, const float* __restrict__, int sb) {
-        const uint8_t* b = row + (sb >> 3) * 176;
-        j = sb & 7;
-        const uint32_t* sc = (const uint32_t*)b;
-        dd = ld<G>(sc);
-        s0 = ld<G>(sc + 1);
-        s1 = ld<G>(sc + 2);
-        s2 = ld<G>(sc + 3);
-        const uint4* hp = (const uint4*)(b + 16);
+        load_k4<G>(row, sb);
+    }
+    __device__ __forceinline__ void unpack(Sub& o) const { unpack_k4(o); }
+};
+
+// Q5_K: Q4_K's header and nibbles plus a fifth bit per value (the 32 bytes after the header:
+// bit j of byte l is value l of sub-block j).
+template <>
+struct Raw<T_Q5K> : RawK4<T_Q5K, 48> {
+    uint4 ha, hc;
+    template <bool G>
+    __device__ __forceinline__ void load(const uint8_t* __restrict__ row, const float* __restrict__, int sb) {
+        const uint4* hp = (const uint4*)(load_k4<G>(row, sb) + 16);
         ha = ld<G>(hp);
         hc = ld<G>(hp + 1);
-        const uint4* qp = (const uint4*)(b + 48 + 32 * (j >> 1));
-        a = ld<G>(qp);
-        c = ld<G>(qp + 1);
     }
     __device__ __forceinline__ void unpack(Sub& o) const {
-        const uint32_t w[8] = {a.x, a.y, a.z, a.w, c.x, c.y, c.z, c.w};
+        unpack_k4(o);
         const uint32_t h[8] = {ha.x, ha.y, ha.z, ha.w, hc.x, hc.y, hc.z, hc.w};
-        const int shift = (j & 1) * 4;
 #pragma unroll
-        for (int i = 0; i < 8; i++) o.q[i] = ((w[i] >> shift) & 0x0f0f0f0fu) | (((h[i] >> j) & 0x01010101u) << 4);
-        k4_scale_min(dd, s0, s1, s2, j, o);
+        for (int i = 0; i < 8; i++) o.q[i] |= ((h[i] >> j) & 0x01010101u) << 4;
     }
 };
 
