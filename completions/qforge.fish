@@ -232,7 +232,7 @@ complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_see
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l value-codecs -d 'Codec of each layer\'s values (comma-separated, one per layer, or one for all); needs --tier' -r
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l tokens-per-page -d 'Tokens per page' -r
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l protect-first -d 'Keep the first N tokens of every head raw (attention sinks)' -r
-complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l protect-last -d 'Keep the last N tokens of every head raw (recent window)' -r
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l protect-last -d 'Keep the last N tokens of every head raw: the cache\'s recent window (`verify --model` reads each query\'s newest N tokens from the fp16 cache; counted at 16 bits)' -r
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l protect-layers -d 'Keep these layers raw (comma-separated)' -r
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l protect-heads -d 'Keep these KV heads raw in every layer (comma-separated)' -r
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l fallback -d 'What to do with a page that cannot be encoded' -r -f -a "keep-raw\t'Store the page raw and record why'

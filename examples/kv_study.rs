@@ -4,9 +4,11 @@
 //!
 //! `cargo run --example kv_study -- MODEL TEXT TOKENS CHUNKS CONFIGS P0.json [P1.json ...]`
 //!
-//! Each line of CONFIGS is `name keys values`: `keys` and `values` have one character per
-//! layer, `-` for the fp16 cache, `0`..`9` for the profile of that index (its pages,
-//! protected tokens and channel maps). Output: one line per configuration,
+//! Each line of CONFIGS is `name keys values [window]`: `keys` and `values` have one
+//! character per layer, `-` for the fp16 cache, `0`..`9` for the profile of that index (its
+//! pages, protected tokens and channel maps); `window` (default: the profiles' own
+//! `protected.last_tokens`) sets every profile's recent window, the newest tokens each
+//! query reads from the fp16 cache (stored raw, so counted at 16 bits). Output: one line per configuration,
 //! `name delta_ppl mean_kl bits_per_value`. `scripts/kv_study.py` writes the configurations
 //! of the study and reads its output.
 
@@ -55,11 +57,11 @@ fn main() -> Result<()> {
     let n: usize = args[2].parse()?;
     let chunks: usize = args[3].parse()?;
     let configs = std::fs::read_to_string(&args[4])?;
-    let codecs: Vec<PagedCodec> = args[5..]
+    let profiles: Vec<KvProfile> = args[5..]
         .iter()
         .map(|p| {
             let text = std::fs::read_to_string(p)?;
-            PagedCodec::new(&KvProfile::from_json(&text).context(p.clone())?)
+            KvProfile::from_json(&text).context(p.clone())
         })
         .collect::<Result<_>>()?;
     let vocab = runner.model.config.vocab;
@@ -73,7 +75,7 @@ fn main() -> Result<()> {
     for s in &seqs {
         let logits = runner
             .model
-            .forward(s, &mut CacheHook(|_, kv: LayerKv| Ok(kv)))?;
+            .forward(s, &mut CacheHook::new(|_, kv: LayerKv| Ok(kv), 0))?;
         base_ppl.push(Perplexity::of(&logits, s, vocab));
         base.push(log_probs(&logits, vocab, from, to));
     }
@@ -81,9 +83,23 @@ fn main() -> Result<()> {
     println!("fp16 {fp16:.4}");
     for line in configs.lines().filter(|l| !l.trim().is_empty()) {
         let f: Vec<&str> = line.split_whitespace().collect();
-        let [name, keys, values] = f[..] else {
-            bail!("bad config line {line:?}");
+        let (name, keys, values, window) = match f[..] {
+            [name, keys, values] => (name, keys, values, None),
+            [name, keys, values, w] => (name, keys, values, Some(w.parse::<usize>()?)),
+            _ => bail!("bad config line {line:?}"),
         };
+        let codecs: Vec<PagedCodec> = profiles
+            .iter()
+            .map(|p| {
+                let mut p = p.clone();
+                if let Some(w) = window {
+                    p.protected.last_tokens = w;
+                    p.digests = p.compute_digests()?;
+                }
+                PagedCodec::new(&p)
+            })
+            .collect::<Result<_>>()?;
+        let window = codecs[0].profile().protected.last_tokens;
         let pick = |s: &str| -> Result<Vec<Option<usize>>> {
             if s.len() != layers {
                 bail!("{name}: {} layers given, the model has {layers}", s.len());
@@ -98,43 +114,46 @@ fn main() -> Result<()> {
         let mut bits = (0f64, 0f64);
         for (s, b) in seqs.iter().zip(&base) {
             let t = s.len();
-            let mut hook = CacheHook(|l: usize, kv: LayerKv| {
-                let mut out = kv.clone();
-                for (tier, key) in [(kt[l], true), (vt[l], false)] {
-                    let Some(i) = tier else {
-                        bits.0 += 16.0 * kv.keys.len() as f64;
+            let mut hook = CacheHook::new(
+                |l: usize, kv: LayerKv| {
+                    let mut out = kv.clone();
+                    for (tier, key) in [(kt[l], true), (vt[l], false)] {
+                        let Some(i) = tier else {
+                            bits.0 += 16.0 * kv.keys.len() as f64;
+                            bits.1 += kv.keys.len() as f64;
+                            continue;
+                        };
+                        let pc = &codecs[i];
+                        let enc = pc.encode_layer(l, &kv)?;
+                        let one = qforge::kv::EncodedKv {
+                            head_dim: kv.keys[0].cols(),
+                            tokens: t,
+                            layers: vec![if key {
+                                qforge::kv::paging::EncodedLayer {
+                                    keys: enc.keys.clone(),
+                                    values: Vec::new(),
+                                }
+                            } else {
+                                qforge::kv::paging::EncodedLayer {
+                                    keys: Vec::new(),
+                                    values: enc.values.clone(),
+                                }
+                            }],
+                        };
+                        let st = one.stats();
+                        bits.0 += st.effective_bits_per_value * kv.keys.len() as f64;
                         bits.1 += kv.keys.len() as f64;
-                        continue;
-                    };
-                    let pc = &codecs[i];
-                    let enc = pc.encode_layer(l, &kv)?;
-                    let one = qforge::kv::EncodedKv {
-                        head_dim: kv.keys[0].cols(),
-                        tokens: t,
-                        layers: vec![if key {
-                            qforge::kv::paging::EncodedLayer {
-                                keys: enc.keys.clone(),
-                                values: Vec::new(),
-                            }
+                        let dec = pc.decode_layer(l, &enc, t)?;
+                        if key {
+                            out.keys = dec.keys;
                         } else {
-                            qforge::kv::paging::EncodedLayer {
-                                keys: Vec::new(),
-                                values: enc.values.clone(),
-                            }
-                        }],
-                    };
-                    let st = one.stats();
-                    bits.0 += st.effective_bits_per_value * kv.keys.len() as f64;
-                    bits.1 += kv.keys.len() as f64;
-                    let dec = pc.decode_layer(l, &enc, t)?;
-                    if key {
-                        out.keys = dec.keys;
-                    } else {
-                        out.values = dec.values;
+                            out.values = dec.values;
+                        }
                     }
-                }
-                Ok(out)
-            });
+                    Ok(out)
+                },
+                window,
+            );
             let logits = runner.model.forward(s, &mut hook)?;
             parts.push(Perplexity::of(&logits, s, vocab));
             kl += mean_kl(b, &log_probs(&logits, vocab, from, to), vocab);

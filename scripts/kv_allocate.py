@@ -9,6 +9,9 @@
 3. Prints the `kv-profile build` flags (--tier ... --key-codecs ... --value-codecs ...).
 
 usage: scripts/kv_allocate.py MODEL CAL_TEXT BASE_PROFILE.json LAYERS [--bits 4.28] [--tokens 512]
+                              [--window R]
+--window R measures the sensitivities with a recent window of R fp16 tokens (the profile's
+--protect-last R); --bits is the nominal codec rate, before the window's raw tokens.
 The base profile is codec 0 (k2 N256, 4.25 bits); tiers: 1 = 4x12 (3.25), 2 = 2x10 (5.25),
 3 = 2x12 (6.25). Needs `cargo build --example kv_study` first.
 """
@@ -17,6 +20,7 @@ import argparse, os, subprocess, tempfile
 ap = argparse.ArgumentParser()
 ap.add_argument("model"); ap.add_argument("text"); ap.add_argument("base"); ap.add_argument("layers", type=int)
 ap.add_argument("--bits", type=float, default=4.28); ap.add_argument("--tokens", type=int, default=512)
+ap.add_argument("--window", type=int, default=0)
 ap.add_argument("--study", default="target/debug/examples/kv_study")
 ap.add_argument("--sensitivities", help="reuse a kv_study output instead of running it")
 a = ap.parse_args()
@@ -27,7 +31,7 @@ else:
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
         for l in range(L):
             one = "".join("0" if m == l else "-" for m in range(L))
-            f.write(f"K{l} {one} {'-' * L}\nV{l} {'-' * L} {one}\n")
+            f.write(f"K{l} {one} {'-' * L} {a.window}\nV{l} {'-' * L} {one} {a.window}\n")
     out = subprocess.run([a.study, a.model, a.text, str(a.tokens), "1", f.name, a.base],
                          check=True, capture_output=True, text=True).stdout
     os.unlink(f.name)

@@ -577,7 +577,8 @@ pub struct KvBuildArgs {
     /// Keep the first N tokens of every head raw (attention sinks).
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub protect_first: usize,
-    /// Keep the last N tokens of every head raw (recent window).
+    /// Keep the last N tokens of every head raw: the cache's recent window (`verify --model`
+    /// reads each query's newest N tokens from the fp16 cache; counted at 16 bits).
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub protect_last: usize,
     /// Keep these layers raw (comma-separated).

@@ -121,9 +121,23 @@ impl KvHook for CaptureHook {
     }
 }
 
-/// Puts each layer's keys and values through fp16 and then through `f(layer, kv)` (a
-/// cache encoded and decoded as the model runs); attention reads the result.
-pub struct CacheHook<F: FnMut(usize, LayerKv) -> Result<LayerKv>>(pub F);
+/// Puts each layer's keys and values through fp16 and then through `code(layer, kv)` (a
+/// cache encoded and decoded as the model runs); attention reads the result, except the
+/// newest `window` tokens of each query, read from the fp16 cache (a recent window,
+/// [`KvHook::recent_window`]).
+pub struct CacheHook<F: FnMut(usize, LayerKv) -> Result<LayerKv>> {
+    /// Encodes and decodes one layer's cache.
+    pub code: F,
+    /// Recent window in tokens (0: none).
+    pub window: usize,
+}
+
+impl<F: FnMut(usize, LayerKv) -> Result<LayerKv>> CacheHook<F> {
+    /// A cache coded by `code`, with a recent window of `window` tokens.
+    pub fn new(code: F, window: usize) -> Self {
+        CacheHook { code, window }
+    }
+}
 
 impl<F: FnMut(usize, LayerKv) -> Result<LayerKv>> KvHook for CacheHook<F> {
     fn kv(&mut self, layer: usize, _: &Tensor, k: Tensor, v: Tensor) -> Result<(Tensor, Tensor)> {
@@ -131,8 +145,12 @@ impl<F: FnMut(usize, LayerKv) -> Result<LayerKv>> KvHook for CacheHook<F> {
             keys: to_heads(&fp16_round(&k)?)?,
             values: to_heads(&fp16_round(&v)?)?,
         };
-        let out = (self.0)(layer, kv)?;
+        let out = (self.code)(layer, kv)?;
         Ok((from_heads(&out.keys)?, from_heads(&out.values)?))
+    }
+
+    fn recent_window(&self) -> usize {
+        self.window
     }
 }
 
@@ -340,6 +358,42 @@ pub fn kv_file(kv: &KvData, q: &Queries, meta: &[(&str, String)]) -> Result<Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Logits of the tiny fixture llama on 24 tokens with its cache zeroed (every token
+    /// outside the recent window of `window` tokens reads zeros) or kept.
+    fn tiny_logits(zeroed: bool, window: usize) -> Vec<f32> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/hf-tiny-llama");
+        let model = Model::load(&super::super::weights::Checkpoint::open(&dir).unwrap()).unwrap();
+        let tokens: Vec<u32> = (0..24).map(|i| (i * 7 + 3) % 50).collect();
+        let mut hook = CacheHook::new(
+            |_, mut kv: LayerKv| {
+                if zeroed {
+                    for m in kv.keys.iter_mut().chain(&mut kv.values) {
+                        m.data_mut().fill(0.0);
+                    }
+                }
+                Ok(kv)
+            },
+            window,
+        );
+        model.forward(&tokens, &mut hook).unwrap()
+    }
+
+    #[test]
+    fn recent_window_reads_the_newest_tokens_from_the_fp16_cache() {
+        let fp16 = tiny_logits(false, 0);
+        let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-4);
+        // A window as long as the sequence reads nothing the hook returned.
+        assert!(close(&tiny_logits(true, 24), &fp16));
+        // A kept cache is the same with any window.
+        assert!(close(&tiny_logits(false, 5), &fp16));
+        // A short window reads the zeroed older tokens: the logits move, except at the
+        // first positions, whose tokens are all in the window.
+        let w5 = tiny_logits(true, 5);
+        let vocab = fp16.len() / 24;
+        assert!(close(&w5[..5 * vocab], &fp16[..5 * vocab]));
+        assert!(!close(&w5[5 * vocab..], &fp16[5 * vocab..]));
+    }
 
     #[test]
     fn combined_perplexity_weights_chunks_by_scored_tokens() {

@@ -4,6 +4,7 @@
 //! `kv-profile verify`). Causal attention over one sequence; Hugging Face's rotate-half
 //! RoPE, RMSNorm and SwiGLU MLP.
 
+use super::capture::fp16_round;
 use super::weights::{ArchConfig, Checkpoint};
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor, D};
@@ -13,6 +14,13 @@ use candle_core::{DType, Device, Tensor, D};
 pub trait KvHook {
     /// Called once per layer, in order.
     fn kv(&mut self, layer: usize, q: &Tensor, k: Tensor, v: Tensor) -> Result<(Tensor, Tensor)>;
+
+    /// The cache's recent window: query `i` reads keys and values `i − w + 1 ..= i` as the
+    /// fp16 cache holds them (a real cache codes a token only once it is `w` tokens old),
+    /// and older ones as [`KvHook::kv`] returned them. 0 (the default): all as returned.
+    fn recent_window(&self) -> usize {
+        0
+    }
 }
 
 /// A linear layer `y = x Wᵀ (+ b)`.
@@ -115,6 +123,18 @@ fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tensor> {
     x.broadcast_mul(cos)? + rotated.broadcast_mul(sin)?
 }
 
+/// `[T, T]`: 1 where query `i` reads token `j` from the recent window (`0 ≤ i − j < w`),
+/// else 0.
+fn recent_band(t: usize, w: usize) -> Result<Tensor> {
+    let mut m = vec![0f32; t * t];
+    for i in 0..t {
+        for j in i.saturating_sub(w - 1)..=i {
+            m[i * t + j] = 1.0;
+        }
+    }
+    Ok(Tensor::from_vec(m, (t, t), &Device::Cpu)?)
+}
+
 /// Additive causal mask `[T, T]` (0 or -inf), with a sliding window when given.
 fn causal_mask(t: usize, window: Option<usize>) -> Result<Tensor> {
     let mut m = vec![0f32; t * t];
@@ -182,6 +202,12 @@ impl Model {
         let mut x = self.embed.index_select(&ids, 0)?;
         let (cos, sin) = rope_tables(t, hd, c.rope_theta)?;
         let mask = causal_mask(t, c.sliding_window)?;
+        let window = hook.recent_window();
+        let band = if window > 0 {
+            Some(recent_band(t, window)?)
+        } else {
+            None
+        };
         let scale = 1.0 / (hd as f64).sqrt();
         let heads = |y: Tensor, n: usize| -> candle_core::Result<Tensor> {
             y.reshape((t, n, hd))?.transpose(0, 1)?.contiguous()
@@ -191,15 +217,32 @@ impl Model {
             let q = rope(&heads(b.q.forward(&h)?, nq)?, &cos, &sin)?;
             let k = rope(&heads(b.k.forward(&h)?, nkv)?, &cos, &sin)?;
             let v = heads(b.v.forward(&h)?, nkv)?;
+            let exact = match band {
+                Some(_) => Some((fp16_round(&k)?, fp16_round(&v)?)),
+                None => None,
+            };
             let (k, v) = hook.kv(l, &q, k, v).with_context(|| format!("layer {l}"))?;
             // Query heads h = kv·g + j share KV head kv: [nkv, g·T, hd].
             let qg = q.reshape((nkv, g * t, hd))?;
-            let scores = (qg.matmul(&k.t()?)? * scale)?
-                .reshape((nkv, g, t, t))?
-                .broadcast_add(&mask)?;
-            let p = softmax_last(&scores)?.reshape((nkv, g * t, t))?;
-            let attn = p
-                .matmul(&v.contiguous()?)?
+            let logits = |k: &Tensor| -> candle_core::Result<Tensor> {
+                (qg.matmul(&k.t()?)? * scale)?.reshape((nkv, g, t, t))
+            };
+            let mut scores = logits(&k)?;
+            if let (Some(band), Some((ke, _))) = (&band, &exact) {
+                scores = (&scores + (logits(ke)? - &scores)?.broadcast_mul(band)?)?;
+            }
+            let p = softmax_last(&scores.broadcast_add(&mask)?)?;
+            let read = |p: &Tensor, v: &Tensor| -> candle_core::Result<Tensor> {
+                p.reshape((nkv, g * t, t))?.matmul(&v.contiguous()?)
+            };
+            let out = match (&band, &exact) {
+                (Some(band), Some((_, ve))) => {
+                    let recent = p.broadcast_mul(band)?;
+                    (read(&(&p - &recent)?, &v)? + read(&recent, ve)?)?
+                }
+                _ => read(&p, &v)?,
+            };
+            let attn = out
                 .reshape((nq, t, hd))?
                 .transpose(0, 1)?
                 .reshape((t, nq * hd))?;
@@ -238,6 +281,15 @@ mod tests {
         assert_eq!(y[0][0], vec![1.0, 0.0, 0.0, 0.0]);
         assert!((y[0][2][0] - 2f32.cos()).abs() < 1e-6);
         assert!((y[0][2][2] - 2f32.sin()).abs() < 1e-6);
+    }
+
+    #[test]
+    fn band_marks_the_newest_tokens_of_each_query() {
+        let m: Vec<Vec<f32>> = recent_band(4, 2).unwrap().to_vec2().unwrap();
+        assert_eq!(m[0], vec![1.0, 0.0, 0.0, 0.0]);
+        assert_eq!(m[3], vec![0.0, 0.0, 1.0, 1.0]);
+        let all: Vec<Vec<f32>> = recent_band(3, 5).unwrap().to_vec2().unwrap();
+        assert_eq!(all[2], vec![1.0, 1.0, 1.0]);
     }
 
     #[test]

@@ -246,6 +246,23 @@ pub fn round_trip_kv(
     Ok(KvData { layers })
 }
 
+/// Puts the last `window` rows of every stream of `recon` back to `orig`'s (a recent window
+/// of fp16 tokens, as the profile's `protected.last_tokens` keeps them); a no-op for 0.
+pub fn keep_recent(orig: &KvData, recon: &mut KvData, window: usize) {
+    for (o, r) in orig.layers.iter().zip(&mut recon.layers) {
+        for (om, rm) in o
+            .keys
+            .iter()
+            .zip(&mut r.keys)
+            .chain(o.values.iter().zip(&mut r.values))
+        {
+            let w = window.min(om.rows()) * om.cols();
+            let n = om.data().len();
+            rm.data_mut()[n - w..].copy_from_slice(&om.data()[n - w..]);
+        }
+    }
+}
+
 /// Budget items set in `budget`, checked against `m`, and the verdict.
 pub fn check_budget(budget: &QualityBudget, m: &QualityMetrics) -> (Vec<BudgetCheck>, Verdict) {
     let items = [

@@ -14,7 +14,7 @@ use super::profile::{
     Allocation, CodecKind, FallbackPolicy, ProtectedRegions, QualityBudget, RopeState,
 };
 use super::receipt::PerplexityReport;
-use super::receipt::{compare_kv, round_trip_kv};
+use super::receipt::{compare_kv, keep_recent, round_trip_kv};
 use super::synth::{synth_kv, SynthConfig};
 use super::{evaluate, KvProfile, KvRole, KvShape, ProfileSpec, Receipt, Verdict};
 use super::{KvData, LayerKv};
@@ -161,34 +161,41 @@ impl ModelRun {
             fp16,
         };
         if chunks > 1 {
-            let rest = run.score(1, |_, kv| Ok(kv))?;
+            let rest = run.score(1, 0, |_, kv| Ok(kv))?;
             run.fp16 = Perplexity::combine(&[fp16, rest]);
         }
         Ok(run)
     }
 
     /// Perplexity over the chunks from `from` on, every layer's cache put through `f` as
-    /// the model runs (each chunk a fresh sequence).
+    /// the model runs (each chunk a fresh sequence), with a recent window of `window`
+    /// fp16 tokens ([`CacheHook`]).
     fn score(
         &self,
         from: usize,
+        window: usize,
         mut f: impl FnMut(usize, LayerKv) -> Result<LayerKv>,
     ) -> Result<Perplexity> {
         let vocab = self.runner.model.config.vocab;
         let mut parts = Vec::new();
         for tokens in &self.chunks[from..] {
-            let logits = self.runner.model.forward(tokens, &mut CacheHook(&mut f))?;
+            let logits = self
+                .runner
+                .model
+                .forward(tokens, &mut CacheHook::new(&mut f, window))?;
             parts.push(Perplexity::of(&logits, tokens, vocab));
         }
         Ok(Perplexity::combine(&parts))
     }
 
-    /// Perplexity with every layer's cache put through `f` as the model runs.
+    /// Perplexity with every layer's cache put through `f` as the model runs, with a
+    /// recent window of `window` fp16 tokens.
     fn perplexity(
         &self,
+        window: usize,
         f: impl FnMut(usize, LayerKv) -> Result<LayerKv>,
     ) -> Result<PerplexityReport> {
-        let p = self.score(0, f)?;
+        let p = self.score(0, window, f)?;
         Ok(PerplexityReport {
             tokens: self.chunks.iter().map(Vec::len).sum(),
             scored: p.scored,
@@ -412,10 +419,14 @@ pub fn verify(args: &VerifyJob) -> Result<Verified> {
         }
     };
     let mut receipt = evaluate(&profile, &kv, &queries).map_err(|e| invalid!("{e:#}"))?;
+    let window = profile.protected.last_tokens;
+    let tokens = kv.dims()?.tokens.max(1);
     if let Some(run) = &run {
         let pc = PagedCodec::new(&profile)?;
         let t = run.chunks[0].len();
-        let p = run.perplexity(|l, layer| pc.decode_layer(l, &pc.encode_layer(l, &layer)?, t))?;
+        let p = run.perplexity(window, |l, layer| {
+            pc.decode_layer(l, &pc.encode_layer(l, &layer)?, t)
+        })?;
         receipt.add_perplexity(p, &profile.budget);
     }
     let mut doc = serde_json::to_value(&receipt)?;
@@ -430,12 +441,20 @@ pub fn verify(args: &VerifyJob) -> Result<Verified> {
                 s.role.keys().then_some(kc.as_ref()),
                 s.role.values().then_some(vc.as_ref()),
             );
-            let recon = round_trip_kv(&kv, k, v)?;
+            // The profile's recent window applies to the baselines too, charged at 16 bits.
+            let mut recon = round_trip_kv(&kv, k, v)?;
+            keep_recent(&kv, &mut recon, window);
             let (m, _) = compare_kv(&kv, &recon, &queries, profile.budget.top_k)?;
-            let mut row =
-                json!({"codec": name, "bits_per_value": kc.bits_per_value(), "metrics": m});
+            let w = window.min(tokens) as f64;
+            let effective = (16.0 * w + kc.bits_per_value() * (tokens as f64 - w)) / tokens as f64;
+            let mut row = json!({
+                "codec": name,
+                "bits_per_value": kc.bits_per_value(),
+                "effective_bits_per_value": effective,
+                "metrics": m,
+            });
             if let Some(run) = &run {
-                let p = run.perplexity(|_, layer| {
+                let p = run.perplexity(window, |_, layer| {
                     let one = KvData {
                         layers: vec![layer],
                     };

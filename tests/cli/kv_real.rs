@@ -160,15 +160,16 @@ fn role_aware_profiles_beat_the_baselines_on_real_kv() {
     let config = hf.join("config.json");
     let config = config.to_str().unwrap();
     // Measured at 1024 tokens with unbiased norms (docs/kv-profile.md §6a): role-aware
-    // k4 N4096 3.26 bits TV 0.094 +2.98 ppl. The 4.28-bit profile mixes four codecs, per
-    // layer and role, as scripts/kv_allocate.py allocates them from the calibration text's
-    // sensitivities (fixtures/kv/smollm2-calibration-sensitivities.txt): TV 0.043 and over
-    // three chunks +0.62 ppl (seed 0), where one codec for every stream (k2 N256, 4.26 bits)
-    // has TV 0.054 and +0.80. The 0.1 perplexity bar is not met (the delta moves by tenths
-    // with the seed, so its bound is loose). llama.cpp's Hadamard-rotated q4_0 cache (4.5
-    // bits) has TV 0.089 +2.30: better than the 3.26-bit profile.
-    const KEYS: &str = "1,2,2,0,2,2,0,0,2,2,3,2,0,2,0,0,2,0,2,2,2,0,0,2,0,0,0,0,0,1";
-    const VALUES: &str = "1,2,0,0,0,0,1,1,1,0,0,2,0,0,1,1,0,0,1,0,0,1,1,0,0,1,1,1,1,1";
+    // k4 N4096 3.26 bits TV 0.094 +2.98 ppl. The 4.30-bit profile keeps a recent window of
+    // 16 fp16 tokens (each query reads its newest 16 tokens exact, as a real cache holds
+    // them; 16 bits each, counted) and mixes four codecs per layer and role, as
+    // scripts/kv_allocate.py allocates them at 4.10 nominal bits from the calibration text's
+    // sensitivities measured with that window: over three chunks TV 0.040 and +0.12 ppl
+    // (seed 0); without the window the best 4.28-bit mix had +0.62..+0.81. llama.cpp's
+    // Hadamard-rotated q4_0 cache (4.5 bits) has TV 0.089 +2.30: better than the 3.26-bit
+    // profile.
+    const KEYS: &str = "1,1,0,2,2,2,2,2,3,2,3,1,0,0,2,0,1,2,2,0,2,0,0,2,2,1,0,1,0,1";
+    const VALUES: &str = "1,1,1,0,0,0,0,0,0,1,1,1,1,1,1,1,1,0,0,1,0,1,1,2,0,1,1,1,1,1";
     let mixed = [
         "--block-dim",
         "2",
@@ -186,6 +187,8 @@ fn role_aware_profiles_beat_the_baselines_on_real_kv() {
         KEYS,
         "--value-codecs",
         VALUES,
+        "--protect-last",
+        "16",
     ];
     for (name, build, max_bits, max_tv, max_delta, beats_kivi, beats_q4) in [
         (
@@ -197,7 +200,8 @@ fn role_aware_profiles_beat_the_baselines_on_real_kv() {
             true,
             false,
         ),
-        ("mixed", &mixed[..], 4.3, 0.05, 1.2, false, true),
+        // One chunk (−0.18 measured; the bar of 0.1 is over three chunks, docs §6a).
+        ("window16", &mixed[..], 4.3, 0.05, 0.1, false, true),
     ] {
         let common = ["--protect-first", "1", "--unbiased-norm"];
         let r = verify(
@@ -236,7 +240,8 @@ fn role_aware_profiles_beat_the_baselines_on_real_kv() {
             "{name} {ppl} vs {tq}"
         );
         // KIVI is compared at the fewest bits not below the profile's (4.0 for 3.26);
-        // at 4.28 bits the next KIVI has 5.0 bits, more than the profile.
+        // for the 4.30-bit profile (4.10 nominal) the next KIVI has 5.0 bits (5.17 with the
+        // same window): one chunk has it at TV 0.041 −0.14, too close to assert.
         if beats_kivi {
             let kivi = baseline("kivi");
             assert!(
