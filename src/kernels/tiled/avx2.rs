@@ -69,7 +69,7 @@ pub unsafe fn matmul_avx2(w: &Tiled, acts: &Activations, y: &mut [f32]) {
             }
         }
     };
-    drive(w, m, &[4, 1], |_, _| (), y, kernel);
+    drive(w, m, &[4, 1], None, |_, _| (), y, kernel);
 }
 
 impl Kind {
