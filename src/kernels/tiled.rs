@@ -1098,6 +1098,25 @@ mod tests {
                     }
                 }
             }
+            // Through the driver (panels of 3 tile rows: a pair and a lone row) against the
+            // f64 reference, for one group of 8 tokens and one more token.
+            let rows = 12 * rayon::current_num_threads() * TILE_ROWS;
+            let w = std::sync::Arc::new(QuantMatrix::random(ty, rows, k, 3).unwrap());
+            let b = crate::kernels::fused::Fused::new(w.clone(), crate::kernels::Isa::Avx512Vnni);
+            assert!(b.is_tiled() && Tiled::new(&w).panel(PAIR_TOKENS) == 3);
+            for m in [PAIR_TOKENS, PAIR_TOKENS + 1] {
+                let x = crate::kernels::test_support::activations(m, k);
+                let mut y = vec![f32::NAN; m * w.n];
+                crate::kernels::GemmBackend::matmul(&b, &x, &mut y).unwrap();
+                let want = crate::kernels::reference_matmul(&w, &x);
+                crate::kernels::test_support::assert_close(
+                    &w,
+                    &x,
+                    &y,
+                    &want,
+                    &format!("{ty:?} m={m}"),
+                );
+            }
         }
     }
 
