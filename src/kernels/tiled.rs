@@ -779,13 +779,14 @@ mod x86 {
                         }
                     }
                     let at = sb * QK_K + 8 * g;
-                    for t in 0..T {
+                    let [acc0, acc1] = &mut acc;
+                    for (t, (a0, a1)) in acc0.iter_mut().zip(acc1.iter_mut()).enumerate() {
                         let a = bcast(x, at, t);
-                        acc[0][t] = _mm512_dpbusd_epi32(acc[0][t], lo[0], a);
-                        acc[1][t] = _mm512_dpbusd_epi32(acc[1][t], lo[1], a);
+                        *a0 = _mm512_dpbusd_epi32(*a0, lo[0], a);
+                        *a1 = _mm512_dpbusd_epi32(*a1, lo[1], a);
                         let a = bcast(x, at + 4, t);
-                        acc[0][t] = _mm512_dpbusd_epi32(acc[0][t], hi[0], a);
-                        acc[1][t] = _mm512_dpbusd_epi32(acc[1][t], hi[1], a);
+                        *a0 = _mm512_dpbusd_epi32(*a0, hi[0], a);
+                        *a1 = _mm512_dpbusd_epi32(*a1, hi[1], a);
                     }
                 }
                 for r in 0..2 {
