@@ -720,13 +720,7 @@ mod x86 {
                     }
                     dot_group(lo, hi, x, sb * QK_K + 8 * g, &mut acc, &mut hi_acc);
                 }
-                let sc = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(
-                    p.add(SC_AT + 16 * j).cast(),
-                )));
-                let mn = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(
-                    p.add(MN_AT + 16 * j).cast(),
-                )));
-                let (sc, mn) = (_mm512_mul_ps(sc, d), _mm512_mul_ps(mn, dmin));
+                let (sc, mn) = scales_mins(p, j, d, dmin);
                 for (t, sbacc) in sbacc.iter_mut().enumerate() {
                     *sbacc = _mm512_fmadd_ps(total(&acc, &hi_acc, t), sc, *sbacc);
                     let s = _mm512_set1_ps(*sums32.add((sb * 8 + j) * T + t));
@@ -737,6 +731,20 @@ mod x86 {
                 add_scaled(&mut res[t], sbacc[t], *dx.add(sb * T + t));
             }
         }
+    }
+
+    /// Sub-block `j`'s 16 scales times `d` and 16 mins times `dmin` of the Q4_K/Q5_K tile
+    /// super-block at `p`, as f32.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+    unsafe fn scales_mins(p: *const u8, j: usize, d: __m512, dmin: __m512) -> (__m512, __m512) {
+        let sc = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(
+            p.add(SC_AT + 16 * j).cast(),
+        )));
+        let mn = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(
+            p.add(MN_AT + 16 * j).cast(),
+        )));
+        (_mm512_mul_ps(sc, d), _mm512_mul_ps(mn, dmin))
     }
 
     /// Two Q4_K (with `FIFTH`, Q5_K) tile rows for [`PAIR_TOKENS`] tokens: as [`q4_k`] on
@@ -792,13 +800,7 @@ mod x86 {
                 for r in 0..2 {
                     let d = _mm512_cvtph_ps(_mm256_loadu_si256(p[r].add(D_AT).cast()));
                     let dmin = _mm512_cvtph_ps(_mm256_loadu_si256(p[r].add(DMIN_AT).cast()));
-                    let sc = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(
-                        p[r].add(SC_AT + 16 * j).cast(),
-                    )));
-                    let mn = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(
-                        p[r].add(MN_AT + 16 * j).cast(),
-                    )));
-                    let (sc, mn) = (_mm512_mul_ps(sc, d), _mm512_mul_ps(mn, dmin));
+                    let (sc, mn) = scales_mins(p[r], j, d, dmin);
                     for t in 0..T {
                         let v = _mm512_cvtepi32_ps(acc[r][t]);
                         let at = sbacc[r][t].as_mut_ptr();
