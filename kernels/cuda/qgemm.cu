@@ -330,17 +330,9 @@ __device__ __forceinline__ float warp_max(float v) {
     return v;
 }
 
-// One 32-value block of activations, quantized by one thread: 8 float4 loads in flight, the
-// levels stored as two 16-byte words, the scale d = absmax / 127 and the sum d * sum(q).
-__device__ __forceinline__ void quantize_block(const float* __restrict__ x, int8_t* q, float* d, float* s) {
-    float4 v[8];
-#pragma unroll
-    for (int i = 0; i < 8; i++) v[i] = __ldg((const float4*)x + i);
-    float amax = 0.f;
-#pragma unroll
-    for (int i = 0; i < 8; i++)
-        amax = fmaxf(amax, fmaxf(fmaxf(fabsf(v[i].x), fabsf(v[i].y)), fmaxf(fabsf(v[i].z), fabsf(v[i].w))));
-    const float inv = amax > 0.f ? 127.0f / amax : 0.f;
+// The 32 values v times inv, rounded to int8 levels and stored at q (16-aligned) as two
+// 16-byte words; returns the sum of the levels. Every activation quantizer packs through this.
+__device__ __forceinline__ int pack_levels(const float4 (&v)[8], float inv, int8_t* q) {
     uint32_t w[8];
     int sum = 0;
 #pragma unroll
@@ -353,6 +345,20 @@ __device__ __forceinline__ void quantize_block(const float* __restrict__ x, int8
     }
     ((uint4*)q)[0] = make_uint4(w[0], w[1], w[2], w[3]);
     ((uint4*)q)[1] = make_uint4(w[4], w[5], w[6], w[7]);
+    return sum;
+}
+
+// One 32-value block of activations, quantized by one thread: 8 float4 loads in flight, the
+// levels stored as two 16-byte words, the scale d = absmax / 127 and the sum d * sum(q).
+__device__ __forceinline__ void quantize_block(const float* __restrict__ x, int8_t* q, float* d, float* s) {
+    float4 v[8];
+#pragma unroll
+    for (int i = 0; i < 8; i++) v[i] = __ldg((const float4*)x + i);
+    float amax = 0.f;
+#pragma unroll
+    for (int i = 0; i < 8; i++)
+        amax = fmaxf(amax, fmaxf(fmaxf(fabsf(v[i].x), fabsf(v[i].y)), fmaxf(fabsf(v[i].z), fabsf(v[i].w))));
+    const int sum = pack_levels(v, amax > 0.f ? 127.0f / amax : 0.f, q);
     *d = amax / 127.0f;
     *s = amax / 127.0f * (float)sum;
 }
@@ -772,14 +778,63 @@ GEMV_ALL(gemv_q5_k, T_Q5K)
 GEMV_ALL(gemv_iq4_xs, T_IQ4XS)
 
 // ---------------------------------------------------------------------------------------
-// m > 8: activations quantized once, a block of threads per token, one thread per 32-value
-// block (d and d * sum(q) per block, as the GEMV). GEMM_SCALE_256: one scale per 256 values
-// (ggml's Q8_K blocks): d = absmax / 127 of the 256 (1 for an all-zero block) in the dx of
-// each of its 32-value blocks, sx the plain level sums of each 32-value block; the GEMM
-// applies d where it changes. Measured on the H200 (docs/cuda.md): 1-2% faster, twice the
-// error; not the default.
-extern "C" __global__ void quantize_q8(const float* __restrict__ x, int8_t* __restrict__ qx,
-                                       float* __restrict__ dx, float* __restrict__ sx, int k) {
+// m > 8: `gemm_input` writes the activations in the GEMM's input format (a block of threads
+// per token), then `gemm_<type>` takes BM tokens x BN weight rows per block of 8 warps (each
+// BM / 2 tokens x 32 rows), BK values of k per step, k split in GEMM_SPLITK halves.
+//
+// Default: bf16. The activations are converted to bf16 once; each step the block decodes its
+// BN x BK weights into bf16 in shared memory (each weight once per BM tokens, through the
+// same `Raw<T>` decoders, w = s * q - mn in f32 then rounded) and the warps multiply with
+// mma.sync m16n8k16 bf16 (f32 sums), fragments by ldmatrix; weights and activations are
+// double-buffered (the activations by cp.async), one barrier a step. No per-32 scaling: the
+// scales are in the bf16 weights.
+//
+// GEMM_INT8: the int8 GEMM (s20-s23). Activations quantized to int8 blocks of 32 (d and
+// d * sum(q) per block, as the GEMV), mma.sync m16n8k32 int8 (m16n8k16 for Q6_K, whose scales
+// cover 16 values), the sums scaled per 32 values into f32. GEMM_SCALE_256 with it: one scale
+// per 256 values (ggml's Q8_K blocks): d = absmax / 127 of the 256 (1 for an all-zero block)
+// in the dx of each of its 32-value blocks, sx the plain level sums of each 32-value block;
+// the GEMM applies d where it changes (measured on the H200, docs/cuda.md: 1-2% faster, twice
+// the error).
+#ifndef BM
+#define BM 128   // tokens per block tile (64 or 128)
+#endif
+#define BN 128   // weight rows per block tile
+#define MI (BM / 32)  // mma tiles of 16 tokens per warp
+#ifndef GEMM_JU
+#define GEMM_JU 2    // unrolling of the 32-value steps inside a k step
+#endif
+#define QF_STR(x) #x
+#define QF_PRAGMA(x) _Pragma(QF_STR(x))
+#define QF_UNROLL(n) QF_PRAGMA(unroll n)
+#define BK 128   // values of k per step (4 sub-blocks)
+#ifndef GEMM_SPLITK
+#define GEMM_SPLITK 2  // blocks along k (1 or 2: two partial sums add up the same in either order)
+#endif
+
+#define LDS 144  // int8 tiles: shared row stride in bytes (BK + 16: conflict-free fragment loads)
+#define BSTR (2 * BK + 16)  // bf16 tiles: shared row stride in bytes (ldmatrix rows 4 banks apart)
+#ifdef GEMM_INT8
+#define GEMM_ACT_BYTES 1
+#define GEMM_SMEM 0  // static shared memory only
+#else
+#define GEMM_ACT_BYTES 2
+#define GEMM_SMEM (2 * (BN + BM) * BSTR)  // two stages of weights and activations
+#endif
+
+// bf16 pair {lo, hi} (lo in the low half: the lower k) from two floats, rounded to nearest.
+__device__ __forceinline__ uint32_t bf16x2(float lo, float hi) {
+    uint32_t r;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+
+// The activations in the GEMM's input format; block t takes token t. int8 (GEMM_INT8): one
+// thread per 32-value block (quantize_block; GEMM_SCALE_256 as above). bf16: eight values
+// a thread at a time, one 16-byte store.
+extern "C" __global__ void gemm_input(const float* __restrict__ x, int8_t* __restrict__ qx,
+                                      float* __restrict__ dx, float* __restrict__ sx, int k) {
+#ifdef GEMM_INT8
     const size_t t = blockIdx.x;
     const int nb = k / 32;
     x += t * k;
@@ -805,16 +860,7 @@ extern "C" __global__ void quantize_q8(const float* __restrict__ x, int8_t* __re
         a = fmaxf(a, __shfl_xor_sync(0xffffffffu, a, 2));
         a = fmaxf(a, __shfl_xor_sync(0xffffffffu, a, 4));
         if (ok) {
-            const float inv = a > 0.f ? 127.0f / a : 0.f;
-            int sum = 0;
-#pragma unroll
-            for (int i = 0; i < 8; i++) {
-                const int p = __float2int_rn(v[i].x * inv), q = __float2int_rn(v[i].y * inv);
-                const int r = __float2int_rn(v[i].z * inv), e = __float2int_rn(v[i].w * inv);
-                sum += p + q + r + e;
-                ((uint32_t*)(qx + b * 32))[i] = (uint32_t)(p & 0xff) | ((uint32_t)(q & 0xff) << 8) |
-                                                ((uint32_t)(r & 0xff) << 16) | ((uint32_t)e << 24);
-            }
+            const int sum = pack_levels(v, a > 0.f ? 127.0f / a : 0.f, qx + b * 32);
             dx[b] = a > 0.f ? a / 127.0f : 1.0f;  // any scale serves zeros; 1 keeps the GEMM's ratios finite
             sx[b] = (float)sum;
         }
@@ -822,24 +868,73 @@ extern "C" __global__ void quantize_q8(const float* __restrict__ x, int8_t* __re
 #else
     for (int b = threadIdx.x; b < nb; b += blockDim.x) quantize_block(x + b * 32, qx + b * 32, dx + b, sx + b);
 #endif
+#else
+    const size_t t = blockIdx.x;
+    const float4* xt = (const float4*)(x + t * k);
+    uint4* o = (uint4*)(qx + t * k * 2);
+    for (int i = threadIdx.x; i < k / 8; i += blockDim.x) {
+        const float4 a = __ldg(xt + 2 * i), b = __ldg(xt + 2 * i + 1);
+        o[i] = make_uint4(bf16x2(a.x, a.y), bf16x2(a.z, a.w), bf16x2(b.x, b.y), bf16x2(b.z, b.w));
+    }
+#endif
 }
 
-#ifndef BM
-#define BM 128   // tokens per block tile (64 or 128)
-#endif
-#define BN 128   // weight rows per block tile
-#define MI (BM / 32)  // mma tiles of 16 tokens per warp
-#ifndef GEMM_JU
-#define GEMM_JU 2    // unrolling of the 32-value steps inside a k step
-#endif
-#define QF_STR(x) #x
-#define QF_PRAGMA(x) _Pragma(QF_STR(x))
-#define QF_UNROLL(n) QF_PRAGMA(unroll n)
-#define BK 128   // values of k per step (4 sub-blocks)
-#ifndef GEMM_SPLITK
-#define GEMM_SPLITK 2  // blocks along k (1 or 2: two partial sums add up the same in either order)
-#endif
-#define LDS 144  // shared row stride in bytes (BK + 16: conflict-free fragment loads)
+// The weights a GEMM block decodes each step: this thread's sub-block uj (of the step's
+// four) of tile rows urr[0] and urr[1]; `load` issues the loads of the step at k0 into `raw`,
+// which holds them in registers until the step's decoding.
+template <int T>
+struct GemmWeights {
+    Raw<T> raw[2];
+    const uint8_t* wrow[2];
+    const float* arow[2];
+    int uj, urr[2];
+    __device__ __forceinline__ GemmWeights(const uint8_t* __restrict__ w, const float* __restrict__ absmax, int n0,
+                                           int n, int k, int row_bytes) {
+        uj = threadIdx.x & 3;
+        urr[0] = threadIdx.x >> 2;
+        urr[1] = (threadIdx.x + 256) >> 2;
+#pragma unroll
+        for (int u = 0; u < 2; u++) {
+            const int r = min(n0 + urr[u], n - 1);
+            wrow[u] = w + (size_t)r * row_bytes;
+            arow[u] = absmax + (size_t)r * (k / 64);
+        }
+    }
+    __device__ __forceinline__ void load(int k0) {
+#pragma unroll
+        for (int u = 0; u < 2; u++) raw[u].template load<true>(wrow[u], arow[u], k0 / 32 + uj);
+    }
+};
+
+// Split k (GEMM_SPLITK > 1): block z takes the values [kbeg, kend) and adds its sums into y,
+// which the host zeroed; with two splits the sum is the same in either order.
+__device__ __forceinline__ void gemm_k_range(int k, int& kbeg, int& kend) {
+    const int ksteps = k / BK, per = (ksteps + GEMM_SPLITK - 1) / GEMM_SPLITK;
+    kbeg = min(ksteps, (int)blockIdx.z * per) * BK;
+    kend = min(ksteps, ((int)blockIdx.z + 1) * per) * BK;
+}
+
+// A warp's outputs: acc[i][q] is the mma tile of tokens t0 + 16 i + g (elements 0, 1) and
+// t0 + 16 i + g + 8 (2, 3), rows r0 + 8 q + 2 t4 (+ 1 for elements 1, 3); times scale(i, e / 2),
+// written, or added into y with k split.
+template <typename Scale>
+__device__ __forceinline__ void gemm_store(const float (&acc)[MI][4][4], float* __restrict__ y, int m, int n,
+                                           int t0, int r0, Scale scale) {
+    const int lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
+#pragma unroll
+    for (int i = 0; i < MI; i++)
+#pragma unroll
+        for (int q = 0; q < 4; q++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int t = t0 + 16 * i + g + (e >> 1) * 8, r = r0 + 8 * q + 2 * t4 + (e & 1);
+                if (t < m && r < n) {
+                    const float v = acc[i][q][e] * scale(i, e >> 1);
+                    if (GEMM_SPLITK > 1) atomicAdd(y + (size_t)t * n + r, v);
+                    else y[(size_t)t * n + r] = v;
+                }
+            }
+}
 
 #ifdef MMA_NONVOLATILE
 #define MMA_ASM asm
@@ -862,9 +957,144 @@ __device__ __forceinline__ void mma_k16(int (&c)[4], uint32_t a0, uint32_t a1, u
         : "r"(a0), "r"(a1), "r"(b0));
 }
 
+__device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+    MMA_ASM(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+// Four 8 x 8 matrices of 16-bit values from shared memory: lanes 8 j .. 8 j + 7 give the row
+// addresses of matrix j, r[j] is matrix j's fragment (lane l: row l / 4, values 2 (l % 4), + 1).
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const uint8_t* p) {
+    const uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+}
+
+// Level i of the four int8 levels u ^ 0x80808080 (so 128 + level, unsigned), as a float: the
+// byte under the exponent of 2^23, minus 2^23 + 128 (exact; no int-to-float conversion).
+__device__ __forceinline__ float level_of(uint32_t u, int i) {
+    return __int_as_float(__byte_perm(u, 0x4B000000u, 0x7540 + i)) - 8388736.0f;
+}
+
+// Sub-block s as 32 bf16 weights s0 or s1 times level minus mn (f32, then rounded), the 64
+// bytes at dst (16-aligned) in value order.
+__device__ __forceinline__ void store_bf16(uint8_t* dst, const Sub& s) {
+#pragma unroll
+    for (int h = 0; h < 4; h++) {  // values 8 h .. 8 h + 7: words q[2 h], q[2 h + 1]
+        const float sc = h < 2 ? s.s0 : s.s1;
+        uint32_t o[4];
+#pragma unroll
+        for (int p = 0; p < 2; p++) {
+            const uint32_t u = s.q[2 * h + p] ^ 0x80808080u;
+            o[2 * p] = bf16x2(fmaf(sc, level_of(u, 0), -s.mn), fmaf(sc, level_of(u, 1), -s.mn));
+            o[2 * p + 1] = bf16x2(fmaf(sc, level_of(u, 2), -s.mn), fmaf(sc, level_of(u, 3), -s.mn));
+        }
+        ((uint4*)dst)[h] = make_uint4(o[0], o[1], o[2], o[3]);
+    }
+}
+
+// The bf16 GEMM (above). Dynamic shared memory: two stages of BN weight rows, then two of BM
+// token rows, BK bf16 values (BSTR bytes) a row. Step s: the weights loaded during step s - 1
+// are decoded into stage s % 2, this thread's activation copies waited for, one barrier (every
+// warp is past step s - 1, so stage (s + 1) % 2 is free), step s + 1's loads and copies
+// issued, then step s's mma from stage s % 2.
+template <int T>
+__device__ __forceinline__ void gemm_bf16(const uint8_t* __restrict__ w, const float* __restrict__ absmax,
+                                          const int8_t* __restrict__ qx, float* __restrict__ y, int m, int n, int k,
+                                          int row_bytes) {
+    extern __shared__ __align__(16) uint8_t smem[];
+    uint8_t* const ws = smem;
+    uint8_t* const xs = smem + 2 * BN * BSTR;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int wm = (warp & 1) * (BM / 2), wn = (warp >> 1) * 32;
+    // Token tiles vary fastest in launch order, so the blocks that share a weight tile run
+    // together and read it from HBM once.
+    const int tile = blockIdx.x + gridDim.x * blockIdx.y;
+    const int m0 = tile % gridDim.y * BM, n0 = tile / gridDim.y * BN;
+    float acc[MI][4][4];
+#pragma unroll
+    for (int i = 0; i < MI; i++)
+#pragma unroll
+        for (int q = 0; q < 4; q++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) acc[i][q][e] = 0.f;
+    GemmWeights<T> wt(w, absmax, n0, n, k, row_bytes);
+    // Activation copies: 16-byte pieces c = tid + 256 u of the step's BM rows of 2 BK bytes
+    // (tokens past m read token m - 1; their outputs are not written).
+    constexpr int XC = BM * (2 * BK / 16) / 256, PR = 2 * BK / 16;
+    const uint8_t* xsrc[XC];
+#pragma unroll
+    for (int u = 0; u < XC; u++) {
+        const int c = tid + 256 * u, t = min(m0 + c / PR, m - 1);
+        xsrc[u] = (const uint8_t*)qx + ((size_t)t * k) * 2 + (c % PR) * 16;
+    }
+    auto copy_x = [&](int k0, int stage) {
+        uint8_t* dst = xs + stage * BM * BSTR;
+#pragma unroll
+        for (int u = 0; u < XC; u++) {
+            const int c = tid + 256 * u;
+            cp_async16(dst + (c / PR) * BSTR + (c % PR) * 16, xsrc[u] + 2 * k0);
+        }
+        cp_async_commit();
+    };
+    int kbeg, kend;
+    gemm_k_range(k, kbeg, kend);
+    if (kbeg < kend) {
+        wt.load(kbeg);
+        copy_x(kbeg, 0);
+    }
+    // ldmatrix rows: A (tokens) lane l gives row l % 16 of the 16, k offset 8 (l / 16);
+    // B (weight rows) n offset l % 8 + 8 (l / 16), k offset 8 (l / 8 % 2).
+    const int a_off = (wm + (lane & 15)) * BSTR + 16 * (lane >> 4);
+    const int b_off = (wn + (lane & 7) + 8 * (lane >> 4)) * BSTR + 16 * ((lane >> 3) & 1);
+    int stage = 0;
+    for (int k0 = kbeg; k0 < kend; k0 += BK, stage ^= 1) {
+        uint8_t* const wsb = ws + stage * BN * BSTR;
+#pragma unroll
+        for (int u = 0; u < 2; u++) {
+            Sub s;
+            wt.raw[u].unpack(s);
+            store_bf16(wsb + wt.urr[u] * BSTR + wt.uj * 64, s);
+        }
+        cp_async_wait<0>();
+        __syncthreads();
+        if (k0 + BK < kend) {
+            wt.load(k0 + BK);
+            copy_x(k0 + BK, stage ^ 1);
+        }
+        const uint8_t* const xsb = xs + stage * BM * BSTR;
+#pragma unroll
+        for (int kk = 0; kk < BK; kk += 16) {
+            uint32_t a[MI][4], b[4][2];
+#pragma unroll
+            for (int i = 0; i < MI; i++) ldmatrix_x4(a[i], xsb + a_off + 16 * i * BSTR + 2 * kk);
+#pragma unroll
+            for (int p = 0; p < 2; p++) {
+                uint32_t r[4];
+                ldmatrix_x4(r, wsb + b_off + 16 * p * BSTR + 2 * kk);
+                b[2 * p][0] = r[0];
+                b[2 * p][1] = r[1];
+                b[2 * p + 1][0] = r[2];
+                b[2 * p + 1][1] = r[3];
+            }
+#pragma unroll
+            for (int i = 0; i < MI; i++)
+#pragma unroll
+                for (int q = 0; q < 4; q++) mma_bf16(acc[i][q], a[i], b[q]);
+        }
+    }
+    cp_async_wait<0>();
+    gemm_store(acc, y, m, n, m0 + wm, n0 + wn, [](int, int) { return 1.0f; });
+}
+
+#ifdef GEMM_INT8
 // 8 warps: 2 along tokens x 4 along rows, each BM / 2 tokens x 32 rows (MI x 4 mma tiles).
 template <int T>
-__device__ __forceinline__ void gemm(const uint8_t* __restrict__ w, const float* __restrict__ absmax,
+__device__ __forceinline__ void gemm_int8(const uint8_t* __restrict__ w, const float* __restrict__ absmax,
                                      const int8_t* __restrict__ qx, const float* __restrict__ dxg,
                                      const float* __restrict__ sxg, float* __restrict__ y, int m, int n,
                                      int k, int row_bytes) {
@@ -887,31 +1117,21 @@ __device__ __forceinline__ void gemm(const uint8_t* __restrict__ w, const float*
 #pragma unroll
             for (int e = 0; e < 4; e++) acc[i][j][e] = 0.f;
 
-    // What this thread loads each step: sub-block uj of rows urr[0], urr[1]; 16 bytes of tokens
+    // What this thread loads each step: its weights (GemmWeights); 16 bytes of tokens
     // xt[0] .. xt[XV - 1]; the scale and sum of token qt[u]'s block qj. The next step's loads
     // are issued before this step's math, so they are in flight while the tensor cores work.
     constexpr int XV = BM / 32, QV = BM / 64;
-    const int uj = tid & 3, urr[2] = {tid >> 2, (tid + 256) >> 2};
+    GemmWeights<T> wt(w, absmax, n0, n, k, row_bytes);
     const int xpart = tid & 7, qj = tid & 3;
     int xt[XV], qt[QV];
 #pragma unroll
     for (int u = 0; u < XV; u++) xt[u] = (tid + 256 * u) >> 3;
 #pragma unroll
     for (int u = 0; u < QV; u++) qt[u] = (tid + 256 * u) >> 2;
-    const uint8_t* wrow[2];
-    const float* arow[2];
-#pragma unroll
-    for (int u = 0; u < 2; u++) {
-        const int r = min(n0 + urr[u], n - 1);
-        wrow[u] = w + (size_t)r * row_bytes;
-        arow[u] = absmax + (size_t)r * (k / 64);
-    }
-    Raw<T> raw[2];
     uint4 xv[XV];
     float xdv[QV], xsv[QV];
     auto load = [&](int k0) {
-#pragma unroll
-        for (int u = 0; u < 2; u++) raw[u].template load<true>(wrow[u], arow[u], k0 / 32 + uj);
+        wt.load(k0);
 #pragma unroll
         for (int u = 0; u < XV; u++) {
             const int t = min(m0 + xt[u], m - 1);
@@ -929,22 +1149,21 @@ __device__ __forceinline__ void gemm(const uint8_t* __restrict__ w, const float*
 #pragma unroll
     for (int i = 0; i < MI; i++) dcur[i][0] = dcur[i][1] = 0.f;
 #endif
-    // Split k (GEMM_SPLITK > 1): block z takes steps [kbeg, kend) and adds its sums into y,
-    // which the host zeroed; with two splits the sum is the same in either order.
-    const int ksteps = k / BK, per = (ksteps + GEMM_SPLITK - 1) / GEMM_SPLITK;
-    const int kbeg = min(ksteps, (int)blockIdx.z * per) * BK, kend = min(ksteps, ((int)blockIdx.z + 1) * per) * BK;
+    int kbeg, kend;
+    gemm_k_range(k, kbeg, kend);
     if (kbeg < kend) load(kbeg);
     for (int k0 = kbeg; k0 < kend; k0 += BK) {
 #pragma unroll
         for (int u = 0; u < 2; u++) {
             Sub s;
-            raw[u].unpack(s);
-            uint4* dst = (uint4*)(ws + urr[u] * LDS + uj * 32);
+            wt.raw[u].unpack(s);
+            const int r = wt.urr[u], j4 = wt.uj;
+            uint4* dst = (uint4*)(ws + r * LDS + j4 * 32);
             dst[0] = make_uint4(s.q[0], s.q[1], s.q[2], s.q[3]);
             dst[1] = make_uint4(s.q[4], s.q[5], s.q[6], s.q[7]);
-            wsc[urr[u]][2 * uj] = s.s0;
-            wsc[urr[u]][2 * uj + 1] = s.s1;
-            wmn[urr[u]][uj] = s.mn;
+            wsc[r][2 * j4] = s.s0;
+            wsc[r][2 * j4 + 1] = s.s1;
+            wmn[r][j4] = s.mn;
         }
 #pragma unroll
         for (int u = 0; u < XV; u++) {
@@ -1068,37 +1287,30 @@ __device__ __forceinline__ void gemm(const uint8_t* __restrict__ w, const float*
         }
         __syncthreads();
     }
-#pragma unroll
-    for (int i = 0; i < MI; i++)
-#pragma unroll
-        for (int q = 0; q < 4; q++) {
-            const int t0 = m0 + wm + 16 * i + g, r0 = n0 + wn + 8 * q + 2 * t4;
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                const int t = t0 + (e >> 1) * 8, r = r0 + (e & 1);
-                if (t < m && r < n) {
 #ifdef GEMM_SCALE_256
-                    const float v = acc[i][q][e] * dcur[i][e >> 1];
+    gemm_store(acc, y, m, n, m0 + wm, n0 + wn, [&](int i, int h) { return dcur[i][h]; });
 #else
-                    const float v = acc[i][q][e];
+    gemm_store(acc, y, m, n, m0 + wm, n0 + wn, [](int, int) { return 1.0f; });
 #endif
-                    if (GEMM_SPLITK > 1) atomicAdd(y + (size_t)t * n + r, v);
-                    else y[(size_t)t * n + r] = v;
-                }
-            }
-        }
 }
+
+#endif
 
 // The GEMM's launch shape for the host (src/kernels/cuda.rs reads it from the module):
 // tokens and weight rows per block, dynamic shared memory bytes, threads, splits of k (blocks
-// along z; above 1 the host zeroes y first).
-extern "C" __constant__ int gemm_config[5] = {BM, BN, 0, 256, GEMM_SPLITK};
+// along z; above 1 the host zeroes y first), bytes of an activation in gemm_input's output.
+extern "C" __constant__ int gemm_config[6] = {BM, BN, GEMM_SMEM, 256, GEMM_SPLITK, GEMM_ACT_BYTES};
 
+#ifdef GEMM_INT8
+#define GEMM_CALL(T) gemm_int8<T>(w, absmax, qx, dx, sx, y, m, n, k, row_bytes)
+#else
+#define GEMM_CALL(T) gemm_bf16<T>(w, absmax, qx, y, m, n, k, row_bytes)
+#endif
 #define GEMM(NAME, T)                                                                                 \
     extern "C" __global__ void __launch_bounds__(256, 128 / BM) NAME(                                 \
         const uint8_t* w, const float* absmax, const int8_t* qx, const float* dx, const float* sx,     \
         float* y, int m, int n, int k, int row_bytes) {                                                \
-        gemm<T>(w, absmax, qx, dx, sx, y, m, n, k, row_bytes);                                         \
+        GEMM_CALL(T);                                                                                 \
     }
 GEMM(gemm_q4_k, T_Q4K)
 GEMM(gemm_q6_k, T_Q6K)

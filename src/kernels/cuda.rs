@@ -107,29 +107,33 @@ struct GemmConfig {
     threads: u32,
     /// Blocks along `k` whose partial sums are added into `y` (1: each block writes its outputs).
     splits: u32,
+    /// Bytes of one activation as the GEMM reads it (`gemm_input` writes them): 1 for int8
+    /// levels with a scale and sum per 32 values, 2 for bf16.
+    act_bytes: usize,
 }
 
 impl GemmConfig {
     fn read(module: &Arc<CudaModule>, stream: &Arc<CudaStream>) -> Result<GemmConfig> {
         let global = driver(module.get_global(GEMM_CONFIG, stream), "module global")?;
-        // Five i32: tile_m, tile_n, smem, threads, splits.
-        let mut bytes = [0u8; 20];
+        // Six i32: tile_m, tile_n, smem, threads, splits, act_bytes.
+        let mut bytes = [0u8; 24];
         let len = global.len();
         if len != bytes.len() {
-            anyhow::bail!("CUDA module global {GEMM_CONFIG} has {len} bytes, not 20");
+            anyhow::bail!("CUDA module global {GEMM_CONFIG} has {len} bytes, not 24");
         }
         driver(stream.memcpy_dtoh(&global, &mut bytes), "download")?;
         driver(stream.synchronize(), "synchronize")?;
         let v = |i: usize| i32::from_le_bytes(bytes[4 * i..4 * i + 4].try_into().unwrap());
-        let (tile_m, tile_n, smem, threads, splits) = (v(0), v(1), v(2), v(3), v(4));
+        let (tile_m, tile_n, smem, threads, splits, act) = (v(0), v(1), v(2), v(3), v(4), v(5));
         if tile_m <= 0
             || tile_n <= 0
             || smem < 0
             || threads <= 0
             || threads % 32 != 0
             || !(1..=2).contains(&splits)
+            || !(1..=2).contains(&act)
         {
-            anyhow::bail!("CUDA module global {GEMM_CONFIG} is not a launch shape: {tile_m}, {tile_n}, {smem}, {threads}, {splits}");
+            anyhow::bail!("CUDA module global {GEMM_CONFIG} is not a launch shape: {tile_m}, {tile_n}, {smem}, {threads}, {splits}, {act}");
         }
         Ok(GemmConfig {
             tile_m: tile_m as usize,
@@ -137,6 +141,7 @@ impl GemmConfig {
             smem: smem as u32,
             threads: threads as u32,
             splits: splits as u32,
+            act_bytes: act as usize,
         })
     }
 }
@@ -166,8 +171,8 @@ impl GpuMatrix {
     }
 }
 
-/// Device buffers of one call with `m` tokens: f32 activations and outputs, and the 8-bit
-/// activations the GEMM path writes.
+/// Device buffers of one call with `m` tokens: f32 activations and outputs, and the
+/// activations in the GEMM's input format (int8 blocks or bf16) that the GEMM path writes.
 pub struct Scratch {
     /// Tokens.
     pub m: usize,
@@ -291,7 +296,7 @@ impl Gpu {
             m,
             x: driver(s.clone_htod(x), "upload")?,
             y: driver(s.clone_htod(&vec![f32::NAN; m * w.n]), "upload")?,
-            qx: driver(s.alloc_zeros::<i8>(q), "alloc")?,
+            qx: driver(s.alloc_zeros::<i8>(q * self.gemm.act_bytes), "alloc")?,
             dx: driver(s.alloc_zeros::<f32>(q.div_ceil(32)), "alloc")?,
             sx: driver(s.alloc_zeros::<f32>(q.div_ceil(32)), "alloc")?,
         })
@@ -368,7 +373,8 @@ impl Gpu {
     }
 
     /// Queues `y = x W^T` for the `s.m` tokens of `s` (GEMV up to [`GEMV_MAX_M`] where its
-    /// shared memory fits, quantize + tensor-core GEMM otherwise).
+    /// shared memory fits; otherwise the activations in the GEMM's input format, then the
+    /// tensor-core GEMM).
     pub fn enqueue(&self, w: &GpuMatrix, s: &mut Scratch) -> Result<()> {
         let (m, n, k) = (s.m, w.n, w.k);
         let row_bytes = QuantMatrix::row_bytes_of(w.ty, k) as i32;
@@ -378,7 +384,7 @@ impl Gpu {
                 return self.enqueue_gemv(w, s, row_bytes, budget);
             }
         }
-        let q = self.function("quantize_q8")?;
+        let q = self.function("gemm_input")?;
         let cfg = LaunchConfig {
             grid_dim: (m as u32, 1, 1),
             block_dim: (THREADS, 1, 1),
@@ -390,8 +396,8 @@ impl Gpu {
             .arg(&mut s.dx)
             .arg(&mut s.sx)
             .arg(&ki);
-        // SAFETY: x holds m * k values, qx, dx and sx were sized for them; block t
-        // quantizes token t.
+        // SAFETY: x holds m * k values, qx (act_bytes each), dx and sx were sized for them;
+        // block t converts token t.
         driver(unsafe { b.launch(cfg) }, "launch")?;
         let f = self.function(&format!("gemm_{}", w.ty.name()))?;
         let mi = m as i32;
