@@ -1,12 +1,12 @@
 //! CUDA dequant-GEMM: `y = x W^T` on an NVIDIA GPU with `W` kept in its stored layout
-//! (GGUF blocks; bitsandbytes NF4 codes and f32 absmax) and the activations quantized to
-//! 8-bit blocks on the GPU. The kernels are `kernels/cuda/qgemm.cu`, compiled to PTX on a
-//! machine with nvcc (`scripts/cuda-ptx.sh`); the committed PTX is embedded and loaded by the
-//! driver at run time, so nothing CUDA is needed to build qforge, and the driver library is
+//! (GGUF blocks; bitsandbytes NF4 codes and f32 absmax). The kernels are
+//! `kernels/cuda/qgemm.cu`, compiled to PTX on a machine with nvcc (`scripts/cuda-ptx.sh`);
+//! the committed PTX is embedded and loaded by the driver at run time, so nothing CUDA is needed to build qforge, and the driver library is
 //! opened only when a GPU is asked for ([`Gpu::open`] probes for it first).
 //!
-//! GEMV kernels for `m <= 8` (a persistent grid; each block quantizes the tokens into shared
-//! memory, each warp takes whole rows), an int8 tensor-core GEMM (`mma.sync`) above.
+//! GEMV kernels for `m <= 8` (a persistent grid; each block quantizes the tokens to int8
+//! blocks in shared memory, each warp takes whole rows), above a bf16 tensor-core GEMM
+//! (`mma.sync`; the weights decoded to bf16 in shared memory once per 128-token tile).
 
 use super::{QuantMatrix, WeightType};
 use crate::{bail_invalid, invalid};
@@ -107,33 +107,30 @@ struct GemmConfig {
     threads: u32,
     /// Blocks along `k` whose partial sums are added into `y` (1: each block writes its outputs).
     splits: u32,
-    /// Bytes of one activation as the GEMM reads it (`gemm_input` writes them): 1 for int8
-    /// levels with a scale and sum per 32 values, 2 for bf16.
-    act_bytes: usize,
 }
 
 impl GemmConfig {
     fn read(module: &Arc<CudaModule>, stream: &Arc<CudaStream>) -> Result<GemmConfig> {
         let global = driver(module.get_global(GEMM_CONFIG, stream), "module global")?;
-        // Six i32: tile_m, tile_n, smem, threads, splits, act_bytes.
-        let mut bytes = [0u8; 24];
+        // Five i32: tile_m, tile_n, smem, threads, splits.
+        let mut bytes = [0u8; 20];
         let len = global.len();
         if len != bytes.len() {
-            anyhow::bail!("CUDA module global {GEMM_CONFIG} has {len} bytes, not 24");
+            anyhow::bail!("CUDA module global {GEMM_CONFIG} has {len} bytes, not 20");
         }
         driver(stream.memcpy_dtoh(&global, &mut bytes), "download")?;
         driver(stream.synchronize(), "synchronize")?;
         let v = |i: usize| i32::from_le_bytes(bytes[4 * i..4 * i + 4].try_into().unwrap());
-        let (tile_m, tile_n, smem, threads, splits, act) = (v(0), v(1), v(2), v(3), v(4), v(5));
+        let (tile_m, tile_n, smem, threads, splits) = (v(0), v(1), v(2), v(3), v(4));
         if tile_m <= 0
             || tile_n <= 0
             || smem < 0
             || threads <= 0
             || threads % 32 != 0
+            || threads > 1024
             || !(1..=2).contains(&splits)
-            || !(1..=2).contains(&act)
         {
-            anyhow::bail!("CUDA module global {GEMM_CONFIG} is not a launch shape: {tile_m}, {tile_n}, {smem}, {threads}, {splits}, {act}");
+            anyhow::bail!("CUDA module global {GEMM_CONFIG} is not a launch shape: {tile_m}, {tile_n}, {smem}, {threads}, {splits}");
         }
         Ok(GemmConfig {
             tile_m: tile_m as usize,
@@ -141,7 +138,6 @@ impl GemmConfig {
             smem: smem as u32,
             threads: threads as u32,
             splits: splits as u32,
-            act_bytes: act as usize,
         })
     }
 }
@@ -171,8 +167,8 @@ impl GpuMatrix {
     }
 }
 
-/// Device buffers of one call with `m` tokens: f32 activations and outputs, and the
-/// activations in the GEMM's input format (int8 blocks or bf16) that the GEMM path writes.
+/// Device buffers of one call with `m` tokens: f32 activations and outputs, and the bf16
+/// activations the GEMM path writes.
 pub struct Scratch {
     /// Tokens.
     pub m: usize,
@@ -180,15 +176,13 @@ pub struct Scratch {
     pub x: CudaSlice<f32>,
     /// Outputs, `m x n`.
     pub y: CudaSlice<f32>,
-    qx: CudaSlice<i8>,
-    dx: CudaSlice<f32>,
-    sx: CudaSlice<f32>,
+    xb: CudaSlice<u16>,
 }
 
 impl Scratch {
     /// Bytes of the buffers.
     pub fn bytes(&self) -> u64 {
-        (self.x.len() * 4 + self.y.len() * 4 + self.qx.len() + self.dx.len() * 8) as u64
+        (self.x.len() * 4 + self.y.len() * 4 + self.xb.len() * 2) as u64
     }
 }
 
@@ -296,9 +290,7 @@ impl Gpu {
             m,
             x: driver(s.clone_htod(x), "upload")?,
             y: driver(s.clone_htod(&vec![f32::NAN; m * w.n]), "upload")?,
-            qx: driver(s.alloc_zeros::<i8>(q * self.gemm.act_bytes), "alloc")?,
-            dx: driver(s.alloc_zeros::<f32>(q.div_ceil(32)), "alloc")?,
-            sx: driver(s.alloc_zeros::<f32>(q.div_ceil(32)), "alloc")?,
+            xb: driver(s.alloc_zeros::<u16>(q), "alloc")?,
         })
     }
 
@@ -373,8 +365,8 @@ impl Gpu {
     }
 
     /// Queues `y = x W^T` for the `s.m` tokens of `s` (GEMV up to [`GEMV_MAX_M`] where its
-    /// shared memory fits; otherwise the activations in the GEMM's input format, then the
-    /// tensor-core GEMM).
+    /// shared memory fits; otherwise the activations converted to bf16, then the tensor-core
+    /// GEMM).
     pub fn enqueue(&self, w: &GpuMatrix, s: &mut Scratch) -> Result<()> {
         let (m, n, k) = (s.m, w.n, w.k);
         let row_bytes = QuantMatrix::row_bytes_of(w.ty, k) as i32;
@@ -391,13 +383,8 @@ impl Gpu {
             shared_mem_bytes: 0,
         };
         let mut b = self.stream.launch_builder(&q);
-        b.arg(&s.x)
-            .arg(&mut s.qx)
-            .arg(&mut s.dx)
-            .arg(&mut s.sx)
-            .arg(&ki);
-        // SAFETY: x holds m * k values, qx (act_bytes each), dx and sx were sized for them;
-        // block t converts token t.
+        b.arg(&s.x).arg(&mut s.xb).arg(&ki);
+        // SAFETY: x and xb hold m * k values (k a multiple of 8); block t converts token t.
         driver(unsafe { b.launch(cfg) }, "launch")?;
         let f = self.function(&format!("gemm_{}", w.ty.name()))?;
         let mi = m as i32;
@@ -426,9 +413,7 @@ impl Gpu {
         let mut b = self.stream.launch_builder(&f);
         b.arg(&w.data)
             .arg(&w.absmax)
-            .arg(&s.qx)
-            .arg(&s.dx)
-            .arg(&s.sx)
+            .arg(&s.xb)
             .arg(&mut s.y)
             .arg(&mi)
             .arg(&ni)

@@ -34,7 +34,7 @@ if [ "$PHASE" = all ] || [ "$PHASE" = ncu ]; then
   N=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
   left=$(( ${NCU_END:-585} - ($(date +%s) - t0) ))
   ts "ncu, $left s left"
-  [ $left -gt 40 ] && QFORGE_CUDA_PTX=$PWD/kernels/cuda/qgemm.ptx timeout $((left - 10)) $N --clock-control none -k regex:gemm_q4_k -c 1 --section SpeedOfLight --section WarpStateStats --section SchedulerStats --section Occupancy --section ComputeWorkloadAnalysis ./gpu-bin/qforge bench-gemm --device cuda --type q4_k --n 14336 --k 4096 --m 512 --reps 3 --json > $OUT/ncu.txt 2>&1
-  grep -E "Duration|Throughput|Registers|Issue|Eligible|Active Warps|Pipe|No Eligible|Achieved" $OUT/ncu.txt | head -40
+  [ $left -gt 40 ] && QFORGE_CUDA_PTX=$PWD/kernels/cuda/qgemm.ptx timeout $((left - 10)) $N --clock-control none -k regex:gemm_q4_k -c 1 --section SpeedOfLight --section WarpStateStats --section SchedulerStats --section Occupancy --section ComputeWorkloadAnalysis --metrics 'regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio' ./gpu-bin/qforge bench-gemm --device cuda --type q4_k --n 14336 --k 4096 --m 512 --reps 3 --json > $OUT/ncu.txt 2>&1
+  grep -E "Duration|Issue Slots|Eligible Warps|Registers Per|stalled" $OUT/ncu.txt | sort -k3 -n -r | head -30
 fi
 ts "total"
