@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Device-run wrapper (staging only, s24 #18): unpack, full bench (default kernels), GEMM variants
-# at m=512 on every type, ncu of the default q4_k GEMM; outputs tarred into $OUT.
+# at m=512 on every type, ncu of one type's GEMM (NCU_TYPE); outputs tarred into $OUT.
 set -u
 cd "$(dirname "$0")"
 t0=$(date +%s)
@@ -34,7 +34,7 @@ if [ "$PHASE" = all ] || [ "$PHASE" = ncu ]; then
   N=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
   left=$(( ${NCU_END:-585} - ($(date +%s) - t0) ))
   ts "ncu, $left s left"
-  [ $left -gt 40 ] && QFORGE_CUDA_PTX=$PWD/kernels/cuda/qgemm.ptx timeout $((left - 10)) $N --clock-control none -k regex:gemm_q4_k -c 1 --section SpeedOfLight --section WarpStateStats --section SchedulerStats --section Occupancy --section ComputeWorkloadAnalysis --metrics 'regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio' ./gpu-bin/qforge bench-gemm --device cuda --type q4_k --n 14336 --k 4096 --m 512 --reps 3 --json > $OUT/ncu.txt 2>&1
+  [ $left -gt 40 ] && QFORGE_CUDA_PTX=$PWD/kernels/cuda/qgemm.ptx timeout $((left - 10)) $N --clock-control none -k regex:gemm_${NCU_TYPE:-q4_k} -c 1 --section SpeedOfLight --section WarpStateStats --section SchedulerStats --section Occupancy --section ComputeWorkloadAnalysis --metrics 'regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio' ./gpu-bin/qforge bench-gemm --device cuda --type ${NCU_TYPE:-q4_k} --n 14336 --k 4096 --m 512 --reps 3 --json > $OUT/ncu.txt 2>&1
   grep -E "Duration|Issue Slots|Eligible Warps|Registers Per|stalled" $OUT/ncu.txt | sort -k3 -n -r | head -30
 fi
 ts "total"
