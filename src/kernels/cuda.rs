@@ -1,8 +1,9 @@
 //! CUDA dequant-GEMM: `y = x W^T` on an NVIDIA GPU with `W` kept in its stored layout
 //! (GGUF blocks; bitsandbytes NF4 codes and f32 absmax). The kernels are
 //! `kernels/cuda/qgemm.cu`, compiled to PTX on a machine with nvcc (`scripts/cuda-ptx.sh`);
-//! the committed PTX is embedded and loaded by the driver at run time, so nothing CUDA is needed to build qforge, and the driver library is
-//! opened only when a GPU is asked for ([`Gpu::open`] probes for it first).
+//! the committed PTX is embedded and loaded by the driver at run time, so nothing CUDA is
+//! needed to build qforge, and the driver library is opened only when a GPU is asked for
+//! ([`Gpu::open`] probes for it first).
 //!
 //! GEMV kernels for `m <= 8` (a persistent grid; each block quantizes the tokens to int8
 //! blocks in shared memory, each warp takes whole rows), above a bf16 tensor-core GEMM
