@@ -4,22 +4,21 @@
 //
 // Every kernel reads W through one decoder, `Raw<T>` (`load` then `unpack`), that turns one
 // 32-value sub-block of a row into 32 int8 levels, the scale of each 16-value half and a min (Q4_K, Q5_K):
-// w = s * q - mn. Activations are quantized to int8 in blocks of 32 (d = absmax / 127) with
-// the block's sum s = d * sum(q) kept for the min term, so every dot product is integer
-// (dp4a or mma.sync int8) with one float scale per 16 or 32 values. (GEMM_SCALE_256: the GEMM
-// with one activation scale per 256 values instead, ggml's Q8_K blocks; measured, not kept.)
+// w = s * q - mn.
 //
-// - gemv_*: m <= 8 tokens. A persistent grid; each block quantizes the m tokens into shared
-//   memory once. One token: each warp takes whole rows into registers, lane j the sub-blocks
-//   j, j + 32, ... (Q4_K: eight lanes a super-block, 16-byte loads), the next chunk's loads
-//   issued before the current chunk's math. Two to eight tokens: each warp streams chunks of
-//   R rows into shared memory with cp.async, S - 1 chunks in flight, and reads each
-//   sub-block's activations once for the R rows.
-// - quantize_q8 + gemm_*: m > 8. Activations quantized once to global memory; a BM-token x
-//   128-row tile per block of 8 warps, k split in two halves (GEMM_SPLITK blocks along z
-//   adding into a zeroed y), 128 values of k per step decoded into shared memory,
-//   mma.sync m16n8k32 (m16n8k16 for Q6_K, whose scales cover 16 values). Integer sums
-//   start at a float bias (`BIAS`), so no int-to-float conversion is needed.
+// - gemv_*: m <= 8 tokens. Activations quantized to int8 in blocks of 32 (d = absmax / 127)
+//   with the block's sum s = d * sum(q) kept for the min term, so every dot product is integer
+//   (dp4a) with one float scale per 16 or 32 values. A persistent grid; each block quantizes
+//   the m tokens into shared memory once. One token: each warp takes whole rows into
+//   registers, lane j the sub-blocks j, j + 32, ... (Q4_K: eight lanes a super-block, 16-byte
+//   loads), the next chunk's loads issued before the current chunk's math. Two to eight
+//   tokens: each warp streams chunks of R rows into shared memory with cp.async, S - 1 chunks
+//   in flight, and reads each sub-block's activations once for the R rows. Integer sums start
+//   at a float bias (`BIAS`), so no int-to-float conversion is needed.
+// - gemm_input + gemm_*: m > 8. Activations converted to bf16 once; a 128-token x 128-row tile
+//   per block, the weights decoded to bf16 in shared memory once per tile and step of 128
+//   values, mma.sync m16n8k16 bf16 by 8 consumer warps while producer warps decode the next
+//   step (details above `gemm`).
 // - read_bw: the HBM read bandwidth the report compares with; spin: keeps the GPU busy
 //   while the timed launches are queued.
 //
@@ -330,17 +329,9 @@ __device__ __forceinline__ float warp_max(float v) {
     return v;
 }
 
-// One 32-value block of activations, quantized by one thread: 8 float4 loads in flight, the
-// levels stored as two 16-byte words, the scale d = absmax / 127 and the sum d * sum(q).
-__device__ __forceinline__ void quantize_block(const float* __restrict__ x, int8_t* q, float* d, float* s) {
-    float4 v[8];
-#pragma unroll
-    for (int i = 0; i < 8; i++) v[i] = __ldg((const float4*)x + i);
-    float amax = 0.f;
-#pragma unroll
-    for (int i = 0; i < 8; i++)
-        amax = fmaxf(amax, fmaxf(fmaxf(fabsf(v[i].x), fabsf(v[i].y)), fmaxf(fabsf(v[i].z), fabsf(v[i].w))));
-    const float inv = amax > 0.f ? 127.0f / amax : 0.f;
+// The 32 values v times inv, rounded to int8 levels and stored at q (16-aligned) as two
+// 16-byte words; returns the sum of the levels.
+__device__ __forceinline__ int pack_levels(const float4 (&v)[8], float inv, int8_t* q) {
     uint32_t w[8];
     int sum = 0;
 #pragma unroll
@@ -353,6 +344,20 @@ __device__ __forceinline__ void quantize_block(const float* __restrict__ x, int8
     }
     ((uint4*)q)[0] = make_uint4(w[0], w[1], w[2], w[3]);
     ((uint4*)q)[1] = make_uint4(w[4], w[5], w[6], w[7]);
+    return sum;
+}
+
+// One 32-value block of activations, quantized by one thread: 8 float4 loads in flight, the
+// levels stored as two 16-byte words, the scale d = absmax / 127 and the sum d * sum(q).
+__device__ __forceinline__ void quantize_block(const float* __restrict__ x, int8_t* q, float* d, float* s) {
+    float4 v[8];
+#pragma unroll
+    for (int i = 0; i < 8; i++) v[i] = __ldg((const float4*)x + i);
+    float amax = 0.f;
+#pragma unroll
+    for (int i = 0; i < 8; i++)
+        amax = fmaxf(amax, fmaxf(fmaxf(fabsf(v[i].x), fabsf(v[i].y)), fmaxf(fabsf(v[i].z), fabsf(v[i].w))));
+    const int sum = pack_levels(v, amax > 0.f ? 127.0f / amax : 0.f, q);
     *d = amax / 127.0f;
     *s = amax / 127.0f * (float)sum;
 }
@@ -772,333 +777,276 @@ GEMV_ALL(gemv_q5_k, T_Q5K)
 GEMV_ALL(gemv_iq4_xs, T_IQ4XS)
 
 // ---------------------------------------------------------------------------------------
-// m > 8: activations quantized once, a block of threads per token, one thread per 32-value
-// block (d and d * sum(q) per block, as the GEMV). GEMM_SCALE_256: one scale per 256 values
-// (ggml's Q8_K blocks): d = absmax / 127 of the 256 (1 for an all-zero block) in the dx of
-// each of its 32-value blocks, sx the plain level sums of each 32-value block; the GEMM
-// applies d where it changes. Measured on the H200 (docs/cuda.md): 1-2% faster, twice the
-// error; not the default.
-extern "C" __global__ void quantize_q8(const float* __restrict__ x, int8_t* __restrict__ qx,
-                                       float* __restrict__ dx, float* __restrict__ sx, int k) {
-    const size_t t = blockIdx.x;
-    const int nb = k / 32;
-    x += t * k;
-    qx += t * k;
-    dx += t * nb;
-    sx += t * nb;
-#ifdef GEMM_SCALE_256
-    // Thread b takes 32-value block b; eight consecutive lanes make a 256-value block (the last
-    // one may be shorter: k is a multiple of 128).
-    for (int base = 0; base < nb; base += blockDim.x) {
-        const int b = base + threadIdx.x;
-        const bool ok = b < nb;
-        float4 v[8];
-        float a = 0.f;
-        if (ok) {
-#pragma unroll
-            for (int i = 0; i < 8; i++) {
-                v[i] = __ldg((const float4*)(x + b * 32) + i);
-                a = fmaxf(a, fmaxf(fmaxf(fabsf(v[i].x), fabsf(v[i].y)), fmaxf(fabsf(v[i].z), fabsf(v[i].w))));
-            }
-        }
-        a = fmaxf(a, __shfl_xor_sync(0xffffffffu, a, 1));
-        a = fmaxf(a, __shfl_xor_sync(0xffffffffu, a, 2));
-        a = fmaxf(a, __shfl_xor_sync(0xffffffffu, a, 4));
-        if (ok) {
-            const float inv = a > 0.f ? 127.0f / a : 0.f;
-            int sum = 0;
-#pragma unroll
-            for (int i = 0; i < 8; i++) {
-                const int p = __float2int_rn(v[i].x * inv), q = __float2int_rn(v[i].y * inv);
-                const int r = __float2int_rn(v[i].z * inv), e = __float2int_rn(v[i].w * inv);
-                sum += p + q + r + e;
-                ((uint32_t*)(qx + b * 32))[i] = (uint32_t)(p & 0xff) | ((uint32_t)(q & 0xff) << 8) |
-                                                ((uint32_t)(r & 0xff) << 16) | ((uint32_t)e << 24);
-            }
-            dx[b] = a > 0.f ? a / 127.0f : 1.0f;  // any scale serves zeros; 1 keeps the GEMM's ratios finite
-            sx[b] = (float)sum;
-        }
-    }
-#else
-    for (int b = threadIdx.x; b < nb; b += blockDim.x) quantize_block(x + b * 32, qx + b * 32, dx + b, sx + b);
-#endif
-}
-
+// m > 8: `gemm_input` converts the activations to bf16 once (a block of threads per token),
+// then `gemm_<type>` takes BM tokens x BN weight rows per block, BK values of k per step, k
+// split in GEMM_SPLITK halves. Each step the block decodes its BN x BK weights into bf16 in
+// shared memory (each weight once per BM tokens, through the `Raw<T>` decoders: w = s * q - mn
+// in f32, then rounded) and 8 consumer warps (2 along tokens x 4 along rows, each BM / 2
+// tokens x 32 rows) multiply with mma.sync m16n8k16 bf16 into f32 sums, fragments by ldmatrix.
+// No per-32 scaling: the scales are in the bf16 weights. Weights and activations are
+// double-buffered, one barrier a step: while the consumers multiply stage s, GEMM_PRODUCERS
+// producer warps decode stage s + 1's weights (loaded into registers during step s - 1) and
+// copy its activations (cp.async).
+//
+// (The int8 GEMM of s20-s23, activations quantized to int8 blocks of 32 and the mma sums
+// scaled per 32 values into f32, measured slower on every type in the same H200 run
+// (docs/cuda.md, s24); it is in the history, commit d600298, as -DGEMM_INT8.)
 #ifndef BM
-#define BM 128   // tokens per block tile (64 or 128)
+#define BM 128   // tokens per block tile
 #endif
 #define BN 128   // weight rows per block tile
 #define MI (BM / 32)  // mma tiles of 16 tokens per warp
-#ifndef GEMM_JU
-#define GEMM_JU 2    // unrolling of the 32-value steps inside a k step
-#endif
-#define QF_STR(x) #x
-#define QF_PRAGMA(x) _Pragma(QF_STR(x))
-#define QF_UNROLL(n) QF_PRAGMA(unroll n)
 #define BK 128   // values of k per step (4 sub-blocks)
 #ifndef GEMM_SPLITK
 #define GEMM_SPLITK 2  // blocks along k (1 or 2: two partial sums add up the same in either order)
 #endif
-#define LDS 144  // shared row stride in bytes (BK + 16: conflict-free fragment loads)
-
-#ifdef MMA_NONVOLATILE
-#define MMA_ASM asm
-#else
-#define MMA_ASM asm volatile
+#ifndef GEMM_PRODUCERS
+#define GEMM_PRODUCERS 8  // producer warps (1, 2, 4 or 8)
 #endif
-__device__ __forceinline__ void mma_k32(int (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
-    MMA_ASM(
-        "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+#define GEMM_THREADS (256 + 32 * GEMM_PRODUCERS)
+#define BSTR (2 * BK + 16)  // shared row stride in bytes (ldmatrix rows 4 banks apart)
+#define GEMM_SMEM (2 * (BN + BM) * BSTR)  // two stages of weights and activations
+
+// bf16 pair {lo, hi} (lo in the low half: the lower k) from two floats, rounded to nearest.
+__device__ __forceinline__ uint32_t bf16x2(float lo, float hi) {
+    uint32_t r;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+
+// The activations as bf16, the GEMM's input; block t takes token t, eight values a thread at
+// a time (one 16-byte store).
+extern "C" __global__ void gemm_input(const float* __restrict__ x, uint4* __restrict__ xb, int k) {
+    const size_t t = blockIdx.x;
+    const float4* xt = (const float4*)(x + t * k);
+    uint4* o = xb + t * (k / 8);
+    for (int i = threadIdx.x; i < k / 8; i += blockDim.x) {
+        const float4 a = __ldg(xt + 2 * i), b = __ldg(xt + 2 * i + 1);
+        o[i] = make_uint4(bf16x2(a.x, a.y), bf16x2(a.z, a.w), bf16x2(b.x, b.y), bf16x2(b.z, b.w));
+    }
+}
+
+__device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
         "{%0,%1,%2,%3};\n"
-        : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 
-__device__ __forceinline__ void mma_k16(int (&c)[4], uint32_t a0, uint32_t a1, uint32_t b0) {
-    MMA_ASM(
-        "mma.sync.aligned.m16n8k16.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5}, {%6}, "
-        "{%0,%1,%2,%3};\n"
-        : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
-        : "r"(a0), "r"(a1), "r"(b0));
+// Four 8 x 8 matrices of 16-bit values from shared memory: lanes 8 j .. 8 j + 7 give the row
+// addresses of matrix j, r[j] is matrix j's fragment (lane l: row l / 4, values 2 (l % 4), + 1).
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const uint8_t* p) {
+    const uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
 }
 
-// 8 warps: 2 along tokens x 4 along rows, each BM / 2 tokens x 32 rows (MI x 4 mma tiles).
+// Level i of the four int8 levels u ^ 0x80808080 (so 128 + level, unsigned), as a float: the
+// byte under the exponent of 2^23, minus 2^23 + 128 (exact; no int-to-float conversion).
+__device__ __forceinline__ float level_of(uint32_t u, int i) {
+    return __int_as_float(__byte_perm(u, 0x4B000000u, 0x7540 + i)) - 8388736.0f;
+}
+
+// Sub-block s as 32 bf16 weights s0 or s1 times level minus mn (f32, then rounded), the 64
+// bytes at dst (16-aligned) in value order.
+__device__ __forceinline__ void store_bf16(uint8_t* dst, const Sub& s) {
+#pragma unroll
+    for (int h = 0; h < 4; h++) {  // values 8 h .. 8 h + 7: words q[2 h], q[2 h + 1]
+        const float sc = h < 2 ? s.s0 : s.s1;
+        uint32_t o[4];
+#pragma unroll
+        for (int p = 0; p < 2; p++) {
+            const uint32_t u = s.q[2 * h + p] ^ 0x80808080u;
+            o[2 * p] = bf16x2(fmaf(sc, level_of(u, 0), -s.mn), fmaf(sc, level_of(u, 1), -s.mn));
+            o[2 * p + 1] = bf16x2(fmaf(sc, level_of(u, 2), -s.mn), fmaf(sc, level_of(u, 3), -s.mn));
+        }
+        ((uint4*)dst)[h] = make_uint4(o[0], o[1], o[2], o[3]);
+    }
+}
+
+// What one of ND decoding threads (index p) does each step: sub-block uj = p % 4 (of the
+// step's four) of tile rows p / 4 + (ND / 4) u, u < U; `load` issues the raw loads of the step
+// at k0 into registers, `decode` stores them as bf16 into a weight stage.
+template <int T, int ND>
+struct GemmWeights {
+    static constexpr int U = BN * (BK / 32) / ND;
+    Raw<T> raw[U];
+    const uint8_t* wrow[U];
+    const float* arow[U];
+    int uj, r0;
+    __device__ __forceinline__ GemmWeights(const uint8_t* __restrict__ w, const float* __restrict__ absmax, int n0,
+                                           int n, int k, int row_bytes, int p) {
+        uj = p & 3;
+        r0 = p >> 2;
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            const int r = min(n0 + r0 + ND / 4 * u, n - 1);
+            wrow[u] = w + (size_t)r * row_bytes;
+            arow[u] = absmax + (size_t)r * (k / 64);
+        }
+    }
+    __device__ __forceinline__ void load(int k0) {
+#pragma unroll
+        for (int u = 0; u < U; u++) raw[u].template load<true>(wrow[u], arow[u], k0 / 32 + uj);
+    }
+    __device__ __forceinline__ void decode(uint8_t* stage) const {
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            Sub s;
+            raw[u].unpack(s);
+            store_bf16(stage + (r0 + ND / 4 * u) * BSTR + uj * 64, s);
+        }
+    }
+};
+
+// The GEMM's barrier once a step: all its threads, from the producers' and the consumers'
+// loops (bar.sync counts warps, wherever in the code they arrive).
+__device__ __forceinline__ void gemm_barrier() {
+    asm volatile("bar.sync 1, %0;\n" ::"n"(GEMM_THREADS) : "memory");
+}
+
+// Split k (GEMM_SPLITK > 1): block z takes the values [kbeg, kend) and adds its sums into y,
+// which the host zeroed; with two splits the sum is the same in either order.
+__device__ __forceinline__ void gemm_k_range(int k, int& kbeg, int& kend) {
+    const int ksteps = k / BK, per = (ksteps + GEMM_SPLITK - 1) / GEMM_SPLITK;
+    kbeg = min(ksteps, (int)blockIdx.z * per) * BK;
+    kend = min(ksteps, ((int)blockIdx.z + 1) * per) * BK;
+}
+
+// A consumer warp's outputs: acc[i][q] is the mma tile of tokens t0 + 16 i + g (elements 0,
+// 1) and t0 + 16 i + g + 8 (2, 3), rows r0 + 8 q + 2 t4 (+ 1 for elements 1, 3), written, or
+// added into y with k split.
+__device__ __forceinline__ void gemm_store(const float (&acc)[MI][4][4], float* __restrict__ y, int m, int n,
+                                           int t0, int r0) {
+    const int lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
+#pragma unroll
+    for (int i = 0; i < MI; i++)
+#pragma unroll
+        for (int q = 0; q < 4; q++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int t = t0 + 16 * i + g + (e >> 1) * 8, r = r0 + 8 * q + 2 * t4 + (e & 1);
+                if (t < m && r < n) {
+                    if (GEMM_SPLITK > 1) atomicAdd(y + (size_t)t * n + r, acc[i][q][e]);
+                    else y[(size_t)t * n + r] = acc[i][q][e];
+                }
+            }
+}
+
+// The GEMM (above). Dynamic shared memory: two stages of BN weight rows, then two of BM token
+// rows, BK bf16 values (BSTR bytes) a row. Before step 0 the producers fill stage 0. Step s:
+// the producers copy step s + 1's activations into stage (s + 1) % 2 (cp.async), decode its
+// weights (loaded during step s - 1) there and issue step s + 2's loads, while the consumers
+// multiply stage s % 2; then the producers wait for their copies and all meet at the barrier
+// (so stage (s + 1) % 2 is complete, and stage s % 2 is free for step s + 2).
 template <int T>
 __device__ __forceinline__ void gemm(const uint8_t* __restrict__ w, const float* __restrict__ absmax,
-                                     const int8_t* __restrict__ qx, const float* __restrict__ dxg,
-                                     const float* __restrict__ sxg, float* __restrict__ y, int m, int n,
-                                     int k, int row_bytes) {
-    __shared__ __align__(16) uint8_t ws[BN * LDS];
-    __shared__ __align__(16) uint8_t xs[BM * LDS];
-    __shared__ float wsc[BN][BK / 16];
-    __shared__ float wmn[BN][BK / 32];
-    __shared__ float xd[BM][BK / 32];
-    __shared__ float xsum[BM][BK / 32];
+                                     const uint8_t* __restrict__ xb, float* __restrict__ y, int m, int n, int k,
+                                     int row_bytes) {
+    constexpr int ND = 32 * GEMM_PRODUCERS;  // decoding threads
+    extern __shared__ __align__(16) uint8_t smem[];
+    uint8_t* const ws = smem;
+    uint8_t* const xs = smem + 2 * BN * BSTR;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    const int g = lane >> 2, t4 = lane & 3;
-    const int wm = (warp & 1) * (BM / 2), wn = (warp >> 1) * 32;
-    const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
-    const int nb = k / 32;
+    const bool producer = tid >= 256;
+    const int p = tid - 256;  // index among the producer threads
+    // Token tiles vary fastest in launch order, so the blocks that share a weight tile run
+    // together and read it from HBM once.
+    const int tile = blockIdx.x + gridDim.x * blockIdx.y;
+    const int m0 = tile % gridDim.y * BM, n0 = tile / gridDim.y * BN;
+    int kbeg, kend;
+    gemm_k_range(k, kbeg, kend);
+    const int steps = (kend - kbeg) / BK;
+
+    // The two roles run separate loops that meet at barrier 1 once a step (the same count), so
+    // the consumers' sums are not live in the producers' code and the raw loads not in the
+    // consumers'.
+    if (producer) {
+        GemmWeights<T, ND> wt(w, absmax, n0, n, k, row_bytes, p);
+        // Activation copies: 16-byte pieces c = p + ND u of a step's BM rows of 2 BK bytes
+        // (tokens past m read token m - 1; their outputs are not written).
+        constexpr int PR = 2 * BK / 16, XC = BM * PR / ND;
+        auto copy_x = [&](int k0, uint8_t* stage) {
+#pragma unroll
+            for (int u = 0; u < XC; u++) {
+                const int c = p + ND * u, t = min(m0 + c / PR, m - 1);
+                cp_async16(stage + (c / PR) * BSTR + (c % PR) * 16, xb + ((size_t)t * k + k0) * 2 + (c % PR) * 16);
+            }
+            cp_async_commit();
+        };
+        if (steps > 0) {
+            wt.load(kbeg);
+            copy_x(kbeg, xs);
+            wt.decode(ws);
+            if (steps > 1) wt.load(kbeg + BK);
+            cp_async_wait<0>();
+        }
+        gemm_barrier();
+        for (int s = 0; s < steps; s++) {
+            const int nxt = (s + 1) & 1;
+            if (s + 1 < steps) {
+                copy_x(kbeg + (s + 1) * BK, xs + nxt * BM * BSTR);
+                wt.decode(ws + nxt * BN * BSTR);
+                if (s + 2 < steps) wt.load(kbeg + (s + 2) * BK);
+                cp_async_wait<0>();
+            }
+            gemm_barrier();
+        }
+        return;
+    }
+    gemm_barrier();  // stage 0 is filled
     float acc[MI][4][4];
 #pragma unroll
     for (int i = 0; i < MI; i++)
 #pragma unroll
-        for (int j = 0; j < 4; j++)
+        for (int q = 0; q < 4; q++)
 #pragma unroll
-            for (int e = 0; e < 4; e++) acc[i][j][e] = 0.f;
-
-    // What this thread loads each step: sub-block uj of rows urr[0], urr[1]; 16 bytes of tokens
-    // xt[0] .. xt[XV - 1]; the scale and sum of token qt[u]'s block qj. The next step's loads
-    // are issued before this step's math, so they are in flight while the tensor cores work.
-    constexpr int XV = BM / 32, QV = BM / 64;
-    const int uj = tid & 3, urr[2] = {tid >> 2, (tid + 256) >> 2};
-    const int xpart = tid & 7, qj = tid & 3;
-    int xt[XV], qt[QV];
+            for (int e = 0; e < 4; e++) acc[i][q][e] = 0.f;
+    // Consumer warp: tokens wm .. wm + BM / 2 - 1, rows wn .. wn + 31 of the tile. ldmatrix
+    // rows: A (tokens) lane l gives row l % 16 of the 16, k offset 8 (l / 16); B (weight rows)
+    // n offset l % 8 + 8 (l / 16), k offset 8 (l / 8 % 2).
+    const int wm = (warp & 1) * (BM / 2), wn = (warp >> 1) * 32;
+    const int a_off = (wm + (lane & 15)) * BSTR + 16 * (lane >> 4);
+    const int b_off = (wn + (lane & 7) + 8 * (lane >> 4)) * BSTR + 16 * ((lane >> 3) & 1);
+    for (int s = 0; s < steps; s++) {
+        const uint8_t* const wsb = ws + (s & 1) * BN * BSTR;
+        const uint8_t* const xsb = xs + (s & 1) * BM * BSTR;
 #pragma unroll
-    for (int u = 0; u < XV; u++) xt[u] = (tid + 256 * u) >> 3;
-#pragma unroll
-    for (int u = 0; u < QV; u++) qt[u] = (tid + 256 * u) >> 2;
-    const uint8_t* wrow[2];
-    const float* arow[2];
-#pragma unroll
-    for (int u = 0; u < 2; u++) {
-        const int r = min(n0 + urr[u], n - 1);
-        wrow[u] = w + (size_t)r * row_bytes;
-        arow[u] = absmax + (size_t)r * (k / 64);
-    }
-    Raw<T> raw[2];
-    uint4 xv[XV];
-    float xdv[QV], xsv[QV];
-    auto load = [&](int k0) {
-#pragma unroll
-        for (int u = 0; u < 2; u++) raw[u].template load<true>(wrow[u], arow[u], k0 / 32 + uj);
-#pragma unroll
-        for (int u = 0; u < XV; u++) {
-            const int t = min(m0 + xt[u], m - 1);
-            xv[u] = __ldg((const uint4*)(qx + (size_t)t * k + k0 + xpart * 16));
-        }
-#pragma unroll
-        for (int u = 0; u < QV; u++) {
-            const int t = min(m0 + qt[u], m - 1);
-            xdv[u] = __ldg(dxg + (size_t)t * nb + k0 / 32 + qj);
-            xsv[u] = __ldg(sxg + (size_t)t * nb + k0 / 32 + qj);
-        }
-    };
-#ifdef GEMM_SCALE_256
-    float dcur[MI][2];  // the activation scale of the current 256 values of tokens g and g + 8
-#pragma unroll
-    for (int i = 0; i < MI; i++) dcur[i][0] = dcur[i][1] = 0.f;
-#endif
-    // Split k (GEMM_SPLITK > 1): block z takes steps [kbeg, kend) and adds its sums into y,
-    // which the host zeroed; with two splits the sum is the same in either order.
-    const int ksteps = k / BK, per = (ksteps + GEMM_SPLITK - 1) / GEMM_SPLITK;
-    const int kbeg = min(ksteps, (int)blockIdx.z * per) * BK, kend = min(ksteps, ((int)blockIdx.z + 1) * per) * BK;
-    if (kbeg < kend) load(kbeg);
-    for (int k0 = kbeg; k0 < kend; k0 += BK) {
-#pragma unroll
-        for (int u = 0; u < 2; u++) {
-            Sub s;
-            raw[u].unpack(s);
-            uint4* dst = (uint4*)(ws + urr[u] * LDS + uj * 32);
-            dst[0] = make_uint4(s.q[0], s.q[1], s.q[2], s.q[3]);
-            dst[1] = make_uint4(s.q[4], s.q[5], s.q[6], s.q[7]);
-            wsc[urr[u]][2 * uj] = s.s0;
-            wsc[urr[u]][2 * uj + 1] = s.s1;
-            wmn[urr[u]][uj] = s.mn;
-        }
-#pragma unroll
-        for (int u = 0; u < XV; u++) {
-            const bool real = m0 + xt[u] < m;  // tokens past m are zeros
-            *(uint4*)(xs + xt[u] * LDS + xpart * 16) = real ? xv[u] : make_uint4(0, 0, 0, 0);
-        }
-#pragma unroll
-        for (int u = 0; u < QV; u++) {
-            xd[qt[u]][qj] = m0 + qt[u] < m ? xdv[u] : 0.f;
-            xsum[qt[u]][qj] = m0 + qt[u] < m ? xsv[u] : 0.f;
-        }
-        __syncthreads();
-        if (k0 + BK < kend) load(k0 + BK);
-#ifdef GEMM_SCALE_256
-        // One activation scale per 256 values: the sums are kept in units of the current
-        // 256's scale, rescaled by d_prev / d_cur where a new 256 starts (d_prev = 0 at the
-        // first step, where the sums are still 0).
-        if ((k0 & 255) == 0 || k0 == kbeg) {
-#pragma unroll
-            for (int i = 0; i < MI; i++) {
-                const float c0 = xd[wm + 16 * i + g][0], c1 = xd[wm + 16 * i + g + 8][0];
-                const float r0 = dcur[i][0] / c0, r1 = dcur[i][1] / c1;
-                dcur[i][0] = c0;
-                dcur[i][1] = c1;
-#pragma unroll
-                for (int q = 0; q < 4; q++) {
-                    acc[i][q][0] *= r0;
-                    acc[i][q][1] *= r0;
-                    acc[i][q][2] *= r1;
-                    acc[i][q][3] *= r1;
-                }
-            }
-        }
-#endif
-        QF_UNROLL(GEMM_JU)
-        for (int j = 0; j < BK / 32; j++) {
+        for (int kk = 0; kk < BK; kk += 16) {
             uint32_t a[MI][4], b[4][2];
 #pragma unroll
-            for (int i = 0; i < MI; i++) {
-                const uint8_t* p = xs + (wm + 16 * i + g) * LDS + j * 32 + 4 * t4;
-                a[i][0] = *(const uint32_t*)p;
-                a[i][1] = *(const uint32_t*)(p + 8 * LDS);
-                a[i][2] = *(const uint32_t*)(p + 16);
-                a[i][3] = *(const uint32_t*)(p + 8 * LDS + 16);
+            for (int i = 0; i < MI; i++) ldmatrix_x4(a[i], xsb + a_off + 16 * i * BSTR + 2 * kk);
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                uint32_t r[4];
+                ldmatrix_x4(r, wsb + b_off + 16 * h * BSTR + 2 * kk);
+                b[2 * h][0] = r[0];
+                b[2 * h][1] = r[1];
+                b[2 * h + 1][0] = r[2];
+                b[2 * h + 1][1] = r[3];
             }
 #pragma unroll
-            for (int q = 0; q < 4; q++) {
-                const uint8_t* p = ws + (wn + 8 * q + g) * LDS + j * 32 + 4 * t4;
-                b[q][0] = *(const uint32_t*)p;
-                b[q][1] = *(const uint32_t*)(p + 16);
-            }
-#ifdef GEMM_SPLIT
-            // All products of this 32-value step first, then their scaling.
-            int cc[MI][4][4];
-            if (T != T_Q6K) {
+            for (int i = 0; i < MI; i++)
 #pragma unroll
-                for (int i = 0; i < MI; i++)
-#pragma unroll
-                    for (int q = 0; q < 4; q++) {
-#pragma unroll
-                        for (int e = 0; e < 4; e++) cc[i][q][e] = BIAS;
-                        mma_k32(cc[i][q], a[i], b[q]);
-                    }
-            }
-#endif
-#pragma unroll
-            for (int i = 0; i < MI; i++) {
-#ifndef GEMM_SCALE_256  // else the 256's scale is applied where it changes
-                const float d0 = xd[wm + 16 * i + g][j], d1 = xd[wm + 16 * i + g + 8][j];
-#endif
-                const float s0 = xsum[wm + 16 * i + g][j], s1 = xsum[wm + 16 * i + g + 8][j];
-#pragma unroll
-                for (int q = 0; q < 4; q++) {
-                    const int c0 = wn + 8 * q + 2 * t4;  // the two rows of this thread's outputs
-                    if (T == T_Q6K) {
-                        int lo[4] = {BIAS, BIAS, BIAS, BIAS}, hi[4] = {BIAS, BIAS, BIAS, BIAS};
-                        mma_k16(lo, a[i][0], a[i][1], b[q][0]);
-                        mma_k16(hi, a[i][2], a[i][3], b[q][1]);
-                        const float wa0 = wsc[c0][2 * j], wb0 = wsc[c0][2 * j + 1];
-                        const float wa1 = wsc[c0 + 1][2 * j], wb1 = wsc[c0 + 1][2 * j + 1];
-#ifdef GEMM_SCALE_256
-                        acc[i][q][0] += wa0 * unbias(lo[0]) + wb0 * unbias(hi[0]);
-                        acc[i][q][1] += wa1 * unbias(lo[1]) + wb1 * unbias(hi[1]);
-                        acc[i][q][2] += wa0 * unbias(lo[2]) + wb0 * unbias(hi[2]);
-                        acc[i][q][3] += wa1 * unbias(lo[3]) + wb1 * unbias(hi[3]);
-#else
-                        acc[i][q][0] += d0 * (wa0 * unbias(lo[0]) + wb0 * unbias(hi[0]));
-                        acc[i][q][1] += d0 * (wa1 * unbias(lo[1]) + wb1 * unbias(hi[1]));
-                        acc[i][q][2] += d1 * (wa0 * unbias(lo[2]) + wb0 * unbias(hi[2]));
-                        acc[i][q][3] += d1 * (wa1 * unbias(lo[3]) + wb1 * unbias(hi[3]));
-#endif
-                    } else {
-#ifdef GEMM_SPLIT
-                        const int* c = cc[i][q];
-#else
-                        int c[4] = {BIAS, BIAS, BIAS, BIAS};
-                        mma_k32(c, a[i], b[q]);
-#endif
-                        const float w0 = wsc[c0][2 * j], w1 = wsc[c0 + 1][2 * j];
-#ifdef GEMM_SCALE_256
-                        acc[i][q][0] += w0 * unbias(c[0]);
-                        acc[i][q][1] += w1 * unbias(c[1]);
-                        acc[i][q][2] += w0 * unbias(c[2]);
-                        acc[i][q][3] += w1 * unbias(c[3]);
-#else
-                        acc[i][q][0] += d0 * w0 * unbias(c[0]);
-                        acc[i][q][1] += d0 * w1 * unbias(c[1]);
-                        acc[i][q][2] += d1 * w0 * unbias(c[2]);
-                        acc[i][q][3] += d1 * w1 * unbias(c[3]);
-#endif
-                        if (HAS_MIN(T)) {
-                            const float mn0 = wmn[c0][j], mn1 = wmn[c0 + 1][j];
-                            acc[i][q][0] -= mn0 * s0;
-                            acc[i][q][1] -= mn1 * s0;
-                            acc[i][q][2] -= mn0 * s1;
-                            acc[i][q][3] -= mn1 * s1;
-                        }
-                    }
-                }
-            }
+                for (int q = 0; q < 4; q++) mma_bf16(acc[i][q], a[i], b[q]);
         }
-        __syncthreads();
+        gemm_barrier();
     }
-#pragma unroll
-    for (int i = 0; i < MI; i++)
-#pragma unroll
-        for (int q = 0; q < 4; q++) {
-            const int t0 = m0 + wm + 16 * i + g, r0 = n0 + wn + 8 * q + 2 * t4;
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                const int t = t0 + (e >> 1) * 8, r = r0 + (e & 1);
-                if (t < m && r < n) {
-#ifdef GEMM_SCALE_256
-                    const float v = acc[i][q][e] * dcur[i][e >> 1];
-#else
-                    const float v = acc[i][q][e];
-#endif
-                    if (GEMM_SPLITK > 1) atomicAdd(y + (size_t)t * n + r, v);
-                    else y[(size_t)t * n + r] = v;
-                }
-            }
-        }
+    gemm_store(acc, y, m, n, m0 + wm, n0 + wn);
 }
 
 // The GEMM's launch shape for the host (src/kernels/cuda.rs reads it from the module):
 // tokens and weight rows per block, dynamic shared memory bytes, threads, splits of k (blocks
 // along z; above 1 the host zeroes y first).
-extern "C" __constant__ int gemm_config[5] = {BM, BN, 0, 256, GEMM_SPLITK};
+extern "C" __constant__ int gemm_config[5] = {BM, BN, GEMM_SMEM, GEMM_THREADS, GEMM_SPLITK};
 
 #define GEMM(NAME, T)                                                                                 \
-    extern "C" __global__ void __launch_bounds__(256, 128 / BM) NAME(                                 \
-        const uint8_t* w, const float* absmax, const int8_t* qx, const float* dx, const float* sx,     \
-        float* y, int m, int n, int k, int row_bytes) {                                                \
-        gemm<T>(w, absmax, qx, dx, sx, y, m, n, k, row_bytes);                                         \
+    extern "C" __global__ void __launch_bounds__(GEMM_THREADS, 1) NAME(                               \
+        const uint8_t* w, const float* absmax, const uint8_t* xb, float* y, int m, int n, int k,       \
+        int row_bytes) {                                                                              \
+        gemm<T>(w, absmax, xb, y, m, n, k, row_bytes);                                                \
     }
 GEMM(gemm_q4_k, T_Q4K)
 GEMM(gemm_q6_k, T_Q6K)

@@ -1,12 +1,13 @@
 //! CUDA dequant-GEMM: `y = x W^T` on an NVIDIA GPU with `W` kept in its stored layout
-//! (GGUF blocks; bitsandbytes NF4 codes and f32 absmax) and the activations quantized to
-//! 8-bit blocks on the GPU. The kernels are `kernels/cuda/qgemm.cu`, compiled to PTX on a
-//! machine with nvcc (`scripts/cuda-ptx.sh`); the committed PTX is embedded and loaded by the
-//! driver at run time, so nothing CUDA is needed to build qforge, and the driver library is
-//! opened only when a GPU is asked for ([`Gpu::open`] probes for it first).
+//! (GGUF blocks; bitsandbytes NF4 codes and f32 absmax). The kernels are
+//! `kernels/cuda/qgemm.cu`, compiled to PTX on a machine with nvcc (`scripts/cuda-ptx.sh`);
+//! the committed PTX is embedded and loaded by the driver at run time, so nothing CUDA is
+//! needed to build qforge, and the driver library is opened only when a GPU is asked for
+//! ([`Gpu::open`] probes for it first).
 //!
-//! GEMV kernels for `m <= 8` (a persistent grid; each block quantizes the tokens into shared
-//! memory, each warp takes whole rows), an int8 tensor-core GEMM (`mma.sync`) above.
+//! GEMV kernels for `m <= 8` (a persistent grid; each block quantizes the tokens to int8
+//! blocks in shared memory, each warp takes whole rows), above a bf16 tensor-core GEMM
+//! (`mma.sync`; the weights decoded to bf16 in shared memory once per 128-token tile).
 
 use super::{QuantMatrix, WeightType};
 use crate::{bail_invalid, invalid};
@@ -127,6 +128,7 @@ impl GemmConfig {
             || smem < 0
             || threads <= 0
             || threads % 32 != 0
+            || threads > 1024
             || !(1..=2).contains(&splits)
         {
             anyhow::bail!("CUDA module global {GEMM_CONFIG} is not a launch shape: {tile_m}, {tile_n}, {smem}, {threads}, {splits}");
@@ -166,7 +168,7 @@ impl GpuMatrix {
     }
 }
 
-/// Device buffers of one call with `m` tokens: f32 activations and outputs, and the 8-bit
+/// Device buffers of one call with `m` tokens: f32 activations and outputs, and the bf16
 /// activations the GEMM path writes.
 pub struct Scratch {
     /// Tokens.
@@ -175,15 +177,13 @@ pub struct Scratch {
     pub x: CudaSlice<f32>,
     /// Outputs, `m x n`.
     pub y: CudaSlice<f32>,
-    qx: CudaSlice<i8>,
-    dx: CudaSlice<f32>,
-    sx: CudaSlice<f32>,
+    xb: CudaSlice<u16>,
 }
 
 impl Scratch {
     /// Bytes of the buffers.
     pub fn bytes(&self) -> u64 {
-        (self.x.len() * 4 + self.y.len() * 4 + self.qx.len() + self.dx.len() * 8) as u64
+        (self.x.len() * 4 + self.y.len() * 4 + self.xb.len() * 2) as u64
     }
 }
 
@@ -291,9 +291,7 @@ impl Gpu {
             m,
             x: driver(s.clone_htod(x), "upload")?,
             y: driver(s.clone_htod(&vec![f32::NAN; m * w.n]), "upload")?,
-            qx: driver(s.alloc_zeros::<i8>(q), "alloc")?,
-            dx: driver(s.alloc_zeros::<f32>(q.div_ceil(32)), "alloc")?,
-            sx: driver(s.alloc_zeros::<f32>(q.div_ceil(32)), "alloc")?,
+            xb: driver(s.alloc_zeros::<u16>(q), "alloc")?,
         })
     }
 
@@ -368,7 +366,8 @@ impl Gpu {
     }
 
     /// Queues `y = x W^T` for the `s.m` tokens of `s` (GEMV up to [`GEMV_MAX_M`] where its
-    /// shared memory fits, quantize + tensor-core GEMM otherwise).
+    /// shared memory fits; otherwise the activations converted to bf16, then the tensor-core
+    /// GEMM).
     pub fn enqueue(&self, w: &GpuMatrix, s: &mut Scratch) -> Result<()> {
         let (m, n, k) = (s.m, w.n, w.k);
         let row_bytes = QuantMatrix::row_bytes_of(w.ty, k) as i32;
@@ -378,20 +377,15 @@ impl Gpu {
                 return self.enqueue_gemv(w, s, row_bytes, budget);
             }
         }
-        let q = self.function("quantize_q8")?;
+        let q = self.function("gemm_input")?;
         let cfg = LaunchConfig {
             grid_dim: (m as u32, 1, 1),
             block_dim: (THREADS, 1, 1),
             shared_mem_bytes: 0,
         };
         let mut b = self.stream.launch_builder(&q);
-        b.arg(&s.x)
-            .arg(&mut s.qx)
-            .arg(&mut s.dx)
-            .arg(&mut s.sx)
-            .arg(&ki);
-        // SAFETY: x holds m * k values, qx, dx and sx were sized for them; block t
-        // quantizes token t.
+        b.arg(&s.x).arg(&mut s.xb).arg(&ki);
+        // SAFETY: x and xb hold m * k values (k a multiple of 8); block t converts token t.
         driver(unsafe { b.launch(cfg) }, "launch")?;
         let f = self.function(&format!("gemm_{}", w.ty.name()))?;
         let mi = m as i32;
@@ -420,9 +414,7 @@ impl Gpu {
         let mut b = self.stream.launch_builder(&f);
         b.arg(&w.data)
             .arg(&w.absmax)
-            .arg(&s.qx)
-            .arg(&s.dx)
-            .arg(&s.sx)
+            .arg(&s.xb)
             .arg(&mut s.y)
             .arg(&mi)
             .arg(&ni)
