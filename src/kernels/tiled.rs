@@ -395,6 +395,9 @@ struct Group {
     xs: Vec<i8>,
     /// Per 32 values: Q4_K's and Q5_K's activation sum as f32 (`[blocks][count]`).
     sums: Vec<f32>,
+    /// Q4_K: per 64 values the two 32-value activation sums as the low and high i16 halves
+    /// (`[k / 64][count]`), for `vpdpwssd` with the tile's mins.
+    pairs: Vec<i32>,
     /// Per 32 values (Q6_K: 16): `-bias *` the activation sum (`[blocks][count]`).
     offsets: Vec<i32>,
     /// The activation scales (`[k / block][count]`).
@@ -430,6 +433,15 @@ impl Group {
             ),
             _ => (Vec::new(), interleave(&|b, tt| -kind.bias() * sum(b, tt))),
         };
+        let pairs = match kind {
+            Kind::Q4K => (0..k / 64 * count)
+                .map(|i| {
+                    let (b, tt) = (i / count, i % count);
+                    (sum(2 * b, tt) & 0xFFFF) | (sum(2 * b + 1, tt) << 16)
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
         let per_d = k / acts.block;
         let dx = (0..per_d * count)
             .map(|i| tokens[i % count].d[i / count])
@@ -438,6 +450,7 @@ impl Group {
             count,
             xs,
             sums,
+            pairs,
             offsets,
             dx,
         }
@@ -598,7 +611,7 @@ mod x86 {
         let x = Interleaved::<T>(g.xs.as_ptr());
         let (dx, sums, offsets) = (g.dx.as_ptr(), g.sums.as_ptr(), g.offsets.as_ptr());
         match w.kind {
-            Kind::Q4K => q4_k::<T, false>(tiles, x, dx, sums, res),
+            Kind::Q4K => q4_k_int::<T>(tiles, x, dx, g.pairs.as_ptr(), res),
             Kind::Q5K => q4_k::<T, true>(tiles, x, dx, sums, res),
             Kind::Iq4Xs => iq4_xs::<T>(tiles, x, dx, offsets, res),
             Kind::Nf4 => nibbles::<T, Nf4>(tiles, x, dx, offsets, res),
@@ -729,6 +742,104 @@ mod x86 {
             }
             for t in 0..T {
                 add_scaled(&mut res[t], sbacc[t], *dx.add(sb * T + t));
+            }
+        }
+    }
+
+    /// `acc` plus the i16 pair products of `a` and `b` (`vpdpwssd`). Written in asm because
+    /// LLVM splits the intrinsic into `vpmaddwd` + `vpaddd` here, two instructions for one.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512vnni")]
+    unsafe fn dpwssd(acc: __m512i, a: __m512i, b: __m512i) -> __m512i {
+        let mut acc = acc;
+        std::arch::asm!(
+            "vpdpwssd {acc}, {a}, {b}",
+            acc = inout(zmm_reg) acc,
+            a = in(zmm_reg) a,
+            b = in(zmm_reg) b,
+            options(pure, nomem, nostack, preserves_flags),
+        );
+        acc
+    }
+
+    /// [`dpwssd`] with `b` the i32 at `p` in every lane (a broadcast operand).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512vnni")]
+    unsafe fn dpwssd_bcast(acc: __m512i, a: __m512i, p: *const i32) -> __m512i {
+        let mut acc = acc;
+        std::arch::asm!(
+            "vpdpwssd {acc}, {a}, dword ptr [{p}]{{1to16}}",
+            acc = inout(zmm_reg) acc,
+            a = in(zmm_reg) a,
+            p = in(reg) p,
+            options(pure, readonly, nostack, preserves_flags),
+        );
+        acc
+    }
+
+    /// 16 bytes at `lo` and `hi` as the i16 pairs `(lo[r], hi[r])` of dword `r`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+    unsafe fn u8_pairs(lo: *const u8, hi: *const u8) -> __m512i {
+        let lo = _mm512_cvtepu8_epi32(_mm_loadu_si128(lo.cast()));
+        let hi = _mm512_cvtepu8_epi32(_mm_loadu_si128(hi.cast()));
+        _mm512_or_si512(lo, _mm512_slli_epi32::<16>(hi))
+    }
+
+    /// One Q4_K tile row (16 outputs) for `T` tokens with integer scales: the low and the
+    /// high nibbles of a sub-block sum in two `vpdpbusd` chains per token (16 values each, so
+    /// within i16), `vpermt2w` pairs them per row and `vpdpwssd` multiplies the pair by the
+    /// row's 6-bit scale into a per-super-block i32 sum; the mins take `vpdpwssd` once per
+    /// two sub-blocks with [`Group::pairs`]. Two float conversions per super-block and
+    /// token instead of one per sub-block.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+    unsafe fn q4_k_int<const T: usize>(
+        tiles: &[u8],
+        x: Interleaved<T>,
+        dx: *const f32,
+        pairs: *const i32,
+        res: &mut [[f32; TILE_ROWS]; MAX_TOKENS],
+    ) {
+        let m4 = _mm512_set1_epi8(0x0F);
+        for (sb, tile) in tiles.chunks_exact(TILE_BYTES).enumerate() {
+            let p = tile.as_ptr();
+            let mut isb = [_mm512_setzero_si512(); T];
+            for j in 0..8 {
+                let mut lo_acc = [_mm512_setzero_si512(); T];
+                let mut hi_acc = [_mm512_setzero_si512(); T];
+                for g in 4 * j..4 * j + 4 {
+                    prefetch(p.add(QS_AT + 64 * g));
+                    let q = _mm512_loadu_si512(p.add(QS_AT + 64 * g).cast());
+                    let lo = _mm512_and_si512(q, m4);
+                    let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(q), m4);
+                    let at = sb * QK_K + 8 * g;
+                    for t in 0..T {
+                        lo_acc[t] = _mm512_dpbusd_epi32(lo_acc[t], lo, bcast(x, at, t));
+                        hi_acc[t] = _mm512_dpbusd_epi32(hi_acc[t], hi, bcast(x, at + 4, t));
+                    }
+                }
+                // (scale, 0) as the i16 pair of each row: `vpdpwssd` multiplies the low
+                // half of a sum (the whole sum, within i16) by the scale.
+                let sc = _mm512_cvtepu8_epi32(_mm_loadu_si128(p.add(SC_AT + 16 * j).cast()));
+                for t in 0..T {
+                    isb[t] = dpwssd(isb[t], lo_acc[t], sc);
+                    isb[t] = dpwssd(isb[t], hi_acc[t], sc);
+                }
+            }
+            let mut imn = [_mm512_setzero_si512(); T];
+            for i in 0..4 {
+                let mn = u8_pairs(p.add(MN_AT + 32 * i), p.add(MN_AT + 32 * i + 16));
+                for (t, imn) in imn.iter_mut().enumerate() {
+                    *imn = dpwssd_bcast(*imn, mn, pairs.add((sb * 4 + i) * T + t));
+                }
+            }
+            let d = _mm512_cvtph_ps(_mm256_loadu_si256(p.add(D_AT).cast()));
+            let dmin = _mm512_cvtph_ps(_mm256_loadu_si256(p.add(DMIN_AT).cast()));
+            for t in 0..T {
+                let v = _mm512_mul_ps(_mm512_cvtepi32_ps(isb[t]), d);
+                let v = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(imn[t]), dmin, v);
+                add_scaled(&mut res[t], v, *dx.add(sb * T + t));
             }
         }
     }
