@@ -791,21 +791,6 @@ mod x86 {
         acc
     }
 
-    /// [`dpwssd`] with `b` the i32 at `p` in every lane (a broadcast operand).
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512vnni")]
-    unsafe fn dpwssd_bcast(acc: __m512i, a: __m512i, p: *const i32) -> __m512i {
-        let mut acc = acc;
-        std::arch::asm!(
-            "vpdpwssd {acc}, {a}, dword ptr [{p}]{{1to16}}",
-            acc = inout(zmm_reg) acc,
-            a = in(zmm_reg) a,
-            p = in(reg) p,
-            options(pure, readonly, nostack, preserves_flags),
-        );
-        acc
-    }
-
     /// 16 bytes at `lo` and `hi` as the i16 pairs `(lo[r], hi[r])` of dword `r`.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
@@ -862,7 +847,8 @@ mod x86 {
             for i in 0..4 {
                 let mn = u8_pairs(p.add(MN_AT + 32 * i), p.add(MN_AT + 32 * i + 16));
                 for (t, imn) in imn.iter_mut().enumerate() {
-                    *imn = dpwssd_bcast(*imn, mn, pairs.add((sb * 4 + i) * T + t));
+                    let s = _mm512_set1_epi32(*pairs.add((sb * 4 + i) * T + t));
+                    *imn = dpwssd(*imn, mn, s);
                 }
             }
             let d = _mm512_cvtph_ps(_mm256_loadu_si256(p.add(D_AT).cast()));
