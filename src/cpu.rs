@@ -100,6 +100,9 @@ pub struct Features {
     pub avx512dq: bool,
     /// AVX-512 vector neural network instructions (`vpdpbusd`, `vpdpwssd`).
     pub avx512vnni: bool,
+    /// Galois-field instructions (`vgf2p8affineqb`: the Q4_K tile kernel takes the high
+    /// nibbles of 64 bytes with one).
+    pub gfni: bool,
 }
 
 impl Features {
@@ -115,6 +118,7 @@ impl Features {
                 avx512bw: has!("avx512bw"),
                 avx512dq: has!("avx512dq"),
                 avx512vnni: has!("avx512vnni"),
+                gfni: has!("gfni"),
             }
         }
         #[cfg(not(target_arch = "x86_64"))]

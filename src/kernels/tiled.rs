@@ -7,7 +7,9 @@
 //! the 16 rows (byte `j` of a row: value `j` in the low nibble, value `j + 4` in the high).
 //! - Q4_K: a tile is one 256-value super-block of 16 rows: the f16 `d` and `dmin` of each
 //!   row, the 6-bit sub-block scales and mins unpacked to bytes (sub-block major), then
-//!   the levels. 2368 bytes per 16 x 256 values: 4.625 bits per weight (ggml: 4.5).
+//!   the levels. 2368 bytes per 16 x 256 values: 4.625 bits per weight (ggml: 4.5). The
+//!   AVX-512 kernel applies the scales and mins in integers (`vpdpwssd`), so a super-block
+//!   takes two float conversions per token, not one per sub-block.
 //! - NF4: a tile is one 64-value block of 16 rows: `absmax / 127` of each row (f32), then
 //!   the codes, which become int8 through [`NF4_I8`] in registers. 576 bytes per 16 x 64
 //!   values: 4.5 bits per weight, as bitsandbytes stores it.
@@ -186,6 +188,9 @@ pub struct Tiled {
     /// Values per row.
     pub k: usize,
     tiles: super::hugepage::HugeBuf,
+    /// Whether the AVX-512 Q4_K kernel takes the high nibbles with GFNI (the CPU has it;
+    /// tests switch it off to check the other path gives the same bits).
+    gfni: bool,
 }
 
 impl Tiled {
@@ -237,6 +242,7 @@ impl Tiled {
             n: w.n,
             k: w.k,
             tiles,
+            gfni: crate::cpu::features().gfni,
         }
     }
 
@@ -393,8 +399,11 @@ struct Group {
     count: usize,
     /// The quantized values: 4 values of each token in turn (`[k / 4][count][4]`).
     xs: Vec<i8>,
-    /// Per 32 values: Q4_K's and Q5_K's activation sum as f32 (`[blocks][count]`).
+    /// Per 32 values: Q5_K's activation sum as f32 (`[blocks][count]`).
     sums: Vec<f32>,
+    /// Q4_K: per 64 values the two 32-value activation sums as the low and high i16 halves
+    /// (`[k / 64][count]`), for `vpdpwssd` with the tile's mins.
+    pairs: Vec<i32>,
     /// Per 32 values (Q6_K: 16): `-bias *` the activation sum (`[blocks][count]`).
     offsets: Vec<i32>,
     /// The activation scales (`[k / block][count]`).
@@ -424,11 +433,21 @@ impl Group {
                 .collect()
         };
         let (sums, offsets) = match kind {
-            Kind::Q4K | Kind::Q5K => (
+            Kind::Q5K => (
                 interleave(&sum).into_iter().map(|s| s as f32).collect(),
                 Vec::new(),
             ),
+            Kind::Q4K => (Vec::new(), Vec::new()),
             _ => (Vec::new(), interleave(&|b, tt| -kind.bias() * sum(b, tt))),
+        };
+        let pairs = match kind {
+            Kind::Q4K => (0..k / 64 * count)
+                .map(|i| {
+                    let (b, tt) = (i / count, i % count);
+                    (sum(2 * b, tt) & 0xFFFF) | (sum(2 * b + 1, tt) << 16)
+                })
+                .collect(),
+            _ => Vec::new(),
         };
         let per_d = k / acts.block;
         let dx = (0..per_d * count)
@@ -438,6 +457,7 @@ impl Group {
             count,
             xs,
             sums,
+            pairs,
             offsets,
             dx,
         }
@@ -452,9 +472,9 @@ impl Group {
 pub unsafe fn matmul(w: &Tiled, acts: &Activations, y: &mut [f32]) {
     assert_eq!(acts.k, w.k);
     let group = |t, count| Group::new(w.kind, acts, t, count);
-    // Q4_K and Q5_K take groups of [`PAIR_TOKENS`] on two tile rows at once below
-    // [`PAIR_BELOW_M`] tokens.
-    let paired = matches!(w.kind, Kind::Q4K | Kind::Q5K) && acts.tokens() < PAIR_BELOW_M;
+    // Q5_K takes groups of [`PAIR_TOKENS`] on two tile rows at once below [`PAIR_BELOW_M`]
+    // tokens.
+    let paired = w.kind == Kind::Q5K && acts.tokens() < PAIR_BELOW_M;
     let pair = |tr: usize, g: &TokenGroup<Group>, res: &mut [TileOut; 2]| {
         // SAFETY: the caller guarantees the CPU features; the group holds `PAIR_TOKENS`
         // tokens of `k` values; `tr` and `tr + 1` are tile rows of `w`.
@@ -484,14 +504,17 @@ pub unsafe fn matmul(w: &Tiled, acts: &Activations, y: &mut [f32]) {
 /// The 16 outputs of one tile row for up to [`MAX_TOKENS`] tokens (`[token][row]`).
 type TileOut = [[f32; TILE_ROWS]; MAX_TOKENS];
 
-/// Tokens per group of the two-tile-row kernel (Q4_K and Q5_K): a whole register block,
+/// Tokens per group of the two-tile-row kernel (Q5_K): a whole register block,
 /// so that each weight line read from L2 still feeds `2 *` this many `vpdpbusd`.
 const PAIR_TOKENS: usize = MAX_TOKENS;
 
 /// Below this many tokens (one group of [`PAIR_TOKENS`]: the weights stream from memory
-/// once) Q4_K and Q5_K take two tile rows per call: m = 8 measured 8-13% faster (two tiles'
-/// lines in flight). From two groups on the panel is read from L2 and the pairs measured
-/// 1-7% slower at m = 512 (the vector ports, not the loads, are the limit there).
+/// once) Q5_K takes two tile rows per call: m = 8 measured 8-13% faster for Q4_K and Q5_K
+/// with f32 scales (two tiles' lines in flight). From two groups on the panel is read from
+/// L2 and the pairs measured 1-7% slower at m = 512 (the vector ports, not the loads, are
+/// the limit there). Q4_K, scaled in integers with two chains per token, has no pair
+/// kernel (16 tokens' chains would not fit the registers), so that a row's bits never
+/// depend on the panel (and so on the thread count).
 const PAIR_BELOW_M: usize = 2 * MAX_TOKENS;
 
 /// A kernel over two adjacent tile rows `tr`, `tr + 1` for a group of [`PAIR_TOKENS`]
@@ -598,8 +621,9 @@ mod x86 {
         let x = Interleaved::<T>(g.xs.as_ptr());
         let (dx, sums, offsets) = (g.dx.as_ptr(), g.sums.as_ptr(), g.offsets.as_ptr());
         match w.kind {
-            Kind::Q4K => q4_k::<T, false>(tiles, x, dx, sums, res),
-            Kind::Q5K => q4_k::<T, true>(tiles, x, dx, sums, res),
+            Kind::Q4K if w.gfni => q4_k::<T, true>(tiles, x, dx, g.pairs.as_ptr(), res),
+            Kind::Q4K => q4_k::<T, false>(tiles, x, dx, g.pairs.as_ptr(), res),
+            Kind::Q5K => q5_k::<T>(tiles, x, dx, sums, res),
             Kind::Iq4Xs => iq4_xs::<T>(tiles, x, dx, offsets, res),
             Kind::Nf4 => nibbles::<T, Nf4>(tiles, x, dx, offsets, res),
             Kind::Q4_0 => nibbles::<T, Q4_0>(tiles, x, dx, offsets, res),
@@ -608,7 +632,7 @@ mod x86 {
         }
     }
 
-    /// The 16 outputs of tile rows `tr` and `tr + 1` (Q4_K or Q5_K) for the
+    /// The 16 outputs of Q5_K tile rows `tr` and `tr + 1` for the
     /// [`PAIR_TOKENS`] tokens `g` into `res[0]` and `res[1]` (zeroed).
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
@@ -618,9 +642,8 @@ mod x86 {
         let x = Interleaved::<PAIR_TOKENS>(g.xs.as_ptr());
         let (dx, sums) = (g.dx.as_ptr(), g.sums.as_ptr());
         match w.kind {
-            Kind::Q4K => q4_k_pair::<false>(tiles, x, dx, sums, res),
-            Kind::Q5K => q4_k_pair::<true>(tiles, x, dx, sums, res),
-            _ => unreachable!("only Q4_K and Q5_K take two tile rows"),
+            Kind::Q5K => q5_k_pair(tiles, x, dx, sums, res),
+            _ => unreachable!("only Q5_K takes two tile rows"),
         }
     }
 
@@ -689,11 +712,12 @@ mod x86 {
         );
     }
 
-    /// One Q4_K tile row (16 outputs) for `T` tokens: `res[t][r]`; with `FIFTH`, one
-    /// Q5_K tile row (the Q4_K tile plus the fifth bits, [`add_fifth_bits`]).
+    /// One Q5_K tile row (16 outputs) for `T` tokens: `res[t][r]` (the Q4_K layout plus the
+    /// fifth bits, [`add_fifth_bits`]). Its 16-value sums can pass i16, so unlike
+    /// [`q4_k`] it scales each sub-block's sum in f32.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
-    unsafe fn q4_k<const T: usize, const FIFTH: bool>(
+    unsafe fn q5_k<const T: usize>(
         tiles: &[u8],
         x: Interleaved<T>,
         dx: *const f32,
@@ -701,8 +725,7 @@ mod x86 {
         res: &mut [[f32; TILE_ROWS]; MAX_TOKENS],
     ) {
         let m4 = _mm512_set1_epi8(0x0F);
-        let bytes = if FIFTH { Q5_K_TILE_BYTES } else { TILE_BYTES };
-        for (sb, tile) in tiles.chunks_exact(bytes).enumerate() {
+        for (sb, tile) in tiles.chunks_exact(Q5_K_TILE_BYTES).enumerate() {
             let p = tile.as_ptr();
             let d = _mm512_cvtph_ps(_mm256_loadu_si256(p.add(D_AT).cast()));
             let dmin = _mm512_cvtph_ps(_mm256_loadu_si256(p.add(DMIN_AT).cast()));
@@ -715,9 +738,7 @@ mod x86 {
                     let q = _mm512_loadu_si512(p.add(QS_AT + 64 * g).cast());
                     let mut lo = _mm512_and_si512(q, m4);
                     let mut hi = _mm512_and_si512(_mm512_srli_epi16::<4>(q), m4);
-                    if FIFTH {
-                        (lo, hi) = add_fifth_bits(p, g, lo, hi);
-                    }
+                    (lo, hi) = add_fifth_bits(p, g, lo, hi);
                     dot_group(lo, hi, x, sb * QK_K + 8 * g, &mut acc, &mut hi_acc);
                 }
                 let (sc, mn) = scales_mins(p, j, d, dmin);
@@ -729,6 +750,113 @@ mod x86 {
             }
             for t in 0..T {
                 add_scaled(&mut res[t], sbacc[t], *dx.add(sb * T + t));
+            }
+        }
+    }
+
+    /// The high nibble of every byte of `q`: with `GFNI` one `vgf2p8affineqb` (the bit matrix
+    /// that moves bits 4..8 to 0..4; in asm, so that the function needs no `gfni` target
+    /// feature and runs only where [`Tiled::gfni`] found it), else a shift and a mask.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn high_nibbles<const GFNI: bool>(q: __m512i, m4: __m512i) -> __m512i {
+        if !GFNI {
+            return _mm512_and_si512(_mm512_srli_epi16::<4>(q), m4);
+        }
+        let shift4 = _mm512_set1_epi64(0x1020_4080_0000_0000);
+        let hi: __m512i;
+        std::arch::asm!(
+            "vgf2p8affineqb {hi}, {q}, {m}, 0",
+            hi = lateout(zmm_reg) hi,
+            q = in(zmm_reg) q,
+            m = in(zmm_reg) shift4,
+            options(pure, nomem, nostack, preserves_flags),
+        );
+        hi
+    }
+
+    /// `acc` plus the i16 pair products of `a` and `b` (`vpdpwssd`). Written in asm because
+    /// LLVM splits the intrinsic into `vpmaddwd` + `vpaddd` here, two instructions for one.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512vnni")]
+    unsafe fn dpwssd(acc: __m512i, a: __m512i, b: __m512i) -> __m512i {
+        let mut acc = acc;
+        std::arch::asm!(
+            "vpdpwssd {acc}, {a}, {b}",
+            acc = inout(zmm_reg) acc,
+            a = in(zmm_reg) a,
+            b = in(zmm_reg) b,
+            options(pure, nomem, nostack, preserves_flags),
+        );
+        acc
+    }
+
+    /// 16 bytes at `lo` and `hi` as the i16 pairs `(lo[r], hi[r])` of dword `r`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+    unsafe fn u8_pairs(lo: *const u8, hi: *const u8) -> __m512i {
+        let lo = _mm512_cvtepu8_epi32(_mm_loadu_si128(lo.cast()));
+        let hi = _mm512_cvtepu8_epi32(_mm_loadu_si128(hi.cast()));
+        _mm512_or_si512(lo, _mm512_slli_epi32::<16>(hi))
+    }
+
+    /// One Q4_K tile row (16 outputs) for `T` tokens, scaled in integers: a sub-block's
+    /// low and high nibbles go to two `vpdpbusd` chains per token (16 values each, so each
+    /// sum fits i16: 16 * 15 * 128 < 2^15); `vpdpwssd` multiplies each sum by the row's
+    /// 6-bit scale (the i16 pair `(scale, 0)`) into an i32 sum per super-block
+    /// (8 * 63 * 2 * 30720 < 2^31), and the mins take one `vpdpwssd` per two sub-blocks with
+    /// [`Group::pairs`]. Two float conversions per super-block and token, none per
+    /// sub-block; 16 chains cover `vpdpbusd`'s latency. With `GFNI` one `vgf2p8affineqb`
+    /// takes the high nibbles ([`high_nibbles`]).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+    unsafe fn q4_k<const T: usize, const GFNI: bool>(
+        tiles: &[u8],
+        x: Interleaved<T>,
+        dx: *const f32,
+        pairs: *const i32,
+        res: &mut [[f32; TILE_ROWS]; MAX_TOKENS],
+    ) {
+        let m4 = _mm512_set1_epi8(0x0F);
+        for (sb, tile) in tiles.chunks_exact(TILE_BYTES).enumerate() {
+            let p = tile.as_ptr();
+            let mut isb = [_mm512_setzero_si512(); T];
+            for j in 0..8 {
+                let mut lo_acc = [_mm512_setzero_si512(); T];
+                let mut hi_acc = [_mm512_setzero_si512(); T];
+                for g in 4 * j..4 * j + 4 {
+                    prefetch(p.add(QS_AT + 64 * g));
+                    let q = _mm512_loadu_si512(p.add(QS_AT + 64 * g).cast());
+                    let lo = _mm512_and_si512(q, m4);
+                    let hi = high_nibbles::<GFNI>(q, m4);
+                    let at = sb * QK_K + 8 * g;
+                    for t in 0..T {
+                        lo_acc[t] = _mm512_dpbusd_epi32(lo_acc[t], lo, bcast(x, at, t));
+                        hi_acc[t] = _mm512_dpbusd_epi32(hi_acc[t], hi, bcast(x, at + 4, t));
+                    }
+                }
+                // (scale, 0) as the i16 pair of each row: `vpdpwssd` multiplies the low
+                // half of a sum (the whole sum, within i16) by the scale.
+                let sc = _mm512_cvtepu8_epi32(_mm_loadu_si128(p.add(SC_AT + 16 * j).cast()));
+                for t in 0..T {
+                    isb[t] = dpwssd(isb[t], lo_acc[t], sc);
+                    isb[t] = dpwssd(isb[t], hi_acc[t], sc);
+                }
+            }
+            let mut imn = [_mm512_setzero_si512(); T];
+            for i in 0..4 {
+                let mn = u8_pairs(p.add(MN_AT + 32 * i), p.add(MN_AT + 32 * i + 16));
+                for (t, imn) in imn.iter_mut().enumerate() {
+                    let s = _mm512_set1_epi32(*pairs.add((sb * 4 + i) * T + t));
+                    *imn = dpwssd(*imn, mn, s);
+                }
+            }
+            let d = _mm512_cvtph_ps(_mm256_loadu_si256(p.add(D_AT).cast()));
+            let dmin = _mm512_cvtph_ps(_mm256_loadu_si256(p.add(DMIN_AT).cast()));
+            for t in 0..T {
+                let v = _mm512_mul_ps(_mm512_cvtepi32_ps(isb[t]), d);
+                let v = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(imn[t]), dmin, v);
+                add_scaled(&mut res[t], v, *dx.add(sb * T + t));
             }
         }
     }
@@ -747,13 +875,13 @@ mod x86 {
         (_mm512_mul_ps(sc, d), _mm512_mul_ps(mn, dmin))
     }
 
-    /// Two Q4_K (with `FIFTH`, Q5_K) tile rows for [`PAIR_TOKENS`] tokens: as [`q4_k`] on
+    /// Two Q5_K tile rows for [`PAIR_TOKENS`] tokens: as [`q5_k`] on
     /// each, but every activation broadcast feeds both tiles' `vpdpbusd` (the integer sums
     /// are exact, and the f32 steps are [`q4_k`]'s in the same order, so the outputs are
     /// the same bits).
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
-    unsafe fn q4_k_pair<const FIFTH: bool>(
+    unsafe fn q5_k_pair(
         tiles: [&[u8]; 2],
         x: Interleaved<PAIR_TOKENS>,
         dx: *const f32,
@@ -762,7 +890,7 @@ mod x86 {
     ) {
         const T: usize = PAIR_TOKENS;
         let m4 = _mm512_set1_epi8(0x0F);
-        let bytes = if FIFTH { Q5_K_TILE_BYTES } else { TILE_BYTES };
+        let bytes = Q5_K_TILE_BYTES;
         debug_assert_eq!(tiles[0].len(), tiles[1].len());
         for sb in 0..tiles[0].len() / bytes {
             let p = [
@@ -782,9 +910,7 @@ mod x86 {
                         let q = _mm512_loadu_si512(p[r].add(QS_AT + 64 * g).cast());
                         lo[r] = _mm512_and_si512(q, m4);
                         hi[r] = _mm512_and_si512(_mm512_srli_epi16::<4>(q), m4);
-                        if FIFTH {
-                            (lo[r], hi[r]) = add_fifth_bits(p[r], g, lo[r], hi[r]);
-                        }
+                        (lo[r], hi[r]) = add_fifth_bits(p[r], g, lo[r], hi[r]);
                     }
                     let at = sb * QK_K + 8 * g;
                     let [acc0, acc1] = &mut acc;
@@ -1074,7 +1200,7 @@ mod tests {
         }
         let k = 512;
         let x = crate::kernels::test_support::activations(PAIR_TOKENS, k);
-        for ty in [WeightType::Q4K, WeightType::Q5K] {
+        for ty in [WeightType::Q5K] {
             let w = QuantMatrix::random(ty, 3 * TILE_ROWS, k, 7).unwrap();
             let t = Tiled::new(&w);
             let acts = Activations::for_weights(&x, k, ty);
@@ -1119,6 +1245,62 @@ mod tests {
                     &want,
                     &format!("{ty:?} m={m}"),
                 );
+            }
+        }
+    }
+
+    /// The Q4_K kernel in integers at its bounds (levels 15, scales and mins 63, every
+    /// activation 127 or every one -127, where the i16 sums peak) and on random
+    /// blocks, for 8, 4 and 1 tokens: against the f64 reference, and the GFNI and the
+    /// shift-and-mask high nibbles give the same bits.
+    #[test]
+    fn q4_k_integer_scales_stay_exact_at_their_bounds() {
+        use crate::kernels::test_support::{activations, assert_close};
+        use crate::kernels::{reference_matmul, Isa};
+        if !Isa::available().contains(&Isa::Avx512Vnni) {
+            eprintln!("SKIPPED: no AVX-512 VNNI");
+            return;
+        }
+        let (n, k) = (2 * TILE_ROWS, 512);
+        let one = [0x00, 0x3C]; // f16 1.0
+        let extreme = [&one[..], &one[..], &[0xFF; 12], &[0xFF; 128]].concat();
+        let extreme = std::sync::Arc::new(QuantMatrix {
+            ty: WeightType::Q4K,
+            n,
+            k,
+            data: extreme.repeat(n * k / QK_K).into(),
+            absmax: Vec::new(),
+        });
+        let random = std::sync::Arc::new(QuantMatrix::random(WeightType::Q4K, n, k, 5).unwrap());
+        let gfni = crate::cpu::features().gfni;
+        for (what, w) in [("extreme", extreme), ("random", random)] {
+            for (m, sign) in [(MAX_TOKENS, 1.0), (MAX_TOKENS, -1.0), (4, 1.0), (1, -1.0)] {
+                let x: Vec<f32> = if what == "extreme" {
+                    vec![sign; m * k]
+                } else {
+                    activations(m, k)
+                };
+                let acts = Activations::for_weights(&x, k, WeightType::Q4K);
+                let mut t = Tiled::new(&w);
+                let mut run = |use_gfni: bool| {
+                    t.gfni = use_gfni;
+                    let mut y = vec![f32::NAN; m * n];
+                    // SAFETY: AVX-512 VNNI is available (checked above); GFNI only if found.
+                    unsafe { matmul(&t, &acts, &mut y) };
+                    y
+                };
+                let y = run(false);
+                assert_close(
+                    &w,
+                    &x,
+                    &y,
+                    &reference_matmul(&w, &x),
+                    &format!("{what} m={m}"),
+                );
+                if gfni {
+                    let bits = |y: &[f32]| y.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&run(true)), bits(&y), "{what} m={m}: GFNI");
+                }
             }
         }
     }
