@@ -560,6 +560,10 @@ pub struct KvBuildArgs {
     /// products with decoded rows are not shrunk (docs/kv-profile.md §1).
     #[arg(long)]
     pub unbiased_norm: bool,
+    /// Learn each channel map in its own basis: keys weighted by the calibration queries'
+    /// second moment, values by the identity (docs/kv-profile.md §5a).
+    #[arg(long)]
+    pub channel_basis: bool,
     /// Extra codecs (tiers) as BLOCK_DIMxBITS, e.g. `2x12` (k = 2, N = 4096); tier i is codec
     /// i of --key-codecs / --value-codecs (0 is --block-dim/--bits), with its own codebook
     /// trained on the calibration rows of the streams it codes (docs/kv-profile.md §5b).

@@ -356,6 +356,8 @@ pub struct ProfileSpec {
     pub tiers: Vec<CodecSpec>,
     /// Which codec codes each stream; needed with `tiers`.
     pub allocation: Option<Allocation>,
+    /// Learn each channel map in its own basis ([`super::axis::ChannelMap::learn_basis`]).
+    pub channel_basis: bool,
 }
 
 impl ProfileSpec {
@@ -374,6 +376,7 @@ impl ProfileSpec {
             axis: AxisPolicy::PerToken,
             tiers: Vec::new(),
             allocation: None,
+            channel_basis: false,
         }
     }
 }
@@ -556,7 +559,7 @@ pub fn build_profile_with(
                     spec.axis
                 ),
             };
-            Some(ChannelMaps::learn(spec.axis, kv, q)?)
+            Some(ChannelMaps::learn(spec.axis, kv, q, spec.channel_basis)?)
         }
         None if k || v => bail!(
             "the {:?} axis policy learns per-channel maps from calibration KV; give calibration data",
