@@ -12,6 +12,7 @@ usage: scripts/kv_allocate.py MODEL CAL_TEXT BASE_PROFILE.json LAYERS [--bits 4.
                               [--window R]
 --window R measures the sensitivities with a recent window of R fp16 tokens (the profile's
 --protect-last R); --bits is the nominal codec rate, before the window's raw tokens.
+--save FILE keeps the measured sensitivities (kv_study's output) for --sensitivities.
 The base profile is codec 0 (k2 N256, 4.25 bits); tiers: 1 = 4x12 (3.25), 2 = 2x10 (5.25),
 3 = 2x12 (6.25). Needs `cargo build --example kv_study` first.
 """
@@ -23,6 +24,7 @@ ap.add_argument("--bits", type=float, default=4.28); ap.add_argument("--tokens",
 ap.add_argument("--window", type=int, default=0)
 ap.add_argument("--study", default="target/debug/examples/kv_study")
 ap.add_argument("--sensitivities", help="reuse a kv_study output instead of running it")
+ap.add_argument("--save", help="write the kv_study output (the sensitivities) to this file")
 a = ap.parse_args()
 L = a.layers
 if a.sensitivities:
@@ -35,6 +37,8 @@ else:
     out = subprocess.run([a.study, a.model, a.text, str(a.tokens), "1", f.name, a.base],
                          check=True, capture_output=True, text=True).stdout
     os.unlink(f.name)
+if a.save:
+    open(a.save, "w").write(out)
 S = {}
 for line in out.splitlines():
     f = line.split()

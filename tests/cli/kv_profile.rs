@@ -390,6 +390,42 @@ fn capture_build_and_verify_with_a_model() {
     assert_ne!(r2["perplexity"]["fp16"], ppl["fp16"]);
     assert_eq!(r2["metrics"], r["metrics"]);
     assert_invalid(&verify("0"), "--chunks");
+    // Maps in learned bases (--channel-basis): d x d per map, applied as the model runs.
+    let basis = |axis: &str| {
+        qforge(&[
+            "kv-profile",
+            "build",
+            "--from-model",
+            cfg.to_str().unwrap(),
+            "--block-dim",
+            "2",
+            "--bits",
+            "6",
+            "--axis",
+            axis,
+            "--calibration",
+            &c,
+            "--channel-basis",
+            "-o",
+            p,
+        ])
+    };
+    assert_invalid(&basis("per-token"), "--channel-basis");
+    assert!(basis("per-channel").status.success());
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&profile).unwrap()).unwrap();
+    for role in ["keys", "values"] {
+        assert_eq!(
+            doc["channels"][role][1][1]["basis"]
+                .as_array()
+                .unwrap()
+                .len(),
+            64
+        );
+    }
+    let rb = json(&verify("1"));
+    assert_eq!(rb["perplexity"]["fp16"], ppl["fp16"]);
+    assert_ne!(rb["perplexity"]["compressed"], ppl["compressed"]);
     // A tampered channel scale is caught by the digests.
     let text = std::fs::read_to_string(&profile).unwrap();
     let mut doc: serde_json::Value = serde_json::from_str(&text).unwrap();
