@@ -564,6 +564,10 @@ pub struct KvBuildArgs {
     /// second moment, values by the identity (docs/kv-profile.md §5a).
     #[arg(long)]
     pub channel_basis: bool,
+    /// Bits of each row's norm: 16 (fp16) or 8 (log scale near 1; needs channel maps for
+    /// every coded role, docs/kv-profile.md §1).
+    #[arg(long, default_value_t = 16)]
+    pub norm_bits: u32,
     /// Extra codecs (tiers) as BLOCK_DIMxBITS, e.g. `2x12` (k = 2, N = 4096); tier i is codec
     /// i of --key-codecs / --value-codecs (0 is --block-dim/--bits), with its own codebook
     /// trained on the calibration rows of the streams it codes (docs/kv-profile.md §5b).

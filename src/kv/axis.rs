@@ -362,6 +362,44 @@ impl ChannelMaps {
         Ok(())
     }
 
+    /// Multiplies every map's scales by the median norm of its mapped calibration rows, so
+    /// that mapped rows have norms near 1 (what 8-bit log-scale norms cover,
+    /// [`super::codec::NormCode`]).
+    pub fn center_norms(&mut self, kv: &KvData) {
+        for (l, layer) in kv.layers.iter().enumerate() {
+            for (key, streams) in [(true, &layer.keys), (false, &layer.values)] {
+                let maps = if key {
+                    &mut self.keys
+                } else {
+                    &mut self.values
+                };
+                for (h, m) in streams.iter().enumerate() {
+                    let Some(map) = maps.get_mut(l).and_then(|ms| ms.get_mut(h)) else {
+                        continue;
+                    };
+                    let mut rows = m.data().to_vec();
+                    map.forward(&mut rows);
+                    let mut norms: Vec<f64> = rows
+                        .chunks_exact(m.cols().max(1))
+                        .map(|r| {
+                            r.iter()
+                                .map(|&x| f64::from(x) * f64::from(x))
+                                .sum::<f64>()
+                                .sqrt()
+                        })
+                        .collect();
+                    norms.sort_by(f64::total_cmp);
+                    let median = norms.get(norms.len() / 2).copied().unwrap_or(0.0);
+                    if median.is_finite() && median > 0.0 {
+                        map.scale
+                            .iter_mut()
+                            .for_each(|s| *s = (f64::from(*s) * median) as f32);
+                    }
+                }
+            }
+        }
+    }
+
     /// `kv` with every mapped stream put through its forward map (for codebook training).
     pub fn apply(&self, kv: &KvData) -> KvData {
         let mut out = kv.clone();
