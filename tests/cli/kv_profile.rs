@@ -426,6 +426,35 @@ fn capture_build_and_verify_with_a_model() {
     let rb = json(&verify("1"));
     assert_eq!(rb["perplexity"]["fp16"], ppl["fp16"]);
     assert_ne!(rb["perplexity"]["compressed"], ppl["compressed"]);
+    // 8-bit norms: one byte less per row; they need a map for every coded role.
+    let eight = |axis: &str| {
+        qforge(&[
+            "kv-profile",
+            "build",
+            "--from-model",
+            cfg.to_str().unwrap(),
+            "--block-dim",
+            "2",
+            "--bits",
+            "6",
+            "--axis",
+            axis,
+            "--calibration",
+            &c,
+            "--norm-bits",
+            "8",
+            "--json",
+            "-o",
+            p,
+        ])
+    };
+    assert_invalid(&eight("role-aware"), "8-bit norms");
+    let b8 = json(&eight("per-channel"));
+    assert!(b8["codec"].as_str().unwrap().ends_with("-norm8"), "{b8}");
+    // head_dim 8: (8 + 4 blocks x 6 bits) / 8 against (16 + 24) / 8.
+    assert_eq!(b8["bits_per_value"], 4.0);
+    let r8 = json(&verify("1"));
+    assert!(r8["perplexity"]["compressed"].as_f64().unwrap().is_finite());
     // A tampered channel scale is caught by the digests.
     let text = std::fs::read_to_string(&profile).unwrap();
     let mut doc: serde_json::Value = serde_json::from_str(&text).unwrap();
