@@ -394,7 +394,7 @@ _qforge() {
             return 0
             ;;
         qforge__subcmd__kv__subcmd__profile__subcmd__build)
-            opts="-o -v -q -h -V --shape --from-model --calibration --codec --bits --block-dim --codebook-size --seed --role --pre-rope --unbiased-norm --tier --key-codecs --value-codecs --tokens-per-page --protect-first --protect-last --protect-layers --protect-heads --fallback --top-k --max-key-logit-mse --max-attention-tv --max-topk-disagreement --max-value-agg-mse --max-perplexity-delta --axis --output --isa --threads --json --verbose --quiet --help --version"
+            opts="-o -v -q -h -V --shape --from-model --calibration --codec --bits --block-dim --codebook-size --seed --role --pre-rope --unbiased-norm --channel-basis --norm-bits --tier --key-codecs --value-codecs --tokens-per-page --protect-first --protect-last --protect-layers --protect-heads --fallback --top-k --max-key-logit-mse --max-attention-tv --max-topk-disagreement --max-value-agg-mse --max-perplexity-delta --axis --output --isa --threads --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -434,6 +434,10 @@ _qforge() {
                     ;;
                 --role)
                     COMPREPLY=($(compgen -W "key value both" -- "${cur}"))
+                    return 0
+                    ;;
+                --norm-bits)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --tier)

@@ -227,6 +227,7 @@ complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_see
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l role -d 'Which tensors are compressed' -r -f -a "key\t'Keys only'
 value\t'Values only'
 both\t'Keys and values'"
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l norm-bits -d 'Bits of each row\'s norm: 16 (fp16) or 8 (log scale near 1; needs channel maps for every coded role, docs/kv-profile.md §1)' -r
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l tier -d 'Extra codecs (tiers) as BLOCK_DIMxBITS, e.g. `2x12` (k = 2, N = 4096); tier i is codec i of --key-codecs / --value-codecs (0 is --block-dim/--bits), with its own codebook trained on the calibration rows of the streams it codes (docs/kv-profile.md §5b)' -r
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l key-codecs -d 'Codec of each layer\'s keys (comma-separated, one per layer, or one for all); needs --tier' -r
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l value-codecs -d 'Codec of each layer\'s values (comma-separated, one per layer, or one for all); needs --tier' -r
@@ -255,6 +256,7 @@ scalar\t'Portable code, no SIMD'"
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l threads -d 'Worker threads (default: all cores). The profile does not depend on it' -r
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l pre-rope -d 'Keys were captured before RoPE (default: after, as a KV cache holds them)'
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l unbiased-norm -d 'Store each row\'s norm divided by its cosine with its codewords, so that dot products with decoded rows are not shrunk (docs/kv-profile.md §1)'
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l channel-basis -d 'Learn each channel map in its own basis: keys weighted by the calibration queries\' second moment, values by the identity (docs/kv-profile.md §5a)'
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -l json -d 'Print a JSON summary on stdout (schema qforge.kv-build/1, see docs/kv-profile.md)'
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -s v -l verbose -d 'More log output on stderr: -v the plan (info), -vv per-tensor timing (debug), -vvv trace; RUST_LOG overrides'
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from build" -s q -l quiet -d 'No progress bar and no text report (JSON with --json and errors still print)'

@@ -9,7 +9,8 @@
 //! pages, protected tokens and channel maps); `window` (default: the profiles' own
 //! `protected.last_tokens`) sets every profile's recent window, the newest tokens each
 //! query reads from the fp16 cache (stored raw, so counted at 16 bits). Output: one line per configuration,
-//! `name delta_ppl mean_kl bits_per_value`. `scripts/kv_study.py` writes the configurations
+//! `name delta_ppl mean_kl bits_per_value noise`, `noise` the perplexity delta's sampling
+//! noise (fp16 perplexity times the standard error of the mean per-token NLL increase). `scripts/kv_study.py` writes the configurations
 //! of the study and reads its output.
 
 use anyhow::{bail, Context, Result};
@@ -32,6 +33,16 @@ fn log_probs(logits: &[f32], vocab: usize, from: usize, to: usize) -> Vec<f32> {
         out.extend(row.iter().map(|&x| (x as f64 - lse) as f32));
     }
     out
+}
+
+/// Per scored token, the increase of its negative log-likelihood from `p` to `q` (log-prob
+/// rows `from..` predicting `tokens[from + 1..]`).
+fn nll_increase(p: &[f32], q: &[f32], vocab: usize, tokens: &[u32], from: usize) -> Vec<f64> {
+    p.chunks_exact(vocab)
+        .zip(q.chunks_exact(vocab))
+        .zip(&tokens[from + 1..])
+        .map(|((a, b), &t)| f64::from(a[t as usize]) - f64::from(b[t as usize]))
+        .collect()
 }
 
 /// Mean KL(p || q) over rows of two log-probability tables.
@@ -111,6 +122,7 @@ fn main() -> Result<()> {
         let (kt, vt) = (pick(keys)?, pick(values)?);
         let mut parts = Vec::new();
         let mut kl = 0f64;
+        let mut increases = Vec::new();
         let mut bits = (0f64, 0f64);
         for (s, b) in seqs.iter().zip(&base) {
             let t = s.len();
@@ -156,11 +168,19 @@ fn main() -> Result<()> {
             );
             let logits = runner.model.forward(s, &mut hook)?;
             parts.push(Perplexity::of(&logits, s, vocab));
-            kl += mean_kl(b, &log_probs(&logits, vocab, from, to), vocab);
+            let lp = log_probs(&logits, vocab, from, to);
+            kl += mean_kl(b, &lp, vocab);
+            increases.extend(nll_increase(b, &lp, vocab, s, from));
         }
+        // The perplexity delta's sampling noise: fp16 perplexity times the standard error
+        // of the mean NLL increase over the scored tokens (as if they were independent).
+        let m = increases.len().max(2) as f64;
+        let mean = increases.iter().sum::<f64>() / m;
+        let var = increases.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (m - 1.0);
+        let noise = fp16 * (var / m).sqrt();
         let p = Perplexity::combine(&parts).perplexity;
         println!(
-            "{name} {:+.4} {:.6} {:.4}",
+            "{name} {:+.4} {:.6} {:.4} {noise:.4}",
             p - fp16,
             kl / seqs.len() as f64,
             bits.0 / bits.1.max(1.0)

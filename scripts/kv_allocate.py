@@ -12,6 +12,8 @@ usage: scripts/kv_allocate.py MODEL CAL_TEXT BASE_PROFILE.json LAYERS [--bits 4.
                               [--window R]
 --window R measures the sensitivities with a recent window of R fp16 tokens (the profile's
 --protect-last R); --bits is the nominal codec rate, before the window's raw tokens.
+--save FILE keeps the measured sensitivities (kv_study's output) for --sensitivities.
+--norm-bits 8: the tiers' rates with 8-bit norms (1/8 bit per value less each, head_dim 64).
 The base profile is codec 0 (k2 N256, 4.25 bits); tiers: 1 = 4x12 (3.25), 2 = 2x10 (5.25),
 3 = 2x12 (6.25). Needs `cargo build --example kv_study` first.
 """
@@ -23,6 +25,8 @@ ap.add_argument("--bits", type=float, default=4.28); ap.add_argument("--tokens",
 ap.add_argument("--window", type=int, default=0)
 ap.add_argument("--study", default="target/debug/examples/kv_study")
 ap.add_argument("--sensitivities", help="reuse a kv_study output instead of running it")
+ap.add_argument("--save", help="write the kv_study output (the sensitivities) to this file")
+ap.add_argument("--norm-bits", type=int, default=16, help="the profile's --norm-bits (8 saves 8/64 bits per tier)")
 a = ap.parse_args()
 L = a.layers
 if a.sensitivities:
@@ -35,13 +39,16 @@ else:
     out = subprocess.run([a.study, a.model, a.text, str(a.tokens), "1", f.name, a.base],
                          check=True, capture_output=True, text=True).stdout
     os.unlink(f.name)
+if a.save:
+    open(a.save, "w").write(out)
 S = {}
 for line in out.splitlines():
     f = line.split()
     if len(f) >= 3 and f[0][0] in "KV" and f[0][1:].isdigit():
         S[(f[0][0], int(f[0][1:]))] = float(f[2])
 # (profile codec index, bits/value, loss ratio against the base), cheapest first.
-tiers = [(1, 3.25, 3.3), (0, 4.25, 1.0), (2, 5.25, 0.25), (3, 6.25, 1 / 16)]
+saved = (16 - a.norm_bits) / 64
+tiers = [(i, b - saved, r) for i, b, r in [(1, 3.25, 3.3), (0, 4.25, 1.0), (2, 5.25, 0.25), (3, 6.25, 1 / 16)]]
 streams = sorted(S)
 level = {s: 0 for s in streams}
 bits = lambda: sum(tiers[level[s]][1] for s in streams) / len(streams)

@@ -560,6 +560,14 @@ pub struct KvBuildArgs {
     /// products with decoded rows are not shrunk (docs/kv-profile.md §1).
     #[arg(long)]
     pub unbiased_norm: bool,
+    /// Learn each channel map in its own basis: keys weighted by the calibration queries'
+    /// second moment, values by the identity (docs/kv-profile.md §5a).
+    #[arg(long)]
+    pub channel_basis: bool,
+    /// Bits of each row's norm: 16 (fp16) or 8 (log scale near 1; needs channel maps for
+    /// every coded role, docs/kv-profile.md §1).
+    #[arg(long, default_value_t = 16)]
+    pub norm_bits: u32,
     /// Extra codecs (tiers) as BLOCK_DIMxBITS, e.g. `2x12` (k = 2, N = 4096); tier i is codec
     /// i of --key-codecs / --value-codecs (0 is --block-dim/--bits), with its own codebook
     /// trained on the calibration rows of the streams it codes (docs/kv-profile.md §5b).

@@ -68,6 +68,8 @@ pub fn build(args: &KvBuildArgs) -> Result<()> {
         },
         calibration: args.calibration.as_deref(),
         unbiased_norm: args.unbiased_norm,
+        channel_basis: args.channel_basis,
+        norm_bits: args.norm_bits,
         tiers: &args.tier,
         key_codecs: &args.key_codecs,
         value_codecs: &args.value_codecs,

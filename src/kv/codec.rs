@@ -85,6 +85,8 @@ pub struct VqParams {
     pub lloyd_iterations: u32,
     /// Training blocks (spherical-Beta samples, or cap on calibration blocks).
     pub training_blocks: usize,
+    /// Bits of each row's norm: 16 (fp16) or 8 ([`NormCode`]'s log scale).
+    pub norm_bits: u32,
 }
 
 impl VqParams {
@@ -97,6 +99,7 @@ impl VqParams {
             seed: 0,
             lloyd_iterations: 25,
             training_blocks: (128 * codebook_size).clamp(16_384, 262_144),
+            norm_bits: 16,
         }
     }
 
@@ -110,10 +113,11 @@ impl VqParams {
         self.codebook_size.trailing_zeros()
     }
 
-    /// `(16 + (D/k)·log2 N) / d`.
+    /// `(norm_bits + (D/k)·log2 N) / d`.
     pub fn bits_per_value(&self) -> f64 {
         let blocks = self.padded_dim() / self.block_dim.max(1);
-        (16.0 + (blocks as u64 * u64::from(self.index_bits())) as f64) / self.head_dim as f64
+        (f64::from(self.norm_bits) + (blocks as u64 * u64::from(self.index_bits())) as f64)
+            / self.head_dim as f64
     }
 
     /// Rejects out-of-range values with a clear message.
@@ -160,6 +164,9 @@ impl VqParams {
                 self.training_blocks
             );
         }
+        if self.norm_bits != 16 && self.norm_bits != 8 {
+            bail!("norm_bits must be 16 or 8, got {}", self.norm_bits);
+        }
         if self.lloyd_iterations > 1000 {
             bail!(
                 "lloyd_iterations must be at most 1000, got {}",
@@ -196,7 +203,87 @@ impl VqParams {
     /// Trains a codebook and builds the codec.
     pub fn build(&self, name: &str, calibration: Option<&[f32]>) -> Result<VqCodec> {
         let (cb, _) = self.train_codebook(calibration)?;
-        VqCodec::new(name, self.head_dim, self.seed, cb)
+        let mut codec = VqCodec::new(name, self.head_dim, self.seed, cb)?;
+        codec.set_norm_bits(self.norm_bits)?;
+        Ok(codec)
+    }
+}
+
+/// How a row's norm is stored: IEEE fp16 (2 bytes, little-endian), or one byte on a log
+/// scale, `c = 0` a zero row and `c ≥ 1` the norm `2^((c − 128) / 32)` (about 1/16 to 16,
+/// steps of 2.2%; a norm is stored as the nearest code in the log domain, clamped to
+/// 1..=255). The 8-bit scale suits rows whose norms sit near 1, as the channel maps of a
+/// profile with 8-bit norms put them (docs/kv-profile.md §1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NormCode {
+    /// 16-bit IEEE half.
+    Fp16,
+    /// 8-bit log scale.
+    Log8,
+}
+
+/// `2^(1/32)`, the ratio of consecutive 8-bit norm codes.
+const LOG8_RATIO: f64 = 1.021_897_148_654_116_7;
+
+impl NormCode {
+    /// Bytes per stored norm.
+    pub fn bytes(self) -> usize {
+        match self {
+            NormCode::Fp16 => 2,
+            NormCode::Log8 => 1,
+        }
+    }
+
+    /// The 256 values of the 8-bit codes, by repeated multiplication in f64 (exact IEEE
+    /// operations, so the same on every machine).
+    fn log8_table() -> [f32; 256] {
+        let mut t = [0f32; 256];
+        let mut up = 1f64;
+        let mut down = 1f64;
+        t[128] = 1.0;
+        for i in 1..128 {
+            up *= LOG8_RATIO;
+            down /= LOG8_RATIO;
+            t[128 + i] = up as f32;
+            t[128 - i] = down as f32;
+        }
+        t
+    }
+
+    /// Stores `n` (finite, non-negative) into `out` (`bytes()` long); `table` is
+    /// [`NormCode::log8_table`]. Errors when an fp16 norm overflows.
+    fn store(self, n: f32, table: &[f32; 256], out: &mut [u8]) -> Result<()> {
+        match self {
+            NormCode::Fp16 => {
+                let h = f16::from_f32(n);
+                if h.is_infinite() {
+                    bail!("norm {n}, above the fp16 maximum 65504");
+                }
+                out[..2].copy_from_slice(&h.to_bits().to_le_bytes());
+            }
+            NormCode::Log8 => {
+                out[0] = if n == 0.0 {
+                    0
+                } else {
+                    // Nearest code in the log domain: the first whose geometric midpoint
+                    // with the next code is above n.
+                    let mut c = 1usize;
+                    while c < 255 && (table[c] * table[c + 1]).sqrt() < n {
+                        c += 1;
+                    }
+                    c as u8
+                };
+            }
+        }
+        Ok(())
+    }
+
+    /// The stored norm.
+    fn load(self, b: &[u8], table: &[f32; 256]) -> f32 {
+        match self {
+            NormCode::Fp16 => f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32(),
+            NormCode::Log8 => table[b[0] as usize],
+        }
     }
 }
 
@@ -216,6 +303,8 @@ pub struct VqCodec {
     bits: u32,
     index_bytes: usize,
     unbiased: bool,
+    norm: NormCode,
+    log8: Box<[f32; 256]>,
 }
 
 impl VqCodec {
@@ -245,7 +334,19 @@ impl VqCodec {
             bits,
             index_bytes: packed_len(blocks, bits),
             unbiased: false,
+            norm: NormCode::Fp16,
+            log8: Box::new(NormCode::log8_table()),
         })
+    }
+
+    /// Stores norms in 16 (fp16, the default) or 8 bits ([`NormCode`]).
+    pub fn set_norm_bits(&mut self, bits: u32) -> Result<()> {
+        self.norm = match bits {
+            16 => NormCode::Fp16,
+            8 => NormCode::Log8,
+            _ => bail!("{}: norm bits must be 16 or 8, got {bits}", self.name),
+        };
+        Ok(())
     }
 
     /// Stores `||x|| / <y, ŷ>` instead of `||x||` (y the rotated unit row, ŷ its
@@ -273,7 +374,7 @@ impl VqCodec {
 
     /// Bytes per encoded row.
     pub fn row_bytes(&self) -> usize {
-        2 + self.index_bytes
+        self.norm.bytes() + self.index_bytes
     }
 
     /// Encodes whole rows sequentially (no rayon). `rows.len()` must be a multiple of
@@ -339,6 +440,7 @@ impl VqCodec {
         let mut lanes = vec![0.0f32; K * stride];
         let mut idx = vec![0u16; stride];
         let mut y = vec![0.0f32; self.rotation.padded_dim()];
+        let mut exact = [0f32; ROWS_PER_PASS];
         for (pass, (xs, os)) in rows
             .chunks(ROWS_PER_PASS * d)
             .zip(out.chunks_mut(ROWS_PER_PASS * rb))
@@ -346,6 +448,7 @@ impl VqCodec {
         {
             for (r, (x, o)) in xs.chunks_exact(d).zip(os.chunks_exact_mut(rb)).enumerate() {
                 let norm = l2_norm(x);
+                exact[r] = norm;
                 let row_no = first_row + pass * ROWS_PER_PASS + r;
                 if !norm.is_finite() {
                     bail!(
@@ -353,15 +456,10 @@ impl VqCodec {
                         self.name
                     );
                 }
-                let nh = f16::from_f32(norm);
-                if nh.is_infinite() {
-                    bail!(
-                        "{}: row {row_no} has norm {norm}, above the fp16 maximum 65504",
-                        self.name
-                    );
+                if let Err(e) = self.norm.store(norm, &self.log8, o) {
+                    bail!("{}: row {row_no} has {e}", self.name);
                 }
-                o[..2].copy_from_slice(&nh.to_bits().to_le_bytes());
-                if nh.to_f32() == 0.0 {
+                if self.norm.load(o, &self.log8) == 0.0 {
                     y.fill(0.0);
                 } else {
                     self.rotation.forward_scaled(x, 1.0 / norm, &mut y);
@@ -378,20 +476,31 @@ impl VqCodec {
             for (r, o) in os.chunks_exact_mut(rb).enumerate() {
                 let ids = &idx[r * nb..(r + 1) * nb];
                 if self.unbiased {
-                    self.unbias_norm::<K>(&lanes[r * nb..], stride, ids, o);
+                    self.unbias_norm::<K>(&lanes[r * nb..], stride, ids, o, exact[r]);
                 }
-                pack_unchecked(ids, self.bits, &mut o[2..]);
+                pack_unchecked(ids, self.bits, &mut o[self.norm.bytes()..]);
             }
         }
         Ok(())
     }
 
-    /// Rewrites the stored norm of one row (`o[..2]`) as `||x|| / <y, ŷ>`; `lanes[j * stride + b]`
-    /// is coordinate `j` of the row's block `b`. Keeps `||x||` when the quotient is not a
-    /// finite positive fp16 (a zero row, or codewords orthogonal to the row).
-    fn unbias_norm<const K: usize>(&self, lanes: &[f32], stride: usize, ids: &[u16], o: &mut [u8]) {
-        let norm = f16::from_bits(u16::from_le_bytes([o[0], o[1]])).to_f32();
-        if norm == 0.0 {
+    /// Rewrites the stored norm of one row (its first bytes) as `||x|| / <y, ŷ>`;
+    /// `lanes[j * stride + b]` is coordinate `j` of the row's block `b`. Keeps `||x||` when
+    /// the quotient is not a finite positive fp16 (a zero row, or codewords orthogonal to
+    /// the row). With 8-bit norms, `||x||` is the norm before its 8-bit rounding.
+    fn unbias_norm<const K: usize>(
+        &self,
+        lanes: &[f32],
+        stride: usize,
+        ids: &[u16],
+        o: &mut [u8],
+        exact: f32,
+    ) {
+        let norm = match self.norm {
+            NormCode::Fp16 => self.norm.load(o, &self.log8),
+            NormCode::Log8 => exact,
+        };
+        if self.norm.load(o, &self.log8) == 0.0 {
             return;
         }
         let cw = self.codebook.codewords();
@@ -404,7 +513,13 @@ impl VqCodec {
         }
         let scaled = f16::from_f32(norm / dot);
         if dot > 0.0 && scaled.is_finite() && scaled.to_f32() > 0.0 {
-            o[..2].copy_from_slice(&scaled.to_bits().to_le_bytes());
+            match self.norm {
+                NormCode::Fp16 => o[..2].copy_from_slice(&scaled.to_bits().to_le_bytes()),
+                // Cannot fail: the 8-bit code clamps.
+                NormCode::Log8 => {
+                    let _ = self.norm.store(norm / dot, &self.log8, o);
+                }
+            }
         }
     }
 
@@ -432,7 +547,7 @@ impl VqCodec {
             .chunks_exact(self.row_bytes())
             .zip(out.chunks_exact_mut(d))
         {
-            let norm = f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32();
+            let norm = self.norm.load(b, &self.log8);
             if !norm.is_finite() || norm < 0.0 {
                 bail!("{}: stored norm {norm} is invalid", self.name);
             }
@@ -440,7 +555,7 @@ impl VqCodec {
                 o.fill(0.0);
                 continue;
             }
-            unpack_unchecked(&b[2..], self.bits, &mut idx);
+            unpack_unchecked(&b[self.norm.bytes()..], self.bits, &mut idx);
             for (blk, &i) in y.chunks_exact_mut(K).zip(&idx) {
                 let c: &[f32; K] = cw[i as usize * K..][..K].try_into().unwrap_or(&[0.0; K]);
                 blk.copy_from_slice(c);
@@ -477,7 +592,8 @@ impl KvCodec for VqCodec {
     }
 
     fn bits_per_value(&self) -> f64 {
-        (16.0 + (self.blocks as u64 * u64::from(self.bits)) as f64) / self.rotation.dim() as f64
+        (8.0 * self.norm.bytes() as f64 + (self.blocks as u64 * u64::from(self.bits)) as f64)
+            / self.rotation.dim() as f64
     }
 
     fn encoded_len(&self, rows: usize) -> usize {
@@ -590,6 +706,46 @@ mod tests {
         for (x, y) in a.chunks_exact(rb).zip(b.chunks_exact(rb)) {
             assert_eq!(x[2..], y[2..]);
         }
+    }
+
+    #[test]
+    fn log8_norms_round_trip_within_a_step() {
+        let t = NormCode::log8_table();
+        assert_eq!((t[0], t[128]), (0.0, 1.0));
+        assert!((t[160] - 2.0).abs() < 1e-6 && (t[96] - 0.5).abs() < 1e-6);
+        let mut b = [0u8; 1];
+        for i in 0..2000 {
+            let n = 0.07 * 1.002f32.powi(i);
+            NormCode::Log8.store(n, &t, &mut b).unwrap();
+            let back = NormCode::Log8.load(&b, &t);
+            assert!((back / n - 1.0).abs() < 0.011, "{n} -> {back}");
+        }
+        NormCode::Log8.store(0.0, &t, &mut b).unwrap();
+        assert_eq!(b[0], 0);
+        NormCode::Log8.store(1e9, &t, &mut b).unwrap();
+        assert_eq!(b[0], 255);
+        NormCode::Log8.store(1e-9, &t, &mut b).unwrap();
+        assert_eq!(b[0], 1);
+    }
+
+    #[test]
+    fn eight_bit_norms_cost_one_byte_and_little_error() {
+        let m = gaussian_matrix(300, 64, 11);
+        let mut c = quick(64, 2, 64);
+        c.set_unbiased(true);
+        let e16 = rel_mse(&m, &c.round_trip(&m).unwrap());
+        let rb16 = c.row_bytes();
+        c.set_norm_bits(8).unwrap();
+        assert_eq!(c.row_bytes(), rb16 - 1);
+        assert_eq!(c.bits_per_value(), (8.0 + 32.0 * 6.0) / 64.0);
+        let e8 = rel_mse(&m, &c.round_trip(&m).unwrap());
+        assert!(e8 < 1.05 * e16 && e8 > 0.95 * e16, "{e8} vs {e16}");
+        assert!(c.set_norm_bits(12).is_err());
+        let mut p = VqParams::new(64, 2, 64);
+        p.norm_bits = 8;
+        assert_eq!(p.bits_per_value(), c.bits_per_value());
+        p.norm_bits = 4;
+        assert!(p.validate().unwrap_err().to_string().contains("norm_bits"));
     }
 
     #[test]

@@ -42,6 +42,7 @@ pub mod rotation;
 pub mod run;
 pub mod search;
 pub mod special;
+pub mod symeig;
 pub mod synth;
 pub mod tensor;
 pub mod weights;

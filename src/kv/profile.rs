@@ -107,6 +107,18 @@ pub struct CodecParams {
     /// Rows store `||x|| / <y, ŷ>` instead of `||x||` (§1); omitted when false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub unbiased_norm: bool,
+    /// Bits of each row's norm, 16 (fp16) or 8 (log scale, [`super::codec::NormCode`]);
+    /// omitted when 16.
+    #[serde(default = "fp16_norm_bits", skip_serializing_if = "is_fp16_norm")]
+    pub norm_bits: u32,
+}
+
+fn fp16_norm_bits() -> u32 {
+    16
+}
+
+fn is_fp16_norm(bits: &u32) -> bool {
+    *bits == 16
 }
 
 /// Page geometry.
@@ -317,6 +329,8 @@ pub struct CodecSpec {
     pub training_blocks: Option<usize>,
     /// Store the unbiased norm (see [`VqCodec::set_unbiased`]).
     pub unbiased_norm: bool,
+    /// Bits per row norm, 16 or 8 ([`VqCodec::set_norm_bits`]).
+    pub norm_bits: u32,
 }
 
 impl Default for CodecSpec {
@@ -330,6 +344,7 @@ impl Default for CodecSpec {
             lloyd_iterations: None,
             training_blocks: None,
             unbiased_norm: false,
+            norm_bits: 16,
         }
     }
 }
@@ -356,6 +371,8 @@ pub struct ProfileSpec {
     pub tiers: Vec<CodecSpec>,
     /// Which codec codes each stream; needed with `tiers`.
     pub allocation: Option<Allocation>,
+    /// Learn each channel map in its own basis ([`super::axis::ChannelMap::learn_basis`]).
+    pub channel_basis: bool,
 }
 
 impl ProfileSpec {
@@ -374,6 +391,7 @@ impl ProfileSpec {
             axis: AxisPolicy::PerToken,
             tiers: Vec::new(),
             allocation: None,
+            channel_basis: false,
         }
     }
 }
@@ -392,6 +410,7 @@ fn vq_params(kind: CodecKind, shape: &KvShape, c: &CodecSpec) -> Result<VqParams
     if let Some(t) = c.training_blocks {
         p.training_blocks = t;
     }
+    p.norm_bits = c.norm_bits;
     p.validate()?;
     Ok(p)
 }
@@ -485,6 +504,7 @@ fn is_hex64(s: &str) -> bool {
 
 /// The recorded parameters of a codec.
 fn codec_params(kind: CodecKind, p: &VqParams, unbiased_norm: bool) -> CodecParams {
+    let norm_bits = p.norm_bits;
     CodecParams {
         kind,
         rotation: ROTATION_ID.to_string(),
@@ -497,6 +517,7 @@ fn codec_params(kind: CodecKind, p: &VqParams, unbiased_norm: bool) -> CodecPara
         lloyd_iterations: p.lloyd_iterations,
         training_blocks: p.training_blocks,
         unbiased_norm,
+        norm_bits,
     }
 }
 
@@ -545,6 +566,14 @@ pub fn build_profile_with(
     check_regions(&spec.shape, &spec.protected, &spec.pages)?;
     check_budget(&spec.budget)?;
     let (k, v) = spec.axis.channels();
+    let role = spec.shape.role;
+    if spec.codec.norm_bits == 8 && ((role.keys() && !k) || (role.values() && !v)) {
+        bail!(
+            "8-bit norms need a channel map for every coded role (they put row norms near 1): the {:?} axis policy has none for {}",
+            spec.axis,
+            if role.keys() && !k { "keys" } else { "values" }
+        );
+    }
     let channels = match calibration {
         Some(kv) if k || v => {
             let empty = Queries { layers: Vec::new() };
@@ -556,7 +585,11 @@ pub fn build_profile_with(
                     spec.axis
                 ),
             };
-            Some(ChannelMaps::learn(spec.axis, kv, q)?)
+            let mut maps = ChannelMaps::learn(spec.axis, kv, q, spec.channel_basis)?;
+            if spec.codec.norm_bits == 8 {
+                maps.center_norms(kv);
+            }
+            Some(maps)
         }
         None if k || v => bail!(
             "the {:?} axis policy learns per-channel maps from calibration KV; give calibration data",
@@ -864,6 +897,7 @@ impl KvProfile {
                 codebook_of(b, c)?,
             )?;
             codec.set_unbiased(c.unbiased_norm);
+            codec.set_norm_bits(c.norm_bits)?;
             Ok(codec)
         };
         let mut out = vec![one(&self.codec, &self.codebook)?];
@@ -885,10 +919,15 @@ fn codec_name_of(c: &CodecParams) -> String {
         CodecKind::Fibquant => format!("fibquant-k{}-n{}", c.block_dim, c.codebook_size),
         CodecKind::Turboquant => format!("turboquant-b{}", c.index_bits),
     };
-    if c.unbiased_norm {
+    let name = if c.unbiased_norm {
         name + "-unbiased"
     } else {
         name
+    };
+    if c.norm_bits == 16 {
+        name
+    } else {
+        format!("{name}-norm{}", c.norm_bits)
     }
 }
 
@@ -908,6 +947,7 @@ fn check_codec(shape: &KvShape, c: &CodecParams) -> Result<()> {
         lloyd_iterations: Some(c.lloyd_iterations),
         training_blocks: Some(c.training_blocks),
         unbiased_norm: c.unbiased_norm,
+        norm_bits: c.norm_bits,
     };
     let p = vq_params(c.kind, shape, &spec)?;
     if c.padded_dim != padded_dim(shape.head_dim)

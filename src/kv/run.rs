@@ -68,6 +68,10 @@ pub struct BuildJob<'a> {
     pub axis: AxisPolicy,
     /// Store unbiased norms ([`super::codec::VqCodec::set_unbiased`]).
     pub unbiased_norm: bool,
+    /// Learn the channel maps in their own bases ([`super::axis::ChannelMap::learn_basis`]).
+    pub channel_basis: bool,
+    /// Bits per row norm (16 or 8, [`super::codec::NormCode`]).
+    pub norm_bits: u32,
     /// Extra codecs as `BLOCK_DIMxBITS` ([`parse_tier`]), same family, seed and norms.
     pub tiers: &'a [String],
     /// Codec of each layer's keys (one entry: every layer); empty: codec 0.
@@ -239,6 +243,10 @@ pub fn build(args: &BuildJob) -> Result<Built> {
     spec.codec.kind = args.codec;
     spec.codec.seed = args.seed;
     spec.codec.unbiased_norm = args.unbiased_norm;
+    if args.norm_bits != 16 && args.norm_bits != 8 {
+        bail_invalid!("--norm-bits must be 16 or 8, got {}", args.norm_bits);
+    }
+    spec.codec.norm_bits = args.norm_bits;
     spec.codec.block_dim = if args.codec == CodecKind::Turboquant {
         1
     } else {
@@ -255,6 +263,12 @@ pub fn build(args: &BuildJob) -> Result<Built> {
     spec.fallback = args.fallback;
     spec.budget = args.budget.clone();
     spec.axis = args.axis;
+    spec.channel_basis = args.channel_basis;
+    if args.channel_basis && args.axis.channels() == (false, false) {
+        bail_invalid!(
+            "--channel-basis needs an axis policy with channel maps (per-channel, role-aware)"
+        );
+    }
     if args.tiers.is_empty() {
         if !args.key_codecs.is_empty() || !args.value_codecs.is_empty() {
             bail_invalid!(

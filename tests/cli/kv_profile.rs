@@ -321,7 +321,7 @@ fn capture_build_and_verify_with_a_model() {
     let profile = dir.path().join("p.json");
     let p = profile.to_str().unwrap();
     let cfg = model.join("config.json");
-    let build = |axis: &str, calibration: bool| {
+    let build = |axis: &str, calibration: bool, extra: &[&str]| {
         let mut a = vec![
             "kv-profile",
             "build",
@@ -341,10 +341,11 @@ fn capture_build_and_verify_with_a_model() {
         if calibration {
             a.extend(["--calibration", &c]);
         }
+        a.extend_from_slice(extra);
         qforge(&a)
     };
-    assert_invalid(&build("role-aware", false), "calibration");
-    assert!(build("role-aware", true).status.success());
+    assert_invalid(&build("role-aware", false, &[]), "calibration");
+    assert!(build("role-aware", true, &[]).status.success());
     let doc: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&profile).unwrap()).unwrap();
     assert_eq!(doc["axis"], "role_aware_kivi_style");
@@ -390,6 +391,33 @@ fn capture_build_and_verify_with_a_model() {
     assert_ne!(r2["perplexity"]["fp16"], ppl["fp16"]);
     assert_eq!(r2["metrics"], r["metrics"]);
     assert_invalid(&verify("0"), "--chunks");
+    // Maps in learned bases (--channel-basis): d x d per map, applied as the model runs.
+    let basis = |axis: &str| build(axis, true, &["--channel-basis"]);
+    assert_invalid(&basis("per-token"), "--channel-basis");
+    assert!(basis("per-channel").status.success());
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&profile).unwrap()).unwrap();
+    for role in ["keys", "values"] {
+        assert_eq!(
+            doc["channels"][role][1][1]["basis"]
+                .as_array()
+                .unwrap()
+                .len(),
+            64
+        );
+    }
+    let rb = json(&verify("1"));
+    assert_eq!(rb["perplexity"]["fp16"], ppl["fp16"]);
+    assert_ne!(rb["perplexity"]["compressed"], ppl["compressed"]);
+    // 8-bit norms: one byte less per row; they need a map for every coded role.
+    let eight = |axis: &str| build(axis, true, &["--norm-bits", "8", "--json"]);
+    assert_invalid(&eight("role-aware"), "8-bit norms");
+    let b8 = json(&eight("per-channel"));
+    assert!(b8["codec"].as_str().unwrap().ends_with("-norm8"), "{b8}");
+    // head_dim 8: (8 + 4 blocks x 6 bits) / 8 against (16 + 24) / 8.
+    assert_eq!(b8["bits_per_value"], 4.0);
+    let r8 = json(&verify("1"));
+    assert!(r8["perplexity"]["compressed"].as_f64().unwrap().is_finite());
     // A tampered channel scale is caught by the digests.
     let text = std::fs::read_to_string(&profile).unwrap();
     let mut doc: serde_json::Value = serde_json::from_str(&text).unwrap();
