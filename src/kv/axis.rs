@@ -120,6 +120,16 @@ impl ChannelMap {
         }
     }
 
+    /// [`ChannelMap::learn_basis`] with `basis`, else [`ChannelMap::learn`] (`query`: the
+    /// reading queries' second moment, the full matrix or its diagonal to match).
+    pub fn learn_any(m: &Matrix, query: Option<&[f64]>, basis: bool) -> ChannelMap {
+        if basis {
+            ChannelMap::learn_basis(m, query)
+        } else {
+            ChannelMap::learn(m, query)
+        }
+    }
+
     /// A map in a learned basis: with the covariance `C` of the rows of `m` and the second
     /// moment `Q` of the queries that read them (`query_cov`, row-major `d × d`; the
     /// identity for values), the positive definite `P` with `P·C·P = Q` (the matrix
@@ -298,13 +308,7 @@ impl ChannelMaps {
                     Ok(l.keys
                         .iter()
                         .zip(&moments)
-                        .map(|(m, p)| {
-                            if basis {
-                                ChannelMap::learn_basis(m, Some(p))
-                            } else {
-                                ChannelMap::learn(m, Some(p))
-                            }
-                        })
+                        .map(|(m, p)| ChannelMap::learn_any(m, Some(p), basis))
                         .collect())
                 })
                 .collect::<Result<_>>()?
@@ -317,13 +321,7 @@ impl ChannelMaps {
                 .map(|l| {
                     l.values
                         .iter()
-                        .map(|m| {
-                            if basis {
-                                ChannelMap::learn_basis(m, None)
-                            } else {
-                                ChannelMap::learn(m, None)
-                            }
-                        })
+                        .map(|m| ChannelMap::learn_any(m, None, basis))
                         .collect()
                 })
                 .collect()
