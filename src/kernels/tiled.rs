@@ -754,6 +754,9 @@ mod x86 {
         }
     }
 
+    /// The high i16 of every dword (a `vpblendmw` mask).
+    const HIGH_WORDS: __mmask32 = 0xAAAA_AAAA;
+
     /// The high nibble of every byte of `q`: with `GFNI` one `vgf2p8affineqb` (the bit matrix
     /// that moves bits 4..8 to 0..4; in asm, so that the function needs no `gfni` target
     /// feature and runs only where [`Tiled::gfni`] found it), else a shift and a mask.
@@ -802,9 +805,9 @@ mod x86 {
 
     /// One Q4_K tile row (16 outputs) for `T` tokens, scaled in integers: a sub-block's
     /// low and high nibbles go to two `vpdpbusd` chains per token (16 values each, so each
-    /// sum fits i16: 16 * 15 * 128 < 2^15); `vpdpwssd` multiplies each sum by the row's
-    /// 6-bit scale (the i16 pair `(scale, 0)`) into an i32 sum per super-block
-    /// (8 * 63 * 2 * 30720 < 2^31), and the mins take one `vpdpwssd` per two sub-blocks with
+    /// sum fits i16: 16 * 15 * 128 < 2^15); the two sums become the i16 pair of a dword and
+    /// one `vpdpwssd` multiplies both by the row's 6-bit scale into an i32 sum per
+    /// super-block (8 * 63 * 2 * 30720 < 2^31), and the mins take one `vpdpwssd` per two sub-blocks with
     /// [`Group::pairs`]. Two float conversions per super-block and token, none per
     /// sub-block; 16 chains cover `vpdpbusd`'s latency. With `GFNI` one `vgf2p8affineqb`
     /// takes the high nibbles ([`high_nibbles`]).
@@ -835,12 +838,15 @@ mod x86 {
                         hi_acc[t] = _mm512_dpbusd_epi32(hi_acc[t], hi, bcast(x, at + 4, t));
                     }
                 }
-                // (scale, 0) as the i16 pair of each row: `vpdpwssd` multiplies the low
-                // half of a sum (the whole sum, within i16) by the scale.
+                // (scale, scale) as the i16 pair of each row, against the pair (low sum,
+                // high sum) of each token (both within i16): one `vpdpwssd` a token takes
+                // the sub-block; the shift and the word blend run beside `vpdpbusd`.
                 let sc = _mm512_cvtepu8_epi32(_mm_loadu_si128(p.add(SC_AT + 16 * j).cast()));
+                let sc = _mm512_or_si512(sc, _mm512_slli_epi32::<16>(sc));
                 for t in 0..T {
-                    isb[t] = dpwssd(isb[t], lo_acc[t], sc);
-                    isb[t] = dpwssd(isb[t], hi_acc[t], sc);
+                    let hi = _mm512_slli_epi32::<16>(hi_acc[t]);
+                    let sums = _mm512_mask_blend_epi16(HIGH_WORDS, lo_acc[t], hi);
+                    isb[t] = dpwssd(isb[t], sums, sc);
                 }
             }
             let mut imn = [_mm512_setzero_si512(); T];
