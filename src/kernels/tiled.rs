@@ -651,12 +651,17 @@ mod x86 {
     #[derive(Clone, Copy)]
     struct Interleaved<const T: usize>(*const i8);
 
-    /// Asks for the line [`PREFETCH_AHEAD`] bytes after `p` (tiles are read in order, so
-    /// it is a line this task reads soon; past the end it is only a hint, never a fault).
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
-    unsafe fn prefetch(p: *const u8) {
-        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH_AHEAD).cast());
+    /// Step `s` of the `STEPS` a kernel takes per tile of `BYTES` asks for its share of
+    /// the lines [`PREFETCH_AHEAD`] bytes after the tile at `tile`: over a tile's steps every
+    /// line of the stream ahead is asked for once, headers and trailing masks included
+    /// (tiles are read in order, so these are lines this task reads soon; past the end it
+    /// is only a hint, never a fault).
+    #[inline(always)]
+    unsafe fn prefetch_share<const BYTES: usize, const STEPS: usize>(tile: *const u8, s: usize) {
+        let lines = BYTES.div_ceil(64);
+        for i in (s * lines).div_ceil(STEPS)..((s + 1) * lines).div_ceil(STEPS) {
+            _mm_prefetch::<_MM_HINT_T0>(tile.wrapping_add(PREFETCH_AHEAD + 64 * i).cast());
+        }
     }
 
     /// Token `t`'s 4 activations `at .. at + 4` (`at` a multiple of 4) in every lane.
@@ -734,7 +739,7 @@ mod x86 {
                 let mut acc = [_mm512_setzero_si512(); T];
                 let mut hi_acc = [_mm512_setzero_si512(); T];
                 for g in 4 * j..4 * j + 4 {
-                    prefetch(p.add(QS_AT + 64 * g));
+                    prefetch_share::<Q5_K_TILE_BYTES, 32>(p, g);
                     let q = _mm512_loadu_si512(p.add(QS_AT + 64 * g).cast());
                     let mut lo = _mm512_and_si512(q, m4);
                     let mut hi = _mm512_and_si512(_mm512_srli_epi16::<4>(q), m4);
@@ -828,7 +833,7 @@ mod x86 {
                 let mut lo_acc = [_mm512_setzero_si512(); T];
                 let mut hi_acc = [_mm512_setzero_si512(); T];
                 for g in 4 * j..4 * j + 4 {
-                    prefetch(p.add(QS_AT + 64 * g));
+                    prefetch_share::<TILE_BYTES, 32>(p, g);
                     let q = _mm512_loadu_si512(p.add(QS_AT + 64 * g).cast());
                     let lo = _mm512_and_si512(q, m4);
                     let hi = high_nibbles::<GFNI>(q, m4);
@@ -912,7 +917,7 @@ mod x86 {
                     let mut lo = [_mm512_setzero_si512(); 2];
                     let mut hi = [_mm512_setzero_si512(); 2];
                     for r in 0..2 {
-                        prefetch(p[r].add(QS_AT + 64 * g));
+                        prefetch_share::<Q5_K_TILE_BYTES, 32>(p[r], g);
                         let q = _mm512_loadu_si512(p[r].add(QS_AT + 64 * g).cast());
                         lo[r] = _mm512_and_si512(q, m4);
                         hi[r] = _mm512_and_si512(_mm512_srli_epi16::<4>(q), m4);
@@ -1003,7 +1008,7 @@ mod x86 {
                     std::array::from_fn(|t| _mm512_set1_epi32(*offsets.add((sb * 8 + j) * T + t)));
                 let mut hi_acc = [_mm512_setzero_si512(); T];
                 for g in 4 * j..4 * j + 4 {
-                    prefetch(p.add(IQ4_XS_QS_AT + 64 * g));
+                    prefetch_share::<IQ4_XS_TILE_BYTES, 32>(p, g);
                     let q = _mm512_loadu_si512(p.add(IQ4_XS_QS_AT + 64 * g).cast());
                     let lo = _mm512_shuffle_epi8(table, _mm512_and_si512(q, m4));
                     let hi =
@@ -1043,8 +1048,7 @@ mod x86 {
                 let mut hi_acc = [_mm512_setzero_si512(); T];
                 for g in [4 * i, 4 * i + 2] {
                     let line = p.add(Q6K_AT + 64 * g);
-                    prefetch(line);
-                    prefetch(line.add(64));
+                    prefetch_share::<Q6K_TILE_BYTES, 32>(p, g / 2);
                     let lo = _mm512_loadu_si512(line.cast());
                     let hi = _mm512_loadu_si512(line.add(64).cast());
                     dot_group(lo, hi, x, sb * QK_K + 4 * g, &mut acc, &mut hi_acc);
@@ -1133,7 +1137,7 @@ mod x86 {
                     std::array::from_fn(|t| _mm512_set1_epi32(*offsets.add(blk * T + t)));
                 let mut hi_acc = [_mm512_setzero_si512(); T];
                 for g in 4 * h..4 * h + 4 {
-                    prefetch(p.add(NIBBLES_AT + 64 * g));
+                    prefetch_share::<NIBBLE_TILE_BYTES, 8>(p, g);
                     let q = _mm512_loadu_si512(p.add(NIBBLES_AT + 64 * g).cast());
                     let lo = lookup(_mm512_and_si512(q, m4));
                     let hi = lookup(_mm512_and_si512(_mm512_srli_epi16::<4>(q), m4));
@@ -1167,8 +1171,7 @@ mod x86 {
                 std::array::from_fn(|t| _mm512_set1_epi32(*offsets.add(b * T + t)));
             let mut hi_acc = [_mm512_setzero_si512(); T];
             for g in 0..4 {
-                prefetch(p.add(Q8_0_AT + 128 * g));
-                prefetch(p.add(Q8_0_AT + 128 * g + 64));
+                prefetch_share::<Q8_0_TILE_BYTES, 4>(p, g);
                 let lo = _mm512_loadu_si512(p.add(Q8_0_AT + 128 * g).cast());
                 let hi = _mm512_loadu_si512(p.add(Q8_0_AT + 128 * g + 64).cast());
                 dot_group(lo, hi, x, 32 * b + 8 * g, &mut acc, &mut hi_acc);
