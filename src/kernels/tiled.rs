@@ -651,23 +651,19 @@ mod x86 {
     #[derive(Clone, Copy)]
     struct Interleaved<const T: usize>(*const i8);
 
-    /// Asks for lines `first .. first + count` of the tile stream [`PREFETCH_AHEAD`] bytes
-    /// after the tile at `tile` (tiles are read in order, so these are lines this task reads
-    /// soon; past the end it is only a hint, never a fault). A kernel asks for its lines of
-    /// codes as it reads them and for the rest of a tile's lines ([`prefetch_rest`]) once
-    /// at its start, so that every line of the stream is asked for once.
+    /// Step `s` of the `STEPS` a kernel takes per tile of `BYTES` asks for its share of the
+    /// tile [`PREFETCH_AHEAD`] bytes ahead: addresses spread evenly over the tile, less than
+    /// a line apart, so that every line of the stream (headers and Q5_K's trailing masks
+    /// included) is asked for, a few at each step rather than in bursts (tiles are read in
+    /// order, so these are lines this task reads soon; past the end it is only a hint,
+    /// never a fault). A fixed count per step: no branch in the kernels' loops.
     #[inline(always)]
-    unsafe fn prefetch_lines(tile: *const u8, first: usize, count: usize) {
-        for i in first..first + count {
-            _mm_prefetch::<_MM_HINT_T0>(tile.wrapping_add(PREFETCH_AHEAD + 64 * i).cast());
+    unsafe fn prefetch_share<const BYTES: usize, const STEPS: usize>(tile: *const u8, s: usize) {
+        let per = BYTES.div_ceil(64 * STEPS);
+        for k in 0..per {
+            let at = (s * per + k) * BYTES / (STEPS * per);
+            _mm_prefetch::<_MM_HINT_T0>(tile.wrapping_add(PREFETCH_AHEAD + at).cast());
         }
-    }
-
-    /// Lines `COVERED ..` of a tile of `BYTES` ahead (its headers or trailing masks, which
-    /// the per-line prefetches of its codes leave): one prefetch each at the tile's start.
-    #[inline(always)]
-    unsafe fn prefetch_rest<const BYTES: usize, const COVERED: usize>(tile: *const u8) {
-        prefetch_lines(tile, COVERED, BYTES.div_ceil(64) - COVERED);
     }
 
     /// Token `t`'s 4 activations `at .. at + 4` (`at` a multiple of 4) in every lane.
@@ -738,7 +734,6 @@ mod x86 {
         let m4 = _mm512_set1_epi8(0x0F);
         for (sb, tile) in tiles.chunks_exact(Q5_K_TILE_BYTES).enumerate() {
             let p = tile.as_ptr();
-            prefetch_rest::<Q5_K_TILE_BYTES, 32>(p);
             let d = _mm512_cvtph_ps(_mm256_loadu_si256(p.add(D_AT).cast()));
             let dmin = _mm512_cvtph_ps(_mm256_loadu_si256(p.add(DMIN_AT).cast()));
             let mut sbacc = [_mm512_setzero_ps(); T];
@@ -746,7 +741,7 @@ mod x86 {
                 let mut acc = [_mm512_setzero_si512(); T];
                 let mut hi_acc = [_mm512_setzero_si512(); T];
                 for g in 4 * j..4 * j + 4 {
-                    prefetch_lines(p, g, 1);
+                    prefetch_share::<Q5_K_TILE_BYTES, 32>(p, g);
                     let q = _mm512_loadu_si512(p.add(QS_AT + 64 * g).cast());
                     let mut lo = _mm512_and_si512(q, m4);
                     let mut hi = _mm512_and_si512(_mm512_srli_epi16::<4>(q), m4);
@@ -835,13 +830,12 @@ mod x86 {
         let m4 = _mm512_set1_epi8(0x0F);
         for (sb, tile) in tiles.chunks_exact(TILE_BYTES).enumerate() {
             let p = tile.as_ptr();
-            prefetch_rest::<TILE_BYTES, 32>(p);
             let mut isb = [_mm512_setzero_si512(); T];
             for j in 0..8 {
                 let mut lo_acc = [_mm512_setzero_si512(); T];
                 let mut hi_acc = [_mm512_setzero_si512(); T];
                 for g in 4 * j..4 * j + 4 {
-                    prefetch_lines(p, g, 1);
+                    prefetch_share::<TILE_BYTES, 32>(p, g);
                     let q = _mm512_loadu_si512(p.add(QS_AT + 64 * g).cast());
                     let lo = _mm512_and_si512(q, m4);
                     let hi = high_nibbles::<GFNI>(q, m4);
@@ -916,9 +910,6 @@ mod x86 {
                 tiles[0].as_ptr().add(sb * bytes),
                 tiles[1].as_ptr().add(sb * bytes),
             ];
-            for p in p {
-                prefetch_rest::<Q5_K_TILE_BYTES, 32>(p);
-            }
             let mut sbacc = [[[0f32; TILE_ROWS]; T]; 2];
             for j in 0..8 {
                 // 16 chains (each takes a line's low and high halves) cover the latency
@@ -928,7 +919,7 @@ mod x86 {
                     let mut lo = [_mm512_setzero_si512(); 2];
                     let mut hi = [_mm512_setzero_si512(); 2];
                     for r in 0..2 {
-                        prefetch_lines(p[r], g, 1);
+                        prefetch_share::<Q5_K_TILE_BYTES, 32>(p[r], g);
                         let q = _mm512_loadu_si512(p[r].add(QS_AT + 64 * g).cast());
                         lo[r] = _mm512_and_si512(q, m4);
                         hi[r] = _mm512_and_si512(_mm512_srli_epi16::<4>(q), m4);
@@ -1012,7 +1003,6 @@ mod x86 {
         let table = _mm512_broadcast_i32x4(_mm_loadu_si128(IQ4_XS_TABLE.as_ptr().cast()));
         for (sb, tile) in tiles.chunks_exact(IQ4_XS_TILE_BYTES).enumerate() {
             let p = tile.as_ptr();
-            prefetch_rest::<IQ4_XS_TILE_BYTES, 32>(p);
             let d = _mm512_cvtph_ps(_mm256_loadu_si256(p.add(IQ4_XS_D_AT).cast()));
             let mut sbacc = [_mm512_setzero_ps(); T];
             for j in 0..8 {
@@ -1020,7 +1010,7 @@ mod x86 {
                     std::array::from_fn(|t| _mm512_set1_epi32(*offsets.add((sb * 8 + j) * T + t)));
                 let mut hi_acc = [_mm512_setzero_si512(); T];
                 for g in 4 * j..4 * j + 4 {
-                    prefetch_lines(p, g, 1);
+                    prefetch_share::<IQ4_XS_TILE_BYTES, 32>(p, g);
                     let q = _mm512_loadu_si512(p.add(IQ4_XS_QS_AT + 64 * g).cast());
                     let lo = _mm512_shuffle_epi8(table, _mm512_and_si512(q, m4));
                     let hi =
@@ -1052,7 +1042,6 @@ mod x86 {
     ) {
         for (sb, tile) in tiles.chunks_exact(Q6K_TILE_BYTES).enumerate() {
             let p = tile.as_ptr();
-            prefetch_rest::<Q6K_TILE_BYTES, 64>(p);
             let d = _mm512_cvtph_ps(_mm256_loadu_si256(p.add(D_AT).cast()));
             let mut sbacc = [_mm512_setzero_ps(); T];
             for i in 0..16 {
@@ -1061,7 +1050,7 @@ mod x86 {
                 let mut hi_acc = [_mm512_setzero_si512(); T];
                 for g in [4 * i, 4 * i + 2] {
                     let line = p.add(Q6K_AT + 64 * g);
-                    prefetch_lines(p, g, 2);
+                    prefetch_share::<Q6K_TILE_BYTES, 32>(p, g / 2);
                     let lo = _mm512_loadu_si512(line.cast());
                     let hi = _mm512_loadu_si512(line.add(64).cast());
                     dot_group(lo, hi, x, sb * QK_K + 4 * g, &mut acc, &mut hi_acc);
@@ -1144,14 +1133,13 @@ mod x86 {
         let mut facc = [_mm512_setzero_ps(); T];
         for (b, tile) in tiles.chunks_exact(NIBBLE_TILE_BYTES).enumerate() {
             let p = tile.as_ptr();
-            prefetch_rest::<NIBBLE_TILE_BYTES, 8>(p);
             for h in 0..2 {
                 let blk = 2 * b + h;
                 let mut acc: [__m512i; T] =
                     std::array::from_fn(|t| _mm512_set1_epi32(*offsets.add(blk * T + t)));
                 let mut hi_acc = [_mm512_setzero_si512(); T];
                 for g in 4 * h..4 * h + 4 {
-                    prefetch_lines(p, g, 1);
+                    prefetch_share::<NIBBLE_TILE_BYTES, 8>(p, g);
                     let q = _mm512_loadu_si512(p.add(NIBBLES_AT + 64 * g).cast());
                     let lo = lookup(_mm512_and_si512(q, m4));
                     let hi = lookup(_mm512_and_si512(_mm512_srli_epi16::<4>(q), m4));
@@ -1181,12 +1169,11 @@ mod x86 {
         let mut facc = [_mm512_setzero_ps(); T];
         for (b, tile) in tiles.chunks_exact(Q8_0_TILE_BYTES).enumerate() {
             let p = tile.as_ptr();
-            prefetch_rest::<Q8_0_TILE_BYTES, 8>(p);
             let mut acc: [__m512i; T] =
                 std::array::from_fn(|t| _mm512_set1_epi32(*offsets.add(b * T + t)));
             let mut hi_acc = [_mm512_setzero_si512(); T];
             for g in 0..4 {
-                prefetch_lines(p, 2 * g, 2);
+                prefetch_share::<Q8_0_TILE_BYTES, 4>(p, g);
                 let lo = _mm512_loadu_si512(p.add(Q8_0_AT + 128 * g).cast());
                 let hi = _mm512_loadu_si512(p.add(Q8_0_AT + 128 * g + 64).cast());
                 dot_group(lo, hi, x, 32 * b + 8 * g, &mut acc, &mut hi_acc);
