@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Device-run wrapper (staging only, s25 #18): unpack, full bench (cuda-bench.sh: PTX compiled
+# there, GPU tests, every type, peers), then m=1 variants of Q4_K's one-token GEMV (the s24
+# register GEMV, stage counts), GEMM variants at m=512, ncu of the Q4_K m=1 kernel; outputs
+# tarred into $OUT. Lives in a copy of the worktree (.peer/wt of the main checkout) with
+# gpu-bin/*.xz and ggml.tar.xz beside it.
+set -u
+cd "$(dirname "$0")"
+t0=$(date +%s)
+ts() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
+python3 - <<'PY'
+import lzma, shutil, tarfile, glob, os
+for f in glob.glob("gpu-bin/*.xz"):
+    with lzma.open(f) as a, open(f[:-3], "wb") as b: shutil.copyfileobj(a, b)
+    os.chmod(f[:-3], 0o755)
+if os.path.exists("ggml.tar.xz"): tarfile.open("ggml.tar.xz").extractall(".")
+PY
+mkdir -p /tmp/o/final
+PHASE=${PHASE:-all}
+# The PTX compiled here (scripts/cuda-ptx.sh, in a copy of the tree), against the staged one.
+rm -rf /tmp/ptxtree; mkdir -p /tmp/ptxtree; cp -r kernels scripts /tmp/ptxtree/
+( REPORT=/tmp/o/final bash /tmp/ptxtree/scripts/cuda-ptx.sh &&
+  if cmp -s /tmp/ptxtree/kernels/cuda/qgemm.ptx kernels/cuda/qgemm.ptx; then echo "PTX compiled here = staged PTX"
+  else echo "PTX compiled here DIFFERS from the staged one"; cp /tmp/ptxtree/kernels/cuda/qgemm.ptx $OUT/qgemm-device.ptx; fi
+) > /tmp/o/final/ptx-check.txt 2>&1 &
+ptxjob=$!
+if [ "$PHASE" = all ] || [ "$PHASE" = bench ]; then
+  ts "bench"
+  timeout ${BENCH_S:-400} bash scripts/cuda-bench.sh /tmp/o/final 14336 4096 40 2>&1 | tee /tmp/o/bench.log
+  wait $ptxjob; cat /tmp/o/final/ptx-check.txt
+  tar czf $OUT/final.tgz -C /tmp/o final bench.log
+  ts "bench phase done"
+fi
+if [ "$PHASE" = all ] || [ "$PHASE" = var ]; then
+  left=$(( ${VAR_END:-540} - ($(date +%s) - t0) ))
+  ts "m=1 variants, $left s left"
+  [ $left -gt 60 ] && timeout $((left - 20)) bash scripts/cuda/variants.sh /tmp/o/var1 "${M1_TYPES:-q4_k}" 1 ${M1_VARIANTS:-} 2>&1 | tee /tmp/o/var1.log
+  left=$(( ${VAR_END:-540} - ($(date +%s) - t0) ))
+  ts "GEMM variants, $left s left"
+  [ $left -gt 60 ] && [ -n "${VARIANTS:-}" ] && timeout $((left - 20)) bash scripts/cuda/variants.sh /tmp/o/var "${TYPES:-q4_k q8_0}" ${VAR_M:-512} ${VARIANTS:-} 2>&1 | tee /tmp/o/var.log
+  tar czf $OUT/var.tgz -C /tmp/o var1 var1.log var var.log 2>/dev/null
+  ts "variants done"
+fi
+if [ "$PHASE" = all ] || [ "$PHASE" = ncu ]; then
+  N=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+  left=$(( ${NCU_END:-585} - ($(date +%s) - t0) ))
+  ts "ncu, $left s left"
+  [ $left -gt 40 ] && QFORGE_CUDA_PTX=$PWD/kernels/cuda/qgemm.ptx timeout $((left - 10)) $N --clock-control none -k regex:${NCU_KERNEL:-gemv_q4_k_m1} -c 1 --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats --section Occupancy --metrics 'regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio' ./gpu-bin/qforge bench-gemm --device cuda --type q4_k --n 14336 --k 4096 --m ${NCU_M:-1} --reps 3 --json > $OUT/ncu.txt 2>&1
+  grep -E "Duration|DRAM Throughput|Memory Throughput|Registers Per|Achieved Occ|stalled" $OUT/ncu.txt | head -30
+fi
+ts "total"
