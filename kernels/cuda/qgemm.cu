@@ -391,44 +391,16 @@ __device__ __forceinline__ void cp_async_wait_pending(int pending) {
     }
 }
 
-// ---------------------------------------------------------------------------------------
 // Programmatic dependent launch (sm_90). The host launches every kernel of a call with the
-// programmatic-stream-serialization attribute (`Gpu::enqueue`), so a kernel may start while
-// the one before it in the stream drains. Each kernel reads and writes nothing the previous
-// kernel may write (x, y, the bf16 activations) before `pdl_wait`, which returns once the
-// previous kernel has finished and its writes are visible (at once when launched without
-// the attribute). Weights are read-only and may be loaded before it. `pdl_launch_dependents`
-// lets the next kernel be launched once every block of this one has called it (or exited);
-// its blocks are placed as this kernel's blocks leave the multiprocessors.
+// programmatic-stream-serialization attribute (`Chain::Programmatic` in src/kernels/cuda.rs),
+// so a kernel may start while the one before it in the stream drains. Each kernel reads and
+// writes nothing the previous kernel may write (x, y, the bf16 activations) before
+// `pdl_wait`, which returns once the previous kernel has finished and its writes are visible
+// (at once when launched without the attribute); weights are read-only and may be loaded
+// before it. `pdl_launch_dependents` lets the next kernel be launched once every block of
+// this one has called it (or exited); its blocks are placed as this kernel's blocks leave.
 __device__ __forceinline__ void pdl_wait() { asm volatile("griddepcontrol.wait;\n" ::: "memory"); }
 __device__ __forceinline__ void pdl_launch_dependents() { asm volatile("griddepcontrol.launch_dependents;\n" ::); }
-
-// Bulk copies (the Hopper TMA engine, no tensor map): `bytes` (a multiple of 16, both
-// addresses 16-aligned) global -> shared, completing on an mbarrier that expects them.
-__device__ __forceinline__ uint32_t smem_u32(const void* p) { return (uint32_t)__cvta_generic_to_shared(p); }
-__device__ __forceinline__ void mbar_init(uint64_t* bar) {
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(smem_u32(bar)) : "memory");
-}
-// Makes the mbarriers' initialisation visible to the bulk-copy engine.
-__device__ __forceinline__ void mbar_init_fence() {
-    asm volatile("fence.mbarrier_init.release.cluster;\nfence.proxy.async.shared::cta;\n" ::: "memory");
-}
-__device__ __forceinline__ void bulk_load(void* dst, const void* src, uint32_t bytes, uint64_t* bar) {
-    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_u32(bar)), "r"(bytes)
-                 : "memory");
-    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(
-                     smem_u32(dst)),
-                 "l"(src), "r"(bytes), "r"(smem_u32(bar))
-                 : "memory");
-}
-// Waits until the mbarrier's phase of the given parity has completed (its bytes landed).
-__device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
-    asm volatile(
-        "{\n.reg .pred p;\nWAIT:\nmbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n@!p bra WAIT;\n}\n" ::"r"(
-            smem_u32(bar)),
-        "r"(parity)
-        : "memory");
-}
 
 // The warp copies bytes [src, src + len) into `dst` (16-aligned) as whole aligned 16-byte
 // words (the buffers are padded past their ends); returns where src's first byte lands.
@@ -636,78 +608,6 @@ __device__ __forceinline__ void gemv1_q4k(const uint8_t* __restrict__ w, const f
         [&](const Steps& cur, int c) { return q4k_dot(cur.s, qx, dx, sx, c * 4 * Q4K_ST, nsup, lane); });
 }
 
-// GEMV for one token, Q4_K, streamed by bulk copies: each warp takes a contiguous range of
-// rows in items of a row and Q4K_CHUNK super-blocks (one row at k = 4096), and keeps
-// M1_STAGES items in flight in its own shared-memory ring, each one bulk copy (lane 0)
-// completing on the stage's mbarrier. A stage is read as q4k_dot's registers (eight lanes a
-// super-block, as gemv1_q4k) and refilled with item j + M1_STAGES once the warp is done with
-// it. The first M1_STAGES items are copied before `pdl_wait`: with programmatic launch they
-// stream while the previous kernel drains. Against gemv1_q4k (one item of registers in flight
-// a warp, 36 KB a multiprocessor), this keeps 16 warps x (M1_STAGES - 1) items in flight.
-#ifndef M1_STAGES
-#define M1_STAGES 4
-#endif
-#define Q4K_CHUNK (4 * Q4K_ST)                           // super-blocks an item
-#define Q4K_RING (M1_STAGES * (Q4K_CHUNK * 144 + 8))     // bytes of a warp's ring and its mbarriers
-__device__ __forceinline__ void gemv1_q4k_bulk(const uint8_t* __restrict__ w, const float* __restrict__ x,
-                                               float* __restrict__ y, int n, int k, int row_bytes, int budget) {
-    constexpr int STAGE = Q4K_CHUNK * 144;
-    extern __shared__ __align__(16) uint8_t smem[];
-    int8_t* qx = (int8_t*)smem;
-    const int nb = k / 32, nsup = k / 256;
-    float* dx = (float*)(smem + k);
-    float* sx = dx + nb;
-    const int xbytes = (k + 8 * nb + 15) & ~15;
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-    uint32_t dyn;
-    asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(dyn));
-    if (budget < Q4K_RING || (budget & 15) || (uint32_t)(xbytes + warps * budget) > dyn) __trap();
-    uint8_t* ring = smem + xbytes + warp * budget;
-    uint64_t* bar = (uint64_t*)(ring + M1_STAGES * STAGE);
-    const int chunks = (nsup + Q4K_CHUNK - 1) / Q4K_CHUNK;
-    const int total = gridDim.x * warps, gw = blockIdx.x * warps + warp;
-    const int r_lo = (int)((long long)n * gw / total), r_hi = (int)((long long)n * (gw + 1) / total);
-    const int items = (r_hi - r_lo) * chunks;
-    if (lane == 0) {
-        for (int s = 0; s < M1_STAGES; s++) mbar_init(bar + s);
-        mbar_init_fence();
-    }
-    __syncwarp();
-    auto issue = [&](int j) {
-        if (lane == 0 && j < items) {
-            const int sup0 = j % chunks * Q4K_CHUNK, ns = min(Q4K_CHUNK, nsup - sup0);
-            bulk_load(ring + j % M1_STAGES * STAGE, w + (size_t)(r_lo + j / chunks) * row_bytes + sup0 * 144,
-                      ns * 144, bar + j % M1_STAGES);
-        }
-    };
-    for (int j = 0; j < M1_STAGES; j++) issue(j);
-    pdl_launch_dependents();
-    pdl_wait();
-    for (int b = threadIdx.x; b < nb; b += blockDim.x) quantize_block(x + (size_t)b * 32, qx + b * 32, dx + b, sx + b);
-    __syncthreads();
-    float acc = 0.f;
-    for (int j = 0; j < items; j++) {
-        const int c = j % chunks, sup0 = c * Q4K_CHUNK, ns = min(Q4K_CHUNK, nsup - sup0);
-        const uint8_t* st = ring + j % M1_STAGES * STAGE;
-        mbar_wait(bar + j % M1_STAGES, (j / M1_STAGES) & 1);
-        Q4kStep r[Q4K_ST];
-#pragma unroll
-        for (int s = 0; s < Q4K_ST; s++) {
-            const uint8_t* b = st + min(4 * s + (lane >> 3), ns - 1) * 144;
-            r[s].h = *(const uint4*)b;
-            r[s].q = *((const uint4*)(b + 16) + (lane & 7));
-        }
-        acc += q4k_dot(r, qx, dx, sx, sup0, nsup, lane);
-        __syncwarp();  // every lane has read the stage: refill it
-        issue(j + M1_STAGES);
-        if (c == chunks - 1) {
-            const float v = warp_sum(acc);
-            if (lane == 0) y[r_lo + j / chunks] = v;
-            acc = 0.f;
-        }
-    }
-}
-
 // Most stages (chunks in flight per warp) the GEMV keeps.
 #ifndef MAX_STAGES
 #define MAX_STAGES 4
@@ -738,23 +638,11 @@ __device__ __forceinline__ void gemv(const uint8_t* __restrict__ w, const float*
     float* sx = dx + M * nb;
     const int xbytes = (M * k + 8 * M * nb + 15) & ~15;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-#ifdef GEMV_BULK
-    const int stages = min(MAX_STAGES, (budget - 8 * MAX_STAGES) / STAGE);  // mbarriers at the end
-#else
     const int stages = min(MAX_STAGES, budget / STAGE);
-#endif
     uint32_t dyn;
     asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(dyn));
     if (stages < 2 || (budget & 15) || (uint32_t)(xbytes + warps * budget) > dyn) __trap();
     uint8_t* stage0 = smem + xbytes + warp * budget;
-#ifdef GEMV_BULK
-    uint64_t* bar = (uint64_t*)(stage0 + budget - 8 * MAX_STAGES);
-    if (lane == 0) {
-        for (int s = 0; s < MAX_STAGES; s++) mbar_init(bar + s);
-        mbar_init_fence();
-    }
-    __syncwarp();
-#endif
 
     const int chunks = (nb + L::CSB - 1) / L::CSB;
     const int groups = (n + R - 1) / R;
@@ -767,44 +655,6 @@ __device__ __forceinline__ void gemv(const uint8_t* __restrict__ w, const float*
     // Copies item j into its stage; every call commits one group (empty past the last item),
     // so "item j landed" is always "at most S - 1 groups pending".
     auto issue = [&](int j) {
-#ifdef GEMV_BULK
-        // GEMV_BULK: lane 0 copies the aligned 16-byte words covering each range with one
-        // bulk copy, completing on the stage's mbarrier.
-        if (lane == 0 && j < items) {
-            const int g = g_lo + j / chunks, sb0 = j % chunks * L::CSB;
-            const int nsb = min(L::CSB, nb - sb0);
-            uint8_t* st = stage0 + j % stages * STAGE;
-            const uint8_t* src[2 * R];
-            uint32_t len[2 * R], total = 0;
-#pragma unroll
-            for (int r = 0; r < R; r++) {
-                const size_t row = (size_t)min(g * R + r, n - 1);
-                src[2 * r] = w + row * row_bytes + sb0 / L::SBB * L::BB;
-                len[2 * r] = nsb / L::SBB * L::BB;
-                src[2 * r + 1] = amb + (row * (k / 64) + sb0 / 2) * 4;
-                len[2 * r + 1] = T == T_NF4 ? nsb / 2 * 4 : 0;
-            }
-#pragma unroll
-            for (int i = 0; i < 2 * R; i++) {
-                const uintptr_t a0 = (uintptr_t)src[i] & ~(uintptr_t)15;
-                len[i] = len[i] ? (uint32_t)(((uintptr_t)src[i] + len[i] + 15 - a0) & ~(uintptr_t)15) : 0;
-                src[i] = (const uint8_t*)a0;
-                total += len[i];
-            }
-            uint64_t* b = bar + j % stages;
-            asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_u32(b)), "r"(total)
-                         : "memory");
-#pragma unroll
-            for (int i = 0; i < 2 * R; i++)
-                if (len[i])
-                    asm volatile(
-                        "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(
-                            smem_u32(st + i / 2 * (ROWB + AMB) + i % 2 * ROWB)),
-                        "l"(src[i]), "r"(len[i]), "r"(smem_u32(b))
-                        : "memory");
-        }
-        return;
-#endif
         if (j < items) {
             const int g = g_lo + j / chunks, sb0 = j % chunks * L::CSB;
             const int nsb = min(L::CSB, nb - sb0);
@@ -836,11 +686,7 @@ __device__ __forceinline__ void gemv(const uint8_t* __restrict__ w, const float*
         for (int t = 0; t < M; t++) acc[r][t] = 0.f;
     for (int j = 0; j < items; j++) {
         issue(j + stages - 1);  // into the stage item j - 1 used
-#ifdef GEMV_BULK
-        mbar_wait(bar + j % stages, (j / stages) & 1);
-#else
         cp_async_wait_pending(stages - 1);
-#endif
         __syncwarp();
         const int g = g_lo + j / chunks, c = j % chunks, sb0 = c * L::CSB;
         const int nsb = min(L::CSB, nb - sb0);
@@ -899,9 +745,8 @@ __device__ __forceinline__ void gemv(const uint8_t* __restrict__ w, const float*
 #endif
 #define GEMV_R(M) ((M) == 1 ? 1 : GEMV_R_MULTI)
 
-// Every GEMV takes the same arguments; `budget` is the bytes of shared memory a warp after
-// the tokens (the staged kernels' stages, Q4_K's one-token ring; the register GEMVs leave it
-// unused).
+// Every GEMV takes the same arguments; the one-token kernel leaves `budget` (the staged
+// kernels' bytes of shared memory a warp) unused.
 #define GEMV(NAME, T, M)                                                                              \
     extern "C" __global__ void __launch_bounds__(256, 1) NAME(const uint8_t* w, const float* absmax,      \
                                                            const float* x, float* y, int n, int k,     \
@@ -913,14 +758,10 @@ __device__ __forceinline__ void gemv(const uint8_t* __restrict__ w, const float*
 template <int T>
 __device__ __forceinline__ void gemv_one(const uint8_t* __restrict__ w, const float* __restrict__ absmax,
                                          const float* __restrict__ x, float* __restrict__ y, int n, int k,
-                                         int row_bytes, int budget) {
+                                         int row_bytes) {
 #ifndef M1_REGS
     if constexpr (T == T_Q4K) {
-#ifdef M1_Q4K_REGS
         gemv1_q4k(w, x, y, n, k, row_bytes);
-#else
-        gemv1_q4k_bulk(w, x, y, n, k, row_bytes, budget);
-#endif
         return;
     }
 #endif
@@ -931,17 +772,9 @@ __device__ __forceinline__ void gemv_one(const uint8_t* __restrict__ w, const fl
 #endif
 #define GEMV_ONE(NAME, T)                                                                             \
     extern "C" __global__ void __launch_bounds__(256, M1_BLOCKS) NAME(                                      \
-        const uint8_t* w, const float* absmax, const float* x, float* y, int n, int k, int row_bytes,      \
-        int budget) {                                                                                 \
-        gemv_one<T>(w, absmax, x, y, n, k, row_bytes, budget);                                        \
+        const uint8_t* w, const float* absmax, const float* x, float* y, int n, int k, int row_bytes, int) { \
+        gemv_one<T>(w, absmax, x, y, n, k, row_bytes);                                                \
     }
-// Shared-memory bytes a warp the one-token GEMV of Q4_K needs after the token (its ring of
-// bulk-copied stages; 0 for the register GEMVs), for the host (src/kernels/cuda.rs).
-#if defined(M1_REGS) || defined(M1_Q4K_REGS)
-extern "C" __constant__ int gemv1_q4k_ring = 0;
-#else
-extern "C" __constant__ int gemv1_q4k_ring = Q4K_RING;
-#endif
 #define GEMV_ALL(NAME, T)                                                                             \
     GEMV_ONE(NAME##_m1, T)                                                                            \
     GEMV(NAME##_m2, T, 2)                                                                             \

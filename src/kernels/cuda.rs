@@ -60,10 +60,6 @@ const GEMV_MAX_BUDGET: usize = 32 << 10;
 /// The `__constant__` of the PTX that gives the GEMM's launch shape.
 const GEMM_CONFIG: &str = "gemm_config";
 
-/// The `__constant__` of the PTX that gives the shared-memory bytes a warp of Q4_K's one-token
-/// GEMV (its ring of bulk-copied stages; 0 when it needs none).
-const GEMV1_Q4K_RING: &str = "gemv1_q4k_ring";
-
 /// How a call's kernels follow the kernel before them in the stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Chain {
@@ -109,8 +105,6 @@ pub struct Gpu {
     smem_optin: u32,
     /// The GEMM's launch shape, as the loaded kernels declare it.
     gemm: GemmConfig,
-    /// Shared-memory bytes a warp of Q4_K's one-token GEMV ([`GEMV1_Q4K_RING`]).
-    gemv1_q4k_ring: usize,
 }
 
 /// The `N` i32 of the `__constant__` `name` of the module.
@@ -261,10 +255,6 @@ impl Gpu {
         )?;
         let stream = ctx.default_stream();
         let gemm = GemmConfig::read(&module, &stream)?;
-        let [ring] = read_i32s::<1>(&module, &stream, GEMV1_Q4K_RING)?;
-        if !(0..=GEMV_MAX_BUDGET as i32).contains(&ring) || ring % 16 != 0 {
-            anyhow::bail!("CUDA module global {GEMV1_Q4K_RING} is not a ring size: {ring}");
-        }
         Ok(Gpu {
             ctx,
             stream,
@@ -276,7 +266,6 @@ impl Gpu {
             ptx_source_sha256,
             smem_optin,
             gemm,
-            gemv1_q4k_ring: ring as usize,
         })
     }
 
@@ -334,7 +323,7 @@ impl Gpu {
         let m = x.len() / w.k;
         assert_eq!(x.len(), m * w.k, "x must hold m * k values");
         let s = &self.stream;
-        let gemm = m > GEMV_MAX_M || self.gemv_budget(w.ty, m, w.k).is_none();
+        let gemm = m > GEMV_MAX_M || self.gemv_budget(m, w.k).is_none();
         let q = if gemm { m * w.k } else { 1 };
         Ok(Scratch {
             m,
@@ -349,22 +338,16 @@ impl Gpu {
         (m * k + 8 * m * (k / 32)).next_multiple_of(16)
     }
 
-    /// The GEMV's bytes a warp after the tokens for `m <= GEMV_MAX_M` tokens of `k` values:
-    /// for one token Q4_K's ring of bulk-copied stages, 0 for the other types (their GEMV has
-    /// no stages); `None` where the tokens and the stages (at least two a warp for several
-    /// tokens) do not fit in a block's shared memory, and the GEMM takes the call instead.
-    fn gemv_budget(&self, ty: WeightType, m: usize, k: usize) -> Option<usize> {
+    /// The GEMV's stage bytes a warp for `m <= GEMV_MAX_M` tokens of `k` values: 0 for one
+    /// token (the register GEMV has no stages); `None` where the tokens and two stages a warp
+    /// do not fit in a block's shared memory, and the GEMM takes the call instead.
+    fn gemv_budget(&self, m: usize, k: usize) -> Option<usize> {
         let xbytes = Self::gemv_token_bytes(m, k);
         let optin = self.smem_optin as usize;
-        let warps = (THREADS / 32) as usize;
         if m == 1 {
-            let ring = if ty == WeightType::Q4K {
-                self.gemv1_q4k_ring
-            } else {
-                0
-            };
-            return (xbytes + warps * ring <= optin).then_some(ring);
+            return (xbytes <= optin).then_some(0);
         }
+        let warps = (THREADS / 32) as usize;
         let free = optin.saturating_sub(SMEM_RESERVED + xbytes);
         let budget = (free / warps).min(GEMV_MAX_BUDGET) & !15;
         (budget >= GEMV_MIN_BUDGET).then_some(budget)
@@ -418,8 +401,7 @@ impl Gpu {
     }
 
     /// Queues the GEMV (`m <= GEMV_MAX_M`): shared memory holds the quantized tokens, then
-    /// `budget` bytes a warp (stages of streamed weight chunks; for one token Q4_K's ring,
-    /// none for the other types).
+    /// `budget` bytes a warp of stages of streamed weight chunks (none for one token).
     fn enqueue_gemv(
         &self,
         w: &GpuMatrix,
@@ -482,7 +464,7 @@ impl Gpu {
         let row_bytes = QuantMatrix::row_bytes_of(w.ty, k) as i32;
         let (ni, ki) = (n as i32, k as i32);
         if m <= GEMV_MAX_M {
-            if let Some(budget) = self.gemv_budget(w.ty, m, k) {
+            if let Some(budget) = self.gemv_budget(m, k) {
                 return self.enqueue_gemv(w, s, row_bytes, budget, chain);
             }
         }

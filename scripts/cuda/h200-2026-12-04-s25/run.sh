@@ -41,6 +41,15 @@ if [ "$PHASE" = all ] || [ "$PHASE" = var ]; then
   tar czf $OUT/var.tgz -C /tmp/o var1 var1.log var var.log 2>/dev/null
   ts "variants done"
 fi
+# Run 2: Q4_K m=1 variants of the bulk-copy GEMV of run 1 (its source, fdbefde, with the rows
+# strided over the warps as -DM1_STRIDED: ../wt2/kernels/cuda/qgemm.cu, with run 1's binary).
+if [ -n "${WT2_VARIANTS:-}" ] && [ -d ../wt2 ]; then
+  left=$(( ${WT2_END:-540} - ($(date +%s) - t0) ))
+  ts "wt2 variants, $left s left"
+  ( cd ../wt2 && python3 -c "import lzma, shutil, os; shutil.copyfileobj(lzma.open('gpu-bin/qforge.xz'), open('gpu-bin/qforge', 'wb')); os.chmod('gpu-bin/qforge', 0o755)" &&
+    timeout $((left - 10)) bash scripts/cuda/variants.sh /tmp/o/var2 q4_k 1 $WT2_VARIANTS ) 2>&1 | tee /tmp/o/var2.log
+  tar czf $OUT/var2.tgz -C /tmp/o var2 var2.log 2>/dev/null
+fi
 if [ "$PHASE" = all ] || [ "$PHASE" = ncu ]; then
   N=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
   left=$(( ${NCU_END:-585} - ($(date +%s) - t0) ))
