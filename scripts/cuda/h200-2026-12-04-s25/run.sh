@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Device-run wrapper (staging only, s25 #18): unpack, full bench (cuda-bench.sh: PTX compiled
-# there, GPU tests, every type, peers), then m=1 variants of Q4_K's one-token GEMV (the s24
-# register GEMV, stage counts), GEMM variants at m=512, ncu of the Q4_K m=1 kernel; outputs
-# tarred into $OUT. Lives in a copy of the worktree (.peer/wt of the main checkout) with
+# there too and compared with the staged one, GPU tests, every type, peers), then m=1 variants
+# of Q4_K's one-token GEMV (run 1, with fdbefde's source: the s24 register GEMV as
+# -DM1_Q4K_REGS, stage counts of the bulk-copy GEMV), GEMV/GEMM variants at m=8 and 512, ncu
+# of the Q4_K m=1 kernel; outputs tarred into $OUT. Lives in a copy of the worktree (.peer/wt of the main checkout) with
 # gpu-bin/*.xz and ggml.tar.xz beside it.
 set -u
 cd "$(dirname "$0")"
