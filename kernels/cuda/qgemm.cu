@@ -428,6 +428,20 @@ __device__ __forceinline__ float dot_sub(const Sub& s, int4 a, int4 e, float d, 
     return HAS_MIN(T) ? d * v - s.mn * sum_x : d * v;
 }
 
+// The one-token GEMVs' start: the warp's first item's weight loads into `st` (read-only, so
+// issued before the wait), the wait for the previous kernel (`pdl_wait`), then the token
+// quantized into shared memory by the block (qx, dx, sx); false for a warp without rows.
+template <typename St, typename Load>
+__device__ __forceinline__ bool gemv1_start(St& st, int r, int n, Load load, const float* __restrict__ x, int nb,
+                                            int8_t* qx, float* dx, float* sx) {
+    if (r < n) load(st, r, 0);
+    pdl_launch_dependents();
+    pdl_wait();
+    for (int b = threadIdx.x; b < nb; b += blockDim.x) quantize_block(x + (size_t)b * 32, qx + b * 32, dx + b, sx + b);
+    __syncthreads();
+    return r < n;
+}
+
 // The row/chunk loop of the one-token GEMVs. A warp's work items are (row, chunk): rows r,
 // r + total, ... (total: the grid's warps), each row's `chunks` chunks in order; `st` holds the
 // loads of item (r, 0) on entry. Each step takes the current item out of `st` (`take`:
@@ -508,12 +522,7 @@ __device__ __forceinline__ void gemv_regs(const uint8_t* __restrict__ w, const f
         return acc;
     };
     Raws raw;
-    if (r < n) load(raw, r, 0);
-    pdl_launch_dependents();
-    pdl_wait();
-    for (int b = threadIdx.x; b < nb; b += blockDim.x) quantize_block(x + (size_t)b * 32, qx + b * 32, dx + b, sx + b);
-    __syncthreads();
-    if (r >= n) return;
+    if (!gemv1_start(raw, r, n, load, x, nb, qx, dx, sx)) return;
     gemv1_rows(raw, r, n, chunks, total, y, unpack, load, dot);
 }
 
@@ -597,12 +606,7 @@ __device__ __forceinline__ void gemv1_q4k(const uint8_t* __restrict__ w, const f
         q4k_load(st.s, w + (size_t)row_i * row_bytes, chunk * 4 * Q4K_ST, nsup, lane);
     };
     Steps st;
-    if (r < n) load(st, r, 0);
-    pdl_launch_dependents();
-    pdl_wait();
-    for (int b = threadIdx.x; b < nb; b += blockDim.x) quantize_block(x + (size_t)b * 32, qx + b * 32, dx + b, sx + b);
-    __syncthreads();
-    if (r >= n) return;
+    if (!gemv1_start(st, r, n, load, x, nb, qx, dx, sx)) return;
     gemv1_rows(
         st, r, n, chunks, total, y, [](const Steps& cur) { return cur; }, load,
         [&](const Steps& cur, int c) { return q4k_dot(cur.s, qx, dx, sx, c * 4 * Q4K_ST, nsup, lane); });

@@ -427,33 +427,40 @@ impl Gpu {
             shared_mem_bytes: smem,
         };
         let (ni, ki, bi) = (n as i32, k as i32, budget as i32);
-        let st = &self.stream;
-        let ((wp, _w), (ap, _a), (xp, _x)) = (
-            w.data.device_ptr(st),
-            w.absmax.device_ptr(st),
-            s.x.device_ptr(st),
-        );
-        let (yp, _y) = s.y.device_ptr_mut(st);
         // SAFETY: the arguments match the kernel's signature; the buffers hold n rows of
         // row_bytes (padded), m x k and m x n values, as the kernel reads and writes; the
         // shared memory holds the tokens and `budget` bytes a warp, which the kernel checks.
-        unsafe {
-            self.launch(
-                &f,
-                cfg,
-                chain,
-                &mut [
-                    arg(&wp),
-                    arg(&ap),
-                    arg(&xp),
-                    arg(&yp),
-                    arg(&ni),
-                    arg(&ki),
-                    arg(&row_bytes),
-                    arg(&bi),
-                ],
-            )
-        }
+        unsafe { self.launch_product(&f, cfg, chain, w, &s.x, &mut s.y, &[ni, ki, row_bytes, bi]) }
+    }
+
+    /// Launches a product kernel, whose arguments are the weights, the NF4 absmax, the
+    /// activations `input`, the outputs `y`, then `ints`.
+    ///
+    /// # Safety
+    /// As [`Gpu::launch`]: `f` takes these arguments, and the buffers hold what it reads and
+    /// writes with `cfg`.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn launch_product<T>(
+        &self,
+        f: &CudaFunction,
+        cfg: LaunchConfig,
+        chain: Chain,
+        w: &GpuMatrix,
+        input: &CudaSlice<T>,
+        y: &mut CudaSlice<f32>,
+        ints: &[i32],
+    ) -> Result<()> {
+        let st = &self.stream;
+        let ((wp, _w), (ap, _a), (ip, _i)) = (
+            w.data.device_ptr(st),
+            w.absmax.device_ptr(st),
+            input.device_ptr(st),
+        );
+        let (yp, _y) = y.device_ptr_mut(st);
+        let mut params = vec![arg(&wp), arg(&ap), arg(&ip), arg(&yp)];
+        params.extend(ints.iter().map(arg));
+        // SAFETY: the caller vouches for the kernel and the buffers.
+        unsafe { self.launch(f, cfg, chain, &mut params) }
     }
 
     /// Queues `y = x W^T` for the `s.m` tokens of `s` (GEMV up to [`GEMV_MAX_M`] where its
@@ -496,30 +503,9 @@ impl Gpu {
             block_dim: (g.threads, 1, 1),
             shared_mem_bytes: g.smem,
         };
-        let ((wp, _w), (ap, _a), (bp, _b)) = (
-            w.data.device_ptr(st),
-            w.absmax.device_ptr(st),
-            s.xb.device_ptr(st),
-        );
-        let (yp, _y) = s.y.device_ptr_mut(st);
-        // SAFETY: as above; the kernel clamps rows to n and tokens to m.
-        unsafe {
-            self.launch(
-                &f,
-                cfg,
-                chain,
-                &mut [
-                    arg(&wp),
-                    arg(&ap),
-                    arg(&bp),
-                    arg(&yp),
-                    arg(&mi),
-                    arg(&ni),
-                    arg(&ki),
-                    arg(&row_bytes),
-                ],
-            )
-        }
+        // SAFETY: the arguments match the kernel's signature; the kernel clamps rows to n and
+        // tokens to m.
+        unsafe { self.launch_product(&f, cfg, chain, w, &s.xb, &mut s.y, &[mi, ni, ki, row_bytes]) }
     }
 
     /// The outputs of `s`, after the queued work finished; an error if any is NaN (a kernel

@@ -58,4 +58,15 @@ if [ "$PHASE" = all ] || [ "$PHASE" = ncu ]; then
   [ $left -gt 40 ] && QFORGE_CUDA_PTX=$PWD/kernels/cuda/qgemm.ptx timeout $((left - 10)) $N --clock-control none -k regex:${NCU_KERNEL:-gemv_q4_k_m1} -c 1 --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats --section Occupancy --metrics 'regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio' ./gpu-bin/qforge bench-gemm --device cuda --type q4_k --n 14336 --k 4096 --m ${NCU_M:-1} --reps 3 --json > $OUT/ncu.txt 2>&1
   grep -E "Duration|DRAM Throughput|Memory Throughput|Registers Per|Achieved Occ|stalled" $OUT/ncu.txt | head -30
 fi
+# Run 3 (PHASE=check): after the last refactor, the GPU tests and a short bench of two types
+# with the committed PTX (the PTX compiled here compared with it, as above).
+if [ "$PHASE" = check ]; then
+  ./gpu-bin/qforge-tests kernels::cuda --test-threads 1 2>&1 | tail -8 | tee /tmp/o/final/tests.log
+  for ty in q4_k q8_0; do
+    ./gpu-bin/qforge bench-gemm --device cuda --type $ty --n 14336 --k 4096 --m 1,8,512 --reps 40 --json >> /tmp/o/final/ours.jsonl
+  done
+  python3 scripts/cuda/table.py /tmp/o/final | tee /tmp/o/final/table.md | head -12
+  wait $ptxjob; cat /tmp/o/final/ptx-check.txt
+  tar czf $OUT/check.tgz -C /tmp/o final
+fi
 ts "total"
