@@ -3,19 +3,13 @@
 # there too and compared with the staged one, GPU tests, every type, peers), then m=1 variants
 # of Q4_K's one-token GEMV (run 1, with fdbefde's source: the s24 register GEMV as
 # -DM1_Q4K_REGS, stage counts of the bulk-copy GEMV), GEMV/GEMM variants at m=8 and 512, ncu
-# of the Q4_K m=1 kernel; outputs tarred into $OUT. Lives in a copy of the worktree (.peer/wt of the main checkout) with
-# gpu-bin/*.xz and ggml.tar.xz beside it.
+# of the Q4_K m=1 kernel; outputs tarred into $OUT. Lives in a copy of the worktree (.peer/wt
+# of the main checkout) with gpu-bin/*.xz and ggml.tar.xz beside it (scripts/cuda/unpack-staged.py).
 set -u
 cd "$(dirname "$0")"
 t0=$(date +%s)
 ts() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
-python3 - <<'PY'
-import lzma, shutil, tarfile, glob, os
-for f in glob.glob("gpu-bin/*.xz"):
-    with lzma.open(f) as a, open(f[:-3], "wb") as b: shutil.copyfileobj(a, b)
-    os.chmod(f[:-3], 0o755)
-if os.path.exists("ggml.tar.xz"): tarfile.open("ggml.tar.xz").extractall(".")
-PY
+python3 scripts/cuda/unpack-staged.py
 mkdir -p /tmp/o/final
 PHASE=${PHASE:-all}
 # The PTX compiled here (scripts/cuda-ptx.sh, in a copy of the tree), against the staged one.
@@ -47,7 +41,7 @@ fi
 if [ -n "${WT2_VARIANTS:-}" ] && [ -d ../wt2 ]; then
   left=$(( ${WT2_END:-540} - ($(date +%s) - t0) ))
   ts "wt2 variants, $left s left"
-  ( cd ../wt2 && python3 -c "import lzma, shutil, os; shutil.copyfileobj(lzma.open('gpu-bin/qforge.xz'), open('gpu-bin/qforge', 'wb')); os.chmod('gpu-bin/qforge', 0o755)" &&
+  ( cd ../wt2 && python3 ../wt/scripts/cuda/unpack-staged.py &&
     timeout $((left - 10)) bash scripts/cuda/variants.sh /tmp/o/var2 q4_k 1 $WT2_VARIANTS ) 2>&1 | tee /tmp/o/var2.log
   tar czf $OUT/var2.tgz -C /tmp/o var2 var2.log 2>/dev/null
 fi
