@@ -391,6 +391,17 @@ __device__ __forceinline__ void cp_async_wait_pending(int pending) {
     }
 }
 
+// Programmatic dependent launch (sm_90). The host launches every kernel of a call with the
+// programmatic-stream-serialization attribute (`Chain::Programmatic` in src/kernels/cuda.rs),
+// so a kernel may start while the one before it in the stream drains. Each kernel reads and
+// writes nothing the previous kernel may write (x, y, the bf16 activations) before
+// `pdl_wait`, which returns once the previous kernel has finished and its writes are visible
+// (at once when launched without the attribute); weights are read-only and may be loaded
+// before it. `pdl_launch_dependents` lets the next kernel be launched once every block of
+// this one has called it (or exited); its blocks are placed as this kernel's blocks leave.
+__device__ __forceinline__ void pdl_wait() { asm volatile("griddepcontrol.wait;\n" ::: "memory"); }
+__device__ __forceinline__ void pdl_launch_dependents() { asm volatile("griddepcontrol.launch_dependents;\n" ::); }
+
 // The warp copies bytes [src, src + len) into `dst` (16-aligned) as whole aligned 16-byte
 // words (the buffers are padded past their ends); returns where src's first byte lands.
 __device__ __forceinline__ const uint8_t* stage_bytes(uint8_t* dst, const uint8_t* src, int len, int lane) {
@@ -415,6 +426,20 @@ __device__ __forceinline__ float dot_sub(const Sub& s, int4 a, int4 e, float d, 
     i1 = __dp4a((int)s.q[7], e.w, i1);
     const float v = T == T_Q6K ? s.s0 * unbias(i0) + s.s1 * unbias(i1) : s.s0 * unbias(i1);
     return HAS_MIN(T) ? d * v - s.mn * sum_x : d * v;
+}
+
+// The one-token GEMVs' start: the warp's first item's weight loads into `st` (read-only, so
+// issued before the wait), the wait for the previous kernel (`pdl_wait`), then the token
+// quantized into shared memory by the block (qx, dx, sx); false for a warp without rows.
+template <typename St, typename Load>
+__device__ __forceinline__ bool gemv1_start(St& st, int r, int n, Load load, const float* __restrict__ x, int nb,
+                                            int8_t* qx, float* dx, float* sx) {
+    if (r < n) load(st, r, 0);
+    pdl_launch_dependents();
+    pdl_wait();
+    for (int b = threadIdx.x; b < nb; b += blockDim.x) quantize_block(x + (size_t)b * 32, qx + b * 32, dx + b, sx + b);
+    __syncthreads();
+    return r < n;
 }
 
 // The row/chunk loop of the one-token GEMVs. A warp's work items are (row, chunk): rows r,
@@ -461,13 +486,10 @@ __device__ __forceinline__ void gemv_regs(const uint8_t* __restrict__ w, const f
     float* dx = (float*)(smem + k);
     float* sx = dx + nb;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-    for (int b = threadIdx.x; b < nb; b += blockDim.x) quantize_block(x + (size_t)b * 32, qx + b * 32, dx + b, sx + b);
-    __syncthreads();
     constexpr int CH = T == T_Q6K || T == T_Q5K ? 2 : 4;  // sub-blocks per lane whose loads are issued together
     const int total = gridDim.x * warps;
     const int chunks = (nb + 32 * CH - 1) / (32 * CH);
     const int r = blockIdx.x * warps + warp;
-    if (r >= n) return;
     struct Raws {
         Raw<T> r[CH];
     };
@@ -500,7 +522,7 @@ __device__ __forceinline__ void gemv_regs(const uint8_t* __restrict__ w, const f
         return acc;
     };
     Raws raw;
-    load(raw, r, 0);
+    if (!gemv1_start(raw, r, n, load, x, nb, qx, dx, sx)) return;
     gemv1_rows(raw, r, n, chunks, total, y, unpack, load, dot);
 }
 
@@ -584,10 +606,7 @@ __device__ __forceinline__ void gemv1_q4k(const uint8_t* __restrict__ w, const f
         q4k_load(st.s, w + (size_t)row_i * row_bytes, chunk * 4 * Q4K_ST, nsup, lane);
     };
     Steps st;
-    if (r < n) load(st, r, 0);
-    for (int b = threadIdx.x; b < nb; b += blockDim.x) quantize_block(x + (size_t)b * 32, qx + b * 32, dx + b, sx + b);
-    __syncthreads();
-    if (r >= n) return;
+    if (!gemv1_start(st, r, n, load, x, nb, qx, dx, sx)) return;
     gemv1_rows(
         st, r, n, chunks, total, y, [](const Steps& cur) { return cur; }, load,
         [&](const Steps& cur, int c) { return q4k_dot(cur.s, qx, dx, sx, c * 4 * Q4K_ST, nsup, lane); });
@@ -658,6 +677,8 @@ __device__ __forceinline__ void gemv(const uint8_t* __restrict__ w, const float*
     };
     // Quantize the m tokens (one block per thread) first: their loads would otherwise queue
     // behind the weight chunks (measured slower).
+    pdl_launch_dependents();
+    pdl_wait();
     for (int b = threadIdx.x; b < M * nb; b += blockDim.x) quantize_block(x + (size_t)b * 32, qx + b * 32, dx + b, sx + b);
     for (int j = 0; j < stages - 1; j++) issue(j);
     __syncthreads();
@@ -820,6 +841,8 @@ extern "C" __global__ void gemm_input(const float* __restrict__ x, uint4* __rest
     const size_t t = blockIdx.x;
     const float4* xt = (const float4*)(x + t * k);
     uint4* o = xb + t * (k / 8);
+    pdl_launch_dependents();
+    pdl_wait();  // the previous call's GEMM may still read xb
     for (int i = threadIdx.x; i < k / 8; i += blockDim.x) {
         const float4 a = __ldg(xt + 2 * i), b = __ldg(xt + 2 * i + 1);
         o[i] = make_uint4(bf16x2(a.x, a.y), bf16x2(a.z, a.w), bf16x2(b.x, b.y), bf16x2(b.z, b.w));
@@ -959,6 +982,7 @@ __device__ __forceinline__ void gemm(const uint8_t* __restrict__ w, const float*
     int kbeg, kend;
     gemm_k_range(k, kbeg, kend);
     const int steps = (kend - kbeg) / BK;
+    pdl_launch_dependents();
 
     // The two roles run separate loops that meet at barrier 1 once a step (the same count), so
     // the consumers' sums are not live in the producers' code and the raw loads not in the
@@ -976,8 +1000,9 @@ __device__ __forceinline__ void gemm(const uint8_t* __restrict__ w, const float*
             }
             cp_async_commit();
         };
+        if (steps > 0) wt.load(kbeg);
+        pdl_wait();  // the activations are the previous kernel's output
         if (steps > 0) {
-            wt.load(kbeg);
             copy_x(kbeg, xs);
             wt.decode(ws);
             if (steps > 1) wt.load(kbeg + BK);
@@ -996,6 +1021,7 @@ __device__ __forceinline__ void gemm(const uint8_t* __restrict__ w, const float*
         }
         return;
     }
+    pdl_wait();  // before the outputs are written
     gemm_barrier();  // stage 0 is filled
     float acc[MI][4][4];
 #pragma unroll

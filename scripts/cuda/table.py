@@ -27,14 +27,18 @@ if ours:
           f"(max {c.get('max_mem_mhz')}), driver {c.get('driver')}; n={r0['n']} k={r0['k']}, reps {r0['reps']}, "
           f"median; HBM read {r0['roofline']['bandwidth_gbs']:.0f} GB/s\n")
 # "b2b": calls back to back, one pair of events around a pass over the weight copies, per call
-# (how llama.cpp's peer is timed); "per pair": one pair of events around each call.
-print("| type | m | ours us b2b | ours us per pair | % HBM (b2b) | TFLOP/s (b2b) | rel err | llama.cpp CUDA us | vs llama | bf16 cuBLAS us b2b | vs cuBLAS |")
-print("|---|---|---|---|---|---|---|---|---|---|---|")
+# (how llama.cpp's peer is timed); "pdl": the same with programmatic dependent launch (each
+# call's kernels may start while the previous call drains); "per pair": one pair of events
+# around each call. The comparisons use plain b2b.
+print("| type | m | ours us b2b | % HBM (b2b) | ours us b2b pdl | % HBM (pdl) | ours us per pair | TFLOP/s (b2b) | rel err | llama.cpp CUDA us | vs llama | bf16 cuBLAS us b2b | vs cuBLAS |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 for r in ours:
     for x in r["results"]:
         m, per = x["m"], x["median_ms"] * 1e3
         us = x["batched_ms"] * 1e3 if x.get("batched_ms") is not None else per
         pct = x.get("batched_pct_bandwidth") or x["pct_bandwidth"]
+        pdl = f"{x['batched_pdl_ms'] * 1e3:.1f}" if x.get("batched_pdl_ms") is not None else "n/a"
+        ppct = f"{x['batched_pdl_pct_bandwidth']:.0f}%" if x.get("batched_pdl_pct_bandwidth") is not None else "n/a"
         l = llama.get((r["weight_type"], m))
         t = torch.get(m)
         tus = (t.get("batched_us") or t["median_us"]) if t else None
@@ -42,7 +46,7 @@ for r in ours:
         lv = f"{l['median_us'] / us:.2f}x" if l else "-"
         tu = f"{tus:.1f}" if t else "n/a"
         tv = f"{tus / us:.2f}x" if t else "-"
-        print(f"| {r['weight_type']} | {m} | {us:.1f} | {per:.1f} | {pct:.0f}% | "
+        print(f"| {r['weight_type']} | {m} | {us:.1f} | {pct:.0f}% | {pdl} | {ppct} | {per:.1f} | "
               f"{2 * m * r['n'] * r['k'] / us / 1e6:.1f} | {x['rel_err']:.1e} | {lu} | {lv} | {tu} | {tv} |")
 
 # m=1 against a plain read of the same bytes timed the same way (small_read.py: events around

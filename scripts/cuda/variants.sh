@@ -3,6 +3,7 @@
 # and runs bench-gemm --device cuda with each PTX (QFORGE_CUDA_PTX), so several kernel
 # versions are timed in one run. The host follows the kernels' shapes (gemm_config).
 # Usage: scripts/cuda/variants.sh OUTDIR "TYPES" "M,..." NAME='-DFLAG=V ...' ...
+# (commas in a variant's flags stand for spaces: NAME=-DA=1,-DB=2)
 # Writes OUTDIR/variants.jsonl ({"variant": NAME, ...report}) and prints one line per result.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -11,6 +12,7 @@ mkdir -p "$out"
 # Every variant's PTX first, all at once (the machine has 16 cores), then the timings one by one.
 for v in "$@"; do
   name=${v%%=*} flags=${v#*=}
+  flags=${flags//,/ }
   ptx=/tmp/qgemm-$name.ptx
   rm -f "$ptx"
   # shellcheck disable=SC2086
@@ -31,8 +33,9 @@ name, src, dst = sys.argv[1:]
 r = json.load(open(src)); r["variant"] = name
 open(dst, "a").write(json.dumps(r) + "\n")
 for x in r["results"]:
-    b = x.get("batched_ms")
+    b, c = x.get("batched_ms"), x.get("batched_pdl_ms")
     b = f"{b*1e3:8.1f} us b2b, " if b is not None else ""
+    b += f"{c*1e3:8.1f} us b2b pdl, " if c is not None else ""
     print(f"variant {name:10s} {r['weight_type']:5s} m={x['m']:<4d} {b}{x['median_ms']*1e3:8.1f} us "
           f"{x['effective_gbs']:6.0f} GB/s ({x['pct_bandwidth']:.0f}%) {x['gflops']/1e3:6.1f} TFLOP/s err {x['rel_err']:.1e}")
 PY

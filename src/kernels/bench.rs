@@ -7,6 +7,7 @@
 //! [`Report`] (JSON schema: `docs/bench-gemm-json.md`), which also renders itself as text.
 
 use crate::formats::TensorSource;
+use crate::kernels::cuda::Chain::{Programmatic, Serial};
 use crate::kernels::llamacpp_peer::{self, PeerSpec};
 use crate::kernels::roofline::{self, median};
 use crate::kernels::{self, cuda, Isa, QuantMatrix, WeightType};
@@ -147,6 +148,14 @@ pub struct Measurement {
     /// `effective_gbs` at `batched_ms`, as a percentage of the measured bandwidth; null on
     /// the CPU.
     pub batched_pct_bandwidth: Option<f64>,
+    /// `--device cuda`: as `batched_ms`, each call's kernels launched with programmatic
+    /// dependent launch (a kernel starts while the previous call's drains, loading weights
+    /// until that call's outputs are visible); `batched_ms` runs them in plain stream order.
+    /// Null on the CPU.
+    pub batched_pdl_ms: Option<f64>,
+    /// `effective_gbs` at `batched_pdl_ms`, as a percentage of the measured bandwidth; null
+    /// on the CPU.
+    pub batched_pdl_pct_bandwidth: Option<f64>,
     /// `2 m n k` over the median time, 10^9 per second.
     pub gflops: f64,
     /// Weight bytes held plus activations and outputs (f32), over the median time.
@@ -473,6 +482,8 @@ fn measurement(
         min_ms: min * 1e3,
         batched_ms: None,
         batched_pct_bandwidth: None,
+        batched_pdl_ms: None,
+        batched_pdl_pct_bandwidth: None,
         gflops,
         effective_gbs: gbs,
         pct_bandwidth: 100.0 * gbs / roof.bandwidth_gbs,
@@ -518,16 +529,25 @@ fn bench_cuda(args: &BenchSpec, ty: WeightType) -> Result<Report> {
         let mut s = gpu.scratch(&all[0], x)?;
         scratch_bytes = scratch_bytes.max(s.bytes());
         for c in &all {
-            gpu.enqueue(c, &mut s)?;
+            gpu.enqueue(c, &mut s, Serial)?;
         }
-        let mut times = gpu.time(args.reps, |rep| gpu.enqueue(&all[rep % copies], &mut s))?;
-        let mut batched =
-            gpu.time_batched(args.reps, copies, |i| gpu.enqueue(&all[i % copies], &mut s))?;
+        let mut times = gpu.time(args.reps, |rep| {
+            gpu.enqueue(&all[rep % copies], &mut s, Serial)
+        })?;
+        let mut batched = gpu.time_batched(args.reps, copies, |i| {
+            gpu.enqueue(&all[i % copies], &mut s, Serial)
+        })?;
+        let mut chained = gpu.time_batched(args.reps, copies, |i| {
+            gpu.enqueue(&all[i % copies], &mut s, Programmatic)
+        })?;
         let y = gpu.outputs(&s)?;
         let mut r = measurement("cuda", (m, n, k), all[0].bytes(), &mut times, &roof);
-        let tb = median(&mut batched);
+        let pct = |t: f64| r.pct_bandwidth * r.median_ms / (t * 1e3);
+        let (tb, tp) = (median(&mut batched), median(&mut chained));
         r.batched_ms = Some(tb * 1e3);
-        r.batched_pct_bandwidth = Some(r.pct_bandwidth * r.median_ms / (tb * 1e3));
+        r.batched_pct_bandwidth = Some(pct(tb));
+        r.batched_pdl_ms = Some(tp * 1e3);
+        r.batched_pdl_pct_bandwidth = Some(pct(tp));
         r.rel_err = rel_err(&y, n, &checked, &references[results.len()]);
         results.push(r);
     }
@@ -693,6 +713,13 @@ impl Report {
                 let _ = writeln!(
                     s,
                     "{:<15} {:>5} {b:>10.3} back to back ({p:.1}% bw)",
+                    "", ""
+                );
+            }
+            if let (Some(b), Some(p)) = (m.batched_pdl_ms, m.batched_pdl_pct_bandwidth) {
+                let _ = writeln!(
+                    s,
+                    "{:<15} {:>5} {b:>10.3} back to back, programmatic launch ({p:.1}% bw)",
                     "", ""
                 );
             }

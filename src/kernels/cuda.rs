@@ -13,8 +13,10 @@ use super::{QuantMatrix, WeightType};
 use crate::{bail_invalid, invalid};
 use anyhow::{Context, Result};
 use cudarc::driver::{
-    sys, CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, LaunchConfig, PushKernelArg,
+    sys, CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DevicePtrMut,
+    LaunchConfig, PushKernelArg,
 };
+use std::ffi::c_void;
 use std::sync::Arc;
 
 /// The kernels' PTX (sm_90), its first line the sha256 of the source it was compiled from.
@@ -58,6 +60,17 @@ const GEMV_MAX_BUDGET: usize = 32 << 10;
 /// The `__constant__` of the PTX that gives the GEMM's launch shape.
 const GEMM_CONFIG: &str = "gemm_config";
 
+/// How a call's kernels follow the kernel before them in the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Chain {
+    /// Each kernel starts once the previous one has finished (plain stream order).
+    Serial,
+    /// Programmatic dependent launch (compute capability 9.0 and above; `Serial` below): a
+    /// kernel may start while the previous one drains, loading weights until the previous
+    /// kernel's writes are visible (`pdl_wait` in qgemm.cu), as a model's layers run.
+    Programmatic,
+}
+
 /// The source hash [`PTX`] was compiled from (its first line).
 pub fn ptx_source_sha256(ptx: &str) -> Option<&str> {
     ptx.lines()
@@ -94,6 +107,25 @@ pub struct Gpu {
     gemm: GemmConfig,
 }
 
+/// The `N` i32 of the `__constant__` `name` of the module.
+fn read_i32s<const N: usize>(
+    module: &Arc<CudaModule>,
+    stream: &Arc<CudaStream>,
+    name: &str,
+) -> Result<[i32; N]> {
+    let global = driver(module.get_global(name, stream), "module global")?;
+    let len = global.len();
+    if len != 4 * N {
+        anyhow::bail!("CUDA module global {name} has {len} bytes, not {}", 4 * N);
+    }
+    let mut bytes = vec![0u8; 4 * N];
+    driver(stream.memcpy_dtoh(&global, &mut bytes), "download")?;
+    driver(stream.synchronize(), "synchronize")?;
+    Ok(std::array::from_fn(|i| {
+        i32::from_le_bytes(bytes[4 * i..4 * i + 4].try_into().unwrap())
+    }))
+}
+
 /// The GEMM kernels' launch shape, read from the PTX (`gemm_config` in qgemm.cu), so the
 /// host follows the kernels' tile sizes.
 #[derive(Debug, Clone, Copy)]
@@ -112,17 +144,7 @@ struct GemmConfig {
 
 impl GemmConfig {
     fn read(module: &Arc<CudaModule>, stream: &Arc<CudaStream>) -> Result<GemmConfig> {
-        let global = driver(module.get_global(GEMM_CONFIG, stream), "module global")?;
-        // Five i32: tile_m, tile_n, smem, threads, splits.
-        let mut bytes = [0u8; 20];
-        let len = global.len();
-        if len != bytes.len() {
-            anyhow::bail!("CUDA module global {GEMM_CONFIG} has {len} bytes, not 20");
-        }
-        driver(stream.memcpy_dtoh(&global, &mut bytes), "download")?;
-        driver(stream.synchronize(), "synchronize")?;
-        let v = |i: usize| i32::from_le_bytes(bytes[4 * i..4 * i + 4].try_into().unwrap());
-        let (tile_m, tile_n, smem, threads, splits) = (v(0), v(1), v(2), v(3), v(4));
+        let [tile_m, tile_n, smem, threads, splits] = read_i32s::<5>(module, stream, GEMM_CONFIG)?;
         if tile_m <= 0
             || tile_n <= 0
             || smem < 0
@@ -191,6 +213,11 @@ fn driver<T>(r: Result<T, cudarc::driver::DriverError>, what: &str) -> Result<T>
     r.map_err(|e| anyhow::anyhow!("CUDA {what}: {e}"))
 }
 
+/// A kernel argument for [`Gpu::launch`]: a pointer to its value.
+fn arg<T>(v: &T) -> *mut c_void {
+    v as *const T as *mut c_void
+}
+
 impl Gpu {
     /// Opens GPU 0 and loads the kernels. Without a driver library or a device this is an
     /// invalid-input error (exit 2) saying so; nothing is called before the probe.
@@ -242,8 +269,19 @@ impl Gpu {
         })
     }
 
-    fn function(&self, name: &str) -> Result<CudaFunction> {
-        driver(self.module.load_function(name), &format!("kernel {name}"))
+    /// Kernel `name`, allowed `smem` bytes of dynamic shared memory.
+    fn function(&self, name: &str, smem: u32) -> Result<CudaFunction> {
+        let f = driver(self.module.load_function(name), &format!("kernel {name}"))?;
+        if smem > 48 << 10 {
+            driver(
+                f.set_attribute(
+                    sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                    smem as i32,
+                ),
+                "kernel attribute",
+            )?;
+        }
+        Ok(f)
     }
 
     /// Checks that the kernels take this shape.
@@ -315,6 +353,53 @@ impl Gpu {
         (budget >= GEMV_MIN_BUDGET).then_some(budget)
     }
 
+    /// Launches `f` on the stream; with [`Chain::Programmatic`] (and compute capability 9.0
+    /// or above) with the programmatic-stream-serialization attribute, so it may start while
+    /// the previous kernel drains (every kernel of qgemm.cu waits for it before it touches
+    /// what that kernel may write).
+    ///
+    /// # Safety
+    /// `params` points to the kernel's arguments, in order and of its types, and the buffers
+    /// behind them hold what the kernel reads and writes with `cfg`.
+    unsafe fn launch(
+        &self,
+        f: &CudaFunction,
+        cfg: LaunchConfig,
+        chain: Chain,
+        params: &mut [*mut c_void],
+    ) -> Result<()> {
+        let programmatic = chain == Chain::Programmatic && self.compute_capability >= (9, 0);
+        // SAFETY: a zeroed attribute value is valid; the one field set is the one the
+        // attribute's id reads.
+        let mut attr: sys::CUlaunchAttribute = unsafe { std::mem::zeroed() };
+        attr.id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+        attr.value.programmaticStreamSerializationAllowed = 1;
+        let config = sys::CUlaunchConfig {
+            gridDimX: cfg.grid_dim.0,
+            gridDimY: cfg.grid_dim.1,
+            gridDimZ: cfg.grid_dim.2,
+            blockDimX: cfg.block_dim.0,
+            blockDimY: cfg.block_dim.1,
+            blockDimZ: cfg.block_dim.2,
+            sharedMemBytes: cfg.shared_mem_bytes,
+            hStream: self.stream.cu_stream(),
+            attrs: &mut attr,
+            numAttrs: u32::from(programmatic),
+        };
+        driver(self.ctx.bind_to_thread(), "bind context")?;
+        // SAFETY: the config is complete and lives across the call; the caller vouches for
+        // the kernel's arguments.
+        let r = unsafe {
+            sys::cuLaunchKernelEx(
+                &config,
+                f.cu_function(),
+                params.as_mut_ptr(),
+                std::ptr::null_mut(),
+            )
+        };
+        driver(r.result(), "launch")
+    }
+
     /// Queues the GEMV (`m <= GEMV_MAX_M`): shared memory holds the quantized tokens, then
     /// `budget` bytes a warp of stages of streamed weight chunks (none for one token).
     fn enqueue_gemv(
@@ -323,20 +408,12 @@ impl Gpu {
         s: &mut Scratch,
         row_bytes: i32,
         budget: usize,
+        chain: Chain,
     ) -> Result<()> {
         let (m, n, k) = (s.m, w.n, w.k);
         let warps = (THREADS / 32) as usize;
         let smem = (Self::gemv_token_bytes(m, k) + warps * budget) as u32;
-        let f = self.function(&format!("gemv_{}_m{m}", w.ty.name()))?;
-        if smem > 48 << 10 {
-            driver(
-                f.set_attribute(
-                    sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                    smem as i32,
-                ),
-                "kernel attribute",
-            )?;
-        }
+        let f = self.function(&format!("gemv_{}_m{m}", w.ty.name()), smem)?;
         let per_sm = driver(
             f.occupancy_max_active_blocks_per_multiprocessor(THREADS, smem as usize, None),
             "occupancy",
@@ -350,55 +427,70 @@ impl Gpu {
             shared_mem_bytes: smem,
         };
         let (ni, ki, bi) = (n as i32, k as i32, budget as i32);
-        let mut b = self.stream.launch_builder(&f);
-        b.arg(&w.data)
-            .arg(&w.absmax)
-            .arg(&s.x)
-            .arg(&mut s.y)
-            .arg(&ni)
-            .arg(&ki)
-            .arg(&row_bytes)
-            .arg(&bi);
         // SAFETY: the arguments match the kernel's signature; the buffers hold n rows of
         // row_bytes (padded), m x k and m x n values, as the kernel reads and writes; the
         // shared memory holds the tokens and `budget` bytes a warp, which the kernel checks.
-        driver(unsafe { b.launch(cfg) }, "launch").map(|_| ())
+        unsafe { self.launch_product(&f, cfg, chain, w, &s.x, &mut s.y, &[ni, ki, row_bytes, bi]) }
+    }
+
+    /// Launches a product kernel, whose arguments are the weights, the NF4 absmax, the
+    /// activations `input`, the outputs `y`, then `ints`.
+    ///
+    /// # Safety
+    /// As [`Gpu::launch`]: `f` takes these arguments, and the buffers hold what it reads and
+    /// writes with `cfg`.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn launch_product<T>(
+        &self,
+        f: &CudaFunction,
+        cfg: LaunchConfig,
+        chain: Chain,
+        w: &GpuMatrix,
+        input: &CudaSlice<T>,
+        y: &mut CudaSlice<f32>,
+        ints: &[i32],
+    ) -> Result<()> {
+        let st = &self.stream;
+        let ((wp, _w), (ap, _a), (ip, _i)) = (
+            w.data.device_ptr(st),
+            w.absmax.device_ptr(st),
+            input.device_ptr(st),
+        );
+        let (yp, _y) = y.device_ptr_mut(st);
+        let mut params = vec![arg(&wp), arg(&ap), arg(&ip), arg(&yp)];
+        params.extend(ints.iter().map(arg));
+        // SAFETY: the caller vouches for the kernel and the buffers.
+        unsafe { self.launch(f, cfg, chain, &mut params) }
     }
 
     /// Queues `y = x W^T` for the `s.m` tokens of `s` (GEMV up to [`GEMV_MAX_M`] where its
     /// shared memory fits; otherwise the activations converted to bf16, then the tensor-core
-    /// GEMM).
-    pub fn enqueue(&self, w: &GpuMatrix, s: &mut Scratch) -> Result<()> {
+    /// GEMM), each kernel following the previous one as `chain` says.
+    pub fn enqueue(&self, w: &GpuMatrix, s: &mut Scratch, chain: Chain) -> Result<()> {
         let (m, n, k) = (s.m, w.n, w.k);
         let row_bytes = QuantMatrix::row_bytes_of(w.ty, k) as i32;
         let (ni, ki) = (n as i32, k as i32);
         if m <= GEMV_MAX_M {
             if let Some(budget) = self.gemv_budget(m, k) {
-                return self.enqueue_gemv(w, s, row_bytes, budget);
+                return self.enqueue_gemv(w, s, row_bytes, budget, chain);
             }
         }
-        let q = self.function("gemm_input")?;
+        let st = &self.stream;
+        let q = self.function("gemm_input", 0)?;
         let cfg = LaunchConfig {
             grid_dim: (m as u32, 1, 1),
             block_dim: (THREADS, 1, 1),
             shared_mem_bytes: 0,
         };
-        let mut b = self.stream.launch_builder(&q);
-        b.arg(&s.x).arg(&mut s.xb).arg(&ki);
-        // SAFETY: x and xb hold m * k values (k a multiple of 8); block t converts token t.
-        driver(unsafe { b.launch(cfg) }, "launch")?;
-        let f = self.function(&format!("gemm_{}", w.ty.name()))?;
-        let mi = m as i32;
-        let g = self.gemm;
-        if g.smem > 48 << 10 {
-            driver(
-                f.set_attribute(
-                    sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                    g.smem as i32,
-                ),
-                "kernel attribute",
-            )?;
+        {
+            let (xp, _x) = s.x.device_ptr(st);
+            let (bp, _b) = s.xb.device_ptr_mut(st);
+            // SAFETY: x and xb hold m * k values (k a multiple of 8); block t converts token t.
+            unsafe { self.launch(&q, cfg, chain, &mut [arg(&xp), arg(&bp), arg(&ki)])? };
         }
+        let g = self.gemm;
+        let f = self.function(&format!("gemm_{}", w.ty.name()), g.smem)?;
+        let mi = m as i32;
         if g.splits > 1 {
             driver(self.stream.memset_zeros(&mut s.y), "memset")?;
         }
@@ -411,17 +503,9 @@ impl Gpu {
             block_dim: (g.threads, 1, 1),
             shared_mem_bytes: g.smem,
         };
-        let mut b = self.stream.launch_builder(&f);
-        b.arg(&w.data)
-            .arg(&w.absmax)
-            .arg(&s.xb)
-            .arg(&mut s.y)
-            .arg(&mi)
-            .arg(&ni)
-            .arg(&ki)
-            .arg(&row_bytes);
-        // SAFETY: as above; the kernel clamps rows to n and tokens to m.
-        driver(unsafe { b.launch(cfg) }, "launch").map(|_| ())
+        // SAFETY: the arguments match the kernel's signature; the kernel clamps rows to n and
+        // tokens to m.
+        unsafe { self.launch_product(&f, cfg, chain, w, &s.xb, &mut s.y, &[mi, ni, ki, row_bytes]) }
     }
 
     /// The outputs of `s`, after the queued work finished; an error if any is NaN (a kernel
@@ -437,7 +521,7 @@ impl Gpu {
     /// `y = x W^T` (`m = x.len() / k` tokens), synchronously: the library entry point.
     pub fn matmul(&self, w: &GpuMatrix, x: &[f32]) -> Result<Vec<f32>> {
         let mut s = self.scratch(w, x)?;
-        self.enqueue(w, &mut s)?;
+        self.enqueue(w, &mut s, Chain::Programmatic)?;
         self.outputs(&s)
     }
 
@@ -469,7 +553,7 @@ impl Gpu {
                 driver(self.ctx.new_event(flags), "event")?,
             ));
         }
-        let spin = self.function("spin")?;
+        let spin = self.function("spin", 0)?;
         let ns: u64 = 20_000 * (batches * per_batch).max(50) as u64;
         let mut b = self.stream.launch_builder(&spin);
         b.arg(&ns);
@@ -502,7 +586,7 @@ impl Gpu {
         let buf = driver(self.stream.clone_htod(&pattern), "upload")?;
         drop(pattern);
         let mut sink = driver(self.stream.alloc_zeros::<u32>(1), "alloc")?;
-        let f = self.function("read_bw")?;
+        let f = self.function("read_bw", 0)?;
         let cfg = LaunchConfig {
             grid_dim: (self.sms * 8, 1, 1),
             block_dim: (THREADS, 1, 1),

@@ -69,7 +69,14 @@ fn json_report_for_every_type_and_strategy() {
                 ms > 0.0 && m["min_ms"].as_f64().unwrap() <= ms,
                 "{ty} {name}"
             );
-            assert!(m["batched_ms"].is_null() && m["batched_pct_bandwidth"].is_null());
+            for f in [
+                "batched_ms",
+                "batched_pct_bandwidth",
+                "batched_pdl_ms",
+                "batched_pdl_pct_bandwidth",
+            ] {
+                assert!(m[f].is_null(), "{ty} {name}: {f}");
+            }
             let tokens = m["m"].as_u64().unwrap() as f64;
             let gflops = 2.0 * tokens * 96.0 * 512.0 / (ms * 1e-3) / 1e9;
             assert!((m["gflops"].as_f64().unwrap() / gflops - 1.0).abs() < 1e-9);
@@ -342,6 +349,7 @@ fn device_cuda_without_a_gpu_is_one_line() {
             for x in r["results"].as_array().unwrap() {
                 assert!(x["rel_err"].as_f64().unwrap() < 0.05, "{ty}: {x}");
                 assert!(x["batched_ms"].as_f64().unwrap() > 0.0, "{ty}: {x}");
+                assert!(x["batched_pdl_ms"].as_f64().unwrap() > 0.0, "{ty}: {x}");
             }
             continue;
         }

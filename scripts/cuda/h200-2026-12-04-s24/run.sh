@@ -5,13 +5,7 @@ set -u
 cd "$(dirname "$0")"
 t0=$(date +%s)
 ts() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
-python3 - <<'PY'
-import lzma, shutil, tarfile, glob, os
-for f in glob.glob("gpu-bin/*.xz"):
-    with lzma.open(f) as a, open(f[:-3], "wb") as b: shutil.copyfileobj(a, b)
-    os.chmod(f[:-3], 0o755)
-tarfile.open("ggml.tar.xz").extractall(".")
-PY
+python3 scripts/cuda/unpack-staged.py
 mkdir -p /tmp/o
 PHASE=${PHASE:-all}
 TYPES=${TYPES:-"q4_k q5_k q6_k q8_0 q4_0 iq4_xs nf4"}
