@@ -814,8 +814,8 @@ mod x86 {
     /// low and high nibbles go to two `vpdpbusd` chains per token (16 values each, so each
     /// sum fits i16: 16 * 15 * 128 < 2^15); the two sums become the i16 pair of a dword and
     /// one `vpdpwssd` multiplies both by the row's 6-bit scale into an i32 sum per
-    /// super-block (8 * 63 * 2 * 30720 < 2^31), and the mins take one `vpdpwssd` per two sub-blocks with
-    /// [`Group::pairs`]. Two float conversions per super-block and token, none per
+    /// super-block (8 * 63 * 2 * 30720 < 2^31), and the mins take one `vpdpwssd` per two
+    /// sub-blocks with [`Group::pairs`]. Two float conversions per super-block and token, none per
     /// sub-block; 16 chains cover `vpdpbusd`'s latency. With `GFNI` one `vgf2p8affineqb`
     /// takes the high nibbles ([`high_nibbles`]).
     #[inline]
@@ -890,7 +890,7 @@ mod x86 {
 
     /// Two Q5_K tile rows for [`PAIR_TOKENS`] tokens: as [`q5_k`] on
     /// each, but every activation broadcast feeds both tiles' `vpdpbusd` (the integer sums
-    /// are exact, and the f32 steps are [`q4_k`]'s in the same order, so the outputs are
+    /// are exact, and the f32 steps are [`q5_k`]'s in the same order, so the outputs are
     /// the same bits).
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
