@@ -162,6 +162,13 @@ pub struct Measurement {
     pub effective_gbs: f64,
     /// `effective_gbs` as a percentage of the measured bandwidth.
     pub pct_bandwidth: f64,
+    /// The median read bandwidth of the roofline's read passes interleaved with this
+    /// result's timed runs (one pass before each), GB/s: the memory as it was while these
+    /// calls ran, on a machine whose bandwidth drifts. Null for the llama.cpp peer (its own
+    /// process) and on the GPU.
+    pub paired_read_gbs: Option<f64>,
+    /// `effective_gbs` as a percentage of `paired_read_gbs`; null with it.
+    pub pct_paired_bandwidth: Option<f64>,
     /// `gflops` as a percentage of the int8 peak; null without one.
     pub pct_int8_peak: Option<f64>,
     /// candle's median over this one's (above 1: faster than candle); null without candle.
@@ -269,8 +276,11 @@ fn bench(args: &BenchSpec, ty: WeightType, isa: Isa) -> Result<Report> {
     let rotation = MIN_ROTATION_BYTES.max(2 * l3);
     tracing::info!("measuring the roofline");
     let bw_bytes = rotation.max(256 << 20) as usize;
+    let probe = roofline::ReadProbe::new(bw_bytes);
     let roof = Roofline {
-        bandwidth_gbs: roofline::read_bandwidth_gbs(bw_bytes, args.reps.min(5)),
+        bandwidth_gbs: (0..args.reps.min(5))
+            .map(|_| probe.pass_gbs())
+            .fold(0.0, f64::max),
         bandwidth_buffer_bytes: bw_bytes as u64,
         int8_peak_gops: roofline::int8_peak_gops(isa, args.reps.min(5)),
         l3_cache_bytes: l3,
@@ -341,8 +351,10 @@ fn bench(args: &BenchSpec, ty: WeightType, isa: Isa) -> Result<Report> {
             let m = args.m[i];
             tracing::info!("{name}: m={m}");
             let mut times = Vec::with_capacity(args.reps);
+            let mut reads = Vec::with_capacity(args.reps);
             for rep in 0..args.reps {
                 let b = &all[(rep + 1) % copies];
+                reads.push(probe.pass_gbs());
                 let t0 = Instant::now();
                 b.matmul(x, y)?;
                 times.push(t0.elapsed().as_secs_f64());
@@ -354,6 +366,9 @@ fn bench(args: &BenchSpec, ty: WeightType, isa: Isa) -> Result<Report> {
                 &mut times,
                 &roof,
             );
+            let paired = roofline::median(&mut reads);
+            r.paired_read_gbs = Some(paired);
+            r.pct_paired_bandwidth = Some(100.0 * r.effective_gbs / paired);
             if name == "candle" {
                 candle_ms[i] = Some(r.median_ms);
             }
@@ -487,6 +502,8 @@ fn measurement(
         gflops,
         effective_gbs: gbs,
         pct_bandwidth: 100.0 * gbs / roof.bandwidth_gbs,
+        paired_read_gbs: None,
+        pct_paired_bandwidth: None,
         pct_int8_peak: roof.int8_peak_gops.map(|p| 100.0 * gflops / p),
         speedup_vs_candle: None,
         speedup_vs_llamacpp: None,
@@ -680,13 +697,14 @@ impl Report {
         }
         let _ = writeln!(
             s,
-            "{:<15} {:>5} {:>10} {:>9} {:>8} {:>6} {:>6} {:>9} {:>9} {:>9}",
+            "{:<15} {:>5} {:>10} {:>9} {:>8} {:>6} {:>6} {:>6} {:>9} {:>9} {:>9}",
             "backend",
             "m",
             "median ms",
             "GFLOP/s",
             "GB/s",
             "%bw",
+            "%pair",
             "%int8",
             "vs candle",
             "vs llama",
@@ -697,13 +715,14 @@ impl Report {
                 |v: Option<f64>, suffix: &str| v.map_or("-".into(), |v| format!("{v:.2}{suffix}"));
             let _ = writeln!(
                 s,
-                "{:<15} {:>5} {:>10.3} {:>9.1} {:>8.2} {:>6.1} {:>6} {:>9} {:>9} {:>9.2e}",
+                "{:<15} {:>5} {:>10.3} {:>9.1} {:>8.2} {:>6.1} {:>6} {:>6} {:>9} {:>9} {:>9.2e}",
                 m.backend,
                 m.m,
                 m.median_ms,
                 m.gflops,
                 m.effective_gbs,
                 m.pct_bandwidth,
+                opt(m.pct_paired_bandwidth, ""),
                 opt(m.pct_int8_peak, ""),
                 opt(m.speedup_vs_candle, "x"),
                 opt(m.speedup_vs_llamacpp, "x"),

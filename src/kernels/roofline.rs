@@ -39,47 +39,56 @@ pub fn median(samples: &mut [f64]) -> f64 {
     samples[samples.len() / 2]
 }
 
-/// The smallest of `times`.
-fn fastest(times: &[f64]) -> f64 {
-    times.iter().copied().fold(f64::INFINITY, f64::min)
+/// A buffer larger than the last-level cache, read whole by all threads of the current pool
+/// for one bandwidth sample; the roofline's read bandwidth is the fastest of several passes (a
+/// ceiling, as STREAM reports it). With AVX-512 the read is 256 bytes per step with software
+/// prefetch, as the kernels read their weights; otherwise a plain summing loop.
+pub struct ReadProbe {
+    mem: HugeBuf,
+    wide: bool,
 }
 
-/// Read bandwidth in GB/s over a `bytes` buffer, all threads of the current pool, from
-/// the fastest of `reps` passes (a ceiling, as STREAM reports it). With AVX-512 the read is 256 bytes per step with software
-/// prefetch, as the kernels read their weights; otherwise a plain summing loop.
-pub fn read_bandwidth_gbs(bytes: usize, reps: usize) -> f64 {
-    // On huge pages where the system allows them, as the repacked weights are
-    // ([`HugeBuf`]): with 4 KiB pages a stream pays a page walk every 4 KiB and reads
-    // markedly slower, which is not the memory's ceiling.
-    let mut mem = HugeBuf::zeroed(bytes / 8 * 8);
-    // SAFETY: every bit pattern is a valid u64; the mapping is page aligned, so the
-    // whole buffer is in the aligned middle part (checked).
-    let (head, words, _) = unsafe { mem.align_to_mut::<u64>() };
-    assert!(head.is_empty(), "a mapping is page aligned");
-    words.fill(1);
-    let buf = &*words;
-    #[cfg(target_arch = "x86_64")]
-    let wide = Isa::available().contains(&Isa::Avx512Vnni);
-    #[cfg(not(target_arch = "x86_64"))]
-    let wide = false;
-    let sum_chunk = |c: &[u64]| -> u64 {
+impl ReadProbe {
+    /// A probe over `bytes` (rounded down to 8) of non-zero data.
+    pub fn new(bytes: usize) -> ReadProbe {
+        // On huge pages where the system allows them, as the repacked weights are
+        // ([`HugeBuf`]): with 4 KiB pages a stream pays a page walk every 4 KiB and reads
+        // markedly slower, which is not the memory's ceiling.
+        let mut mem = HugeBuf::zeroed(bytes / 8 * 8);
+        mem.fill(1);
         #[cfg(target_arch = "x86_64")]
-        if wide {
-            // SAFETY: AVX-512 F is part of `Avx512Vnni`, detected above.
-            return unsafe { sum_avx512(c) };
-        }
-        let _ = wide;
-        c.iter().fold(0u64, |a, &b| a.wrapping_add(b))
-    };
-    let times: Vec<f64> = (0..reps.max(1))
-        .map(|_| {
-            let t0 = Instant::now();
-            let sum: u64 = buf.par_chunks(1 << 16).map(sum_chunk).sum();
-            std::hint::black_box(sum);
-            t0.elapsed().as_secs_f64()
-        })
-        .collect();
-    (buf.len() * 8) as f64 / fastest(&times) / 1e9
+        let wide = Isa::available().contains(&Isa::Avx512Vnni);
+        #[cfg(not(target_arch = "x86_64"))]
+        let wide = false;
+        ReadProbe { mem, wide }
+    }
+
+    /// Bytes one pass reads.
+    pub fn bytes(&self) -> usize {
+        self.mem.len()
+    }
+
+    /// One timed pass over the buffer, GB/s (10^9 bytes).
+    pub fn pass_gbs(&self) -> f64 {
+        // SAFETY: every bit pattern is a valid u64; the mapping is page aligned, so the
+        // whole buffer is in the aligned middle part (checked).
+        let (head, words, _) = unsafe { self.mem.align_to::<u64>() };
+        assert!(head.is_empty(), "a mapping is page aligned");
+        let wide = self.wide;
+        let sum_chunk = |c: &[u64]| -> u64 {
+            #[cfg(target_arch = "x86_64")]
+            if wide {
+                // SAFETY: AVX-512 F is part of `Avx512Vnni`, detected in `new`.
+                return unsafe { sum_avx512(c) };
+            }
+            let _ = wide;
+            c.iter().fold(0u64, |a, &b| a.wrapping_add(b))
+        };
+        let t0 = Instant::now();
+        let sum: u64 = words.par_chunks(1 << 16).map(sum_chunk).sum();
+        std::hint::black_box(sum);
+        (words.len() * 8) as f64 / t0.elapsed().as_secs_f64() / 1e9
+    }
 }
 
 /// Wrapping sum of `c`, 256 bytes a step with a prefetch 2 KiB ahead.
@@ -226,7 +235,7 @@ mod tests {
     #[test]
     fn ceilings_are_positive_and_median_is_the_middle() {
         // 2 MiB: freed while the resident-memory test may run, within its 4 MiB slack.
-        assert!(read_bandwidth_gbs(2 << 20, 2) > 0.1);
+        assert!(ReadProbe::new(2 << 20).pass_gbs() > 0.1);
         #[cfg(target_arch = "x86_64")]
         if Isa::available().contains(&Isa::Avx512Vnni) {
             let v: Vec<u64> = (0..1000).collect();

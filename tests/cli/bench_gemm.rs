@@ -77,6 +77,11 @@ fn json_report_for_every_type_and_strategy() {
             ] {
                 assert!(m[f].is_null(), "{ty} {name}: {f}");
             }
+            // Our strategies pair every timed call with a read pass of the roofline's buffer.
+            let paired = m["paired_read_gbs"].as_f64().unwrap();
+            let pct = m["pct_paired_bandwidth"].as_f64().unwrap();
+            let gbs = m["effective_gbs"].as_f64().unwrap();
+            assert!(paired > 0.0 && (pct - 100.0 * gbs / paired).abs() < 1e-9 * pct);
             let tokens = m["m"].as_u64().unwrap() as f64;
             let gflops = 2.0 * tokens * 96.0 * 512.0 / (ms * 1e-3) / 1e9;
             assert!((m["gflops"].as_f64().unwrap() / gflops - 1.0).abs() < 1e-9);
