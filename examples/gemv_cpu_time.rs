@@ -1,5 +1,5 @@
 //! The fused GEMV (m=1) timed in CPU time, for tuning on a busy machine: bytes of weights
-//! read per CPU-second next to the read bandwidth of `roofline::read_bandwidth_gbs` timed
+//! read per CPU-second next to the read bandwidth of a `roofline::ReadProbe` pass timed
 //! the same way in the same run (the two ratios are what bench-gemm's "% of bandwidth"
 //! is on a quiet machine). The weights are rotated through copies past the L3, as
 //! bench-gemm does.
@@ -12,7 +12,7 @@
 //! timing (40). k is 4096. CPU time is that of every thread of the process divided by
 //! the thread count; the best of 5 timings.
 
-use qforge::kernels::roofline::{l3_cache_bytes, read_bandwidth_gbs};
+use qforge::kernels::roofline::{l3_cache_bytes, ReadProbe};
 use qforge::kernels::{backend, synthetic_activations, Isa, QuantMatrix, WeightType};
 use std::sync::Arc;
 
@@ -42,14 +42,12 @@ fn main() -> anyhow::Result<()> {
         .num_threads(threads)
         .build_global()?;
     let rotation = (2 * l3_cache_bytes()).max(256 << 20) as usize;
-    // 1 pass and 6 passes over the buffer: the difference is 5 reads, without the
-    // allocation and first touch.
-    let pass = |reps: usize| {
-        best_cpu(threads, || {
-            std::hint::black_box(read_bandwidth_gbs(rotation, reps));
+    let probe = ReadProbe::new(rotation);
+    let bw = probe.bytes() as f64
+        / best_cpu(threads, || {
+            std::hint::black_box(probe.pass_gbs());
         })
-    };
-    let bw = 5.0 * rotation as f64 / (pass(6) - pass(1)) / 1e9;
+        / 1e9;
     println!("read bandwidth {bw:.1} GB/s per CPU-second ({threads} threads)");
     let x = synthetic_activations(1, k, 3);
     for name in arg(1, "q4_k").split(',') {
