@@ -85,7 +85,10 @@ impl ReadProbe {
             c.iter().fold(0u64, |a, &b| a.wrapping_add(b))
         };
         let t0 = Instant::now();
-        let sum: u64 = words.par_chunks(1 << 16).map(sum_chunk).sum();
+        let sum = words
+            .par_chunks(1 << 16)
+            .map(sum_chunk)
+            .reduce(|| 0, u64::wrapping_add);
         std::hint::black_box(sum);
         (words.len() * 8) as f64 / t0.elapsed().as_secs_f64() / 1e9
     }
