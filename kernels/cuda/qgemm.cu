@@ -1092,7 +1092,7 @@ __device__ __forceinline__ void gemm(const uint8_t* __restrict__ w, const float*
         for (int s = 0; s < steps; s++) {
             const int nxt = (s + 1) & 1;
             if (s + 1 < steps) {
-                copy_x(kbeg + (s + 1) * BK, xs + nxt * BM * BSTR);
+                copy_x(kbeg + (s + 1) * BK, xs + nxt * GEMM_STAGE(BM));
                 wt.decode(ws + nxt * GEMM_STAGE(BN));
                 if (s + 2 < steps) wt.load(kbeg + (s + 2) * BK);
                 cp_async_wait<0>();
@@ -1146,8 +1146,8 @@ __device__ __forceinline__ void gemm(const uint8_t* __restrict__ w, const float*
     const int a_off = (wm + (lane & 15)) * BSTR + 16 * (lane >> 4);
     const int b_off = (wn + (lane & 7) + 8 * (lane >> 4)) * BSTR + 16 * ((lane >> 3) & 1);
     for (int s = 0; s < steps; s++) {
-        const uint8_t* const wsb = ws + (s & 1) * BN * BSTR;
-        const uint8_t* const xsb = xs + (s & 1) * BM * BSTR;
+        const uint8_t* const wsb = ws + (s & 1) * GEMM_STAGE(BN);
+        const uint8_t* const xsb = xs + (s & 1) * GEMM_STAGE(BM);
 #pragma unroll
         for (int kk = 0; kk < BK; kk += 16) {
             uint32_t a[MI][4], b[4][2];

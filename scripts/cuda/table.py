@@ -62,7 +62,7 @@ for r in lines("small_read.jsonl"):
         best[r["mb"]] = min(best.get(r["mb"], 1e30), r["median_us"])
     elif r.get("what") == "empty launch between events":
         print(f"\nAn empty launch between two events: {r['median_us']:.2f} us.")
-    elif r.get("what") in ("empty launch back to back", "read back to back", "read back to back pdl"):
+    elif r.get("what") in ("empty launch back to back", "read back to back", "read back to back pdl") and "mean_us" in r:
         size = f" of {r['mb']:.0f} MB" if "mb" in r else ""
         print(f"\n{r['what'].capitalize()}{size} (one pair of events around {40} launches): "
               f"{r['mean_us']:.2f} us a launch.")

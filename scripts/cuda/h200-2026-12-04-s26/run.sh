@@ -12,6 +12,7 @@ t0=$(date +%s)
 ts() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
 python3 scripts/cuda/unpack-staged.py
 mkdir -p /tmp/o/final /tmp/o/wg
+PHASE=${PHASE:-all}  # all: run 1; wg: run 2 (after the wgmma fix: tests, PDL read, m=512 variants)
 # The PTX compiled here (scripts/cuda-ptx.sh, in a copy of the tree), against the staged one.
 rm -rf /tmp/ptxtree; mkdir -p /tmp/ptxtree; cp -r kernels scripts /tmp/ptxtree/
 ( REPORT=/tmp/o/final bash /tmp/ptxtree/scripts/cuda-ptx.sh &&
@@ -25,6 +26,24 @@ for v in "wg=-DGEMM_WGMMA" "wg256=-DGEMM_WGMMA -DBM=256 -DBN=64"; do
     nvcc -arch=sm_90a -O3 -cubin -Xptxas -v ${v#*=} kernels/cuda/qgemm.cu -o /tmp/${v%%=*}.cubin 2> /tmp/o/wg/${v%%=*}.ptxas.txt ) &
 done
 wait $ptxjob
+if [ "$PHASE" = wg ]; then
+  wait; cat /tmp/o/final/ptx-check.txt
+  for v in committed wg wg256; do
+    echo "== GPU tests with $v"
+    ptx=/tmp/o/wg/$v.ptx; [ $v = committed ] && ptx=$PWD/kernels/cuda/qgemm.ptx
+    QFORGE_CUDA_PTX=$ptx timeout 60 ./gpu-bin/qforge-tests kernels::cuda --test-threads 1 2>&1 | tail -9
+  done 2>&1 | tee /tmp/o/wg/tests.log
+  ts "PDL read"
+  timeout 60 python3 scripts/cuda/small_read.py kernels/cuda/qgemm.ptx 33 62 2>&1 | tee /tmp/o/wg/small_read.jsonl
+  left=$(( ${VAR_END:-540} - ($(date +%s) - t0) ))
+  ts "m=512 variants, $left s left"
+  timeout $((left - 10)) bash scripts/cuda/variants.sh /tmp/o/var "${TYPES:-q4_k q8_0 q6_k}" 512 \
+    base= wg=-DGEMM_WGMMA,-arch=sm_90a wg256=-DGEMM_WGMMA,-DBM=256,-DBN=64,-arch=sm_90a \
+    wg256p4=-DGEMM_WGMMA,-DBM=256,-DBN=64,-DGEMM_PRODUCERS=4,-arch=sm_90a 2>&1 | tee /tmp/o/var.log
+  tar czf $OUT/run2.tgz -C /tmp/o var var.log wg final/ptx-check.txt
+  ts "total"
+  exit 0
+fi
 ts "bench"
 timeout ${BENCH_S:-330} bash scripts/cuda-bench.sh /tmp/o/final 14336 4096 40 2>&1 | tee /tmp/o/bench.log
 cat /tmp/o/final/ptx-check.txt
