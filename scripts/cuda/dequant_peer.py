@@ -11,19 +11,15 @@ import argparse, json, math
 import cupy as cp
 import torch
 
+import peer_common
+
 # Stored bytes a row of k values: (block bytes, values a block); NF4 has an f32 absmax per 64 apart.
 BLOCKS = {"q4_k": (144, 256), "q5_k": (176, 256), "q6_k": (210, 256), "q8_0": (34, 32), "q4_0": (18, 32),
           "iq4_xs": (136, 256), "nf4": (32, 64)}
 p = argparse.ArgumentParser()
 p.add_argument("ptx")
 p.add_argument("--types", default=",".join(BLOCKS))
-p.add_argument("--n", type=int, default=14336)
-p.add_argument("--k", type=int, default=4096)
-p.add_argument("--m", default="1,8,512")
-p.add_argument("--reps", type=int, default=40)
-a = p.parse_args()
-dev = torch.device("cuda")
-torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = True
+a, dev = peer_common.parse(p)
 mod = cp.RawModule(path=a.ptx)
 stream = torch.cuda.current_stream()
 g = torch.Generator(device=dev).manual_seed(1)
