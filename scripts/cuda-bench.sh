@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Issue #18's GPU measurement in one run on the GPU machine (CUDA 13, nvcc, PyTorch; no
 # Rust there): qforge's CUDA kernels (`bench-gemm --device cuda`), llama.cpp's CUDA backend
-# (scripts/cuda/ggml_peer.cpp against ggml built here for sm_90) and PyTorch's bf16 matmul on
-# dequantized weights (cuBLAS), same shapes, weights rotated past the L2, CUDA events; a plain
+# (scripts/cuda/ggml_peer.cpp against ggml built here for sm_90), PyTorch's bf16 matmul on
+# pre-dequantized weights (cuBLAS) and the dequant + cuBLAS pipeline (our dequant kernel, then
+# cuBLAS: scripts/cuda/dequant_peer.py), same shapes, weights rotated past the L2, CUDA events; a plain
 # read of the m=1 calls' bytes timed the same way (scripts/cuda/small_read.py); then the GPU
 # unit tests and the table (scripts/cuda/table.py).
 #
@@ -52,6 +53,9 @@ python3 scripts/cuda/small_read.py "${QFORGE_CUDA_PTX:-kernels/cuda/qgemm.ptx}" 
   > "$out/small_read.jsonl" || echo "small_read.py failed"
 echo "== PyTorch bf16 (cuBLAS)"
 python3 scripts/cuda/torch_peer.py --n "$n" --k "$k" --reps "$reps" > "$out/torch.jsonl"
+echo "== dequant (ours) + PyTorch bf16 (cuBLAS)"
+python3 scripts/cuda/dequant_peer.py "${QFORGE_CUDA_PTX:-kernels/cuda/qgemm.ptx}" --n "$n" --k "$k" --reps "$reps" \
+  > "$out/dequant.jsonl" || echo "dequant_peer.py failed"
 [ -n "$build" ] && wait $build
 tail -3 /tmp/ggml-build.log
 echo "== llama.cpp CUDA"

@@ -815,7 +815,9 @@ GEMV_ALL(gemv_iq4_xs, T_IQ4XS)
 #ifndef BM
 #define BM 128   // tokens per block tile
 #endif
-#define BN 128   // weight rows per block tile
+#ifndef BN
+#define BN 128   // weight rows per block tile (the mma.sync consumers need 128)
+#endif
 #define MI (BM / 32)  // mma tiles of 16 tokens per warp
 #define BK 128   // values of k per step (4 sub-blocks)
 #ifndef GEMM_SPLITK
@@ -824,9 +826,27 @@ GEMV_ALL(gemv_iq4_xs, T_IQ4XS)
 #ifndef GEMM_PRODUCERS
 #define GEMM_PRODUCERS 8  // producer warps (1, 2, 4 or 8)
 #endif
+#if !defined(GEMM_WGMMA) && BN != 128
+#error "the mma.sync consumers take 128 weight rows a tile (BN)"
+#endif
 #define GEMM_THREADS (256 + 32 * GEMM_PRODUCERS)
 #define BSTR (2 * BK + 16)  // shared row stride in bytes (ldmatrix rows 4 banks apart)
-#define GEMM_SMEM (2 * (BN + BM) * BSTR)  // two stages of weights and activations
+#ifdef GEMM_WGMMA
+// -DGEMM_WGMMA (a variant, PTX for sm_90a): the consumers are two warpgroups issuing
+// wgmma.mma_async m64n128k16 from shared memory. A stage is in the no-swizzle core-matrix
+// layout wgmma reads: 8 rows x 16 bytes a core matrix (128 contiguous bytes), the BK / 8 core
+// matrices of a group of 8 rows along k 128 bytes apart, groups of 8 rows 16 BK bytes apart.
+#define GEMM_STAGE(R) ((R) * 2 * BK)
+#define PIECE_STRIDE 128  // bytes between the 16-byte pieces of a row
+__device__ __forceinline__ int stage_off(int row, int byte) {
+    return (row >> 3) * (16 * BK) + (byte >> 4) * 128 + (row & 7) * 16 + (byte & 15);
+}
+#else
+#define GEMM_STAGE(R) ((R) * BSTR)
+#define PIECE_STRIDE 16
+__device__ __forceinline__ int stage_off(int row, int byte) { return row * BSTR + byte; }
+#endif
+#define GEMM_SMEM (2 * GEMM_STAGE(BN + BM))  // two stages of weights and activations
 
 // bf16 pair {lo, hi} (lo in the low half: the lower k) from two floats, rounded to nearest.
 __device__ __forceinline__ uint32_t bf16x2(float lo, float hi) {
@@ -872,9 +892,9 @@ __device__ __forceinline__ float level_of(uint32_t u, int i) {
     return __int_as_float(__byte_perm(u, 0x4B000000u, 0x7540 + i)) - 8388736.0f;
 }
 
-// Sub-block s as 32 bf16 weights s0 or s1 times level minus mn (f32, then rounded), the 64
-// bytes at dst (16-aligned) in value order.
-__device__ __forceinline__ void store_bf16(uint8_t* dst, const Sub& s) {
+// Sub-block s as 32 bf16 weights s0 or s1 times level minus mn (f32, then rounded), in value
+// order as four 16-byte pieces at dst (16-aligned), `stride` bytes apart.
+__device__ __forceinline__ void store_bf16(uint8_t* dst, int stride, const Sub& s) {
 #pragma unroll
     for (int h = 0; h < 4; h++) {  // values 8 h .. 8 h + 7: words q[2 h], q[2 h + 1]
         const float sc = h < 2 ? s.s0 : s.s1;
@@ -885,7 +905,7 @@ __device__ __forceinline__ void store_bf16(uint8_t* dst, const Sub& s) {
             o[2 * p] = bf16x2(fmaf(sc, level_of(u, 0), -s.mn), fmaf(sc, level_of(u, 1), -s.mn));
             o[2 * p + 1] = bf16x2(fmaf(sc, level_of(u, 2), -s.mn), fmaf(sc, level_of(u, 3), -s.mn));
         }
-        ((uint4*)dst)[h] = make_uint4(o[0], o[1], o[2], o[3]);
+        *(uint4*)(dst + h * stride) = make_uint4(o[0], o[1], o[2], o[3]);
     }
 }
 
@@ -919,7 +939,7 @@ struct GemmWeights {
         for (int u = 0; u < U; u++) {
             Sub s;
             raw[u].unpack(s);
-            store_bf16(stage + (r0 + ND / 4 * u) * BSTR + uj * 64, s);
+            store_bf16(stage + stage_off(r0 + ND / 4 * u, uj * 64), PIECE_STRIDE, s);
         }
     }
 };
@@ -941,13 +961,14 @@ __device__ __forceinline__ void gemm_k_range(int k, int& kbeg, int& kend) {
 // A consumer warp's outputs: acc[i][q] is the mma tile of tokens t0 + 16 i + g (elements 0,
 // 1) and t0 + 16 i + g + 8 (2, 3), rows r0 + 8 q + 2 t4 (+ 1 for elements 1, 3), written, or
 // added into y with k split.
-__device__ __forceinline__ void gemm_store(const float (&acc)[MI][4][4], float* __restrict__ y, int m, int n,
-                                           int t0, int r0) {
+template <int I, int Q>
+__device__ __forceinline__ void gemm_store(const float (&acc)[I][Q][4], float* __restrict__ y, int m, int n, int t0,
+                                           int r0) {
     const int lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
 #pragma unroll
-    for (int i = 0; i < MI; i++)
+    for (int i = 0; i < I; i++)
 #pragma unroll
-        for (int q = 0; q < 4; q++)
+        for (int q = 0; q < Q; q++)
 #pragma unroll
             for (int e = 0; e < 4; e++) {
                 const int t = t0 + 16 * i + g + (e >> 1) * 8, r = r0 + 8 * q + 2 * t4 + (e & 1);
@@ -957,6 +978,53 @@ __device__ __forceinline__ void gemm_store(const float (&acc)[MI][4][4], float* 
                 }
             }
 }
+
+#ifdef GEMM_WGMMA
+// A wgmma shared-memory matrix descriptor of the no-swizzle layout (stage_off): start address,
+// leading byte offset (between core matrices along k) 128, stride byte offset (between groups
+// of 8 rows) 16 BK, all in units of 16 bytes.
+__device__ __forceinline__ uint64_t wgmma_desc(const uint8_t* p) {
+    const uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
+    return (uint64_t)((a & 0x3FFFF) >> 4) | ((uint64_t)(128 >> 4) << 16) | ((uint64_t)(16 * BK >> 4) << 32);
+}
+
+#define WG_R8(i) "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), "+f"(d[i + 5]), \
+                 "+f"(d[i + 6]), "+f"(d[i + 7])
+// d += A B^T for 64 tokens x N weight rows x 16 values of k, both operands k-major in shared
+// memory; d[4 j + e] is row (token) 16 w + lane / 4 + 8 (e / 2), column 8 j + 2 (lane % 4) + e % 2
+// (w: the warp in the warpgroup), the mma.sync accumulator layout per 8 columns.
+template <int N>
+__device__ __forceinline__ void wgmma_k16(float* d, uint64_t da, uint64_t db) {
+    static_assert(N == 64 || N == 128, "wgmma_k16: N is 64 or 128");
+    if constexpr (N == 64) {
+        asm volatile(
+            "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+            "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
+            "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,"
+            "%27,%28,%29,%30,%31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
+            : WG_R8(0), WG_R8(8), WG_R8(16), WG_R8(24)
+            : "l"(da), "l"(db), "r"(1)
+            : "memory");
+        return;
+    }
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
+        "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,"
+        "%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,"
+        "%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}, %64, %65, p, 1, 1, 0, 0;\n}\n"
+        : WG_R8(0), WG_R8(8), WG_R8(16), WG_R8(24), WG_R8(32), WG_R8(40), WG_R8(48), WG_R8(56)
+        : "l"(da), "l"(db), "r"(1)
+        : "memory");
+}
+
+// Keeps the compiler from moving accesses of the N accumulators across the asynchronous wgmma.
+template <int N>
+__device__ __forceinline__ void wgmma_fence_operands(float* d) {
+#pragma unroll
+    for (int i = 0; i < N; i++) asm volatile("" : "+f"(d[i])::"memory");
+}
+#endif
 
 // The GEMM (above). Dynamic shared memory: two stages of BN weight rows, then two of BM token
 // rows, BK bf16 values (BSTR bytes) a row. Before step 0 the producers fill stage 0. Step s:
@@ -971,7 +1039,7 @@ __device__ __forceinline__ void gemm(const uint8_t* __restrict__ w, const float*
     constexpr int ND = 32 * GEMM_PRODUCERS;  // decoding threads
     extern __shared__ __align__(16) uint8_t smem[];
     uint8_t* const ws = smem;
-    uint8_t* const xs = smem + 2 * BN * BSTR;
+    uint8_t* const xs = smem + 2 * GEMM_STAGE(BN);
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const bool producer = tid >= 256;
     const int p = tid - 256;  // index among the producer threads
@@ -995,11 +1063,22 @@ __device__ __forceinline__ void gemm(const uint8_t* __restrict__ w, const float*
         auto copy_x = [&](int k0, uint8_t* stage) {
 #pragma unroll
             for (int u = 0; u < XC; u++) {
-                const int c = p + ND * u, t = min(m0 + c / PR, m - 1);
-                cp_async16(stage + (c / PR) * BSTR + (c % PR) * 16, xb + ((size_t)t * k + k0) * 2 + (c % PR) * 16);
+                const int c = p + ND * u;
+#ifdef GEMM_WGMMA  // a warp: 16 tokens x two pieces (one sector each, no bank conflicts)
+                const int r = (c >> 1) % BM, pc = (c >> 1) / BM * 2 + (c & 1);
+#else
+                const int r = c / PR, pc = c % PR;
+#endif
+                const int t = min(m0 + r, m - 1);
+                cp_async16(stage + stage_off(r, pc * 16), xb + ((size_t)t * k + k0) * 2 + pc * 16);
             }
             cp_async_commit();
         };
+#ifdef GEMM_WGMMA  // the stages are written through the generic proxy and read by wgmma's async one
+        auto publish = [] { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); };
+#else
+        auto publish = [] {};
+#endif
         if (steps > 0) wt.load(kbeg);
         pdl_wait();  // the activations are the previous kernel's output
         if (steps > 0) {
@@ -1007,15 +1086,17 @@ __device__ __forceinline__ void gemm(const uint8_t* __restrict__ w, const float*
             wt.decode(ws);
             if (steps > 1) wt.load(kbeg + BK);
             cp_async_wait<0>();
+            publish();
         }
         gemm_barrier();
         for (int s = 0; s < steps; s++) {
             const int nxt = (s + 1) & 1;
             if (s + 1 < steps) {
-                copy_x(kbeg + (s + 1) * BK, xs + nxt * BM * BSTR);
-                wt.decode(ws + nxt * BN * BSTR);
+                copy_x(kbeg + (s + 1) * BK, xs + nxt * GEMM_STAGE(BM));
+                wt.decode(ws + nxt * GEMM_STAGE(BN));
                 if (s + 2 < steps) wt.load(kbeg + (s + 2) * BK);
                 cp_async_wait<0>();
+                publish();
             }
             gemm_barrier();
         }
@@ -1023,6 +1104,34 @@ __device__ __forceinline__ void gemm(const uint8_t* __restrict__ w, const float*
     }
     pdl_wait();  // before the outputs are written
     gemm_barrier();  // stage 0 is filled
+#ifdef GEMM_WGMMA
+    // Warpgroup g: tokens BM / 2 g .. BM / 2 (g + 1) - 1 of the tile (MT tiles of 64), all BN
+    // rows; BK / 16 k16 wgmmas a tile and step, waited for before the barrier that frees the stage.
+    constexpr int MT = BM / 128;
+    float acc[MT][1][BN / 8][4];
+    float* const d = &acc[0][0][0][0];
+#pragma unroll
+    for (int i = 0; i < MT * BN / 2; i++) d[i] = 0.f;
+    const int g = warp >> 2;
+    (void)lane;  // (the mma.sync consumers' ldmatrix rows)
+    for (int s = 0; s < steps; s++) {
+        const uint8_t* const wsb = ws + (s & 1) * GEMM_STAGE(BN);
+        const uint8_t* const xsb = xs + (s & 1) * GEMM_STAGE(BM) + g * GEMM_STAGE(BM / 2);
+        asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#pragma unroll
+        for (int kk = 0; kk < BK / 16; kk++)
+#pragma unroll
+            for (int t = 0; t < MT; t++)
+                wgmma_k16<BN>(d + t * BN / 2, wgmma_desc(xsb + t * GEMM_STAGE(64) + 256 * kk),
+                              wgmma_desc(wsb + 256 * kk));
+        asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+        asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+        wgmma_fence_operands<MT * BN / 2>(d);
+        gemm_barrier();
+    }
+#pragma unroll
+    for (int t = 0; t < MT; t++) gemm_store(acc[t], y, m, n, m0 + BM / 2 * g + 64 * t + 16 * (warp & 3), n0);
+#else
     float acc[MI][4][4];
 #pragma unroll
     for (int i = 0; i < MI; i++)
@@ -1037,8 +1146,8 @@ __device__ __forceinline__ void gemm(const uint8_t* __restrict__ w, const float*
     const int a_off = (wm + (lane & 15)) * BSTR + 16 * (lane >> 4);
     const int b_off = (wn + (lane & 7) + 8 * (lane >> 4)) * BSTR + 16 * ((lane >> 3) & 1);
     for (int s = 0; s < steps; s++) {
-        const uint8_t* const wsb = ws + (s & 1) * BN * BSTR;
-        const uint8_t* const xsb = xs + (s & 1) * BM * BSTR;
+        const uint8_t* const wsb = ws + (s & 1) * GEMM_STAGE(BN);
+        const uint8_t* const xsb = xs + (s & 1) * GEMM_STAGE(BM);
 #pragma unroll
         for (int kk = 0; kk < BK; kk += 16) {
             uint32_t a[MI][4], b[4][2];
@@ -1061,6 +1170,7 @@ __device__ __forceinline__ void gemm(const uint8_t* __restrict__ w, const float*
         gemm_barrier();
     }
     gemm_store(acc, y, m, n, m0 + wm, n0 + wn);
+#endif
 }
 
 // The GEMM's launch shape for the host (src/kernels/cuda.rs reads it from the module):
@@ -1083,10 +1193,45 @@ GEMM(gemm_q5_k, T_Q5K)
 GEMM(gemm_iq4_xs, T_IQ4XS)
 
 // ---------------------------------------------------------------------------------------
+// The stored blocks dequantized to bf16 rows (n x k, row-major) in global memory: the first
+// half of a "dequant + cuBLAS" pipeline (scripts/cuda/dequant_peer.py times it next to
+// cuBLAS). One thread a 32-value sub-block (the GEMM's decoders and bf16 rounding), consecutive
+// threads consecutive sub-blocks of a row.
+template <int T>
+__device__ __forceinline__ void dequant(const uint8_t* __restrict__ w, const float* __restrict__ absmax,
+                                        uint8_t* __restrict__ out, int n, int k, int row_bytes) {
+    pdl_launch_dependents();
+    const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    const int per_row = k / 32;
+    if (i >= (size_t)n * per_row) return;
+    const int r = (int)(i / per_row), sb = (int)(i % per_row);
+    Raw<T> raw;
+    raw.template load<true>(w + (size_t)r * row_bytes, absmax + (size_t)r * (k / 64), sb);
+    Sub s;
+    raw.unpack(s);
+    pdl_wait();  // the previous kernel may still read out
+    store_bf16(out + ((size_t)r * k + 32 * sb) * 2, 16, s);
+}
+
+#define DEQUANT(NAME, T)                                                                              \
+    extern "C" __global__ void __launch_bounds__(256) NAME(const uint8_t* w, const float* absmax,         \
+                                                           uint8_t* out, int n, int k, int row_bytes) { \
+        dequant<T>(w, absmax, out, n, k, row_bytes);                                                  \
+    }
+DEQUANT(dequant_q4_k, T_Q4K)
+DEQUANT(dequant_q6_k, T_Q6K)
+DEQUANT(dequant_q8_0, T_Q8_0)
+DEQUANT(dequant_q4_0, T_Q4_0)
+DEQUANT(dequant_nf4, T_NF4)
+DEQUANT(dequant_q5_k, T_Q5K)
+DEQUANT(dequant_iq4_xs, T_IQ4XS)
+
+// ---------------------------------------------------------------------------------------
 // Reads `words` 16-byte words (grid-stride, four loads in flight per thread); writes only
 // when the XOR of everything read equals `never`, so the loads cannot be removed.
 extern "C" __global__ void read_bw(const uint4* __restrict__ p, unsigned long long words, uint32_t never,
                                    uint32_t* __restrict__ sink) {
+    pdl_launch_dependents();  // (a chain of reads with programmatic dependent launch, small_read.py)
     uint32_t acc = 0;
     const unsigned long long stride = (unsigned long long)gridDim.x * blockDim.x;
     unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
@@ -1099,6 +1244,7 @@ extern "C" __global__ void read_bw(const uint4* __restrict__ p, unsigned long lo
         const uint4 a = __ldcs(p + i);
         acc ^= a.x ^ a.y ^ a.z ^ a.w;
     }
+    pdl_wait();
     if (acc == never) sink[0] = acc;
 }
 

@@ -3,8 +3,12 @@
 read_bw kernel over buffers of the size one GEMV call reads (copies rotated past the L2),
 CUDA events around each launch, all queued behind the spin kernel; and an empty launch
 between events (what the events and one launch cost); and the same launches back to back
-between one pair of events (per launch). Prints one JSON line per measurement.
+between one pair of events (per launch), in plain stream order and chained with programmatic
+dependent launch (cuLaunchKernelEx through ctypes, as bench-gemm's batched_pdl_ms: read_bw
+issues its loads at once and waits for the previous read only before its final write).
+Prints one JSON line per measurement.
 Usage: small_read.py PTX [MB ...] (on the GPU machine; CuPy)."""
+import ctypes
 import json
 import sys
 
@@ -15,6 +19,7 @@ sizes = [float(a) for a in sys.argv[2:]] or [33.0]
 mod = cp.RawModule(path=ptx)
 read_bw, spin = mod.get_function("read_bw"), mod.get_function("spin")
 sms = cp.cuda.Device().attributes["MultiProcessorCount"]
+cp.cuda.Stream(non_blocking=True).use()  # a stream of its own (programmatic launches chain on it)
 sink = cp.zeros(1, dtype=cp.uint32)
 reps = 40
 
@@ -44,6 +49,32 @@ def batched(launch):
     return cp.cuda.get_elapsed_time(a, b) * 1e3 / reps
 
 
+class LaunchConfig(ctypes.Structure):
+    _fields_ = [("grid", ctypes.c_uint * 3), ("block", ctypes.c_uint * 3), ("smem", ctypes.c_uint),
+                ("stream", ctypes.c_void_p), ("attrs", ctypes.c_void_p), ("nattrs", ctypes.c_uint)]
+
+
+class LaunchAttr(ctypes.Structure):  # CUlaunchAttribute: id, pad to 8, a 64-byte value union
+    _fields_ = [("id", ctypes.c_int), ("pad", ctypes.c_char * 4), ("value", ctypes.c_int * 16)]
+
+
+libcuda = ctypes.CDLL("libcuda.so.1")
+PROGRAMMATIC_STREAM_SERIALIZATION = 6  # CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION
+
+
+def launch_pdl(fn, grid, block, args):
+    """fn<<<grid, block>>>(args) (a RawKernel) on the current stream with programmatic stream serialization;
+    args are ctypes values."""
+    attr = LaunchAttr(PROGRAMMATIC_STREAM_SERIALIZATION)
+    attr.value[0] = 1
+    cfg = LaunchConfig((grid, 1, 1), (block, 1, 1), 0, cp.cuda.get_current_stream().ptr,
+                       ctypes.addressof(attr), 1)
+    params = (ctypes.c_void_p * len(args))(*[ctypes.addressof(a) for a in args])
+    rc = libcuda.cuLaunchKernelEx(ctypes.byref(cfg), ctypes.c_void_p(fn.kernel.ptr), params, None)
+    if rc != 0:
+        raise RuntimeError(f"cuLaunchKernelEx: CUresult {rc}")
+
+
 def empty_launch(i):
     read_bw((1,), (32,), (sink, cp.uint64(0), cp.uint32(1), sink))
 
@@ -63,4 +94,12 @@ for mb in sizes:
                                    (bufs[i % copies], cp.uint64(words), cp.uint32(0x9E3779B9), sink)))
     print(json.dumps({"what": "read back to back", "mb": mb, "blocks_per_sm": 8, "mean_us": round(us, 2),
                       "gbs": round(words * 16 / us / 1e3, 1)}))
+    try:
+        us = batched(lambda i: launch_pdl(read_bw, sms * 8, 256, [
+            ctypes.c_void_p(bufs[i % copies].data.ptr), ctypes.c_uint64(words), ctypes.c_uint32(0x9E3779B9),
+            ctypes.c_void_p(sink.data.ptr)]))
+        print(json.dumps({"what": "read back to back pdl", "mb": mb, "blocks_per_sm": 8, "mean_us": round(us, 2),
+                          "gbs": round(words * 16 / us / 1e3, 1)}))
+    except (RuntimeError, AttributeError, OSError) as e:
+        print(json.dumps({"what": "read back to back pdl", "mb": mb, "error": str(e)}))
     del bufs

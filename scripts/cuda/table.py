@@ -1,5 +1,6 @@
 """The table of scripts/cuda-bench.sh: type x m, qforge's CUDA kernels against llama.cpp's CUDA
-backend and PyTorch bf16 (cuBLAS) on dequantized weights, from OUTDIR/{ours,llama,torch}.jsonl."""
+backend, PyTorch bf16 (cuBLAS) on pre-dequantized weights and the dequant + cuBLAS pipeline
+(our dequant kernel, then cuBLAS), from OUTDIR/{ours,llama,torch,dequant}.jsonl."""
 import json, sys, pathlib
 
 d = pathlib.Path(sys.argv[1])
@@ -18,6 +19,7 @@ def lines(name):
 ours = lines("ours.jsonl")
 llama = {(r["type"].lower(), r["m"]): r for r in lines("llama.jsonl")}
 torch = {r["m"]: r for r in lines("torch.jsonl")}
+deq = {(r["type"], r["m"]): r for r in lines("dequant.jsonl")}
 if ours:
     r0 = ours[0]
     g = r0.get("gpu") or {}
@@ -30,8 +32,8 @@ if ours:
 # (how llama.cpp's peer is timed); "pdl": the same with programmatic dependent launch (each
 # call's kernels may start while the previous call drains); "per pair": one pair of events
 # around each call. The comparisons use plain b2b.
-print("| type | m | ours us b2b | % HBM (b2b) | ours us b2b pdl | % HBM (pdl) | ours us per pair | TFLOP/s (b2b) | rel err | llama.cpp CUDA us | vs llama | bf16 cuBLAS us b2b | vs cuBLAS |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+print("| type | m | ours us b2b | % HBM (b2b) | ours us b2b pdl | % HBM (pdl) | ours us per pair | TFLOP/s (b2b) | rel err | llama.cpp CUDA us | vs llama | bf16 cuBLAS us b2b | vs cuBLAS | dequant + cuBLAS us | vs it |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 for r in ours:
     for x in r["results"]:
         m, per = x["m"], x["median_ms"] * 1e3
@@ -46,8 +48,11 @@ for r in ours:
         lv = f"{l['median_us'] / us:.2f}x" if l else "-"
         tu = f"{tus:.1f}" if t else "n/a"
         tv = f"{tus / us:.2f}x" if t else "-"
+        q = deq.get((r["weight_type"], m))
+        qu = f"{q['pipeline_us']:.1f}" if q else "n/a"
+        qv = f"{q['pipeline_us'] / us:.2f}x" if q else "-"
         print(f"| {r['weight_type']} | {m} | {us:.1f} | {pct:.0f}% | {pdl} | {ppct} | {per:.1f} | "
-              f"{2 * m * r['n'] * r['k'] / us / 1e6:.1f} | {x['rel_err']:.1e} | {lu} | {lv} | {tu} | {tv} |")
+              f"{2 * m * r['n'] * r['k'] / us / 1e6:.1f} | {x['rel_err']:.1e} | {lu} | {lv} | {tu} | {tv} | {qu} | {qv} |")
 
 # m=1 against a plain read of the same bytes timed the same way (small_read.py: events around
 # each launch, copies rotated past the L2), interpolated linearly between the sizes it read.
@@ -57,7 +62,7 @@ for r in lines("small_read.jsonl"):
         best[r["mb"]] = min(best.get(r["mb"], 1e30), r["median_us"])
     elif r.get("what") == "empty launch between events":
         print(f"\nAn empty launch between two events: {r['median_us']:.2f} us.")
-    elif r.get("what") in ("empty launch back to back", "read back to back"):
+    elif r.get("what") in ("empty launch back to back", "read back to back", "read back to back pdl") and "mean_us" in r:
         size = f" of {r['mb']:.0f} MB" if "mb" in r else ""
         print(f"\n{r['what'].capitalize()}{size} (one pair of events around {40} launches): "
               f"{r['mean_us']:.2f} us a launch.")
@@ -81,3 +86,6 @@ if pts:
                 t = read_us(mb)
                 if t:
                     print(f"| {r['weight_type']} | {mb:.1f} | {us:.1f} | {t:.1f} | {t / us * 100:.0f}% |")
+for (ty, m), q in sorted(deq.items()):
+    if m == 0:
+        print(f"\nDequant {ty} to bf16 alone: {q['dequant_us']:.1f} us ({q['gbs']:.0f} GB/s read + written).")

@@ -7,14 +7,9 @@ per m."""
 import argparse, json, math
 import torch
 
-p = argparse.ArgumentParser()
-p.add_argument("--n", type=int, default=14336)
-p.add_argument("--k", type=int, default=4096)
-p.add_argument("--m", default="1,8,512")
-p.add_argument("--reps", type=int, default=40)
-a = p.parse_args()
-dev = torch.device("cuda")
-torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = True
+import peer_common
+
+a, dev = peer_common.parse(argparse.ArgumentParser())
 wbytes = a.n * a.k * 2
 copies = max(4, math.ceil((256 << 20) / wbytes))
 g = torch.Generator(device=dev).manual_seed(1)

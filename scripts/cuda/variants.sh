@@ -3,7 +3,7 @@
 # and runs bench-gemm --device cuda with each PTX (QFORGE_CUDA_PTX), so several kernel
 # versions are timed in one run. The host follows the kernels' shapes (gemm_config).
 # Usage: scripts/cuda/variants.sh OUTDIR "TYPES" "M,..." NAME='-DFLAG=V ...' ...
-# (commas in a variant's flags stand for spaces: NAME=-DA=1,-DB=2)
+# (commas in a variant's flags stand for spaces: NAME=-DA=1,-DB=2; an -arch= among them replaces sm_90)
 # Writes OUTDIR/variants.jsonl ({"variant": NAME, ...report}) and prints one line per result.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -15,8 +15,10 @@ for v in "$@"; do
   flags=${flags//,/ }
   ptx=/tmp/qgemm-$name.ptx
   rm -f "$ptx"
+  arch=-arch=sm_90
+  [[ " $flags " == *" -arch="* ]] && arch=  # a variant's own target (-arch=sm_90a for wgmma)
   # shellcheck disable=SC2086
-  ( nvcc -arch=sm_90 -O3 -ptx $flags kernels/cuda/qgemm.cu -o "$ptx.tmp" &&
+  ( nvcc $arch -O3 -ptx $flags kernels/cuda/qgemm.cu -o "$ptx.tmp" &&
     { echo "// qforge source sha256: variant $name"; cat "$ptx.tmp"; } > "$ptx" ) &
 done
 wait
