@@ -35,16 +35,6 @@ fn log_probs(logits: &[f32], vocab: usize, from: usize, to: usize) -> Vec<f32> {
     out
 }
 
-/// Per scored token, the increase of its negative log-likelihood from `p` to `q` (log-prob
-/// rows `from..` predicting `tokens[from + 1..]`).
-fn nll_increase(p: &[f32], q: &[f32], vocab: usize, tokens: &[u32], from: usize) -> Vec<f64> {
-    p.chunks_exact(vocab)
-        .zip(q.chunks_exact(vocab))
-        .zip(&tokens[from + 1..])
-        .map(|((a, b), &t)| f64::from(a[t as usize]) - f64::from(b[t as usize]))
-        .collect()
-}
-
 /// Mean KL(p || q) over rows of two log-probability tables.
 fn mean_kl(p: &[f32], q: &[f32], vocab: usize) -> f64 {
     let rows = p.len() / vocab;
@@ -90,7 +80,8 @@ fn main() -> Result<()> {
         base_ppl.push(Perplexity::of(&logits, s, vocab));
         base.push(log_probs(&logits, vocab, from, to));
     }
-    let fp16 = Perplexity::combine(&base_ppl).perplexity;
+    let fp16_run = Perplexity::combine(&base_ppl);
+    let fp16 = fp16_run.perplexity;
     println!("fp16 {fp16:.4}");
     for line in configs.lines().filter(|l| !l.trim().is_empty()) {
         let f: Vec<&str> = line.split_whitespace().collect();
@@ -122,7 +113,6 @@ fn main() -> Result<()> {
         let (kt, vt) = (pick(keys)?, pick(values)?);
         let mut parts = Vec::new();
         let mut kl = 0f64;
-        let mut increases = Vec::new();
         let mut bits = (0f64, 0f64);
         for (s, b) in seqs.iter().zip(&base) {
             let t = s.len();
@@ -170,15 +160,10 @@ fn main() -> Result<()> {
             parts.push(Perplexity::of(&logits, s, vocab));
             let lp = log_probs(&logits, vocab, from, to);
             kl += mean_kl(b, &lp, vocab);
-            increases.extend(nll_increase(b, &lp, vocab, s, from));
         }
-        // The perplexity delta's sampling noise: fp16 perplexity times the standard error
-        // of the mean NLL increase over the scored tokens (as if they were independent).
-        let m = increases.len().max(2) as f64;
-        let mean = increases.iter().sum::<f64>() / m;
-        let var = increases.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (m - 1.0);
-        let noise = fp16 * (var / m).sqrt();
-        let p = Perplexity::combine(&parts).perplexity;
+        let coded = Perplexity::combine(&parts);
+        let noise = fp16_run.delta_noise(&coded);
+        let p = coded.perplexity;
         println!(
             "{name} {:+.4} {:.6} {:.4} {noise:.4}",
             p - fp16,

@@ -156,12 +156,15 @@ impl<F: FnMut(usize, LayerKv) -> Result<LayerKv>> KvHook for CacheHook<F> {
 
 /// Perplexity of next-token prediction, llama-perplexity's recipe: of a chunk of `T`
 /// tokens, positions `T/2 .. T-2` predict tokens `T/2+1 .. T-1`.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Perplexity {
     /// `exp(mean negative log-likelihood)`.
     pub perplexity: f64,
     /// Tokens scored.
     pub scored: usize,
+    /// Each scored token's negative log-likelihood, in order (not serialized).
+    #[serde(skip)]
+    pub nll: Vec<f64>,
 }
 
 impl Perplexity {
@@ -176,24 +179,46 @@ impl Perplexity {
         Perplexity {
             perplexity: (nll / scored.max(1) as f64).exp(),
             scored,
+            nll: parts.iter().flat_map(|p| p.nll.iter().copied()).collect(),
         }
+    }
+
+    /// The sampling noise of `coded.perplexity − self.perplexity` when both scored the same
+    /// tokens: this perplexity times the standard error of the mean per-token increase of
+    /// the negative log-likelihood (as if the tokens were independent). NaN when the token
+    /// lists differ or hold fewer than two tokens.
+    pub fn delta_noise(&self, coded: &Perplexity) -> f64 {
+        let n = self.nll.len();
+        if n < 2 || coded.nll.len() != n {
+            return f64::NAN;
+        }
+        let inc: Vec<f64> = coded
+            .nll
+            .iter()
+            .zip(&self.nll)
+            .map(|(c, b)| c - b)
+            .collect();
+        let mean = inc.iter().sum::<f64>() / n as f64;
+        let var = inc.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+        self.perplexity * (var / n as f64).sqrt()
     }
 
     /// Scores `logits` (`[T, vocab]`) of `tokens`.
     pub fn of(logits: &[f32], tokens: &[u32], vocab: usize) -> Perplexity {
         let t = tokens.len();
         let first = t / 2;
-        let mut nll = 0f64;
+        let mut nll = Vec::with_capacity(t.saturating_sub(first + 1));
         for (j, &next) in tokens.iter().enumerate().take(t).skip(first + 1) {
             let row = &logits[(j - 1) * vocab..j * vocab];
             let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
             let sum: f64 = row.iter().map(|&x| (x as f64 - max).exp()).sum();
-            nll += max + sum.ln() - row[next as usize] as f64;
+            nll.push(max + sum.ln() - row[next as usize] as f64);
         }
         let scored = t - first - 1;
         Perplexity {
-            perplexity: (nll / scored.max(1) as f64).exp(),
+            perplexity: (nll.iter().sum::<f64>() / scored.max(1) as f64).exp(),
             scored,
+            nll,
         }
     }
 }
@@ -400,13 +425,16 @@ mod tests {
         let a = Perplexity {
             perplexity: 10.0,
             scored: 1,
+            nll: vec![10f64.ln()],
         };
         let b = Perplexity {
             perplexity: 1000.0,
             scored: 2,
+            nll: vec![1000f64.ln(); 2],
         };
-        let c = Perplexity::combine(&[a, b]);
+        let c = Perplexity::combine(&[a.clone(), b]);
         assert_eq!(c.scored, 3);
+        assert_eq!(c.nll.len(), 3);
         // exp((ln 10 + 2 ln 1000) / 3) = exp(7 ln 10 / 3)
         assert!((c.perplexity - 10f64.powf(7.0 / 3.0)).abs() < 1e-9);
         let one = Perplexity::combine(&[a]);
@@ -427,5 +455,21 @@ mod tests {
             logits[(j - 1) * vocab + tokens[j] as usize] = 0.0;
         }
         assert!((Perplexity::of(&logits, &tokens, vocab).perplexity - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn delta_noise_is_the_standard_error_of_the_nll_increase() {
+        let base = |nll: Vec<f64>| Perplexity {
+            perplexity: 2.0,
+            scored: nll.len(),
+            nll,
+        };
+        let fp16 = base(vec![1.0, 1.0, 1.0, 1.0]);
+        // A constant increase has no spread.
+        assert_eq!(fp16.delta_noise(&base(vec![1.5; 4])), 0.0);
+        // Increases 0, 0, 1, 1: sample variance 1/3, standard error sqrt(1/12), times 2.
+        let noisy = base(vec![1.0, 1.0, 2.0, 2.0]);
+        assert!((fp16.delta_noise(&noisy) - 2.0 * (1.0f64 / 12.0).sqrt()).abs() < 1e-12);
+        assert!(fp16.delta_noise(&base(vec![1.0; 3])).is_nan());
     }
 }

@@ -109,6 +109,11 @@ pub struct PerplexityReport {
     pub compressed: f64,
     /// `compressed - fp16`.
     pub delta: f64,
+    /// The delta's sampling noise: `fp16` times the standard error of the mean per-token
+    /// increase of the negative log-likelihood ([`super::capture::Perplexity::delta_noise`]); absent in
+    /// receipts written before it existed.
+    #[serde(default)]
+    pub noise: f64,
 }
 
 impl Receipt {

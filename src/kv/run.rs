@@ -166,7 +166,7 @@ impl ModelRun {
         };
         if chunks > 1 {
             let rest = run.score(1, 0, |_, kv| Ok(kv))?;
-            run.fp16 = Perplexity::combine(&[fp16, rest]);
+            run.fp16 = Perplexity::combine(&[run.fp16.clone(), rest]);
         }
         Ok(run)
     }
@@ -206,6 +206,7 @@ impl ModelRun {
             fp16: self.fp16.perplexity,
             compressed: p.perplexity,
             delta: p.perplexity - self.fp16.perplexity,
+            noise: self.fp16.delta_noise(&p),
         })
     }
 }
@@ -514,8 +515,8 @@ impl Verified {
             if receipt.verdict == Verdict::Pass { "PASS" } else { "OVER BUDGET" }
         ) + &match &receipt.perplexity {
             Some(p) => format!(
-                "perplexity over {} tokens: {:.4} with the fp16 cache, {:.4} with the encoded cache ({:+.4})\n",
-                p.scored, p.fp16, p.compressed, p.delta
+                "perplexity over {} tokens: {:.4} with the fp16 cache, {:.4} with the encoded cache ({:+.4} ± {:.4})\n",
+                p.scored, p.fp16, p.compressed, p.delta, p.noise
             ),
             None => String::new(),
         }
