@@ -428,40 +428,16 @@ __device__ __forceinline__ float dot_sub(const Sub& s, int4 a, int4 e, float d, 
     return HAS_MIN(T) ? d * v - s.mn * sum_x : d * v;
 }
 
-// The GEMVs' tokens, quantized once per call (since s26): `quantize_tokens` writes the m
-// tokens of k values as the GEMVs keep them in shared memory (m * k int8 levels, then m * k /
-// 32 scales d, then as many sums d * sum(q); `bytes`, a multiple of 16, padded with zeros),
-// and each GEMV block copies those bytes into its shared memory after `pdl_wait`. Before,
-// every block quantized the whole token from the f32 activations (s26 run 3: 0.9-2.5 us a
-// call). One thread a block of 32 values (the host picks the block size).
-extern "C" __global__ void quantize_tokens(const float* __restrict__ x, uint8_t* __restrict__ xq, int m, int k,
-                                           int bytes) {
-    pdl_launch_dependents();
-    pdl_wait();
-    const int nb = m * (k / 32), b = blockIdx.x * blockDim.x + threadIdx.x;
-    float* dx = (float*)(xq + (size_t)m * k);
-    if (b < nb) quantize_block(x + (size_t)b * 32, (int8_t*)xq + (size_t)b * 32, dx + b, dx + nb + b);
-    const int used = m * k + 8 * nb;  // zero the padding to `bytes`
-    if (b < bytes - used) xq[used + b] = 0;
-}
-
-// The block copies the `bytes` (a multiple of 16) of quantized tokens at `xq` into shared
-// memory at `dst`; call after `pdl_wait`, then `__syncthreads`.
-__device__ __forceinline__ void copy_tokens(uint8_t* dst, const float* __restrict__ xq, int bytes) {
-    const uint4* src = (const uint4*)xq;
-    for (int i = threadIdx.x; i < bytes / 16; i += blockDim.x) ((uint4*)dst)[i] = src[i];
-}
-
 // The one-token GEMVs' start: the warp's first item's weight loads into `st` (read-only, so
-// issued before the wait), the wait for the previous kernel (`pdl_wait`: `quantize_tokens`),
-// then the quantized token copied into shared memory (at qx); false for a warp without rows.
+// issued before the wait), the wait for the previous kernel (`pdl_wait`), then the token
+// quantized into shared memory by the block (qx, dx, sx); false for a warp without rows.
 template <typename St, typename Load>
-__device__ __forceinline__ bool gemv1_start(St& st, int r, int n, Load load, const float* __restrict__ xq,
-                                            int bytes, int8_t* qx) {
+__device__ __forceinline__ bool gemv1_start(St& st, int r, int n, Load load, const float* __restrict__ x, int nb,
+                                            int8_t* qx, float* dx, float* sx) {
     if (r < n) load(st, r, 0);
     pdl_launch_dependents();
     pdl_wait();
-    copy_tokens((uint8_t*)qx, xq, bytes);
+    for (int b = threadIdx.x; b < nb; b += blockDim.x) quantize_block(x + (size_t)b * 32, qx + b * 32, dx + b, sx + b);
     __syncthreads();
     return r < n;
 }
@@ -546,7 +522,7 @@ __device__ __forceinline__ void gemv_regs(const uint8_t* __restrict__ w, const f
         return acc;
     };
     Raws raw;
-    if (!gemv1_start(raw, r, n, load, x, k + 8 * nb, qx)) return;
+    if (!gemv1_start(raw, r, n, load, x, nb, qx, dx, sx)) return;
     gemv1_rows(raw, r, n, chunks, total, y, unpack, load, dot);
 }
 
@@ -571,27 +547,26 @@ __device__ __forceinline__ void q4k_load(Q4kStep (&r)[Q4K_ST], const uint8_t* __
         r[s].q = __ldg((const uint4*)(b + 16) + (lane & 7));
     }
 }
+// Byte i of the 32-bit word v.
+__device__ __forceinline__ uint32_t byte_of(uint32_t v, int i) { return (v >> (8 * i)) & 0xff; }
 
 __device__ __forceinline__ float q4k_dot(const Q4kStep (&r)[Q4K_ST], const int8_t* qx, const float* dx,
                                          const float* sx, int sup0, int nsup, int lane) {
     const int p = lane & 7, j = p >> 1, h = p & 1;
-    // Byte selectors of sub-blocks 2j and 2j + 1's scale bytes (b0, b0 + 1 of each word):
-    // from (hd.y, hd.z) their low and middle bytes, from hd.w their high bytes twice.
-    const uint32_t b0 = (2 * j) & 3;
-    const uint32_t sel_g = b0 | (b0 + 1) << 4 | (b0 + 4) << 8 | (b0 + 5) << 12;
-    const uint32_t sel_h = b0 | (b0 + 1) << 4 | b0 << 8 | (b0 + 1) << 12;
+    const int b0 = (2 * j) & 3;  // byte of sub-blocks 2j and 2j + 1 in the 12 scale bytes' words
     float acc = 0.f;
 #pragma unroll
     for (int s = 0; s < Q4K_ST; s++) {
         const int sp = sup0 + 4 * s + (lane >> 3);
         if (sp < nsup) {
             const uint4 hd = r[s].h;
-            // The four 6-bit values (scale 2j, scale 2j + 1, min 2j, min 2j + 1) as bytes of one
-            // word, by byte permutes and whole-word masks (ggml's get_scale_min_k4 for four).
-            const uint32_t g = __byte_perm(hd.y, hd.z, sel_g), hh = __byte_perm(hd.w, 0, sel_h);
-            const uint32_t hi4 = (hh & 0x00000f0fu) | ((hh >> 4) & 0x0f0f0000u);
-            const uint32_t sm = j < 2 ? g & 0x3f3f3f3fu : hi4 | ((g >> 2) & 0x30303030u);
-            const uint32_t sc[2] = {sm & 0xff, (sm >> 8) & 0xff}, mn[2] = {(sm >> 16) & 0xff, sm >> 24};
+            uint32_t sc[2], mn[2];
+#pragma unroll
+            for (int u = 0; u < 2; u++) {
+                const uint32_t lo = byte_of(hd.y, b0 + u), mid = byte_of(hd.z, b0 + u), hi = byte_of(hd.w, b0 + u);
+                sc[u] = j < 2 ? lo & 63 : (hi & 0xf) | ((lo >> 6) << 4);
+                mn[u] = j < 2 ? mid & 63 : (hi >> 4) | ((mid >> 6) << 4);
+            }
             const int sb = sp * 8 + 2 * j;  // sub-block of the low nibbles; + 1 the high ones
             const int4 xa = *(const int4*)(qx + sb * 32 + 16 * h);
             const int4 xb = *(const int4*)(qx + sb * 32 + 32 + 16 * h);
@@ -631,7 +606,7 @@ __device__ __forceinline__ void gemv1_q4k(const uint8_t* __restrict__ w, const f
         q4k_load(st.s, w + (size_t)row_i * row_bytes, chunk * 4 * Q4K_ST, nsup, lane);
     };
     Steps st;
-    if (!gemv1_start(st, r, n, load, x, k + 8 * nb, qx)) return;
+    if (!gemv1_start(st, r, n, load, x, nb, qx, dx, sx)) return;
     gemv1_rows(
         st, r, n, chunks, total, y, [](const Steps& cur) { return cur; }, load,
         [&](const Steps& cur, int c) { return q4k_dot(cur.s, qx, dx, sx, c * 4 * Q4K_ST, nsup, lane); });
@@ -700,11 +675,11 @@ __device__ __forceinline__ void gemv(const uint8_t* __restrict__ w, const float*
         }
         cp_async_commit();
     };
-    // Copy the m quantized tokens first: their loads would otherwise queue behind the weight
-    // chunks (measured slower when they were quantized here).
+    // Quantize the m tokens (one block per thread) first: their loads would otherwise queue
+    // behind the weight chunks (measured slower).
     pdl_launch_dependents();
     pdl_wait();
-    copy_tokens(smem, x, xbytes);
+    for (int b = threadIdx.x; b < M * nb; b += blockDim.x) quantize_block(x + (size_t)b * 32, qx + b * 32, dx + b, sx + b);
     for (int j = 0; j < stages - 1; j++) issue(j);
     __syncthreads();
 

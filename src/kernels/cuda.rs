@@ -45,16 +45,8 @@ const WEIGHT_PAD: usize = 64;
 /// Zero values after the NF4 absmax: the GEMV copies whole aligned 16-byte words.
 const ABSMAX_PAD: usize = 16;
 
-/// Threads per block of every kernel but `quantize_tokens`.
+/// Threads per block of every kernel.
 const THREADS: u32 = 256;
-
-/// Threads per block of `quantize_tokens` (one a block of 32 values: a token of 4096 values
-/// spread over 4 multiprocessors).
-const TOKEN_THREADS: u32 = 32;
-
-/// The kernel that quantizes the GEMV's tokens once per call (qgemm.cu since s26; a PTX
-/// without it, loaded through [`PTX_OVERRIDE_ENV`], quantizes them in every GEMV block).
-const TOKEN_KERNEL: &str = "quantize_tokens";
 
 /// Shared memory the driver keeps per block (of the multiprocessor's total).
 const SMEM_RESERVED: usize = 1024;
@@ -113,8 +105,6 @@ pub struct Gpu {
     smem_optin: u32,
     /// The GEMM's launch shape, as the loaded kernels declare it.
     gemm: GemmConfig,
-    /// Whether the loaded PTX has [`TOKEN_KERNEL`] (its GEMVs take the quantized tokens).
-    token_kernel: bool,
 }
 
 /// The `N` i32 of the `__constant__` `name` of the module.
@@ -200,9 +190,8 @@ impl GpuMatrix {
     }
 }
 
-/// Device buffers of one call with `m` tokens: f32 activations and outputs, and the
-/// activations prepared for the product kernel (bf16 for the GEMM, the quantized tokens for
-/// the GEMV).
+/// Device buffers of one call with `m` tokens: f32 activations and outputs, and the bf16
+/// activations the GEMM path writes.
 pub struct Scratch {
     /// Tokens.
     pub m: usize,
@@ -266,7 +255,6 @@ impl Gpu {
         )?;
         let stream = ctx.default_stream();
         let gemm = GemmConfig::read(&module, &stream)?;
-        let token_kernel = module.load_function(TOKEN_KERNEL).is_ok();
         Ok(Gpu {
             ctx,
             stream,
@@ -278,7 +266,6 @@ impl Gpu {
             ptx_source_sha256,
             smem_optin,
             gemm,
-            token_kernel,
         })
     }
 
@@ -337,12 +324,7 @@ impl Gpu {
         assert_eq!(x.len(), m * w.k, "x must hold m * k values");
         let s = &self.stream;
         let gemm = m > GEMV_MAX_M || self.gemv_budget(m, w.k).is_none();
-        // bf16 values, or the quantized tokens' bytes (a multiple of 16) as u16 pairs.
-        let q = if gemm {
-            m * w.k
-        } else {
-            Self::gemv_token_bytes(m, w.k) / 2
-        };
+        let q = if gemm { m * w.k } else { 1 };
         Ok(Scratch {
             m,
             x: driver(s.clone_htod(x), "upload")?,
@@ -351,8 +333,7 @@ impl Gpu {
         })
     }
 
-    /// Bytes of the `m` quantized tokens of `k` values in the GEMV's shared memory (and as
-    /// `quantize_tokens` writes them).
+    /// Bytes of the `m` quantized tokens of `k` values in the GEMV's shared memory.
     fn gemv_token_bytes(m: usize, k: usize) -> usize {
         (m * k + 8 * m * (k / 32)).next_multiple_of(16)
     }
@@ -419,9 +400,8 @@ impl Gpu {
         driver(r.result(), "launch")
     }
 
-    /// Queues the GEMV (`m <= GEMV_MAX_M`): `quantize_tokens` quantizes the tokens once into
-    /// `s.xb`, then the GEMV's shared memory holds them, then `budget` bytes a warp of stages
-    /// of streamed weight chunks (none for one token).
+    /// Queues the GEMV (`m <= GEMV_MAX_M`): shared memory holds the quantized tokens, then
+    /// `budget` bytes a warp of stages of streamed weight chunks (none for one token).
     fn enqueue_gemv(
         &self,
         w: &GpuMatrix,
@@ -447,40 +427,10 @@ impl Gpu {
             shared_mem_bytes: smem,
         };
         let (ni, ki, bi) = (n as i32, k as i32, budget as i32);
-        if !self.token_kernel {
-            // SAFETY: as below, the GEMV reading the f32 tokens (m x k values).
-            return unsafe {
-                self.launch_product(&f, cfg, chain, w, &s.x, &mut s.y, &[ni, ki, row_bytes, bi])
-            };
-        }
-        let q = self.function(TOKEN_KERNEL, 0)?;
-        let bytes = Self::gemv_token_bytes(m, k);
-        let qcfg = LaunchConfig {
-            grid_dim: ((m * k / 32).div_ceil(TOKEN_THREADS as usize) as u32, 1, 1),
-            block_dim: (TOKEN_THREADS, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        let (mi, bytes_i) = (m as i32, bytes as i32);
-        {
-            let st = &self.stream;
-            let (xp, _x) = s.x.device_ptr(st);
-            let (qp, _q) = s.xb.device_ptr_mut(st);
-            // SAFETY: x holds m x k values, xb `bytes` (scratch); a thread quantizes a block
-            // of 32 values and zeroes at most one padding byte (bytes - used < 16 <= threads).
-            unsafe {
-                self.launch(
-                    &q,
-                    qcfg,
-                    chain,
-                    &mut [arg(&xp), arg(&qp), arg(&mi), arg(&ki), arg(&bytes_i)],
-                )?
-            };
-        }
         // SAFETY: the arguments match the kernel's signature; the buffers hold n rows of
-        // row_bytes (padded), the quantized tokens (`bytes`) and m x n values, as the kernel
-        // reads and writes; the shared memory holds the tokens and `budget` bytes a warp,
-        // which the kernel checks.
-        unsafe { self.launch_product(&f, cfg, chain, w, &s.xb, &mut s.y, &[ni, ki, row_bytes, bi]) }
+        // row_bytes (padded), m x k and m x n values, as the kernel reads and writes; the
+        // shared memory holds the tokens and `budget` bytes a warp, which the kernel checks.
+        unsafe { self.launch_product(&f, cfg, chain, w, &s.x, &mut s.y, &[ni, ki, row_bytes, bi]) }
     }
 
     /// Launches a product kernel, whose arguments are the weights, the NF4 absmax, the

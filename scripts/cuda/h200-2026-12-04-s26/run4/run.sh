@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # s26 run 4 (second part): the tokens quantized once per call (`quantize_tokens`) and the Q4_K
 # GEMV's scales by byte permutes, against the committed kernel in one run. Staged like run.sh
-# (a copy of the worktree in .peer/wt with gpu-bin/*.xz); kernels/cuda/qgemm.cu here is the
-# source with both changes (s1), run4/s2.cu the one with the token kernel only. Each source's
+# (a copy of the worktree in .peer/wt with gpu-bin/*.xz, built with token-kernel.patch's host);
+# kernels/cuda/qgemm.cu there was s1 (main + token-kernel.patch + q4k-scales.patch), run4/s2.cu
+# s2 (main + token-kernel.patch); neither kept (see docs/cuda.md, s26 second part). Each source's
 # PTX is compiled by scripts/cuda-ptx.sh in a copy of the tree (the PTX to commit), the GPU
 # tests run with each, then variants.sh times committed / s2 / s1 / committed again.
 set -u
@@ -31,6 +32,10 @@ left=$(( ${VAR_END:-430} - ($(date +%s) - t0) ))
 ts "other types, $left s left"
 [ $left -gt 30 ] && timeout $left bash scripts/cuda/variants.sh $o/var "q8_0 q6_k q4_0 q5_k iq4_xs nf4" 1,8 \
   committed=@kernels/cuda/qgemm.ptx s1=@$o/s1.ptx 2>&1 | tee -a $o/var.log
+left=$(( ${VAR_END:-430} - ($(date +%s) - t0) ))
+ts "Q4_K m=1 resident blocks a multiprocessor (s1 source), $left s left"
+[ $left -gt 30 ] && timeout $left bash scripts/cuda/variants.sh $o/var "q4_k" 1 \
+  s1=@$o/s1.ptx s1blk3=-DM1_BLOCKS=3 s1blk1=-DM1_BLOCKS=1 2>&1 | tee -a $o/var.log
 nvidia-smi --query-gpu=clocks.sm,clocks.mem --format=csv,noheader | sed 's/^/clocks after: /' | tee -a $o/smi.txt
 python3 scripts/cuda/small_read.py $o/s1.ptx 33 > $o/small_read.jsonl 2>&1 || true
 tar czf $OUT/run4.tgz -C /tmp o
