@@ -27,23 +27,6 @@ wb = torch.empty(a.n, a.k, device=dev, dtype=torch.bfloat16)
 absmax = torch.rand(a.n * (a.k // 64), device=dev, generator=g)
 
 
-def timed(step, copies):
-    """Per call: one pair of events around a pass over the copies, median over the reps."""
-    for c in range(copies):
-        step(c)
-    torch.cuda.synchronize()
-    ev = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(a.reps)]
-    torch.cuda._sleep(int(2e6) * copies)  # the launches below queue behind it
-    for s, e in ev:
-        s.record()
-        for c in range(copies):
-            step(c)
-        e.record()
-    torch.cuda.synchronize()
-    t = sorted(s.elapsed_time(e) * 1e3 / copies for s, e in ev)
-    return t[len(t) // 2]
-
-
 for ty in a.types.split(","):
     bb, bv = BLOCKS[ty]
     row_bytes = a.k // bv * bb
@@ -58,7 +41,7 @@ for ty in a.types.split(","):
             fn((blocks,), (256,), (cp.uint64(ws[c].data_ptr()), cp.uint64(absmax.data_ptr()),
                                    cp.uint64(wb.data_ptr()), cp.int32(a.n), cp.int32(a.k), cp.int32(row_bytes)))
 
-    dq = timed(dequant, copies)
+    dq = peer_common.batched_us(dequant, copies, a.reps)
     print(json.dumps({"peer": "dequant-cublas", "type": ty, "m": 0, "dequant_us": dq, "copies": copies,
                       "gbs": (a.n * row_bytes + a.n * a.k * 2) / dq / 1e3}), flush=True)
     for m in [int(v) for v in a.m.split(",")]:
@@ -68,7 +51,7 @@ for ty in a.types.split(","):
             dequant(c)
             torch.matmul(x, wb.t())
 
-        us = timed(pipeline, copies)
+        us = peer_common.batched_us(pipeline, copies, a.reps)
         print(json.dumps({"peer": "dequant-cublas", "type": ty, "m": m, "n": a.n, "k": a.k, "dequant_us": dq,
                           "pipeline_us": us, "tflops": 2 * m * a.n * a.k / us / 1e6}), flush=True)
     del ws

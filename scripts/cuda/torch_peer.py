@@ -28,18 +28,8 @@ for m in [int(v) for v in a.m.split(",")]:
     torch.cuda.synchronize()
     t = sorted(s.elapsed_time(e) * 1e3 for s, e in ev)  # us
     med = t[len(t) // 2]
-    # Back to back: one pair of events around a pass over the copies (as ggml_peer and
-    # bench-gemm's batched_ms), per call; median over the reps.
-    ev = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(a.reps)]
-    torch.cuda._sleep(int(2e6) * copies)
-    for s, e in ev:
-        s.record()
-        for w in ws:
-            y = x @ w.t()
-        e.record()
-    torch.cuda.synchronize()
-    tb = sorted(s.elapsed_time(e) * 1e3 / copies for s, e in ev)
-    bmed = tb[len(tb) // 2]
+    # Back to back: one pair of events around a pass over the copies, per call.
+    bmed = peer_common.batched_us(lambda c: x @ ws[c].t(), copies, a.reps)
     print(json.dumps({"peer": "torch-bf16-cublas", "m": m, "n": a.n, "k": a.k, "copies": copies,
                       "weight_bytes": wbytes, "median_us": med, "min_us": t[0], "batched_us": bmed,
                       "gbs": (wbytes + 2 * m * (a.k + a.n)) / bmed / 1e3,
