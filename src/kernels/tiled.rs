@@ -171,8 +171,12 @@ const SC_AT: usize = 64;
 const MN_AT: usize = 192;
 const QS_AT: usize = 320;
 
-/// Offset of the fifth-bit masks in a Q5_K tile (after the Q4_K tile of the low bits).
-const Q5_QH_AT: usize = TILE_BYTES;
+/// Offset of the fifth-bit masks in a Q5_K tile: after the Q4_K header, before the low 4
+/// bits (at [`Q5_QS_AT`]), so that a kernel reads everything but the codes first.
+const Q5_QH_AT: usize = QS_AT;
+
+/// Offset of the low 4 bits in a Q5_K tile (laid out as in a Q4_K tile).
+const Q5_QS_AT: usize = Q5_QH_AT + 32 * 16;
 
 /// Offsets in an IQ4_XS tile: the f16 `d` of each row, the group scales, the indices.
 const IQ4_XS_D_AT: usize = 0;
@@ -281,6 +285,11 @@ impl Tiled {
 
 /// Row `r` of a Q4_K tile from the row's ggml block `blk`.
 fn pack_q4_k(tile: &mut [u8], r: usize, blk: &BlockQ4K) {
+    pack_q4_k_at(tile, r, blk, QS_AT);
+}
+
+/// Row `r` of a Q4_K tile's header and, at `qs_at`, its levels.
+fn pack_q4_k_at(tile: &mut [u8], r: usize, blk: &BlockQ4K, qs_at: usize) {
     tile[D_AT + 2 * r..D_AT + 2 * r + 2].copy_from_slice(&blk.d);
     tile[DMIN_AT + 2 * r..DMIN_AT + 2 * r + 2].copy_from_slice(&blk.dmin);
     for j in 0..8 {
@@ -288,7 +297,7 @@ fn pack_q4_k(tile: &mut [u8], r: usize, blk: &BlockQ4K) {
         tile[SC_AT + j * 16 + r] = sc;
         tile[MN_AT + j * 16 + r] = mn;
     }
-    regroup(&mut tile[QS_AT..], r, QK_K, |e| level(&blk.qs, e));
+    regroup(&mut tile[qs_at..], r, QK_K, |e| level(&blk.qs, e));
 }
 
 /// Row `r` of an NF4 tile from the row's 32 packed bytes and block absmax.
@@ -341,8 +350,8 @@ fn pack_q6_k(tile: &mut [u8], r: usize, blk: &BlockQ6K) {
     }
 }
 
-/// Row `r` of a Q5_K tile from the row's ggml block `blk`: its low 4 bits as the Q4_K
-/// tile (a Q5_K block is a Q4_K block plus `qh`), then the fifth bits.
+/// Row `r` of a Q5_K tile from the row's ggml block `blk`: its header and low 4 bits as
+/// the Q4_K tile (a Q5_K block is a Q4_K block plus `qh`) with the fifth bits between.
 fn pack_q5_k(tile: &mut [u8], r: usize, blk: &BlockQ5K) {
     let low = BlockQ4K {
         d: blk.d,
@@ -350,7 +359,7 @@ fn pack_q5_k(tile: &mut [u8], r: usize, blk: &BlockQ5K) {
         scales: blk.scales,
         qs: blk.qs,
     };
-    pack_q4_k(tile, r, &low);
+    pack_q4_k_at(tile, r, &low, Q5_QS_AT);
     for g in 0..QK_K / 8 {
         for (half, at) in [(0, Q5_QH_AT + 16 * g), (4, Q5_QH_AT + 16 * g + 8)] {
             let mut mask = u64::from_le_bytes(tile[at..at + 8].try_into().expect("8 bytes"));
@@ -732,10 +741,12 @@ mod x86 {
         res: &mut [[f32; TILE_ROWS]; MAX_TOKENS],
     ) {
         let m4 = _mm512_set1_epi8(0x0F);
-        let mut hdr = Header::<QS_AT>::new();
+        let mut hdr = Header::<Q5_QS_AT>::new();
         for (sb, tile) in tiles.chunks_exact(Q5_K_TILE_BYTES).enumerate() {
             let p = tile.as_ptr();
-            let h = hdr.copy_from(p);
+            // A whole token group reads the tile from L2 (the panel), where the order of
+            // the lines matters less than the 13 lines' copy: 1-2% at m = 512.
+            let h = if T < MAX_TOKENS { hdr.copy_from(p) } else { p };
             let d = _mm512_cvtph_ps(_mm256_loadu_si256(h.add(D_AT).cast()));
             let dmin = _mm512_cvtph_ps(_mm256_loadu_si256(h.add(DMIN_AT).cast()));
             let mut sbacc = [_mm512_setzero_ps(); T];
@@ -744,10 +755,10 @@ mod x86 {
                 let mut hi_acc = [_mm512_setzero_si512(); T];
                 for g in 4 * j..4 * j + 4 {
                     prefetch_share::<Q5_K_TILE_BYTES, 32>(p, g);
-                    let q = _mm512_loadu_si512(p.add(QS_AT + 64 * g).cast());
+                    let q = _mm512_loadu_si512(p.add(Q5_QS_AT + 64 * g).cast());
                     let mut lo = _mm512_and_si512(q, m4);
                     let mut hi = _mm512_and_si512(_mm512_srli_epi16::<4>(q), m4);
-                    (lo, hi) = add_fifth_bits(p, g, lo, hi);
+                    (lo, hi) = add_fifth_bits(h, g, lo, hi);
                     dot_group(lo, hi, x, sb * QK_K + 8 * g, &mut acc, &mut hi_acc);
                 }
                 let (sc, mn) = scales_mins(h, j, d, dmin);
@@ -939,8 +950,13 @@ mod x86 {
         let m4 = _mm512_set1_epi8(0x0F);
         let bytes = Q5_K_TILE_BYTES;
         debug_assert_eq!(tiles[0].len(), tiles[1].len());
+        let mut hdr = [Header::<Q5_QS_AT>::new(), Header::<Q5_QS_AT>::new()];
         for sb in 0..tiles[0].len() / bytes {
             let p = [
+                hdr[0].copy_from(tiles[0].as_ptr().add(sb * bytes)),
+                hdr[1].copy_from(tiles[1].as_ptr().add(sb * bytes)),
+            ];
+            let codes = [
                 tiles[0].as_ptr().add(sb * bytes),
                 tiles[1].as_ptr().add(sb * bytes),
             ];
@@ -953,8 +969,8 @@ mod x86 {
                     let mut lo = [_mm512_setzero_si512(); 2];
                     let mut hi = [_mm512_setzero_si512(); 2];
                     for r in 0..2 {
-                        prefetch_share::<Q5_K_TILE_BYTES, 32>(p[r], g);
-                        let q = _mm512_loadu_si512(p[r].add(QS_AT + 64 * g).cast());
+                        prefetch_share::<Q5_K_TILE_BYTES, 32>(codes[r], g);
+                        let q = _mm512_loadu_si512(codes[r].add(Q5_QS_AT + 64 * g).cast());
                         lo[r] = _mm512_and_si512(q, m4);
                         hi[r] = _mm512_and_si512(_mm512_srli_epi16::<4>(q), m4);
                         (lo[r], hi[r]) = add_fifth_bits(p[r], g, lo[r], hi[r]);
@@ -1432,7 +1448,7 @@ mod tests {
             let at = Q5_QH_AT + 16 * g + if b < 4 { 0 } else { 8 };
             let mask = u64::from_le_bytes(tile[at..at + 8].try_into().unwrap());
             let fifth = ((mask >> (4 * lane + b % 4)) & 1) as u8;
-            let q = code(&tile[QS_AT..], lane, e) | (fifth << 4);
+            let q = code(&tile[Q5_QS_AT..], lane, e) | (fifth << 4);
             let j = e / 32;
             let (sc, mn) = (tile[SC_AT + j * 16 + lane], tile[MN_AT + j * 16 + lane]);
             d * f32::from(sc) * f32::from(q) - dmin * f32::from(mn)
