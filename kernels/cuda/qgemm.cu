@@ -997,49 +997,23 @@ __device__ __forceinline__ void gemm_store(const float (&acc)[I][Q][4], float* _
 #ifdef GEMM_WS
 #define WG_R8(i) "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), "+f"(d[i + 5]), \
                  "+f"(d[i + 6]), "+f"(d[i + 7])
-// d = A B^T + (acc ? d : 0) for 64 rows of A x N rows of B x 16 values of k, both operands
+// d = A B^T + (acc ? d : 0) for 64 rows of A x 256 rows of B x 16 values of k, both operands
 // k-major in shared memory; d[4 j + e] is row 16 w + lane / 4 + 8 (e / 2) of A, row 8 j + 2
-// (lane % 4) + e % 2 of B (w: the warp in the warpgroup), the mma.sync accumulator layout per
-// 8 columns.
-template <int N>
-__device__ __forceinline__ void wgmma_k16(float* d, uint64_t da, uint64_t db, int acc) {
-    static_assert(N == 64 || N == 128 || N == 256, "wgmma_k16: N is 64, 128 or 256");
-    if constexpr (N == 64) {
-        asm volatile(
-            "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
-            "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
-            "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,"
-            "%27,%28,%29,%30,%31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
-            : WG_R8(0), WG_R8(8), WG_R8(16), WG_R8(24)
-            : "l"(da), "l"(db), "r"(acc)
-            : "memory");
-    }
-    if constexpr (N == 128) {
-        asm volatile(
-            "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
-            "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
-            "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,"
-            "%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,"
-            "%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}, %64, %65, p, 1, 1, 0, 0;\n}\n"
-            : WG_R8(0), WG_R8(8), WG_R8(16), WG_R8(24), WG_R8(32), WG_R8(40), WG_R8(48), WG_R8(56)
-            : "l"(da), "l"(db), "r"(acc)
-            : "memory");
-    }
-    if constexpr (N == 256) {
-        asm volatile(
-            "{\n.reg .pred p;\nsetp.ne.b32 p, %130, 0;\n"
-            "wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 "
-            "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,"
-            "%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,"
-            "%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63,%64,%65,%66,%67,%68,%69,%70,%71,%72,%73,%74,"
-            "%75,%76,%77,%78,%79,%80,%81,%82,%83,%84,%85,%86,%87,%88,%89,%90,%91,%92,%93,%94,%95,%96,%97,%98,"
-            "%99,%100,%101,%102,%103,%104,%105,%106,%107,%108,%109,%110,%111,%112,%113,%114,%115,%116,%117,%118,"
-            "%119,%120,%121,%122,%123,%124,%125,%126,%127}, %128, %129, p, 1, 1, 0, 0;\n}\n"
-            : WG_R8(0), WG_R8(8), WG_R8(16), WG_R8(24), WG_R8(32), WG_R8(40), WG_R8(48), WG_R8(56), WG_R8(64),
-              WG_R8(72), WG_R8(80), WG_R8(88), WG_R8(96), WG_R8(104), WG_R8(112), WG_R8(120)
-            : "l"(da), "l"(db), "r"(acc)
-            : "memory");
-    }
+// (lane % 4) + e % 2 of B (w: the warp in the warpgroup).
+__device__ __forceinline__ void wgmma_k16_n256(float* d, uint64_t da, uint64_t db, int acc) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %130, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 "
+        "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,"
+        "%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,"
+        "%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63,%64,%65,%66,%67,%68,%69,%70,%71,%72,%73,%74,"
+        "%75,%76,%77,%78,%79,%80,%81,%82,%83,%84,%85,%86,%87,%88,%89,%90,%91,%92,%93,%94,%95,%96,%97,%98,"
+        "%99,%100,%101,%102,%103,%104,%105,%106,%107,%108,%109,%110,%111,%112,%113,%114,%115,%116,%117,%118,"
+        "%119,%120,%121,%122,%123,%124,%125,%126,%127}, %128, %129, p, 1, 1, 0, 0;\n}\n"
+        : WG_R8(0), WG_R8(8), WG_R8(16), WG_R8(24), WG_R8(32), WG_R8(40), WG_R8(48), WG_R8(56), WG_R8(64),
+          WG_R8(72), WG_R8(80), WG_R8(88), WG_R8(96), WG_R8(104), WG_R8(112), WG_R8(120)
+        : "l"(da), "l"(db), "r"(acc)
+        : "memory");
 }
 
 // Keeps the compiler from moving accesses of the N accumulators across the asynchronous wgmma.
@@ -1336,6 +1310,7 @@ __device__ __forceinline__ void gemm_ws(const uint8_t* __restrict__ w, const flo
         return;
     }
     // Consumers: warpgroup g takes weight rows 64 g .. 64 g + 63 of the tile, all WS_TN tokens.
+    static_assert(WS_TN == 256, "the consumers issue wgmma n256");
     const int g = (warp >> 2) - 1;
     float d[WS_TN / 2];
 #pragma unroll
@@ -1352,7 +1327,7 @@ __device__ __forceinline__ void gemm_ws(const uint8_t* __restrict__ w, const flo
             asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
 #pragma unroll
             for (int kk = 0; kk < WS_BK / 16; kk++)
-                wgmma_k16<WS_TN>(d, wgmma_desc_sw128(wa + 32 * kk), wgmma_desc_sw128(xa + 32 * kk),
+                wgmma_k16_n256(d, wgmma_desc_sw128(wa + 32 * kk), wgmma_desc_sw128(xa + 32 * kk),
                                  pending >= 0 || kk > 0);
             asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
             asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
