@@ -1356,26 +1356,23 @@ __device__ __forceinline__ void gemm_ws(const uint8_t* __restrict__ w, const flo
 // tile (WsUnits).
 extern "C" __constant__ int gemm_config[5] = {WS_TN, WS_TR, WS_SMEM, WS_THREADS, 2};
 extern "C" __constant__ int gemm_persistent = 1;
-
-#define GEMM(NAME, T)                                                                                 \
-    extern "C" __global__ void __launch_bounds__(WS_THREADS, 1) NAME(                                 \
-        const uint8_t* w, const float* absmax, const uint8_t* xb, float* y, int m, int n, int k,       \
-        int row_bytes) {                                                                              \
-        gemm_ws<T>(w, absmax, xb, y, m, n, k, row_bytes);                                             \
-    }
+#define GEMM_KERNEL_THREADS WS_THREADS
+#define GEMM_KERNEL gemm_ws
 #else
 // The GEMM's launch shape for the host (src/kernels/cuda.rs reads it from the module):
 // tokens and weight rows per block, dynamic shared memory bytes, threads, splits of k (blocks
 // along z; above 1 the host zeroes y first).
 extern "C" __constant__ int gemm_config[5] = {BM, BN, GEMM_SMEM, GEMM_THREADS, GEMM_SPLITK};
+#define GEMM_KERNEL_THREADS GEMM_THREADS
+#define GEMM_KERNEL gemm
+#endif
 
 #define GEMM(NAME, T)                                                                                 \
-    extern "C" __global__ void __launch_bounds__(GEMM_THREADS, 1) NAME(                               \
+    extern "C" __global__ void __launch_bounds__(GEMM_KERNEL_THREADS, 1) NAME(                        \
         const uint8_t* w, const float* absmax, const uint8_t* xb, float* y, int m, int n, int k,       \
         int row_bytes) {                                                                              \
-        gemm<T>(w, absmax, xb, y, m, n, k, row_bytes);                                                \
+        GEMM_KERNEL<T>(w, absmax, xb, y, m, n, k, row_bytes);                                         \
     }
-#endif
 GEMM(gemm_q4_k, T_Q4K)
 GEMM(gemm_q6_k, T_Q6K)
 GEMM(gemm_q8_0, T_Q8_0)
