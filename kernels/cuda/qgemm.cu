@@ -15,18 +15,26 @@
 //   tokens: each warp streams chunks of R rows into shared memory with cp.async, S - 1 chunks
 //   in flight, and reads each sub-block's activations once for the R rows. Integer sums start
 //   at a float bias (`BIAS`), so no int-to-float conversion is needed.
-// - gemm_input + gemm_*: m > 8. Activations converted to bf16 once; a 128-token x 128-row tile
-//   per block, the weights decoded to bf16 in shared memory once per tile and step of 128
-//   values, mma.sync m16n8k16 bf16 by 8 consumer warps while producer warps decode the next
-//   step (details above `gemm`).
+// - gemm_input + gemm_*: m > 8. Activations converted to bf16 once, into the image of the
+//   GEMM's shared-memory stages; a persistent grid of 128-row x 256-token tiles, the weights
+//   decoded to bf16 in shared memory by a producer warpgroup (each weight once per 256 tokens),
+//   wgmma by two consumer warpgroups, mbarrier stages (details above `gemm_ws`). Built with
+//   -DGEMM_MMA_SYNC instead: the mma.sync GEMM of s24-s26 (128 x 128 tiles; PTX for sm_90,
+//   above `gemm`).
 // - read_bw: the HBM read bandwidth the report compares with; spin: keeps the GPU busy
 //   while the timed launches are queued.
 //
-// Compiled to PTX by scripts/cuda-ptx.sh (nvcc -arch=sm_90 -ptx) on a machine with nvcc;
-// the PTX and this file's sha256 are committed beside it (a unit test checks the hash).
+// Compiled to PTX by scripts/cuda-ptx.sh (nvcc -arch=sm_90a -ptx: wgmma, so the module loads
+// on compute capability 9.0 only) on a machine with nvcc; the PTX and this file's sha256 are
+// committed beside it (a unit test checks the hash).
 
 #include <cstdint>
 #include <cuda_fp16.h>
+
+// The GEMM for m > 8 (above): the warp-specialized wgmma one unless built with -DGEMM_MMA_SYNC.
+#ifndef GEMM_MMA_SYNC
+#define GEMM_WS
+#endif
 
 #define T_Q4K 0
 #define T_Q6K 1
@@ -798,8 +806,8 @@ GEMV_ALL(gemv_q5_k, T_Q5K)
 GEMV_ALL(gemv_iq4_xs, T_IQ4XS)
 
 // ---------------------------------------------------------------------------------------
-// m > 8: `gemm_input` converts the activations to bf16 once (a block of threads per token),
-// then `gemm_<type>` takes BM tokens x BN weight rows per block, BK values of k per step, k
+// m > 8 with -DGEMM_MMA_SYNC (the default GEMM is `gemm_ws`, below): `gemm_input` converts
+// the activations to bf16 once (a block of threads per token), then `gemm_<type>` takes BM tokens x BN weight rows per block, BK values of k per step, k
 // split in GEMM_SPLITK halves. Each step the block decodes its BN x BK weights into bf16 in
 // shared memory (each weight once per BM tokens, through the `Raw<T>` decoders: w = s * q - mn
 // in f32, then rounded) and 8 consumer warps (2 along tokens x 4 along rows, each BM / 2
@@ -826,26 +834,14 @@ GEMV_ALL(gemv_iq4_xs, T_IQ4XS)
 #ifndef GEMM_PRODUCERS
 #define GEMM_PRODUCERS 8  // producer warps (1, 2, 4 or 8)
 #endif
-#if !defined(GEMM_WGMMA) && BN != 128
+#if BN != 128
 #error "the mma.sync consumers take 128 weight rows a tile (BN)"
 #endif
 #define GEMM_THREADS (256 + 32 * GEMM_PRODUCERS)
 #define BSTR (2 * BK + 16)  // shared row stride in bytes (ldmatrix rows 4 banks apart)
-#ifdef GEMM_WGMMA
-// -DGEMM_WGMMA (a variant, PTX for sm_90a): the consumers are two warpgroups issuing
-// wgmma.mma_async m64n128k16 from shared memory. A stage is in the no-swizzle core-matrix
-// layout wgmma reads: 8 rows x 16 bytes a core matrix (128 contiguous bytes), the BK / 8 core
-// matrices of a group of 8 rows along k 128 bytes apart, groups of 8 rows 16 BK bytes apart.
-#define GEMM_STAGE(R) ((R) * 2 * BK)
-#define PIECE_STRIDE 128  // bytes between the 16-byte pieces of a row
-__device__ __forceinline__ int stage_off(int row, int byte) {
-    return (row >> 3) * (16 * BK) + (byte >> 4) * 128 + (row & 7) * 16 + (byte & 15);
-}
-#else
 #define GEMM_STAGE(R) ((R) * BSTR)
 #define PIECE_STRIDE 16
 __device__ __forceinline__ int stage_off(int row, int byte) { return row * BSTR + byte; }
-#endif
 #define GEMM_SMEM (2 * GEMM_STAGE(BN + BM))  // two stages of weights and activations
 
 // bf16 pair {lo, hi} (lo in the low half: the lower k) from two floats, rounded to nearest.
@@ -855,17 +851,32 @@ __device__ __forceinline__ uint32_t bf16x2(float lo, float hi) {
     return r;
 }
 
+#ifdef GEMM_WS
+#define WS_TN 256  // tokens a tile (the wgmma N)
+#define WS_BK 64   // values of k a stage: one 128-byte row of bf16, the 128-byte swizzle's width
+// Where piece i (values 8 i .. 8 i + 7) of token t lands in xb, in 16-byte pieces: xb holds, for
+// each tile of WS_TN tokens and each WS_BK values of k, the image of the GEMM's token stage
+// (WS_TN rows of 128 bytes, the 128-byte swizzle: piece c of row r at c ^ (r % 8)), so one bulk
+// copy fills a stage.
+__device__ __forceinline__ size_t xb_piece(size_t t, int i, int k) {
+    const int r = (int)(t % WS_TN), c = i & 7;
+    return ((t / WS_TN * (k / WS_BK) + (i >> 3)) * WS_TN + r) * 8 + (c ^ (r & 7));
+}
+#else
+// Token t's piece i in xb: row-major, m x k.
+__device__ __forceinline__ size_t xb_piece(size_t t, int i, int k) { return t * (k / 8) + i; }
+#endif
+
 // The activations as bf16, the GEMM's input; block t takes token t, eight values a thread at
-// a time (one 16-byte store).
+// a time (one 16-byte store, at xb_piece).
 extern "C" __global__ void gemm_input(const float* __restrict__ x, uint4* __restrict__ xb, int k) {
     const size_t t = blockIdx.x;
     const float4* xt = (const float4*)(x + t * k);
-    uint4* o = xb + t * (k / 8);
     pdl_launch_dependents();
     pdl_wait();  // the previous call's GEMM may still read xb
     for (int i = threadIdx.x; i < k / 8; i += blockDim.x) {
         const float4 a = __ldg(xt + 2 * i), b = __ldg(xt + 2 * i + 1);
-        o[i] = make_uint4(bf16x2(a.x, a.y), bf16x2(a.z, a.w), bf16x2(b.x, b.y), bf16x2(b.z, b.w));
+        xb[xb_piece(t, i, k)] = make_uint4(bf16x2(a.x, a.y), bf16x2(a.z, a.w), bf16x2(b.x, b.y), bf16x2(b.z, b.w));
     }
 }
 
@@ -892,21 +903,25 @@ __device__ __forceinline__ float level_of(uint32_t u, int i) {
     return __int_as_float(__byte_perm(u, 0x4B000000u, 0x7540 + i)) - 8388736.0f;
 }
 
-// Sub-block s as 32 bf16 weights s0 or s1 times level minus mn (f32, then rounded), in value
-// order as four 16-byte pieces at dst (16-aligned), `stride` bytes apart.
+// Values 8 h .. 8 h + 7 of sub-block s (words q[2 h], q[2 h + 1]) as bf16 weights s0 or s1
+// times level minus mn (f32, then rounded), in value order: one 16-byte piece.
+__device__ __forceinline__ uint4 bf16_piece(const Sub& s, int h) {
+    const float sc = h < 2 ? s.s0 : s.s1;
+    uint32_t o[4];
+#pragma unroll
+    for (int p = 0; p < 2; p++) {
+        const uint32_t u = s.q[2 * h + p] ^ 0x80808080u;
+        o[2 * p] = bf16x2(fmaf(sc, level_of(u, 0), -s.mn), fmaf(sc, level_of(u, 1), -s.mn));
+        o[2 * p + 1] = bf16x2(fmaf(sc, level_of(u, 2), -s.mn), fmaf(sc, level_of(u, 3), -s.mn));
+    }
+    return make_uint4(o[0], o[1], o[2], o[3]);
+}
+
+// Sub-block s as 32 bf16 weights (bf16_piece) at dst (16-aligned): four 16-byte pieces
+// `stride` bytes apart.
 __device__ __forceinline__ void store_bf16(uint8_t* dst, int stride, const Sub& s) {
 #pragma unroll
-    for (int h = 0; h < 4; h++) {  // values 8 h .. 8 h + 7: words q[2 h], q[2 h + 1]
-        const float sc = h < 2 ? s.s0 : s.s1;
-        uint32_t o[4];
-#pragma unroll
-        for (int p = 0; p < 2; p++) {
-            const uint32_t u = s.q[2 * h + p] ^ 0x80808080u;
-            o[2 * p] = bf16x2(fmaf(sc, level_of(u, 0), -s.mn), fmaf(sc, level_of(u, 1), -s.mn));
-            o[2 * p + 1] = bf16x2(fmaf(sc, level_of(u, 2), -s.mn), fmaf(sc, level_of(u, 3), -s.mn));
-        }
-        *(uint4*)(dst + h * stride) = make_uint4(o[0], o[1], o[2], o[3]);
-    }
+    for (int h = 0; h < 4; h++) *(uint4*)(dst + h * stride) = bf16_piece(s, h);
 }
 
 // What one of ND decoding threads (index p) does each step: sub-block uj = p % 4 (of the
@@ -979,42 +994,25 @@ __device__ __forceinline__ void gemm_store(const float (&acc)[I][Q][4], float* _
             }
 }
 
-#ifdef GEMM_WGMMA
-// A wgmma shared-memory matrix descriptor of the no-swizzle layout (stage_off): start address,
-// leading byte offset (between core matrices along k) 128, stride byte offset (between groups
-// of 8 rows) 16 BK, all in units of 16 bytes.
-__device__ __forceinline__ uint64_t wgmma_desc(const uint8_t* p) {
-    const uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
-    return (uint64_t)((a & 0x3FFFF) >> 4) | ((uint64_t)(128 >> 4) << 16) | ((uint64_t)(16 * BK >> 4) << 32);
-}
-
+#ifdef GEMM_WS
 #define WG_R8(i) "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), "+f"(d[i + 5]), \
                  "+f"(d[i + 6]), "+f"(d[i + 7])
-// d += A B^T for 64 tokens x N weight rows x 16 values of k, both operands k-major in shared
-// memory; d[4 j + e] is row (token) 16 w + lane / 4 + 8 (e / 2), column 8 j + 2 (lane % 4) + e % 2
-// (w: the warp in the warpgroup), the mma.sync accumulator layout per 8 columns.
-template <int N>
-__device__ __forceinline__ void wgmma_k16(float* d, uint64_t da, uint64_t db) {
-    static_assert(N == 64 || N == 128, "wgmma_k16: N is 64 or 128");
-    if constexpr (N == 64) {
-        asm volatile(
-            "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
-            "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
-            "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,"
-            "%27,%28,%29,%30,%31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
-            : WG_R8(0), WG_R8(8), WG_R8(16), WG_R8(24)
-            : "l"(da), "l"(db), "r"(1)
-            : "memory");
-        return;
-    }
+// d = A B^T + (acc ? d : 0) for 64 rows of A x 256 rows of B x 16 values of k, both operands
+// k-major in shared memory; d[4 j + e] is row 16 w + lane / 4 + 8 (e / 2) of A, row 8 j + 2
+// (lane % 4) + e % 2 of B (w: the warp in the warpgroup).
+__device__ __forceinline__ void wgmma_k16_n256(float* d, uint64_t da, uint64_t db, int acc) {
     asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %130, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 "
         "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,"
-        "%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,"
-        "%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}, %64, %65, p, 1, 1, 0, 0;\n}\n"
-        : WG_R8(0), WG_R8(8), WG_R8(16), WG_R8(24), WG_R8(32), WG_R8(40), WG_R8(48), WG_R8(56)
-        : "l"(da), "l"(db), "r"(1)
+        "%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,"
+        "%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63,%64,%65,%66,%67,%68,%69,%70,%71,%72,%73,%74,"
+        "%75,%76,%77,%78,%79,%80,%81,%82,%83,%84,%85,%86,%87,%88,%89,%90,%91,%92,%93,%94,%95,%96,%97,%98,"
+        "%99,%100,%101,%102,%103,%104,%105,%106,%107,%108,%109,%110,%111,%112,%113,%114,%115,%116,%117,%118,"
+        "%119,%120,%121,%122,%123,%124,%125,%126,%127}, %128, %129, p, 1, 1, 0, 0;\n}\n"
+        : WG_R8(0), WG_R8(8), WG_R8(16), WG_R8(24), WG_R8(32), WG_R8(40), WG_R8(48), WG_R8(56), WG_R8(64),
+          WG_R8(72), WG_R8(80), WG_R8(88), WG_R8(96), WG_R8(104), WG_R8(112), WG_R8(120)
+        : "l"(da), "l"(db), "r"(acc)
         : "memory");
 }
 
@@ -1064,21 +1062,12 @@ __device__ __forceinline__ void gemm(const uint8_t* __restrict__ w, const float*
 #pragma unroll
             for (int u = 0; u < XC; u++) {
                 const int c = p + ND * u;
-#ifdef GEMM_WGMMA  // a warp: 16 tokens x two pieces (one sector each, no bank conflicts)
-                const int r = (c >> 1) % BM, pc = (c >> 1) / BM * 2 + (c & 1);
-#else
                 const int r = c / PR, pc = c % PR;
-#endif
                 const int t = min(m0 + r, m - 1);
                 cp_async16(stage + stage_off(r, pc * 16), xb + ((size_t)t * k + k0) * 2 + pc * 16);
             }
             cp_async_commit();
         };
-#ifdef GEMM_WGMMA  // the stages are written through the generic proxy and read by wgmma's async one
-        auto publish = [] { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); };
-#else
-        auto publish = [] {};
-#endif
         if (steps > 0) wt.load(kbeg);
         pdl_wait();  // the activations are the previous kernel's output
         if (steps > 0) {
@@ -1086,7 +1075,6 @@ __device__ __forceinline__ void gemm(const uint8_t* __restrict__ w, const float*
             wt.decode(ws);
             if (steps > 1) wt.load(kbeg + BK);
             cp_async_wait<0>();
-            publish();
         }
         gemm_barrier();
         for (int s = 0; s < steps; s++) {
@@ -1096,42 +1084,13 @@ __device__ __forceinline__ void gemm(const uint8_t* __restrict__ w, const float*
                 wt.decode(ws + nxt * GEMM_STAGE(BN));
                 if (s + 2 < steps) wt.load(kbeg + (s + 2) * BK);
                 cp_async_wait<0>();
-                publish();
-            }
+                }
             gemm_barrier();
         }
         return;
     }
     pdl_wait();  // before the outputs are written
     gemm_barrier();  // stage 0 is filled
-#ifdef GEMM_WGMMA
-    // Warpgroup g: tokens BM / 2 g .. BM / 2 (g + 1) - 1 of the tile (MT tiles of 64), all BN
-    // rows; BK / 16 k16 wgmmas a tile and step, waited for before the barrier that frees the stage.
-    constexpr int MT = BM / 128;
-    float acc[MT][1][BN / 8][4];
-    float* const d = &acc[0][0][0][0];
-#pragma unroll
-    for (int i = 0; i < MT * BN / 2; i++) d[i] = 0.f;
-    const int g = warp >> 2;
-    (void)lane;  // (the mma.sync consumers' ldmatrix rows)
-    for (int s = 0; s < steps; s++) {
-        const uint8_t* const wsb = ws + (s & 1) * GEMM_STAGE(BN);
-        const uint8_t* const xsb = xs + (s & 1) * GEMM_STAGE(BM) + g * GEMM_STAGE(BM / 2);
-        asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
-#pragma unroll
-        for (int kk = 0; kk < BK / 16; kk++)
-#pragma unroll
-            for (int t = 0; t < MT; t++)
-                wgmma_k16<BN>(d + t * BN / 2, wgmma_desc(xsb + t * GEMM_STAGE(64) + 256 * kk),
-                              wgmma_desc(wsb + 256 * kk));
-        asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
-        asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
-        wgmma_fence_operands<MT * BN / 2>(d);
-        gemm_barrier();
-    }
-#pragma unroll
-    for (int t = 0; t < MT; t++) gemm_store(acc[t], y, m, n, m0 + BM / 2 * g + 64 * t + 16 * (warp & 3), n0);
-#else
     float acc[MI][4][4];
 #pragma unroll
     for (int i = 0; i < MI; i++)
@@ -1170,19 +1129,249 @@ __device__ __forceinline__ void gemm(const uint8_t* __restrict__ w, const float*
         gemm_barrier();
     }
     gemm_store(acc, y, m, n, m0 + wm, n0 + wn);
-#endif
 }
 
+#ifdef GEMM_WS
+// The default GEMM (GEMM_WS, PTX for sm_90a): warp-specialized, wgmma. A tile is WS_TR
+// weight rows x WS_TN tokens; k goes in units of WS_BK values through WS_STAGES shared-memory
+// stages, each with a full and an empty mbarrier. The producer warpgroup decodes a unit's
+// WS_TR x WS_BK weights (thread p: row p, two sub-blocks, the `Raw<T>` decoders) to bf16 in
+// the 128-byte swizzled layout, while one of its threads has the bulk copy engine fill the
+// unit's tokens (the tile's first tokens up to m, rounded up to 8) from xb, which gemm_input
+// wrote in the same layout (xb_piece). The raw weight bytes are staged a 256-value window of
+// the tile's rows at a time (each warp its 32 rows, coalesced cp.async of whole aligned
+// 16-byte words, one window ahead of the decoding: WsRaw) and decoded from shared memory. Two
+// consumer warpgroups (64 weight rows each) issue wgmma m64n256k16 from the stages into 128
+// f32 sums a thread and free a stage once its wgmmas are done. The grid is persistent: block
+// b takes units [U b / G, U (b + 1) / G) of the U = tiles x k / WS_BK (tile-major, tokens
+// fastest), G at most the tile count, so at most two blocks add into an output (y zeroed by
+// the host; 0 + a + b = 0 + b + a).
+#define WS_TR 128  // weight rows a tile: two consumer warpgroups of 64 (the wgmma M)
+#ifndef WS_STAGES
+#define WS_STAGES 3
+#endif
+#define WS_WBYTES (WS_TR * 2 * WS_BK)  // a stage's weights
+#define WS_XBYTES (WS_TN * 2 * WS_BK)  // a stage's tokens
+#define WS_THREADS 384                 // a producer warpgroup, then two consumer warpgroups
+#define WS_RSTR_MAX 304                // WsRaw<T>::RSTR of the widest type (Q8_0)
+// stages, the two raw windows, barriers, alignment
+#define WS_SMEM (WS_STAGES * (WS_WBYTES + WS_XBYTES + 16) + 2 * WS_TR * WS_RSTR_MAX + 1024)
+
+// A row's staged window: the stored bytes of 256 values (8 sub-blocks) from an aligned
+// 16-byte word on, RSTR bytes a row (the first byte up to 15 in, load_words' extra word).
+template <int T>
+struct WsRaw {
+    static constexpr int RB = Layout<T>::BB * 8 / Layout<T>::SBB;  // bytes of 256 values
+    static constexpr int RSTR = (RB + 15 + 4 + 15) / 16 * 16;
+    static_assert(RSTR <= WS_RSTR_MAX, "WS_RSTR_MAX");
+};
+
+__device__ __forceinline__ void mbar_init(uint32_t b, int count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(b), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(uint32_t b) {
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(b) : "memory");
+}
+// An arrival that also expects `bytes` of bulk copies on b.
+__device__ __forceinline__ void mbar_expect_tx(uint32_t b, uint32_t bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(b), "r"(bytes) : "memory");
+}
+// Waits until the phase of b with this parity has completed.
+__device__ __forceinline__ void mbar_wait(uint32_t b, uint32_t parity) {
+    uint32_t done;
+    do {
+        asm volatile(
+            "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+            : "=r"(done)
+            : "r"(b), "r"(parity)
+            : "memory");
+    } while (!done);
+}
+// `bytes` from global memory at src to shared memory at dst by the bulk copy engine, counted
+// on mbarrier b.
+__device__ __forceinline__ void bulk_load(uint32_t dst, const void* src, uint32_t bytes, uint32_t b) {
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(dst),
+                 "l"(src), "r"(bytes), "r"(b)
+                 : "memory");
+}
+// A wgmma descriptor of k-major rows of 128 bytes in the 128-byte swizzle (8-row groups 1024
+// bytes apart, from a 1024-aligned stage; a k16 step within the row adds 32 bytes to a).
+__device__ __forceinline__ uint64_t wgmma_desc_sw128(uint32_t a) {
+    return (uint64_t)((a & 0x3FFFF) >> 4) | ((uint64_t)1 << 16) | ((uint64_t)(1024 >> 4) << 32) | ((uint64_t)1 << 62);
+}
+
+// A block's units (above) for m tokens, n rows, k values.
+struct WsUnits {
+    int ks, tt, u0, u1;
+    __device__ __forceinline__ WsUnits(int m, int n, int k) {
+        ks = k / WS_BK;
+        tt = (m + WS_TN - 1) / WS_TN;
+        const long long units = (long long)((n + WS_TR - 1) / WS_TR) * tt * ks;
+        u0 = (int)(units * blockIdx.x / gridDim.x);
+        u1 = (int)(units * (blockIdx.x + 1) / gridDim.x);
+    }
+};
+
+template <int T>
+__device__ __forceinline__ void gemm_ws(const uint8_t* __restrict__ w, const float* __restrict__ absmax,
+                                        const uint8_t* __restrict__ xb, float* __restrict__ y, int m, int n, int k,
+                                        int row_bytes) {
+    extern __shared__ __align__(16) uint8_t smem_raw[];
+    const uint32_t raw = (uint32_t)__cvta_generic_to_shared(smem_raw);
+    const uint32_t base = (raw + 1023) & ~1023u;
+    uint8_t* const ws = smem_raw + (base - raw);  // WS_STAGES weight stages, then the token stages
+    const uint32_t ws_a = base, xs_a = base + WS_STAGES * WS_WBYTES;
+    const uint32_t full = xs_a + WS_STAGES * WS_XBYTES, empty = full + 8 * WS_STAGES;
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    const WsUnits U(m, n, k);
+    if (tid == 0) {
+        for (int s = 0; s < WS_STAGES; s++) {
+            mbar_init(full + 8 * s, 128 + 1);  // the producers' arrivals and the copy's
+            mbar_init(empty + 8 * s, 8);       // the consumer warps'
+        }
+        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    }
+    __syncthreads();
+    pdl_launch_dependents();
+    const int its = U.u1 - U.u0;
+
+    if (warp < 4) {  // producers: thread p decodes row p of the tile, sub-blocks 2 kst, 2 kst + 1
+        const int p = tid, pw = p >> 5;
+        constexpr int RSTR = WsRaw<T>::RSTR, W = RSTR / 16;
+        uint8_t* const rawb = ws + WS_STAGES * (WS_WBYTES + WS_XBYTES);  // two windows of WS_TR rows
+        // Row `rr` of unit it's tile and the first byte of its window (sub-blocks 8 (kst / 4) ..).
+        auto window = [&](int it, int rr, const uint8_t*& src, const float*& am) {
+            const int u = U.u0 + it, tile = u / U.ks, kst = u - tile * U.ks;
+            const int row = min(tile / U.tt * WS_TR + rr, n - 1), sb0 = (kst >> 2) * 8;
+            src = w + (size_t)row * row_bytes + sb0 / Layout<T>::SBB * Layout<T>::BB;
+            am = absmax + (size_t)row * (k / 64) + sb0 / 2;
+        };
+        // The end of unit it's window (the next unit with another window, or its).
+        auto window_end = [&](int it) {
+            const int u = U.u0 + it, tile = u / U.ks, kst = u - tile * U.ks;
+            return min(its, tile * U.ks + min(U.ks, (kst | 3) + 1) - U.u0);
+        };
+        // The warp copies its 32 rows' windows of unit it into raw window b: word i of the
+        // warp's 32 x W (row i / W, word i % W), one cp.async group.
+        auto stage = [&](int it, int b) {
+            for (int i = lane; i < 32 * W; i += 32) {
+                const int rr = 32 * pw + i / W;
+                const uint8_t* src;
+                const float* am;
+                window(it, rr, src, am);
+                cp_async16(rawb + (b * WS_TR + rr) * RSTR + 16 * (i % W),
+                           (const void*)(((uintptr_t)src & ~(uintptr_t)15) + 16 * (i % W)));
+            }
+            cp_async_commit();
+        };
+        auto unit = [&](int it, int b) {
+            const int st = it % WS_STAGES;
+            const int u = U.u0 + it, tile = u / U.ks, kst = u - tile * U.ks;
+            mbar_wait(empty + 8 * st, ((it / WS_STAGES) & 1) ^ 1);
+            if (p == 0) {  // the tile's tokens up to m, whole groups of 8
+                const int rows = min(WS_TN, (m - tile % U.tt * WS_TN + 7) & ~7);
+                mbar_expect_tx(full + 8 * st, rows * 128);
+                bulk_load(xs_a + st * WS_XBYTES, xb + ((size_t)(tile % U.tt) * U.ks + kst) * WS_XBYTES, rows * 128,
+                          full + 8 * st);
+            }
+            const uint8_t* src;
+            const float* am;
+            window(it, p, src, am);
+            const uint8_t* const rowp = rawb + (b * WS_TR + p) * RSTR + ((uintptr_t)src & 15);
+            uint8_t* const out = ws + st * WS_WBYTES + p * 128;
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                Raw<T> r;
+                r.template load<false>(rowp, am, (2 * kst + h) & 7);
+                Sub s;
+                r.unpack(s);
+#pragma unroll
+                for (int q = 0; q < 4; q++) *(uint4*)(out + (((4 * h + q) ^ (p & 7)) << 4)) = bf16_piece(s, q);
+            }
+            // the stores are read by wgmma (the async proxy)
+            asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+            mbar_arrive(full + 8 * st);
+        };
+        int it = 0, b = 0, end = window_end(0);
+        if (its > 0) stage(0, 0);
+        if (end < its) stage(end, 1);
+        pdl_wait();  // the tokens are the previous kernel's output
+        while (it < its) {
+            const int nend = end < its ? window_end(end) : its;
+            if (end < its) cp_async_wait<1>();
+            else cp_async_wait<0>();
+            __syncwarp();
+            for (; it < end; it++) unit(it, b);
+            __syncwarp();  // window b is free
+            if (nend < its && end < its) stage(nend, b);
+            b ^= 1;
+            end = nend;
+        }
+        return;
+    }
+    // Consumers: warpgroup g takes weight rows 64 g .. 64 g + 63 of the tile, all WS_TN tokens.
+    static_assert(WS_TN == 256, "the consumers issue wgmma n256");
+    const int g = (warp >> 2) - 1;
+    float d[WS_TN / 2];
+#pragma unroll
+    for (int i = 0; i < WS_TN / 2; i++) d[i] = 0.f;
+    pdl_wait();  // before the outputs are written
+    int it = 0;
+    for (int u = U.u0; u < U.u1;) {
+        const int tile = u / U.ks, end = min(U.u1, (tile + 1) * U.ks);
+        int pending = -1;  // the stage whose wgmmas may still run
+        for (; u < end; u++, it++) {
+            const int st = it % WS_STAGES;
+            mbar_wait(full + 8 * st, (it / WS_STAGES) & 1);
+            const uint32_t wa = ws_a + st * WS_WBYTES + g * 64 * 128, xa = xs_a + st * WS_XBYTES;
+            asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#pragma unroll
+            for (int kk = 0; kk < WS_BK / 16; kk++)
+                wgmma_k16_n256(d, wgmma_desc_sw128(wa + 32 * kk), wgmma_desc_sw128(xa + 32 * kk),
+                                 pending >= 0 || kk > 0);
+            asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+            asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
+            if (pending >= 0 && lane == 0) mbar_arrive(empty + 8 * pending);
+            pending = st;
+        }
+        asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+        wgmma_fence_operands<WS_TN / 2>(d);
+        if (lane == 0) mbar_arrive(empty + 8 * pending);
+        // d[4 j + e]: weight row r0 + 8 (e / 2), token t0 + 8 j + e % 2
+        const int r0 = tile / U.tt * WS_TR + 64 * g + 16 * (warp & 3) + (lane >> 2);
+        const int t0 = tile % U.tt * WS_TN + 2 * (lane & 3);
+#pragma unroll
+        for (int j = 0; j < WS_TN / 8; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int r = r0 + 8 * (e >> 1), t = t0 + 8 * j + (e & 1);
+                if (t < m && r < n) atomicAdd(y + (size_t)t * n + r, d[4 * j + e]);
+            }
+    }
+}
+
+// The GEMM's launch shape for the host (src/kernels/cuda.rs reads it from the module):
+// tokens and weight rows a tile, dynamic shared memory bytes, threads, and 2: the host
+// zeroes y (blocks add into it). `gemm_persistent`: one block a multiprocessor, at most one a
+// tile (WsUnits).
+extern "C" __constant__ int gemm_config[5] = {WS_TN, WS_TR, WS_SMEM, WS_THREADS, 2};
+extern "C" __constant__ int gemm_persistent = 1;
+#define GEMM_KERNEL_THREADS WS_THREADS
+#define GEMM_KERNEL gemm_ws
+#else
 // The GEMM's launch shape for the host (src/kernels/cuda.rs reads it from the module):
 // tokens and weight rows per block, dynamic shared memory bytes, threads, splits of k (blocks
 // along z; above 1 the host zeroes y first).
 extern "C" __constant__ int gemm_config[5] = {BM, BN, GEMM_SMEM, GEMM_THREADS, GEMM_SPLITK};
+#define GEMM_KERNEL_THREADS GEMM_THREADS
+#define GEMM_KERNEL gemm
+#endif
 
 #define GEMM(NAME, T)                                                                                 \
-    extern "C" __global__ void __launch_bounds__(GEMM_THREADS, 1) NAME(                               \
+    extern "C" __global__ void __launch_bounds__(GEMM_KERNEL_THREADS, 1) NAME(                        \
         const uint8_t* w, const float* absmax, const uint8_t* xb, float* y, int m, int n, int k,       \
         int row_bytes) {                                                                              \
-        gemm<T>(w, absmax, xb, y, m, n, k, row_bytes);                                                \
+        GEMM_KERNEL<T>(w, absmax, xb, y, m, n, k, row_bytes);                                         \
     }
 GEMM(gemm_q4_k, T_Q4K)
 GEMM(gemm_q6_k, T_Q6K)

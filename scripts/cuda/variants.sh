@@ -3,7 +3,7 @@
 # and runs bench-gemm --device cuda with each PTX (QFORGE_CUDA_PTX), so several kernel
 # versions are timed in one run. The host follows the kernels' shapes (gemm_config).
 # Usage: scripts/cuda/variants.sh OUTDIR "TYPES" "M,..." NAME='-DFLAG=V ...' ...
-# (commas in a variant's flags stand for spaces: NAME=-DA=1,-DB=2; an -arch= among them replaces sm_90;
+# (commas in a variant's flags stand for spaces: NAME=-DA=1,-DB=2; an -arch= among them replaces sm_90a;
 # NAME=@FILE.ptx times a PTX compiled before, e.g. the committed one or another source's)
 # Writes OUTDIR/variants.jsonl ({"variant": NAME, ...report}) and prints one line per result.
 set -uo pipefail
@@ -17,8 +17,8 @@ for v in "$@"; do
   ptx=/tmp/qgemm-$name.ptx
   rm -f "$ptx"
   if [[ $flags == @* ]]; then cp "${flags#@}" "$ptx"; continue; fi
-  arch=-arch=sm_90
-  [[ " $flags " == *" -arch="* ]] && arch=  # a variant's own target (-arch=sm_90a for wgmma)
+  arch=-arch=sm_90a
+  [[ " $flags " == *" -arch="* ]] && arch=  # a variant's own target (-arch=sm_90 for -DGEMM_MMA_SYNC)
   # shellcheck disable=SC2086
   ( nvcc $arch -O3 -ptx $flags kernels/cuda/qgemm.cu -o "$ptx.tmp" &&
     { echo "// qforge source sha256: variant $name"; cat "$ptx.tmp"; } > "$ptx" ) &

@@ -39,8 +39,9 @@ pub const K_STEP: usize = 128;
 pub const CUDA_TYPES: [WeightType; 7] = WeightType::ALL;
 
 /// Zero bytes after the weights: the kernels' unaligned loads read whole words past a row's
-/// last 2-aligned block.
-const WEIGHT_PAD: usize = 64;
+/// last 2-aligned block, and the GEMM stages a row's last 256-value window whole (up to 304
+/// bytes from an aligned word where the row has 128 values left).
+const WEIGHT_PAD: usize = 320;
 
 /// Zero values after the NF4 absmax: the GEMV copies whole aligned 16-byte words.
 const ABSMAX_PAD: usize = 16;
@@ -59,6 +60,9 @@ const GEMV_MAX_BUDGET: usize = 32 << 10;
 
 /// The `__constant__` of the PTX that gives the GEMM's launch shape.
 const GEMM_CONFIG: &str = "gemm_config";
+/// The module global that, where present and 1, asks for a persistent GEMM grid
+/// (`gemm_persistent` in qgemm.cu).
+const GEMM_PERSISTENT: &str = "gemm_persistent";
 
 /// How a call's kernels follow the kernel before them in the stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,6 +144,9 @@ struct GemmConfig {
     threads: u32,
     /// Blocks along `k` whose partial sums are added into `y` (1: each block writes its outputs).
     splits: u32,
+    /// One block a multiprocessor, at most one a tile, each taking an even share of the
+    /// tiles' k steps and adding into `y` (then `splits` is 2 and there is no grid along k).
+    persistent: bool,
 }
 
 impl GemmConfig {
@@ -155,12 +162,23 @@ impl GemmConfig {
         {
             anyhow::bail!("CUDA module global {GEMM_CONFIG} is not a launch shape: {tile_m}, {tile_n}, {smem}, {threads}, {splits}");
         }
+        // Absent from modules compiled before it (a variant's or an older PTX): not persistent.
+        let persistent = match module.get_global(GEMM_PERSISTENT, stream) {
+            Ok(_) => read_i32s::<1>(module, stream, GEMM_PERSISTENT)? == [1],
+            Err(_) => false,
+        };
+        if persistent && splits != 2 {
+            anyhow::bail!(
+                "CUDA module: a persistent GEMM adds into y, so {GEMM_CONFIG} must say 2 splits"
+            );
+        }
         Ok(GemmConfig {
             tile_m: tile_m as usize,
             tile_n: tile_n as usize,
             smem: smem as u32,
             threads: threads as u32,
             splits: splits as u32,
+            persistent,
         })
     }
 }
@@ -229,9 +247,10 @@ impl Gpu {
         let ctx = CudaContext::new(0)
             .map_err(|e| invalid!("--device cuda: no usable CUDA device ({e})"))?;
         let compute_capability = driver(ctx.compute_capability(), "device query")?;
-        if compute_capability < (8, 0) {
+        // The committed PTX targets sm_90a (the GEMM's wgmma), which loads on Hopper only.
+        if compute_capability.0 != 9 {
             bail_invalid!(
-                "--device cuda: compute capability {}.{} is below 8.0, which the kernels need",
+                "--device cuda: compute capability {}.{} is not 9.x (Hopper), which the kernels (PTX for sm_90a) need",
                 compute_capability.0,
                 compute_capability.1
             );
@@ -324,7 +343,12 @@ impl Gpu {
         assert_eq!(x.len(), m * w.k, "x must hold m * k values");
         let s = &self.stream;
         let gemm = m > GEMV_MAX_M || self.gemv_budget(m, w.k).is_none();
-        let q = if gemm { m * w.k } else { 1 };
+        // The GEMM reads whole tiles of tokens (those past m are never written nor output).
+        let q = if gemm {
+            m.next_multiple_of(self.gemm.tile_m) * w.k
+        } else {
+            1
+        };
         Ok(Scratch {
             m,
             x: driver(s.clone_htod(x), "upload")?,
@@ -485,7 +509,8 @@ impl Gpu {
         {
             let (xp, _x) = s.x.device_ptr(st);
             let (bp, _b) = s.xb.device_ptr_mut(st);
-            // SAFETY: x and xb hold m * k values (k a multiple of 8); block t converts token t.
+            // SAFETY: x holds m * k values (k a multiple of 8), xb as many for m rounded up to
+            // whole tiles; block t converts token t.
             unsafe { self.launch(&q, cfg, chain, &mut [arg(&xp), arg(&bp), arg(&ki)])? };
         }
         let g = self.gemm;
@@ -494,12 +519,14 @@ impl Gpu {
         if g.splits > 1 {
             driver(self.stream.memset_zeros(&mut s.y), "memset")?;
         }
+        let (tiles_n, tiles_m) = (n.div_ceil(g.tile_n) as u32, m.div_ceil(g.tile_m) as u32);
+        let grid_dim = if g.persistent {
+            ((tiles_n * tiles_m).min(self.sms), 1, 1)
+        } else {
+            (tiles_n, tiles_m, g.splits)
+        };
         let cfg = LaunchConfig {
-            grid_dim: (
-                n.div_ceil(g.tile_n) as u32,
-                m.div_ceil(g.tile_m) as u32,
-                g.splits,
-            ),
+            grid_dim,
             block_dim: (g.threads, 1, 1),
             shared_mem_bytes: g.smem,
         };
