@@ -299,7 +299,8 @@ fn kv_profiles_meet_the_bars_on_real_kv() {
             ppl["delta"].as_f64().unwrap(),
             ppl["noise"].as_f64().unwrap(),
         );
-        eprintln!("{name}: {bits} bits, TV {tv}, {ppl}");
+        let mse = &r["metrics"]["key_logit_mse"];
+        eprintln!("{name}: {bits} bits, TV {tv}, MSE {mse}, {ppl}");
         assert!(bits <= 4.3, "{name}: {bits} bits");
         assert!(tv <= 0.05, "{name}: attention TV {tv}");
         // The noise bound keeps the text long enough to judge 0.1 by.
@@ -309,6 +310,18 @@ fn kv_profiles_meet_the_bars_on_real_kv() {
         judged.push((delta, noise));
         if !compare {
             continue;
+        }
+        for b in r["baselines"].as_array().unwrap() {
+            let (m, p) = (&b["metrics"], &b["perplexity"]);
+            eprintln!(
+                "{name} baseline {}: {} bits, TV {}, MSE {}, delta {} ± {}",
+                b["codec"],
+                b["effective_bits_per_value"],
+                m["attention_tv"],
+                m["key_logit_mse"],
+                p["delta"],
+                p["noise"]
+            );
         }
         // TurboQuant-style b4 (4.43 bits with the window), rotated q4_0 (4.68) and KIVI-4
         // g128 (keys 4.25, values one group of 64 channels 4.5: 4.56 bits with the window,

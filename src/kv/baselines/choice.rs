@@ -11,7 +11,7 @@ use super::{q4_0, q8_0, turboquant, GgmlBlocks, Kivi};
 pub type Baseline = (String, Box<dyn KvCodec>, Box<dyn KvCodec>);
 
 /// KIVI's group sizes: its paper and code (jy-yuan/KIVI) run 32, 64 and 128.
-const KIVI_GROUPS: [usize; 3] = [32, 64, 128];
+pub const KIVI_GROUPS: [usize; 3] = [32, 64, 128];
 
 /// Nominal bits per value of a key and a value codec over the roles `role` compresses.
 pub fn pair_bits(role: KvRole, keys: &dyn KvCodec, values: &dyn KvCodec) -> f64 {
