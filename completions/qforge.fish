@@ -276,7 +276,7 @@ avx512\t'AVX-512 (with VNNI where a kernel uses it and the CPU has it)'
 avx2\t'AVX2 with FMA and F16C'
 scalar\t'Portable code, no SIMD'"
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from verify" -l threads -d 'Worker threads (default: all cores). The receipt does not depend on it' -r
-complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from verify" -l compare -d 'Also run the baselines (TurboQuant-style, KIVI-2, q8_0, q4_0) in the same run'
+complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from verify" -l compare -d 'Also measure the baselines next to the (first) profile: TurboQuant-style, KIVI (group 32, and the group size nearest the profile\'s bits from above), q8_0, q4_0'
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from verify" -l json -d 'Print the receipt JSON on stdout (schema qforge.kv-receipt/1, see docs/kv-profile.md)'
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from verify" -s v -l verbose -d 'More log output on stderr: -v the plan (info), -vv per-tensor timing (debug), -vvv trace; RUST_LOG overrides'
 complete -c qforge -n "__fish_qforge_using_subcommand kv-profile; and __fish_seen_subcommand_from verify" -s q -l quiet -d 'No progress bar and no text report (JSON with --json and errors still print)'

@@ -679,8 +679,10 @@ pub enum KvFallback {
 /// Arguments of `qforge kv-profile verify`.
 #[derive(Debug, Args)]
 pub struct KvVerifyArgs {
-    /// The profile to verify.
-    pub profile: PathBuf,
+    /// The profiles to verify. Several are measured on one evaluation (one run of --model,
+    /// its fp16 pass shared); --json then prints qforge.kv-receipts/1, their receipts in order.
+    #[arg(required = true, value_name = "PROFILE")]
+    pub profile: Vec<PathBuf>,
     /// Evaluation KV (safetensors); deterministic synthetic KV of the profile's shape when absent.
     #[arg(long, value_name = "FILE", conflicts_with = "model")]
     pub eval: Option<PathBuf>,
@@ -707,7 +709,8 @@ pub struct KvVerifyArgs {
     /// Queries (safetensors, layer.{i}.query, [query_heads, n, head_dim]); required with --eval.
     #[arg(long, value_name = "FILE", requires = "eval")]
     pub queries: Option<PathBuf>,
-    /// Also run the baselines (TurboQuant-style, KIVI-2, q8_0, q4_0) in the same run.
+    /// Also measure the baselines next to the (first) profile: TurboQuant-style, KIVI (group
+    /// 32, and the group size nearest the profile's bits from above), q8_0, q4_0.
     #[arg(long)]
     pub compare: bool,
     /// Receipt output.
@@ -1140,6 +1143,8 @@ const EXAMPLES_KV_VERIFY: &str = "\
 Examples:
   qforge kv-profile verify kv.json -o receipt.json
   qforge kv-profile verify kv.json --eval kv-eval.safetensors --queries q.safetensors --json
+  # Three seeds on one model run (its fp16 pass once), baselines next to the first:
+  qforge kv-profile verify s0.json s1.json s2.json --model SmolLM2 --text t.txt --chunks 8 --compare
   # Exit code 3 when a budget of the profile is exceeded:
   qforge kv-profile verify kv.json --compare -q || echo over budget";
 

@@ -80,8 +80,8 @@ pub fn build(args: &KvBuildArgs) -> Result<()> {
 
 /// Runs `qforge kv-profile verify`.
 pub fn verify(args: &KvVerifyArgs) -> Result<()> {
-    let verified = run::verify(&VerifyJob {
-        profile: &args.profile,
+    let report = run::verify(&VerifyJob {
+        profiles: &args.profile,
         eval: args.eval.as_deref(),
         queries: args.queries.as_deref(),
         model: args.model.as_deref().map(|m| ModelText {
@@ -95,8 +95,8 @@ pub fn verify(args: &KvVerifyArgs) -> Result<()> {
         compare: args.compare,
         output: args.output.as_deref(),
     })?;
-    print_report(args.json, &verified.document, || verified.render_text())?;
-    verified.check_budget()
+    print_report(args.json, &report.document, || report.render_text())?;
+    report.check_budget()
 }
 
 /// Runs `qforge kv-profile capture`.

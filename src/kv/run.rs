@@ -4,9 +4,8 @@
 //! over budget ([`OverBudget`], exit 3) and on invalid or tampered input (exit 2).
 
 use super::axis::AxisPolicy;
-use super::baselines::{self, Kivi};
+use super::baselines::choice;
 use super::capture::{CacheHook, ModelText, Perplexity, Runner};
-use super::codec::KvCodec;
 use super::io::{parse_shape, read_kv, read_queries, shape_from_model};
 use super::paging::PagedCodec;
 use super::profile::build_profile_with;
@@ -113,8 +112,8 @@ pub struct Built {
 /// What `kv-profile verify` checks.
 #[derive(Debug, Clone, Copy)]
 pub struct VerifyJob<'a> {
-    /// Profile JSON.
-    pub profile: &'a Path,
+    /// Profile JSON files (at least one), measured on the same evaluation KV and model run.
+    pub profiles: &'a [PathBuf],
     /// Evaluation KV (needs `queries`); synthetic KV when `None`.
     pub eval: Option<&'a Path>,
     /// Queries of the evaluation KV.
@@ -124,9 +123,9 @@ pub struct VerifyJob<'a> {
     /// Chunks of `model.tokens` tokens the perplexity is scored on (llama-perplexity's
     /// `--chunks`); the attention metrics use the first.
     pub chunks: usize,
-    /// Also measure the baselines at the profile's bits.
+    /// Also measure the baselines at the (first) profile's bits.
     pub compare: bool,
-    /// Receipt JSON to write.
+    /// Receipt JSON (with several profiles, the [`RECEIPTS_SCHEMA`] document) to write.
     pub output: Option<&'a Path>,
 }
 
@@ -211,7 +210,10 @@ impl ModelRun {
     }
 }
 
-/// A verified profile: the receipt and the document printed (and written).
+/// Schema of the document `verify` prints for several profiles: their receipts in order.
+pub const RECEIPTS_SCHEMA: &str = "qforge.kv-receipts/1";
+
+/// A verified profile: the receipt and its document.
 #[derive(Debug)]
 pub struct Verified {
     /// The profile's path.
@@ -221,6 +223,16 @@ pub struct Verified {
     /// `synthetic` or the evaluation KV's path.
     pub source: String,
     /// The receipt with `eval_source` (and `baselines` under `compare`).
+    pub document: Json,
+}
+
+/// The profiles `verify` measured and the document printed (and written): one profile's
+/// receipt, or for several a [`RECEIPTS_SCHEMA`] document with their receipts in order.
+#[derive(Debug)]
+pub struct VerifyReport {
+    /// One per profile, in the order given.
+    pub verified: Vec<Verified>,
+    /// The document.
     pub document: Json,
 }
 
@@ -338,85 +350,31 @@ impl Built {
     }
 }
 
-/// A baseline: name, key codec, value codec.
-type Baseline = (String, Box<dyn KvCodec>, Box<dyn KvCodec>);
-
-/// Baselines at the profile's bits: the TurboQuant-style and KIVI-2/3/4 (g32) codecs at
-/// the fewest bits per value that are not below the profile's, q8_0 and q4_0 as llama.cpp's
-/// quantized cache runs them (`-ctk q4_0 -ctv q4_0`: Hadamard-rotated heads,
-/// [`baselines::GgmlBlocks::llama_cpp_rotation`]). With `key_order` (a model run), keys
-/// are first put in llama.cpp's channel layout ([`super::weights::llama_cpp_key_order`]).
-fn baselines(profile: &KvProfile, key_order: Option<&[usize]>) -> Result<Vec<Baseline>> {
-    let d = profile.shape.head_dim;
-    let target = profile.bits_per_value() - 1e-9;
-    let seed = profile.codec.seed;
-    let mut out: Vec<Baseline> = Vec::new();
-    for b in 1..=8u32 {
-        let k = baselines::turboquant(d, b, seed, None)?;
-        if k.bits_per_value() >= target || b == 8 {
-            out.push((
-                format!("turboquant-b{b}"),
-                Box::new(k),
-                Box::new(baselines::turboquant(d, b, seed, None)?),
-            ));
-            break;
-        }
-    }
-    for b in 2..=4u32 {
-        let k = Kivi::keys(d, b, 32)?;
-        if k.bits_per_value() >= target || b == 4 {
-            out.push((
-                format!("kivi-b{b}-g32"),
-                Box::new(k),
-                Box::new(Kivi::values(d, b, 32)?),
-            ));
-            break;
-        }
-    }
-    if d.is_multiple_of(32) {
-        let keys = |c: baselines::GgmlBlocks| match key_order {
-            Some(order) => Ok(c.with_order(order.to_vec())?.llama_cpp_rotation()),
-            None => Ok::<_, anyhow::Error>(c.llama_cpp_rotation()),
-        };
-        out.push((
-            "q8_0".into(),
-            Box::new(keys(baselines::q8_0(d)?)?),
-            Box::new(baselines::q8_0(d)?.llama_cpp_rotation()),
-        ));
-        out.push((
-            "q4_0".into(),
-            Box::new(keys(baselines::q4_0(d)?)?),
-            Box::new(baselines::q4_0(d)?.llama_cpp_rotation()),
-        ));
-    }
-    Ok(out)
+/// Reads and validates a profile (invalid input, exit 2, when it cannot).
+fn load_profile(path: &Path) -> Result<KvProfile> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| invalid!("cannot read {}: {e}", path.display()))?;
+    KvProfile::from_json(&text)
+        .map_err(|e| invalid!("{}: {}", path.display(), crate::error::one_line(&e)))
 }
 
-/// Verifies the profile of `args` on its evaluation KV (synthetic without one) and writes
-/// the receipt to `args.output` when given.
-pub fn verify(args: &VerifyJob) -> Result<Verified> {
-    let text = std::fs::read_to_string(args.profile)
-        .map_err(|e| invalid!("cannot read {}: {e}", args.profile.display()))?;
-    let profile = KvProfile::from_json(&text)
-        .map_err(|e| invalid!("{}: {}", args.profile.display(), crate::error::one_line(&e)))?;
+/// The evaluation data of `args`: KV, queries, their source and, for `--model`, the model
+/// run with its fp16 perplexity. Synthetic KV takes the shape and seed of `profile`.
+fn evaluation(
+    args: &VerifyJob,
+    profile: &KvProfile,
+) -> Result<(KvData, super::Queries, String, Option<ModelRun>)> {
     let s = &profile.shape;
-    let mut run = None;
-    let (kv, queries, source) = match (args.eval, args.queries, args.model) {
+    Ok(match (args.eval, args.queries, args.model) {
         (_, _, Some(m)) => {
             let r = m.run()?;
-            run = Some(ModelRun::new(
-                r.runner,
-                r.tokens,
-                r.perplexity,
-                &m,
-                args.chunks,
-            )?);
-            (r.hook.kv, r.hook.q, m.text.display().to_string())
+            let run = ModelRun::new(r.runner, r.tokens, r.perplexity, &m, args.chunks)?;
+            (r.hook.kv, r.hook.q, m.text.display().to_string(), Some(run))
         }
         (Some(e), Some(q), None) => {
             let kv = read_kv(e, Some(s.head_dim))?;
             let queries = read_queries(q, kv.layers.len(), Some(s.head_dim))?;
-            (kv, queries, e.display().to_string())
+            (kv, queries, e.display().to_string(), None)
         }
         (Some(_), None, None) => bail_invalid!("--eval needs --queries"),
         _ => {
@@ -430,14 +388,72 @@ pub fn verify(args: &VerifyJob) -> Result<Verified> {
                 ..SynthConfig::default()
             };
             let (kv, q) = synth_kv(&cfg).map_err(|e| invalid!("{e:#}"))?;
-            (kv, q, "synthetic".to_string())
+            (kv, q, "synthetic".to_string(), None)
         }
+    })
+}
+
+/// Verifies the profiles of `args` on one evaluation (the evaluation KV, synthetic KV of
+/// the first profile's shape without one, or one run of `--model` whose fp16 pass serves
+/// every profile) and writes the document to `args.output` when given. `--compare`
+/// measures the baselines next to the first profile.
+pub fn verify(args: &VerifyJob) -> Result<VerifyReport> {
+    let profiles = args
+        .profiles
+        .iter()
+        .map(|p| load_profile(p))
+        .collect::<Result<Vec<_>>>()?;
+    let Some(first) = profiles.first() else {
+        bail_invalid!("give a profile to verify");
     };
-    let mut receipt = evaluate(&profile, &kv, &queries).map_err(|e| invalid!("{e:#}"))?;
+    let (kv, queries, source, run) = evaluation(args, first)?;
+    let several = profiles.len() > 1;
+    let mut verified = Vec::new();
+    for (i, (path, profile)) in args.profiles.iter().zip(profiles).enumerate() {
+        let compare = args.compare && i == 0;
+        let measured = measure(&profile, (&kv, &queries, &source), run.as_ref(), compare);
+        // With several profiles, an error names the one it is about.
+        let (receipt, document) = match measured {
+            Err(e) if several => return Err(e.context(path.display().to_string())),
+            m => m?,
+        };
+        verified.push(Verified {
+            profile: path.clone(),
+            receipt,
+            source: source.clone(),
+            document,
+        });
+    }
+    let document = match &verified[..] {
+        [one] => one.document.clone(),
+        all => json!({
+            "schema": RECEIPTS_SCHEMA,
+            "receipts": all.iter().map(|v| v.document.clone()).collect::<Vec<_>>(),
+        }),
+    };
+    let text = serde_json::to_string_pretty(&document)? + "\n";
+    if let Some(out) = args.output {
+        crate::formats::atomic::write_file(out, text.as_bytes())
+            .with_context(|| format!("writing {}", out.display()))?;
+    }
+    Ok(VerifyReport { verified, document })
+}
+
+/// One profile's receipt on the evaluation KV and queries (with the perplexity of `run`)
+/// and its document: the receipt with `eval_source` (the evaluation's source) and, under
+/// `compare`, the baselines of [`choice::for_profile`].
+fn measure(
+    profile: &KvProfile,
+    (kv, queries, source): (&KvData, &super::Queries, &str),
+    run: Option<&ModelRun>,
+    compare: bool,
+) -> Result<(Receipt, Json)> {
+    let s = &profile.shape;
+    let mut receipt = evaluate(profile, kv, queries).map_err(|e| invalid!("{e:#}"))?;
     let window = profile.protected.last_tokens;
     let tokens = kv.dims()?.tokens.max(1);
-    if let Some(run) = &run {
-        let pc = PagedCodec::new(&profile)?;
+    if let Some(run) = run {
+        let pc = PagedCodec::new(profile)?;
         let t = run.chunks[0].len();
         let p = run.perplexity(window, |l, layer| {
             pc.decode_layer(l, &pc.encode_layer(l, &layer)?, t)
@@ -446,29 +462,28 @@ pub fn verify(args: &VerifyJob) -> Result<Verified> {
     }
     let mut doc = serde_json::to_value(&receipt)?;
     doc["eval_source"] = json!(source);
-    if args.compare {
+    if compare {
         let mut rows = Vec::new();
-        let key_order = run
-            .as_ref()
-            .map(|r| r.runner.model.config.llama_cpp_key_order.as_slice());
-        for (name, kc, vc) in baselines(&profile, key_order)? {
+        let key_order = run.map(|r| r.runner.model.config.llama_cpp_key_order.as_slice());
+        for (name, kc, vc) in choice::for_profile(profile, key_order)? {
             let (k, v) = (
                 s.role.keys().then_some(kc.as_ref()),
                 s.role.values().then_some(vc.as_ref()),
             );
             // The profile's recent window applies to the baselines too, charged at 16 bits.
-            let mut recon = round_trip_kv(&kv, k, v)?;
-            keep_recent(&kv, &mut recon, window);
-            let (m, _) = compare_kv(&kv, &recon, &queries, profile.budget.top_k)?;
+            let mut recon = round_trip_kv(kv, k, v)?;
+            keep_recent(kv, &mut recon, window);
+            let (m, _) = compare_kv(kv, &recon, queries, profile.budget.top_k)?;
+            let bits = choice::pair_bits(s.role, kc.as_ref(), vc.as_ref());
             let w = window.min(tokens) as f64;
-            let effective = (16.0 * w + kc.bits_per_value() * (tokens as f64 - w)) / tokens as f64;
+            let effective = (16.0 * w + bits * (tokens as f64 - w)) / tokens as f64;
             let mut row = json!({
                 "codec": name,
-                "bits_per_value": kc.bits_per_value(),
+                "bits_per_value": bits,
                 "effective_bits_per_value": effective,
                 "metrics": m,
             });
-            if let Some(run) = &run {
+            if let Some(run) = run {
                 let p = run.perplexity(window, |_, layer| {
                     let one = KvData {
                         layers: vec![layer],
@@ -482,17 +497,39 @@ pub fn verify(args: &VerifyJob) -> Result<Verified> {
         }
         doc["baselines"] = Json::Array(rows);
     }
-    let text = serde_json::to_string_pretty(&doc)? + "\n";
-    if let Some(out) = args.output {
-        crate::formats::atomic::write_file(out, text.as_bytes())
-            .with_context(|| format!("writing {}", out.display()))?;
+    Ok((receipt, doc))
+}
+
+impl VerifyReport {
+    /// The text report: one block per profile.
+    pub fn render_text(&self) -> String {
+        self.verified.iter().map(Verified::render_text).collect()
     }
-    Ok(Verified {
-        profile: args.profile.to_path_buf(),
-        receipt,
-        source,
-        document: doc,
-    })
+
+    /// Over budget (exit 3) when some profile's verdict is a failure, naming the failed
+    /// checks (and, with several profiles, the profile).
+    pub fn check_budget(&self) -> Result<()> {
+        let several = self.verified.len() > 1;
+        let failed: Vec<String> = self
+            .verified
+            .iter()
+            .filter_map(|v| {
+                let checks = v.failed_checks()?;
+                Some(if several {
+                    format!("{}: {checks}", v.profile.display())
+                } else {
+                    checks
+                })
+            })
+            .collect();
+        if failed.is_empty() {
+            return Ok(());
+        }
+        Err(anyhow::Error::new(OverBudget(format!(
+            "over budget: {}",
+            failed.join("; ")
+        ))))
+    }
 }
 
 impl Verified {
@@ -522,21 +559,17 @@ impl Verified {
         }
     }
 
-    /// Over budget (exit 3) when the verdict is a failure, naming the failed checks.
-    pub fn check_budget(&self) -> Result<()> {
+    /// The failed checks, `name value > max` joined by commas; `None` on a pass.
+    fn failed_checks(&self) -> Option<String> {
         let receipt = &self.receipt;
-        if receipt.verdict == Verdict::Fail {
-            let failed: Vec<String> = receipt
+        (receipt.verdict == Verdict::Fail).then(|| {
+            receipt
                 .checks
                 .iter()
                 .filter(|c| !c.pass)
                 .map(|c| format!("{} {} > {}", c.name, c.value, c.max))
-                .collect();
-            return Err(anyhow::Error::new(OverBudget(format!(
-                "over budget: {}",
-                failed.join(", ")
-            ))));
-        }
-        Ok(())
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
     }
 }

@@ -156,6 +156,42 @@ fn verify_passes_fails_and_rejects_tampering() {
         &qforge(&["kv-profile", "verify", "/nonexistent.json"]),
         "cannot read",
     );
+
+    // Several profiles on one evaluation: their receipts in order, each as verified alone
+    // (the synthetic KV is the first profile's: same shape and seed here); over budget
+    // names the profile; a bad one is invalid input.
+    let both = dir.path().join("both.json");
+    let lt = [loose.to_str().unwrap(), tight.to_str().unwrap()];
+    let out = qforge(
+        &[
+            &["kv-profile", "verify"],
+            &lt[..],
+            &["--json", "-o"],
+            &[both.to_str().unwrap()],
+        ]
+        .concat(),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "one of them over budget exits 3"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("tight.json: max_attention_tv"), "{stderr}");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["schema"], "qforge.kv-receipts/1");
+    let written: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&both).unwrap()).unwrap();
+    assert_eq!(written, doc);
+    let receipts = doc["receipts"].as_array().unwrap();
+    assert_eq!(receipts.len(), 2);
+    assert_eq!(receipts[0], r, "the first receipt as verified alone");
+    assert_eq!(receipts[1]["verdict"], "fail");
+    assert_eq!(receipts[1]["metrics"], r["metrics"], "same codec, same KV");
+    assert_invalid(
+        &qforge(&["kv-profile", "verify", lt[0], "/nonexistent.json"]),
+        "cannot read",
+    );
 }
 
 #[test]
@@ -190,7 +226,19 @@ fn verify_on_safetensors_kv_with_baselines() {
         .iter()
         .map(|b| b["codec"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["turboquant-b2", "kivi-b2-g32", "q8_0", "q4_0"]);
+    // KIVI at group 32 and, appended, at the group nearest the profile's 2.25 bits from
+    // above (keys 2.25, values one group of 64 channels 2.5: 2.375 bits).
+    assert_eq!(
+        names,
+        [
+            "turboquant-b2",
+            "kivi-b2-g32",
+            "q8_0",
+            "q4_0",
+            "kivi-b2-g128"
+        ]
+    );
+    assert_eq!(r["baselines"][4]["bits_per_value"], 2.375);
     let q8_tv = r["baselines"][2]["metrics"]["attention_tv"]
         .as_f64()
         .unwrap();

@@ -114,8 +114,17 @@ impl KvCodec for Kivi {
         self.head_dim
     }
 
+    /// Code bits plus the fp16 (min, scale) pair of each group: `32 / group` per value for
+    /// keys (full token groups), `32 · ceil(head_dim / group) / head_dim` for values (a row's
+    /// channel groups, the last one shorter when `group` does not divide `head_dim`).
     fn bits_per_value(&self) -> f64 {
-        f64::from(self.bits) + 32.0 / self.group as f64
+        let params = match self.axis {
+            KiviAxis::PerChannel => 32.0 / self.group as f64,
+            KiviAxis::PerToken => {
+                32.0 * self.head_dim.div_ceil(self.group) as f64 / self.head_dim as f64
+            }
+        };
+        f64::from(self.bits) + params
     }
 
     fn encoded_len(&self, rows: usize) -> usize {
@@ -277,6 +286,22 @@ mod tests {
         let dec = k.decode(&enc, 3).unwrap();
         assert_eq!(dec.data(), &[0.0, 5.0, 3.0, 5.0, -1.0, 2.0]);
         assert!((k.bits_per_value() - 18.0).abs() < 1e-12); // 2 + 32/2
+    }
+
+    #[test]
+    fn value_bits_count_every_channel_group() {
+        // 64 channels: one group of 64 for g64 and for g128 (a row has only 64), two for g32.
+        for (g, bits) in [(32, 5.0), (64, 4.5), (128, 4.5)] {
+            let v = Kivi::values(64, 4, g).unwrap();
+            assert!((v.bits_per_value() - bits).abs() < 1e-12, "g{g}");
+            assert_eq!(v.encoded_len(3) * 8, (bits * 64.0 * 3.0) as usize, "g{g}");
+        }
+        // 48 channels in groups of 32: a group of 32 and one of 16, two (min, scale) pairs.
+        let v = Kivi::values(48, 2, 32).unwrap();
+        assert!((v.bits_per_value() - (2.0 + 64.0 / 48.0)).abs() < 1e-12);
+        assert_eq!(v.encoded_len(1), 4 + 8 + 4 + 4);
+        // Keys: one pair per channel per token group.
+        assert!((Kivi::keys(64, 4, 128).unwrap().bits_per_value() - 4.25).abs() < 1e-12);
     }
 
     #[test]

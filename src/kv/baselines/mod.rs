@@ -5,7 +5,9 @@
 //! * [`kivi`]: KIVI-style asymmetric quantization, keys per channel over token
 //!   groups, values per token over channel groups.
 //! * [`ggml_blocks`]: ggml `q8_0` / `q4_0` blocks through qforge's exact ggml codecs.
+//! * [`choice`]: which of them `verify --compare` measures next to a profile.
 
+pub mod choice;
 pub mod ggml_blocks;
 pub mod kivi;
 pub mod turbo;
