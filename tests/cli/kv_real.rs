@@ -162,6 +162,22 @@ fn baseline(r: &serde_json::Value, prefix: &str) -> serde_json::Value {
         .clone()
 }
 
+/// Prints every `--compare` row of receipt `r` (those asserted against and the others).
+fn print_baselines(r: &serde_json::Value, name: &str) {
+    for b in r["baselines"].as_array().unwrap() {
+        let (m, p) = (&b["metrics"], &b["perplexity"]);
+        eprintln!(
+            "{name} baseline {}: {} bits, TV {}, MSE {}, delta {} ± {}",
+            b["codec"],
+            b["effective_bits_per_value"],
+            m["attention_tv"],
+            m["key_logit_mse"],
+            p["delta"],
+            p["noise"]
+        );
+    }
+}
+
 /// Asserts that the profile of receipt `r` has a lower attention TV, key-logit MSE and
 /// perplexity delta than each baseline named by a prefix (`(prefix, slack)`: the delta may exceed the baseline's by at most `slack` times
 /// the receipt's noise), and that q8_0's delta is within `q8_max`.
@@ -171,17 +187,10 @@ fn assert_beats(r: &serde_json::Value, name: &str, prefixes: &[(&str, f64)], q8_
     let ppl = &r["perplexity"];
     let delta = ppl["delta"].as_f64().unwrap();
     let noise = ppl["noise"].as_f64().unwrap();
+    print_baselines(r, name);
     for &(prefix, slack) in prefixes {
         let b = baseline(r, prefix);
         let (m, p) = (&b["metrics"], &b["perplexity"]);
-        eprintln!(
-            "{name} vs {}: {} bits, TV {}, MSE {}, delta {}",
-            b["codec"],
-            b["effective_bits_per_value"],
-            m["attention_tv"],
-            m["key_logit_mse"],
-            p["delta"]
-        );
         assert!(
             tv < m["attention_tv"].as_f64().unwrap()
                 && mse < m["key_logit_mse"].as_f64().unwrap()
@@ -310,18 +319,6 @@ fn kv_profiles_meet_the_bars_on_real_kv() {
         judged.push((delta, noise));
         if !compare {
             continue;
-        }
-        for b in r["baselines"].as_array().unwrap() {
-            let (m, p) = (&b["metrics"], &b["perplexity"]);
-            eprintln!(
-                "{name} baseline {}: {} bits, TV {}, MSE {}, delta {} ± {}",
-                b["codec"],
-                b["effective_bits_per_value"],
-                m["attention_tv"],
-                m["key_logit_mse"],
-                p["delta"],
-                p["noise"]
-            );
         }
         // TurboQuant-style b4 (4.43 bits with the window), rotated q4_0 (4.68) and KIVI-4
         // g128 (keys 4.25, values one group of 64 channels 4.5: 4.56 bits with the window,
