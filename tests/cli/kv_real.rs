@@ -223,29 +223,53 @@ fn kv_profiles_meet_the_bars_on_real_kv() {
     let config = config.to_str().unwrap();
     let common = ["--protect-first", "1", "--unbiased-norm"];
 
-    // The 3.3-bit bar, one chunk of the evaluation text (docs/kv-profile.md §6a): role-aware
-    // k4 N4096, 3.26 bits, TV 0.094 +2.98 ppl. llama.cpp's Hadamard-rotated q4_0 cache
-    // (4.5 bits, TV 0.089 +2.30) is better, so it is not asserted against.
-    let small = ["--block-dim", "4", "--bits", "12", "--axis", "role-aware"];
-    let name = "k4n4096";
+    // The 3.3-bit bar, one chunk of the evaluation text (docs/kv-profile.md §6a, s28): k4 N4096
+    // in learned bases with 8-bit norms, the most sensitive streams (by the calibration text's
+    // sensitivities, `fixtures/kv/smollm2-calibration-sensitivities-3bit.txt`) upgraded to k2
+    // N256 and k2 N1024 by scripts/kv_allocate.py at 3.275 nominal bits: 3.287 bits.
+    const KEYS3: &str = "0,1,0,0,0,1,0,1,1,1,1,1,0,0,0,0,0,0,0,1,0,0,0,0,0,0,0,0,0,0";
+    const VALUES3: &str = "0,1,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0";
+    let small = [
+        "--block-dim",
+        "4",
+        "--bits",
+        "12",
+        "--axis",
+        "per-channel",
+        "--channel-basis",
+        "--norm-bits",
+        "8",
+        "--tier",
+        "2x8",
+        "--tier",
+        "2x10",
+        "--key-codecs",
+        KEYS3,
+        "--value-codecs",
+        VALUES3,
+    ];
+    let name = "k4n4096-tiers";
     let profile = build(config, &cal, name, &[&small[..], &common[..]].concat());
     let r = &verify(config, &[profile], "evaluation", 1, true)[0];
     let bits = r["storage"]["effective_bits_per_value"].as_f64().unwrap();
     let tv = r["metrics"]["attention_tv"].as_f64().unwrap();
     let ppl = &r["perplexity"];
+    eprintln!("{name}: {bits} bits, TV {tv}, {ppl}");
     assert!(bits <= 3.3, "{name}: {bits} bits");
     assert!(tv <= 0.12, "{name}: attention TV {tv}");
-    assert!(ppl["delta"].as_f64().unwrap() <= 3.5, "{name}: {ppl}");
-    // TurboQuant-style b3, KIVI-3 g32 (4.0 bits) and KIVI-3 g128 (keys 3.25, values one
-    // group of 64 channels 3.5: 3.375 bits, the KIVI nearest from above) are worse in TV,
-    // key-logit MSE and perplexity (TV 0.094 against 0.193, 0.100, 0.140; MSE 0.113 against
-    // 0.541, 0.130, 0.236; s24 and s27); q8_0 (8.5 bits, as llama.cpp's cache runs it) is within
-    // llama-perplexity's own q8_0 delta (-0.05) and the single-chunk noise (about 0.15).
+    assert!(ppl["delta"].as_f64().unwrap() <= 2.0, "{name}: {ppl}");
+    // Measured (s28, Zen 4): TV 0.075, key-logit MSE 0.075, +0.96 ± 0.87. Llama.cpp's
+    // Hadamard-rotated q4_0 cache (4.5 bits) TV 0.089, MSE 0.111, +2.52; TurboQuant-style b3
+    // (3.25) 0.193, 0.541, +19.1; KIVI-3 g32 (4.0) 0.100, 0.130, +5.07; KIVI-3 g128 (keys
+    // 3.25, values one group of 64 channels 3.5: 3.375 bits, the KIVI nearest from above)
+    // 0.140, 0.236, +11.9: each worse in TV, key-logit MSE and perplexity. q8_0 (8.5 bits, as
+    // llama.cpp's cache runs it) is within the single-chunk noise (about 0.15).
     assert_beats(
         r,
         name,
         &[
             ("turboquant", 0.0),
+            ("q4_0", 0.0),
             ("kivi-b3-g32", 0.0),
             ("kivi-b3-g128", 0.0),
         ],
@@ -344,5 +368,14 @@ fn kv_profiles_meet_the_bars_on_real_kv() {
     assert!(
         judged.iter().any(|(d, n)| d + 2.0 * n <= 0.1),
         "no seed within 0.1 by two noise units: {judged:?}"
+    );
+    // And some seed's delta is below KIVI-4 g128's (the baselines do not depend on the seed):
+    // s27, seeds 1 and 2 +0.028 and +0.027 against +0.068 (seed 0 +0.081, within its noise).
+    let kivi = baseline(&receipts[0], "kivi-b4-g128")["perplexity"]["delta"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        judged.iter().any(|&(d, _)| d < kivi),
+        "no seed below KIVI-4 g128's delta {kivi}: {judged:?}"
     );
 }
