@@ -662,17 +662,47 @@ mod x86 {
 
     /// Step `s` of the `STEPS` a kernel takes per tile of `BYTES` asks for its share of the
     /// tile [`PREFETCH_AHEAD`] bytes ahead: addresses spread evenly over the tile, less than
-    /// a line apart, so that every line of the stream (headers and Q5_K's trailing masks
-    /// included) is asked for, a few at each step rather than in bursts (tiles are read in
-    /// order, so these are lines this task reads soon; past the end it is only a hint,
-    /// never a fault). A fixed count per step: no branch in the kernels' loops.
+    /// a line apart, so that every line of the stream (headers included) is asked for, a few
+    /// at each step rather than in bursts (tiles are read in order, so these are lines this
+    /// task reads soon; past the end it is only a hint, never a fault). A fixed count per
+    /// step: no branch in the kernels' loops. With one token (`T = 1`, the GEMV) none: its
+    /// reads in address order ([`weights`]) keep the hardware prefetchers ahead, and the
+    /// prefetch instructions cost it 5-10%.
     #[inline(always)]
-    unsafe fn prefetch_share<const BYTES: usize, const STEPS: usize>(tile: *const u8, s: usize) {
+    unsafe fn prefetch_share<const T: usize, const BYTES: usize, const STEPS: usize>(
+        tile: *const u8,
+        s: usize,
+    ) {
+        if T == 1 {
+            return;
+        }
         let per = BYTES.div_ceil(64 * STEPS);
         for k in 0..per {
             let at = (s * per + k) * BYTES / (STEPS * per);
             _mm_prefetch::<_MM_HINT_T0>(tile.wrapping_add(PREFETCH_AHEAD + at).cast());
         }
+    }
+
+    /// The 64 weight bytes at `p`. With one token (`T = 1`, the GEMV, which streams its
+    /// weights from memory without software prefetch) an `asm` load, which the compiler keeps
+    /// in program order with the other weight reads ([`Header::copy_from`]), so that every
+    /// tile is read in address order: left to schedule plain loads, LLVM read an NF4 or Q4_0
+    /// tile's second half before its first and the scales last, and the GEMV lost 30-40%.
+    /// With more tokens the tiles come from L2 (the panel) and LLVM may place the loads.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn weights<const T: usize>(p: *const u8) -> __m512i {
+        if T > 1 {
+            return _mm512_loadu_si512(p.cast());
+        }
+        let v: __m512i;
+        std::arch::asm!(
+            "vmovdqu64 {v}, zmmword ptr [{p}]",
+            v = lateout(zmm_reg) v,
+            p = in(reg) p,
+            options(readonly, nostack, preserves_flags),
+        );
+        v
     }
 
     /// Token `t`'s 4 activations `at .. at + 4` (`at` a multiple of 4) in every lane.
@@ -754,8 +784,8 @@ mod x86 {
                 let mut acc = [_mm512_setzero_si512(); T];
                 let mut hi_acc = [_mm512_setzero_si512(); T];
                 for g in 4 * j..4 * j + 4 {
-                    prefetch_share::<Q5_K_TILE_BYTES, 32>(p, g);
-                    let q = _mm512_loadu_si512(p.add(Q5_QS_AT + 64 * g).cast());
+                    prefetch_share::<T, Q5_K_TILE_BYTES, 32>(p, g);
+                    let q = weights::<T>(p.add(Q5_QS_AT + 64 * g));
                     let mut lo = _mm512_and_si512(q, m4);
                     let mut hi = _mm512_and_si512(_mm512_srli_epi16::<4>(q), m4);
                     (lo, hi) = add_fifth_bits(h, g, lo, hi);
@@ -777,7 +807,8 @@ mod x86 {
     /// A copy of the first `N` bytes of a tile (its scales, before the codes). A kernel
     /// reads a tile's header lines at its sub-blocks' ends, after lines further on; read in
     /// place, those reads go back against the stream and the GEMV loses 5-10% of the read
-    /// bandwidth. Copied first, every line of the tile is read once, in address order.
+    /// bandwidth. Copied first (by loads the compiler keeps before the codes' [`weights`]),
+    /// every line of the tile is read once, in address order.
     #[repr(C, align(64))]
     struct Header<const N: usize>([u8; N]);
 
@@ -797,7 +828,15 @@ mod x86 {
                 } else {
                     (1u64 << (N - at)) - 1
                 };
-                let v = _mm512_maskz_loadu_epi8(k, p.add(at).cast());
+                let v: __m512i;
+                // In program order with the weight loads ([`weights`]): read before the codes.
+                std::arch::asm!(
+                    "vmovdqu8 {v}{{{k}}}{{z}}, zmmword ptr [{p}]",
+                    v = lateout(zmm_reg) v,
+                    k = in(kreg) k,
+                    p = in(reg) p.add(at),
+                    options(readonly, nostack, preserves_flags),
+                );
                 _mm512_mask_storeu_epi8(dst.add(at).cast(), k, v);
             }
             dst
@@ -880,8 +919,8 @@ mod x86 {
                 let mut lo_acc = [_mm512_setzero_si512(); T];
                 let mut hi_acc = [_mm512_setzero_si512(); T];
                 for g in 4 * j..4 * j + 4 {
-                    prefetch_share::<TILE_BYTES, 32>(p, g);
-                    let q = _mm512_loadu_si512(p.add(QS_AT + 64 * g).cast());
+                    prefetch_share::<T, TILE_BYTES, 32>(p, g);
+                    let q = weights::<T>(p.add(QS_AT + 64 * g));
                     let lo = _mm512_and_si512(q, m4);
                     let hi = high_nibbles::<GFNI>(q, m4);
                     let at = sb * QK_K + 8 * g;
@@ -969,8 +1008,8 @@ mod x86 {
                     let mut lo = [_mm512_setzero_si512(); 2];
                     let mut hi = [_mm512_setzero_si512(); 2];
                     for r in 0..2 {
-                        prefetch_share::<Q5_K_TILE_BYTES, 32>(codes[r], g);
-                        let q = _mm512_loadu_si512(codes[r].add(Q5_QS_AT + 64 * g).cast());
+                        prefetch_share::<T, Q5_K_TILE_BYTES, 32>(codes[r], g);
+                        let q = weights::<T>(codes[r].add(Q5_QS_AT + 64 * g));
                         lo[r] = _mm512_and_si512(q, m4);
                         hi[r] = _mm512_and_si512(_mm512_srli_epi16::<4>(q), m4);
                         (lo[r], hi[r]) = add_fifth_bits(p[r], g, lo[r], hi[r]);
@@ -1062,8 +1101,8 @@ mod x86 {
                     std::array::from_fn(|t| _mm512_set1_epi32(*offsets.add((sb * 8 + j) * T + t)));
                 let mut hi_acc = [_mm512_setzero_si512(); T];
                 for g in 4 * j..4 * j + 4 {
-                    prefetch_share::<IQ4_XS_TILE_BYTES, 32>(p, g);
-                    let q = _mm512_loadu_si512(p.add(IQ4_XS_QS_AT + 64 * g).cast());
+                    prefetch_share::<T, IQ4_XS_TILE_BYTES, 32>(p, g);
+                    let q = weights::<T>(p.add(IQ4_XS_QS_AT + 64 * g));
                     let lo = _mm512_shuffle_epi8(table, _mm512_and_si512(q, m4));
                     let hi =
                         _mm512_shuffle_epi8(table, _mm512_and_si512(_mm512_srli_epi16::<4>(q), m4));
@@ -1104,9 +1143,9 @@ mod x86 {
                 let mut hi_acc = [_mm512_setzero_si512(); T];
                 for g in [4 * i, 4 * i + 2] {
                     let line = p.add(Q6K_AT + 64 * g);
-                    prefetch_share::<Q6K_TILE_BYTES, 32>(p, g / 2);
-                    let lo = _mm512_loadu_si512(line.cast());
-                    let hi = _mm512_loadu_si512(line.add(64).cast());
+                    prefetch_share::<T, Q6K_TILE_BYTES, 32>(p, g / 2);
+                    let lo = weights::<T>(line);
+                    let hi = weights::<T>(line.add(64));
                     dot_group(lo, hi, x, sb * QK_K + 4 * g, &mut acc, &mut hi_acc);
                 }
                 let sc = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(
@@ -1195,8 +1234,8 @@ mod x86 {
                     std::array::from_fn(|t| _mm512_set1_epi32(*offsets.add(blk * T + t)));
                 let mut hi_acc = [_mm512_setzero_si512(); T];
                 for g in 4 * h..4 * h + 4 {
-                    prefetch_share::<NIBBLE_TILE_BYTES, 8>(p, g);
-                    let q = _mm512_loadu_si512(p.add(NIBBLES_AT + 64 * g).cast());
+                    prefetch_share::<T, NIBBLE_TILE_BYTES, 8>(p, g);
+                    let q = weights::<T>(p.add(NIBBLES_AT + 64 * g));
                     let lo = lookup(_mm512_and_si512(q, m4));
                     let hi = lookup(_mm512_and_si512(_mm512_srli_epi16::<4>(q), m4));
                     dot_group(lo, hi, x, 64 * b + 8 * g, &mut acc, &mut hi_acc);
@@ -1231,9 +1270,9 @@ mod x86 {
                 std::array::from_fn(|t| _mm512_set1_epi32(*offsets.add(b * T + t)));
             let mut hi_acc = [_mm512_setzero_si512(); T];
             for g in 0..4 {
-                prefetch_share::<Q8_0_TILE_BYTES, 4>(p, g);
-                let lo = _mm512_loadu_si512(p.add(Q8_0_AT + 128 * g).cast());
-                let hi = _mm512_loadu_si512(p.add(Q8_0_AT + 128 * g + 64).cast());
+                prefetch_share::<T, Q8_0_TILE_BYTES, 4>(p, g);
+                let lo = weights::<T>(p.add(Q8_0_AT + 128 * g));
+                let hi = weights::<T>(p.add(Q8_0_AT + 128 * g + 64));
                 dot_group(lo, hi, x, 32 * b + 8 * g, &mut acc, &mut hi_acc);
             }
             let scale = _mm512_cvtph_ps(_mm256_loadu_si256(h.cast()));
