@@ -685,7 +685,7 @@ mod x86 {
 
     /// The 64 weight bytes at `p`. With one token (`T = 1`, the GEMV, which streams its
     /// weights from memory without software prefetch) an `asm` load, which the compiler keeps
-    /// in program order with the other weight reads ([`Header::copy_from`]), so that every
+    /// in program order with the other weight reads ([`weights_masked`]), so that every
     /// tile is read in address order: left to schedule plain loads, LLVM read an NF4 or Q4_0
     /// tile's second half before its first and the scales last, and the GEMV lost 30-40%.
     /// With more tokens the tiles come from L2 (the panel) and LLVM may place the loads.
@@ -699,6 +699,25 @@ mod x86 {
         std::arch::asm!(
             "vmovdqu64 {v}, zmmword ptr [{p}]",
             v = lateout(zmm_reg) v,
+            p = in(reg) p,
+            options(readonly, nostack, preserves_flags),
+        );
+        v
+    }
+
+    /// The bytes of the line at `p` that mask `k` selects (the others zero), read as
+    /// [`weights`] reads (in program order with it at `T = 1`).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn weights_masked<const T: usize>(p: *const u8, k: __mmask64) -> __m512i {
+        if T > 1 {
+            return _mm512_maskz_loadu_epi8(k, p.cast());
+        }
+        let v: __m512i;
+        std::arch::asm!(
+            "vmovdqu8 {v}{{{k}}}{{z}}, zmmword ptr [{p}]",
+            v = lateout(zmm_reg) v,
+            k = in(kreg) k,
             p = in(reg) p,
             options(readonly, nostack, preserves_flags),
         );
@@ -776,7 +795,7 @@ mod x86 {
             let p = tile.as_ptr();
             // A whole token group reads the tile from L2 (the panel), where the order of
             // the lines matters less than the 13 lines' copy: 1-2% at m = 512.
-            let h = if T < MAX_TOKENS { hdr.copy_from(p) } else { p };
+            let h = if T < MAX_TOKENS { hdr.copy_from::<T>(p) } else { p };
             let d = _mm512_cvtph_ps(_mm256_loadu_si256(h.add(D_AT).cast()));
             let dmin = _mm512_cvtph_ps(_mm256_loadu_si256(h.add(DMIN_AT).cast()));
             let mut sbacc = [_mm512_setzero_ps(); T];
@@ -807,8 +826,8 @@ mod x86 {
     /// A copy of the first `N` bytes of a tile (its scales, before the codes). A kernel
     /// reads a tile's header lines at its sub-blocks' ends, after lines further on; read in
     /// place, those reads go back against the stream and the GEMV loses 5-10% of the read
-    /// bandwidth. Copied first (by loads the compiler keeps before the codes' [`weights`]),
-    /// every line of the tile is read once, in address order.
+    /// bandwidth. Copied first (in a GEMV by loads the compiler keeps before the codes',
+    /// [`weights_masked`]), every line of the tile is read once, in address order.
     #[repr(C, align(64))]
     struct Header<const N: usize>([u8; N]);
 
@@ -817,10 +836,11 @@ mod x86 {
             Header([0; N])
         }
 
-        /// Copies the first `N` bytes of the tile at `p` here and returns where they now are.
+        /// Copies the first `N` bytes of the tile at `p` here (for a kernel of `T` tokens,
+        /// read as [`weights`]) and returns where they now are.
         #[inline]
         #[target_feature(enable = "avx512f,avx512bw")]
-        unsafe fn copy_from(&mut self, p: *const u8) -> *const u8 {
+        unsafe fn copy_from<const T: usize>(&mut self, p: *const u8) -> *const u8 {
             let dst = self.0.as_mut_ptr();
             for at in (0..N).step_by(64) {
                 let k: __mmask64 = if N - at >= 64 {
@@ -828,15 +848,7 @@ mod x86 {
                 } else {
                     (1u64 << (N - at)) - 1
                 };
-                let v: __m512i;
-                // In program order with the weight loads ([`weights`]): read before the codes.
-                std::arch::asm!(
-                    "vmovdqu8 {v}{{{k}}}{{z}}, zmmword ptr [{p}]",
-                    v = lateout(zmm_reg) v,
-                    k = in(kreg) k,
-                    p = in(reg) p.add(at),
-                    options(readonly, nostack, preserves_flags),
-                );
+                let v = weights_masked::<T>(p.add(at), k);
                 _mm512_mask_storeu_epi8(dst.add(at).cast(), k, v);
             }
             dst
@@ -913,7 +925,7 @@ mod x86 {
         let mut hdr = Header::<QS_AT>::new();
         for (sb, tile) in tiles.chunks_exact(TILE_BYTES).enumerate() {
             let p = tile.as_ptr();
-            let h = hdr.copy_from(p);
+            let h = hdr.copy_from::<T>(p);
             let mut isb = [_mm512_setzero_si512(); T];
             for j in 0..8 {
                 let mut lo_acc = [_mm512_setzero_si512(); T];
@@ -992,8 +1004,8 @@ mod x86 {
         let mut hdr = [Header::<Q5_QS_AT>::new(), Header::<Q5_QS_AT>::new()];
         for sb in 0..tiles[0].len() / bytes {
             let p = [
-                hdr[0].copy_from(tiles[0].as_ptr().add(sb * bytes)),
-                hdr[1].copy_from(tiles[1].as_ptr().add(sb * bytes)),
+                hdr[0].copy_from::<T>(tiles[0].as_ptr().add(sb * bytes)),
+                hdr[1].copy_from::<T>(tiles[1].as_ptr().add(sb * bytes)),
             ];
             let codes = [
                 tiles[0].as_ptr().add(sb * bytes),
@@ -1093,7 +1105,7 @@ mod x86 {
         let mut hdr = Header::<IQ4_XS_QS_AT>::new();
         for (sb, tile) in tiles.chunks_exact(IQ4_XS_TILE_BYTES).enumerate() {
             let p = tile.as_ptr();
-            let h = hdr.copy_from(p);
+            let h = hdr.copy_from::<T>(p);
             let d = _mm512_cvtph_ps(_mm256_loadu_si256(h.add(IQ4_XS_D_AT).cast()));
             let mut sbacc = [_mm512_setzero_ps(); T];
             for j in 0..8 {
@@ -1134,7 +1146,7 @@ mod x86 {
         let mut hdr = Header::<Q6K_AT>::new();
         for (sb, tile) in tiles.chunks_exact(Q6K_TILE_BYTES).enumerate() {
             let p = tile.as_ptr();
-            let h = hdr.copy_from(p);
+            let h = hdr.copy_from::<T>(p);
             let d = _mm512_cvtph_ps(_mm256_loadu_si256(h.add(D_AT).cast()));
             let mut sbacc = [_mm512_setzero_ps(); T];
             for i in 0..16 {
@@ -1227,7 +1239,7 @@ mod x86 {
         let mut hdr = Header::<NIBBLES_AT>::new();
         for (b, tile) in tiles.chunks_exact(NIBBLE_TILE_BYTES).enumerate() {
             let p = tile.as_ptr();
-            let head = hdr.copy_from(p);
+            let head = hdr.copy_from::<T>(p);
             for h in 0..2 {
                 let blk = 2 * b + h;
                 let mut acc: [__m512i; T] =
@@ -1265,7 +1277,7 @@ mod x86 {
         let mut hdr = Header::<Q8_0_AT>::new();
         for (b, tile) in tiles.chunks_exact(Q8_0_TILE_BYTES).enumerate() {
             let p = tile.as_ptr();
-            let h = hdr.copy_from(p);
+            let h = hdr.copy_from::<T>(p);
             let mut acc: [__m512i; T] =
                 std::array::from_fn(|t| _mm512_set1_epi32(*offsets.add(b * T + t)));
             let mut hi_acc = [_mm512_setzero_si512(); T];
