@@ -150,7 +150,8 @@ const NIBBLES_AT: usize = 64;
 
 /// How far ahead of the line being read the tile kernels prefetch: 3 KiB measured 3-7%
 /// faster than 4 KiB for the GEMV of Q4_K, Q4_0 and NF4 (CPU time, one thread, k = 4096),
-/// as fast as 2 KiB for those and as fast as 4 KiB for Q5_K (slower at 2 KiB).
+/// as fast as 2 KiB for those and as fast as 4 KiB for Q5_K (slower at 2 KiB); since s28
+/// only the Q6_K GEMV prefetches (the others read in order, [`x86::prefetch_share`]).
 const PREFETCH_AHEAD: usize = 3072;
 
 /// Tile rows per task when there are few tokens (fewer, larger tasks for a GEMV).
@@ -677,7 +678,7 @@ mod x86 {
 
     /// [`prefetch_tile`] for `T` tokens: with one (the GEMV) none, its reads in address
     /// order ([`weights`]) keep the hardware prefetchers ahead, and the prefetches cost the
-    /// GEMV of Q4_K, Q5_K and IQ4_XS 7-12% (one thread).
+    /// GEMV of Q4_K, Q5_K and IQ4_XS 3-11% (one thread).
     #[inline(always)]
     unsafe fn prefetch_share<const T: usize, const BYTES: usize, const STEPS: usize>(
         tile: *const u8,
@@ -692,7 +693,7 @@ mod x86 {
     /// weights from memory without software prefetch) an `asm` load, which the compiler keeps
     /// in program order with the other weight reads ([`weights_masked`]), so that every
     /// tile is read in address order: left to schedule plain loads, LLVM read an NF4 or Q4_0
-    /// tile's second half before its first and the scales last, and the GEMV lost 30-40%.
+    /// tile's second half before its first and the scales last, and the GEMV lost 20-35%.
     /// With more tokens the tiles come from L2 (the panel) and LLVM may place the loads.
     #[inline]
     #[target_feature(enable = "avx512f")]
