@@ -150,7 +150,8 @@ const NIBBLES_AT: usize = 64;
 
 /// How far ahead of the line being read the tile kernels prefetch: 3 KiB measured 3-7%
 /// faster than 4 KiB for the GEMV of Q4_K, Q4_0 and NF4 (CPU time, one thread, k = 4096),
-/// as fast as 2 KiB for those and as fast as 4 KiB for Q5_K (slower at 2 KiB).
+/// as fast as 2 KiB for those and as fast as 4 KiB for Q5_K (slower at 2 KiB); since s28
+/// only the Q6_K GEMV prefetches (the others read in order, [`x86::prefetch_share`]).
 const PREFETCH_AHEAD: usize = 3072;
 
 /// Tile rows per task when there are few tokens (fewer, larger tasks for a GEMV).
@@ -662,17 +663,71 @@ mod x86 {
 
     /// Step `s` of the `STEPS` a kernel takes per tile of `BYTES` asks for its share of the
     /// tile [`PREFETCH_AHEAD`] bytes ahead: addresses spread evenly over the tile, less than
-    /// a line apart, so that every line of the stream (headers and Q5_K's trailing masks
-    /// included) is asked for, a few at each step rather than in bursts (tiles are read in
-    /// order, so these are lines this task reads soon; past the end it is only a hint,
-    /// never a fault). A fixed count per step: no branch in the kernels' loops.
+    /// a line apart, so that every line of the stream (headers included) is asked for, a few
+    /// at each step rather than in bursts (tiles are read in order, so these are lines this
+    /// task reads soon; past the end it is only a hint, never a fault). A fixed count per
+    /// step: no branch in the kernels' loops.
     #[inline(always)]
-    unsafe fn prefetch_share<const BYTES: usize, const STEPS: usize>(tile: *const u8, s: usize) {
+    unsafe fn prefetch_tile<const BYTES: usize, const STEPS: usize>(tile: *const u8, s: usize) {
         let per = BYTES.div_ceil(64 * STEPS);
         for k in 0..per {
             let at = (s * per + k) * BYTES / (STEPS * per);
             _mm_prefetch::<_MM_HINT_T0>(tile.wrapping_add(PREFETCH_AHEAD + at).cast());
         }
+    }
+
+    /// [`prefetch_tile`] for `T` tokens: with one (the GEMV) none, its reads in address
+    /// order ([`weights`]) keep the hardware prefetchers ahead, and the prefetches cost the
+    /// GEMV of Q4_K, Q5_K and IQ4_XS 3-11% (one thread).
+    #[inline(always)]
+    unsafe fn prefetch_share<const T: usize, const BYTES: usize, const STEPS: usize>(
+        tile: *const u8,
+        s: usize,
+    ) {
+        if T > 1 {
+            prefetch_tile::<BYTES, STEPS>(tile, s);
+        }
+    }
+
+    /// The 64 weight bytes at `p`. With one token (`T = 1`, the GEMV, which streams its
+    /// weights from memory without software prefetch) an `asm` load, which the compiler keeps
+    /// in program order with the other weight reads ([`weights_masked`]), so that every
+    /// tile is read in address order: left to schedule plain loads, LLVM read an NF4 or Q4_0
+    /// tile's second half before its first and the scales last, and the GEMV lost 20-35%.
+    /// With more tokens the tiles come from L2 (the panel) and LLVM may place the loads.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn weights<const T: usize>(p: *const u8) -> __m512i {
+        if T > 1 {
+            return _mm512_loadu_si512(p.cast());
+        }
+        let v: __m512i;
+        std::arch::asm!(
+            "vmovdqu64 {v}, zmmword ptr [{p}]",
+            v = lateout(zmm_reg) v,
+            p = in(reg) p,
+            options(readonly, nostack, preserves_flags),
+        );
+        v
+    }
+
+    /// The bytes of the line at `p` that mask `k` selects (the others zero), read as
+    /// [`weights`] reads (in program order with it at `T = 1`).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn weights_masked<const T: usize>(p: *const u8, k: __mmask64) -> __m512i {
+        if T > 1 {
+            return _mm512_maskz_loadu_epi8(k, p.cast());
+        }
+        let v: __m512i;
+        std::arch::asm!(
+            "vmovdqu8 {v}{{{k}}}{{z}}, zmmword ptr [{p}]",
+            v = lateout(zmm_reg) v,
+            k = in(kreg) k,
+            p = in(reg) p,
+            options(readonly, nostack, preserves_flags),
+        );
+        v
     }
 
     /// Token `t`'s 4 activations `at .. at + 4` (`at` a multiple of 4) in every lane.
@@ -746,7 +801,11 @@ mod x86 {
             let p = tile.as_ptr();
             // A whole token group reads the tile from L2 (the panel), where the order of
             // the lines matters less than the 13 lines' copy: 1-2% at m = 512.
-            let h = if T < MAX_TOKENS { hdr.copy_from(p) } else { p };
+            let h = if T < MAX_TOKENS {
+                hdr.copy_from::<T>(p)
+            } else {
+                p
+            };
             let d = _mm512_cvtph_ps(_mm256_loadu_si256(h.add(D_AT).cast()));
             let dmin = _mm512_cvtph_ps(_mm256_loadu_si256(h.add(DMIN_AT).cast()));
             let mut sbacc = [_mm512_setzero_ps(); T];
@@ -754,8 +813,8 @@ mod x86 {
                 let mut acc = [_mm512_setzero_si512(); T];
                 let mut hi_acc = [_mm512_setzero_si512(); T];
                 for g in 4 * j..4 * j + 4 {
-                    prefetch_share::<Q5_K_TILE_BYTES, 32>(p, g);
-                    let q = _mm512_loadu_si512(p.add(Q5_QS_AT + 64 * g).cast());
+                    prefetch_share::<T, Q5_K_TILE_BYTES, 32>(p, g);
+                    let q = weights::<T>(p.add(Q5_QS_AT + 64 * g));
                     let mut lo = _mm512_and_si512(q, m4);
                     let mut hi = _mm512_and_si512(_mm512_srli_epi16::<4>(q), m4);
                     (lo, hi) = add_fifth_bits(h, g, lo, hi);
@@ -777,7 +836,8 @@ mod x86 {
     /// A copy of the first `N` bytes of a tile (its scales, before the codes). A kernel
     /// reads a tile's header lines at its sub-blocks' ends, after lines further on; read in
     /// place, those reads go back against the stream and the GEMV loses 5-10% of the read
-    /// bandwidth. Copied first, every line of the tile is read once, in address order.
+    /// bandwidth. Copied first (in a GEMV by loads the compiler keeps before the codes',
+    /// [`weights_masked`]), every line of the tile is read once, in address order.
     #[repr(C, align(64))]
     struct Header<const N: usize>([u8; N]);
 
@@ -786,10 +846,11 @@ mod x86 {
             Header([0; N])
         }
 
-        /// Copies the first `N` bytes of the tile at `p` here and returns where they now are.
+        /// Copies the first `N` bytes of the tile at `p` here (for a kernel of `T` tokens,
+        /// read as [`weights`]) and returns where they now are.
         #[inline]
         #[target_feature(enable = "avx512f,avx512bw")]
-        unsafe fn copy_from(&mut self, p: *const u8) -> *const u8 {
+        unsafe fn copy_from<const T: usize>(&mut self, p: *const u8) -> *const u8 {
             let dst = self.0.as_mut_ptr();
             for at in (0..N).step_by(64) {
                 let k: __mmask64 = if N - at >= 64 {
@@ -797,7 +858,7 @@ mod x86 {
                 } else {
                     (1u64 << (N - at)) - 1
                 };
-                let v = _mm512_maskz_loadu_epi8(k, p.add(at).cast());
+                let v = weights_masked::<T>(p.add(at), k);
                 _mm512_mask_storeu_epi8(dst.add(at).cast(), k, v);
             }
             dst
@@ -874,14 +935,14 @@ mod x86 {
         let mut hdr = Header::<QS_AT>::new();
         for (sb, tile) in tiles.chunks_exact(TILE_BYTES).enumerate() {
             let p = tile.as_ptr();
-            let h = hdr.copy_from(p);
+            let h = hdr.copy_from::<T>(p);
             let mut isb = [_mm512_setzero_si512(); T];
             for j in 0..8 {
                 let mut lo_acc = [_mm512_setzero_si512(); T];
                 let mut hi_acc = [_mm512_setzero_si512(); T];
                 for g in 4 * j..4 * j + 4 {
-                    prefetch_share::<TILE_BYTES, 32>(p, g);
-                    let q = _mm512_loadu_si512(p.add(QS_AT + 64 * g).cast());
+                    prefetch_share::<T, TILE_BYTES, 32>(p, g);
+                    let q = weights::<T>(p.add(QS_AT + 64 * g));
                     let lo = _mm512_and_si512(q, m4);
                     let hi = high_nibbles::<GFNI>(q, m4);
                     let at = sb * QK_K + 8 * g;
@@ -953,8 +1014,8 @@ mod x86 {
         let mut hdr = [Header::<Q5_QS_AT>::new(), Header::<Q5_QS_AT>::new()];
         for sb in 0..tiles[0].len() / bytes {
             let p = [
-                hdr[0].copy_from(tiles[0].as_ptr().add(sb * bytes)),
-                hdr[1].copy_from(tiles[1].as_ptr().add(sb * bytes)),
+                hdr[0].copy_from::<T>(tiles[0].as_ptr().add(sb * bytes)),
+                hdr[1].copy_from::<T>(tiles[1].as_ptr().add(sb * bytes)),
             ];
             let codes = [
                 tiles[0].as_ptr().add(sb * bytes),
@@ -969,8 +1030,8 @@ mod x86 {
                     let mut lo = [_mm512_setzero_si512(); 2];
                     let mut hi = [_mm512_setzero_si512(); 2];
                     for r in 0..2 {
-                        prefetch_share::<Q5_K_TILE_BYTES, 32>(codes[r], g);
-                        let q = _mm512_loadu_si512(codes[r].add(Q5_QS_AT + 64 * g).cast());
+                        prefetch_share::<T, Q5_K_TILE_BYTES, 32>(codes[r], g);
+                        let q = weights::<T>(codes[r].add(Q5_QS_AT + 64 * g));
                         lo[r] = _mm512_and_si512(q, m4);
                         hi[r] = _mm512_and_si512(_mm512_srli_epi16::<4>(q), m4);
                         (lo[r], hi[r]) = add_fifth_bits(p[r], g, lo[r], hi[r]);
@@ -1054,7 +1115,7 @@ mod x86 {
         let mut hdr = Header::<IQ4_XS_QS_AT>::new();
         for (sb, tile) in tiles.chunks_exact(IQ4_XS_TILE_BYTES).enumerate() {
             let p = tile.as_ptr();
-            let h = hdr.copy_from(p);
+            let h = hdr.copy_from::<T>(p);
             let d = _mm512_cvtph_ps(_mm256_loadu_si256(h.add(IQ4_XS_D_AT).cast()));
             let mut sbacc = [_mm512_setzero_ps(); T];
             for j in 0..8 {
@@ -1062,8 +1123,8 @@ mod x86 {
                     std::array::from_fn(|t| _mm512_set1_epi32(*offsets.add((sb * 8 + j) * T + t)));
                 let mut hi_acc = [_mm512_setzero_si512(); T];
                 for g in 4 * j..4 * j + 4 {
-                    prefetch_share::<IQ4_XS_TILE_BYTES, 32>(p, g);
-                    let q = _mm512_loadu_si512(p.add(IQ4_XS_QS_AT + 64 * g).cast());
+                    prefetch_share::<T, IQ4_XS_TILE_BYTES, 32>(p, g);
+                    let q = weights::<T>(p.add(IQ4_XS_QS_AT + 64 * g));
                     let lo = _mm512_shuffle_epi8(table, _mm512_and_si512(q, m4));
                     let hi =
                         _mm512_shuffle_epi8(table, _mm512_and_si512(_mm512_srli_epi16::<4>(q), m4));
@@ -1095,7 +1156,7 @@ mod x86 {
         let mut hdr = Header::<Q6K_AT>::new();
         for (sb, tile) in tiles.chunks_exact(Q6K_TILE_BYTES).enumerate() {
             let p = tile.as_ptr();
-            let h = hdr.copy_from(p);
+            let h = hdr.copy_from::<T>(p);
             let d = _mm512_cvtph_ps(_mm256_loadu_si256(h.add(D_AT).cast()));
             let mut sbacc = [_mm512_setzero_ps(); T];
             for i in 0..16 {
@@ -1104,9 +1165,10 @@ mod x86 {
                 let mut hi_acc = [_mm512_setzero_si512(); T];
                 for g in [4 * i, 4 * i + 2] {
                     let line = p.add(Q6K_AT + 64 * g);
-                    prefetch_share::<Q6K_TILE_BYTES, 32>(p, g / 2);
-                    let lo = _mm512_loadu_si512(line.cast());
-                    let hi = _mm512_loadu_si512(line.add(64).cast());
+                    // Every token count: without, the Q6_K GEMV ran 7% slower.
+                    prefetch_tile::<Q6K_TILE_BYTES, 32>(p, g / 2);
+                    let lo = weights::<T>(line);
+                    let hi = weights::<T>(line.add(64));
                     dot_group(lo, hi, x, sb * QK_K + 4 * g, &mut acc, &mut hi_acc);
                 }
                 let sc = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(
@@ -1188,15 +1250,15 @@ mod x86 {
         let mut hdr = Header::<NIBBLES_AT>::new();
         for (b, tile) in tiles.chunks_exact(NIBBLE_TILE_BYTES).enumerate() {
             let p = tile.as_ptr();
-            let head = hdr.copy_from(p);
+            let head = hdr.copy_from::<T>(p);
             for h in 0..2 {
                 let blk = 2 * b + h;
                 let mut acc: [__m512i; T] =
                     std::array::from_fn(|t| _mm512_set1_epi32(*offsets.add(blk * T + t)));
                 let mut hi_acc = [_mm512_setzero_si512(); T];
                 for g in 4 * h..4 * h + 4 {
-                    prefetch_share::<NIBBLE_TILE_BYTES, 8>(p, g);
-                    let q = _mm512_loadu_si512(p.add(NIBBLES_AT + 64 * g).cast());
+                    prefetch_share::<T, NIBBLE_TILE_BYTES, 8>(p, g);
+                    let q = weights::<T>(p.add(NIBBLES_AT + 64 * g));
                     let lo = lookup(_mm512_and_si512(q, m4));
                     let hi = lookup(_mm512_and_si512(_mm512_srli_epi16::<4>(q), m4));
                     dot_group(lo, hi, x, 64 * b + 8 * g, &mut acc, &mut hi_acc);
@@ -1226,14 +1288,14 @@ mod x86 {
         let mut hdr = Header::<Q8_0_AT>::new();
         for (b, tile) in tiles.chunks_exact(Q8_0_TILE_BYTES).enumerate() {
             let p = tile.as_ptr();
-            let h = hdr.copy_from(p);
+            let h = hdr.copy_from::<T>(p);
             let mut acc: [__m512i; T] =
                 std::array::from_fn(|t| _mm512_set1_epi32(*offsets.add(b * T + t)));
             let mut hi_acc = [_mm512_setzero_si512(); T];
             for g in 0..4 {
-                prefetch_share::<Q8_0_TILE_BYTES, 4>(p, g);
-                let lo = _mm512_loadu_si512(p.add(Q8_0_AT + 128 * g).cast());
-                let hi = _mm512_loadu_si512(p.add(Q8_0_AT + 128 * g + 64).cast());
+                prefetch_share::<T, Q8_0_TILE_BYTES, 4>(p, g);
+                let lo = weights::<T>(p.add(Q8_0_AT + 128 * g));
+                let hi = weights::<T>(p.add(Q8_0_AT + 128 * g + 64));
                 dot_group(lo, hi, x, 32 * b + 8 * g, &mut acc, &mut hi_acc);
             }
             let scale = _mm512_cvtph_ps(_mm256_loadu_si256(h.cast()));

@@ -1,9 +1,9 @@
 //! The tiled GEMV (one token, decode): the weights are streamed once, so it is bound by
 //! the read bandwidth. The token's activations are interleaved once (no parallel region
 //! for it) and the tile rows are cut into one contiguous chunk per thread, so each thread
-//! streams one long run of memory that the kernels' prefetches (a fixed distance ahead
-//! in address order) cover across tile-row boundaries, and the per-call cost is one
-//! parallel region. The tiles are on huge pages ([`HugeBuf`](crate::kernels::hugepage::HugeBuf)).
+//! streams one long run of memory, read in address order across tile-row boundaries (the
+//! one-token kernels keep their loads in order and, but for Q6_K, leave the prefetching to
+//! the hardware), and the per-call cost is one parallel region. The tiles are on huge pages ([`HugeBuf`](crate::kernels::hugepage::HugeBuf)).
 
 use super::{x86, Group, Tiled, MAX_TOKENS, TILE_ROWS};
 use crate::kernels::activation::Activations;
