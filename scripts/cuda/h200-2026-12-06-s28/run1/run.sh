@@ -9,13 +9,7 @@
 # and the Q4_K one-token GEMV, from a -lineinfo build of the committed source (base_li).
 # Staged in .peer/wt of the main checkout (gpu-bin/*.xz, ptx/*.xz); carry .peer.
 set -u
-cd "$(dirname "$0")/../../../.."
-t0=$(date +%s)
-ts() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
-python3 scripts/cuda/unpack-staged.py
-for f in ptx/*.xz kernels/cuda/*.xz; do xz -d -f "$f"; done
-o=/tmp/o; mkdir -p $o
-nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,clocks.max.sm,clocks.max.mem,driver_version,power.limit --format=csv | tee $o/smi.txt
+source "$(dirname "$0")/../start.sh"
 ts "GPU reference test with all"
 [ -x gpu-bin/qforge-tests ] && QFORGE_CUDA_PTX=$PWD/ptx/all.ptx timeout 90 ./gpu-bin/qforge-tests kernels::cuda::tests::gpu_kernels_match_the_reference \
   --test-threads 1 2>&1 | tail -5 | tee $o/tests-all.log

@@ -6,13 +6,7 @@
 # header by one 16-byte load instead of four 4-byte ones: run 1's ncu showed those 4-way bank
 # conflicted); the GPU reference test with p2 and p1. Staged as run 1; carry .peer.
 set -u
-cd "$(dirname "$0")/../../../.."
-t0=$(date +%s)
-ts() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
-python3 scripts/cuda/unpack-staged.py
-for f in ptx/*.xz kernels/cuda/*.xz; do xz -d -f "$f"; done
-o=/tmp/o; mkdir -p $o
-nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,clocks.max.sm,clocks.max.mem,driver_version,power.limit --format=csv | tee $o/smi.txt
+source "$(dirname "$0")/../start.sh"
 for v in p2 p1; do
   ts "GPU reference test with $v"
   [ -x gpu-bin/qforge-tests ] && QFORGE_CUDA_PTX=$PWD/ptx/$v.ptx timeout 90 ./gpu-bin/qforge-tests \

@@ -6,12 +6,7 @@
 # s27 one (ptx/s27.ptx, main's PTX) at m=512 in the same run. Staged as runs 1 and 2 (.peer/wt,
 # gpu-bin/*.xz, ggml.tar.xz, ptx/*.xz); carry .peer.
 set -u
-cd "$(dirname "$0")/../../../.."
-t0=$(date +%s)
-ts() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
-python3 scripts/cuda/unpack-staged.py
-for f in ptx/*.xz kernels/cuda/*.xz; do xz -d -f "$f"; done
-o=/tmp/o; mkdir -p $o
+source "$(dirname "$0")/../start.sh"
 (bash scripts/cuda/build-ggml.sh > /tmp/ggml-build.log 2>&1; echo "ggml build rc=$?" >> /tmp/ggml-build.log) &
 rm -rf /tmp/ptxtree; mkdir -p /tmp/ptxtree; cp -r kernels scripts /tmp/ptxtree/
 ( REPORT=$o bash /tmp/ptxtree/scripts/cuda-ptx.sh &&
