@@ -9,3 +9,9 @@ python3 scripts/cuda/unpack-staged.py
 for f in ptx/*.xz kernels/cuda/*.xz; do xz -d -f "$f"; done
 o=/tmp/o; mkdir -p $o
 nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,clocks.max.sm,clocks.max.mem,driver_version,power.limit --format=csv | tee $o/smi.txt
+# The GPU reference test (every type, m 1-70, against the f64 reference) with PTX $1, its
+# result in $2.
+reftest() {
+  QFORGE_CUDA_PTX=$1 timeout 90 ./gpu-bin/qforge-tests kernels::cuda::tests::gpu_kernels_match_the_reference \
+    --test-threads 1 2>&1 | tail -4 | tee "$2"
+}

@@ -7,8 +7,7 @@
 set -u
 source "$(dirname "$0")/../start.sh"
 ts "GPU reference test with the new PTX"
-QFORGE_CUDA_PTX=$PWD/kernels/cuda/qgemm.ptx timeout 90 ./gpu-bin/qforge-tests \
-  kernels::cuda::tests::gpu_kernels_match_the_reference --test-threads 1 2>&1 | tail -4 | tee $o/tests.log
+reftest $PWD/kernels/cuda/qgemm.ptx $o/tests.log
 ts "every type m=1,8,512: s27, new"
 timeout 240 bash scripts/cuda/variants.sh $o/var "q4_k q6_k q8_0 q5_k q4_0 iq4_xs nf4" 1,8,512 s27=@ptx/s27.ptx \
   new=@kernels/cuda/qgemm.ptx 2>&1 | tee $o/var.log

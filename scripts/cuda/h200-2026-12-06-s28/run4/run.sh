@@ -7,8 +7,7 @@
 set -u
 source "$(dirname "$0")/../start.sh"
 ts "GPU reference test with nf4s"
-QFORGE_CUDA_PTX=$PWD/ptx/nf4s.ptx timeout 90 ./gpu-bin/qforge-tests \
-  kernels::cuda::tests::gpu_kernels_match_the_reference --test-threads 1 2>&1 | tail -4 | tee $o/tests.log
+reftest $PWD/ptx/nf4s.ptx $o/tests.log
 ts "nf4 m=9,64,512, then the rest at m=512"
 timeout 100 bash scripts/cuda/variants.sh $o/var nf4 9,64,512 committed=@kernels/cuda/qgemm.ptx nf4s=@ptx/nf4s.ptx \
   committed2=@kernels/cuda/qgemm.ptx nf4s2=@ptx/nf4s.ptx 2>&1 | tee $o/var.log

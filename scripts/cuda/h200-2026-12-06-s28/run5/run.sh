@@ -6,8 +6,7 @@
 set -u
 source "$(dirname "$0")/../start.sh"
 ts "GPU reference test with odd"
-QFORGE_CUDA_PTX=$PWD/ptx/odd.ptx timeout 90 ./gpu-bin/qforge-tests \
-  kernels::cuda::tests::gpu_kernels_match_the_reference --test-threads 1 2>&1 | tail -4 | tee $o/tests.log
+reftest $PWD/ptx/odd.ptx $o/tests.log
 ts "nf4, iq4_xs m=9,64,512; q5_k m=512"
 timeout 150 bash scripts/cuda/variants.sh $o/var "nf4 iq4_xs" 9,64,512 committed=@kernels/cuda/qgemm.ptx odd=@ptx/odd.ptx \
   committed2=@kernels/cuda/qgemm.ptx odd2=@ptx/odd.ptx 2>&1 | tee $o/var.log
