@@ -67,10 +67,12 @@ __device__ __forceinline__ V ld(const V* p) {
 
 // N words from a 2-byte-aligned address (Q6_K, Q8_0 and Q4_0 blocks are 2-aligned): N + 1
 // aligned loads, always issued (the weight buffer and the GEMV's stages are padded), shifted
-// into place by `funnel`.
+// into place by `funnel`. In shared memory the aligned address is p minus its offset, so that
+// the compiler keeps the address space (shared loads, not generic ones).
 template <bool G, int N>
 __device__ __forceinline__ void load_words(const uint8_t* p, uint32_t (&w)[N + 1], uint32_t& sh) {
-    const uint32_t* base = (const uint32_t*)((uintptr_t)p & ~(uintptr_t)3);
+    const uint32_t* base = G ? (const uint32_t*)((uintptr_t)p & ~(uintptr_t)3)
+                             : (const uint32_t*)(p - ((uintptr_t)p & 3));
     sh = (uint32_t)((uintptr_t)p & 3) * 8;
 #pragma unroll
     for (int i = 0; i <= N; i++) w[i] = ld<G>(base + i);
@@ -144,11 +146,8 @@ struct RawK4 {
     __device__ __forceinline__ const uint8_t* load_k4(const uint8_t* __restrict__ row, int sb) {
         const uint8_t* b = row + (sb >> 3) * Layout<T>::BB;
         j = sb & 7;
-        const uint32_t* sc = (const uint32_t*)b;
-        dd = ld<G>(sc);
-        s0 = ld<G>(sc + 1);
-        s1 = ld<G>(sc + 2);
-        s2 = ld<G>(sc + 3);
+        const uint4 hd = ld<G>((const uint4*)b);  // one 16-byte load (super-blocks are 16-aligned)
+        dd = hd.x, s0 = hd.y, s1 = hd.z, s2 = hd.w;
         const uint4* qp = (const uint4*)(b + QOFF + 32 * (j >> 1));
         a = ld<G>(qp);
         c = ld<G>(qp + 1);
@@ -245,6 +244,12 @@ struct Raw<T_Q6K> {
         uint32_t l[8], hb[8];
         funnel<8>(ql, sh, l);
         funnel<8>(qh, sh, hb);
+        levels(l, hb, r, sp, dh, o);
+    }
+    // Sub-block r's levels from its 32 bytes of low bits l and the 32 bytes of high bits hb it
+    // shares with the other three r, its two int8 scales sp and the f16 d dh.
+    static __device__ __forceinline__ void levels(const uint32_t* l, const uint32_t* hb, int r, uint32_t sp,
+                                                  uint32_t dh, Sub& o) {
         const int lshift = (r >> 1) * 4;
 #pragma unroll
         for (int i = 0; i < 8; i++) {
@@ -256,6 +261,35 @@ struct Raw<T_Q6K> {
         o.s0 = d * (float)(int8_t)(sp & 0xff);
         o.s1 = d * (float)(int8_t)(sp >> 8);
         o.mn = 0.f;
+    }
+    // Sub-blocks j0 and j0 + 1 (j0 even) of the super-block at a0 + O in shared memory (a0
+    // 16-aligned, O even): their 64 bytes of low bits and the 32 bytes of high bits they share
+    // by 16-byte loads (8 instead of 36 word loads), shifted into place at compile time.
+    template <int O>
+    static __device__ __forceinline__ void pair(const uint8_t* a0, int j0, Sub (&o)[2]) {
+        const int h = j0 >> 2, r0 = j0 & 3;
+        uint32_t L[20], H[12];
+#pragma unroll
+        for (int i = 0; i < 5; i++) {
+            const uint4 v = ((const uint4*)(a0 + 64 * h))[i];
+            L[4 * i] = v.x, L[4 * i + 1] = v.y, L[4 * i + 2] = v.z, L[4 * i + 3] = v.w;
+        }
+#pragma unroll
+        for (int i = 0; i < 3; i++) {
+            const uint4 v = ((const uint4*)(a0 + 128 + 32 * h))[i];
+            H[4 * i] = v.x, H[4 * i + 1] = v.y, H[4 * i + 2] = v.z, H[4 * i + 3] = v.w;
+        }
+        constexpr int WO = O / 4, SH = (O % 4) * 8;
+        uint32_t l[16], hb[8];
+#pragma unroll
+        for (int i = 0; i < 16; i++) l[i] = SH ? __funnelshift_r(L[WO + i], L[WO + i + 1], SH) : L[WO + i];
+#pragma unroll
+        for (int i = 0; i < 8; i++) hb[i] = SH ? __funnelshift_r(H[WO + i], H[WO + i + 1], SH) : H[WO + i];
+        const uint8_t* b = a0 + O;
+        const uint32_t dh = *(const unsigned short*)(b + 208);
+        const unsigned short* sp = (const unsigned short*)(b + 192 + 8 * h + 2 * r0);
+        levels(l, hb, r0, sp[0], dh, o[0]);
+        levels(l + 8, hb, r0 + 1, sp[1], dh, o[1]);
     }
 };
 
@@ -1135,7 +1169,7 @@ __device__ __forceinline__ void gemm(const uint8_t* __restrict__ w, const float*
 // The default GEMM (GEMM_WS, PTX for sm_90a): warp-specialized, wgmma. A tile is WS_TR
 // weight rows x WS_TN tokens; k goes in units of WS_BK values through WS_STAGES shared-memory
 // stages, each with a full and an empty mbarrier. The producer warpgroup decodes a unit's
-// WS_TR x WS_BK weights (thread p: row p, two sub-blocks, the `Raw<T>` decoders) to bf16 in
+// WS_TR x WS_BK weights (thread p: row p, two sub-blocks, both loaded first: `ws_pair`) to bf16 in
 // the 128-byte swizzled layout, while one of its threads has the bulk copy engine fill the
 // unit's tokens (the tile's first tokens up to m, rounded up to 8) from xb, which gemm_input
 // wrote in the same layout (xb_piece). The raw weight bytes are staged a 256-value window of
@@ -1212,6 +1246,32 @@ struct WsUnits {
     }
 };
 
+// A producer thread's two sub-blocks j0, j0 + 1 (j0 even) of its row's staged window at rowp:
+// both loaded before either is unpacked (the loads in flight together, the ones they share
+// issued once; Q6_K's by 16-byte loads).
+template <int T>
+__device__ __forceinline__ void ws_pair(const uint8_t* rowp, const float* am, int j0, Sub (&s)[2]) {
+    if constexpr (T == T_Q6K) {
+        const uint8_t* a0 = rowp - ((uintptr_t)rowp & 15);
+        switch ((uintptr_t)rowp & 15) {  // Q6_K blocks are 2-aligned
+            case 0: Raw<T_Q6K>::pair<0>(a0, j0, s); break;
+            case 2: Raw<T_Q6K>::pair<2>(a0, j0, s); break;
+            case 4: Raw<T_Q6K>::pair<4>(a0, j0, s); break;
+            case 6: Raw<T_Q6K>::pair<6>(a0, j0, s); break;
+            case 8: Raw<T_Q6K>::pair<8>(a0, j0, s); break;
+            case 10: Raw<T_Q6K>::pair<10>(a0, j0, s); break;
+            case 12: Raw<T_Q6K>::pair<12>(a0, j0, s); break;
+            default: Raw<T_Q6K>::pair<14>(a0, j0, s); break;
+        }
+    } else {
+        Raw<T> r[2];
+#pragma unroll
+        for (int h = 0; h < 2; h++) r[h].template load<false>(rowp, am, j0 + h);
+#pragma unroll
+        for (int h = 0; h < 2; h++) r[h].unpack(s[h]);
+    }
+}
+
 template <int T>
 __device__ __forceinline__ void gemm_ws(const uint8_t* __restrict__ w, const float* __restrict__ absmax,
                                         const uint8_t* __restrict__ xb, float* __restrict__ y, int m, int n, int k,
@@ -1279,15 +1339,12 @@ __device__ __forceinline__ void gemm_ws(const uint8_t* __restrict__ w, const flo
             window(it, p, src, am);
             const uint8_t* const rowp = rawb + (b * WS_TR + p) * RSTR + ((uintptr_t)src & 15);
             uint8_t* const out = ws + st * WS_WBYTES + p * 128;
+            Sub s[2];
+            ws_pair<T>(rowp, am, (2 * kst) & 7, s);
 #pragma unroll
-            for (int h = 0; h < 2; h++) {
-                Raw<T> r;
-                r.template load<false>(rowp, am, (2 * kst + h) & 7);
-                Sub s;
-                r.unpack(s);
+            for (int h = 0; h < 2; h++)
 #pragma unroll
-                for (int q = 0; q < 4; q++) *(uint4*)(out + (((4 * h + q) ^ (p & 7)) << 4)) = bf16_piece(s, q);
-            }
+                for (int q = 0; q < 4; q++) *(uint4*)(out + (((4 * h + q) ^ (p & 7)) << 4)) = bf16_piece(s[h], q);
             // the stores are read by wgmma (the async proxy)
             asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
             mbar_arrive(full + 8 * st);
