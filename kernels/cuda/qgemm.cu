@@ -718,6 +718,20 @@ struct Q4klLane {
           m_hi((lane & 3) < 2 ? 0u : 0x30303030u), m_w((lane & 3) < 2 ? 0u : 0x0f0f0f0fu) {}
 };
 
+// A weight load: through the read-only cache (__ldg), or with -DQ4KL_LD_HINT not kept in the
+// L1 and with the L2's 256-byte prefetch hint (the weights are read once).
+__device__ __forceinline__ uint4 q4kl_ld(const uint8_t* p) {
+#ifdef Q4KL_LD_HINT
+    uint4 v;
+    asm("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];"
+        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+        : "l"(p));
+    return v;
+#else
+    return __ldg((const uint4*)p);
+#endif
+}
+
 // How rows split into items: Q4KL_ROW, a row is one item (k = 4096: no checks); Q4KL_FULL,
 // whole steps (k a multiple of 2048: a step is there or not for the whole warp); Q4KL_PART,
 // per lane.
@@ -738,9 +752,9 @@ __device__ __forceinline__ void q4kl_load(Q4klItem& it, const uint8_t* __restric
 #pragma unroll
     for (int s = 0; s < Q4KL_ST; s++) {
         if (!q4kl_on<M>(chunk, s, nsup, ln)) break;
-        it.h[s] = __ldg((const uint4*)(ph + 1152 * s));
-        it.a[s] = __ldg((const uint4*)(pq + 1152 * s));
-        it.b[s] = __ldg((const uint4*)(pq + 1152 * s + 16));
+        it.h[s] = q4kl_ld(ph + 1152 * s);
+        it.a[s] = q4kl_ld(pq + 1152 * s);
+        it.b[s] = q4kl_ld(pq + 1152 * s + 16);
     }
 }
 

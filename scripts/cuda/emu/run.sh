@@ -21,7 +21,7 @@ parts = [
 a = s.index("#ifdef M1_Q4K_LEAN"); b = s.index("#endif  // M1_Q4K_LEAN", a)
 lean = s[a + len("#ifdef M1_Q4K_LEAN"):b]
 lean = re.sub(r"// dp4a of unsigned bytes.*?\n}\n", "", lean, flags=re.S)  # shim.h's dp4a_us
-lean = lean.replace("asm volatile(", "EMU_ASM(")
+lean = lean.replace("asm volatile(", "EMU_ASM(").replace("asm(", "EMU_ASM(")  # (in variants' #ifdefs)
 lean = lean.replace("extern __shared__ __align__(16) uint8_t smem[];", "uint8_t* smem = emu_smem;")
 out = "inline uint8_t* emu_smem;\n" + "".join(parts) + lean
 assert "asm" not in out.replace("EMU_ASM", ""), "inline asm left in the extracted code"

@@ -2,7 +2,8 @@
 # s29 run 1 (#18), NOT RUN in s29 (no device was lent: `status` said paused); the plan for the
 # next session with a device. The lean Q4_K one-token GEMV (-DM1_Q4K_LEAN) against the
 # committed one, at m=1 (b2b and PDL, scripts/cuda/variants.sh compiling each variant there):
-# lean (L2 line prefetch 2 items ahead), lean_pf0 / pf4 / pf8 (no prefetch, 4, 8 items), then
+# lean (L2 line prefetch 2 items ahead), lean_pf0 / pf4 / pf8 (no prefetch, 4, 8 items), lean_ld
+# (weight loads not kept in the L1, with the L2 256-byte hint: -DQ4KL_LD_HINT), then
 # committed again; the GPU reference test with the lean PTX (every type, m 1-70, against the
 # f64 reference: the Q4_K one-token GEMV is the only kernel it changes); the plain 33 MB read
 # (the floor); ncu of the lean gemv_q4_k_m1 from a -lineinfo build.
@@ -21,6 +22,7 @@ reftest $PWD/ptx/lean.ptx $o/tests-lean.log
 ts "q4_k m=1: committed, lean, prefetch distances"
 timeout 240 bash scripts/cuda/variants.sh $o/var q4_k 1,8 committed=@kernels/cuda/qgemm.ptx lean=@ptx/lean.ptx \
   lean_pf0=-DM1_Q4K_LEAN,-DQ4KL_PF=0 lean_pf4=-DM1_Q4K_LEAN,-DQ4KL_PF=4 lean_pf8=-DM1_Q4K_LEAN,-DQ4KL_PF=8 \
+  lean_ld=-DM1_Q4K_LEAN,-DQ4KL_LD_HINT \
   committed2=@kernels/cuda/qgemm.ptx 2>&1 | tee $o/var.log
 ts "plain read"
 timeout 60 python3 scripts/cuda/small_read.py kernels/cuda/qgemm.ptx 33 1000 > $o/small_read.jsonl 2>&1
