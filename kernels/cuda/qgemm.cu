@@ -1541,12 +1541,16 @@ __device__ __forceinline__ void gemm_ws(const uint8_t* __restrict__ w, const flo
         const int p = tid, pw = p >> 5;
         constexpr int RSTR = WsRaw<T>::RSTR, W = RSTR / 16;
         uint8_t* const rawb = ws + WS_STAGES * (WS_WBYTES + WS_XBYTES);  // two windows of WS_TR rows
-        // Row `rr` of unit it's tile and the first byte of its window (sub-blocks 8 (kst / 4) ..).
-        auto window = [&](int it, int rr, const uint8_t*& src, const float*& am) {
-            const int u = U.u0 + it, tile = u / U.ks, kst = u - tile * U.ks;
-            const int row = min(tile / U.tt * WS_TR + rr, n - 1), sb0 = (kst >> 2) * 8;
+        // Row `rr` of weight tile trow and the first byte of its window of k step kst
+        // (sub-blocks 8 (kst / 4) ..); `window` of unit it.
+        auto window_at = [&](int trow, int kst, int rr, const uint8_t*& src, const float*& am) {
+            const int row = min(trow * WS_TR + rr, n - 1), sb0 = (kst >> 2) * 8;
             src = w + (size_t)row * row_bytes + sb0 / Layout<T>::SBB * Layout<T>::BB;
             am = absmax + (size_t)row * (k / 64) + sb0 / 2;
+        };
+        auto window = [&](int it, int rr, const uint8_t*& src, const float*& am) {
+            const int u = U.u0 + it, tile = u / U.ks, kst = u - tile * U.ks;
+            window_at(tile / U.tt, kst, rr, src, am);
         };
         // The end of unit it's window (the next unit with another window, or its).
         auto window_end = [&](int it) {
@@ -1566,19 +1570,42 @@ __device__ __forceinline__ void gemm_ws(const uint8_t* __restrict__ w, const flo
             }
             cp_async_commit();
         };
+#ifdef WS_CURSOR
+        // (s29 variant) The unit's weight tile, token tile (tile = trow * tt + tcol) and k step
+        // carried from unit to unit (`advance`) instead of divided out of the unit's index.
+        int c_kst = U.u0 % U.ks, c_tcol = U.u0 / U.ks % U.tt, c_trow = U.u0 / U.ks / U.tt;
+        auto advance = [&] {
+            if (++c_kst == U.ks) {
+                c_kst = 0;
+                if (++c_tcol == U.tt) {
+                    c_tcol = 0;
+                    c_trow++;
+                }
+            }
+        };
+#endif
         auto unit = [&](int it, int b) {
             const int st = it % WS_STAGES;
+#ifdef WS_CURSOR
+            const int kst = c_kst;
+            auto tcol = [&] { return c_tcol; };
+            auto win = [&](const uint8_t*& src, const float*& am) { window_at(c_trow, kst, p, src, am); };
+            advance();
+#else
             const int u = U.u0 + it, tile = u / U.ks, kst = u - tile * U.ks;
+            auto tcol = [&] { return tile % U.tt; };
+            auto win = [&](const uint8_t*& src, const float*& am) { window(it, p, src, am); };
+#endif
             mbar_wait(empty + 8 * st, ((it / WS_STAGES) & 1) ^ 1);
             if (p == 0) {  // the tile's tokens up to m, whole groups of 8
-                const int rows = min(WS_TN, (m - tile % U.tt * WS_TN + 7) & ~7);
+                const int rows = min(WS_TN, (m - tcol() * WS_TN + 7) & ~7);
                 mbar_expect_tx(full + 8 * st, rows * 128);
-                bulk_load(xs_a + st * WS_XBYTES, xb + ((size_t)(tile % U.tt) * U.ks + kst) * WS_XBYTES, rows * 128,
+                bulk_load(xs_a + st * WS_XBYTES, xb + ((size_t)tcol() * U.ks + kst) * WS_XBYTES, rows * 128,
                           full + 8 * st);
             }
             const uint8_t* src;
             const float* am;
-            window(it, p, src, am);
+            win(src, am);
             const uint8_t* const rowp = rawb + (b * WS_TR + p) * RSTR + ((uintptr_t)src & 15);
             uint8_t* const out = ws + st * WS_WBYTES + p * 128;
             Sub s[2];

@@ -4,9 +4,10 @@
 # committed one, at m=1 (b2b and PDL, scripts/cuda/variants.sh compiling each variant there):
 # lean (L2 line prefetch 2 items ahead), lean_pf0 / pf4 / pf8 (no prefetch, 4, 8 items), lean_ld
 # (weight loads not kept in the L1, with the L2 256-byte hint: -DQ4KL_LD_HINT), then
-# committed again; the GPU reference test with the lean PTX (every type, m 1-70, against the
-# f64 reference: the Q4_K one-token GEMV is the only kernel it changes); the plain 33 MB read
-# (the floor); ncu of the lean gemv_q4_k_m1 from a -lineinfo build.
+# committed again; the GEMM's producers without run-time divisions (-DWS_CURSOR: the unit's
+# tiles and k step carried from unit to unit) against committed at m=512 for every type; the
+# GPU reference test with both variants in one PTX (every type, m 1-70, against the f64
+# reference); the plain 33 MB read (the floor); ncu of the lean gemv_q4_k_m1 (-lineinfo).
 # Staging as s28 (scripts/cuda/h200-2026-12-06-s28/start.sh): the worktree in .peer/wt of the
 # main checkout with gpu-bin/qforge.xz and gpu-bin/qforge-tests.xz (release, stripped); carry
 # .peer; command: bash .peer/wt/scripts/cuda/h200-2026-12-07-s29/run1/run.sh
@@ -14,16 +15,24 @@ set -u
 source "$(dirname "$0")/../../h200-2026-12-06-s28/start.sh"
 mkdir -p ptx
 nvcc -arch=sm_90a -O3 -ptx -DM1_Q4K_LEAN kernels/cuda/qgemm.cu -o ptx/lean.ptx.tmp &&
-  { echo "// qforge source sha256: variant lean"; cat ptx/lean.ptx.tmp; } > ptx/lean.ptx
+  { echo "// qforge source sha256: variant lean"; cat ptx/lean.ptx.tmp; } > ptx/lean.ptx &
+nvcc -arch=sm_90a -O3 -ptx -DM1_Q4K_LEAN -DWS_CURSOR kernels/cuda/qgemm.cu -o ptx/both.ptx.tmp &&
+  { echo "// qforge source sha256: variant both"; cat ptx/both.ptx.tmp; } > ptx/both.ptx &
 nvcc -arch=sm_90a -O3 -ptx -lineinfo -DM1_Q4K_LEAN kernels/cuda/qgemm.cu -o ptx/lean_li.ptx.tmp &&
   { echo "// qforge source sha256: variant lean_li"; cat ptx/lean_li.ptx.tmp; } > ptx/lean_li.ptx
-ts "GPU reference test with lean"
-reftest $PWD/ptx/lean.ptx $o/tests-lean.log
+wait
+ts "GPU reference test with lean + cursor"
+reftest $PWD/ptx/both.ptx $o/tests-both.log
 ts "q4_k m=1: committed, lean, prefetch distances"
-timeout 240 bash scripts/cuda/variants.sh $o/var q4_k 1,8 committed=@kernels/cuda/qgemm.ptx lean=@ptx/lean.ptx \
+timeout 150 bash scripts/cuda/variants.sh $o/var q4_k 1,8 committed=@kernels/cuda/qgemm.ptx lean=@ptx/lean.ptx \
   lean_pf0=-DM1_Q4K_LEAN,-DQ4KL_PF=0 lean_pf4=-DM1_Q4K_LEAN,-DQ4KL_PF=4 lean_pf8=-DM1_Q4K_LEAN,-DQ4KL_PF=8 \
   lean_ld=-DM1_Q4K_LEAN,-DQ4KL_LD_HINT \
   committed2=@kernels/cuda/qgemm.ptx 2>&1 | tee $o/var.log
+ts "m=512 every type: committed, cursor; q8_0 q6_k nf4 committed again"
+timeout 150 bash scripts/cuda/variants.sh $o/var "q4_k q6_k q8_0 q5_k q4_0 iq4_xs nf4" 512 \
+  committed=@kernels/cuda/qgemm.ptx cursor=-DWS_CURSOR 2>&1 | tee -a $o/var.log
+timeout 60 bash scripts/cuda/variants.sh $o/var "q8_0 q6_k nf4" 512 committed3=@kernels/cuda/qgemm.ptx 2>&1 |
+  tee -a $o/var.log
 ts "plain read"
 timeout 60 python3 scripts/cuda/small_read.py kernels/cuda/qgemm.ptx 33 1000 > $o/small_read.jsonl 2>&1
 cat $o/small_read.jsonl
