@@ -84,6 +84,18 @@ __device__ __forceinline__ void funnel(const uint32_t (&w)[N + 1], uint32_t sh, 
     for (int i = 0; i < N; i++) out[i] = __funnelshift_r(w[i], w[i + 1], sh);
 }
 
+// The bytes of x minus those of c, each byte of c at most 0x80 and x + 0x80 - c below 0x100
+// in each byte (Q6_K's and Q4_0's levels: x - 32 for x < 64, x - 8 for x < 16): __vsub4, or
+// with -DVSUB_ADD (s29 variant) one add without carries and the sign bits flipped, the
+// same bits (the bf16 decoders' own flip, `^ 0x80808080`, then cancels it).
+__device__ __forceinline__ uint32_t sub_bytes(uint32_t x, uint32_t c) {
+#ifdef VSUB_ADD
+    return (x + (0x80808080u - c)) ^ 0x80808080u;
+#else
+    return __vsub4(x, c);
+#endif
+}
+
 // NF4 codes * 127, rounded (the CPU kernels' NF4_I8), as four words of four int8.
 #define NF4_T0 0xCEBDA881u
 #define NF4_T1 0x00F4E9DCu
@@ -255,7 +267,7 @@ struct Raw<T_Q6K> {
         for (int i = 0; i < 8; i++) {
             const uint32_t lo = (l[i] >> lshift) & 0x0f0f0f0fu;
             const uint32_t hi = ((hb[i] >> (2 * r)) & 0x03030303u) << 4;
-            o.q[i] = __vsub4(lo | hi, 0x20202020u);
+            o.q[i] = sub_bytes(lo | hi, 0x20202020u);
         }
         const float d = h2f(dh);
         o.s0 = d * (float)(int8_t)(sp & 0xff);
@@ -322,8 +334,8 @@ struct Raw<T_Q4_0> : RawScaled<4> {
         funnel<4>(w, sh, v);
 #pragma unroll
         for (int i = 0; i < 4; i++) {
-            o.q[i] = __vsub4(v[i] & 0x0f0f0f0fu, 0x08080808u);
-            o.q[4 + i] = __vsub4((v[i] >> 4) & 0x0f0f0f0fu, 0x08080808u);
+            o.q[i] = sub_bytes(v[i] & 0x0f0f0f0fu, 0x08080808u);
+            o.q[4 + i] = sub_bytes((v[i] >> 4) & 0x0f0f0f0fu, 0x08080808u);
         }
         o.s0 = o.s1 = h2f(dh);
         o.mn = 0.f;

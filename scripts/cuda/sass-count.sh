@@ -16,7 +16,7 @@ import re, sys
 from collections import Counter
 ins, ins2 = [], []
 for line in open(sys.argv[1]):
-    m = re.match(r"\s+/\*([0-9a-f]{4})\*/\s+(.*?)\s*;", line)
+    m = re.match(r"\s+/\*([0-9a-f]{4,})\*/\s+(.*?)\s*;", line)
     if m:
         ins.append(m.group(2))
         ins2.append((int(m.group(1), 16), m.group(2)))

@@ -5,9 +5,10 @@
 # lean (L2 line prefetch 2 items ahead), lean_pf0 / pf4 / pf8 (no prefetch, 4, 8 items), lean_ld
 # (weight loads not kept in the L1, with the L2 256-byte hint: -DQ4KL_LD_HINT), then
 # committed again; the GEMM's producers without run-time divisions (-DWS_CURSOR: the unit's
-# tiles and k step carried from unit to unit) against committed at m=512 for every type; the
-# GPU reference test with both variants in one PTX (every type, m 1-70, against the f64
-# reference); the plain 33 MB read (the floor); ncu of the lean gemv_q4_k_m1 (-lineinfo).
+# tiles and k step carried from unit to unit) against committed at m=512 for every type, and
+# with -DVSUB_ADD (Q6_K's and Q4_0's levels by an add, no __vsub4) for those two at m=512 and
+# m=1/8; the GPU reference test with all three variants in one PTX (every type, m 1-70,
+# against the f64 reference); the plain 33 MB read (the floor); ncu of the lean gemv_q4_k_m1 (-lineinfo).
 # Staging as s28 (scripts/cuda/h200-2026-12-06-s28/start.sh): the worktree in .peer/wt of the
 # main checkout with gpu-bin/qforge.xz and gpu-bin/qforge-tests.xz (release, stripped); carry
 # .peer; command: bash .peer/wt/scripts/cuda/h200-2026-12-07-s29/run1/run.sh
@@ -16,13 +17,13 @@ source "$(dirname "$0")/../../h200-2026-12-06-s28/start.sh"
 mkdir -p ptx
 nvcc -arch=sm_90a -O3 -ptx -DM1_Q4K_LEAN kernels/cuda/qgemm.cu -o ptx/lean.ptx.tmp &&
   { echo "// qforge source sha256: variant lean"; cat ptx/lean.ptx.tmp; } > ptx/lean.ptx &
-nvcc -arch=sm_90a -O3 -ptx -DM1_Q4K_LEAN -DWS_CURSOR kernels/cuda/qgemm.cu -o ptx/both.ptx.tmp &&
-  { echo "// qforge source sha256: variant both"; cat ptx/both.ptx.tmp; } > ptx/both.ptx &
+nvcc -arch=sm_90a -O3 -ptx -DM1_Q4K_LEAN -DWS_CURSOR -DVSUB_ADD kernels/cuda/qgemm.cu -o ptx/all.ptx.tmp &&
+  { echo "// qforge source sha256: variant all"; cat ptx/all.ptx.tmp; } > ptx/all.ptx &
 nvcc -arch=sm_90a -O3 -ptx -lineinfo -DM1_Q4K_LEAN kernels/cuda/qgemm.cu -o ptx/lean_li.ptx.tmp &&
   { echo "// qforge source sha256: variant lean_li"; cat ptx/lean_li.ptx.tmp; } > ptx/lean_li.ptx
 wait
-ts "GPU reference test with lean + cursor"
-reftest $PWD/ptx/both.ptx $o/tests-both.log
+ts "GPU reference test with lean + cursor + vsub"
+reftest $PWD/ptx/all.ptx $o/tests-all.log
 ts "q4_k m=1: committed, lean, prefetch distances"
 timeout 150 bash scripts/cuda/variants.sh $o/var q4_k 1,8 committed=@kernels/cuda/qgemm.ptx lean=@ptx/lean.ptx \
   lean_pf0=-DM1_Q4K_LEAN,-DQ4KL_PF=0 lean_pf4=-DM1_Q4K_LEAN,-DQ4KL_PF=4 lean_pf8=-DM1_Q4K_LEAN,-DQ4KL_PF=8 \
@@ -31,6 +32,10 @@ timeout 150 bash scripts/cuda/variants.sh $o/var q4_k 1,8 committed=@kernels/cud
 ts "m=512 every type: committed, cursor; q8_0 q6_k nf4 committed again"
 timeout 150 bash scripts/cuda/variants.sh $o/var "q4_k q6_k q8_0 q5_k q4_0 iq4_xs nf4" 512 \
   committed=@kernels/cuda/qgemm.ptx cursor=-DWS_CURSOR 2>&1 | tee -a $o/var.log
+timeout 60 bash scripts/cuda/variants.sh $o/var "q6_k q4_0" 512 cursor_vs=-DWS_CURSOR,-DVSUB_ADD 2>&1 |
+  tee -a $o/var.log
+timeout 60 bash scripts/cuda/variants.sh $o/var "q6_k q4_0" 1,8 committed=@kernels/cuda/qgemm.ptx vsub=-DVSUB_ADD 2>&1 |
+  tee -a $o/var.log
 timeout 60 bash scripts/cuda/variants.sh $o/var "q8_0 q6_k nf4" 512 committed3=@kernels/cuda/qgemm.ptx 2>&1 |
   tee -a $o/var.log
 ts "plain read"
