@@ -695,6 +695,15 @@ __device__ __forceinline__ int dp4a_us(uint32_t a, int b, int c) {
     return d;
 }
 
+#ifndef Q4KL_SWIZZLE
+#define Q4KL_SWIZZLE 1
+#endif
+// Where piece i (16 levels) of the token's 64-level chunk c (sub-blocks 2c, 2c + 1) is in
+// shared memory: with Q4KL_SWIZZLE at piece i ^ ((c / 2) & 3) of the chunk, so that the
+// eight lanes of a quarter warp (chunks c .. c + 7, one piece each) read eight different
+// 16-byte bank groups (unswizzled: four lanes on each of two, a 4-way conflict).
+__device__ __forceinline__ int q4kl_piece(int c, int i) { return 64 * c + 16 * (Q4KL_SWIZZLE ? i ^ ((c >> 1) & 3) : i); }
+
 // The token quantized for the lean Q4_K GEMV by every thread of the block, two threads a
 // block of 32 (16 values each; absmax and level sum exchanged by one shuffle each).
 __device__ __forceinline__ void q4kl_quantize(const float* __restrict__ x, int8_t* qx, float* ds, int nb) {
@@ -710,7 +719,7 @@ __device__ __forceinline__ void q4kl_quantize(const float* __restrict__ x, int8_
         for (int i = 0; i < 4; i++)
             amax = fmaxf(amax, fmaxf(fmaxf(fabsf(v[i].x), fabsf(v[i].y)), fmaxf(fabsf(v[i].z), fabsf(v[i].w))));
         amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 1));
-        int sum = pack_levels<4>(v, amax > 0.f ? 127.0f / amax : 0.f, qx + 16 * (on ? t : 0), on);
+        int sum = pack_levels<4>(v, amax > 0.f ? 127.0f / amax : 0.f, qx + (on ? q4kl_piece(t >> 2, t & 3) : 0), on);
         sum += __shfl_xor_sync(0xffffffffu, sum, 1);
         const int sb = t >> 1;
         if (on && !(t & 1)) {
@@ -724,10 +733,12 @@ __device__ __forceinline__ void q4kl_quantize(const float* __restrict__ x, int8_
 // bytes and the masks of the j < 2 / j >= 2 split (see `q4kl_dot`).
 struct Q4klLane {
     int j, sp;  // sp: the lane's super-block in a step (lane / 4)
+    int xo[4];  // the offsets of its token chunks' pieces in the chunk (q4kl_piece)
     uint32_t sel, m_lo, m_hi, m_w;
-    __device__ __forceinline__ explicit Q4klLane(int lane)
-        : j(lane & 3), sp(lane >> 2), sel(lane & 1 ? 0x7632u : 0x5410u), m_lo((lane & 3) < 2 ? 0x3f3f3f3fu : 0u),
-          m_hi((lane & 3) < 2 ? 0u : 0x30303030u), m_w((lane & 3) < 2 ? 0u : 0x0f0f0f0fu) {}
+    __device__ __forceinline__ explicit Q4klLane(int lane_)
+        : j(lane_ & 3), sp(lane_ >> 2), xo{q4kl_piece(lane_, 0) - 64 * lane_, q4kl_piece(lane_, 1) - 64 * lane_,
+                                            q4kl_piece(lane_, 2) - 64 * lane_, q4kl_piece(lane_, 3) - 64 * lane_}, sel(lane_ & 1 ? 0x7632u : 0x5410u), m_lo((lane_ & 3) < 2 ? 0x3f3f3f3fu : 0u),
+          m_hi((lane_ & 3) < 2 ? 0u : 0x30303030u), m_w((lane_ & 3) < 2 ? 0u : 0x0f0f0f0fu) {}
 };
 
 // A weight load: through the read-only cache (__ldg), or with -DQ4KL_LD_HINT not kept in the
@@ -781,8 +792,11 @@ __device__ __forceinline__ float q4kl_dot(const Q4klItem& it, const int8_t* qx, 
     for (int s = 0; s < Q4KL_ST; s++) {
         if (!q4kl_on<M>(chunk, s, nsup, ln)) break;
         const int sp = 16 * chunk + 8 * s + ln.sp;
-        const int4* xq = (const int4*)(qx + 256 * sp + 64 * ln.j);
-        const int4 x0 = xq[0], x1 = xq[1], x2 = xq[2], x3 = xq[3];
+        // The token's chunk c = 4 sp + j (sub-blocks 2c, 2c + 1) is 64 chunk + 32 s + lane, so
+        // its pieces' offsets in the chunk are the lane's (lane constants, `xo`).
+        const int8_t* xs = qx + 64 * (4 * sp + ln.j);
+        const int4 x0 = *(const int4*)(xs + ln.xo[0]), x1 = *(const int4*)(xs + ln.xo[1]);
+        const int4 x2 = *(const int4*)(xs + ln.xo[2]), x3 = *(const int4*)(xs + ln.xo[3]);
         const float4 g = ds[4 * sp + ln.j];
         const uint4 a = it.a[s], b = it.b[s], hd = it.h[s];
         int ia = __dp4a((int)(a.x & 0x0f0f0f0fu), x0.x, BIAS);

@@ -3,7 +3,8 @@
 # next session with a device. The lean Q4_K one-token GEMV (-DM1_Q4K_LEAN) against the
 # committed one, at m=1 (b2b and PDL, scripts/cuda/variants.sh compiling each variant there):
 # lean (L2 line prefetch 2 items ahead), lean_pf0 / pf4 / pf8 (no prefetch, 4, 8 items), lean_ld
-# (weight loads not kept in the L1, with the L2 256-byte hint: -DQ4KL_LD_HINT), then
+# (weight loads not kept in the L1, with the L2 256-byte hint: -DQ4KL_LD_HINT), lean_noswz (the
+# token unswizzled in shared memory: -DQ4KL_SWIZZLE=0), then
 # committed again; the GEMM's producers without run-time divisions (-DWS_CURSOR: the unit's
 # tiles and k step carried from unit to unit) against committed at m=512 for every type, and
 # with -DVSUB_ADD (Q6_K's and Q4_0's levels by an add, no __vsub4) for those two at m=512 and
@@ -27,7 +28,7 @@ reftest $PWD/ptx/all.ptx $o/tests-all.log
 ts "q4_k m=1: committed, lean, prefetch distances"
 timeout 150 bash scripts/cuda/variants.sh $o/var q4_k 1,8 committed=@kernels/cuda/qgemm.ptx lean=@ptx/lean.ptx \
   lean_pf0=-DM1_Q4K_LEAN,-DQ4KL_PF=0 lean_pf4=-DM1_Q4K_LEAN,-DQ4KL_PF=4 lean_pf8=-DM1_Q4K_LEAN,-DQ4KL_PF=8 \
-  lean_ld=-DM1_Q4K_LEAN,-DQ4KL_LD_HINT \
+  lean_ld=-DM1_Q4K_LEAN,-DQ4KL_LD_HINT lean_noswz=-DM1_Q4K_LEAN,-DQ4KL_SWIZZLE=0 \
   committed2=@kernels/cuda/qgemm.ptx 2>&1 | tee $o/var.log
 ts "m=512 every type: committed, cursor; q8_0 q6_k nf4 committed again"
 timeout 150 bash scripts/cuda/variants.sh $o/var "q4_k q6_k q8_0 q5_k q4_0 iq4_xs nf4" 512 \
