@@ -3,7 +3,7 @@
 # its device code extracted (the helpers it uses and the M1_Q4K_LEAN block), compiled for the
 # host with shim.h (threads for lanes, barriers for shuffles) and run on random rows
 # (q4k_lean.cpp). No GPU needed; not a substitute for the GPU test, a check of the kernel's
-# arithmetic and indexing before device time is spent. Usage: scripts/cuda/emu/run.sh
+# arithmetic and indexing before device time is spent. Usage: [EMU_FLAGS=-DMACRO=V] scripts/cuda/emu/run.sh
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 src=$here/../../../kernels/cuda/qgemm.cu
@@ -27,7 +27,8 @@ out = "inline uint8_t* emu_smem;\n" + "".join(parts) + lean
 assert "asm" not in out.replace("EMU_ASM", ""), "inline asm left in the extracted code"
 open(sys.argv[2], "w").write(out)
 PY
-g++ -std=c++20 -O2 -pthread -I"$tmp" "$here/q4k_lean.cpp" -o "$tmp/q4k_lean"
+# shellcheck disable=SC2086
+g++ -std=c++20 -O2 -pthread ${EMU_FLAGS:-} -I"$tmp" "$here/q4k_lean.cpp" -o "$tmp/q4k_lean"
 rc=0
 for args in "64 4096 3" "37 4096 2" "20 14336 2" "9 2304 1" "33 768 2" "5 256 1" "40 2048 4 7"; do
   # shellcheck disable=SC2086
