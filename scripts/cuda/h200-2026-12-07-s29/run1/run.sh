@@ -10,7 +10,7 @@
 # with -DVSUB_ADD (Q6_K's and Q4_0's levels by an add, no __vsub4) for those two at m=512 and
 # m=1/8; the GPU reference test with all three variants in one PTX (every type, m 1-70,
 # against the f64 reference); the plain 33 MB read (the floor); ncu of the lean gemv_q4_k_m1 (-lineinfo).
-# Staging as s28 (scripts/cuda/h200-2026-12-06-s28/start.sh): the worktree in .peer/wt of the
+# Staged by ../stage.sh MAIN (as s28, scripts/cuda/h200-2026-12-06-s28/start.sh): the worktree in .peer/wt of the
 # main checkout with gpu-bin/qforge.xz and gpu-bin/qforge-tests.xz (release, stripped); carry
 # .peer; command: bash .peer/wt/scripts/cuda/h200-2026-12-07-s29/run1/run.sh
 set -u
