@@ -26,13 +26,15 @@ wait
 ts "GPU reference test with lean + cursor + vsub"
 reftest $PWD/ptx/all.ptx $o/tests-all.log
 ts "q4_k m=1: committed, lean, prefetch distances"
-timeout 150 bash scripts/cuda/variants.sh $o/var q4_k 1,8 committed=@kernels/cuda/qgemm.ptx lean=@ptx/lean.ptx \
+timeout 200 bash scripts/cuda/variants.sh $o/var q4_k 1,8 committed=@kernels/cuda/qgemm.ptx lean=@ptx/lean.ptx \
   lean_pf0=-DM1_Q4K_LEAN,-DQ4KL_PF=0 lean_pf4=-DM1_Q4K_LEAN,-DQ4KL_PF=4 lean_pf8=-DM1_Q4K_LEAN,-DQ4KL_PF=8 \
   lean_ld=-DM1_Q4K_LEAN,-DQ4KL_LD_HINT lean_noswz=-DM1_Q4K_LEAN,-DQ4KL_SWIZZLE=0 \
   committed2=@kernels/cuda/qgemm.ptx 2>&1 | tee $o/var.log
+tar czf $OUT/run1-var.tgz -C /tmp o  # (again after each step: what ran comes back if time runs out)
 ts "m=512 every type: committed, cursor; q8_0 q6_k nf4 committed again"
 timeout 150 bash scripts/cuda/variants.sh $o/var "q4_k q6_k q8_0 q5_k q4_0 iq4_xs nf4" 512 \
   committed=@kernels/cuda/qgemm.ptx cursor=-DWS_CURSOR 2>&1 | tee -a $o/var.log
+tar czf $OUT/run1-var.tgz -C /tmp o
 timeout 60 bash scripts/cuda/variants.sh $o/var "q6_k q4_0" 512 cursor_vs=-DWS_CURSOR,-DVSUB_ADD 2>&1 |
   tee -a $o/var.log
 timeout 60 bash scripts/cuda/variants.sh $o/var "q6_k q4_0" 1,8 committed=@kernels/cuda/qgemm.ptx vsub=-DVSUB_ADD 2>&1 |
