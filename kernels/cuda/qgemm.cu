@@ -677,11 +677,12 @@ __device__ __forceinline__ void gemv1_q4k(const uint8_t* __restrict__ w, const f
 // split. The high nibbles are multiplied in place (dp4a.u32.s32 on q & 0xF0F0F0F0): the token
 // holds the odd sub-blocks' scales divided by 16 (exact). The token in shared memory: k int8
 // levels, then a float4 a pair of sub-blocks {dx[2p], sx[2p], dx[2p + 1] / 16, sx[2p + 1]}
-// (the same k + k / 4 bytes as the other GEMVs' layout), quantized by all the block's threads.
-// An item is a row and 16 super-blocks (two steps); two items' registers are used in turn (no
-// copies): an item's math, then the loads of the item two ahead into its registers, and the
-// L2 bulk prefetch of the item Q4KL_PF further. Both items' loads and the first prefetches are
-// issued before the wait for the previous kernel. Checked on the CPU by scripts/cuda/emu/run.sh.
+// (the same k + k / 4 bytes as the other GEMVs' layout; the levels swizzled, `q4kl_piece`),
+// quantized by all the block's threads. An item is a row and 16 super-blocks (two steps); two
+// items' registers are used in turn (no copies): an item's math, then the loads of the item
+// two ahead into its registers, and the L2 prefetch (a 128-byte line a lane) of the item
+// Q4KL_PF further. Both items' loads and the first prefetches are issued before the wait for
+// the previous kernel. Checked on the CPU by scripts/cuda/emu/run.sh.
 #ifdef M1_Q4K_LEAN
 #define Q4KL_ST 2  // steps of eight super-blocks an item
 struct Q4klItem {
@@ -729,16 +730,22 @@ __device__ __forceinline__ void q4kl_quantize(const float* __restrict__ x, int8_
     }
 }
 
-// The lane's constants: its pair j of sub-blocks (lane & 3), the byte permute of its scale
+// The lane's constants: its pair j of sub-blocks (lane & 3), its super-block in a step
+// (lane / 4), the offsets of its token chunks' four pieces in a chunk (`q4kl_piece` of the
+// lane's chunk: every chunk it reads has the lane's swizzle), the byte permute of its scale
 // bytes and the masks of the j < 2 / j >= 2 split (see `q4kl_dot`).
 struct Q4klLane {
-    int j, sp;  // sp: the lane's super-block in a step (lane / 4)
-    int xo[4];  // the offsets of its token chunks' pieces in the chunk (q4kl_piece)
+    int j, sp;
+    int xo[4];
     uint32_t sel, m_lo, m_hi, m_w;
-    __device__ __forceinline__ explicit Q4klLane(int lane_)
-        : j(lane_ & 3), sp(lane_ >> 2), xo{q4kl_piece(lane_, 0) - 64 * lane_, q4kl_piece(lane_, 1) - 64 * lane_,
-                                            q4kl_piece(lane_, 2) - 64 * lane_, q4kl_piece(lane_, 3) - 64 * lane_}, sel(lane_ & 1 ? 0x7632u : 0x5410u), m_lo((lane_ & 3) < 2 ? 0x3f3f3f3fu : 0u),
-          m_hi((lane_ & 3) < 2 ? 0u : 0x30303030u), m_w((lane_ & 3) < 2 ? 0u : 0x0f0f0f0fu) {}
+    __device__ __forceinline__ explicit Q4klLane(int lane) : j(lane & 3), sp(lane >> 2) {
+#pragma unroll
+        for (int i = 0; i < 4; i++) xo[i] = q4kl_piece(lane, i) - 64 * lane;
+        sel = lane & 1 ? 0x7632u : 0x5410u;
+        m_lo = j < 2 ? 0x3f3f3f3fu : 0u;
+        m_hi = j < 2 ? 0u : 0x30303030u;
+        m_w = j < 2 ? 0u : 0x0f0f0f0fu;
+    }
 };
 
 // A weight load: through the read-only cache (__ldg), or with -DQ4KL_LD_HINT not kept in the
