@@ -84,6 +84,18 @@ __device__ __forceinline__ void funnel(const uint32_t (&w)[N + 1], uint32_t sh, 
     for (int i = 0; i < N; i++) out[i] = __funnelshift_r(w[i], w[i + 1], sh);
 }
 
+// The bytes of x minus those of c, each byte of c at most 0x80 and x + 0x80 - c below 0x100
+// in each byte (Q6_K's and Q4_0's levels: x - 32 for x < 64, x - 8 for x < 16): __vsub4, or
+// with -DVSUB_ADD (s29 variant) one add without carries and the sign bits flipped, the
+// same bits (the bf16 decoders' own flip, `^ 0x80808080`, then cancels it).
+__device__ __forceinline__ uint32_t sub_bytes(uint32_t x, uint32_t c) {
+#ifdef VSUB_ADD
+    return (x + (0x80808080u - c)) ^ 0x80808080u;
+#else
+    return __vsub4(x, c);
+#endif
+}
+
 // NF4 codes * 127, rounded (the CPU kernels' NF4_I8), as four words of four int8.
 #define NF4_T0 0xCEBDA881u
 #define NF4_T1 0x00F4E9DCu
@@ -255,7 +267,7 @@ struct Raw<T_Q6K> {
         for (int i = 0; i < 8; i++) {
             const uint32_t lo = (l[i] >> lshift) & 0x0f0f0f0fu;
             const uint32_t hi = ((hb[i] >> (2 * r)) & 0x03030303u) << 4;
-            o.q[i] = __vsub4(lo | hi, 0x20202020u);
+            o.q[i] = sub_bytes(lo | hi, 0x20202020u);
         }
         const float d = h2f(dh);
         o.s0 = d * (float)(int8_t)(sp & 0xff);
@@ -322,8 +334,8 @@ struct Raw<T_Q4_0> : RawScaled<4> {
         funnel<4>(w, sh, v);
 #pragma unroll
         for (int i = 0; i < 4; i++) {
-            o.q[i] = __vsub4(v[i] & 0x0f0f0f0fu, 0x08080808u);
-            o.q[4 + i] = __vsub4((v[i] >> 4) & 0x0f0f0f0fu, 0x08080808u);
+            o.q[i] = sub_bytes(v[i] & 0x0f0f0f0fu, 0x08080808u);
+            o.q[4 + i] = sub_bytes((v[i] >> 4) & 0x0f0f0f0fu, 0x08080808u);
         }
         o.s0 = o.s1 = h2f(dh);
         o.mn = 0.f;
@@ -371,21 +383,24 @@ __device__ __forceinline__ float warp_max(float v) {
     return v;
 }
 
-// The 32 values v times inv, rounded to int8 levels and stored at q (16-aligned) as two
-// 16-byte words; returns the sum of the levels.
-__device__ __forceinline__ int pack_levels(const float4 (&v)[8], float inv, int8_t* q) {
-    uint32_t w[8];
+// The 4N values v times inv, rounded to int8 levels and stored at q (16-aligned) as N / 4
+// 16-byte words (when `store`); returns the sum of the levels.
+template <int N>
+__device__ __forceinline__ int pack_levels(const float4 (&v)[N], float inv, int8_t* q, bool store = true) {
+    uint32_t w[N];
     int sum = 0;
 #pragma unroll
-    for (int i = 0; i < 8; i++) {
+    for (int i = 0; i < N; i++) {
         const int a = __float2int_rn(v[i].x * inv), b = __float2int_rn(v[i].y * inv);
         const int c = __float2int_rn(v[i].z * inv), e = __float2int_rn(v[i].w * inv);
         sum += a + b + c + e;
         w[i] = (uint32_t)(a & 0xff) | ((uint32_t)(b & 0xff) << 8) | ((uint32_t)(c & 0xff) << 16) |
                ((uint32_t)e << 24);
     }
-    ((uint4*)q)[0] = make_uint4(w[0], w[1], w[2], w[3]);
-    ((uint4*)q)[1] = make_uint4(w[4], w[5], w[6], w[7]);
+    if (store) {
+#pragma unroll
+        for (int i = 0; i < N / 4; i++) ((uint4*)q)[i] = make_uint4(w[4 * i], w[4 * i + 1], w[4 * i + 2], w[4 * i + 3]);
+    }
     return sum;
 }
 
@@ -399,7 +414,7 @@ __device__ __forceinline__ void quantize_block(const float* __restrict__ x, int8
 #pragma unroll
     for (int i = 0; i < 8; i++)
         amax = fmaxf(amax, fmaxf(fmaxf(fabsf(v[i].x), fabsf(v[i].y)), fmaxf(fabsf(v[i].z), fabsf(v[i].w))));
-    const int sum = pack_levels(v, amax > 0.f ? 127.0f / amax : 0.f, q);
+    const int sum = pack_levels<8>(v, amax > 0.f ? 127.0f / amax : 0.f, q);
     *d = amax / 127.0f;
     *s = amax / 127.0f * (float)sum;
 }
@@ -654,6 +669,262 @@ __device__ __forceinline__ void gemv1_q4k(const uint8_t* __restrict__ w, const f
         [&](const Steps& cur, int c) { return q4k_dot(cur.s, qx, dx, sx, c * 4 * Q4K_ST, nsup, lane); });
 }
 
+// The lean Q4_K one-token GEMV (variant, -DM1_Q4K_LEAN; s29): four lanes a super-block, lane
+// l owning the 32 level bytes of sub-blocks 2j, 2j + 1 (j = l & 3; low nibbles the even
+// sub-block, high nibbles the odd one) of super-block l / 4 of a step of eight: three 16-byte
+// loads (the header and the two halves of its bytes), 16 dp4a, and its two scales and mins
+// taken from the header once per 64 weights, with lane constants for the j < 2 / j >= 2
+// split. The high nibbles are multiplied in place (dp4a.u32.s32 on q & 0xF0F0F0F0): the token
+// holds the odd sub-blocks' scales divided by 16 (exact). The token in shared memory: k int8
+// levels, then a float4 a pair of sub-blocks {dx[2p], sx[2p], dx[2p + 1] / 16, sx[2p + 1]}
+// (the same k + k / 4 bytes as the other GEMVs' layout; the levels swizzled, `q4kl_piece`),
+// quantized by all the block's threads. An item is a row and 16 super-blocks (two steps); two
+// items' registers are used in turn (no copies): an item's math, then the loads of the item
+// two ahead into its registers, and the L2 prefetch (a 128-byte line a lane) of the item
+// Q4KL_PF further. Both items' loads and the first prefetches are issued before the wait for
+// the previous kernel. Checked on the CPU by scripts/cuda/emu/run.sh.
+#ifdef M1_Q4K_LEAN
+#define Q4KL_ST 2  // steps of eight super-blocks an item
+struct Q4klItem {
+    uint4 h[Q4KL_ST], a[Q4KL_ST], b[Q4KL_ST];
+};
+
+// dp4a of unsigned bytes a (the high nibbles in place) and signed bytes b.
+__device__ __forceinline__ int dp4a_us(uint32_t a, int b, int c) {
+    int d;
+    asm("dp4a.u32.s32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+    return d;
+}
+
+#ifndef Q4KL_SWIZZLE
+#define Q4KL_SWIZZLE 1
+#endif
+// Where piece i (16 levels) of the token's 64-level chunk c (sub-blocks 2c, 2c + 1) is in
+// shared memory: with Q4KL_SWIZZLE at piece i ^ ((c / 2) & 3) of the chunk, so that the
+// eight lanes of a quarter warp (chunks c .. c + 7, one piece each) read eight different
+// 16-byte bank groups (unswizzled: four lanes on each of two, a 4-way conflict).
+__device__ __forceinline__ int q4kl_piece(int c, int i) { return 64 * c + 16 * (Q4KL_SWIZZLE ? i ^ ((c >> 1) & 3) : i); }
+
+// The token quantized for the lean Q4_K GEMV by every thread of the block, two threads a
+// block of 32 (16 values each; absmax and level sum exchanged by one shuffle each).
+__device__ __forceinline__ void q4kl_quantize(const float* __restrict__ x, int8_t* qx, float* ds, int nb) {
+    const int lane = threadIdx.x & 31;
+    for (int t0 = threadIdx.x - lane; t0 < 2 * nb; t0 += blockDim.x) {  // whole warps: the shuffles
+        const int t = t0 + lane;
+        const bool on = t < 2 * nb;
+        float4 v[4];
+#pragma unroll
+        for (int i = 0; i < 4; i++) v[i] = on ? __ldg((const float4*)(x + 16 * t) + i) : make_float4(0.f, 0.f, 0.f, 0.f);
+        float amax = 0.f;
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+            amax = fmaxf(amax, fmaxf(fmaxf(fabsf(v[i].x), fabsf(v[i].y)), fmaxf(fabsf(v[i].z), fabsf(v[i].w))));
+        amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 1));
+        int sum = pack_levels<4>(v, amax > 0.f ? 127.0f / amax : 0.f, qx + (on ? q4kl_piece(t >> 2, t & 3) : 0), on);
+        sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+        const int sb = t >> 1;
+        if (on && !(t & 1)) {
+            const float d = amax / 127.0f;
+            *(float2*)(ds + 4 * (sb >> 1) + 2 * (sb & 1)) = make_float2(sb & 1 ? d * 0.0625f : d, d * (float)sum);
+        }
+    }
+}
+
+// The lane's constants: its pair j of sub-blocks (lane & 3), its super-block in a step
+// (lane / 4), the offsets of its token chunks' four pieces in a chunk (`q4kl_piece` of the
+// lane's chunk: every chunk it reads has the lane's swizzle), the byte permute of its scale
+// bytes and the masks of the j < 2 / j >= 2 split (see `q4kl_dot`).
+struct Q4klLane {
+    int j, sp;
+    int xo[4];
+    uint32_t sel, m_lo, m_hi, m_w;
+    __device__ __forceinline__ explicit Q4klLane(int lane) : j(lane & 3), sp(lane >> 2) {
+#pragma unroll
+        for (int i = 0; i < 4; i++) xo[i] = q4kl_piece(lane, i) - 64 * lane;
+        sel = lane & 1 ? 0x7632u : 0x5410u;
+        m_lo = j < 2 ? 0x3f3f3f3fu : 0u;
+        m_hi = j < 2 ? 0u : 0x30303030u;
+        m_w = j < 2 ? 0u : 0x0f0f0f0fu;
+    }
+};
+
+// A weight load: through the read-only cache (__ldg), or with -DQ4KL_LD_HINT not kept in the
+// L1 and with the L2's 256-byte prefetch hint (the weights are read once).
+__device__ __forceinline__ uint4 q4kl_ld(const uint8_t* p) {
+#ifdef Q4KL_LD_HINT
+    uint4 v;
+    asm("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];"
+        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+        : "l"(p));
+    return v;
+#else
+    return __ldg((const uint4*)p);
+#endif
+}
+
+// How rows split into items: Q4KL_ROW, a row is one item (k = 4096: no checks); Q4KL_FULL,
+// whole steps (k a multiple of 2048: a step is there or not for the whole warp); Q4KL_PART,
+// per lane.
+enum { Q4KL_ROW, Q4KL_FULL, Q4KL_PART };
+
+// Whether step s of item (., chunk) holds the lane's super-block.
+template <int M>
+__device__ __forceinline__ bool q4kl_on(int chunk, int s, int nsup, const Q4klLane& ln) {
+    return M == Q4KL_ROW || 16 * chunk + 8 * s + (M == Q4KL_FULL ? 0 : ln.sp) < nsup;
+}
+
+// The lane's loads of item (., chunk) whose super-block headers start at `ph` (the lane's
+// super-block of the item's first step): header, then its 32 level bytes at ph + 16 + 32 j.
+template <int M>
+__device__ __forceinline__ void q4kl_load(Q4klItem& it, const uint8_t* __restrict__ ph, int chunk, int nsup,
+                                          const Q4klLane& ln) {
+    const uint8_t* pq = ph + 16 + 32 * ln.j;
+#pragma unroll
+    for (int s = 0; s < Q4KL_ST; s++) {
+        if (!q4kl_on<M>(chunk, s, nsup, ln)) break;
+        it.h[s] = q4kl_ld(ph + 1152 * s);
+        it.a[s] = q4kl_ld(pq + 1152 * s);
+        it.b[s] = q4kl_ld(pq + 1152 * s + 16);
+    }
+}
+
+// Adds item (., chunk)'s products to acc: per step, the 16 dp4a of the lane's 64 weights,
+// its two scales and mins from the header (bytes j', j' + 1 of scales 0-3 / 4-7 / 8-11,
+// j' = 2j & 3, by one byte permute each; j < 2: the low six bits, else ggml's 4 + 2 bit split,
+// chosen by the lane's masks), then d * (scaled sums) - dmin * (mins against the token's sums).
+template <int M>
+__device__ __forceinline__ float q4kl_dot(const Q4klItem& it, const int8_t* qx, const float4* ds, int chunk,
+                                          int nsup, const Q4klLane& ln, float acc) {
+#pragma unroll
+    for (int s = 0; s < Q4KL_ST; s++) {
+        if (!q4kl_on<M>(chunk, s, nsup, ln)) break;
+        const int sp = 16 * chunk + 8 * s + ln.sp;
+        // The token's chunk c = 4 sp + j (sub-blocks 2c, 2c + 1) is 64 chunk + 32 s + lane, so
+        // its pieces' offsets in the chunk are the lane's (lane constants, `xo`).
+        const int8_t* xs = qx + 64 * (4 * sp + ln.j);
+        const int4 x0 = *(const int4*)(xs + ln.xo[0]), x1 = *(const int4*)(xs + ln.xo[1]);
+        const int4 x2 = *(const int4*)(xs + ln.xo[2]), x3 = *(const int4*)(xs + ln.xo[3]);
+        const float4 g = ds[4 * sp + ln.j];
+        const uint4 a = it.a[s], b = it.b[s], hd = it.h[s];
+        int ia = __dp4a((int)(a.x & 0x0f0f0f0fu), x0.x, BIAS);
+        ia = __dp4a((int)(a.y & 0x0f0f0f0fu), x0.y, ia);
+        ia = __dp4a((int)(a.z & 0x0f0f0f0fu), x0.z, ia);
+        ia = __dp4a((int)(a.w & 0x0f0f0f0fu), x0.w, ia);
+        ia = __dp4a((int)(b.x & 0x0f0f0f0fu), x1.x, ia);
+        ia = __dp4a((int)(b.y & 0x0f0f0f0fu), x1.y, ia);
+        ia = __dp4a((int)(b.z & 0x0f0f0f0fu), x1.z, ia);
+        ia = __dp4a((int)(b.w & 0x0f0f0f0fu), x1.w, ia);
+        int ib = dp4a_us(a.x & 0xf0f0f0f0u, x2.x, BIAS);
+        ib = dp4a_us(a.y & 0xf0f0f0f0u, x2.y, ib);
+        ib = dp4a_us(a.z & 0xf0f0f0f0u, x2.z, ib);
+        ib = dp4a_us(a.w & 0xf0f0f0f0u, x2.w, ib);
+        ib = dp4a_us(b.x & 0xf0f0f0f0u, x3.x, ib);
+        ib = dp4a_us(b.y & 0xf0f0f0f0u, x3.y, ib);
+        ib = dp4a_us(b.z & 0xf0f0f0f0u, x3.z, ib);
+        ib = dp4a_us(b.w & 0xf0f0f0f0u, x3.w, ib);
+        // Bytes: the two scales, then the two mins.
+        const uint32_t yz = __byte_perm(hd.y, hd.z, ln.sel), ww = __byte_perm(hd.w, hd.w >> 4, ln.sel);
+        const uint32_t sm = (yz & ln.m_lo) | ((yz >> 2) & ln.m_hi) | (ww & ln.m_w);
+        const float v = (float)(sm & 0xff) * g.x * unbias(ia) + (float)((sm >> 8) & 0xff) * g.z * unbias(ib);
+        const float mt = (float)((sm >> 16) & 0xff) * g.y + (float)(sm >> 24) * g.w;
+        acc = fmaf(h2f(hd.x), v, acc);
+        acc = fmaf(-h2f(hd.x >> 16), mt, acc);
+    }
+    return acc;
+}
+
+#ifndef Q4KL_PF
+#define Q4KL_PF 2  // items a warp has the L2 prefetch ahead of its loads (0: none)
+#endif
+
+// A warp's sequence of items (row, chunk): rows first, first + total, ..., each row's chunks
+// in order; `ph` the lane's header address of the item (row start + 2304 chunk + 144 lane / 4).
+struct Q4klCursor {
+    int r, c;
+    const uint8_t* ph;
+    __device__ __forceinline__ void next(int chunks, int total, long long row_step) {
+        if (++c < chunks) {
+            ph += 2304;
+        } else {
+            c = 0;
+            r += total;
+            ph += row_step;
+        }
+    }
+    // The item's bytes into the L2 (lane l: its l-th 128-byte line), while the row exists.
+    __device__ __forceinline__ void prefetch(int n, int nsup, const Q4klLane& ln, int lane) const {
+        if (Q4KL_PF > 0 && r < n) {
+            const uintptr_t a = (uintptr_t)(ph - 144 * ln.sp), line = (a & ~(uintptr_t)127) + 128 * lane;
+            if (line < a + 144 * min(16, nsup - 16 * c)) asm volatile("prefetch.global.L2 [%0];\n" ::"l"(line));
+        }
+    }
+};
+
+template <int M>
+__device__ __forceinline__ void gemv1_q4k_lean_body(const uint8_t* __restrict__ w, const float* __restrict__ x,
+                                                    float* __restrict__ y, int n, int k, int row_bytes) {
+    extern __shared__ __align__(16) uint8_t smem[];
+    int8_t* qx = (int8_t*)smem;
+    const int nb = k / 32, nsup = k / 256;
+    const float4* ds = (const float4*)(smem + k);
+    const int lane = threadIdx.x & 31, warps = blockDim.x >> 5;
+    const Q4klLane ln(lane);
+    const int chunks = M == Q4KL_ROW ? 1 : (nsup + 15) / 16;
+    const int total = gridDim.x * warps;
+    // From a row's last chunk to the first chunk of the warp's next row.
+    const long long row_step = (long long)total * row_bytes - 2304ll * (chunks - 1);
+    const int r0 = blockIdx.x * warps + (threadIdx.x >> 5);
+    Q4klCursor cur{r0, 0, w + (size_t)r0 * row_bytes + 144 * ln.sp};
+    // Two items in registers (a, b) and the L2 prefetch Q4KL_PF items further, all issued
+    // before the wait (weights only).
+    Q4klItem a, b;
+    Q4klCursor nx = cur, pf = cur;
+    if (nx.r < n) q4kl_load<M>(a, nx.ph, nx.c, nsup, ln);
+    nx.next(chunks, total, row_step);
+    if (nx.r < n) q4kl_load<M>(b, nx.ph, nx.c, nsup, ln);
+    nx.next(chunks, total, row_step);
+#pragma unroll
+    for (int i = 0; i < Q4KL_PF + 2; i++) {
+        if (i >= 2) pf.prefetch(n, nsup, ln, lane);
+        pf.next(chunks, total, row_step);
+    }
+    pdl_launch_dependents();
+    pdl_wait();
+    q4kl_quantize(x, qx, (float*)ds, nb);
+    __syncthreads();
+    if (cur.r >= n) return;
+    float acc = 0.f;
+    // One item: `it`'s math, then the item two ahead loaded into `it` and the one Q4KL_PF
+    // further prefetched; lane 0 writes a finished row's warp sum. False once the warp has
+    // no items left.
+    auto step = [&](Q4klItem& it) {
+        acc = q4kl_dot<M>(it, qx, ds, cur.c, nsup, ln, acc);
+        if (nx.r < n) q4kl_load<M>(it, nx.ph, nx.c, nsup, ln);
+        nx.next(chunks, total, row_step);
+        pf.prefetch(n, nsup, ln, lane);
+        pf.next(chunks, total, row_step);
+        const int r = cur.r;
+        cur.next(chunks, total, row_step);
+        if (cur.c == 0) {
+            const float v = warp_sum(acc);
+            if (lane == 0) y[r] = v;
+            acc = 0.f;
+        }
+        return cur.r < n;
+    };
+    while (step(a) && step(b)) {
+    }
+}
+
+__device__ __forceinline__ void gemv1_q4k_lean(const uint8_t* __restrict__ w, const float* __restrict__ x,
+                                               float* __restrict__ y, int n, int k, int row_bytes) {
+    const int nsup = k / 256;
+    if (nsup == 16) gemv1_q4k_lean_body<Q4KL_ROW>(w, x, y, n, k, row_bytes);
+    else if (nsup % 8 == 0) gemv1_q4k_lean_body<Q4KL_FULL>(w, x, y, n, k, row_bytes);
+    else gemv1_q4k_lean_body<Q4KL_PART>(w, x, y, n, k, row_bytes);
+}
+#endif  // M1_Q4K_LEAN
+
 // Most stages (chunks in flight per warp) the GEMV keeps.
 #ifndef MAX_STAGES
 #define MAX_STAGES 4
@@ -807,7 +1078,11 @@ __device__ __forceinline__ void gemv_one(const uint8_t* __restrict__ w, const fl
                                          int row_bytes) {
 #ifndef M1_REGS
     if constexpr (T == T_Q4K) {
+#ifdef M1_Q4K_LEAN
+        gemv1_q4k_lean(w, x, y, n, k, row_bytes);
+#else
         gemv1_q4k(w, x, y, n, k, row_bytes);
+#endif
         return;
     }
 #endif
@@ -1299,12 +1574,16 @@ __device__ __forceinline__ void gemm_ws(const uint8_t* __restrict__ w, const flo
         const int p = tid, pw = p >> 5;
         constexpr int RSTR = WsRaw<T>::RSTR, W = RSTR / 16;
         uint8_t* const rawb = ws + WS_STAGES * (WS_WBYTES + WS_XBYTES);  // two windows of WS_TR rows
-        // Row `rr` of unit it's tile and the first byte of its window (sub-blocks 8 (kst / 4) ..).
-        auto window = [&](int it, int rr, const uint8_t*& src, const float*& am) {
-            const int u = U.u0 + it, tile = u / U.ks, kst = u - tile * U.ks;
-            const int row = min(tile / U.tt * WS_TR + rr, n - 1), sb0 = (kst >> 2) * 8;
+        // Row `rr` of weight tile trow and the first byte of its window of k step kst
+        // (sub-blocks 8 (kst / 4) ..); `window` of unit it.
+        auto window_at = [&](int trow, int kst, int rr, const uint8_t*& src, const float*& am) {
+            const int row = min(trow * WS_TR + rr, n - 1), sb0 = (kst >> 2) * 8;
             src = w + (size_t)row * row_bytes + sb0 / Layout<T>::SBB * Layout<T>::BB;
             am = absmax + (size_t)row * (k / 64) + sb0 / 2;
+        };
+        auto window = [&](int it, int rr, const uint8_t*& src, const float*& am) {
+            const int u = U.u0 + it, tile = u / U.ks, kst = u - tile * U.ks;
+            window_at(tile / U.tt, kst, rr, src, am);
         };
         // The end of unit it's window (the next unit with another window, or its).
         auto window_end = [&](int it) {
@@ -1324,19 +1603,42 @@ __device__ __forceinline__ void gemm_ws(const uint8_t* __restrict__ w, const flo
             }
             cp_async_commit();
         };
+#ifdef WS_CURSOR
+        // (s29 variant) The unit's weight tile, token tile (tile = trow * tt + tcol) and k step
+        // carried from unit to unit (`advance`) instead of divided out of the unit's index.
+        int c_kst = U.u0 % U.ks, c_tcol = U.u0 / U.ks % U.tt, c_trow = U.u0 / U.ks / U.tt;
+        auto advance = [&] {
+            if (++c_kst == U.ks) {
+                c_kst = 0;
+                if (++c_tcol == U.tt) {
+                    c_tcol = 0;
+                    c_trow++;
+                }
+            }
+        };
+#endif
         auto unit = [&](int it, int b) {
             const int st = it % WS_STAGES;
+#ifdef WS_CURSOR
+            const int kst = c_kst;
+            auto tcol = [&] { return c_tcol; };
+            auto win = [&](const uint8_t*& src, const float*& am) { window_at(c_trow, kst, p, src, am); };
+            advance();
+#else
             const int u = U.u0 + it, tile = u / U.ks, kst = u - tile * U.ks;
+            auto tcol = [&] { return tile % U.tt; };
+            auto win = [&](const uint8_t*& src, const float*& am) { window(it, p, src, am); };
+#endif
             mbar_wait(empty + 8 * st, ((it / WS_STAGES) & 1) ^ 1);
             if (p == 0) {  // the tile's tokens up to m, whole groups of 8
-                const int rows = min(WS_TN, (m - tile % U.tt * WS_TN + 7) & ~7);
+                const int rows = min(WS_TN, (m - tcol() * WS_TN + 7) & ~7);
                 mbar_expect_tx(full + 8 * st, rows * 128);
-                bulk_load(xs_a + st * WS_XBYTES, xb + ((size_t)(tile % U.tt) * U.ks + kst) * WS_XBYTES, rows * 128,
+                bulk_load(xs_a + st * WS_XBYTES, xb + ((size_t)tcol() * U.ks + kst) * WS_XBYTES, rows * 128,
                           full + 8 * st);
             }
             const uint8_t* src;
             const float* am;
-            window(it, p, src, am);
+            win(src, am);
             const uint8_t* const rowp = rawb + (b * WS_TR + p) * RSTR + ((uintptr_t)src & 15);
             uint8_t* const out = ws + st * WS_WBYTES + p * 128;
             Sub s[2];

@@ -691,6 +691,36 @@ mod tests {
         assert!(PTX.contains(".target sm_90"));
     }
 
+    /// The lean Q4_K one-token GEMV (qgemm.cu's `M1_Q4K_LEAN` variant) on the CPU:
+    /// `scripts/cuda/emu/run.sh` runs its device code on host threads against the f64
+    /// product (no GPU needed); skipped where g++ or python3 is missing.
+    #[test]
+    fn lean_q4k_gemv_matches_in_the_cpu_emulation() {
+        let have = |c: &str| {
+            std::process::Command::new(c)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        };
+        if !have("g++") || !have("python3") {
+            eprintln!("skipped: no g++ or python3");
+            return;
+        }
+        let out = std::process::Command::new("bash")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/scripts/cuda/emu/run.sh"
+            ))
+            .output()
+            .expect("bash");
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     #[test]
     fn clocks_parse_nvidia_smi() {
         let c = Clocks::parse("1980, 3201, 1980, 3201, 580.159.04\n").unwrap();
