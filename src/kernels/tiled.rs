@@ -151,7 +151,8 @@ const NIBBLES_AT: usize = 64;
 /// How far ahead of the line being read the tile kernels prefetch: 3 KiB measured 3-7%
 /// faster than 4 KiB for the GEMV of Q4_K, Q4_0 and NF4 (CPU time, one thread, k = 4096),
 /// as fast as 2 KiB for those and as fast as 4 KiB for Q5_K (slower at 2 KiB); since s28
-/// only the Q6_K GEMV prefetches (the others read in order, [`x86::prefetch_share`]).
+/// the one-token tile kernels but Q6_K's do not prefetch (they read in order,
+/// [`x86::prefetch_share`]; Q6_K's GEMV runs on its rows, without prefetch since s29).
 const PREFETCH_AHEAD: usize = 3072;
 
 /// Tile rows per task when there are few tokens (fewer, larger tasks for a GEMV).

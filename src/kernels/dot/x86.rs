@@ -230,9 +230,13 @@ unsafe fn q6_k<const T: usize>(row: &[u8], acts: &[ActRow<'_>], out: &mut [f32])
     let mut facc = [_mm512_setzero_ps(); T];
     for (sb, blk) in view::<BlockQ6K>(row).iter().enumerate() {
         let p: *const u8 = (blk as *const BlockQ6K).cast();
-        prefetch_ahead(p);
-        let scales_at = std::mem::offset_of!(BlockQ6K, scales);
-        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH_DISTANCE + scales_at).cast());
+        // One token (the Q6_K GEMV, which runs on these rows) streams the rows faster
+        // without: 1.78 against 1.97 ms at 4096 x 14336 (one thread, s29).
+        if T > 1 {
+            prefetch_ahead(p);
+            let scales_at = std::mem::offset_of!(BlockQ6K, scales);
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH_DISTANCE + scales_at).cast());
+        }
         let d = f16(blk.d.as_ptr());
         let sc16y = _mm256_cvtepi8_epi16(_mm_loadu_si128(blk.scales.as_ptr().cast()));
         let sc16 = _mm512_castsi256_si512(sc16y);
