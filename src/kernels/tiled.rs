@@ -574,20 +574,22 @@ fn drive<G: Send + Sync>(
         .into_par_iter()
         .for_each(|p| {
             let rows = p * panel..((p + 1) * panel).min(tile_rows);
+            // One output buffer per task, of which only the rows the next call writes are
+            // cleared: made per tile row, LLVM cleared all of it (1 KiB) with a call to
+            // `memset` before every kernel call.
+            let mut res = [[[0f32; TILE_ROWS]; MAX_TOKENS]; 2];
             for g in &groups {
                 let mut tr = rows.start;
                 while tr < rows.end {
-                    let mut res = [[[0f32; TILE_ROWS]; MAX_TOKENS]; 2];
-                    let step = match pair {
-                        Some(pair) if g.count == PAIR_TOKENS && tr + 1 < rows.end => {
-                            pair(tr, g, &mut res);
-                            2
-                        }
-                        _ => {
-                            kernel(tr, g, &mut res[0]);
-                            1
-                        }
-                    };
+                    let pair = pair.filter(|_| g.count == PAIR_TOKENS && tr + 1 < rows.end);
+                    let step = if pair.is_some() { 2 } else { 1 };
+                    for r in res[..step].iter_mut().flat_map(|res| &mut res[..g.count]) {
+                        *r = [0.0; TILE_ROWS];
+                    }
+                    match pair {
+                        Some(pair) => pair(tr, g, &mut res),
+                        None => kernel(tr, g, &mut res[0]),
+                    }
                     for (s, res) in res[..step].iter().enumerate() {
                         for (i, r) in res[..g.count].iter().enumerate() {
                             // SAFETY: token g.t + i < m, rows (tr+s)*16 .. (tr+s)*16+16 < n
